@@ -1,0 +1,50 @@
+/**
+ * The `livesnap` command line: parses the command name and hands the rest of the arguments to
+ * that command's module. Nothing imports this file.
+ *
+ * @module
+ */
+
+/** A command's entry point: takes its own arguments, returns the process exit code. */
+type CommandMain = (args: string[]) => Promise<number>;
+
+interface CommandEntry {
+  summary: string;
+  load: () => Promise<{ main: CommandMain }>;
+}
+
+// One line per command; each module lives beside this file as `<name>_command.ts`.
+const COMMANDS: Record<string, CommandEntry> = {};
+
+function usage(): string {
+  const names = Object.keys(COMMANDS).sort();
+  const width = Math.max(0, ...names.map((n) => n.length));
+  const lines = names.map((n) => `  ${n.padEnd(width)}  ${COMMANDS[n].summary}`);
+  return [
+    "Usage: livesnap <command> [options]",
+    "",
+    "Commands:",
+    ...lines,
+    "",
+    "Run `livesnap <command> --help` for a command's options and examples.",
+  ].join("\n");
+}
+
+async function main(args: string[]): Promise<number> {
+  const [name, ...rest] = args;
+  if (name === undefined || name === "--help" || name === "-h" || name === "help") {
+    console.log(usage());
+    return name === undefined ? 2 : 0;
+  }
+  const entry = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+  if (entry === undefined) {
+    console.error(`livesnap: unknown command '${name}'\n\n${usage()}`);
+    return 2;
+  }
+  const mod = await entry.load();
+  return await mod.main(rest);
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
+}
