@@ -7,25 +7,27 @@
 #   emulator/guests/build.sh hello      rebuild only the named guests
 #   emulator/guests/build.sh --check    rebuild into a temporary directory and compare with the
 #                                       committed ELFs (exit 1 if any differs)
+#   OUT=/tmp/x EXTRA_CFLAGS=-DREPORT_INSTRET emulator/guests/build.sh
+#                                       a measurement build that prints minstret at power-off
 set -euo pipefail
 cd "$(dirname "$0")"
 
 CC=${CC:-clang}
 LD=${LD:-ld.lld}
-GUESTS=(hello counter)
+GUESTS=(hello counter memstress)
 CFLAGS=(--target=riscv32-unknown-elf -march=rv32imac -mabi=ilp32 -mcmodel=medany -mno-relax
   -O2 -ffreestanding -nostdlib -fno-builtin-printf -fno-common -fno-pic
   -ffunction-sections -fdata-sections -fno-ident -fno-asynchronous-unwind-tables
-  -std=c11 -Wall -Wextra -Werror -Ilib)
+  -std=c11 -Wall -Wextra -Werror -Ilib ${EXTRA_CFLAGS:-})
 LDFLAGS=(-m elf32lriscv -T link.ld --gc-sections --build-id=none -z noexecstack)
-LIB=(lib/uart.c lib/power.c lib/mem.c lib/clint.c lib/trap.c lib/user.c)
+LIB=(lib/uart.c lib/power.c lib/machine.c lib/mem.c lib/clint.c lib/trap.c lib/user.c)
 
 check=0
 names=()
 for arg in "$@"; do
   case "$arg" in
     --check) check=1 ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) names+=("$arg") ;;
   esac
 done
@@ -33,7 +35,7 @@ done
 
 obj=$(mktemp -d)
 trap 'rm -rf "$obj"' EXIT
-out=build
+out=${OUT:-build}
 [ "$check" -eq 1 ] && out="$obj/out"
 mkdir -p "$out"
 

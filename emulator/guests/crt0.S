@@ -41,6 +41,8 @@ start_real:
     csrw    mtvec, t0           /* direct mode: trap_entry is 4-byte aligned */
 
     la      sp, __stack_top
+    la      t0, boot_fdt        /* QEMU passes the device tree's address in a1; it sits near the */
+    sw      a1, 0(t0)           /* top of RAM, so guests keep their working sets below it */
 
     la      t0, __bss_start
     la      t1, __bss_end
@@ -239,4 +241,10 @@ user_return:
     .section .bss
     .balign 4
 run_user_saved_sp:
+    .word   0
+
+    .section .data              /* not .bss: written before .bss is cleared */
+    .balign 4
+    .globl boot_fdt
+boot_fdt:
     .word   0

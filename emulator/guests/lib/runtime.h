@@ -98,5 +98,12 @@ void sys_print(const char *s);
 
 /* The first free page after the stack (link.ld). */
 extern char __heap_start[];
+/* a1 at boot: the device tree's address on QEMU (placed in the top 2 MiB of RAM), or 0. */
+extern uint32_t boot_fdt;
+/* The end of the memory a guest may use from __heap_start on: boot_fdt if it lies in RAM,
+ * otherwise 0 (unknown: the caller must trust its configuration). */
+uint32_t heap_limit(void);
+/* The retired-instruction counter (minstret/minstreth). */
+uint64_t instret(void);
 
 #endif
