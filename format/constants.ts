@@ -48,7 +48,7 @@ export const MAX_RECORD_PAYLOAD = 64 * 1024 * 1024;
 /** Cap on the decompressed bytes of one PAGES record (count × page size) (FORMAT.md §6). */
 export const MAX_BATCH_BYTES = 64 * 1024 * 1024;
 /** Cap on the pages one zero-encoded PAGES record may name (FORMAT.md §6). */
-export const MAX_ZERO_PAGES_PER_RECORD = 1 << 24;
+export const MAX_ZERO_PAGES_PER_RECORD = 65_536;
 /** Cap on the number of regions in the header (FORMAT.md §5). */
 export const MAX_REGIONS = 256;
 /** Cap on the pages declared by all regions together (FORMAT.md §5). */
