@@ -13,7 +13,11 @@ scope.onmessage = (e: MessageEvent<{ id: number; batch: PageBatch }>) => {
   const { id, batch } = e.data;
   try {
     const { record, hashes } = encodePageBatch(batch);
-    scope.postMessage({ id, record, hashes, raw: batch.raw }, [record.buffer, hashes.buffer, batch.raw.buffer]);
+    scope.postMessage({ id, record, hashes, raw: batch.raw }, [
+      record.buffer,
+      hashes.buffer,
+      batch.raw.buffer,
+    ]);
   } catch (err) {
     scope.postMessage({ id, error: String((err as Error)?.message ?? err) });
   }

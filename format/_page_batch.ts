@@ -33,7 +33,9 @@ export interface EncodedBatch {
 export function encodePageBatch(b: PageBatch): EncodedBatch {
   const n = b.pages.length;
   const hashes = new Uint8Array(n * 16);
-  for (let i = 0; i < n; i++) hashPageInto(b.raw.subarray(i * b.pageSize, (i + 1) * b.pageSize), hashes, i * 16);
+  for (let i = 0; i < n; i++) {
+    hashPageInto(b.raw.subarray(i * b.pageSize, (i + 1) * b.pageSize), hashes, i * 16);
+  }
   let encoding: PageEncodingName = "raw";
   let data: Uint8Array = b.raw;
   if (b.codec === "zstd") {
@@ -43,5 +45,12 @@ export function encodePageBatch(b: PageBatch): EncodedBatch {
       data = z;
     }
   }
-  return { record: encodeRecord(RecordType.PAGES, FLAG_CRITICAL, encodePageRecord(b.region, encoding, b.pages, data)), hashes };
+  return {
+    record: encodeRecord(
+      RecordType.PAGES,
+      FLAG_CRITICAL,
+      encodePageRecord(b.region, encoding, b.pages, data),
+    ),
+    hashes,
+  };
 }

@@ -17,7 +17,12 @@ import {
 import { ContentDigestBuilder } from "./content_digest.ts";
 import { type DeviceSectionInput, encodeDeviceSection, normalizeDevice } from "./device_section.ts";
 import { encodeFooter } from "./footer.ts";
-import { encodeHeader, encodePrologue, type MachineDescription, validateDescription } from "./header.ts";
+import {
+  encodeHeader,
+  encodePrologue,
+  type MachineDescription,
+  validateDescription,
+} from "./header.ts";
 import { encodeIndex, indexBodySize } from "./index_record.ts";
 import { encodePageRecord } from "./page_record.ts";
 import { encodeRecord } from "./record.ts";
@@ -77,11 +82,16 @@ interface Queued {
 class BatchEncoder {
   private readonly workers: Worker[] = [];
   private readonly ready: Promise<void>[] = [];
-  private readonly waiting = new Map<number, { resolve: (r: EncodedBatch & { raw: Uint8Array }) => void; reject: (e: Error) => void }>();
+  private readonly waiting = new Map<
+    number,
+    { resolve: (r: EncodedBatch & { raw: Uint8Array }) => void; reject: (e: Error) => void }
+  >();
   private next = 0;
   constructor(count: number) {
     for (let i = 0; i < count; i++) {
-      const w = new Worker(new URL("./_compress_worker.ts", import.meta.url).href, { type: "module" });
+      const w = new Worker(new URL("./_compress_worker.ts", import.meta.url).href, {
+        type: "module",
+      });
       let markReady = () => {};
       this.ready.push(new Promise((resolve) => markReady = resolve));
       w.onmessage = (e) => {
@@ -95,20 +105,26 @@ class BatchEncoder {
       };
       w.onerror = (e) => {
         e.preventDefault();
-        for (const p of this.waiting.values()) p.reject(new Error(`Cannot compress pages: ${e.message}`));
+        for (const p of this.waiting.values()) {
+          p.reject(new Error(`Cannot compress pages: ${e.message}`));
+        }
         this.waiting.clear();
       };
       this.workers.push(w);
     }
   }
   encode(batch: PageBatch): Promise<EncodedBatch & { raw: Uint8Array }> {
-    if (this.workers.length === 0) return Promise.resolve({ ...encodePageBatch(batch), raw: batch.raw });
+    if (this.workers.length === 0) {
+      return Promise.resolve({ ...encodePageBatch(batch), raw: batch.raw });
+    }
     const id = this.next++;
     const w = this.workers[id % this.workers.length];
     return new Promise((resolve, reject) => {
       this.waiting.set(id, { resolve, reject });
       // Post only once the worker has loaded, so no message can arrive before its handler.
-      this.ready[id % this.workers.length].then(() => w.postMessage({ id, batch }, [batch.raw.buffer as ArrayBuffer]));
+      this.ready[id % this.workers.length].then(() =>
+        w.postMessage({ id, batch }, [batch.raw.buffer as ArrayBuffer])
+      );
     });
   }
   close(): void {
@@ -190,7 +206,12 @@ export class SnapshotWriter {
     description: MachineDescription,
     options: WriterOptions = {},
   ): Promise<SnapshotWriter> {
-    return await SnapshotWriter.start(stream.getWriter(), description, options, () => Promise.resolve());
+    return await SnapshotWriter.start(
+      stream.getWriter(),
+      description,
+      options,
+      () => Promise.resolve(),
+    );
   }
 
   /**
@@ -254,7 +275,14 @@ export class SnapshotWriter {
     if (!Number.isInteger(workers) || workers < 0 || workers > 64) {
       throw new Error(`Cannot start writer: workers ${workers} is not an integer in 0..64`);
     }
-    const w = new SnapshotWriter(out, description, hasher, options, onClose, new BatchEncoder(workers));
+    const w = new SnapshotWriter(
+      out,
+      description,
+      hasher,
+      options,
+      onClose,
+      new BatchEncoder(workers),
+    );
     try {
       await w.emit(encodePrologue(FORMAT_MAJOR, FORMAT_MINOR), false);
       await w.emit(encodeRecord(RecordType.HEADER, FLAG_CRITICAL, encodeHeader(description)));
@@ -319,7 +347,9 @@ export class SnapshotWriter {
   private checkPages(region: number, what: string): number {
     this.checkOpen();
     const r = this.description.regions[region];
-    if (r === undefined) throw new Error(`Cannot write pages: region index ${region} does not exist (${what})`);
+    if (r === undefined) {
+      throw new Error(`Cannot write pages: region index ${region} does not exist (${what})`);
+    }
     return r.size / r.pageSize;
   }
 
@@ -330,12 +360,22 @@ export class SnapshotWriter {
   async writePages(region: number, firstPage: number, data: Uint8Array): Promise<void> {
     const total = this.checkPages(region, "writePages");
     const ps = this.description.regions[region].pageSize;
-    if (data.length % ps !== 0) throw new Error(`Cannot write pages: ${data.length} bytes is not a multiple of the page size ${ps}`);
+    if (data.length % ps !== 0) {
+      throw new Error(
+        `Cannot write pages: ${data.length} bytes is not a multiple of the page size ${ps}`,
+      );
+    }
     const n = data.length / ps;
     if (!Number.isInteger(firstPage) || firstPage < 0 || firstPage + n > total) {
-      throw new Error(`Cannot write pages: pages ${firstPage}..${firstPage + n - 1} are outside region '${this.description.regions[region].name}' (${total} pages)`);
+      throw new Error(
+        `Cannot write pages: pages ${firstPage}..${firstPage + n - 1} are outside region '${
+          this.description.regions[region].name
+        }' (${total} pages)`,
+      );
     }
-    for (let i = 0; i < n; i++) await this.addPage(region, firstPage + i, data.subarray(i * ps, (i + 1) * ps));
+    for (let i = 0; i < n; i++) {
+      await this.addPage(region, firstPage + i, data.subarray(i * ps, (i + 1) * ps));
+    }
   }
 
   /**
@@ -345,12 +385,24 @@ export class SnapshotWriter {
   async writePageList(region: number, pages: ArrayLike<number>, data: Uint8Array): Promise<void> {
     const total = this.checkPages(region, "writePageList");
     const ps = this.description.regions[region].pageSize;
-    if (data.length !== pages.length * ps) throw new Error(`Cannot write pages: ${data.length} bytes for ${pages.length} pages of ${ps} bytes`);
+    if (data.length !== pages.length * ps) {
+      throw new Error(
+        `Cannot write pages: ${data.length} bytes for ${pages.length} pages of ${ps} bytes`,
+      );
+    }
     for (let i = 0; i < pages.length; i++) {
       const p = pages[i];
-      if (!Number.isInteger(p) || p < 0 || p >= total) throw new Error(`Cannot write pages: page ${p} is outside region '${this.description.regions[region].name}' (${total} pages)`);
+      if (!Number.isInteger(p) || p < 0 || p >= total) {
+        throw new Error(
+          `Cannot write pages: page ${p} is outside region '${
+            this.description.regions[region].name
+          }' (${total} pages)`,
+        );
+      }
     }
-    for (let i = 0; i < pages.length; i++) await this.addPage(region, pages[i], data.subarray(i * ps, (i + 1) * ps));
+    for (let i = 0; i < pages.length; i++) {
+      await this.addPage(region, pages[i], data.subarray(i * ps, (i + 1) * ps));
+    }
   }
 
   private pendingMap(region: number): Uint8Array {
@@ -396,7 +448,12 @@ export class SnapshotWriter {
   }
 
   /** Called as a PAGES record reaches the stream, in file order. */
-  private notePages(region: number, pages: Uint32Array, hashes: Uint8Array | null, at: number): void {
+  private notePages(
+    region: number,
+    pages: Uint32Array,
+    hashes: Uint8Array | null,
+    at: number,
+  ): void {
     let offsets = this.pageOffsets[region];
     if (offsets === undefined && this.wantIndex) {
       const r = this.description.regions[region];
@@ -422,7 +479,11 @@ export class SnapshotWriter {
     const pages = this.zeroPages.slice(0, this.zeroCount);
     this.zeroCount = 0;
     this.clearPending(this.zeroRegion, pages);
-    const record = encodeRecord(RecordType.PAGES, FLAG_CRITICAL, encodePageRecord(this.zeroRegion, "zero", pages, new Uint8Array(0)));
+    const record = encodeRecord(
+      RecordType.PAGES,
+      FLAG_CRITICAL,
+      encodePageRecord(this.zeroRegion, "zero", pages, new Uint8Array(0)),
+    );
     await this.enqueue(Promise.resolve({ record, region: this.zeroRegion, pages, hashes: null }));
   }
 
@@ -435,8 +496,17 @@ export class SnapshotWriter {
     this.dataCount = 0;
     this.dataBuf = new Uint8Array(0);
     this.clearPending(region, pages);
-    const encoded = this.encoder.encode({ region, pages, raw, pageSize: ps, codec: this.codec, level: this.level });
-    await this.enqueue(encoded.then((e) => ({ record: e.record, region, pages, hashes: e.hashes, raw: e.raw })));
+    const encoded = this.encoder.encode({
+      region,
+      pages,
+      raw,
+      pageSize: ps,
+      codec: this.codec,
+      level: this.level,
+    });
+    await this.enqueue(
+      encoded.then((e) => ({ record: e.record, region, pages, hashes: e.hashes, raw: e.raw })),
+    );
   }
 
   /** Writes a device section (FORMAT.md §7) after the pages written so far; the last one for an
@@ -460,7 +530,11 @@ export class SnapshotWriter {
     if (!Number.isInteger(type) || type <= RecordType.TRAILER || type > 0xffff) {
       throw new Error(`Cannot write extension record: type ${type} is reserved or not a u16`);
     }
-    await this.enqueue(Promise.resolve({ record: encodeRecord(type, critical ? FLAG_CRITICAL : 0, payload.slice()) }));
+    await this.enqueue(
+      Promise.resolve({
+        record: encodeRecord(type, critical ? FLAG_CRITICAL : 0, payload.slice()),
+      }),
+    );
   }
 
   /** Flushes pending pages, writes the index, trailer and footer, and closes the stream. */
@@ -506,7 +580,9 @@ export class SnapshotWriter {
   private async writeIndex(): Promise<number> {
     if (!this.wantIndex) return 0;
     let n = 0;
-    for (const o of this.pageOffsets) if (o !== undefined) for (let i = 0; i < o.length; i++) if (o[i] !== 0) n++;
+    for (const o of this.pageOffsets) {
+      if (o !== undefined) { for (let i = 0; i < o.length; i++) if (o[i] !== 0) n++; }
+    }
     if (indexBodySize(n, this.deviceOffsets.size) > MAX_RECORD_PAYLOAD) return 0;
     const regions = new Uint16Array(n);
     const pages = new Uint32Array(n);
@@ -523,7 +599,13 @@ export class SnapshotWriter {
     });
     const deviceOffsets = Float64Array.from(this.deviceOffsets.values()).sort();
     const at = this.offset;
-    await this.emit(encodeRecord(RecordType.INDEX, 0, encodeIndex({ regions, pages, pageOffsets, deviceOffsets })));
+    await this.emit(
+      encodeRecord(
+        RecordType.INDEX,
+        0,
+        encodeIndex({ regions, pages, pageOffsets, deviceOffsets }),
+      ),
+    );
     return at;
   }
 }
