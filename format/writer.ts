@@ -374,7 +374,10 @@ export class SnapshotWriter {
       );
     }
     for (let i = 0; i < n; i++) {
-      await this.addPage(region, firstPage + i, data.subarray(i * ps, (i + 1) * ps));
+      const bytes = data.subarray(i * ps, (i + 1) * ps);
+      if (!this.addPageFast(region, firstPage + i, bytes)) {
+        await this.addPage(region, firstPage + i, bytes);
+      }
     }
   }
 
@@ -401,7 +404,8 @@ export class SnapshotWriter {
       }
     }
     for (let i = 0; i < pages.length; i++) {
-      await this.addPage(region, pages[i], data.subarray(i * ps, (i + 1) * ps));
+      const bytes = data.subarray(i * ps, (i + 1) * ps);
+      if (!this.addPageFast(region, pages[i], bytes)) await this.addPage(region, pages[i], bytes);
     }
   }
 
@@ -413,6 +417,27 @@ export class SnapshotWriter {
       this.pending[region] = m;
     }
     return m;
+  }
+
+  /** Adds a page without awaiting when no record has to be flushed; false means "use addPage". */
+  private addPageFast(region: number, page: number, bytes: Uint8Array): boolean {
+    const pending = this.pending[region];
+    if (pending === undefined) return false;
+    if (isZero(bytes)) {
+      if (pending[page] === IN_DATA || this.zeroCount + 1 >= ZERO_BATCH) return false;
+      if (this.zeroCount > 0 && this.zeroRegion !== region) return false;
+      this.zeroRegion = region;
+      this.zeroPages[this.zeroCount++] = page;
+      pending[page] = IN_ZERO;
+    } else {
+      if (this.dataRegion !== region || this.dataBuf.length === 0) return false;
+      if (pending[page] === IN_ZERO || this.dataCount + 1 >= this.dataPages.length) return false;
+      this.dataBuf.set(bytes, this.dataCount * bytes.length);
+      this.dataPages[this.dataCount++] = page;
+      pending[page] = IN_DATA;
+    }
+    this.pageOccurrences++;
+    return true;
   }
 
   private async addPage(region: number, page: number, bytes: Uint8Array): Promise<void> {
