@@ -35,3 +35,14 @@ Deno.test("computeContentDigest() treats zero pages as absent and depends on reg
     "has 5 bytes, expected 16384",
   );
 });
+
+Deno.test("computeContentDigest() reads RAM backed by a SharedArrayBuffer", async () => {
+  const plain = new Uint8Array(4 * 4096);
+  plain.fill(7, 4096, 8192);
+  const shared = new Uint8Array(new SharedArrayBuffer(4 * 4096));
+  shared.set(plain);
+  assertEquals(
+    toHex(await computeContentDigest(d, [shared], [])),
+    toHex(await computeContentDigest(d, [plain], [])),
+  );
+});

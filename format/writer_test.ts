@@ -90,3 +90,25 @@ Deno.test("SnapshotWriter refuses bad descriptions and out-of-range pages", asyn
   const summary = await w.close();
   assertEquals(summary.records, 3); // header, index, trailer
 });
+
+Deno.test("SnapshotWriter copies pages out of a SharedArrayBuffer before resolving", async () => {
+  const chunks: Uint8Array[] = [];
+  const w = await SnapshotWriter.create(
+    new WritableStream({ write: (c) => void chunks.push(c) }),
+    description,
+  );
+  const slot = new Uint8Array(new SharedArrayBuffer(4096));
+  for (let p = 0; p < 8; p++) {
+    slot.fill(p + 1);
+    await w.writePages(0, p, slot); // the slot is reused at once
+  }
+  await w.close();
+  const bytes = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+  let o = 0;
+  for (const c of chunks) {
+    bytes.set(c, o);
+    o += c.length;
+  }
+  const snap = await readSnapshot(ReadableStream.from([bytes]));
+  for (let p = 0; p < 8; p++) assertEquals(snap.regions[0][p * 4096 + 100], p + 1);
+});
