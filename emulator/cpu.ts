@@ -128,7 +128,7 @@ export function execute(m: Machine, limit: number): void {
         const o = (a ^ 0x8000_0000) >>> 0;
         if (o < ramSize && (o & 3) === 0) {
           const p = o >>> 12;
-          if (gate[p] !== 0 && ram.gatedStore(p)) limit = n + 1;
+          if (gate[p] !== 0 && ram.gatedStore(p, o)) limit = n + 1;
           i32[o >>> 2] = x[rs2];
         } else {
           h.pc = pc;
@@ -236,7 +236,7 @@ export function execute(m: Machine, limit: number): void {
         const o = (a ^ 0x8000_0000) >>> 0;
         if (o < ramSize) {
           const p = o >>> 12;
-          if (gate[p] !== 0 && ram.gatedStore(p)) limit = n + 1;
+          if (gate[p] !== 0 && ram.gatedStore(p, o)) limit = n + 1;
           u8[o] = x[rs2];
         } else {
           h.pc = pc;
@@ -258,7 +258,7 @@ export function execute(m: Machine, limit: number): void {
         const o = (a ^ 0x8000_0000) >>> 0;
         if (o < ramSize && (o & 1) === 0) {
           const p = o >>> 12;
-          if (gate[p] !== 0 && ram.gatedStore(p)) limit = n + 1;
+          if (gate[p] !== 0 && ram.gatedStore(p, o)) limit = n + 1;
           u16[o >>> 1] = x[rs2];
         } else {
           h.pc = pc;
@@ -399,7 +399,7 @@ export function execute(m: Machine, limit: number): void {
         // Succeeds only on the reserved word; any SC clears the reservation.
         if (h.reservation === a) {
           const p = o >>> 12;
-          if (gate[p] !== 0 && ram.gatedStore(p)) limit = n + 1;
+          if (gate[p] !== 0 && ram.gatedStore(p, o)) limit = n + 1;
           i32[o >>> 2] = x[rs2];
           x[rd] = 0;
         } else {
@@ -433,7 +433,7 @@ export function execute(m: Machine, limit: number): void {
           continue;
         }
         const p = o >>> 12;
-        if (gate[p] !== 0 && ram.gatedStore(p)) limit = n + 1;
+        if (gate[p] !== 0 && ram.gatedStore(p, o)) limit = n + 1;
         const w = o >>> 2;
         const old = i32[w];
         const b = x[rs2];

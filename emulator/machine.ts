@@ -300,9 +300,11 @@ export class Machine implements CsrEnvironment {
       );
       return;
     }
-    if (this.ram.watchHit) {
-      this.ram.watchHit = false;
-      if (this.#tohost >= 0) this.#serviceHtif();
+    const hit = this.ram.watchHit;
+    if (hit >= 0) {
+      this.ram.watchHit = -1;
+      // As QEMU's htif (hw/char/riscv_htif.c) does, act when the upper word is written.
+      if (this.#tohost >= 0 && (hit & ~3) === this.#tohost - RAM_BASE + 4) this.#serviceHtif();
     }
   }
 
@@ -546,6 +548,6 @@ export class Machine implements CsrEnvironment {
     this.hart.restore(saved.hart);
     this.#lastTrapRetired = -1;
     this.#trapStreak = 0;
-    this.ram.watchHit = false;
+    this.ram.watchHit = -1;
   }
 }
