@@ -123,6 +123,31 @@ export interface MachineDescription {
   regions: RegionDescription[];
 }
 
+/** Device id of the hart in snapshots' device sections. */
+export const HART_DEVICE_ID = "hart";
+
+/**
+ * The saved machine as one list of device sections, the hart first (id "hart", its state without
+ * the `version` field, which becomes the section's version). This is the single mapping from
+ * `machine.save()` to what a snapshot records and what the content digest covers: the snapshot
+ * engine and `run --digest` both use it, so they cannot disagree.
+ */
+export function deviceSections(saved: MachineState): SavedDeviceSection[] {
+  const { version, ...hart } = saved.hart;
+  return [
+    { id: HART_DEVICE_ID, instance: 0, version, state: hart },
+    ...saved.devices,
+  ];
+}
+
+/** A device section before CBOR encoding: the hart or one of the devices. */
+export interface SavedDeviceSection {
+  id: string;
+  instance: number;
+  version: number;
+  state: HartState | SavedDevice["state"];
+}
+
 /** Consecutive traps without a retired instruction before `run()` reports a lockup. */
 const LOCKUP_TRAPS = 64;
 /** Most instructions per chunk between checks of the pause flag. */
