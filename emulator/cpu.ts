@@ -60,9 +60,7 @@ export function execute(m: Machine, limit: number): void {
   const gate = ram.pageGate;
   const ramSize = ram.size;
   const fetchFast = ramSize - 2;
-  const cRaw = m.cacheRaw;
-  const cMeta = m.cacheMeta;
-  const cImm = m.cacheImm;
+  const cache = m.decodeCache;
   let pc = h.pc;
   let n = 0;
   outer: while (n < limit) {
@@ -84,13 +82,13 @@ export function execute(m: Machine, limit: number): void {
         continue;
       }
     }
-    const ci = (po >>> 1) & CACHE_MASK;
-    if (cRaw[ci] !== raw) {
-      cRaw[ci] = raw;
-      decodeInto(raw, cMeta, cImm, ci);
+    const ci = ((po >>> 1) & CACHE_MASK) * 3;
+    if (cache[ci] !== raw) {
+      cache[ci] = raw;
+      decodeInto(raw, cache, ci + 1);
     }
-    const meta = cMeta[ci];
-    const imm = cImm[ci];
+    const meta = cache[ci + 1];
+    const imm = cache[ci + 2];
     const rd = (meta >>> 8) & 63;
     const rs1 = (meta >>> 14) & 63;
     const rs2 = (meta >>> 20) & 63;

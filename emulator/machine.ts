@@ -166,10 +166,11 @@ export class Machine implements CsrEnvironment {
   readonly uart: Uart;
   readonly clint: Clint = new Clint();
   readonly sifiveTest: SifiveTest = new SifiveTest();
-  /** Decoded-instruction cache (see cpu.ts): raw bits, packed fields, immediate. */
-  readonly cacheRaw: Int32Array = new Int32Array(DECODE_CACHE_SIZE);
-  readonly cacheMeta: Int32Array = new Int32Array(DECODE_CACHE_SIZE);
-  readonly cacheImm: Int32Array = new Int32Array(DECODE_CACHE_SIZE);
+  /**
+   * Decoded-instruction cache (see cpu.ts): per slot three integers, raw bits, packed fields,
+   * immediate, side by side so one slot is one cache line fetch.
+   */
+  readonly decodeCache: Int32Array = new Int32Array(DECODE_CACHE_SIZE * 3);
   /** Pause request flag, over a SharedArrayBuffer so another thread may set it. */
   readonly pauseFlag: Int32Array = new Int32Array(new SharedArrayBuffer(4));
   /** Set by a slow path that took a trap; the CPU loop picks up the new pc. */
@@ -193,9 +194,12 @@ export class Machine implements CsrEnvironment {
     ];
     // Every cache slot starts as the decoding of raw 0 (an illegal instruction), so a slot
     // whose raw bits match is always correctly decoded.
-    D.decodeInto(0, this.cacheMeta, this.cacheImm, 0);
-    this.cacheMeta.fill(this.cacheMeta[0]);
-    this.cacheImm.fill(this.cacheImm[0]);
+    const c = this.decodeCache;
+    D.decodeInto(0, c, 1);
+    for (let i = 3; i < c.length; i += 3) {
+      c[i + 1] = c[1];
+      c[i + 2] = c[2];
+    }
     this.hart.reset(RAM_BASE);
   }
 
