@@ -6,7 +6,9 @@
  * The decoded-instruction cache is direct-mapped by pc and validated by the raw instruction bits
  * fetched from RAM on every step, so a store into code needs no invalidation (and `fence.i` is
  * free): a changed instruction simply misses. Instruction fetch is never misaligned: with the C
- * extension every jump target is 2-byte aligned (jalr clears bit 0).
+ * extension every jump target is 2-byte aligned (jalr clears bit 0). Misaligned loads and stores
+ * leave the fast path and are performed by the machine (as QEMU performs them); misaligned
+ * LR/SC and AMOs trap.
  *
  * Operation numbers appear as literals (with the name in a comment) because V8 does not
  * constant-fold imported bindings, and a `switch` over loaded values is a chain of compares
@@ -495,7 +497,8 @@ export function execute(m: Machine, limit: number): void {
         continue;
       case 41 /* EBREAK */:
         h.pc = pc;
-        pc = m.trap(pc, CAUSE.BREAKPOINT, pc, n);
+        // mtval = 0, as QEMU does (privileged spec 3.1.16 allows zero or the pc)
+        pc = m.trap(pc, CAUSE.BREAKPOINT, 0, n);
         if (m.stopped) break outer;
         continue;
       case 42 /* MRET */:

@@ -422,38 +422,66 @@ export class Machine implements CsrEnvironment {
 
   /**
    * Load that missed the RAM fast path (the loop has committed everything before it, so mtime
-   * is current): misaligned (trap, privileged spec table 3.7 puts it
-   * above access faults), MMIO, or unmapped (load access fault). Sets `trapped` on a trap.
+   * is current). Misaligned loads from RAM are performed, as on QEMU (the unprivileged spec 2.6
+   * lets the execution environment support them); misaligned MMIO loads raise load address
+   * misaligned; anything else unmapped raises a load access fault. Sets `trapped` on a trap.
    */
   loadSlow(addr: number, size: number): number {
-    if ((addr & (size - 1)) !== 0) {
-      this.hart.pc = this.trap(this.hart.pc, CAUSE.LOAD_MISALIGNED, addr, 0);
-      this.trapped = true;
-      return 0;
+    const off = (addr - RAM_BASE) >>> 0;
+    if (off < this.ram.size) {
+      if (off + size > this.ram.size) return this.#loadTrap(CAUSE.LOAD_ACCESS_FAULT, addr);
+      const b = this.ram.bytes;
+      let v = 0;
+      for (let i = size - 1; i >= 0; i--) v = (v << 8) | b[off + i];
+      return v;
     }
     const r = this.#findMmio(addr, size);
-    if (r === null) {
-      this.hart.pc = this.trap(this.hart.pc, CAUSE.LOAD_ACCESS_FAULT, addr, 0);
-      this.trapped = true;
-      return 0;
-    }
+    if (r === null) return this.#loadTrap(CAUSE.LOAD_ACCESS_FAULT, addr);
+    if ((addr & (size - 1)) !== 0) return this.#loadTrap(CAUSE.LOAD_MISALIGNED, addr);
     return r.device.load((addr >>> 0) - r.base, size);
   }
 
-  /** Store that missed the RAM fast path; see loadSlow. */
+  #loadTrap(cause: number, addr: number): number {
+    this.hart.pc = this.trap(this.hart.pc, cause, addr, 0);
+    this.trapped = true;
+    return 0;
+  }
+
+  /**
+   * Store that missed the RAM fast path; see loadSlow. A misaligned store into RAM passes the
+   * page gate for every page it touches (two when it straddles a page boundary) before writing.
+   */
   storeSlow(addr: number, size: number, value: number): void {
-    if ((addr & (size - 1)) !== 0) {
-      this.hart.pc = this.trap(this.hart.pc, CAUSE.STORE_MISALIGNED, addr, 0);
-      this.trapped = true;
+    const off = (addr - RAM_BASE) >>> 0;
+    if (off < this.ram.size) {
+      if (off + size > this.ram.size) {
+        this.#storeTrap(CAUSE.STORE_ACCESS_FAULT, addr);
+        return;
+      }
+      const gate = this.ram.pageGate;
+      const first = off >>> PAGE_SHIFT;
+      const last = (off + size - 1) >>> PAGE_SHIFT;
+      if (gate[first] !== 0) this.ram.gatedStore(first, off);
+      if (last !== first && gate[last] !== 0) this.ram.gatedStore(last, last << PAGE_SHIFT);
+      const b = this.ram.bytes;
+      for (let i = 0; i < size; i++) b[off + i] = value >>> (8 * i);
       return;
     }
     const r = this.#findMmio(addr, size);
     if (r === null) {
-      this.hart.pc = this.trap(this.hart.pc, CAUSE.STORE_ACCESS_FAULT, addr, 0);
-      this.trapped = true;
+      this.#storeTrap(CAUSE.STORE_ACCESS_FAULT, addr);
+      return;
+    }
+    if ((addr & (size - 1)) !== 0) {
+      this.#storeTrap(CAUSE.STORE_MISALIGNED, addr);
       return;
     }
     r.device.store((addr >>> 0) - r.base, size, value);
+  }
+
+  #storeTrap(cause: number, addr: number): void {
+    this.hart.pc = this.trap(this.hart.pc, cause, addr, 0);
+    this.trapped = true;
   }
 
   /** A CSR instruction (the loop has committed everything before it). */

@@ -46,13 +46,30 @@ function capture(m: Machine): { text: () => string; lines: () => number } {
   };
 }
 
+/**
+ * Where QEMU 7.2 departs from the privileged spec, the emulator follows the spec; these lines of
+ * QEMU's recorded output are replaced by what the spec requires before comparing.
+ */
+const SPEC_OVER_QEMU: Record<string, [string, string][]> = {
+  traps: [[
+    // A misaligned AMO raises store/AMO address misaligned (privileged spec 3.1.15, table 3.6);
+    // QEMU reports load address misaligned.
+    "amoadd misalign mcause 0x00000004 (load address misaligned)",
+    "amoadd misalign mcause 0x00000006 (store/AMO address misaligned)",
+  ]],
+};
+
 Deno.test("guests print what they print on QEMU's virt board and exit the same way", async (t) => {
   // Expected outputs are recorded from qemu-system-riscv32 7.2 by guests/qemu_expected.sh.
   const names = guestNames();
   assert(names.includes("hello"), "the hello guest and its QEMU output are present");
   for (const name of names) {
     await t.step(name, () => {
-      const want = Deno.readTextFileSync(new URL(`expected/${name}.txt`, GUESTS));
+      let want = Deno.readTextFileSync(new URL(`expected/${name}.txt`, GUESTS));
+      for (const [qemu, spec] of SPEC_OVER_QEMU[name] ?? []) {
+        assert(want.includes(qemu), `QEMU's ${name} output has '${qemu}'`);
+        want = want.replace(qemu, spec);
+      }
       let exitCode: number | null = null;
       try {
         exitCode = Number(Deno.readTextFileSync(new URL(`expected/${name}.exit`, GUESTS)));
@@ -147,6 +164,8 @@ Deno.test("every store kind passes the page gate before it changes the page", ()
     A.amo(AMO.swap, 11, 10, 10),
     ...li(10, page(6)),
     A.sc(12, 10, 10), // fails: no reservation, so no store and no hook needed
+    ...li(10, page(8) - 2),
+    A.sw(10, 10, 0), // misaligned, straddles pages 7 and 8: both pass the gate
   ]);
   const copy = m.ram.bytes.slice();
   const hooked: number[] = [];
@@ -159,17 +178,17 @@ Deno.test("every store kind passes the page gate before it changes the page", ()
     hooked.push(p);
     Atomics.and(m.pageGate, p, ~GATE_HOOK); // as a copy-on-write engine would
   });
-  m.run(21);
+  m.run(25);
   const first = (base - RAM_BASE) / PAGE_SIZE;
-  assertEquals(hooked, [0, 1, 2, 3, 4, 5].map((k) => first + k));
+  assertEquals(hooked, [0, 1, 2, 3, 4, 5, 7, 8].map((k) => first + k));
   assertEquals(changedBeforeHook, []);
   // Loader and device writes pass the same gate; a write straddling two pages checks both.
   for (let p = 0; p < m.ram.pageCount; p++) Atomics.and(m.pageGate, p, ~GATE_HOOK);
-  Atomics.or(m.pageGate, first + 7, GATE_HOOK);
-  Atomics.or(m.pageGate, first + 8, GATE_HOOK);
-  m.ram.write(page(7) + PAGE_SIZE - 2, Uint8Array.of(1, 2, 3, 4));
-  m.ram.write(page(7) + PAGE_SIZE - 2, Uint8Array.of(1, 2, 3, 4)); // both cleared by now
-  assertEquals(hooked.slice(6), [first + 7, first + 8]);
+  Atomics.or(m.pageGate, first + 9, GATE_HOOK);
+  Atomics.or(m.pageGate, first + 10, GATE_HOOK);
+  m.ram.write(page(10) - 2, Uint8Array.of(1, 2, 3, 4));
+  m.ram.write(page(10) - 2, Uint8Array.of(1, 2, 3, 4)); // both cleared by now
+  assertEquals(hooked.slice(8), [first + 9, first + 10]);
 });
 
 Deno.test("a store hook sees each page before the guest changes it (memstress)", () => {
