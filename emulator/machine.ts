@@ -159,7 +159,20 @@ interface MmioRange {
   device: MmioDevice;
 }
 
-/** The machine. */
+/**
+ * The machine.
+ *
+ * @example
+ * ```ts
+ * import { Machine } from "./machine.ts";
+ * const out: number[] = [];
+ * const elf = Deno.readFileSync(new URL("./guests/build/hello.elf", import.meta.url));
+ * const m = Machine.fromElf(elf, { ramSize: 1 << 20, uartSink: (b) => out.push(...b) });
+ * const exit = m.run(1_000_000);
+ * console.assert(exit.reason === "exit" && exit.code === 0);
+ * console.assert(new TextDecoder().decode(Uint8Array.from(out)).startsWith("Hello"));
+ * ```
+ */
 export class Machine implements CsrEnvironment {
   readonly hart: Hart = new Hart();
   readonly ram: Ram;

@@ -281,3 +281,22 @@ Deno.test("run() with a pause request returns paused at an instruction boundary"
   assertEquals(m.hart.retired, 0);
   assertEquals(m.run(100), { reason: "budget" });
 });
+
+Deno.test("2 GiB of RAM reaches 0xFFFF_FFFF; the last word is loadable and storable", () => {
+  const m = new Machine({ ramSize: 2 ** 31 });
+  m.ram.write(
+    RAM_BASE,
+    new Uint8Array(
+      new Uint32Array([
+        A.addi(10, 0, -4), // a0 = 0xFFFF_FFFC
+        A.addi(11, 0, 77),
+        A.sw(11, 10, 0),
+        A.lw(12, 10, 0),
+        A.lbu(13, 10, 3),
+      ]).buffer,
+    ),
+  );
+  assertEquals(m.run(5), { reason: "budget" });
+  assertEquals([m.hart.x[12], m.hart.x[13]], [77, 0]);
+  assertEquals(m.ram.bytes[2 ** 31 - 4], 77);
+});
