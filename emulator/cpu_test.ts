@@ -560,3 +560,33 @@ Deno.test("hart save() is plain data and restore() round-trips it", () => {
   assertEquals(m2.hart.save(), s);
   assertEquals(m2.hart.priv, PRIV_M);
 });
+
+Deno.test("CSR instructions: read-modify-write forms and WARL masks", () => {
+  const m = machineWith([
+    ...li(T0, 0x1234_5678),
+    A.csrrw(A0, 0x340, T0), // mscratch: old 0
+    A.csrrsi(A1, 0x340, 0x7), // read 0x12345678, set low bits
+    A.csrrci(A2, 0x340, 0x1), // read ...7f, clear bit 0
+    A.csrrc(A3, 0x340, T0), // read ...7e, clear the original bits -> 0x6
+    A.csrrs(T1, 0x340, 0), // 0x6, no write
+    A.addi(T0, 0, -1),
+    A.csrrw(0, MEPC, T0),
+    A.csrrs(T2, MEPC, 0), // bit 0 is hardwired 0
+    A.csrrw(0, 0x304, T0), // mie: only MSIE, MTIE, MEIE stick
+    A.csrrs(14, 0x304, 0),
+    A.csrrw(0, 0x344, T0), // mip: writes ignored, not illegal
+    A.csrrwi(0, 0x305, 3), // mtvec mode 3 is reserved: keeps mode 0
+    A.csrrs(15, 0x305, 0),
+  ]);
+  assertEquals(m.run(15), { reason: "budget" });
+  const x = m.hart.x;
+  assertEquals(x[A0], 0);
+  assertEquals(x[A1], 0x1234_5678);
+  assertEquals(x[A2], 0x1234_567f);
+  assertEquals(x[A3], 0x1234_567e);
+  assertEquals(x[T1], 0x6);
+  assertEquals(x[T2], -2);
+  assertEquals(x[14], 0x888);
+  assertEquals(x[15], 0);
+  assertEquals(m.hart.mcause, 0, "nothing trapped");
+});

@@ -39,12 +39,26 @@ Deno.test("runGuest() with stopAt retires exactly that many instructions", () =>
 });
 
 async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return await cliWithStdin(null, ...args);
+}
+
+async function cliWithStdin(
+  stdin: string | null,
+  ...args: string[]
+): Promise<{ code: number; stdout: string; stderr: string }> {
   const cmd = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", new URL("./cli.ts", import.meta.url).pathname, "run", ...args],
+    stdin: stdin === null ? "null" : "piped",
     stdout: "piped",
     stderr: "piped",
   });
-  const o = await cmd.output();
+  const child = cmd.spawn();
+  if (stdin !== null) {
+    const w = child.stdin.getWriter();
+    await w.write(new TextEncoder().encode(stdin));
+    await w.close();
+  }
+  const o = await child.output();
   const dec = new TextDecoder();
   return { code: o.code, stdout: dec.decode(o.stdout), stderr: dec.decode(o.stderr) };
 }
@@ -56,6 +70,35 @@ Deno.test("livesnap run prints the guest's output and exits with its code", asyn
     r.stdout,
     Deno.readTextFileSync(new URL("../expected/hello.txt", GUESTS)),
   );
+});
+
+const ECHO = new URL("../emulator/testdata/echo.elf", import.meta.url).pathname;
+
+Deno.test("runGuest() feeds input to the guest's UART", () => {
+  const out: number[] = [];
+  const r = runGuest({
+    elf: Deno.readFileSync(ECHO),
+    ramSize: 1 << 20,
+    input: new TextEncoder().encode("abc!"),
+    sink: (b) => out.push(...b),
+  });
+  assertEquals(new TextDecoder().decode(Uint8Array.from(out)), "ABC!");
+  assertEquals(r.exit, { reason: "exit", code: 4, device: "sifive_test" });
+});
+
+Deno.test("livesnap run --input reads a file or stdin; without it the guest sees no input", async () => {
+  const file = await Deno.makeTempFile();
+  try {
+    await Deno.writeTextFile(file, "xyz");
+    const a = await cli(ECHO, "--ram", "1M", "--input", file);
+    assertEquals([a.stdout, a.code], ["XYZ", 3]);
+    const b = await cliWithStdin("hi", ECHO, "--ram", "1M", "--input", "-");
+    assertEquals([b.stdout, b.code], ["HI", 2]);
+    const c = await cliWithStdin("ignored", ECHO, "--ram", "1M");
+    assertEquals([c.stdout, c.code], ["", 0]);
+  } finally {
+    await Deno.remove(file);
+  }
 });
 
 Deno.test("livesnap run rejects bad options with status 2", async () => {

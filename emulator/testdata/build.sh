@@ -5,3 +5,5 @@ set -e
 cd "$(dirname "$0")"
 clang --target=riscv32 -march=rv32imac -mabi=ilp32 -nostdlib -c htif.S -o /tmp/livesnap_htif.o
 ld.lld -T link.ld /tmp/livesnap_htif.o -o htif.elf
+clang --target=riscv32 -march=rv32imac -mabi=ilp32 -nostdlib -c echo.S -o /tmp/livesnap_echo.o
+ld.lld -T link.ld /tmp/livesnap_echo.o -o echo.elf
