@@ -300,3 +300,14 @@ Deno.test("2 GiB of RAM reaches 0xFFFF_FFFF; the last word is loadable and stora
   assertEquals([m.hart.x[12], m.hart.x[13]], [77, 0]);
   assertEquals(m.ram.bytes[2 ** 31 - 4], 77);
 });
+
+Deno.test("isa_check: RV32IMA results on edge and random operands equal QEMU's", () => {
+  // testdata/isa_check.expected.txt was recorded on qemu-system-riscv32 7.2 (testdata/build.sh).
+  const dir = new URL("./testdata/", import.meta.url);
+  const m = Machine.fromElf(Deno.readFileSync(new URL("isa_check.elf", dir)), {
+    ramSize: 1 << 20,
+  });
+  const out = capture(m);
+  assertEquals(m.run(100_000_000), { reason: "exit", code: 0, device: "sifive_test" });
+  assertEquals(out.text(), Deno.readTextFileSync(new URL("isa_check.expected.txt", dir)));
+});
