@@ -32,6 +32,9 @@ import process from "node:process";
 import { GATE_HOOK } from "../emulator/ram.ts";
 import { Machine as ShippedMachine } from "../emulator/machine.ts";
 
+/** Discards guest UART output (the default sink is stdout). */
+const QUIET = (_: Uint8Array) => {};
+
 const args = parseArgs(Deno.args, {
   string: ["repeat", "budget"],
   boolean: ["no-qemu"],
@@ -84,7 +87,7 @@ function listGuests(): Guest[] {
     if (!e.name.endsWith(".elf")) continue;
     const name = e.name.slice(0, -4);
     const elf = Deno.readFileSync(new URL(e.name, guestsDir));
-    const m = ShippedMachine.fromElf(elf);
+    const m = ShippedMachine.fromElf(elf, { uartSink: QUIET });
     const r = m.run(BUDGET);
     out.push({ name, elf, budget: m.hart.retired, terminates: r.reason === "exit" });
   }
@@ -101,7 +104,7 @@ const MODES: Mode[] = [
 ];
 
 function runOnce(M: MachineClass, g: Guest, mode: Mode): { mips: number; hooks: number } {
-  const m = M.fromElf(g.elf);
+  const m = M.fromElf(g.elf, { uartSink: QUIET });
   let hooks = 0;
   if (mode === "cow hook" || mode === "hook every store") {
     const gate = m.pageGate;

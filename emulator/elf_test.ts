@@ -2,6 +2,9 @@ import { assertEquals, assertThrows } from "@std/assert/mod.js";
 import { ElfError, parseElf } from "./elf.ts";
 import { Machine } from "./machine.ts";
 
+/** Discards guest UART output (the default sink is stdout). */
+const QUIET = (_: Uint8Array) => {};
+
 const HELLO = Deno.readFileSync(new URL("./guests/build/hello.elf", import.meta.url));
 const HTIF = Deno.readFileSync(new URL("./testdata/htif.elf", import.meta.url));
 
@@ -63,7 +66,7 @@ Deno.test("parseElf() rejects what is not a static RV32 little-endian executable
 
 Deno.test("Machine.loadElf() refuses segments outside RAM", () => {
   assertThrows(
-    () => Machine.fromElf(HELLO, { ramSize: 4096 }),
+    () => Machine.fromElf(HELLO, { ramSize: 4096, uartSink: QUIET }),
     ElfError,
     "is outside RAM 0x80000000..0x80001000",
   );

@@ -91,7 +91,7 @@ export type ExitReason =
 export interface MachineOptions {
   /** RAM size in bytes (multiple of 4096, at most 2 GiB). Default 128 MiB. */
   ramSize?: number;
-  /** Receives guest UART output (batched). Default: nothing (output dropped). */
+  /** Receives guest UART output (batched). Default: written to stdout. */
   uartSink?: UartSink;
 }
 
@@ -148,6 +148,11 @@ export interface SavedDeviceSection {
   state: HartState | SavedDevice["state"];
 }
 
+function writeToStdout(bytes: Uint8Array): void {
+  let o = 0;
+  while (o < bytes.length) o += Deno.stdout.writeSync(bytes.subarray(o));
+}
+
 /** Consecutive traps without a retired instruction before `run()` reports a lockup. */
 const LOCKUP_TRAPS = 64;
 /** Most instructions per chunk between checks of the pause flag. */
@@ -199,7 +204,7 @@ export class Machine implements CsrEnvironment {
 
   constructor(options: MachineOptions = {}) {
     this.ram = new Ram(options.ramSize ?? DEFAULT_RAM_SIZE);
-    this.uart = new Uart(options.uartSink ?? (() => {}));
+    this.uart = new Uart(options.uartSink ?? writeToStdout);
     this.#mmio = [
       { base: UART_BASE, size: UART_SIZE, device: this.uart },
       { base: CLINT_BASE, size: CLINT_SIZE, device: this.clint },

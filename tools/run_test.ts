@@ -3,6 +3,9 @@ import { parseRamSize, runGuest } from "./run.ts";
 import { machineDigest } from "./machine_digest.ts";
 import { Machine } from "../emulator/machine.ts";
 
+/** Discards guest UART output (the default sink is stdout). */
+const QUIET = (_: Uint8Array) => {};
+
 const GUESTS = new URL("../emulator/guests/build/", import.meta.url);
 const HELLO = Deno.readFileSync(new URL("hello.elf", GUESTS));
 const COUNTER = Deno.readFileSync(new URL("counter.elf", GUESTS));
@@ -115,11 +118,11 @@ Deno.test({
   name: "machineDigest() is the same for run N and run N/2 + save/restore + run N/2",
   ignore: !HAS_FORMAT,
   fn: async () => {
-    const a = Machine.fromElf(COUNTER, { ramSize: 16 << 20 });
+    const a = Machine.fromElf(COUNTER, { ramSize: 16 << 20, uartSink: QUIET });
     a.run(2_000_000);
-    const b = Machine.fromElf(COUNTER, { ramSize: 16 << 20 });
+    const b = Machine.fromElf(COUNTER, { ramSize: 16 << 20, uartSink: QUIET });
     b.run(1_000_000);
-    const c = new Machine({ ramSize: 16 << 20 });
+    const c = new Machine({ ramSize: 16 << 20, uartSink: QUIET });
     c.ram.bytes.set(b.ram.bytes);
     c.restore(b.save());
     c.run(1_000_000);
@@ -138,7 +141,7 @@ Deno.test({
     const counter = new URL("counter.elf", GUESTS).pathname;
     const r = await cli(counter, "--ram", "16M", "--stop-at", "2000000", "--digest");
     assertEquals(r.code, 0);
-    const m = Machine.fromElf(COUNTER, { ramSize: 16 << 20 });
+    const m = Machine.fromElf(COUNTER, { ramSize: 16 << 20, uartSink: QUIET });
     m.run(2_000_000);
     assertEquals(r.stdout.trimEnd().split("\n").at(-1), await machineDigest(m));
   },
