@@ -590,3 +590,36 @@ Deno.test("CSR instructions: read-modify-write forms and WARL masks", () => {
   assertEquals(x[15], 0);
   assertEquals(m.hart.mcause, 0, "nothing trapped");
 });
+
+Deno.test("decode cache: writes through ram.write and restore() are seen; stale without", () => {
+  const m = machineWith([A.addi(A0, 0, 1), A.jal(0, -4)]);
+  m.run(2);
+  assertEquals(m.hart.x[A0], 1);
+  // Through the gate (loader, devices): picked up at once.
+  m.ram.write(RAM_BASE, assemble([A.addi(A0, 0, 2)]));
+  m.run(2);
+  assertEquals(m.hart.x[A0], 2);
+  // Straight into ram.bytes: invisible until invalidateDecodeCache() (restore() calls it).
+  m.ram.bytes.set(assemble([A.addi(A0, 0, 3)]), 0);
+  m.run(2);
+  assertEquals(m.hart.x[A0], 2, "the cached instruction still runs");
+  m.restore(m.save());
+  m.run(2);
+  assertEquals(m.hart.x[A0], 3);
+});
+
+Deno.test("decode cache: a store into the second half of a 32-bit instruction invalidates it", () => {
+  // The addi at +8 straddles the word at +10; the store changes only its upper half.
+  const m = machineWith([
+    { c: 0x0001 }, // c.nop at 0, so the 32-bit instructions below sit at 2 mod 4
+    ...li(A1, RAM_BASE + 12), // 2, 6
+    A.addi(A0, 0, 1), // 10: immediate in the upper halfword (12..13)
+    A.sh(A2, A1, 0), // 14: rewrites bytes 12..13 with a2's low half
+    A.jal(0, -8), // 18 -> 10
+  ]);
+  m.hart.x[A2] = A.addi(A0, 0, 7) >>> 16; // upper half of "addi a0, x0, 7"
+  m.run(6);
+  assertEquals(m.hart.x[A0], 1);
+  m.run(1);
+  assertEquals(m.hart.x[A0], 7);
+});
