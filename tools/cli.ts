@@ -23,6 +23,10 @@ const COMMANDS: Record<string, CommandEntry> = {
     summary: "check a snapshot's checksums, digests and completeness",
     load: () => import("./verify_command.ts"),
   },
+  run: {
+    summary: "run a RISC-V guest ELF on the bundled machine",
+    load: () => import("./run_command.ts"),
+  },
 };
 
 function usage(): string {
