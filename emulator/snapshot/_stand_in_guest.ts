@@ -8,8 +8,7 @@
  */
 
 import { GuestSnapshotSide, nowUs } from "./guest_side.ts";
-import { PAGE_SHIFT } from "./page_state.ts";
-import { allocateSession } from "./session.ts";
+import { GATE_HOOK, PAGE_SHIFT } from "./page_state.ts";
 import type { SnapshotMode } from "./session.ts";
 
 /** The test's order to the stand-in guest. */
@@ -53,8 +52,9 @@ function run(job: StandInJob): void {
       x = nextRandom(x);
       const page = (x & 3) !== 0 ? (x >>> 8) % 32 : (x >>> 8) % pages;
       const addr = (page << PAGE_SHIFT) | ((x >>> 2) & 0xffc);
-      // The emulator's hot path, byte for byte: one load and one test before the store.
-      if (gate[page] !== 0) side.onStore(page);
+      // The emulator's hot path: one load and one test before the store; the slow path calls the
+      // hook only for the engine's bit (another bit, the machine's, marks a watched page).
+      if (gate[page] !== 0 && (Atomics.load(gate, page) & GATE_HOOK) !== 0) side.onStore(page);
       ram[addr] = (ram[addr] + 1 + (x & 0x7f)) & 0xff;
       ram[addr + 1] = steps & 0xff;
     }
@@ -62,8 +62,7 @@ function run(job: StandInJob): void {
   };
   step(job.snapshotAt);
   const t0 = nowUs();
-  const buffers = allocateSession(job.mode, pages, job.slotCount);
-  side.begin(buffers);
+  const buffers = side.begin(job.mode, job.slotCount);
   let truth: Uint8Array | null = job.mode === "precopy" ? null : ram.slice();
   port.postMessage({ type: "started", buffers, truth, steps });
   let pauseUs = nowUs() - t0;

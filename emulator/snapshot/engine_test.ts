@@ -6,6 +6,9 @@ import type { SessionBuffers, SnapshotMode } from "./session.ts";
 import type { StandInJob } from "./_stand_in_guest.ts";
 import type { GuestSideMetrics } from "./guest_side.ts";
 
+/** A bit of the gate that belongs to the machine (emulator/ram.ts GATE_WATCH): must survive. */
+const GATE_WATCH = 2;
+const WATCHED_PAGE = 7;
 const PAGES = 512; // 2 MiB of RAM: big enough for the sweep to take a while, small for a test
 
 interface Outcome {
@@ -47,6 +50,7 @@ async function snapshotStandIn(mode: SnapshotMode, slotCount: number, slice = 64
     if (p % 5 !== 0) ram.fill(p & 0xff, p * PAGE_SIZE, p * PAGE_SIZE + 64);
   }
   const gate = new Int32Array(new SharedArrayBuffer(PAGES * 4));
+  gate[WATCHED_PAGE] = GATE_WATCH;
   const worker = new Worker(new URL("./_stand_in_guest.ts", import.meta.url), { type: "module" });
   const next = messages(worker);
   const job: StandInJob = {
@@ -80,6 +84,10 @@ async function snapshotStandIn(mode: SnapshotMode, slotCount: number, slice = 64
     const writer = await loop.run();
     const truth: Uint8Array = mode === "precopy" ? (await next("final")).truth : started.truth;
     const done = await next("done");
+    assertEquals(gate[WATCHED_PAGE], GATE_WATCH, "the engine changed a gate bit it does not own");
+    for (let p = 0; p < PAGES; p++) {
+      if (p !== WATCHED_PAGE) assertEquals(gate[p], 0, `page ${p} still gated after the snapshot`);
+    }
     return {
       file,
       writes,

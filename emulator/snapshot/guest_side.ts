@@ -7,6 +7,8 @@
  */
 
 import {
+  GATE_HOOK,
+  openPage,
   PAGE_COPYING_GUEST,
   PAGE_COPYING_WRITER,
   PAGE_DIRTY_ARMED,
@@ -17,6 +19,7 @@ import {
   tryMovePage,
 } from "./page_state.ts";
 import {
+  allocateSession,
   CTRL_FINAL_DONE,
   CTRL_FINAL_READY,
   CTRL_FINAL_REQUEST,
@@ -34,7 +37,7 @@ import {
   WRITER_FAILED,
   WRITER_RUNNING,
 } from "./session.ts";
-import type { SessionBuffers } from "./session.ts";
+import type { SessionBuffers, SnapshotMode } from "./session.ts";
 
 /** What the guest thread measured during one snapshot. */
 export interface GuestSideMetrics {
@@ -57,11 +60,13 @@ export function nowUs(): number {
  * The guest thread's state for live snapshots over one machine's RAM and page gate.
  *
  * Install {@linkcode GuestSnapshotSide.onStore} as the machine's store hook; it is called only for
- * pages whose gate entry is not 0.
+ * pages whose gate entry has {@linkcode GATE_HOOK} set.
  */
 export class GuestSnapshotSide {
   readonly ram: Uint8Array;
   readonly gate: Int32Array;
+  /** The page state table (page_state.ts), reused by every snapshot of this machine. */
+  readonly states: Int32Array;
   readonly pageCount: number;
   #session: SnapshotSession | null = null;
   #spareSlot = -1;
@@ -78,8 +83,9 @@ export class GuestSnapshotSide {
         `Cannot attach the snapshot engine: the page gate has ${gate.length} entries for ${this.pageCount} pages`,
       );
     }
-    // Fault the gate's memory in now, so the snapshot instant's fill is a plain memset.
-    gate.fill(PAGE_OPEN);
+    // Allocated and faulted in now, so that the snapshot instant's fill is a plain memset.
+    this.states = new Int32Array(new SharedArrayBuffer(this.pageCount * 4));
+    this.states.fill(PAGE_OPEN);
   }
 
   /** The snapshot in progress on this thread, or null. */
@@ -88,28 +94,32 @@ export class GuestSnapshotSide {
   }
 
   /**
-   * The snapshot instant (call between two instructions): arms every page for `buffers.mode` and
-   * starts a session. For `cow` that write-protects all of RAM with one fill; for `precopy` it
-   * arms the dirty log; for `stop` it does nothing to the gate (the guest will not run).
+   * The snapshot instant (call between two instructions): allocates the session's buffers,
+   * arms every page for `mode` and returns the buffers for the writer. For `cow` that
+   * write-protects all of RAM (one fill of the state table, one pass setting the gate's hook
+   * bit); for `precopy` it arms the dirty log the same way; for `stop` it leaves RAM alone (the
+   * guest will not run until the writer is done). The buffer memory is committed lazily by the
+   * OS, so a large `slotCount` costs nothing until slots are used.
    */
-  begin(buffers: SessionBuffers): SnapshotSession {
+  begin(mode: SnapshotMode, slotCount: number): SessionBuffers {
     if (this.#session !== null) {
       throw new Error("Cannot start a snapshot: another snapshot is still being written");
     }
-    if (buffers.pageCount !== this.pageCount) {
-      throw new RangeError(
-        `Cannot start a snapshot of ${buffers.pageCount} pages on a machine with ${this.pageCount}`,
-      );
-    }
+    const buffers = allocateSession(mode, this.states.buffer as SharedArrayBuffer, slotCount);
     const session = new SnapshotSession(buffers);
     this.#session = session;
     this.#spareSlot = -1;
     this.#freshSlots = 0;
     this.#peakUsed = 0;
     this.#metrics = emptyGuestMetrics();
-    if (session.mode === "cow") this.gate.fill(PAGE_PROTECTED, 0, this.pageCount);
-    if (session.mode === "precopy") this.gate.fill(PAGE_DIRTY_ARMED, 0, this.pageCount);
-    return session;
+    if (mode !== "stop") {
+      this.states.fill(mode === "cow" ? PAGE_PROTECTED : PAGE_DIRTY_ARMED);
+      // No other thread writes the gate now: the previous session's writer has finished. A plain
+      // loop keeps the machine's own bits and runs at memset speed.
+      const gate = this.gate;
+      for (let p = 0; p < this.pageCount; p++) gate[p] |= GATE_HOOK;
+    }
+    return buffers;
   }
 
   /** True once the writer has finished (or failed) the current session. */
@@ -119,12 +129,14 @@ export class GuestSnapshotSide {
   }
 
   /**
-   * Ends the session once the writer has finished: opens any page still armed (only precopy
-   * leaves some) and returns what the guest side measured.
+   * Ends the session once the writer has finished: opens any page still armed (precopy leaves
+   * some, a failed writer many) and returns what the guest side measured.
    */
   end(): GuestSideMetrics {
     if (this.#session === null) throw new Error("Cannot end a snapshot: none is running");
-    this.gate.fill(PAGE_OPEN, 0, this.pageCount);
+    this.states.fill(PAGE_OPEN);
+    const gate = this.gate;
+    for (let p = 0; p < this.pageCount; p++) gate[p] &= ~GATE_HOOK;
     this.#session = null;
     this.#metrics.bufferPeakBytes = this.#peakUsed * PAGE_SIZE;
     return this.#metrics;
@@ -140,13 +152,13 @@ export class GuestSnapshotSide {
   }
 
   /**
-   * The store hook: called before a store to `page` whose gate entry is not 0. Returns when the
-   * store may go ahead.
+   * The store hook: called before a store to `page` whose gate has the hook bit. Returns when
+   * the store may go ahead.
    */
   onStore = (page: number): void => {
-    const gate = this.gate;
+    const states = this.states;
     for (;;) {
-      const state = Atomics.load(gate, page);
+      const state = Atomics.load(states, page);
       if (state === PAGE_OPEN) return;
       // A failed writer abandons the snapshot: the guest must not wait on it.
       if (Atomics.load(this.#session!.ctrl, CTRL_WRITER_STATE) === WRITER_FAILED) return;
@@ -155,7 +167,8 @@ export class GuestSnapshotSide {
         // bit is set before the store lands, so a writer reading the page now resends it later.
         const s = this.#session!;
         Atomics.or(s.dirty, page >>> 5, 1 << (page & 31));
-        Atomics.store(gate, page, PAGE_OPEN);
+        Atomics.store(states, page, PAGE_OPEN);
+        Atomics.and(this.gate, page, ~GATE_HOOK);
         return;
       }
       if (state === PAGE_PROTECTED) {
@@ -165,7 +178,7 @@ export class GuestSnapshotSide {
       if (state === PAGE_COPYING_WRITER) {
         // The writer holds this page for the microseconds of one copy: wait for it alone.
         this.#metrics.writerPageWaits++;
-        this.#stall(() => Atomics.wait(gate, page, PAGE_COPYING_WRITER, 1000));
+        this.#stall(() => Atomics.wait(states, page, PAGE_COPYING_WRITER, 1000));
         continue;
       }
       throw new Error(`Cannot store to page ${page}: unexpected page state ${state}`);
@@ -184,7 +197,7 @@ export class GuestSnapshotSide {
       Atomics.store(s.ctrl, CTRL_REQUEST_PAGE, page);
       Atomics.notify(s.ctrl, CTRL_REQUEST_PAGE);
       if (
-        Atomics.load(this.gate, page) === PAGE_PROTECTED &&
+        Atomics.load(this.states, page) === PAGE_PROTECTED &&
         Atomics.load(s.ctrl, CTRL_FREE_SLOTS) === 0
       ) {
         this.#stall(() => Atomics.wait(s.ctrl, CTRL_PROGRESS, seen, 1000));
@@ -192,7 +205,7 @@ export class GuestSnapshotSide {
       return false;
     }
     this.#spareSlot = slot;
-    if (!tryMovePage(this.gate, page, PAGE_PROTECTED, PAGE_COPYING_GUEST)) return false;
+    if (!tryMovePage(this.states, page, PAGE_PROTECTED, PAGE_COPYING_GUEST)) return false;
     this.#spareSlot = -1;
     const from = page << PAGE_SHIFT;
     s.slots.set(this.ram.subarray(from, from + PAGE_SIZE), slot * PAGE_SIZE);
@@ -201,7 +214,7 @@ export class GuestSnapshotSide {
     Atomics.store(s.queue, at, page);
     Atomics.store(s.queue, at + 1, slot);
     // The contents are safe in the slot: the page is saved, the store may go ahead.
-    Atomics.store(this.gate, page, PAGE_OPEN);
+    openPage(this.states, this.gate, page);
     Atomics.store(s.ctrl, CTRL_QUEUE_TAIL, tail + 1);
     Atomics.notify(s.ctrl, CTRL_QUEUE_TAIL);
     this.#metrics.pagesViaBuffer++;
@@ -279,13 +292,15 @@ export class GuestSnapshotSide {
   }
 
   #swapDirtyIntoPass(s: SnapshotSession): void {
-    const gate = this.gate;
     for (let w = 0; w < s.dirty.length; w++) {
       const bits = Atomics.exchange(s.dirty, w, 0);
       Atomics.store(s.pass, w, bits);
       if (bits === 0) continue;
       for (let b = 0; b < 32; b++) {
-        if (bits & (1 << b)) Atomics.store(gate, (w << 5) | b, PAGE_DIRTY_ARMED);
+        if ((bits & (1 << b)) === 0) continue;
+        const page = (w << 5) | b;
+        Atomics.store(this.states, page, PAGE_DIRTY_ARMED);
+        Atomics.or(this.gate, page, GATE_HOOK);
       }
     }
   }

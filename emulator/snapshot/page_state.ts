@@ -1,11 +1,16 @@
 /**
- * The per-page state table of a snapshot in progress, shared by the guest thread and the writer.
+ * The per-page state table of a snapshot in progress, shared by the guest thread and the writer,
+ * and how it drives the emulator's page gate.
  *
- * The table is the emulator's `pageGate` itself (an `Int32Array` over a `SharedArrayBuffer`, one
- * entry per 4 KiB page): the guest's store path already tests each entry against 0, so a page whose
- * snapshot contents are safe goes back to 0 and stores to it cost nothing more. Every transition
- * is a compare-and-swap (`Atomics.compareExchange`), never a read followed by a separate write, so
- * two threads can never both believe they own a page. See `shared/LIVE_SNAPSHOT_NOTES.md`.
+ * Two arrays, both `Int32Array`s over `SharedArrayBuffer`s with one entry per 4 KiB page:
+ *
+ * - the emulator's `pageGate`, whose bit {@linkcode GATE_HOOK} (`emulator/ram.ts`) sends a store
+ *   to the engine's hook; the guest's hot path tests the whole entry against 0, so a page whose
+ *   snapshot contents are safe gets its bit cleared and stores to it cost nothing more. Other
+ *   bits belong to the machine and are left alone (`Atomics.or` / `Atomics.and`).
+ * - the state table below, which says what the hook must do. Every transition is a
+ *   compare-and-swap (`Atomics.compareExchange`), never a read followed by a separate write, so
+ *   two threads can never both believe they own a page. See `shared/LIVE_SNAPSHOT_NOTES.md`.
  *
  * | value | state | moved by |
  * |---|---|---|
@@ -17,6 +22,9 @@
  *
  * @module
  */
+
+/** The page-gate bit that belongs to the snapshot engine (the same bit as `emulator/ram.ts`). */
+export const GATE_HOOK = 1;
 
 /** Bytes in one guest page; the unit of protection, copying and page records. */
 export const PAGE_SIZE = 4096;
@@ -58,22 +66,24 @@ export function pageStateName(state: number): string {
  * @example
  * ```ts
  * import { PAGE_COPYING_WRITER, PAGE_PROTECTED, tryMovePage } from "./page_state.ts";
- * const gate = new Int32Array(new SharedArrayBuffer(4 * 4)).fill(PAGE_PROTECTED);
- * console.assert(tryMovePage(gate, 2, PAGE_PROTECTED, PAGE_COPYING_WRITER));
- * console.assert(!tryMovePage(gate, 2, PAGE_PROTECTED, PAGE_COPYING_WRITER));
+ * const states = new Int32Array(new SharedArrayBuffer(4 * 4)).fill(PAGE_PROTECTED);
+ * console.assert(tryMovePage(states, 2, PAGE_PROTECTED, PAGE_COPYING_WRITER));
+ * console.assert(!tryMovePage(states, 2, PAGE_PROTECTED, PAGE_COPYING_WRITER));
  * ```
  */
-export function tryMovePage(gate: Int32Array, page: number, from: number, to: number): boolean {
-  return Atomics.compareExchange(gate, page, from, to) === from;
+export function tryMovePage(states: Int32Array, page: number, from: number, to: number): boolean {
+  return Atomics.compareExchange(states, page, from, to) === from;
 }
 
 /**
- * Marks a page saved and wakes a guest waiting on it (it waits on this very entry, so no other
- * page's waiter is disturbed).
+ * Marks a page saved: its state becomes open, its gate bit is cleared so later stores skip the
+ * hook, and a guest waiting on it wakes (it waits on this very entry, so no other page's waiter
+ * is disturbed).
  */
-export function openPage(gate: Int32Array, page: number): void {
-  Atomics.store(gate, page, PAGE_OPEN);
-  Atomics.notify(gate, page);
+export function openPage(states: Int32Array, gate: Int32Array, page: number): void {
+  Atomics.store(states, page, PAGE_OPEN);
+  Atomics.and(gate, page, ~GATE_HOOK);
+  Atomics.notify(states, page);
 }
 
 /** True if every byte of the page starting at `offset` is zero. */

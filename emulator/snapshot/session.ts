@@ -56,6 +56,9 @@ export interface SessionBuffers {
   /** Slots in the copy buffer (cow only; 0 is allowed). */
   slotCount: number;
   control: SharedArrayBuffer;
+  /** The page state table (see page_state.ts), one Int32 per page; owned by the guest side and
+   * reused from one snapshot to the next, so its memory is already faulted in at the instant. */
+  states: SharedArrayBuffer;
   /** `slotCount` pages of copied-aside contents. */
   slots: SharedArrayBuffer;
   /** Pairs (page, slot) of guest-copied pages, a ring of `slotCount` entries. */
@@ -68,13 +71,14 @@ export interface SessionBuffers {
   pass: SharedArrayBuffer;
 }
 
-/** Allocates the buffers of a snapshot of `pageCount` pages. The memory is committed lazily by
+/** Allocates the buffers of a snapshot over a page state table of one entry per page. The memory is committed lazily by
  * the OS (fresh `SharedArrayBuffer`s are zero pages), so a large buffer costs only what is used. */
 export function allocateSession(
   mode: SnapshotMode,
-  pageCount: number,
+  states: SharedArrayBuffer,
   slotCount: number,
 ): SessionBuffers {
+  const pageCount = states.byteLength / 4;
   if (!Number.isInteger(slotCount) || slotCount < 0 || slotCount > pageCount) {
     throw new RangeError(
       `Cannot allocate a copy buffer of ${slotCount} slots: must be an integer in 0..${pageCount}`,
@@ -91,6 +95,7 @@ export function allocateSession(
     pageCount,
     slotCount: slots,
     control,
+    states,
     slots: new SharedArrayBuffer(slots * PAGE_SIZE),
     queue: new SharedArrayBuffer(slots * 8),
     freeRing: new SharedArrayBuffer(slots * 4),
@@ -105,6 +110,7 @@ export class SnapshotSession {
   readonly pageCount: number;
   readonly slotCount: number;
   readonly ctrl: Int32Array;
+  readonly states: Int32Array;
   readonly slots: Uint8Array;
   readonly queue: Int32Array;
   readonly freeRing: Int32Array;
@@ -118,6 +124,7 @@ export class SnapshotSession {
     this.pageCount = buffers.pageCount;
     this.slotCount = buffers.slotCount;
     this.ctrl = new Int32Array(buffers.control);
+    this.states = new Int32Array(buffers.states);
     this.slots = new Uint8Array(buffers.slots);
     this.queue = new Int32Array(buffers.queue);
     this.freeRing = new Int32Array(buffers.freeRing);

@@ -176,13 +176,15 @@ export class SnapshotWriterLoop {
     let sweep = 0;
     while (written < pageCount) {
       const asked = Atomics.exchange(s.ctrl, CTRL_REQUEST_PAGE, -1);
-      if (asked >= 0 && tryMovePage(this.gate, asked, PAGE_PROTECTED, PAGE_COPYING_WRITER)) {
+      if (
+        asked >= 0 && tryMovePage(this.session.states, asked, PAGE_PROTECTED, PAGE_COPYING_WRITER)
+      ) {
         // The guest waits on this page with no slot to copy it into. With `--cow-buffer 0` its
         // store waits until the record is written, so the page is written before it is opened.
         const data = this.#staging.subarray(0, PAGE_SIZE);
         data.set(this.ram.subarray(asked << PAGE_SHIFT, (asked + 1) << PAGE_SHIFT));
         await this.#write([{ index: asked, data, zero: isZeroPage(data, 0) }], true);
-        openPage(this.gate, asked);
+        openPage(this.session.states, this.gate, asked);
         s.bump(CTRL_PROGRESS);
         this.#metrics.pagesOnRequest++;
         written++;
@@ -240,11 +242,11 @@ export class SnapshotWriterLoop {
     const pages: PageToWrite[] = [];
     let p = from;
     while (p < s.pageCount && pages.length < this.#batch) {
-      if (tryMovePage(this.gate, p, PAGE_PROTECTED, PAGE_COPYING_WRITER)) {
+      if (tryMovePage(s.states, p, PAGE_PROTECTED, PAGE_COPYING_WRITER)) {
         const k = pages.length;
         const data = this.#staging.subarray(k * PAGE_SIZE, (k + 1) * PAGE_SIZE);
         data.set(this.ram.subarray(p << PAGE_SHIFT, (p + 1) << PAGE_SHIFT));
-        openPage(this.gate, p);
+        openPage(s.states, this.gate, p);
         pages.push({ index: p, data, zero: isZeroPage(data, 0) });
       }
       p++;
