@@ -339,6 +339,16 @@ export class SnapshotWriter {
     this.notePages(this.dataRegion, pages, at);
   }
 
+  /**
+   * Writes the pages gathered so far as records now, instead of when a batch fills. For callers
+   * that may release something only once its page is in the file (a live snapshot's buffer slot).
+   */
+  async flush(): Promise<void> {
+    this.checkOpen();
+    await this.flushZero();
+    await this.flushData();
+  }
+
   /** Writes a device section now (FORMAT.md §7); the last one for an (id, instance) wins. */
   async writeDevice(section: DeviceSectionInput): Promise<void> {
     this.checkOpen();
