@@ -1,0 +1,13 @@
+/**
+ * What every memory-mapped device offers the bus.
+ *
+ * @module
+ */
+
+/** A device in the MMIO range table. Offsets are relative to the device's base address. */
+export interface MmioDevice {
+  /** Read `size` (1, 2 or 4) bytes at `offset`; returns the value zero-extended. */
+  load(offset: number, size: number): number;
+  /** Write the low `size` bytes of `value` at `offset`. */
+  store(offset: number, size: number, value: number): void;
+}

@@ -1,0 +1,139 @@
+/**
+ * Guest RAM and its page gate.
+ *
+ * RAM is one `Uint8Array` over a `SharedArrayBuffer` so that a Worker (the snapshot writer) can
+ * read it while the guest runs. Every write into RAM (CPU stores of all widths, `sc.w`, AMOs, the
+ * ELF loader, devices) passes one gate: `pageGate`, an `Int32Array` over its own
+ * `SharedArrayBuffer` with one entry per 4 KiB page. When an entry is nonzero the writer calls
+ * {@linkcode Ram.gatedStore} before the store. Bits of an entry:
+ *
+ * - {@linkcode GATE_HOOK} (bit 0) belongs to the snapshot engine: the store hook installed with
+ *   {@linkcode Ram.setStoreHook} runs before a store into the page (it may block with
+ *   `Atomics.wait`). Set and clear it with `Atomics.or` / `Atomics.and` so the machine's own bit
+ *   survives.
+ * - {@linkcode GATE_WATCH} (bit 1) belongs to the machine: stores into the page are reported so
+ *   the machine can react after the instruction (HTIF `tohost`).
+ *
+ * @module
+ */
+
+import { PAGE_SHIFT, PAGE_SIZE, RAM_BASE } from "./memory_map.ts";
+
+/** Gate bit owned by the snapshot engine: call the store hook before a store into the page. */
+export const GATE_HOOK = 1;
+/** Gate bit owned by the machine: report stores into the page (HTIF `tohost`). */
+export const GATE_WATCH = 2;
+
+/** Called with the page index (0 = the page at RAM_BASE) before a store into a hooked page. */
+export type StoreHook = (pageIndex: number) => void;
+
+/** Guest RAM: bytes, typed views for aligned accesses, and the per-page store gate. */
+export class Ram {
+  /** RAM size in bytes (a multiple of PAGE_SIZE). */
+  readonly size: number;
+  /** All of RAM, over a SharedArrayBuffer. Index 0 is guest physical address RAM_BASE. */
+  readonly bytes: Uint8Array;
+  /** 16-bit view of the same memory (host is little-endian, checked at construction). */
+  readonly u16: Uint16Array;
+  /** 32-bit view of the same memory. */
+  readonly i32: Int32Array;
+  /** One entry per page; nonzero means "call gatedStore(page) before storing". */
+  readonly pageGate: Int32Array;
+  /** Number of pages. */
+  readonly pageCount: number;
+  #hook: StoreHook | null = null;
+  /** Set by gatedStore when a GATE_WATCH page was written; the machine clears it. */
+  watchHit = false;
+
+  constructor(size: number) {
+    if (!Number.isInteger(size) || size <= 0 || size % PAGE_SIZE !== 0) {
+      throw new RangeError(
+        `Cannot create RAM: size ${size} is not a positive multiple of ${PAGE_SIZE}`,
+      );
+    }
+    if (size > 0x8000_0000) {
+      throw new RangeError(`Cannot create RAM: size ${size} exceeds 2 GiB (RAM ends at 4 GiB)`);
+    }
+    if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) {
+      throw new Error("Cannot create RAM: the host is big-endian; only little-endian is supported");
+    }
+    const sab = new SharedArrayBuffer(size);
+    this.size = size;
+    this.bytes = new Uint8Array(sab);
+    this.u16 = new Uint16Array(sab);
+    this.i32 = new Int32Array(sab);
+    this.pageCount = size / PAGE_SIZE;
+    this.pageGate = new Int32Array(new SharedArrayBuffer(this.pageCount * 4));
+  }
+
+  /**
+   * Install (or with `null` remove) the snapshot engine's store hook. The hook runs for stores
+   * into pages whose gate entry has GATE_HOOK set, before the store happens.
+   */
+  setStoreHook(hook: StoreHook | null): void {
+    this.#hook = hook;
+  }
+
+  /**
+   * The slow half of the store gate: called when `pageGate[page] !== 0`, before the store.
+   * Returns true when the machine must look at the store after the instruction (GATE_WATCH).
+   */
+  gatedStore(page: number): boolean {
+    const g = Atomics.load(this.pageGate, page);
+    if ((g & GATE_HOOK) !== 0 && this.#hook !== null) this.#hook(page);
+    if ((g & GATE_WATCH) !== 0) {
+      this.watchHit = true;
+      return true;
+    }
+    return false;
+  }
+
+  /** Whether [addr, addr+len) (guest physical) lies in RAM. */
+  contains(addr: number, len: number): boolean {
+    const off = addr - RAM_BASE;
+    return off >= 0 && len >= 0 && off + len <= this.size;
+  }
+
+  /**
+   * Write bytes at a guest physical address through the gate (loader and device writes).
+   * Throws a RangeError when the range is outside RAM: callers check first.
+   */
+  write(addr: number, data: Uint8Array): void {
+    if (!this.contains(addr, data.length)) {
+      throw new RangeError(
+        `Cannot write ${data.length} bytes at 0x${addr.toString(16)}: outside RAM`,
+      );
+    }
+    const off = addr - RAM_BASE;
+    this.#gateRange(off, data.length);
+    this.bytes.set(data, off);
+  }
+
+  /** Zero a range of RAM through the gate. */
+  fill(addr: number, len: number, value = 0): void {
+    if (!this.contains(addr, len)) {
+      throw new RangeError(`Cannot fill ${len} bytes at 0x${addr.toString(16)}: outside RAM`);
+    }
+    const off = addr - RAM_BASE;
+    this.#gateRange(off, len);
+    this.bytes.fill(value, off, off + len);
+  }
+
+  /** Copy of bytes at a guest physical address (no gate: reads are free). */
+  read(addr: number, len: number): Uint8Array {
+    if (!this.contains(addr, len)) {
+      throw new RangeError(`Cannot read ${len} bytes at 0x${addr.toString(16)}: outside RAM`);
+    }
+    const off = addr - RAM_BASE;
+    return this.bytes.slice(off, off + len);
+  }
+
+  #gateRange(off: number, len: number): void {
+    if (len === 0) return;
+    const first = off >>> PAGE_SHIFT;
+    const last = (off + len - 1) >>> PAGE_SHIFT;
+    for (let p = first; p <= last; p++) {
+      if (this.pageGate[p] !== 0) this.gatedStore(p);
+    }
+  }
+}
