@@ -23,13 +23,16 @@
  * @module
  */
 
-/** The page-gate bit that belongs to the snapshot engine (the same bit as `emulator/ram.ts`). */
-export const GATE_HOOK = 1;
+import { GATE_HOOK } from "../ram.ts";
+import { PAGE_SHIFT as MACHINE_PAGE_SHIFT, PAGE_SIZE as MACHINE_PAGE_SIZE } from "../memory_map.ts";
+
+/** The page-gate bit that belongs to the snapshot engine (`emulator/ram.ts`). */
+export { GATE_HOOK };
 
 /** Bytes in one guest page; the unit of protection, copying and page records. */
-export const PAGE_SIZE = 4096;
+export const PAGE_SIZE: number = MACHINE_PAGE_SIZE;
 /** log2(PAGE_SIZE). */
-export const PAGE_SHIFT = 12;
+export const PAGE_SHIFT: number = MACHINE_PAGE_SHIFT;
 
 /** Saved, or not part of a snapshot: stores go ahead without calling the hook. */
 export const PAGE_OPEN = 0;

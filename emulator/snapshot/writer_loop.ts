@@ -51,8 +51,12 @@ export interface PageToWrite {
 
 /** Where the writer puts pages: a snapshot file, or a test's recorder. */
 export interface PageSink {
-  /** Writes one record per page; when it returns (or its promise settles) they are written. */
-  writePages(pages: PageToWrite[]): void | Promise<void>;
+  /**
+   * Takes these pages; their `data` may be reused as soon as it returns (or its promise
+   * settles). With `flush` the pages must be in the file by then, not only in a batch: the
+   * writer is about to free their buffer slots or let a waiting guest store.
+   */
+  writePages(pages: PageToWrite[], flush: boolean): void | Promise<void>;
 }
 
 /** What the writer measured during one snapshot. */
@@ -183,7 +187,7 @@ export class SnapshotWriterLoop {
         // store waits until the record is written, so the page is written before it is opened.
         const data = this.#staging.subarray(0, PAGE_SIZE);
         data.set(this.ram.subarray(asked << PAGE_SHIFT, (asked + 1) << PAGE_SHIFT));
-        await this.#write([{ index: asked, data, zero: isZeroPage(data, 0) }], true);
+        await this.#write([{ index: asked, data, zero: isZeroPage(data, 0) }], true, true);
         openPage(this.session.states, this.gate, asked);
         s.bump(CTRL_PROGRESS);
         this.#metrics.pagesOnRequest++;
@@ -221,7 +225,7 @@ export class SnapshotWriterLoop {
       pages.push({ index, data, zero: isZeroPage(s.slots, slot * PAGE_SIZE) });
       slots.push(slot);
     }
-    await this.#write(pages, true);
+    await this.#write(pages, true, true);
     this.#metrics.pagesFromBuffer += n;
     Atomics.store(s.ctrl, CTRL_QUEUE_HEAD, head + n);
     // Only now, with the records written, do the slots go back to the guest.
@@ -252,7 +256,7 @@ export class SnapshotWriterLoop {
       p++;
     }
     if (pages.length > 0) {
-      await this.#write(pages, true);
+      await this.#write(pages, true, false);
       this.#metrics.pagesViaSweep += pages.length;
     }
     return [p, pages.length];
@@ -263,7 +267,7 @@ export class SnapshotWriterLoop {
     const pageCount = this.session.pageCount;
     for (let p = 0; p < pageCount; p += this.#batch) {
       const pages = this.#readPages(p, Math.min(this.#batch, pageCount - p));
-      await this.#write(pages, true);
+      await this.#write(pages, true, false);
       this.#metrics.pagesViaSweep += pages.length;
     }
   }
@@ -319,7 +323,7 @@ export class SnapshotWriterLoop {
         data.set(this.ram.subarray(p << PAGE_SHIFT, (p + 1) << PAGE_SHIFT));
         pages.push({ index: p, data, zero: isZeroPage(data, 0) });
       }
-      await this.#write(pages, false);
+      await this.#write(pages, false, false);
       this.#metrics.pagesResent += pages.length;
       total += pages.length;
       batch = [];
@@ -339,7 +343,7 @@ export class SnapshotWriterLoop {
 
   /** Hands pages to the sink. A first write leaves zero pages out (absent reads as zero); a
    * resend must write them, since they replace an older non-zero copy. */
-  async #write(pages: PageToWrite[], first: boolean): Promise<void> {
+  async #write(pages: PageToWrite[], first: boolean, flush: boolean): Promise<void> {
     let out = pages;
     if (first) {
       out = pages.filter((p) => !p.zero);
@@ -348,7 +352,7 @@ export class SnapshotWriterLoop {
     if (this.#audit !== undefined && first) {
       for (const p of pages) this.#audit[p.index]++;
     }
-    if (out.length > 0) await this.sink.writePages(out);
+    if (out.length > 0) await this.sink.writePages(out, flush);
   }
 }
 
