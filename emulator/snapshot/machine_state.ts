@@ -216,11 +216,14 @@ export function stateFromSections(
  * the content digest of a snapshot of this exact state. Call between `run()`s.
  */
 export async function machineContentDigest(machine: Machine): Promise<string> {
-  const d = describeMachine(machine, 0);
-  const digest = await computeContentDigest(
-    d,
-    [machine.ram.bytes],
-    sectionsFromState(machine.save()),
-  );
-  return toHex(digest);
+  return await contentDigestOf(describeMachine(machine, 0), machine.ram.bytes, machine.save());
+}
+
+/** The content digest of a machine given as its description, RAM and saved state. */
+export async function contentDigestOf(
+  description: MachineDescription,
+  ram: Uint8Array,
+  state: MachineState,
+): Promise<string> {
+  return toHex(await computeContentDigest(description, [ram], sectionsFromState(state)));
 }

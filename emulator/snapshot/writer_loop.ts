@@ -36,6 +36,7 @@ import {
   SnapshotSession,
   WRITER_DONE,
   WRITER_FAILED,
+  WRITER_RUNNING,
 } from "./session.ts";
 import type { SessionBuffers } from "./session.ts";
 
@@ -367,4 +368,18 @@ export function countBits(bits: Int32Array): number {
     }
   }
   return n;
+}
+
+/**
+ * Marks a session failed and wakes every waiter, for a writer that fails before (or after) its
+ * loop runs: the guest then stops consulting the session and runs on.
+ */
+export function abandonSession(buffers: SessionBuffers): void {
+  const ctrl = new Int32Array(buffers.control);
+  Atomics.compareExchange(ctrl, CTRL_WRITER_STATE, WRITER_RUNNING, WRITER_FAILED);
+  Atomics.notify(ctrl, CTRL_WRITER_STATE);
+  Atomics.add(ctrl, CTRL_PROGRESS, 1);
+  Atomics.notify(ctrl, CTRL_PROGRESS);
+  Atomics.store(ctrl, CTRL_FINAL_DONE, 1);
+  Atomics.notify(ctrl, CTRL_FINAL_DONE);
 }
