@@ -17,7 +17,7 @@ export interface ErrorLocation {
 
 function where(loc: ErrorLocation): string {
   if (loc.recordIndex >= 0) return `record ${loc.recordIndex} at byte ${loc.offset}`;
-  return `file at byte ${loc.offset}`;
+  return `the file at byte ${loc.offset}`;
 }
 
 /**

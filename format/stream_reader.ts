@@ -11,6 +11,7 @@
 import { OffsetTable, StreamSource } from "./_source.ts";
 import { createBlake3, toHex } from "./checksum.ts";
 import {
+  FILE_MAGIC,
   FOOTER_SIZE,
 
   PROLOGUE_SIZE,
@@ -127,6 +128,9 @@ export class SnapshotStreamReader {
       hasher.init();
       const prologue = await src.read(PROLOGUE_SIZE);
       if (prologue.length < PROLOGUE_SIZE) {
+        if (prologue.some((b, i) => i < FILE_MAGIC.length && b !== FILE_MAGIC[i])) {
+          throw new CorruptError("bad magic: not an .lsnap file", { offset: 0, recordIndex: -1 });
+        }
         throw new TruncatedError(`input ends after ${prologue.length} bytes, inside the prologue`, { offset: 0, recordIndex: -1 });
       }
       this.version = decodePrologue(prologue);
