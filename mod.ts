@@ -54,3 +54,17 @@ export { inspectSnapshot } from "./tools/inspect.ts";
 export type { ErrorReport, InspectResult } from "./tools/inspect.ts";
 export { verifySnapshot } from "./tools/verify.ts";
 export type { VerifyResult } from "./tools/verify.ts";
+export {
+  deviceSections,
+  type ExitReason,
+  Machine,
+  type MachineDescription as MachineShape,
+  type MachineOptions,
+  type MachineState,
+} from "./emulator/machine.ts";
+export { GATE_HOOK, GATE_WATCH, type StoreHook } from "./emulator/ram.ts";
+export { type HartState } from "./emulator/hart.ts";
+export { type UartSink } from "./emulator/devices/uart.ts";
+export { INSTRUCTIONS_PER_TICK, MACHINE_NAME, RAM_BASE } from "./emulator/memory_map.ts";
+export { ElfError, parseElf } from "./emulator/elf.ts";
+export { runGuest, type RunGuestOptions, type RunGuestResult } from "./tools/run.ts";

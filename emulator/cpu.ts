@@ -6,7 +6,13 @@
  * The decoded-instruction cache is direct-mapped by pc and validated by the raw instruction bits
  * fetched from RAM on every step, so a store into code needs no invalidation (and `fence.i` is
  * free): a changed instruction simply misses. Instruction fetch is never misaligned: with the C
- * extension every jump target is 2-byte aligned (jalr clears bit 0).
+ * extension every jump target is 2-byte aligned (jalr clears bit 0). Misaligned loads and stores
+ * leave the fast path and are performed by the machine (as QEMU performs them); misaligned
+ * LR/SC and AMOs trap.
+ *
+ * Operation numbers appear as literals (with the name in a comment) because V8 does not
+ * constant-fold imported bindings, and a `switch` over loaded values is a chain of compares
+ * instead of a jump table. decode_test.ts checks the literals against decode.ts.
  *
  * Retirement (what `minstret`, mtime and `--stop-at` count): an instruction retires when it
  * completes without raising an exception. Instructions that trap (including ecall and ebreak)
@@ -15,7 +21,7 @@
  * @module
  */
 
-import * as D from "./decode.ts";
+import { decodeInto } from "./decode.ts";
 import { CAUSE, MSTATUS_TW, PRIV_M, PRIV_U } from "./hart.ts";
 import type { Machine } from "./machine.ts";
 
@@ -56,9 +62,7 @@ export function execute(m: Machine, limit: number): void {
   const gate = ram.pageGate;
   const ramSize = ram.size;
   const fetchFast = ramSize - 2;
-  const cRaw = m.cacheRaw;
-  const cMeta = m.cacheMeta;
-  const cImm = m.cacheImm;
+  const cache = m.decodeCache;
   let pc = h.pc;
   let n = 0;
   outer: while (n < limit) {
@@ -80,26 +84,26 @@ export function execute(m: Machine, limit: number): void {
         continue;
       }
     }
-    const ci = (po >>> 1) & CACHE_MASK;
-    if (cRaw[ci] !== raw) {
-      cRaw[ci] = raw;
-      D.decodeInto(raw, cMeta, cImm, ci);
+    const ci = ((po >>> 1) & CACHE_MASK) * 3;
+    if (cache[ci] !== raw) {
+      cache[ci] = raw;
+      decodeInto(raw, cache, ci + 1);
     }
-    const meta = cMeta[ci];
-    const imm = cImm[ci];
+    const meta = cache[ci + 1];
+    const imm = cache[ci + 2];
     const rd = (meta >>> 8) & 63;
     const rs1 = (meta >>> 14) & 63;
     const rs2 = (meta >>> 20) & 63;
 
     // ---- execute ----
     switch (meta & 0xff) {
-      case D.OP_ADDI:
+      case 19 /* ADDI */:
         x[rd] = (x[rs1] + imm) | 0;
         break;
-      case D.OP_ADD:
+      case 28 /* ADD */:
         x[rd] = (x[rs1] + x[rs2]) | 0;
         break;
-      case D.OP_LW: {
+      case 13 /* LW */: {
         const a = (x[rs1] + imm) | 0;
         const o = (a ^ 0x8000_0000) >>> 0;
         if (o < ramSize && (o & 3) === 0) {
@@ -119,12 +123,12 @@ export function execute(m: Machine, limit: number): void {
         }
         break;
       }
-      case D.OP_SW: {
+      case 18 /* SW */: {
         const a = (x[rs1] + imm) | 0;
         const o = (a ^ 0x8000_0000) >>> 0;
         if (o < ramSize && (o & 3) === 0) {
           const p = o >>> 12;
-          if (gate[p] !== 0 && ram.gatedStore(p)) limit = n + 1;
+          if (gate[p] !== 0 && ram.gatedStore(p, o)) limit = n + 1;
           i32[o >>> 2] = x[rs2];
         } else {
           h.pc = pc;
@@ -141,50 +145,50 @@ export function execute(m: Machine, limit: number): void {
         }
         break;
       }
-      case D.OP_BEQ:
+      case 5 /* BEQ */:
         n++;
         pc = x[rs1] === x[rs2] ? (pc + imm) | 0 : (pc + (meta >>> 26)) | 0;
         continue;
-      case D.OP_BNE:
+      case 6 /* BNE */:
         n++;
         pc = x[rs1] !== x[rs2] ? (pc + imm) | 0 : (pc + (meta >>> 26)) | 0;
         continue;
-      case D.OP_BLT:
+      case 7 /* BLT */:
         n++;
         pc = x[rs1] < x[rs2] ? (pc + imm) | 0 : (pc + (meta >>> 26)) | 0;
         continue;
-      case D.OP_BGE:
+      case 8 /* BGE */:
         n++;
         pc = x[rs1] >= x[rs2] ? (pc + imm) | 0 : (pc + (meta >>> 26)) | 0;
         continue;
-      case D.OP_BLTU:
+      case 9 /* BLTU */:
         n++;
         pc = (x[rs1] >>> 0) < (x[rs2] >>> 0) ? (pc + imm) | 0 : (pc + (meta >>> 26)) | 0;
         continue;
-      case D.OP_BGEU:
+      case 10 /* BGEU */:
         n++;
         pc = (x[rs1] >>> 0) >= (x[rs2] >>> 0) ? (pc + imm) | 0 : (pc + (meta >>> 26)) | 0;
         continue;
-      case D.OP_JAL:
+      case 3 /* JAL */:
         x[rd] = (pc + (meta >>> 26)) | 0;
         n++;
         pc = (pc + imm) | 0;
         continue;
-      case D.OP_JALR: {
+      case 4 /* JALR */: {
         const t = (x[rs1] + imm) & ~1;
         x[rd] = (pc + (meta >>> 26)) | 0;
         n++;
         pc = t;
         continue;
       }
-      case D.OP_LUI:
+      case 1 /* LUI */:
         x[rd] = imm;
         break;
-      case D.OP_AUIPC:
+      case 2 /* AUIPC */:
         x[rd] = (pc + imm) | 0;
         break;
-      case D.OP_LB:
-      case D.OP_LBU: {
+      case 11 /* LB */:
+      case 14 /* LBU */: {
         const a = (x[rs1] + imm) | 0;
         const o = (a ^ 0x8000_0000) >>> 0;
         let v: number;
@@ -202,11 +206,11 @@ export function execute(m: Machine, limit: number): void {
             continue;
           }
         }
-        x[rd] = (meta & 0xff) === D.OP_LB ? (v << 24) >> 24 : v & 0xff;
+        x[rd] = (meta & 0xff) === 11 /* LB */ ? (v << 24) >> 24 : v & 0xff;
         break;
       }
-      case D.OP_LH:
-      case D.OP_LHU: {
+      case 12 /* LH */:
+      case 15 /* LHU */: {
         const a = (x[rs1] + imm) | 0;
         const o = (a ^ 0x8000_0000) >>> 0;
         let v: number;
@@ -224,15 +228,15 @@ export function execute(m: Machine, limit: number): void {
             continue;
           }
         }
-        x[rd] = (meta & 0xff) === D.OP_LH ? (v << 16) >> 16 : v & 0xffff;
+        x[rd] = (meta & 0xff) === 12 /* LH */ ? (v << 16) >> 16 : v & 0xffff;
         break;
       }
-      case D.OP_SB: {
+      case 16 /* SB */: {
         const a = (x[rs1] + imm) | 0;
         const o = (a ^ 0x8000_0000) >>> 0;
         if (o < ramSize) {
           const p = o >>> 12;
-          if (gate[p] !== 0 && ram.gatedStore(p)) limit = n + 1;
+          if (gate[p] !== 0 && ram.gatedStore(p, o)) limit = n + 1;
           u8[o] = x[rs2];
         } else {
           h.pc = pc;
@@ -249,12 +253,12 @@ export function execute(m: Machine, limit: number): void {
         }
         break;
       }
-      case D.OP_SH: {
+      case 17 /* SH */: {
         const a = (x[rs1] + imm) | 0;
         const o = (a ^ 0x8000_0000) >>> 0;
         if (o < ramSize && (o & 1) === 0) {
           const p = o >>> 12;
-          if (gate[p] !== 0 && ram.gatedStore(p)) limit = n + 1;
+          if (gate[p] !== 0 && ram.gatedStore(p, o)) limit = n + 1;
           u16[o >>> 1] = x[rs2];
         } else {
           h.pc = pc;
@@ -271,95 +275,95 @@ export function execute(m: Machine, limit: number): void {
         }
         break;
       }
-      case D.OP_SLTI:
+      case 20 /* SLTI */:
         x[rd] = x[rs1] < imm ? 1 : 0;
         break;
-      case D.OP_SLTIU:
+      case 21 /* SLTIU */:
         x[rd] = (x[rs1] >>> 0) < (imm >>> 0) ? 1 : 0;
         break;
-      case D.OP_XORI:
+      case 22 /* XORI */:
         x[rd] = x[rs1] ^ imm;
         break;
-      case D.OP_ORI:
+      case 23 /* ORI */:
         x[rd] = x[rs1] | imm;
         break;
-      case D.OP_ANDI:
+      case 24 /* ANDI */:
         x[rd] = x[rs1] & imm;
         break;
-      case D.OP_SLLI:
+      case 25 /* SLLI */:
         x[rd] = x[rs1] << imm;
         break;
-      case D.OP_SRLI:
+      case 26 /* SRLI */:
         x[rd] = x[rs1] >>> imm;
         break;
-      case D.OP_SRAI:
+      case 27 /* SRAI */:
         x[rd] = x[rs1] >> imm;
         break;
-      case D.OP_SUB:
+      case 29 /* SUB */:
         x[rd] = (x[rs1] - x[rs2]) | 0;
         break;
-      case D.OP_SLL:
+      case 30 /* SLL */:
         x[rd] = x[rs1] << (x[rs2] & 31);
         break;
-      case D.OP_SLT:
+      case 31 /* SLT */:
         x[rd] = x[rs1] < x[rs2] ? 1 : 0;
         break;
-      case D.OP_SLTU:
+      case 32 /* SLTU */:
         x[rd] = (x[rs1] >>> 0) < (x[rs2] >>> 0) ? 1 : 0;
         break;
-      case D.OP_XOR:
+      case 33 /* XOR */:
         x[rd] = x[rs1] ^ x[rs2];
         break;
-      case D.OP_SRL:
+      case 34 /* SRL */:
         x[rd] = x[rs1] >>> (x[rs2] & 31);
         break;
-      case D.OP_SRA:
+      case 35 /* SRA */:
         x[rd] = x[rs1] >> (x[rs2] & 31);
         break;
-      case D.OP_OR:
+      case 36 /* OR */:
         x[rd] = x[rs1] | x[rs2];
         break;
-      case D.OP_AND:
+      case 37 /* AND */:
         x[rd] = x[rs1] & x[rs2];
         break;
-      case D.OP_MUL:
+      case 50 /* MUL */:
         x[rd] = Math.imul(x[rs1], x[rs2]);
         break;
-      case D.OP_MULH:
+      case 51 /* MULH */:
         x[rd] = mulh(x[rs1], x[rs2]);
         break;
-      case D.OP_MULHSU:
+      case 52 /* MULHSU */:
         x[rd] = mulhsu(x[rs1], x[rs2]);
         break;
-      case D.OP_MULHU:
+      case 53 /* MULHU */:
         x[rd] = mulhu(x[rs1], x[rs2]);
         break;
       // Division (unprivileged spec 7.2, table 7.1): no traps; x/0 = -1, x%0 = x,
       // MIN/-1 = MIN, MIN%-1 = 0.
-      case D.OP_DIV: {
+      case 54 /* DIV */: {
         const a = x[rs1], b = x[rs2];
         x[rd] = b === 0 ? -1 : (a === -0x8000_0000 && b === -1) ? a : (a / b) | 0;
         break;
       }
-      case D.OP_DIVU: {
+      case 55 /* DIVU */: {
         const b = x[rs2] >>> 0;
         x[rd] = b === 0 ? -1 : ((x[rs1] >>> 0) / b) | 0;
         break;
       }
-      case D.OP_REM: {
+      case 56 /* REM */: {
         const a = x[rs1], b = x[rs2];
         x[rd] = b === 0 ? a : b === -1 ? 0 : (a % b) | 0;
         break;
       }
-      case D.OP_REMU: {
+      case 57 /* REMU */: {
         const b = x[rs2] >>> 0;
         x[rd] = b === 0 ? x[rs1] : ((x[rs1] >>> 0) % b) | 0;
         break;
       }
-      case D.OP_FENCE:
-      case D.OP_FENCE_I:
+      case 38 /* FENCE */:
+      case 39 /* FENCE_I */:
         break; // one hart, and the decode cache checks the instruction bits on every fetch
-      case D.OP_LR_W: {
+      case 58 /* LR_W */: {
         // Unprivileged spec 8.2. Only RAM supports LR/SC and AMOs on this machine.
         const a = x[rs1];
         const o = (a ^ 0x8000_0000) >>> 0;
@@ -378,7 +382,7 @@ export function execute(m: Machine, limit: number): void {
         h.reservation = a;
         break;
       }
-      case D.OP_SC_W: {
+      case 59 /* SC_W */: {
         const a = x[rs1];
         const o = (a ^ 0x8000_0000) >>> 0;
         if ((o & 3) !== 0 || o >= ramSize) {
@@ -395,7 +399,7 @@ export function execute(m: Machine, limit: number): void {
         // Succeeds only on the reserved word; any SC clears the reservation.
         if (h.reservation === a) {
           const p = o >>> 12;
-          if (gate[p] !== 0 && ram.gatedStore(p)) limit = n + 1;
+          if (gate[p] !== 0 && ram.gatedStore(p, o)) limit = n + 1;
           i32[o >>> 2] = x[rs2];
           x[rd] = 0;
         } else {
@@ -404,15 +408,15 @@ export function execute(m: Machine, limit: number): void {
         h.reservation = -1;
         break;
       }
-      case D.OP_AMOSWAP_W:
-      case D.OP_AMOADD_W:
-      case D.OP_AMOXOR_W:
-      case D.OP_AMOAND_W:
-      case D.OP_AMOOR_W:
-      case D.OP_AMOMIN_W:
-      case D.OP_AMOMAX_W:
-      case D.OP_AMOMINU_W:
-      case D.OP_AMOMAXU_W: {
+      case 60 /* AMOSWAP_W */:
+      case 61 /* AMOADD_W */:
+      case 62 /* AMOXOR_W */:
+      case 63 /* AMOAND_W */:
+      case 64 /* AMOOR_W */:
+      case 65 /* AMOMIN_W */:
+      case 66 /* AMOMAX_W */:
+      case 67 /* AMOMINU_W */:
+      case 68 /* AMOMAXU_W */: {
         // Unprivileged spec 8.4: misaligned AMOs raise store/AMO address misaligned; AMOs
         // outside RAM raise store/AMO access fault.
         const a = x[rs1];
@@ -429,34 +433,34 @@ export function execute(m: Machine, limit: number): void {
           continue;
         }
         const p = o >>> 12;
-        if (gate[p] !== 0 && ram.gatedStore(p)) limit = n + 1;
+        if (gate[p] !== 0 && ram.gatedStore(p, o)) limit = n + 1;
         const w = o >>> 2;
         const old = i32[w];
         const b = x[rs2];
         let v: number;
         switch (meta & 0xff) {
-          case D.OP_AMOSWAP_W:
+          case 60 /* AMOSWAP_W */:
             v = b;
             break;
-          case D.OP_AMOADD_W:
+          case 61 /* AMOADD_W */:
             v = (old + b) | 0;
             break;
-          case D.OP_AMOXOR_W:
+          case 62 /* AMOXOR_W */:
             v = old ^ b;
             break;
-          case D.OP_AMOAND_W:
+          case 63 /* AMOAND_W */:
             v = old & b;
             break;
-          case D.OP_AMOOR_W:
+          case 64 /* AMOOR_W */:
             v = old | b;
             break;
-          case D.OP_AMOMIN_W:
+          case 65 /* AMOMIN_W */:
             v = old < b ? old : b;
             break;
-          case D.OP_AMOMAX_W:
+          case 66 /* AMOMAX_W */:
             v = old > b ? old : b;
             break;
-          case D.OP_AMOMINU_W:
+          case 67 /* AMOMINU_W */:
             v = (old >>> 0) < (b >>> 0) ? old : b;
             break;
           default:
@@ -467,12 +471,12 @@ export function execute(m: Machine, limit: number): void {
         x[rd] = old;
         break;
       }
-      case D.OP_CSRRW:
-      case D.OP_CSRRS:
-      case D.OP_CSRRC:
-      case D.OP_CSRRWI:
-      case D.OP_CSRRSI:
-      case D.OP_CSRRCI: {
+      case 44 /* CSRRW */:
+      case 45 /* CSRRS */:
+      case 46 /* CSRRC */:
+      case 47 /* CSRRWI */:
+      case 48 /* CSRRSI */:
+      case 49 /* CSRRCI */: {
         h.pc = pc;
         m.commit(n);
         limit -= n;
@@ -486,17 +490,18 @@ export function execute(m: Machine, limit: number): void {
         limit = 1; // end the chunk: interrupt enables may have changed
         break;
       }
-      case D.OP_ECALL:
+      case 40 /* ECALL */:
         h.pc = pc;
         pc = m.trap(pc, h.priv === PRIV_M ? CAUSE.ECALL_FROM_M : CAUSE.ECALL_FROM_U, 0, n);
         if (m.stopped) break outer;
         continue;
-      case D.OP_EBREAK:
+      case 41 /* EBREAK */:
         h.pc = pc;
-        pc = m.trap(pc, CAUSE.BREAKPOINT, pc, n);
+        // mtval = 0, as QEMU does (privileged spec 3.1.16 allows zero or the pc)
+        pc = m.trap(pc, CAUSE.BREAKPOINT, 0, n);
         if (m.stopped) break outer;
         continue;
-      case D.OP_MRET:
+      case 42 /* MRET */:
         if (h.priv !== PRIV_M) {
           h.pc = pc;
           pc = m.trap(pc, CAUSE.ILLEGAL_INSTRUCTION, raw, n);
@@ -507,7 +512,7 @@ export function execute(m: Machine, limit: number): void {
         n++;
         limit = n; // interrupts may now be enabled
         continue;
-      case D.OP_WFI: {
+      case 43 /* WFI */: {
         // Privileged spec 3.3.3 and 3.1.6.5 (TW).
         if (h.priv === PRIV_U && (h.mstatus & MSTATUS_TW) !== 0) {
           h.pc = pc;

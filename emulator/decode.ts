@@ -391,27 +391,26 @@ function decode16(h: number): number {
 }
 
 /**
- * Decode `raw` (a 16-bit instruction when its low two bits are not 0b11, else 32 bits) into the
- * cache slot `i` of `meta` / `imm`.
+ * Decode `raw` (a 16-bit instruction when its low two bits are not 0b11, else 32 bits) into
+ * `out[i]` (packed meta) and `out[i + 1]` (immediate).
  */
-export function decodeInto(raw: number, meta: Int32Array, imm: Int32Array, i: number): void {
-  meta[i] = (raw & 3) === 3 ? decode32(raw) : decode16(raw & 0xffff);
-  imm[i] = lastImm;
+export function decodeInto(raw: number, out: Int32Array, i: number): void {
+  out[i] = (raw & 3) === 3 ? decode32(raw) : decode16(raw & 0xffff);
+  out[i + 1] = lastImm;
 }
 
 /** Decode one instruction into a plain object (tests, disassembly, tools). */
 export function decode(raw: number): Decoded {
-  const m = new Int32Array(1);
-  const im = new Int32Array(1);
-  decodeInto(raw, m, im, 0);
-  const v = m[0];
+  const out = new Int32Array(2);
+  decodeInto(raw, out, 0);
+  const v = out[0];
   const rd = (v >>> 8) & 63;
   return {
     op: v & 0xff,
     rd: rd === X0_SINK ? 0 : rd,
     rs1: (v >>> 14) & 63,
     rs2: (v >>> 20) & 63,
-    imm: im[0],
+    imm: out[1],
     length: ((v >>> 26) & 7) === 2 ? 2 : 4,
   };
 }

@@ -123,6 +123,31 @@ export interface MachineDescription {
   regions: RegionDescription[];
 }
 
+/** Device id of the hart in snapshots' device sections. */
+export const HART_DEVICE_ID = "hart";
+
+/**
+ * The saved machine as one list of device sections, the hart first (id "hart", its state without
+ * the `version` field, which becomes the section's version). This is the single mapping from
+ * `machine.save()` to what a snapshot records and what the content digest covers: the snapshot
+ * engine and `run --digest` both use it, so they cannot disagree.
+ */
+export function deviceSections(saved: MachineState): SavedDeviceSection[] {
+  const { version, ...hart } = saved.hart;
+  return [
+    { id: HART_DEVICE_ID, instance: 0, version, state: hart },
+    ...saved.devices,
+  ];
+}
+
+/** A device section before CBOR encoding: the hart or one of the devices. */
+export interface SavedDeviceSection {
+  id: string;
+  instance: number;
+  version: number;
+  state: HartState | SavedDevice["state"];
+}
+
 /** Consecutive traps without a retired instruction before `run()` reports a lockup. */
 const LOCKUP_TRAPS = 64;
 /** Most instructions per chunk between checks of the pause flag. */
@@ -134,17 +159,31 @@ interface MmioRange {
   device: MmioDevice;
 }
 
-/** The machine. */
+/**
+ * The machine.
+ *
+ * @example
+ * ```ts
+ * import { Machine } from "./machine.ts";
+ * const out: number[] = [];
+ * const elf = Deno.readFileSync(new URL("./guests/build/hello.elf", import.meta.url));
+ * const m = Machine.fromElf(elf, { ramSize: 1 << 20, uartSink: (b) => out.push(...b) });
+ * const exit = m.run(1_000_000);
+ * console.assert(exit.reason === "exit" && exit.code === 0);
+ * console.assert(new TextDecoder().decode(Uint8Array.from(out)).startsWith("Hello"));
+ * ```
+ */
 export class Machine implements CsrEnvironment {
   readonly hart: Hart = new Hart();
   readonly ram: Ram;
   readonly uart: Uart;
   readonly clint: Clint = new Clint();
   readonly sifiveTest: SifiveTest = new SifiveTest();
-  /** Decoded-instruction cache (see cpu.ts): raw bits, packed fields, immediate. */
-  readonly cacheRaw: Int32Array = new Int32Array(DECODE_CACHE_SIZE);
-  readonly cacheMeta: Int32Array = new Int32Array(DECODE_CACHE_SIZE);
-  readonly cacheImm: Int32Array = new Int32Array(DECODE_CACHE_SIZE);
+  /**
+   * Decoded-instruction cache (see cpu.ts): per slot three integers, raw bits, packed fields,
+   * immediate, side by side so one slot is one cache line fetch.
+   */
+  readonly decodeCache: Int32Array = new Int32Array(DECODE_CACHE_SIZE * 3);
   /** Pause request flag, over a SharedArrayBuffer so another thread may set it. */
   readonly pauseFlag: Int32Array = new Int32Array(new SharedArrayBuffer(4));
   /** Set by a slow path that took a trap; the CPU loop picks up the new pc. */
@@ -168,9 +207,12 @@ export class Machine implements CsrEnvironment {
     ];
     // Every cache slot starts as the decoding of raw 0 (an illegal instruction), so a slot
     // whose raw bits match is always correctly decoded.
-    D.decodeInto(0, this.cacheMeta, this.cacheImm, 0);
-    this.cacheMeta.fill(this.cacheMeta[0]);
-    this.cacheImm.fill(this.cacheImm[0]);
+    const c = this.decodeCache;
+    D.decodeInto(0, c, 1);
+    for (let i = 3; i < c.length; i += 3) {
+      c[i + 1] = c[1];
+      c[i + 2] = c[2];
+    }
     this.hart.reset(RAM_BASE);
   }
 
@@ -300,9 +342,11 @@ export class Machine implements CsrEnvironment {
       );
       return;
     }
-    if (this.ram.watchHit) {
-      this.ram.watchHit = false;
-      if (this.#tohost >= 0) this.#serviceHtif();
+    const hit = this.ram.watchHit;
+    if (hit >= 0) {
+      this.ram.watchHit = -1;
+      // As QEMU's htif (hw/char/riscv_htif.c) does, act when the upper word is written.
+      if (this.#tohost >= 0 && (hit & ~3) === this.#tohost - RAM_BASE + 4) this.#serviceHtif();
     }
   }
 
@@ -391,38 +435,66 @@ export class Machine implements CsrEnvironment {
 
   /**
    * Load that missed the RAM fast path (the loop has committed everything before it, so mtime
-   * is current): misaligned (trap, privileged spec table 3.7 puts it
-   * above access faults), MMIO, or unmapped (load access fault). Sets `trapped` on a trap.
+   * is current). Misaligned loads from RAM are performed, as on QEMU (the unprivileged spec 2.6
+   * lets the execution environment support them); misaligned MMIO loads raise load address
+   * misaligned; anything else unmapped raises a load access fault. Sets `trapped` on a trap.
    */
   loadSlow(addr: number, size: number): number {
-    if ((addr & (size - 1)) !== 0) {
-      this.hart.pc = this.trap(this.hart.pc, CAUSE.LOAD_MISALIGNED, addr, 0);
-      this.trapped = true;
-      return 0;
+    const off = (addr - RAM_BASE) >>> 0;
+    if (off < this.ram.size) {
+      if (off + size > this.ram.size) return this.#loadTrap(CAUSE.LOAD_ACCESS_FAULT, addr);
+      const b = this.ram.bytes;
+      let v = 0;
+      for (let i = size - 1; i >= 0; i--) v = (v << 8) | b[off + i];
+      return v;
     }
     const r = this.#findMmio(addr, size);
-    if (r === null) {
-      this.hart.pc = this.trap(this.hart.pc, CAUSE.LOAD_ACCESS_FAULT, addr, 0);
-      this.trapped = true;
-      return 0;
-    }
+    if (r === null) return this.#loadTrap(CAUSE.LOAD_ACCESS_FAULT, addr);
+    if ((addr & (size - 1)) !== 0) return this.#loadTrap(CAUSE.LOAD_MISALIGNED, addr);
     return r.device.load((addr >>> 0) - r.base, size);
   }
 
-  /** Store that missed the RAM fast path; see loadSlow. */
+  #loadTrap(cause: number, addr: number): number {
+    this.hart.pc = this.trap(this.hart.pc, cause, addr, 0);
+    this.trapped = true;
+    return 0;
+  }
+
+  /**
+   * Store that missed the RAM fast path; see loadSlow. A misaligned store into RAM passes the
+   * page gate for every page it touches (two when it straddles a page boundary) before writing.
+   */
   storeSlow(addr: number, size: number, value: number): void {
-    if ((addr & (size - 1)) !== 0) {
-      this.hart.pc = this.trap(this.hart.pc, CAUSE.STORE_MISALIGNED, addr, 0);
-      this.trapped = true;
+    const off = (addr - RAM_BASE) >>> 0;
+    if (off < this.ram.size) {
+      if (off + size > this.ram.size) {
+        this.#storeTrap(CAUSE.STORE_ACCESS_FAULT, addr);
+        return;
+      }
+      const gate = this.ram.pageGate;
+      const first = off >>> PAGE_SHIFT;
+      const last = (off + size - 1) >>> PAGE_SHIFT;
+      if (gate[first] !== 0) this.ram.gatedStore(first, off);
+      if (last !== first && gate[last] !== 0) this.ram.gatedStore(last, last << PAGE_SHIFT);
+      const b = this.ram.bytes;
+      for (let i = 0; i < size; i++) b[off + i] = value >>> (8 * i);
       return;
     }
     const r = this.#findMmio(addr, size);
     if (r === null) {
-      this.hart.pc = this.trap(this.hart.pc, CAUSE.STORE_ACCESS_FAULT, addr, 0);
-      this.trapped = true;
+      this.#storeTrap(CAUSE.STORE_ACCESS_FAULT, addr);
+      return;
+    }
+    if ((addr & (size - 1)) !== 0) {
+      this.#storeTrap(CAUSE.STORE_MISALIGNED, addr);
       return;
     }
     r.device.store((addr >>> 0) - r.base, size, value);
+  }
+
+  #storeTrap(cause: number, addr: number): void {
+    this.hart.pc = this.trap(this.hart.pc, cause, addr, 0);
+    this.trapped = true;
   }
 
   /** A CSR instruction (the loop has committed everything before it). */
@@ -546,6 +618,6 @@ export class Machine implements CsrEnvironment {
     this.hart.restore(saved.hart);
     this.#lastTrapRetired = -1;
     this.#trapStreak = 0;
-    this.ram.watchHit = false;
+    this.ram.watchHit = -1;
   }
 }

@@ -42,8 +42,11 @@ export class Ram {
   /** Number of pages. */
   readonly pageCount: number;
   #hook: StoreHook | null = null;
-  /** Set by gatedStore when a GATE_WATCH page was written; the machine clears it. */
-  watchHit = false;
+  /**
+   * RAM offset of the last store into a GATE_WATCH page (-1: none since the machine last
+   * looked); the machine resets it.
+   */
+  watchHit = -1;
 
   constructor(size: number) {
     if (!Number.isInteger(size) || size <= 0 || size % PAGE_SIZE !== 0) {
@@ -75,14 +78,15 @@ export class Ram {
   }
 
   /**
-   * The slow half of the store gate: called when `pageGate[page] !== 0`, before the store.
-   * Returns true when the machine must look at the store after the instruction (GATE_WATCH).
+   * The slow half of the store gate: called when `pageGate[page] !== 0`, before the store at
+   * RAM offset `offset`. Returns true when the machine must look at the store after the
+   * instruction (GATE_WATCH).
    */
-  gatedStore(page: number): boolean {
+  gatedStore(page: number, offset: number): boolean {
     const g = Atomics.load(this.pageGate, page);
     if ((g & GATE_HOOK) !== 0 && this.#hook !== null) this.#hook(page);
     if ((g & GATE_WATCH) !== 0) {
-      this.watchHit = true;
+      this.watchHit = offset;
       return true;
     }
     return false;
@@ -133,7 +137,7 @@ export class Ram {
     const first = off >>> PAGE_SHIFT;
     const last = (off + len - 1) >>> PAGE_SHIFT;
     for (let p = first; p <= last; p++) {
-      if (this.pageGate[p] !== 0) this.gatedStore(p);
+      if (this.pageGate[p] !== 0) this.gatedStore(p, Math.max(off, p << PAGE_SHIFT));
     }
   }
 }

@@ -2,7 +2,8 @@
  * HTIF `tohost` / `fromhost` (the Berkeley host-target interface used by riscv-tests and Spike),
  * active when the guest ELF defines a `tohost` symbol. The doubleword lives in guest RAM; the
  * machine watches its page through the page gate (GATE_WATCH) and looks at it after every store
- * into that page.
+ * into that page. Like QEMU's htif (hw/char/riscv_htif.c), a command is acted on when the
+ * upper word of `tohost` is written (riscv-tests write the lower word, then the upper one).
  *
  * - `tohost` = (code << 1) | 1 with the upper word 0: power off; code 0 is a pass, anything else
  *   a failure (riscv-tests put the failing test number in `code`).

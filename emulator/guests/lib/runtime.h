@@ -60,7 +60,8 @@ void uart_putc(char c);
 void print(const char *s);
 void print_hex32(uint32_t v); /* 0x%08x */
 void print_u32(uint32_t v);
-/* printf subset: %s %c %d %u %x %X %p %%, flags "0", width, and "ll" with x/X. */
+/* printf subset: %s %c %d %u %x %X %p %%, a width with flag "0" (numbers) or "-" (%s only),
+ * and "ll" with x/X. */
 void printf(const char *fmt, ...);
 
 /* power.c: the SiFive test device. Exit status 0 powers off with success, anything else with

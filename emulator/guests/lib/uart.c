@@ -64,7 +64,11 @@ void printf(const char *fmt, ...) {
     char pad = ' ';
     int width = 0;
     int longlong = 0;
-    if (*p == '0') {
+    int left = 0;
+    if (*p == '-') {
+      left = 1;
+      p++;
+    } else if (*p == '0') {
       pad = '0';
       p++;
     }
@@ -78,8 +82,9 @@ void printf(const char *fmt, ...) {
         const char *s = va_arg(ap, const char *);
         int len = 0;
         while (s[len]) len++;
-        for (int i = len; i < width; i++) uart_putc(' ');
+        if (!left) for (int i = len; i < width; i++) uart_putc(' ');
         print(s);
+        if (left) for (int i = len; i < width; i++) uart_putc(' ');
         break;
       }
       case 'c':

@@ -1,0 +1,92 @@
+/**
+ * `livesnap run`: run a guest ELF on the bundled `livesnap-virt-rv32` machine.
+ *
+ * @module
+ */
+
+import { type ExitReason, Machine } from "../emulator/machine.ts";
+import { DEFAULT_RAM_SIZE, MAX_RAM_SIZE, PAGE_SIZE } from "../emulator/memory_map.ts";
+
+/** Options for {@linkcode runGuest}. */
+export interface RunGuestOptions {
+  /** The statically linked RV32 ELF. */
+  elf: Uint8Array;
+  /** RAM size in bytes (default 128 MiB). */
+  ramSize?: number;
+  /** Stop after exactly this many retired instructions (counted from reset). */
+  stopAt?: number;
+  /** Bytes the guest reads from its UART. */
+  input?: Uint8Array;
+  /** Guest UART output (default: dropped). */
+  sink?: (bytes: Uint8Array) => void;
+}
+
+/** What {@linkcode runGuest} returns. */
+export interface RunGuestResult {
+  /** Why the run ended ("budget" means `stopAt` was reached). */
+  exit: ExitReason;
+  /** Instructions retired since reset. */
+  retired: number;
+  /** The machine, stopped, for inspection (or a digest of its state). */
+  machine: Machine;
+}
+
+/**
+ * Load `elf` into a fresh machine and run it until it powers off, stops for another reason, or
+ * retires `stopAt` instructions.
+ *
+ * @example
+ * ```ts
+ * import { runGuest } from "./run.ts";
+ * const elf = await Deno.readFile("emulator/guests/build/hello.elf");
+ * const { exit } = runGuest({ elf, sink: (b) => Deno.stdout.writeSync(b) });
+ * console.assert(exit.reason === "exit");
+ * ```
+ */
+export function runGuest(options: RunGuestOptions): RunGuestResult {
+  const machine = Machine.fromElf(options.elf, {
+    ramSize: options.ramSize ?? DEFAULT_RAM_SIZE,
+    uartSink: options.sink,
+  });
+  if (options.input !== undefined) machine.uart.pushInput(options.input);
+  const stopAt = options.stopAt;
+  let exit: ExitReason;
+  if (stopAt !== undefined) {
+    if (!Number.isSafeInteger(stopAt) || stopAt < 0) {
+      throw new RangeError(`Cannot run: --stop-at ${stopAt} is not a non-negative integer`);
+    }
+    exit = machine.run(stopAt);
+  } else {
+    do exit = machine.run(100_000_000); while (exit.reason === "budget");
+  }
+  return { exit, retired: machine.hart.retired, machine };
+}
+
+const UNITS: Record<string, number> = {
+  "": 1,
+  K: 1024,
+  KB: 1024,
+  KIB: 1024,
+  M: 1024 ** 2,
+  MB: 1024 ** 2,
+  MIB: 1024 ** 2,
+  G: 1024 ** 3,
+  GB: 1024 ** 3,
+  GIB: 1024 ** 3,
+};
+
+/** Parse a RAM size such as `128M`, `1G`, `64MiB` or `4194304` (binary units). */
+export function parseRamSize(text: string): number {
+  const m = /^\s*(\d+)\s*([a-zA-Z]*)\s*$/.exec(text);
+  const unit = m === null ? undefined : UNITS[m[2].toUpperCase()];
+  if (m === null || unit === undefined) {
+    throw new RangeError(`Cannot parse RAM size '${text}': use a number with K, M or G`);
+  }
+  const size = Number(m[1]) * unit;
+  if (size <= 0 || size % PAGE_SIZE !== 0 || size > MAX_RAM_SIZE) {
+    throw new RangeError(
+      `Cannot use RAM size '${text}' (${size} bytes): it must be a multiple of ${PAGE_SIZE} from ${PAGE_SIZE} to 2 GiB`,
+    );
+  }
+  return size;
+}

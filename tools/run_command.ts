@@ -1,0 +1,139 @@
+/**
+ * `livesnap run GUEST.elf [--ram SIZE] [--stop-at N] [--digest] [--input FILE]`
+ *
+ * @module
+ */
+
+import { parseArgs } from "@std/cli/parse_args.js";
+import { parseRamSize, runGuest } from "./run.ts";
+import { machineDigest } from "./machine_digest.ts";
+
+const USAGE = `Usage: livesnap run GUEST.elf [--ram SIZE] [--stop-at N] [--digest] [--input FILE]
+
+Runs a statically linked RV32IMAC ELF on the bundled machine (laid out like QEMU's riscv32
+'virt' board). The guest's UART output goes to stdout. The exit status is the guest's: the
+SiFive test device's code, or HTIF's (tohost) code; 0 when --stop-at stopped the run.
+
+Options:
+  --ram SIZE     guest RAM, e.g. 64M or 1G (default 128M)
+  --stop-at N    stop after exactly N retired instructions
+  --digest       then print the machine's content digest (the same one a snapshot of this
+                 state carries) on a line of its own
+  --input FILE   bytes the guest reads from its UART ('-' for stdin); default: none
+
+Time is deterministic: mtime advances one tick per 10 retired instructions, so a run depends
+only on the ELF and its input.
+
+Examples:
+  livesnap run emulator/guests/build/hello.elf
+  livesnap run emulator/guests/build/counter.elf --stop-at 5000000 --digest`;
+
+/** Entry point: returns the process exit status. */
+export async function main(args: string[]): Promise<number> {
+  let unknown: string | null = null;
+  const opts = parseArgs(args, {
+    string: ["ram", "stop-at", "input"],
+    boolean: ["digest", "help"],
+    alias: { h: "help" },
+    unknown: (a: string) => {
+      if (a.startsWith("-") && a !== "-") {
+        unknown ??= a;
+        return false;
+      }
+      return true;
+    },
+  });
+  if (unknown !== null) {
+    console.error(`livesnap run: unknown option ${unknown}\n\n${USAGE}`);
+    return 2;
+  }
+  if (opts.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  const files = opts._.map(String);
+  if (files.length !== 1) {
+    console.error(`livesnap run: expected one ELF file, got ${files.length}\n\n${USAGE}`);
+    return 2;
+  }
+  let ramSize: number | undefined;
+  let stopAt: number | undefined;
+  try {
+    if (opts.ram !== undefined) ramSize = parseRamSize(opts.ram);
+    if (opts["stop-at"] !== undefined) {
+      stopAt = Number(opts["stop-at"]);
+      if (!/^\d+$/.test(opts["stop-at"]) || !Number.isSafeInteger(stopAt)) {
+        throw new RangeError(`Cannot use --stop-at '${opts["stop-at"]}': not an instruction count`);
+      }
+    }
+  } catch (e) {
+    console.error(`livesnap run: ${(e as Error).message}`);
+    return 2;
+  }
+  if (opts.digest && stopAt === undefined) {
+    console.error("livesnap run: --digest needs --stop-at N (the state after N instructions)");
+    return 2;
+  }
+  let elf: Uint8Array;
+  let input: Uint8Array | undefined;
+  try {
+    elf = await Deno.readFile(files[0]);
+    if (opts.input !== undefined) {
+      input = opts.input === "-"
+        ? new Uint8Array(await new Response(Deno.stdin.readable).arrayBuffer())
+        : await Deno.readFile(opts.input);
+    }
+  } catch (e) {
+    console.error(`livesnap run: Cannot read ${(e as Error).message}`);
+    return 1;
+  }
+  let lastByte = 10;
+  const sink = (b: Uint8Array) => {
+    let o = 0;
+    while (o < b.length) o += Deno.stdout.writeSync(b.subarray(o));
+    if (b.length > 0) lastByte = b[b.length - 1];
+  };
+  let result;
+  try {
+    result = runGuest({ elf, ramSize, stopAt, input, sink });
+  } catch (e) {
+    console.error(`livesnap run: ${(e as Error).message}`);
+    return 1;
+  }
+  const { exit, machine } = result;
+  if (opts.digest) {
+    let hex: string;
+    try {
+      hex = await machineDigest(machine);
+    } catch (e) {
+      console.error(`livesnap run: ${(e as Error).message}`);
+      return 1;
+    }
+    sink(new TextEncoder().encode(`${lastByte === 10 ? "" : "\n"}${hex}\n`));
+  }
+  switch (exit.reason) {
+    case "exit":
+      return exit.code & 0xff;
+    case "budget":
+      return 0;
+    case "reset":
+      console.error("livesnap run: the guest asked for a reset; stopping");
+      return 0;
+    case "idle":
+      console.error(
+        `livesnap run: the guest waits (wfi at pc 0x${
+          exit.pc.toString(16)
+        }) with no interrupt enabled that could wake it`,
+      );
+      return 1;
+    case "lockup":
+      console.error(
+        `livesnap run: the guest keeps trapping without progress (mcause ${exit.cause}, pc 0x${
+          exit.pc.toString(16)
+        })`,
+      );
+      return 1;
+    case "paused":
+      return 0;
+  }
+}
