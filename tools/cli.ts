@@ -15,8 +15,14 @@ interface CommandEntry {
 
 // One line per command; each module lives beside this file as `<name>_command.ts`.
 const COMMANDS: Record<string, CommandEntry> = {
-  inspect: { summary: "describe a snapshot (--json for one JSON object)", load: () => import("./inspect_command.ts") },
-  verify: { summary: "check a snapshot's checksums, digests and completeness", load: () => import("./verify_command.ts") },
+  inspect: {
+    summary: "describe a snapshot (--json for one JSON object)",
+    load: () => import("./inspect_command.ts"),
+  },
+  verify: {
+    summary: "check a snapshot's checksums, digests and completeness",
+    load: () => import("./verify_command.ts"),
+  },
   run: {
     summary: "run a RISC-V guest ELF on the bundled machine",
     load: () => import("./run_command.ts"),

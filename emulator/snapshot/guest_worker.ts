@@ -43,6 +43,8 @@ export interface GuestBoot {
   restorePath?: string;
   /** RAM size for `elf`; a restore takes the file's. */
   ramSize?: number;
+  /** Bytes the guest reads from its UART. */
+  input?: Uint8Array;
   mailbox: SharedArrayBuffer;
   /** Stop (and report "stop-at") when this many instructions have retired. */
   stopAt: number | null;
@@ -339,6 +341,7 @@ async function start(boot: GuestBoot): Promise<void> {
     port.close();
     return;
   }
+  if (boot.input !== undefined) machine.uart.pushInput(boot.input);
   const thread = new GuestThread(machine, boot);
   port.postMessage({
     type: "booted",

@@ -73,8 +73,10 @@ export interface LiveMachineOptions {
     interval: number;
     mode: SnapshotMode;
     cowBuffer?: CowBufferSize;
-    path: (k: number) => string;
+    path: (k: number, atInstruction: number) => string;
   } | null;
+  /** Bytes the guest reads from its UART. */
+  input?: Uint8Array;
   /** Called with the metrics of each snapshot the guest takes by itself (schedule, every). */
   onScheduledSnapshot?: (metrics: SnapshotMetrics) => void;
   /** Called when a scheduled snapshot fails. */
@@ -187,6 +189,7 @@ export class LiveMachine {
       elf: options.elf,
       restorePath: options.restorePath,
       ramSize: options.ramSize,
+      input: options.input,
       mailbox: mailbox.buffer,
       stopAt: options.stopAt ?? null,
       // Slots are clamped to the page count by the guest, which knows it.
@@ -259,7 +262,7 @@ export class LiveMachine {
           const every = this.#options.every!;
           this.#expect(ev.tag, {
             mode: every.mode,
-            path: every.path(k),
+            path: every.path(k, ev.atInstruction),
             cowBuffer: every.cowBuffer,
           })
             .then(
@@ -312,6 +315,18 @@ export class LiveMachine {
       }
       case "halted":
         this.#halt = { halt: ev.halt, retired: ev.retired, state: ev.state };
+        // Scheduled snapshots the guest never reached will not happen.
+        for (const [tag, p] of this.#pending) {
+          if (tag.startsWith("at:") && p.mode === undefined) {
+            this.#pending.delete(tag);
+            const at = this.#options.schedule![Number(tag.slice(3))].at;
+            p.reject(
+              new Error(
+                `Cannot snapshot at instruction ${at}: the guest halted (${ev.halt.reason}) at ${ev.retired}`,
+              ),
+            );
+          }
+        }
         this.#resolveHalt(this.#halt);
         break;
       case "reply": {
@@ -424,8 +439,14 @@ export class LiveMachine {
     if (this.#closed) return;
     await this.#command(CMD_QUIT);
     await this.#quitDone;
-    // Snapshots whose writer is still closing its file.
-    while (this.#pending.size > 0) await new Promise((r) => setTimeout(r, 5));
+    // Snapshots whose writer is still closing its file; scheduled ones never started are dropped.
+    while ([...this.#pending.values()].some((p) => p.mode !== undefined)) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    for (const [tag, p] of this.#pending) {
+      this.#pending.delete(tag);
+      p.reject(new Error("Cannot snapshot: the machine quit before reaching the instruction"));
+    }
     this.#closed = true;
     this.#guest.terminate();
     this.#writer.terminate();

@@ -19,7 +19,13 @@ import {
 } from "../../format/device_state.ts";
 import type { MachineDescription } from "../../format/header.ts";
 import { toHex } from "../../format/checksum.ts";
-import type { Machine, MachineState, SavedDevice } from "../machine.ts";
+import {
+  deviceSections,
+  HART_DEVICE_ID,
+  type Machine,
+  type MachineState,
+  type SavedDevice,
+} from "../machine.ts";
 import { HART_STATE_VERSION, type HartState } from "../hart.ts";
 import { CLINT_DEVICE_ID, CLINT_STATE_VERSION } from "../devices/clint.ts";
 import { HTIF_DEVICE_ID, HTIF_STATE_VERSION } from "../devices/htif.ts";
@@ -27,8 +33,7 @@ import { SIFIVE_TEST_DEVICE_ID, SIFIVE_TEST_STATE_VERSION } from "../devices/sif
 import { UART_DEVICE_ID, UART_STATE_VERSION } from "../devices/uart.ts";
 import { MACHINE_NAME, MAX_RAM_SIZE, PAGE_SIZE, RAM_BASE } from "../memory_map.ts";
 
-/** The device id of the hart's section. */
-export const HART_DEVICE_ID = "hart";
+export { HART_DEVICE_ID };
 
 /** The state version this emulator writes and restores, per device id. */
 export const CURRENT_STATE_VERSIONS: Readonly<Record<string, number>> = {
@@ -129,26 +134,17 @@ export function checkDescriptionFits(d: MachineDescription): number {
   return r.size;
 }
 
-/** The device sections of a saved machine, hart first (plain data → deterministic CBOR). */
+/**
+ * The device sections of a saved machine, hart first: the emulator's one mapping
+ * (`deviceSections` in emulator/machine.ts, which `run --digest` uses too), CBOR-encoded.
+ */
 export function sectionsFromState(saved: MachineState): DeviceSectionInput[] {
-  const { version, ...hart } = saved.hart;
-  const sections: DeviceSectionInput[] = [
-    {
-      id: HART_DEVICE_ID,
-      instance: 0,
-      version,
-      state: encodeDeviceState(hart as unknown as DeviceStateValue),
-    },
-  ];
-  for (const d of saved.devices) {
-    sections.push({
-      id: d.id,
-      instance: d.instance,
-      version: d.version,
-      state: encodeDeviceState(d.state as unknown as DeviceStateValue),
-    });
-  }
-  return sections;
+  return deviceSections(saved).map((d) => ({
+    id: d.id,
+    instance: d.instance,
+    version: d.version,
+    state: encodeDeviceState(d.state as unknown as DeviceStateValue),
+  }));
 }
 
 /**
