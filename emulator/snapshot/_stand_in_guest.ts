@@ -62,7 +62,8 @@ function run(job: StandInJob): void {
   };
   step(job.snapshotAt);
   const t0 = nowUs();
-  const buffers = side.begin(job.mode, job.slotCount);
+  side.begin(job.mode, job.slotCount);
+  const buffers = side.buffers;
   let truth: Uint8Array | null = job.mode === "precopy" ? null : ram.slice();
   port.postMessage({ type: "started", buffers, truth, steps });
   let pauseUs = nowUs() - t0;

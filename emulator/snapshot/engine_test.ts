@@ -9,7 +9,8 @@ import type { GuestSideMetrics } from "./guest_side.ts";
 /** A bit of the gate that belongs to the machine (emulator/ram.ts GATE_WATCH): must survive. */
 const GATE_WATCH = 2;
 const WATCHED_PAGE = 7;
-const PAGES = 512; // 2 MiB of RAM: big enough for the sweep to take a while, small for a test
+const PAGES = 512;
+const SLEEPER = new Int32Array(new SharedArrayBuffer(4)); // 2 MiB of RAM: big enough for the sweep to take a while, small for a test
 
 interface Outcome {
   /** Last copy of each page written, by page number. */
@@ -73,6 +74,8 @@ async function snapshotStandIn(mode: SnapshotMode, slotCount: number, slice = 64
     let maxUsedSeen = 0;
     const loop = new SnapshotWriterLoop(buffers, ram, gate, {
       writePages(pages: PageToWrite[]) {
+        // A slow disk: the whole snapshot takes over 100 ms, so the guest surely stores meanwhile.
+        Atomics.wait(SLEEPER, 0, 0, 1);
         maxUsedSeen = Math.max(maxUsedSeen, loop.session.usedSlots());
         for (const p of pages) {
           assertEquals(p.data.length, PAGE_SIZE);

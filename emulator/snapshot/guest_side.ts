@@ -19,7 +19,7 @@ import {
   tryMovePage,
 } from "./page_state.ts";
 import {
-  allocateSession,
+  allocateSessionBuffers,
   CTRL_FINAL_DONE,
   CTRL_FINAL_READY,
   CTRL_FINAL_REQUEST,
@@ -27,12 +27,14 @@ import {
   CTRL_FREE_SLOTS,
   CTRL_FREE_TAIL,
   CTRL_GUEST_WAITING,
+  CTRL_JOB_SEQ,
   CTRL_PASS_READY,
   CTRL_PASS_REQUEST,
   CTRL_PROGRESS,
   CTRL_QUEUE_TAIL,
   CTRL_REQUEST_PAGE,
   CTRL_WRITER_STATE,
+  resetSession,
   SnapshotSession,
   WRITER_FAILED,
   WRITER_RUNNING,
@@ -65,6 +67,8 @@ export function nowUs(): number {
 export class GuestSnapshotSide {
   readonly ram: Uint8Array;
   readonly gate: Int32Array;
+  /** The buffers every snapshot of this machine uses (hand them to the writer once). */
+  readonly buffers: SessionBuffers;
   /** The page state table (page_state.ts), reused by every snapshot of this machine. */
   readonly states: Int32Array;
   readonly pageCount: number;
@@ -83,9 +87,10 @@ export class GuestSnapshotSide {
         `Cannot attach the snapshot engine: the page gate has ${gate.length} entries for ${this.pageCount} pages`,
       );
     }
-    // Allocated and faulted in now, so that the snapshot instant's fill is a plain memset.
-    this.states = new Int32Array(new SharedArrayBuffer(this.pageCount * 4));
-    this.states.fill(PAGE_OPEN);
+    this.buffers = allocateSessionBuffers(this.pageCount);
+    this.states = new Int32Array(this.buffers.states);
+    // Compile the arming loop now (a no-op pass), so that the first instant runs it hot.
+    setGateBits(gate, this.pageCount, 0);
   }
 
   /** The snapshot in progress on this thread, or null. */
@@ -94,19 +99,19 @@ export class GuestSnapshotSide {
   }
 
   /**
-   * The snapshot instant (call between two instructions): allocates the session's buffers,
-   * arms every page for `mode` and returns the buffers for the writer. For `cow` that
+   * The snapshot instant (call between two instructions): sets up the job in the shared control
+   * words, arms every page for `mode` and rings the writer's doorbell. For `cow` that
    * write-protects all of RAM (one fill of the state table, one pass setting the gate's hook
    * bit); for `precopy` it arms the dirty log the same way; for `stop` it leaves RAM alone (the
-   * guest will not run until the writer is done). The buffer memory is committed lazily by the
-   * OS, so a large `slotCount` costs nothing until slots are used.
+   * guest will not run until the writer is done). Nothing is allocated and no message is sent.
+   * `tagKind` and `tagIndex` name the request for the host.
    */
-  begin(mode: SnapshotMode, slotCount: number): SessionBuffers {
+  begin(mode: SnapshotMode, slotCount: number, tagKind = 0, tagIndex = 0): SnapshotSession {
     if (this.#session !== null) {
       throw new Error("Cannot start a snapshot: another snapshot is still being written");
     }
-    const buffers = allocateSession(mode, this.states.buffer as SharedArrayBuffer, slotCount);
-    const session = new SnapshotSession(buffers);
+    resetSession(this.buffers, mode, slotCount, tagKind, tagIndex);
+    const session = new SnapshotSession(this.buffers);
     this.#session = session;
     this.#spareSlot = -1;
     this.#freshSlots = 0;
@@ -114,12 +119,11 @@ export class GuestSnapshotSide {
     this.#metrics = emptyGuestMetrics();
     if (mode !== "stop") {
       this.states.fill(mode === "cow" ? PAGE_PROTECTED : PAGE_DIRTY_ARMED);
-      // No other thread writes the gate now: the previous session's writer has finished. A plain
-      // loop keeps the machine's own bits and runs at memset speed.
-      const gate = this.gate;
-      for (let p = 0; p < this.pageCount; p++) gate[p] |= GATE_HOOK;
+      if (mode === "precopy") session.dirty.fill(0);
+      setGateBits(this.gate, this.pageCount, GATE_HOOK);
     }
-    return buffers;
+    session.bump(CTRL_JOB_SEQ);
+    return session;
   }
 
   /** True once the writer has finished (or failed) the current session. */
@@ -135,8 +139,7 @@ export class GuestSnapshotSide {
   end(): GuestSideMetrics {
     if (this.#session === null) throw new Error("Cannot end a snapshot: none is running");
     this.states.fill(PAGE_OPEN);
-    const gate = this.gate;
-    for (let p = 0; p < this.pageCount; p++) gate[p] &= ~GATE_HOOK;
+    clearGateBits(this.gate, this.pageCount, GATE_HOOK);
     this.#session = null;
     this.#metrics.bufferPeakBytes = this.#peakUsed * PAGE_SIZE;
     return this.#metrics;
@@ -304,6 +307,18 @@ export class GuestSnapshotSide {
       }
     }
   }
+}
+
+/** Sets `bit` in the first `n` gate entries. No other thread writes the gate when this runs (the
+ * previous snapshot's writer has finished); a plain loop keeps the machine's own bits and runs
+ * at memset speed. */
+function setGateBits(gate: Int32Array, n: number, bit: number): void {
+  for (let p = 0; p < n; p++) gate[p] |= bit;
+}
+
+function clearGateBits(gate: Int32Array, n: number, bit: number): void {
+  const mask = ~bit;
+  for (let p = 0; p < n; p++) gate[p] &= mask;
 }
 
 function emptyGuestMetrics(): GuestSideMetrics {

@@ -26,7 +26,14 @@ import {
 import { describeMachine } from "./machine_state.ts";
 import { epochMs } from "./metrics.ts";
 import { restoreMachine } from "./restore.ts";
-import type { SessionBuffers, SnapshotMode } from "./session.ts";
+import {
+  type SessionBuffers,
+  type SnapshotMode,
+  TAG_AT,
+  TAG_CONTROL,
+  TAG_EVERY,
+  tagName,
+} from "./session.ts";
 
 /** A snapshot the guest takes by itself when it reaches an instruction count. */
 export interface ScheduledSnapshot {
@@ -68,6 +75,7 @@ export type GuestEvent =
     type: "booted";
     ram: SharedArrayBuffer;
     gate: SharedArrayBuffer;
+    buffers: SessionBuffers;
     description: MachineDescription;
     retired: number;
     restoredDigest: string | null;
@@ -79,7 +87,6 @@ export type GuestEvent =
     tag: string;
     mode: SnapshotMode;
     slots: number;
-    buffers: SessionBuffers;
     state: MachineState | null;
     atInstruction: number;
     startedAt: number;
@@ -128,6 +135,8 @@ class GuestThread {
   halt: HaltReason | null = null;
   quit = false;
   running: Running | null = null;
+  /** Messages held back from a snapshot instant until the guest has run on. */
+  deferred: GuestEvent[] = [];
   scheduleIndex = 0;
   everyCount = 0;
   nextEvery: number;
@@ -175,6 +184,7 @@ class GuestThread {
       this.serviceSnapshot();
       if (this.quit) break;
       if (this.paused || this.halt !== null) {
+        this.flushDeferred();
         this.mailbox.wait(this.running !== null ? 1 : 50);
         continue;
       }
@@ -188,6 +198,7 @@ class GuestThread {
       const slice = this.running !== null ? Math.min(this.slice, 20_000) : this.slice;
       const budget = Math.min(slice, this.nextStop() - retired);
       const r = m.run(budget);
+      this.flushDeferred();
       if (r.reason !== "budget" && r.reason !== "paused") {
         this.halt = r;
         port.postMessage({ type: "halted", halt: r, retired: m.hart.retired, state: m.save() });
@@ -199,11 +210,11 @@ class GuestThread {
   scheduleDue(retired: number): boolean {
     const s = this.boot.schedule[this.scheduleIndex];
     const every = this.boot.every;
-    let due: { tag: string; mode: SnapshotMode; slots: number } | null = null;
+    let due: { kind: number; index: number; mode: SnapshotMode; slots: number } | null = null;
     if (s !== undefined && s.at === retired) {
-      due = { tag: `at:${this.scheduleIndex}`, mode: s.mode, slots: s.slots };
+      due = { kind: TAG_AT, index: this.scheduleIndex, mode: s.mode, slots: s.slots };
     } else if (every !== null && this.nextEvery === retired) {
-      due = { tag: `every:${this.everyCount}`, mode: every.mode, slots: every.slots };
+      due = { kind: TAG_EVERY, index: this.everyCount, mode: every.mode, slots: every.slots };
     }
     if (due === null) return false;
     // A snapshot still being written: wait for it, so this one is taken at exactly `retired`.
@@ -216,13 +227,19 @@ class GuestThread {
       this.everyCount++;
       this.nextEvery += every!.interval;
     }
-    this.begin(due.tag, due.mode, due.slots);
+    this.begin(due.kind, due.index, due.mode, due.slots);
     return true;
   }
 
-  /** The snapshot instant. */
-  begin(tag: string, mode: SnapshotMode, slots: number): void {
+  /**
+   * The snapshot instant: arms RAM, rings the writer, saves the devices. The message telling
+   * the host goes out after the next slice (see `flushDeferred`): a `postMessage` wakes the main
+   * thread and can cost milliseconds on a busy machine, which the guest need not wait for, since
+   * the writer needs the device state only at its end. `stop` is the exception: its guest waits.
+   */
+  begin(kind: number, index: number, mode: SnapshotMode, slots: number): void {
     const m = this.machine;
+    const tag = tagName(kind, index);
     if (this.running !== null) {
       port.postMessage({
         type: "snapshot-refused",
@@ -233,27 +250,35 @@ class GuestThread {
     }
     const startedAt = epochMs();
     const t0 = nowUs();
-    let buffers: SessionBuffers;
     try {
-      buffers = this.side.begin(mode, Math.min(slots, this.side.pageCount));
+      this.side.begin(mode, Math.min(slots, this.side.pageCount), kind, index);
     } catch (e) {
       port.postMessage({ type: "snapshot-refused", tag, message: (e as Error).message });
       return;
     }
     const retired = m.hart.retired;
     const state = mode === "precopy" ? null : m.save();
-    port.postMessage({
+    this.deferred.push({
       type: "snapshot-started",
       tag,
       mode,
       slots,
-      buffers,
       state,
       atInstruction: retired,
       startedAt,
     });
-    if (mode === "stop") this.side.waitForWriter();
+    if (mode === "stop") {
+      this.flushDeferred();
+      this.side.waitForWriter();
+    }
     this.running = { tag, mode, startRetired: retired, pauseUs: nowUs() - t0 };
+  }
+
+  /** Posts the messages held back from a snapshot instant. */
+  flushDeferred(): void {
+    if (this.deferred.length === 0) return;
+    for (const ev of this.deferred) port.postMessage(ev);
+    this.deferred = [];
   }
 
   /** Between slices: precopy requests, the final pause, the writer's end. */
@@ -276,6 +301,7 @@ class GuestThread {
       run.pauseUs = Math.max(run.pauseUs, nowUs() - t0);
     }
     if (side.writerFinished()) {
+      this.flushDeferred();
       const guest = side.end();
       this.running = null;
       port.postMessage({
@@ -294,9 +320,11 @@ class GuestThread {
     const m = this.machine;
     switch (cmd.kind) {
       case CMD_SNAPSHOT: {
-        const mode = MODE_NAMES[cmd.args[0]];
-        this.begin(`ctl:${cmd.seq}`, mode, cmd.args[1]);
-        break;
+        this.begin(TAG_CONTROL, cmd.seq, MODE_NAMES[cmd.args[0]], cmd.args[1]);
+        // The reply waits with the started message, after the guest has run on.
+        this.deferred.push({ type: "reply", seq: cmd.seq, status: this.status() });
+        if (this.paused || this.halt !== null) this.flushDeferred();
+        return;
       }
       case CMD_PAUSE:
         this.paused = true;
@@ -307,6 +335,7 @@ class GuestThread {
       case CMD_QUIT:
         // A snapshot being written is finished first: its writer reads this RAM.
         while (this.running !== null) {
+          this.flushDeferred();
           this.serviceSnapshot();
           if (this.running !== null) this.mailbox.wait(1);
         }
@@ -347,6 +376,7 @@ async function start(boot: GuestBoot): Promise<void> {
     type: "booted",
     ram: machine.ram.bytes.buffer as SharedArrayBuffer,
     gate: machine.pageGate.buffer as SharedArrayBuffer,
+    buffers: thread.side.buffers,
     description: describeMachine(machine),
     retired: machine.hart.retired,
     restoredDigest,

@@ -37,7 +37,7 @@ import {
 import { contentDigestOf } from "./machine_state.ts";
 import { readProcessMemory, resetPeakMemory, type SnapshotMetrics } from "./metrics.ts";
 import type { SnapshotMode } from "./session.ts";
-import type { WriterEvent, WriterJob } from "./writer_worker.ts";
+import type { WriterCommand, WriterEvent } from "./writer_worker.ts";
 import type { WriterSideMetrics } from "./writer_loop.ts";
 
 /** A copy buffer size: bytes, or "max" (as many slots as RAM has pages: never stalls). */
@@ -135,7 +135,6 @@ export class LiveMachine {
   readonly #guest: Worker;
   readonly #writer: Worker;
   readonly #mailbox: Mailbox;
-  readonly #gate: SharedArrayBuffer;
   readonly #pending = new Map<string, Pending>();
   readonly #replies = new Map<number, (r: { status: GuestStatus; state?: MachineState }) => void>();
   readonly #options: LiveMachineOptions;
@@ -145,6 +144,8 @@ export class LiveMachine {
   #quitDone: Promise<void>;
   #resolveQuit!: () => void;
   #closed = false;
+  #closedByWriter: Promise<void>;
+  #resolveWriterClosed!: () => void;
 
   private constructor(
     guest: Worker,
@@ -159,7 +160,6 @@ export class LiveMachine {
     this.#options = options;
     this.description = booted.description;
     this.ram = new Uint8Array(booted.ram);
-    this.#gate = booted.gate;
     this.pageCount = this.ram.length / PAGE_SIZE;
     this.startRetired = booted.retired;
     this.restoredDigest = booted.restoredDigest;
@@ -167,12 +167,50 @@ export class LiveMachine {
     this.#quitDone = new Promise((r) => this.#resolveQuit = r);
     guest.onmessage = (e: MessageEvent<GuestEvent>) => this.#onGuest(e.data);
     writer.onmessage = (e: MessageEvent<WriterEvent>) => this.#onWriter(e.data);
+    this.#closedByWriter = new Promise((r) => this.#resolveWriterClosed = r);
+    const attach: WriterCommand = {
+      type: "attach",
+      buffers: booted.buffers,
+      ram: booted.ram,
+      gate: booted.gate,
+      description: booted.description,
+    };
+    writer.postMessage(attach);
     (options.schedule ?? []).forEach((s, i) => {
+      if (s.at < booted.retired) return; // before a restored machine's start: never taken
       this.#expect(`at:${i}`, s).then(
         (m) => options.onScheduledSnapshot?.(m),
         (e) => options.onScheduledError?.(e),
       );
     });
+    // Each file is named to the writer before the guest can reach its snapshot, so the writer
+    // has it open and starts within microseconds of the instant; one ahead is enough.
+    this.#registerNextScheduled(-1);
+    const every = options.every;
+    if (every != null) {
+      this.#registerEvery(0, (Math.floor(booted.retired / every.interval) + 1) * every.interval);
+    }
+  }
+
+  #registerNextScheduled(after: number): void {
+    const schedule = this.#options.schedule ?? [];
+    for (let i = after + 1; i < schedule.length; i++) {
+      const p = this.#pending.get(`at:${i}`);
+      if (p === undefined) continue;
+      this.#writer.postMessage({ type: "path", tag: `at:${i}`, path: p.path } as WriterCommand);
+      return;
+    }
+  }
+
+  #registerEvery(k: number, at: number): void {
+    const every = this.#options.every!;
+    const tag = `every:${k}`;
+    this.#expect(tag, { mode: every.mode, path: every.path(k, at), cowBuffer: every.cowBuffer })
+      .then(
+        (m) => this.#options.onScheduledSnapshot?.(m),
+        (e) => this.#options.onScheduledError?.(e),
+      );
+    this.#writer.postMessage({ type: "path", tag, path: every.path(k, at) } as WriterCommand);
   }
 
   /** Boots a guest (from an ELF, or restored from a snapshot file) on its own thread. Rejects
@@ -256,20 +294,18 @@ export class LiveMachine {
         this.#options.uartSink?.(ev.bytes);
         break;
       case "snapshot-started": {
-        let p = this.#pending.get(ev.tag);
-        if (p === undefined && ev.tag.startsWith("every:")) {
-          const k = Number(ev.tag.slice(6));
-          const every = this.#options.every!;
-          this.#expect(ev.tag, {
-            mode: every.mode,
-            path: every.path(k, ev.atInstruction),
-            cowBuffer: every.cowBuffer,
-          })
-            .then(
-              (m) => this.#options.onScheduledSnapshot?.(m),
-              (e) => this.#options.onScheduledError?.(e),
-            );
-          p = this.#pending.get(ev.tag)!;
+        const p = this.#pending.get(ev.tag);
+        if (ev.state !== null) {
+          this.#writer.postMessage(
+            { type: "state", tag: ev.tag, state: ev.state } as WriterCommand,
+          );
+        }
+        if (ev.tag.startsWith("at:")) this.#registerNextScheduled(Number(ev.tag.slice(3)));
+        if (ev.tag.startsWith("every:")) {
+          this.#registerEvery(
+            Number(ev.tag.slice(6)) + 1,
+            ev.atInstruction + this.#options.every!.interval,
+          );
         }
         if (p === undefined) return;
         p.mode = ev.mode;
@@ -277,23 +313,12 @@ export class LiveMachine {
         p.atInstruction = ev.atInstruction;
         p.rssBefore = readProcessMemory().rss;
         resetPeakMemory();
-        const job: WriterJob = {
-          type: "job",
-          tag: ev.tag,
-          path: p.path,
-          buffers: ev.buffers,
-          ram: this.ram.buffer as SharedArrayBuffer,
-          gate: this.#gate,
-          description: { ...this.description, createdAt: Date.now() },
-          state: ev.state,
-        };
-        this.#writer.postMessage(job);
         break;
       }
       case "snapshot-final": {
         const p = this.#pending.get(ev.tag);
         if (p !== undefined) p.atInstruction = ev.atInstruction;
-        this.#writer.postMessage({ type: "state", tag: ev.tag, state: ev.state });
+        this.#writer.postMessage({ type: "state", tag: ev.tag, state: ev.state } as WriterCommand);
         break;
       }
       case "snapshot-guest-done": {
@@ -319,6 +344,7 @@ export class LiveMachine {
         for (const [tag, p] of this.#pending) {
           if (tag.startsWith("at:") && p.mode === undefined) {
             this.#pending.delete(tag);
+            this.#writer.postMessage({ type: "drop", tag } as WriterCommand);
             const at = this.#options.schedule![Number(tag.slice(3))].at;
             p.reject(
               new Error(
@@ -343,6 +369,10 @@ export class LiveMachine {
 
   #onWriter(ev: WriterEvent): void {
     if (ev.type === "ready") return;
+    if (ev.type === "closed") {
+      this.#resolveWriterClosed();
+      return;
+    }
     const p = this.#pending.get(ev.tag);
     if (p === undefined) return;
     if (ev.type === "failed") p.error = new Error(ev.message);
@@ -384,12 +414,18 @@ export class LiveMachine {
     });
   }
 
-  #command(kind: number, args: number[] = [], before?: (seq: number) => void) {
+  #command(
+    kind: number,
+    args: number[] = [],
+    after?: (seq: number) => void,
+    before?: (seq: number) => void,
+  ) {
     const run = () =>
       new Promise<{ status: GuestStatus; state?: MachineState }>((resolve) => {
+        before?.(this.#mailbox.nextSeq());
         const seq = this.#mailbox.post(kind, args);
         this.#replies.set(seq, resolve);
-        before?.(seq);
+        after?.(seq);
       });
     const next = this.#commands.then(run, run);
     this.#commands = next;
@@ -404,6 +440,11 @@ export class LiveMachine {
     let done!: Promise<SnapshotMetrics>;
     const sent = this.#command(CMD_SNAPSHOT, [MODE_CODES[req.mode], slots], (seq) => {
       done = this.#expect(`ctl:${seq}`, req);
+    }, (seq) => {
+      // Named to the writer before the guest sees the command (see #registerNextScheduled).
+      this.#writer.postMessage(
+        { type: "path", tag: `ctl:${seq}`, path: req.path } as WriterCommand,
+      );
     });
     return sent.then(() => done);
   }
@@ -445,9 +486,15 @@ export class LiveMachine {
     }
     for (const [tag, p] of this.#pending) {
       this.#pending.delete(tag);
-      p.reject(new Error("Cannot snapshot: the machine quit before reaching the instruction"));
+      // The next periodic snapshot was only announced; a scheduled one was asked for.
+      if (!tag.startsWith("every:")) {
+        p.reject(new Error("Cannot snapshot: the machine quit before reaching the instruction"));
+      }
     }
     this.#closed = true;
+    // The writer removes the files it had opened for snapshots that will not happen.
+    this.#writer.postMessage({ type: "close" } as WriterCommand);
+    await this.#closedByWriter;
     this.#guest.terminate();
     this.#writer.terminate();
   }

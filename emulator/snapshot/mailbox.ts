@@ -7,8 +7,6 @@
  * @module
  */
 
-import type { SnapshotMode } from "./session.ts";
-
 /** Int32 index: bumped by the host after each command. */
 export const MAIL_DOORBELL = 0;
 /** Int32 index: the command (MAIL_* kinds). */
@@ -25,10 +23,7 @@ export const CMD_STATUS = 4;
 export const CMD_QUIT = 5;
 export const CMD_SAVE_STATE = 6;
 
-/** Snapshot modes as numbers for the mailbox. */
-export const MODE_CODES: Record<SnapshotMode, number> = { stop: 1, cow: 2, precopy: 3 };
-/** The inverse of MODE_CODES. */
-export const MODE_NAMES: Record<number, SnapshotMode> = { 1: "stop", 2: "cow", 3: "precopy" };
+export { MODE_CODES, MODE_NAMES } from "./session.ts";
 
 /** One command as read by the guest. */
 export interface MailCommand {
@@ -59,6 +54,11 @@ export class Mailbox {
     const seq = Atomics.add(this.#words, MAIL_DOORBELL, 1) + 1;
     Atomics.notify(this.#words, MAIL_DOORBELL);
     return seq;
+  }
+
+  /** Host: the sequence number the next `post` will return. */
+  nextSeq(): number {
+    return Atomics.load(this.#words, MAIL_DOORBELL) + 1;
   }
 
   /** Guest: the new command, if the doorbell moved since the last call. */

@@ -1,8 +1,8 @@
 /**
- * The shared memory of one snapshot in progress: control words, the bounded copy buffer, the
- * queue of guest-copied pages and the dirty log. A {@linkcode SessionBuffers} value is plain data
- * (only `SharedArrayBuffer`s and numbers) so it crosses to a Worker with `postMessage`; each thread
- * wraps it in a {@linkcode SnapshotSession}.
+ * The shared memory of a machine's snapshots: control words, the bounded copy buffer, the queue
+ * of guest-copied pages and the dirty log. A {@linkcode SessionBuffers} value is plain data (only
+ * `SharedArrayBuffer`s and numbers) so it crosses to a Worker with `postMessage` once, at boot;
+ * each thread wraps it in a {@linkcode SnapshotSession} per snapshot.
  *
  * Who writes what (each index has one writer thread unless it says "both"):
  *
@@ -17,6 +17,7 @@
  * | `FINAL_REQUEST` / `FINAL_READY` / `FINAL_DONE` | writer / guest / writer | precopy's last pause |
  * | `WRITER_STATE` | writer | running, done or failed |
  * | `GUEST_WAITING` | guest | 1 while the guest is blocked on this snapshot (for tests, metrics) |
+ * | `JOB_*` | guest | the job's mode, slot count and tag; `JOB_SEQ` is the writer's doorbell |
  *
  * @module
  */
@@ -38,7 +39,16 @@ export const CTRL_FINAL_READY = 10;
 export const CTRL_FINAL_DONE = 11;
 export const CTRL_WRITER_STATE = 12;
 export const CTRL_GUEST_WAITING = 13;
-const CTRL_WORDS = 16;
+/** The job: mode code, slot count, and a tag (kind code, index) naming the request. */
+export const CTRL_JOB_MODE = 14;
+export const CTRL_JOB_SLOTS = 15;
+export const CTRL_JOB_TAG_KIND = 16;
+export const CTRL_JOB_TAG_INDEX = 17;
+/** Bumped by the guest (after everything above is set) to hand a new job to the writer. */
+export const CTRL_JOB_SEQ = 18;
+/** The words reset at each snapshot instant. */
+const CTRL_SESSION_WORDS = 18;
+const CTRL_WORDS = 20;
 
 /** `WRITER_STATE` values. */
 export const WRITER_RUNNING = 0;
@@ -48,22 +58,31 @@ export const WRITER_FAILED = 2;
 /** How a snapshot is taken. */
 export type SnapshotMode = "stop" | "cow" | "precopy";
 
-/** The shared buffers of one snapshot, as sent between threads. */
+/** Snapshot modes as numbers for shared memory. */
+export const MODE_CODES: Record<SnapshotMode, number> = { stop: 1, cow: 2, precopy: 3 };
+/** The inverse of MODE_CODES. */
+export const MODE_NAMES: Record<number, SnapshotMode> = { 1: "stop", 2: "cow", 3: "precopy" };
+
+/**
+ * The shared buffers of a machine's snapshots, as sent between threads. They are allocated once
+ * per machine and reused by every snapshot, so the snapshot instant allocates nothing and sends
+ * no message: it resets the control words, arms the pages and rings the writer's doorbell. Each
+ * is sized for the worst case (the copy buffer for every page of RAM); the OS commits the memory
+ * of a `SharedArrayBuffer` only where it is touched, so an unused slot costs address space only.
+ * The slots a snapshot did touch stay committed for the machine's lifetime: the process keeps at
+ * most the largest buffer peak of any snapshot (the guest reuses low slots first).
+ */
 export interface SessionBuffers {
-  mode: SnapshotMode;
   /** Pages of guest RAM. */
   pageCount: number;
-  /** Slots in the copy buffer (cow only; 0 is allowed). */
-  slotCount: number;
   control: SharedArrayBuffer;
-  /** The page state table (see page_state.ts), one Int32 per page; owned by the guest side and
-   * reused from one snapshot to the next, so its memory is already faulted in at the instant. */
+  /** The page state table (see page_state.ts), one Int32 per page. */
   states: SharedArrayBuffer;
-  /** `slotCount` pages of copied-aside contents. */
+  /** Up to `pageCount` pages of copied-aside contents. */
   slots: SharedArrayBuffer;
-  /** Pairs (page, slot) of guest-copied pages, a ring of `slotCount` entries. */
+  /** Pairs (page, slot) of guest-copied pages, a ring of (slot count) entries. */
   queue: SharedArrayBuffer;
-  /** Slot numbers the writer freed, a ring of `slotCount` entries. */
+  /** Slot numbers the writer freed, a ring of (slot count) entries. */
   freeRing: SharedArrayBuffer;
   /** One bit per page: stored to since the last pass (precopy). */
   dirty: SharedArrayBuffer;
@@ -71,40 +90,55 @@ export interface SessionBuffers {
   pass: SharedArrayBuffer;
 }
 
-/** Allocates the buffers of a snapshot over a page state table of one entry per page. The memory is committed lazily by
- * the OS (fresh `SharedArrayBuffer`s are zero pages), so a large buffer costs only what is used. */
-export function allocateSession(
-  mode: SnapshotMode,
-  states: SharedArrayBuffer,
-  slotCount: number,
-): SessionBuffers {
-  const pageCount = states.byteLength / 4;
-  if (!Number.isInteger(slotCount) || slotCount < 0 || slotCount > pageCount) {
-    throw new RangeError(
-      `Cannot allocate a copy buffer of ${slotCount} slots: must be an integer in 0..${pageCount}`,
-    );
-  }
-  const slots = mode === "cow" ? slotCount : 0;
+/** Allocates a machine's snapshot buffers for `pageCount` pages of RAM. */
+export function allocateSessionBuffers(pageCount: number): SessionBuffers {
   const bitmapBytes = Math.ceil(pageCount / 32) * 4;
-  const control = new SharedArrayBuffer(CTRL_WORDS * 4);
-  const ctrl = new Int32Array(control);
-  ctrl[CTRL_REQUEST_PAGE] = -1;
-  ctrl[CTRL_FREE_SLOTS] = slots;
-  return {
-    mode,
+  const buffers: SessionBuffers = {
     pageCount,
-    slotCount: slots,
-    control,
-    states,
-    slots: new SharedArrayBuffer(slots * PAGE_SIZE),
-    queue: new SharedArrayBuffer(slots * 8),
-    freeRing: new SharedArrayBuffer(slots * 4),
-    dirty: new SharedArrayBuffer(mode === "precopy" ? bitmapBytes : 0),
-    pass: new SharedArrayBuffer(mode === "precopy" ? bitmapBytes : 0),
+    control: new SharedArrayBuffer(CTRL_WORDS * 4),
+    states: new SharedArrayBuffer(pageCount * 4),
+    slots: new SharedArrayBuffer(pageCount * PAGE_SIZE),
+    queue: new SharedArrayBuffer(pageCount * 8),
+    freeRing: new SharedArrayBuffer(pageCount * 4),
+    dirty: new SharedArrayBuffer(bitmapBytes),
+    pass: new SharedArrayBuffer(bitmapBytes),
   };
+  // Fault in what the instant touches as a whole, so that it is a plain memset then.
+  new Int32Array(buffers.states).fill(0);
+  new Int32Array(buffers.dirty).fill(0);
+  new Int32Array(buffers.control).fill(0);
+  return buffers;
 }
 
-/** One thread's view of a snapshot's shared buffers. */
+/**
+ * The guest, at the snapshot instant: resets the session's control words for a job of `mode`
+ * with `slotCount` slots. The writer of the previous job has finished (the guest checks), so no
+ * other thread touches these words now.
+ */
+export function resetSession(
+  buffers: SessionBuffers,
+  mode: SnapshotMode,
+  slotCount: number,
+  tagKind: number,
+  tagIndex: number,
+): void {
+  if (!Number.isInteger(slotCount) || slotCount < 0 || slotCount > buffers.pageCount) {
+    throw new RangeError(
+      `Cannot use a copy buffer of ${slotCount} slots: must be an integer in 0..${buffers.pageCount}`,
+    );
+  }
+  const ctrl = new Int32Array(buffers.control);
+  for (let i = 0; i < CTRL_SESSION_WORDS; i++) Atomics.store(ctrl, i, 0);
+  Atomics.store(ctrl, CTRL_REQUEST_PAGE, -1);
+  const slots = mode === "cow" ? slotCount : 0;
+  Atomics.store(ctrl, CTRL_FREE_SLOTS, slots);
+  Atomics.store(ctrl, CTRL_JOB_MODE, MODE_CODES[mode]);
+  Atomics.store(ctrl, CTRL_JOB_SLOTS, slots);
+  Atomics.store(ctrl, CTRL_JOB_TAG_KIND, tagKind);
+  Atomics.store(ctrl, CTRL_JOB_TAG_INDEX, tagIndex);
+}
+
+/** One thread's view of a snapshot's shared buffers, for the job set up by the last reset. */
 export class SnapshotSession {
   readonly mode: SnapshotMode;
   readonly pageCount: number;
@@ -120,10 +154,11 @@ export class SnapshotSession {
 
   constructor(buffers: SessionBuffers) {
     this.buffers = buffers;
-    this.mode = buffers.mode;
-    this.pageCount = buffers.pageCount;
-    this.slotCount = buffers.slotCount;
     this.ctrl = new Int32Array(buffers.control);
+    this.mode = MODE_NAMES[Atomics.load(this.ctrl, CTRL_JOB_MODE)];
+    if (this.mode === undefined) throw new Error("Cannot open a snapshot session: no job was set");
+    this.pageCount = buffers.pageCount;
+    this.slotCount = Atomics.load(this.ctrl, CTRL_JOB_SLOTS);
     this.states = new Int32Array(buffers.states);
     this.slots = new Uint8Array(buffers.slots);
     this.queue = new Int32Array(buffers.queue);
@@ -142,4 +177,25 @@ export class SnapshotSession {
     Atomics.add(this.ctrl, index, 1);
     Atomics.notify(this.ctrl, index);
   }
+}
+
+/** Tag kinds: what asked for a snapshot. */
+export const TAG_AT = 1;
+export const TAG_EVERY = 2;
+export const TAG_CONTROL = 3;
+const TAG_NAMES: Record<number, string> = {
+  [TAG_AT]: "at",
+  [TAG_EVERY]: "every",
+  [TAG_CONTROL]: "ctl",
+};
+
+/** The name host, guest and writer use for a snapshot request: `at:0`, `every:3`, `ctl:7`. */
+export function tagName(kind: number, index: number): string {
+  return `${TAG_NAMES[kind] ?? "job"}:${index}`;
+}
+
+/** The tag of the job set up by the last reset. */
+export function jobTag(buffers: SessionBuffers): string {
+  const ctrl = new Int32Array(buffers.control);
+  return tagName(Atomics.load(ctrl, CTRL_JOB_TAG_KIND), Atomics.load(ctrl, CTRL_JOB_TAG_INDEX));
 }
