@@ -133,6 +133,11 @@ export function describeSnapshot(m: SnapshotMetrics): string {
 
 /** Runs a guest on its own thread with the snapshots and control socket asked for. */
 export async function runLive(o: LiveRunOptions): Promise<number> {
+  let lastByte = 10;
+  const print = (b: Uint8Array) => {
+    o.print(b);
+    if (b.length > 0) lastByte = b[b.length - 1];
+  };
   const several = o.snapshotAt.length > 1 || o.snapshotEvery !== undefined;
   if ((o.snapshotAt.length > 0 || o.snapshotEvery !== undefined) && o.out === undefined) {
     console.error(`${o.name}: --snapshot-at and --snapshot-every need --out FILE`);
@@ -165,7 +170,7 @@ export async function runLive(o: LiveRunOptions): Promise<number> {
       restorePath: o.restorePath,
       ramSize: o.ramSize,
       input: o.input,
-      uartSink: o.print,
+      uartSink: print,
       stopAt: o.stopAt ?? null,
       schedule,
       every: o.snapshotEvery === undefined ? null : {
@@ -196,7 +201,7 @@ export async function runLive(o: LiveRunOptions): Promise<number> {
   if (ended.kind === "halt") {
     if (o.digest) {
       const hex = await machine.digest();
-      o.print(encoder.encode(`${hex}\n`));
+      print(encoder.encode(`${lastByte === 10 ? "" : "\n"}${hex}\n`));
     }
     status = haltStatus(o.name, ended.h.halt);
     await machine.quit();

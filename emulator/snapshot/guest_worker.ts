@@ -192,6 +192,7 @@ class GuestThread {
       if (this.scheduleDue(retired)) continue;
       if (this.boot.stopAt !== null && retired >= this.boot.stopAt) {
         this.halt = { reason: "stop-at" };
+        this.flushDeferred(); // a snapshot taken at this very instruction is announced first
         port.postMessage({ type: "halted", halt: this.halt, retired, state: m.save() });
         continue;
       }
