@@ -6,43 +6,9 @@
  * @module
  */
 
-import { parseElf } from "../emulator/elf.ts";
 import { RAM_BASE, SIFIVE_TEST_BASE } from "../emulator/memory_map.ts";
 
-const GUESTS = new URL("../emulator/guests/build/", import.meta.url);
-
-/** memstress's config struct (emulator/guests/memstress.c), at 0x8000_0040. */
-export interface MemstressConfig {
-  workingSetBytes: number;
-  writesPerRound: number;
-  strideBytes?: number;
-  computePerWrite?: number;
-  /** 0 = forever. */
-  rounds: number;
-  seed?: number;
-}
-
-const MEMSTRESS_CONFIG_ADDR = 0x8000_0040;
-
-/** The memstress ELF with its config struct patched. */
-export function memstressElf(c: MemstressConfig): Uint8Array {
-  const file = Deno.readFileSync(new URL("memstress.elf", GUESTS));
-  const image = parseElf(file);
-  const seg = image.segments.find((s) =>
-    s.paddr <= MEMSTRESS_CONFIG_ADDR && MEMSTRESS_CONFIG_ADDR + 32 <= s.paddr + s.data.length
-  );
-  if (seg === undefined) throw new Error("Cannot patch memstress: no segment holds its config");
-  const at = seg.data.byteOffset + (MEMSTRESS_CONFIG_ADDR - seg.paddr);
-  const dv = new DataView(file.buffer, at, 32);
-  if (dv.getUint32(0, true) !== 0x5254534d) throw new Error("Cannot patch memstress: bad magic");
-  dv.setUint32(8, c.workingSetBytes, true);
-  dv.setUint32(12, c.writesPerRound, true);
-  dv.setUint32(16, c.strideBytes ?? 0, true);
-  dv.setUint32(20, c.computePerWrite ?? 0, true);
-  dv.setUint32(24, c.rounds, true);
-  dv.setUint32(28, c.seed ?? 1, true);
-  return file;
-}
+export { memstressElf } from "../emulator/guests/memstress_config.ts";
 
 // RV32I encodings (unprivileged spec chapter 2).
 const lui = (rd: number, imm20: number) => ((imm20 & 0xfffff) << 12) | (rd << 7) | 0x37;
