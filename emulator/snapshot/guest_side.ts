@@ -74,6 +74,7 @@ export class GuestSnapshotSide {
   readonly pageCount: number;
   #session: SnapshotSession | null = null;
   #spareSlot = -1;
+  #doorbell = false;
   #freshSlots = 0;
   #peakUsed = 0;
   #metrics: GuestSideMetrics = emptyGuestMetrics();
@@ -122,8 +123,20 @@ export class GuestSnapshotSide {
       if (mode === "precopy") session.dirty.fill(0);
       setGateBits(this.gate, this.pageCount, GATE_HOOK);
     }
-    session.bump(CTRL_JOB_SEQ);
+    // The doorbell is set now but rung (Atomics.notify, a futex wake-up that can let the writer
+    // preempt this thread for milliseconds on a busy machine) only once the guest has run on:
+    // see ringWriter. The writer also looks at it every few milliseconds by itself.
+    Atomics.add(session.ctrl, CTRL_JOB_SEQ, 1);
+    this.#doorbell = true;
     return session;
+  }
+
+  /** Wakes the writer for a job set up by `begin` (once; cheap when there is nothing to do).
+   * The guest thread calls it after its first slice, and before it would wait on the writer. */
+  ringWriter(): void {
+    if (!this.#doorbell) return;
+    this.#doorbell = false;
+    Atomics.notify(this.#session!.ctrl, CTRL_JOB_SEQ);
   }
 
   /** True once the writer has finished (or failed) the current session. */
@@ -149,6 +162,7 @@ export class GuestSnapshotSide {
   waitForWriter(): void {
     const s = this.#session;
     if (s === null) return;
+    this.ringWriter();
     while (Atomics.load(s.ctrl, CTRL_WRITER_STATE) === WRITER_RUNNING) {
       Atomics.wait(s.ctrl, CTRL_WRITER_STATE, WRITER_RUNNING, 1000);
     }
@@ -244,6 +258,7 @@ export class GuestSnapshotSide {
 
   #stall(wait: () => void): void {
     const s = this.#session!;
+    this.ringWriter();
     Atomics.store(s.ctrl, CTRL_GUEST_WAITING, 1);
     const t0 = nowUs();
     wait();
@@ -288,6 +303,7 @@ export class GuestSnapshotSide {
   /** Precopy's final pause, second half: blocks until the writer has the last pages. */
   waitForFinalPages(): void {
     const s = this.#session!;
+    this.ringWriter();
     while (Atomics.load(s.ctrl, CTRL_FINAL_DONE) === 0) {
       if (Atomics.load(s.ctrl, CTRL_WRITER_STATE) !== WRITER_RUNNING) return;
       Atomics.wait(s.ctrl, CTRL_FINAL_DONE, 0, 1000);

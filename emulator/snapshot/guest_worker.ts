@@ -277,6 +277,7 @@ class GuestThread {
 
   /** Posts the messages held back from a snapshot instant. */
   flushDeferred(): void {
+    this.side.ringWriter();
     if (this.deferred.length === 0) return;
     for (const ev of this.deferred) port.postMessage(ev);
     this.deferred = [];
