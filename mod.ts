@@ -62,7 +62,7 @@ export {
   type MachineOptions,
   type MachineState,
 } from "./emulator/machine.ts";
-export { GATE_HOOK, GATE_WATCH, type StoreHook } from "./emulator/ram.ts";
+export { GATE_CODE, GATE_HOOK, GATE_WATCH, type StoreHook } from "./emulator/ram.ts";
 export { type HartState } from "./emulator/hart.ts";
 export { type UartSink } from "./emulator/devices/uart.ts";
 export { INSTRUCTIONS_PER_TICK, MACHINE_NAME, RAM_BASE } from "./emulator/memory_map.ts";

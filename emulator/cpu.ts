@@ -3,9 +3,11 @@
  * operation, registers in the hart's Int32Array, fast paths for aligned RAM accesses, and slow
  * paths (MMIO, misaligned and faulting accesses, CSRs, traps) out of line in the machine.
  *
- * The decoded-instruction cache is direct-mapped by pc and validated by the raw instruction bits
- * fetched from RAM on every step, so a store into code needs no invalidation (and `fence.i` is
- * free): a changed instruction simply misses. Instruction fetch is never misaligned: with the C
+ * The decoded-instruction cache is direct-mapped by pc and tagged with it, so a hit needs no
+ * access to RAM at all. Every page an instruction was decoded from gets the machine's GATE_CODE
+ * bit in the page gate; a store into such a page takes the gate's slow path, which drops the
+ * cache slots of the halfwords the store can have changed (machine.invalidateCode). `fence.i`
+ * therefore has nothing left to do. Instruction fetch is never misaligned: with the C
  * extension every jump target is 2-byte aligned (jalr clears bit 0). Misaligned loads and stores
  * leave the fast path and are performed by the machine (as QEMU performs them); misaligned
  * LR/SC and AMOs trap.
@@ -24,8 +26,13 @@
 import { decodeInto } from "./decode.ts";
 import { CAUSE, MSTATUS_TW, PRIV_M, PRIV_U } from "./hart.ts";
 import type { Machine } from "./machine.ts";
+import { GATE_CODE } from "./ram.ts";
 
-/** Number of decoded-instruction cache slots (2-byte granules of pc; a power of two). */
+/**
+ * Number of decoded-instruction cache slots (2-byte granules of pc; a power of two). Each slot
+ * is four integers: the pc it holds (0: empty; pc 0 is never in RAM), packed fields, immediate,
+ * raw instruction bits.
+ */
 export const DECODE_CACHE_SIZE = 1 << 16;
 const CACHE_MASK = DECODE_CACHE_SIZE - 1;
 
@@ -66,27 +73,33 @@ export function execute(m: Machine, limit: number): void {
   let pc = h.pc;
   let n = 0;
   outer: while (n < limit) {
-    // ---- fetch ----
-    const po = (pc ^ 0x8000_0000) >>> 0;
-    let raw: number;
-    if (po < fetchFast) {
-      const lo = u16[po >>> 1];
-      raw = (lo & 3) === 3 ? lo | (u16[(po >>> 1) + 1] << 16) : lo;
-    } else {
-      // Last halfword of RAM, or outside RAM: instruction access fault (privileged spec 3.7.1
-      // and table 3.6; mtval is the faulting address).
-      if (po < ramSize && (u16[po >>> 1] & 3) !== 3) {
+    // ---- fetch (through the decoded-instruction cache) ----
+    const ci = ((pc >>> 1) & CACHE_MASK) << 2;
+    if (cache[ci] !== pc) {
+      const po = (pc ^ 0x8000_0000) >>> 0;
+      let raw: number;
+      if (po < fetchFast) {
+        const lo = u16[po >>> 1];
+        raw = (lo & 3) === 3 ? lo | (u16[(po >>> 1) + 1] << 16) : lo;
+      } else if (po < ramSize && (u16[po >>> 1] & 3) !== 3) {
         raw = u16[po >>> 1];
       } else {
+        // Outside RAM, or a 32-bit instruction in its last halfword: instruction access fault
+        // (privileged spec 3.1.15; mtval is the faulting address).
         h.pc = pc;
         pc = m.trap(pc, CAUSE.INSTRUCTION_ACCESS_FAULT, po < ramSize ? (pc + 2) | 0 : pc, n);
         if (m.stopped) break outer;
         continue;
       }
-    }
-    const ci = ((po >>> 1) & CACHE_MASK) * 3;
-    if (cache[ci] !== raw) {
-      cache[ci] = raw;
+      // Mark the page(s) holding the instruction so stores into them invalidate the cache.
+      const p0 = po >>> 12;
+      if ((gate[p0] & GATE_CODE) === 0) Atomics.or(gate, p0, GATE_CODE);
+      const p1 = (po + 2) >>> 12;
+      if (p1 !== p0 && (raw & 3) === 3 && (gate[p1] & GATE_CODE) === 0) {
+        Atomics.or(gate, p1, GATE_CODE);
+      }
+      cache[ci] = pc;
+      cache[ci + 3] = raw;
       decodeInto(raw, cache, ci + 1);
     }
     const meta = cache[ci + 1];
@@ -504,7 +517,7 @@ export function execute(m: Machine, limit: number): void {
       case 42 /* MRET */:
         if (h.priv !== PRIV_M) {
           h.pc = pc;
-          pc = m.trap(pc, CAUSE.ILLEGAL_INSTRUCTION, raw, n);
+          pc = m.trap(pc, CAUSE.ILLEGAL_INSTRUCTION, cache[ci + 3], n);
           if (m.stopped) break outer;
           continue;
         }
@@ -516,7 +529,7 @@ export function execute(m: Machine, limit: number): void {
         // Privileged spec 3.3.3 and 3.1.6.5 (TW).
         if (h.priv === PRIV_U && (h.mstatus & MSTATUS_TW) !== 0) {
           h.pc = pc;
-          pc = m.trap(pc, CAUSE.ILLEGAL_INSTRUCTION, raw, n);
+          pc = m.trap(pc, CAUSE.ILLEGAL_INSTRUCTION, cache[ci + 3], n);
           if (m.stopped) break outer;
           continue;
         }
@@ -530,7 +543,7 @@ export function execute(m: Machine, limit: number): void {
       }
       default: // OP_ILLEGAL: mtval holds the instruction bits (privileged spec 3.1.16)
         h.pc = pc;
-        pc = m.trap(pc, CAUSE.ILLEGAL_INSTRUCTION, raw, n);
+        pc = m.trap(pc, CAUSE.ILLEGAL_INSTRUCTION, cache[ci + 3], n);
         if (m.stopped) break outer;
         continue;
     }

@@ -560,3 +560,66 @@ Deno.test("hart save() is plain data and restore() round-trips it", () => {
   assertEquals(m2.hart.save(), s);
   assertEquals(m2.hart.priv, PRIV_M);
 });
+
+Deno.test("CSR instructions: read-modify-write forms and WARL masks", () => {
+  const m = machineWith([
+    ...li(T0, 0x1234_5678),
+    A.csrrw(A0, 0x340, T0), // mscratch: old 0
+    A.csrrsi(A1, 0x340, 0x7), // read 0x12345678, set low bits
+    A.csrrci(A2, 0x340, 0x1), // read ...7f, clear bit 0
+    A.csrrc(A3, 0x340, T0), // read ...7e, clear the original bits -> 0x6
+    A.csrrs(T1, 0x340, 0), // 0x6, no write
+    A.addi(T0, 0, -1),
+    A.csrrw(0, MEPC, T0),
+    A.csrrs(T2, MEPC, 0), // bit 0 is hardwired 0
+    A.csrrw(0, 0x304, T0), // mie: only MSIE, MTIE, MEIE stick
+    A.csrrs(14, 0x304, 0),
+    A.csrrw(0, 0x344, T0), // mip: writes ignored, not illegal
+    A.csrrwi(0, 0x305, 3), // mtvec mode 3 is reserved: keeps mode 0
+    A.csrrs(15, 0x305, 0),
+  ]);
+  assertEquals(m.run(15), { reason: "budget" });
+  const x = m.hart.x;
+  assertEquals(x[A0], 0);
+  assertEquals(x[A1], 0x1234_5678);
+  assertEquals(x[A2], 0x1234_567f);
+  assertEquals(x[A3], 0x1234_567e);
+  assertEquals(x[T1], 0x6);
+  assertEquals(x[T2], -2);
+  assertEquals(x[14], 0x888);
+  assertEquals(x[15], 0);
+  assertEquals(m.hart.mcause, 0, "nothing trapped");
+});
+
+Deno.test("decode cache: writes through ram.write and restore() are seen; stale without", () => {
+  const m = machineWith([A.addi(A0, 0, 1), A.jal(0, -4)]);
+  m.run(2);
+  assertEquals(m.hart.x[A0], 1);
+  // Through the gate (loader, devices): picked up at once.
+  m.ram.write(RAM_BASE, assemble([A.addi(A0, 0, 2)]));
+  m.run(2);
+  assertEquals(m.hart.x[A0], 2);
+  // Straight into ram.bytes: invisible until invalidateDecodeCache() (restore() calls it).
+  m.ram.bytes.set(assemble([A.addi(A0, 0, 3)]), 0);
+  m.run(2);
+  assertEquals(m.hart.x[A0], 2, "the cached instruction still runs");
+  m.restore(m.save());
+  m.run(2);
+  assertEquals(m.hart.x[A0], 3);
+});
+
+Deno.test("decode cache: a store into the second half of a 32-bit instruction invalidates it", () => {
+  // The addi at +8 straddles the word at +10; the store changes only its upper half.
+  const m = machineWith([
+    { c: 0x0001 }, // c.nop at 0, so the 32-bit instructions below sit at 2 mod 4
+    ...li(A1, RAM_BASE + 12), // 2, 6
+    A.addi(A0, 0, 1), // 10: immediate in the upper halfword (12..13)
+    A.sh(A2, A1, 0), // 14: rewrites bytes 12..13 with a2's low half
+    A.jal(0, -8), // 18 -> 10
+  ]);
+  m.hart.x[A2] = A.addi(A0, 0, 7) >>> 16; // upper half of "addi a0, x0, 7"
+  m.run(6);
+  assertEquals(m.hart.x[A0], 1);
+  m.run(1);
+  assertEquals(m.hart.x[A0], 7);
+});

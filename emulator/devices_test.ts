@@ -6,6 +6,9 @@ import { INTERRUPT_BIT, MIP_MTIP, MSTATUS_MIE } from "./hart.ts";
 import { CLINT_BASE, RAM_BASE, SIFIVE_TEST_BASE, UART_BASE } from "./memory_map.ts";
 import { Uart } from "./devices/uart.ts";
 
+/** Discards guest UART output (the default sink is stdout). */
+const QUIET = (_: Uint8Array) => {};
+
 const T0 = 5, T1 = 6, A0 = 10, A1 = 11, A2 = 12, A3 = 13;
 
 function collect(m: Machine): () => string {
@@ -178,7 +181,7 @@ Deno.test("SiFive test device: 0x5555 passes, (code << 16) | 0x3333 fails, 0x777
 const HTIF_ELF = Deno.readFileSync(new URL("./testdata/htif.elf", import.meta.url));
 
 Deno.test("HTIF: console writes and the tohost pass code (QEMU's spike machine: 'hi\\n', exit 0)", () => {
-  const m = Machine.fromElf(HTIF_ELF, { ramSize: 1 << 20 });
+  const m = Machine.fromElf(HTIF_ELF, { ramSize: 1 << 20, uartSink: QUIET });
   const out = collect(m);
   assertEquals(m.run(10_000), { reason: "exit", code: 0, device: "htif" });
   assertEquals(out(), "hi\n");
@@ -186,15 +189,15 @@ Deno.test("HTIF: console writes and the tohost pass code (QEMU's spike machine: 
 
 Deno.test("HTIF: a failing test number is the exit code (QEMU's spike machine: exit 5)", () => {
   const testnum = parseElf(HTIF_ELF).symbols.get("testnum")!;
-  const m = Machine.fromElf(HTIF_ELF, { ramSize: 1 << 20 });
+  const m = Machine.fromElf(HTIF_ELF, { ramSize: 1 << 20, uartSink: QUIET });
   m.ram.write(testnum, Uint8Array.of(5, 0, 0, 0));
   assertEquals(m.run(10_000), { reason: "exit", code: 5, device: "htif" });
 });
 
 Deno.test("HTIF survives save() and restore() into a fresh machine", () => {
-  const a = Machine.fromElf(HTIF_ELF, { ramSize: 1 << 20 });
+  const a = Machine.fromElf(HTIF_ELF, { ramSize: 1 << 20, uartSink: QUIET });
   a.run(20);
-  const b = new Machine({ ramSize: 1 << 20 });
+  const b = new Machine({ ramSize: 1 << 20, uartSink: QUIET });
   b.ram.bytes.set(a.ram.bytes);
   b.restore(a.save());
   const out = collect(b);

@@ -19,7 +19,7 @@
  * @module
  */
 
-import { GATE_WATCH, Ram, type StoreHook } from "./ram.ts";
+import { GATE_CODE, GATE_WATCH, Ram, type StoreHook } from "./ram.ts";
 import {
   CAUSE,
   Hart,
@@ -91,7 +91,7 @@ export type ExitReason =
 export interface MachineOptions {
   /** RAM size in bytes (multiple of 4096, at most 2 GiB). Default 128 MiB. */
   ramSize?: number;
-  /** Receives guest UART output (batched). Default: nothing (output dropped). */
+  /** Receives guest UART output (batched). Default: written to stdout. */
   uartSink?: UartSink;
 }
 
@@ -148,6 +148,11 @@ export interface SavedDeviceSection {
   state: HartState | SavedDevice["state"];
 }
 
+function writeToStdout(bytes: Uint8Array): void {
+  let o = 0;
+  while (o < bytes.length) o += Deno.stdout.writeSync(bytes.subarray(o));
+}
+
 /** Consecutive traps without a retired instruction before `run()` reports a lockup. */
 const LOCKUP_TRAPS = 64;
 /** Most instructions per chunk between checks of the pause flag. */
@@ -179,11 +184,8 @@ export class Machine implements CsrEnvironment {
   readonly uart: Uart;
   readonly clint: Clint = new Clint();
   readonly sifiveTest: SifiveTest = new SifiveTest();
-  /**
-   * Decoded-instruction cache (see cpu.ts): per slot three integers, raw bits, packed fields,
-   * immediate, side by side so one slot is one cache line fetch.
-   */
-  readonly decodeCache: Int32Array = new Int32Array(DECODE_CACHE_SIZE * 3);
+  /** Decoded-instruction cache (see cpu.ts): per slot pc tag, packed fields, immediate, raw. */
+  readonly decodeCache: Int32Array = new Int32Array(DECODE_CACHE_SIZE * 4);
   /** Pause request flag, over a SharedArrayBuffer so another thread may set it. */
   readonly pauseFlag: Int32Array = new Int32Array(new SharedArrayBuffer(4));
   /** Set by a slow path that took a trap; the CPU loop picks up the new pc. */
@@ -199,20 +201,13 @@ export class Machine implements CsrEnvironment {
 
   constructor(options: MachineOptions = {}) {
     this.ram = new Ram(options.ramSize ?? DEFAULT_RAM_SIZE);
-    this.uart = new Uart(options.uartSink ?? (() => {}));
+    this.uart = new Uart(options.uartSink ?? writeToStdout);
     this.#mmio = [
       { base: UART_BASE, size: UART_SIZE, device: this.uart },
       { base: CLINT_BASE, size: CLINT_SIZE, device: this.clint },
       { base: SIFIVE_TEST_BASE, size: SIFIVE_TEST_SIZE, device: this.sifiveTest },
     ];
-    // Every cache slot starts as the decoding of raw 0 (an illegal instruction), so a slot
-    // whose raw bits match is always correctly decoded.
-    const c = this.decodeCache;
-    D.decodeInto(0, c, 1);
-    for (let i = 3; i < c.length; i += 3) {
-      c[i + 1] = c[1];
-      c[i + 2] = c[2];
-    }
+    this.ram.onCodeWrite = (start, end) => this.invalidateCode(start, end);
     this.hart.reset(RAM_BASE);
   }
 
@@ -261,6 +256,33 @@ export class Machine implements CsrEnvironment {
     this.#fromhost = fromhost;
     if (tohost >= 0) {
       Atomics.or(this.ram.pageGate, (tohost - RAM_BASE) >>> PAGE_SHIFT, GATE_WATCH);
+    }
+  }
+
+  /**
+   * Drop cached decoded instructions that overlap RAM offsets [start, end) (an instruction
+   * starting up to 2 bytes before `start` can reach into it). The page gate calls this for every
+   * write into a page holding decoded code.
+   */
+  invalidateCode(start: number, end: number): void {
+    const c = this.decodeCache;
+    const mask = DECODE_CACHE_SIZE - 1;
+    for (let o = Math.max(0, (start & ~1) - 2); o < end; o += 2) {
+      const pc = (o + RAM_BASE) | 0;
+      const ci = ((pc >>> 1) & mask) << 2;
+      if (c[ci] === pc) c[ci] = 0;
+    }
+  }
+
+  /**
+   * Forget every decoded instruction. Call it after writing RAM other than through the guest,
+   * `ram.write` or `ram.fill` (e.g. straight into `ram.bytes`); `restore()` calls it.
+   */
+  invalidateDecodeCache(): void {
+    this.decodeCache.fill(0);
+    const gate = this.ram.pageGate;
+    for (let p = 0; p < gate.length; p++) {
+      if ((gate[p] & GATE_CODE) !== 0) Atomics.and(gate, p, ~GATE_CODE);
     }
   }
 
@@ -566,9 +588,9 @@ export class Machine implements CsrEnvironment {
   }
 
   /**
-   * Load a state from {@linkcode Machine.save} (RAM is restored separately, through
-   * `ram.write` or directly into `ram.bytes` before any run). Throws on unknown devices or
-   * versions.
+   * Load a state from {@linkcode Machine.save}. RAM is restored separately: through `ram.write`
+   * at any time, or straight into `ram.bytes` before this call (or followed by
+   * `invalidateDecodeCache()`). Throws on unknown devices or versions.
    */
   restore(saved: MachineState): void {
     if (saved.hart.version !== HART_STATE_VERSION) {
@@ -616,6 +638,7 @@ export class Machine implements CsrEnvironment {
       if (!seen.has(id)) throw new RangeError(`Cannot restore machine: device ${id} is missing`);
     }
     this.hart.restore(saved.hart);
+    this.invalidateDecodeCache();
     this.#lastTrapRetired = -1;
     this.#trapStreak = 0;
     this.ram.watchHit = -1;

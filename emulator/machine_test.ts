@@ -4,6 +4,9 @@ import { A, AMO, li, machineWith } from "./testdata/asm.ts";
 import { GATE_HOOK } from "./ram.ts";
 import { PAGE_SIZE, RAM_BASE } from "./memory_map.ts";
 
+/** Discards guest UART output (the default sink is stdout). */
+const QUIET = (_: Uint8Array) => {};
+
 const GUESTS = new URL("./guests/", import.meta.url);
 
 function guestElf(name: string): Uint8Array {
@@ -74,7 +77,7 @@ Deno.test("guests print what they print on QEMU's virt board and exit the same w
       try {
         exitCode = Number(Deno.readTextFileSync(new URL(`expected/${name}.exit`, GUESTS)));
       } catch { /* runs forever: compare the recorded prefix */ }
-      const m = Machine.fromElf(guestElf(name));
+      const m = Machine.fromElf(guestElf(name), { uartSink: QUIET });
       const out = capture(m);
       if (exitCode !== null) {
         const r = m.run(2_000_000_000);
@@ -106,16 +109,16 @@ Deno.test("run N, save, restore into a fresh machine, run M equals run N + M", (
   // counter takes timer interrupts and sleeps in wfi, so this crosses both.
   const elf = guestElf("counter");
   for (const [n, k] of [[1_234_567, 2_000_003], [99_999, 1], [0, 500_000]]) {
-    const whole = Machine.fromElf(elf, { ramSize: 16 << 20 });
+    const whole = Machine.fromElf(elf, { ramSize: 16 << 20, uartSink: QUIET });
     const outWhole = capture(whole);
     assertEquals(whole.run(n + k), { reason: "budget" });
 
-    const first = Machine.fromElf(elf, { ramSize: 16 << 20 });
+    const first = Machine.fromElf(elf, { ramSize: 16 << 20, uartSink: QUIET });
     const outFirst = capture(first);
     assertEquals(first.run(n), { reason: "budget" });
     assertEquals(first.hart.retired, n);
     const saved = structuredClone(first.save());
-    const second = new Machine({ ramSize: 16 << 20 });
+    const second = new Machine({ ramSize: 16 << 20, uartSink: QUIET });
     second.ram.bytes.set(first.ram.bytes);
     second.restore(saved);
     const outSecond = capture(second);
@@ -128,9 +131,9 @@ Deno.test("run N, save, restore into a fresh machine, run M equals run N + M", (
 
 Deno.test("run() stops after exactly the budget, whatever the split", () => {
   const elf = guestElf("counter");
-  const a = Machine.fromElf(elf, { ramSize: 16 << 20 });
+  const a = Machine.fromElf(elf, { ramSize: 16 << 20, uartSink: QUIET });
   a.run(3_000_000);
-  const b = Machine.fromElf(elf, { ramSize: 16 << 20 });
+  const b = Machine.fromElf(elf, { ramSize: 16 << 20, uartSink: QUIET });
   let left = 3_000_000;
   let step = 1;
   while (left > 0) {
@@ -192,7 +195,7 @@ Deno.test("every store kind passes the page gate before it changes the page", ()
 });
 
 Deno.test("a store hook sees each page before the guest changes it (memstress)", () => {
-  const m = Machine.fromElf(guestElf("memstress"), { ramSize: 16 << 20 });
+  const m = Machine.fromElf(guestElf("memstress"), { ramSize: 16 << 20, uartSink: QUIET });
   m.run(1_000_000); // past start-up
   const copy = m.ram.bytes.slice();
   const seen = new Set<number>();
@@ -220,7 +223,7 @@ Deno.test("a store hook sees each page before the guest changes it (memstress)",
 });
 
 Deno.test("machineDescription() names the machine and its RAM region", () => {
-  const m = new Machine({ ramSize: 1 << 20 });
+  const m = new Machine({ ramSize: 1 << 20, uartSink: QUIET });
   assertEquals(m.machineDescription(), {
     machine: "livesnap-virt-rv32",
     regions: [{ name: "ram", base: 0x8000_0000, size: 1 << 20, pageSize: 4096 }],
@@ -270,8 +273,16 @@ Deno.test("restore() rejects other versions and unknown or missing devices", () 
 });
 
 Deno.test("Machine rejects RAM sizes that are not whole pages or exceed 2 GiB", () => {
-  assertThrows(() => new Machine({ ramSize: 1000 }), RangeError, "not a positive multiple of 4096");
-  assertThrows(() => new Machine({ ramSize: 2 ** 32 }), RangeError, "exceeds 2 GiB");
+  assertThrows(
+    () => new Machine({ ramSize: 1000, uartSink: QUIET }),
+    RangeError,
+    "not a positive multiple of 4096",
+  );
+  assertThrows(
+    () => new Machine({ ramSize: 2 ** 32, uartSink: QUIET }),
+    RangeError,
+    "exceeds 2 GiB",
+  );
 });
 
 Deno.test("run() with a pause request returns paused at an instruction boundary", () => {
@@ -283,7 +294,7 @@ Deno.test("run() with a pause request returns paused at an instruction boundary"
 });
 
 Deno.test("2 GiB of RAM reaches 0xFFFF_FFFF; the last word is loadable and storable", () => {
-  const m = new Machine({ ramSize: 2 ** 31 });
+  const m = new Machine({ ramSize: 2 ** 31, uartSink: QUIET });
   m.ram.write(
     RAM_BASE,
     new Uint8Array(
@@ -299,4 +310,16 @@ Deno.test("2 GiB of RAM reaches 0xFFFF_FFFF; the last word is loadable and stora
   assertEquals(m.run(5), { reason: "budget" });
   assertEquals([m.hart.x[12], m.hart.x[13]], [77, 0]);
   assertEquals(m.ram.bytes[2 ** 31 - 4], 77);
+});
+
+Deno.test("isa_check: RV32IMA results on edge and random operands equal QEMU's", () => {
+  // testdata/isa_check.expected.txt was recorded on qemu-system-riscv32 7.2 (testdata/build.sh).
+  const dir = new URL("./testdata/", import.meta.url);
+  const m = Machine.fromElf(Deno.readFileSync(new URL("isa_check.elf", dir)), {
+    ramSize: 1 << 20,
+    uartSink: QUIET,
+  });
+  const out = capture(m);
+  assertEquals(m.run(100_000_000), { reason: "exit", code: 0, device: "sifive_test" });
+  assertEquals(out.text(), Deno.readTextFileSync(new URL("isa_check.expected.txt", dir)));
 });

@@ -13,6 +13,8 @@
  *   survives.
  * - {@linkcode GATE_WATCH} (bit 1) belongs to the machine: stores into the page are reported so
  *   the machine can react after the instruction (HTIF `tohost`).
+ * - {@linkcode GATE_CODE} (bit 2) belongs to the machine: the page holds decoded instructions,
+ *   and a store into it must drop them from the decoded-instruction cache.
  *
  * @module
  */
@@ -23,6 +25,9 @@ import { PAGE_SHIFT, PAGE_SIZE, RAM_BASE } from "./memory_map.ts";
 export const GATE_HOOK = 1;
 /** Gate bit owned by the machine: report stores into the page (HTIF `tohost`). */
 export const GATE_WATCH = 2;
+
+/** Gate bit owned by the machine: the page holds cached decoded instructions. */
+export const GATE_CODE = 4;
 
 /** Called with the page index (0 = the page at RAM_BASE) before a store into a hooked page. */
 export type StoreHook = (pageIndex: number) => void;
@@ -42,6 +47,11 @@ export class Ram {
   /** Number of pages. */
   readonly pageCount: number;
   #hook: StoreHook | null = null;
+  /**
+   * Called for a write into a GATE_CODE page with the RAM offsets [start, end) it may have
+   * changed (the machine drops those instructions from its decode cache).
+   */
+  onCodeWrite: (start: number, end: number) => void = () => {};
   /**
    * RAM offset of the last store into a GATE_WATCH page (-1: none since the machine last
    * looked); the machine resets it.
@@ -85,6 +95,7 @@ export class Ram {
   gatedStore(page: number, offset: number): boolean {
     const g = Atomics.load(this.pageGate, page);
     if ((g & GATE_HOOK) !== 0 && this.#hook !== null) this.#hook(page);
+    if ((g & GATE_CODE) !== 0) this.onCodeWrite(offset, offset + 4);
     if ((g & GATE_WATCH) !== 0) {
       this.watchHit = offset;
       return true;
@@ -137,7 +148,12 @@ export class Ram {
     const first = off >>> PAGE_SHIFT;
     const last = (off + len - 1) >>> PAGE_SHIFT;
     for (let p = first; p <= last; p++) {
-      if (this.pageGate[p] !== 0) this.gatedStore(p, Math.max(off, p << PAGE_SHIFT));
+      if (this.pageGate[p] === 0) continue;
+      const start = Math.max(off, p * PAGE_SIZE);
+      this.gatedStore(p, start);
+      if ((this.pageGate[p] & GATE_CODE) !== 0) {
+        this.onCodeWrite(start, Math.min(off + len, (p + 1) * PAGE_SIZE));
+      }
     }
   }
 }

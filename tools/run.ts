@@ -17,7 +17,7 @@ export interface RunGuestOptions {
   stopAt?: number;
   /** Bytes the guest reads from its UART. */
   input?: Uint8Array;
-  /** Guest UART output (default: dropped). */
+  /** Guest UART output (default: stdout). */
   sink?: (bytes: Uint8Array) => void;
 }
 

@@ -54,7 +54,15 @@ Examples:
 /** Entry point: returns the process exit status. */
 export async function main(args: string[]): Promise<number> {
   let unknown: string | null = null;
-  const opts = parseArgs(args, {
+  // parseArgs takes a lone "-" for a positional argument; keep it as --input's value.
+  const joined = args.flatMap((a, i) =>
+    a === "-" && args[i - 1] === "--input"
+      ? []
+      : a === "--input" && args[i + 1] === "-"
+      ? ["--input=-"]
+      : [a]
+  );
+  const opts = parseArgs(joined, {
     string: [
       "ram",
       "stop-at",

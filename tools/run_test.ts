@@ -3,6 +3,9 @@ import { parseRamSize, runGuest } from "./run.ts";
 import { machineDigest } from "./machine_digest.ts";
 import { Machine } from "../emulator/machine.ts";
 
+/** Discards guest UART output (the default sink is stdout). */
+const QUIET = (_: Uint8Array) => {};
+
 const GUESTS = new URL("../emulator/guests/build/", import.meta.url);
 const HELLO = Deno.readFileSync(new URL("hello.elf", GUESTS));
 const COUNTER = Deno.readFileSync(new URL("counter.elf", GUESTS));
@@ -39,12 +42,26 @@ Deno.test("runGuest() with stopAt retires exactly that many instructions", () =>
 });
 
 async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return await cliWithStdin(null, ...args);
+}
+
+async function cliWithStdin(
+  stdin: string | null,
+  ...args: string[]
+): Promise<{ code: number; stdout: string; stderr: string }> {
   const cmd = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", new URL("./cli.ts", import.meta.url).pathname, "run", ...args],
+    stdin: stdin === null ? "null" : "piped",
     stdout: "piped",
     stderr: "piped",
   });
-  const o = await cmd.output();
+  const child = cmd.spawn();
+  if (stdin !== null) {
+    const w = child.stdin.getWriter();
+    await w.write(new TextEncoder().encode(stdin));
+    await w.close();
+  }
+  const o = await child.output();
   const dec = new TextDecoder();
   return { code: o.code, stdout: dec.decode(o.stdout), stderr: dec.decode(o.stderr) };
 }
@@ -56,6 +73,35 @@ Deno.test("livesnap run prints the guest's output and exits with its code", asyn
     r.stdout,
     Deno.readTextFileSync(new URL("../expected/hello.txt", GUESTS)),
   );
+});
+
+const ECHO = new URL("../emulator/testdata/echo.elf", import.meta.url).pathname;
+
+Deno.test("runGuest() feeds input to the guest's UART", () => {
+  const out: number[] = [];
+  const r = runGuest({
+    elf: Deno.readFileSync(ECHO),
+    ramSize: 1 << 20,
+    input: new TextEncoder().encode("abc!"),
+    sink: (b) => out.push(...b),
+  });
+  assertEquals(new TextDecoder().decode(Uint8Array.from(out)), "ABC!");
+  assertEquals(r.exit, { reason: "exit", code: 4, device: "sifive_test" });
+});
+
+Deno.test("livesnap run --input reads a file or stdin; without it the guest sees no input", async () => {
+  const file = await Deno.makeTempFile();
+  try {
+    await Deno.writeTextFile(file, "xyz");
+    const a = await cli(ECHO, "--ram", "1M", "--input", file);
+    assertEquals([a.stdout, a.code], ["XYZ", 3]);
+    const b = await cliWithStdin("hi", ECHO, "--ram", "1M", "--input", "-");
+    assertEquals([b.stdout, b.code], ["HI", 2]);
+    const c = await cliWithStdin("ignored", ECHO, "--ram", "1M");
+    assertEquals([c.stdout, c.code], ["", 0]);
+  } finally {
+    await Deno.remove(file);
+  }
 });
 
 Deno.test("livesnap run rejects bad options with status 2", async () => {
@@ -72,11 +118,11 @@ Deno.test({
   name: "machineDigest() is the same for run N and run N/2 + save/restore + run N/2",
   ignore: !HAS_FORMAT,
   fn: async () => {
-    const a = Machine.fromElf(COUNTER, { ramSize: 16 << 20 });
+    const a = Machine.fromElf(COUNTER, { ramSize: 16 << 20, uartSink: QUIET });
     a.run(2_000_000);
-    const b = Machine.fromElf(COUNTER, { ramSize: 16 << 20 });
+    const b = Machine.fromElf(COUNTER, { ramSize: 16 << 20, uartSink: QUIET });
     b.run(1_000_000);
-    const c = new Machine({ ramSize: 16 << 20 });
+    const c = new Machine({ ramSize: 16 << 20, uartSink: QUIET });
     c.ram.bytes.set(b.ram.bytes);
     c.restore(b.save());
     c.run(1_000_000);
@@ -95,7 +141,7 @@ Deno.test({
     const counter = new URL("counter.elf", GUESTS).pathname;
     const r = await cli(counter, "--ram", "16M", "--stop-at", "2000000", "--digest");
     assertEquals(r.code, 0);
-    const m = Machine.fromElf(COUNTER, { ramSize: 16 << 20 });
+    const m = Machine.fromElf(COUNTER, { ramSize: 16 << 20, uartSink: QUIET });
     m.run(2_000_000);
     assertEquals(r.stdout.trimEnd().split("\n").at(-1), await machineDigest(m));
   },

@@ -45,8 +45,6 @@ export class Clint implements MmioDevice {
   mtimecmpLo = 0;
   mtimecmpHi = 0;
   tickFraction = 0;
-  /** Set when a store changed msip or mtimecmp/mtime: the machine re-evaluates interrupts. */
-  changed = false;
 
   /** Account for `n` retired instructions. */
   advance(n: number): void {
@@ -137,7 +135,6 @@ export class Clint implements MmioDevice {
       default:
         return;
     }
-    this.changed = true;
   }
 
   save(): ClintState {
@@ -165,6 +162,5 @@ export class Clint implements MmioDevice {
       );
     }
     this.tickFraction = s.tickFraction;
-    this.changed = true;
   }
 }

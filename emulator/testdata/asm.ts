@@ -124,7 +124,7 @@ export const PARK = RAM_BASE + 0x400;
  * (`jal x0, 0`) at PARK.
  */
 export function machineWith(program: (number | Half)[], ramSize = 1 << 20): Machine {
-  const m = new Machine({ ramSize });
+  const m = new Machine({ ramSize, uartSink: () => {} });
   m.ram.write(PARK, assemble([0x0000_006f]));
   m.ram.write(RAM_BASE, assemble(program));
   m.hart.reset(RAM_BASE);
