@@ -5,11 +5,16 @@
  */
 const BENCHES = [
   "format_bench.ts",
+  "live_snapshot_bench.ts",
 ];
 
 for (const name of BENCHES) {
   console.log(`\n## ${name}\n`);
   const path = new URL(`./${name}`, import.meta.url).pathname;
-  const o = await new Deno.Command(Deno.execPath(), { args: ["run", "-A", path], stdout: "inherit", stderr: "inherit" }).output();
+  const o = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", path],
+    stdout: "inherit",
+    stderr: "inherit",
+  }).output();
   if (!o.success) Deno.exit(o.code || 1);
 }

@@ -8,7 +8,6 @@
 
 import {
   GATE_HOOK,
-  openPage,
   PAGE_COPYING_GUEST,
   PAGE_COPYING_WRITER,
   PAGE_DIRTY_ARMED,
@@ -230,8 +229,10 @@ export class GuestSnapshotSide {
     const at = (tail % s.slotCount) * 2;
     Atomics.store(s.queue, at, page);
     Atomics.store(s.queue, at + 1, slot);
-    // The contents are safe in the slot: the page is saved, the store may go ahead.
-    openPage(this.states, this.gate, page);
+    // The contents are safe in the slot: the page is saved, the store may go ahead. No one can
+    // be waiting on a page in copying-guest (the writer skips those), so no notify.
+    Atomics.store(this.states, page, PAGE_OPEN);
+    Atomics.and(this.gate, page, ~GATE_HOOK);
     Atomics.store(s.ctrl, CTRL_QUEUE_TAIL, tail + 1);
     Atomics.notify(s.ctrl, CTRL_QUEUE_TAIL);
     this.#metrics.pagesViaBuffer++;

@@ -311,8 +311,11 @@ export class LiveMachine {
         p.mode = ev.mode;
         p.startedAt = ev.startedAt;
         p.atInstruction = ev.atInstruction;
-        p.rssBefore = readProcessMemory().rss;
-        resetPeakMemory();
+        if (p.rssBefore === undefined) {
+          // A scheduled snapshot: measured as soon as the host hears of it.
+          p.rssBefore = readProcessMemory().rss;
+          resetPeakMemory();
+        }
         break;
       }
       case "snapshot-final": {
@@ -438,13 +441,14 @@ export class LiveMachine {
     if (this.#closed) return Promise.reject(new Error("Cannot snapshot: the machine has quit"));
     const slots = cowBufferSlots(req.cowBuffer ?? DEFAULT_COW_BUFFER, this.pageCount);
     let done!: Promise<SnapshotMetrics>;
-    const sent = this.#command(CMD_SNAPSHOT, [MODE_CODES[req.mode], slots], (seq) => {
-      done = this.#expect(`ctl:${seq}`, req);
-    }, (seq) => {
+    const sent = this.#command(CMD_SNAPSHOT, [MODE_CODES[req.mode], slots], undefined, (seq) => {
+      const tag = `ctl:${seq}`;
+      done = this.#expect(tag, req);
+      // Memory from the OS: the resident set before the instant, and the peak from then on.
+      this.#pending.get(tag)!.rssBefore = readProcessMemory().rss;
+      resetPeakMemory();
       // Named to the writer before the guest sees the command (see #registerNextScheduled).
-      this.#writer.postMessage(
-        { type: "path", tag: `ctl:${seq}`, path: req.path } as WriterCommand,
-      );
+      this.#writer.postMessage({ type: "path", tag, path: req.path } as WriterCommand);
     });
     return sent.then(() => done);
   }

@@ -290,6 +290,7 @@ export class SnapshotWriterLoop {
     // Each pass takes the pages dirtied since the previous one and writes them while the guest
     // runs on. Once a pass is small (or there were enough of them), what the guest dirtied while
     // it was written is the final set, written during the pause.
+    let previous = s.pageCount;
     for (let pass = 1;; pass++) {
       Atomics.store(s.ctrl, CTRL_PASS_REQUEST, pass);
       while (Atomics.load(s.ctrl, CTRL_PASS_READY) !== pass) {
@@ -297,7 +298,10 @@ export class SnapshotWriterLoop {
       }
       this.#metrics.precopyPasses++;
       const dirty = await this.#writeSet(s.pass);
-      if (dirty <= this.#targetPages || pass >= this.#maxPasses) break;
+      // Converged, or not converging (the guest dirties as fast as the passes send): either way
+      // more passes only cost time and disk, so pause for the rest.
+      if (dirty <= this.#targetPages || pass >= this.#maxPasses || dirty > 0.9 * previous) break;
+      previous = dirty;
     }
     // The guest stops at its next slice boundary, puts the last dirty set in `pass`, saves the
     // device state for the host and waits for FINAL_DONE.
