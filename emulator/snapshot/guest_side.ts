@@ -207,11 +207,12 @@ export class GuestSnapshotSide {
     let slot = this.#spareSlot;
     if (slot < 0) slot = this.#takeSlot(s);
     if (slot < 0) {
-      // No slot: ask the writer to write this page next, and wait for progress (a freed slot
-      // or this page saved). Reading PROGRESS before the checks makes a wake-up impossible to miss.
+      // No slot. With a zero-size buffer, ask the writer to write this very page next (else the
+      // guest would wait for the sweep to reach it). With slots, all of them sit in the queue the
+      // writer drains before anything else, so one frees soon: wait for that. Either way wait on
+      // PROGRESS, read before the checks, so that a wake-up cannot be missed.
       const seen = Atomics.load(s.ctrl, CTRL_PROGRESS);
-      Atomics.store(s.ctrl, CTRL_REQUEST_PAGE, page);
-      Atomics.notify(s.ctrl, CTRL_REQUEST_PAGE);
+      if (s.slotCount === 0) Atomics.store(s.ctrl, CTRL_REQUEST_PAGE, page);
       if (
         Atomics.load(this.states, page) === PAGE_PROTECTED &&
         Atomics.load(s.ctrl, CTRL_FREE_SLOTS) === 0

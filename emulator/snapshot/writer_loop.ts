@@ -127,7 +127,7 @@ export class SnapshotWriterLoop {
     this.#targetPages = options.precopyTargetPages ?? 256;
     this.#maxPasses = options.precopyMaxPasses ?? 8;
     this.#audit = options.audit;
-    this.#staging = new Uint8Array(this.#batch * PAGE_SIZE);
+    this.#staging = new Uint8Array(4 * this.#batch * PAGE_SIZE);
     this.#metrics = {
       pagesTotal: this.session.pageCount,
       pagesZero: 0,
@@ -212,10 +212,11 @@ export class SnapshotWriterLoop {
     }
   }
 
-  /** Writes queue entries [head, tail) (at most one batch) and frees their slots. */
+  /** Writes queue entries [head, tail) (at most four batches: one record, one flush) and frees
+   * their slots. */
   async #drainQueue(head: number, tail: number): Promise<number> {
     const s = this.session;
-    const n = Math.min(tail - head, this.#batch);
+    const n = Math.min(tail - head, 4 * this.#batch);
     const pages: PageToWrite[] = [];
     const slots: number[] = [];
     for (let i = 0; i < n; i++) {

@@ -166,7 +166,7 @@ port.onmessage = (e) => {
       break;
     case "path": {
       const description = { ...attached!.description, createdAt: Date.now() };
-      const writer = SnapshotWriter.createFile(msg.path, description);
+      const writer = SnapshotWriter.createFile(msg.path, description, { batchBytes: 64 * 1024 });
       writer.catch(() => {}); // reported when the job awaits it
       targets.set(msg.tag, { path: msg.path, writer });
       break;
