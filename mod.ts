@@ -36,7 +36,13 @@ export {
   MAX_RECORD_PAYLOAD,
   MAX_TOTAL_PAGES,
 } from "./format/constants.ts";
-export { ChecksumError, CorruptError, LsnapError, TruncatedError, UnsupportedError } from "./format/errors.ts";
+export {
+  ChecksumError,
+  CorruptError,
+  LsnapError,
+  TruncatedError,
+  UnsupportedError,
+} from "./format/errors.ts";
 export type { ErrorLocation } from "./format/errors.ts";
 export type { FormatVersion, MachineDescription, Region } from "./format/header.ts";
 export type { DeviceSection, DeviceSectionInput } from "./format/device_section.ts";
@@ -46,7 +52,12 @@ export { computeContentDigest, ContentDigestBuilder } from "./format/content_dig
 export { SnapshotWriter } from "./format/writer.ts";
 export type { WriterOptions, WriteSummary } from "./format/writer.ts";
 export { readSnapshot, SnapshotStreamReader } from "./format/stream_reader.ts";
-export type { ReadSnapshotOptions, Snapshot, SnapshotRecord, StreamReaderOptions } from "./format/stream_reader.ts";
+export type {
+  ReadSnapshotOptions,
+  Snapshot,
+  SnapshotRecord,
+  StreamReaderOptions,
+} from "./format/stream_reader.ts";
 export { SnapshotFileReader } from "./format/file_reader.ts";
 export type { Trailer } from "./format/trailer.ts";
 export { crc32c, toHex } from "./format/checksum.ts";
@@ -76,7 +87,7 @@ export {
 } from "./emulator/snapshot/live_machine.ts";
 export type { SnapshotMetrics } from "./emulator/snapshot/metrics.ts";
 export type { SnapshotMode } from "./emulator/snapshot/session.ts";
-export { restoreMachine, type RestoredMachine } from "./emulator/snapshot/restore.ts";
+export { type RestoredMachine, restoreMachine } from "./emulator/snapshot/restore.ts";
 export { saveMachine } from "./emulator/snapshot/save.ts";
 export {
   machineContentDigest,
