@@ -60,6 +60,8 @@ export type {
 } from "./format/stream_reader.ts";
 export { SnapshotFileReader } from "./format/file_reader.ts";
 export type { Trailer } from "./format/trailer.ts";
+export type { SnapshotIndex } from "./format/index_record.ts";
+export type { PageEncodingName } from "./format/page_record.ts";
 export { crc32c, toHex } from "./format/checksum.ts";
 export { inspectSnapshot } from "./tools/inspect.ts";
 export type { ErrorReport, InspectResult } from "./tools/inspect.ts";

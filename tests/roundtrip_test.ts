@@ -196,3 +196,24 @@ Deno.test("SnapshotWriter.createFile renames only after the footer and cleans up
   assertEquals([...Deno.readDirSync(dir)].map((e) => e.name), ["snap.lsnap"]);
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test("SnapshotWriter writes the same bytes with 0, 1 and 3 compression workers", async () => {
+  const d = description(PAGES);
+  const ram = makeRam(PAGES, 15);
+  const order = [...shuffle([...Array(PAGES).keys()], 16), 3, 5, 3];
+  const outputs = [];
+  for (const workers of [0, 1, 3]) {
+    outputs.push(
+      await writeToBytes({
+        description: d,
+        ram,
+        order,
+        batch: 2,
+        options: { workers, batchBytes: 8 * PAGE },
+      }),
+    );
+  }
+  assertEquals(outputs[1], outputs[0]);
+  assertEquals(outputs[2], outputs[0]);
+  assertEquals((await readSnapshot(chunked(outputs[2], 5000))).regions[0], ram);
+});

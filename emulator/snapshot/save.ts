@@ -34,7 +34,7 @@ export async function saveMachine(
   path: string,
   options: SaveMachineOptions = {},
 ): Promise<WriteSummary> {
-  const writer = await SnapshotWriter.createFile(path, describeMachine(machine));
+  const writer = await SnapshotWriter.createFile(path, describeMachine(machine), { workers: 0 });
   try {
     const ram = machine.ram.bytes;
     for (let off = 0; off < ram.length; off += PAGE_SIZE) {

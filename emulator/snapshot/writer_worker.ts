@@ -166,7 +166,13 @@ port.onmessage = (e) => {
       break;
     case "path": {
       const description = { ...attached!.description, createdAt: Date.now() };
-      const writer = SnapshotWriter.createFile(msg.path, description, { batchBytes: 64 * 1024 });
+      // Compression stays on this thread (no extra workers): the guest thread needs the other
+      // core. 64 KiB records: one queue drain fills one, and each stays below V8's large-object
+      // size, so the young generation collects it.
+      const writer = SnapshotWriter.createFile(msg.path, description, {
+        batchBytes: 64 * 1024,
+        workers: 0,
+      });
       writer.catch(() => {}); // reported when the job awaits it
       targets.set(msg.tag, { path: msg.path, writer });
       break;
