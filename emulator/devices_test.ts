@@ -204,3 +204,17 @@ Deno.test("HTIF survives save() and restore() into a fresh machine", () => {
   assertEquals(b.run(10_000), { reason: "exit", code: 0, device: "htif" });
   assertEquals(out().endsWith("\n"), true);
 });
+
+Deno.test("wfi with MTIE but mtimecmp = 2^64 - 1 (timer off) is idle", () => {
+  const m = machineWith([
+    ...li(A0, CLINT_BASE + 0x4000),
+    A.addi(T0, 0, -1),
+    A.sw(T0, A0, 0),
+    A.sw(T0, A0, 4),
+    ...li(T0, MIP_MTIP),
+    A.csrrw(0, 0x304, T0),
+    A.wfi(),
+  ]);
+  assertEquals(m.run(100), { reason: "idle", pc: RAM_BASE + 32 });
+  assertEquals(m.clint.mtimeHi, 0);
+});

@@ -71,7 +71,7 @@ export interface HartState {
   instretOffset: string;
   /** mcycle minus `retired`, modulo 2^64, as a decimal string. */
   cycleOffset: string;
-  /** LR/SC reservation: the reserved word's address, or -1 when there is none. */
+  /** LR/SC reservation: the reserved word's address (unsigned), or -1 when there is none. */
   reservation: number;
 }
 
@@ -189,7 +189,7 @@ export class Hart {
       retired: this.retired,
       instretOffset: this.instretOffset.toString(),
       cycleOffset: this.cycleOffset.toString(),
-      reservation: this.reservation,
+      reservation: this.reservation === -1 ? -1 : this.reservation >>> 0,
     };
   }
 
@@ -216,6 +216,6 @@ export class Hart {
     this.retired = s.retired;
     this.instretOffset = BigInt(s.instretOffset) & U64;
     this.cycleOffset = BigInt(s.cycleOffset) & U64;
-    this.reservation = s.reservation;
+    this.reservation = s.reservation === -1 ? -1 : s.reservation | 0;
   }
 }

@@ -13,8 +13,9 @@
  * are taken at the same instruction whatever the budget of each `run()` call. `wfi` completes at
  * once when an enabled interrupt is pending; when only the timer can wake the hart it moves mtime
  * forward to mtimecmp (no instructions pass) and completes; when nothing can ever wake the hart
- * (no enabled interrupt source: this machine has no PLIC, so only MTIE and MSIE count) `run()`
- * returns `{ reason: "idle" }` with pc still at the wfi.
+ * (only the timer can become pending while the hart waits: there is no PLIC and no other hart;
+ * and not when mtimecmp is 2^64 - 1) `run()` returns `{ reason: "idle" }` with pc still at the
+ * wfi.
  *
  * @module
  */
@@ -558,7 +559,7 @@ export class Machine implements CsrEnvironment {
   waitForInterrupt(): boolean {
     const h = this.hart;
     if ((this.pendingInterrupts() & h.mie) !== 0) return true;
-    if ((h.mie & MIP_MTIP) !== 0) {
+    if ((h.mie & MIP_MTIP) !== 0 && this.clint.timerCanFire()) {
       this.clint.skipToTimer();
       return true;
     }

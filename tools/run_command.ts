@@ -129,15 +129,17 @@ export async function main(args: string[]): Promise<number> {
   }
   let elf: Uint8Array;
   let input: Uint8Array | undefined;
+  let reading = files[0];
   try {
     elf = await Deno.readFile(files[0]);
     if (opts.input !== undefined) {
+      reading = opts.input === "-" ? "stdin" : opts.input;
       input = opts.input === "-"
         ? new Uint8Array(await new Response(Deno.stdin.readable).arrayBuffer())
         : await Deno.readFile(opts.input);
     }
   } catch (e) {
-    console.error(`livesnap run: Cannot read ${(e as Error).message}`);
+    console.error(`livesnap run: Cannot read ${reading}: ${(e as Error).message}`);
     return 1;
   }
   let lastByte = 10;

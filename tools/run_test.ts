@@ -109,6 +109,9 @@ Deno.test("livesnap run rejects bad options with status 2", async () => {
   assertEquals((await cli(hello, "--bogus")).code, 2);
   assertEquals((await cli(hello, "--ram", "7")).code, 2);
   assertEquals((await cli(hello, "--stop-at", "-5")).code, 2);
+  const missing = await cli("no_such_guest.elf");
+  assertEquals(missing.code, 1);
+  assertMatch(missing.stderr, /Cannot read no_such_guest\.elf: /);
   const d = await cli(hello, "--digest");
   assertEquals(d.code, 2);
   assertMatch(d.stderr, /--digest needs --stop-at/);

@@ -87,6 +87,15 @@ export class Clint implements MmioDevice {
     return insns < cap ? insns : cap;
   }
 
+  /**
+   * Whether mtime can still reach mtimecmp: false when mtimecmp is 2^64 - 1, the usual way to
+   * switch the timer off (waiting for it would take 58,000 years at 10 MHz).
+   */
+  timerCanFire(): boolean {
+    return this.timerPending() || this.mtimecmpHi !== 0xffff_ffff ||
+      this.mtimecmpLo !== 0xffff_ffff;
+  }
+
   /** Jump mtime forward to mtimecmp (wfi with only the timer able to wake the hart). */
   skipToTimer(): void {
     if (this.timerPending()) return;
