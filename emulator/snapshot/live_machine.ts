@@ -120,7 +120,23 @@ export function cowBufferSlots(size: CowBufferSize, pageCount: number): number {
   return Math.min(pageCount, Math.floor(size / PAGE_SIZE));
 }
 
-/** A machine whose guest runs on its own thread and can be snapshotted while it runs. */
+/**
+ * A machine whose guest runs on its own thread and can be snapshotted while it runs.
+ *
+ * @example
+ * ```ts ignore
+ * import { LiveMachine } from "./live_machine.ts";
+ * const elf = await Deno.readFile("emulator/guests/build/memstress.elf");
+ * const vm = await LiveMachine.start({ elf, ramSize: 64 << 20, uartSink: (b) => Deno.stdout.write(b) });
+ * const metrics = await vm.snapshot({ mode: "cow", cowBuffer: 16 << 20, path: "m.lsnap" });
+ * console.log(metrics.pauseUs, metrics.guestInstructionsDuring);
+ * await vm.quit();
+ * const again = await LiveMachine.start({ restorePath: "m.lsnap", stopAt: metrics.atInstruction + 1e6 });
+ * await again.halted;
+ * console.log(await again.digest());
+ * await again.quit();
+ * ```
+ */
 export class LiveMachine {
   readonly description: MachineDescription;
   /** Guest RAM (shared with the guest thread; read it only while paused or halted). */

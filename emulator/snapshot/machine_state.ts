@@ -48,9 +48,17 @@ export const CURRENT_STATE_VERSIONS: Readonly<Record<string, number>> = {
 export type StateMigration = (state: DeviceStateValue) => DeviceStateValue;
 
 /**
- * Migrations per device id, by the version they start from (`{ uart: { 1: v1ToV2 } }`). Every
- * device is at its first version, so the table is empty; a layout change adds its step here
- * along with the version bump, and a file with the old version keeps restoring.
+ * Migrations per device id, by the version they start from. Every device is at its first
+ * version, so the table is empty; a layout change adds its step here along with the version
+ * bump, and a file with the old version keeps restoring.
+ *
+ * @example
+ * ```ts ignore
+ * // The step a UART layout change from version 1 to 2 would add (a new field, zero by default):
+ * const STATE_MIGRATIONS = {
+ *   ns16550a: { 1: (s) => ({ ...(s as Record<string, number>), msrDelta: 0 }) },
+ * };
+ * ```
  */
 export const STATE_MIGRATIONS: Readonly<Record<string, Readonly<Record<number, StateMigration>>>> =
   {};
@@ -210,6 +218,15 @@ export function stateFromSections(
 /**
  * The content digest of the machine's current state (FORMAT.md §10), as lowercase hex: equal to
  * the content digest of a snapshot of this exact state. Call between `run()`s.
+ *
+ * @example
+ * ```ts ignore
+ * import { Machine } from "../machine.ts";
+ * import { machineContentDigest } from "./machine_state.ts";
+ * const m = Machine.fromElf(await Deno.readFile("counter.elf"), { ramSize: 4 << 20 });
+ * m.run(1_000_000);
+ * console.log(await machineContentDigest(m)); // = `run counter.elf --stop-at 1000000 --digest`
+ * ```
  */
 export async function machineContentDigest(machine: Machine): Promise<string> {
   return await contentDigestOf(describeMachine(machine, 0), machine.ram.bytes, machine.save());
