@@ -157,3 +157,30 @@ Deno.test("LiveMachine.start() refuses a snapshot file that is not there, before
     "No such file",
   );
 });
+
+Deno.test("LiveMachine.snapshot() rejects when its file cannot be written, and the guest runs on", async () => {
+  const elf = Deno.readFileSync(new URL("../emulator/guests/build/counter.elf", import.meta.url));
+  const lm = await LiveMachine.start({ elf, ramSize: RAM });
+  try {
+    for (const cowBuffer of [0, "max"] as const) {
+      const e = await assertRejects(() =>
+        lm.snapshot({ mode: "cow", cowBuffer, path: "/nonexistent/dir/x.lsnap" })
+      );
+      assert(
+        (e as Error).message.startsWith("Cannot write snapshot '/nonexistent/dir/x.lsnap': "),
+        (e as Error).message,
+      );
+    }
+    const before = (await lm.status()).retired;
+    const dir = await Deno.makeTempDir();
+    try {
+      const m = await lm.snapshot({ mode: "cow", cowBuffer: 0, path: `${dir}/ok.lsnap` });
+      assert(m.atInstruction >= before, "the guest did not run on after the failures");
+      assertEquals(m.contentDigest.length, 64);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  } finally {
+    await lm.quit();
+  }
+});

@@ -105,8 +105,10 @@ async function target(tag: string): Promise<Target> {
 async function runJob(a: NonNullable<typeof attached>): Promise<void> {
   const tag = jobTag(a.buffers);
   let writer: SnapshotWriter | null = null;
+  let path = "";
   try {
     const t = await target(tag);
+    path = t.path;
     writer = await t.writer;
     const loop = new SnapshotWriterLoop(
       a.buffers,
@@ -131,7 +133,12 @@ async function runJob(a: NonNullable<typeof attached>): Promise<void> {
     // remove the temporary file.
     abandonSession(a.buffers);
     if (writer !== null) await writer.abort().catch(() => {});
-    port.postMessage({ type: "failed", tag, message: (e as Error).message });
+    const reason = (e as Error).message.replace(/^Cannot write snapshot: /, "");
+    port.postMessage({
+      type: "failed",
+      tag,
+      message: `Cannot write snapshot ${path === "" ? tag : `'${path}'`}: ${reason}`,
+    });
   }
 }
 
