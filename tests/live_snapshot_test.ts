@@ -9,6 +9,7 @@ import { LiveMachine, type SnapshotRequest } from "../emulator/snapshot/live_mac
 import { machineContentDigest } from "../emulator/snapshot/machine_state.ts";
 import type { SnapshotMetrics } from "../emulator/snapshot/metrics.ts";
 import { memstressElf, stormElf } from "./_guests.ts";
+import { inspectSnapshot } from "../tools/inspect.ts";
 
 const RAM = 8 * 1024 * 1024;
 const MEMSTRESS = memstressElf({
@@ -107,6 +108,15 @@ for (const c of CASES) {
           );}
       }
       if (c.req.mode === "stop") assertEquals(m.guestInstructionsDuring, 0);
+      // Every page saved exactly once: cow and stop files hold no page twice, and every non-zero
+      // page (the digest above says the contents are right) once.
+      const info = await inspectSnapshot((await Deno.open(path)).readable);
+      if (c.req.mode !== "precopy") {
+        assertEquals(info.pages.duplicates, 0, "a page was written twice");
+        assertEquals(info.pages.present, m.pagesTotal - m.pagesZero);
+      } else {
+        assert(info.pages.duplicates <= m.pagesResent, "more copies than pages resent");
+      }
 
       const end = m.atInstruction + M;
       const restored = await restoreRun(path, end);
