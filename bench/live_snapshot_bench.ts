@@ -41,6 +41,11 @@ const CONFIGS: Config[] = [
 
 /** One measurement. */
 interface Result {
+  /** Guest instructions per µs of its thread's CPU time, idle and during (stalls counted). */
+  idleCpuMips: number;
+  duringCpuMips: number;
+  /** Share of the snapshot's time the guest thread was runnable but had no core. */
+  runQueueShare: number;
   workload: Workload;
   ramBytes: number;
   label: string;
@@ -148,6 +153,7 @@ async function measureOne(w: Workload, ram: number, c: Config, warm: boolean): P
     const b = await machine.status();
     const tb = performance.now();
     const idleMips = (b.retired - a.retired) / (tb - ta) / 1000;
+    const idleCpuMips = (b.retired - a.retired) / ((b.cpuNs - a.cpuNs) / 1000);
     const loadAverage = Deno.loadavg()[0];
     const before = readProcessMemory().rss;
     resetPeakMemory();
@@ -163,6 +169,10 @@ async function measureOne(w: Workload, ram: number, c: Config, warm: boolean): P
       label: c.label,
       idleMips,
       duringMips: m.guestInstructionsDuring / (m.totalMs * 1000),
+      idleCpuMips,
+      // On-CPU time plus stalls: what the guest would have taken on a core of its own.
+      duringCpuMips: m.guestInstructionsDuring / (m.guestCpuMs * 1000 + m.guestStallUs),
+      runQueueShare: m.guestRunQueueMs / m.totalMs,
       pauseUs: m.pauseUs,
       totalMs: m.totalMs,
       extraPeakBytes: Math.max(0, peak - before),
@@ -186,8 +196,8 @@ const fmtBytes = (n: number) =>
 
 function table(results: Result[]): string {
   const rows = [
-    "| workload | RAM | mode | pause | total | guest speed during / idle | peak extra memory | buffer peak | file | load |",
-    "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    "| workload | RAM | mode | pause | total | guest speed during / idle | same, per guest CPU time | guest waiting for a core | peak extra memory | buffer peak | file | load |",
+    "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
   ];
   for (const r of results) {
     const share = r.label === "stop"
@@ -195,15 +205,19 @@ function table(results: Result[]): string {
       : `${(100 * r.duringMips / r.idleMips).toFixed(0)}% (${r.duringMips.toFixed(1)} / ${
         r.idleMips.toFixed(1)
       } MIPS)`;
+    const cpuShare = r.label === "stop"
+      ? "-"
+      : `${(100 * r.duringCpuMips / r.idleCpuMips).toFixed(0)}%`;
+    const queued = r.label === "stop" ? "-" : `${(100 * r.runQueueShare).toFixed(0)}%`;
     const pause = r.pauseUs >= 10_000
       ? `${(r.pauseUs / 1000).toFixed(0)} ms`
       : `${(r.pauseUs / 1000).toFixed(2)} ms`;
     rows.push(
       `| ${r.workload} | ${fmtBytes(r.ramBytes)} | ${r.label} | ${pause} | ${
         (r.totalMs / 1000).toFixed(2)
-      } s | ${share} | ${fmtBytes(r.extraPeakBytes)} | ${fmtBytes(r.bufferPeakBytes)} | ${
-        fmtBytes(r.fileBytes)
-      } | ${r.loadAverage.toFixed(1)} |`,
+      } s | ${share} | ${cpuShare} | ${queued} | ${fmtBytes(r.extraPeakBytes)} | ${
+        fmtBytes(r.bufferPeakBytes)
+      } | ${fmtBytes(r.fileBytes)} | ${r.loadAverage.toFixed(1)} |`,
     );
   }
   return rows.join("\n");

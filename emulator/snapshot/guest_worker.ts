@@ -24,7 +24,7 @@ import {
   MODE_NAMES,
 } from "./mailbox.ts";
 import { describeMachine } from "./machine_state.ts";
-import { epochMs } from "./metrics.ts";
+import { epochMs, readThreadCpu } from "./metrics.ts";
 import { restoreMachine } from "./restore.ts";
 import {
   type SessionBuffers,
@@ -98,6 +98,8 @@ export type GuestEvent =
     guest: GuestSideMetrics;
     pauseUs: number;
     instructionsDuring: number;
+    cpuNs: number;
+    runQueueNs: number;
   }
   | { type: "snapshot-refused"; tag: string; message: string }
   | { type: "halted"; halt: HaltReason; retired: number; state: MachineState }
@@ -110,6 +112,8 @@ export interface GuestStatus {
   retired: number;
   halt: HaltReason | null;
   snapshotInProgress: string | null;
+  /** The guest thread's time on a CPU since it started, nanoseconds (Linux; 0 where unknown). */
+  cpuNs: number;
 }
 
 const port = globalThis as unknown as {
@@ -124,6 +128,7 @@ interface Running {
   mode: SnapshotMode;
   startRetired: number;
   pauseUs: number;
+  cpu: { runNs: number; waitNs: number } | null;
 }
 
 class GuestThread {
@@ -166,6 +171,7 @@ class GuestThread {
       retired: this.machine.hart.retired,
       halt: this.halt,
       snapshotInProgress: this.running?.tag ?? null,
+      cpuNs: readThreadCpu()?.runNs ?? 0,
     };
   }
 
@@ -272,7 +278,13 @@ class GuestThread {
       this.flushDeferred();
       this.side.waitForWriter();
     }
-    this.running = { tag, mode, startRetired: retired, pauseUs: nowUs() - t0 };
+    this.running = {
+      tag,
+      mode,
+      startRetired: retired,
+      pauseUs: nowUs() - t0,
+      cpu: readThreadCpu(),
+    };
   }
 
   /** Posts the messages held back from a snapshot instant. */
@@ -306,12 +318,15 @@ class GuestThread {
       this.flushDeferred();
       const guest = side.end();
       this.running = null;
+      const cpu = readThreadCpu();
       port.postMessage({
         type: "snapshot-guest-done",
         tag: run.tag,
         guest,
         pauseUs: run.pauseUs,
         instructionsDuring: this.machine.hart.retired - run.startRetired,
+        cpuNs: cpu !== null && run.cpu !== null ? cpu.runNs - run.cpu.runNs : 0,
+        runQueueNs: cpu !== null && run.cpu !== null ? cpu.waitNs - run.cpu.waitNs : 0,
       });
     }
   }

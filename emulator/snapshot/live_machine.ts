@@ -101,7 +101,13 @@ interface Pending {
   startedAt?: number;
   atInstruction?: number;
   rssBefore?: number;
-  guest?: { guest: GuestSideMetrics; pauseUs: number; instructionsDuring: number };
+  guest?: {
+    guest: GuestSideMetrics;
+    pauseUs: number;
+    instructionsDuring: number;
+    cpuNs: number;
+    runQueueNs: number;
+  };
   writer?: {
     writer: WriterSideMetrics;
     bytesWritten: number;
@@ -347,6 +353,8 @@ export class LiveMachine {
           guest: ev.guest,
           pauseUs: ev.pauseUs,
           instructionsDuring: ev.instructionsDuring,
+          cpuNs: ev.cpuNs,
+          runQueueNs: ev.runQueueNs,
         };
         this.#settle(ev.tag, p);
         break;
@@ -427,6 +435,8 @@ export class LiveMachine {
       bufferPeakBytes: g.guest.bufferPeakBytes,
       guestInstructionsDuring: g.instructionsDuring,
       guestStallUs: Math.round(g.guest.guestStallUs),
+      guestCpuMs: Math.round(g.cpuNs / 1000) / 1000,
+      guestRunQueueMs: Math.round(g.runQueueNs / 1000) / 1000,
       contentDigest: w.contentDigest,
       rssBeforeBytes: p.rssBefore ?? 0,
       rssPeakBytes: mem.peak,

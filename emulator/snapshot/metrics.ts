@@ -44,6 +44,12 @@ export interface SnapshotMetrics {
   guestInstructionsDuring: number;
   /** Time the guest waited for a buffer slot or a page, microseconds (cow). */
   guestStallUs: number;
+  /** The guest thread's time on a CPU while the snapshot was written, milliseconds (Linux; 0
+   * where unknown). With `guestStallUs`, it tells the engine's own cost from other jobs'. */
+  guestCpuMs: number;
+  /** The guest thread's time runnable but waiting for a CPU meanwhile (other threads and other
+   * processes had the cores), milliseconds (Linux; 0 where unknown). */
+  guestRunQueueMs: number;
   /** The file's content digest, lowercase hex. */
   contentDigest: string;
   /** The process's resident memory just before the snapshot, from the OS (0 if unknown). */
@@ -81,4 +87,18 @@ export function resetPeakMemory(): boolean {
 /** Wall-clock milliseconds comparable across threads (each Worker has its own timeOrigin). */
 export function epochMs(): number {
   return performance.timeOrigin + performance.now();
+}
+
+/**
+ * The calling thread's time on a CPU and time spent runnable but waiting for one, in
+ * nanoseconds since it started (Linux `/proc/thread-self/schedstat`); null where unavailable.
+ * On a machine shared with other jobs, the second says how much of a slowdown was theirs.
+ */
+export function readThreadCpu(): { runNs: number; waitNs: number } | null {
+  try {
+    const [run, wait] = Deno.readTextFileSync("/proc/thread-self/schedstat").trim().split(/\s+/);
+    return { runNs: Number(run), waitNs: Number(wait) };
+  } catch {
+    return null;
+  }
 }
