@@ -83,6 +83,50 @@ Deno.test("run --snapshot-at N writes the state `run --stop-at N --digest` print
   }
 });
 
+Deno.test("run --snapshot-every N writes a file at every multiple of N, each holding its instant", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const elf = `${GUESTS}counter.elf`;
+    const r = await livesnap(
+      "run",
+      elf,
+      "--ram",
+      "8M",
+      "--snapshot-every",
+      "700000",
+      "--out",
+      `${dir}/c-{n}.lsnap`,
+      "--mode",
+      "precopy",
+      "--stop-at",
+      "1500000",
+      "--metrics",
+      `${dir}/m.jsonl`,
+    );
+    assertEquals(r.code, 0, r.stderr);
+    const lines = (await Deno.readTextFile(`${dir}/m.jsonl`)).trim().split("\n").map((l) =>
+      JSON.parse(l)
+    );
+    assertEquals(lines.map((m) => m.path), [`${dir}/c-700000.lsnap`, `${dir}/c-1400000.lsnap`]);
+    for (const m of lines) {
+      assertEquals(m.mode, "precopy");
+      // A precopy file holds the state at its final pause, which the metrics name.
+      const direct = await livesnap(
+        "run",
+        elf,
+        "--ram",
+        "8M",
+        "--stop-at",
+        String(m.atInstruction),
+        "--digest",
+      );
+      assertEquals(direct.stdout.trim().split("\n").at(-1), m.contentDigest);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("serveControl() answers snapshot, pause, resume, status, digest and quit; bad requests get an error", async () => {
   const dir = await Deno.makeTempDir();
   try {
