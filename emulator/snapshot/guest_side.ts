@@ -25,6 +25,7 @@ import {
   CTRL_FREE_HEAD,
   CTRL_FREE_SLOTS,
   CTRL_FREE_TAIL,
+  CTRL_FRESH_SLOTS,
   CTRL_GUEST_WAITING,
   CTRL_JOB_SEQ,
   CTRL_PASS_READY,
@@ -251,6 +252,7 @@ export class GuestSnapshotSide {
       Atomics.store(s.ctrl, CTRL_FREE_HEAD, head + 1);
     } else {
       slot = this.#freshSlots++;
+      Atomics.store(s.ctrl, CTRL_FRESH_SLOTS, this.#freshSlots);
     }
     const free = Atomics.sub(s.ctrl, CTRL_FREE_SLOTS, 1) - 1;
     const used = s.slotCount - free;

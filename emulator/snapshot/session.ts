@@ -46,6 +46,9 @@ export const CTRL_JOB_TAG_KIND = 16;
 export const CTRL_JOB_TAG_INDEX = 17;
 /** Bumped by the guest (after everything above is set) to hand a new job to the writer. */
 export const CTRL_JOB_SEQ = 18;
+/** Slots the guest has taken fresh (never used before in this job): the writer faults in the
+ * memory of the next few ahead of it, so the guest's copy does not pay the page fault. */
+export const CTRL_FRESH_SLOTS = 19;
 /** The words reset at each snapshot instant. */
 const CTRL_SESSION_WORDS = 18;
 const CTRL_WORDS = 20;
@@ -136,6 +139,7 @@ export function resetSession(
   Atomics.store(ctrl, CTRL_JOB_SLOTS, slots);
   Atomics.store(ctrl, CTRL_JOB_TAG_KIND, tagKind);
   Atomics.store(ctrl, CTRL_JOB_TAG_INDEX, tagIndex);
+  Atomics.store(ctrl, CTRL_FRESH_SLOTS, 0);
 }
 
 /** One thread's view of a snapshot's shared buffers, for the job set up by the last reset. */

@@ -26,6 +26,7 @@ import {
   CTRL_FINAL_REQUEST,
   CTRL_FREE_SLOTS,
   CTRL_FREE_TAIL,
+  CTRL_FRESH_SLOTS,
   CTRL_PASS_READY,
   CTRL_PASS_REQUEST,
   CTRL_PROGRESS,
@@ -92,6 +93,10 @@ export interface WriterLoopOptions {
   audit?: Uint32Array;
 }
 
+/** Slots faulted in ahead of the guest's next fresh one (2 MiB), and at most per loop step. */
+const PREFAULT_AHEAD = 512;
+const PREFAULT_STEP = 64;
+
 /** Blocks this thread until control word `index` differs from `value` (or `ms` pass). */
 function waitWhile(ctrl: Int32Array, index: number, value: number, ms: number): void {
   Atomics.wait(ctrl, index, value, ms);
@@ -111,6 +116,8 @@ export class SnapshotWriterLoop {
    * page the writer copies lasts one memcpy, not a compression and a write. */
   readonly #staging: Uint8Array;
   #metrics: WriterSideMetrics;
+  readonly #slotWords: Int32Array;
+  #prefaulted = 0;
 
   constructor(
     buffers: SessionBuffers,
@@ -128,6 +135,7 @@ export class SnapshotWriterLoop {
     this.#maxPasses = options.precopyMaxPasses ?? 8;
     this.#audit = options.audit;
     this.#staging = new Uint8Array(4 * this.#batch * PAGE_SIZE);
+    this.#slotWords = new Int32Array(buffers.slots);
     this.#metrics = {
       pagesTotal: this.session.pageCount,
       pagesZero: 0,
@@ -180,6 +188,7 @@ export class SnapshotWriterLoop {
     let written = 0;
     let sweep = 0;
     while (written < pageCount) {
+      this.#prefaultSlots();
       const asked = Atomics.exchange(s.ctrl, CTRL_REQUEST_PAGE, -1);
       if (
         asked >= 0 && tryMovePage(this.session.states, asked, PAGE_PROTECTED, PAGE_COPYING_WRITER)
@@ -210,6 +219,22 @@ export class SnapshotWriterLoop {
       // Sweep done, queue empty, pages missing: the guest is copying some now. Wait for it.
       waitWhile(s.ctrl, CTRL_QUEUE_TAIL, tail, 100);
     }
+  }
+
+  /**
+   * Faults in the memory of the next slots the guest will take fresh, a little ahead of it: a
+   * fresh slot's first write costs a page fault (the kernel zeroes 4 KiB), which this thread
+   * pays instead of the guest. An atomic add of 0 writes without changing anything, even if the
+   * guest has meanwhile taken the slot and copies into it. Never beyond the buffer's size.
+   */
+  #prefaultSlots(): void {
+    const s = this.session;
+    const target = Math.min(s.slotCount, Atomics.load(s.ctrl, CTRL_FRESH_SLOTS) + PREFAULT_AHEAD);
+    const stop = Math.min(target, this.#prefaulted + PREFAULT_STEP);
+    for (let slot = this.#prefaulted; slot < stop; slot++) {
+      Atomics.add(this.#slotWords, slot * (PAGE_SIZE >> 2), 0);
+    }
+    if (stop > this.#prefaulted) this.#prefaulted = stop;
   }
 
   /** Writes queue entries [head, tail) (at most four batches: one record, one flush) and frees
