@@ -81,3 +81,21 @@ export { type UartSink } from "./emulator/devices/uart.ts";
 export { INSTRUCTIONS_PER_TICK, MACHINE_NAME, RAM_BASE } from "./emulator/memory_map.ts";
 export { ElfError, parseElf } from "./emulator/elf.ts";
 export { runGuest, type RunGuestOptions, type RunGuestResult } from "./tools/run.ts";
+export {
+  type CowBufferSize,
+  LiveMachine,
+  type LiveMachineOptions,
+  type SnapshotRequest,
+} from "./emulator/snapshot/live_machine.ts";
+export type { SnapshotMetrics } from "./emulator/snapshot/metrics.ts";
+export type { SnapshotMode } from "./emulator/snapshot/session.ts";
+export { type RestoredMachine, restoreMachine } from "./emulator/snapshot/restore.ts";
+export { saveMachine } from "./emulator/snapshot/save.ts";
+export {
+  machineContentDigest,
+  SnapshotMismatchError,
+  STATE_MIGRATIONS,
+  type StateMigration,
+} from "./emulator/snapshot/machine_state.ts";
+export { restoreSnapshot, type RestoreSnapshotOptions } from "./tools/restore.ts";
+export { controlRequest, serveControl } from "./tools/control.ts";

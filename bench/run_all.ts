@@ -5,6 +5,7 @@
  */
 const BENCHES = [
   "format_bench.ts",
+  "live_snapshot_bench.ts",
 ];
 
 for (const name of BENCHES) {

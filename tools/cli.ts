@@ -15,6 +15,14 @@ interface CommandEntry {
 
 // One line per command; each module lives beside this file as `<name>_command.ts`.
 const COMMANDS: Record<string, CommandEntry> = {
+  restore: {
+    summary: "rebuild a machine from a snapshot and continue it",
+    load: () => import("./restore_command.ts"),
+  },
+  ctl: {
+    summary: "send a command to a running machine's control socket",
+    load: () => import("./ctl_command.ts"),
+  },
   inspect: {
     summary: "describe a snapshot (--json for one JSON object)",
     load: () => import("./inspect_command.ts"),
