@@ -50,7 +50,15 @@ export interface DeviceSection extends SectionHeader {
 export type QemuStreamRecord =
   | { kind: "header"; offset: number; version: number }
   | { kind: "configuration"; offset: number; configuration: QemuConfiguration }
-  | { kind: "ram-blocks"; offset: number; sectionId: number; blocks: RamBlock[] }
+  | {
+    kind: "ram-blocks";
+    offset: number;
+    /** The `ram` section's id, instance and version, from its START header. */
+    sectionId: number;
+    instanceId: number;
+    versionId: number;
+    blocks: RamBlock[];
+  }
   | {
     kind: "page";
     offset: number;

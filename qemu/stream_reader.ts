@@ -164,6 +164,7 @@ export async function* readQemuStream(
           throw new QemuStreamCorruptError("a second RAM section header", offset);
         }
         state.ramSectionId = header.sectionId;
+        state.ramHeader = header;
         yield* readRamData(src, state, offset, type, header.sectionId);
         break;
       }
@@ -201,6 +202,7 @@ class ReaderState {
   pageSize: number;
   ignoreShared = false;
   ramSectionId: number | undefined;
+  ramHeader: SectionHeader | undefined;
   blocks = new Map<string, RamBlock>();
   /** The block of the previous page record, for CONTINUE (kept across sections, as QEMU does). */
   lastBlock: RamBlock | undefined;
@@ -334,7 +336,7 @@ async function* readRamData(
     }
     if (flags === 0) throw new QemuStreamCorruptError("a RAM record with no flags", offset);
     if (flags & RamFlag.MEM_SIZE) {
-      yield await readBlockList(src, state, offset, sectionId, address);
+      yield await readBlockList(src, state, offset, address);
       flags &= ~RamFlag.MEM_SIZE;
     }
     if ((flags & RamFlag.ZERO) && (flags & RamFlag.PAGE)) {
@@ -391,7 +393,6 @@ async function readBlockList(
   src: ByteSource,
   state: ReaderState,
   offset: number,
-  sectionId: number,
   total: number,
 ): Promise<QemuStreamRecord> {
   const blocks: RamBlock[] = [];
@@ -424,7 +425,8 @@ async function readBlockList(
     state.blocks.set(name, block);
     sum += size;
   }
-  return { kind: "ram-blocks", offset, sectionId, blocks };
+  const { sectionId, instanceId, versionId } = state.ramHeader!;
+  return { kind: "ram-blocks", offset, sectionId, instanceId, versionId, blocks };
 }
 
 async function* readVmDescription(
