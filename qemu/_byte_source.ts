@@ -86,7 +86,8 @@ export class ByteSource {
   }
 
   async #read(n: number, what: string): Promise<Uint8Array> {
-    if (!(await this.#fill()) && n > 0) this.#truncated(what, n, 0);
+    const start = this.#offset;
+    if (!(await this.#fill()) && n > 0) this.#truncated(what, n, 0, start);
     if (this.#chunk.length - this.#pos >= n) {
       const out = this.#chunk.subarray(this.#pos, this.#pos + n);
       this.#pos += n;
@@ -96,7 +97,7 @@ export class ByteSource {
     const out = new Uint8Array(n);
     let got = 0;
     while (got < n) {
-      if (!(await this.#fill())) this.#truncated(what, n, got);
+      if (!(await this.#fill())) this.#truncated(what, n, got, start);
       const take = Math.min(n - got, this.#chunk.length - this.#pos);
       out.set(this.#chunk.subarray(this.#pos, this.#pos + take), got);
       this.#pos += take;
@@ -106,10 +107,10 @@ export class ByteSource {
     return out;
   }
 
-  #truncated(what: string, n: number, got: number): never {
+  #truncated(what: string, n: number, got: number, start: number): never {
     throw new QemuStreamTruncatedError(
-      `the stream ends inside ${what} (needed ${n} bytes, ${got} left)`,
-      this.#offset,
+      `the stream ends inside ${what} (${got} of ${n} bytes present)`,
+      start,
     );
   }
 

@@ -14,7 +14,12 @@ interface CommandEntry {
 }
 
 // One line per command; each module lives beside this file as `<name>_command.ts`.
-const COMMANDS: Record<string, CommandEntry> = {};
+const COMMANDS: Record<string, CommandEntry> = {
+  "qemu-inspect": {
+    summary: "summarise a QEMU migration stream",
+    load: () => import("./qemu_inspect_command.ts"),
+  },
+};
 
 function usage(): string {
   const names = Object.keys(COMMANDS).sort();
