@@ -495,7 +495,7 @@ interface TailFrame {
 type AfterFooter =
   | { kind: "section"; frame: TailFrame; commands: TailFrame["commands"] }
   | { kind: "end"; eof: number; vmdesc: number; commands: TailFrame["commands"] }
-  | { kind: "fail"; reason: string; at: number };
+  | { kind: "fail"; reason: string; at: number; truncated?: boolean };
 
 /** Footer candidates tried before giving up on an ambiguous tail. */
 const MAX_FOOTER_TRIES = 100_000;
@@ -521,15 +521,22 @@ function parseAfterFooter(buf: Uint8Array, p: number): AfterFooter {
   const commands: TailFrame["commands"] = [];
   for (;;) {
     if (p >= buf.length) {
-      return { kind: "fail", reason: "the stream ends before its EOF marker", at: p };
+      return {
+        kind: "fail",
+        reason: "the stream ends before its EOF marker",
+        at: p,
+        truncated: true,
+      };
     }
     const type = buf[p];
     if (type === SectionType.COMMAND) {
-      if (p + 5 > buf.length) return { kind: "fail", reason: "a truncated command", at: p };
+      if (p + 5 > buf.length) {
+        return { kind: "fail", reason: "the stream ends inside a command", at: p, truncated: true };
+      }
       const command = (buf[p + 1] << 8) | buf[p + 2];
       const length = (buf[p + 3] << 8) | buf[p + 4];
       if (p + 5 + length > buf.length) {
-        return { kind: "fail", reason: "a truncated command", at: p };
+        return { kind: "fail", reason: "the stream ends inside a command", at: p, truncated: true };
       }
       commands.push({ offset: p, command, data: buf.slice(p + 5, p + 5 + length) });
       p += 5 + length;
@@ -537,22 +544,55 @@ function parseAfterFooter(buf: Uint8Array, p: number): AfterFooter {
     }
     if (type === SectionType.EOF) {
       if (p + 1 === buf.length) return { kind: "end", eof: p, vmdesc: -1, commands };
-      if (buf[p + 1] === SectionType.VMDESCRIPTION && p + 6 <= buf.length) {
-        const length = be32(buf, p + 2);
-        if (p + 6 + length === buf.length) return { kind: "end", eof: p, vmdesc: p + 1, commands };
+      if (buf[p + 1] !== SectionType.VMDESCRIPTION) {
+        return {
+          kind: "fail",
+          reason: "bytes after the EOF marker are not a JSON description",
+          at: p + 1,
+        };
+      }
+      if (p + 6 > buf.length) {
+        return {
+          kind: "fail",
+          reason: "the stream ends inside the JSON description",
+          at: p + 1,
+          truncated: true,
+        };
+      }
+      const end = p + 6 + be32(buf, p + 2);
+      if (end === buf.length) return { kind: "end", eof: p, vmdesc: p + 1, commands };
+      if (end > buf.length) {
+        return {
+          kind: "fail",
+          reason: "the stream ends inside the JSON description",
+          at: p + 1,
+          truncated: true,
+        };
       }
       return {
         kind: "fail",
-        reason: "bytes after the EOF marker are not a JSON description",
-        at: p + 1,
+        reason: `${buf.length - end} stray byte(s) follow the JSON description`,
+        at: end,
       };
     }
     if (type === SectionType.FULL) {
-      if (p + 6 > buf.length) return { kind: "fail", reason: "a truncated section header", at: p };
+      if (p + 6 > buf.length) {
+        return {
+          kind: "fail",
+          reason: "the stream ends inside a section header",
+          at: p,
+          truncated: true,
+        };
+      }
       const sectionId = be32(buf, p + 1);
       const n = buf[p + 5];
       if (p + 6 + n + 8 > buf.length) {
-        return { kind: "fail", reason: "a truncated section header", at: p };
+        return {
+          kind: "fail",
+          reason: "the stream ends inside a section header",
+          at: p,
+          truncated: true,
+        };
       }
       let idstr: string;
       try {
@@ -586,16 +626,41 @@ function parseAfterFooter(buf: Uint8Array, p: number): AfterFooter {
 }
 
 /**
+ * The (idstr, instance) of each device the JSON description at the end of `buf` lists, in
+ * order, or undefined when `buf` does not end with one that parses.
+ */
+function describedDevices(buf: Uint8Array): string[] | undefined {
+  for (let p = buf.length - 6; p >= 0; p--) {
+    if (buf[p] !== SectionType.EOF || buf[p + 1] !== SectionType.VMDESCRIPTION) continue;
+    if (p + 6 + be32(buf, p + 2) !== buf.length || buf[p + 6] !== 0x7b) continue;
+    try {
+      const desc = JSON.parse(decoder.decode(buf.subarray(p + 6))) as VmDescription;
+      return desc.devices.map((d) => `${d.name}\u0000${d.instance_id}`);
+    } catch {
+      return undefined;
+    }
+  }
+  return undefined;
+}
+
+interface TailParse {
+  frames: TailFrame[];
+  end: Extract<AfterFooter, { kind: "end" }>;
+}
+
+/**
  * Splits the in-memory tail into sections. `buf` starts at the first device section's data; its
  * header (already read) starts at `headerOffset` in the stream; `base` is the stream offset of
- * `buf[0]`.
+ * `buf[0]`. When `expected` is given, the sections must be those devices in that order (the JSON
+ * description's list), which settles the rare tail that splits validly in two ways.
  */
-function* readTail(
+function delimitTail(
   buf: Uint8Array,
   base: number,
   headerOffset: number,
   first: SectionHeader,
-): Generator<QemuStreamRecord> {
+  expected: string[] | undefined,
+): TailParse {
   const stack: TailFrame[] = [{
     header: first,
     start: headerOffset - base,
@@ -604,27 +669,30 @@ function* readTail(
     footer: -1,
     commands: [],
   }];
+  const key = (h: SectionHeader) => `${h.idstr}\u0000${h.instanceId}`;
+  if (expected !== undefined && expected[0] !== key(first)) {
+    throw new QemuStreamCorruptError(
+      `device section '${first.idstr}' is not the first device of the JSON description`,
+      headerOffset,
+    );
+  }
   let tries = 0;
-  let deepest: { reason: string; at: number } = {
-    reason: `no footer of section ${first.sectionId} ('${first.idstr}') found`,
+  const noFooter = (h: SectionHeader) =>
+    `section ${h.sectionId} ('${h.idstr}') has no footer: the stream is cut short or damaged`;
+  let deepest: { reason: string; at: number; truncated?: boolean } = {
+    reason: noFooter(first),
     at: headerOffset - base,
   };
-  let end: Extract<AfterFooter, { kind: "end" }> | undefined;
-  while (end === undefined) {
+  for (;;) {
     const top = stack[stack.length - 1];
     if (top === undefined) {
-      throw new QemuStreamCorruptError(
-        `cannot delimit the device sections: ${deepest.reason}`,
-        base + deepest.at,
-      );
+      const Class = deepest.truncated ? QemuStreamTruncatedError : QemuStreamCorruptError;
+      throw new Class(`cannot delimit the device sections: ${deepest.reason}`, base + deepest.at);
     }
     const footer = findFooter(buf, top.header.sectionId, top.searchFrom);
     if (footer < 0) {
-      if (stack.length === 1 || top.start >= deepest.at) {
-        deepest = {
-          reason: `no footer of section ${top.header.sectionId} ('${top.header.idstr}') found`,
-          at: top.start,
-        };
+      if (top.start > deepest.at) {
+        deepest = { reason: noFooter(top.header), at: top.start };
       }
       stack.pop();
       continue;
@@ -642,11 +710,35 @@ function* readTail(
       if (next.at >= deepest.at) deepest = next;
       continue;
     }
+    if (expected !== undefined) {
+      const k = stack.length;
+      const want = next.kind === "section" ? expected[k] : undefined;
+      const got = next.kind === "section" ? key(next.frame.header) : undefined;
+      if (want !== got || (next.kind === "end" && k !== expected.length)) continue;
+    }
     top.commands = next.commands;
     if (next.kind === "section") stack.push(next.frame);
-    else end = next;
+    else return { frames: stack, end: next };
   }
-  for (const frame of stack) {
+}
+
+function* readTail(
+  buf: Uint8Array,
+  base: number,
+  headerOffset: number,
+  first: SectionHeader,
+): Generator<QemuStreamRecord> {
+  const expected = describedDevices(buf);
+  let parse: TailParse;
+  try {
+    parse = delimitTail(buf, base, headerOffset, first, expected);
+  } catch (e) {
+    // A stream whose description leaves a device out still reads, by footers alone.
+    if (expected === undefined || !(e instanceof QemuStreamCorruptError)) throw e;
+    parse = delimitTail(buf, base, headerOffset, first, undefined);
+  }
+  const { frames, end } = parse;
+  for (const frame of frames) {
     const section: DeviceSection = {
       ...frame.header,
       data: buf.slice(frame.dataStart, frame.footer),
