@@ -15,6 +15,8 @@ interface CommandEntry {
 
 // One line per command; each module lives beside this file as `<name>_command.ts`.
 const COMMANDS: Record<string, CommandEntry> = {
+  inspect: { summary: "describe a snapshot (--json for one JSON object)", load: () => import("./inspect_command.ts") },
+  verify: { summary: "check a snapshot's checksums, digests and completeness", load: () => import("./verify_command.ts") },
   "qemu-inspect": {
     summary: "summarise a QEMU migration stream",
     load: () => import("./qemu_inspect_command.ts"),
