@@ -41,7 +41,7 @@ export interface SectionHeader {
 }
 
 /** A device's state section, kept byte for byte. */
-export interface DeviceSection extends SectionHeader {
+export interface QemuDeviceSection extends SectionHeader {
   /** The section's data: everything between its header and its footer. */
   data: Uint8Array;
 }
@@ -81,7 +81,7 @@ export type QemuStreamRecord =
     /** Page records in this section. */
     pages: number;
   }
-  | { kind: "device"; offset: number; section: DeviceSection }
+  | { kind: "device"; offset: number; section: QemuDeviceSection }
   | { kind: "command"; offset: number; command: number; data: Uint8Array }
   | { kind: "eof"; offset: number }
   | { kind: "vmdesc"; offset: number; text: string; description: VmDescription };

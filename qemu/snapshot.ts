@@ -5,7 +5,7 @@
  * @module
  */
 import { QemuStreamCorruptError } from "./errors.ts";
-import type { DeviceSection, QemuConfiguration, RamBlock, VmDescription } from "./model.ts";
+import type { QemuDeviceSection, QemuConfiguration, RamBlock, VmDescription } from "./model.ts";
 import { type ByteInput, readQemuStream, type ReadQemuStreamOptions } from "./stream_reader.ts";
 import { type ByteSink, QemuStreamWriter } from "./stream_writer.ts";
 
@@ -25,7 +25,7 @@ export interface QemuSnapshot {
   /** Pages of each block the stream never sent, by block name. */
   unsentPages: Map<string, number>;
   /** Device sections in stream order. */
-  devices: DeviceSection[];
+  devices: QemuDeviceSection[];
   /** QEMU_VM_COMMAND records among the device sections, each after `afterDevice` sections. */
   commands: { command: number; data: Uint8Array; afterDevice: number }[];
   /** The JSON description text, byte for byte, when the stream has one. */
@@ -63,7 +63,7 @@ export async function readQemuSnapshot(
   const blocks: RamBlock[] = [];
   const pages = new Map<string, Map<number, Uint8Array>>();
   const sent = new Map<string, Uint8Array>();
-  const devices: DeviceSection[] = [];
+  const devices: QemuDeviceSection[] = [];
   const commands: QemuSnapshot["commands"] = [];
   let vmdescText: string | undefined;
   let vmdesc: VmDescription | undefined;

@@ -31,7 +31,7 @@ import {
   QemuStreamUnsupportedError,
 } from "./errors.ts";
 import type {
-  DeviceSection,
+  QemuDeviceSection,
   QemuConfiguration,
   QemuStreamRecord,
   RamBlock,
@@ -739,7 +739,7 @@ function* readTail(
   }
   const { frames, end } = parse;
   for (const frame of frames) {
-    const section: DeviceSection = {
+    const section: QemuDeviceSection = {
       ...frame.header,
       data: buf.slice(frame.dataStart, frame.footer),
     };

@@ -15,7 +15,7 @@ import {
   QemuStreamUnsupportedError,
 } from "./errors.ts";
 import { extractQemuRam } from "./extract_ram.ts";
-import type { DeviceSection, QemuStreamRecord } from "./model.ts";
+import type { QemuDeviceSection, QemuStreamRecord } from "./model.ts";
 import { isQemuStream, readQemuStream } from "./stream_reader.ts";
 import { QemuStreamWriter } from "./stream_writer.ts";
 
@@ -50,7 +50,7 @@ async function readError(bytes: Uint8Array | Uint8Array[]): Promise<QemuStreamEr
 const VIRT_CONFIG = new Uint8Array([7, 0, 0, 0, 4, 0x76, 0x69, 0x72, 0x74]);
 
 async function buildStream(
-  devices: DeviceSection[],
+  devices: QemuDeviceSection[],
   pages: [string, number, Uint8Array | number][] = [],
   vmdesc = '{"page_size": 4096, "devices": []}',
 ): Promise<Uint8Array> {
@@ -72,7 +72,7 @@ async function buildStream(
   return all;
 }
 
-function device(id: number, idstr: string, data: number[]): DeviceSection {
+function device(id: number, idstr: string, data: number[]): QemuDeviceSection {
   return {
     sectionType: 4,
     sectionId: id,

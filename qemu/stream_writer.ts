@@ -16,7 +16,7 @@ import {
   RamFlag,
   SectionType,
 } from "./constants.ts";
-import type { DeviceSection, RamBlock } from "./model.ts";
+import type { QemuDeviceSection, RamBlock } from "./model.ts";
 
 /** Where the writer's bytes go. */
 export type ByteSink = WritableStream<Uint8Array> | { write(chunk: Uint8Array): Promise<unknown> };
@@ -281,7 +281,7 @@ export class QemuStreamWriter {
   }
 
   /** Writes a device section byte for byte (FULL, with its header and footer). */
-  async writeDeviceSection(section: DeviceSection): Promise<void> {
+  async writeDeviceSection(section: QemuDeviceSection): Promise<void> {
     await this.#endRam();
     this.#expect("devices", "a device section");
     if (section.sectionType !== SectionType.FULL) {
