@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { decompress, init } from "@bokuweb/zstd-wasm";
+import { zstdDecompressExact, zstdFrameContentSize } from "../format/_zstd.ts";
 import type { StreamKind } from "./_make_stream.ts";
 
 const DIR = new URL("../tests/fixtures/qemu/", import.meta.url);
@@ -24,8 +24,6 @@ export interface FixtureManifest {
   streams: Record<StreamKind, FixtureFacts>;
 }
 
-let ready: Promise<void> | undefined;
-
 /** The manifest. */
 export async function loadManifest(): Promise<FixtureManifest> {
   return JSON.parse(await Deno.readTextFile(new URL("manifest.json", DIR)));
@@ -33,10 +31,11 @@ export async function loadManifest(): Promise<FixtureManifest> {
 
 /** One fixture stream, decompressed. */
 export async function loadFixture(kind: StreamKind): Promise<Uint8Array> {
-  ready ??= init();
-  await ready;
   const z = await Deno.readFile(new URL(`${kind}.qemu.zst`, DIR));
-  return new Uint8Array(decompress(z));
+  const size = zstdFrameContentSize(z);
+  const out = typeof size === "number" ? zstdDecompressExact(z, size) : size;
+  if (typeof out === "string") throw new Error(`Cannot read fixture ${kind}: ${out}`);
+  return out.slice();
 }
 
 /** SHA-256 in lowercase hex. */

@@ -5,7 +5,7 @@
  * @module
  */
 import { QemuStreamCorruptError } from "./errors.ts";
-import type { QemuDeviceSection, QemuConfiguration, RamBlock, VmDescription } from "./model.ts";
+import type { QemuConfiguration, QemuDeviceSection, RamBlock, VmDescription } from "./model.ts";
 import { type ByteInput, readQemuStream, type ReadQemuStreamOptions } from "./stream_reader.ts";
 import { type ByteSink, QemuStreamWriter } from "./stream_writer.ts";
 

@@ -31,8 +31,8 @@ import {
   QemuStreamUnsupportedError,
 } from "./errors.ts";
 import type {
-  QemuDeviceSection,
   QemuConfiguration,
+  QemuDeviceSection,
   QemuStreamRecord,
   RamBlock,
   SectionHeader,
