@@ -348,7 +348,9 @@ export async function convertLsnapToQemu(
     });
   }
   sections.sort((a, b) => a.order - b.order);
-  const commands = Array.isArray(streamState.commands) ? streamState.commands.filter(isRecord) : [];
+  const commands: Record<string, unknown>[] = Array.isArray(streamState.commands)
+    ? streamState.commands.filter(isRecord)
+    : [];
   const commandsAfter = async (n: number) => {
     for (const c of commands) {
       if (Number(c.afterDevice) === n && c.data instanceof Uint8Array) {
