@@ -349,7 +349,7 @@ export async function convertLsnapToQemu(
   }
   sections.sort((a, b) => a.order - b.order);
   const commands: Record<string, unknown>[] = Array.isArray(streamState.commands)
-    ? streamState.commands.filter(isRecord)
+    ? (streamState.commands as unknown[]).filter(isRecord)
     : [];
   const commandsAfter = async (n: number) => {
     for (const c of commands) {
