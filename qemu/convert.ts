@@ -366,3 +366,66 @@ export async function convertLsnapToQemu(
   await w!.close(typeof streamState.vmdesc === "string" ? streamState.vmdesc : undefined);
   return { bytes: w!.bytesWritten, pageRecords, devices: sections.length };
 }
+
+/**
+ * Writes region `regionName` of an `.lsnap` snapshot to the file `path` as a raw image of the
+ * region's size, reading the snapshot in one pass (the last record of a page wins). The file
+ * appears only once complete.
+ */
+export async function extractLsnapRegionToFile(
+  input: ReadableStream<Uint8Array>,
+  regionName: string,
+  path: string,
+): Promise<{ size: number; pageRecords: number }> {
+  const tmp = `${path}.tmp-${crypto.randomUUID().slice(0, 8)}`;
+  const file = await Deno.open(tmp, { write: true, createNew: true });
+  try {
+    const reader = new SnapshotStreamReader(input);
+    let region = -1;
+    let size = 0;
+    let pageSize = 0;
+    let pageRecords = 0;
+    let nonZero = new Uint8Array(0);
+    const writeAt = async (offset: number, bytes: Uint8Array) => {
+      await file.seek(offset, Deno.SeekMode.Start);
+      let n = 0;
+      while (n < bytes.length) n += await file.write(bytes.subarray(n));
+    };
+    for await (const r of reader.records()) {
+      if (r.kind === "header") {
+        region = r.description.regions.findIndex((x) => x.name === regionName);
+        if (region < 0) {
+          const names = r.description.regions.map((x) => x.name).join(", ");
+          throw new Error(`Cannot extract region '${regionName}': the snapshot has ${names}`);
+        }
+        ({ size, pageSize } = r.description.regions[region]);
+        nonZero = new Uint8Array(size / pageSize);
+        await file.truncate(size);
+      } else if (r.kind === "pages" && r.region === region) {
+        for (let i = 0; i < r.pages.length; i++) {
+          const p = r.pages[i];
+          pageRecords++;
+          if (r.data !== null) {
+            await writeAt(p * pageSize, r.data.subarray(i * pageSize, (i + 1) * pageSize));
+            nonZero[p] = 1;
+          } else if (nonZero[p] === 1) {
+            await writeAt(p * pageSize, new Uint8Array(pageSize));
+            nonZero[p] = 0;
+          }
+        }
+      }
+    }
+    await file.sync();
+    file.close();
+    await Deno.rename(tmp, path);
+    return { size, pageRecords };
+  } catch (e) {
+    try {
+      file.close();
+    } catch {
+      // already closed
+    }
+    await Deno.remove(tmp).catch(() => {});
+    throw e;
+  }
+}

@@ -21,6 +21,10 @@ const COMMANDS: Record<string, CommandEntry> = {
     summary: "summarise a QEMU migration stream",
     load: () => import("./qemu_inspect_command.ts"),
   },
+  "qemu-convert": {
+    summary: "convert a QEMU migration stream to .lsnap, back, or to a raw RAM image",
+    load: () => import("./qemu_convert_command.ts"),
+  },
 };
 
 function usage(): string {
