@@ -36,7 +36,13 @@ export {
   MAX_RECORD_PAYLOAD,
   MAX_TOTAL_PAGES,
 } from "./format/constants.ts";
-export { ChecksumError, CorruptError, LsnapError, TruncatedError, UnsupportedError } from "./format/errors.ts";
+export {
+  ChecksumError,
+  CorruptError,
+  LsnapError,
+  TruncatedError,
+  UnsupportedError,
+} from "./format/errors.ts";
 export type { ErrorLocation } from "./format/errors.ts";
 export type { FormatVersion, MachineDescription, Region } from "./format/header.ts";
 export type { DeviceSection, DeviceSectionInput } from "./format/device_section.ts";
@@ -46,7 +52,12 @@ export { computeContentDigest, ContentDigestBuilder } from "./format/content_dig
 export { SnapshotWriter } from "./format/writer.ts";
 export type { WriterOptions, WriteSummary } from "./format/writer.ts";
 export { readSnapshot, SnapshotStreamReader } from "./format/stream_reader.ts";
-export type { ReadSnapshotOptions, Snapshot, SnapshotRecord, StreamReaderOptions } from "./format/stream_reader.ts";
+export type {
+  ReadSnapshotOptions,
+  Snapshot,
+  SnapshotRecord,
+  StreamReaderOptions,
+} from "./format/stream_reader.ts";
 export { SnapshotFileReader } from "./format/file_reader.ts";
 export type { Trailer } from "./format/trailer.ts";
 export { crc32c, toHex } from "./format/checksum.ts";
@@ -54,3 +65,35 @@ export { inspectSnapshot } from "./tools/inspect.ts";
 export type { ErrorReport, InspectResult } from "./tools/inspect.ts";
 export { verifySnapshot } from "./tools/verify.ts";
 export type { VerifyResult } from "./tools/verify.ts";
+export {
+  convertLsnapToQemu,
+  convertQemuToLsnap,
+  extractLsnapRegionToFile,
+  KNOWN_BLOCK_BASES,
+  QEMU_STREAM_DEVICE_ID,
+} from "./qemu/convert.ts";
+export type { LsnapToQemuSummary, QemuToLsnapOptions, QemuToLsnapSummary } from "./qemu/convert.ts";
+export {
+  QemuStreamCorruptError,
+  QemuStreamError,
+  QemuStreamTruncatedError,
+  QemuStreamUnsupportedError,
+} from "./qemu/errors.ts";
+export { extractQemuRam, extractQemuRamToFile } from "./qemu/extract_ram.ts";
+export { formatQemuSummary, inspectQemuStream } from "./qemu/inspect.ts";
+export type { QemuDeviceSummary, QemuRamBlockSummary, QemuStreamSummary } from "./qemu/inspect.ts";
+export type {
+  QemuConfiguration,
+  QemuDeviceSection,
+  QemuStreamRecord,
+  RamBlock,
+  VmDescription,
+} from "./qemu/model.ts";
+export { readQemuSnapshot, writeQemuSnapshot } from "./qemu/snapshot.ts";
+export type { QemuSnapshot } from "./qemu/snapshot.ts";
+export { isQemuStream, readQemuStream } from "./qemu/stream_reader.ts";
+export type { ByteInput, ReadQemuStreamOptions } from "./qemu/stream_reader.ts";
+export { QemuStreamWriter } from "./qemu/stream_writer.ts";
+export type { ByteSink, QemuStreamWriterOptions } from "./qemu/stream_writer.ts";
+export { decodeVmState } from "./qemu/vmstate_decode.ts";
+export type { VmStateDecoding, VmStateValue } from "./qemu/vmstate_decode.ts";

@@ -282,7 +282,10 @@ function renderValue(v: VmStateValue): string {
  * console.assert(formatQemuSummary(s).includes("machine virt"));
  * ```
  */
-export function formatQemuSummary(s: QemuStreamSummary, options: { fields?: boolean } = {}) {
+export function formatQemuSummary(
+  s: QemuStreamSummary,
+  options: { fields?: boolean } = {},
+): string {
   const lines: string[] = [];
   lines.push(`QEMU migration stream, version ${s.version}, ${s.bytes} bytes`);
   lines.push(

@@ -80,13 +80,13 @@ export function isQemuStream(firstBytes: Uint8Array): boolean {
  * @example
  * ```ts
  * import { readQemuStream } from "./stream_reader.ts";
- * const bytes = await Deno.readFile("tests/fixtures/qemu/paused.qemu.zst").catch(() => null);
- * if (bytes === null) console.log("fixture not present");
- * const empty = new Uint8Array([0x51, 0x45, 0x56, 0x4d, 0, 0, 0, 3]);
+ * import { QemuStreamTruncatedError } from "./errors.ts";
+ * // Magic and version, then nothing: the stream ends where its first section should be.
+ * const cut = new Uint8Array([0x51, 0x45, 0x56, 0x4d, 0, 0, 0, 3]);
  * try {
- *   for await (const _ of readQemuStream(empty)) { }
+ *   for await (const _ of readQemuStream(cut)) { }
  * } catch (e) {
- *   console.assert((e as Error).message.startsWith("Cannot read QEMU stream at byte 8"));
+ *   console.assert(e instanceof QemuStreamTruncatedError && e.offset === 8);
  * }
  * ```
  */
