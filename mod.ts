@@ -99,3 +99,35 @@ export {
 } from "./emulator/snapshot/machine_state.ts";
 export { restoreSnapshot, type RestoreSnapshotOptions } from "./tools/restore.ts";
 export { controlRequest, serveControl } from "./tools/control.ts";
+export {
+  convertLsnapToQemu,
+  convertQemuToLsnap,
+  extractLsnapRegionToFile,
+  KNOWN_BLOCK_BASES,
+  QEMU_STREAM_DEVICE_ID,
+} from "./qemu/convert.ts";
+export type { LsnapToQemuSummary, QemuToLsnapOptions, QemuToLsnapSummary } from "./qemu/convert.ts";
+export {
+  QemuStreamCorruptError,
+  QemuStreamError,
+  QemuStreamTruncatedError,
+  QemuStreamUnsupportedError,
+} from "./qemu/errors.ts";
+export { extractQemuRam, extractQemuRamToFile } from "./qemu/extract_ram.ts";
+export { formatQemuSummary, inspectQemuStream } from "./qemu/inspect.ts";
+export type { QemuDeviceSummary, QemuRamBlockSummary, QemuStreamSummary } from "./qemu/inspect.ts";
+export type {
+  QemuConfiguration,
+  QemuDeviceSection,
+  QemuStreamRecord,
+  RamBlock,
+  VmDescription,
+} from "./qemu/model.ts";
+export { readQemuSnapshot, writeQemuSnapshot } from "./qemu/snapshot.ts";
+export type { QemuSnapshot } from "./qemu/snapshot.ts";
+export { isQemuStream, readQemuStream } from "./qemu/stream_reader.ts";
+export type { ByteInput, ReadQemuStreamOptions } from "./qemu/stream_reader.ts";
+export { QemuStreamWriter } from "./qemu/stream_writer.ts";
+export type { ByteSink, QemuStreamWriterOptions } from "./qemu/stream_writer.ts";
+export { decodeVmState } from "./qemu/vmstate_decode.ts";
+export type { VmStateDecoding, VmStateValue } from "./qemu/vmstate_decode.ts";

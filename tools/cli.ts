@@ -35,6 +35,14 @@ const COMMANDS: Record<string, CommandEntry> = {
     summary: "run a RISC-V guest ELF on the bundled machine",
     load: () => import("./run_command.ts"),
   },
+  "qemu-inspect": {
+    summary: "summarise a QEMU migration stream",
+    load: () => import("./qemu_inspect_command.ts"),
+  },
+  "qemu-convert": {
+    summary: "convert a QEMU migration stream to .lsnap, back, or to a raw RAM image",
+    load: () => import("./qemu_convert_command.ts"),
+  },
 };
 
 function usage(): string {
