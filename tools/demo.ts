@@ -12,7 +12,7 @@ import { LiveMachine } from "../emulator/snapshot/live_machine.ts";
 import type { SnapshotMetrics } from "../emulator/snapshot/metrics.ts";
 import { memstressElf } from "../emulator/guests/memstress_config.ts";
 import { runGuest } from "./run.ts";
-import { machineDigest } from "./machine_digest.ts";
+import { machineContentDigest as machineDigest } from "../emulator/snapshot/machine_state.ts";
 import { inspectSnapshot } from "./inspect.ts";
 import { verifySnapshot } from "./verify.ts";
 

@@ -8,7 +8,7 @@ import { parseArgs } from "@std/cli/parse_args.js";
 import { LsnapError } from "../format/errors.ts";
 import { SnapshotMismatchError } from "../emulator/snapshot/machine_state.ts";
 import { restoreSnapshot } from "./restore.ts";
-import { machineDigest } from "./machine_digest.ts";
+import { machineContentDigest as machineDigest } from "../emulator/snapshot/machine_state.ts";
 import { haltStatus, parseCount, parseCowBuffer, parseMode, runLive } from "./_live_run.ts";
 
 const USAGE = `Usage: livesnap restore FILE [--stop-at N] [--digest]

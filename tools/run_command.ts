@@ -6,7 +6,7 @@
 
 import { parseArgs } from "@std/cli/parse_args.js";
 import { parseRamSize, runGuest } from "./run.ts";
-import { machineDigest } from "./machine_digest.ts";
+import { machineContentDigest as machineDigest } from "../emulator/snapshot/machine_state.ts";
 import { parseCount, parseCowBuffer, parseMode, runLive } from "./_live_run.ts";
 import type { CowBufferSize } from "../emulator/snapshot/live_machine.ts";
 import type { SnapshotMode } from "../emulator/snapshot/session.ts";
