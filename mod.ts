@@ -5,6 +5,52 @@
  * verify and convert snapshots, and a bundled RISC-V machine that takes live snapshots while its
  * guest keeps running.
  *
+ * @example
+ * ```ts
+ * import { readSnapshot, SnapshotWriter } from "./mod.ts";
+ * const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>();
+ * const description = {
+ *   regions: [{ name: "ram", base: 0x8000_0000, size: 1 << 20, pageSize: 4096 }],
+ *   creator: "example",
+ *   createdAt: Date.now(),
+ * };
+ * const writing = (async () => {
+ *   const w = await SnapshotWriter.create(writable, description);
+ *   await w.writePages(0, 42, new Uint8Array(4096).fill(1)); // pages in any order
+ *   return await w.close();
+ * })();
+ * const snapshot = await readSnapshot(readable);
+ * console.assert(snapshot.regions[0][42 * 4096] === 1);
+ * console.assert((await writing).contentDigest.join() === snapshot.contentDigest.join());
+ * ```
+ *
  * @module
  */
 export const VERSION = "0.1.0";
+
+export {
+  DEFAULT_PAGE_SIZE,
+  FORMAT_MAJOR,
+  FORMAT_MINOR,
+  MAX_BATCH_BYTES,
+  MAX_RECORD_PAYLOAD,
+  MAX_TOTAL_PAGES,
+} from "./format/constants.ts";
+export { ChecksumError, CorruptError, LsnapError, TruncatedError, UnsupportedError } from "./format/errors.ts";
+export type { ErrorLocation } from "./format/errors.ts";
+export type { FormatVersion, MachineDescription, Region } from "./format/header.ts";
+export type { DeviceSection, DeviceSectionInput } from "./format/device_section.ts";
+export { decodeDeviceState, encodeDeviceState } from "./format/device_state.ts";
+export type { DeviceStateValue } from "./format/device_state.ts";
+export { computeContentDigest, ContentDigestBuilder } from "./format/content_digest.ts";
+export { SnapshotWriter } from "./format/writer.ts";
+export type { WriterOptions, WriteSummary } from "./format/writer.ts";
+export { readSnapshot, SnapshotStreamReader } from "./format/stream_reader.ts";
+export type { ReadSnapshotOptions, Snapshot, SnapshotRecord, StreamReaderOptions } from "./format/stream_reader.ts";
+export { SnapshotFileReader } from "./format/file_reader.ts";
+export type { Trailer } from "./format/trailer.ts";
+export { crc32c, toHex } from "./format/checksum.ts";
+export { inspectSnapshot } from "./tools/inspect.ts";
+export type { ErrorReport, InspectResult } from "./tools/inspect.ts";
+export { verifySnapshot } from "./tools/verify.ts";
+export type { VerifyResult } from "./tools/verify.ts";

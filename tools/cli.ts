@@ -14,7 +14,10 @@ interface CommandEntry {
 }
 
 // One line per command; each module lives beside this file as `<name>_command.ts`.
-const COMMANDS: Record<string, CommandEntry> = {};
+const COMMANDS: Record<string, CommandEntry> = {
+  inspect: { summary: "describe a snapshot (--json for one JSON object)", load: () => import("./inspect_command.ts") },
+  verify: { summary: "check a snapshot's checksums, digests and completeness", load: () => import("./verify_command.ts") },
+};
 
 function usage(): string {
   const names = Object.keys(COMMANDS).sort();

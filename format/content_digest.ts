@@ -1,0 +1,164 @@
+/**
+ * The content digest: one BLAKE3 value for the guest state a file holds, independent of page
+ * order, duplicates, batching and compression (FORMAT.md §10). Computable while streaming with
+ * 16 bytes per non-zero page, and from memory with {@linkcode computeContentDigest}.
+ *
+ * @module
+ */
+import { ByteBuilder, compareBytes, isZero, utf8 } from "./_bytes.ts";
+import { createBlake3, hashPageInto } from "./checksum.ts";
+import { CONTENT_DIGEST_TAG } from "./constants.ts";
+import { type DeviceSection, type DeviceSectionInput, normalizeDevice } from "./device_section.ts";
+import type { MachineDescription } from "./header.ts";
+
+const CHUNK_PAGES = 4096;
+const HASH_SIZE = 16;
+
+interface Chunk {
+  hashes: Uint8Array;
+  present: Uint8Array;
+}
+
+/**
+ * Accumulates the content digest as pages and device sections arrive in any order; the last
+ * occurrence of a page or of a device (id, instance) wins.
+ *
+ * @example
+ * ```ts
+ * import { ContentDigestBuilder } from "./content_digest.ts";
+ * const d = { regions: [{ name: "ram", base: 0, size: 8192, pageSize: 4096 }], creator: "x", createdAt: 0 };
+ * const b = new ContentDigestBuilder(d);
+ * b.setPage(0, 1, new Uint8Array(4096).fill(7));
+ * const digest = await b.digest();
+ * console.assert(digest.length === 32);
+ * ```
+ */
+export class ContentDigestBuilder {
+  private readonly chunks: (Chunk | undefined)[][];
+  private readonly devices = new Map<string, DeviceSection>();
+  constructor(readonly description: MachineDescription) {
+    this.chunks = description.regions.map(() => []);
+  }
+
+  private chunk(region: number, page: number): Chunk {
+    const list = this.chunks[region];
+    const i = Math.floor(page / CHUNK_PAGES);
+    let c = list[i];
+    if (c === undefined) {
+      c = { hashes: new Uint8Array(CHUNK_PAGES * HASH_SIZE), present: new Uint8Array(CHUNK_PAGES) };
+      list[i] = c;
+    }
+    return c;
+  }
+
+  /** Records a page's final bytes (replacing any earlier occurrence). */
+  setPage(region: number, page: number, bytes: Uint8Array): void {
+    if (isZero(bytes)) {
+      this.clearPage(region, page);
+      return;
+    }
+    const c = this.chunk(region, page);
+    const slot = page % CHUNK_PAGES;
+    hashPageInto(bytes, c.hashes, slot * HASH_SIZE);
+    c.present[slot] = 1;
+  }
+
+  /** Records a page known to be non-zero by its precomputed 16-byte hash. */
+  setPageHash(region: number, page: number, hash: Uint8Array, hashOffset = 0): void {
+    const c = this.chunk(region, page);
+    const slot = page % CHUNK_PAGES;
+    c.hashes.set(hash.subarray(hashOffset, hashOffset + HASH_SIZE), slot * HASH_SIZE);
+    c.present[slot] = 1;
+  }
+
+  /** Records that a page is zero (the same as absent). */
+  clearPage(region: number, page: number): void {
+    const c = this.chunks[region][Math.floor(page / CHUNK_PAGES)];
+    if (c !== undefined) c.present[page % CHUNK_PAGES] = 0;
+  }
+
+  /** Records a device section (replacing an earlier one with the same id and instance). */
+  setDevice(d: DeviceSection): void {
+    this.devices.set(`${d.id}\u0000${d.instance}`, d);
+  }
+
+  /** The digest of everything recorded so far (FORMAT.md §10). */
+  async digest(): Promise<Uint8Array> {
+    const h = await createBlake3();
+    h.init();
+    const head = new ByteBuilder();
+    head.bytes(utf8(CONTENT_DIGEST_TAG)).u8(0).u32(this.description.regions.length);
+    for (const r of this.description.regions) head.str16(r.name).u64(r.base).u64(r.size).u32(r.pageSize);
+    h.update(head.finish());
+    const entry = new Uint8Array(4 + HASH_SIZE);
+    const ev = new DataView(entry.buffer);
+    const count = new Uint8Array(4);
+    for (let r = 0; r < this.chunks.length; r++) {
+      const list = this.chunks[r];
+      let n = 0;
+      for (const c of list) if (c !== undefined) for (let i = 0; i < CHUNK_PAGES; i++) n += c.present[i];
+      new DataView(count.buffer).setUint32(0, n, true);
+      h.update(count);
+      for (let ci = 0; ci < list.length; ci++) {
+        const c = list[ci];
+        if (c === undefined) continue;
+        for (let i = 0; i < CHUNK_PAGES; i++) {
+          if (c.present[i] === 0) continue;
+          ev.setUint32(0, ci * CHUNK_PAGES + i, true);
+          entry.set(c.hashes.subarray(i * HASH_SIZE, (i + 1) * HASH_SIZE), 4);
+          h.update(entry);
+        }
+      }
+    }
+    const devs = [...this.devices.values()].sort((a, b) => compareBytes(utf8(a.id), utf8(b.id)) || a.instance - b.instance);
+    const tail = new ByteBuilder();
+    tail.u32(devs.length);
+    for (const d of devs) {
+      tail.str16(d.id).u32(d.instance).u32(d.version).u8(d.encoding === "cbor" ? 0 : 1);
+      tail.u32(d.description.length).bytes(d.description).u32(d.state.length).bytes(d.state);
+    }
+    h.update(tail.finish());
+    return h.digest("binary");
+  }
+}
+
+/**
+ * Computes the content digest of a machine held in memory: one byte array per region (each
+ * exactly the region's size), plus device sections. Equals the content digest of any snapshot
+ * file holding that state.
+ *
+ * @example
+ * ```ts
+ * import { computeContentDigest } from "./content_digest.ts";
+ * import { encodeDeviceState } from "./device_state.ts";
+ * const description = { regions: [{ name: "ram", base: 0x8000_0000, size: 16384, pageSize: 4096 }], creator: "doc", createdAt: 0 };
+ * const ram = new Uint8Array(16384);
+ * ram[5000] = 1;
+ * const hex = await computeContentDigest(description, [ram], [
+ *   { id: "uart", instance: 0, version: 1, state: encodeDeviceState({ lsr: 0x60 }) },
+ * ]);
+ * console.assert(hex.length === 32);
+ * ```
+ */
+export async function computeContentDigest(
+  description: MachineDescription,
+  regionBytes: Uint8Array[],
+  devices: DeviceSectionInput[],
+): Promise<Uint8Array> {
+  if (regionBytes.length !== description.regions.length) {
+    throw new Error(`Cannot compute content digest: ${regionBytes.length} byte arrays for ${description.regions.length} regions`);
+  }
+  const b = new ContentDigestBuilder(description);
+  description.regions.forEach((r, i) => {
+    const bytes = regionBytes[i];
+    if (bytes.length !== r.size) {
+      throw new Error(`Cannot compute content digest: region '${r.name}' has ${bytes.length} bytes, expected ${r.size}`);
+    }
+    for (let p = 0, off = 0; off < r.size; p++, off += r.pageSize) {
+      const page = bytes.subarray(off, off + r.pageSize);
+      if (!isZero(page)) b.setPage(i, p, page);
+    }
+  });
+  for (const d of devices) b.setDevice(normalizeDevice(d));
+  return await b.digest();
+}
