@@ -15,8 +15,18 @@ interface CommandEntry {
 
 // One line per command; each module lives beside this file as `<name>_command.ts`.
 const COMMANDS: Record<string, CommandEntry> = {
-  inspect: { summary: "describe a snapshot (--json for one JSON object)", load: () => import("./inspect_command.ts") },
-  verify: { summary: "check a snapshot's checksums, digests and completeness", load: () => import("./verify_command.ts") },
+  inspect: {
+    summary: "describe a snapshot (--json for one JSON object)",
+    load: () => import("./inspect_command.ts"),
+  },
+  convert: {
+    summary: "rewrite a snapshot: recompress, reorder, raw images, ELF cores for gdb",
+    load: () => import("./convert_command.ts"),
+  },
+  verify: {
+    summary: "check a snapshot's checksums, digests and completeness",
+    load: () => import("./verify_command.ts"),
+  },
 };
 
 function usage(): string {

@@ -24,7 +24,7 @@ function synthesize(): Uint8Array {
     const kind = next() % 100;
     const page = ram.subarray(p * PAGE, (p + 1) * PAGE);
     if (kind < 60) continue;
-    if (kind < 85) for (let i = 0; i < PAGE; i++) page[i] = text[(i + p) % text.length];
+    if (kind < 85) { for (let i = 0; i < PAGE; i++) page[i] = text[(i + p) % text.length]; }
     else for (let i = 0; i < PAGE; i++) page[i] = next() >>> 24;
   }
   return ram;
@@ -32,7 +32,9 @@ function synthesize(): Uint8Array {
 
 async function verifyFile(label: string, path: string): Promise<void> {
   const r = await verifySnapshot((await Deno.open(path)).readable);
-  console.log(`  verify ${label.padEnd(22)} ${r.ok ? "OK" : `FAILED  ${r.error?.kind}: ${r.error?.message}`}`);
+  console.log(
+    `  verify ${label.padEnd(22)} ${r.ok ? "OK" : `FAILED  ${r.error?.kind}: ${r.error?.message}`}`,
+  );
 }
 
 const dir = await Deno.makeTempDir({ prefix: "livesnap-demo-" });
@@ -44,8 +46,18 @@ try {
     createdAt: Date.now(),
   };
   const devices = [
-    { id: "hart", instance: 0, version: 1, state: encodeDeviceState({ pc: 0x8000_0040, x: Array(32).fill(7) }) },
-    { id: "uart", instance: 0, version: 1, state: encodeDeviceState({ lsr: 0x60, rx: new Uint8Array([104, 105]) }) },
+    {
+      id: "hart",
+      instance: 0,
+      version: 1,
+      state: encodeDeviceState({ pc: 0x8000_0040, x: Array(32).fill(7) }),
+    },
+    {
+      id: "uart",
+      instance: 0,
+      version: 1,
+      state: encodeDeviceState({ lsr: 0x60, rx: new Uint8Array([104, 105]) }),
+    },
   ];
   const order = [...Array(RAM_PAGES).keys()];
   for (let i = order.length - 1; i > 0; i--) {
@@ -62,16 +74,30 @@ try {
   }
   await w.writeDevice(devices[1]);
   const summary = await w.close();
-  console.log(`  ${summary.bytes} bytes (${(100 * summary.bytes / ram.length).toFixed(1)}% of RAM) in ${(performance.now() - t0).toFixed(0)} ms\n`);
+  console.log(
+    `  ${summary.bytes} bytes (${(100 * summary.bytes / ram.length).toFixed(1)}% of RAM) in ${
+      (performance.now() - t0).toFixed(0)
+    } ms\n`,
+  );
 
   console.log("inspect:");
   const info = await inspectSnapshot((await Deno.open(path)).readable);
-  console.log(`  format ${info.formatVersion}, complete ${info.complete}, ${info.records} records, index ${info.indexed}`);
-  console.log(`  pages: ${info.pages.present} present, ${info.pages.zero} zero, in ${info.pages.records} records ${JSON.stringify(info.pages.encodings)}`);
-  console.log(`  devices: ${info.devices.map((d) => `${d.id}#${d.instance} v${d.version}`).join(", ")}`);
+  console.log(
+    `  format ${info.formatVersion}, complete ${info.complete}, ${info.records} records, index ${info.indexed}`,
+  );
+  console.log(
+    `  pages: ${info.pages.present} present, ${info.pages.zero} zero, in ${info.pages.records} records ${
+      JSON.stringify(info.pages.encodings)
+    }`,
+  );
+  console.log(
+    `  devices: ${info.devices.map((d) => `${d.id}#${d.instance} v${d.version}`).join(", ")}`,
+  );
   console.log(`  content digest ${info.digests.content}`);
   const fromMemory = toHex(await computeContentDigest(description, [ram], devices));
-  console.log(`  same digest computed from the machine in memory: ${fromMemory === info.digests.content}\n`);
+  console.log(
+    `  same digest computed from the machine in memory: ${fromMemory === info.digests.content}\n`,
+  );
 
   const reader = await SnapshotFileReader.open(path);
   const probe = order[17];

@@ -67,6 +67,11 @@ export interface ElfCoreOptions {
   alignment?: number;
   /** `pr_pid` in the status note; default 1. */
   pid?: number;
+  /**
+   * File offset of the first region's bytes (default: the header's end, aligned). Lets a writer
+   * fix where the data goes before it knows whether there will be a register note.
+   */
+  dataOffset?: number;
 }
 
 /** Where everything goes in the core file. */
@@ -159,6 +164,14 @@ export function layoutElfCore(
   const noteOffset = ELF32_EHDR_SIZE + phnum * ELF32_PHDR_SIZE;
   const headerSize = noteOffset + note.length;
   let offset = align(headerSize, alignment);
+  if (options.dataOffset !== undefined) {
+    if (options.dataOffset < headerSize || options.dataOffset % alignment !== 0) {
+      throw new RangeError(
+        `Cannot build ELF core: data offset ${options.dataOffset} is inside the ${headerSize}-byte header or not aligned to ${alignment}`,
+      );
+    }
+    offset = options.dataOffset;
+  }
   const placed = segments.map((s) => {
     checkU32(s.address, "address");
     checkU32(s.size, "size");

@@ -54,7 +54,9 @@ export interface InspectResult {
 
 /** Turns an error into a report, rethrowing anything that is not a format error. */
 export function reportError(e: unknown): ErrorReport {
-  if (e instanceof LsnapError) return { kind: e.name, message: e.message, offset: e.offset, recordIndex: e.recordIndex };
+  if (e instanceof LsnapError) {
+    return { kind: e.name, message: e.message, offset: e.offset, recordIndex: e.recordIndex };
+  }
   throw e;
 }
 
@@ -96,7 +98,9 @@ export async function inspectSnapshot(stream: ReadableStream<Uint8Array>): Promi
           }
           chunk[p & 4095] = r.data === null || isZeroPage(r.data, i * ps, ps) ? 1 : 2;
         }
-      } else if (r.kind === "device") devices.set(`${r.device.id}\u0000${r.device.instance}`, r.device);
+      } else if (r.kind === "device") {
+        devices.set(`${r.device.id}\u0000${r.device.instance}`, r.device);
+      }
     }
   } catch (e) {
     error = reportError(e);
@@ -118,8 +122,16 @@ export async function inspectSnapshot(stream: ReadableStream<Uint8Array>): Promi
     complete: reader.complete && error === null,
     creator: d?.creator ?? null,
     createdAt: d ? new Date(d.createdAt).toISOString() : null,
-    regions: d?.regions.map((r) => ({ name: r.name, base: r.base, size: r.size, pageSize: r.pageSize })) ?? [],
-    pages: { present, zero, records: reader.counts.pageRecords, duplicates: occurrences - present, encodings },
+    regions:
+      d?.regions.map((r) => ({ name: r.name, base: r.base, size: r.size, pageSize: r.pageSize })) ??
+        [],
+    pages: {
+      present,
+      zero,
+      records: reader.counts.pageRecords,
+      duplicates: occurrences - present,
+      encodings,
+    },
     devices: sortDevices([...devices.values()]).map((x) => ({
       id: x.id,
       instance: x.instance,

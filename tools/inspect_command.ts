@@ -32,7 +32,11 @@ function text(r: InspectResult): string {
     `creator    ${r.creator ?? "?"}`,
     `created    ${r.createdAt ?? "?"}`,
     `regions    ${r.regions.length}`,
-    ...r.regions.map((x) => `  ${x.name.padEnd(10)} base ${hex(x.base)}  size ${x.size} (${x.size / x.pageSize} pages of ${x.pageSize})`),
+    ...r.regions.map((x) =>
+      `  ${x.name.padEnd(10)} base ${hex(x.base)}  size ${x.size} (${
+        x.size / x.pageSize
+      } pages of ${x.pageSize})`
+    ),
     `pages      ${r.pages.present} present, ${r.pages.zero} zero, ${r.pages.duplicates} duplicates, in ${r.pages.records} records (zero ${r.pages.encodings.zero}, raw ${r.pages.encodings.raw}, zstd ${r.pages.encodings.zstd})`,
     `devices    ${r.devices.length}`,
     ...r.devices.map((d) => `  ${d.id}#${d.instance} v${d.version} ${d.encoding} ${d.bytes} bytes`),
@@ -55,7 +59,11 @@ export async function main(args: string[]): Promise<number> {
   }
   const files = flags._.map(String);
   if (unknown.length > 0 || files.length !== 1) {
-    console.error(`livesnap inspect: ${unknown.length ? `unknown option ${unknown[0]}` : "expected one FILE"}\n\n${USAGE}`);
+    console.error(
+      `livesnap inspect: ${
+        unknown.length ? `unknown option ${unknown[0]}` : "expected one FILE"
+      }\n\n${USAGE}`,
+    );
     return 2;
   }
   let result: InspectResult;

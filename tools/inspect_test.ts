@@ -3,7 +3,10 @@ import { assert, assertEquals, assertStringIncludes } from "@std/assert/mod.js";
 const cli = new URL("./cli.ts", import.meta.url).pathname;
 const fixture = new URL("../tests/fixtures/v1_duplicates_noindex.lsnap", import.meta.url).pathname;
 
-async function run(args: string[], stdin?: Uint8Array): Promise<{ code: number; out: string; err: string }> {
+async function run(
+  args: string[],
+  stdin?: Uint8Array,
+): Promise<{ code: number; out: string; err: string }> {
   const p = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", cli, ...args],
     stdin: stdin ? "piped" : "null",
@@ -16,7 +19,11 @@ async function run(args: string[], stdin?: Uint8Array): Promise<{ code: number; 
     await w.close();
   }
   const o = await p.output();
-  return { code: o.code, out: new TextDecoder().decode(o.stdout), err: new TextDecoder().decode(o.stderr) };
+  return {
+    code: o.code,
+    out: new TextDecoder().decode(o.stdout),
+    err: new TextDecoder().decode(o.stderr),
+  };
 }
 
 Deno.test("livesnap inspect --json prints the documented fields, from a file and from stdin", async () => {

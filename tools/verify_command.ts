@@ -33,7 +33,11 @@ export async function main(args: string[]): Promise<number> {
   }
   const files = flags._.map(String);
   if (unknown.length > 0 || files.length !== 1) {
-    console.error(`livesnap verify: ${unknown.length ? `unknown option ${unknown[0]}` : "expected one FILE"}\n\n${USAGE}`);
+    console.error(
+      `livesnap verify: ${
+        unknown.length ? `unknown option ${unknown[0]}` : "expected one FILE"
+      }\n\n${USAGE}`,
+    );
     return 2;
   }
   let result: VerifyResult;
@@ -45,7 +49,8 @@ export async function main(args: string[]): Promise<number> {
     return 2;
   }
   if (flags.json) console.log(JSON.stringify(result, null, 2));
-  else if (result.ok) console.log(`${files[0]}: OK (${result.records} records, content ${result.digests.content})`);
-  else console.log(`${files[0]}: FAILED: ${result.error?.message ?? "incomplete"}`);
+  else if (result.ok) {
+    console.log(`${files[0]}: OK (${result.records} records, content ${result.digests.content})`);
+  } else console.log(`${files[0]}: FAILED: ${result.error?.message ?? "incomplete"}`);
   return result.ok ? 0 : 1;
 }
