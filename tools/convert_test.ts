@@ -317,7 +317,7 @@ Deno.test("convertSnapshot() fails on a damaged input and leaves no output", asy
       await t.step(`bad CRC to ${to}`, async () => {
         const e = await assertRejects(
           () => convertSnapshot(`${dir}/flipped.lsnap`, `${dir}/out`, { to }),
-          CorruptError,
+          ChecksumError,
         );
         assertMatch(e.message, /record \d+ at byte \d+/);
       });
