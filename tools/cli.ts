@@ -15,6 +15,10 @@ interface CommandEntry {
 
 // One line per command; each module lives beside this file as `<name>_command.ts`.
 const COMMANDS: Record<string, CommandEntry> = {
+  diff: {
+    summary: "compare two snapshots: differing pages per region, device fields",
+    load: () => import("./diff_command.ts"),
+  },
   inspect: {
     summary: "describe a snapshot (--json for one JSON object)",
     load: () => import("./inspect_command.ts"),
