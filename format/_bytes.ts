@@ -54,6 +54,21 @@ export class ByteCursor {
     if (hi >= 0x20_0000) this.fail(`${what} ${hi * 2 ** 32 + lo} is 2^53 or more`);
     return hi * 2 ** 32 + lo;
   }
+  /** An unsigned LEB128 varint of at most 5 bytes (values below 2^35). */
+  varint(what: string): number {
+    let v = 0;
+    let scale = 1;
+    for (let i = 0; i < 5; i++) {
+      const b = this.u8(what);
+      v += (b & 0x7f) * scale;
+      if ((b & 0x80) === 0) {
+        if (i > 0 && b === 0) this.fail(`${what} is a non-minimal varint`);
+        return v;
+      }
+      scale *= 128;
+    }
+    return this.fail(`${what} is a varint longer than 5 bytes`);
+  }
   take(n: number, what: string): Uint8Array {
     this.need(n, what);
     const out = this.bytes.subarray(this.pos, this.pos + n);
@@ -119,6 +134,16 @@ export class ByteBuilder {
     this.view.setUint32(this.length, v % 2 ** 32, true);
     this.view.setUint32(this.length + 4, Math.floor(v / 2 ** 32), true);
     this.length += 8;
+    return this;
+  }
+  /** An unsigned LEB128 varint (value below 2^35). */
+  varint(v: number): this {
+    this.ensure(5);
+    while (v >= 0x80) {
+      this.buf[this.length++] = (v % 128) | 0x80;
+      v = Math.floor(v / 128);
+    }
+    this.buf[this.length++] = v;
     return this;
   }
   bytes(b: Uint8Array): this {

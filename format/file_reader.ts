@@ -135,6 +135,21 @@ export class SnapshotFileReader {
     return this.scanned?.get(region, page) ?? -1;
   }
 
+  private async loadPageRecord(region: number, at: number): Promise<{ pages: Uint32Array; data: Uint8Array | null }> {
+    if (this.cache?.offset === at) return this.cache;
+    const rec = await readRecordAt(this.file, this.size, at, -1);
+    const fail = (reason: string): never => {
+      throw new CorruptError(reason, { offset: at, recordIndex: -1 });
+    };
+    if (rec.type !== RecordType.PAGES) fail(`index points at a ${recordTypeName(rec.type)} record, not PAGES`);
+    const head = decodePageRecord(rec.payload, this.description.regions, at, -1);
+    if (head.region !== region) fail(`index points at a record of region ${head.region}, not ${region}`);
+    const pageSize = this.description.regions[region].pageSize;
+    const data = expandPageData(head, pageSize, at, -1, fail);
+    this.cache = { offset: at, pages: head.pages, data };
+    return this.cache;
+  }
+
   /** A page's bytes (zeros when the page never appears). */
   async readPage(region: number, page: number): Promise<Uint8Array> {
     const r = this.description.regions[region];
@@ -143,18 +158,7 @@ export class SnapshotFileReader {
     }
     const at = this.pageRecordOffset(region, page);
     if (at < 0) return new Uint8Array(r.pageSize);
-    if (this.cache?.offset !== at) {
-      const rec = await readRecordAt(this.file, this.size, at, -1);
-      const fail = (reason: string) => {
-        throw new CorruptError(reason, { offset: at, recordIndex: -1 });
-      };
-      if (rec.type !== RecordType.PAGES) fail(`index points at a ${recordTypeName(rec.type)} record, not PAGES`);
-      const head = decodePageRecord(rec.payload, this.description.regions, at, -1);
-      if (head.region !== region) fail(`index points at a record of region ${head.region}, not ${region}`);
-      const data = expandPageData(head, r.pageSize, at, -1, (reason) => fail(reason));
-      this.cache = { offset: at, pages: head.pages, data };
-    }
-    const { pages, data } = this.cache!;
+    const { pages, data } = await this.loadPageRecord(region, at);
     let pos = -1;
     for (let i = pages.length - 1; i >= 0; i--) {
       if (pages[i] === page) {
@@ -166,12 +170,23 @@ export class SnapshotFileReader {
     return data === null ? new Uint8Array(r.pageSize) : data.slice(pos * r.pageSize, (pos + 1) * r.pageSize);
   }
 
-  /** A whole region's bytes. */
+  /** A whole region's bytes; reads each record that holds a last occurrence once. */
   async readRegion(region: number): Promise<Uint8Array> {
     const r = this.description.regions[region];
+    if (r === undefined) throw new RangeError(`Cannot read region ${region}: no such region`);
     const out = new Uint8Array(r.size);
+    const offsets = new Set<number>();
     for (let p = 0; p < r.size / r.pageSize; p++) {
-      if (this.pageRecordOffset(region, p) >= 0) out.set(await this.readPage(region, p), p * r.pageSize);
+      const at = this.pageRecordOffset(region, p);
+      if (at >= 0) offsets.add(at);
+    }
+    for (const at of [...offsets].sort((a, b) => a - b)) {
+      const { pages, data } = await this.loadPageRecord(region, at);
+      if (data === null) continue;
+      for (let i = 0; i < pages.length; i++) {
+        if (this.pageRecordOffset(region, pages[i]) !== at) continue;
+        out.set(data.subarray(i * r.pageSize, (i + 1) * r.pageSize), pages[i] * r.pageSize);
+      }
     }
     return out;
   }

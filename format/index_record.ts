@@ -5,9 +5,11 @@
  * @module
  */
 import { ByteBuilder, ByteCursor } from "./_bytes.ts";
+import { zstdCompress, zstdDecompressExact } from "./_zstd.ts";
+import { MAX_RECORD_PAYLOAD } from "./constants.ts";
 
-/** Bytes per page entry: region u16, reserved u16, page u32, record offset u64. */
-export const PAGE_ENTRY_SIZE = 16;
+/** Bytes per page entry in the index body: region u16, page delta u32, record offset u64. */
+export const PAGE_ENTRY_SIZE = 14;
 /** Bytes per device entry: record offset u64. */
 export const DEVICE_ENTRY_SIZE = 8;
 
@@ -23,19 +25,38 @@ export interface SnapshotIndex {
   deviceOffsets: Float64Array;
 }
 
-/** Encodes an INDEX payload; entries must already be sorted by (region, page). */
-export function encodeIndex(index: SnapshotIndex): Uint8Array {
-  const n = index.pages.length;
-  const b = new ByteBuilder(8 + n * PAGE_ENTRY_SIZE + index.deviceOffsets.length * DEVICE_ENTRY_SIZE);
-  b.u32(n).u32(index.deviceOffsets.length);
-  for (let i = 0; i < n; i++) b.u16(index.regions[i]).u16(0).u32(index.pages[i]).u64(index.pageOffsets[i]);
-  for (const o of index.deviceOffsets) b.u64(o);
-  return b.finish();
+/** Size of the index body for `n` page entries and `d` device entries. */
+export function indexBodySize(n: number, d: number): number {
+  return 8 + n * PAGE_ENTRY_SIZE + d * DEVICE_ENTRY_SIZE;
 }
 
 /**
- * Decodes an INDEX payload. Checks the counts against the payload length before allocating, that
- * entries are strictly sorted, and that offsets lie before `limit` (the index's own offset).
+ * Encodes an INDEX payload (FORMAT.md §8): a column-wise body, zstd-compressed when that is
+ * smaller. Entries must already be sorted by (region, page).
+ */
+export function encodeIndex(index: SnapshotIndex): Uint8Array {
+  const n = index.pages.length;
+  const d = index.deviceOffsets.length;
+  const b = new ByteBuilder(indexBodySize(n, d));
+  b.u32(n).u32(d);
+  for (let i = 0; i < n; i++) b.u16(index.regions[i]);
+  for (let i = 0; i < n; i++) {
+    const sameRegion = i > 0 && index.regions[i] === index.regions[i - 1];
+    b.u32(sameRegion ? index.pages[i] - index.pages[i - 1] : index.pages[i]);
+  }
+  for (let i = 0; i < n; i++) b.u64(index.pageOffsets[i]);
+  for (const o of index.deviceOffsets) b.u64(o);
+  const body = b.finish();
+  const z = zstdCompress(body, 3);
+  const compressed = z.length < body.length;
+  return new ByteBuilder(5 + body.length).u8(compressed ? 1 : 0).u32(body.length).bytes(compressed ? z : body)
+    .finish();
+}
+
+/**
+ * Decodes an INDEX payload. Checks the declared sizes against the cap and the payload before
+ * allocating, that entries are strictly sorted, and that offsets lie before `limit` (the index's
+ * own offset).
  */
 export function decodeIndex(
   payload: Uint8Array,
@@ -44,25 +65,43 @@ export function decodeIndex(
   offset: number,
   recordIndex: number,
 ): SnapshotIndex {
-  const c = new ByteCursor(payload, offset, recordIndex);
+  const outer = new ByteCursor(payload, offset, recordIndex);
+  const compression = outer.u8("index compression");
+  const bodyLength = outer.u32("index body length");
+  if (compression > 1) outer.fail(`unknown index compression ${compression}`);
+  if (bodyLength > MAX_RECORD_PAYLOAD) outer.fail(`index body of ${bodyLength} bytes exceeds the cap of ${MAX_RECORD_PAYLOAD}`);
+  let body = outer.rest();
+  if (compression === 1) {
+    const out = zstdDecompressExact(body, bodyLength);
+    if (typeof out === "string") return outer.fail(out);
+    body = out;
+  } else if (body.length !== bodyLength) outer.fail(`index body is ${body.length} bytes, declared ${bodyLength}`);
+  const c = new ByteCursor(body, offset, recordIndex);
   const n = c.u32("page entry count");
   const d = c.u32("device entry count");
-  if (n * PAGE_ENTRY_SIZE + d * DEVICE_ENTRY_SIZE !== c.remaining) {
-    c.fail(`${n} page and ${d} device entries do not fill the ${c.remaining} bytes that remain`);
+  if (indexBodySize(n, d) !== body.length) {
+    c.fail(`${n} page and ${d} device entries do not fill the ${body.length}-byte index body`);
   }
   const regions = new Uint16Array(n);
   const pages = new Uint32Array(n);
   const pageOffsets = new Float64Array(n);
   for (let i = 0; i < n; i++) {
     const r = c.u16("entry region");
-    c.u16("reserved");
-    const p = c.u32("entry page");
-    const o = c.u64("entry offset");
-    if (r >= regionPageCounts.length || p >= regionPageCounts[r]) c.fail(`index entry ${i} names page ${p} of region ${r}, which does not exist`);
-    if (i > 0 && (r < regions[i - 1] || (r === regions[i - 1] && p <= pages[i - 1]))) c.fail(`index entry ${i} is out of order`);
-    if (o >= limit) c.fail(`index entry ${i} points at byte ${o}, not before the index at ${limit}`);
+    if (r >= regionPageCounts.length) c.fail(`index entry ${i} names region ${r}, which does not exist`);
+    if (i > 0 && r < regions[i - 1]) c.fail(`index entry ${i} is out of order`);
     regions[i] = r;
+  }
+  for (let i = 0; i < n; i++) {
+    const v = c.u32("entry page");
+    const sameRegion = i > 0 && regions[i] === regions[i - 1];
+    if (sameRegion && v === 0) c.fail(`index entry ${i} repeats a page`);
+    const p = sameRegion ? pages[i - 1] + v : v;
+    if (p >= regionPageCounts[regions[i]]) c.fail(`index entry ${i} names page ${p} of region ${regions[i]}, which does not exist`);
     pages[i] = p;
+  }
+  for (let i = 0; i < n; i++) {
+    const o = c.u64("entry offset");
+    if (o >= limit) c.fail(`index entry ${i} points at byte ${o}, not before the index at ${limit}`);
     pageOffsets[i] = o;
   }
   const deviceOffsets = new Float64Array(d);

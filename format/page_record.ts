@@ -35,11 +35,19 @@ export function encodePageRecord(
   const n = pages.length;
   let run = true;
   for (let i = 1; i < n && run; i++) if (pages[i] !== pages[0] + i) run = false;
-  const b = new ByteBuilder(12 + (run ? 4 : 4 * n) + data.length);
+  const b = new ByteBuilder(12 + (run ? 4 : 5 * n) + data.length);
   b.u16(region).u8(PageEncoding[encoding.toUpperCase() as "ZERO" | "RAW" | "ZSTD"]);
   b.u8(run ? PageAddressing.RUN : PageAddressing.LIST).u32(n);
   if (run) b.u32(pages[0]);
-  else for (let i = 0; i < n; i++) b.u32(pages[i]);
+  else {
+    // FORMAT.md §6.1: each entry is the zigzag-encoded difference from the previous page number.
+    let prev = 0;
+    for (let i = 0; i < n; i++) {
+      const delta = pages[i] - prev;
+      b.varint(delta >= 0 ? delta * 2 : -delta * 2 - 1);
+      prev = pages[i];
+    }
+  }
   b.bytes(data);
   return b.finish();
 }
@@ -75,10 +83,15 @@ export function decodePageRecord(
     pages = new Uint32Array(count);
     for (let i = 0; i < count; i++) pages[i] = first + i;
   } else {
-    c.need(count * 4, "page list");
+    // Every entry takes at least one byte: check before allocating.
+    c.need(count, "page list");
     pages = new Uint32Array(count);
+    let prev = 0;
     for (let i = 0; i < count; i++) {
-      const p = c.u32("page number");
+      const z = c.varint("page delta");
+      const p = prev + (z % 2 === 0 ? z / 2 : -(z + 1) / 2);
+      prev = p;
+      if (p < 0) c.fail(`page delta makes page number ${p} negative`);
       if (p >= regionPages) c.fail(`page ${p} is past the end of region '${r.name}' (${regionPages} pages)`);
       pages[i] = p;
     }

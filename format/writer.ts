@@ -18,7 +18,7 @@ import { ContentDigestBuilder } from "./content_digest.ts";
 import { type DeviceSectionInput, encodeDeviceSection, normalizeDevice } from "./device_section.ts";
 import { encodeFooter } from "./footer.ts";
 import { encodeHeader, encodePrologue, type MachineDescription, validateDescription } from "./header.ts";
-import { DEVICE_ENTRY_SIZE, encodeIndex, PAGE_ENTRY_SIZE } from "./index_record.ts";
+import { encodeIndex, indexBodySize } from "./index_record.ts";
 import { encodePageRecord, type PageEncodingName } from "./page_record.ts";
 import { encodeRecord } from "./record.ts";
 import { encodeTrailer } from "./trailer.ts";
@@ -402,7 +402,7 @@ export class SnapshotWriter {
     if (!this.wantIndex) return 0;
     let n = 0;
     for (const o of this.pageOffsets) if (o !== undefined) for (let i = 0; i < o.length; i++) if (o[i] !== 0) n++;
-    if (8 + n * PAGE_ENTRY_SIZE + this.deviceOffsets.size * DEVICE_ENTRY_SIZE > MAX_RECORD_PAYLOAD) return 0;
+    if (indexBodySize(n, this.deviceOffsets.size) > MAX_RECORD_PAYLOAD) return 0;
     const regions = new Uint16Array(n);
     const pages = new Uint32Array(n);
     const pageOffsets = new Float64Array(n);

@@ -1,0 +1,15 @@
+/**
+ * `deno task bench`: runs every benchmark script in turn. Add one line per benchmark.
+ *
+ * @module
+ */
+const BENCHES = [
+  "format_bench.ts",
+];
+
+for (const name of BENCHES) {
+  console.log(`\n## ${name}\n`);
+  const path = new URL(`./${name}`, import.meta.url).pathname;
+  const o = await new Deno.Command(Deno.execPath(), { args: ["run", "-A", path], stdout: "inherit", stderr: "inherit" }).output();
+  if (!o.success) Deno.exit(o.code || 1);
+}
