@@ -27,9 +27,12 @@ function synthesize(): Uint8Array {
     s ^= s << 5;
     return s >>> 0;
   };
-  const vocab = ("the of and to in is was for on that with as by at from kernel page memory guest " +
-    "snapshot device queue buffer interrupt timer virtio block console return error static const " +
-    "struct void int unsigned while if else printf malloc free").split(" ").map((w) => new TextEncoder().encode(w + " "));
+  const vocab =
+    ("the of and to in is was for on that with as by at from kernel page memory guest " +
+      "snapshot device queue buffer interrupt timer virtio block console return error static const " +
+      "struct void int unsigned while if else printf malloc free").split(" ").map((w) =>
+        new TextEncoder().encode(w + " ")
+      );
   for (let p = 0; p < PAGES; p++) {
     const kind = next() % 100;
     const page = ram.subarray(p * PAGE, (p + 1) * PAGE);
@@ -71,7 +74,9 @@ const dir = await Deno.makeTempDir({ prefix: "livesnap-bench-" });
 try {
   const ram = synthesize();
   let zero = 0;
-  for (let p = 0; p < PAGES; p++) if (ram.subarray(p * PAGE, (p + 1) * PAGE).every((b) => b === 0)) zero++;
+  for (let p = 0; p < PAGES; p++) {
+    if (ram.subarray(p * PAGE, (p + 1) * PAGE).every((b) => b === 0)) zero++;
+  }
   const image = `${dir}/ram.img`;
   await Deno.writeFile(image, ram);
   const description = {
@@ -89,7 +94,10 @@ try {
   }
 
   const results: { what: string; seconds: number; bytes?: number }[] = [];
-  results.push({ what: "`cat` raw image > file", seconds: await median(() => sh(`cat ${image} > ${dir}/copy.img`)) });
+  results.push({
+    what: "`cat` raw image > file",
+    seconds: await median(() => sh(`cat ${image} > ${dir}/copy.img`)),
+  });
   results.push({
     what: "`zstd -1` raw image > file",
     seconds: await median(() => sh(`zstd -1 -q -f ${image} -o ${dir}/ram.zst`)),
@@ -97,16 +105,26 @@ try {
   });
   const writeOrdered = async () => {
     const w = await SnapshotWriter.createFile(snap, description);
-    for (let p = 0; p < PAGES; p += 256) await w.writePages(0, p, ram.subarray(p * PAGE, (p + 256) * PAGE));
+    for (let p = 0; p < PAGES; p += 256) {
+      await w.writePages(0, p, ram.subarray(p * PAGE, (p + 256) * PAGE));
+    }
     await w.close();
   };
-  results.push({ what: "SnapshotWriter, address order, 1 MiB calls", seconds: await median(writeOrdered), bytes: (await Deno.stat(snap)).size });
+  results.push({
+    what: "SnapshotWriter, address order, 1 MiB calls",
+    seconds: await median(writeOrdered),
+    bytes: (await Deno.stat(snap)).size,
+  });
   const writeRandom = async () => {
     const w = await SnapshotWriter.createFile(`${dir}/random.lsnap`, description);
     for (const p of order) await w.writePages(0, p, ram.subarray(p * PAGE, (p + 1) * PAGE));
     await w.close();
   };
-  results.push({ what: "SnapshotWriter, random order, 1 page calls", seconds: await median(writeRandom), bytes: (await Deno.stat(`${dir}/random.lsnap`)).size });
+  results.push({
+    what: "SnapshotWriter, random order, 1 page calls",
+    seconds: await median(writeRandom),
+    bytes: (await Deno.stat(`${dir}/random.lsnap`)).size,
+  });
   results.push({
     what: "`zstd -d` of the `zstd -1` file > file",
     seconds: await median(() => sh(`zstd -d -q -f ${dir}/ram.zst -o ${dir}/back.img`)),
@@ -128,15 +146,25 @@ try {
   });
 
   const zstd = results[1];
-  console.log(`Machine: ${MIB} MiB, ${PAGES} pages: ${(100 * zero / PAGES).toFixed(1)}% zero, ~25% text-like, ~15% random; median of ${RUNS} runs.\n`);
-  console.log("| operation | seconds | MB/s of guest RAM | vs `zstd -1` | output bytes | vs `zstd -1` size |");
+  console.log(
+    `Machine: ${MIB} MiB, ${PAGES} pages: ${
+      (100 * zero / PAGES).toFixed(1)
+    }% zero, ~25% text-like, ~15% random; median of ${RUNS} runs.\n`,
+  );
+  console.log(
+    "| operation | seconds | MB/s of guest RAM | vs `zstd -1` | output bytes | vs `zstd -1` size |",
+  );
   console.log("|---|---:|---:|---:|---:|---:|");
   for (const r of results) {
     const mbs = ram.length / 1e6 / r.seconds;
     const speed = (zstd.seconds / r.seconds).toFixed(2);
     const size = r.bytes === undefined ? "" : String(r.bytes);
     const ratio = r.bytes === undefined ? "" : (r.bytes / zstd.bytes!).toFixed(3);
-    console.log(`| ${r.what} | ${r.seconds.toFixed(3)} | ${mbs.toFixed(0)} | ${speed}× | ${size} | ${ratio} |`);
+    console.log(
+      `| ${r.what} | ${r.seconds.toFixed(3)} | ${
+        mbs.toFixed(0)
+      } | ${speed}× | ${size} | ${ratio} |`,
+    );
   }
 } finally {
   await Deno.remove(dir, { recursive: true });

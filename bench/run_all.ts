@@ -10,6 +10,10 @@ const BENCHES = [
 for (const name of BENCHES) {
   console.log(`\n## ${name}\n`);
   const path = new URL(`./${name}`, import.meta.url).pathname;
-  const o = await new Deno.Command(Deno.execPath(), { args: ["run", "-A", path], stdout: "inherit", stderr: "inherit" }).output();
+  const o = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", path],
+    stdout: "inherit",
+    stderr: "inherit",
+  }).output();
   if (!o.success) Deno.exit(o.code || 1);
 }
