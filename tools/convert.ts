@@ -750,16 +750,27 @@ export function registerOutputFormat(name: string, format: OutputFormat): void {
  * the output file is removed.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { convertSnapshot } from "./convert.ts";
- * // Recompress harder and put the pages in address order:
- * await convertSnapshot("vm.lsnap", "vm-small.lsnap", {
+ * const dir = await Deno.makeTempDir();
+ * await Deno.writeFile(`${dir}/ram.img`, new Uint8Array(65536).fill(7));
+ * // A flat memory image becomes a snapshot (its content digest is checked on the way)...
+ * const made = await convertSnapshot("", `${dir}/vm.lsnap`, {
+ *   from: "raw",
+ *   rawRegions: [{ name: "ram", base: 0x8000_0000, path: `${dir}/ram.img` }],
+ * });
+ * console.assert(made.digestChecked);
+ * // ...is recompressed in address order, keeping its content digest...
+ * const small = await convertSnapshot(`${dir}/vm.lsnap`, `${dir}/small.lsnap`, {
  *   compress: { codec: "zstd", level: 9 },
  *   addressOrder: true,
  * });
- * // The RAM region as a flat image, and an ELF core for gdb:
- * await convertSnapshot("vm.lsnap", "ram.img", { to: "raw", region: "ram" });
- * await convertSnapshot("vm.lsnap", "vm.core", { to: "elf-core" });
+ * console.assert(small.contentDigest === made.contentDigest);
+ * // ...and becomes a flat image again, or an ELF core for gdb.
+ * await convertSnapshot(`${dir}/small.lsnap`, `${dir}/back.img`, { to: "raw", region: "ram" });
+ * await convertSnapshot(`${dir}/small.lsnap`, `${dir}/vm.core`, { to: "elf-core" });
+ * console.assert((await Deno.readFile(`${dir}/back.img`))[100] === 7);
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 export async function convertSnapshot(

@@ -266,11 +266,19 @@ function compareDevices(a: PageHashes, b: PageHashes, maxFields: number): Device
  * `LsnapError` subclass if either file is damaged or incomplete.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { diffSnapshots } from "./diff.ts";
- * const d = await diffSnapshots("before.lsnap", "after.lsnap", { pages: true });
- * for (const r of d.regions) console.log(r.name, r.changed + r.zeroed + r.filled, "pages differ");
- * for (const dev of d.devices) console.log(dev.id, dev.fields?.map((f) => f.path));
+ * import { SnapshotWriter } from "../format/writer.ts";
+ * const dir = await Deno.makeTempDir();
+ * const regions = [{ name: "ram", base: 0x8000_0000, size: 65536, pageSize: 4096 }];
+ * for (const [name, fill] of [["a", 1], ["b", 2]] as const) {
+ *   const w = await SnapshotWriter.createFile(`${dir}/${name}.lsnap`, { regions, creator: "doc", createdAt: 0 });
+ *   await w.writePages(0, 3, new Uint8Array(4096).fill(fill));
+ *   await w.close();
+ * }
+ * const d = await diffSnapshots(`${dir}/a.lsnap`, `${dir}/b.lsnap`, { pages: true });
+ * console.assert(!d.equal && d.regions[0].changed === 1 && d.regions[0].pages![0].address === 0x8000_3000);
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 export async function diffSnapshots(
