@@ -54,3 +54,25 @@ export { inspectSnapshot } from "./tools/inspect.ts";
 export type { ErrorReport, InspectResult } from "./tools/inspect.ts";
 export { verifySnapshot } from "./tools/verify.ts";
 export type { VerifyResult } from "./tools/verify.ts";
+export {
+  ConvertError,
+  convertSnapshot,
+  INPUT_FORMATS,
+  OUTPUT_FORMATS,
+  registerInputFormat,
+  registerOutputFormat,
+} from "./tools/convert.ts";
+export type {
+  ConvertContext,
+  ConvertOptions,
+  ConvertResult,
+  InputFormat,
+  OutputFormat,
+  OutputSummary,
+  SnapshotSource,
+  SourceItem,
+} from "./tools/convert.ts";
+export { diffSnapshots } from "./tools/diff.ts";
+export type { DeviceDifference, DiffOptions, DiffResult, PageDifference, RegionDifference } from "./tools/diff.ts";
+export { encodeElfCore, layoutElfCore } from "./tools/elf_core.ts";
+export type { ElfCoreLayout, ElfCoreOptions, ElfCoreSegment, Rv32Registers } from "./tools/elf_core.ts";
