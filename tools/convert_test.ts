@@ -543,3 +543,42 @@ Deno.test("livesnap convert exits 1 on a damaged input, 2 on a usage error", asy
     assertMatch(new TextDecoder().decode(help.stdout), /Examples:\n {2}livesnap convert/);
   });
 });
+
+Deno.test("livesnap convert --from raw --page-size and --quiet", async () => {
+  await withDir(async (dir) => {
+    const img = new Uint8Array(4096).fill(3);
+    img.fill(0, 512, 1024); // one zero 512-byte page
+    await Deno.writeFile(`${dir}/rom.img`, img);
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        new URL("./cli.ts", import.meta.url).pathname,
+        "convert",
+        "--quiet",
+        "--from",
+        "raw",
+        "--page-size",
+        "512",
+        "--region",
+        "rom:0x1000:" + `${dir}/rom.img`,
+        `${dir}/rom.lsnap`,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assertEquals(out.code, 0, new TextDecoder().decode(out.stderr));
+    assertEquals(out.stderr.length, 0, "--quiet prints nothing");
+    const snap = await readSnapshot((await Deno.open(`${dir}/rom.lsnap`)).readable);
+    assertEquals(snap.description.regions, [{
+      name: "rom",
+      base: 0x1000,
+      size: 4096,
+      pageSize: 512,
+    }]);
+    assertEquals(snap.regions[0], img);
+    const { reader, pages } = await readRecords(`${dir}/rom.lsnap`);
+    assert(reader.complete);
+    assertEquals(pages.flatMap((r) => r.pages).sort((a, b) => a - b), [0, 2, 3, 4, 5, 6, 7]);
+  });
+});

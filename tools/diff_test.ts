@@ -230,3 +230,17 @@ Deno.test("livesnap diff exits 0 when equal, 1 when different, 2 on error; reads
     assertMatch(help.stdout, /Examples:/);
   });
 });
+
+Deno.test("livesnap diff --max-pages caps the list and counts the rest", async () => {
+  await withPair(async (a, b) => {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", CLI, "diff", "--pages", "--max-pages", "1", a, b],
+      stdout: "piped",
+      env: { NO_COLOR: "1" },
+    }).output();
+    const text = new TextDecoder().decode(out.stdout);
+    assertEquals(out.code, 1);
+    assertEquals(text.split("\n").filter((l) => /^ {2}page \d+ 0x/.test(l)).length, 1);
+    assertMatch(text, /\.\.\. 2 more/);
+  });
+});
