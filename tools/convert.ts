@@ -93,6 +93,11 @@ export interface ConvertOptions {
   progress?: boolean;
   /** Receives warnings (default: collected in the result only). */
   warn?: (message: string) => void;
+  /**
+   * Read the output back in a worker thread (true) or in this thread (false). Default: in a
+   * worker when the input is 32 MiB or more, or of unknown size (a pipe).
+   */
+  checkInWorker?: boolean;
 }
 
 /** What {@linkcode convertSnapshot} reports. */
@@ -118,6 +123,8 @@ export interface ConvertResult {
 /** Context handed to formats. */
 export interface ConvertContext {
   options: ConvertOptions;
+  /** Bytes of input, when known. */
+  inputSize: number | undefined;
   progress: Progress;
   warn(message: string): void;
 }
@@ -393,43 +400,172 @@ function inAddressOrder(source: SnapshotSource): SnapshotSource {
 // ---------------------------------------------------------------------------------------------
 // Outputs
 
+/** Bytes handed to the read-back worker and not yet consumed, before the writer waits. */
+const READ_BACK_WINDOW = 64 << 20;
+
+/**
+ * The read-back check: the output's bytes go to a worker thread that reads them with an
+ * independent streaming reader and recomputes the content digest from the output's records
+ * (see `_read_back_worker.ts`). This checks compression, batching and framing, not only the
+ * pages handed to the writer.
+ */
+class ReadBackCheck {
+  private readonly worker: Worker;
+  private inFlight = 0;
+  private waiters: (() => void)[] = [];
+  private failure: Error | null = null;
+  private readonly ready: Promise<void>;
+  private signalReady: () => void = () => {};
+  readonly result: Promise<{ complete: boolean; contentDigest: string | null }>;
+
+  constructor(private readonly name: string) {
+    this.worker = new Worker(new URL("./_read_back_worker.ts", import.meta.url).href, {
+      type: "module",
+    });
+    this.ready = new Promise((r) => (this.signalReady = r));
+    this.result = new Promise((resolve, reject) => {
+      const fail = (e: Error) => {
+        this.failure = e;
+        this.signalReady();
+        this.wakeAll();
+        reject(e);
+      };
+      this.worker.onmessage = (e) => {
+        const m = e.data;
+        if (m.ready) this.signalReady();
+        else if (m.ack !== undefined) {
+          this.inFlight -= m.ack;
+          if (this.inFlight <= READ_BACK_WINDOW) this.wakeAll();
+        } else if (m.done !== undefined) {
+          this.wakeAll();
+          resolve(m.done);
+        } else if (m.error !== undefined) {
+          fail(
+            new ConvertError(
+              `Cannot convert to ${this.name}: the output does not read back: ${m.error.message}`,
+            ),
+          );
+        }
+      };
+      this.worker.onerror = (e) => {
+        e.preventDefault();
+        fail(
+          new ConvertError(
+            `Cannot convert to ${this.name}: the read-back check failed: ${e.message}`,
+          ),
+        );
+      };
+    });
+    this.result.catch(() => {});
+  }
+
+  private wakeAll(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
+  }
+
+  /** Hands a copy of `chunk` to the worker; waits while too much is in flight. */
+  async push(chunk: Uint8Array): Promise<void> {
+    await this.ready;
+    if (this.failure !== null) throw this.failure;
+    const copy = chunk.slice();
+    this.inFlight += copy.length;
+    this.worker.postMessage({ chunk: copy }, [copy.buffer]);
+    while (this.inFlight > READ_BACK_WINDOW && this.failure === null) {
+      await new Promise<void>((r) => this.waiters.push(r));
+    }
+    if (this.failure !== null) throw this.failure;
+  }
+
+  /** Ends the input and returns what the worker found. */
+  async finish(): Promise<{ complete: boolean; contentDigest: string | null }> {
+    await this.ready;
+    this.worker.postMessage({ end: true });
+    try {
+      return await this.result;
+    } finally {
+      this.worker.terminate();
+    }
+  }
+
+  stop(): void {
+    this.worker.terminate();
+  }
+}
+
+/** The same check in this thread: for small outputs, where starting a worker costs more. */
+class InlineReadBackCheck {
+  private readonly echo = new TransformStream<Uint8Array, Uint8Array>(undefined, {
+    highWaterMark: 16,
+  });
+  private readonly writer = this.echo.writable.getWriter();
+  private readonly reader = new SnapshotStreamReader(this.echo.readable);
+  private readonly done: Promise<void>;
+  constructor(private readonly name: string) {
+    this.done = (async () => {
+      for await (const _ of this.reader.records()) { /* the reader checks every record */ }
+    })();
+    this.done.catch(() => {});
+  }
+  async push(chunk: Uint8Array): Promise<void> {
+    await this.writer.ready;
+    await this.writer.write(chunk.slice());
+  }
+  async finish(): Promise<{ complete: boolean; contentDigest: string | null }> {
+    await this.writer.close();
+    try {
+      await this.done;
+    } catch (e) {
+      throw new ConvertError(
+        `Cannot convert to ${this.name}: the output does not read back: ${(e as Error).message}`,
+        { cause: e },
+      );
+    }
+    const d = this.reader.contentDigest;
+    return { complete: this.reader.complete, contentDigest: d === null ? null : toHex(d) };
+  }
+  stop(): void {
+    this.writer.abort().catch(() => {});
+  }
+}
+
+/** Inputs at least this large have their output checked in a worker thread. */
+const READ_BACK_WORKER_THRESHOLD = 32 << 20;
+
 async function writeLsnap(
   source: SnapshotSource,
   output: string,
   ctx: ConvertContext,
 ): Promise<OutputSummary> {
   const out = await createOutput(output);
-  // The output is read back as it is written, by an independent reader that recomputes the
-  // content digest from the output's records: this checks compression, batching and framing.
-  const echo = new TransformStream<Uint8Array, Uint8Array>(undefined, { highWaterMark: 16 });
-  const echoWriter = echo.writable.getWriter();
-  const checker = new SnapshotStreamReader(echo.readable);
-  const checking = (async () => {
-    for await (const _ of checker.records()) { /* the reader checks every record */ }
-  })();
-  checking.catch(() => {});
+  const inWorker = ctx.options.checkInWorker ??
+    (ctx.inputSize === undefined || ctx.inputSize >= READ_BACK_WORKER_THRESHOLD);
+  const check = inWorker ? new ReadBackCheck(out.name) : new InlineReadBackCheck(out.name);
   let failed = false;
   const sink = new WritableStream<Uint8Array>({
     async write(chunk) {
       await out.write(chunk);
-      await echoWriter.ready;
-      await echoWriter.write(chunk);
+      await check.push(chunk);
     },
-    async close() {
-      await echoWriter.close();
-    },
-    async abort(reason) {
+    abort() {
       failed = true;
-      await echoWriter.abort(reason).catch(() => {});
     },
   });
   const c = ctx.options.compress;
-  const writer = await SnapshotWriter.create(sink, source.description, {
-    codec: c?.codec,
-    level: c?.level,
-    batchBytes: ctx.options.batchBytes,
-    index: ctx.options.index ?? true,
-  });
+  let writer: SnapshotWriter;
+  try {
+    writer = await SnapshotWriter.create(sink, source.description, {
+      codec: c?.codec,
+      level: c?.level,
+      batchBytes: ctx.options.batchBytes,
+      index: ctx.options.index ?? true,
+    });
+  } catch (e) {
+    check.stop();
+    await out.abort();
+    throw e;
+  }
   let pages = 0;
   let devices = 0;
   try {
@@ -456,25 +592,21 @@ async function writeLsnap(
       }
     }
     const summary = await writer.close();
-    await checking;
+    const back = await check.finish();
     const expected = await source.contentDigest();
-    const written = checker.contentDigest;
-    if (written === null || !checker.complete) {
+    const written = back.contentDigest;
+    if (written === null || !back.complete) {
       throw new ConvertError(`Cannot convert to ${out.name}: the output could not be read back`);
     }
-    if (toHex(written) !== toHex(summary.contentDigest)) {
+    if (written !== toHex(summary.contentDigest)) {
       throw new ConvertError(
-        `Cannot convert to ${out.name}: the output's records give content digest ${
-          toHex(written)
-        }, ` +
+        `Cannot convert to ${out.name}: the output's records give content digest ${written}, ` +
           `the writer computed ${toHex(summary.contentDigest)}`,
       );
     }
-    if (expected !== null && toHex(expected) !== toHex(written)) {
+    if (expected !== null && toHex(expected) !== written) {
       throw new ConvertError(
-        `Cannot convert to ${out.name}: the output's content digest ${
-          toHex(written)
-        } differs from ` +
+        `Cannot convert to ${out.name}: the output's content digest ${written} differs from ` +
           `the input's ${toHex(expected)}`,
       );
     }
@@ -483,13 +615,13 @@ async function writeLsnap(
       bytes: summary.bytes,
       pages,
       devices,
-      contentDigest: written,
+      contentDigest: summary.contentDigest,
       digestChecked: expected !== null,
     };
   } catch (e) {
     if (!failed) await writer.abort().catch(() => {});
+    check.stop();
     await out.abort();
-    await checking.catch(() => {});
     throw e;
   }
 }
@@ -511,10 +643,13 @@ function pickRegion(description: MachineDescription, name: string | undefined): 
   return i;
 }
 
-async function writeAt(file: Deno.FsFile, offset: number, bytes: Uint8Array): Promise<void> {
-  await file.seek(offset, Deno.SeekMode.Start);
+// Synchronous on purpose: an async write per run costs a round trip through the thread pool that
+// the profile showed as idle time; the tool has nothing else to do meanwhile.
+function writeAt(file: Deno.FsFile, offset: number, bytes: Uint8Array): Promise<void> {
+  file.seekSync(offset, Deno.SeekMode.Start);
   let n = 0;
-  while (n < bytes.length) n += await file.write(bytes.subarray(n));
+  while (n < bytes.length) n += file.writeSync(bytes.subarray(n));
+  return Promise.resolve();
 }
 
 async function writeZeros(out: OutputHandle, count: number): Promise<void> {
@@ -522,6 +657,51 @@ async function writeZeros(out: OutputHandle, count: number): Promise<void> {
     const n = Math.min(count, ZERO_CHUNK.length);
     await out.write(ZERO_CHUNK.subarray(0, n));
     count -= n;
+  }
+}
+
+/**
+ * Gathers positioned writes into runs of contiguous bytes so that a file gets a few large writes
+ * rather than one seek and write per page. A gap of pages known never to have been written may
+ * be filled with zeros to join two runs. Writes are applied in the order given.
+ */
+class CoalescingWriter {
+  private readonly buf = new Uint8Array(4 << 20);
+  private start = 0;
+  private length = 0;
+  constructor(private readonly file: Deno.FsFile, private readonly maxGap = 64 << 10) {}
+
+  async write(
+    offset: number,
+    bytes: Uint8Array,
+    gapIsUnwritten: (from: number, to: number) => boolean,
+  ): Promise<void> {
+    const end = this.start + this.length;
+    if (this.length > 0 && offset >= end && offset - end <= this.maxGap) {
+      const gap = offset - end;
+      if (
+        this.length + gap + bytes.length <= this.buf.length &&
+        (gap === 0 || gapIsUnwritten(end, offset))
+      ) {
+        this.buf.fill(0, this.length, this.length + gap);
+        this.buf.set(bytes, this.length + gap);
+        this.length += gap + bytes.length;
+        return;
+      }
+    }
+    await this.flush();
+    if (bytes.length >= this.buf.length) {
+      await writeAt(this.file, offset, bytes);
+      return;
+    }
+    this.start = offset;
+    this.buf.set(bytes, 0);
+    this.length = bytes.length;
+  }
+
+  async flush(): Promise<void> {
+    if (this.length > 0) await writeAt(this.file, this.start, this.buf.subarray(0, this.length));
+    this.length = 0;
   }
 }
 
@@ -537,6 +717,7 @@ async function placePages(
   onDevice: (d: DeviceSection) => void,
 ): Promise<number> {
   const written = source.description.regions.map((r) => new Uint8Array(r.size / r.pageSize));
+  const out = new CoalescingWriter(file);
   let count = 0;
   for await (const item of source.items()) {
     if (item.kind === "device") onDevice(item.device);
@@ -544,18 +725,24 @@ async function placePages(
     const ps = source.description.regions[item.region].pageSize;
     const base = offsetOf(item.region);
     const marks = written[item.region];
+    const unwritten = (from: number, to: number) => {
+      // Only gaps inside this region, made of pages no earlier write touched.
+      if (from < base || to > base + marks.length * ps) return false;
+      for (let p = (from - base) / ps; p < (to - base) / ps; p++) if (marks[p] !== 0) return false;
+      return true;
+    };
     let i = 0;
     while (i < item.pages.length) {
       let j = i + 1;
       while (j < item.pages.length && item.pages[j] === item.pages[j - 1] + 1) j++;
       const first = item.pages[i];
       if (item.data !== null) {
-        await writeAt(file, base + first * ps, item.data.subarray(i * ps, j * ps));
+        await out.write(base + first * ps, item.data.subarray(i * ps, j * ps), unwritten);
         marks.fill(1, first, first + (j - i));
       } else {
         for (let k = i; k < j; k++) {
           const p = item.pages[k];
-          if (marks[p] === 1) await writeAt(file, base + p * ps, ZERO_CHUNK.subarray(0, ps));
+          if (marks[p] === 1) await out.write(base + p * ps, ZERO_CHUNK.subarray(0, ps), unwritten);
           marks[p] = 0;
         }
       }
@@ -563,6 +750,7 @@ async function placePages(
       i = j;
     }
   }
+  await out.flush();
   return count;
 }
 
@@ -816,6 +1004,7 @@ export async function convertSnapshot(
   const progress = createProgress({ label: "convert", total, enabled: options.progress });
   const ctx: ConvertContext = {
     options,
+    inputSize: total,
     progress,
     warn(message) {
       warnings.push(message);

@@ -71,6 +71,7 @@ async function writeMessy(path: string, pages = 48): Promise<Uint8Array> {
 
 const LSNAP_OPTIONS: [string, ConvertOptions][] = [
   ["default", {}],
+  ["read back in a worker", { checkInWorker: true }],
   ["--compress none", { compress: { codec: "raw" } }],
   ["--compress zstd:9", { compress: { codec: "zstd", level: 9 } }],
   ["--batch 8K", { batchBytes: 8192 }],
