@@ -36,7 +36,13 @@ export {
   MAX_RECORD_PAYLOAD,
   MAX_TOTAL_PAGES,
 } from "./format/constants.ts";
-export { ChecksumError, CorruptError, LsnapError, TruncatedError, UnsupportedError } from "./format/errors.ts";
+export {
+  ChecksumError,
+  CorruptError,
+  LsnapError,
+  TruncatedError,
+  UnsupportedError,
+} from "./format/errors.ts";
 export type { ErrorLocation } from "./format/errors.ts";
 export type { FormatVersion, MachineDescription, Region } from "./format/header.ts";
 export type { DeviceSection, DeviceSectionInput } from "./format/device_section.ts";
@@ -46,9 +52,16 @@ export { computeContentDigest, ContentDigestBuilder } from "./format/content_dig
 export { SnapshotWriter } from "./format/writer.ts";
 export type { WriterOptions, WriteSummary } from "./format/writer.ts";
 export { readSnapshot, SnapshotStreamReader } from "./format/stream_reader.ts";
-export type { ReadSnapshotOptions, Snapshot, SnapshotRecord, StreamReaderOptions } from "./format/stream_reader.ts";
+export type {
+  ReadSnapshotOptions,
+  Snapshot,
+  SnapshotRecord,
+  StreamReaderOptions,
+} from "./format/stream_reader.ts";
 export { SnapshotFileReader } from "./format/file_reader.ts";
 export type { Trailer } from "./format/trailer.ts";
+export type { SnapshotIndex } from "./format/index_record.ts";
+export type { PageEncodingName } from "./format/page_record.ts";
 export { crc32c, toHex } from "./format/checksum.ts";
 export { inspectSnapshot } from "./tools/inspect.ts";
 export type { ErrorReport, InspectResult } from "./tools/inspect.ts";

@@ -3,7 +3,7 @@
  * 15% random bytes) and, in the same run, times native `zstd -1` and `cat` of the same raw
  * image. Prints a Markdown table; figures are MB/s of guest RAM (1 MB = 10^6 bytes).
  *
- *   deno run -A bench/format_bench.ts [--mib 256] [--runs 3]
+ *   deno run -A bench/format_bench.ts [--mib 256] [--runs 3] [--workers N] [--level 1]
  *
  * @module
  */
@@ -12,7 +12,12 @@ import { SnapshotWriter } from "../format/writer.ts";
 import { readSnapshot } from "../format/stream_reader.ts";
 import { SnapshotFileReader } from "../format/file_reader.ts";
 
-const flags = parseArgs(Deno.args, { string: ["mib", "runs"], default: { mib: "256", runs: "3" } });
+const flags = parseArgs(Deno.args, {
+  string: ["mib", "runs", "workers", "level"],
+  default: { mib: "256", runs: "3", level: "1" },
+});
+const LEVEL = Number(flags.level);
+const WORKERS = flags.workers === undefined ? undefined : Number(flags.workers);
 const MIB = Number(flags.mib);
 const RUNS = Number(flags.runs);
 const PAGE = 4096;
@@ -104,7 +109,10 @@ try {
     bytes: (await Deno.stat(`${dir}/ram.zst`)).size,
   });
   const writeOrdered = async () => {
-    const w = await SnapshotWriter.createFile(snap, description);
+    const w = await SnapshotWriter.createFile(snap, description, {
+      workers: WORKERS,
+      level: LEVEL,
+    });
     for (let p = 0; p < PAGES; p += 256) {
       await w.writePages(0, p, ram.subarray(p * PAGE, (p + 256) * PAGE));
     }
@@ -116,7 +124,10 @@ try {
     bytes: (await Deno.stat(snap)).size,
   });
   const writeRandom = async () => {
-    const w = await SnapshotWriter.createFile(`${dir}/random.lsnap`, description);
+    const w = await SnapshotWriter.createFile(`${dir}/random.lsnap`, description, {
+      workers: WORKERS,
+      level: LEVEL,
+    });
     for (const p of order) await w.writePages(0, p, ram.subarray(p * PAGE, (p + 1) * PAGE));
     await w.close();
   };

@@ -90,7 +90,9 @@ export class OffsetTable {
   /** Number of pages that appeared. */
   count(): number {
     let n = 0;
-    for (const list of this.chunks) for (const c of list) if (c !== undefined) for (const v of c) if (v !== 0) n++;
+    for (const list of this.chunks) {
+      for (const c of list) if (c !== undefined) { for (const v of c) if (v !== 0) n++; }
+    }
     return n;
   }
 }

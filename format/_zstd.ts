@@ -20,7 +20,9 @@ export function zstdCompress(data: Uint8Array, level: number): Uint8Array {
  */
 export function zstdFrameContentSize(b: Uint8Array): number | string {
   if (b.length < 6) return "zstd frame is shorter than its header";
-  if (b[0] !== 0x28 || b[1] !== 0xb5 || b[2] !== 0x2f || b[3] !== 0xfd) return "bad zstd frame magic";
+  if (b[0] !== 0x28 || b[1] !== 0xb5 || b[2] !== 0x2f || b[3] !== 0xfd) {
+    return "bad zstd frame magic";
+  }
   const fhd = b[4];
   const fcsFlag = fhd >> 6;
   const single = (fhd >> 5) & 1;
@@ -51,6 +53,8 @@ export function zstdDecompressExact(data: Uint8Array, expected: number): Uint8Ar
   } catch (e) {
     return `zstd data is invalid (${(e as Error).message})`;
   }
-  if (out.length !== expected) return `zstd data decompressed to ${out.length} bytes, expected ${expected}`;
+  if (out.length !== expected) {
+    return `zstd data decompressed to ${out.length} bytes, expected ${expected}`;
+  }
   return out;
 }

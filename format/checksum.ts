@@ -37,7 +37,15 @@ export function createPageHasher(): Promise<IHasher> {
   return createXXHash128();
 }
 
-/** Lowercase hex of bytes. */
+/**
+ * Lowercase hex of bytes.
+ *
+ * @example
+ * ```ts
+ * import { toHex } from "./checksum.ts";
+ * console.assert(toHex(new Uint8Array([0, 171])) === "00ab");
+ * ```
+ */
 export function toHex(bytes: Uint8Array): string {
   let s = "";
   for (const b of bytes) s += b.toString(16).padStart(2, "0");

@@ -11,7 +11,16 @@ export const FORMAT_MAJOR = 1;
 export const FORMAT_MINOR = 0;
 
 /** The 8 bytes every `.lsnap` file starts with: `\x89LSNAP\r\n` (FORMAT.md §2). */
-export const FILE_MAGIC: Uint8Array = new Uint8Array([0x89, 0x4c, 0x53, 0x4e, 0x41, 0x50, 0x0d, 0x0a]);
+export const FILE_MAGIC: Uint8Array = new Uint8Array([
+  0x89,
+  0x4c,
+  0x53,
+  0x4e,
+  0x41,
+  0x50,
+  0x0d,
+  0x0a,
+]);
 /** The 8 bytes the fixed-size footer starts with: `LSNAPEND` (FORMAT.md §9). */
 export const FOOTER_MAGIC: Uint8Array = new TextEncoder().encode("LSNAPEND");
 

@@ -88,7 +88,9 @@ export class ContentDigestBuilder {
     h.init();
     const head = new ByteBuilder();
     head.bytes(utf8(CONTENT_DIGEST_TAG)).u8(0).u32(this.description.regions.length);
-    for (const r of this.description.regions) head.str16(r.name).u64(r.base).u64(r.size).u32(r.pageSize);
+    for (const r of this.description.regions) {
+      head.str16(r.name).u64(r.base).u64(r.size).u32(r.pageSize);
+    }
     h.update(head.finish());
     const entry = new Uint8Array(4 + HASH_SIZE);
     const ev = new DataView(entry.buffer);
@@ -96,7 +98,9 @@ export class ContentDigestBuilder {
     for (let r = 0; r < this.chunks.length; r++) {
       const list = this.chunks[r];
       let n = 0;
-      for (const c of list) if (c !== undefined) for (let i = 0; i < CHUNK_PAGES; i++) n += c.present[i];
+      for (const c of list) {
+        if (c !== undefined) { for (let i = 0; i < CHUNK_PAGES; i++) n += c.present[i]; }
+      }
       new DataView(count.buffer).setUint32(0, n, true);
       h.update(count);
       for (let ci = 0; ci < list.length; ci++) {
@@ -110,7 +114,9 @@ export class ContentDigestBuilder {
         }
       }
     }
-    const devs = [...this.devices.values()].sort((a, b) => compareBytes(utf8(a.id), utf8(b.id)) || a.instance - b.instance);
+    const devs = [...this.devices.values()].sort((a, b) =>
+      compareBytes(utf8(a.id), utf8(b.id)) || a.instance - b.instance
+    );
     const tail = new ByteBuilder();
     tail.u32(devs.length);
     for (const d of devs) {
@@ -146,13 +152,17 @@ export async function computeContentDigest(
   devices: DeviceSectionInput[],
 ): Promise<Uint8Array> {
   if (regionBytes.length !== description.regions.length) {
-    throw new Error(`Cannot compute content digest: ${regionBytes.length} byte arrays for ${description.regions.length} regions`);
+    throw new Error(
+      `Cannot compute content digest: ${regionBytes.length} byte arrays for ${description.regions.length} regions`,
+    );
   }
   const b = new ContentDigestBuilder(description);
   description.regions.forEach((r, i) => {
     const bytes = regionBytes[i];
     if (bytes.length !== r.size) {
-      throw new Error(`Cannot compute content digest: region '${r.name}' has ${bytes.length} bytes, expected ${r.size}`);
+      throw new Error(
+        `Cannot compute content digest: region '${r.name}' has ${bytes.length} bytes, expected ${r.size}`,
+      );
     }
     for (let p = 0, off = 0; off < r.size; p++, off += r.pageSize) {
       const page = bytes.subarray(off, off + r.pageSize);

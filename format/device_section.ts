@@ -32,7 +32,9 @@ export type DeviceSectionInput =
 export function normalizeDevice(d: DeviceSectionInput): DeviceSection {
   const id = d.id;
   if (typeof id !== "string" || id.length === 0 || utf8(id).length > MAX_NAME_BYTES) {
-    throw new Error(`Cannot write device section: id '${id}' is empty or longer than ${MAX_NAME_BYTES} bytes`);
+    throw new Error(
+      `Cannot write device section: id '${id}' is empty or longer than ${MAX_NAME_BYTES} bytes`,
+    );
   }
   for (const [k, v] of [["instance", d.instance], ["version", d.version]] as const) {
     if (!Number.isInteger(v) || v < 0 || v > 0xffff_ffff) {
@@ -59,7 +61,11 @@ export function encodeDeviceSection(d: DeviceSection): Uint8Array {
 }
 
 /** Decodes a DEVICE payload (FORMAT.md §7). The state bytes are copied out of the payload. */
-export function decodeDeviceSection(payload: Uint8Array, offset: number, recordIndex: number): DeviceSection {
+export function decodeDeviceSection(
+  payload: Uint8Array,
+  offset: number,
+  recordIndex: number,
+): DeviceSection {
   const c = new ByteCursor(payload, offset, recordIndex);
   const id = c.str16("device id", MAX_NAME_BYTES);
   if (id.length === 0) c.fail("device id is empty");

@@ -32,8 +32,12 @@ export type DeviceStateValue =
   | { [key: string]: DeviceStateValue };
 
 function canonical(v: unknown, depth: number): unknown {
-  if (depth > MAX_CBOR_DEPTH) throw new Error(`Cannot encode device state: nesting deeper than ${MAX_CBOR_DEPTH}`);
-  if (v === null || typeof v === "boolean" || typeof v === "string" || typeof v === "bigint") return v;
+  if (depth > MAX_CBOR_DEPTH) {
+    throw new Error(`Cannot encode device state: nesting deeper than ${MAX_CBOR_DEPTH}`);
+  }
+  if (v === null || typeof v === "boolean" || typeof v === "string" || typeof v === "bigint") {
+    return v;
+  }
   if (typeof v === "number") return Object.is(v, -0) ? 0 : v;
   if (v instanceof Uint8Array) return v;
   if (Array.isArray(v)) return v.map((x) => canonical(x, depth + 1));
@@ -45,7 +49,9 @@ function canonical(v: unknown, depth: number): unknown {
     }
     return out;
   }
-  throw new Error(`Cannot encode device state: ${Object.prototype.toString.call(v)} is not plain data`);
+  throw new Error(
+    `Cannot encode device state: ${Object.prototype.toString.call(v)} is not plain data`,
+  );
 }
 
 /**
@@ -90,7 +96,9 @@ export function checkCborShape(b: Uint8Array): string | null {
     const info = ib & 31;
     items++;
     if (ib === 0xff) {
-      if (stack.length === 0 || stack[stack.length - 1] !== -1) return `stray CBOR break at byte ${pos - 1}`;
+      if (stack.length === 0 || stack[stack.length - 1] !== -1) {
+        return `stray CBOR break at byte ${pos - 1}`;
+      }
       stack.pop();
       items--;
     } else if (info === 31) {
@@ -111,7 +119,9 @@ export function checkCborShape(b: Uint8Array): string | null {
         pos += n;
       } else if (major === 4 || major === 5) {
         const count = major === 5 ? n * 2 : n;
-        if (count > b.length - pos) return `CBOR container of ${n} items cannot fit in ${b.length - pos} bytes`;
+        if (count > b.length - pos) {
+          return `CBOR container of ${n} items cannot fit in ${b.length - pos} bytes`;
+        }
         if (count > 0) {
           if (stack.length >= MAX_CBOR_DEPTH) return `CBOR nests deeper than ${MAX_CBOR_DEPTH}`;
           stack.push(count);
@@ -135,7 +145,9 @@ export function checkCborShape(b: Uint8Array): string | null {
 }
 
 function plain(v: unknown): unknown {
-  if (v instanceof Uint8Array) return Object.getPrototypeOf(v) === Uint8Array.prototype ? v : new Uint8Array(v);
+  if (v instanceof Uint8Array) {
+    return Object.getPrototypeOf(v) === Uint8Array.prototype ? v : new Uint8Array(v);
+  }
   if (Array.isArray(v)) return v.map(plain);
   if (v !== null && typeof v === "object") {
     const out: Record<string, unknown> = {};

@@ -39,7 +39,10 @@ export class LsnapError extends Error {
   /** The reason alone, without the location prefix. */
   readonly reason: string;
   constructor(reason: string, loc: ErrorLocation) {
-    super(`Cannot read ${where(loc)}: ${reason}`, loc.cause !== undefined ? { cause: loc.cause } : {});
+    super(
+      `Cannot read ${where(loc)}: ${reason}`,
+      loc.cause !== undefined ? { cause: loc.cause } : {},
+    );
     this.name = new.target.name;
     this.offset = loc.offset;
     this.recordIndex = loc.recordIndex;

@@ -9,11 +9,23 @@
  * @module
  */
 import type { OffsetTable } from "./_source.ts";
-import { FOOTER_SIZE, MAX_RECORD_PAYLOAD, PROLOGUE_SIZE, RECORD_HEAD_SIZE, RECORD_TAIL_SIZE, RecordType } from "./constants.ts";
+import {
+  FOOTER_SIZE,
+  MAX_RECORD_PAYLOAD,
+  PROLOGUE_SIZE,
+  RECORD_HEAD_SIZE,
+  RECORD_TAIL_SIZE,
+  RecordType,
+} from "./constants.ts";
 import { decodeDeviceSection, type DeviceSection } from "./device_section.ts";
 import { CorruptError, LsnapError, TruncatedError } from "./errors.ts";
 import { decodeFooter } from "./footer.ts";
-import { decodeHeader, decodePrologue, type FormatVersion, type MachineDescription } from "./header.ts";
+import {
+  decodeHeader,
+  decodePrologue,
+  type FormatVersion,
+  type MachineDescription,
+} from "./header.ts";
 import { decodeIndex, findIndexEntry, type SnapshotIndex } from "./index_record.ts";
 import { decodePageRecord, expandPageData } from "./page_record.ts";
 import { checkRecordCrc, decodeRecordHead, recordTypeName } from "./record.ts";
@@ -65,12 +77,18 @@ export class SnapshotFileReader {
       const size = (await file.stat()).size;
       const prologue = await readAt(file, 0, Math.min(size, PROLOGUE_SIZE));
       if (prologue.length < PROLOGUE_SIZE) {
-        throw new TruncatedError(`the file is ${size} bytes, shorter than the prologue`, { offset: 0, recordIndex: -1 });
+        throw new TruncatedError(`the file is ${size} bytes, shorter than the prologue`, {
+          offset: 0,
+          recordIndex: -1,
+        });
       }
       const version = decodePrologue(prologue);
       const header = await readRecordAt(file, size, PROLOGUE_SIZE, 0);
       if (header.type !== RecordType.HEADER) {
-        throw new CorruptError(`the first record is ${recordTypeName(header.type)}, not HEADER`, { offset: PROLOGUE_SIZE, recordIndex: 0 });
+        throw new CorruptError(`the first record is ${recordTypeName(header.type)}, not HEADER`, {
+          offset: PROLOGUE_SIZE,
+          recordIndex: 0,
+        });
       }
       const description = decodeHeader(header.payload, PROLOGUE_SIZE, 0);
       const r = new SnapshotFileReader(file, path, size, version, description);
@@ -85,17 +103,31 @@ export class SnapshotFileReader {
   private async locate(): Promise<void> {
     if (this.size >= PROLOGUE_SIZE + FOOTER_SIZE) {
       try {
-        const f = decodeFooter(await readAt(this.file, this.size - FOOTER_SIZE, FOOTER_SIZE), this.size - FOOTER_SIZE);
+        const f = decodeFooter(
+          await readAt(this.file, this.size - FOOTER_SIZE, FOOTER_SIZE),
+          this.size - FOOTER_SIZE,
+        );
         const t = await readRecordAt(this.file, this.size, f.trailerOffset, -1);
-        if (t.type !== RecordType.TRAILER || f.trailerOffset + t.length !== this.size - FOOTER_SIZE) {
-          throw new CorruptError("footer does not point at the trailer", { offset: this.size - FOOTER_SIZE, recordIndex: -1 });
+        if (
+          t.type !== RecordType.TRAILER || f.trailerOffset + t.length !== this.size - FOOTER_SIZE
+        ) {
+          throw new CorruptError("footer does not point at the trailer", {
+            offset: this.size - FOOTER_SIZE,
+            recordIndex: -1,
+          });
         }
         this.trailer = decodeTrailer(t.payload, f.trailerOffset, -1);
         this.complete = true;
         if (f.indexOffset !== 0 && f.indexOffset === this.trailer.indexOffset) {
           const ir = await readRecordAt(this.file, this.size, f.indexOffset, -1);
           if (ir.type === RecordType.INDEX) {
-            this.index = decodeIndex(ir.payload, this.description.regions.map((x) => x.size / x.pageSize), f.indexOffset, f.indexOffset, -1);
+            this.index = decodeIndex(
+              ir.payload,
+              this.description.regions.map((x) => x.size / x.pageSize),
+              f.indexOffset,
+              f.indexOffset,
+              -1,
+            );
             this.indexed = true;
             return;
           }
@@ -135,15 +167,22 @@ export class SnapshotFileReader {
     return this.scanned?.get(region, page) ?? -1;
   }
 
-  private async loadPageRecord(region: number, at: number): Promise<{ pages: Uint32Array; data: Uint8Array | null }> {
+  private async loadPageRecord(
+    region: number,
+    at: number,
+  ): Promise<{ pages: Uint32Array; data: Uint8Array | null }> {
     if (this.cache?.offset === at) return this.cache;
     const rec = await readRecordAt(this.file, this.size, at, -1);
     const fail = (reason: string): never => {
       throw new CorruptError(reason, { offset: at, recordIndex: -1 });
     };
-    if (rec.type !== RecordType.PAGES) fail(`index points at a ${recordTypeName(rec.type)} record, not PAGES`);
+    if (rec.type !== RecordType.PAGES) {
+      fail(`index points at a ${recordTypeName(rec.type)} record, not PAGES`);
+    }
     const head = decodePageRecord(rec.payload, this.description.regions, at, -1);
-    if (head.region !== region) fail(`index points at a record of region ${head.region}, not ${region}`);
+    if (head.region !== region) {
+      fail(`index points at a record of region ${head.region}, not ${region}`);
+    }
     const pageSize = this.description.regions[region].pageSize;
     const data = expandPageData(head, pageSize, at, -1, fail);
     this.cache = { offset: at, pages: head.pages, data };
@@ -166,8 +205,15 @@ export class SnapshotFileReader {
         break;
       }
     }
-    if (pos < 0) throw new CorruptError(`the record does not hold page ${page}`, { offset: at, recordIndex: -1 });
-    return data === null ? new Uint8Array(r.pageSize) : data.slice(pos * r.pageSize, (pos + 1) * r.pageSize);
+    if (pos < 0) {
+      throw new CorruptError(`the record does not hold page ${page}`, {
+        offset: at,
+        recordIndex: -1,
+      });
+    }
+    return data === null
+      ? new Uint8Array(r.pageSize)
+      : data.slice(pos * r.pageSize, (pos + 1) * r.pageSize);
   }
 
   /** A whole region's bytes; reads each record that holds a last occurrence once. */
@@ -198,7 +244,10 @@ export class SnapshotFileReader {
     for (const at of offsets) {
       const rec = await readRecordAt(this.file, this.size, at, -1);
       if (rec.type !== RecordType.DEVICE) {
-        throw new CorruptError(`index points at a ${recordTypeName(rec.type)} record, not DEVICE`, { offset: at, recordIndex: -1 });
+        throw new CorruptError(`index points at a ${recordTypeName(rec.type)} record, not DEVICE`, {
+          offset: at,
+          recordIndex: -1,
+        });
       }
       out.push(decodeDeviceSection(rec.payload, at, -1));
     }
@@ -236,14 +285,26 @@ async function readRecordAt(
   recordIndex: number,
 ): Promise<{ type: number; flags: number; payload: Uint8Array; length: number }> {
   const loc = { offset, recordIndex };
-  if (offset + RECORD_HEAD_SIZE + RECORD_TAIL_SIZE > size) throw new TruncatedError("record head lies past the end of the file", loc);
+  if (offset + RECORD_HEAD_SIZE + RECORD_TAIL_SIZE > size) {
+    throw new TruncatedError("record head lies past the end of the file", loc);
+  }
   const head = await readAt(file, offset, RECORD_HEAD_SIZE);
   const h = decodeRecordHead(head, offset, recordIndex);
   const total = RECORD_HEAD_SIZE + h.length + RECORD_TAIL_SIZE;
   if (h.length > MAX_RECORD_PAYLOAD || offset + total > size) {
-    throw new TruncatedError(`record declares ${h.length} payload bytes but the file ends ${size - offset - RECORD_HEAD_SIZE} bytes later`, loc);
+    throw new TruncatedError(
+      `record declares ${h.length} payload bytes but the file ends ${
+        size - offset - RECORD_HEAD_SIZE
+      } bytes later`,
+      loc,
+    );
   }
   const record = await readAt(file, offset, total);
   checkRecordCrc(record, offset, recordIndex);
-  return { type: h.type, flags: h.flags, payload: record.subarray(RECORD_HEAD_SIZE, RECORD_HEAD_SIZE + h.length), length: total };
+  return {
+    type: h.type,
+    flags: h.flags,
+    payload: record.subarray(RECORD_HEAD_SIZE, RECORD_HEAD_SIZE + h.length),
+    length: total,
+  };
 }

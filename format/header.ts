@@ -109,8 +109,12 @@ function checkDescription(d: MachineDescription, fail: (reason: string) => never
   const sorted = [...d.regions].sort((a, b) => a.base - b.base);
   for (const r of d.regions) {
     const ps = r.pageSize;
-    if (!Number.isInteger(ps) || ps < MIN_PAGE_SIZE || ps > MAX_PAGE_SIZE || (ps & (ps - 1)) !== 0) {
-      fail(`region '${r.name}' page size ${ps} is not a power of two in ${MIN_PAGE_SIZE}..${MAX_PAGE_SIZE}`);
+    if (
+      !Number.isInteger(ps) || ps < MIN_PAGE_SIZE || ps > MAX_PAGE_SIZE || (ps & (ps - 1)) !== 0
+    ) {
+      fail(
+        `region '${r.name}' page size ${ps} is not a power of two in ${MIN_PAGE_SIZE}..${MAX_PAGE_SIZE}`,
+      );
     }
     if (!Number.isSafeInteger(r.base) || r.base < 0 || r.base % ps !== 0) {
       fail(`region '${r.name}' base ${r.base} is not a multiple of its page size ${ps}`);
@@ -126,14 +130,20 @@ function checkDescription(d: MachineDescription, fail: (reason: string) => never
     names.add(r.name);
     total += r.size / ps;
   }
-  if (total > MAX_TOTAL_PAGES) fail(`the regions declare ${total} pages, more than the cap of ${MAX_TOTAL_PAGES}`);
+  if (total > MAX_TOTAL_PAGES) {
+    fail(`the regions declare ${total} pages, more than the cap of ${MAX_TOTAL_PAGES}`);
+  }
   for (let i = 1; i < sorted.length; i++) {
     if (sorted[i - 1].base + sorted[i - 1].size > sorted[i].base) {
       fail(`regions '${sorted[i - 1].name}' and '${sorted[i].name}' overlap`);
     }
   }
-  if (!Number.isSafeInteger(d.createdAt) || d.createdAt < 0) fail(`creation time ${d.createdAt} is invalid`);
-  if (new TextEncoder().encode(d.creator).length > MAX_NAME_BYTES) fail(`creator is longer than ${MAX_NAME_BYTES} bytes`);
+  if (!Number.isSafeInteger(d.createdAt) || d.createdAt < 0) {
+    fail(`creation time ${d.createdAt} is invalid`);
+  }
+  if (new TextEncoder().encode(d.creator).length > MAX_NAME_BYTES) {
+    fail(`creator is longer than ${MAX_NAME_BYTES} bytes`);
+  }
 }
 
 /** Encodes the HEADER record's payload (FORMAT.md §5). */
@@ -148,12 +158,18 @@ export function encodeHeader(d: MachineDescription): Uint8Array {
 }
 
 /** Decodes the HEADER record's payload, checking every rule of FORMAT.md §5. */
-export function decodeHeader(payload: Uint8Array, offset: number, recordIndex: number): MachineDescription {
+export function decodeHeader(
+  payload: Uint8Array,
+  offset: number,
+  recordIndex: number,
+): MachineDescription {
   const c = new ByteCursor(payload, offset, recordIndex);
   const createdAt = c.u64("creation time");
   const creator = c.str16("creator", MAX_NAME_BYTES);
   const count = c.u16("region count");
-  if (count === 0 || count > MAX_REGIONS) c.fail(`region count ${count} is not in 1..${MAX_REGIONS}`);
+  if (count === 0 || count > MAX_REGIONS) {
+    c.fail(`region count ${count} is not in 1..${MAX_REGIONS}`);
+  }
   const regions: Region[] = [];
   for (let i = 0; i < count; i++) {
     const name = c.str16(`region ${i} name`, MAX_NAME_BYTES);

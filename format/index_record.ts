@@ -49,7 +49,9 @@ export function encodeIndex(index: SnapshotIndex): Uint8Array {
   const body = b.finish();
   const z = zstdCompress(body, 3);
   const compressed = z.length < body.length;
-  return new ByteBuilder(5 + body.length).u8(compressed ? 1 : 0).u32(body.length).bytes(compressed ? z : body)
+  return new ByteBuilder(5 + body.length).u8(compressed ? 1 : 0).u32(body.length).bytes(
+    compressed ? z : body,
+  )
     .finish();
 }
 
@@ -69,13 +71,17 @@ export function decodeIndex(
   const compression = outer.u8("index compression");
   const bodyLength = outer.u32("index body length");
   if (compression > 1) outer.fail(`unknown index compression ${compression}`);
-  if (bodyLength > MAX_RECORD_PAYLOAD) outer.fail(`index body of ${bodyLength} bytes exceeds the cap of ${MAX_RECORD_PAYLOAD}`);
+  if (bodyLength > MAX_RECORD_PAYLOAD) {
+    outer.fail(`index body of ${bodyLength} bytes exceeds the cap of ${MAX_RECORD_PAYLOAD}`);
+  }
   let body = outer.rest();
   if (compression === 1) {
     const out = zstdDecompressExact(body, bodyLength);
     if (typeof out === "string") return outer.fail(out);
     body = out;
-  } else if (body.length !== bodyLength) outer.fail(`index body is ${body.length} bytes, declared ${bodyLength}`);
+  } else if (body.length !== bodyLength) {
+    outer.fail(`index body is ${body.length} bytes, declared ${bodyLength}`);
+  }
   const c = new ByteCursor(body, offset, recordIndex);
   const n = c.u32("page entry count");
   const d = c.u32("device entry count");
@@ -87,7 +93,9 @@ export function decodeIndex(
   const pageOffsets = new Float64Array(n);
   for (let i = 0; i < n; i++) {
     const r = c.u16("entry region");
-    if (r >= regionPageCounts.length) c.fail(`index entry ${i} names region ${r}, which does not exist`);
+    if (r >= regionPageCounts.length) {
+      c.fail(`index entry ${i} names region ${r}, which does not exist`);
+    }
     if (i > 0 && r < regions[i - 1]) c.fail(`index entry ${i} is out of order`);
     regions[i] = r;
   }
@@ -96,18 +104,24 @@ export function decodeIndex(
     const sameRegion = i > 0 && regions[i] === regions[i - 1];
     if (sameRegion && v === 0) c.fail(`index entry ${i} repeats a page`);
     const p = sameRegion ? pages[i - 1] + v : v;
-    if (p >= regionPageCounts[regions[i]]) c.fail(`index entry ${i} names page ${p} of region ${regions[i]}, which does not exist`);
+    if (p >= regionPageCounts[regions[i]]) {
+      c.fail(`index entry ${i} names page ${p} of region ${regions[i]}, which does not exist`);
+    }
     pages[i] = p;
   }
   for (let i = 0; i < n; i++) {
     const o = c.u64("entry offset");
-    if (o >= limit) c.fail(`index entry ${i} points at byte ${o}, not before the index at ${limit}`);
+    if (o >= limit) {
+      c.fail(`index entry ${i} points at byte ${o}, not before the index at ${limit}`);
+    }
     pageOffsets[i] = o;
   }
   const deviceOffsets = new Float64Array(d);
   for (let i = 0; i < d; i++) {
     const o = c.u64("device entry offset");
-    if (o >= limit) c.fail(`device entry ${i} points at byte ${o}, not before the index at ${limit}`);
+    if (o >= limit) {
+      c.fail(`device entry ${i} points at byte ${o}, not before the index at ${limit}`);
+    }
     deviceOffsets[i] = o;
   }
   return { regions, pages, pageOffsets, deviceOffsets };

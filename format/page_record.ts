@@ -6,7 +6,12 @@
  */
 import { ByteBuilder, ByteCursor } from "./_bytes.ts";
 import { zstdDecompressExact } from "./_zstd.ts";
-import { MAX_BATCH_BYTES, MAX_ZERO_PAGES_PER_RECORD, PageAddressing, PageEncoding } from "./constants.ts";
+import {
+  MAX_BATCH_BYTES,
+  MAX_ZERO_PAGES_PER_RECORD,
+  PageAddressing,
+  PageEncoding,
+} from "./constants.ts";
 import type { Region } from "./header.ts";
 
 /** Page encodings by name. */
@@ -61,7 +66,9 @@ export function decodePageRecord(
 ): PageRecordHead {
   const c = new ByteCursor(payload, offset, recordIndex);
   const region = c.u16("region index");
-  if (region >= regions.length) c.fail(`region index ${region} is not below the region count ${regions.length}`);
+  if (region >= regions.length) {
+    c.fail(`region index ${region} is not below the region count ${regions.length}`);
+  }
   const enc = c.u8("encoding");
   if (enc > 2) c.fail(`unknown page encoding ${enc}`);
   const addressing = c.u8("addressing");
@@ -71,14 +78,20 @@ export function decodePageRecord(
   const regionPages = r.size / r.pageSize;
   if (count === 0) c.fail("page count is 0");
   const encoding = ENCODING_NAMES[enc];
-  if (encoding === "zero" ? count > MAX_ZERO_PAGES_PER_RECORD : count * r.pageSize > MAX_BATCH_BYTES) {
+  if (
+    encoding === "zero" ? count > MAX_ZERO_PAGES_PER_RECORD : count * r.pageSize > MAX_BATCH_BYTES
+  ) {
     c.fail(`page count ${count} exceeds the cap for ${encoding} records`);
   }
   let pages: Uint32Array;
   if (addressing === PageAddressing.RUN) {
     const first = c.u32("first page");
     if (first + count > regionPages) {
-      c.fail(`pages ${first}..${first + count - 1} run past the end of region '${r.name}' (${regionPages} pages)`);
+      c.fail(
+        `pages ${first}..${
+          first + count - 1
+        } run past the end of region '${r.name}' (${regionPages} pages)`,
+      );
     }
     pages = new Uint32Array(count);
     for (let i = 0; i < count; i++) pages[i] = first + i;
@@ -92,12 +105,16 @@ export function decodePageRecord(
       const p = prev + (z % 2 === 0 ? z / 2 : -(z + 1) / 2);
       prev = p;
       if (p < 0) c.fail(`page delta makes page number ${p} negative`);
-      if (p >= regionPages) c.fail(`page ${p} is past the end of region '${r.name}' (${regionPages} pages)`);
+      if (p >= regionPages) {
+        c.fail(`page ${p} is past the end of region '${r.name}' (${regionPages} pages)`);
+      }
       pages[i] = p;
     }
   }
   const data = c.rest();
-  if (encoding === "zero" && data.length !== 0) c.fail(`zero record carries ${data.length} data bytes`);
+  if (encoding === "zero" && data.length !== 0) {
+    c.fail(`zero record carries ${data.length} data bytes`);
+  }
   if (encoding === "raw" && data.length !== count * r.pageSize) {
     c.fail(`raw data is ${data.length} bytes, expected ${count} × ${r.pageSize}`);
   }

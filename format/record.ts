@@ -5,7 +5,13 @@
  * @module
  */
 import { crc32c, hex32 } from "./checksum.ts";
-import { FLAG_CRITICAL, MAX_RECORD_PAYLOAD, RECORD_HEAD_SIZE, RECORD_TAIL_SIZE, RecordType } from "./constants.ts";
+import {
+  FLAG_CRITICAL,
+  MAX_RECORD_PAYLOAD,
+  RECORD_HEAD_SIZE,
+  RECORD_TAIL_SIZE,
+  RecordType,
+} from "./constants.ts";
 import { ChecksumError, CorruptError } from "./errors.ts";
 
 /** A record's head fields. */
@@ -18,7 +24,9 @@ export interface RecordHead {
 /** Frames a payload into one record: head, payload, CRC32C over head and payload. */
 export function encodeRecord(type: number, flags: number, payload: Uint8Array): Uint8Array {
   if (payload.length > MAX_RECORD_PAYLOAD) {
-    throw new Error(`Cannot write record type ${type}: payload of ${payload.length} bytes exceeds ${MAX_RECORD_PAYLOAD}`);
+    throw new Error(
+      `Cannot write record type ${type}: payload of ${payload.length} bytes exceeds ${MAX_RECORD_PAYLOAD}`,
+    );
   }
   const out = new Uint8Array(RECORD_HEAD_SIZE + payload.length + RECORD_TAIL_SIZE);
   const v = new DataView(out.buffer);
@@ -26,18 +34,29 @@ export function encodeRecord(type: number, flags: number, payload: Uint8Array): 
   v.setUint16(2, flags, true);
   v.setUint32(4, payload.length, true);
   out.set(payload, RECORD_HEAD_SIZE);
-  v.setUint32(RECORD_HEAD_SIZE + payload.length, crc32c(out.subarray(0, RECORD_HEAD_SIZE + payload.length)), true);
+  v.setUint32(
+    RECORD_HEAD_SIZE + payload.length,
+    crc32c(out.subarray(0, RECORD_HEAD_SIZE + payload.length)),
+    true,
+  );
   return out;
 }
 
 /** Decodes a record head and checks its declared length against the cap (FORMAT.md §3). */
-export function decodeRecordHead(head: Uint8Array, offset: number, recordIndex: number): RecordHead {
+export function decodeRecordHead(
+  head: Uint8Array,
+  offset: number,
+  recordIndex: number,
+): RecordHead {
   const v = new DataView(head.buffer, head.byteOffset, RECORD_HEAD_SIZE);
   const type = v.getUint16(0, true);
   const flags = v.getUint16(2, true);
   const length = v.getUint32(4, true);
   if (length > MAX_RECORD_PAYLOAD) {
-    throw new CorruptError(`payload length ${length} exceeds the cap of ${MAX_RECORD_PAYLOAD}`, { offset, recordIndex });
+    throw new CorruptError(`payload length ${length} exceeds the cap of ${MAX_RECORD_PAYLOAD}`, {
+      offset,
+      recordIndex,
+    });
   }
   return { type, flags, length };
 }
@@ -48,7 +67,12 @@ export function checkRecordCrc(record: Uint8Array, offset: number, recordIndex: 
   const stored = new DataView(record.buffer, record.byteOffset + end, 4).getUint32(0, true);
   const actual = crc32c(record.subarray(0, end));
   if (stored !== actual) {
-    throw new ChecksumError("record CRC32C mismatch", { offset, recordIndex, expected: hex32(stored), actual: hex32(actual) });
+    throw new ChecksumError("record CRC32C mismatch", {
+      offset,
+      recordIndex,
+      expected: hex32(stored),
+      actual: hex32(actual),
+    });
   }
 }
 

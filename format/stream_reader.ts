@@ -13,7 +13,6 @@ import { createBlake3, toHex } from "./checksum.ts";
 import {
   FILE_MAGIC,
   FOOTER_SIZE,
-
   PROLOGUE_SIZE,
   RECORD_HEAD_SIZE,
   RECORD_TAIL_SIZE,
@@ -23,7 +22,12 @@ import { ContentDigestBuilder } from "./content_digest.ts";
 import { decodeDeviceSection, type DeviceSection } from "./device_section.ts";
 import { ChecksumError, CorruptError, TruncatedError, UnsupportedError } from "./errors.ts";
 import { decodeFooter } from "./footer.ts";
-import { decodeHeader, decodePrologue, type FormatVersion, type MachineDescription } from "./header.ts";
+import {
+  decodeHeader,
+  decodePrologue,
+  type FormatVersion,
+  type MachineDescription,
+} from "./header.ts";
 import { decodeIndex, type SnapshotIndex } from "./index_record.ts";
 import { decodePageRecord, expandPageData, type PageEncodingName } from "./page_record.ts";
 import { checkRecordCrc, decodeRecordHead, isCritical, recordTypeName } from "./record.ts";
@@ -131,7 +135,10 @@ export class SnapshotStreamReader {
         if (prologue.some((b, i) => i < FILE_MAGIC.length && b !== FILE_MAGIC[i])) {
           throw new CorruptError("bad magic: not an .lsnap file", { offset: 0, recordIndex: -1 });
         }
-        throw new TruncatedError(`input ends after ${prologue.length} bytes, inside the prologue`, { offset: 0, recordIndex: -1 });
+        throw new TruncatedError(`input ends after ${prologue.length} bytes, inside the prologue`, {
+          offset: 0,
+          recordIndex: -1,
+        });
       }
       this.version = decodePrologue(prologue);
       hasher.update(prologue);
@@ -141,13 +148,21 @@ export class SnapshotStreamReader {
         const loc = { offset, recordIndex: index };
         const head = await src.read(RECORD_HEAD_SIZE);
         if (head.length === 0) {
-          throw new TruncatedError(`input ends after ${index} records without a trailer: the file is incomplete`, loc);
+          throw new TruncatedError(
+            `input ends after ${index} records without a trailer: the file is incomplete`,
+            loc,
+          );
         }
-        if (head.length < RECORD_HEAD_SIZE) throw new TruncatedError(`input ends inside the record head`, loc);
+        if (head.length < RECORD_HEAD_SIZE) {
+          throw new TruncatedError(`input ends inside the record head`, loc);
+        }
         const h = decodeRecordHead(head, offset, index);
         const rest = await src.read(h.length + RECORD_TAIL_SIZE);
         if (rest.length < h.length + RECORD_TAIL_SIZE) {
-          throw new TruncatedError(`record declares ${h.length} payload bytes but the input ends ${rest.length} bytes later`, loc);
+          throw new TruncatedError(
+            `record declares ${h.length} payload bytes but the input ends ${rest.length} bytes later`,
+            loc,
+          );
         }
         const record = new Uint8Array(RECORD_HEAD_SIZE + rest.length);
         record.set(head, 0);
@@ -157,7 +172,9 @@ export class SnapshotStreamReader {
         if (index === 0 && h.type !== RecordType.HEADER) {
           throw new CorruptError(`the first record is ${recordTypeName(h.type)}, not HEADER`, loc);
         }
-        if (index > 0 && h.type === RecordType.HEADER) throw new CorruptError("a second HEADER record", loc);
+        if (index > 0 && h.type === RecordType.HEADER) {
+          throw new CorruptError("a second HEADER record", loc);
+        }
         const base = { offset, recordIndex: index };
         if (h.type === RecordType.TRAILER) {
           const trailer = decodeTrailer(payload, offset, index);
@@ -166,19 +183,34 @@ export class SnapshotStreamReader {
           if (digest !== null) this.contentDigest = await digest.digest();
           this.compareDigest("file digest", trailer.fileDigest, this.fileDigest, offset, index);
           if (this.contentDigest !== null) {
-            this.compareDigest("content digest", trailer.contentDigest, this.contentDigest, offset, index);
+            this.compareDigest(
+              "content digest",
+              trailer.contentDigest,
+              this.contentDigest,
+              offset,
+              index,
+            );
           }
           const footerAt = offset + record.length;
           const footer = await src.read(FOOTER_SIZE);
           if (footer.length < FOOTER_SIZE) {
-            throw new TruncatedError(`input ends ${footer.length} bytes into the ${FOOTER_SIZE}-byte footer`, { offset: footerAt, recordIndex: -1 });
+            throw new TruncatedError(
+              `input ends ${footer.length} bytes into the ${FOOTER_SIZE}-byte footer`,
+              { offset: footerAt, recordIndex: -1 },
+            );
           }
           const f = decodeFooter(footer, footerAt);
           if (f.trailerOffset !== offset || f.indexOffset !== trailer.indexOffset) {
-            throw new CorruptError(`footer points at trailer ${f.trailerOffset} and index ${f.indexOffset}, but they are at ${offset} and ${trailer.indexOffset}`, { offset: footerAt, recordIndex: -1 });
+            throw new CorruptError(
+              `footer points at trailer ${f.trailerOffset} and index ${f.indexOffset}, but they are at ${offset} and ${trailer.indexOffset}`,
+              { offset: footerAt, recordIndex: -1 },
+            );
           }
           if (!(await src.atEnd())) {
-            throw new CorruptError("bytes follow the footer", { offset: footerAt + FOOTER_SIZE, recordIndex: -1 });
+            throw new CorruptError("bytes follow the footer", {
+              offset: footerAt + FOOTER_SIZE,
+              recordIndex: -1,
+            });
           }
           this.trailer = trailer;
           this.complete = true;
@@ -215,7 +247,14 @@ export class SnapshotStreamReader {
             }
             this.counts.pageRecords++;
             this.counts.pageOccurrences += p.pages.length;
-            yield { ...base, kind: "pages", region: p.region, encoding: p.encoding, pages: p.pages, data };
+            yield {
+              ...base,
+              kind: "pages",
+              region: p.region,
+              encoding: p.encoding,
+              pages: p.pages,
+              data,
+            };
             break;
           }
           case RecordType.DEVICE: {
@@ -228,7 +267,13 @@ export class SnapshotStreamReader {
           }
           case RecordType.INDEX: {
             const regions = this.description!.regions;
-            const idx = decodeIndex(payload, regions.map((r) => r.size / r.pageSize), base.offset, base.offset, index);
+            const idx = decodeIndex(
+              payload,
+              regions.map((r) => r.size / r.pageSize),
+              base.offset,
+              base.offset,
+              index,
+            );
             if (this.indexOffset !== 0) throw new CorruptError("a second INDEX record", loc);
             this.indexOffset = base.offset;
             if (this.checkIndex) this.checkIndexEntries(idx, base.offset, index);
@@ -237,7 +282,10 @@ export class SnapshotStreamReader {
           }
           default: {
             if (isCritical(h.flags)) {
-              throw new UnsupportedError(`critical record type ${recordTypeName(h.type)} is unknown to this reader`, loc);
+              throw new UnsupportedError(
+                `critical record type ${recordTypeName(h.type)} is unknown to this reader`,
+                loc,
+              );
             }
             this.counts.extensions++;
             yield { ...base, kind: "extension", type: h.type, payload: payload.slice() };
@@ -260,15 +308,26 @@ export class SnapshotStreamReader {
     ];
     for (const [what, declared, seen] of pairs) {
       if (declared !== seen) {
-        throw new CorruptError(`trailer declares ${what} ${declared} but the file has ${seen}`, { offset, recordIndex: index });
+        throw new CorruptError(`trailer declares ${what} ${declared} but the file has ${seen}`, {
+          offset,
+          recordIndex: index,
+        });
       }
     }
   }
 
-  private compareDigest(what: string, expected: Uint8Array, actual: Uint8Array, offset: number, recordIndex: number) {
+  private compareDigest(
+    what: string,
+    expected: Uint8Array,
+    actual: Uint8Array,
+    offset: number,
+    recordIndex: number,
+  ) {
     const e = toHex(expected);
     const a = toHex(actual);
-    if (e !== a) throw new ChecksumError(`${what} mismatch`, { offset, recordIndex, expected: e, actual: a });
+    if (e !== a) {
+      throw new ChecksumError(`${what} mismatch`, { offset, recordIndex, expected: e, actual: a });
+    }
   }
 
   private checkIndexEntries(idx: SnapshotIndex, offset: number, recordIndex: number): void {
@@ -276,15 +335,26 @@ export class SnapshotStreamReader {
     for (let i = 0; i < idx.pages.length; i++) {
       const seen = table.get(idx.regions[i], idx.pages[i]);
       if (seen !== idx.pageOffsets[i]) {
-        throw new CorruptError(`index entry ${i} puts page ${idx.pages[i]} of region ${idx.regions[i]} at byte ${idx.pageOffsets[i]}, but its last record is at ${seen}`, { offset, recordIndex });
+        throw new CorruptError(
+          `index entry ${i} puts page ${idx.pages[i]} of region ${idx.regions[i]} at byte ${
+            idx.pageOffsets[i]
+          }, but its last record is at ${seen}`,
+          { offset, recordIndex },
+        );
       }
     }
     if (idx.pages.length !== table.count()) {
-      throw new CorruptError(`index has ${idx.pages.length} page entries but ${table.count()} pages appear`, { offset, recordIndex });
+      throw new CorruptError(
+        `index has ${idx.pages.length} page entries but ${table.count()} pages appear`,
+        { offset, recordIndex },
+      );
     }
     const devs = new Set(this.deviceOffsets.values());
     if (idx.deviceOffsets.length !== devs.size || idx.deviceOffsets.some((o) => !devs.has(o))) {
-      throw new CorruptError("index device entries do not match the device records", { offset, recordIndex });
+      throw new CorruptError("index device entries do not match the device records", {
+        offset,
+        recordIndex,
+      });
     }
   }
 }
@@ -335,7 +405,10 @@ export async function readSnapshot(
     if (r.kind === "header") {
       const total = r.description.regions.reduce((n, x) => n + x.size, 0);
       if (total > max) {
-        throw new UnsupportedError(`the regions total ${total} bytes, more than the ${max} this reader may allocate`, r);
+        throw new UnsupportedError(
+          `the regions total ${total} bytes, more than the ${max} this reader may allocate`,
+          r,
+        );
       }
       regions = r.description.regions.map(() => undefined);
     } else if (r.kind === "pages") {
@@ -378,4 +451,3 @@ export function sortDevices(list: DeviceSection[]): DeviceSection[] {
     return x.length - y.length || a.instance - b.instance;
   });
 }
-

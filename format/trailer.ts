@@ -30,7 +30,9 @@ export const TRAILER_PAYLOAD_SIZE = 5 * 8 + 32 + 32;
 /** Encodes a TRAILER payload. */
 export function encodeTrailer(t: Trailer): Uint8Array {
   return new ByteBuilder(TRAILER_PAYLOAD_SIZE)
-    .u64(t.recordCount).u64(t.pageRecordCount).u64(t.pageCount).u64(t.deviceCount).u64(t.indexOffset)
+    .u64(t.recordCount).u64(t.pageRecordCount).u64(t.pageCount).u64(t.deviceCount).u64(
+      t.indexOffset,
+    )
     .bytes(t.contentDigest).bytes(t.fileDigest).finish();
 }
 

@@ -5,8 +5,8 @@
  * @module
  */
 import { isZero } from "./_bytes.ts";
-import { zstdCompress } from "./_zstd.ts";
-import { createBlake3, hashPageInto } from "./checksum.ts";
+import { type EncodedBatch, encodePageBatch, type PageBatch } from "./_page_batch.ts";
+import { createBlake3 } from "./checksum.ts";
 import {
   FLAG_CRITICAL,
   FORMAT_MAJOR,
@@ -17,9 +17,14 @@ import {
 import { ContentDigestBuilder } from "./content_digest.ts";
 import { type DeviceSectionInput, encodeDeviceSection, normalizeDevice } from "./device_section.ts";
 import { encodeFooter } from "./footer.ts";
-import { encodeHeader, encodePrologue, type MachineDescription, validateDescription } from "./header.ts";
+import {
+  encodeHeader,
+  encodePrologue,
+  type MachineDescription,
+  validateDescription,
+} from "./header.ts";
 import { encodeIndex, indexBodySize } from "./index_record.ts";
-import { encodePageRecord, type PageEncodingName } from "./page_record.ts";
+import { encodePageRecord } from "./page_record.ts";
 import { encodeRecord } from "./record.ts";
 import { encodeTrailer } from "./trailer.ts";
 import type { IHasher } from "hash-wasm";
@@ -34,6 +39,12 @@ export interface WriterOptions {
   batchBytes?: number;
   /** Write an INDEX record (default true). Omitted anyway when it would exceed the record cap. */
   index?: boolean;
+  /**
+   * Compression workers (default: one fewer than the CPUs, at most 4; 0 compresses on the calling
+   * thread). Batches are hashed and compressed in the workers; records still reach the stream in
+   * call order.
+   */
+  workers?: number;
 }
 
 /** What {@linkcode SnapshotWriter.close} reports. */
@@ -52,13 +63,84 @@ const ZERO_BATCH = 16384;
 const IN_NONE = 0;
 const IN_ZERO = 1;
 const IN_DATA = 2;
+const MAX_IN_FLIGHT = 8;
+
+/** A record on its way to the stream, with what writing it changes. */
+interface Queued {
+  record: Uint8Array;
+  /** For PAGES records: region and pages, and their hashes (null for a zero record). */
+  region?: number;
+  pages?: Uint32Array;
+  hashes?: Uint8Array | null;
+  /** For DEVICE records: the key "id\0instance". */
+  deviceKey?: string;
+  /** A batch buffer to reuse once the record is written. */
+  raw?: Uint8Array;
+}
+
+/** Runs page batches through workers, falling back to the calling thread. */
+class BatchEncoder {
+  private readonly workers: Worker[] = [];
+  private readonly ready: Promise<void>[] = [];
+  private readonly waiting = new Map<
+    number,
+    { resolve: (r: EncodedBatch & { raw: Uint8Array }) => void; reject: (e: Error) => void }
+  >();
+  private next = 0;
+  constructor(count: number) {
+    for (let i = 0; i < count; i++) {
+      const w = new Worker(new URL("./_compress_worker.ts", import.meta.url).href, {
+        type: "module",
+      });
+      let markReady = () => {};
+      this.ready.push(new Promise((resolve) => markReady = resolve));
+      w.onmessage = (e) => {
+        const m = e.data;
+        if (m.ready === true) return markReady();
+        const p = this.waiting.get(m.id);
+        if (p === undefined) return;
+        this.waiting.delete(m.id);
+        if (m.error !== undefined) p.reject(new Error(`Cannot compress pages: ${m.error}`));
+        else p.resolve({ record: m.record, hashes: m.hashes, raw: m.raw });
+      };
+      w.onerror = (e) => {
+        e.preventDefault();
+        for (const p of this.waiting.values()) {
+          p.reject(new Error(`Cannot compress pages: ${e.message}`));
+        }
+        this.waiting.clear();
+      };
+      this.workers.push(w);
+    }
+  }
+  encode(batch: PageBatch): Promise<EncodedBatch & { raw: Uint8Array }> {
+    if (this.workers.length === 0) {
+      return Promise.resolve({ ...encodePageBatch(batch), raw: batch.raw });
+    }
+    const id = this.next++;
+    const w = this.workers[id % this.workers.length];
+    return new Promise((resolve, reject) => {
+      this.waiting.set(id, { resolve, reject });
+      // Post only once the worker has loaded, so no message can arrive before its handler.
+      this.ready[id % this.workers.length].then(() =>
+        w.postMessage({ id, batch }, [batch.raw.buffer as ArrayBuffer])
+      );
+    });
+  }
+  close(): void {
+    for (const w of this.workers) w.terminate();
+    this.workers.length = 0;
+  }
+}
 
 /**
  * Writes one `.lsnap` file to a stream.
  *
+ * Pages may come in any order, in any batch size, and more than once (the last occurrence wins).
  * Every `write*` method copies what it is given before its promise resolves, so the caller may
  * reuse or free the source buffer (for example a slot of a SharedArrayBuffer) as soon as the
- * promise resolves. Calls must not overlap: await each before the next.
+ * promise resolves. Calls must not overlap: await each before the next. Records reach the stream
+ * in call order; the stream is never seeked.
  *
  * @example
  * ```ts
@@ -91,6 +173,8 @@ export class SnapshotWriter {
   private readonly pageOffsets: (Float64Array | undefined)[];
   private readonly pending: (Uint8Array | undefined)[];
   private readonly deviceOffsets = new Map<string, number>();
+  private readonly queue: Promise<Queued>[] = [];
+  private readonly freeBuffers: ArrayBuffer[] = [];
   private dataRegion = -1;
   private dataBuf = new Uint8Array(0);
   private dataPages = new Uint32Array(0);
@@ -98,7 +182,6 @@ export class SnapshotWriter {
   private zeroRegion = -1;
   private readonly zeroPages = new Uint32Array(ZERO_BATCH);
   private zeroCount = 0;
-  private readonly pageHash = new Uint8Array(16);
 
   private constructor(
     private readonly out: WritableStreamDefaultWriter<Uint8Array>,
@@ -106,10 +189,11 @@ export class SnapshotWriter {
     private readonly fileHasher: IHasher,
     options: WriterOptions,
     private readonly onClose: (ok: boolean) => Promise<void>,
+    private readonly encoder: BatchEncoder,
   ) {
     this.codec = options.codec ?? "zstd";
     this.level = options.level ?? 1;
-    this.batchBytes = Math.max(4096, Math.min(options.batchBytes ?? 256 * 1024, 16 * 1024 * 1024));
+    this.batchBytes = Math.max(4096, Math.min(options.batchBytes ?? 1024 * 1024, 16 * 1024 * 1024));
     this.wantIndex = options.index ?? true;
     this.digest = new ContentDigestBuilder(description);
     this.pageOffsets = description.regions.map(() => undefined);
@@ -122,7 +206,12 @@ export class SnapshotWriter {
     description: MachineDescription,
     options: WriterOptions = {},
   ): Promise<SnapshotWriter> {
-    return await SnapshotWriter.start(stream.getWriter(), description, options, () => Promise.resolve());
+    return await SnapshotWriter.start(
+      stream.getWriter(),
+      description,
+      options,
+      () => Promise.resolve(),
+    );
   }
 
   /**
@@ -181,9 +270,26 @@ export class SnapshotWriter {
     validateDescription(description);
     const hasher = await createBlake3();
     hasher.init();
-    const w = new SnapshotWriter(out, description, hasher, options, onClose);
-    await w.emit(encodePrologue(FORMAT_MAJOR, FORMAT_MINOR), false);
-    await w.emitRecord(RecordType.HEADER, FLAG_CRITICAL, encodeHeader(description));
+    const cpus = navigator.hardwareConcurrency ?? 1;
+    const workers = options.workers ?? Math.min(4, Math.max(0, cpus - 1));
+    if (!Number.isInteger(workers) || workers < 0 || workers > 64) {
+      throw new Error(`Cannot start writer: workers ${workers} is not an integer in 0..64`);
+    }
+    const w = new SnapshotWriter(
+      out,
+      description,
+      hasher,
+      options,
+      onClose,
+      new BatchEncoder(workers),
+    );
+    try {
+      await w.emit(encodePrologue(FORMAT_MAJOR, FORMAT_MINOR), false);
+      await w.emit(encodeRecord(RecordType.HEADER, FLAG_CRITICAL, encodeHeader(description)));
+    } catch (e) {
+      w.encoder.close();
+      throw e;
+    }
     return w;
   }
 
@@ -199,15 +305,37 @@ export class SnapshotWriter {
     }
   }
 
-  private async emitRecord(type: number, flags: number, payload: Uint8Array): Promise<number> {
+  /** Queues a record; waits for the oldest to be written while too many are in flight. */
+  private async enqueue(q: Promise<Queued>): Promise<void> {
+    // Keep a rejection from surfacing as unhandled before its turn comes.
+    q.catch(() => {});
+    this.queue.push(q);
+    while (this.queue.length > MAX_IN_FLIGHT) await this.drainOne();
+  }
+
+  private async drainOne(): Promise<void> {
+    let q: Queued;
+    try {
+      q = await this.queue.shift()!;
+    } catch (e) {
+      await this.fail();
+      throw e;
+    }
     const at = this.offset;
-    await this.emit(encodeRecord(type, flags, payload));
-    return at;
+    await this.emit(q.record);
+    if (q.pages !== undefined) this.notePages(q.region!, q.pages, q.hashes!, at);
+    if (q.deviceKey !== undefined) this.deviceOffsets.set(q.deviceKey, at);
+    if (q.raw !== undefined) this.freeBuffers.push(q.raw.buffer as ArrayBuffer);
+  }
+
+  private async drainAll(): Promise<void> {
+    while (this.queue.length > 0) await this.drainOne();
   }
 
   private async fail(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.encoder.close();
     await this.out.abort().catch(() => {});
     await this.onClose(false);
   }
@@ -219,38 +347,66 @@ export class SnapshotWriter {
   private checkPages(region: number, what: string): number {
     this.checkOpen();
     const r = this.description.regions[region];
-    if (r === undefined) throw new Error(`Cannot write pages: region index ${region} does not exist (${what})`);
+    if (r === undefined) {
+      throw new Error(`Cannot write pages: region index ${region} does not exist (${what})`);
+    }
     return r.size / r.pageSize;
   }
 
   /**
    * Writes `data.length / pageSize` consecutive pages of region `region` starting at `firstPage`.
-   * Resolves once the bytes have been copied and hashed (the caller may then reuse `data`).
+   * Resolves once the bytes have been copied (the caller may then reuse `data`).
    */
   async writePages(region: number, firstPage: number, data: Uint8Array): Promise<void> {
     const total = this.checkPages(region, "writePages");
     const ps = this.description.regions[region].pageSize;
-    if (data.length % ps !== 0) throw new Error(`Cannot write pages: ${data.length} bytes is not a multiple of the page size ${ps}`);
+    if (data.length % ps !== 0) {
+      throw new Error(
+        `Cannot write pages: ${data.length} bytes is not a multiple of the page size ${ps}`,
+      );
+    }
     const n = data.length / ps;
     if (!Number.isInteger(firstPage) || firstPage < 0 || firstPage + n > total) {
-      throw new Error(`Cannot write pages: pages ${firstPage}..${firstPage + n - 1} are outside region '${this.description.regions[region].name}' (${total} pages)`);
+      throw new Error(
+        `Cannot write pages: pages ${firstPage}..${firstPage + n - 1} are outside region '${
+          this.description.regions[region].name
+        }' (${total} pages)`,
+      );
     }
-    for (let i = 0; i < n; i++) await this.addPage(region, firstPage + i, data.subarray(i * ps, (i + 1) * ps));
+    for (let i = 0; i < n; i++) {
+      const bytes = data.subarray(i * ps, (i + 1) * ps);
+      if (!this.addPageFast(region, firstPage + i, bytes)) {
+        await this.addPage(region, firstPage + i, bytes);
+      }
+    }
   }
 
   /**
    * Writes pages of region `region` named by `pages`; page `pages[i]` is
-   * `data[i × pageSize ..]`. Resolves once the bytes have been copied and hashed.
+   * `data[i × pageSize ..]`. Resolves once the bytes have been copied.
    */
   async writePageList(region: number, pages: ArrayLike<number>, data: Uint8Array): Promise<void> {
     const total = this.checkPages(region, "writePageList");
     const ps = this.description.regions[region].pageSize;
-    if (data.length !== pages.length * ps) throw new Error(`Cannot write pages: ${data.length} bytes for ${pages.length} pages of ${ps} bytes`);
+    if (data.length !== pages.length * ps) {
+      throw new Error(
+        `Cannot write pages: ${data.length} bytes for ${pages.length} pages of ${ps} bytes`,
+      );
+    }
     for (let i = 0; i < pages.length; i++) {
       const p = pages[i];
-      if (!Number.isInteger(p) || p < 0 || p >= total) throw new Error(`Cannot write pages: page ${p} is outside region '${this.description.regions[region].name}' (${total} pages)`);
+      if (!Number.isInteger(p) || p < 0 || p >= total) {
+        throw new Error(
+          `Cannot write pages: page ${p} is outside region '${
+            this.description.regions[region].name
+          }' (${total} pages)`,
+        );
+      }
     }
-    for (let i = 0; i < pages.length; i++) await this.addPage(region, pages[i], data.subarray(i * ps, (i + 1) * ps));
+    for (let i = 0; i < pages.length; i++) {
+      const bytes = data.subarray(i * ps, (i + 1) * ps);
+      if (!this.addPageFast(region, pages[i], bytes)) await this.addPage(region, pages[i], bytes);
+    }
   }
 
   private pendingMap(region: number): Uint8Array {
@@ -263,11 +419,31 @@ export class SnapshotWriter {
     return m;
   }
 
+  /** Adds a page without awaiting when no record has to be flushed; false means "use addPage". */
+  private addPageFast(region: number, page: number, bytes: Uint8Array): boolean {
+    const pending = this.pending[region];
+    if (pending === undefined) return false;
+    if (isZero(bytes)) {
+      if (pending[page] === IN_DATA || this.zeroCount + 1 >= ZERO_BATCH) return false;
+      if (this.zeroCount > 0 && this.zeroRegion !== region) return false;
+      this.zeroRegion = region;
+      this.zeroPages[this.zeroCount++] = page;
+      pending[page] = IN_ZERO;
+    } else {
+      if (this.dataRegion !== region || this.dataBuf.length === 0) return false;
+      if (pending[page] === IN_ZERO || this.dataCount + 1 >= this.dataPages.length) return false;
+      this.dataBuf.set(bytes, this.dataCount * bytes.length);
+      this.dataPages[this.dataCount++] = page;
+      pending[page] = IN_DATA;
+    }
+    this.pageOccurrences++;
+    return true;
+  }
+
   private async addPage(region: number, page: number, bytes: Uint8Array): Promise<void> {
     const pending = this.pendingMap(region);
     this.pageOccurrences++;
     if (isZero(bytes)) {
-      this.digest.clearPage(region, page);
       if (this.zeroRegion !== region && this.zeroCount > 0) await this.flushZero();
       // A page pending as data must reach the file before its newer zero occurrence.
       if (pending[page] === IN_DATA) await this.flushData();
@@ -277,27 +453,32 @@ export class SnapshotWriter {
       if (this.zeroCount === ZERO_BATCH) await this.flushZero();
       return;
     }
-    hashPageInto(bytes, this.pageHash, 0);
-    this.digest.setPageHash(region, page, this.pageHash);
     if (this.dataRegion !== region && this.dataCount > 0) await this.flushData();
     if (pending[page] === IN_ZERO) await this.flushZero();
-    if (this.dataRegion !== region) {
-      const ps = this.description.regions[region].pageSize;
-      const cap = Math.max(1, Math.floor(this.batchBytes / ps));
-      if (this.dataBuf.length !== cap * ps) {
-        this.dataBuf = new Uint8Array(cap * ps);
-        this.dataPages = new Uint32Array(cap);
-      }
-      this.dataRegion = region;
-    }
+    if (this.dataRegion !== region || this.dataBuf.length === 0) this.startBatch(region);
     this.dataBuf.set(bytes, this.dataCount * bytes.length);
     this.dataPages[this.dataCount++] = page;
     pending[page] = IN_DATA;
     if (this.dataCount === this.dataPages.length) await this.flushData();
   }
 
-  private notePages(region: number, pages: Uint32Array, at: number): void {
-    const pending = this.pending[region]!;
+  private startBatch(region: number): void {
+    const ps = this.description.regions[region].pageSize;
+    const cap = Math.max(1, Math.floor(this.batchBytes / ps));
+    let buf = this.freeBuffers.pop();
+    if (buf === undefined || buf.byteLength !== cap * ps) buf = new ArrayBuffer(cap * ps);
+    this.dataBuf = new Uint8Array(buf);
+    this.dataPages = new Uint32Array(cap);
+    this.dataRegion = region;
+  }
+
+  /** Called as a PAGES record reaches the stream, in file order. */
+  private notePages(
+    region: number,
+    pages: Uint32Array,
+    hashes: Uint8Array | null,
+    at: number,
+  ): void {
     let offsets = this.pageOffsets[region];
     if (offsets === undefined && this.wantIndex) {
       const r = this.description.regions[region];
@@ -305,49 +486,64 @@ export class SnapshotWriter {
       this.pageOffsets[region] = offsets;
     }
     for (let i = 0; i < pages.length; i++) {
-      pending[pages[i]] = IN_NONE;
       // Stored +1 so that 0 means "absent".
       if (offsets !== undefined) offsets[pages[i]] = at + 1;
+      if (hashes === null) this.digest.clearPage(region, pages[i]);
+      else this.digest.setPageHash(region, pages[i], hashes, i * 16);
     }
     this.pageRecords++;
+  }
+
+  private clearPending(region: number, pages: Uint32Array): void {
+    const pending = this.pending[region]!;
+    for (let i = 0; i < pages.length; i++) pending[pages[i]] = IN_NONE;
   }
 
   private async flushZero(): Promise<void> {
     if (this.zeroCount === 0) return;
     const pages = this.zeroPages.slice(0, this.zeroCount);
     this.zeroCount = 0;
-    const at = await this.emitRecord(RecordType.PAGES, FLAG_CRITICAL, encodePageRecord(this.zeroRegion, "zero", pages, new Uint8Array(0)));
-    this.notePages(this.zeroRegion, pages, at);
+    this.clearPending(this.zeroRegion, pages);
+    const record = encodeRecord(
+      RecordType.PAGES,
+      FLAG_CRITICAL,
+      encodePageRecord(this.zeroRegion, "zero", pages, new Uint8Array(0)),
+    );
+    await this.enqueue(Promise.resolve({ record, region: this.zeroRegion, pages, hashes: null }));
   }
 
   private async flushData(): Promise<void> {
     if (this.dataCount === 0) return;
+    const region = this.dataRegion;
     const pages = this.dataPages.slice(0, this.dataCount);
-    const ps = this.description.regions[this.dataRegion].pageSize;
+    const ps = this.description.regions[region].pageSize;
     const raw = this.dataBuf.subarray(0, this.dataCount * ps);
     this.dataCount = 0;
-    let encoding: PageEncodingName = "raw";
-    let data: Uint8Array = raw;
-    if (this.codec === "zstd") {
-      const z = zstdCompress(raw, this.level);
-      if (z.length < raw.length) {
-        encoding = "zstd";
-        data = z;
-      }
-    }
-    const at = await this.emitRecord(RecordType.PAGES, FLAG_CRITICAL, encodePageRecord(this.dataRegion, encoding, pages, data));
-    this.notePages(this.dataRegion, pages, at);
+    this.dataBuf = new Uint8Array(0);
+    this.clearPending(region, pages);
+    const encoded = this.encoder.encode({
+      region,
+      pages,
+      raw,
+      pageSize: ps,
+      codec: this.codec,
+      level: this.level,
+    });
+    await this.enqueue(
+      encoded.then((e) => ({ record: e.record, region, pages, hashes: e.hashes, raw: e.raw })),
+    );
   }
 
-  /** Writes a device section now (FORMAT.md §7); the last one for an (id, instance) wins. */
+  /** Writes a device section (FORMAT.md §7) after the pages written so far; the last one for an
+   * (id, instance) wins. */
   async writeDevice(section: DeviceSectionInput): Promise<void> {
     this.checkOpen();
     const d = normalizeDevice(section);
     const copy = { ...d, state: d.state.slice(), description: d.description.slice() };
     this.digest.setDevice(copy);
-    const at = await this.emitRecord(RecordType.DEVICE, FLAG_CRITICAL, encodeDeviceSection(copy));
-    this.deviceOffsets.set(`${d.id}\u0000${d.instance}`, at);
     this.deviceRecords++;
+    const record = encodeRecord(RecordType.DEVICE, FLAG_CRITICAL, encodeDeviceSection(copy));
+    await this.enqueue(Promise.resolve({ record, deviceKey: `${d.id}\u0000${d.instance}` }));
   }
 
   /**
@@ -359,7 +555,11 @@ export class SnapshotWriter {
     if (!Number.isInteger(type) || type <= RecordType.TRAILER || type > 0xffff) {
       throw new Error(`Cannot write extension record: type ${type} is reserved or not a u16`);
     }
-    await this.emitRecord(type, critical ? FLAG_CRITICAL : 0, payload.slice());
+    await this.enqueue(
+      Promise.resolve({
+        record: encodeRecord(type, critical ? FLAG_CRITICAL : 0, payload.slice()),
+      }),
+    );
   }
 
   /** Flushes pending pages, writes the index, trailer and footer, and closes the stream. */
@@ -368,6 +568,8 @@ export class SnapshotWriter {
     try {
       await this.flushZero();
       await this.flushData();
+      await this.drainAll();
+      this.encoder.close();
       const indexOffset = await this.writeIndex();
       const contentDigest = await this.digest.digest();
       const fileDigest = this.fileHasher.digest("binary");
@@ -381,7 +583,8 @@ export class SnapshotWriter {
         contentDigest,
         fileDigest,
       });
-      const trailerOffset = await this.emitRecord(RecordType.TRAILER, FLAG_CRITICAL, trailer);
+      const trailerOffset = this.offset;
+      await this.emit(encodeRecord(RecordType.TRAILER, FLAG_CRITICAL, trailer));
       await this.emit(encodeFooter({ trailerOffset, indexOffset }), false);
       await this.out.close();
       this.closed = true;
@@ -395,13 +598,16 @@ export class SnapshotWriter {
 
   /** Abandons the snapshot: aborts the stream (a file writer removes its temporary file). */
   async abort(): Promise<void> {
+    await Promise.allSettled(this.queue);
     await this.fail();
   }
 
   private async writeIndex(): Promise<number> {
     if (!this.wantIndex) return 0;
     let n = 0;
-    for (const o of this.pageOffsets) if (o !== undefined) for (let i = 0; i < o.length; i++) if (o[i] !== 0) n++;
+    for (const o of this.pageOffsets) {
+      if (o !== undefined) { for (let i = 0; i < o.length; i++) if (o[i] !== 0) n++; }
+    }
     if (indexBodySize(n, this.deviceOffsets.size) > MAX_RECORD_PAYLOAD) return 0;
     const regions = new Uint16Array(n);
     const pages = new Uint32Array(n);
@@ -416,12 +622,15 @@ export class SnapshotWriter {
         pageOffsets[k++] = o[i] - 1;
       }
     });
-    const keys = [...this.deviceOffsets.keys()].sort((a, b) => {
-      const [ia, na] = a.split("\u0000");
-      const [ib, nb] = b.split("\u0000");
-      return ia < ib ? -1 : ia > ib ? 1 : Number(na) - Number(nb);
-    });
-    const deviceOffsets = Float64Array.from(keys, (k) => this.deviceOffsets.get(k)!);
-    return await this.emitRecord(RecordType.INDEX, 0, encodeIndex({ regions, pages, pageOffsets, deviceOffsets }));
+    const deviceOffsets = Float64Array.from(this.deviceOffsets.values()).sort();
+    const at = this.offset;
+    await this.emit(
+      encodeRecord(
+        RecordType.INDEX,
+        0,
+        encodeIndex({ regions, pages, pageOffsets, deviceOffsets }),
+      ),
+    );
+    return at;
   }
 }

@@ -44,7 +44,7 @@ export function makeRam(pages: number, seed: number): Uint8Array {
     const kind = r();
     const page = ram.subarray(p * PAGE, (p + 1) * PAGE);
     if (kind < 0.4) continue;
-    if (kind < 0.7) for (let i = 0; i < PAGE; i++) page[i] = words[(i * 7 + p) % words.length];
+    if (kind < 0.7) { for (let i = 0; i < PAGE; i++) page[i] = words[(i * 7 + p) % words.length]; }
     else for (let i = 0; i < PAGE; i++) page[i] = (r() * 256) | 0;
   }
   return ram;
@@ -52,9 +52,24 @@ export function makeRam(pages: number, seed: number): Uint8Array {
 
 export function devices(): DeviceSectionInput[] {
   return [
-    { id: "uart", instance: 0, version: 1, state: encodeDeviceState({ lsr: 0x60, fifo: new Uint8Array([65, 66]) }) },
-    { id: "hart", instance: 0, version: 2, state: encodeDeviceState({ pc: 0x8000_0000, x: [0, 1, 2, 3] }) },
-    { id: "clint", instance: 0, version: 1, state: encodeDeviceState({ mtime: 12345, mtimecmp: [99] }) },
+    {
+      id: "uart",
+      instance: 0,
+      version: 1,
+      state: encodeDeviceState({ lsr: 0x60, fifo: new Uint8Array([65, 66]) }),
+    },
+    {
+      id: "hart",
+      instance: 0,
+      version: 2,
+      state: encodeDeviceState({ pc: 0x8000_0000, x: [0, 1, 2, 3] }),
+    },
+    {
+      id: "clint",
+      instance: 0,
+      version: 1,
+      state: encodeDeviceState({ mtime: 12345, mtimecmp: [99] }),
+    },
   ];
 }
 
@@ -104,7 +119,7 @@ export async function writeToBytes(spec: WriteSpec): Promise<Uint8Array> {
     const data = new Uint8Array(list.length * PAGE);
     list.forEach((p, k) => data.set(spec.ram.subarray(p * PAGE, (p + 1) * PAGE), k * PAGE));
     await w.writePageList(0, list, data);
-    if (i === 0) for (const d of devs.slice(0, 1)) await w.writeDevice(d);
+    if (i === 0) { for (const d of devs.slice(0, 1)) await w.writeDevice(d); }
   }
   for (const d of devs.slice(1)) await w.writeDevice(d);
   if (spec.extra) await spec.extra(w);

@@ -1,13 +1,33 @@
-import { assert, assertEquals, assertInstanceOf, assertRejects, assertStringIncludes } from "@std/assert/mod.js";
+import {
+  assert,
+  assertEquals,
+  assertInstanceOf,
+  assertRejects,
+  assertStringIncludes,
+} from "@std/assert/mod.js";
 import { readSnapshot, SnapshotStreamReader } from "../format/stream_reader.ts";
 import { SnapshotFileReader } from "../format/file_reader.ts";
-import { ChecksumError, CorruptError, LsnapError, TruncatedError, UnsupportedError } from "../format/errors.ts";
+import {
+  ChecksumError,
+  CorruptError,
+  LsnapError,
+  TruncatedError,
+  UnsupportedError,
+} from "../format/errors.ts";
 import { encodePrologue } from "../format/header.ts";
 import { encodeRecord } from "../format/record.ts";
 import { FLAG_CRITICAL, RecordType } from "../format/constants.ts";
 import { encodeHeader } from "../format/header.ts";
 import { encodePageRecord } from "../format/page_record.ts";
-import { chunked, description, makeRam, recordSpans, rng, shuffle, writeToBytes } from "./_snapshots.ts";
+import {
+  chunked,
+  description,
+  makeRam,
+  recordSpans,
+  rng,
+  shuffle,
+  writeToBytes,
+} from "./_snapshots.ts";
 
 const PAGES = 24;
 const base = await writeToBytes({
@@ -45,7 +65,10 @@ Deno.test("readSnapshot() reports a file truncated at every record boundary as t
 Deno.test("readSnapshot() reports a file cut inside every record as truncated, naming the record", async (t) => {
   for (const [k, s] of spans.entries()) {
     await t.step(`cut inside record ${k}`, async () => {
-      const e = await assertRejects(() => readAll(base.subarray(0, s.offset + s.length - 3)), TruncatedError);
+      const e = await assertRejects(
+        () => readAll(base.subarray(0, s.offset + s.length - 3)),
+        TruncatedError,
+      );
       assertEquals(e.recordIndex, k);
       assertEquals(e.offset, s.offset);
     });
@@ -60,7 +83,10 @@ Deno.test("readSnapshot() reports a byte flipped in every record as a checksum m
       const e = await assertRejects(() => readAll(bad), ChecksumError);
       assertEquals(e.recordIndex, k);
       assertEquals(e.offset, s.offset);
-      assertStringIncludes(e.message, `Cannot read record ${k} at byte ${s.offset}: record CRC32C mismatch`);
+      assertStringIncludes(
+        e.message,
+        `Cannot read record ${k} at byte ${s.offset}: record CRC32C mismatch`,
+      );
     });
     await t.step(`flip in the type field of record ${k}`, async () => {
       const bad = base.slice();
@@ -108,7 +134,11 @@ Deno.test("SnapshotFileReader reports an incomplete file as incomplete and reads
 
 /** Builds a file by hand: prologue, then framed records, then no trailer. */
 function handmade(major: number, minor: number, extra: Uint8Array[]): Uint8Array {
-  const parts = [encodePrologue(major, minor), encodeRecord(RecordType.HEADER, FLAG_CRITICAL, encodeHeader(description(4))), ...extra];
+  const parts = [
+    encodePrologue(major, minor),
+    encodeRecord(RecordType.HEADER, FLAG_CRITICAL, encodeHeader(description(4))),
+    ...extra,
+  ];
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let o = 0;
   for (const p of parts) {
@@ -134,7 +164,11 @@ Deno.test("readSnapshot() skips an unknown optional record and refuses an unknow
     ram: makeRam(4, 5),
     extra: async (w) => await w.writeExtensionRecord(0x7001, new Uint8Array([1, 2, 3]), true),
   });
-  const e = await assertRejects(() => readAll(critical), UnsupportedError, "critical record type 0x7001 is unknown");
+  const e = await assertRejects(
+    () => readAll(critical),
+    UnsupportedError,
+    "critical record type 0x7001 is unknown",
+  );
   assert(e.recordIndex > 0);
 });
 
@@ -147,10 +181,18 @@ Deno.test("decodePrologue() accepts this and newer minors and refuses another ma
     await assertRejects(() => readAll(handmade(1, 7, [])), TruncatedError, "without a trailer");
   });
   await t.step("major 2 is refused", async () => {
-    await assertRejects(() => readAll(handmade(2, 0, [])), UnsupportedError, "format version 2.0 is not supported");
+    await assertRejects(
+      () => readAll(handmade(2, 0, [])),
+      UnsupportedError,
+      "format version 2.0 is not supported",
+    );
   });
   await t.step("major 0 is refused", async () => {
-    await assertRejects(() => readAll(handmade(0, 9, [])), UnsupportedError, "format version 0.9 is not supported");
+    await assertRejects(
+      () => readAll(handmade(0, 9, [])),
+      UnsupportedError,
+      "format version 0.9 is not supported",
+    );
   });
 });
 
@@ -161,9 +203,35 @@ Deno.test("readers never allocate from untrusted sizes", async (t) => {
   });
   await t.step("a zstd frame declaring a huge content size", async () => {
     // 4 pages declared; the frame header (8-byte Frame_Content_Size) claims 2^40 bytes.
-    const frame = new Uint8Array([0x28, 0xb5, 0x2f, 0xfd, 0xc0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0]);
-    const rec = encodeRecord(RecordType.PAGES, FLAG_CRITICAL, encodePageRecord(0, "zstd", Uint32Array.of(0, 1, 2, 3), frame));
-    await assertRejects(() => readAll(handmade(1, 0, [rec])), CorruptError, "zstd frame declares 1099511627776 bytes, the record implies 16384");
+    const frame = new Uint8Array([
+      0x28,
+      0xb5,
+      0x2f,
+      0xfd,
+      0xc0,
+      0,
+      0,
+      0,
+      0,
+      0,
+      0,
+      1,
+      0,
+      0,
+      0,
+      0,
+      0,
+    ]);
+    const rec = encodeRecord(
+      RecordType.PAGES,
+      FLAG_CRITICAL,
+      encodePageRecord(0, "zstd", Uint32Array.of(0, 1, 2, 3), frame),
+    );
+    await assertRejects(
+      () => readAll(handmade(1, 0, [rec])),
+      CorruptError,
+      "zstd frame declares 1099511627776 bytes, the record implies 16384",
+    );
   });
   await t.step("a header with a region larger than the cap", async () => {
     const d = description(4);

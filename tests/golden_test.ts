@@ -8,7 +8,10 @@ import { inspectSnapshot } from "../tools/inspect.ts";
 import { verifySnapshot } from "../tools/verify.ts";
 
 const dir = new URL("./fixtures/", import.meta.url).pathname;
-const expected: Record<string, { contentDigest: string; fileDigest: string; pages: unknown; devices: unknown }> = JSON
+const expected: Record<
+  string,
+  { contentDigest: string; fileDigest: string; pages: unknown; devices: unknown }
+> = JSON
   .parse(await Deno.readTextFile(dir + "expected.json"));
 
 Deno.test("golden files read with their expected digests through both readers", async (t) => {
@@ -27,12 +30,17 @@ Deno.test("golden files read with their expected digests through both readers", 
       const snap = await readSnapshot((await Deno.open(path)).readable);
       const file = await SnapshotFileReader.open(path);
       const regions = [];
-      for (let i = 0; i < file.description.regions.length; i++) regions.push(await file.readRegion(i));
+      for (let i = 0; i < file.description.regions.length; i++) {
+        regions.push(await file.readRegion(i));
+      }
       const devices = await file.devices();
       file.close();
       assertEquals(regions, snap.regions);
       assertEquals(devices, snap.devices);
-      assertEquals(toHex(await computeContentDigest(file.description, regions, devices)), want.contentDigest);
+      assertEquals(
+        toHex(await computeContentDigest(file.description, regions, devices)),
+        want.contentDigest,
+      );
     });
   }
   assertEquals([...encodings].sort(), ["raw", "zero", "zstd"]);

@@ -28,8 +28,18 @@ const fixtures: Record<string, (path: string) => Promise<void>> = {
     for (const p of shuffle([...Array(24).keys()].map((x) => x + 8), 1)) {
       await w.writePages(0, p, ram.subarray(p * PAGE, (p + 1) * PAGE));
     }
-    await w.writeDevice({ id: "hart", instance: 0, version: 1, state: encodeDeviceState({ pc: 0x8000_0000, x: [0, 1, 2] }) });
-    await w.writeDevice({ id: "uart", instance: 0, version: 1, state: encodeDeviceState({ lsr: 0x60, fifo: new Uint8Array([72, 105]) }) });
+    await w.writeDevice({
+      id: "hart",
+      instance: 0,
+      version: 1,
+      state: encodeDeviceState({ pc: 0x8000_0000, x: [0, 1, 2] }),
+    });
+    await w.writeDevice({
+      id: "uart",
+      instance: 0,
+      version: 1,
+      state: encodeDeviceState({ lsr: 0x60, fifo: new Uint8Array([72, 105]) }),
+    });
     await w.close();
   },
   // Pages resent (the last occurrence wins), a device resent, no index, raw codec.
@@ -40,10 +50,20 @@ const fixtures: Record<string, (path: string) => Promise<void>> = {
       createdAt,
     }, { codec: "raw", index: false, batchBytes: 2 * PAGE });
     await w.writePages(0, 0, ram);
-    await w.writeDevice({ id: "clint", instance: 0, version: 1, state: encodeDeviceState({ mtime: 1 }) });
+    await w.writeDevice({
+      id: "clint",
+      instance: 0,
+      version: 1,
+      state: encodeDeviceState({ mtime: 1 }),
+    });
     await w.writePageList(0, [5, 2, 9], new Uint8Array(3 * PAGE).fill(0xee));
     await w.writePages(0, 9, new Uint8Array(PAGE)); // page 9 ends zero
-    await w.writeDevice({ id: "clint", instance: 0, version: 1, state: encodeDeviceState({ mtime: 2 }) });
+    await w.writeDevice({
+      id: "clint",
+      instance: 0,
+      version: 1,
+      state: encodeDeviceState({ mtime: 2 }),
+    });
     await w.close();
   },
   // Two regions with different page sizes, a foreign device payload, an unknown optional record.
@@ -57,7 +77,11 @@ const fixtures: Record<string, (path: string) => Promise<void>> = {
       createdAt,
     }, { level: 3 });
     await w.writePages(1, 2, new Uint8Array(2 * 512).fill(0x5a));
-    await w.writeExtensionRecord(0x7f00, new TextEncoder().encode("optional extension payload"), false);
+    await w.writeExtensionRecord(
+      0x7f00,
+      new TextEncoder().encode("optional extension payload"),
+      false,
+    );
     await w.writePageList(0, [15, 0, 7], ram.subarray(0, 3 * PAGE));
     await w.writeDevice({
       id: "virtio-blk",
@@ -77,7 +101,12 @@ for (const [name, make] of Object.entries(fixtures)) {
   await make(path);
   const r = await inspectSnapshot((await Deno.open(path)).readable);
   if (!r.complete) throw new Error(`fixture ${name} does not read back: ${r.error?.message}`);
-  expected[name] = { contentDigest: r.digests.content, fileDigest: r.digests.file, pages: r.pages, devices: r.devices };
+  expected[name] = {
+    contentDigest: r.digests.content,
+    fileDigest: r.digests.file,
+    pages: r.pages,
+    devices: r.devices,
+  };
   console.log(name, (await Deno.stat(path)).size, "bytes", r.digests.content);
 }
 await Deno.writeTextFile(dir + "expected.json", JSON.stringify(expected, null, 2) + "\n");

@@ -4,7 +4,16 @@ import { SnapshotFileReader } from "../format/file_reader.ts";
 import { computeContentDigest } from "../format/content_digest.ts";
 import { toHex } from "../format/checksum.ts";
 import { SnapshotWriter } from "../format/writer.ts";
-import { chunked, description, devices, makeRam, memorySink, PAGE, shuffle, writeToBytes } from "./_snapshots.ts";
+import {
+  chunked,
+  description,
+  devices,
+  makeRam,
+  memorySink,
+  PAGE,
+  shuffle,
+  writeToBytes,
+} from "./_snapshots.ts";
 
 const PAGES = 96;
 
@@ -15,7 +24,12 @@ async function digestOf(bytes: Uint8Array): Promise<string> {
 Deno.test("SnapshotWriter round trips pages written in random order", async () => {
   const d = description(PAGES);
   const ram = makeRam(PAGES, 1);
-  const bytes = await writeToBytes({ description: d, ram, order: shuffle([...Array(PAGES).keys()], 7), batch: 5 });
+  const bytes = await writeToBytes({
+    description: d,
+    ram,
+    order: shuffle([...Array(PAGES).keys()], 7),
+    batch: 5,
+  });
   const snap = await readSnapshot(chunked(bytes, 4096));
   assertEquals(snap.regions[0], ram);
   assertEquals(snap.devices.map((x) => x.id), ["clint", "hart", "uart"]);
@@ -59,7 +73,11 @@ Deno.test("content digest is the same across orders, batch sizes, codecs and dup
     { order: all, batch: 1 },
     { order: shuffle(all, 3), batch: 7, options: { codec: "raw" as const } },
     { order: shuffle(all, 4), batch: 96, options: { batchBytes: 4096 } },
-    { order: [...shuffle(all, 5), ...shuffle(all, 6).slice(0, 30)], batch: 3, options: { level: 5, index: false } },
+    {
+      order: [...shuffle(all, 5), ...shuffle(all, 6).slice(0, 30)],
+      batch: 3,
+      options: { level: 5, index: false },
+    },
   ];
   const digests = [];
   const sizes = [];
@@ -98,7 +116,10 @@ Deno.test("SnapshotWriter writes zero pages with no payload and uses every encod
       }
     }
     assertEquals(zeroBytes, 0);
-    assertEquals([...encodings].sort(), codec === "zstd" ? ["raw", "zero", "zstd"] : ["raw", "zero"]);
+    assertEquals(
+      [...encodings].sort(),
+      codec === "zstd" ? ["raw", "zero", "zstd"] : ["raw", "zero"],
+    );
     assertEquals((await readSnapshot(chunked(bytes, 4096))).regions[0], ram);
   }
 });
@@ -124,7 +145,7 @@ Deno.test("SnapshotFileReader reads the same state with and without an index", a
     assert(r.complete);
     assertEquals(await r.readRegion(0), ram);
     assertEquals(await r.readRegion(1), rom);
-    assertEquals((await r.readPage(0, 17)), ram.slice(17 * PAGE, 18 * PAGE));
+    assertEquals(await r.readPage(0, 17), ram.slice(17 * PAGE, 18 * PAGE));
     const devs = await r.devices();
     results.push(devs);
     assertEquals(toHex((await r.readDevice("hart", 0))!.state), toHex(devices()[1].state));
@@ -139,7 +160,12 @@ Deno.test("SnapshotFileReader reads the same state with and without an index", a
 Deno.test("SnapshotStreamReader reads through an OS pipe in small chunks", async () => {
   const d = description(PAGES);
   const ram = makeRam(PAGES, 13);
-  const bytes = await writeToBytes({ description: d, ram, order: shuffle([...Array(PAGES).keys()], 14), batch: 9 });
+  const bytes = await writeToBytes({
+    description: d,
+    ram,
+    order: shuffle([...Array(PAGES).keys()], 14),
+    batch: 9,
+  });
   const cat = new Deno.Command("cat", { stdin: "piped", stdout: "piped" }).spawn();
   const feeding = (async () => {
     const w = cat.stdin.getWriter();
@@ -169,4 +195,25 @@ Deno.test("SnapshotWriter.createFile renames only after the footer and cleans up
   await w2.abort();
   assertEquals([...Deno.readDirSync(dir)].map((e) => e.name), ["snap.lsnap"]);
   await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("SnapshotWriter writes the same bytes with 0, 1 and 3 compression workers", async () => {
+  const d = description(PAGES);
+  const ram = makeRam(PAGES, 15);
+  const order = [...shuffle([...Array(PAGES).keys()], 16), 3, 5, 3];
+  const outputs = [];
+  for (const workers of [0, 1, 3]) {
+    outputs.push(
+      await writeToBytes({
+        description: d,
+        ram,
+        order,
+        batch: 2,
+        options: { workers, batchBytes: 8 * PAGE },
+      }),
+    );
+  }
+  assertEquals(outputs[1], outputs[0]);
+  assertEquals(outputs[2], outputs[0]);
+  assertEquals((await readSnapshot(chunked(outputs[2], 5000))).regions[0], ram);
 });
