@@ -5,6 +5,7 @@
  */
 const BENCHES = [
   "format_bench.ts",
+  "tools_bench.ts",
 ];
 
 for (const name of BENCHES) {
