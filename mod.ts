@@ -63,10 +63,17 @@ export type { Trailer } from "./format/trailer.ts";
 export type { SnapshotIndex } from "./format/index_record.ts";
 export type { PageEncodingName } from "./format/page_record.ts";
 export { crc32c, toHex } from "./format/checksum.ts";
-export { inspectSnapshot } from "./tools/inspect.ts";
-export type { ErrorReport, InspectResult } from "./tools/inspect.ts";
+export { inspectDevice, inspectSnapshot } from "./tools/inspect.ts";
+export type {
+  DeviceStateReport,
+  ErrorReport,
+  InspectOptions,
+  InspectResult,
+  PageRun,
+} from "./tools/inspect.ts";
 export { verifySnapshot } from "./tools/verify.ts";
-export type { VerifyResult } from "./tools/verify.ts";
+export type { VerifyOptions, VerifyResult } from "./tools/verify.ts";
+export type { Problem } from "./tools/_verify_scan.ts";
 export {
   ConvertError,
   convertSnapshot,
@@ -86,6 +93,17 @@ export type {
   SourceItem,
 } from "./tools/convert.ts";
 export { diffSnapshots } from "./tools/diff.ts";
-export type { DeviceDifference, DiffOptions, DiffResult, PageDifference, RegionDifference } from "./tools/diff.ts";
+export type {
+  DeviceDifference,
+  DiffOptions,
+  DiffResult,
+  PageDifference,
+  RegionDifference,
+} from "./tools/diff.ts";
 export { encodeElfCore, layoutElfCore } from "./tools/elf_core.ts";
-export type { ElfCoreLayout, ElfCoreOptions, ElfCoreSegment, Rv32Registers } from "./tools/elf_core.ts";
+export type {
+  ElfCoreLayout,
+  ElfCoreOptions,
+  ElfCoreSegment,
+  Rv32Registers,
+} from "./tools/elf_core.ts";

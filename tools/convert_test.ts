@@ -511,7 +511,9 @@ Deno.test("livesnap convert works on pipes: - for input and output", async () =>
     await w.close();
     const out = await child.output();
     assertEquals(out.code, 0, new TextDecoder().decode(out.stderr));
-    assertMatch(new TextDecoder().decode(out.stderr), /<stdout>: lsnap, .* \(checked\)/);
+    const stderr = new TextDecoder().decode(out.stderr);
+    assertMatch(stderr, /<stdout>: lsnap, .* \(checked\)/);
+    assert(!stderr.includes("\r"), "no progress line when standard error is not a terminal");
     await Deno.writeFile(`${dir}/o.lsnap`, out.stdout);
     const snap = await readSnapshot((await Deno.open(`${dir}/o.lsnap`)).readable);
     assertEquals(toHex(snap.contentDigest), EXPECTED["v1_duplicates_noindex.lsnap"].contentDigest);
