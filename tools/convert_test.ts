@@ -585,3 +585,33 @@ Deno.test("livesnap convert --from raw --page-size and --quiet", async () => {
     assertEquals(pages.flatMap((r) => r.pages).sort((a, b) => a - b), [0, 2, 3, 4, 5, 6, 7]);
   });
 });
+
+Deno.test("livesnap convert --drop-duplicates from a pipe writes each page once", async () => {
+  await withDir(async (dir) => {
+    await writeMessy(`${dir}/in.lsnap`);
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        new URL("./cli.ts", import.meta.url).pathname,
+        "convert",
+        "--drop-duplicates",
+        "-",
+        `${dir}/out.lsnap`,
+      ],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const w = child.stdin.getWriter();
+    await w.write(await Deno.readFile(`${dir}/in.lsnap`));
+    await w.close();
+    const out = await child.output();
+    assertEquals(out.code, 0, new TextDecoder().decode(out.stderr));
+    const before = await readRecords(`${dir}/in.lsnap`);
+    const after = await readRecords(`${dir}/out.lsnap`);
+    const kept = after.pages.flatMap((r) => r.pages);
+    assertEquals(kept.length, new Set(before.pages.flatMap((r) => r.pages)).size);
+    assertEquals(toHex(after.reader.contentDigest!), toHex(before.reader.contentDigest!));
+  });
+});
