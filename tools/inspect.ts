@@ -58,10 +58,11 @@ export interface InspectResult {
     duplicates: number;
     /** PAGES records by encoding. */
     encodings: { zero: number; raw: number; zstd: number };
-    /** Page occurrences by the encoding of their record. */
-    pagesByEncoding: { zero: number; raw: number; zstd: number };
-    /** Bytes of PAGES records (framing included) by encoding. */
-    bytesByEncoding: { zero: number; raw: number; zstd: number };
+  };
+  /** Page occurrences, and bytes of PAGES records (framing included), by record encoding. */
+  byEncoding: {
+    pages: { zero: number; raw: number; zstd: number };
+    bytes: { zero: number; raw: number; zstd: number };
   };
   /**
    * `pageData`: uncompressed bytes of the pages in raw and zstd records over those records'
@@ -226,9 +227,8 @@ export async function inspectSnapshot(
       records: reader.counts.pageRecords,
       duplicates: occurrences - present,
       encodings,
-      pagesByEncoding,
-      bytesByEncoding,
     },
+    byEncoding: { pages: pagesByEncoding, bytes: bytesByEncoding },
     compression: {
       pageData: stored > 0 ? dataBytes / stored : null,
       file: bytesRead.n > 0 && regionBytes > 0 ? regionBytes / bytesRead.n : null,

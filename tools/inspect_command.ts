@@ -54,9 +54,11 @@ function text(r: InspectResult, color: boolean): string {
       p.present - p.zero
     } data, ${p.zero} zero), ${p.duplicates} duplicates`,
     `  records   ${p.records}: zstd ${p.encodings.zstd}, raw ${p.encodings.raw}, zero ${p.encodings.zero}`,
-    `  by enc.   zstd ${p.pagesByEncoding.zstd} pages in ${formatBytes(p.bytesByEncoding.zstd)}, ` +
-    `raw ${p.pagesByEncoding.raw} in ${formatBytes(p.bytesByEncoding.raw)}, ` +
-    `zero ${p.pagesByEncoding.zero} in ${formatBytes(p.bytesByEncoding.zero)}`,
+    `  by enc.   zstd ${r.byEncoding.pages.zstd} pages in ${
+      formatBytes(r.byEncoding.bytes.zstd)
+    }, ` +
+    `raw ${r.byEncoding.pages.raw} in ${formatBytes(r.byEncoding.bytes.raw)}, ` +
+    `zero ${r.byEncoding.pages.zero} in ${formatBytes(r.byEncoding.bytes.zero)}`,
     `compression ${
       r.compression.pageData === null ? "n/a" : formatRatio(r.compression.pageData)
     } on page data, ` +

@@ -75,9 +75,9 @@ Deno.test("livesnap inspect --json counts pages and bytes by encoding and the co
   const basic = new URL("../tests/fixtures/v1_basic.lsnap", import.meta.url).pathname;
   const j = JSON.parse((await run(["inspect", basic, "--json"])).out);
   // 32 pages: 8 + 24 written once each; the zero ones travel in zero records.
-  const byEnc = j.pages.pagesByEncoding;
+  const byEnc = j.byEncoding.pages;
   assertEquals(byEnc.zero + byEnc.raw + byEnc.zstd, 32);
-  assert(byEnc.zstd > 0 && j.pages.bytesByEncoding.zstd > 0);
+  assert(byEnc.zstd > 0 && j.byEncoding.bytes.zstd > 0);
   assert(j.compression.pageData > 1, "zstd pages take less room than their data");
   assertEquals(j.bytes, (await Deno.stat(basic)).size);
   assertEquals(j.compression.file, (32 * 4096) / j.bytes);
