@@ -25,7 +25,7 @@ import { type MachineDescription, type Region, validateDescription } from "../fo
 import { type SnapshotRecord, SnapshotStreamReader } from "../format/stream_reader.ts";
 import { SnapshotWriter } from "../format/writer.ts";
 import type { CompressionChoice, RawRegionSpec } from "./_args.ts";
-import { createOutput, openInput, type OutputHandle } from "./_io.ts";
+import { createOutput, openInput, type OutputHandle, readAll } from "./_io.ts";
 import { PageStore } from "./_page_store.ts";
 import { createProgress, type Progress } from "./_term.ts";
 import { layoutElfCore, type Rv32Registers } from "./elf_core.ts";
@@ -264,7 +264,27 @@ function keepLastOccurrences(
   return { kind: "pages", region: r.region, pages, data };
 }
 
-async function readFully(file: Deno.FsFile, buf: Uint8Array): Promise<number> {
+/** The part of `Deno.FsFile` that {@linkcode readFully} uses. */
+interface Readable {
+  read(p: Uint8Array): Promise<number | null>;
+  close(): void;
+}
+
+function memoryFile(bytes: Uint8Array): Readable {
+  let at = 0;
+  return {
+    read(p) {
+      if (at >= bytes.length) return Promise.resolve(null);
+      const n = Math.min(p.length, bytes.length - at);
+      p.set(bytes.subarray(at, at + n));
+      at += n;
+      return Promise.resolve(n);
+    },
+    close() {},
+  };
+}
+
+async function readFully(file: Readable, buf: Uint8Array): Promise<number> {
   let n = 0;
   while (n < buf.length) {
     const k = await file.read(buf.subarray(n));
@@ -280,11 +300,17 @@ async function openRaw(_input: string, ctx: ConvertContext): Promise<SnapshotSou
     throw new ConvertError("Cannot convert from raw: give at least one --region NAME:BASE:FILE");
   }
   const pageSize = ctx.options.pageSize ?? 4096;
+  if (specs.filter((s) => s.path === "-").length > 1) {
+    throw new ConvertError("Cannot convert from raw: only one --region can read standard input");
+  }
+  // An image on standard input has no size until it ends: it is read whole first.
+  let stdinImage: Uint8Array | undefined;
+  if (specs.some((s) => s.path === "-")) stdinImage = await readAll(Deno.stdin.readable);
   const regions: Region[] = [];
   for (const s of specs) {
     let size: number;
     try {
-      size = (await Deno.stat(s.path)).size;
+      size = s.path === "-" ? stdinImage!.length : (await Deno.stat(s.path)).size;
     } catch (e) {
       throw new ConvertError(`Cannot open ${s.path}: ${(e as Error).message}`, { cause: e });
     }
@@ -316,7 +342,9 @@ async function openRaw(_input: string, ctx: ConvertContext): Promise<SnapshotSou
       const chunkPages = Math.max(1, Math.floor((1 << 20) / pageSize));
       const buf = new Uint8Array(chunkPages * pageSize);
       for (let r = 0; r < specs.length; r++) {
-        const file = await Deno.open(specs[r].path, { read: true });
+        const file = specs[r].path === "-"
+          ? memoryFile(stdinImage!)
+          : await Deno.open(specs[r].path, { read: true });
         try {
           for (let first = 0; first * pageSize < regions[r].size; first += chunkPages) {
             const want = Math.min(buf.length, regions[r].size - first * pageSize);

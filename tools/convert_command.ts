@@ -30,7 +30,8 @@ Options:
   --from FORMAT                 input format (default lsnap)
   --to FORMAT                   output format (default lsnap)
   --region NAME                 with --to raw: the region to write (optional with one region)
-  --region NAME:BASE:FILE       with --from raw: a flat image and its guest address (repeat)
+  --region NAME:BASE:FILE       with --from raw: a flat image and its guest address (repeat;
+                                FILE - reads one image from standard input)
   --page-size SIZE              with --from raw: page size of the regions (default 4096)
   --quiet                       no summary line
   --help                        show this help
@@ -46,6 +47,7 @@ Examples:
   livesnap convert --drop-duplicates old.lsnap new.lsnap      # also rebuilds the index
   livesnap convert --to raw --region ram vm.lsnap ram.img
   livesnap convert --from raw --region ram:0x80000000:ram.img vm.lsnap
+  ssh host 'dd if=/dev/mem ...' | livesnap convert --from raw --region ram:0x80000000:- vm.lsnap
   livesnap convert --to elf-core vm.lsnap vm.core
   gdb-multiarch guest.elf vm.core
   ssh host cat vm.lsnap | livesnap convert --compress none - - > plain.lsnap

@@ -615,3 +615,33 @@ Deno.test("livesnap convert --drop-duplicates from a pipe writes each page once"
     assertEquals(toHex(after.reader.contentDigest!), toHex(before.reader.contentDigest!));
   });
 });
+
+Deno.test("livesnap convert --from raw reads an image from standard input with FILE -", async () => {
+  await withDir(async (dir) => {
+    const ram = makeRam(16, 5);
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        new URL("./cli.ts", import.meta.url).pathname,
+        "convert",
+        "--from",
+        "raw",
+        "--region",
+        "ram:0x80000000:-",
+        "-",
+      ],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const w = child.stdin.getWriter();
+    await w.write(ram);
+    await w.close();
+    const out = await child.output();
+    assertEquals(out.code, 0, new TextDecoder().decode(out.stderr));
+    await Deno.writeFile(`${dir}/o.lsnap`, out.stdout);
+    const snap = await readSnapshot((await Deno.open(`${dir}/o.lsnap`)).readable);
+    assertEquals(snap.regions[0], ram);
+  });
+});
