@@ -75,7 +75,7 @@ export interface ConvertOptions {
   to?: string;
   /** Page storage of an `.lsnap` output (default zstd level 1). */
   compress?: CompressionChoice;
-  /** Uncompressed bytes per PAGES record of an `.lsnap` output (default: the writer's 256 KiB). */
+  /** Uncompressed bytes per PAGES record of an `.lsnap` output (default: the writer's, 1 MiB; at most 16 MiB). */
   batchBytes?: number;
   /** Write pages in address order (each page once). */
   addressOrder?: boolean;
@@ -1011,6 +1011,10 @@ export async function convertSnapshot(
         [...OUTPUT_FORMATS.keys()].join(", ")
       })`,
     );
+  }
+  const batch = options.batchBytes;
+  if (batch !== undefined && (batch < 4096 || batch > 16 << 20)) {
+    throw new ConvertError(`Cannot convert: batch size ${batch} is not between 4 KiB and 16 MiB`);
   }
   if (output !== "-" && input !== "-" && from !== "raw") {
     const [a, b] = await Promise.all([

@@ -22,7 +22,7 @@ failure the output is removed.
 
 Options:
   --compress none|zstd[:LEVEL]  how pages are stored in an .lsnap output (default zstd:1)
-  --batch SIZE                  uncompressed bytes per page record, e.g. 64K, 1M (default 256K)
+  --batch SIZE                  uncompressed bytes per page record, e.g. 64K, 4M (default 1M, at most 16M)
   --address-order               write pages in address order, each once
   --drop-duplicates             keep only the last occurrence of each page and device
   --no-index                    write no INDEX record (by default one is written, so a

@@ -380,6 +380,11 @@ Deno.test("convertSnapshot() refuses to overwrite its input and unknown formats"
       "unknown output format 'vmdk' (known: lsnap, raw, elf-core",
     );
     await assertRejects(
+      () => convertSnapshot(`${dir}/a.lsnap`, `${dir}/b`, { batchBytes: 32 << 20 }),
+      ConvertError,
+      "batch size 33554432 is not between 4 KiB and 16 MiB",
+    );
+    await assertRejects(
       () => convertSnapshot(`${dir}/a.lsnap`, `${dir}/b`, { from: "vmdk" }),
       ConvertError,
       "unknown input format 'vmdk'",
