@@ -1045,7 +1045,10 @@ export async function convertSnapshot(
   };
   let source = await inFormat.open(input, ctx);
   try {
-    if (options.addressOrder || (options.dropDuplicates && input === "-" && from === "lsnap")) {
+    // Duplicates are dropped in file order only from an .lsnap file (read twice); from a pipe or
+    // another format the pages are gathered and leave in address order.
+    const twoPass = from === "lsnap" && input !== "-";
+    if (options.addressOrder || (options.dropDuplicates && !twoPass)) {
       source = inAddressOrder(source);
     }
     const summary = await outFormat.write(source, output, ctx);
