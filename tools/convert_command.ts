@@ -22,7 +22,8 @@ failure the output is removed.
 
 Options:
   --compress none|zstd[:LEVEL]  how pages are stored in an .lsnap output (default zstd:1)
-  --batch SIZE                  uncompressed bytes per page record, e.g. 64K, 4M (default 1M, at most 16M)
+  --batch SIZE                  uncompressed bytes per page record, e.g. 64K or 4M
+                                (default 1M, at most 16M)
   --address-order               write pages in address order, each once (holds the pages'
                                 contents in memory, up to the size of the guest's RAM)
   --drop-duplicates             keep only the last occurrence of each page and device (in file
