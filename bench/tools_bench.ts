@@ -138,6 +138,10 @@ try {
 
   const sha = rows[0].seconds;
   const zstd = rows[1].seconds;
+  const load = (await Deno.readTextFile("/proc/loadavg").catch(() => "? ? ?")).split(" ");
+  console.log(
+    `Load average at the end: ${load.slice(0, 3).join(" ")} (1, 5, 15 minutes; 2 cores).\n`,
+  );
   console.log(
     `Guest RAM ${MIB} MiB (${(RAM_BYTES / 1e6).toFixed(0)} MB), snapshot ${
       (snapBytes / 1e6).toFixed(0)
