@@ -63,10 +63,15 @@ export type { Trailer } from "./format/trailer.ts";
 export type { SnapshotIndex } from "./format/index_record.ts";
 export type { PageEncodingName } from "./format/page_record.ts";
 export { crc32c, toHex } from "./format/checksum.ts";
-export { inspectSnapshot } from "./tools/inspect.ts";
-export type { ErrorReport, InspectResult } from "./tools/inspect.ts";
+export { inspectDevice, inspectSnapshot } from "./tools/inspect.ts";
+export type {
+  DeviceStateReport,
+  ErrorReport,
+  InspectOptions,
+  InspectResult,
+  PageRun,
+} from "./tools/inspect.ts";
 export { verifySnapshot } from "./tools/verify.ts";
-export type { VerifyResult } from "./tools/verify.ts";
 export {
   deviceSections,
   type ExitReason,
@@ -131,3 +136,38 @@ export { QemuStreamWriter } from "./qemu/stream_writer.ts";
 export type { ByteSink, QemuStreamWriterOptions } from "./qemu/stream_writer.ts";
 export { decodeVmState } from "./qemu/vmstate_decode.ts";
 export type { VmStateDecoding, VmStateValue } from "./qemu/vmstate_decode.ts";
+export type { VerifyOptions, VerifyResult } from "./tools/verify.ts";
+export type { Problem } from "./tools/_verify_scan.ts";
+export {
+  ConvertError,
+  convertSnapshot,
+  INPUT_FORMATS,
+  OUTPUT_FORMATS,
+  registerInputFormat,
+  registerOutputFormat,
+} from "./tools/convert.ts";
+export type {
+  ConvertContext,
+  ConvertOptions,
+  ConvertResult,
+  InputFormat,
+  OutputFormat,
+  OutputSummary,
+  SnapshotSource,
+  SourceItem,
+} from "./tools/convert.ts";
+export { diffSnapshots } from "./tools/diff.ts";
+export type {
+  DeviceDifference,
+  DiffOptions,
+  DiffResult,
+  PageDifference,
+  RegionDifference,
+} from "./tools/diff.ts";
+export { encodeElfCore, layoutElfCore } from "./tools/elf_core.ts";
+export type {
+  ElfCoreLayout,
+  ElfCoreOptions,
+  ElfCoreSegment,
+  Rv32Registers,
+} from "./tools/elf_core.ts";

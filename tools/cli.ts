@@ -23,9 +23,17 @@ const COMMANDS: Record<string, CommandEntry> = {
     summary: "send a command to a running machine's control socket",
     load: () => import("./ctl_command.ts"),
   },
+  diff: {
+    summary: "compare two snapshots: differing pages per region, device fields",
+    load: () => import("./diff_command.ts"),
+  },
   inspect: {
     summary: "describe a snapshot (--json for one JSON object)",
     load: () => import("./inspect_command.ts"),
+  },
+  convert: {
+    summary: "rewrite a snapshot: recompress, reorder, raw images, ELF cores for gdb",
+    load: () => import("./convert_command.ts"),
   },
   verify: {
     summary: "check a snapshot's checksums, digests and completeness",
