@@ -105,13 +105,22 @@ export {
 export { restoreSnapshot, type RestoreSnapshotOptions } from "./tools/restore.ts";
 export { controlRequest, serveControl } from "./tools/control.ts";
 export {
+  checkQemuMetadata,
   convertLsnapToQemu,
   convertQemuToLsnap,
-  extractLsnapRegionToFile,
   KNOWN_BLOCK_BASES,
+  openQemuStream,
   QEMU_STREAM_DEVICE_ID,
+  writeQemuStreamFrom,
 } from "./qemu/convert.ts";
-export type { LsnapToQemuSummary, QemuToLsnapOptions, QemuToLsnapSummary } from "./qemu/convert.ts";
+export type {
+  LsnapToQemuSummary,
+  OpenQemuStreamOptions,
+  QemuSnapshotItem,
+  QemuStreamSnapshot,
+  QemuToLsnapOptions,
+  QemuToLsnapSummary,
+} from "./qemu/convert.ts";
 export {
   QemuStreamCorruptError,
   QemuStreamError,

@@ -13,19 +13,31 @@
  * `.lsnap` → QEMU: the stream a one-pass precopy migration would write, which QEMU loads with
  * `-incoming "exec:cat FILE"`.
  *
+ * Both directions are built on two format-neutral halves that `livesnap convert` also uses:
+ * {@link openQemuStream} (a stream as a machine description and a sequence of page runs and
+ * device sections) and {@link writeQemuStreamFrom} (such a sequence written as a stream).
+ *
  * @module
  */
+import { ContentDigestBuilder } from "../format/content_digest.ts";
+import type { DeviceSection } from "../format/device_section.ts";
 import {
   decodeDeviceState,
   type DeviceStateValue,
   encodeDeviceState,
 } from "../format/device_state.ts";
-import type { DeviceSection } from "../format/device_section.ts";
 import type { MachineDescription, Region } from "../format/header.ts";
 import { SnapshotStreamReader } from "../format/stream_reader.ts";
 import { SnapshotWriter, type WriterOptions, type WriteSummary } from "../format/writer.ts";
 import { SectionType } from "./constants.ts";
-import type { QemuConfiguration, QemuDeviceSection, RamBlock, VmDescDevice } from "./model.ts";
+import { QemuStreamCorruptError } from "./errors.ts";
+import type {
+  QemuConfiguration,
+  QemuDeviceSection,
+  QemuStreamRecord,
+  RamBlock,
+  VmDescDevice,
+} from "./model.ts";
 import { type ByteInput, readQemuStream, type ReadQemuStreamOptions } from "./stream_reader.ts";
 import { type ByteSink, QemuStreamWriter } from "./stream_writer.ts";
 
@@ -50,14 +62,21 @@ export const KNOWN_BLOCK_BASES: Readonly<Record<string, number>> = {
 /** Where blocks of unknown address are placed, one after another (1 TiB, above any RAM here). */
 const SYNTHETIC_BASE = 2 ** 40;
 
-/** Options for {@link convertQemuToLsnap}. */
-export interface QemuToLsnapOptions extends ReadQemuStreamOptions {
+/** Most pages in one run that {@link openQemuStream} yields. */
+const RUN_PAGES = 256;
+
+/** Options for {@link openQemuStream}. */
+export interface OpenQemuStreamOptions extends ReadQemuStreamOptions {
   /** Guest-physical base address by block name (overrides {@link KNOWN_BLOCK_BASES}). */
   bases?: Record<string, number>;
-  /** `creator` in the snapshot header. */
+  /** `creator` in the description (default "livesnap convert --from qemu"). */
   creator?: string;
   /** Creation time, ms since the epoch (default now). */
   createdAt?: number;
+}
+
+/** Options for {@link convertQemuToLsnap}. */
+export interface QemuToLsnapOptions extends OpenQemuStreamOptions {
   /** Options for the `.lsnap` writer (codec, level...). */
   writer?: WriterOptions;
 }
@@ -69,6 +88,32 @@ export interface QemuToLsnapSummary extends WriteSummary {
   pageRecords: number;
   /** Device sections carried over. */
   devices: number;
+}
+
+/**
+ * One item of a snapshot in the order a QEMU stream holds it: a run of pages of one region
+ * (`data` null when every page of the run is zero; a later run of the same page wins), or a
+ * device section.
+ */
+export type QemuSnapshotItem =
+  | { kind: "pages"; region: number; pages: Uint32Array; data: Uint8Array | null }
+  | { kind: "device"; device: DeviceSection };
+
+/** A QEMU stream seen as a snapshot; what {@link openQemuStream} returns. */
+export interface QemuStreamSnapshot {
+  /** One region per RAM block; the stream-level data in `metadata`. */
+  readonly description: MachineDescription;
+  /** The pages in stream order, then the device sections and `livesnap qemu-stream`. */
+  items(): AsyncGenerator<QemuSnapshotItem>;
+  /**
+   * After `items()` is exhausted: the content digest (FORMAT.md §10) of the state the stream
+   * holds, computed from the stream's own records.
+   */
+  contentDigest(): Promise<Uint8Array>;
+  /** Page records read so far (a resent page counts each time). */
+  readonly pageRecords: number;
+  /** QEMU device sections read (after `items()` is exhausted). */
+  readonly devices: number;
 }
 
 /** The stream-level data kept in the header's metadata. NOTICE: changing this layout needs a version bump. */
@@ -104,6 +149,196 @@ function planRegions(
   return { regions, known };
 }
 
+/**
+ * Opens a QEMU migration stream as a snapshot: reads up to its RAM block list (for the machine
+ * description), then yields the pages as the stream sends them and, at its end, the device
+ * sections. One pass, constant memory for RAM (the device tail is held, see `readQemuStream`).
+ *
+ * @example
+ * ```ts
+ * import { openQemuStream } from "./convert.ts";
+ * import { QemuStreamWriter } from "./stream_writer.ts";
+ * const chunks: Uint8Array[] = [];
+ * const w = new QemuStreamWriter({ write: async (c: Uint8Array) => { chunks.push(c.slice()); } });
+ * await w.writeHeader(new Uint8Array([7, 0, 0, 0, 4, 0x76, 0x69, 0x72, 0x74]));
+ * await w.writeRamBlocks([{ name: "riscv_virt_board.ram", size: 8192 }], { sectionId: 2 });
+ * await w.writePage("riscv_virt_board.ram", 4096, new Uint8Array(4096).fill(5));
+ * await w.close();
+ * const snap = await openQemuStream(chunks, { createdAt: 0 });
+ * const runs = [];
+ * for await (const item of snap.items()) if (item.kind === "pages") runs.push(item);
+ * if (snap.description.regions[0].base !== 0x8000_0000) throw new Error("wrong base");
+ * if (runs[0].data !== null || runs[1].data?.[0] !== 5) throw new Error("wrong pages");
+ * if ((await snap.contentDigest()).length !== 32) throw new Error("no digest");
+ * ```
+ */
+export async function openQemuStream(
+  input: ByteInput,
+  options: OpenQemuStreamOptions = {},
+): Promise<QemuStreamSnapshot> {
+  const it = readQemuStream(input, options)[Symbol.asyncIterator]();
+  let configuration: QemuConfiguration | undefined;
+  let pageSize = options.pageSize ?? 4096;
+  let blocks: Extract<QemuStreamRecord, { kind: "ram-blocks" }> | undefined;
+  let offset = 0;
+  while (blocks === undefined) {
+    const n = await it.next();
+    if (n.done) throw new QemuStreamCorruptError("the stream has no RAM block list", offset);
+    const r = n.value;
+    offset = r.offset;
+    if (r.kind === "configuration") {
+      configuration = r.configuration;
+      if (r.configuration.targetPageBits !== undefined) {
+        pageSize = 2 ** r.configuration.targetPageBits;
+      }
+    } else if (r.kind === "ram-blocks") blocks = r;
+  }
+  if (configuration === undefined) {
+    throw new QemuStreamCorruptError("the stream has no configuration section", 8);
+  }
+  const ram = blocks;
+  const plan = planRegions(ram.blocks, pageSize, options.bases ?? {});
+  const regions = plan.regions;
+  const regionIndex = new Map(regions.map((reg, i) => [reg.name, i]));
+  const meta: QemuMetadata = {
+    source: QEMU_METADATA_SOURCE,
+    version: QEMU_STREAM_STATE_VERSION,
+    machine: configuration.machine,
+    pageSize,
+    configuration: configuration.bytes,
+    ramSection: { sectionId: ram.sectionId, instanceId: ram.instanceId, versionId: ram.versionId },
+    blocks: ram.blocks.map((b, i) => ({
+      name: b.name,
+      address: b.address ?? null,
+      baseKnown: plan.known[i],
+    })),
+  };
+  const description: MachineDescription = {
+    regions,
+    creator: options.creator ?? "livesnap convert --from qemu",
+    createdAt: options.createdAt ?? Date.now(),
+    metadata: encodeDeviceState(meta as unknown as DeviceStateValue),
+  };
+  const digest = new ContentDigestBuilder(description);
+  let pageRecords = 0;
+  let deviceCount = 0;
+  let finished = false;
+
+  async function* items(): AsyncGenerator<QemuSnapshotItem> {
+    // A run: consecutive pages of one region, all data or all zero.
+    let region = -1;
+    let first = 0;
+    let count = 0;
+    let parts: Uint8Array[] | null = null;
+    const flush = (): QemuSnapshotItem | null => {
+      if (count === 0) return null;
+      const pages = new Uint32Array(count);
+      for (let i = 0; i < count; i++) pages[i] = first + i;
+      let data: Uint8Array | null = null;
+      if (parts !== null) {
+        data = new Uint8Array(count * pageSize);
+        parts.forEach((p, i) => data!.set(p, i * pageSize));
+      }
+      count = 0;
+      parts = null;
+      return { kind: "pages", region, pages, data };
+    };
+    const devices: QemuDeviceSection[] = [];
+    const commands: { command: number; data: Uint8Array; afterDevice: number }[] = [];
+    let vmdescText: string | null = null;
+    let vmdescDevices: VmDescDevice[] = [];
+    for (;;) {
+      const n = await it.next();
+      if (n.done) break;
+      const r = n.value;
+      switch (r.kind) {
+        case "page": {
+          pageRecords++;
+          const reg = regionIndex.get(r.block)!;
+          const page = r.address / pageSize;
+          const bytes = r.data ?? (r.fill === 0 ? null : new Uint8Array(pageSize).fill(r.fill!));
+          if (bytes === null) digest.clearPage(reg, page);
+          else digest.setPage(reg, page, bytes);
+          const joins = count > 0 && count < RUN_PAGES && reg === region &&
+            page === first + count && (bytes === null) === (parts === null);
+          if (!joins) {
+            const done = flush();
+            if (done !== null) yield done;
+            region = reg;
+            first = page;
+            if (bytes !== null) parts = [];
+          }
+          // The reader's bytes may be views of its input chunks: the run copies them at flush.
+          if (bytes !== null) parts!.push(bytes);
+          count++;
+          break;
+        }
+        case "device":
+          devices.push(r.section);
+          break;
+        case "command":
+          commands.push({ command: r.command, data: r.data, afterDevice: devices.length });
+          break;
+        case "vmdesc":
+          vmdescText = r.text;
+          vmdescDevices = r.description.devices;
+          break;
+      }
+    }
+    const last = flush();
+    if (last !== null) yield last;
+    const descByKey = new Map(vmdescDevices.map((d) => [`${d.name}\u0000${d.instance_id}`, d]));
+    const sections: DeviceSection[] = devices.map((d, i) => {
+      const desc = descByKey.get(`${d.idstr}\u0000${d.instanceId}`);
+      return {
+        id: d.idstr,
+        instance: d.instanceId,
+        version: d.versionId,
+        encoding: "foreign",
+        state: d.data,
+        description: encodeDeviceState({
+          format: "qemu-vmstate",
+          sectionId: d.sectionId,
+          sectionType: d.sectionType,
+          order: i,
+          vmdesc: desc === undefined ? null : JSON.stringify(desc),
+        }),
+      };
+    });
+    sections.push({
+      id: QEMU_STREAM_DEVICE_ID,
+      instance: 0,
+      version: QEMU_STREAM_STATE_VERSION,
+      encoding: "cbor",
+      state: encodeDeviceState({ vmdesc: vmdescText, commands }),
+      description: new Uint8Array(0),
+    });
+    deviceCount = devices.length;
+    for (const s of sections) {
+      digest.setDevice(s);
+      yield { kind: "device", device: s };
+    }
+    finished = true;
+  }
+
+  return {
+    description,
+    items,
+    contentDigest() {
+      if (!finished) {
+        return Promise.reject(new Error("Cannot compute the content digest: the stream is unread"));
+      }
+      return digest.digest();
+    },
+    get pageRecords() {
+      return pageRecords;
+    },
+    get devices() {
+      return deviceCount;
+    },
+  };
+}
+
 function toOutput(
   out: string | WritableStream<Uint8Array>,
   d: MachineDescription,
@@ -116,7 +351,8 @@ function toOutput(
 
 /**
  * Converts a QEMU migration stream to an `.lsnap` snapshot, in one pass over the stream. Memory
- * use is the writer's (about one entry per guest page) plus the device state.
+ * use is the writer's (about one entry per guest page) plus the device state. `livesnap convert
+ * --from qemu` does the same and also reads its output back to check the content digest.
  *
  * @example
  * ```ts
@@ -134,7 +370,9 @@ function toOutput(
  *   convertQemuToLsnap(chunks, writable, { createdAt: 0 }),
  *   readSnapshot(readable),
  * ]);
- * console.assert(summary.regions[0].base === 0x8000_0000 && snap.regions[0][4096] === 5);
+ * if (summary.regions[0].base !== 0x8000_0000 || snap.regions[0][4096] !== 5) {
+ *   throw new Error("the page did not arrive");
+ * }
  * ```
  */
 export async function convertQemuToLsnap(
@@ -142,113 +380,40 @@ export async function convertQemuToLsnap(
   out: string | WritableStream<Uint8Array>,
   options: QemuToLsnapOptions = {},
 ): Promise<QemuToLsnapSummary> {
-  let configuration: QemuConfiguration | undefined;
-  let pageSize = options.pageSize ?? 4096;
-  let writer: SnapshotWriter | undefined;
-  let regions: Region[] = [];
-  const regionIndex = new Map<string, number>();
-  let zero = new Uint8Array(0);
-  let pageRecords = 0;
-  const devices: QemuDeviceSection[] = [];
-  const commands: { command: number; data: Uint8Array; afterDevice: number }[] = [];
-  let vmdescText: string | null = null;
-  let vmdescDevices: VmDescDevice[] = [];
+  const source = await openQemuStream(input, {
+    ...options,
+    creator: options.creator ?? "livesnap qemu-convert",
+  });
+  const writer = await toOutput(out, source.description, options.writer);
   try {
-    for await (const r of readQemuStream(input, options)) {
-      switch (r.kind) {
-        case "configuration":
-          configuration = r.configuration;
-          if (r.configuration.targetPageBits !== undefined) {
-            pageSize = 2 ** r.configuration.targetPageBits;
-          }
-          break;
-        case "ram-blocks": {
-          const plan = planRegions(r.blocks, pageSize, options.bases ?? {});
-          regions = plan.regions;
-          regions.forEach((reg, i) => regionIndex.set(reg.name, i));
-          const meta: QemuMetadata = {
-            source: QEMU_METADATA_SOURCE,
-            version: QEMU_STREAM_STATE_VERSION,
-            machine: configuration!.machine,
-            pageSize,
-            configuration: configuration!.bytes,
-            ramSection: {
-              sectionId: r.sectionId,
-              instanceId: r.instanceId,
-              versionId: r.versionId,
-            },
-            blocks: r.blocks.map((b, i) => ({
-              name: b.name,
-              address: b.address ?? null,
-              baseKnown: plan.known[i],
-            })),
-          };
-          writer = await toOutput(out, {
-            regions,
-            creator: options.creator ?? "livesnap qemu-convert",
-            createdAt: options.createdAt ?? Date.now(),
-            metadata: encodeDeviceState(meta as unknown as DeviceStateValue),
-          }, options.writer);
-          zero = new Uint8Array(pageSize);
-          break;
-        }
-        case "page": {
-          pageRecords++;
-          const region = regionIndex.get(r.block)!;
-          const page = r.data ?? (r.fill === 0 ? zero : new Uint8Array(pageSize).fill(r.fill!));
-          await writer!.writePages(region, r.address / pageSize, page);
-          break;
-        }
-        case "device":
-          devices.push(r.section);
-          break;
-        case "command":
-          commands.push({ command: r.command, data: r.data, afterDevice: devices.length });
-          break;
-        case "vmdesc":
-          vmdescText = r.text;
-          vmdescDevices = r.description.devices;
-          break;
+    const regions = source.description.regions;
+    for await (const item of source.items()) {
+      if (item.kind === "device") {
+        await writer.writeDevice(item.device);
+        continue;
       }
+      const size = item.pages.length * regions[item.region].pageSize;
+      await writer.writePageList(item.region, item.pages, item.data ?? new Uint8Array(size));
     }
-    if (writer === undefined) {
-      throw new Error("Cannot convert the QEMU stream: it has no RAM block list");
-    }
-    const descByKey = new Map(vmdescDevices.map((d) => [`${d.name}\u0000${d.instance_id}`, d]));
-    for (let i = 0; i < devices.length; i++) {
-      const d = devices[i];
-      const desc = descByKey.get(`${d.idstr}\u0000${d.instanceId}`);
-      await writer.writeDevice({
-        id: d.idstr,
-        instance: d.instanceId,
-        version: d.versionId,
-        encoding: "foreign",
-        state: d.data,
-        description: encodeDeviceState({
-          format: "qemu-vmstate",
-          sectionId: d.sectionId,
-          sectionType: d.sectionType,
-          order: i,
-          vmdesc: desc === undefined ? null : JSON.stringify(desc),
-        }),
-      });
-    }
-    await writer.writeDevice({
-      id: QEMU_STREAM_DEVICE_ID,
-      instance: 0,
-      version: QEMU_STREAM_STATE_VERSION,
-      state: encodeDeviceState({ vmdesc: vmdescText, commands }),
-    });
     const summary = await writer.close();
-    return { ...summary, regions, pageRecords, devices: devices.length };
+    return { ...summary, regions, pageRecords: source.pageRecords, devices: source.devices };
   } catch (e) {
-    await writer?.abort();
+    await writer.abort();
     throw e;
   }
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array);
+}
+
+/**
+ * Checks that a snapshot with this description was converted from a QEMU stream (its header
+ * metadata says so), so that {@link writeQemuStreamFrom} can write it back. Throws an Error
+ * "Cannot convert to a QEMU stream: ..." otherwise.
+ */
+export function checkQemuMetadata(d: MachineDescription): void {
+  readMetadata(d);
 }
 
 function readMetadata(d: MachineDescription): QemuMetadata {
@@ -271,52 +436,51 @@ function readMetadata(d: MachineDescription): QemuMetadata {
   return meta as unknown as QemuMetadata;
 }
 
-/** What {@link convertLsnapToQemu} wrote. */
+/** What {@link convertLsnapToQemu} and {@link writeQemuStreamFrom} wrote. */
 export interface LsnapToQemuSummary {
   bytes: number;
-  /** Page records in the `.lsnap` file read (each is one QEMU page record). */
+  /** Page records written (one per page occurrence read). */
   pageRecords: number;
   devices: number;
 }
 
 /**
- * Writes a QEMU migration stream from an `.lsnap` snapshot that {@link convertQemuToLsnap}
- * made: configuration, RAM (every page), the device sections byte for byte in their original
- * order, EOF and the JSON description. Reads the snapshot in one pass, checking it as it goes.
+ * Writes a QEMU migration stream from a snapshot that {@link openQemuStream} made (its
+ * description and items, in any order; the last device section of an id and instance wins):
+ * configuration, RAM (every page occurrence as a page record, so the last one wins in QEMU too),
+ * the device sections byte for byte in their original order, EOF and the JSON description.
+ * Items other than pages and devices are ignored.
  */
-export async function convertLsnapToQemu(
-  input: ReadableStream<Uint8Array>,
+export async function writeQemuStreamFrom(
+  description: MachineDescription,
+  items: AsyncIterable<QemuSnapshotItem | { kind: "extension" }>,
   sink: ByteSink,
 ): Promise<LsnapToQemuSummary> {
-  const reader = new SnapshotStreamReader(input);
-  let w: QemuStreamWriter | undefined;
-  let regions: Region[] = [];
+  const meta = readMetadata(description);
+  const regions = description.regions;
+  const w = new QemuStreamWriter(sink, { pageSize: meta.pageSize });
+  await w.writeHeader(meta.configuration);
+  const blocks: RamBlock[] = regions.map((reg, i) => {
+    const b: RamBlock = { name: reg.name, size: reg.size };
+    const address = meta.blocks[i]?.address;
+    if (typeof address === "number") b.address = address;
+    return b;
+  });
+  await w.writeRamBlocks(blocks, meta.ramSection);
   let pageRecords = 0;
   const devices = new Map<string, DeviceSection>();
-  for await (const r of reader.records()) {
-    if (r.kind === "header") {
-      const meta = readMetadata(r.description);
-      regions = r.description.regions;
-      w = new QemuStreamWriter(sink, { pageSize: meta.pageSize });
-      await w.writeHeader(meta.configuration);
-      const blocks: RamBlock[] = regions.map((reg, i) => {
-        const b: RamBlock = { name: reg.name, size: reg.size };
-        const address = meta.blocks[i]?.address;
-        if (typeof address === "number") b.address = address;
-        return b;
-      });
-      await w.writeRamBlocks(blocks, meta.ramSection);
-    } else if (r.kind === "pages") {
-      const reg = regions[r.region];
-      for (let i = 0; i < r.pages.length; i++) {
-        const page = r.data === null
+  for await (const item of items) {
+    if (item.kind === "pages") {
+      const reg = regions[item.region];
+      for (let i = 0; i < item.pages.length; i++) {
+        const page = item.data === null
           ? 0
-          : r.data.subarray(i * reg.pageSize, (i + 1) * reg.pageSize);
-        await w!.writePage(reg.name, r.pages[i] * reg.pageSize, page);
+          : item.data.subarray(i * reg.pageSize, (i + 1) * reg.pageSize);
+        await w.writePage(reg.name, item.pages[i] * reg.pageSize, page);
         pageRecords++;
       }
-    } else if (r.kind === "device") {
-      devices.set(`${r.device.id}\u0000${r.device.instance}`, r.device);
+    } else if (item.kind === "device") {
+      devices.set(`${item.device.id}\u0000${item.device.instance}`, item.device);
     }
   }
   const stream = devices.get(`${QEMU_STREAM_DEVICE_ID}\u00000`);
@@ -354,78 +518,44 @@ export async function convertLsnapToQemu(
   const commandsAfter = async (n: number) => {
     for (const c of commands) {
       if (Number(c.afterDevice) === n && c.data instanceof Uint8Array) {
-        await w!.writeCommand(Number(c.command), c.data);
+        await w.writeCommand(Number(c.command), c.data);
       }
     }
   };
   await commandsAfter(0);
   for (let i = 0; i < sections.length; i++) {
-    await w!.writeDeviceSection(sections[i].section);
+    await w.writeDeviceSection(sections[i].section);
     await commandsAfter(i + 1);
   }
-  await w!.close(typeof streamState.vmdesc === "string" ? streamState.vmdesc : undefined);
-  return { bytes: w!.bytesWritten, pageRecords, devices: sections.length };
+  await w.close(typeof streamState.vmdesc === "string" ? streamState.vmdesc : undefined);
+  return { bytes: w.bytesWritten, pageRecords, devices: sections.length };
 }
 
 /**
- * Writes region `regionName` of an `.lsnap` snapshot to the file `path` as a raw image of the
- * region's size, reading the snapshot in one pass (the last record of a page wins). The file
- * appears only once complete.
+ * Writes a QEMU migration stream from an `.lsnap` snapshot that {@link convertQemuToLsnap}
+ * made: configuration, RAM (every page), the device sections byte for byte in their original
+ * order, EOF and the JSON description. Reads the snapshot in one pass, checking it as it goes.
+ * `livesnap convert --to qemu` does the same and also re-reads the stream it wrote.
  */
-export async function extractLsnapRegionToFile(
+export async function convertLsnapToQemu(
   input: ReadableStream<Uint8Array>,
-  regionName: string,
-  path: string,
-): Promise<{ size: number; pageRecords: number }> {
-  const tmp = `${path}.tmp-${crypto.randomUUID().slice(0, 8)}`;
-  const file = await Deno.open(tmp, { write: true, createNew: true });
-  try {
-    const reader = new SnapshotStreamReader(input);
-    let region = -1;
-    let size = 0;
-    let pageSize = 0;
-    let pageRecords = 0;
-    let nonZero = new Uint8Array(0);
-    const writeAt = async (offset: number, bytes: Uint8Array) => {
-      await file.seek(offset, Deno.SeekMode.Start);
-      let n = 0;
-      while (n < bytes.length) n += await file.write(bytes.subarray(n));
-    };
-    for await (const r of reader.records()) {
-      if (r.kind === "header") {
-        region = r.description.regions.findIndex((x) => x.name === regionName);
-        if (region < 0) {
-          const names = r.description.regions.map((x) => x.name).join(", ");
-          throw new Error(`Cannot extract region '${regionName}': the snapshot has ${names}`);
-        }
-        ({ size, pageSize } = r.description.regions[region]);
-        nonZero = new Uint8Array(size / pageSize);
-        await file.truncate(size);
-      } else if (r.kind === "pages" && r.region === region) {
-        for (let i = 0; i < r.pages.length; i++) {
-          const p = r.pages[i];
-          pageRecords++;
-          if (r.data !== null) {
-            await writeAt(p * pageSize, r.data.subarray(i * pageSize, (i + 1) * pageSize));
-            nonZero[p] = 1;
-          } else if (nonZero[p] === 1) {
-            await writeAt(p * pageSize, new Uint8Array(pageSize));
-            nonZero[p] = 0;
-          }
-        }
-      }
-    }
-    await file.sync();
-    file.close();
-    await Deno.rename(tmp, path);
-    return { size, pageRecords };
-  } catch (e) {
-    try {
-      file.close();
-    } catch {
-      // already closed
-    }
-    await Deno.remove(tmp).catch(() => {});
-    throw e;
+  sink: ByteSink,
+): Promise<LsnapToQemuSummary> {
+  const reader = new SnapshotStreamReader(input);
+  const it = reader.records()[Symbol.asyncIterator]();
+  const first = await it.next();
+  if (first.done || first.value.kind !== "header") {
+    throw new Error("Cannot convert to a QEMU stream: the snapshot has no header");
   }
+  async function* items(): AsyncGenerator<QemuSnapshotItem> {
+    for (;;) {
+      const n = await it.next();
+      if (n.done) return;
+      const r = n.value;
+      if (r.kind === "pages") {
+        yield { kind: "pages", region: r.region, pages: r.pages, data: r.data };
+      } else if (r.kind === "device") yield { kind: "device", device: r.device };
+    }
+  }
+  return await writeQemuStreamFrom(first.value.description, items(), sink);
 }

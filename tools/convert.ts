@@ -2,13 +2,17 @@
  * `convert`: rewrites a snapshot. Between `.lsnap` files it recompresses, rebatches, reorders
  * pages into address order, drops superseded duplicates, rebuilds a missing index and rewrites
  * an older minor version, in any combination. It also exchanges memory with tools that only know
- * flat images (`--to raw`, `--from raw`) and writes ELF core files that `gdb` opens beside the
- * guest's ELF (`--to elf-core`).
+ * flat images (`--to raw`, `--from raw`), writes ELF core files that `gdb` opens beside the
+ * guest's ELF (`--to elf-core`), and reads and writes QEMU migration streams (`--from qemu`,
+ * `--to qemu`; a QEMU stream given without `--from` is recognised by its `QEVM` magic).
  *
  * Every conversion that keeps the state keeps the content digest, and `convertSnapshot` checks
  * that before it returns: the output bytes are read back as they are written (a second,
  * independent reader recomputes the digest from the output's own records) and compared with the
  * digest of the input. On a mismatch the output is removed and a {@linkcode ConvertError} thrown.
+ * A QEMU stream output (`--to qemu`) is re-read as it is written, by the QEMU stream reader, and
+ * the content digest of what it holds (RAM pages, device sections byte for byte, the stream's
+ * own data) is compared with the input's in the same way.
  *
  * Input and output formats live in two tables, {@linkcode INPUT_FORMATS} and
  * {@linkcode OUTPUT_FORMATS}; another module adds a format with {@linkcode registerInputFormat}
@@ -28,15 +32,11 @@ import type { CompressionChoice, RawRegionSpec } from "./_args.ts";
 import { createOutput, openInput, type OutputHandle, readAll } from "./_io.ts";
 import { PageStore } from "./_page_store.ts";
 import { createProgress, type Progress } from "./_term.ts";
+import { ConvertError } from "./_convert_error.ts";
+import { isQemuInput, QEMU_INPUT, QEMU_OUTPUT } from "./_convert_qemu.ts";
 import { layoutElfCore, type Rv32Registers } from "./elf_core.ts";
 
-/** A conversion failed a check (digest mismatch, bad option, incomplete input). */
-export class ConvertError extends Error {
-  constructor(message: string, options?: ErrorOptions) {
-    super(message, options);
-    this.name = "ConvertError";
-  }
-}
+export { ConvertError };
 
 /** One item of a snapshot, in the order a source produces them. */
 export type SourceItem =
@@ -69,9 +69,12 @@ export interface SnapshotSource {
 
 /** Options of {@linkcode convertSnapshot}. */
 export interface ConvertOptions {
-  /** Input format: "lsnap" (default), "raw", or a registered one. */
+  /**
+   * Input format: "lsnap", "raw", "qemu", or a registered one. Default: "qemu" for a file that
+   * starts with a QEMU stream's magic, else "lsnap".
+   */
   from?: string;
-  /** Output format: "lsnap" (default), "raw", "elf-core", or a registered one. */
+  /** Output format: "lsnap" (default), "raw", "elf-core", "qemu", or a registered one. */
   to?: string;
   /** Page storage of an `.lsnap` output (default zstd level 1). */
   compress?: CompressionChoice;
@@ -87,8 +90,16 @@ export interface ConvertOptions {
   region?: string;
   /** `--from raw`: the flat images and where they live. */
   rawRegions?: RawRegionSpec[];
-  /** `--from raw`: page size of the regions (default 4096). */
+  /**
+   * `--from raw`: page size of the regions (default 4096); `--from qemu`: the target page size
+   * when the stream does not state it (default 4096).
+   */
   pageSize?: number;
+  /**
+   * `--from qemu`: guest-physical base address of RAM blocks by name (the riscv `virt` board's
+   * are known; other blocks are placed above 1 TiB).
+   */
+  bases?: Record<string, number>;
   /** Show progress on standard error (default: when it is a terminal). */
   progress?: boolean;
   /** Receives warnings (default: collected in the result only). */
@@ -386,6 +397,7 @@ async function openRaw(_input: string, ctx: ConvertContext): Promise<SnapshotSou
 export const INPUT_FORMATS: Map<string, InputFormat> = new Map([
   ["lsnap", { summary: "a livesnap .lsnap file (default)", open: openLsnap }],
   ["raw", { summary: "flat memory images, one per --region NAME:BASE:FILE", open: openRaw }],
+  ["qemu", QEMU_INPUT],
 ]);
 
 /** Adds an input format (`--from NAME`). */
@@ -949,6 +961,7 @@ export const OUTPUT_FORMATS: Map<string, OutputFormat> = new Map([
       write: writeElfCore,
     },
   ],
+  ["qemu", QEMU_OUTPUT],
 ]);
 
 /** Adds an output format (`--to NAME`). */
@@ -994,7 +1007,8 @@ export async function convertSnapshot(
   output: string,
   options: ConvertOptions = {},
 ): Promise<ConvertResult> {
-  const from = options.from ?? "lsnap";
+  const from = options.from ??
+    (input !== "-" && input !== "" && await isQemuInput(input) ? "qemu" : "lsnap");
   const to = options.to ?? "lsnap";
   const inFormat = INPUT_FORMATS.get(from);
   const outFormat = OUTPUT_FORMATS.get(to);

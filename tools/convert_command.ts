@@ -5,6 +5,7 @@
  */
 import { parseArgs } from "@std/cli/parse_args.js";
 import { LsnapError } from "../format/errors.ts";
+import { QemuStreamError } from "../qemu/errors.ts";
 import { listOf, parseCompression, parseRegionSpec, parseSize } from "./_args.ts";
 import { formatBytes } from "./_term.ts";
 import { type ConvertOptions, convertSnapshot, INPUT_FORMATS, OUTPUT_FORMATS } from "./convert.ts";
@@ -16,9 +17,17 @@ function usage(): string {
        livesnap convert --from raw --region NAME:BASE:FILE [--region ...] OUT
 
 Rewrites a snapshot. IN and OUT are paths; - is standard input or output. Options combine.
-Every conversion that keeps the state (.lsnap to .lsnap, raw to .lsnap) keeps the content
-digest, and the output is read back and checked before the command reports success; on any
-failure the output is removed.
+Every conversion that keeps the state (.lsnap to .lsnap, raw or QEMU to .lsnap) keeps the
+content digest, and the output is read back and checked before the command reports success;
+on any failure the output is removed.
+
+QEMU migration streams: IN is read as one when it starts with QEMU's magic (QEVM), or with
+--from qemu (needed when IN is -). Each RAM block becomes a region, each device section is
+kept byte for byte. --to qemu writes the stream back from such an .lsnap (QEMU loads it with
+-incoming "exec:cat OUT", started with the same machine options). What --to qemu checks: the
+stream written is re-read by the QEMU stream reader and its RAM pages, device sections and
+stream data must give the input's content digest. What it cannot check here: that QEMU's own
+device models accept the device state (that needs the QEMU that wrote it).
 
 Options:
   --compress none|zstd[:LEVEL]  how pages are stored in an .lsnap output (default zstd:1)
@@ -35,7 +44,12 @@ Options:
   --region NAME                 with --to raw: the region to write (optional with one region)
   --region NAME:BASE:FILE       with --from raw: a flat image and its guest address (repeat;
                                 FILE - reads one image from standard input)
-  --page-size SIZE              with --from raw: page size of the regions (default 4096)
+  --page-size SIZE              with --from raw: page size of the regions (default 4096);
+                                with --from qemu: the target page size when the stream does
+                                not state it (default 4096)
+  --base NAME=ADDR              with --from qemu: guest-physical address of RAM block NAME
+                                (repeat; the riscv virt board's are known, others are placed
+                                above 1 TiB)
   --quiet                       no summary line
   --help                        show this help
 
@@ -54,6 +68,11 @@ Examples:
   livesnap convert --to elf-core vm.lsnap vm.core
   gdb-multiarch guest.elf vm.core
   ssh host cat vm.lsnap | livesnap convert --compress none - - > plain.lsnap
+  livesnap convert guest.qemu guest.lsnap                     # a QEMU stream, recognised
+  (qemu) migrate "exec:livesnap convert --from qemu - guest.lsnap"
+  livesnap convert --to qemu guest.lsnap back.qemu
+  qemu-system-riscv32 -machine virt ... -incoming "exec:cat back.qemu"
+  livesnap convert --to raw --region riscv_virt_board.ram guest.qemu ram.bin
 
 Exit status: 0 converted and checked, 1 the input is damaged or a check failed (nothing is
 left at OUT), 2 usage or I/O error.`;
@@ -64,8 +83,8 @@ export async function main(args: string[]): Promise<number> {
   let unknownOption: string | undefined;
   const flags = parseArgs(args, {
     boolean: ["address-order", "drop-duplicates", "index", "quiet", "help"],
-    string: ["compress", "batch", "from", "to", "region", "page-size"],
-    collect: ["region"],
+    string: ["compress", "batch", "from", "to", "region", "page-size", "base"],
+    collect: ["region", "base"],
     negatable: ["index"],
     default: { index: true },
     unknown: (arg: string) => {
@@ -99,7 +118,8 @@ export async function main(args: string[]): Promise<number> {
     return fail(`expected IN and OUT, got ${positional.length} arguments`);
   }
   const options: ConvertOptions = {
-    from,
+    // Without --from, convertSnapshot recognises a QEMU stream by its magic.
+    from: flags.from,
     to,
     addressOrder: flags["address-order"],
     dropDuplicates: flags["drop-duplicates"],
@@ -112,6 +132,15 @@ export async function main(args: string[]): Promise<number> {
     if (flags.batch !== undefined) options.batchBytes = parseSize(flags.batch, "--batch");
     if (flags["page-size"] !== undefined) {
       options.pageSize = parseSize(flags["page-size"], "--page-size");
+    }
+    const bases = listOf(flags.base);
+    if (bases.length > 0) {
+      options.bases = {};
+      for (const b of bases) {
+        const m = /^(.+)=(0x[0-9a-fA-F]+|[0-9]+)$/.exec(b);
+        if (m === null) throw new Error(`--base '${b}' is not NAME=ADDR`);
+        options.bases[m[1]] = Number(m[2]);
+      }
     }
     if (from === "raw") options.rawRegions = regions.map(parseRegionSpec);
     else if (regions.length > 1) return fail("--region NAME may be given once");
@@ -133,7 +162,10 @@ export async function main(args: string[]): Promise<number> {
     }
     return 0;
   } catch (e) {
-    if (e instanceof LsnapError || (e as Error).name === "ConvertError") {
+    if (
+      e instanceof LsnapError || e instanceof QemuStreamError ||
+      (e as Error).name === "ConvertError"
+    ) {
       console.error(`livesnap convert: ${(e as Error).message}`);
       return 1;
     }

@@ -1,0 +1,174 @@
+/**
+ * The `qemu` input and output formats of `convert` (QEMU migration streams), built on
+ * `qemu/convert.ts`. `convert.ts` lists them in its format tables.
+ *
+ * @module
+ */
+import { toHex } from "../format/checksum.ts";
+import type { MachineDescription } from "../format/header.ts";
+import { checkQemuMetadata, openQemuStream, writeQemuStreamFrom } from "../qemu/convert.ts";
+import { isQemuStream } from "../qemu/stream_reader.ts";
+import { ConvertError } from "./_convert_error.ts";
+import { createOutput, openInput } from "./_io.ts";
+import type {
+  ConvertContext,
+  InputFormat,
+  OutputFormat,
+  OutputSummary,
+  SnapshotSource,
+} from "./convert.ts";
+
+/** True when the file at `path` starts with a QEMU stream's magic and version. */
+export async function isQemuInput(path: string): Promise<boolean> {
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(path, { read: true });
+  } catch {
+    return false; // the input format reports a missing file with its own message
+  }
+  try {
+    const head = new Uint8Array(8);
+    let n = 0;
+    while (n < head.length) {
+      const k = await file.read(head.subarray(n));
+      if (k === null) break;
+      n += k;
+    }
+    return isQemuStream(head.subarray(0, n));
+  } finally {
+    file.close();
+  }
+}
+
+async function openQemu(input: string, ctx: ConvertContext): Promise<SnapshotSource> {
+  const handle = await openInput(input);
+  const counted = handle.readable.pipeThrough(
+    new TransformStream<Uint8Array, Uint8Array>({
+      transform(chunk, controller) {
+        ctx.progress.add(chunk.length);
+        controller.enqueue(chunk);
+      },
+    }),
+  );
+  let snap;
+  try {
+    snap = await openQemuStream(counted, {
+      bases: ctx.options.bases,
+      pageSize: ctx.options.pageSize,
+    });
+  } catch (e) {
+    handle.close();
+    throw e;
+  }
+  let read = false;
+  return {
+    name: handle.name,
+    description: snap.description,
+    async *items() {
+      yield* snap.items();
+      read = true;
+    },
+    contentDigest: async () => (read ? await snap.contentDigest() : null),
+    close: () => handle.close(),
+  };
+}
+
+/**
+ * Re-reads a QEMU stream as it is written, in this thread, and computes the content digest of
+ * what it holds, with the regions of `description` (so a `--base` given when the snapshot was
+ * made still applies).
+ */
+class QemuReadBack {
+  private readonly echo = new TransformStream<Uint8Array, Uint8Array>(undefined, {
+    highWaterMark: 16,
+  });
+  private readonly writer = this.echo.writable.getWriter();
+  private readonly done: Promise<Uint8Array>;
+  constructor(description: MachineDescription) {
+    const bases = Object.fromEntries(description.regions.map((r) => [r.name, r.base]));
+    this.done = (async () => {
+      const snap = await openQemuStream(this.echo.readable, {
+        bases,
+        pageSize: description.regions[0]?.pageSize,
+      });
+      for await (const _ of snap.items()) { /* the digest is gathered as the items pass */ }
+      return await snap.contentDigest();
+    })();
+    this.done.catch(() => {});
+  }
+  async push(chunk: Uint8Array): Promise<void> {
+    await this.writer.ready;
+    await this.writer.write(chunk.slice());
+  }
+  async finish(name: string): Promise<Uint8Array> {
+    await this.writer.close();
+    try {
+      return await this.done;
+    } catch (e) {
+      throw new ConvertError(
+        `Cannot convert to ${name}: the QEMU stream written does not read back: ${
+          (e as Error).message
+        }`,
+        { cause: e },
+      );
+    }
+  }
+  stop(): void {
+    this.writer.abort().catch(() => {});
+  }
+}
+
+async function writeQemu(
+  source: SnapshotSource,
+  output: string,
+  _ctx: ConvertContext,
+): Promise<OutputSummary> {
+  try {
+    checkQemuMetadata(source.description);
+  } catch (e) {
+    throw new ConvertError((e as Error).message, { cause: e });
+  }
+  const out = await createOutput(output);
+  const check = new QemuReadBack(source.description);
+  try {
+    const written = await writeQemuStreamFrom(source.description, source.items(), {
+      async write(chunk: Uint8Array) {
+        await out.write(chunk);
+        await check.push(chunk);
+      },
+    });
+    const back = await check.finish(out.name);
+    const expected = await source.contentDigest();
+    if (expected !== null && toHex(expected) !== toHex(back)) {
+      throw new ConvertError(
+        `Cannot convert to ${out.name}: the QEMU stream written holds content digest ` +
+          `${toHex(back)}, the input ${toHex(expected)}`,
+      );
+    }
+    await out.commit();
+    return {
+      bytes: written.bytes,
+      pages: written.pageRecords,
+      devices: written.devices,
+      contentDigest: back,
+      digestChecked: expected !== null,
+    };
+  } catch (e) {
+    check.stop();
+    await out.abort();
+    throw e;
+  }
+}
+
+/** `--from qemu`. */
+export const QEMU_INPUT: InputFormat = {
+  summary: "a QEMU migration stream (recognised without --from); one region per RAM block",
+  open: openQemu,
+};
+
+/** `--to qemu`. */
+export const QEMU_OUTPUT: OutputFormat = {
+  summary: "a QEMU migration stream, from a snapshot converted from one",
+  keepsState: true,
+  write: writeQemu,
+};
