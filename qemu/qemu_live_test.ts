@@ -1,11 +1,11 @@
 /**
  * Runs the real qemu-system-riscv32 when it is installed: makes a stream of each kind, converts
- * it with the `qemu-convert` command and checks what QEMU itself says (pmemsave, and that a
+ * it with the `livesnap convert` command and checks what QEMU itself says (pmemsave, and that a
  * guest resumed from the written-back stream prints what a guest resumed from the original
  * prints).
  */
 import { assert, assertEquals } from "@std/assert/mod.js";
-import { main as qemuConvert } from "../tools/qemu_convert_command.ts";
+import { main as livesnapConvert } from "../tools/convert_command.ts";
 import { haveQemu } from "./_qmp.ts";
 import { GUEST_RAM, makeStream, resumeStream, STREAM_KINDS } from "./_make_stream.ts";
 import { readQemuSnapshot } from "./snapshot.ts";
@@ -14,13 +14,13 @@ const installed = await haveQemu();
 const suffix = installed ? "" : " (skipped: qemu-system-riscv32 not installed)";
 
 async function convert(...args: string[]): Promise<void> {
-  const code = await qemuConvert(args);
-  assertEquals(code, 0, `qemu-convert ${args.join(" ")}`);
+  const code = await livesnapConvert(["--quiet", ...args]);
+  assertEquals(code, 0, `convert ${args.join(" ")}`);
 }
 
 for (const kind of STREAM_KINDS) {
   Deno.test({
-    name: `qemu-convert round-trips a real QEMU ${kind} stream${suffix}`,
+    name: `livesnap convert round-trips a real QEMU ${kind} stream${suffix}`,
     ignore: !installed,
     async fn() {
       const dir = await Deno.makeTempDir({ prefix: `livesnap-qemu-${kind}-` });

@@ -28,11 +28,11 @@ const COMMANDS: Record<string, CommandEntry> = {
     load: () => import("./diff_command.ts"),
   },
   inspect: {
-    summary: "describe a snapshot (--json for one JSON object)",
+    summary: "describe a snapshot or a QEMU migration stream (--json for one JSON object)",
     load: () => import("./inspect_command.ts"),
   },
   convert: {
-    summary: "rewrite a snapshot: recompress, reorder, raw images, ELF cores for gdb",
+    summary: "rewrite a snapshot: recompress, reorder, raw images, ELF cores, QEMU streams",
     load: () => import("./convert_command.ts"),
   },
   verify: {
@@ -44,11 +44,11 @@ const COMMANDS: Record<string, CommandEntry> = {
     load: () => import("./run_command.ts"),
   },
   "qemu-inspect": {
-    summary: "summarise a QEMU migration stream",
+    summary: "the same as inspect (which recognises QEMU migration streams)",
     load: () => import("./qemu_inspect_command.ts"),
   },
   "qemu-convert": {
-    summary: "convert a QEMU migration stream to .lsnap, back, or to a raw RAM image",
+    summary: "the same as convert (--from qemu, --to qemu); --codec raw is --compress none",
     load: () => import("./qemu_convert_command.ts"),
   },
 };

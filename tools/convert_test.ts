@@ -8,6 +8,9 @@ import { readSnapshot, SnapshotStreamReader } from "../format/stream_reader.ts";
 import { SnapshotWriter } from "../format/writer.ts";
 import { description, devices, makeRam, PAGE, shuffle, writeToBytes } from "../tests/_snapshots.ts";
 import { GDB_GUEST_ELF, haveGdbMultiarch, loadGuestImage, runGdb } from "../tests/_guest_image.ts";
+import { loadFixture, loadManifest, sha256Hex } from "../qemu/_fixtures_test_util.ts";
+import { readQemuSnapshot } from "../qemu/snapshot.ts";
+import { QemuStreamTruncatedError } from "../qemu/errors.ts";
 import {
   ConvertError,
   type ConvertOptions,
@@ -648,5 +651,145 @@ Deno.test("livesnap convert --from raw reads an image from standard input with F
     await Deno.writeFile(`${dir}/o.lsnap`, out.stdout);
     const snap = await readSnapshot((await Deno.open(`${dir}/o.lsnap`)).readable);
     assertEquals(snap.regions[0], ram);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// QEMU migration streams (the committed fixtures in tests/fixtures/qemu/, made by QEMU 7.2)
+
+Deno.test("convertSnapshot() --from qemu keeps every fixture's RAM and devices and checks the digest", async () => {
+  const manifest = await loadManifest();
+  await withDir(async (dir) => {
+    for (const kind of ["paused", "live", "multipass", "background"] as const) {
+      const stream = await loadFixture(kind);
+      await Deno.writeFile(`${dir}/${kind}.qemu`, stream);
+      const original = await readQemuSnapshot([stream]);
+      // Recognised by its magic without --from; explicit --from qemu gives the same state.
+      const r = await convertSnapshot(`${dir}/${kind}.qemu`, `${dir}/${kind}.lsnap`);
+      assertEquals([r.from, r.digestChecked], ["qemu", true], kind);
+      const explicit = await convertSnapshot(`${dir}/${kind}.qemu`, `${dir}/${kind}-2.lsnap`, {
+        from: "qemu",
+        addressOrder: true,
+        compress: { codec: "raw" },
+      });
+      assertEquals(explicit.contentDigest, r.contentDigest, kind);
+      const snap = await readSnapshot((await Deno.open(`${dir}/${kind}.lsnap`)).readable);
+      assertEquals(toHex(snap.contentDigest), r.contentDigest);
+      assertEquals(
+        snap.description.regions.map((x) => [x.name, x.size]),
+        original.blocks.map((b) => [b.name, b.size]),
+      );
+      assertEquals(snap.description.regions[0].base, manifest.ram.address);
+      const facts = manifest.streams[kind];
+      if (facts.pmemsaveSha256 !== undefined) {
+        // QEMU's own pmemsave of the guest's RAM at the same instant.
+        assertEquals(await sha256Hex(snap.regions[0]), facts.pmemsaveSha256, kind);
+      }
+      for (const d of original.devices) {
+        const kept = snap.devices.find((x) => x.id === d.idstr && x.instance === d.instanceId);
+        assertEquals(kept?.state, d.data, `${kind}: ${d.idstr}`);
+      }
+    }
+  });
+});
+
+Deno.test("convertSnapshot() --to qemu writes back the stream's RAM and devices, re-read and checked", async () => {
+  await withDir(async (dir) => {
+    const stream = await loadFixture("multipass");
+    await Deno.writeFile(`${dir}/in.qemu`, stream);
+    const lsnap = await convertSnapshot(`${dir}/in.qemu`, `${dir}/in.lsnap`);
+    const back = await convertSnapshot(`${dir}/in.lsnap`, `${dir}/back.qemu`, { to: "qemu" });
+    assertEquals([back.to, back.digestChecked], ["qemu", true]);
+    assertEquals(back.contentDigest, lsnap.contentDigest);
+    const original = await readQemuSnapshot([stream]);
+    const written = await readQemuSnapshot([await Deno.readFile(`${dir}/back.qemu`)]);
+    assertEquals(written.devices, original.devices);
+    assertEquals(written.vmdescText, original.vmdescText);
+    assertEquals(written.pages, original.pages);
+    // QEMU stream to QEMU stream: the one-pass rewrite of a six-pass stream.
+    const again = await convertSnapshot(`${dir}/in.qemu`, `${dir}/again.qemu`, { to: "qemu" });
+    assertEquals(again.contentDigest, lsnap.contentDigest);
+    const direct = await readQemuSnapshot([await Deno.readFile(`${dir}/again.qemu`)]);
+    assertEquals(direct.pages, original.pages);
+    assertEquals(direct.devices, original.devices);
+  });
+});
+
+Deno.test("convertSnapshot() --to qemu keeps --base addresses and refuses a snapshot not from QEMU", async () => {
+  await withDir(async (dir) => {
+    await Deno.writeFile(`${dir}/in.qemu`, await loadFixture("paused"));
+    const moved = await convertSnapshot(`${dir}/in.qemu`, `${dir}/moved.lsnap`, {
+      bases: { "virt.flash0": 0x4000_0000 },
+    });
+    const snap = await readSnapshot((await Deno.open(`${dir}/moved.lsnap`)).readable);
+    assertEquals(snap.description.regions.find((x) => x.name === "virt.flash0")?.base, 0x4000_0000);
+    const back = await convertSnapshot(`${dir}/moved.lsnap`, `${dir}/back.qemu`, { to: "qemu" });
+    assertEquals([back.contentDigest, back.digestChecked], [moved.contentDigest, true]);
+    await assertRejects(
+      () => convertSnapshot(`${FIXTURES}v1_basic.lsnap`, `${dir}/x.qemu`, { to: "qemu" }),
+      ConvertError,
+      "Cannot convert to a QEMU stream: the snapshot was not converted from one",
+    );
+    assertEquals([...Deno.readDirSync(dir)].map((e) => e.name).sort(), [
+      "back.qemu",
+      "in.qemu",
+      "moved.lsnap",
+    ]);
+  });
+});
+
+Deno.test("convertSnapshot() --to qemu removes the stream when its digest is not the input's", async () => {
+  const qemu = INPUT_FORMATS.get("qemu")!;
+  registerInputFormat("lying-qemu", {
+    summary: "test",
+    async open(input, ctx) {
+      const s = await qemu.open(input, ctx);
+      return { ...s, contentDigest: () => Promise.resolve(new Uint8Array(32)) };
+    },
+  });
+  try {
+    await withDir(async (dir) => {
+      await Deno.writeFile(`${dir}/in.qemu`, await loadFixture("paused"));
+      await assertRejects(
+        () =>
+          convertSnapshot(`${dir}/in.qemu`, `${dir}/out.qemu`, { from: "lying-qemu", to: "qemu" }),
+        ConvertError,
+        `the input ${"00".repeat(32)}`,
+      );
+      assertEquals([...Deno.readDirSync(dir)].map((e) => e.name), ["in.qemu"]);
+    });
+  } finally {
+    INPUT_FORMATS.delete("lying-qemu");
+  }
+});
+
+Deno.test("convertSnapshot() --to raw --region of a QEMU stream is QEMU's pmemsave image", async () => {
+  const manifest = await loadManifest();
+  await withDir(async (dir) => {
+    await Deno.writeFile(`${dir}/in.qemu`, await loadFixture("live"));
+    const r = await convertSnapshot(`${dir}/in.qemu`, `${dir}/ram.raw`, {
+      to: "raw",
+      region: manifest.ram.block,
+    });
+    assertEquals([r.from, r.bytesOut], ["qemu", manifest.ram.size]);
+    assertEquals(
+      await sha256Hex(await Deno.readFile(`${dir}/ram.raw`)),
+      manifest.streams.live.pmemsaveSha256,
+    );
+  });
+});
+
+Deno.test("convertSnapshot() --from qemu fails on a cut stream with its offset and leaves no output", async () => {
+  await withDir(async (dir) => {
+    const stream = await loadFixture("live");
+    for (const cut of [5000, stream.length - 10]) {
+      await Deno.writeFile(`${dir}/cut.qemu`, stream.subarray(0, cut));
+      const e = await assertRejects(
+        () => convertSnapshot(`${dir}/cut.qemu`, `${dir}/out.lsnap`),
+        QemuStreamTruncatedError,
+      );
+      assertMatch(e.message, /^Cannot read QEMU stream at byte \d+: /);
+      assertEquals([...Deno.readDirSync(dir)].map((x) => x.name), ["cut.qemu"], `cut at ${cut}`);
+    }
   });
 });

@@ -1,12 +1,16 @@
 /**
  * `livesnap inspect FILE`: describe a snapshot; the front end of {@linkcode inspectSnapshot}
- * and {@linkcode inspectDevice}.
+ * and {@linkcode inspectDevice}, and of `inspectQemuStream` for a QEMU migration stream (told
+ * apart by its first bytes, also on standard input).
  *
  * @module
  */
 import { parseArgs } from "@std/cli/parse_args.js";
 import { LsnapError } from "../format/errors.ts";
+import { QemuStreamError } from "../qemu/errors.ts";
+import { formatQemuSummary, inspectQemuStream, isQemuStream } from "../qemu/inspect.ts";
 import { openInput } from "./_io.ts";
+import { peekBytes } from "./_peek.ts";
 import { colorEnabled, createProgress, formatBytes, formatRatio, palette } from "./_term.ts";
 import { inspectDevice, type InspectResult, inspectSnapshot } from "./inspect.ts";
 
@@ -15,11 +19,20 @@ const USAGE = `Usage: livesnap inspect [options] FILE
 Reads a .lsnap snapshot (FILE, or - for standard input) and describes it: format version,
 completeness, memory regions, pages by encoding, compression, records, device sections, digests.
 
+A QEMU migration stream (as written by migrate "exec:cat > FILE") is recognised by its first
+bytes (QEVM), from a file or standard input, and summarised: sections, RAM blocks with their
+page counts, device sections with their fields decoded through the stream's JSON description.
+
 Options:
-  --json                 print one JSON object instead of text
+  --json                 print one JSON object instead of text (for a QEMU stream: with
+                         every device's decoded fields)
   --pages                add the page map: runs of pages that are present, zero or
                          duplicated, and the record that holds their last occurrence
-  --device ID[:INSTANCE] print one device's decoded state as JSON (lowest instance by default)
+  --device ID[:INSTANCE] print one device's decoded state as JSON (lowest instance by default;
+                         for a QEMU stream ID is the section's idstr, e.g. cpu or serial)
+  --fields               QEMU stream: also print each device's decoded fields as text
+  --page-size N          QEMU stream: the target page size when the stream does not state
+                         it (default 4096)
   --help                 show this help
 
 Examples:
@@ -27,6 +40,8 @@ Examples:
   livesnap inspect --pages vm.lsnap | less
   livesnap inspect --device hart vm.lsnap
   cat vm.lsnap | livesnap inspect - --json | jq .compression
+  livesnap inspect --fields guest.qemu
+  livesnap inspect --json guest.qemu | jq '.devices[] | select(.idstr == "cpu")'
 
 Exit status: 0 for a complete file, 1 for a damaged or incomplete one (or no such device),
 2 for usage or I/O errors.`;
@@ -96,8 +111,8 @@ function text(r: InspectResult, color: boolean): string {
 export async function main(args: string[]): Promise<number> {
   let unknownOption: string | undefined;
   const flags = parseArgs(args, {
-    boolean: ["json", "pages", "help"],
-    string: ["device"],
+    boolean: ["json", "pages", "fields", "help"],
+    string: ["device", "page-size"],
     unknown: (arg: string) => {
       if (arg.startsWith("-") && arg !== "-") {
         unknownOption ??= arg;
@@ -127,17 +142,35 @@ export async function main(args: string[]): Promise<number> {
     return 2;
   }
   try {
-    if (flags.device !== undefined) {
-      const m = /^(.+?)(?::(\d+))?$/.exec(flags.device);
-      if (m === null) {
-        console.error(
-          `livesnap inspect: Cannot parse --device: '${flags.device}' is not ID or ID:INSTANCE`,
-        );
-        return 2;
-      }
+    const device = flags.device === undefined ? undefined : /^(.+?)(?::(\d+))?$/.exec(flags.device);
+    if (device === null) {
+      console.error(
+        `livesnap inspect: Cannot parse --device: '${flags.device}' is not ID or ID:INSTANCE`,
+      );
+      return 2;
+    }
+    let readable: ReadableStream<Uint8Array>;
+    let head: Uint8Array;
+    try {
+      ({ head, readable } = await peekBytes(input.readable, 8));
+    } catch (e) {
+      console.error(`livesnap inspect: Cannot read '${files[0]}': ${(e as Error).message}`);
+      return 2;
+    }
+    if (isQemuStream(head)) {
+      return await inspectQemu(readable, {
+        json: flags.json,
+        fields: flags.fields,
+        pageSize: flags["page-size"],
+        pages: flags.pages,
+        device: device === undefined ? undefined : [device[1], device[2]],
+      });
+    }
+    if (device !== undefined) {
+      const m = device;
       try {
         const d = await inspectDevice(
-          input.readable,
+          readable,
           m[1],
           m[2] === undefined ? undefined : Number(m[2]),
         );
@@ -153,7 +186,7 @@ export async function main(args: string[]): Promise<number> {
     const progress = createProgress({ label: "inspect", total: input.size });
     let result: InspectResult;
     try {
-      result = await inspectSnapshot(input.readable, {
+      result = await inspectSnapshot(readable, {
         pages: flags.pages,
         onBytes: (n) => progress.add(n),
       });
@@ -170,4 +203,55 @@ export async function main(args: string[]): Promise<number> {
   } finally {
     input.close();
   }
+}
+
+/** `inspect` of a QEMU migration stream: the summary of `inspectQemuStream`, as text or JSON. */
+async function inspectQemu(
+  readable: ReadableStream<Uint8Array>,
+  o: {
+    json: boolean;
+    fields: boolean;
+    pages: boolean;
+    pageSize: string | undefined;
+    device: [string, string | undefined] | undefined;
+  },
+): Promise<number> {
+  if (o.pages) {
+    console.error("livesnap inspect: --pages describes .lsnap files; this is a QEMU stream");
+    return 2;
+  }
+  const pageSize = o.pageSize === undefined ? undefined : Number(o.pageSize);
+  if (pageSize !== undefined && !(Number.isInteger(pageSize) && pageSize >= 512)) {
+    console.error(`livesnap inspect: --page-size '${o.pageSize}' is not a page size`);
+    return 2;
+  }
+  let summary;
+  try {
+    summary = await inspectQemuStream(readable, { pageSize });
+  } catch (e) {
+    if (e instanceof QemuStreamError) {
+      console.error(`livesnap inspect: ${e.message}`);
+      return 1;
+    }
+    throw e;
+  }
+  if (o.device !== undefined) {
+    const [id, instance] = o.device;
+    const d = summary.devices
+      .filter((x) =>
+        x.idstr === id && (instance === undefined || x.instanceId === Number(instance))
+      )
+      .sort((a, b) => a.instanceId - b.instanceId)[0];
+    if (d === undefined) {
+      const ids = [...new Set(summary.devices.map((x) => x.idstr))].join(", ");
+      console.error(`livesnap inspect: Cannot find device '${id}' in the stream (it has: ${ids})`);
+      return 1;
+    }
+    console.log(JSON.stringify(d, null, 2));
+    return 0;
+  }
+  console.log(
+    o.json ? JSON.stringify(summary, null, 2) : formatQemuSummary(summary, { fields: o.fields }),
+  );
+  return 0;
 }

@@ -1,4 +1,5 @@
 import { assert, assertEquals, assertStringIncludes } from "@std/assert/mod.js";
+import { loadFixture } from "../qemu/_fixtures_test_util.ts";
 
 const cli = new URL("./cli.ts", import.meta.url).pathname;
 const fixture = new URL("../tests/fixtures/v1_duplicates_noindex.lsnap", import.meta.url).pathname;
@@ -126,4 +127,27 @@ Deno.test("livesnap inspect --device prints one device's decoded state, from a p
   const missing = await run(["inspect", "--device", "uart:7", basic]);
   assertEquals(missing.code, 1);
   assertStringIncludes(missing.err, "Cannot find device uart:7 (devices: hart:0, uart:0)");
+});
+
+Deno.test("livesnap inspect recognises a QEMU stream on standard input by its first bytes", async () => {
+  const stream = await loadFixture("multipass");
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeFile(`${dir}/m.qemu`, stream);
+    const fromFile = await run(["inspect", "--json", `${dir}/m.qemu`]);
+    const fromStdin = await run(["inspect", "--json", "-"], stream);
+    assertEquals(fromStdin.code, 0, fromStdin.err);
+    const j = JSON.parse(fromStdin.out);
+    assertEquals([j.format, j.bytes], ["qemu-migration-stream", stream.length]);
+    assertEquals(j, JSON.parse(fromFile.out));
+    const text = await run(["inspect", "-"], stream);
+    assertStringIncludes(text.out, "QEMU migration stream, version 3");
+    assertStringIncludes(text.out, "resent");
+    // The .lsnap path still reads a stream whose first chunk was peeked at.
+    const lsnap = await run(["inspect", "-"], await Deno.readFile(fixture));
+    assertEquals(lsnap.code, 0, lsnap.err);
+    assertStringIncludes(lsnap.out, "format      1.0");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
