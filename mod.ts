@@ -7,6 +7,7 @@
  *
  * @example
  * ```ts
+ * import { assert } from "@std/assert/mod.js";
  * import { readSnapshot, SnapshotWriter } from "./mod.ts";
  * const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>();
  * const description = {
@@ -20,8 +21,8 @@
  *   return await w.close();
  * })();
  * const snapshot = await readSnapshot(readable);
- * console.assert(snapshot.regions[0][42 * 4096] === 1);
- * console.assert((await writing).contentDigest.join() === snapshot.contentDigest.join());
+ * assert(snapshot.regions[0][42 * 4096] === 1);
+ * assert((await writing).contentDigest.join() === snapshot.contentDigest.join());
  * ```
  *
  * @module

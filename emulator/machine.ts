@@ -170,13 +170,14 @@ interface MmioRange {
  *
  * @example
  * ```ts
+ * import { assert } from "@std/assert/mod.js";
  * import { Machine } from "./machine.ts";
  * const out: number[] = [];
  * const elf = Deno.readFileSync(new URL("./guests/build/hello.elf", import.meta.url));
  * const m = Machine.fromElf(elf, { ramSize: 1 << 20, uartSink: (b) => out.push(...b) });
  * const exit = m.run(1_000_000);
- * console.assert(exit.reason === "exit" && exit.code === 0);
- * console.assert(new TextDecoder().decode(Uint8Array.from(out)).startsWith("Hello"));
+ * assert(exit.reason === "exit" && exit.code === 0);
+ * assert(new TextDecoder().decode(Uint8Array.from(out)).startsWith("Hello"));
  * ```
  */
 export class Machine implements CsrEnvironment {

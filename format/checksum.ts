@@ -16,8 +16,9 @@ const crcHasher: IHasher = await createCRC32(CRC32C_POLY);
  *
  * @example
  * ```ts
+ * import { assert } from "@std/assert/mod.js";
  * import { crc32c } from "./checksum.ts";
- * console.assert(crc32c(new TextEncoder().encode("123456789")) === 0xe3069283);
+ * assert(crc32c(new TextEncoder().encode("123456789")) === 0xe3069283);
  * ```
  */
 export function crc32c(...parts: Uint8Array[]): number {
@@ -42,8 +43,9 @@ export function createPageHasher(): Promise<IHasher> {
  *
  * @example
  * ```ts
+ * import { assert } from "@std/assert/mod.js";
  * import { toHex } from "./checksum.ts";
- * console.assert(toHex(new Uint8Array([0, 171])) === "00ab");
+ * assert(toHex(new Uint8Array([0, 171])) === "00ab");
  * ```
  */
 export function toHex(bytes: Uint8Array): string {

@@ -25,12 +25,13 @@ interface Chunk {
  *
  * @example
  * ```ts
+ * import { assert } from "@std/assert/mod.js";
  * import { ContentDigestBuilder } from "./content_digest.ts";
  * const d = { regions: [{ name: "ram", base: 0, size: 8192, pageSize: 4096 }], creator: "x", createdAt: 0 };
  * const b = new ContentDigestBuilder(d);
  * b.setPage(0, 1, new Uint8Array(4096).fill(7));
  * const digest = await b.digest();
- * console.assert(digest.length === 32);
+ * assert(digest.length === 32);
  * ```
  */
 export class ContentDigestBuilder {
@@ -135,6 +136,7 @@ export class ContentDigestBuilder {
  *
  * @example
  * ```ts
+ * import { assert } from "@std/assert/mod.js";
  * import { computeContentDigest } from "./content_digest.ts";
  * import { encodeDeviceState } from "./device_state.ts";
  * const description = { regions: [{ name: "ram", base: 0x8000_0000, size: 16384, pageSize: 4096 }], creator: "doc", createdAt: 0 };
@@ -143,7 +145,7 @@ export class ContentDigestBuilder {
  * const hex = await computeContentDigest(description, [ram], [
  *   { id: "uart", instance: 0, version: 1, state: encodeDeviceState({ lsr: 0x60 }) },
  * ]);
- * console.assert(hex.length === 32);
+ * assert(hex.length === 32);
  * ```
  */
 export async function computeContentDigest(

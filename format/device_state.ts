@@ -59,11 +59,12 @@ function canonical(v: unknown, depth: number): unknown {
  *
  * @example
  * ```ts
+ * import { assert } from "@std/assert/mod.js";
  * import { decodeDeviceState, encodeDeviceState } from "./device_state.ts";
  * const a = encodeDeviceState({ x: 1, y: new Uint8Array([2]) });
  * const b = encodeDeviceState({ y: new Uint8Array([2]), x: 1 });
- * console.assert(a.join() === b.join());
- * console.assert((decodeDeviceState(a) as { x: number }).x === 1);
+ * assert(a.join() === b.join());
+ * assert((decodeDeviceState(a) as { x: number }).x === 1);
  * ```
  */
 export function encodeDeviceState(value: DeviceStateValue): Uint8Array {
@@ -163,9 +164,10 @@ function plain(v: unknown): unknown {
  *
  * @example
  * ```ts
+ * import { assert } from "@std/assert/mod.js";
  * import { decodeDeviceState, encodeDeviceState } from "./device_state.ts";
  * const s = decodeDeviceState(encodeDeviceState({ regs: [1, 2, 3] }));
- * console.assert(JSON.stringify(s) === '{"regs":[1,2,3]}');
+ * assert(JSON.stringify(s) === '{"regs":[1,2,3]}');
  * ```
  */
 export function decodeDeviceState(bytes: Uint8Array): DeviceStateValue {

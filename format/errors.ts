@@ -26,9 +26,10 @@ function where(loc: ErrorLocation): string {
  *
  * @example
  * ```ts
+ * import { assert } from "@std/assert/mod.js";
  * import { CorruptError, LsnapError } from "./errors.ts";
  * const e = new CorruptError("bad page count 0", { offset: 4096, recordIndex: 3 });
- * console.assert(e instanceof LsnapError && e.message === "Cannot read record 3 at byte 4096: bad page count 0");
+ * assert(e instanceof LsnapError && e.message === "Cannot read record 3 at byte 4096: bad page count 0");
  * ```
  */
 export class LsnapError extends Error {

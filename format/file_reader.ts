@@ -37,6 +37,7 @@ import { decodeTrailer, type Trailer } from "./trailer.ts";
  *
  * @example
  * ```ts
+ * import { assert } from "@std/assert/mod.js";
  * import { SnapshotFileReader } from "./file_reader.ts";
  * import { SnapshotWriter } from "./writer.ts";
  * const path = await Deno.makeTempFile({ suffix: ".lsnap" });
@@ -45,7 +46,7 @@ import { decodeTrailer, type Trailer } from "./trailer.ts";
  * await w.writePages(0, 7, new Uint8Array(4096).fill(3));
  * await w.close();
  * const r = await SnapshotFileReader.open(path);
- * console.assert((await r.readPage(0, 7))[0] === 3 && (await r.readPage(0, 8))[0] === 0);
+ * assert((await r.readPage(0, 7))[0] === 3 && (await r.readPage(0, 8))[0] === 0);
  * r.close();
  * await Deno.remove(path);
  * ```

@@ -73,6 +73,7 @@ export interface StreamReaderOptions {
  *
  * @example
  * ```ts
+ * import { assert } from "@std/assert/mod.js";
  * import { SnapshotStreamReader } from "./stream_reader.ts";
  * import { SnapshotWriter } from "./writer.ts";
  * const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>();
@@ -83,7 +84,7 @@ export interface StreamReaderOptions {
  * let pages = 0;
  * for await (const r of reader.records()) if (r.kind === "pages") pages += r.pages.length;
  * await writing;
- * console.assert(pages === 1 && reader.complete);
+ * assert(pages === 1 && reader.complete);
  * ```
  */
 export class SnapshotStreamReader {
@@ -383,6 +384,7 @@ export interface ReadSnapshotOptions {
  *
  * @example
  * ```ts
+ * import { assert } from "@std/assert/mod.js";
  * import { readSnapshot } from "./stream_reader.ts";
  * import { SnapshotWriter } from "./writer.ts";
  * const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>();
@@ -390,7 +392,7 @@ export interface ReadSnapshotOptions {
  * SnapshotWriter.create(writable, { regions, creator: "doc", createdAt: 0 })
  *   .then(async (w) => { await w.writePages(0, 0, new Uint8Array(4096).fill(5)); await w.close(); });
  * const snap = await readSnapshot(readable);
- * console.assert(snap.regions[0][0] === 5 && snap.regions[0][4096] === 0);
+ * assert(snap.regions[0][0] === 5 && snap.regions[0][4096] === 0);
  * ```
  */
 export async function readSnapshot(

@@ -144,6 +144,7 @@ class BatchEncoder {
  *
  * @example
  * ```ts
+ * import { assert } from "@std/assert/mod.js";
  * import { SnapshotWriter } from "./writer.ts";
  * const chunks: Uint8Array[] = [];
  * const sink = new WritableStream<Uint8Array>({ write(c) { chunks.push(c); } });
@@ -154,7 +155,7 @@ class BatchEncoder {
  * await w.writePages(0, 3, new Uint8Array(4096).fill(1));
  * await w.writeDevice({ id: "uart", instance: 0, version: 1, state: new Uint8Array([0xa0]) });
  * const summary = await w.close();
- * console.assert(summary.bytes === chunks.reduce((n, c) => n + c.length, 0));
+ * assert(summary.bytes === chunks.reduce((n, c) => n + c.length, 0));
  * ```
  */
 export class SnapshotWriter {

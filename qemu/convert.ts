@@ -156,6 +156,7 @@ function planRegions(
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert/mod.js";
  * import { openQemuStream } from "./convert.ts";
  * import { QemuStreamWriter } from "./stream_writer.ts";
  * const chunks: Uint8Array[] = [];
@@ -165,11 +166,13 @@ function planRegions(
  * await w.writePage("riscv_virt_board.ram", 4096, new Uint8Array(4096).fill(5));
  * await w.close();
  * const snap = await openQemuStream(chunks, { createdAt: 0 });
- * const runs = [];
- * for await (const item of snap.items()) if (item.kind === "pages") runs.push(item);
- * if (snap.description.regions[0].base !== 0x8000_0000) throw new Error("wrong base");
- * if (runs[0].data !== null || runs[1].data?.[0] !== 5) throw new Error("wrong pages");
- * if ((await snap.contentDigest()).length !== 32) throw new Error("no digest");
+ * const pages = new Map<number, Uint8Array | null>();
+ * for await (const item of snap.items()) {
+ *   if (item.kind === "pages") item.pages.forEach((p, i) => pages.set(p, item.data?.subarray(i * 4096) ?? null));
+ * }
+ * assertEquals(snap.description.regions[0].base, 0x8000_0000);
+ * assertEquals([pages.get(0), pages.get(1)?.[0]], [null, 5]); // page 0 was sent as a zero page
+ * assertEquals((await snap.contentDigest()).length, 32);
  * ```
  */
 export async function openQemuStream(
@@ -356,6 +359,7 @@ function toOutput(
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert/mod.js";
  * import { convertQemuToLsnap } from "./convert.ts";
  * import { QemuStreamWriter } from "./stream_writer.ts";
  * import { readSnapshot } from "../format/stream_reader.ts";
@@ -370,9 +374,7 @@ function toOutput(
  *   convertQemuToLsnap(chunks, writable, { createdAt: 0 }),
  *   readSnapshot(readable),
  * ]);
- * if (summary.regions[0].base !== 0x8000_0000 || snap.regions[0][4096] !== 5) {
- *   throw new Error("the page did not arrive");
- * }
+ * assertEquals([summary.regions[0].base, snap.regions[0][4096]], [0x8000_0000, 5]);
  * ```
  */
 export async function convertQemuToLsnap(

@@ -11,10 +11,11 @@
  *
  * @example
  * ```ts
+ * import { assert } from "@std/assert/mod.js";
  * import { QemuStreamCorruptError, QemuStreamError } from "./errors.ts";
  * const e = new QemuStreamCorruptError("bad magic 0x00000000", 0);
- * console.assert(e instanceof QemuStreamError && e.offset === 0);
- * console.assert(e.message === "Cannot read QEMU stream at byte 0: bad magic 0x00000000");
+ * assert(e instanceof QemuStreamError && e.offset === 0);
+ * assert(e.message === "Cannot read QEMU stream at byte 0: bad magic 0x00000000");
  * ```
  */
 export class QemuStreamError extends Error {

@@ -67,6 +67,7 @@ async function extractInto(
  *
  * @example
  * ```ts
+ * import { assert } from "@std/assert/mod.js";
  * import { extractQemuRam } from "./extract_ram.ts";
  * import { QemuStreamWriter } from "./stream_writer.ts";
  * const chunks: Uint8Array[] = [];
@@ -76,7 +77,7 @@ async function extractInto(
  * await w.writePage("ram", 4096, new Uint8Array(4096).fill(3));
  * await w.close();
  * const ram = await extractQemuRam(chunks, "ram");
- * console.assert(ram.length === 8192 && ram[0] === 0 && ram[4096] === 3);
+ * assert(ram.length === 8192 && ram[0] === 0 && ram[4096] === 3);
  * ```
  */
 export async function extractQemuRam(

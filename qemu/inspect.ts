@@ -89,6 +89,7 @@ export interface QemuStreamSummary {
  *
  * @example
  * ```ts
+ * import { assert } from "@std/assert/mod.js";
  * import { inspectQemuStream } from "./inspect.ts";
  * import { QemuStreamWriter } from "./stream_writer.ts";
  * const chunks: Uint8Array[] = [];
@@ -98,8 +99,8 @@ export interface QemuStreamSummary {
  * await w.writePage("ram", 0, new Uint8Array(4096).fill(3));
  * await w.close();
  * const s = await inspectQemuStream(chunks);
- * console.assert(s.machine === "virt" && s.ram.blocks[0].normalRecords === 1);
- * console.assert(s.ram.blocks[0].zeroRecords === 1);
+ * assert(s.machine === "virt" && s.ram.blocks[0].normalRecords === 1);
+ * assert(s.ram.blocks[0].zeroRecords === 1);
  * ```
  */
 export async function inspectQemuStream(
@@ -273,13 +274,14 @@ function renderValue(v: VmStateValue): string {
  *
  * @example
  * ```ts
+ * import { assert } from "@std/assert/mod.js";
  * import { formatQemuSummary, type QemuStreamSummary } from "./inspect.ts";
  * const s: QemuStreamSummary = {
  *   format: "qemu-migration-stream", version: 3, bytes: 100, machine: "virt", pageSize: 4096,
  *   capabilities: [], sectionCounts: {}, sections: [], devices: [], commands: [], vmdesc: null,
  *   ram: { sectionId: 2, pageRecords: 0, blocks: [] },
  * };
- * console.assert(formatQemuSummary(s).includes("machine virt"));
+ * assert(formatQemuSummary(s).includes("machine virt"));
  * ```
  */
 export function formatQemuSummary(

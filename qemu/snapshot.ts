@@ -41,6 +41,7 @@ export interface QemuSnapshot {
  *
  * @example
  * ```ts
+ * import { assert } from "@std/assert/mod.js";
  * import { readQemuSnapshot } from "./snapshot.ts";
  * import { QemuStreamWriter } from "./stream_writer.ts";
  * const chunks: Uint8Array[] = [];
@@ -50,8 +51,8 @@ export interface QemuSnapshot {
  * await w.writePage("ram", 0, new Uint8Array(4096).fill(7));
  * await w.close();
  * const snap = await readQemuSnapshot(chunks);
- * console.assert(snap.configuration.machine === "virt");
- * console.assert(snap.pages.get("ram")!.get(0)![0] === 7 && !snap.pages.get("ram")!.has(4096));
+ * assert(snap.configuration.machine === "virt");
+ * assert(snap.pages.get("ram")!.get(0)![0] === 7 && !snap.pages.get("ram")!.has(4096));
  * ```
  */
 export async function readQemuSnapshot(

@@ -79,15 +79,15 @@ export function isQemuStream(firstBytes: Uint8Array): boolean {
  *
  * @example
  * ```ts
+ * import { assertEquals, assertRejects } from "@std/assert/mod.js";
  * import { readQemuStream } from "./stream_reader.ts";
  * import { QemuStreamTruncatedError } from "./errors.ts";
  * // Magic and version, then nothing: the stream ends where its first section should be.
  * const cut = new Uint8Array([0x51, 0x45, 0x56, 0x4d, 0, 0, 0, 3]);
- * try {
+ * const e = await assertRejects(async () => {
  *   for await (const _ of readQemuStream(cut)) { }
- * } catch (e) {
- *   console.assert(e instanceof QemuStreamTruncatedError && e.offset === 8);
- * }
+ * }, QemuStreamTruncatedError);
+ * assertEquals(e.offset, 8);
  * ```
  */
 export async function* readQemuStream(

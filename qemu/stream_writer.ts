@@ -47,6 +47,7 @@ const FLUSH_BYTES = 256 * 1024;
  *
  * @example
  * ```ts
+ * import { assert } from "@std/assert/mod.js";
  * import { QemuStreamWriter } from "./stream_writer.ts";
  * import { readQemuStream } from "./stream_reader.ts";
  * const chunks: Uint8Array[] = [];
@@ -57,7 +58,7 @@ const FLUSH_BYTES = 256 * 1024;
  * await w.close('{"page_size": 4096, "devices": []}');
  * let pages = 0;
  * for await (const r of readQemuStream(chunks)) if (r.kind === "page") pages++;
- * console.assert(pages === 2); // page 0 as a zero page, page 1 whole
+ * assert(pages === 2); // page 0 as a zero page, page 1 whole
  * ```
  */
 export class QemuStreamWriter {

@@ -130,10 +130,11 @@ function readStruct(
  *
  * @example
  * ```ts
+ * import { assert } from "@std/assert/mod.js";
  * import { decodeVmState } from "./vmstate_decode.ts";
  * const desc = { fields: [{ name: "pc", type: "uint32", size: 4 }, { name: "on", type: "bool", size: 1 }] };
  * const r = decodeVmState(new Uint8Array([0x80, 0, 0, 0x10, 1]), desc);
- * console.assert(r.complete && r.fields.pc === "0x80000010" && r.fields.on === true);
+ * assert(r.complete && r.fields.pc === "0x80000010" && r.fields.on === true);
  * ```
  */
 export function decodeVmState(data: Uint8Array, desc: VmDescStruct): VmStateDecoding {

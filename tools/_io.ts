@@ -24,10 +24,17 @@ export interface InputHandle {
  * Opens `path` for reading; `-` is standard input.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import { assertEquals } from "@std/assert/mod.js";
  * import { openInput } from "./_io.ts";
- * const input = await openInput("-");
- * for await (const chunk of input.readable) console.log(chunk.length);
+ * const path = await Deno.makeTempFile();
+ * await Deno.writeFile(path, new Uint8Array(100));
+ * const input = await openInput(path); // "-" would read standard input
+ * let n = 0;
+ * for await (const chunk of input.readable) n += chunk.length;
+ * input.close();
+ * assertEquals([n, input.size], [100, 100]);
+ * await Deno.remove(path);
  * ```
  */
 export async function openInput(path: string): Promise<InputHandle> {
@@ -90,16 +97,20 @@ async function writeAll(w: { write(p: Uint8Array): Promise<number> }, bytes: Uin
  * Creates `path` for writing through a temporary file beside it; `-` is standard output.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import { assertEquals } from "@std/assert/mod.js";
  * import { createOutput } from "./_io.ts";
- * const out = await createOutput("copy.bin");
+ * const dir = await Deno.makeTempDir();
+ * const out = await createOutput(`${dir}/copy.bin`);
  * try {
  *   await out.write(new Uint8Array([1, 2, 3]));
- *   await out.commit();
+ *   await out.commit(); // only now does copy.bin appear
  * } catch (e) {
  *   await out.abort();
  *   throw e;
  * }
+ * assertEquals(await Deno.readFile(`${dir}/copy.bin`), new Uint8Array([1, 2, 3]));
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 export async function createOutput(path: string): Promise<OutputHandle> {

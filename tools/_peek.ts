@@ -11,12 +11,12 @@
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert/mod.js";
  * import { peekBytes } from "./_peek.ts";
  * const input = ReadableStream.from([new Uint8Array([0x51, 0x45]), new Uint8Array([0x56, 0x4d, 9])]);
  * const { head, readable } = await peekBytes(input, 4);
- * if (new TextDecoder().decode(head.subarray(0, 4)) !== "QEVM") throw new Error("wrong head");
- * const all = await new Response(readable).bytes();
- * if (all.length !== 5 || all[4] !== 9) throw new Error("bytes lost");
+ * assertEquals(new TextDecoder().decode(head.subarray(0, 4)), "QEVM");
+ * assertEquals(await new Response(readable).bytes(), new Uint8Array([0x51, 0x45, 0x56, 0x4d, 9]));
  * ```
  */
 export async function peekBytes(

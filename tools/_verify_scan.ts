@@ -168,9 +168,10 @@ function crcOk(record: Uint8Array): { ok: boolean; stored: number; actual: numbe
  *
  * @example
  * ```ts
+ * import { assert } from "@std/assert/mod.js";
  * import { scanSnapshot } from "./_verify_scan.ts";
  * const r = await scanSnapshot(ReadableStream.from([new Uint8Array(40)]));
- * console.assert(r.problems[0].message.includes("bad magic"));
+ * assert(r.problems[0].message.includes("bad magic"));
  * ```
  */
 export async function scanSnapshot(

@@ -204,10 +204,20 @@ function lineSplitter(): TransformStream<string, string> {
  * greeting).
  *
  * @example
- * ```ts ignore
- * import { controlRequest } from "./control.ts";
- * const reply = await controlRequest("/tmp/vm.sock", { execute: "status" });
- * console.log(reply);
+ * ```ts
+ * import { assert } from "@std/assert/mod.js";
+ * import { LiveMachine } from "../emulator/snapshot/live_machine.ts";
+ * import { controlRequest, serveControl } from "./control.ts";
+ * const elf = await Deno.readFile(new URL("../emulator/guests/build/counter.elf", import.meta.url));
+ * const dir = await Deno.makeTempDir();
+ * const vm = await LiveMachine.start({ elf, ramSize: 4 << 20 });
+ * const server = await serveControl(`${dir}/vm.sock`, vm);
+ * const reply = await controlRequest(`${dir}/vm.sock`, { execute: "status" });
+ * assert("return" in reply, JSON.stringify(reply));
+ * await controlRequest(`${dir}/vm.sock`, { execute: "quit" });
+ * await server.quitRequested;
+ * await server.close();
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 export async function controlRequest(path: string, req: ControlRequest): Promise<ControlReply> {

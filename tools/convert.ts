@@ -980,6 +980,7 @@ export function registerOutputFormat(name: string, format: OutputFormat): void {
  *
  * @example
  * ```ts
+ * import { assert } from "@std/assert/mod.js";
  * import { convertSnapshot } from "./convert.ts";
  * const dir = await Deno.makeTempDir();
  * await Deno.writeFile(`${dir}/ram.img`, new Uint8Array(65536).fill(7));
@@ -988,17 +989,17 @@ export function registerOutputFormat(name: string, format: OutputFormat): void {
  *   from: "raw",
  *   rawRegions: [{ name: "ram", base: 0x8000_0000, path: `${dir}/ram.img` }],
  * });
- * console.assert(made.digestChecked);
+ * assert(made.digestChecked);
  * // ...is recompressed in address order, keeping its content digest...
  * const small = await convertSnapshot(`${dir}/vm.lsnap`, `${dir}/small.lsnap`, {
  *   compress: { codec: "zstd", level: 9 },
  *   addressOrder: true,
  * });
- * console.assert(small.contentDigest === made.contentDigest);
+ * assert(small.contentDigest === made.contentDigest);
  * // ...and becomes a flat image again, or an ELF core for gdb.
  * await convertSnapshot(`${dir}/small.lsnap`, `${dir}/back.img`, { to: "raw", region: "ram" });
  * await convertSnapshot(`${dir}/small.lsnap`, `${dir}/vm.core`, { to: "elf-core" });
- * console.assert((await Deno.readFile(`${dir}/back.img`))[100] === 7);
+ * assert((await Deno.readFile(`${dir}/back.img`))[100] === 7);
  * await Deno.remove(dir, { recursive: true });
  * ```
  */

@@ -267,6 +267,7 @@ function compareDevices(a: PageHashes, b: PageHashes, maxFields: number): Device
  *
  * @example
  * ```ts
+ * import { assert } from "@std/assert/mod.js";
  * import { diffSnapshots } from "./diff.ts";
  * import { SnapshotWriter } from "../format/writer.ts";
  * const dir = await Deno.makeTempDir();
@@ -277,7 +278,7 @@ function compareDevices(a: PageHashes, b: PageHashes, maxFields: number): Device
  *   await w.close();
  * }
  * const d = await diffSnapshots(`${dir}/a.lsnap`, `${dir}/b.lsnap`, { pages: true });
- * console.assert(!d.equal && d.regions[0].changed === 1 && d.regions[0].pages![0].address === 0x8000_3000);
+ * assert(!d.equal && d.regions[0].changed === 1 && d.regions[0].pages![0].address === 0x8000_3000);
  * await Deno.remove(dir, { recursive: true });
  * ```
  */

@@ -132,9 +132,10 @@ interface MapChunk {
  *
  * @example
  * ```ts
+ * import { assert } from "@std/assert/mod.js";
  * import { inspectSnapshot } from "./inspect.ts";
  * const r = await inspectSnapshot(ReadableStream.from([new Uint8Array(10)]));
- * console.assert(r.complete === false && r.error?.kind === "CorruptError");
+ * assert(r.complete === false && r.error?.kind === "CorruptError");
  * ```
  */
 export async function inspectSnapshot(
@@ -308,6 +309,7 @@ export interface DeviceStateReport {
  *
  * @example
  * ```ts
+ * import { assert } from "@std/assert/mod.js";
  * import { inspectDevice } from "./inspect.ts";
  * import { SnapshotWriter } from "../format/writer.ts";
  * import { encodeDeviceState } from "../format/device_state.ts";
@@ -318,7 +320,7 @@ export interface DeviceStateReport {
  *   await w.close();
  * });
  * const d = await inspectDevice(readable, "uart");
- * console.assert((d.state as { lsr: number }).lsr === 96);
+ * assert((d.state as { lsr: number }).lsr === 96);
  * ```
  */
 export async function inspectDevice(

@@ -14,7 +14,7 @@ export interface RestoreSnapshotOptions {
   /** Stop once this many instructions have retired, counted from reset as in the original run
    * (so `--stop-at` means the same instruction in `run` and `restore`). */
   stopAt?: number;
-  /** Guest UART output from the restore on (default: dropped). */
+  /** Guest UART output from the restore on (default: written to standard output). */
   sink?: (bytes: Uint8Array) => void;
   /** State migrations (default: the emulator's table). */
   migrations?: RestoreOptions["migrations"];
@@ -41,10 +41,19 @@ export interface RestoreSnapshotResult {
  * fit this emulator `SnapshotMismatchError`.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import { assertEquals } from "@std/assert/mod.js";
+ * import { Machine } from "../emulator/machine.ts";
+ * import { saveMachine } from "../emulator/snapshot/save.ts";
  * import { restoreSnapshot } from "./restore.ts";
- * const r = await restoreSnapshot({ path: "m.lsnap", stopAt: 10_000_000 });
- * console.log(r.exit, r.retired);
+ * const elf = await Deno.readFile(new URL("../emulator/guests/build/counter.elf", import.meta.url));
+ * const m = Machine.fromElf(elf, { ramSize: 4 << 20, uartSink: () => {} });
+ * m.run(50_000);
+ * const dir = await Deno.makeTempDir();
+ * await saveMachine(m, `${dir}/c.lsnap`);
+ * const r = await restoreSnapshot({ path: `${dir}/c.lsnap`, stopAt: 80_000, sink: () => {} });
+ * assertEquals([r.snapshotRetired, r.retired], [50_000, 80_000]);
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 export async function restoreSnapshot(o: RestoreSnapshotOptions): Promise<RestoreSnapshotResult> {

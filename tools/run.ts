@@ -37,10 +37,11 @@ export interface RunGuestResult {
  *
  * @example
  * ```ts
+ * import { assert } from "@std/assert/mod.js";
  * import { runGuest } from "./run.ts";
  * const elf = await Deno.readFile("emulator/guests/build/hello.elf");
  * const { exit } = runGuest({ elf, sink: (b) => Deno.stdout.writeSync(b) });
- * console.assert(exit.reason === "exit");
+ * assert(exit.reason === "exit");
  * ```
  */
 export function runGuest(options: RunGuestOptions): RunGuestResult {

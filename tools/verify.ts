@@ -48,9 +48,10 @@ export interface VerifyOptions {
  *
  * @example
  * ```ts
+ * import { assert } from "@std/assert/mod.js";
  * import { verifySnapshot } from "./verify.ts";
  * const r = await verifySnapshot(ReadableStream.from([new Uint8Array(0)]));
- * console.assert(!r.ok && r.error?.kind === "TruncatedError");
+ * assert(!r.ok && r.error?.kind === "TruncatedError");
  * ```
  */
 export async function verifySnapshot(

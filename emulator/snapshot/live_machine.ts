@@ -130,17 +130,26 @@ export function cowBufferSlots(size: CowBufferSize, pageCount: number): number {
  * A machine whose guest runs on its own thread and can be snapshotted while it runs.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import { assertEquals } from "@std/assert/mod.js";
+ * import { Machine } from "../machine.ts";
  * import { LiveMachine } from "./live_machine.ts";
- * const elf = await Deno.readFile("emulator/guests/build/memstress.elf");
- * const vm = await LiveMachine.start({ elf, ramSize: 64 << 20, uartSink: (b) => Deno.stdout.write(b) });
- * const metrics = await vm.snapshot({ mode: "cow", cowBuffer: 16 << 20, path: "m.lsnap" });
- * console.log(metrics.pauseUs, metrics.guestInstructionsDuring);
+ * import { machineContentDigest } from "./machine_state.ts";
+ * const elf = await Deno.readFile(new URL("../guests/build/counter.elf", import.meta.url));
+ * const dir = await Deno.makeTempDir();
+ * const vm = await LiveMachine.start({ elf, ramSize: 4 << 20 });
+ * // The guest runs on while its RAM is written out.
+ * const metrics = await vm.snapshot({ mode: "cow", cowBuffer: 16 << 20, path: `${dir}/c.lsnap` });
  * await vm.quit();
- * const again = await LiveMachine.start({ restorePath: "m.lsnap", stopAt: metrics.atInstruction + 1e6 });
+ * const stopAt = metrics.atInstruction + 100_000;
+ * const again = await LiveMachine.start({ restorePath: `${dir}/c.lsnap`, stopAt });
  * await again.halted;
- * console.log(await again.digest());
+ * // The restored guest is where an uninterrupted one is after as many instructions.
+ * const whole = Machine.fromElf(elf, { ramSize: 4 << 20, uartSink: () => {} });
+ * whole.run(stopAt);
+ * assertEquals(await again.digest(), await machineContentDigest(whole));
  * await again.quit();
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 export class LiveMachine {

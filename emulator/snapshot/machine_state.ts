@@ -53,11 +53,13 @@ export type StateMigration = (state: DeviceStateValue) => DeviceStateValue;
  * bump, and a file with the old version keeps restoring.
  *
  * @example
- * ```ts ignore
- * // The step a UART layout change from version 1 to 2 would add (a new field, zero by default):
- * const STATE_MIGRATIONS = {
- *   ns16550a: { 1: (s) => ({ ...(s as Record<string, number>), msrDelta: 0 }) },
- * };
+ * ```ts
+ * import { assertEquals } from "@std/assert/mod.js";
+ * import type { StateMigration } from "./machine_state.ts";
+ * // The step a UART layout change from version 1 to 2 would add (a new field, zero by default),
+ * // as an entry `ns16550a: { 1: uartV1ToV2 }` of STATE_MIGRATIONS:
+ * const uartV1ToV2: StateMigration = (s) => ({ ...(s as Record<string, number>), msrDelta: 0 });
+ * assertEquals(uartV1ToV2({ lsr: 0x60 }), { lsr: 0x60, msrDelta: 0 });
  * ```
  */
 export const STATE_MIGRATIONS: Readonly<Record<string, Readonly<Record<number, StateMigration>>>> =
@@ -220,12 +222,20 @@ export function stateFromSections(
  * the content digest of a snapshot of this exact state. Call between `run()`s.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import { assertEquals, assertNotEquals } from "@std/assert/mod.js";
  * import { Machine } from "../machine.ts";
  * import { machineContentDigest } from "./machine_state.ts";
- * const m = Machine.fromElf(await Deno.readFile("counter.elf"), { ramSize: 4 << 20 });
- * m.run(1_000_000);
- * console.log(await machineContentDigest(m)); // = `run counter.elf --stop-at 1000000 --digest`
+ * const elf = await Deno.readFile(new URL("../guests/build/counter.elf", import.meta.url));
+ * const boot = () => Machine.fromElf(elf, { ramSize: 4 << 20, uartSink: () => {} });
+ * const [a, b] = [boot(), boot()];
+ * a.run(100_000);
+ * b.run(100_000);
+ * // = `livesnap run counter.elf --ram 4M --stop-at 100000 --digest`: time is deterministic.
+ * const digest = await machineContentDigest(a);
+ * assertEquals(await machineContentDigest(b), digest);
+ * b.run(1);
+ * assertNotEquals(await machineContentDigest(b), digest);
  * ```
  */
 export async function machineContentDigest(machine: Machine): Promise<string> {

@@ -68,10 +68,11 @@ export function pageStateName(state: number): string {
  *
  * @example
  * ```ts
+ * import { assert } from "@std/assert/mod.js";
  * import { PAGE_COPYING_WRITER, PAGE_PROTECTED, tryMovePage } from "./page_state.ts";
  * const states = new Int32Array(new SharedArrayBuffer(4 * 4)).fill(PAGE_PROTECTED);
- * console.assert(tryMovePage(states, 2, PAGE_PROTECTED, PAGE_COPYING_WRITER));
- * console.assert(!tryMovePage(states, 2, PAGE_PROTECTED, PAGE_COPYING_WRITER));
+ * assert(tryMovePage(states, 2, PAGE_PROTECTED, PAGE_COPYING_WRITER));
+ * assert(!tryMovePage(states, 2, PAGE_PROTECTED, PAGE_COPYING_WRITER));
  * ```
  */
 export function tryMovePage(states: Int32Array, page: number, from: number, to: number): boolean {

@@ -44,11 +44,26 @@ export interface RestoredMachine {
  * this emulator cannot continue.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import { assertEquals } from "@std/assert/mod.js";
+ * import { Machine } from "../machine.ts";
+ * import { machineContentDigest } from "./machine_state.ts";
  * import { restoreMachine } from "./restore.ts";
- * const file = await Deno.open("memstress.lsnap");
- * const { machine } = await restoreMachine(file.readable);
- * machine.run(1_000_000);
+ * import { saveMachine } from "./save.ts";
+ * const elf = await Deno.readFile(new URL("../guests/build/counter.elf", import.meta.url));
+ * const boot = () => Machine.fromElf(elf, { ramSize: 4 << 20, uartSink: () => {} });
+ * const original = boot();
+ * original.run(50_000);
+ * const dir = await Deno.makeTempDir();
+ * await saveMachine(original, `${dir}/c.lsnap`);
+ * const file = await Deno.open(`${dir}/c.lsnap`);
+ * const { machine } = await restoreMachine(file.readable, { uartSink: () => {} });
+ * machine.run(50_000);
+ * // "run N, snapshot, restore, run M" is "run N+M".
+ * const whole = boot();
+ * whole.run(100_000);
+ * assertEquals(await machineContentDigest(machine), await machineContentDigest(whole));
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 export async function restoreMachine(

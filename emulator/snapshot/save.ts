@@ -21,12 +21,21 @@ export interface SaveMachineOptions {
  * Writes a snapshot of `machine` as it is now (call between `run()`s) to `path`.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import { assertEquals } from "@std/assert/mod.js";
+ * import { toHex } from "../../format/checksum.ts";
+ * import { readSnapshot } from "../../format/stream_reader.ts";
  * import { Machine } from "../machine.ts";
+ * import { machineContentDigest } from "./machine_state.ts";
  * import { saveMachine } from "./save.ts";
- * const m = Machine.fromElf(await Deno.readFile("hello.elf"), { ramSize: 1 << 20 });
+ * const elf = await Deno.readFile(new URL("../guests/build/hello.elf", import.meta.url));
+ * const m = Machine.fromElf(elf, { ramSize: 1 << 20, uartSink: () => {} });
  * m.run(1000);
- * await saveMachine(m, "hello.lsnap");
+ * const dir = await Deno.makeTempDir();
+ * await saveMachine(m, `${dir}/hello.lsnap`);
+ * const snap = await readSnapshot((await Deno.open(`${dir}/hello.lsnap`)).readable);
+ * assertEquals(toHex(snap.contentDigest), await machineContentDigest(m));
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 export async function saveMachine(
