@@ -166,7 +166,11 @@ export async function main(args: string[]): Promise<number> {
       e instanceof LsnapError || e instanceof QemuStreamError ||
       (e as Error).name === "ConvertError"
     ) {
-      console.error(`livesnap convert: ${(e as Error).message}`);
+      const hint = flags.from === undefined && input === "-" &&
+          (e as Error).message.includes("bad magic")
+        ? " (a QEMU stream on standard input needs --from qemu)"
+        : "";
+      console.error(`livesnap convert: ${(e as Error).message}${hint}`);
       return 1;
     }
     console.error(`livesnap convert: ${(e as Error).message}`);

@@ -793,3 +793,36 @@ Deno.test("convertSnapshot() --from qemu fails on a cut stream with its offset a
     }
   });
 });
+
+Deno.test("livesnap convert reads a QEMU stream from a pipe with --from qemu, and says so without", async () => {
+  const stream = await loadFixture("paused");
+  const convertFromPipe = async (...args: string[]) => {
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", new URL("./cli.ts", import.meta.url).pathname, "convert", ...args],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const w = child.stdin.getWriter();
+    await w.write(stream).catch(() => {}); // the command may stop reading early
+    await w.close().catch(() => {});
+    const out = await child.output();
+    return { code: out.code, stdout: out.stdout, err: new TextDecoder().decode(out.stderr) };
+  };
+  const ok = await convertFromPipe("--from", "qemu", "-", "-");
+  assertEquals(ok.code, 0, ok.err);
+  assertMatch(ok.err, /<stdout>: lsnap, .* \(checked\)/);
+  await withDir(async (dir) => {
+    await Deno.writeFile(`${dir}/p.lsnap`, ok.stdout);
+    await Deno.writeFile(`${dir}/p.qemu`, stream);
+    const fromFile = await convertSnapshot(`${dir}/p.qemu`, `${dir}/f.lsnap`);
+    const snap = await readSnapshot((await Deno.open(`${dir}/p.lsnap`)).readable);
+    assertEquals(toHex(snap.contentDigest), fromFile.contentDigest);
+  });
+  const bare = await convertFromPipe("-", "-");
+  assertEquals(bare.code, 1);
+  assertMatch(
+    bare.err,
+    /bad magic: not an \.lsnap file \(a QEMU stream on standard input needs --from qemu\)/,
+  );
+});
