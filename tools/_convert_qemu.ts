@@ -18,10 +18,14 @@ import type {
   SnapshotSource,
 } from "./convert.ts";
 
-/** True when the file at `path` starts with a QEMU stream's magic and version. */
+/**
+ * True when the regular file at `path` starts with a QEMU stream's magic and version. A pipe
+ * is not looked at: the bytes read would be lost to the input format.
+ */
 export async function isQemuInput(path: string): Promise<boolean> {
   let file: Deno.FsFile;
   try {
+    if (!(await Deno.stat(path)).isFile) return false;
     file = await Deno.open(path, { read: true });
   } catch {
     return false; // the input format reports a missing file with its own message
