@@ -195,3 +195,32 @@ Deno.test("LiveMachine.snapshot() rejects when its file cannot be written, and t
     await lm.quit();
   }
 });
+
+Deno.test("LiveMachine.snapshot() right after start is written (the writer does not miss the first doorbell)", async () => {
+  // Regression: the writer thread used to take the doorbell's value when it got its attach
+  // message as the baseline; a snapshot requested at once could ring before that, and the job
+  // was never run (with cow buffer 0 the guest then waited for its first page forever). The
+  // race needs the timing of a fresh machine, so try several. A hang is reported, not waited on.
+  const elf = Deno.readFileSync(new URL("../emulator/guests/build/counter.elf", import.meta.url));
+  const dir = await Deno.makeTempDir();
+  try {
+    for (let i = 0; i < 4; i++) {
+      const lm = await LiveMachine.start({ elf, ramSize: RAM });
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      try {
+        const hung = new Promise<"hung">((r) => timer = setTimeout(() => r("hung"), 60_000));
+        const path = `${dir}/first-${i}.lsnap`;
+        const m = await Promise.race([lm.snapshot({ mode: "cow", cowBuffer: 0, path }), hung]);
+        if (m === "hung") throw new Error(`machine ${i}: the first snapshot was never written`);
+        const info = await inspectSnapshot((await Deno.open(path)).readable);
+        assertEquals(info.complete, true);
+        assertEquals(info.digests.content, m.contentDigest);
+      } finally {
+        clearTimeout(timer);
+        await lm.quit();
+      }
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -144,7 +144,11 @@ async function runJob(a: NonNullable<typeof attached>): Promise<void> {
 
 async function serve(a: NonNullable<typeof attached>): Promise<void> {
   const ctrl = new Int32Array(a.buffers.control);
-  let seen = Atomics.load(ctrl, CTRL_JOB_SEQ);
+  // Start from the doorbell's initial value, not from what it reads now: the host does not wait
+  // for this attach, so the guest may already have rung for its first snapshot, and that job
+  // would be missed (its guest then waits for the writer forever). The session buffers are
+  // allocated once per machine with the doorbell at 0, and this writer is their only one.
+  let seen = 0;
   while (!closing) {
     // Block briefly on the doorbell (a job starts within microseconds of the instant), then
     // let messages in (paths, device states).
