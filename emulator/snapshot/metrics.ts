@@ -36,6 +36,13 @@ export interface SnapshotMetrics {
   pagesResent: number;
   /** Precopy passes after the first, the final one included. */
   precopyPasses: number;
+  /** Pages written during precopy's final pause (counted in `pagesResent` too). */
+  pagesInFinalPause: number;
+  /** The highest throttle precopy's auto-converge put on the guest: the share of wall time it
+   * slept, percent (0: never throttled). */
+  precopyThrottlePct: number;
+  /** Time the guest slept because precopy throttled it, milliseconds. */
+  guestThrottleMs: number;
   /** The copy buffer's size in bytes (cow). */
   cowBufferBytes: number;
   /** Most bytes held in the copy buffer at once. */
