@@ -5,7 +5,8 @@ import type { PageToWrite, WriterLoopOptions } from "./writer_loop.ts";
 import type { SessionBuffers, SnapshotMode } from "./session.ts";
 import type { StandInJob } from "./_stand_in_guest.ts";
 import type { GuestSideMetrics } from "./guest_side.ts";
-import { type SlotChunkMessage, SlotChunks } from "./slot_chunks.ts";
+import { chunksFor, type SlotChunkMessage, SlotChunks } from "./slot_chunks.ts";
+import { CTRL_FRESH_SLOTS, CTRL_PREFAULTED } from "./session.ts";
 
 /** A bit of the gate that belongs to the machine (emulator/ram.ts GATE_WATCH): must survive. */
 const GATE_WATCH = 2;
@@ -24,6 +25,8 @@ interface Outcome {
   writer: Awaited<ReturnType<SnapshotWriterLoop["run"]>>;
   stepsDuring: number;
   maxUsedSeen: number;
+  /** Copy-buffer chunks the snapshot touched (slot_chunks.ts). */
+  chunksTouched: number;
 }
 
 function messages(worker: Worker, chunks: { table: SlotChunks | null }) {
@@ -91,6 +94,7 @@ async function snapshotStandIn(
     const writes: number[] = [];
     const audit = new Uint32Array(PAGES);
     let maxUsedSeen = 0;
+    let chunksTouched = 0;
     const loop = new SnapshotWriterLoop(
       buffers,
       ram,
@@ -111,6 +115,16 @@ async function snapshotStandIn(
       { batchPages: 4, audit, precopyTargetPages: 8, ...options.loop },
     );
     const writer = await loop.run();
+    // The writer let go of every copy-buffer chunk the snapshot touched (their memory can go
+    // back to the OS), before the guest could see the end.
+    const ctrl = new Int32Array(buffers.control);
+    const touched = chunksFor(
+      Math.max(Atomics.load(ctrl, CTRL_FRESH_SLOTS), Atomics.load(ctrl, CTRL_PREFAULTED)),
+    );
+    for (let c = 0; c < touched; c++) {
+      assert(!chunks.holds(c), `the writer still holds copy-buffer chunk ${c} after the snapshot`);
+    }
+    chunksTouched = touched;
     const truth: Uint8Array = mode === "precopy" ? (await next("final")).truth : started.truth;
     const done = await next("done");
     assertEquals(gate[WATCHED_PAGE], GATE_WATCH, "the engine changed a gate bit it does not own");
@@ -126,6 +140,7 @@ async function snapshotStandIn(
       writer,
       stepsDuring: done.stepsDuring,
       maxUsedSeen,
+      chunksTouched,
     } satisfies Outcome;
   } finally {
     worker.terminate();
@@ -163,6 +178,7 @@ for (const [name, slots] of [["0", 0], ["small", 3], ["max", PAGES]] as const) {
       assert(w.pagesOnRequest > 0, "the writer never served a page the guest waited on");
     } else {
       assert(o.guest.pagesViaBuffer > 0, "no page went through the buffer");
+      assert(o.chunksTouched > 0, "slots were used, yet no copy-buffer chunk counts as touched");
     }
   });
 }

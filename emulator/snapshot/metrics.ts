@@ -49,7 +49,9 @@ export interface SnapshotMetrics {
   bufferPeakBytes: number;
   /** Instructions the guest retired between the snapshot's start and its file being written. */
   guestInstructionsDuring: number;
-  /** Time the guest waited for a buffer slot or a page, microseconds (cow). */
+  /** Time the guest waited for a buffer slot or a page, microseconds (cow); with
+   * `--v8-flags=--expose-gc`, also the one full garbage collection that gives the copy buffer's
+   * chunks back when the snapshot ends (slot_chunks.ts). */
   guestStallUs: number;
   /** The guest thread's time on a CPU while the snapshot was written, milliseconds (Linux; 0
    * where unknown). With `guestStallUs`, it tells the engine's own cost from other jobs'. */
