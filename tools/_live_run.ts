@@ -73,6 +73,28 @@ export function parseMode(text: string): SnapshotMode {
   throw new RangeError(`Cannot use --mode '${text}': use cow, precopy or stop`);
 }
 
+/** Parses `--precopy-max-passes` and `--downtime-ms` (either may be absent). */
+export function parsePrecopyOptions(
+  maxPasses: string | undefined,
+  downtimeMs: string | undefined,
+): PrecopyOptions {
+  const whole = (option: string, text: string, what: string) => {
+    const n = Number(text);
+    if (!/^\d+$/.test(text) || !Number.isSafeInteger(n)) {
+      throw new RangeError(`Cannot use ${option} '${text}': not ${what}`);
+    }
+    return n;
+  };
+  const o: PrecopyOptions = {};
+  if (maxPasses !== undefined) {
+    o.maxPasses = whole("--precopy-max-passes", maxPasses, "a number of passes");
+  }
+  if (downtimeMs !== undefined) {
+    o.downtimeMs = whole("--downtime-ms", downtimeMs, "a whole number of milliseconds");
+  }
+  return o;
+}
+
 /** Parses an instruction count option. */
 export function parseCount(option: string, text: string): number {
   const n = Number(text);

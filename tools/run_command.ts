@@ -7,7 +7,13 @@
 import { parseArgs } from "@std/cli/parse_args.js";
 import { parseRamSize, runGuest } from "./run.ts";
 import { machineContentDigest as machineDigest } from "../emulator/snapshot/machine_state.ts";
-import { parseCount, parseCowBuffer, parseMode, runLive } from "./_live_run.ts";
+import {
+  parseCount,
+  parseCowBuffer,
+  parseMode,
+  parsePrecopyOptions,
+  runLive,
+} from "./_live_run.ts";
 import type { CowBufferSize, PrecopyOptions } from "../emulator/snapshot/live_machine.ts";
 import type { SnapshotMode } from "../emulator/snapshot/session.ts";
 
@@ -170,7 +176,7 @@ export async function main(args: string[]): Promise<number> {
     let snapshotEvery: number | undefined;
     let cowBuffer: CowBufferSize;
     let mode: SnapshotMode;
-    const precopy: PrecopyOptions = {};
+    let precopy: PrecopyOptions;
     try {
       snapshotAt = (opts["snapshot-at"] as string[]).map((t) => parseCount("--snapshot-at", t));
       if (opts["snapshot-every"] !== undefined) {
@@ -179,12 +185,7 @@ export async function main(args: string[]): Promise<number> {
       }
       cowBuffer = parseCowBuffer(opts["cow-buffer"] ?? "16M");
       mode = parseMode(opts.mode ?? "cow");
-      if (opts["precopy-max-passes"] !== undefined) {
-        precopy.maxPasses = parseCount("--precopy-max-passes", opts["precopy-max-passes"]);
-      }
-      if (opts["downtime-ms"] !== undefined) {
-        precopy.downtimeMs = parseCount("--downtime-ms", opts["downtime-ms"]);
-      }
+      precopy = parsePrecopyOptions(opts["precopy-max-passes"], opts["downtime-ms"]);
     } catch (e) {
       console.error(`livesnap run: ${(e as Error).message}`);
       return 2;
