@@ -109,6 +109,8 @@ async function rss(ram: number, dir: string): Promise<Row> {
       rssAfter: after,
       rssAfter1s: after1s,
       rssAfter3s: after3s,
+      guestGcMs: s.guestGcMs,
+      guestStallUs: s.guestStallUs,
       load: Deno.loadavg()[0],
     };
   } finally {

@@ -47,6 +47,7 @@ import type { SessionBuffers, SnapshotMode } from "./session.ts";
 import {
   CHUNK_ABSENT,
   CHUNK_DROPPED,
+  CHUNK_GC_MIN,
   CHUNK_RESERVE,
   CHUNK_SHIFT,
   CHUNK_SLOTS,
@@ -68,6 +69,9 @@ export interface GuestSideMetrics {
   writerPageWaits: number;
   /** Time the guest slept because precopy throttled it (auto-converge), in microseconds. */
   throttleUs: number;
+  /** The full garbage collection that gave the copy buffer back at the end, microseconds (0
+   * without `--v8-flags=--expose-gc`; see slot_chunks.ts). */
+  gcUs: number;
 }
 
 /** Microseconds from the monotonic clock. */
@@ -93,8 +97,8 @@ export class GuestSnapshotSide {
   readonly chunks: SlotChunks;
   readonly #sendChunk: (message: SlotChunkMessage) => void;
   #droppedSeen = 0;
-  /** Chunks were let go of during the snapshot: collect garbage at its end. */
-  #releasedDuring = false;
+  /** Chunks let go of during the snapshot (collect garbage at its end if enough). */
+  #releasedDuring = 0;
   #session: SnapshotSession | null = null;
   #spareSlot = -1;
   #doorbell = false;
@@ -157,7 +161,7 @@ export class GuestSnapshotSide {
       for (let c = 0; c < chunks.count; c++) {
         if (chunks.holds(c) && chunks.state(c) === CHUNK_DROPPED) {
           chunks.release(c);
-          this.#releasedDuring = true;
+          this.#releasedDuring++;
         }
       }
     }
@@ -181,10 +185,11 @@ export class GuestSnapshotSide {
     }
     this.#droppedSeen = Atomics.load(s.ctrl, CTRL_CHUNKS_DROPPED);
     this.#allocateReserve();
-    // Counted as a stall: the guest does not run meanwhile. Once per snapshot, at its end: a
-    // full collection on this thread takes milliseconds (see slot_chunks.ts).
-    if (released > 0 || this.#releasedDuring) this.#metrics.guestStallUs += collectGarbage();
-    this.#releasedDuring = false;
+    // Once per snapshot, at its end, and only when it gives back at least CHUNK_GC_MIN chunks: a
+    // full collection on this thread (and warming the instant's code up again after it) costs
+    // the guest tens of milliseconds (see slot_chunks.ts).
+    if (released + this.#releasedDuring >= CHUNK_GC_MIN) this.#metrics.gcUs += collectGarbage();
+    this.#releasedDuring = 0;
   }
 
   /**
@@ -519,5 +524,6 @@ function emptyGuestMetrics(): GuestSideMetrics {
     guestStallUs: 0,
     writerPageWaits: 0,
     throttleUs: 0,
+    gcUs: 0,
   };
 }

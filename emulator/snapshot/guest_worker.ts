@@ -160,12 +160,7 @@ class GuestThread {
       (message) => chunkPort.postMessage(message),
     );
     machine.setStoreHook(this.side.onStore);
-    // The instant saves the devices: run that code a few times now, so that the first snapshot
-    // does not compile it (save() is pure).
-    for (let i = 0; i < 4; i++) machine.save();
-    readThreadCpu();
-    nowUs();
-    epochMs();
+    this.warmUp();
     this.paused = boot.startPaused ?? false;
     this.slice = boot.sliceInstructions ?? 200_000;
     const every = boot.every;
@@ -176,6 +171,17 @@ class GuestThread {
     while (this.scheduleIndex < boot.schedule.length && boot.schedule[this.scheduleIndex].at < r) {
       this.scheduleIndex++;
     }
+  }
+
+  /** Runs the instant's code a few times with no effect (see GuestSnapshotSide.warmUp), so that
+   * a snapshot does not compile it: at start, and again after a full garbage collection, which
+   * can throw compiled code away. The instant saves the devices too (save() is pure). */
+  warmUp(): void {
+    this.side.warmUp();
+    for (let i = 0; i < 4; i++) this.machine.save();
+    readThreadCpu();
+    nowUs();
+    epochMs();
   }
 
   status(): GuestStatus {
@@ -337,6 +343,11 @@ class GuestThread {
     if (side.writerFinished()) {
       this.flushDeferred();
       const guest = side.end();
+      if (guest.gcUs > 0) {
+        const t0 = nowUs();
+        this.warmUp();
+        guest.gcUs += nowUs() - t0;
+      }
       this.running = null;
       const cpu = readThreadCpu();
       port.postMessage({

@@ -464,6 +464,7 @@ export class LiveMachine {
       pagesInFinalPause: w.writer.pagesInFinalPause,
       precopyThrottlePct: w.writer.precopyThrottlePct,
       guestThrottleMs: Math.round(g.guest.throttleUs) / 1000,
+      guestGcMs: Math.round(g.guest.gcUs) / 1000,
       cowBufferBytes: p.mode === "cow" ? p.cowBufferBytes : 0,
       bufferPeakBytes: g.guest.bufferPeakBytes,
       guestInstructionsDuring: g.instructionsDuring,

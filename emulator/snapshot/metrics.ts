@@ -43,15 +43,17 @@ export interface SnapshotMetrics {
   precopyThrottlePct: number;
   /** Time the guest slept because precopy throttled it, milliseconds. */
   guestThrottleMs: number;
+  /** The guest thread's full garbage collection that gives the copy buffer's memory back when
+   * the snapshot ends, milliseconds: the guest does not run meanwhile. 0 unless the process runs
+   * with `--v8-flags=--expose-gc` (the `livesnap` task does; see slot_chunks.ts). */
+  guestGcMs: number;
   /** The copy buffer's size in bytes (cow). */
   cowBufferBytes: number;
   /** Most bytes held in the copy buffer at once. */
   bufferPeakBytes: number;
   /** Instructions the guest retired between the snapshot's start and its file being written. */
   guestInstructionsDuring: number;
-  /** Time the guest waited for a buffer slot or a page, microseconds (cow); with
-   * `--v8-flags=--expose-gc`, also the one full garbage collection that gives the copy buffer's
-   * chunks back when the snapshot ends (slot_chunks.ts). */
+  /** Time the guest waited for a buffer slot or a page, microseconds (cow). */
   guestStallUs: number;
   /** The guest thread's time on a CPU while the snapshot was written, milliseconds (Linux; 0
    * where unknown). With `guestStallUs`, it tells the engine's own cost from other jobs'. */

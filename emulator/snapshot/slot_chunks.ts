@@ -20,8 +20,9 @@
  * A dropped chunk's memory goes back to the OS when both threads' garbage collectors have freed
  * their `SharedArrayBuffer` objects: by then they are old objects, so that takes a full
  * collection, which V8 runs on its own schedule. When the process runs with
- * `--v8-flags=--expose-gc` (the `livesnap` task does), each thread runs one itself right after
- * it let go of chunks ({@linkcode collectGarbage}).
+ * `--v8-flags=--expose-gc` (the `livesnap` task does), each thread runs one itself when a
+ * snapshot ends ({@linkcode collectGarbage}): the writer after every job, the guest only when it
+ * let go of at least {@linkcode CHUNK_GC_MIN} chunks, since its collection stalls the guest.
  *
  * Shared state, three `Int32` per chunk: the slots of it in use (guest adds on taking, writer
  * subtracts on freeing), its state ({@linkcode CHUNK_ABSENT}, {@linkcode CHUNK_LIVE},
@@ -41,6 +42,11 @@ export const CHUNK_SLOTS = 256;
 export const CHUNK_SHIFT = 8;
 /** Chunks kept allocated ahead of the guest (4 MiB of address space, touched only when used). */
 export const CHUNK_RESERVE = 4;
+
+/** The guest thread collects garbage at a snapshot's end only if it let go of at least this many
+ * chunks (32 MiB, twice the default buffer): the collection, and warming the instant's code up
+ * again after it, stall the guest for tens of milliseconds. */
+export const CHUNK_GC_MIN = 32;
 
 /** Not allocated (or given back at the end of a snapshot). */
 export const CHUNK_ABSENT = 0;
