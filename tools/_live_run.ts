@@ -9,6 +9,7 @@
 import {
   type CowBufferSize,
   LiveMachine,
+  type PrecopyOptions,
   type ScheduledRequest,
 } from "../emulator/snapshot/live_machine.ts";
 import type { HaltReason } from "../emulator/snapshot/guest_worker.ts";
@@ -30,6 +31,8 @@ export interface LiveRunOptions {
   out?: string;
   mode: SnapshotMode;
   cowBuffer: CowBufferSize;
+  /** Precopy's policy (`--precopy-max-passes`, `--downtime-ms`). */
+  precopy?: PrecopyOptions;
   metricsPath?: string;
   control?: string;
   /** The command's name for messages, e.g. "livesnap run". */
@@ -68,6 +71,28 @@ export function parseCowBuffer(text: string): CowBufferSize {
 export function parseMode(text: string): SnapshotMode {
   if (text === "cow" || text === "precopy" || text === "stop") return text;
   throw new RangeError(`Cannot use --mode '${text}': use cow, precopy or stop`);
+}
+
+/** Parses `--precopy-max-passes` and `--downtime-ms` (either may be absent). */
+export function parsePrecopyOptions(
+  maxPasses: string | undefined,
+  downtimeMs: string | undefined,
+): PrecopyOptions {
+  const whole = (option: string, text: string, what: string) => {
+    const n = Number(text);
+    if (!/^\d+$/.test(text) || !Number.isSafeInteger(n)) {
+      throw new RangeError(`Cannot use ${option} '${text}': not ${what}`);
+    }
+    return n;
+  };
+  const o: PrecopyOptions = {};
+  if (maxPasses !== undefined) {
+    o.maxPasses = whole("--precopy-max-passes", maxPasses, "a number of passes");
+  }
+  if (downtimeMs !== undefined) {
+    o.downtimeMs = whole("--downtime-ms", downtimeMs, "a whole number of milliseconds");
+  }
+  return o;
 }
 
 /** Parses an instruction count option. */
@@ -123,7 +148,7 @@ export function describeSnapshot(m: SnapshotMetrics): string {
   const extra = m.mode === "cow"
     ? `, ${m.pagesViaBuffer} pages via the buffer, stalls ${(m.guestStallUs / 1000).toFixed(1)} ms`
     : m.mode === "precopy"
-    ? `, ${m.pagesResent} pages resent in ${m.precopyPasses} passes`
+    ? `, ${m.pagesResent} pages resent in ${m.precopyPasses} passes, throttle up to ${m.precopyThrottlePct}%, ${m.pagesInFinalPause} pages in the final pause`
     : "";
   return `snapshot at instruction ${m.atInstruction} → ${m.path} (${m.mode}): pause ${m.pauseUs} µs, ` +
     `${
@@ -161,6 +186,7 @@ export async function runLive(o: LiveRunOptions): Promise<number> {
     at,
     mode: o.mode,
     cowBuffer: o.cowBuffer,
+    precopy: o.precopy,
     path: snapshotPath(o.out!, at, several),
   }));
   let machine: LiveMachine;
@@ -177,6 +203,7 @@ export async function runLive(o: LiveRunOptions): Promise<number> {
         interval: o.snapshotEvery,
         mode: o.mode,
         cowBuffer: o.cowBuffer,
+        precopy: o.precopy,
         path: (_k, at) => snapshotPath(o.out!, at, true),
       },
       onScheduledSnapshot: report,

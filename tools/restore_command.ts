@@ -9,12 +9,19 @@ import { LsnapError } from "../format/errors.ts";
 import { SnapshotMismatchError } from "../emulator/snapshot/machine_state.ts";
 import { restoreSnapshot } from "./restore.ts";
 import { machineContentDigest as machineDigest } from "../emulator/snapshot/machine_state.ts";
-import { haltStatus, parseCount, parseCowBuffer, parseMode, runLive } from "./_live_run.ts";
+import {
+  haltStatus,
+  parseCount,
+  parseCowBuffer,
+  parseMode,
+  parsePrecopyOptions,
+  runLive,
+} from "./_live_run.ts";
 
 const USAGE = `Usage: livesnap restore FILE [--stop-at N] [--digest]
                         [--snapshot-at N]... [--snapshot-every N] --out FILE
                         [--mode cow|precopy|stop] [--cow-buffer SIZE] [--metrics FILE]
-                        [--control PATH]
+                        [--precopy-max-passes N] [--downtime-ms MS] [--control PATH]
 
 Rebuilds the machine a snapshot holds (RAM, hart, devices) and continues it: the guest's UART
 output from the snapshot on goes to stdout, exactly what the original run printed after that
@@ -48,6 +55,8 @@ export async function main(args: string[]): Promise<number> {
       "cow-buffer",
       "metrics",
       "control",
+      "precopy-max-passes",
+      "downtime-ms",
     ],
     collect: ["snapshot-at"],
     boolean: ["digest", "help"],
@@ -79,7 +88,16 @@ export async function main(args: string[]): Promise<number> {
   try {
     if (opts["stop-at"] !== undefined) stopAt = parseCount("--stop-at", opts["stop-at"]);
     if (!live) {
-      for (const o of ["out", "mode", "cow-buffer", "metrics"] as const) {
+      for (
+        const o of [
+          "out",
+          "mode",
+          "cow-buffer",
+          "metrics",
+          "precopy-max-passes",
+          "downtime-ms",
+        ] as const
+      ) {
         if (opts[o] !== undefined) {
           throw new RangeError(`--${o} needs --snapshot-at, --snapshot-every or --control`);
         }
@@ -109,6 +127,7 @@ export async function main(args: string[]): Promise<number> {
         out: opts.out,
         mode: parseMode(opts.mode ?? "cow"),
         cowBuffer: parseCowBuffer(opts["cow-buffer"] ?? "16M"),
+        precopy: parsePrecopyOptions(opts["precopy-max-passes"], opts["downtime-ms"]),
         metricsPath: opts.metrics,
         control: opts.control,
         print: sink,

@@ -7,14 +7,20 @@
 import { parseArgs } from "@std/cli/parse_args.js";
 import { parseRamSize, runGuest } from "./run.ts";
 import { machineContentDigest as machineDigest } from "../emulator/snapshot/machine_state.ts";
-import { parseCount, parseCowBuffer, parseMode, runLive } from "./_live_run.ts";
-import type { CowBufferSize } from "../emulator/snapshot/live_machine.ts";
+import {
+  parseCount,
+  parseCowBuffer,
+  parseMode,
+  parsePrecopyOptions,
+  runLive,
+} from "./_live_run.ts";
+import type { CowBufferSize, PrecopyOptions } from "../emulator/snapshot/live_machine.ts";
 import type { SnapshotMode } from "../emulator/snapshot/session.ts";
 
 const USAGE = `Usage: livesnap run GUEST.elf [--ram SIZE] [--stop-at N] [--digest] [--input FILE]
                     [--snapshot-at N]... [--snapshot-every N] --out FILE
                     [--mode cow|precopy|stop] [--cow-buffer SIZE] [--metrics FILE]
-                    [--control PATH]
+                    [--precopy-max-passes N] [--downtime-ms MS] [--control PATH]
 
 Runs a statically linked RV32IMAC ELF on the bundled machine (laid out like QEMU's riscv32
 'virt' board). The guest's UART output goes to stdout. The exit status is the guest's: the
@@ -37,6 +43,12 @@ Live snapshots (the guest runs on its own thread, the snapshot is written on ano
                       stop: pause for the whole write
   --cow-buffer SIZE   cow's buffer for old page contents: 0 (a first store waits until its page
                       is written), a size like 16M (default), or max (never stalls the guest)
+  --precopy-max-passes N  precopy: passes after the first before the final pause whatever is
+                      still dirty (default 20)
+  --downtime-ms MS    precopy: pause once the dirty pages can be written in MS at the rate of
+                      the last pass (default 50); until then a guest that dirties pages faster
+                      than they are sent is throttled (sleeps 20%, 80%, 95%, up to 99% of the
+                      time; auto-converge, as QEMU's)
   --metrics FILE      each snapshot's metrics as one JSON line
   --control PATH      serve a control socket (JSON lines, like QMP) at PATH; see 'livesnap ctl'
 
@@ -74,6 +86,8 @@ export async function main(args: string[]): Promise<number> {
       "cow-buffer",
       "metrics",
       "control",
+      "precopy-max-passes",
+      "downtime-ms",
     ],
     collect: ["snapshot-at"],
     boolean: ["digest", "help"],
@@ -116,7 +130,16 @@ export async function main(args: string[]): Promise<number> {
   const live = (opts["snapshot-at"] as string[]).length > 0 ||
     opts["snapshot-every"] !== undefined || opts.control !== undefined;
   if (!live) {
-    for (const o of ["out", "mode", "cow-buffer", "metrics"] as const) {
+    for (
+      const o of [
+        "out",
+        "mode",
+        "cow-buffer",
+        "metrics",
+        "precopy-max-passes",
+        "downtime-ms",
+      ] as const
+    ) {
       if (opts[o] !== undefined) {
         console.error(`livesnap run: --${o} needs --snapshot-at, --snapshot-every or --control`);
         return 2;
@@ -153,6 +176,7 @@ export async function main(args: string[]): Promise<number> {
     let snapshotEvery: number | undefined;
     let cowBuffer: CowBufferSize;
     let mode: SnapshotMode;
+    let precopy: PrecopyOptions;
     try {
       snapshotAt = (opts["snapshot-at"] as string[]).map((t) => parseCount("--snapshot-at", t));
       if (opts["snapshot-every"] !== undefined) {
@@ -161,6 +185,7 @@ export async function main(args: string[]): Promise<number> {
       }
       cowBuffer = parseCowBuffer(opts["cow-buffer"] ?? "16M");
       mode = parseMode(opts.mode ?? "cow");
+      precopy = parsePrecopyOptions(opts["precopy-max-passes"], opts["downtime-ms"]);
     } catch (e) {
       console.error(`livesnap run: ${(e as Error).message}`);
       return 2;
@@ -177,6 +202,7 @@ export async function main(args: string[]): Promise<number> {
       out: opts.out,
       mode,
       cowBuffer,
+      precopy,
       metricsPath: opts.metrics,
       control: opts.control,
       print: sink,

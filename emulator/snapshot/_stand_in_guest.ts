@@ -43,7 +43,7 @@ function nextRandom(x: number): number {
 function run(job: StandInJob): void {
   const ram = new Uint8Array(job.ram);
   const gate = new Int32Array(job.gate);
-  const side = new GuestSnapshotSide(ram, gate);
+  const side = new GuestSnapshotSide(ram, gate, (message) => port.postMessage(message));
   const pages = side.pageCount;
   let x = job.seed >>> 0 || 1;
   let steps = 0;
@@ -75,6 +75,7 @@ function run(job: StandInJob): void {
   let finalAt = -1;
   while (!side.writerFinished()) {
     side.servicePass();
+    side.serviceChunks();
     if (side.finalRequested()) {
       const f0 = nowUs();
       side.beginFinal();
@@ -84,7 +85,10 @@ function run(job: StandInJob): void {
       side.waitForFinalPages();
       pauseUs = nowUs() - f0;
     }
+    if (side.payThrottle(5000)) continue;
+    const s0 = nowUs();
     step(job.slice);
+    side.chargeSlice(nowUs() - s0);
     stepsDuring += job.slice;
   }
   const metrics = side.end();

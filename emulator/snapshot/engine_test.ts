@@ -1,15 +1,18 @@
 import { assert, assertEquals } from "@std/assert/mod.js";
 import { PAGE_SIZE } from "./page_state.ts";
-import { SnapshotWriterLoop } from "./writer_loop.ts";
-import type { PageToWrite } from "./writer_loop.ts";
+import { nextThrottlePct, SnapshotWriterLoop } from "./writer_loop.ts";
+import type { PageToWrite, WriterLoopOptions } from "./writer_loop.ts";
 import type { SessionBuffers, SnapshotMode } from "./session.ts";
 import type { StandInJob } from "./_stand_in_guest.ts";
 import type { GuestSideMetrics } from "./guest_side.ts";
+import { chunksFor, type SlotChunkMessage, SlotChunks } from "./slot_chunks.ts";
+import { CTRL_FRESH_SLOTS, CTRL_PREFAULTED } from "./session.ts";
 
 /** A bit of the gate that belongs to the machine (emulator/ram.ts GATE_WATCH): must survive. */
 const GATE_WATCH = 2;
 const WATCHED_PAGE = 7;
 const PAGES = 512;
+const pendingChunks: SlotChunkMessage[] = [];
 const SLEEPER = new Int32Array(new SharedArrayBuffer(4)); // 2 MiB of RAM: big enough for the sweep to take a while, small for a test
 
 interface Outcome {
@@ -22,12 +25,21 @@ interface Outcome {
   writer: Awaited<ReturnType<SnapshotWriterLoop["run"]>>;
   stepsDuring: number;
   maxUsedSeen: number;
+  /** Copy-buffer chunks the snapshot touched (slot_chunks.ts). */
+  chunksTouched: number;
 }
 
-function messages(worker: Worker) {
+function messages(worker: Worker, chunks: { table: SlotChunks | null }) {
   const queue: MessageEvent[] = [];
   let wake: (() => void) | null = null;
   worker.onmessage = (e) => {
+    // The copy buffer's chunks, which the emulator's guest thread sends the writer directly.
+    if (e.data.type === "slot-chunk") {
+      const m = e.data as SlotChunkMessage;
+      if (chunks.table === null) pendingChunks.push(m);
+      else chunks.table.hold(m.index, m.buffer, m.generation);
+      return;
+    }
     queue.push(e);
     wake?.();
   };
@@ -44,7 +56,12 @@ function messages(worker: Worker) {
   };
 }
 
-async function snapshotStandIn(mode: SnapshotMode, slotCount: number, slice = 64) {
+async function snapshotStandIn(
+  mode: SnapshotMode,
+  slotCount: number,
+  slice = 64,
+  options: { sinkSleepMs?: number; loop?: WriterLoopOptions } = {},
+) {
   const ram = new Uint8Array(new SharedArrayBuffer(PAGES * PAGE_SIZE));
   // Some pages zero, the others patterned, so zero-page handling is exercised too.
   for (let p = 0; p < PAGES; p++) {
@@ -53,7 +70,9 @@ async function snapshotStandIn(mode: SnapshotMode, slotCount: number, slice = 64
   const gate = new Int32Array(new SharedArrayBuffer(PAGES * 4));
   gate[WATCHED_PAGE] = GATE_WATCH;
   const worker = new Worker(new URL("./_stand_in_guest.ts", import.meta.url), { type: "module" });
-  const next = messages(worker);
+  const chunkTable: { table: SlotChunks | null } = { table: null };
+  pendingChunks.length = 0;
+  const next = messages(worker, chunkTable);
   const job: StandInJob = {
     ram: ram.buffer as SharedArrayBuffer,
     gate: gate.buffer as SharedArrayBuffer,
@@ -68,23 +87,44 @@ async function snapshotStandIn(mode: SnapshotMode, slotCount: number, slice = 64
     worker.postMessage(job);
     const started = await next("started");
     const buffers: SessionBuffers = started.buffers;
+    const chunks = new SlotChunks(buffers.chunks);
+    for (const m of pendingChunks) chunks.hold(m.index, m.buffer, m.generation);
+    chunkTable.table = chunks;
     const file = new Map<number, Uint8Array>();
     const writes: number[] = [];
     const audit = new Uint32Array(PAGES);
     let maxUsedSeen = 0;
-    const loop = new SnapshotWriterLoop(buffers, ram, gate, {
-      writePages(pages: PageToWrite[]) {
-        // A slow disk: the whole snapshot takes over 100 ms, so the guest surely stores meanwhile.
-        Atomics.wait(SLEEPER, 0, 0, 1);
-        maxUsedSeen = Math.max(maxUsedSeen, loop.session.usedSlots());
-        for (const p of pages) {
-          assertEquals(p.data.length, PAGE_SIZE);
-          file.set(p.index, p.data.slice());
-          writes.push(p.index);
-        }
+    let chunksTouched = 0;
+    const loop = new SnapshotWriterLoop(
+      buffers,
+      ram,
+      gate,
+      {
+        writePages(pages: PageToWrite[]) {
+          // A slow disk: the whole snapshot takes over 100 ms, so the guest surely stores meanwhile.
+          Atomics.wait(SLEEPER, 0, 0, options.sinkSleepMs ?? 1);
+          maxUsedSeen = Math.max(maxUsedSeen, loop.session.usedSlots());
+          for (const p of pages) {
+            assertEquals(p.data.length, PAGE_SIZE);
+            file.set(p.index, p.data.slice());
+            writes.push(p.index);
+          }
+        },
       },
-    }, { batchPages: 4, audit, precopyTargetPages: 8 });
+      chunks,
+      { batchPages: 4, audit, precopyTargetPages: 8, ...options.loop },
+    );
     const writer = await loop.run();
+    // The writer let go of every copy-buffer chunk the snapshot touched (their memory can go
+    // back to the OS), before the guest could see the end.
+    const ctrl = new Int32Array(buffers.control);
+    const touched = chunksFor(
+      Math.max(Atomics.load(ctrl, CTRL_FRESH_SLOTS), Atomics.load(ctrl, CTRL_PREFAULTED)),
+    );
+    for (let c = 0; c < touched; c++) {
+      assert(!chunks.holds(c), `the writer still holds copy-buffer chunk ${c} after the snapshot`);
+    }
+    chunksTouched = touched;
     const truth: Uint8Array = mode === "precopy" ? (await next("final")).truth : started.truth;
     const done = await next("done");
     assertEquals(gate[WATCHED_PAGE], GATE_WATCH, "the engine changed a gate bit it does not own");
@@ -100,6 +140,7 @@ async function snapshotStandIn(mode: SnapshotMode, slotCount: number, slice = 64
       writer,
       stepsDuring: done.stepsDuring,
       maxUsedSeen,
+      chunksTouched,
     } satisfies Outcome;
   } finally {
     worker.terminate();
@@ -137,6 +178,7 @@ for (const [name, slots] of [["0", 0], ["small", 3], ["max", PAGES]] as const) {
       assert(w.pagesOnRequest > 0, "the writer never served a page the guest waited on");
     } else {
       assert(o.guest.pagesViaBuffer > 0, "no page went through the buffer");
+      assert(o.chunksTouched > 0, "slots were used, yet no copy-buffer chunk counts as touched");
     }
   });
 }
@@ -161,4 +203,34 @@ Deno.test("SnapshotWriterLoop precopy's last copies hold the state at the final 
   assert(o.writer.pagesResent > 0, "the guest dirtied pages, none was resent");
   assert(o.writer.precopyPasses >= 2);
   assert(o.stepsDuring > 0);
+});
+
+Deno.test("SnapshotWriterLoop precopy with auto-converge pauses for a bounded number of pages", async () => {
+  // A fast sink and a zero downtime: the writer pauses the guest only once at most 8 pages are
+  // dirty (precopyTargetPages), throttling it until then. Between the writer's count and the
+  // guest's hand-over the guest runs at most one more slice (64 stores), so the final pause
+  // writes at most 8 + 64 pages; a pass limit reached first would break that bound.
+  const slice = 64;
+  const maxPasses = 40;
+  const o = await snapshotStandIn("precopy", 0, slice, {
+    sinkSleepMs: 0,
+    loop: { precopyDowntimeMs: 0, precopyMaxPasses: maxPasses, precopyMaxThrottlePct: 99 },
+  });
+  assertFileHoldsTruth(o);
+  const w = o.writer;
+  assert(w.precopyPasses <= maxPasses, `${w.precopyPasses} passes: converged only at the limit`);
+  assert(
+    w.pagesInFinalPause <= 8 + slice,
+    `the final pause wrote ${w.pagesInFinalPause} pages, more than the 8 + ${slice} allowed`,
+  );
+  if (w.precopyThrottlePct > 0) assert(o.guest.throttleUs > 0, "throttled, yet never slept");
+});
+
+Deno.test("nextThrottlePct() steps 20, 80, 95, 98.75 then holds at the maximum", () => {
+  const steps: number[] = [];
+  let t = 0;
+  for (let i = 0; i < 6; i++) steps.push(t = nextThrottlePct(t, 99));
+  assertEquals(steps, [20, 80, 95, 98.75, 99, 99]);
+  assertEquals(nextThrottlePct(80, 90), 90);
+  assertEquals(nextThrottlePct(0, 0), 0);
 });

@@ -19,6 +19,7 @@ import {
 } from "./page_state.ts";
 import {
   allocateSessionBuffers,
+  CTRL_CHUNKS_DROPPED,
   CTRL_FINAL_DONE,
   CTRL_FINAL_READY,
   CTRL_FINAL_REQUEST,
@@ -28,11 +29,14 @@ import {
   CTRL_FRESH_SLOTS,
   CTRL_GUEST_WAITING,
   CTRL_JOB_SEQ,
+  CTRL_KICK,
   CTRL_PASS_READY,
   CTRL_PASS_REQUEST,
+  CTRL_PREFAULTED,
   CTRL_PROGRESS,
   CTRL_QUEUE_TAIL,
   CTRL_REQUEST_PAGE,
+  CTRL_THROTTLE,
   CTRL_WRITER_STATE,
   resetSession,
   SnapshotSession,
@@ -40,6 +44,18 @@ import {
   WRITER_RUNNING,
 } from "./session.ts";
 import type { SessionBuffers, SnapshotMode } from "./session.ts";
+import {
+  CHUNK_ABSENT,
+  CHUNK_DROPPED,
+  CHUNK_GC_MIN,
+  CHUNK_RESERVE,
+  CHUNK_SHIFT,
+  CHUNK_SLOTS,
+  chunksFor,
+  collectGarbage,
+  type SlotChunkMessage,
+  SlotChunks,
+} from "./slot_chunks.ts";
 
 /** What the guest thread measured during one snapshot. */
 export interface GuestSideMetrics {
@@ -51,6 +67,11 @@ export interface GuestSideMetrics {
   guestStallUs: number;
   /** Stores that met a page the writer was copying and waited for it. */
   writerPageWaits: number;
+  /** Time the guest slept because precopy throttled it (auto-converge), in microseconds. */
+  throttleUs: number;
+  /** The full garbage collection that gave the copy buffer back at the end, microseconds (0
+   * without `--v8-flags=--expose-gc`; see slot_chunks.ts). */
+  gcUs: number;
 }
 
 /** Microseconds from the monotonic clock. */
@@ -72,14 +93,23 @@ export class GuestSnapshotSide {
   /** The page state table (page_state.ts), reused by every snapshot of this machine. */
   readonly states: Int32Array;
   readonly pageCount: number;
+  /** The copy buffer's chunks this thread holds (slot_chunks.ts). */
+  readonly chunks: SlotChunks;
+  readonly #sendChunk: (message: SlotChunkMessage) => void;
+  #droppedSeen = 0;
+  /** Chunks let go of during the snapshot (collect garbage at its end if enough). */
+  #releasedDuring = 0;
   #session: SnapshotSession | null = null;
   #spareSlot = -1;
   #doorbell = false;
   #freshSlots = 0;
   #peakUsed = 0;
+  /** Precopy's throttle: sleep the guest still owes for the slices it ran, microseconds. */
+  #throttleDebtUs = 0;
   #metrics: GuestSideMetrics = emptyGuestMetrics();
 
-  constructor(ram: Uint8Array, gate: Int32Array) {
+  /** `sendChunk` hands a newly allocated copy-buffer chunk to the writer (a `MessagePort`). */
+  constructor(ram: Uint8Array, gate: Int32Array, sendChunk: (message: SlotChunkMessage) => void) {
     this.ram = ram;
     this.gate = gate;
     this.pageCount = Math.floor(ram.length / PAGE_SIZE);
@@ -90,8 +120,94 @@ export class GuestSnapshotSide {
     }
     this.buffers = allocateSessionBuffers(this.pageCount);
     this.states = new Int32Array(this.buffers.states);
-    // Compile the arming loop now (a no-op pass), so that the first instant runs it hot.
-    setGateBits(gate, this.pageCount, 0);
+    this.chunks = new SlotChunks(this.buffers.chunks);
+    this.#sendChunk = sendChunk;
+    this.#allocateReserve();
+    this.warmUp();
+  }
+
+  /** Allocates chunk `c` of the copy buffer and sends it to the writer (before any slot of it
+   * can be queued: the writer gets the message first). */
+  #allocateChunk(c: number): void {
+    this.#sendChunk(this.chunks.allocate(c));
+  }
+
+  /** The reserve for the next snapshot's first slots: untouched memory, address space only. */
+  #allocateReserve(): void {
+    const n = Math.min(CHUNK_RESERVE, this.chunks.count);
+    for (let c = 0; c < n; c++) {
+      if (this.chunks.state(c) === CHUNK_ABSENT) this.#allocateChunk(c);
+    }
+  }
+
+  /**
+   * Between slices during a `cow` snapshot: allocates chunks to stay {@linkcode CHUNK_RESERVE}
+   * ahead of the slots taken (never past the buffer's size), and lets go of the chunks the
+   * writer dropped.
+   */
+  serviceChunks(): void {
+    const s = this.#session;
+    if (s === null || s.mode !== "cow") return;
+    const chunks = this.chunks;
+    if (s.slotCount > 0) {
+      const want = Math.min(chunksFor(s.slotCount), chunksFor(this.#freshSlots) + CHUNK_RESERVE);
+      for (let c = chunksFor(this.#freshSlots) - 1; c < want; c++) {
+        if (c >= 0 && chunks.state(c) === CHUNK_ABSENT) this.#allocateChunk(c);
+      }
+    }
+    const dropped = Atomics.load(s.ctrl, CTRL_CHUNKS_DROPPED);
+    if (dropped !== this.#droppedSeen) {
+      this.#droppedSeen = dropped;
+      for (let c = 0; c < chunks.count; c++) {
+        if (chunks.holds(c) && chunks.state(c) === CHUNK_DROPPED) {
+          chunks.release(c);
+          this.#releasedDuring++;
+        }
+      }
+    }
+  }
+
+  /** At the end of a snapshot (the writer has let go of the same chunks already): gives back
+   * every chunk the snapshot touched or dropped, and allocates a fresh reserve. */
+  #releaseTouchedChunks(s: SnapshotSession): void {
+    const chunks = this.chunks;
+    let released = 0;
+    const touched = chunksFor(
+      Math.max(Atomics.load(s.ctrl, CTRL_FRESH_SLOTS), Atomics.load(s.ctrl, CTRL_PREFAULTED)),
+    );
+    for (let c = 0; c < chunks.count; c++) {
+      if (c < touched || chunks.state(c) === CHUNK_DROPPED) {
+        if (chunks.holds(c)) released++;
+        chunks.release(c);
+        chunks.setState(c, CHUNK_ABSENT);
+        chunks.setUsed(c, 0);
+      }
+    }
+    this.#droppedSeen = Atomics.load(s.ctrl, CTRL_CHUNKS_DROPPED);
+    this.#allocateReserve();
+    // Once per snapshot, at its end, and only when it gives back at least CHUNK_GC_MIN chunks: a
+    // full collection on this thread (and warming the instant's code up again after it) costs
+    // the guest tens of milliseconds (see slot_chunks.ts).
+    if (released + this.#releasedDuring >= CHUNK_GC_MIN) this.#metrics.gcUs += collectGarbage();
+    this.#releasedDuring = 0;
+  }
+
+  /**
+   * Runs the instant's code with no effect (before any snapshot: no job is rung), so that the
+   * first snapshot of a process does not pay for compiling it or for first touches of the
+   * shared tables: it resets the control words, opens a session view, fills the state table
+   * and passes over the gate setting and clearing no bit. Each loop runs a few times, so that
+   * the optimizing compiler has seen it entered from the top, not only through on-stack
+   * replacement.
+   */
+  warmUp(): void {
+    for (let i = 0; i < 4; i++) {
+      resetSession(this.buffers, "cow", 0, 0, 0);
+      new SnapshotSession(this.buffers).usedSlots();
+      this.states.fill(PAGE_OPEN);
+      setGateBits(this.gate, this.pageCount, 0);
+      clearGateBits(this.gate, this.pageCount, 0);
+    }
   }
 
   /** The snapshot in progress on this thread, or null. */
@@ -117,6 +233,7 @@ export class GuestSnapshotSide {
     this.#spareSlot = -1;
     this.#freshSlots = 0;
     this.#peakUsed = 0;
+    this.#throttleDebtUs = 0;
     this.#metrics = emptyGuestMetrics();
     if (mode !== "stop") {
       this.states.fill(mode === "cow" ? PAGE_PROTECTED : PAGE_DIRTY_ARMED);
@@ -151,11 +268,51 @@ export class GuestSnapshotSide {
    */
   end(): GuestSideMetrics {
     if (this.#session === null) throw new Error("Cannot end a snapshot: none is running");
+    const s = this.#session;
     this.states.fill(PAGE_OPEN);
     clearGateBits(this.gate, this.pageCount, GATE_HOOK);
     this.#session = null;
+    this.#throttleDebtUs = 0;
+    this.#releaseTouchedChunks(s);
     this.#metrics.bufferPeakBytes = this.#peakUsed * PAGE_SIZE;
     return this.#metrics;
+  }
+
+  /**
+   * Precopy's auto-converge, after a slice that ran for `ranUs` of wall time: if the writer has
+   * set a throttle of t (a share of wall time), the guest owes `ranUs * t / (1 - t)` of sleep, so
+   * that over time it runs only (1 - t) of the wall time and dirties pages that much slower. Only
+   * wall time changes: the guest executes the same instructions, in the same order.
+   */
+  chargeSlice(ranUs: number): void {
+    const s = this.#session;
+    if (s === null || s.mode !== "precopy") return;
+    const permille = Atomics.load(s.ctrl, CTRL_THROTTLE);
+    if (permille <= 0) return;
+    this.#throttleDebtUs += ranUs * permille / (1000 - permille);
+  }
+
+  /**
+   * Sleeps off (part of) the throttle the guest owes, at most `maxUs` at a time, waking early when
+   * the writer asks for something (a pass, the final pause). Returns true if the guest still owes
+   * sleep and must not run its next slice yet; the caller serves its mailbox and the writer's
+   * requests, then calls again.
+   */
+  payThrottle(maxUs: number): boolean {
+    const s = this.#session;
+    if (s === null || this.#throttleDebtUs <= 0) return false;
+    if (Atomics.load(s.ctrl, CTRL_FINAL_REQUEST) !== 0 || this.writerFinished()) {
+      this.#throttleDebtUs = 0;
+      return false;
+    }
+    this.ringWriter();
+    const kick = Atomics.load(s.ctrl, CTRL_KICK);
+    const t0 = nowUs();
+    Atomics.wait(s.ctrl, CTRL_KICK, kick, Math.min(this.#throttleDebtUs, maxUs) / 1000);
+    const slept = nowUs() - t0;
+    this.#metrics.throttleUs += slept;
+    this.#throttleDebtUs -= slept;
+    return this.#throttleDebtUs > 0;
   }
 
   /** Blocks until the writer has finished; used by `stop`, whose guest does not run meanwhile. */
@@ -226,7 +383,10 @@ export class GuestSnapshotSide {
     if (!tryMovePage(this.states, page, PAGE_PROTECTED, PAGE_COPYING_GUEST)) return false;
     this.#spareSlot = -1;
     const from = page << PAGE_SHIFT;
-    s.slots.set(this.ram.subarray(from, from + PAGE_SIZE), slot * PAGE_SIZE);
+    this.chunks.view(slot >> CHUNK_SHIFT)!.set(
+      this.ram.subarray(from, from + PAGE_SIZE),
+      (slot & (CHUNK_SLOTS - 1)) * PAGE_SIZE,
+    );
     const tail = Atomics.load(s.ctrl, CTRL_QUEUE_TAIL);
     const at = (tail % s.slotCount) * 2;
     Atomics.store(s.queue, at, page);
@@ -254,6 +414,22 @@ export class GuestSnapshotSide {
       slot = this.#freshSlots++;
       Atomics.store(s.ctrl, CTRL_FRESH_SLOTS, this.#freshSlots);
     }
+    const c = slot >> CHUNK_SHIFT;
+    if (this.chunks.state(c) === CHUNK_DROPPED) {
+      // The writer gives chunks back only once its sweep has passed all of RAM, so the page
+      // this slot was for is no longer protected: no slot is needed (the caller sees the page
+      // open). The free count was not decremented; the slot is not used again in this snapshot.
+      return -1;
+    }
+    if (!this.chunks.holds(c)) {
+      // The guest took slots faster than serviceChunks kept ahead within one slice: allocate
+      // here.
+      if (this.chunks.state(c) !== CHUNK_ABSENT) {
+        throw new Error(`Cannot take slot ${slot}: its chunk ${c} was given back`);
+      }
+      this.#allocateChunk(c);
+    }
+    this.chunks.addUsed(c, 1);
     const free = Atomics.sub(s.ctrl, CTRL_FREE_SLOTS, 1) - 1;
     const used = s.slotCount - free;
     if (used > this.#peakUsed) this.#peakUsed = used;
@@ -342,5 +518,12 @@ function clearGateBits(gate: Int32Array, n: number, bit: number): void {
 }
 
 function emptyGuestMetrics(): GuestSideMetrics {
-  return { pagesViaBuffer: 0, bufferPeakBytes: 0, guestStallUs: 0, writerPageWaits: 0 };
+  return {
+    pagesViaBuffer: 0,
+    bufferPeakBytes: 0,
+    guestStallUs: 0,
+    writerPageWaits: 0,
+    throttleUs: 0,
+    gcUs: 0,
+  };
 }

@@ -53,6 +53,8 @@ export interface GuestBoot {
   /** Bytes the guest reads from its UART. */
   input?: Uint8Array;
   mailbox: SharedArrayBuffer;
+  /** Where the guest sends the copy buffer's chunks: the writer holds the other end. */
+  chunkPort: MessagePort;
   /** Stop (and report "stop-at") when this many instructions have retired. */
   stopAt: number | null;
   /** Taken in order; `at` must increase. */
@@ -151,8 +153,14 @@ class GuestThread {
     this.machine = machine;
     this.boot = boot;
     this.mailbox = new Mailbox(boot.mailbox);
-    this.side = new GuestSnapshotSide(machine.ram.bytes, machine.pageGate);
+    const chunkPort = boot.chunkPort;
+    this.side = new GuestSnapshotSide(
+      machine.ram.bytes,
+      machine.pageGate,
+      (message) => chunkPort.postMessage(message),
+    );
     machine.setStoreHook(this.side.onStore);
+    this.warmUp();
     this.paused = boot.startPaused ?? false;
     this.slice = boot.sliceInstructions ?? 200_000;
     const every = boot.every;
@@ -163,6 +171,17 @@ class GuestThread {
     while (this.scheduleIndex < boot.schedule.length && boot.schedule[this.scheduleIndex].at < r) {
       this.scheduleIndex++;
     }
+  }
+
+  /** Runs the instant's code a few times with no effect (see GuestSnapshotSide.warmUp), so that
+   * a snapshot does not compile it: at start, and again after a full garbage collection, which
+   * can throw compiled code away. The instant saves the devices too (save() is pure). */
+  warmUp(): void {
+    this.side.warmUp();
+    for (let i = 0; i < 4; i++) this.machine.save();
+    readThreadCpu();
+    nowUs();
+    epochMs();
   }
 
   status(): GuestStatus {
@@ -194,6 +213,9 @@ class GuestThread {
         this.mailbox.wait(this.running !== null ? 1 : 50);
         continue;
       }
+      // Precopy's throttle: sleep off what the last slices owe (in steps, so the mailbox and
+      // the writer's requests are served meanwhile).
+      if (this.running !== null && this.side.payThrottle(20_000)) continue;
       const retired = m.hart.retired;
       if (this.scheduleDue(retired)) continue;
       if (this.boot.stopAt !== null && retired >= this.boot.stopAt) {
@@ -204,7 +226,9 @@ class GuestThread {
       }
       const slice = this.running !== null ? Math.min(this.slice, 20_000) : this.slice;
       const budget = Math.min(slice, this.nextStop() - retired);
+      const t0 = this.running !== null ? nowUs() : 0;
       const r = m.run(budget);
+      if (this.running !== null) this.side.chargeSlice(nowUs() - t0);
       this.flushDeferred();
       if (r.reason !== "budget" && r.reason !== "paused") {
         this.halt = r;
@@ -256,6 +280,7 @@ class GuestThread {
       return;
     }
     const startedAt = epochMs();
+    const cpu = readThreadCpu();
     const t0 = nowUs();
     try {
       this.side.begin(mode, Math.min(slots, this.side.pageCount), kind, index);
@@ -283,7 +308,7 @@ class GuestThread {
       mode,
       startRetired: retired,
       pauseUs: nowUs() - t0,
-      cpu: readThreadCpu(),
+      cpu,
     };
   }
 
@@ -301,6 +326,7 @@ class GuestThread {
     if (run === null) return;
     const side = this.side;
     side.servicePass();
+    side.serviceChunks();
     if (side.finalRequested()) {
       const t0 = nowUs();
       side.beginFinal();
@@ -317,6 +343,11 @@ class GuestThread {
     if (side.writerFinished()) {
       this.flushDeferred();
       const guest = side.end();
+      if (guest.gcUs > 0) {
+        const t0 = nowUs();
+        this.warmUp();
+        guest.gcUs += nowUs() - t0;
+      }
       this.running = null;
       const cpu = readThreadCpu();
       port.postMessage({

@@ -43,12 +43,25 @@ import type { WriterSideMetrics } from "./writer_loop.ts";
 /** A copy buffer size: bytes, or "max" (as many slots as RAM has pages: never stalls). */
 export type CowBufferSize = number | "max";
 
+/** Precopy's convergence policy (see `writer_loop.ts`); every field has a default. */
+export interface PrecopyOptions {
+  /** Passes after the first before the final pause whatever is dirty (default 20). */
+  maxPasses?: number;
+  /** Target downtime: pause once the dirty pages can be written in this time (default 50). */
+  downtimeMs?: number;
+  /** The highest auto-converge throttle, percent of wall time the guest sleeps (default 99;
+   * 0 turns auto-converge off). */
+  maxThrottlePct?: number;
+}
+
 /** What to snapshot and where. */
 export interface SnapshotRequest {
   mode: SnapshotMode;
   path: string;
   /** Copy buffer for `cow` (default 16 MiB). */
   cowBuffer?: CowBufferSize;
+  /** Precopy's policy. */
+  precopy?: PrecopyOptions;
 }
 
 /** A snapshot the guest takes by itself at an instruction count. */
@@ -73,6 +86,7 @@ export interface LiveMachineOptions {
     interval: number;
     mode: SnapshotMode;
     cowBuffer?: CowBufferSize;
+    precopy?: PrecopyOptions;
     path: (k: number, atInstruction: number) => string;
   } | null;
   /** Bytes the guest reads from its UART. */
@@ -94,6 +108,7 @@ export interface HaltInfo {
 
 interface Pending {
   path: string;
+  precopy?: PrecopyOptions;
   cowBufferBytes: number;
   resolve: (m: SnapshotMetrics) => void;
   reject: (e: Error) => void;
@@ -184,6 +199,7 @@ export class LiveMachine {
     mailbox: Mailbox,
     booted: Extract<GuestEvent, { type: "booted" }>,
     options: LiveMachineOptions,
+    chunkPort: MessagePort,
   ) {
     this.#guest = guest;
     this.#writer = writer;
@@ -205,8 +221,9 @@ export class LiveMachine {
       ram: booted.ram,
       gate: booted.gate,
       description: booted.description,
+      chunkPort,
     };
-    writer.postMessage(attach);
+    writer.postMessage(attach, [chunkPort]);
     (options.schedule ?? []).forEach((s, i) => {
       if (s.at < booted.retired) return; // before a restored machine's start: never taken
       this.#expect(`at:${i}`, s).then(
@@ -228,7 +245,9 @@ export class LiveMachine {
     for (let i = after + 1; i < schedule.length; i++) {
       const p = this.#pending.get(`at:${i}`);
       if (p === undefined) continue;
-      this.#writer.postMessage({ type: "path", tag: `at:${i}`, path: p.path } as WriterCommand);
+      this.#writer.postMessage(
+        { type: "path", tag: `at:${i}`, path: p.path, precopy: p.precopy } as WriterCommand,
+      );
       return;
     }
   }
@@ -236,12 +255,19 @@ export class LiveMachine {
   #registerEvery(k: number, at: number): void {
     const every = this.#options.every!;
     const tag = `every:${k}`;
-    this.#expect(tag, { mode: every.mode, path: every.path(k, at), cowBuffer: every.cowBuffer })
-      .then(
-        (m) => this.#options.onScheduledSnapshot?.(m),
-        (e) => this.#options.onScheduledError?.(e),
-      );
-    this.#writer.postMessage({ type: "path", tag, path: every.path(k, at) } as WriterCommand);
+    const req = {
+      mode: every.mode,
+      path: every.path(k, at),
+      cowBuffer: every.cowBuffer,
+      precopy: every.precopy,
+    };
+    this.#expect(tag, req).then(
+      (m) => this.#options.onScheduledSnapshot?.(m),
+      (e) => this.#options.onScheduledError?.(e),
+    );
+    this.#writer.postMessage(
+      { type: "path", tag, path: req.path, precopy: req.precopy } as WriterCommand,
+    );
   }
 
   /** Boots a guest (from an ELF, or restored from a snapshot file) on its own thread. Rejects
@@ -254,7 +280,10 @@ export class LiveMachine {
       }
     }
     const mailbox = new Mailbox();
+    // The guest sends the copy buffer's chunks straight to the writer (slot_chunks.ts).
+    const chunks = new MessageChannel();
     const boot: GuestBoot = {
+      chunkPort: chunks.port1,
       elf: options.elf,
       restorePath: options.restorePath,
       ramSize: options.ramSize,
@@ -289,11 +318,11 @@ export class LiveMachine {
       };
       guest.onmessage = (e: MessageEvent<GuestEvent>) => {
         const ev = e.data;
-        if (ev.type === "ready") guest.postMessage(boot);
+        if (ev.type === "ready") guest.postMessage(boot, [chunks.port1]);
         // The constructor takes over the guest's messages before the next one is dispatched,
         // so nothing the guest posts after booting is missed.
         else if (ev.type === "booted") {
-          resolve(new LiveMachine(guest, writer, mailbox, ev, options));
+          resolve(new LiveMachine(guest, writer, mailbox, ev, options, chunks.port2));
         } else if (ev.type === "boot-failed") {
           const err = new Error(ev.message);
           err.name = ev.name;
@@ -311,6 +340,7 @@ export class LiveMachine {
     return new Promise<SnapshotMetrics>((resolve, reject) => {
       this.#pending.set(tag, {
         path: req.path,
+        precopy: req.precopy,
         cowBufferBytes: cowBufferSlots(req.cowBuffer ?? DEFAULT_COW_BUFFER, this.pageCount) *
           PAGE_SIZE,
         resolve,
@@ -440,6 +470,10 @@ export class LiveMachine {
       pagesOnRequest: w.writer.pagesOnRequest,
       pagesResent: w.writer.pagesResent,
       precopyPasses: w.writer.precopyPasses,
+      pagesInFinalPause: w.writer.pagesInFinalPause,
+      precopyThrottlePct: w.writer.precopyThrottlePct,
+      guestThrottleMs: Math.round(g.guest.throttleUs) / 1000,
+      guestGcMs: Math.round(g.guest.gcUs) / 1000,
       cowBufferBytes: p.mode === "cow" ? p.cowBufferBytes : 0,
       bufferPeakBytes: g.guest.bufferPeakBytes,
       guestInstructionsDuring: g.instructionsDuring,
@@ -483,7 +517,9 @@ export class LiveMachine {
       this.#pending.get(tag)!.rssBefore = readProcessMemory().rss;
       resetPeakMemory();
       // Named to the writer before the guest sees the command (see #registerNextScheduled).
-      this.#writer.postMessage({ type: "path", tag, path: req.path } as WriterCommand);
+      this.#writer.postMessage(
+        { type: "path", tag, path: req.path, precopy: req.precopy } as WriterCommand,
+      );
     });
     return sent.then(() => done);
   }

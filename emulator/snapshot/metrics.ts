@@ -36,6 +36,17 @@ export interface SnapshotMetrics {
   pagesResent: number;
   /** Precopy passes after the first, the final one included. */
   precopyPasses: number;
+  /** Pages written during precopy's final pause (counted in `pagesResent` too). */
+  pagesInFinalPause: number;
+  /** The highest throttle precopy's auto-converge put on the guest: the share of wall time it
+   * slept, percent (0: never throttled). */
+  precopyThrottlePct: number;
+  /** Time the guest slept because precopy throttled it, milliseconds. */
+  guestThrottleMs: number;
+  /** The guest thread's full garbage collection that gives the copy buffer's memory back when
+   * the snapshot ends, milliseconds: the guest does not run meanwhile. 0 unless the process runs
+   * with `--v8-flags=--expose-gc` (the `livesnap` task does; see slot_chunks.ts). */
+  guestGcMs: number;
   /** The copy buffer's size in bytes (cow). */
   cowBufferBytes: number;
   /** Most bytes held in the copy buffer at once. */

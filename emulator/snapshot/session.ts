@@ -18,11 +18,15 @@
  * | `WRITER_STATE` | writer | running, done or failed |
  * | `GUEST_WAITING` | guest | 1 while the guest is blocked on this snapshot (for tests, metrics) |
  * | `JOB_*` | guest | the job's mode, slot count and tag; `JOB_SEQ` is the writer's doorbell |
+ * | `THROTTLE` | writer | precopy: the share of wall time the guest must sleep, in 1/10 % |
+ * | `KICK` | writer | bumped (and notified) with each request to the guest: wakes a throttled guest |
+ * | `PREFAULTED` | writer | slots whose memory the writer has touched ahead of the guest |
+ * | `CHUNKS_DROPPED` | writer | bumped when the writer drops a buffer chunk (slot_chunks.ts) |
  *
  * @module
  */
 
-import { PAGE_SIZE } from "./page_state.ts";
+import { allocateChunkTable } from "./slot_chunks.ts";
 
 /** Indexes into the control words. */
 export const CTRL_REQUEST_PAGE = 0;
@@ -49,9 +53,20 @@ export const CTRL_JOB_SEQ = 18;
 /** Slots the guest has taken fresh (never used before in this job): the writer faults in the
  * memory of the next few ahead of it, so the guest's copy does not pay the page fault. */
 export const CTRL_FRESH_SLOTS = 19;
+/** Precopy's auto-converge: the share of each slice's wall time the guest sleeps, in tenths of
+ * a percent (0: not throttled). Set by the writer between passes. */
+export const CTRL_THROTTLE = 20;
+/** Bumped and notified by the writer whenever it asks the guest for something (a pass, the final
+ * pause), so a guest sleeping off its throttle answers at once. */
+export const CTRL_KICK = 21;
+/** Slots the writer has faulted in (all below this one), so that both threads agree which
+ * buffer chunks a snapshot touched. */
+export const CTRL_PREFAULTED = 22;
+/** Bumped by the writer each time it drops a buffer chunk during a snapshot. */
+export const CTRL_CHUNKS_DROPPED = 23;
 /** The words reset at each snapshot instant. */
 const CTRL_SESSION_WORDS = 18;
-const CTRL_WORDS = 20;
+const CTRL_WORDS = 24;
 
 /** `WRITER_STATE` values. */
 export const WRITER_RUNNING = 0;
@@ -70,10 +85,9 @@ export const MODE_NAMES: Record<number, SnapshotMode> = { 1: "stop", 2: "cow", 3
  * The shared buffers of a machine's snapshots, as sent between threads. They are allocated once
  * per machine and reused by every snapshot, so the snapshot instant allocates nothing and sends
  * no message: it resets the control words, arms the pages and rings the writer's doorbell. Each
- * is sized for the worst case (the copy buffer for every page of RAM); the OS commits the memory
- * of a `SharedArrayBuffer` only where it is touched, so an unused slot costs address space only.
- * The slots a snapshot did touch stay committed for the machine's lifetime: the process keeps at
- * most the largest buffer peak of any snapshot (the guest reuses low slots first).
+ * is sized for the worst case (a copy buffer as large as RAM). The copy buffer's own memory is
+ * not here: it comes in chunks the guest allocates ahead of need and the threads give back (see
+ * slot_chunks.ts); `chunks` is their shared per-chunk table.
  */
 export interface SessionBuffers {
   /** Pages of guest RAM. */
@@ -81,8 +95,8 @@ export interface SessionBuffers {
   control: SharedArrayBuffer;
   /** The page state table (see page_state.ts), one Int32 per page. */
   states: SharedArrayBuffer;
-  /** Up to `pageCount` pages of copied-aside contents. */
-  slots: SharedArrayBuffer;
+  /** Per copy-buffer chunk: slots in use and state (slot_chunks.ts). */
+  chunks: SharedArrayBuffer;
   /** Pairs (page, slot) of guest-copied pages, a ring of (slot count) entries. */
   queue: SharedArrayBuffer;
   /** Slot numbers the writer freed, a ring of (slot count) entries. */
@@ -100,7 +114,7 @@ export function allocateSessionBuffers(pageCount: number): SessionBuffers {
     pageCount,
     control: new SharedArrayBuffer(CTRL_WORDS * 4),
     states: new SharedArrayBuffer(pageCount * 4),
-    slots: new SharedArrayBuffer(pageCount * PAGE_SIZE),
+    chunks: allocateChunkTable(pageCount),
     queue: new SharedArrayBuffer(pageCount * 8),
     freeRing: new SharedArrayBuffer(pageCount * 4),
     dirty: new SharedArrayBuffer(bitmapBytes),
@@ -140,6 +154,8 @@ export function resetSession(
   Atomics.store(ctrl, CTRL_JOB_TAG_KIND, tagKind);
   Atomics.store(ctrl, CTRL_JOB_TAG_INDEX, tagIndex);
   Atomics.store(ctrl, CTRL_FRESH_SLOTS, 0);
+  Atomics.store(ctrl, CTRL_THROTTLE, 0);
+  Atomics.store(ctrl, CTRL_PREFAULTED, 0);
 }
 
 /** One thread's view of a snapshot's shared buffers, for the job set up by the last reset. */
@@ -149,7 +165,6 @@ export class SnapshotSession {
   readonly slotCount: number;
   readonly ctrl: Int32Array;
   readonly states: Int32Array;
-  readonly slots: Uint8Array;
   readonly queue: Int32Array;
   readonly freeRing: Int32Array;
   readonly dirty: Int32Array;
@@ -164,7 +179,6 @@ export class SnapshotSession {
     this.pageCount = buffers.pageCount;
     this.slotCount = Atomics.load(this.ctrl, CTRL_JOB_SLOTS);
     this.states = new Int32Array(buffers.states);
-    this.slots = new Uint8Array(buffers.slots);
     this.queue = new Int32Array(buffers.queue);
     this.freeRing = new Int32Array(buffers.freeRing);
     this.dirty = new Int32Array(buffers.dirty);

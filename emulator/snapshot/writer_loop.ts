@@ -21,18 +21,22 @@ import {
   tryMovePage,
 } from "./page_state.ts";
 import {
+  CTRL_CHUNKS_DROPPED,
   CTRL_FINAL_DONE,
   CTRL_FINAL_READY,
   CTRL_FINAL_REQUEST,
   CTRL_FREE_SLOTS,
   CTRL_FREE_TAIL,
   CTRL_FRESH_SLOTS,
+  CTRL_KICK,
   CTRL_PASS_READY,
   CTRL_PASS_REQUEST,
+  CTRL_PREFAULTED,
   CTRL_PROGRESS,
   CTRL_QUEUE_HEAD,
   CTRL_QUEUE_TAIL,
   CTRL_REQUEST_PAGE,
+  CTRL_THROTTLE,
   CTRL_WRITER_STATE,
   SnapshotSession,
   WRITER_DONE,
@@ -40,6 +44,14 @@ import {
   WRITER_RUNNING,
 } from "./session.ts";
 import type { SessionBuffers } from "./session.ts";
+import {
+  CHUNK_DROPPED,
+  CHUNK_LIVE,
+  CHUNK_SHIFT,
+  CHUNK_SLOTS,
+  chunksFor,
+  type SlotChunks,
+} from "./slot_chunks.ts";
 
 /** One page handed to a sink. `data` is only valid until `writePages` returns. */
 export interface PageToWrite {
@@ -79,18 +91,44 @@ export interface WriterSideMetrics {
   precopyPasses: number;
   /** Pages written in the final pause (precopy). */
   pagesInFinalPause: number;
+  /** The highest throttle precopy put on the guest, in percent of wall time asleep (0-99). */
+  precopyThrottlePct: number;
 }
 
 /** Tuning of the writer loop. */
 export interface WriterLoopOptions {
   /** Pages per sink call (compression works on batches). Default 16. */
   batchPages?: number;
-  /** Precopy stops passing once a dirty set is at most this many pages. Default 256. */
+  /** Precopy pauses once the pages dirty are at most this many, whatever the downtime allows.
+   * Default 256. */
   precopyTargetPages?: number;
-  /** Precopy passes after the first before the final pause whatever the dirty set. Default 8. */
+  /** Precopy passes after the first before the final pause whatever the dirty set. Default 20. */
   precopyMaxPasses?: number;
+  /** Precopy's target downtime in ms (QEMU's `downtime-limit`): it pauses once the pages dirty
+   * can be written in that time at the rate the last pass was written. Default 50. */
+  precopyDowntimeMs?: number;
+  /** The highest throttle precopy may put on the guest, in percent (0 disables auto-converge).
+   * Default 99. */
+  precopyMaxThrottlePct?: number;
   /** If given, counts each page written (for the "every page exactly once" check in tests). */
   audit?: Uint32Array;
+  /** Lets the message carrying a copy-buffer chunk arrive (it is always sent before a slot of
+   * it is queued). Default: a zero timeout. */
+  waitForChunks?: () => Promise<void>;
+}
+
+/** Auto-converge: the first throttle, in percent of wall time the guest sleeps; each raise then
+ * divides the share the guest runs by four (20, 80, 95, 98.75, 99), up to the maximum. QEMU
+ * raises by 10 points a step (20, 30, ..., 99); a pass here takes about a second per 200 MiB
+ * sent, so a steeper ramp resends the working set fewer times. */
+export const PRECOPY_THROTTLE_INITIAL_PCT = 20;
+/** A pass must leave at most this share of its pages dirty again, or the throttle goes up. */
+export const PRECOPY_SHRINK_RATIO = 0.5;
+
+/** The next throttle step after `pct` (see {@linkcode PRECOPY_THROTTLE_INITIAL_PCT}). */
+export function nextThrottlePct(pct: number, maxPct: number): number {
+  const next = pct === 0 ? PRECOPY_THROTTLE_INITIAL_PCT : 100 - (100 - pct) / 4;
+  return Math.min(maxPct, next);
 }
 
 /** Slots faulted in ahead of the guest's next fresh one (2 MiB), and at most per loop step. */
@@ -111,31 +149,43 @@ export class SnapshotWriterLoop {
   readonly #batch: number;
   readonly #targetPages: number;
   readonly #maxPasses: number;
+  readonly #downtimeMs: number;
+  readonly #maxThrottlePct: number;
   readonly #audit: Uint32Array | undefined;
   /** Private copies of sweep pages: the page is saved once it is here, so the guest's wait on a
    * page the writer copies lasts one memcpy, not a compression and a write. */
   readonly #staging: Uint8Array;
   #metrics: WriterSideMetrics;
-  readonly #slotWords: Int32Array;
+  /** The copy buffer's chunks, as this thread holds them (slot_chunks.ts). */
+  readonly chunks: SlotChunks;
+  readonly #waitForChunks: () => Promise<void>;
   #prefaulted = 0;
+  #prefaultWords: Int32Array | null = null;
+  #prefaultChunk = -1;
+  #sweepDone = false;
 
   constructor(
     buffers: SessionBuffers,
     ram: Uint8Array,
     gate: Int32Array,
     sink: PageSink,
+    chunks: SlotChunks,
     options: WriterLoopOptions = {},
   ) {
     this.session = new SnapshotSession(buffers);
+    this.chunks = chunks;
+    this.#waitForChunks = options.waitForChunks ??
+      (() => new Promise<void>((r) => setTimeout(r, 0)));
     this.ram = ram;
     this.gate = gate;
     this.sink = sink;
     this.#batch = Math.max(1, options.batchPages ?? 16);
     this.#targetPages = options.precopyTargetPages ?? 256;
-    this.#maxPasses = options.precopyMaxPasses ?? 8;
+    this.#maxPasses = options.precopyMaxPasses ?? 20;
+    this.#downtimeMs = options.precopyDowntimeMs ?? 50;
+    this.#maxThrottlePct = Math.max(0, Math.min(99, options.precopyMaxThrottlePct ?? 99));
     this.#audit = options.audit;
     this.#staging = new Uint8Array(4 * this.#batch * PAGE_SIZE);
-    this.#slotWords = new Int32Array(buffers.slots);
     this.#metrics = {
       pagesTotal: this.session.pageCount,
       pagesZero: 0,
@@ -145,6 +195,7 @@ export class SnapshotWriterLoop {
       pagesResent: 0,
       precopyPasses: 0,
       pagesInFinalPause: 0,
+      precopyThrottlePct: 0,
     };
   }
 
@@ -166,9 +217,13 @@ export class SnapshotWriterLoop {
           await this.#runPrecopy();
           break;
       }
+      // Let go of the buffer's chunks before the guest can see the end (it then allocates new
+      // ones, possibly with the same numbers).
+      releaseTouchedChunks(this.chunks, ctrl);
       Atomics.store(ctrl, CTRL_WRITER_STATE, WRITER_DONE);
       return this.#metrics;
     } catch (error) {
+      releaseTouchedChunks(this.chunks, ctrl);
       Atomics.store(ctrl, CTRL_WRITER_STATE, WRITER_FAILED);
       throw error;
     } finally {
@@ -214,6 +269,12 @@ export class SnapshotWriterLoop {
         const [next, count] = await this.#sweepBatch(sweep);
         sweep = next;
         written += count;
+        if (sweep >= pageCount) {
+          // No page is protected any more, so the guest takes no slot from now on: every chunk
+          // whose slots are all free can go back.
+          this.#sweepDone = true;
+          for (let c = 0; c < this.chunks.count; c++) this.#dropIfFree(c);
+        }
         continue;
       }
       // Sweep done, queue empty, pages missing: the guest is copying some now. Wait for it.
@@ -231,10 +292,35 @@ export class SnapshotWriterLoop {
     const s = this.session;
     const target = Math.min(s.slotCount, Atomics.load(s.ctrl, CTRL_FRESH_SLOTS) + PREFAULT_AHEAD);
     const stop = Math.min(target, this.#prefaulted + PREFAULT_STEP);
-    for (let slot = this.#prefaulted; slot < stop; slot++) {
-      Atomics.add(this.#slotWords, slot * (PAGE_SIZE >> 2), 0);
+    let slot = this.#prefaulted;
+    for (; slot < stop; slot++) {
+      const c = slot >> CHUNK_SHIFT;
+      if (c !== this.#prefaultChunk) {
+        // The guest allocates chunks ahead of its slots; one not here yet is touched later.
+        const view = this.chunks.view(c);
+        if (view === undefined) break;
+        this.#prefaultWords = new Int32Array(view.buffer);
+        this.#prefaultChunk = c;
+      }
+      Atomics.add(this.#prefaultWords!, (slot & (CHUNK_SLOTS - 1)) * (PAGE_SIZE >> 2), 0);
     }
-    if (stop > this.#prefaulted) this.#prefaulted = stop;
+    if (slot > this.#prefaulted) {
+      this.#prefaulted = slot;
+      Atomics.store(s.ctrl, CTRL_PREFAULTED, slot);
+    }
+  }
+
+  /** After the sweep: gives chunk `c` back if none of its slots is in use (slot_chunks.ts). */
+  #dropIfFree(c: number): void {
+    const chunks = this.chunks;
+    if (chunks.state(c) !== CHUNK_LIVE || chunks.used(c) !== 0) return;
+    chunks.setState(c, CHUNK_DROPPED);
+    chunks.release(c);
+    if (c === this.#prefaultChunk) {
+      this.#prefaultWords = null;
+      this.#prefaultChunk = -1;
+    }
+    Atomics.add(this.session.ctrl, CTRL_CHUNKS_DROPPED, 1);
   }
 
   /** Writes queue entries [head, tail) (at most four batches: one record, one flush) and frees
@@ -248,8 +334,13 @@ export class SnapshotWriterLoop {
       const at = ((head + i) % s.slotCount) * 2;
       const index = Atomics.load(s.queue, at);
       const slot = Atomics.load(s.queue, at + 1);
-      const data = s.slots.subarray(slot * PAGE_SIZE, (slot + 1) * PAGE_SIZE);
-      pages.push({ index, data, zero: isZeroPage(s.slots, slot * PAGE_SIZE) });
+      let data = this.chunks.slot(slot);
+      // The guest sent the slot's chunk before queueing it: let that message in.
+      while (data === undefined) {
+        await this.#waitForChunks();
+        data = this.chunks.slot(slot);
+      }
+      pages.push({ index, data, zero: isZeroPage(data, 0) });
       slots.push(slot);
     }
     await this.#write(pages, true, true);
@@ -261,9 +352,13 @@ export class SnapshotWriterLoop {
       Atomics.store(s.freeRing, freeTail % s.slotCount, slot);
       freeTail++;
     }
+    for (const slot of slots) this.chunks.addUsed(slot >> CHUNK_SHIFT, -1);
     Atomics.store(s.ctrl, CTRL_FREE_TAIL, freeTail);
     Atomics.add(s.ctrl, CTRL_FREE_SLOTS, n);
     s.bump(CTRL_PROGRESS);
+    if (this.#sweepDone) {
+      for (const slot of slots) this.#dropIfFree(slot >> CHUNK_SHIFT);
+    }
     return n;
   }
 
@@ -310,28 +405,50 @@ export class SnapshotWriterLoop {
     return pages;
   }
 
+  /**
+   * Precopy with auto-converge (QEMU's `auto-converge` and `downtime-limit`, reimplemented):
+   *
+   * 1. a first pass writes every page while the guest runs;
+   * 2. each further pass takes the pages dirtied since the previous one (the guest swaps the
+   *    dirty log into the pass set between slices) and writes them while the guest runs on;
+   * 3. after each pass the writer counts the pages dirty now (what a pause now would write). If
+   *    they can be written within the target downtime at the rate this pass ran (or are at most
+   *    `precopyTargetPages`), or `precopyMaxPasses` passes are done, the guest pauses for them;
+   * 4. otherwise, if the guest dirtied more than half as many pages as the pass sent meanwhile,
+   *    the throttle goes up a step: the guest sleeps that share of its wall time, so it dirties pages that much
+   *    slower than the writer sends them.
+   */
   async #runPrecopy(): Promise<void> {
     const s = this.session;
     await this.#firstPass();
-    // Each pass takes the pages dirtied since the previous one and writes them while the guest
-    // runs on. Once a pass is small (or there were enough of them), what the guest dirtied while
-    // it was written is the final set, written during the pause.
-    let previous = s.pageCount;
+    let throttle = 0;
     for (let pass = 1;; pass++) {
       Atomics.store(s.ctrl, CTRL_PASS_REQUEST, pass);
+      s.bump(CTRL_KICK);
       while (Atomics.load(s.ctrl, CTRL_PASS_READY) !== pass) {
         waitWhile(s.ctrl, CTRL_PASS_READY, pass - 1, 100);
       }
       this.#metrics.precopyPasses++;
-      const dirty = await this.#writeSet(s.pass);
-      // Converged, or not converging (the guest dirties as fast as the passes send): either way
-      // more passes only cost time and disk, so pause for the rest.
-      if (dirty <= this.#targetPages || pass >= this.#maxPasses || dirty > 0.9 * previous) break;
-      previous = dirty;
+      const t0 = performance.now();
+      const sent = await this.#writeSet(s.pass);
+      const ms = performance.now() - t0;
+      // Pages per millisecond, from a pass big enough to time; else assume the whole downtime
+      // holds nothing more than the target.
+      const rate = sent >= 64 && ms > 0 ? sent / ms : 0;
+      const pending = countBits(s.dirty);
+      const fits = Math.max(this.#targetPages, Math.floor(rate * this.#downtimeMs));
+      if (pending <= fits || pass >= this.#maxPasses) break;
+      // The guest dirtied more than half as many pages as the writer sent in the same time.
+      if (pending > PRECOPY_SHRINK_RATIO * sent) {
+        throttle = nextThrottlePct(throttle, this.#maxThrottlePct);
+        Atomics.store(s.ctrl, CTRL_THROTTLE, Math.round(throttle * 10));
+        this.#metrics.precopyThrottlePct = throttle;
+      }
     }
     // The guest stops at its next slice boundary, puts the last dirty set in `pass`, saves the
     // device state for the host and waits for FINAL_DONE.
     Atomics.store(s.ctrl, CTRL_FINAL_REQUEST, 1);
+    s.bump(CTRL_KICK);
     while (Atomics.load(s.ctrl, CTRL_FINAL_READY) === 0) {
       waitWhile(s.ctrl, CTRL_FINAL_READY, 0, 100);
     }
@@ -398,6 +515,21 @@ export function countBits(bits: Int32Array): number {
     }
   }
   return n;
+}
+
+/**
+ * The writer's end of a snapshot: lets go of every copy-buffer chunk the snapshot touched (slots
+ * below the guest's fresh count or the writer's prefault count) or dropped, exactly the chunks
+ * the guest gives back when it sees the end (slot_chunks.ts). Call before marking the session
+ * done or failed.
+ */
+export function releaseTouchedChunks(chunks: SlotChunks, ctrl: Int32Array): void {
+  const touched = chunksFor(
+    Math.max(Atomics.load(ctrl, CTRL_FRESH_SLOTS), Atomics.load(ctrl, CTRL_PREFAULTED)),
+  );
+  for (let c = 0; c < chunks.count; c++) {
+    if (c < touched || chunks.state(c) === CHUNK_DROPPED) chunks.release(c);
+  }
 }
 
 /**

@@ -18,8 +18,15 @@ import type { MachineState } from "../machine.ts";
 import { FormatPageSink } from "./file_sink.ts";
 import { sectionsFromState } from "./machine_state.ts";
 import { CTRL_JOB_SEQ, jobTag, type SessionBuffers } from "./session.ts";
-import { abandonSession, SnapshotWriterLoop, type WriterSideMetrics } from "./writer_loop.ts";
+import {
+  abandonSession,
+  releaseTouchedChunks,
+  SnapshotWriterLoop,
+  type WriterSideMetrics,
+} from "./writer_loop.ts";
+import { collectGarbage, type SlotChunkMessage, SlotChunks } from "./slot_chunks.ts";
 import { epochMs } from "./metrics.ts";
+import type { PrecopyOptions } from "./live_machine.ts";
 
 /** Host → writer messages. */
 export type WriterCommand =
@@ -29,9 +36,12 @@ export type WriterCommand =
     ram: SharedArrayBuffer;
     gate: SharedArrayBuffer;
     description: MachineDescription;
+    /** The copy buffer's chunks arrive here from the guest thread (slot_chunks.ts). */
+    chunkPort: MessagePort;
   }
-  /** Where the snapshot named `tag` goes (sent before the guest can take it). */
-  | { type: "path"; tag: string; path: string }
+  /** Where the snapshot named `tag` goes (sent before the guest can take it), and precopy's
+   * policy for it. */
+  | { type: "path"; tag: string; path: string; precopy?: PrecopyOptions }
   /** The device state of snapshot `tag`. */
   | { type: "state"; tag: string; state: MachineState }
   /** Drops a path whose snapshot will not happen (removes its temporary file). */
@@ -60,11 +70,13 @@ const port = globalThis as unknown as {
 
 interface Target {
   path: string;
+  precopy: PrecopyOptions;
   /** The file, created when the path arrived. */
   writer: Promise<SnapshotWriter>;
 }
 
 let attached: Extract<WriterCommand, { type: "attach" }> | null = null;
+let chunks: SlotChunks | null = null;
 let closing = false;
 const targets = new Map<string, Target>();
 const states = new Map<string, MachineState>();
@@ -115,6 +127,12 @@ async function runJob(a: NonNullable<typeof attached>): Promise<void> {
       new Uint8Array(a.ram),
       new Int32Array(a.gate),
       new FormatPageSink(writer),
+      chunks!,
+      {
+        precopyMaxPasses: t.precopy.maxPasses,
+        precopyDowntimeMs: t.precopy.downtimeMs,
+        precopyMaxThrottlePct: t.precopy.maxThrottlePct,
+      },
     );
     const metrics = await loop.run();
     const state = await deviceState(tag);
@@ -131,6 +149,7 @@ async function runJob(a: NonNullable<typeof attached>): Promise<void> {
   } catch (e) {
     // Release a guest that may wait on this writer (the loop does so itself if it ran), and
     // remove the temporary file.
+    releaseTouchedChunks(chunks!, new Int32Array(a.buffers.control));
     abandonSession(a.buffers);
     if (writer !== null) await writer.abort().catch(() => {});
     const reason = (e as Error).message.replace(/^Cannot write snapshot: /, "");
@@ -157,6 +176,8 @@ async function serve(a: NonNullable<typeof attached>): Promise<void> {
     if (now !== seen) {
       seen = now;
       await runJob(a);
+      // The job let go of the copy buffer's chunks: give their memory back now if we may.
+      collectGarbage();
     } else {
       await yieldToEvents();
     }
@@ -171,10 +192,16 @@ async function serve(a: NonNullable<typeof attached>): Promise<void> {
 port.onmessage = (e) => {
   const msg = e.data;
   switch (msg.type) {
-    case "attach":
+    case "attach": {
       attached = msg;
+      const table = new SlotChunks(msg.buffers.chunks);
+      chunks = table;
+      msg.chunkPort.onmessage = (e: MessageEvent<SlotChunkMessage>) => {
+        table.hold(e.data.index, e.data.buffer, e.data.generation);
+      };
       serve(msg);
       break;
+    }
     case "path": {
       const description = { ...attached!.description, createdAt: Date.now() };
       // Compression stays on this thread (no extra workers): the guest thread needs the other
@@ -185,7 +212,7 @@ port.onmessage = (e) => {
         workers: 0,
       });
       writer.catch(() => {}); // reported when the job awaits it
-      targets.set(msg.tag, { path: msg.path, writer });
+      targets.set(msg.tag, { path: msg.path, precopy: msg.precopy ?? {}, writer });
       break;
     }
     case "state": {
