@@ -182,7 +182,16 @@ export class LiveMachine {
   readonly #writer: Worker;
   readonly #mailbox: Mailbox;
   readonly #pending = new Map<string, Pending>();
-  readonly #replies = new Map<number, (r: { status: GuestStatus; state?: MachineState }) => void>();
+  readonly #replies = new Map<
+    number,
+    {
+      resolve: (r: { status: GuestStatus; state?: MachineState }) => void;
+      reject: (e: Error) => void;
+    }
+  >();
+  /** Set when a thread died: every later call and every waiting one fails with it. */
+  #crash: Error | null = null;
+  #rejectHalt!: (e: Error) => void;
   readonly #options: LiveMachineOptions;
   #commands: Promise<unknown> = Promise.resolve();
   #halt: HaltInfo | null = null;
@@ -210,10 +219,23 @@ export class LiveMachine {
     this.pageCount = this.ram.length / PAGE_SIZE;
     this.startRetired = booted.retired;
     this.restoredDigest = booted.restoredDigest;
-    this.halted = new Promise((r) => this.#resolveHalt = r);
+    this.halted = new Promise((resolve, reject) => {
+      this.#resolveHalt = resolve;
+      this.#rejectHalt = reject;
+    });
+    this.halted.catch(() => {}); // a crash rejects it; callers that await it still see that
     this.#quitDone = new Promise((r) => this.#resolveQuit = r);
     guest.onmessage = (e: MessageEvent<GuestEvent>) => this.#onGuest(e.data);
     writer.onmessage = (e: MessageEvent<WriterEvent>) => this.#onWriter(e.data);
+    // A thread that dies after boot must not leave callers waiting forever.
+    guest.onerror = (e) => {
+      e.preventDefault();
+      this.#crashed(new Error(`The guest thread crashed: ${e.message}`));
+    };
+    writer.onerror = (e) => {
+      e.preventDefault();
+      this.#crashed(new Error(`The snapshot writer thread crashed: ${e.message}`));
+    };
     this.#closedByWriter = new Promise((r) => this.#resolveWriterClosed = r);
     const attach: WriterCommand = {
       type: "attach",
@@ -424,7 +446,7 @@ export class LiveMachine {
       case "reply": {
         const r = this.#replies.get(ev.seq);
         this.#replies.delete(ev.seq);
-        r?.({ status: ev.status, state: ev.state });
+        r?.resolve({ status: ev.status, state: ev.state });
         break;
       }
       case "quit":
@@ -493,10 +515,11 @@ export class LiveMachine {
     before?: (seq: number) => void,
   ) {
     const run = () =>
-      new Promise<{ status: GuestStatus; state?: MachineState }>((resolve) => {
+      new Promise<{ status: GuestStatus; state?: MachineState }>((resolve, reject) => {
+        if (this.#crash !== null) return reject(this.#crash);
         before?.(this.#mailbox.nextSeq());
         const seq = this.#mailbox.post(kind, args);
-        this.#replies.set(seq, resolve);
+        this.#replies.set(seq, { resolve, reject });
         after?.(seq);
       });
     const next = this.#commands.then(run, run);
@@ -548,6 +571,26 @@ export class LiveMachine {
     const hex = await contentDigestOf(this.description, this.ram, state!);
     if (before.state === "running") await this.resume();
     return hex;
+  }
+
+  /** A thread died: fail everything waiting on this machine, stop both threads. */
+  #crashed(err: Error): void {
+    if (this.#crash !== null) return;
+    this.#crash = err;
+    this.#closed = true;
+    for (const [tag, p] of this.#pending) {
+      this.#pending.delete(tag);
+      p.reject(err);
+    }
+    for (const [seq, r] of this.#replies) {
+      this.#replies.delete(seq);
+      r.reject(err);
+    }
+    this.#rejectHalt(err);
+    this.#resolveQuit();
+    this.#resolveWriterClosed();
+    this.#guest.terminate();
+    this.#writer.terminate();
   }
 
   /** Finishes any snapshot being written, stops both threads. */
