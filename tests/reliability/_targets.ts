@@ -1,0 +1,163 @@
+/**
+ * Feeds one fuzz case to every consumer of untrusted snapshot bytes and judges the outcome: each
+ * must end in a documented error or a correct result, and the consumers must agree with each
+ * other. Returns the list of problems (empty when the case passed) and a short outcome label for
+ * the statistics.
+ *
+ * Documented errors: the format's `LsnapError` subclasses (FORMAT.md §11) from the readers; the
+ * tools report those in their result and never throw for them; `decodeDeviceState` throws
+ * `Error("Cannot decode device state: …")`.
+ *
+ * @module
+ */
+import { toHex } from "../../format/checksum.ts";
+import { decodeDeviceState } from "../../format/device_state.ts";
+import { LsnapError } from "../../format/errors.ts";
+import { SnapshotFileReader } from "../../format/file_reader.ts";
+import { readSnapshot, type Snapshot } from "../../format/stream_reader.ts";
+import { inspectSnapshot } from "../../tools/inspect.ts";
+import { verifySnapshot } from "../../tools/verify.ts";
+
+/** What one case did. */
+export interface CaseResult {
+  /** Problems found; empty means the case passed. */
+  problems: string[];
+  /** "ok" or the error kind the stream reader reported (for the statistics). */
+  outcome: string;
+}
+
+function streamOf(bytes: Uint8Array, chunk: number): ReadableStream<Uint8Array> {
+  let at = 0;
+  return new ReadableStream<Uint8Array>({
+    pull(c) {
+      if (at >= bytes.length) return c.close();
+      c.enqueue(bytes.slice(at, at + chunk));
+      at += chunk;
+    },
+  });
+}
+
+function describe(e: unknown): string {
+  if (e instanceof Error) return `${e.name}: ${e.message}`.slice(0, 300);
+  return String(e).slice(0, 300);
+}
+
+/** Ran `f`; a non-format error is a problem. */
+async function guarded<T>(
+  what: string,
+  problems: string[],
+  f: () => Promise<T>,
+): Promise<{ value?: T; error?: LsnapError }> {
+  try {
+    return { value: await f() };
+  } catch (e) {
+    if (e instanceof LsnapError) return { error: e };
+    problems.push(`${what} threw an undocumented error: ${describe(e)}`);
+    return {};
+  }
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/**
+ * Runs one case through the stream reader, the file reader, `verify`, `inspect` and the device
+ * state decoder. `path` is a scratch file the file reader may use; `chunk` the stream chunk size.
+ */
+export async function runCase(bytes: Uint8Array, path: string, chunk: number): Promise<CaseResult> {
+  const problems: string[] = [];
+  const stream = await guarded(
+    "readSnapshot()",
+    problems,
+    () => readSnapshot(streamOf(bytes, chunk)),
+  );
+  const verify = await guarded(
+    "verifySnapshot()",
+    problems,
+    () => verifySnapshot(streamOf(bytes, 4096)),
+  );
+  const inspect = await guarded(
+    "inspectSnapshot()",
+    problems,
+    () => inspectSnapshot(streamOf(bytes, 65536)),
+  );
+  for (const [what, r] of [["verifySnapshot()", verify], ["inspectSnapshot()", inspect]] as const) {
+    if (r.error !== undefined) {
+      problems.push(`${what} threw ${describe(r.error)} instead of reporting it`);
+    }
+  }
+  await Deno.writeFile(path, bytes);
+  const file = await guarded("SnapshotFileReader", problems, async () => {
+    const r = await SnapshotFileReader.open(path);
+    try {
+      const regions: Uint8Array[] = [];
+      for (let i = 0; i < r.description.regions.length; i++) regions.push(await r.readRegion(i));
+      return { complete: r.complete, regions, devices: await r.devices() };
+    } finally {
+      r.close();
+    }
+  });
+
+  const snap: Snapshot | undefined = stream.value;
+  const v = verify.value;
+  if (v !== undefined) {
+    if (v.ok !== (snap !== undefined)) {
+      problems.push(
+        `verify says ok=${v.ok} but readSnapshot ${
+          snap ? "succeeded" : `failed (${describe(stream.error)})`
+        }`,
+      );
+    }
+    if (!v.ok && v.error === null) problems.push("verify failed without naming a problem");
+    if (v.error !== null && !(v.error.offset >= 0 && v.error.recordIndex >= -1)) {
+      problems.push(`verify error without a location: ${JSON.stringify(v.error)}`);
+    }
+  }
+  if (inspect.value !== undefined && snap !== undefined && !inspect.value.complete) {
+    problems.push(
+      `inspect says incomplete (${inspect.value.error?.message}) for a file readSnapshot accepts`,
+    );
+  }
+  if (snap !== undefined) {
+    if (v?.ok && v.digests.content !== toHex(snap.contentDigest)) {
+      problems.push("verify and readSnapshot disagree on the content digest");
+    }
+    // A file the strict reader accepts must read the same through the random-access reader.
+    const f = file.value;
+    if (f === undefined) {
+      problems.push(`the file reader refuses a file readSnapshot accepts: ${describe(file.error)}`);
+    } else {
+      if (!f.complete) problems.push("the file reader calls a valid file incomplete");
+      f.regions.forEach((reg, i) => {
+        if (!sameBytes(reg, snap.regions[i])) {
+          problems.push(`region ${i} differs between the readers`);
+        }
+      });
+      const key = (d: { id: string; instance: number; version: number; state: Uint8Array }) =>
+        `${d.id}/${d.instance}/${d.version}/${toHex(d.state)}`;
+      if (f.devices.map(key).join() !== snap.devices.map(key).join()) {
+        problems.push("device sections differ between the readers");
+      }
+    }
+  }
+  // Device state as restore would decode it: from whichever reader yielded sections (the file
+  // reader does not check digests, so hostile CBOR behind a fixed CRC reaches this).
+  for (const d of file.value?.devices ?? snap?.devices ?? []) {
+    if (d.encoding !== "cbor") continue;
+    try {
+      decodeDeviceState(d.state);
+    } catch (e) {
+      const cause = (e as Error).cause;
+      const documented = e instanceof Error && e.message.startsWith("Cannot decode device state:");
+      if (!documented || cause instanceof RangeError || cause instanceof TypeError) {
+        problems.push(
+          `decodeDeviceState() of '${d.id}': ${describe(e)} (cause ${describe(cause)})`,
+        );
+      }
+    }
+  }
+  return { problems, outcome: snap !== undefined ? "ok" : stream.error?.name ?? "crash" };
+}
