@@ -6,6 +6,7 @@
  */
 import { isZero } from "./_bytes.ts";
 import { type EncodedBatch, encodePageBatch, type PageBatch } from "./_page_batch.ts";
+import { removeStaleTemporaries, syncDirectory, tempPathFor } from "./_temp_file.ts";
 import { createBlake3 } from "./checksum.ts";
 import {
   FLAG_CRITICAL,
@@ -215,9 +216,10 @@ export class SnapshotWriter {
   }
 
   /**
-   * Starts a snapshot file at `path`. Bytes go to `<path>.tmp-<random>` in the same directory,
-   * which is fsync'd and renamed to `path` only once the footer is written; {@linkcode abort} or
-   * any write error removes it.
+   * Starts a snapshot file at `path`. Bytes go to `<path>.tmp-<host>-<pid>-<random>` in the same
+   * directory, which is fsync'd and renamed to `path` only once the footer is written (then the
+   * directory is fsync'd too); {@linkcode abort} or any write error removes it. Temporaries of
+   * `path` that writers killed on this host left behind are removed first (FORMAT.md §9).
    */
   static async createFile(
     path: string,
@@ -225,8 +227,8 @@ export class SnapshotWriter {
     options: WriterOptions = {},
   ): Promise<SnapshotWriter> {
     validateDescription(description);
-    const rand = crypto.getRandomValues(new Uint8Array(6));
-    const tmp = `${path}.tmp-${Array.from(rand, (b) => b.toString(16).padStart(2, "0")).join("")}`;
+    await removeStaleTemporaries(path);
+    const tmp = tempPathFor(path);
     const file = await Deno.open(tmp, { write: true, createNew: true });
     let open = true;
     const closeFile = () => {
@@ -250,8 +252,10 @@ export class SnapshotWriter {
     });
     const finish = async (ok: boolean) => {
       closeFile();
-      if (ok) await Deno.rename(tmp, path);
-      else await Deno.remove(tmp).catch(() => {});
+      if (ok) {
+        await Deno.rename(tmp, path);
+        await syncDirectory(path);
+      } else await Deno.remove(tmp).catch(() => {});
     };
     try {
       return await SnapshotWriter.start(sink.getWriter(), description, options, finish);
