@@ -191,6 +191,7 @@ export class SnapshotWriter {
     options: WriterOptions,
     private readonly onClose: (ok: boolean) => Promise<void>,
     private readonly encoder: BatchEncoder,
+    private readonly beforeFooter: () => Promise<void>,
   ) {
     this.codec = options.codec ?? "zstd";
     this.level = options.level ?? 1;
@@ -258,7 +259,15 @@ export class SnapshotWriter {
       } else await Deno.remove(tmp).catch(() => {});
     };
     try {
-      return await SnapshotWriter.start(sink.getWriter(), description, options, finish);
+      // Everything but the footer is made durable first, so that a writer killed before its
+      // rename leaves a complete temporary only for the time of one 32-byte write and fsync.
+      return await SnapshotWriter.start(
+        sink.getWriter(),
+        description,
+        options,
+        finish,
+        () => file.sync(),
+      );
     } catch (e) {
       await finish(false);
       throw e;
@@ -270,6 +279,7 @@ export class SnapshotWriter {
     description: MachineDescription,
     options: WriterOptions,
     onClose: (ok: boolean) => Promise<void>,
+    beforeFooter: () => Promise<void> = () => Promise.resolve(),
   ): Promise<SnapshotWriter> {
     validateDescription(description);
     const hasher = await createBlake3();
@@ -286,6 +296,7 @@ export class SnapshotWriter {
       options,
       onClose,
       new BatchEncoder(workers),
+      beforeFooter,
     );
     try {
       await w.emit(encodePrologue(FORMAT_MAJOR, FORMAT_MINOR), false);
@@ -589,6 +600,7 @@ export class SnapshotWriter {
       });
       const trailerOffset = this.offset;
       await this.emit(encodeRecord(RecordType.TRAILER, FLAG_CRITICAL, trailer));
+      await this.beforeFooter();
       await this.emit(encodeFooter({ trailerOffset, indexOffset }), false);
       await this.out.close();
       this.closed = true;
