@@ -1,0 +1,199 @@
+/**
+ * Killed writers: starts `deno run _write_child.ts` writing a snapshot to one destination, kills it
+ * with SIGKILL after a random delay, and checks what is left, trial after trial in one directory:
+ *
+ * - the destination holds either the last snapshot that completed or this trial's, complete and
+ *   verified, never a partial file;
+ * - every temporary left behind reads as incomplete (`verify`: TruncatedError), except one that
+ *   was killed between its fsync and its rename, which is complete (counted apart);
+ * - each next run removes the temporaries of the runs killed before it: after a final
+ *   uninterrupted run no temporary is left.
+ *
+ * Usage: deno run -A tests/reliability/killed_writers.ts [--trials N] [--pages N] [--seed N] [--json]
+ *
+ * @module
+ */
+import { parseArgs } from "@std/cli/parse_args.js";
+import { verifySnapshot } from "../../tools/verify.ts";
+import { Rng } from "./_mutators.ts";
+import { trialDigest } from "./_snapshot_content.ts";
+
+const CONFIG = new URL("../../deno.json", import.meta.url).pathname;
+const CHILD = new URL("./_write_child.ts", import.meta.url).pathname;
+
+/** Options of {@linkcode killedWriters}. */
+export interface KillOptions {
+  trials: number;
+  /** Pages of 4 KiB each snapshot holds. */
+  pages: number;
+  seed: number;
+}
+
+/** Figures of a run. */
+export interface KillReport {
+  trials: number;
+  /** Killed before the child had created its temporary file. */
+  killedBeforeTemp: number;
+  /** Killed while its temporary existed. */
+  killedWhileWriting: number;
+  /** Finished (renamed) before the kill arrived. */
+  finishedFirst: number;
+  /** Temporaries that verified as complete (killed between fsync and rename). */
+  completeTemps: number;
+  /** Temporaries that verified as incomplete. */
+  incompleteTemps: number;
+  /** Most temporaries present at once. */
+  maxTemps: number;
+  /** Temporaries left after the final uninterrupted run. */
+  tempsAfterNextRun: number;
+  problems: string[];
+  seconds: number;
+}
+
+/** Spawns the writer child; returns it. */
+export function spawnWriter(
+  dest: string,
+  pages: number,
+  seed: number,
+  holdAt?: number,
+): Deno.ChildProcess {
+  const hold = holdAt === undefined ? [] : [String(holdAt)];
+  return new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      "--quiet",
+      "--config",
+      CONFIG,
+      CHILD,
+      dest,
+      String(pages),
+      String(seed),
+      ...hold,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+}
+
+export async function verifyPath(path: string) {
+  const f = await Deno.open(path);
+  return await verifySnapshot(f.readable);
+}
+
+export function temps(dir: string, base: string): string[] {
+  return [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => n.startsWith(`${base}.tmp-`))
+    .sort();
+}
+
+/** Runs the trials in a fresh directory and reports the figures. */
+export async function killedWriters(o: KillOptions): Promise<KillReport> {
+  const started = performance.now();
+  const dir = await Deno.makeTempDir({ prefix: "livesnap-kill-" });
+  const dest = `${dir}/vm.lsnap`;
+  const r = new Rng(o.seed);
+  const report: KillReport = {
+    trials: 0,
+    killedBeforeTemp: 0,
+    killedWhileWriting: 0,
+    finishedFirst: 0,
+    completeTemps: 0,
+    incompleteTemps: 0,
+    maxTemps: 0,
+    tempsAfterNextRun: 0,
+    problems: [],
+    seconds: 0,
+  };
+  try {
+    // A first complete run sets the destination and measures how long a whole write takes.
+    const t0 = performance.now();
+    const firstChild = spawnWriter(dest, o.pages, 0);
+    let tempMs = -1;
+    const poll = setInterval(() => {
+      if (tempMs < 0 && temps(dir, "vm.lsnap").length > 0) tempMs = performance.now() - t0;
+    }, 2);
+    const first = await firstChild.output();
+    clearInterval(poll);
+    const fullMs = performance.now() - t0;
+    if (first.code !== 0) throw new Error(new TextDecoder().decode(first.stderr));
+    if (tempMs < 0) tempMs = fullMs / 2;
+    let destDigest = await trialDigest(0, o.pages);
+    const seenTemps = new Set<string>();
+    for (let t = 1; t <= o.trials; t++) {
+      const seed = t;
+      const child = spawnWriter(dest, o.pages, seed);
+      // Mostly while the file is being written; sometimes during start-up or after the end.
+      const delay = r.chance(0.15)
+        ? r.int(Math.round(tempMs))
+        : tempMs + r.int(Math.round((fullMs - tempMs) * 1.1));
+      await new Promise((resolve) => setTimeout(resolve, delay));
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // Already exited.
+      }
+      const status = await child.output();
+      report.trials++;
+      const finished = status.success;
+      const present = temps(dir, "vm.lsnap");
+      const fresh = present.filter((n) => !seenTemps.has(n));
+      for (const n of present) seenTemps.add(n);
+      report.maxTemps = Math.max(report.maxTemps, present.length);
+      if (finished) report.finishedFirst++;
+      else if (fresh.length > 0) report.killedWhileWriting++;
+      else report.killedBeforeTemp++;
+
+      const v = await verifyPath(dest);
+      if (!v.ok) {
+        report.problems.push(`trial ${t}: the destination does not verify: ${v.error?.message}`);
+      } else {
+        const want = [destDigest, await trialDigest(seed, o.pages)];
+        if (!want.includes(v.digests.content!)) {
+          report.problems.push(`trial ${t}: the destination holds content ${v.digests.content}`);
+        }
+        if (v.digests.content === want[1]) destDigest = want[1];
+        if (finished && destDigest !== want[1]) {
+          report.problems.push(
+            `trial ${t}: the writer finished but the destination is the old file`,
+          );
+        }
+      }
+      for (const n of fresh) {
+        const tv = await verifyPath(`${dir}/${n}`);
+        if (tv.ok) report.completeTemps++;
+        else if (tv.error?.kind === "TruncatedError") report.incompleteTemps++;
+        else report.problems.push(`trial ${t}: temporary ${n} reads as ${tv.error?.message}`);
+      }
+    }
+    // The next run: uninterrupted; afterwards nothing but the destination may remain.
+    const last = await spawnWriter(dest, o.pages, o.trials + 1).output();
+    if (last.code !== 0) {
+      report.problems.push(`the final run failed: ${new TextDecoder().decode(last.stderr)}`);
+    }
+    report.tempsAfterNextRun = temps(dir, "vm.lsnap").length;
+    if (report.tempsAfterNextRun !== 0) {
+      report.problems.push(
+        `temporaries left after the next run: ${temps(dir, "vm.lsnap").join(", ")}`,
+      );
+    }
+    const v = await verifyPath(dest);
+    if (!v.ok || v.digests.content !== await trialDigest(o.trials + 1, o.pages)) {
+      report.problems.push("the final run's destination is not its snapshot");
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+  report.seconds = Math.round((performance.now() - started) / 100) / 10;
+  return report;
+}
+
+if (import.meta.main) {
+  const f = parseArgs(Deno.args, { string: ["trials", "pages", "seed"], boolean: ["json"] });
+  const report = await killedWriters({
+    trials: Number(f.trials ?? 100),
+    pages: Number(f.pages ?? 4096),
+    seed: Number(f.seed ?? 1),
+  });
+  console.log(JSON.stringify(report, null, f.json ? 2 : undefined));
+  Deno.exit(report.problems.length === 0 ? 0 : 1);
+}
