@@ -192,6 +192,8 @@ export class SnapshotWriter {
     private readonly onClose: (ok: boolean) => Promise<void>,
     private readonly encoder: BatchEncoder,
     private readonly beforeFooter: () => Promise<void>,
+    /** The destination named in error messages ("" for a stream). */
+    private readonly target: string,
   ) {
     this.codec = options.codec ?? "zstd";
     this.level = options.level ?? 1;
@@ -254,7 +256,14 @@ export class SnapshotWriter {
     const finish = async (ok: boolean) => {
       closeFile();
       if (ok) {
-        await Deno.rename(tmp, path);
+        try {
+          await Deno.rename(tmp, path);
+        } catch (e) {
+          await Deno.remove(tmp).catch(() => {});
+          throw new Error(`Cannot write snapshot to '${path}': ${(e as Error).message}`, {
+            cause: e,
+          });
+        }
         await syncDirectory(path);
       } else await Deno.remove(tmp).catch(() => {});
     };
@@ -267,6 +276,7 @@ export class SnapshotWriter {
         options,
         finish,
         () => file.sync(),
+        path,
       );
     } catch (e) {
       await finish(false);
@@ -280,6 +290,7 @@ export class SnapshotWriter {
     options: WriterOptions,
     onClose: (ok: boolean) => Promise<void>,
     beforeFooter: () => Promise<void> = () => Promise.resolve(),
+    target = "",
   ): Promise<SnapshotWriter> {
     validateDescription(description);
     const hasher = await createBlake3();
@@ -297,6 +308,7 @@ export class SnapshotWriter {
       onClose,
       new BatchEncoder(workers),
       beforeFooter,
+      target,
     );
     try {
       await w.emit(encodePrologue(FORMAT_MAJOR, FORMAT_MINOR), false);
@@ -316,8 +328,13 @@ export class SnapshotWriter {
       await this.out.write(bytes);
     } catch (e) {
       await this.fail();
-      throw new Error(`Cannot write snapshot: ${(e as Error).message}`, { cause: e });
+      throw this.writeError(e);
     }
+  }
+
+  private writeError(e: unknown): Error {
+    const to = this.target === "" ? "" : ` to '${this.target}'`;
+    return new Error(`Cannot write snapshot${to}: ${(e as Error).message}`, { cause: e });
   }
 
   /** Queues a record; waits for the oldest to be written while too many are in flight. */
@@ -600,9 +617,9 @@ export class SnapshotWriter {
       });
       const trailerOffset = this.offset;
       await this.emit(encodeRecord(RecordType.TRAILER, FLAG_CRITICAL, trailer));
-      await this.beforeFooter();
+      await this.beforeFooter().catch((e) => Promise.reject(this.writeError(e)));
       await this.emit(encodeFooter({ trailerOffset, indexOffset }), false);
-      await this.out.close();
+      await this.out.close().catch((e) => Promise.reject(this.writeError(e)));
       this.closed = true;
       await this.onClose(true);
       return { bytes: this.offset, records: this.records, contentDigest, fileDigest };
