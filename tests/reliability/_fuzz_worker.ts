@@ -19,10 +19,15 @@ scope.onmessage = async (
   const { seed, from, to, scratch, maxRss } = e.data;
   for (let i = from; i < to; i++) {
     scope.postMessage({ start: i });
-    const c = makeCase(seed, i, corpus);
     const chunk = 1 + new Rng(caseSeed(seed, i) ^ 0x5bd1e995).int(70_000);
+    let c: Awaited<ReturnType<typeof makeCase>> = {
+      bytes: new Uint8Array(0),
+      source: -1,
+      mutators: [],
+    };
     let result;
     try {
+      c = await makeCase(seed, i, corpus);
       result = await runCase(c.bytes, scratch, chunk);
     } catch (err) {
       result = { problems: [`the harness itself failed: ${String(err)}`], outcome: "harness" };

@@ -11,7 +11,16 @@
  * @module
  */
 import { crc32c, createBlake3 } from "../../format/checksum.ts";
-import { MAX_RECORD_PAYLOAD, RecordType } from "../../format/constants.ts";
+import {
+  MAX_BATCH_BYTES,
+  MAX_RECORD_PAYLOAD,
+  MAX_TOTAL_PAGES,
+  RecordType,
+} from "../../format/constants.ts";
+import { decodeHeader, encodeHeader } from "../../format/header.ts";
+import { encodePageRecord } from "../../format/page_record.ts";
+import { encodeIndex } from "../../format/index_record.ts";
+import { SnapshotStreamReader } from "../../format/stream_reader.ts";
 import { zstdCompress } from "../../format/_zstd.ts";
 
 /** A seeded random source (a 32-bit splitmix). */
@@ -121,6 +130,8 @@ export function resign(b: Uint8Array): Uint8Array {
   const f = b.length - 32;
   v.setUint32(f + 8, t.offset, true);
   v.setUint32(f + 12, 0, true);
+  v.setUint32(f + 16, v.getUint32(t.offset + 8 + 32, true), true);
+  v.setUint32(f + 20, v.getUint32(t.offset + 8 + 36, true), true);
   v.setUint32(f + 28, crc32c(b.subarray(f, f + 28)), true);
   return b;
 }
@@ -212,7 +223,11 @@ export function hostileFrame(r: Rng, expected: number): Uint8Array {
         new Uint8Array([1, 0, 0]),
       );
     case 8: { // A real frame with a flipped byte in its blocks.
-      const data = new Uint8Array(expected).map((_, i) => (i * 13) & 0xff);
+      const data = new Uint8Array(expected);
+      for (let i = 0; i < Math.min(expected, 8192); i++) data[i] = (i * 13) & 0xff;
+      for (let at = 8192; at < expected; at += 8192) {
+        data.copyWithin(at, 0, Math.min(8192, expected - at));
+      }
       const z = zstdCompress(data, 1);
       z[6 + r.int(z.length - 6)] ^= 1 << r.int(8);
       return z;
@@ -370,7 +385,8 @@ export const MUTATORS: readonly Mutator[] = [
     apply(b, r) {
       const reg = region0(b);
       if (reg === null) return b;
-      const count = Math.max(1, Math.min(reg.pages, r.pick([1, 4, 64, reg.pages])));
+      const cap = Math.max(1, Math.floor(MAX_BATCH_BYTES / reg.pageSize));
+      const count = Math.max(1, Math.min(reg.pages, cap, r.pick([1, 4, 64, reg.pages, cap])));
       const payload = new Uint8Array(12);
       const v = new DataView(payload.buffer);
       v.setUint16(0, 0, true);
@@ -488,6 +504,49 @@ export const MUTATORS: readonly Mutator[] = [
     },
   },
   {
+    name: "huge machine, sparse pages",
+    apply(b, r) {
+      // A valid header whose first region takes what the page cap leaves, then records naming
+      // pages spread over it (one per 4096-page chunk): the readers' per-chunk tables are the cost.
+      const s = spans(b)[0];
+      if (s === undefined || s.type !== RecordType.HEADER) return b;
+      let d;
+      try {
+        d = decodeHeader(b.subarray(s.offset + 8, s.offset + s.length - 4), s.offset, 0);
+      } catch {
+        return b;
+      }
+      const others = d.regions.slice(1).reduce((n, x) => n + x.size / x.pageSize, 0);
+      const reg = d.regions[0];
+      const top = Math.max(1, MAX_TOTAL_PAGES - others);
+      const pages = r.pick([top, Math.min(top, 1 << 20), Math.min(top, (1 << 20) + 1)]);
+      const last = d.regions.slice(1).reduce((m, x) => Math.max(m, x.base + x.size), 0);
+      reg.base = Math.ceil(last / reg.pageSize) * reg.pageSize;
+      reg.size = pages * reg.pageSize;
+      if (!Number.isSafeInteger(reg.base + reg.size)) return b;
+      let header: Uint8Array;
+      try {
+        header = frame(RecordType.HEADER, 1, encodeHeader(d));
+      } catch {
+        return b;
+      }
+      const stride = r.pick([4096, 4097, 65_536]);
+      const n = Math.min(
+        r.pick([1, 64, 2048, 8192]),
+        Math.floor((pages - 1) / stride) + 1,
+        Math.max(1, Math.floor((8 << 20) / reg.pageSize)),
+      );
+      const list = Uint32Array.from({ length: n }, (_, i) => i * stride);
+      const encoding = r.pick(["zero", "zstd"] as const);
+      const data = encoding === "zero"
+        ? new Uint8Array(0)
+        : zstdCompress(new Uint8Array(n * reg.pageSize).fill(1), 1);
+      const rec = frame(RecordType.PAGES, 1, encodePageRecord(0, encoding, list, data));
+      const rest = spans(b)[1]?.offset ?? s.offset + s.length;
+      return resign(concat(b.subarray(0, s.offset), header, rec, b.subarray(rest)));
+    },
+  },
+  {
     name: "splice a record from another file",
     apply(b, r, corpus) {
       const other = r.pick(corpus);
@@ -549,12 +608,85 @@ export const MUTATORS: readonly Mutator[] = [
   },
 ];
 
-/** Builds case `index`: one to three mutations of one corpus file. */
-export function makeCase(
+function setU64(b: Uint8Array, at: number, value: number): void {
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  v.setUint32(at, value % 2 ** 32, true);
+  v.setUint32(at + 4, Math.floor(value / 2 ** 32), true);
+}
+
+/**
+ * Makes a structurally edited file self-consistent again, as a writer would have written it:
+ * drops INDEX records, sets the trailer's counts, recomputes the content digest with the stream
+ * reader (when the records still read) and, for small machines, writes a fresh index. What is
+ * left for the readers to find is only what the edit did to the records themselves, so hostile
+ * but well-formed content reaches the "accepted" path (where the readers must agree).
+ */
+export async function reseal(b: Uint8Array, withIndex: boolean): Promise<Uint8Array> {
+  const list = spans(b);
+  const t = list[list.length - 1];
+  if (t === undefined || t.type !== RecordType.TRAILER || t.length !== 12 + 104) return b;
+  if (t.offset + t.length + 32 !== b.length) return b;
+  const keep = list.slice(0, -1).filter((x) => x.type !== RecordType.INDEX);
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  let pages = 0;
+  for (const x of keep) {
+    if (x.type === RecordType.PAGES && x.length >= 20) pages += v.getUint32(x.offset + 12, true);
+  }
+  const counts = [
+    keep.length,
+    keep.filter((x) => x.type === RecordType.PAGES).length,
+    pages,
+    keep.filter((x) => x.type === RecordType.DEVICE).length,
+    0,
+  ];
+  const trailer = b.slice(t.offset, t.offset + t.length);
+  counts.forEach((c, i) => setU64(trailer, 8 + 8 * i, c));
+  const build = (records: Uint8Array[], tr: Uint8Array) =>
+    resign(concat(b.subarray(0, 16), ...records, tr, b.subarray(b.length - 32)));
+  const records = keep.map((x) => b.subarray(x.offset, x.offset + x.length));
+  let out = build(records, trailer);
+  // Read it: the content digest is computed just before it is compared with the trailer's.
+  const reader = new SnapshotStreamReader(ReadableStream.from([out]), { checkIndex: false });
+  try {
+    for await (const _ of reader.records()) { /* read to the end */ }
+  } catch {
+    // Most likely the content digest; anything else stays for the readers under test to find.
+  }
+  if (reader.contentDigest === null || reader.description === null) return out;
+  trailer.set(reader.contentDigest, 8 + 40);
+  const regionPages = reader.description.regions.map((x) => x.size / x.pageSize);
+  if (withIndex && regionPages.reduce((n, x) => n + x, 0) <= 1 << 16 && reader.pageOffsets) {
+    const entries: [number, number, number][] = [];
+    regionPages.forEach((n, region) => {
+      for (let p = 0; p < n; p++) {
+        const o = reader.pageOffsets!.get(region, p);
+        if (o >= 0) entries.push([region, p, o]);
+      }
+    });
+    const index = frame(
+      RecordType.INDEX,
+      0,
+      encodeIndex({
+        regions: Uint16Array.from(entries, (e) => e[0]),
+        pages: Uint32Array.from(entries, (e) => e[1]),
+        pageOffsets: Float64Array.from(entries, (e) => e[2]),
+        deviceOffsets: Float64Array.from(reader.deviceOffsets.values()).sort(),
+      }),
+    );
+    setU64(trailer, 8 + 32, 16 + records.reduce((n, x) => n + x.length, 0));
+    setU64(trailer, 8, records.length + 1);
+    records.push(index);
+  }
+  out = build(records, trailer);
+  return out;
+}
+
+/** Builds case `index`: one to three mutations of one corpus file, sometimes resealed. */
+export async function makeCase(
   seed: number,
   index: number,
   corpus: readonly Uint8Array[],
-): { bytes: Uint8Array; source: number; mutators: string[] } {
+): Promise<{ bytes: Uint8Array; source: number; mutators: string[] }> {
   const r = new Rng(caseSeed(seed, index));
   const source = r.int(corpus.length);
   let bytes = corpus[source];
@@ -563,6 +695,10 @@ export function makeCase(
     const m = r.pick(MUTATORS);
     mutators.push(m.name);
     bytes = m.apply(bytes, r, corpus);
+  }
+  if (r.chance(0.35)) {
+    mutators.push("reseal");
+    bytes = await reseal(bytes, r.chance(0.5));
   }
   return { bytes, source, mutators };
 }

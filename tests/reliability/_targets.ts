@@ -18,6 +18,9 @@ import { readSnapshot, type Snapshot } from "../../format/stream_reader.ts";
 import { inspectSnapshot } from "../../tools/inspect.ts";
 import { verifySnapshot } from "../../tools/verify.ts";
 
+/** Largest machine the readers may load whole (larger ones are refused with UnsupportedError). */
+const MAX_MACHINE = 256 * 1024 * 1024;
+
 /** What one case did. */
 export interface CaseResult {
   /** Problems found; empty means the case passed. */
@@ -72,7 +75,7 @@ export async function runCase(bytes: Uint8Array, path: string, chunk: number): P
   const stream = await guarded(
     "readSnapshot()",
     problems,
-    () => readSnapshot(streamOf(bytes, chunk)),
+    () => readSnapshot(streamOf(bytes, chunk), { maxMemoryBytes: MAX_MACHINE }),
   );
   const verify = await guarded(
     "verifySnapshot()",
@@ -94,7 +97,9 @@ export async function runCase(bytes: Uint8Array, path: string, chunk: number): P
     const r = await SnapshotFileReader.open(path);
     try {
       const regions: Uint8Array[] = [];
-      for (let i = 0; i < r.description.regions.length; i++) regions.push(await r.readRegion(i));
+      for (let i = 0; i < r.description.regions.length; i++) {
+        regions.push(await r.readRegion(i, { maxMemoryBytes: MAX_MACHINE }));
+      }
       return { complete: r.complete, regions, devices: await r.devices() };
     } finally {
       r.close();

@@ -96,7 +96,7 @@ export async function fuzz(o: FuzzOptions): Promise<FuzzReport> {
     report.failures.push(f);
     if (!o.saveDir) return;
     corpus ??= await buildCorpus();
-    const c = makeCase(o.seed, f.index, corpus);
+    const c = await makeCase(o.seed, f.index, corpus);
     const name = `fuzz-s${o.seed}-c${f.index}`;
     await Deno.mkdir(o.saveDir, { recursive: true });
     await Deno.writeFile(`${o.saveDir}/${name}.lsnap`, c.bytes);
