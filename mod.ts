@@ -63,10 +63,15 @@ export type { Trailer } from "./format/trailer.ts";
 export type { SnapshotIndex } from "./format/index_record.ts";
 export type { PageEncodingName } from "./format/page_record.ts";
 export { crc32c, toHex } from "./format/checksum.ts";
-export { inspectSnapshot } from "./tools/inspect.ts";
-export type { ErrorReport, InspectResult } from "./tools/inspect.ts";
+export { inspectDevice, inspectSnapshot } from "./tools/inspect.ts";
+export type {
+  DeviceStateReport,
+  ErrorReport,
+  InspectOptions,
+  InspectResult,
+  PageRun,
+} from "./tools/inspect.ts";
 export { verifySnapshot } from "./tools/verify.ts";
-export type { VerifyResult } from "./tools/verify.ts";
 export {
   deviceSections,
   type ExitReason,
@@ -81,3 +86,88 @@ export { type UartSink } from "./emulator/devices/uart.ts";
 export { INSTRUCTIONS_PER_TICK, MACHINE_NAME, RAM_BASE } from "./emulator/memory_map.ts";
 export { ElfError, parseElf } from "./emulator/elf.ts";
 export { runGuest, type RunGuestOptions, type RunGuestResult } from "./tools/run.ts";
+export {
+  type CowBufferSize,
+  LiveMachine,
+  type LiveMachineOptions,
+  type SnapshotRequest,
+} from "./emulator/snapshot/live_machine.ts";
+export type { SnapshotMetrics } from "./emulator/snapshot/metrics.ts";
+export type { SnapshotMode } from "./emulator/snapshot/session.ts";
+export { type RestoredMachine, restoreMachine } from "./emulator/snapshot/restore.ts";
+export { saveMachine } from "./emulator/snapshot/save.ts";
+export {
+  machineContentDigest,
+  SnapshotMismatchError,
+  STATE_MIGRATIONS,
+  type StateMigration,
+} from "./emulator/snapshot/machine_state.ts";
+export { restoreSnapshot, type RestoreSnapshotOptions } from "./tools/restore.ts";
+export { controlRequest, serveControl } from "./tools/control.ts";
+export {
+  convertLsnapToQemu,
+  convertQemuToLsnap,
+  extractLsnapRegionToFile,
+  KNOWN_BLOCK_BASES,
+  QEMU_STREAM_DEVICE_ID,
+} from "./qemu/convert.ts";
+export type { LsnapToQemuSummary, QemuToLsnapOptions, QemuToLsnapSummary } from "./qemu/convert.ts";
+export {
+  QemuStreamCorruptError,
+  QemuStreamError,
+  QemuStreamTruncatedError,
+  QemuStreamUnsupportedError,
+} from "./qemu/errors.ts";
+export { extractQemuRam, extractQemuRamToFile } from "./qemu/extract_ram.ts";
+export { formatQemuSummary, inspectQemuStream } from "./qemu/inspect.ts";
+export type { QemuDeviceSummary, QemuRamBlockSummary, QemuStreamSummary } from "./qemu/inspect.ts";
+export type {
+  QemuConfiguration,
+  QemuDeviceSection,
+  QemuStreamRecord,
+  RamBlock,
+  VmDescription,
+} from "./qemu/model.ts";
+export { readQemuSnapshot, writeQemuSnapshot } from "./qemu/snapshot.ts";
+export type { QemuSnapshot } from "./qemu/snapshot.ts";
+export { isQemuStream, readQemuStream } from "./qemu/stream_reader.ts";
+export type { ByteInput, ReadQemuStreamOptions } from "./qemu/stream_reader.ts";
+export { QemuStreamWriter } from "./qemu/stream_writer.ts";
+export type { ByteSink, QemuStreamWriterOptions } from "./qemu/stream_writer.ts";
+export { decodeVmState } from "./qemu/vmstate_decode.ts";
+export type { VmStateDecoding, VmStateValue } from "./qemu/vmstate_decode.ts";
+export type { VerifyOptions, VerifyResult } from "./tools/verify.ts";
+export type { Problem } from "./tools/_verify_scan.ts";
+export {
+  ConvertError,
+  convertSnapshot,
+  INPUT_FORMATS,
+  OUTPUT_FORMATS,
+  registerInputFormat,
+  registerOutputFormat,
+} from "./tools/convert.ts";
+export type {
+  ConvertContext,
+  ConvertOptions,
+  ConvertResult,
+  InputFormat,
+  OutputFormat,
+  OutputSummary,
+  SnapshotSource,
+  SourceItem,
+} from "./tools/convert.ts";
+export { diffSnapshots } from "./tools/diff.ts";
+export type {
+  DeviceDifference,
+  DiffOptions,
+  DiffResult,
+  PageDifference,
+  RegionDifference,
+} from "./tools/diff.ts";
+export { encodeElfCore, layoutElfCore } from "./tools/elf_core.ts";
+export type {
+  ElfCoreLayout,
+  ElfCoreOptions,
+  ElfCoreSegment,
+  Rv32Registers,
+} from "./tools/elf_core.ts";

@@ -5,6 +5,8 @@
  */
 const BENCHES = [
   "format_bench.ts",
+  "live_snapshot_bench.ts",
+  "tools_bench.ts",
 ];
 
 for (const name of BENCHES) {

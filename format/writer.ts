@@ -566,6 +566,18 @@ export class SnapshotWriter {
     );
   }
 
+  /**
+   * Writes the pages gathered so far as records now, instead of when a batch fills, and waits
+   * until every queued record is in the stream. For callers that may release something only once
+   * its page is in the file (a live snapshot's buffer slot).
+   */
+  async flush(): Promise<void> {
+    this.checkOpen();
+    await this.flushZero();
+    await this.flushData();
+    await this.drainAll();
+  }
+
   /** Writes a device section (FORMAT.md §7) after the pages written so far; the last one for an
    * (id, instance) wins. */
   async writeDevice(section: DeviceSectionInput): Promise<void> {

@@ -15,9 +15,25 @@ interface CommandEntry {
 
 // One line per command; each module lives beside this file as `<name>_command.ts`.
 const COMMANDS: Record<string, CommandEntry> = {
+  restore: {
+    summary: "rebuild a machine from a snapshot and continue it",
+    load: () => import("./restore_command.ts"),
+  },
+  ctl: {
+    summary: "send a command to a running machine's control socket",
+    load: () => import("./ctl_command.ts"),
+  },
+  diff: {
+    summary: "compare two snapshots: differing pages per region, device fields",
+    load: () => import("./diff_command.ts"),
+  },
   inspect: {
     summary: "describe a snapshot (--json for one JSON object)",
     load: () => import("./inspect_command.ts"),
+  },
+  convert: {
+    summary: "rewrite a snapshot: recompress, reorder, raw images, ELF cores for gdb",
+    load: () => import("./convert_command.ts"),
   },
   verify: {
     summary: "check a snapshot's checksums, digests and completeness",
@@ -26,6 +42,14 @@ const COMMANDS: Record<string, CommandEntry> = {
   run: {
     summary: "run a RISC-V guest ELF on the bundled machine",
     load: () => import("./run_command.ts"),
+  },
+  "qemu-inspect": {
+    summary: "summarise a QEMU migration stream",
+    load: () => import("./qemu_inspect_command.ts"),
+  },
+  "qemu-convert": {
+    summary: "convert a QEMU migration stream to .lsnap, back, or to a raw RAM image",
+    load: () => import("./qemu_convert_command.ts"),
   },
 };
 

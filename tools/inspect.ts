@@ -1,13 +1,17 @@
 /**
- * `inspect`: what a snapshot holds, as one plain object (the shape `inspect --json` prints).
+ * `inspect`: what a snapshot holds, as one plain object (the shape `inspect --json` prints):
+ * regions, page counts by encoding, compression, records, device sections, digests, whether the
+ * file is complete; optionally the page map, and one device's decoded state.
  *
  * @module
  */
 import { isZeroPage } from "./_zero.ts";
 import { toHex } from "../format/checksum.ts";
+import { decodeDeviceState } from "../format/device_state.ts";
 import { LsnapError } from "../format/errors.ts";
 import { SnapshotStreamReader, sortDevices } from "../format/stream_reader.ts";
 import type { DeviceSection } from "../format/device_section.ts";
+import { type Json, stateToJson } from "./_state_json.ts";
 
 /** A format error as plain data. */
 export interface ErrorReport {
@@ -15,6 +19,22 @@ export interface ErrorReport {
   message: string;
   offset: number;
   recordIndex: number;
+}
+
+/** A run of consecutive pages of one region with the same state and the same last record. */
+export interface PageRun {
+  region: string;
+  /** First page number and number of pages. */
+  first: number;
+  count: number;
+  /** Guest-physical address of the first page. */
+  address: number;
+  /** "data" or "zero" (the last occurrence's contents). */
+  state: "data" | "zero";
+  /** The record holding the last occurrence of these pages. */
+  record: { index: number; offset: number };
+  /** How many times each page of the run appears in the file (more than 1: duplicated). */
+  occurrences: number;
 }
 
 /** What {@linkcode inspectSnapshot} returns. */
@@ -39,17 +59,40 @@ export interface InspectResult {
     /** PAGES records by encoding. */
     encodings: { zero: number; raw: number; zstd: number };
   };
+  /** Page occurrences, and bytes of PAGES records (framing included), by record encoding. */
+  byEncoding: {
+    pages: { zero: number; raw: number; zstd: number };
+    bytes: { zero: number; raw: number; zstd: number };
+  };
+  /**
+   * `pageData`: uncompressed bytes of the pages in raw and zstd records over those records'
+   * bytes; `file`: bytes of all regions over the file's bytes (what the snapshot saves against a
+   * flat dump). Null when nothing was read.
+   */
+  compression: { pageData: number | null; file: number | null };
   devices: { id: string; instance: number; version: number; encoding: string; bytes: number }[];
   /** Digests in lowercase hex; null when the trailer was not reached. */
   digests: { content: string | null; file: string | null };
   /** Records read (trailer included when present). */
   records: number;
+  /** Bytes read. */
+  bytes: number;
   /** True when an INDEX record was present. */
   indexed: boolean;
   /** Unknown optional records skipped. */
   extensions: number;
   /** The first problem found, or null. */
   error: ErrorReport | null;
+  /** The page map, with `pages: true`: runs in address order, region by region. */
+  pageMap?: PageRun[];
+}
+
+/** Options of {@linkcode inspectSnapshot}. */
+export interface InspectOptions {
+  /** Build the page map (`pageMap`). */
+  pages?: boolean;
+  /** Called with byte counts as they are read (for progress). */
+  onBytes?: (n: number) => void;
 }
 
 /** Turns an error into a report, rethrowing anything that is not a format error. */
@@ -58,6 +101,29 @@ export function reportError(e: unknown): ErrorReport {
     return { kind: e.name, message: e.message, offset: e.offset, recordIndex: e.recordIndex };
   }
   throw e;
+}
+
+function counted(
+  stream: ReadableStream<Uint8Array>,
+  onBytes: ((n: number) => void) | undefined,
+  total: { n: number },
+) {
+  return stream.pipeThrough(
+    new TransformStream<Uint8Array, Uint8Array>({
+      transform(chunk, c) {
+        total.n += chunk.length;
+        onBytes?.(chunk.length);
+        c.enqueue(chunk);
+      },
+    }),
+  );
+}
+
+// Per page, kept per 4096-page chunk: state (0 absent, 1 zero, 2 data), occurrences, last record.
+interface MapChunk {
+  state: Uint8Array;
+  seen: Uint16Array;
+  record: Int32Array;
 }
 
 /**
@@ -71,32 +137,56 @@ export function reportError(e: unknown): ErrorReport {
  * console.assert(r.complete === false && r.error?.kind === "CorruptError");
  * ```
  */
-export async function inspectSnapshot(stream: ReadableStream<Uint8Array>): Promise<InspectResult> {
-  const reader = new SnapshotStreamReader(stream);
-  // Per page: 0 absent, 1 zero, 2 data; kept per 4096-page chunk.
-  const state: Map<number, Uint8Array>[] = [];
+export async function inspectSnapshot(
+  stream: ReadableStream<Uint8Array>,
+  options: InspectOptions = {},
+): Promise<InspectResult> {
+  const bytesRead = { n: 0 };
+  const reader = new SnapshotStreamReader(counted(stream, options.onBytes, bytesRead));
+  const maps: Map<number, MapChunk>[] = [];
   const devices = new Map<string, DeviceSection>();
   const encodings = { zero: 0, raw: 0, zstd: 0 };
+  const pagesByEncoding = { zero: 0, raw: 0, zstd: 0 };
+  const bytesByEncoding = { zero: 0, raw: 0, zstd: 0 };
+  const recordOffsets: number[] = [];
+  let pending: { encoding: "zero" | "raw" | "zstd"; offset: number } | null = null;
   let records = 0;
   let error: ErrorReport | null = null;
   let occurrences = 0;
+  let dataBytes = 0;
+  const closePending = (nextOffset: number) => {
+    if (pending !== null) bytesByEncoding[pending.encoding] += nextOffset - pending.offset;
+    pending = null;
+  };
   try {
     for await (const r of reader.records()) {
       records++;
-      if (r.kind === "header") r.description.regions.forEach(() => state.push(new Map()));
+      recordOffsets.push(r.offset);
+      closePending(r.offset);
+      if (r.kind === "header") r.description.regions.forEach(() => maps.push(new Map()));
       else if (r.kind === "pages") {
         encodings[r.encoding]++;
+        pagesByEncoding[r.encoding] += r.pages.length;
+        pending = { encoding: r.encoding, offset: r.offset };
         const ps = reader.description!.regions[r.region].pageSize;
-        const map = state[r.region];
+        if (r.encoding !== "zero") dataBytes += r.pages.length * ps;
+        const map = maps[r.region];
         for (let i = 0; i < r.pages.length; i++) {
           occurrences++;
           const p = r.pages[i];
           let chunk = map.get(p >>> 12);
           if (chunk === undefined) {
-            chunk = new Uint8Array(4096);
+            chunk = {
+              state: new Uint8Array(4096),
+              seen: new Uint16Array(4096),
+              record: new Int32Array(4096),
+            };
             map.set(p >>> 12, chunk);
           }
-          chunk[p & 4095] = r.data === null || isZeroPage(r.data, i * ps, ps) ? 1 : 2;
+          const slot = p & 4095;
+          chunk.state[slot] = r.data === null || isZeroPage(r.data, i * ps, ps) ? 1 : 2;
+          if (chunk.seen[slot] < 0xffff) chunk.seen[slot]++;
+          chunk.record[slot] = r.recordIndex;
         }
       } else if (r.kind === "device") {
         devices.set(`${r.device.id}\u0000${r.device.instance}`, r.device);
@@ -105,11 +195,15 @@ export async function inspectSnapshot(stream: ReadableStream<Uint8Array>): Promi
   } catch (e) {
     error = reportError(e);
   }
+  // A PAGES record cut short by damage: count it up to where reading stopped.
+  closePending(
+    pending === null ? 0 : Math.max((pending as { offset: number }).offset, bytesRead.n),
+  );
   let present = 0;
   let zero = 0;
-  for (const map of state) {
+  for (const map of maps) {
     for (const chunk of map.values()) {
-      for (const v of chunk) {
+      for (const v of chunk.state) {
         if (v !== 0) present++;
         if (v === 1) zero++;
       }
@@ -117,7 +211,9 @@ export async function inspectSnapshot(stream: ReadableStream<Uint8Array>): Promi
   }
   const d = reader.description;
   const t = reader.trailer;
-  return {
+  const stored = bytesByEncoding.raw + bytesByEncoding.zstd;
+  const regionBytes = d?.regions.reduce((n, r) => n + r.size, 0) ?? 0;
+  const result: InspectResult = {
     formatVersion: reader.version ? `${reader.version.major}.${reader.version.minor}` : null,
     complete: reader.complete && error === null,
     creator: d?.creator ?? null,
@@ -132,6 +228,11 @@ export async function inspectSnapshot(stream: ReadableStream<Uint8Array>): Promi
       duplicates: occurrences - present,
       encodings,
     },
+    byEncoding: { pages: pagesByEncoding, bytes: bytesByEncoding },
+    compression: {
+      pageData: stored > 0 ? dataBytes / stored : null,
+      file: bytesRead.n > 0 && regionBytes > 0 ? regionBytes / bytesRead.n : null,
+    },
     devices: sortDevices([...devices.values()]).map((x) => ({
       id: x.id,
       instance: x.instance,
@@ -141,8 +242,126 @@ export async function inspectSnapshot(stream: ReadableStream<Uint8Array>): Promi
     })),
     digests: { content: t ? toHex(t.contentDigest) : null, file: t ? toHex(t.fileDigest) : null },
     records,
+    bytes: bytesRead.n,
     indexed: reader.indexOffset !== 0,
     extensions: reader.counts.extensions,
     error,
+  };
+  if (options.pages && d !== null) {
+    const runs: PageRun[] = [];
+    d.regions.forEach((region, ri) => {
+      const map = maps[ri];
+      const keys = [...map.keys()].sort((a, b) => a - b);
+      let run: PageRun | null = null;
+      for (const k of keys) {
+        const c = map.get(k)!;
+        for (let s = 0; s < 4096; s++) {
+          const st = c.state[s];
+          const page = k * 4096 + s;
+          if (st === 0) {
+            run = null;
+            continue;
+          }
+          const state = st === 1 ? "zero" : "data";
+          const index = c.record[s];
+          if (
+            run !== null && run.first + run.count === page && run.state === state &&
+            run.record.index === index && run.occurrences === c.seen[s]
+          ) {
+            run.count++;
+            continue;
+          }
+          run = {
+            region: region.name,
+            first: page,
+            count: 1,
+            address: region.base + page * region.pageSize,
+            state,
+            record: { index, offset: recordOffsets[index] },
+            occurrences: c.seen[s],
+          };
+          runs.push(run);
+        }
+      }
+    });
+    result.pageMap = runs;
+  }
+  return result;
+}
+
+/** One device section's decoded state, as `inspect --device` prints it. */
+export interface DeviceStateReport {
+  id: string;
+  instance: number;
+  version: number;
+  encoding: "cbor" | "foreign";
+  /** The decoded CBOR state (JSON view: bytes as hex), or for foreign payloads their bytes. */
+  state: Json;
+  /** For foreign payloads, the decoded description (null when empty). */
+  description?: Json;
+}
+
+/**
+ * Reads a snapshot from a stream and returns the last section of device `id` (instance
+ * `instance`, or the lowest instance when omitted), decoded. Throws an `LsnapError` subclass for
+ * a damaged file, and an Error naming the devices present when there is no such device.
+ *
+ * @example
+ * ```ts
+ * import { inspectDevice } from "./inspect.ts";
+ * import { SnapshotWriter } from "../format/writer.ts";
+ * import { encodeDeviceState } from "../format/device_state.ts";
+ * const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>();
+ * const regions = [{ name: "ram", base: 0, size: 4096, pageSize: 4096 }];
+ * SnapshotWriter.create(writable, { regions, creator: "doc", createdAt: 0 }).then(async (w) => {
+ *   await w.writeDevice({ id: "uart", instance: 0, version: 1, state: encodeDeviceState({ lsr: 96 }) });
+ *   await w.close();
+ * });
+ * const d = await inspectDevice(readable, "uart");
+ * console.assert((d.state as { lsr: number }).lsr === 96);
+ * ```
+ */
+export async function inspectDevice(
+  stream: ReadableStream<Uint8Array>,
+  id: string,
+  instance?: number,
+): Promise<DeviceStateReport> {
+  const reader = new SnapshotStreamReader(stream, { decodePages: false });
+  const found = new Map<string, DeviceSection>();
+  for await (const r of reader.records()) {
+    if (r.kind === "device") found.set(`${r.device.id}\u0000${r.device.instance}`, r.device);
+  }
+  const all = sortDevices([...found.values()]);
+  const d = all.find((x) => x.id === id && (instance === undefined || x.instance === instance));
+  if (d === undefined) {
+    const names = all.map((x) => `${x.id}:${x.instance}`).join(", ") || "none";
+    throw new Error(
+      `Cannot find device ${id}${instance === undefined ? "" : `:${instance}`} (devices: ${names})`,
+    );
+  }
+  if (d.encoding === "foreign") {
+    let description: Json = null;
+    if (d.description.length > 0) {
+      try {
+        description = stateToJson(decodeDeviceState(d.description));
+      } catch {
+        description = stateToJson(d.description);
+      }
+    }
+    return {
+      id: d.id,
+      instance: d.instance,
+      version: d.version,
+      encoding: d.encoding,
+      state: stateToJson(d.state),
+      description,
+    };
+  }
+  return {
+    id: d.id,
+    instance: d.instance,
+    version: d.version,
+    encoding: d.encoding,
+    state: stateToJson(decodeDeviceState(d.state)),
   };
 }

@@ -1,79 +1,173 @@
 /**
- * `livesnap inspect FILE [--json]`: describe a snapshot.
+ * `livesnap inspect FILE`: describe a snapshot; the front end of {@linkcode inspectSnapshot}
+ * and {@linkcode inspectDevice}.
  *
  * @module
  */
 import { parseArgs } from "@std/cli/parse_args.js";
-import { openInput } from "./_input.ts";
-import { type InspectResult, inspectSnapshot } from "./inspect.ts";
+import { LsnapError } from "../format/errors.ts";
+import { openInput } from "./_io.ts";
+import { colorEnabled, createProgress, formatBytes, formatRatio, palette } from "./_term.ts";
+import { inspectDevice, type InspectResult, inspectSnapshot } from "./inspect.ts";
 
-const USAGE = `Usage: livesnap inspect FILE [--json]
+const USAGE = `Usage: livesnap inspect [options] FILE
 
 Reads a .lsnap snapshot (FILE, or - for standard input) and describes it: format version,
-completeness, memory regions, page and device counts, digests.
+completeness, memory regions, pages by encoding, compression, records, device sections, digests.
 
 Options:
-  --json   print one JSON object instead of text
-  --help   show this help
+  --json                 print one JSON object instead of text
+  --pages                add the page map: runs of pages that are present, zero or
+                         duplicated, and the record that holds their last occurrence
+  --device ID[:INSTANCE] print one device's decoded state as JSON (lowest instance by default)
+  --help                 show this help
 
 Examples:
   livesnap inspect vm.lsnap
-  cat vm.lsnap | livesnap inspect - --json
+  livesnap inspect --pages vm.lsnap | less
+  livesnap inspect --device hart vm.lsnap
+  cat vm.lsnap | livesnap inspect - --json | jq .compression
 
-Exit status: 0 for a complete file, 1 for a damaged or incomplete one, 2 for usage or I/O errors.`;
+Exit status: 0 for a complete file, 1 for a damaged or incomplete one (or no such device),
+2 for usage or I/O errors.`;
 
 function hex(n: number): string {
   return `0x${n.toString(16)}`;
 }
 
-function text(r: InspectResult): string {
+function text(r: InspectResult, color: boolean): string {
+  const c = palette(color);
+  const p = r.pages;
+  const state = r.complete ? c.green("complete") : c.red("INCOMPLETE OR DAMAGED");
   const lines = [
-    `format     ${r.formatVersion ?? "?"}${r.complete ? "" : "  (INCOMPLETE OR DAMAGED)"}`,
-    `creator    ${r.creator ?? "?"}`,
-    `created    ${r.createdAt ?? "?"}`,
-    `regions    ${r.regions.length}`,
+    `format      ${r.formatVersion ?? "?"}  ${state}`,
+    `creator     ${r.creator ?? "?"}`,
+    `created     ${r.createdAt ?? "?"}`,
+    `size        ${formatBytes(r.bytes)} in ${r.records} records` +
+    (r.extensions ? ` (${r.extensions} unknown optional skipped)` : ""),
+    `regions     ${r.regions.length}`,
     ...r.regions.map((x) =>
-      `  ${x.name.padEnd(10)} base ${hex(x.base)}  size ${x.size} (${
-        x.size / x.pageSize
-      } pages of ${x.pageSize})`
+      `  ${x.name.padEnd(10)} ${hex(x.base)}..${hex(x.base + x.size - 1)}  ${formatBytes(x.size)}` +
+      `  (${x.size / x.pageSize} pages of ${formatBytes(x.pageSize)})`
     ),
-    `pages      ${r.pages.present} present, ${r.pages.zero} zero, ${r.pages.duplicates} duplicates, in ${r.pages.records} records (zero ${r.pages.encodings.zero}, raw ${r.pages.encodings.raw}, zstd ${r.pages.encodings.zstd})`,
-    `devices    ${r.devices.length}`,
-    ...r.devices.map((d) => `  ${d.id}#${d.instance} v${d.version} ${d.encoding} ${d.bytes} bytes`),
-    `index      ${r.indexed ? "yes" : "no"}`,
-    `records    ${r.records}${r.extensions ? ` (${r.extensions} unknown optional skipped)` : ""}`,
-    `content    ${r.digests.content ?? "-"}`,
-    `file       ${r.digests.file ?? "-"}`,
+    `pages       ${p.present} present (${
+      p.present - p.zero
+    } data, ${p.zero} zero), ${p.duplicates} duplicates`,
+    `  records   ${p.records}: zstd ${p.encodings.zstd}, raw ${p.encodings.raw}, zero ${p.encodings.zero}`,
+    `  by enc.   zstd ${r.byEncoding.pages.zstd} pages in ${
+      formatBytes(r.byEncoding.bytes.zstd)
+    }, ` +
+    `raw ${r.byEncoding.pages.raw} in ${formatBytes(r.byEncoding.bytes.raw)}, ` +
+    `zero ${r.byEncoding.pages.zero} in ${formatBytes(r.byEncoding.bytes.zero)}`,
+    `compression ${
+      r.compression.pageData === null ? "n/a" : formatRatio(r.compression.pageData)
+    } on page data, ` +
+    `${
+      r.compression.file === null ? "n/a" : formatRatio(r.compression.file)
+    } against a flat dump of the regions`,
+    `devices     ${r.devices.length}`,
+    ...r.devices.map((d) =>
+      `  ${d.id}:${d.instance}  version ${d.version}, ${d.encoding}, ${formatBytes(d.bytes)}`
+    ),
+    `index       ${r.indexed ? "yes" : "no"}`,
+    `content     ${r.digests.content ?? "-"}`,
+    `file        ${r.digests.file ?? "-"}`,
   ];
-  if (r.error) lines.push(`error      ${r.error.message}`);
+  if (r.error) lines.push(c.red(`error       ${r.error.message}`));
+  if (r.pageMap !== undefined) {
+    lines.push("page map    (region, pages, addresses, contents, last record, occurrences)");
+    for (const run of r.pageMap) {
+      const last = run.first + run.count - 1;
+      const size = r.regions.find((x) => x.name === run.region)!.pageSize;
+      const dup = run.occurrences > 1 ? c.yellow(`  x${run.occurrences} (duplicated)`) : "";
+      lines.push(
+        `  ${run.region} ${run.count === 1 ? `${run.first}` : `${run.first}-${last}`}  ` +
+          `${hex(run.address)}..${hex(run.address + run.count * size - 1)}  ${
+            run.state.padEnd(4)
+          }  ` +
+          `record ${run.record.index} @${run.record.offset}${dup}`,
+      );
+    }
+  }
   return lines.join("\n");
 }
 
 /** Entry point; returns the exit status. */
 export async function main(args: string[]): Promise<number> {
-  const flags = parseArgs(args, { boolean: ["json", "help"] });
-  const unknown = args.filter((a) => a.startsWith("--") && !["--json", "--help"].includes(a));
+  let unknownOption: string | undefined;
+  const flags = parseArgs(args, {
+    boolean: ["json", "pages", "help"],
+    string: ["device"],
+    unknown: (arg: string) => {
+      if (arg.startsWith("-") && arg !== "-") {
+        unknownOption ??= arg;
+        return false;
+      }
+      return true;
+    },
+  });
   if (flags.help) {
     console.log(USAGE);
     return 0;
   }
   const files = flags._.map(String);
-  if (unknown.length > 0 || files.length !== 1) {
+  if (unknownOption !== undefined || files.length !== 1) {
     console.error(
       `livesnap inspect: ${
-        unknown.length ? `unknown option ${unknown[0]}` : "expected one FILE"
+        unknownOption ? `unknown option ${unknownOption}` : "expected one FILE"
       }\n\n${USAGE}`,
     );
     return 2;
   }
-  let result: InspectResult;
+  let input;
   try {
-    const input = await openInput(files[0]);
-    result = await inspectSnapshot(input.stream);
+    input = await openInput(files[0]);
   } catch (e) {
-    console.error(`livesnap inspect: Cannot read '${files[0]}': ${(e as Error).message}`);
+    console.error(`livesnap inspect: ${(e as Error).message}`);
     return 2;
   }
-  console.log(flags.json ? JSON.stringify(result, null, 2) : text(result));
-  return result.complete ? 0 : 1;
+  try {
+    if (flags.device !== undefined) {
+      const m = /^(.+?)(?::(\d+))?$/.exec(flags.device);
+      if (m === null) {
+        console.error(
+          `livesnap inspect: Cannot parse --device: '${flags.device}' is not ID or ID:INSTANCE`,
+        );
+        return 2;
+      }
+      try {
+        const d = await inspectDevice(
+          input.readable,
+          m[1],
+          m[2] === undefined ? undefined : Number(m[2]),
+        );
+        console.log(JSON.stringify(d, null, 2));
+        return 0;
+      } catch (e) {
+        console.error(`livesnap inspect: ${(e as Error).message}`);
+        return e instanceof LsnapError || (e as Error).message.startsWith("Cannot find device")
+          ? 1
+          : 2;
+      }
+    }
+    const progress = createProgress({ label: "inspect", total: input.size });
+    let result: InspectResult;
+    try {
+      result = await inspectSnapshot(input.readable, {
+        pages: flags.pages,
+        onBytes: (n) => progress.add(n),
+      });
+    } catch (e) {
+      console.error(`livesnap inspect: Cannot read '${files[0]}': ${(e as Error).message}`);
+      return 2;
+    } finally {
+      progress.done();
+    }
+    console.log(
+      flags.json ? JSON.stringify(result, null, 2) : text(result, colorEnabled(Deno.stdout)),
+    );
+    return result.complete ? 0 : 1;
+  } finally {
+    input.close();
+  }
 }

@@ -6,9 +6,15 @@
 
 import { parseArgs } from "@std/cli/parse_args.js";
 import { parseRamSize, runGuest } from "./run.ts";
-import { machineDigest } from "./machine_digest.ts";
+import { machineContentDigest as machineDigest } from "../emulator/snapshot/machine_state.ts";
+import { parseCount, parseCowBuffer, parseMode, runLive } from "./_live_run.ts";
+import type { CowBufferSize } from "../emulator/snapshot/live_machine.ts";
+import type { SnapshotMode } from "../emulator/snapshot/session.ts";
 
 const USAGE = `Usage: livesnap run GUEST.elf [--ram SIZE] [--stop-at N] [--digest] [--input FILE]
+                    [--snapshot-at N]... [--snapshot-every N] --out FILE
+                    [--mode cow|precopy|stop] [--cow-buffer SIZE] [--metrics FILE]
+                    [--control PATH]
 
 Runs a statically linked RV32IMAC ELF on the bundled machine (laid out like QEMU's riscv32
 'virt' board). The guest's UART output goes to stdout. The exit status is the guest's: the
@@ -21,12 +27,29 @@ Options:
                  state carries) on a line of its own
   --input FILE   bytes the guest reads from its UART ('-' for stdin); default: none
 
+Live snapshots (the guest runs on its own thread, the snapshot is written on another):
+  --snapshot-at N     snapshot after exactly N retired instructions (repeatable)
+  --snapshot-every N  snapshot at every multiple of N instructions
+  --out FILE          the snapshot file; with several, {n} in the name is replaced by the
+                      instruction count (else -N goes before the extension)
+  --mode MODE         cow (default): pause only to save CPU and devices and write-protect RAM;
+                      precopy: copy while running, resend dirtied pages, pause for the last ones;
+                      stop: pause for the whole write
+  --cow-buffer SIZE   cow's buffer for old page contents: 0 (a first store waits until its page
+                      is written), a size like 16M (default), or max (never stalls the guest)
+  --metrics FILE      each snapshot's metrics as one JSON line
+  --control PATH      serve a control socket (JSON lines, like QMP) at PATH; see 'livesnap ctl'
+
 Time is deterministic: mtime advances one tick per 10 retired instructions, so a run depends
 only on the ELF and its input.
 
 Examples:
   livesnap run emulator/guests/build/hello.elf
-  livesnap run emulator/guests/build/counter.elf --stop-at 5000000 --digest`;
+  livesnap run emulator/guests/build/counter.elf --stop-at 5000000 --digest
+  livesnap run emulator/guests/build/memstress.elf --snapshot-at 5000000 --out m.lsnap \
+      --cow-buffer 0 --metrics m.json
+  livesnap run emulator/guests/build/counter.elf --control /tmp/vm.sock &
+  livesnap ctl /tmp/vm.sock snapshot --out /tmp/vm.lsnap`;
 
 /** Entry point: returns the process exit status. */
 export async function main(args: string[]): Promise<number> {
@@ -40,7 +63,19 @@ export async function main(args: string[]): Promise<number> {
       : [a]
   );
   const opts = parseArgs(joined, {
-    string: ["ram", "stop-at", "input"],
+    string: [
+      "ram",
+      "stop-at",
+      "input",
+      "snapshot-at",
+      "snapshot-every",
+      "out",
+      "mode",
+      "cow-buffer",
+      "metrics",
+      "control",
+    ],
+    collect: ["snapshot-at"],
     boolean: ["digest", "help"],
     alias: { h: "help" },
     unknown: (a: string) => {
@@ -78,7 +113,17 @@ export async function main(args: string[]): Promise<number> {
     console.error(`livesnap run: ${(e as Error).message}`);
     return 2;
   }
-  if (opts.digest && stopAt === undefined) {
+  const live = (opts["snapshot-at"] as string[]).length > 0 ||
+    opts["snapshot-every"] !== undefined || opts.control !== undefined;
+  if (!live) {
+    for (const o of ["out", "mode", "cow-buffer", "metrics"] as const) {
+      if (opts[o] !== undefined) {
+        console.error(`livesnap run: --${o} needs --snapshot-at, --snapshot-every or --control`);
+        return 2;
+      }
+    }
+  }
+  if (opts.digest && stopAt === undefined && !live) {
     console.error("livesnap run: --digest needs --stop-at N (the state after N instructions)");
     return 2;
   }
@@ -103,6 +148,40 @@ export async function main(args: string[]): Promise<number> {
     while (o < b.length) o += Deno.stdout.writeSync(b.subarray(o));
     if (b.length > 0) lastByte = b[b.length - 1];
   };
+  if (live) {
+    let snapshotAt: number[];
+    let snapshotEvery: number | undefined;
+    let cowBuffer: CowBufferSize;
+    let mode: SnapshotMode;
+    try {
+      snapshotAt = (opts["snapshot-at"] as string[]).map((t) => parseCount("--snapshot-at", t));
+      if (opts["snapshot-every"] !== undefined) {
+        snapshotEvery = parseCount("--snapshot-every", opts["snapshot-every"]);
+        if (snapshotEvery === 0) throw new RangeError("Cannot use --snapshot-every 0");
+      }
+      cowBuffer = parseCowBuffer(opts["cow-buffer"] ?? "16M");
+      mode = parseMode(opts.mode ?? "cow");
+    } catch (e) {
+      console.error(`livesnap run: ${(e as Error).message}`);
+      return 2;
+    }
+    return await runLive({
+      name: "livesnap run",
+      elf,
+      ramSize,
+      input,
+      stopAt,
+      digest: opts.digest,
+      snapshotAt,
+      snapshotEvery,
+      out: opts.out,
+      mode,
+      cowBuffer,
+      metricsPath: opts.metrics,
+      control: opts.control,
+      print: sink,
+    });
+  }
   let result;
   try {
     result = runGuest({ elf, ramSize, stopAt, input, sink });

@@ -1,6 +1,6 @@
 import { assertEquals, assertMatch, assertNotEquals, assertThrows } from "@std/assert/mod.js";
 import { parseRamSize, runGuest } from "./run.ts";
-import { machineDigest } from "./machine_digest.ts";
+import { machineContentDigest as machineDigest } from "../emulator/snapshot/machine_state.ts";
 import { Machine } from "../emulator/machine.ts";
 
 /** Discards guest UART output (the default sink is stdout). */

@@ -1,56 +1,119 @@
 /**
- * `livesnap verify FILE [--json]`: check a snapshot's integrity and completeness.
+ * `livesnap verify FILE`: check a snapshot's integrity and completeness; the front end of
+ * {@linkcode verifySnapshot}.
  *
  * @module
  */
 import { parseArgs } from "@std/cli/parse_args.js";
-import { openInput } from "./_input.ts";
+import { openInput } from "./_io.ts";
+import { colorEnabled, createProgress, formatBytes, palette } from "./_term.ts";
 import { type VerifyResult, verifySnapshot } from "./verify.ts";
 
-const USAGE = `Usage: livesnap verify FILE [--json]
+const USAGE = `Usage: livesnap verify [options] FILE
 
-Reads every byte of a .lsnap snapshot (FILE, or - for standard input) and checks every record's
-CRC32C, the file digest, the content digest, the index and that the file is complete.
+Reads every byte of a .lsnap snapshot (FILE, or - for standard input) and checks its framing,
+every record's CRC32C, page numbers against the regions, page data, device sections, the index
+against the records, the trailer, the file digest, the content digest and that the file is
+complete. It does not stop at the first problem: each one is listed with its record and byte
+offset.
 
 Options:
-  --json   print one JSON object instead of text
-  --help   show this help
+  --content DIGEST   also check that the file holds this content digest (64 hex digits), e.g.
+                     the one 'livesnap run --stop-at N --digest' printed
+  --max-errors N     stop after N problems (default 100)
+  --json             print one JSON object instead of text
+  --help             show this help
 
 Examples:
   livesnap verify vm.lsnap
+  livesnap verify --content 724818e7...aa83 vm.lsnap
   ssh host cat vm.lsnap | livesnap verify -
+  livesnap verify --max-errors 1000 --json damaged.lsnap | jq '.problems[].message'
 
-Exit status: 0 intact, 1 damaged or incomplete (the message names the record and byte offset),
-2 usage or I/O error.`;
+Exit status: 0 intact, 1 damaged, incomplete or not the expected content, 2 usage or I/O error.`;
+
+function text(name: string, r: VerifyResult, color: boolean): string {
+  const c = palette(color);
+  if (r.ok) {
+    const expected = r.content?.matches ? ", the expected content" : "";
+    return `${name}: ${c.green("OK")} (${r.records} records, ${
+      formatBytes(r.bytes)
+    }, content ${r.digests.content}${expected})`;
+  }
+  const lines = [`${name}: ${c.red("FAILED")}: ${r.error?.message ?? "incomplete"}`];
+  for (const p of r.problems.slice(1)) lines.push(`  ${p.message}`);
+  const count = r.problems.length;
+  lines.push(
+    `${count} problem${count === 1 ? "" : "s"}${
+      r.stoppedEarly ? " (stopped there; raise --max-errors to see more)" : ""
+    }` +
+      `; ${
+        r.stoppedEarly
+          ? "the rest of the file was not checked"
+          : r.complete
+          ? "the file reaches its footer"
+          : "the file is incomplete"
+      }`,
+  );
+  return lines.join("\n");
+}
 
 /** Entry point; returns the exit status. */
 export async function main(args: string[]): Promise<number> {
-  const flags = parseArgs(args, { boolean: ["json", "help"] });
-  const unknown = args.filter((a) => a.startsWith("--") && !["--json", "--help"].includes(a));
+  let unknownOption: string | undefined;
+  const flags = parseArgs(args, {
+    boolean: ["json", "help"],
+    string: ["content", "max-errors"],
+    unknown: (arg: string) => {
+      if (arg.startsWith("-") && arg !== "-") {
+        unknownOption ??= arg;
+        return false;
+      }
+      return true;
+    },
+  });
   if (flags.help) {
     console.log(USAGE);
     return 0;
   }
   const files = flags._.map(String);
-  if (unknown.length > 0 || files.length !== 1) {
-    console.error(
-      `livesnap verify: ${
-        unknown.length ? `unknown option ${unknown[0]}` : "expected one FILE"
-      }\n\n${USAGE}`,
-    );
+  const usage = (m: string) => {
+    console.error(`livesnap verify: ${m}\n\n${USAGE}`);
     return 2;
+  };
+  if (unknownOption !== undefined) return usage(`unknown option ${unknownOption}`);
+  if (files.length !== 1) return usage("expected one FILE");
+  let maxErrors: number | undefined;
+  if (flags["max-errors"] !== undefined) {
+    maxErrors = Number(flags["max-errors"]);
+    if (!Number.isInteger(maxErrors) || maxErrors < 1) {
+      return usage(`Cannot parse --max-errors: '${flags["max-errors"]}' is not a positive integer`);
+    }
+  }
+  if (flags.content !== undefined && !/^[0-9a-fA-F]{64}$/.test(flags.content)) {
+    return usage(`Cannot parse --content: '${flags.content}' is not 64 hex digits`);
   }
   let result: VerifyResult;
+  let progress;
   try {
     const input = await openInput(files[0]);
-    result = await verifySnapshot(input.stream);
+    progress = createProgress({ label: "verify", total: input.size });
+    const p = progress;
+    try {
+      result = await verifySnapshot(input.readable, {
+        maxErrors,
+        content: flags.content,
+        onBytes: (n) => p.add(n),
+      });
+    } finally {
+      p.done();
+      input.close();
+    }
   } catch (e) {
     console.error(`livesnap verify: Cannot read '${files[0]}': ${(e as Error).message}`);
     return 2;
   }
   if (flags.json) console.log(JSON.stringify(result, null, 2));
-  else if (result.ok) {
-    console.log(`${files[0]}: OK (${result.records} records, content ${result.digests.content})`);
-  } else console.log(`${files[0]}: FAILED: ${result.error?.message ?? "incomplete"}`);
+  else console.log(text(files[0], result, colorEnabled(Deno.stdout)));
   return result.ok ? 0 : 1;
 }

@@ -1,0 +1,164 @@
+import { assert, assertEquals } from "@std/assert/mod.js";
+import { PAGE_SIZE } from "./page_state.ts";
+import { SnapshotWriterLoop } from "./writer_loop.ts";
+import type { PageToWrite } from "./writer_loop.ts";
+import type { SessionBuffers, SnapshotMode } from "./session.ts";
+import type { StandInJob } from "./_stand_in_guest.ts";
+import type { GuestSideMetrics } from "./guest_side.ts";
+
+/** A bit of the gate that belongs to the machine (emulator/ram.ts GATE_WATCH): must survive. */
+const GATE_WATCH = 2;
+const WATCHED_PAGE = 7;
+const PAGES = 512;
+const SLEEPER = new Int32Array(new SharedArrayBuffer(4)); // 2 MiB of RAM: big enough for the sweep to take a while, small for a test
+
+interface Outcome {
+  /** Last copy of each page written, by page number. */
+  file: Map<number, Uint8Array>;
+  writes: number[];
+  audit: Uint32Array;
+  truth: Uint8Array;
+  guest: GuestSideMetrics;
+  writer: Awaited<ReturnType<SnapshotWriterLoop["run"]>>;
+  stepsDuring: number;
+  maxUsedSeen: number;
+}
+
+function messages(worker: Worker) {
+  const queue: MessageEvent[] = [];
+  let wake: (() => void) | null = null;
+  worker.onmessage = (e) => {
+    queue.push(e);
+    wake?.();
+  };
+  return async (type: string) => {
+    for (;;) {
+      const i = queue.findIndex((e) => e.data.type === type || e.data.type === "error");
+      if (i >= 0) {
+        const [e] = queue.splice(i, 1);
+        if (e.data.type === "error") throw new Error(e.data.message);
+        return e.data;
+      }
+      await new Promise<void>((r) => wake = r);
+    }
+  };
+}
+
+async function snapshotStandIn(mode: SnapshotMode, slotCount: number, slice = 64) {
+  const ram = new Uint8Array(new SharedArrayBuffer(PAGES * PAGE_SIZE));
+  // Some pages zero, the others patterned, so zero-page handling is exercised too.
+  for (let p = 0; p < PAGES; p++) {
+    if (p % 5 !== 0) ram.fill(p & 0xff, p * PAGE_SIZE, p * PAGE_SIZE + 64);
+  }
+  const gate = new Int32Array(new SharedArrayBuffer(PAGES * 4));
+  gate[WATCHED_PAGE] = GATE_WATCH;
+  const worker = new Worker(new URL("./_stand_in_guest.ts", import.meta.url), { type: "module" });
+  const next = messages(worker);
+  const job: StandInJob = {
+    ram: ram.buffer as SharedArrayBuffer,
+    gate: gate.buffer as SharedArrayBuffer,
+    mode,
+    slotCount,
+    seed: 12345,
+    snapshotAt: 5000,
+    slice,
+    tail: 1000,
+  };
+  try {
+    worker.postMessage(job);
+    const started = await next("started");
+    const buffers: SessionBuffers = started.buffers;
+    const file = new Map<number, Uint8Array>();
+    const writes: number[] = [];
+    const audit = new Uint32Array(PAGES);
+    let maxUsedSeen = 0;
+    const loop = new SnapshotWriterLoop(buffers, ram, gate, {
+      writePages(pages: PageToWrite[]) {
+        // A slow disk: the whole snapshot takes over 100 ms, so the guest surely stores meanwhile.
+        Atomics.wait(SLEEPER, 0, 0, 1);
+        maxUsedSeen = Math.max(maxUsedSeen, loop.session.usedSlots());
+        for (const p of pages) {
+          assertEquals(p.data.length, PAGE_SIZE);
+          file.set(p.index, p.data.slice());
+          writes.push(p.index);
+        }
+      },
+    }, { batchPages: 4, audit, precopyTargetPages: 8 });
+    const writer = await loop.run();
+    const truth: Uint8Array = mode === "precopy" ? (await next("final")).truth : started.truth;
+    const done = await next("done");
+    assertEquals(gate[WATCHED_PAGE], GATE_WATCH, "the engine changed a gate bit it does not own");
+    for (let p = 0; p < PAGES; p++) {
+      if (p !== WATCHED_PAGE) assertEquals(gate[p], 0, `page ${p} still gated after the snapshot`);
+    }
+    return {
+      file,
+      writes,
+      audit,
+      truth,
+      guest: done.metrics,
+      writer,
+      stepsDuring: done.stepsDuring,
+      maxUsedSeen,
+    } satisfies Outcome;
+  } finally {
+    worker.terminate();
+  }
+}
+
+function assertFileHoldsTruth(o: Outcome) {
+  const zero = new Uint8Array(PAGE_SIZE);
+  for (let p = 0; p < PAGES; p++) {
+    const want = o.truth.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE);
+    const got = o.file.get(p) ?? zero;
+    assert(
+      got.every((b, i) => b === want[i]),
+      `page ${p}: the file does not hold the page's contents at the snapshot instant`,
+    );
+  }
+}
+
+for (const [name, slots] of [["0", 0], ["small", 3], ["max", PAGES]] as const) {
+  Deno.test(`SnapshotWriterLoop cow with buffer ${name} saves every page exactly once, at the instant`, async () => {
+    const o = await snapshotStandIn("cow", slots);
+    assertFileHoldsTruth(o);
+    for (let p = 0; p < PAGES; p++) {
+      assertEquals(o.audit[p], 1, `page ${p} saved ${o.audit[p]} times`);
+    }
+    assertEquals(new Set(o.writes).size, o.writes.length, "a page record written twice");
+    const w = o.writer;
+    assertEquals(w.pagesViaSweep + w.pagesFromBuffer + w.pagesOnRequest, PAGES);
+    assertEquals(w.pagesFromBuffer, o.guest.pagesViaBuffer);
+    assert(o.guest.bufferPeakBytes <= slots * PAGE_SIZE, "the buffer held more than its size");
+    assert(o.maxUsedSeen <= slots);
+    assert(o.stepsDuring > 0, "the guest did not run during the snapshot");
+    if (slots === 0) {
+      assertEquals(w.pagesFromBuffer, 0);
+      assert(w.pagesOnRequest > 0, "the writer never served a page the guest waited on");
+    } else {
+      assert(o.guest.pagesViaBuffer > 0, "no page went through the buffer");
+    }
+  });
+}
+
+Deno.test("SnapshotWriterLoop cow with buffer 0 lets a guest storing on every step finish", async () => {
+  // slice 1: the guest checks for the writer's end after every store.
+  const o = await snapshotStandIn("cow", 0, 1);
+  assertFileHoldsTruth(o);
+  assert(o.guest.guestStallUs > 0);
+});
+
+Deno.test("SnapshotWriterLoop stop writes the state at the instant", async () => {
+  const o = await snapshotStandIn("stop", 0);
+  assertFileHoldsTruth(o);
+  assertEquals(o.stepsDuring, 0);
+  for (let p = 0; p < PAGES; p++) assertEquals(o.audit[p], 1);
+});
+
+Deno.test("SnapshotWriterLoop precopy's last copies hold the state at the final pause", async () => {
+  const o = await snapshotStandIn("precopy", 0);
+  assertFileHoldsTruth(o);
+  assert(o.writer.pagesResent > 0, "the guest dirtied pages, none was resent");
+  assert(o.writer.precopyPasses >= 2);
+  assert(o.stepsDuring > 0);
+});

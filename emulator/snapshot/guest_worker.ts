@@ -1,0 +1,412 @@
+/**
+ * The guest thread: a Worker that owns the machine, runs it in slices, and takes the snapshot
+ * instant between two instructions. Between slices it reads the host's mailbox, serves a
+ * precopy writer's requests for the next dirty set, and notices the writer's end. It is the only
+ * thread that reads CPU or device state and the only one that stores into guest RAM.
+ *
+ * Protocol: see {@linkcode GuestBoot} (the one message it receives) and {@linkcode GuestEvent}
+ * (what it posts back).
+ *
+ * @module
+ */
+
+import { type ExitReason, Machine, type MachineState } from "../machine.ts";
+import type { MachineDescription } from "../../format/header.ts";
+import { type GuestSideMetrics, GuestSnapshotSide, nowUs } from "./guest_side.ts";
+import {
+  CMD_PAUSE,
+  CMD_QUIT,
+  CMD_RESUME,
+  CMD_SAVE_STATE,
+  CMD_SNAPSHOT,
+  CMD_STATUS,
+  Mailbox,
+  MODE_NAMES,
+} from "./mailbox.ts";
+import { describeMachine } from "./machine_state.ts";
+import { epochMs, readThreadCpu } from "./metrics.ts";
+import { restoreMachine } from "./restore.ts";
+import {
+  type SessionBuffers,
+  type SnapshotMode,
+  TAG_AT,
+  TAG_CONTROL,
+  TAG_EVERY,
+  tagName,
+} from "./session.ts";
+
+/** A snapshot the guest takes by itself when it reaches an instruction count. */
+export interface ScheduledSnapshot {
+  /** Retired instructions at which to take it. */
+  at: number;
+  mode: SnapshotMode;
+  /** Copy buffer slots (pages) for `cow`. */
+  slots: number;
+}
+
+/** The boot message. Exactly one of `elf` and `restorePath`. */
+export interface GuestBoot {
+  elf?: Uint8Array;
+  restorePath?: string;
+  /** RAM size for `elf`; a restore takes the file's. */
+  ramSize?: number;
+  /** Bytes the guest reads from its UART. */
+  input?: Uint8Array;
+  mailbox: SharedArrayBuffer;
+  /** Stop (and report "stop-at") when this many instructions have retired. */
+  stopAt: number | null;
+  /** Taken in order; `at` must increase. */
+  schedule: ScheduledSnapshot[];
+  /** A snapshot at every multiple of `interval` retired instructions. */
+  every: { interval: number; mode: SnapshotMode; slots: number } | null;
+  /** Start paused (the host resumes it). */
+  startPaused?: boolean;
+  /** Instructions per slice while no snapshot runs (default 200 000). */
+  sliceInstructions?: number;
+}
+
+/** Why the guest stopped running for good (until restored elsewhere). */
+export type HaltReason = ExitReason | { reason: "stop-at" };
+
+/** What the guest thread reports. */
+export type GuestEvent =
+  | { type: "ready" }
+  | {
+    type: "booted";
+    ram: SharedArrayBuffer;
+    gate: SharedArrayBuffer;
+    buffers: SessionBuffers;
+    description: MachineDescription;
+    retired: number;
+    restoredDigest: string | null;
+  }
+  | { type: "boot-failed"; name: string; message: string }
+  | { type: "uart"; bytes: Uint8Array }
+  | {
+    type: "snapshot-started";
+    tag: string;
+    mode: SnapshotMode;
+    slots: number;
+    state: MachineState | null;
+    atInstruction: number;
+    startedAt: number;
+  }
+  | { type: "snapshot-final"; tag: string; state: MachineState; atInstruction: number }
+  | {
+    type: "snapshot-guest-done";
+    tag: string;
+    guest: GuestSideMetrics;
+    pauseUs: number;
+    instructionsDuring: number;
+    cpuNs: number;
+    runQueueNs: number;
+  }
+  | { type: "snapshot-refused"; tag: string; message: string }
+  | { type: "halted"; halt: HaltReason; retired: number; state: MachineState }
+  | { type: "reply"; seq: number; status: GuestStatus; state?: MachineState }
+  | { type: "quit" };
+
+/** The guest's state as `status` reports it. */
+export interface GuestStatus {
+  state: "running" | "paused" | "halted";
+  retired: number;
+  halt: HaltReason | null;
+  snapshotInProgress: string | null;
+  /** The guest thread's time on a CPU since it started, nanoseconds (Linux; 0 where unknown). */
+  cpuNs: number;
+}
+
+const port = globalThis as unknown as {
+  postMessage(message: GuestEvent): void;
+  onmessage: ((e: MessageEvent<GuestBoot>) => void) | null;
+  close(): void;
+};
+
+/** The snapshot in progress, as the guest thread tracks it. */
+interface Running {
+  tag: string;
+  mode: SnapshotMode;
+  startRetired: number;
+  pauseUs: number;
+  cpu: { runNs: number; waitNs: number } | null;
+}
+
+class GuestThread {
+  readonly machine: Machine;
+  readonly side: GuestSnapshotSide;
+  readonly mailbox: Mailbox;
+  readonly boot: GuestBoot;
+  paused: boolean;
+  halt: HaltReason | null = null;
+  quit = false;
+  running: Running | null = null;
+  /** Messages held back from a snapshot instant until the guest has run on. */
+  deferred: GuestEvent[] = [];
+  scheduleIndex = 0;
+  everyCount = 0;
+  nextEvery: number;
+  readonly slice: number;
+
+  constructor(machine: Machine, boot: GuestBoot) {
+    this.machine = machine;
+    this.boot = boot;
+    this.mailbox = new Mailbox(boot.mailbox);
+    this.side = new GuestSnapshotSide(machine.ram.bytes, machine.pageGate);
+    machine.setStoreHook(this.side.onStore);
+    this.paused = boot.startPaused ?? false;
+    this.slice = boot.sliceInstructions ?? 200_000;
+    const every = boot.every;
+    const r = machine.hart.retired;
+    this.nextEvery = every === null
+      ? Infinity
+      : (Math.floor(r / every.interval) + 1) * every.interval;
+    while (this.scheduleIndex < boot.schedule.length && boot.schedule[this.scheduleIndex].at < r) {
+      this.scheduleIndex++;
+    }
+  }
+
+  status(): GuestStatus {
+    return {
+      state: this.halt !== null ? "halted" : this.paused ? "paused" : "running",
+      retired: this.machine.hart.retired,
+      halt: this.halt,
+      snapshotInProgress: this.running?.tag ?? null,
+      cpuNs: readThreadCpu()?.runNs ?? 0,
+    };
+  }
+
+  /** The next instruction count at which the guest must stop for something it owes. */
+  nextStop(): number {
+    let n = this.boot.stopAt ?? Infinity;
+    const s = this.boot.schedule[this.scheduleIndex];
+    if (s !== undefined) n = Math.min(n, s.at);
+    return Math.min(n, this.nextEvery);
+  }
+
+  loop(): void {
+    const m = this.machine;
+    while (!this.quit) {
+      this.handleMail();
+      this.serviceSnapshot();
+      if (this.quit) break;
+      if (this.paused || this.halt !== null) {
+        this.flushDeferred();
+        this.mailbox.wait(this.running !== null ? 1 : 50);
+        continue;
+      }
+      const retired = m.hart.retired;
+      if (this.scheduleDue(retired)) continue;
+      if (this.boot.stopAt !== null && retired >= this.boot.stopAt) {
+        this.halt = { reason: "stop-at" };
+        this.flushDeferred(); // a snapshot taken at this very instruction is announced first
+        port.postMessage({ type: "halted", halt: this.halt, retired, state: m.save() });
+        continue;
+      }
+      const slice = this.running !== null ? Math.min(this.slice, 20_000) : this.slice;
+      const budget = Math.min(slice, this.nextStop() - retired);
+      const r = m.run(budget);
+      this.flushDeferred();
+      if (r.reason !== "budget" && r.reason !== "paused") {
+        this.halt = r;
+        port.postMessage({ type: "halted", halt: r, retired: m.hart.retired, state: m.save() });
+      }
+    }
+  }
+
+  /** Takes a scheduled snapshot due now; true if the guest must not run yet. */
+  scheduleDue(retired: number): boolean {
+    const s = this.boot.schedule[this.scheduleIndex];
+    const every = this.boot.every;
+    let due: { kind: number; index: number; mode: SnapshotMode; slots: number } | null = null;
+    if (s !== undefined && s.at === retired) {
+      due = { kind: TAG_AT, index: this.scheduleIndex, mode: s.mode, slots: s.slots };
+    } else if (every !== null && this.nextEvery === retired) {
+      due = { kind: TAG_EVERY, index: this.everyCount, mode: every.mode, slots: every.slots };
+    }
+    if (due === null) return false;
+    // A snapshot still being written: wait for it, so this one is taken at exactly `retired`.
+    if (this.running !== null) {
+      this.mailbox.wait(1);
+      return true;
+    }
+    if (s !== undefined && s.at === retired) this.scheduleIndex++;
+    else {
+      this.everyCount++;
+      this.nextEvery += every!.interval;
+    }
+    this.begin(due.kind, due.index, due.mode, due.slots);
+    return true;
+  }
+
+  /**
+   * The snapshot instant: arms RAM, rings the writer, saves the devices. The message telling
+   * the host goes out after the next slice (see `flushDeferred`): a `postMessage` wakes the main
+   * thread and can cost milliseconds on a busy machine, which the guest need not wait for, since
+   * the writer needs the device state only at its end. `stop` is the exception: its guest waits.
+   */
+  begin(kind: number, index: number, mode: SnapshotMode, slots: number): void {
+    const m = this.machine;
+    const tag = tagName(kind, index);
+    if (this.running !== null) {
+      port.postMessage({
+        type: "snapshot-refused",
+        tag,
+        message: `Cannot start a snapshot: snapshot ${this.running.tag} is still being written`,
+      });
+      return;
+    }
+    const startedAt = epochMs();
+    const t0 = nowUs();
+    try {
+      this.side.begin(mode, Math.min(slots, this.side.pageCount), kind, index);
+    } catch (e) {
+      port.postMessage({ type: "snapshot-refused", tag, message: (e as Error).message });
+      return;
+    }
+    const retired = m.hart.retired;
+    const state = mode === "precopy" ? null : m.save();
+    this.deferred.push({
+      type: "snapshot-started",
+      tag,
+      mode,
+      slots,
+      state,
+      atInstruction: retired,
+      startedAt,
+    });
+    if (mode === "stop") {
+      this.flushDeferred();
+      this.side.waitForWriter();
+    }
+    this.running = {
+      tag,
+      mode,
+      startRetired: retired,
+      pauseUs: nowUs() - t0,
+      cpu: readThreadCpu(),
+    };
+  }
+
+  /** Posts the messages held back from a snapshot instant. */
+  flushDeferred(): void {
+    this.side.ringWriter();
+    if (this.deferred.length === 0) return;
+    for (const ev of this.deferred) port.postMessage(ev);
+    this.deferred = [];
+  }
+
+  /** Between slices: precopy requests, the final pause, the writer's end. */
+  serviceSnapshot(): void {
+    const run = this.running;
+    if (run === null) return;
+    const side = this.side;
+    side.servicePass();
+    if (side.finalRequested()) {
+      const t0 = nowUs();
+      side.beginFinal();
+      const m = this.machine;
+      port.postMessage({
+        type: "snapshot-final",
+        tag: run.tag,
+        state: m.save(),
+        atInstruction: m.hart.retired,
+      });
+      side.waitForFinalPages();
+      run.pauseUs = Math.max(run.pauseUs, nowUs() - t0);
+    }
+    if (side.writerFinished()) {
+      this.flushDeferred();
+      const guest = side.end();
+      this.running = null;
+      const cpu = readThreadCpu();
+      port.postMessage({
+        type: "snapshot-guest-done",
+        tag: run.tag,
+        guest,
+        pauseUs: run.pauseUs,
+        instructionsDuring: this.machine.hart.retired - run.startRetired,
+        cpuNs: cpu !== null && run.cpu !== null ? cpu.runNs - run.cpu.runNs : 0,
+        runQueueNs: cpu !== null && run.cpu !== null ? cpu.waitNs - run.cpu.waitNs : 0,
+      });
+    }
+  }
+
+  handleMail(): void {
+    const cmd = this.mailbox.take();
+    if (cmd === null) return;
+    const m = this.machine;
+    switch (cmd.kind) {
+      case CMD_SNAPSHOT: {
+        this.begin(TAG_CONTROL, cmd.seq, MODE_NAMES[cmd.args[0]], cmd.args[1]);
+        // The reply waits with the started message, after the guest has run on.
+        this.deferred.push({ type: "reply", seq: cmd.seq, status: this.status() });
+        if (this.paused || this.halt !== null) this.flushDeferred();
+        return;
+      }
+      case CMD_PAUSE:
+        this.paused = true;
+        break;
+      case CMD_RESUME:
+        this.paused = false;
+        break;
+      case CMD_QUIT:
+        // A snapshot being written is finished first: its writer reads this RAM.
+        while (this.running !== null) {
+          this.flushDeferred();
+          this.serviceSnapshot();
+          if (this.running !== null) this.mailbox.wait(1);
+        }
+        this.quit = true;
+        break;
+      case CMD_STATUS:
+        break;
+      case CMD_SAVE_STATE:
+        port.postMessage({ type: "reply", seq: cmd.seq, status: this.status(), state: m.save() });
+        return;
+    }
+    port.postMessage({ type: "reply", seq: cmd.seq, status: this.status() });
+  }
+}
+
+async function start(boot: GuestBoot): Promise<void> {
+  const uartSink = (bytes: Uint8Array) => port.postMessage({ type: "uart", bytes: bytes.slice() });
+  let machine: Machine;
+  let restoredDigest: string | null = null;
+  try {
+    if (boot.restorePath !== undefined) {
+      const file = await Deno.open(boot.restorePath);
+      const restored = await restoreMachine(file.readable, { uartSink });
+      machine = restored.machine;
+      restoredDigest = restored.contentDigest;
+    } else {
+      machine = Machine.fromElf(boot.elf!, { ramSize: boot.ramSize, uartSink });
+    }
+  } catch (e) {
+    const err = e as Error;
+    port.postMessage({ type: "boot-failed", name: err.name, message: err.message });
+    port.close();
+    return;
+  }
+  if (boot.input !== undefined) machine.uart.pushInput(boot.input);
+  const thread = new GuestThread(machine, boot);
+  port.postMessage({
+    type: "booted",
+    ram: machine.ram.bytes.buffer as SharedArrayBuffer,
+    gate: machine.pageGate.buffer as SharedArrayBuffer,
+    buffers: thread.side.buffers,
+    description: describeMachine(machine),
+    retired: machine.hart.retired,
+    restoredDigest,
+  });
+  thread.loop();
+  port.postMessage({ type: "quit" });
+  port.close();
+}
+
+port.onmessage = (e) => {
+  port.onmessage = null;
+  start(e.data);
+};
+// Messages posted to a Worker while its module graph is still evaluating (format/ awaits the
+// zstd WebAssembly module at top level) can be lost: the host waits for this before booting.
+port.postMessage({ type: "ready" });

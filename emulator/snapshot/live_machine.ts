@@ -1,0 +1,536 @@
+/**
+ * The host side of a live machine: starts the guest thread and the writer thread, forwards the
+ * guest's UART output, turns snapshot requests into work for both threads and gathers each
+ * snapshot's metrics. It runs on the main thread, which stays free for the command line and the
+ * control socket while the guest runs.
+ *
+ * ```
+ *  main thread (LiveMachine) ── mailbox (SAB) ──► guest Worker: Machine.run() in slices, store hook
+ *        │      ◄── events (postMessage) ──────────┘       │ RAM, page gate, states, buffer (SAB)
+ *        └──── jobs ──► writer Worker: SnapshotWriterLoop ◄┘ → format/ SnapshotWriter → file
+ * ```
+ *
+ * @module
+ */
+
+import type { MachineDescription } from "../../format/header.ts";
+import type { MachineState } from "../machine.ts";
+import { PAGE_SIZE } from "../memory_map.ts";
+import type {
+  GuestBoot,
+  GuestEvent,
+  GuestStatus,
+  HaltReason,
+  ScheduledSnapshot,
+} from "./guest_worker.ts";
+import type { GuestSideMetrics } from "./guest_side.ts";
+import {
+  CMD_PAUSE,
+  CMD_QUIT,
+  CMD_RESUME,
+  CMD_SAVE_STATE,
+  CMD_SNAPSHOT,
+  CMD_STATUS,
+  Mailbox,
+  MODE_CODES,
+} from "./mailbox.ts";
+import { contentDigestOf } from "./machine_state.ts";
+import { readProcessMemory, resetPeakMemory, type SnapshotMetrics } from "./metrics.ts";
+import type { SnapshotMode } from "./session.ts";
+import type { WriterCommand, WriterEvent } from "./writer_worker.ts";
+import type { WriterSideMetrics } from "./writer_loop.ts";
+
+/** A copy buffer size: bytes, or "max" (as many slots as RAM has pages: never stalls). */
+export type CowBufferSize = number | "max";
+
+/** What to snapshot and where. */
+export interface SnapshotRequest {
+  mode: SnapshotMode;
+  path: string;
+  /** Copy buffer for `cow` (default 16 MiB). */
+  cowBuffer?: CowBufferSize;
+}
+
+/** A snapshot the guest takes by itself at an instruction count. */
+export interface ScheduledRequest extends SnapshotRequest {
+  at: number;
+}
+
+/** Options of {@linkcode LiveMachine.start}. Exactly one of `elf` and `restorePath`. */
+export interface LiveMachineOptions {
+  elf?: Uint8Array;
+  restorePath?: string;
+  /** RAM size in bytes for `elf` (default: the machine's, 128 MiB). */
+  ramSize?: number;
+  /** Guest UART output (default: dropped). */
+  uartSink?: (bytes: Uint8Array) => void;
+  /** Halt the guest once this many instructions have retired. */
+  stopAt?: number | null;
+  /** Snapshots at given instruction counts. */
+  schedule?: ScheduledRequest[];
+  /** A snapshot every `interval` instructions; `path(k, atInstruction)` names the k-th file. */
+  every?: {
+    interval: number;
+    mode: SnapshotMode;
+    cowBuffer?: CowBufferSize;
+    path: (k: number, atInstruction: number) => string;
+  } | null;
+  /** Bytes the guest reads from its UART. */
+  input?: Uint8Array;
+  /** Called with the metrics of each snapshot the guest takes by itself (schedule, every). */
+  onScheduledSnapshot?: (metrics: SnapshotMetrics) => void;
+  /** Called when a scheduled snapshot fails. */
+  onScheduledError?: (error: Error) => void;
+  startPaused?: boolean;
+  sliceInstructions?: number;
+}
+
+/** Why and where the guest halted, with its state then. */
+export interface HaltInfo {
+  halt: HaltReason;
+  retired: number;
+  state: MachineState;
+}
+
+interface Pending {
+  path: string;
+  cowBufferBytes: number;
+  resolve: (m: SnapshotMetrics) => void;
+  reject: (e: Error) => void;
+  mode?: SnapshotMode;
+  startedAt?: number;
+  atInstruction?: number;
+  rssBefore?: number;
+  guest?: {
+    guest: GuestSideMetrics;
+    pauseUs: number;
+    instructionsDuring: number;
+    cpuNs: number;
+    runQueueNs: number;
+  };
+  writer?: {
+    writer: WriterSideMetrics;
+    bytesWritten: number;
+    contentDigest: string;
+    finishedAt: number;
+  };
+  error?: Error;
+}
+
+/** Default copy buffer: 16 MiB. */
+export const DEFAULT_COW_BUFFER = 16 * 1024 * 1024;
+
+/** Converts a buffer size to slots for a machine of `pageCount` pages. */
+export function cowBufferSlots(size: CowBufferSize, pageCount: number): number {
+  if (size === "max") return pageCount;
+  return Math.min(pageCount, Math.floor(size / PAGE_SIZE));
+}
+
+/**
+ * A machine whose guest runs on its own thread and can be snapshotted while it runs.
+ *
+ * @example
+ * ```ts ignore
+ * import { LiveMachine } from "./live_machine.ts";
+ * const elf = await Deno.readFile("emulator/guests/build/memstress.elf");
+ * const vm = await LiveMachine.start({ elf, ramSize: 64 << 20, uartSink: (b) => Deno.stdout.write(b) });
+ * const metrics = await vm.snapshot({ mode: "cow", cowBuffer: 16 << 20, path: "m.lsnap" });
+ * console.log(metrics.pauseUs, metrics.guestInstructionsDuring);
+ * await vm.quit();
+ * const again = await LiveMachine.start({ restorePath: "m.lsnap", stopAt: metrics.atInstruction + 1e6 });
+ * await again.halted;
+ * console.log(await again.digest());
+ * await again.quit();
+ * ```
+ */
+export class LiveMachine {
+  readonly description: MachineDescription;
+  /** Guest RAM (shared with the guest thread; read it only while paused or halted). */
+  readonly ram: Uint8Array;
+  readonly pageCount: number;
+  /** Instructions retired when the machine started (non-zero after a restore). */
+  readonly startRetired: number;
+  /** For a restored machine, the file's content digest. */
+  readonly restoredDigest: string | null;
+  /** Resolves when the guest halts (exit, idle, lockup, reset, or `stopAt`). */
+  readonly halted: Promise<HaltInfo>;
+  readonly #guest: Worker;
+  readonly #writer: Worker;
+  readonly #mailbox: Mailbox;
+  readonly #pending = new Map<string, Pending>();
+  readonly #replies = new Map<number, (r: { status: GuestStatus; state?: MachineState }) => void>();
+  readonly #options: LiveMachineOptions;
+  #commands: Promise<unknown> = Promise.resolve();
+  #halt: HaltInfo | null = null;
+  #resolveHalt!: (h: HaltInfo) => void;
+  #quitDone: Promise<void>;
+  #resolveQuit!: () => void;
+  #closed = false;
+  #closedByWriter: Promise<void>;
+  #resolveWriterClosed!: () => void;
+
+  private constructor(
+    guest: Worker,
+    writer: Worker,
+    mailbox: Mailbox,
+    booted: Extract<GuestEvent, { type: "booted" }>,
+    options: LiveMachineOptions,
+  ) {
+    this.#guest = guest;
+    this.#writer = writer;
+    this.#mailbox = mailbox;
+    this.#options = options;
+    this.description = booted.description;
+    this.ram = new Uint8Array(booted.ram);
+    this.pageCount = this.ram.length / PAGE_SIZE;
+    this.startRetired = booted.retired;
+    this.restoredDigest = booted.restoredDigest;
+    this.halted = new Promise((r) => this.#resolveHalt = r);
+    this.#quitDone = new Promise((r) => this.#resolveQuit = r);
+    guest.onmessage = (e: MessageEvent<GuestEvent>) => this.#onGuest(e.data);
+    writer.onmessage = (e: MessageEvent<WriterEvent>) => this.#onWriter(e.data);
+    this.#closedByWriter = new Promise((r) => this.#resolveWriterClosed = r);
+    const attach: WriterCommand = {
+      type: "attach",
+      buffers: booted.buffers,
+      ram: booted.ram,
+      gate: booted.gate,
+      description: booted.description,
+    };
+    writer.postMessage(attach);
+    (options.schedule ?? []).forEach((s, i) => {
+      if (s.at < booted.retired) return; // before a restored machine's start: never taken
+      this.#expect(`at:${i}`, s).then(
+        (m) => options.onScheduledSnapshot?.(m),
+        (e) => options.onScheduledError?.(e),
+      );
+    });
+    // Each file is named to the writer before the guest can reach its snapshot, so the writer
+    // has it open and starts within microseconds of the instant; one ahead is enough.
+    this.#registerNextScheduled(-1);
+    const every = options.every;
+    if (every != null) {
+      this.#registerEvery(0, (Math.floor(booted.retired / every.interval) + 1) * every.interval);
+    }
+  }
+
+  #registerNextScheduled(after: number): void {
+    const schedule = this.#options.schedule ?? [];
+    for (let i = after + 1; i < schedule.length; i++) {
+      const p = this.#pending.get(`at:${i}`);
+      if (p === undefined) continue;
+      this.#writer.postMessage({ type: "path", tag: `at:${i}`, path: p.path } as WriterCommand);
+      return;
+    }
+  }
+
+  #registerEvery(k: number, at: number): void {
+    const every = this.#options.every!;
+    const tag = `every:${k}`;
+    this.#expect(tag, { mode: every.mode, path: every.path(k, at), cowBuffer: every.cowBuffer })
+      .then(
+        (m) => this.#options.onScheduledSnapshot?.(m),
+        (e) => this.#options.onScheduledError?.(e),
+      );
+    this.#writer.postMessage({ type: "path", tag, path: every.path(k, at) } as WriterCommand);
+  }
+
+  /** Boots a guest (from an ELF, or restored from a snapshot file) on its own thread. Rejects
+   * with the guest thread's error (a bad ELF, a snapshot that does not fit) before it runs. */
+  static async start(options: LiveMachineOptions): Promise<LiveMachine> {
+    const schedule = options.schedule ?? [];
+    for (let i = 1; i < schedule.length; i++) {
+      if (!(schedule[i].at > schedule[i - 1].at)) {
+        throw new RangeError("Cannot schedule snapshots: instruction counts must increase");
+      }
+    }
+    const mailbox = new Mailbox();
+    const boot: GuestBoot = {
+      elf: options.elf,
+      restorePath: options.restorePath,
+      ramSize: options.ramSize,
+      input: options.input,
+      mailbox: mailbox.buffer,
+      stopAt: options.stopAt ?? null,
+      // Slots are clamped to the page count by the guest, which knows it.
+      schedule: schedule.map((s): ScheduledSnapshot => ({
+        at: s.at,
+        mode: s.mode,
+        slots: cowBufferSlots(s.cowBuffer ?? DEFAULT_COW_BUFFER, Number.MAX_SAFE_INTEGER),
+      })),
+      every: options.every == null ? null : {
+        interval: options.every.interval,
+        mode: options.every.mode,
+        slots: cowBufferSlots(
+          options.every.cowBuffer ?? DEFAULT_COW_BUFFER,
+          Number.MAX_SAFE_INTEGER,
+        ),
+      },
+      startPaused: options.startPaused,
+      sliceInstructions: options.sliceInstructions,
+    };
+    const writer = new Worker(new URL("./writer_worker.ts", import.meta.url), { type: "module" });
+    await new Promise<void>((resolve) => writer.onmessage = () => resolve());
+    const guest = new Worker(new URL("./guest_worker.ts", import.meta.url), { type: "module" });
+    return await new Promise<LiveMachine>((resolve, reject) => {
+      const fail = (err: Error) => {
+        guest.terminate();
+        writer.terminate();
+        reject(err);
+      };
+      guest.onmessage = (e: MessageEvent<GuestEvent>) => {
+        const ev = e.data;
+        if (ev.type === "ready") guest.postMessage(boot);
+        // The constructor takes over the guest's messages before the next one is dispatched,
+        // so nothing the guest posts after booting is missed.
+        else if (ev.type === "booted") {
+          resolve(new LiveMachine(guest, writer, mailbox, ev, options));
+        } else if (ev.type === "boot-failed") {
+          const err = new Error(ev.message);
+          err.name = ev.name;
+          fail(err);
+        }
+      };
+      guest.onerror = (e) => {
+        e.preventDefault();
+        fail(new Error(`Cannot start the guest thread: ${e.message}`));
+      };
+    });
+  }
+
+  #expect(tag: string, req: SnapshotRequest): Promise<SnapshotMetrics> {
+    return new Promise<SnapshotMetrics>((resolve, reject) => {
+      this.#pending.set(tag, {
+        path: req.path,
+        cowBufferBytes: cowBufferSlots(req.cowBuffer ?? DEFAULT_COW_BUFFER, this.pageCount) *
+          PAGE_SIZE,
+        resolve,
+        reject,
+      });
+    });
+  }
+
+  #onGuest(ev: GuestEvent): void {
+    switch (ev.type) {
+      case "uart":
+        this.#options.uartSink?.(ev.bytes);
+        break;
+      case "snapshot-started": {
+        const p = this.#pending.get(ev.tag);
+        if (ev.state !== null) {
+          this.#writer.postMessage(
+            { type: "state", tag: ev.tag, state: ev.state } as WriterCommand,
+          );
+        }
+        if (ev.tag.startsWith("at:")) this.#registerNextScheduled(Number(ev.tag.slice(3)));
+        if (ev.tag.startsWith("every:")) {
+          this.#registerEvery(
+            Number(ev.tag.slice(6)) + 1,
+            ev.atInstruction + this.#options.every!.interval,
+          );
+        }
+        if (p === undefined) return;
+        p.mode = ev.mode;
+        p.startedAt = ev.startedAt;
+        p.atInstruction = ev.atInstruction;
+        if (p.rssBefore === undefined) {
+          // A scheduled snapshot: measured as soon as the host hears of it.
+          p.rssBefore = readProcessMemory().rss;
+          resetPeakMemory();
+        }
+        break;
+      }
+      case "snapshot-final": {
+        const p = this.#pending.get(ev.tag);
+        if (p !== undefined) p.atInstruction = ev.atInstruction;
+        this.#writer.postMessage({ type: "state", tag: ev.tag, state: ev.state } as WriterCommand);
+        break;
+      }
+      case "snapshot-guest-done": {
+        const p = this.#pending.get(ev.tag);
+        if (p === undefined) return;
+        p.guest = {
+          guest: ev.guest,
+          pauseUs: ev.pauseUs,
+          instructionsDuring: ev.instructionsDuring,
+          cpuNs: ev.cpuNs,
+          runQueueNs: ev.runQueueNs,
+        };
+        this.#settle(ev.tag, p);
+        break;
+      }
+      case "snapshot-refused": {
+        const p = this.#pending.get(ev.tag);
+        this.#pending.delete(ev.tag);
+        p?.reject(new Error(ev.message));
+        break;
+      }
+      case "halted":
+        this.#halt = { halt: ev.halt, retired: ev.retired, state: ev.state };
+        // Scheduled snapshots the guest never reached will not happen.
+        for (const [tag, p] of this.#pending) {
+          if (tag.startsWith("at:") && p.mode === undefined) {
+            this.#pending.delete(tag);
+            this.#writer.postMessage({ type: "drop", tag } as WriterCommand);
+            const at = this.#options.schedule![Number(tag.slice(3))].at;
+            p.reject(
+              new Error(
+                `Cannot snapshot at instruction ${at}: the guest halted (${ev.halt.reason}) at ${ev.retired}`,
+              ),
+            );
+          }
+        }
+        this.#resolveHalt(this.#halt);
+        break;
+      case "reply": {
+        const r = this.#replies.get(ev.seq);
+        this.#replies.delete(ev.seq);
+        r?.({ status: ev.status, state: ev.state });
+        break;
+      }
+      case "quit":
+        this.#resolveQuit();
+        break;
+    }
+  }
+
+  #onWriter(ev: WriterEvent): void {
+    if (ev.type === "ready") return;
+    if (ev.type === "closed") {
+      this.#resolveWriterClosed();
+      return;
+    }
+    const p = this.#pending.get(ev.tag);
+    if (p === undefined) return;
+    if (ev.type === "failed") p.error = new Error(ev.message);
+    else p.writer = ev;
+    this.#settle(ev.tag, p);
+  }
+
+  #settle(tag: string, p: Pending): void {
+    if (p.guest === undefined || (p.writer === undefined && p.error === undefined)) return;
+    this.#pending.delete(tag);
+    if (p.error !== undefined) {
+      p.reject(p.error);
+      return;
+    }
+    const g = p.guest;
+    const w = p.writer!;
+    const mem = readProcessMemory();
+    p.resolve({
+      mode: p.mode!,
+      path: p.path,
+      atInstruction: p.atInstruction!,
+      pauseUs: Math.round(g.pauseUs),
+      totalMs: Math.round((w.finishedAt - p.startedAt!) * 1000) / 1000,
+      bytesWritten: w.bytesWritten,
+      pagesTotal: w.writer.pagesTotal,
+      pagesZero: w.writer.pagesZero,
+      pagesViaBuffer: g.guest.pagesViaBuffer,
+      pagesViaSweep: w.writer.pagesViaSweep + w.writer.pagesOnRequest,
+      pagesOnRequest: w.writer.pagesOnRequest,
+      pagesResent: w.writer.pagesResent,
+      precopyPasses: w.writer.precopyPasses,
+      cowBufferBytes: p.mode === "cow" ? p.cowBufferBytes : 0,
+      bufferPeakBytes: g.guest.bufferPeakBytes,
+      guestInstructionsDuring: g.instructionsDuring,
+      guestStallUs: Math.round(g.guest.guestStallUs),
+      guestCpuMs: Math.round(g.cpuNs / 1000) / 1000,
+      guestRunQueueMs: Math.round(g.runQueueNs / 1000) / 1000,
+      contentDigest: w.contentDigest,
+      rssBeforeBytes: p.rssBefore ?? 0,
+      rssPeakBytes: mem.peak,
+    });
+  }
+
+  #command(
+    kind: number,
+    args: number[] = [],
+    after?: (seq: number) => void,
+    before?: (seq: number) => void,
+  ) {
+    const run = () =>
+      new Promise<{ status: GuestStatus; state?: MachineState }>((resolve) => {
+        before?.(this.#mailbox.nextSeq());
+        const seq = this.#mailbox.post(kind, args);
+        this.#replies.set(seq, resolve);
+        after?.(seq);
+      });
+    const next = this.#commands.then(run, run);
+    this.#commands = next;
+    return next;
+  }
+
+  /** Takes a snapshot now (between two instructions); resolves with its metrics once the file
+   * is complete. The guest keeps running unless the mode is `stop`. */
+  snapshot(req: SnapshotRequest): Promise<SnapshotMetrics> {
+    if (this.#closed) return Promise.reject(new Error("Cannot snapshot: the machine has quit"));
+    const slots = cowBufferSlots(req.cowBuffer ?? DEFAULT_COW_BUFFER, this.pageCount);
+    let done!: Promise<SnapshotMetrics>;
+    const sent = this.#command(CMD_SNAPSHOT, [MODE_CODES[req.mode], slots], undefined, (seq) => {
+      const tag = `ctl:${seq}`;
+      done = this.#expect(tag, req);
+      // Memory from the OS: the resident set before the instant, and the peak from then on.
+      this.#pending.get(tag)!.rssBefore = readProcessMemory().rss;
+      resetPeakMemory();
+      // Named to the writer before the guest sees the command (see #registerNextScheduled).
+      this.#writer.postMessage({ type: "path", tag, path: req.path } as WriterCommand);
+    });
+    return sent.then(() => done);
+  }
+
+  /** Stops the guest between two instructions. */
+  async pause(): Promise<GuestStatus> {
+    return (await this.#command(CMD_PAUSE)).status;
+  }
+
+  /** Lets a paused guest run on. */
+  async resume(): Promise<GuestStatus> {
+    return (await this.#command(CMD_RESUME)).status;
+  }
+
+  /** Where the guest is. */
+  async status(): Promise<GuestStatus> {
+    return (await this.#command(CMD_STATUS)).status;
+  }
+
+  /** The content digest of the machine's current state (pauses the guest for its duration if
+   * it is running, then resumes it). */
+  async digest(): Promise<string> {
+    const before = await this.status();
+    if (before.state === "running") await this.pause();
+    const { state } = await this.#command(CMD_SAVE_STATE);
+    const hex = await contentDigestOf(this.description, this.ram, state!);
+    if (before.state === "running") await this.resume();
+    return hex;
+  }
+
+  /** Finishes any snapshot being written, stops both threads. */
+  async quit(): Promise<void> {
+    if (this.#closed) return;
+    await this.#command(CMD_QUIT);
+    await this.#quitDone;
+    // Snapshots whose writer is still closing its file; scheduled ones never started are dropped.
+    while ([...this.#pending.values()].some((p) => p.mode !== undefined)) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    for (const [tag, p] of this.#pending) {
+      this.#pending.delete(tag);
+      // The next periodic snapshot was only announced; a scheduled one was asked for.
+      if (!tag.startsWith("every:")) {
+        p.reject(new Error("Cannot snapshot: the machine quit before reaching the instruction"));
+      }
+    }
+    this.#closed = true;
+    // The writer removes the files it had opened for snapshots that will not happen.
+    this.#writer.postMessage({ type: "close" } as WriterCommand);
+    await this.#closedByWriter;
+    this.#guest.terminate();
+    this.#writer.terminate();
+  }
+
+  /** The halt, if the guest has halted. */
+  get haltInfo(): HaltInfo | null {
+    return this.#halt;
+  }
+}

@@ -1,0 +1,242 @@
+/**
+ * The bridge between the machine and the file: the machine description a snapshot carries, the
+ * device sections made from `machine.save()` (and back, migrating older state versions), the
+ * check that a file fits this emulator, and the machine's content digest (the value
+ * `run --stop-at N --digest` prints and a snapshot of that state carries).
+ *
+ * The CPU and devices hand over plain data; only this module encodes it (format/'s
+ * `encodeDeviceState`), so the emulator never depends on the format.
+ *
+ * @module
+ */
+
+import { computeContentDigest } from "../../format/content_digest.ts";
+import type { DeviceSection, DeviceSectionInput } from "../../format/device_section.ts";
+import {
+  decodeDeviceState,
+  type DeviceStateValue,
+  encodeDeviceState,
+} from "../../format/device_state.ts";
+import type { MachineDescription } from "../../format/header.ts";
+import { toHex } from "../../format/checksum.ts";
+import {
+  deviceSections,
+  HART_DEVICE_ID,
+  type Machine,
+  type MachineState,
+  type SavedDevice,
+} from "../machine.ts";
+import { HART_STATE_VERSION, type HartState } from "../hart.ts";
+import { CLINT_DEVICE_ID, CLINT_STATE_VERSION } from "../devices/clint.ts";
+import { HTIF_DEVICE_ID, HTIF_STATE_VERSION } from "../devices/htif.ts";
+import { SIFIVE_TEST_DEVICE_ID, SIFIVE_TEST_STATE_VERSION } from "../devices/sifive_test.ts";
+import { UART_DEVICE_ID, UART_STATE_VERSION } from "../devices/uart.ts";
+import { MACHINE_NAME, MAX_RAM_SIZE, PAGE_SIZE, RAM_BASE } from "../memory_map.ts";
+
+export { HART_DEVICE_ID };
+
+/** The state version this emulator writes and restores, per device id. */
+export const CURRENT_STATE_VERSIONS: Readonly<Record<string, number>> = {
+  [HART_DEVICE_ID]: HART_STATE_VERSION,
+  [UART_DEVICE_ID]: UART_STATE_VERSION,
+  [CLINT_DEVICE_ID]: CLINT_STATE_VERSION,
+  [SIFIVE_TEST_DEVICE_ID]: SIFIVE_TEST_STATE_VERSION,
+  [HTIF_DEVICE_ID]: HTIF_STATE_VERSION,
+};
+
+/** Turns a device's state of version `from` into version `from + 1`. */
+export type StateMigration = (state: DeviceStateValue) => DeviceStateValue;
+
+/**
+ * Migrations per device id, by the version they start from. Every device is at its first
+ * version, so the table is empty; a layout change adds its step here along with the version
+ * bump, and a file with the old version keeps restoring.
+ *
+ * @example
+ * ```ts ignore
+ * // The step a UART layout change from version 1 to 2 would add (a new field, zero by default):
+ * const STATE_MIGRATIONS = {
+ *   ns16550a: { 1: (s) => ({ ...(s as Record<string, number>), msrDelta: 0 }) },
+ * };
+ * ```
+ */
+export const STATE_MIGRATIONS: Readonly<Record<string, Readonly<Record<number, StateMigration>>>> =
+  {};
+
+/** A snapshot this emulator cannot restore (valid file, wrong machine or state version). */
+export class SnapshotMismatchError extends Error {
+  /** What does not fit, without the "Cannot restore snapshot: " prefix. */
+  readonly reason: string;
+  constructor(reason: string) {
+    super(`Cannot restore snapshot: ${reason}`);
+    this.name = "SnapshotMismatchError";
+    this.reason = reason;
+  }
+}
+
+/** What the header's metadata says about the machine (CBOR in `MachineDescription.metadata`). */
+export interface MachineMetadata {
+  machine: string;
+  isa: string;
+}
+
+/** The machine description a snapshot of `machine` carries. */
+export function describeMachine(machine: Machine, createdAt = Date.now()): MachineDescription {
+  const d = machine.machineDescription();
+  const metadata: MachineMetadata = { machine: d.machine, isa: "rv32imac" };
+  return {
+    regions: d.regions.map((r) => ({ ...r })),
+    creator: "livesnap 0.1.0",
+    createdAt,
+    metadata: encodeDeviceState({ ...metadata }),
+  };
+}
+
+/**
+ * Checks that a file's machine description fits this emulator and returns the RAM size to
+ * build. Throws {@linkcode SnapshotMismatchError} naming what differs.
+ */
+export function checkDescriptionFits(d: MachineDescription): number {
+  let meta: DeviceStateValue = null;
+  if (d.metadata !== undefined && d.metadata.length > 0) {
+    try {
+      meta = decodeDeviceState(d.metadata);
+    } catch (e) {
+      throw new SnapshotMismatchError(
+        `the machine metadata is not readable: ${(e as Error).message}`,
+      );
+    }
+  }
+  const name = meta !== null && typeof meta === "object" && !Array.isArray(meta) &&
+      !(meta instanceof Uint8Array)
+    ? meta.machine
+    : undefined;
+  if (name !== MACHINE_NAME) {
+    throw new SnapshotMismatchError(
+      `the file is of machine '${String(name ?? "(none)")}', this emulator is '${MACHINE_NAME}'`,
+    );
+  }
+  if (d.regions.length !== 1 || d.regions[0].name !== "ram") {
+    throw new SnapshotMismatchError(
+      `the file has regions [${
+        d.regions.map((r) => r.name).join(", ")
+      }], this machine has exactly one, 'ram'`,
+    );
+  }
+  const r = d.regions[0];
+  if (r.base !== RAM_BASE) {
+    throw new SnapshotMismatchError(
+      `RAM is at 0x${r.base.toString(16)} in the file, at 0x${RAM_BASE.toString(16)} here`,
+    );
+  }
+  if (r.pageSize !== PAGE_SIZE) {
+    throw new SnapshotMismatchError(
+      `the file's page size is ${r.pageSize}, this machine's ${PAGE_SIZE}`,
+    );
+  }
+  if (r.size > MAX_RAM_SIZE || r.size % PAGE_SIZE !== 0) {
+    throw new SnapshotMismatchError(
+      `RAM of ${r.size} bytes does not fit this machine (a multiple of ${PAGE_SIZE} up to ${MAX_RAM_SIZE})`,
+    );
+  }
+  return r.size;
+}
+
+/**
+ * The device sections of a saved machine, hart first: the emulator's one mapping
+ * (`deviceSections` in emulator/machine.ts, which `run --digest` uses too), CBOR-encoded.
+ */
+export function sectionsFromState(saved: MachineState): DeviceSectionInput[] {
+  return deviceSections(saved).map((d) => ({
+    id: d.id,
+    instance: d.instance,
+    version: d.version,
+    state: encodeDeviceState(d.state as unknown as DeviceStateValue),
+  }));
+}
+
+/**
+ * Rebuilds `machine.save()`'s value from a file's device sections, migrating older state
+ * versions step by step. Refuses (with {@linkcode SnapshotMismatchError}) an unknown device, a
+ * version newer than this emulator's, one with no migration path, or a foreign encoding.
+ */
+export function stateFromSections(
+  sections: readonly DeviceSection[],
+  migrations: Readonly<Record<string, Readonly<Record<number, StateMigration>>>> = STATE_MIGRATIONS,
+): MachineState {
+  let hart: (HartState & { version: number }) | null = null;
+  const devices: SavedDevice[] = [];
+  for (const s of sections) {
+    const current = Object.hasOwn(CURRENT_STATE_VERSIONS, s.id)
+      ? CURRENT_STATE_VERSIONS[s.id]
+      : undefined;
+    if (current === undefined) {
+      throw new SnapshotMismatchError(`the file has a device '${s.id}' this machine does not have`);
+    }
+    if (s.encoding !== "cbor") {
+      throw new SnapshotMismatchError(
+        `device '${s.id}' is stored as foreign bytes, not CBOR state`,
+      );
+    }
+    if (s.version > current) {
+      throw new SnapshotMismatchError(
+        `device '${s.id}' has state version ${s.version}, newer than this emulator's ${current}`,
+      );
+    }
+    let state: DeviceStateValue;
+    try {
+      state = decodeDeviceState(s.state);
+    } catch (e) {
+      throw new SnapshotMismatchError(`device '${s.id}': ${(e as Error).message}`);
+    }
+    for (let v = s.version; v < current; v++) {
+      const step = migrations[s.id]?.[v];
+      if (step === undefined) {
+        throw new SnapshotMismatchError(
+          `device '${s.id}' has state version ${s.version} and there is no migration from version ${v} to ${
+            v + 1
+          }`,
+        );
+      }
+      state = step(state);
+    }
+    if (s.id === HART_DEVICE_ID) {
+      hart = { ...(state as unknown as HartState), version: current };
+    } else {
+      devices.push({
+        id: s.id,
+        instance: s.instance,
+        version: current,
+        state: state as unknown as SavedDevice["state"],
+      });
+    }
+  }
+  if (hart === null) throw new SnapshotMismatchError("the file has no 'hart' section");
+  return { hart, devices };
+}
+
+/**
+ * The content digest of the machine's current state (FORMAT.md §10), as lowercase hex: equal to
+ * the content digest of a snapshot of this exact state. Call between `run()`s.
+ *
+ * @example
+ * ```ts ignore
+ * import { Machine } from "../machine.ts";
+ * import { machineContentDigest } from "./machine_state.ts";
+ * const m = Machine.fromElf(await Deno.readFile("counter.elf"), { ramSize: 4 << 20 });
+ * m.run(1_000_000);
+ * console.log(await machineContentDigest(m)); // = `run counter.elf --stop-at 1000000 --digest`
+ * ```
+ */
+export async function machineContentDigest(machine: Machine): Promise<string> {
+  return await contentDigestOf(describeMachine(machine, 0), machine.ram.bytes, machine.save());
+}
+
+/** The content digest of a machine given as its description, RAM and saved state. */
+export async function contentDigestOf(
+  description: MachineDescription,
+  ram: Uint8Array,
+  state: MachineState,
+): Promise<string> {
+  return toHex(await computeContentDigest(description, [ram], sectionsFromState(state)));
+}

@@ -1,0 +1,205 @@
+/**
+ * The shared memory of a machine's snapshots: control words, the bounded copy buffer, the queue
+ * of guest-copied pages and the dirty log. A {@linkcode SessionBuffers} value is plain data (only
+ * `SharedArrayBuffer`s and numbers) so it crosses to a Worker with `postMessage` once, at boot;
+ * each thread wraps it in a {@linkcode SnapshotSession} per snapshot.
+ *
+ * Who writes what (each index has one writer thread unless it says "both"):
+ *
+ * | control word | written by | meaning |
+ * |---|---|---|
+ * | `REQUEST_PAGE` | both | page the guest waits on and the writer must serve next, or -1 |
+ * | `PROGRESS` | writer | bumped after every page saved or slot freed; the guest waits on it |
+ * | `QUEUE_TAIL` / `QUEUE_HEAD` | guest / writer | the queue of guest-copied pages |
+ * | `FREE_TAIL` / `FREE_HEAD` | writer / guest | slots the writer has freed, back to the guest |
+ * | `FREE_SLOTS` | both | free slots (atomic add/sub) |
+ * | `PASS_REQUEST` / `PASS_READY` | writer / guest | precopy: a new pass's dirty set, please |
+ * | `FINAL_REQUEST` / `FINAL_READY` / `FINAL_DONE` | writer / guest / writer | precopy's last pause |
+ * | `WRITER_STATE` | writer | running, done or failed |
+ * | `GUEST_WAITING` | guest | 1 while the guest is blocked on this snapshot (for tests, metrics) |
+ * | `JOB_*` | guest | the job's mode, slot count and tag; `JOB_SEQ` is the writer's doorbell |
+ *
+ * @module
+ */
+
+import { PAGE_SIZE } from "./page_state.ts";
+
+/** Indexes into the control words. */
+export const CTRL_REQUEST_PAGE = 0;
+export const CTRL_PROGRESS = 1;
+export const CTRL_QUEUE_TAIL = 2;
+export const CTRL_QUEUE_HEAD = 3;
+export const CTRL_FREE_TAIL = 4;
+export const CTRL_FREE_HEAD = 5;
+export const CTRL_FREE_SLOTS = 6;
+export const CTRL_PASS_REQUEST = 7;
+export const CTRL_PASS_READY = 8;
+export const CTRL_FINAL_REQUEST = 9;
+export const CTRL_FINAL_READY = 10;
+export const CTRL_FINAL_DONE = 11;
+export const CTRL_WRITER_STATE = 12;
+export const CTRL_GUEST_WAITING = 13;
+/** The job: mode code, slot count, and a tag (kind code, index) naming the request. */
+export const CTRL_JOB_MODE = 14;
+export const CTRL_JOB_SLOTS = 15;
+export const CTRL_JOB_TAG_KIND = 16;
+export const CTRL_JOB_TAG_INDEX = 17;
+/** Bumped by the guest (after everything above is set) to hand a new job to the writer. */
+export const CTRL_JOB_SEQ = 18;
+/** Slots the guest has taken fresh (never used before in this job): the writer faults in the
+ * memory of the next few ahead of it, so the guest's copy does not pay the page fault. */
+export const CTRL_FRESH_SLOTS = 19;
+/** The words reset at each snapshot instant. */
+const CTRL_SESSION_WORDS = 18;
+const CTRL_WORDS = 20;
+
+/** `WRITER_STATE` values. */
+export const WRITER_RUNNING = 0;
+export const WRITER_DONE = 1;
+export const WRITER_FAILED = 2;
+
+/** How a snapshot is taken. */
+export type SnapshotMode = "stop" | "cow" | "precopy";
+
+/** Snapshot modes as numbers for shared memory. */
+export const MODE_CODES: Record<SnapshotMode, number> = { stop: 1, cow: 2, precopy: 3 };
+/** The inverse of MODE_CODES. */
+export const MODE_NAMES: Record<number, SnapshotMode> = { 1: "stop", 2: "cow", 3: "precopy" };
+
+/**
+ * The shared buffers of a machine's snapshots, as sent between threads. They are allocated once
+ * per machine and reused by every snapshot, so the snapshot instant allocates nothing and sends
+ * no message: it resets the control words, arms the pages and rings the writer's doorbell. Each
+ * is sized for the worst case (the copy buffer for every page of RAM); the OS commits the memory
+ * of a `SharedArrayBuffer` only where it is touched, so an unused slot costs address space only.
+ * The slots a snapshot did touch stay committed for the machine's lifetime: the process keeps at
+ * most the largest buffer peak of any snapshot (the guest reuses low slots first).
+ */
+export interface SessionBuffers {
+  /** Pages of guest RAM. */
+  pageCount: number;
+  control: SharedArrayBuffer;
+  /** The page state table (see page_state.ts), one Int32 per page. */
+  states: SharedArrayBuffer;
+  /** Up to `pageCount` pages of copied-aside contents. */
+  slots: SharedArrayBuffer;
+  /** Pairs (page, slot) of guest-copied pages, a ring of (slot count) entries. */
+  queue: SharedArrayBuffer;
+  /** Slot numbers the writer freed, a ring of (slot count) entries. */
+  freeRing: SharedArrayBuffer;
+  /** One bit per page: stored to since the last pass (precopy). */
+  dirty: SharedArrayBuffer;
+  /** One bit per page: the set the writer sends in the current pass (precopy). */
+  pass: SharedArrayBuffer;
+}
+
+/** Allocates a machine's snapshot buffers for `pageCount` pages of RAM. */
+export function allocateSessionBuffers(pageCount: number): SessionBuffers {
+  const bitmapBytes = Math.ceil(pageCount / 32) * 4;
+  const buffers: SessionBuffers = {
+    pageCount,
+    control: new SharedArrayBuffer(CTRL_WORDS * 4),
+    states: new SharedArrayBuffer(pageCount * 4),
+    slots: new SharedArrayBuffer(pageCount * PAGE_SIZE),
+    queue: new SharedArrayBuffer(pageCount * 8),
+    freeRing: new SharedArrayBuffer(pageCount * 4),
+    dirty: new SharedArrayBuffer(bitmapBytes),
+    pass: new SharedArrayBuffer(bitmapBytes),
+  };
+  // Fault in what the instant touches as a whole, so that it is a plain memset then.
+  new Int32Array(buffers.states).fill(0);
+  new Int32Array(buffers.dirty).fill(0);
+  new Int32Array(buffers.control).fill(0);
+  return buffers;
+}
+
+/**
+ * The guest, at the snapshot instant: resets the session's control words for a job of `mode`
+ * with `slotCount` slots. The writer of the previous job has finished (the guest checks), so no
+ * other thread touches these words now.
+ */
+export function resetSession(
+  buffers: SessionBuffers,
+  mode: SnapshotMode,
+  slotCount: number,
+  tagKind: number,
+  tagIndex: number,
+): void {
+  if (!Number.isInteger(slotCount) || slotCount < 0 || slotCount > buffers.pageCount) {
+    throw new RangeError(
+      `Cannot use a copy buffer of ${slotCount} slots: must be an integer in 0..${buffers.pageCount}`,
+    );
+  }
+  const ctrl = new Int32Array(buffers.control);
+  for (let i = 0; i < CTRL_SESSION_WORDS; i++) Atomics.store(ctrl, i, 0);
+  Atomics.store(ctrl, CTRL_REQUEST_PAGE, -1);
+  const slots = mode === "cow" ? slotCount : 0;
+  Atomics.store(ctrl, CTRL_FREE_SLOTS, slots);
+  Atomics.store(ctrl, CTRL_JOB_MODE, MODE_CODES[mode]);
+  Atomics.store(ctrl, CTRL_JOB_SLOTS, slots);
+  Atomics.store(ctrl, CTRL_JOB_TAG_KIND, tagKind);
+  Atomics.store(ctrl, CTRL_JOB_TAG_INDEX, tagIndex);
+  Atomics.store(ctrl, CTRL_FRESH_SLOTS, 0);
+}
+
+/** One thread's view of a snapshot's shared buffers, for the job set up by the last reset. */
+export class SnapshotSession {
+  readonly mode: SnapshotMode;
+  readonly pageCount: number;
+  readonly slotCount: number;
+  readonly ctrl: Int32Array;
+  readonly states: Int32Array;
+  readonly slots: Uint8Array;
+  readonly queue: Int32Array;
+  readonly freeRing: Int32Array;
+  readonly dirty: Int32Array;
+  readonly pass: Int32Array;
+  readonly buffers: SessionBuffers;
+
+  constructor(buffers: SessionBuffers) {
+    this.buffers = buffers;
+    this.ctrl = new Int32Array(buffers.control);
+    this.mode = MODE_NAMES[Atomics.load(this.ctrl, CTRL_JOB_MODE)];
+    if (this.mode === undefined) throw new Error("Cannot open a snapshot session: no job was set");
+    this.pageCount = buffers.pageCount;
+    this.slotCount = Atomics.load(this.ctrl, CTRL_JOB_SLOTS);
+    this.states = new Int32Array(buffers.states);
+    this.slots = new Uint8Array(buffers.slots);
+    this.queue = new Int32Array(buffers.queue);
+    this.freeRing = new Int32Array(buffers.freeRing);
+    this.dirty = new Int32Array(buffers.dirty);
+    this.pass = new Int32Array(buffers.pass);
+  }
+
+  /** Slots in use now (the buffer's occupancy). */
+  usedSlots(): number {
+    return this.slotCount - Atomics.load(this.ctrl, CTRL_FREE_SLOTS);
+  }
+
+  /** Wakes whoever waits on control word `index` after bumping it. */
+  bump(index: number): void {
+    Atomics.add(this.ctrl, index, 1);
+    Atomics.notify(this.ctrl, index);
+  }
+}
+
+/** Tag kinds: what asked for a snapshot. */
+export const TAG_AT = 1;
+export const TAG_EVERY = 2;
+export const TAG_CONTROL = 3;
+const TAG_NAMES: Record<number, string> = {
+  [TAG_AT]: "at",
+  [TAG_EVERY]: "every",
+  [TAG_CONTROL]: "ctl",
+};
+
+/** The name host, guest and writer use for a snapshot request: `at:0`, `every:3`, `ctl:7`. */
+export function tagName(kind: number, index: number): string {
+  return `${TAG_NAMES[kind] ?? "job"}:${index}`;
+}
+
+/** The tag of the job set up by the last reset. */
+export function jobTag(buffers: SessionBuffers): string {
+  const ctrl = new Int32Array(buffers.control);
+  return tagName(Atomics.load(ctrl, CTRL_JOB_TAG_KIND), Atomics.load(ctrl, CTRL_JOB_TAG_INDEX));
+}

@@ -1,0 +1,211 @@
+/**
+ * The writer thread: a Worker that writes one snapshot file at a time while the guest runs. It
+ * reads guest RAM and the copy buffer through shared memory, compresses pages (format/'s writer,
+ * zstd) and writes them.
+ *
+ * It is attached once to a machine's shared buffers, then waits on the job doorbell: the guest
+ * rings it at a snapshot instant, so a snapshot needs no message to start. The host tells it
+ * beforehand where each snapshot goes (the file is created then, so the writer starts at once),
+ * and hands it the device state the guest saved (the writer needs it only at the end).
+ *
+ * @module
+ */
+
+import { SnapshotWriter } from "../../format/writer.ts";
+import { toHex } from "../../format/checksum.ts";
+import type { MachineDescription } from "../../format/header.ts";
+import type { MachineState } from "../machine.ts";
+import { FormatPageSink } from "./file_sink.ts";
+import { sectionsFromState } from "./machine_state.ts";
+import { CTRL_JOB_SEQ, jobTag, type SessionBuffers } from "./session.ts";
+import { abandonSession, SnapshotWriterLoop, type WriterSideMetrics } from "./writer_loop.ts";
+import { epochMs } from "./metrics.ts";
+
+/** Host → writer messages. */
+export type WriterCommand =
+  | {
+    type: "attach";
+    buffers: SessionBuffers;
+    ram: SharedArrayBuffer;
+    gate: SharedArrayBuffer;
+    description: MachineDescription;
+  }
+  /** Where the snapshot named `tag` goes (sent before the guest can take it). */
+  | { type: "path"; tag: string; path: string }
+  /** The device state of snapshot `tag`. */
+  | { type: "state"; tag: string; state: MachineState }
+  /** Drops a path whose snapshot will not happen (removes its temporary file). */
+  | { type: "drop"; tag: string }
+  /** Stops after the job in progress; drops every path left. */
+  | { type: "close" };
+
+/** Writer → host messages. */
+export type WriterEvent =
+  | { type: "ready" }
+  | {
+    type: "done";
+    tag: string;
+    writer: WriterSideMetrics;
+    bytesWritten: number;
+    contentDigest: string;
+    finishedAt: number;
+  }
+  | { type: "failed"; tag: string; message: string }
+  | { type: "closed" };
+
+const port = globalThis as unknown as {
+  postMessage(message: WriterEvent): void;
+  onmessage: ((e: MessageEvent<WriterCommand>) => void) | null;
+};
+
+interface Target {
+  path: string;
+  /** The file, created when the path arrived. */
+  writer: Promise<SnapshotWriter>;
+}
+
+let attached: Extract<WriterCommand, { type: "attach" }> | null = null;
+let closing = false;
+const targets = new Map<string, Target>();
+const states = new Map<string, MachineState>();
+const stateWaiters = new Map<string, (s: MachineState) => void>();
+
+/** Lets queued messages run (a MessageChannel round trip: no timer clamping). */
+const yieldChannel = new MessageChannel();
+function yieldToEvents(): Promise<void> {
+  return new Promise((resolve) => {
+    yieldChannel.port1.onmessage = () => resolve();
+    yieldChannel.port2.postMessage(0);
+  });
+}
+
+function deviceState(tag: string): Promise<MachineState> {
+  const s = states.get(tag);
+  if (s !== undefined) {
+    states.delete(tag);
+    return Promise.resolve(s);
+  }
+  return new Promise((resolve) => stateWaiters.set(tag, resolve));
+}
+
+async function target(tag: string): Promise<Target> {
+  for (let waited = 0;; waited++) {
+    const t = targets.get(tag);
+    if (t !== undefined) {
+      targets.delete(tag);
+      return t;
+    }
+    // The host registers every path before the guest can take that snapshot; a job can still
+    // beat the message here, so let it arrive.
+    if (waited === 10_000) throw new Error(`Cannot write snapshot ${tag}: no file name was given`);
+    await new Promise((r) => setTimeout(r, 1));
+  }
+}
+
+async function runJob(a: NonNullable<typeof attached>): Promise<void> {
+  const tag = jobTag(a.buffers);
+  let writer: SnapshotWriter | null = null;
+  let path = "";
+  try {
+    const t = await target(tag);
+    path = t.path;
+    writer = await t.writer;
+    const loop = new SnapshotWriterLoop(
+      a.buffers,
+      new Uint8Array(a.ram),
+      new Int32Array(a.gate),
+      new FormatPageSink(writer),
+    );
+    const metrics = await loop.run();
+    const state = await deviceState(tag);
+    for (const section of sectionsFromState(state)) await writer.writeDevice(section);
+    const summary = await writer.close();
+    port.postMessage({
+      type: "done",
+      tag,
+      writer: metrics,
+      bytesWritten: summary.bytes,
+      contentDigest: toHex(summary.contentDigest),
+      finishedAt: epochMs(),
+    });
+  } catch (e) {
+    // Release a guest that may wait on this writer (the loop does so itself if it ran), and
+    // remove the temporary file.
+    abandonSession(a.buffers);
+    if (writer !== null) await writer.abort().catch(() => {});
+    const reason = (e as Error).message.replace(/^Cannot write snapshot: /, "");
+    port.postMessage({
+      type: "failed",
+      tag,
+      message: `Cannot write snapshot ${path === "" ? tag : `'${path}'`}: ${reason}`,
+    });
+  }
+}
+
+async function serve(a: NonNullable<typeof attached>): Promise<void> {
+  const ctrl = new Int32Array(a.buffers.control);
+  let seen = Atomics.load(ctrl, CTRL_JOB_SEQ);
+  while (!closing) {
+    // Block briefly on the doorbell (a job starts within microseconds of the instant), then
+    // let messages in (paths, device states).
+    Atomics.wait(ctrl, CTRL_JOB_SEQ, seen, 5);
+    const now = Atomics.load(ctrl, CTRL_JOB_SEQ);
+    if (now !== seen) {
+      seen = now;
+      await runJob(a);
+    } else {
+      await yieldToEvents();
+    }
+  }
+  for (const [tag, t] of targets) {
+    targets.delete(tag);
+    await t.writer.then((w) => w.abort()).catch(() => {});
+  }
+  port.postMessage({ type: "closed" });
+}
+
+port.onmessage = (e) => {
+  const msg = e.data;
+  switch (msg.type) {
+    case "attach":
+      attached = msg;
+      serve(msg);
+      break;
+    case "path": {
+      const description = { ...attached!.description, createdAt: Date.now() };
+      // Compression stays on this thread (no extra workers): the guest thread needs the other
+      // core. 64 KiB records: one queue drain fills one, and each stays below V8's large-object
+      // size, so the young generation collects it.
+      const writer = SnapshotWriter.createFile(msg.path, description, {
+        batchBytes: 64 * 1024,
+        workers: 0,
+      });
+      writer.catch(() => {}); // reported when the job awaits it
+      targets.set(msg.tag, { path: msg.path, writer });
+      break;
+    }
+    case "state": {
+      const w = stateWaiters.get(msg.tag);
+      if (w !== undefined) {
+        stateWaiters.delete(msg.tag);
+        w(msg.state);
+      } else {
+        states.set(msg.tag, msg.state);
+      }
+      break;
+    }
+    case "drop": {
+      const t = targets.get(msg.tag);
+      targets.delete(msg.tag);
+      t?.writer.then((w) => w.abort()).catch(() => {});
+      break;
+    }
+    case "close":
+      closing = true;
+      if (attached === null) port.postMessage({ type: "closed" });
+      break;
+  }
+};
+// Messages posted to a Worker while its module graph is still evaluating (format/ awaits the
+// zstd WebAssembly module at top level) can be lost: the host waits for this before attaching.
+port.postMessage({ type: "ready" });

@@ -1,0 +1,212 @@
+/**
+ * What `run` and `restore` share once snapshots or a control socket are asked for: the guest on
+ * its own thread (a {@linkcode LiveMachine}), scheduled snapshots, metrics, the control socket,
+ * the final digest and the exit status.
+ *
+ * @module
+ */
+
+import {
+  type CowBufferSize,
+  LiveMachine,
+  type ScheduledRequest,
+} from "../emulator/snapshot/live_machine.ts";
+import type { HaltReason } from "../emulator/snapshot/guest_worker.ts";
+import type { SnapshotMetrics } from "../emulator/snapshot/metrics.ts";
+import type { SnapshotMode } from "../emulator/snapshot/session.ts";
+import { serveControl } from "./control.ts";
+
+/** Options shared by `run` and `restore` in live mode. */
+export interface LiveRunOptions {
+  elf?: Uint8Array;
+  restorePath?: string;
+  ramSize?: number;
+  input?: Uint8Array;
+  stopAt?: number;
+  digest: boolean;
+  snapshotAt: number[];
+  snapshotEvery?: number;
+  /** The snapshot file, or a name pattern with `{n}` (the instruction count). */
+  out?: string;
+  mode: SnapshotMode;
+  cowBuffer: CowBufferSize;
+  metricsPath?: string;
+  control?: string;
+  /** The command's name for messages, e.g. "livesnap run". */
+  name: string;
+  /** Guest output (stdout). */
+  print: (bytes: Uint8Array) => void;
+}
+
+const UNITS: Record<string, number> = {
+  "": 1,
+  K: 1024,
+  KB: 1024,
+  KIB: 1024,
+  M: 1024 ** 2,
+  MB: 1024 ** 2,
+  MIB: 1024 ** 2,
+  G: 1024 ** 3,
+  GB: 1024 ** 3,
+  GIB: 1024 ** 3,
+};
+
+/** Parses `--cow-buffer`: `max`, or a size such as `0`, `64K`, `16M` (whole pages are used). */
+export function parseCowBuffer(text: string): CowBufferSize {
+  if (text.trim().toLowerCase() === "max") return "max";
+  const m = /^\s*(\d+)\s*([a-zA-Z]*)\s*$/.exec(text);
+  const unit = m === null ? undefined : UNITS[m[2].toUpperCase()];
+  if (m === null || unit === undefined) {
+    throw new RangeError(
+      `Cannot parse --cow-buffer '${text}': use max, or a size like 0, 64K, 16M`,
+    );
+  }
+  return Number(m[1]) * unit;
+}
+
+/** Parses `--mode`. */
+export function parseMode(text: string): SnapshotMode {
+  if (text === "cow" || text === "precopy" || text === "stop") return text;
+  throw new RangeError(`Cannot use --mode '${text}': use cow, precopy or stop`);
+}
+
+/** Parses an instruction count option. */
+export function parseCount(option: string, text: string): number {
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(n)) {
+    throw new RangeError(`Cannot use ${option} '${text}': not an instruction count`);
+  }
+  return n;
+}
+
+/** The file name for a snapshot at `n` from `--out`: `{n}` is replaced; without it, with
+ * several snapshots, `-<n>` goes before the extension. */
+export function snapshotPath(out: string, n: number, several: boolean): string {
+  if (out.includes("{n}")) return out.replaceAll("{n}", String(n));
+  if (!several) return out;
+  const dot = out.lastIndexOf(".");
+  const slash = out.lastIndexOf("/");
+  return dot > slash + 1 ? `${out.slice(0, dot)}-${n}${out.slice(dot)}` : `${out}-${n}`;
+}
+
+/** Exit status and message for a halt, as `run` without snapshots reports them. */
+export function haltStatus(name: string, halt: HaltReason): number {
+  switch (halt.reason) {
+    case "exit":
+      return halt.code & 0xff;
+    case "stop-at":
+    case "budget":
+    case "paused":
+      return 0;
+    case "reset":
+      console.error(`${name}: the guest asked for a reset; stopping`);
+      return 0;
+    case "idle":
+      console.error(
+        `${name}: the guest waits (wfi at pc 0x${
+          halt.pc.toString(16)
+        }) with no interrupt enabled that could wake it`,
+      );
+      return 1;
+    case "lockup":
+      console.error(
+        `${name}: the guest keeps trapping without progress (mcause ${halt.cause}, pc 0x${
+          halt.pc.toString(16)
+        })`,
+      );
+      return 1;
+  }
+}
+
+/** One line on stderr about a finished snapshot. */
+export function describeSnapshot(m: SnapshotMetrics): string {
+  const extra = m.mode === "cow"
+    ? `, ${m.pagesViaBuffer} pages via the buffer, stalls ${(m.guestStallUs / 1000).toFixed(1)} ms`
+    : m.mode === "precopy"
+    ? `, ${m.pagesResent} pages resent in ${m.precopyPasses} passes`
+    : "";
+  return `snapshot at instruction ${m.atInstruction} → ${m.path} (${m.mode}): pause ${m.pauseUs} µs, ` +
+    `${
+      m.totalMs.toFixed(1)
+    } ms, ${m.bytesWritten} bytes, guest ran ${m.guestInstructionsDuring} instructions meanwhile${extra}`;
+}
+
+/** Runs a guest on its own thread with the snapshots and control socket asked for. */
+export async function runLive(o: LiveRunOptions): Promise<number> {
+  let lastByte = 10;
+  const print = (b: Uint8Array) => {
+    o.print(b);
+    if (b.length > 0) lastByte = b[b.length - 1];
+  };
+  const several = o.snapshotAt.length > 1 || o.snapshotEvery !== undefined;
+  if ((o.snapshotAt.length > 0 || o.snapshotEvery !== undefined) && o.out === undefined) {
+    console.error(`${o.name}: --snapshot-at and --snapshot-every need --out FILE`);
+    return 2;
+  }
+  const metricsFile = o.metricsPath === undefined
+    ? null
+    : await Deno.open(o.metricsPath, { write: true, create: true, truncate: true });
+  const encoder = new TextEncoder();
+  let failures = 0;
+  const report = (m: SnapshotMetrics) => {
+    console.error(`${o.name}: ${describeSnapshot(m)}`);
+    metricsFile?.writeSync(encoder.encode(JSON.stringify(m) + "\n"));
+  };
+  const fail = (e: Error) => {
+    failures++;
+    console.error(`${o.name}: ${e.message}`);
+  };
+  const sorted = [...new Set(o.snapshotAt)].sort((a, b) => a - b);
+  const schedule: ScheduledRequest[] = sorted.map((at) => ({
+    at,
+    mode: o.mode,
+    cowBuffer: o.cowBuffer,
+    path: snapshotPath(o.out!, at, several),
+  }));
+  let machine: LiveMachine;
+  try {
+    machine = await LiveMachine.start({
+      elf: o.elf,
+      restorePath: o.restorePath,
+      ramSize: o.ramSize,
+      input: o.input,
+      uartSink: print,
+      stopAt: o.stopAt ?? null,
+      schedule,
+      every: o.snapshotEvery === undefined ? null : {
+        interval: o.snapshotEvery,
+        mode: o.mode,
+        cowBuffer: o.cowBuffer,
+        path: (_k, at) => snapshotPath(o.out!, at, true),
+      },
+      onScheduledSnapshot: report,
+      onScheduledError: fail,
+    });
+  } catch (e) {
+    metricsFile?.close();
+    console.error(`${o.name}: ${(e as Error).message}`);
+    return 1;
+  }
+  const control = o.control === undefined ? null : await serveControl(o.control, machine, {
+    onSnapshot: report,
+  });
+  // The run ends when the guest halts (like QEMU when its guest powers off), or on `quit`.
+  const ended = await Promise.race([
+    machine.halted.then((h) => ({ kind: "halt" as const, h })),
+    (control?.quitRequested ?? new Promise<never>(() => {})).then(() => ({
+      kind: "quit" as const,
+    })),
+  ]);
+  let status = 0;
+  if (ended.kind === "halt") {
+    if (o.digest) {
+      const hex = await machine.digest();
+      print(encoder.encode(`${lastByte === 10 ? "" : "\n"}${hex}\n`));
+    }
+    status = haltStatus(o.name, ended.h.halt);
+    await machine.quit();
+  }
+  await control?.close();
+  metricsFile?.close();
+  return failures > 0 && status === 0 ? 1 : status;
+}

@@ -1,0 +1,233 @@
+/**
+ * The control socket of a running machine: JSON lines over a Unix socket, in the spirit of
+ * QEMU's QMP. On connect the server sends a greeting; each request is one line
+ * `{"execute": "<command>", "arguments": {...}, "id": <any>}`, each reply one line, either
+ * `{"return": <value>, "id": ...}` or `{"error": {"class": "...", "desc": "..."}, "id": ...}`.
+ *
+ * Commands: `snapshot` (arguments `path`, `mode` = cow|precopy|stop, `cowBuffer` = bytes or
+ * "max"; returns the snapshot's metrics once the file is complete), `pause`, `resume`, `status`,
+ * `digest` (the machine's content digest now), `quit` (finishes a snapshot being written, then
+ * stops the machine).
+ *
+ * @module
+ */
+
+import type { CowBufferSize, LiveMachine } from "../emulator/snapshot/live_machine.ts";
+import type { SnapshotMode } from "../emulator/snapshot/session.ts";
+import type { SnapshotMetrics } from "../emulator/snapshot/metrics.ts";
+
+/** The commands the server knows. */
+export const CONTROL_COMMANDS = [
+  "snapshot",
+  "pause",
+  "resume",
+  "status",
+  "digest",
+  "quit",
+] as const;
+
+/** One request line. */
+export interface ControlRequest {
+  execute: string;
+  arguments?: Record<string, unknown>;
+  id?: unknown;
+}
+
+/** One reply line. */
+export type ControlReply =
+  | { return: unknown; id?: unknown }
+  | { error: { class: string; desc: string }; id?: unknown };
+
+/** A running control server. */
+export interface ControlServer {
+  /** Resolves when a client sent `quit` (the machine has quit by then). */
+  readonly quitRequested: Promise<void>;
+  /** Stops listening and removes the socket file. */
+  close(): Promise<void>;
+}
+
+function parseCowBuffer(v: unknown): CowBufferSize | undefined {
+  if (v === undefined || v === "max") return v;
+  if (typeof v === "number" && Number.isInteger(v) && v >= 0) return v;
+  throw new TypeError(
+    `Cannot snapshot: cowBuffer ${JSON.stringify(v)} is not a byte count or "max"`,
+  );
+}
+
+async function execute(
+  machine: LiveMachine,
+  req: ControlRequest,
+  quit: () => void,
+): Promise<unknown> {
+  const args = req.arguments ?? {};
+  switch (req.execute) {
+    case "snapshot": {
+      const path = args.path;
+      if (typeof path !== "string" || path === "") {
+        throw new TypeError("Cannot snapshot: the 'path' argument (a file name) is missing");
+      }
+      const mode = (args.mode ?? "cow") as SnapshotMode;
+      if (!["cow", "precopy", "stop"].includes(mode)) {
+        throw new TypeError(`Cannot snapshot: mode '${mode}' is not cow, precopy or stop`);
+      }
+      return await machine.snapshot({ path, mode, cowBuffer: parseCowBuffer(args.cowBuffer) });
+    }
+    case "pause":
+      return await machine.pause();
+    case "resume":
+      return await machine.resume();
+    case "status":
+      return await machine.status();
+    case "digest":
+      return { contentDigest: await machine.digest() };
+    case "quit":
+      await machine.quit();
+      quit();
+      return {};
+    default:
+      throw new TypeError(
+        `Cannot execute '${req.execute}': unknown command (known: ${CONTROL_COMMANDS.join(", ")})`,
+      );
+  }
+}
+
+/**
+ * Listens on the Unix socket `path` (an existing socket file there is replaced) and serves
+ * `machine`. Requests on one connection are answered in order; a snapshot request's reply comes
+ * when the file is complete.
+ */
+export async function serveControl(
+  path: string,
+  machine: LiveMachine,
+  options: { onSnapshot?: (metrics: SnapshotMetrics) => void } = {},
+): Promise<ControlServer> {
+  try {
+    const st = await Deno.lstat(path);
+    if (st.isSocket) await Deno.remove(path);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  const listener = Deno.listen({ transport: "unix", path });
+  let resolveQuit!: () => void;
+  const quitRequested = new Promise<void>((r) => resolveQuit = r);
+  const connections = new Set<Deno.Conn>();
+  const encoder = new TextEncoder();
+
+  const serve = async (conn: Deno.Conn) => {
+    connections.add(conn);
+    const writer = conn.writable.getWriter();
+    const send = (v: unknown) => writer.write(encoder.encode(JSON.stringify(v) + "\n"));
+    try {
+      await send({ livesnap: { version: "0.1.0", commands: CONTROL_COMMANDS } });
+      const lines = conn.readable.pipeThrough(new TextDecoderStream()).pipeThrough(lineSplitter());
+      for await (const line of lines) {
+        if (line.trim() === "") continue;
+        let req: ControlRequest;
+        try {
+          req = JSON.parse(line);
+          if (typeof req !== "object" || req === null || typeof req.execute !== "string") {
+            throw new SyntaxError("a request is an object with a string 'execute'");
+          }
+        } catch (e) {
+          await send({
+            error: { class: "GenericError", desc: `Cannot parse request: ${(e as Error).message}` },
+          });
+          continue;
+        }
+        try {
+          const value = await execute(machine, req, resolveQuit);
+          if (req.execute === "snapshot") options.onSnapshot?.(value as SnapshotMetrics);
+          await send({ return: value, id: req.id });
+        } catch (e) {
+          await send({
+            error: { class: (e as Error).name, desc: (e as Error).message },
+            id: req.id,
+          });
+        }
+      }
+    } catch {
+      // The client went away; nothing to answer.
+    } finally {
+      connections.delete(conn);
+      try {
+        conn.close();
+      } catch {
+        // already closed
+      }
+    }
+  };
+
+  (async () => {
+    try {
+      for await (const conn of listener) serve(conn);
+    } catch {
+      // closed
+    }
+  })();
+
+  return {
+    quitRequested,
+    async close() {
+      listener.close();
+      for (const c of connections) {
+        try {
+          c.close();
+        } catch {
+          // already closed
+        }
+      }
+      await Deno.remove(path).catch(() => {});
+    },
+  };
+}
+
+/** Splits a text stream into lines (without their newline). */
+function lineSplitter(): TransformStream<string, string> {
+  let rest = "";
+  return new TransformStream({
+    transform(chunk, controller) {
+      rest += chunk;
+      let i: number;
+      while ((i = rest.indexOf("\n")) >= 0) {
+        controller.enqueue(rest.slice(0, i));
+        rest = rest.slice(i + 1);
+      }
+    },
+    flush(controller) {
+      if (rest !== "") controller.enqueue(rest);
+    },
+  });
+}
+
+/**
+ * The client: connects to `path`, sends one request, returns the reply (after reading the
+ * greeting).
+ *
+ * @example
+ * ```ts ignore
+ * import { controlRequest } from "./control.ts";
+ * const reply = await controlRequest("/tmp/vm.sock", { execute: "status" });
+ * console.log(reply);
+ * ```
+ */
+export async function controlRequest(path: string, req: ControlRequest): Promise<ControlReply> {
+  const conn = await Deno.connect({ transport: "unix", path });
+  try {
+    const lines = conn.readable.pipeThrough(new TextDecoderStream()).pipeThrough(lineSplitter());
+    const reader = lines.getReader();
+    const greeting = await reader.read();
+    if (greeting.done) throw new Error(`Cannot talk to ${path}: the server closed the connection`);
+    const writer = conn.writable.getWriter();
+    await writer.write(new TextEncoder().encode(JSON.stringify(req) + "\n"));
+    const reply = await reader.read();
+    if (reply.done) throw new Error(`Cannot talk to ${path}: no reply to '${req.execute}'`);
+    reader.releaseLock();
+    return JSON.parse(reply.value) as ControlReply;
+  } finally {
+    try {
+      conn.close();
+    } catch {
+      // the server closed it (after quit)
+    }
+  }
+}

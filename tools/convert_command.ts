@@ -1,0 +1,143 @@
+/**
+ * `livesnap convert IN OUT`: the command-line front end of {@linkcode convertSnapshot}.
+ *
+ * @module
+ */
+import { parseArgs } from "@std/cli/parse_args.js";
+import { LsnapError } from "../format/errors.ts";
+import { listOf, parseCompression, parseRegionSpec, parseSize } from "./_args.ts";
+import { formatBytes } from "./_term.ts";
+import { type ConvertOptions, convertSnapshot, INPUT_FORMATS, OUTPUT_FORMATS } from "./convert.ts";
+
+function usage(): string {
+  const list = (m: Map<string, { summary: string }>) =>
+    [...m].map(([name, f]) => `    ${name.padEnd(10)} ${f.summary}`).join("\n");
+  return `Usage: livesnap convert [options] IN OUT
+       livesnap convert --from raw --region NAME:BASE:FILE [--region ...] OUT
+
+Rewrites a snapshot. IN and OUT are paths; - is standard input or output. Options combine.
+Every conversion that keeps the state (.lsnap to .lsnap, raw to .lsnap) keeps the content
+digest, and the output is read back and checked before the command reports success; on any
+failure the output is removed.
+
+Options:
+  --compress none|zstd[:LEVEL]  how pages are stored in an .lsnap output (default zstd:1)
+  --batch SIZE                  uncompressed bytes per page record, e.g. 64K or 4M
+                                (default 1M, at most 16M)
+  --address-order               write pages in address order, each once (holds the pages'
+                                contents in memory, up to the size of the guest's RAM)
+  --drop-duplicates             keep only the last occurrence of each page and device (in file
+                                order when IN is an .lsnap file, else in address order)
+  --no-index                    write no INDEX record (by default one is written, so a
+                                missing index is rebuilt)
+  --from FORMAT                 input format (default lsnap)
+  --to FORMAT                   output format (default lsnap)
+  --region NAME                 with --to raw: the region to write (optional with one region)
+  --region NAME:BASE:FILE       with --from raw: a flat image and its guest address (repeat;
+                                FILE - reads one image from standard input)
+  --page-size SIZE              with --from raw: page size of the regions (default 4096)
+  --quiet                       no summary line
+  --help                        show this help
+
+Formats:
+  input:
+${list(INPUT_FORMATS)}
+  output:
+${list(OUTPUT_FORMATS)}
+
+Examples:
+  livesnap convert --compress zstd:9 --address-order vm.lsnap vm-small.lsnap
+  livesnap convert --drop-duplicates old.lsnap new.lsnap      # also rebuilds the index
+  livesnap convert --to raw --region ram vm.lsnap ram.img
+  livesnap convert --from raw --region ram:0x80000000:ram.img vm.lsnap
+  ssh host 'dd if=/dev/mem ...' | livesnap convert --from raw --region ram:0x80000000:- vm.lsnap
+  livesnap convert --to elf-core vm.lsnap vm.core
+  gdb-multiarch guest.elf vm.core
+  ssh host cat vm.lsnap | livesnap convert --compress none - - > plain.lsnap
+
+Exit status: 0 converted and checked, 1 the input is damaged or a check failed (nothing is
+left at OUT), 2 usage or I/O error.`;
+}
+
+/** Entry point; returns the exit status. */
+export async function main(args: string[]): Promise<number> {
+  let unknownOption: string | undefined;
+  const flags = parseArgs(args, {
+    boolean: ["address-order", "drop-duplicates", "index", "quiet", "help"],
+    string: ["compress", "batch", "from", "to", "region", "page-size"],
+    collect: ["region"],
+    negatable: ["index"],
+    default: { index: true },
+    unknown: (arg: string) => {
+      if (arg.startsWith("-") && arg !== "-") {
+        unknownOption ??= arg;
+        return false;
+      }
+      return true;
+    },
+  });
+  if (flags.help) {
+    console.log(usage());
+    return 0;
+  }
+  const positional = flags._.map(String);
+  const from = flags.from ?? "lsnap";
+  const to = flags.to ?? "lsnap";
+  const fail = (message: string) => {
+    console.error(`livesnap convert: ${message}\n\nRun 'livesnap convert --help' for usage.`);
+    return 2;
+  };
+  if (unknownOption !== undefined) return fail(`unknown option ${unknownOption}`);
+  let input: string;
+  let output: string;
+  if (from === "raw" && positional.length === 1) {
+    input = "";
+    output = positional[0];
+  } else if (positional.length === 2) {
+    [input, output] = positional;
+  } else {
+    return fail(`expected IN and OUT, got ${positional.length} arguments`);
+  }
+  const options: ConvertOptions = {
+    from,
+    to,
+    addressOrder: flags["address-order"],
+    dropDuplicates: flags["drop-duplicates"],
+    index: flags.index,
+    warn: (m) => console.error(`livesnap convert: warning: ${m}`),
+  };
+  const regions = listOf(flags.region);
+  try {
+    if (flags.compress !== undefined) options.compress = parseCompression(flags.compress);
+    if (flags.batch !== undefined) options.batchBytes = parseSize(flags.batch, "--batch");
+    if (flags["page-size"] !== undefined) {
+      options.pageSize = parseSize(flags["page-size"], "--page-size");
+    }
+    if (from === "raw") options.rawRegions = regions.map(parseRegionSpec);
+    else if (regions.length > 1) return fail("--region NAME may be given once");
+    else options.region = regions[0];
+  } catch (e) {
+    return fail((e as Error).message);
+  }
+  if (from !== "raw" && input === "") return fail("expected IN");
+  try {
+    const r = await convertSnapshot(input, output, options);
+    if (!flags.quiet) {
+      const digest = r.contentDigest === null
+        ? ""
+        : `, content ${r.contentDigest}${r.digestChecked ? " (checked)" : ""}`;
+      console.error(
+        `${r.output === "-" ? "<stdout>" : r.output}: ${r.to}, ${formatBytes(r.bytesOut)}, ` +
+          `${r.pages} pages, ${r.devices} devices${digest}`,
+      );
+    }
+    return 0;
+  } catch (e) {
+    if (e instanceof LsnapError || (e as Error).name === "ConvertError") {
+      console.error(`livesnap convert: ${(e as Error).message}`);
+      return 1;
+    }
+    console.error(`livesnap convert: ${(e as Error).message}`);
+    return 2;
+  }
+}
