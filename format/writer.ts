@@ -596,7 +596,10 @@ export class SnapshotWriter {
    */
   async writeExtensionRecord(type: number, payload: Uint8Array, critical: boolean): Promise<void> {
     this.checkOpen();
-    if (!Number.isInteger(type) || type <= RecordType.TRAILER || type > 0xffff) {
+    // Any type v1 does not define, 0x0000 included (FORMAT.md §3.2): readers skip it when optional,
+    // so `convert` must be able to carry it over.
+    const defined = type >= RecordType.HEADER && type <= RecordType.TRAILER;
+    if (!Number.isInteger(type) || type < 0 || defined || type > 0xffff) {
       throw new Error(`Cannot write extension record: type ${type} is reserved or not a u16`);
     }
     await this.enqueue(
