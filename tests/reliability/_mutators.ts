@@ -18,6 +18,11 @@ import {
   RecordType,
 } from "../../format/constants.ts";
 import { decodeHeader, encodeHeader } from "../../format/header.ts";
+import {
+  decodeDeviceState,
+  type DeviceStateValue,
+  encodeDeviceState,
+} from "../../format/device_state.ts";
 import { encodePageRecord } from "../../format/page_record.ts";
 import { encodeIndex } from "../../format/index_record.ts";
 import { SnapshotStreamReader } from "../../format/stream_reader.ts";
@@ -270,6 +275,63 @@ export function hostileCbor(r: Rng): Uint8Array {
   }
 }
 
+/** A hostile replacement for a device state value of the same or another type. */
+function hostileValue(r: Rng, v: DeviceStateValue): DeviceStateValue {
+  const numbers = [
+    -1,
+    0,
+    1,
+    2 ** 31,
+    2 ** 32,
+    -(2 ** 31),
+    2 ** 53,
+    2 ** 64,
+    1.5,
+    -0.5,
+    NaN,
+    Infinity,
+  ];
+  switch (r.int(6)) {
+    case 0:
+      return r.pick(numbers);
+    case 1:
+      return r.pick([null, true, "x", "", new Uint8Array(0)]);
+    case 2:
+      return r.pick<DeviceStateValue>([[], {}, [1, 2, 3], { unknown: 1 }]);
+    case 3:
+      if (v instanceof Uint8Array) return new Uint8Array(r.pick([0, 1, v.length + 1, 100_000]));
+      if (Array.isArray(v)) return r.chance(0.5) ? v.slice(0, r.int(v.length + 1)) : [...v, ...v];
+      return r.pick(numbers);
+    case 4:
+      return typeof v === "number" ? v + r.pick([-1, 1, 2 ** 32]) : 2 ** 32 - 1;
+    default:
+      return r.pick([2 ** 63, -(2 ** 63), 0xffff_ffff]);
+  }
+}
+
+/** Replaces one value somewhere in `v` (or deletes or adds a key); returns the new tree. */
+function mutateState(v: DeviceStateValue, r: Rng, depth = 0): DeviceStateValue {
+  const isMap = v !== null && typeof v === "object" && !Array.isArray(v) &&
+    !(v instanceof Uint8Array);
+  if (Array.isArray(v) && v.length > 0 && r.chance(0.8)) {
+    const out = [...v];
+    const i = r.int(out.length);
+    out[i] = mutateState(out[i], r, depth + 1);
+    return out;
+  }
+  if (isMap) {
+    const out = { ...(v as Record<string, DeviceStateValue>) };
+    const keys = Object.keys(out);
+    if (keys.length > 0 && r.chance(0.85)) {
+      const k = r.pick(keys);
+      if (r.chance(0.1)) delete out[k];
+      else out[k] = mutateState(out[k], r, depth + 1);
+    } else out[r.pick(["extra", "x", "__proto__", "constructor"])] = hostileValue(r, null);
+    return out;
+  }
+  return hostileValue(r, v);
+}
+
 /** One mutator. */
 export interface Mutator {
   name: string;
@@ -446,6 +508,32 @@ export const MUTATORS: readonly Mutator[] = [
         const descLen = new DataView(p.buffer, p.byteOffset).getUint32(stateAt, true);
         const keep = Math.min(p.length, stateAt + 4 + descLen);
         return concat(p.subarray(0, keep), hostileCbor(r));
+      }),
+  },
+  {
+    name: "device state values of the wrong type or size",
+    apply: (b, r) =>
+      editRecord(b, r, RecordType.DEVICE, (p) => {
+        if (p.length < 2) return p;
+        const idLen = p[0] | (p[1] << 8);
+        const descAt = 2 + idLen + 9;
+        if (descAt + 4 > p.length || p[descAt - 1] !== 0) return p;
+        const stateAt = descAt + 4 + new DataView(p.buffer, p.byteOffset).getUint32(descAt, true);
+        if (stateAt > p.length) return p;
+        let state: DeviceStateValue;
+        try {
+          state = decodeDeviceState(p.subarray(stateAt));
+        } catch {
+          return p;
+        }
+        for (let n = 1 + r.int(2); n > 0; n--) state = mutateState(state, r);
+        let encoded: Uint8Array;
+        try {
+          encoded = encodeDeviceState(state);
+        } catch {
+          return p;
+        }
+        return concat(p.subarray(0, stateAt), encoded);
       }),
   },
   {
@@ -696,7 +784,7 @@ export async function makeCase(
     mutators.push(m.name);
     bytes = m.apply(bytes, r, corpus);
   }
-  if (r.chance(0.35)) {
+  if (r.chance(mutators.includes("device state values of the wrong type or size") ? 0.9 : 0.35)) {
     mutators.push("reseal");
     bytes = await reseal(bytes, r.chance(0.5));
   }

@@ -17,6 +17,9 @@ import { SnapshotFileReader } from "../../format/file_reader.ts";
 import { readSnapshot, type Snapshot } from "../../format/stream_reader.ts";
 import { inspectSnapshot } from "../../tools/inspect.ts";
 import { verifySnapshot } from "../../tools/verify.ts";
+import { ConvertError, convertSnapshot } from "../../tools/convert.ts";
+import { restoreMachine } from "../../emulator/snapshot/restore.ts";
+import { SnapshotMismatchError } from "../../emulator/snapshot/machine_state.ts";
 
 /** Largest machine the readers may load whole (larger ones are refused with UnsupportedError). */
 const MAX_MACHINE = 256 * 1024 * 1024;
@@ -45,16 +48,20 @@ function describe(e: unknown): string {
   return String(e).slice(0, 300);
 }
 
-/** Ran `f`; a non-format error is a problem. */
+/** Ran `f`; an error that is not a format error (or one of `documented`) is a problem. */
 async function guarded<T>(
   what: string,
   problems: string[],
   f: () => Promise<T>,
-): Promise<{ value?: T; error?: LsnapError }> {
+  // deno-lint-ignore no-explicit-any
+  documented: (new (...a: any[]) => Error)[] = [],
+): Promise<{ value?: T; error?: Error }> {
   try {
     return { value: await f() };
   } catch (e) {
-    if (e instanceof LsnapError) return { error: e };
+    if (e instanceof LsnapError || documented.some((c) => e instanceof c)) {
+      return { error: e as Error };
+    }
     problems.push(`${what} threw an undocumented error: ${describe(e)}`);
     return {};
   }
@@ -109,9 +116,12 @@ export async function runCase(bytes: Uint8Array, path: string, chunk: number): P
   const snap: Snapshot | undefined = stream.value;
   const v = verify.value;
   // readSnapshot() alone refuses machines too large to hold in memory; verify streams them.
-  const tooLarge = stream.error?.reason.includes("this reader may allocate") ?? false;
+  const tooLarge = stream.error?.message.includes("this reader may allocate") ?? false;
   if (v !== undefined && !tooLarge) {
-    if (v.ok !== (snap !== undefined)) {
+    // verify also decodes CBOR device state, which the readers treat as opaque bytes.
+    const onlyState = !v.ok && v.problems.length > 0 &&
+      v.problems.every((p) => / state does not decode: /.test(p.message));
+    if (v.ok !== (snap !== undefined) && !(snap !== undefined && onlyState)) {
       problems.push(
         `verify says ok=${v.ok} but readSnapshot ${
           snap ? "succeeded" : `failed (${describe(stream.error)})`
@@ -164,6 +174,57 @@ export async function runCase(bytes: Uint8Array, path: string, chunk: number): P
           `decodeDeviceState() of '${d.id}': ${describe(e)} (cause ${describe(cause)})`,
         );
       }
+    }
+  }
+  // convert (lsnap to lsnap): succeeds only for what the strict reader accepts, and keeps it.
+  const out = `${path}.out`;
+  const conv = await guarded(
+    "convertSnapshot()",
+    problems,
+    () => convertSnapshot(path, out, { checkInWorker: false, progress: false, workers: 0 }),
+    [ConvertError],
+  );
+  if (conv.value !== undefined) {
+    if (snap === undefined && !tooLarge) {
+      problems.push(`convert accepted a file readSnapshot refuses (${describe(stream.error)})`);
+    }
+    const back = await guarded("verify of convert's output", problems, async () => {
+      const f = await Deno.open(out);
+      return await verifySnapshot(f.readable);
+    });
+    // A copy verifies exactly when its input does (verify may refuse opaque device state).
+    if (back.value?.ok !== v?.ok) {
+      problems.push(
+        `convert wrote a file that verify ${
+          back.value?.ok ? "accepts" : `refuses (${back.value?.error?.message})`
+        }, its input ${v?.ok ? "verifies" : "does not"}`,
+      );
+    } else if (
+      back.value?.ok && snap !== undefined &&
+      back.value.digests.content !== toHex(snap.contentDigest)
+    ) {
+      problems.push("convert changed the content digest");
+    }
+  }
+  await Deno.remove(out).catch(() => {});
+
+  // restore into the bundled machine, then run it: a guest fault is a value, never an exception.
+  const restored = await guarded(
+    "restoreMachine()",
+    problems,
+    () => restoreMachine(streamOf(bytes, chunk), { uartSink: () => {} }),
+    [SnapshotMismatchError],
+  );
+  if (restored.value !== undefined) {
+    const m = restored.value.machine;
+    if (snap === undefined) problems.push("restore accepted a file readSnapshot refuses");
+    else if (!sameBytes(m.ram.bytes, snap.regions[0])) {
+      problems.push("restored RAM differs from the file's");
+    }
+    try {
+      m.run(20_000);
+    } catch (e) {
+      problems.push(`the restored machine threw while running: ${describe(e)}`);
     }
   }
   return { problems, outcome: snap !== undefined ? "ok" : stream.error?.name ?? "crash" };
