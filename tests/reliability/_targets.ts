@@ -19,10 +19,47 @@ import { inspectSnapshot } from "../../tools/inspect.ts";
 import { verifySnapshot } from "../../tools/verify.ts";
 import { ConvertError, convertSnapshot } from "../../tools/convert.ts";
 import { restoreMachine } from "../../emulator/snapshot/restore.ts";
+import { Machine } from "../../emulator/machine.ts";
 import { SnapshotMismatchError } from "../../emulator/snapshot/machine_state.ts";
 
 /** Largest machine the readers may load whole (larger ones are refused with UnsupportedError). */
 const MAX_MACHINE = 256 * 1024 * 1024;
+
+let reference: unknown;
+
+/**
+ * Where `v` (a restored machine's `save()`) differs in kind from `ref` (a fresh machine's): a
+ * number that is not finite, a string where a number belongs, a missing key. Array lengths and
+ * values may differ; kinds may not. Returns null when they agree.
+ */
+function shapeProblem(v: unknown, ref: unknown, at: string): string | null {
+  if (typeof ref === "number") {
+    return typeof v === "number" && Number.isFinite(v) ? null : `${at} is ${String(v)}`;
+  }
+  if (ref instanceof Uint8Array) return v instanceof Uint8Array ? null : `${at} is not bytes`;
+  if (Array.isArray(ref)) {
+    if (!Array.isArray(v)) return `${at} is not an array`;
+    if (ref.length === 0) return null;
+    for (let i = 0; i < v.length; i++) {
+      const p = shapeProblem(v[i], ref[Math.min(i, ref.length - 1)], `${at}[${i}]`);
+      if (p !== null) return p;
+    }
+    return null;
+  }
+  if (ref !== null && typeof ref === "object") {
+    if (v === null || typeof v !== "object") return `${at} is not an object`;
+    for (const k of Object.keys(ref)) {
+      const p = shapeProblem(
+        (v as Record<string, unknown>)[k],
+        (ref as Record<string, unknown>)[k],
+        `${at}.${k}`,
+      );
+      if (p !== null) return p;
+    }
+    return null;
+  }
+  return typeof v === typeof ref ? null : `${at} is a ${typeof v}, not a ${typeof ref}`;
+}
 
 /** What one case did. */
 export interface CaseResult {
@@ -221,8 +258,20 @@ export async function runCase(bytes: Uint8Array, path: string, chunk: number): P
     else if (!sameBytes(m.ram.bytes, snap.regions[0])) {
       problems.push("restored RAM differs from the file's");
     }
+    const shape = (when: string) => {
+      const bad = shapeProblem(
+        m.save(),
+        reference ??= new Machine({ ramSize: 4096 }).save(),
+        "state",
+      );
+      if (bad !== null) {
+        problems.push(`${when}, the machine holds state no machine could have: ${bad}`);
+      }
+    };
+    shape("after restore");
     try {
       m.run(20_000);
+      shape("after running on");
     } catch (e) {
       problems.push(`the restored machine threw while running: ${describe(e)}`);
     }
