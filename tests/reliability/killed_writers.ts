@@ -9,7 +9,11 @@
  * - each next run removes the temporaries of the runs killed before it: after a final
  *   uninterrupted run no temporary is left.
  *
- * Usage: deno run -A tests/reliability/killed_writers.ts [--trials N] [--pages N] [--seed N] [--json]
+ * With `--live` the child is `livesnap run memstress.elf --snapshot-at N --out DEST` (a live cow
+ * snapshot of a guest storing as fast as it can, `--pages` of RAM).
+ *
+ * Usage: deno run -A tests/reliability/killed_writers.ts [--trials N] [--pages N] [--seed N]
+ *          [--live] [--json]
  *
  * @module
  */
@@ -17,6 +21,50 @@ import { parseArgs } from "@std/cli/parse_args.js";
 import { verifySnapshot } from "../../tools/verify.ts";
 import { Rng } from "./_mutators.ts";
 import { trialDigest } from "./_snapshot_content.ts";
+import { memstressElf } from "../../emulator/guests/memstress_config.ts";
+import { Machine } from "../../emulator/machine.ts";
+import { machineContentDigest } from "../../emulator/snapshot/machine_state.ts";
+
+const CLI = new URL("../../tools/cli.ts", import.meta.url).pathname;
+const LIVE_AT = 3_000_000;
+
+/** A live-snapshot writer child and the digest its file must hold. */
+async function liveWriter(dir: string, pages: number) {
+  const elf = memstressElf({
+    workingSetBytes: (pages >> 1) * 4096,
+    writesPerRound: 1 << 20,
+    rounds: 0,
+    seed: 3,
+  });
+  await Deno.writeFile(`${dir}/memstress.elf`, elf);
+  const m = Machine.fromElf(elf, { ramSize: pages * 4096, uartSink: () => {} });
+  m.run(LIVE_AT);
+  const digest = await machineContentDigest(m);
+  const spawn = (dest: string) =>
+    new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        "--quiet",
+        "--config",
+        CONFIG,
+        CLI,
+        "run",
+        `${dir}/memstress.elf`,
+        "--ram",
+        String(pages * 4096),
+        "--snapshot-at",
+        String(LIVE_AT),
+        "--out",
+        dest,
+        "--stop-at",
+        String(LIVE_AT + 1000),
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+  return { spawn, digest };
+}
 
 const CONFIG = new URL("../../deno.json", import.meta.url).pathname;
 const CHILD = new URL("./_write_child.ts", import.meta.url).pathname;
@@ -27,6 +75,11 @@ export interface KillOptions {
   /** Pages of 4 KiB each snapshot holds. */
   pages: number;
   seed: number;
+  /**
+   * Kill `livesnap run memstress.elf --snapshot-at N --out DEST` (a live cow snapshot of a guest
+   * storing as fast as it can) instead of the format writer; `pages` is then the RAM in pages.
+   */
+  live?: boolean;
 }
 
 /** Figures of a run. */
@@ -92,6 +145,10 @@ export async function killedWriters(o: KillOptions): Promise<KillReport> {
   const dir = await Deno.makeTempDir({ prefix: "livesnap-kill-" });
   const dest = `${dir}/vm.lsnap`;
   const r = new Rng(o.seed);
+  const live = o.live ? await liveWriter(dir, o.pages) : null;
+  const start = (seed: number) => live ? live.spawn(dest) : spawnWriter(dest, o.pages, seed);
+  const digestOf = (seed: number) =>
+    live ? Promise.resolve(live.digest) : trialDigest(seed, o.pages);
   const report: KillReport = {
     trials: 0,
     killedBeforeTemp: 0,
@@ -107,7 +164,7 @@ export async function killedWriters(o: KillOptions): Promise<KillReport> {
   try {
     // A first complete run sets the destination and measures how long a whole write takes.
     const t0 = performance.now();
-    const firstChild = spawnWriter(dest, o.pages, 0);
+    const firstChild = start(0);
     let tempMs = -1;
     const poll = setInterval(() => {
       if (tempMs < 0 && temps(dir, "vm.lsnap").length > 0) tempMs = performance.now() - t0;
@@ -117,11 +174,11 @@ export async function killedWriters(o: KillOptions): Promise<KillReport> {
     const fullMs = performance.now() - t0;
     if (first.code !== 0) throw new Error(new TextDecoder().decode(first.stderr));
     if (tempMs < 0) tempMs = fullMs / 2;
-    let destDigest = await trialDigest(0, o.pages);
+    let destDigest = await digestOf(0);
     const seenTemps = new Set<string>();
     for (let t = 1; t <= o.trials; t++) {
       const seed = t;
-      const child = spawnWriter(dest, o.pages, seed);
+      const child = start(seed);
       // Mostly while the file is being written; sometimes during start-up or after the end.
       const delay = r.chance(0.15)
         ? r.int(Math.round(tempMs))
@@ -147,7 +204,7 @@ export async function killedWriters(o: KillOptions): Promise<KillReport> {
       if (!v.ok) {
         report.problems.push(`trial ${t}: the destination does not verify: ${v.error?.message}`);
       } else {
-        const want = [destDigest, await trialDigest(seed, o.pages)];
+        const want = [destDigest, await digestOf(seed)];
         if (!want.includes(v.digests.content!)) {
           report.problems.push(`trial ${t}: the destination holds content ${v.digests.content}`);
         }
@@ -166,7 +223,7 @@ export async function killedWriters(o: KillOptions): Promise<KillReport> {
       }
     }
     // The next run: uninterrupted; afterwards nothing but the destination may remain.
-    const last = await spawnWriter(dest, o.pages, o.trials + 1).output();
+    const last = await start(o.trials + 1).output();
     if (last.code !== 0) {
       report.problems.push(`the final run failed: ${new TextDecoder().decode(last.stderr)}`);
     }
@@ -177,7 +234,7 @@ export async function killedWriters(o: KillOptions): Promise<KillReport> {
       );
     }
     const v = await verifyPath(dest);
-    if (!v.ok || v.digests.content !== await trialDigest(o.trials + 1, o.pages)) {
+    if (!v.ok || v.digests.content !== await digestOf(o.trials + 1)) {
       report.problems.push("the final run's destination is not its snapshot");
     }
   } finally {
@@ -188,11 +245,15 @@ export async function killedWriters(o: KillOptions): Promise<KillReport> {
 }
 
 if (import.meta.main) {
-  const f = parseArgs(Deno.args, { string: ["trials", "pages", "seed"], boolean: ["json"] });
+  const f = parseArgs(Deno.args, {
+    string: ["trials", "pages", "seed"],
+    boolean: ["json", "live"],
+  });
   const report = await killedWriters({
     trials: Number(f.trials ?? 100),
     pages: Number(f.pages ?? 4096),
     seed: Number(f.seed ?? 1),
+    live: f.live,
   });
   console.log(JSON.stringify(report, null, f.json ? 2 : undefined));
   Deno.exit(report.problems.length === 0 ? 0 : 1);

@@ -38,3 +38,10 @@ Deno.test("killedWriters() finds no partial destination and no temporary after t
   assertEquals(r.tempsAfterNextRun, 0);
   assertEquals(r.killedWhileWriting, r.incompleteTemps + r.completeTemps);
 });
+
+Deno.test("killedWriters() with live snapshots (livesnap run --snapshot-at) leaves no partial file", async () => {
+  const r = await killedWriters({ trials: 3, pages: 2048, seed: 9, live: true });
+  assertEquals(r.problems, []);
+  assertEquals(r.trials, 3);
+  assertEquals(r.tempsAfterNextRun, 0);
+});
