@@ -79,3 +79,35 @@ Deno.test({
       assertEquals([...Deno.readDirSync(dir)].map((x) => x.name).sort(), ["filler", "vm.lsnap"]);
     }),
 });
+
+Deno.test({
+  name: "a live snapshot to a full disk fails with a clear message and the guest runs on",
+  ignore: reason !== null,
+  fn: () =>
+    withFullDisk(1024, async (dir) => {
+      const { LiveMachine } = await import("../../emulator/snapshot/live_machine.ts");
+      const { memstressElf } = await import("../../emulator/guests/memstress_config.ts");
+      const elf = memstressElf({ workingSetBytes: 4 << 20, writesPerRound: 1 << 16, rounds: 0 });
+      const machine = await LiveMachine.start({ elf, ramSize: 8 << 20, uartSink: () => {} });
+      try {
+        const dest = `${dir}/vm.lsnap`;
+        // Let it fill its 4 MiB working set with random words, which do not compress into 1 MiB.
+        while ((await machine.status()).retired < 20_000_000) {
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        const e = await assertRejects(
+          () => machine.snapshot({ path: dest, mode: "cow", cowBuffer: 0 }),
+          Error,
+        );
+        assertStringIncludes(e.message, "No space left on device");
+        assertEquals([...Deno.readDirSync(dir)], []);
+        const a = await machine.status();
+        await new Promise((r) => setTimeout(r, 200));
+        const b = await machine.status();
+        assertEquals([a.state, b.state], ["running", "running"]);
+        assertEquals(b.retired > a.retired, true);
+      } finally {
+        await machine.quit();
+      }
+    }),
+});
