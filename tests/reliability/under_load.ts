@@ -109,7 +109,11 @@ export async function underLoad(o: LoadOptions): Promise<LoadReport> {
       }
       ref.run(m.atInstruction + half - ref.hart.retired);
       const wantLater = await machineContentDigest(ref);
-      const r = await restoreSnapshot({ path: p.path, stopAt: m.atInstruction + half });
+      const r = await restoreSnapshot({
+        path: p.path,
+        stopAt: m.atInstruction + half,
+        sink: () => {},
+      });
       if (await machineContentDigest(r.machine) !== wantLater) {
         report.restoreMismatches++;
         report.problems.push(
