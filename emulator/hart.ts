@@ -198,6 +198,9 @@ export class Hart {
     if (!Array.isArray(s.x) || s.x.length !== 32) {
       throw new TypeError("Cannot restore hart: x must be an array of 32 registers");
     }
+    if (!Number.isSafeInteger(s.retired) || s.retired < 0) {
+      throw new RangeError(`Cannot restore hart: retired ${s.retired} is not an instruction count`);
+    }
     if (s.priv !== PRIV_M && s.priv !== PRIV_U) {
       throw new RangeError(`Cannot restore hart: privilege ${s.priv} is not 0 or 3`);
     }

@@ -628,6 +628,14 @@ export class Machine implements CsrEnvironment {
         case HTIF_DEVICE_ID: {
           expect(HTIF_STATE_VERSION);
           const s = d.state as HtifState;
+          // Each is -1 or the address of a doubleword in RAM, as the ELF loader sets them.
+          for (const [name, a] of [["tohost", s.tohost], ["fromhost", s.fromhost]] as const) {
+            if (a !== -1 && !(Number.isSafeInteger(a) && this.ram.contains(a, 8))) {
+              throw new RangeError(
+                `Cannot restore device ${d.id}: ${name} ${a} is not -1 or a doubleword in RAM`,
+              );
+            }
+          }
           this.#setHtif(s.tohost, s.fromhost);
           break;
         }

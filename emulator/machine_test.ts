@@ -282,6 +282,37 @@ Deno.test("restore() rejects other versions and unknown or missing devices", () 
   );
 });
 
+Deno.test("restore() refuses device state no machine could have", async (t) => {
+  const m = machineWith([]);
+  const s = m.save();
+  const dev = (id: string, state: Record<string, unknown>): MachineState => ({
+    ...s,
+    devices: s.devices.map((d) => (d.id === id ? { ...d, state: { ...d.state, ...state } } : d)),
+  } as MachineState);
+  const ram = 0x8000_0000 + m.ram.bytes.length;
+  const cases: [string, MachineState, string][] = [
+    [
+      "retired as text",
+      { ...s, hart: { ...s.hart, retired: "x" as unknown as number } },
+      "retired x",
+    ],
+    ["retired negative", { ...s, hart: { ...s.hart, retired: -1 } }, "retired -1"],
+    ["retired past 2^53", { ...s, hart: { ...s.hart, retired: 2 ** 53 } }, "is not an instruction"],
+    ["tickFraction null", dev("clint", { tickFraction: null }), "tickFraction null"],
+    ["tickFraction 1.5", dev("clint", { tickFraction: 1.5 }), "tickFraction 1.5"],
+    ["UART rx as text", dev("ns16550a", { rx: "abc" }), "rx must be bytes"],
+    ["tohost outside RAM", dev("htif", { tohost: 0x1000 }), "tohost 4096 is not -1"],
+    ["tohost across RAM's end", dev("htif", { tohost: ram - 4 }), "is not -1 or a doubleword"],
+    ["fromhost as text", dev("htif", { fromhost: "x" }), "fromhost x"],
+  ];
+  for (const [name, state, message] of cases) {
+    await t.step(name, () => {
+      assertThrows(() => machineWith([]).restore(state), Error, message);
+    });
+  }
+  machineWith([]).restore(dev("htif", { tohost: ram - 8, fromhost: -1 }));
+});
+
 Deno.test("Machine rejects RAM sizes that are not whole pages or exceed 2 GiB", () => {
   assertThrows(
     () => new Machine({ ramSize: 1000, uartSink: QUIET }),

@@ -14,9 +14,15 @@ export function zstdCompress(data: Uint8Array, level: number): Uint8Array {
   return compress(data, level);
 }
 
+/** The largest window a frame may ask for: zstd-wasm is a 32-bit build (ZSTD_WINDOWLOG_MAX_32). */
+const MAX_WINDOW_LOG = 30;
+
 /**
  * Reads the Frame_Content_Size of a zstd frame (RFC 8878 §3.1.1.1), or returns a reason string
- * when the bytes are not a frame with a declared size.
+ * when the bytes are not exactly one frame with a declared size.
+ *
+ * It also refuses a window larger than the 32-bit library accepts: `ZSTD_getFrameContentSize`
+ * then reports an error, which zstd-wasm's `decompress` would take for a buffer size (-2).
  */
 export function zstdFrameContentSize(b: Uint8Array): number | string {
   if (b.length < 6) return "zstd frame is shorter than its header";
@@ -28,15 +34,45 @@ export function zstdFrameContentSize(b: Uint8Array): number | string {
   const single = (fhd >> 5) & 1;
   const dictFlag = fhd & 3;
   if ((fhd >> 3) & 1) return "reserved bit set in zstd frame header";
-  let pos = 5 + (single ? 0 : 1) + [0, 1, 2, 4][dictFlag];
+  if (!single) {
+    const windowLog = 10 + (b[5] >> 3);
+    if (windowLog > MAX_WINDOW_LOG) {
+      return `zstd frame asks for a 2^${windowLog}-byte window, more than 2^${MAX_WINDOW_LOG}`;
+    }
+  }
+  const pos = 5 + (single ? 0 : 1) + [0, 1, 2, 4][dictFlag];
   const fcsSize = fcsFlag === 0 ? (single ? 1 : 0) : [0, 2, 4, 8][fcsFlag];
   if (fcsSize === 0) return "zstd frame does not declare its content size";
   if (pos + fcsSize > b.length) return "zstd frame header is cut off";
   let v = 0;
   for (let i = fcsSize - 1; i >= 0; i--) v = v * 256 + b[pos + i];
   if (fcsSize === 2) v += 256;
-  pos += fcsSize;
   return v;
+}
+
+/**
+ * Walks a frame's block headers (RFC 8878 §3.1.1.2) and returns a reason string unless the frame
+ * ends exactly where `b` ends; `b` must already have passed {@linkcode zstdFrameContentSize}.
+ * zstd-wasm's `decompress` would otherwise also decode frames or skippable frames that follow
+ * (FORMAT.md §6.2 calls those bytes corrupt).
+ */
+function checkFrameEnd(b: Uint8Array): string | null {
+  const fhd = b[4];
+  const single = (fhd >> 5) & 1;
+  const fcsSize = [single ? 1 : 0, 2, 4, 8][fhd >> 6];
+  let pos = 5 + (single ? 0 : 1) + [0, 1, 2, 4][fhd & 3] + fcsSize;
+  for (let last = 0; last === 0;) {
+    if (pos + 3 > b.length) return "zstd frame is cut off inside its blocks";
+    const bh = b[pos] | (b[pos + 1] << 8) | (b[pos + 2] << 16);
+    last = bh & 1;
+    const type = (bh >> 1) & 3;
+    if (type === 3) return `zstd block at byte ${pos} has the reserved type`;
+    pos += 3 + (type === 1 ? 1 : bh >>> 3);
+  }
+  pos += (fhd >> 2) & 1 ? 4 : 0;
+  if (pos > b.length) return "zstd frame is cut off inside its blocks";
+  if (pos < b.length) return `${b.length - pos} bytes follow the zstd frame`;
+  return null;
 }
 
 /**
@@ -47,6 +83,8 @@ export function zstdDecompressExact(data: Uint8Array, expected: number): Uint8Ar
   const size = zstdFrameContentSize(data);
   if (typeof size === "string") return size;
   if (size !== expected) return `zstd frame declares ${size} bytes, the record implies ${expected}`;
+  const end = checkFrameEnd(data);
+  if (end !== null) return end;
   let out: Uint8Array;
   try {
     out = decompress(data, { defaultHeapSize: expected });

@@ -18,7 +18,7 @@ import {
   RecordType,
 } from "./constants.ts";
 import { decodeDeviceSection, type DeviceSection } from "./device_section.ts";
-import { CorruptError, LsnapError, TruncatedError } from "./errors.ts";
+import { CorruptError, LsnapError, TruncatedError, UnsupportedError } from "./errors.ts";
 import { decodeFooter } from "./footer.ts";
 import {
   decodeHeader,
@@ -217,10 +217,25 @@ export class SnapshotFileReader {
       : data.slice(pos * r.pageSize, (pos + 1) * r.pageSize);
   }
 
-  /** A whole region's bytes; reads each record that holds a last occurrence once. */
-  async readRegion(region: number): Promise<Uint8Array> {
+  /**
+   * A whole region's bytes; reads each record that holds a last occurrence once. A region larger
+   * than `options.maxMemoryBytes` (default 4 GiB, as {@linkcode readSnapshot}) is refused with
+   * {@linkcode UnsupportedError} before anything is allocated: the header alone declares the size,
+   * so a file of a few hundred bytes could otherwise ask for terabytes.
+   */
+  async readRegion(
+    region: number,
+    options: { maxMemoryBytes?: number } = {},
+  ): Promise<Uint8Array> {
     const r = this.description.regions[region];
     if (r === undefined) throw new RangeError(`Cannot read region ${region}: no such region`);
+    const max = options.maxMemoryBytes ?? 4 * 1024 ** 3;
+    if (r.size > max) {
+      throw new UnsupportedError(
+        `region '${r.name}' is ${r.size} bytes, more than the ${max} this reader may allocate`,
+        { offset: PROLOGUE_SIZE, recordIndex: 0 },
+      );
+    }
     const out = new Uint8Array(r.size);
     const offsets = new Set<number>();
     for (let p = 0; p < r.size / r.pageSize; p++) {

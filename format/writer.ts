@@ -6,6 +6,7 @@
  */
 import { isZero } from "./_bytes.ts";
 import { type EncodedBatch, encodePageBatch, type PageBatch } from "./_page_batch.ts";
+import { removeStaleTemporaries, syncDirectory, tempPathFor } from "./_temp_file.ts";
 import { createBlake3 } from "./checksum.ts";
 import {
   FLAG_CRITICAL,
@@ -191,6 +192,9 @@ export class SnapshotWriter {
     options: WriterOptions,
     private readonly onClose: (ok: boolean) => Promise<void>,
     private readonly encoder: BatchEncoder,
+    private readonly beforeFooter: () => Promise<void>,
+    /** The destination named in error messages ("" for a stream). */
+    private readonly target: string,
   ) {
     this.codec = options.codec ?? "zstd";
     this.level = options.level ?? 1;
@@ -216,9 +220,10 @@ export class SnapshotWriter {
   }
 
   /**
-   * Starts a snapshot file at `path`. Bytes go to `<path>.tmp-<random>` in the same directory,
-   * which is fsync'd and renamed to `path` only once the footer is written; {@linkcode abort} or
-   * any write error removes it.
+   * Starts a snapshot file at `path`. Bytes go to `<path>.tmp-<host>-<pid>-<random>` in the same
+   * directory, which is fsync'd and renamed to `path` only once the footer is written (then the
+   * directory is fsync'd too); {@linkcode abort} or any write error removes it. Temporaries of
+   * `path` that writers killed on this host left behind are removed first (FORMAT.md §9).
    */
   static async createFile(
     path: string,
@@ -226,8 +231,8 @@ export class SnapshotWriter {
     options: WriterOptions = {},
   ): Promise<SnapshotWriter> {
     validateDescription(description);
-    const rand = crypto.getRandomValues(new Uint8Array(6));
-    const tmp = `${path}.tmp-${Array.from(rand, (b) => b.toString(16).padStart(2, "0")).join("")}`;
+    await removeStaleTemporaries(path);
+    const tmp = tempPathFor(path);
     const file = await Deno.open(tmp, { write: true, createNew: true });
     let open = true;
     const closeFile = () => {
@@ -251,11 +256,29 @@ export class SnapshotWriter {
     });
     const finish = async (ok: boolean) => {
       closeFile();
-      if (ok) await Deno.rename(tmp, path);
-      else await Deno.remove(tmp).catch(() => {});
+      if (ok) {
+        try {
+          await Deno.rename(tmp, path);
+        } catch (e) {
+          await Deno.remove(tmp).catch(() => {});
+          throw new Error(`Cannot write snapshot to '${path}': ${(e as Error).message}`, {
+            cause: e,
+          });
+        }
+        await syncDirectory(path);
+      } else await Deno.remove(tmp).catch(() => {});
     };
     try {
-      return await SnapshotWriter.start(sink.getWriter(), description, options, finish);
+      // Everything but the footer is made durable first, so that a writer killed before its
+      // rename leaves a complete temporary only for the time of one 32-byte write and fsync.
+      return await SnapshotWriter.start(
+        sink.getWriter(),
+        description,
+        options,
+        finish,
+        () => file.sync(),
+        path,
+      );
     } catch (e) {
       await finish(false);
       throw e;
@@ -267,6 +290,8 @@ export class SnapshotWriter {
     description: MachineDescription,
     options: WriterOptions,
     onClose: (ok: boolean) => Promise<void>,
+    beforeFooter: () => Promise<void> = () => Promise.resolve(),
+    target = "",
   ): Promise<SnapshotWriter> {
     validateDescription(description);
     const hasher = await createBlake3();
@@ -283,6 +308,8 @@ export class SnapshotWriter {
       options,
       onClose,
       new BatchEncoder(workers),
+      beforeFooter,
+      target,
     );
     try {
       await w.emit(encodePrologue(FORMAT_MAJOR, FORMAT_MINOR), false);
@@ -302,8 +329,13 @@ export class SnapshotWriter {
       await this.out.write(bytes);
     } catch (e) {
       await this.fail();
-      throw new Error(`Cannot write snapshot: ${(e as Error).message}`, { cause: e });
+      throw this.writeError(e);
     }
+  }
+
+  private writeError(e: unknown): Error {
+    const to = this.target === "" ? "" : ` to '${this.target}'`;
+    return new Error(`Cannot write snapshot${to}: ${(e as Error).message}`, { cause: e });
   }
 
   /** Queues a record; waits for the oldest to be written while too many are in flight. */
@@ -565,7 +597,10 @@ export class SnapshotWriter {
    */
   async writeExtensionRecord(type: number, payload: Uint8Array, critical: boolean): Promise<void> {
     this.checkOpen();
-    if (!Number.isInteger(type) || type <= RecordType.TRAILER || type > 0xffff) {
+    // Any type v1 does not define, 0x0000 included (FORMAT.md §3.2): readers skip it when optional,
+    // so `convert` must be able to carry it over.
+    const defined = type >= RecordType.HEADER && type <= RecordType.TRAILER;
+    if (!Number.isInteger(type) || type < 0 || defined || type > 0xffff) {
       throw new Error(`Cannot write extension record: type ${type} is reserved or not a u16`);
     }
     await this.enqueue(
@@ -598,8 +633,9 @@ export class SnapshotWriter {
       });
       const trailerOffset = this.offset;
       await this.emit(encodeRecord(RecordType.TRAILER, FLAG_CRITICAL, trailer));
+      await this.beforeFooter().catch((e) => Promise.reject(this.writeError(e)));
       await this.emit(encodeFooter({ trailerOffset, indexOffset }), false);
-      await this.out.close();
+      await this.out.close().catch((e) => Promise.reject(this.writeError(e)));
       this.closed = true;
       await this.onClose(true);
       return { bytes: this.offset, records: this.records, contentDigest, fileDigest };

@@ -281,3 +281,17 @@ Deno.test("readSnapshot() and SnapshotFileReader raise only LsnapError on random
   }
   await Deno.remove(path);
 });
+
+Deno.test("SnapshotFileReader.readRegion() refuses a region over its memory limit before allocating", async () => {
+  const path = new URL("./fixtures/regressions/huge-region-tiny-file.lsnap", import.meta.url);
+  const r = await SnapshotFileReader.open(path.pathname);
+  try {
+    assertEquals(r.description.regions[0].size, 2 ** 37);
+    const e = await assertRejects(() => r.readRegion(0), UnsupportedError);
+    assertStringIncludes(e.message, "region 'ram' is 137438953472 bytes, more than the 4294967296");
+    await assertRejects(() => r.readRegion(0, { maxMemoryBytes: 2 ** 36 }), UnsupportedError);
+    assertEquals((await r.readPage(0, 2 ** 25 - 1))[0], 1);
+  } finally {
+    r.close();
+  }
+});

@@ -103,11 +103,14 @@ export async function serveControl(
 ): Promise<ControlServer> {
   try {
     const st = await Deno.lstat(path);
-    if (st.isSocket) await Deno.remove(path);
+    if (!st.isSocket) {
+      throw new Error(`Cannot listen on '${path}': it exists and is not a socket`);
+    }
+    await Deno.remove(path);
   } catch (e) {
     if (!(e instanceof Deno.errors.NotFound)) throw e;
   }
-  const listener = Deno.listen({ transport: "unix", path });
+  const listener = await listenOwnerOnly(path);
   let resolveQuit!: () => void;
   const quitRequested = new Promise<void>((r) => resolveQuit = r);
   const connections = new Set<Deno.Conn>();
@@ -119,8 +122,20 @@ export async function serveControl(
     const send = (v: unknown) => writer.write(encoder.encode(JSON.stringify(v) + "\n"));
     try {
       await send({ livesnap: { version: "0.1.0", commands: CONTROL_COMMANDS } });
-      const lines = conn.readable.pipeThrough(new TextDecoderStream()).pipeThrough(lineSplitter());
+      const lines = conn.readable.pipeThrough(new TextDecoderStream()).pipeThrough(
+        lineSplitter(MAX_REQUEST_CHARS),
+      );
       for await (const line of lines) {
+        if (line === TOO_LONG) {
+          // The rest of that line cannot be told from a next request: answer and hang up.
+          await send({
+            error: {
+              class: "GenericError",
+              desc: `Cannot parse request: longer than ${MAX_REQUEST_CHARS} characters`,
+            },
+          });
+          break;
+        }
         if (line.trim() === "") continue;
         let req: ControlRequest;
         try {
@@ -181,16 +196,58 @@ export async function serveControl(
   };
 }
 
-/** Splits a text stream into lines (without their newline). */
-function lineSplitter(): TransformStream<string, string> {
+/** The longest request line the server reads; a longer one gets an error and the connection ends. */
+export const MAX_REQUEST_CHARS = 65_536;
+const TOO_LONG = "\u0000too long";
+
+/**
+ * Listens on the Unix socket `path` with owner-only permissions from the first instant: the
+ * socket is bound inside a fresh directory of mode 0700, made 0600, then renamed to `path`, so
+ * no other user can connect between the bind and the chmod.
+ */
+async function listenOwnerOnly(path: string): Promise<Deno.UnixListener> {
+  const slash = path.lastIndexOf("/");
+  const dir = await Deno.makeTempDir({
+    dir: slash < 0 ? "." : path.slice(0, slash) || "/",
+    prefix: ".livesnap-sock-",
+  });
+  try {
+    await Deno.chmod(dir, 0o700);
+    const listener = Deno.listen({ transport: "unix", path: `${dir}/s` });
+    try {
+      await Deno.chmod(`${dir}/s`, 0o600);
+      await Deno.rename(`${dir}/s`, path);
+    } catch (e) {
+      listener.close();
+      throw e;
+    }
+    return listener;
+  } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+}
+
+/**
+ * Splits a text stream into lines (without their newline). A line longer than `max` characters
+ * is replaced by one {@linkcode TOO_LONG} marker and the stream ends there.
+ */
+function lineSplitter(max = Infinity): TransformStream<string, string> {
   let rest = "";
+  let over = false;
   return new TransformStream({
     transform(chunk, controller) {
+      if (over) return;
       rest += chunk;
       let i: number;
       while ((i = rest.indexOf("\n")) >= 0) {
+        if (i > max) break;
         controller.enqueue(rest.slice(0, i));
         rest = rest.slice(i + 1);
+      }
+      if (rest.length > max) {
+        over = true;
+        rest = "";
+        controller.enqueue(TOO_LONG);
       }
     },
     flush(controller) {

@@ -80,6 +80,8 @@ export interface ConvertOptions {
   compress?: CompressionChoice;
   /** Uncompressed bytes per PAGES record of an `.lsnap` output (default: the writer's, 1 MiB; at most 16 MiB). */
   batchBytes?: number;
+  /** Compression workers of an `.lsnap` output (default: the writer's; 0 compresses in this thread). */
+  workers?: number;
   /** Write pages in address order (each page once). */
   addressOrder?: boolean;
   /** Keep only the last occurrence of each page and device section. */
@@ -600,6 +602,7 @@ async function writeLsnap(
       level: c?.level,
       batchBytes: ctx.options.batchBytes,
       index: ctx.options.index ?? true,
+      workers: ctx.options.workers,
     });
   } catch (e) {
     check.stop();

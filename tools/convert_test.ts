@@ -826,3 +826,16 @@ Deno.test("livesnap convert reads a QEMU stream from a pipe with --from qemu, an
     /bad magic: not an \.lsnap file \(a QEMU stream on standard input needs --from qemu\)/,
   );
 });
+Deno.test("convertSnapshot() carries over an optional record of type 0", async () => {
+  await withDir(async (dir) => {
+    const input =
+      new URL("../tests/fixtures/regressions/optional-record-type-0.lsnap", import.meta.url)
+        .pathname;
+    const r = await convertSnapshot(input, `${dir}/out.lsnap`);
+    assert(r.digestChecked);
+    const types: number[] = [];
+    const reader = new SnapshotStreamReader((await Deno.open(`${dir}/out.lsnap`)).readable);
+    for await (const x of reader.records()) if (x.kind === "extension") types.push(x.type);
+    assertEquals(types, [0]);
+  });
+});

@@ -163,7 +163,10 @@ export class Clint implements MmioDevice {
     this.mtimeHi = s.mtimeHi >>> 0;
     this.mtimecmpLo = s.mtimecmpLo >>> 0;
     this.mtimecmpHi = s.mtimecmpHi >>> 0;
-    if (!(s.tickFraction >= 0 && s.tickFraction < INSTRUCTIONS_PER_TICK)) {
+    if (
+      !Number.isInteger(s.tickFraction) || s.tickFraction < 0 ||
+      s.tickFraction >= INSTRUCTIONS_PER_TICK
+    ) {
       throw new RangeError(
         `Cannot restore CLINT: tickFraction ${s.tickFraction} is outside 0..${
           INSTRUCTIONS_PER_TICK - 1

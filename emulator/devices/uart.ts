@@ -162,6 +162,9 @@ export class Uart implements MmioDevice {
 
   /** Load a state produced by {@linkcode Uart.save}; pending output is flushed first. */
   restore(s: UartState): void {
+    if (!(s.rx instanceof Uint8Array)) {
+      throw new TypeError("Cannot restore UART: rx must be bytes");
+    }
     this.flush();
     this.ier = s.ier & 0x0f;
     this.lcr = s.lcr & 0xff;

@@ -1,0 +1,237 @@
+/**
+ * The fuzz harness: mutates the golden files and generated snapshots and feeds every case to the
+ * stream reader, the file reader, `verify`, `inspect` and the device state decoder (see
+ * `_targets.ts` for what counts as a pass). Cases run in Workers; a case that does not finish
+ * within `--timeout` seconds is a hang: its worker is terminated and the run goes on.
+ *
+ * Usage: deno run -A tests/reliability/fuzz.ts [--seed N] [--cases N] [--seconds S]
+ *          [--workers N] [--timeout S] [--max-rss-mib N] [--save] [--json]
+ *
+ * `--save` writes every failing case to tests/fixtures/regressions/ (replayed by
+ * regressions_test.ts). Exit status 0 when no case failed, 1 otherwise.
+ *
+ * @module
+ */
+import { parseArgs } from "@std/cli/parse_args.js";
+import { buildCorpus } from "./_corpus.ts";
+import { makeCase } from "./_mutators.ts";
+
+/** Options of {@linkcode fuzz}. */
+export interface FuzzOptions {
+  seed: number;
+  /** Number of cases to run (starting at case 0). */
+  cases: number;
+  /** Stop starting new batches after this many seconds (0: no limit). */
+  seconds?: number;
+  workers?: number;
+  /** Seconds a single case may take before it counts as a hang. */
+  timeout?: number;
+  /** Resident memory a case may leave the process at. */
+  maxRss?: number;
+  /** Directory to write failing cases to, or null. */
+  saveDir?: string | null;
+  /** Called after every finished batch. */
+  progress?: (done: number) => void;
+}
+
+/** A failing case. */
+export interface FuzzFailure {
+  index: number;
+  mutators: string[];
+  problems: string[];
+}
+
+/** The figures of a run. */
+export interface FuzzReport {
+  seed: number;
+  cases: number;
+  seconds: number;
+  /** Stream reader outcome → cases. */
+  outcomes: Record<string, number>;
+  /** Mutator → cases it took part in. */
+  mutators: Record<string, number>;
+  failures: FuzzFailure[];
+  hangs: number;
+  /** Largest resident set size seen after a case, bytes. */
+  peakRss: number;
+  /** The process's peak resident set (VmHWM), bytes, or null where /proc is missing. */
+  vmHwm: number | null;
+}
+
+const BATCH = 250;
+
+/** Peak resident set of this process from /proc/self/status, or null. */
+export function vmHwm(): number | null {
+  try {
+    const m = /VmHWM:\s+(\d+) kB/.exec(Deno.readTextFileSync("/proc/self/status"));
+    return m ? Number(m[1]) * 1024 : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Runs `cases` cases from `seed` and reports the figures. */
+export async function fuzz(o: FuzzOptions): Promise<FuzzReport> {
+  const started = performance.now();
+  const deadline = o.seconds ? started + o.seconds * 1000 : Infinity;
+  const timeoutMs = (o.timeout ?? 30) * 1000;
+  const maxRss = o.maxRss ?? 3 * 1024 ** 3;
+  const scratchDir = await Deno.makeTempDir({
+    dir: (await Deno.stat("/dev/shm").catch(() => null))?.isDirectory ? "/dev/shm" : undefined,
+    prefix: "livesnap-fuzz-",
+  });
+  const report: FuzzReport = {
+    seed: o.seed,
+    cases: 0,
+    seconds: 0,
+    outcomes: {},
+    mutators: {},
+    failures: [],
+    hangs: 0,
+    peakRss: 0,
+    vmHwm: null,
+  };
+  let corpus: Uint8Array[] | null = null;
+  const fail = async (f: FuzzFailure) => {
+    report.failures.push(f);
+    if (!o.saveDir) return;
+    corpus ??= await buildCorpus();
+    const c = await makeCase(o.seed, f.index, corpus);
+    const name = `fuzz-s${o.seed}-c${f.index}`;
+    await Deno.mkdir(o.saveDir, { recursive: true });
+    await Deno.writeFile(`${o.saveDir}/${name}.lsnap`, c.bytes);
+    await Deno.writeTextFile(
+      `${o.saveDir}/${name}.json`,
+      JSON.stringify({ seed: o.seed, case: f.index, ...f }, null, 2) + "\n",
+    );
+  };
+
+  let next = 0;
+  const takeBatch = (): [number, number] | null => {
+    if (next >= o.cases || performance.now() > deadline) return null;
+    const from = next;
+    next = Math.min(o.cases, next + BATCH);
+    return [from, next];
+  };
+
+  const lane = async (id: number): Promise<void> => {
+    const scratch = `${scratchDir}/case-${id}.lsnap`;
+    let batch = takeBatch();
+    while (batch !== null) {
+      // One worker per batch attempt; a hang terminates it and the rest of the batch resumes.
+      const [from, to] = batch;
+      const resumeAt = await new Promise<number>((resolve) => {
+        const w = new Worker(new URL("./_fuzz_worker.ts", import.meta.url).href, {
+          type: "module",
+        });
+        let current = from;
+        let since = performance.now();
+        let finished = false;
+        const pending: Promise<void>[] = [];
+        const timer = setInterval(() => {
+          if (finished || performance.now() - since < timeoutMs) return;
+          finished = true;
+          clearInterval(timer);
+          w.terminate();
+          report.hangs++;
+          report.cases++;
+          pending.push(
+            fail({
+              index: current,
+              mutators: [],
+              problems: [`no result within ${timeoutMs / 1000} s (hang)`],
+            }),
+          );
+          Promise.all(pending).then(() => resolve(current + 1));
+        }, 250);
+        w.onerror = (e) => {
+          e.preventDefault();
+          if (finished) return;
+          finished = true;
+          clearInterval(timer);
+          w.terminate();
+          report.cases++;
+          pending.push(
+            fail({ index: current, mutators: [], problems: [`worker crashed: ${e.message}`] }),
+          );
+          Promise.all(pending).then(() => resolve(current + 1));
+        };
+        w.onmessage = (e) => {
+          const m = e.data;
+          if (m.ready) {
+            since = performance.now();
+            w.postMessage({ seed: o.seed, from, to, scratch, maxRss });
+          } else if (m.start !== undefined) {
+            current = m.start;
+            since = performance.now();
+          } else if (m.done !== undefined) {
+            report.cases++;
+            report.outcomes[m.outcome] = (report.outcomes[m.outcome] ?? 0) + 1;
+            for (const n of new Set<string>(m.mutators)) {
+              report.mutators[n] = (report.mutators[n] ?? 0) + 1;
+            }
+            report.peakRss = Math.max(report.peakRss, m.rss);
+            if (m.problems.length > 0) {
+              pending.push(fail({ index: m.done, mutators: m.mutators, problems: m.problems }));
+            }
+          } else if (m.finished) {
+            finished = true;
+            clearInterval(timer);
+            w.terminate();
+            Promise.all(pending).then(() => resolve(to));
+          }
+        };
+      });
+      batch = resumeAt < to ? [resumeAt, to] : takeBatch();
+      o.progress?.(report.cases);
+    }
+  };
+
+  try {
+    await Promise.all(Array.from({ length: Math.max(1, o.workers ?? 2) }, (_, i) => lane(i)));
+  } finally {
+    await Deno.remove(scratchDir, { recursive: true }).catch(() => {});
+  }
+  report.seconds = Math.round((performance.now() - started) / 100) / 10;
+  report.vmHwm = vmHwm();
+  report.failures.sort((a, b) => a.index - b.index);
+  return report;
+}
+
+if (import.meta.main) {
+  const f = parseArgs(Deno.args, {
+    string: ["seed", "cases", "seconds", "workers", "timeout", "max-rss-mib"],
+    boolean: ["save", "json", "help"],
+  });
+  if (f.help) {
+    console.log(
+      "Usage: deno task fuzz [--seed N] [--cases N] [--seconds S] [--workers N] [--timeout S] [--max-rss-mib N] [--save] [--json]",
+    );
+    Deno.exit(0);
+  }
+  const num = (v: string | undefined, d: number) => (v === undefined ? d : Number(v));
+  const report = await fuzz({
+    seed: num(f.seed, 1),
+    cases: num(f.cases, 10_000),
+    seconds: num(f.seconds, 0),
+    workers: num(f.workers, 2),
+    timeout: num(f.timeout, 30),
+    maxRss: num(f["max-rss-mib"], 3072) * 1024 * 1024,
+    saveDir: f.save ? new URL("../fixtures/regressions", import.meta.url).pathname : null,
+    progress: f.json ? undefined : (n) => console.error(`  ${n} cases`),
+  });
+  if (f.json) console.log(JSON.stringify(report, null, 2));
+  else {
+    const mib = (n: number | null) => (n === null ? "?" : `${(n / 1024 ** 2).toFixed(0)} MiB`);
+    console.log(
+      `seed ${report.seed}: ${report.cases} cases in ${report.seconds} s, ${report.failures.length} failed (${report.hangs} hangs), peak RSS ${
+        mib(report.peakRss)
+      } (VmHWM ${mib(report.vmHwm)})`,
+    );
+    console.log("outcomes:", JSON.stringify(report.outcomes));
+    for (const x of report.failures.slice(0, 50)) {
+      console.log(`case ${x.index} [${x.mutators.join(" + ")}]:\n  ${x.problems.join("\n  ")}`);
+    }
+  }
+  Deno.exit(report.failures.length === 0 ? 0 : 1);
+}
