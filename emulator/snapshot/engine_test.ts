@@ -223,7 +223,9 @@ Deno.test("SnapshotWriterLoop precopy with auto-converge pauses for a bounded nu
     w.pagesInFinalPause <= 8 + slice,
     `the final pause wrote ${w.pagesInFinalPause} pages, more than the 8 + ${slice} allowed`,
   );
-  if (w.precopyThrottlePct > 0) assert(o.guest.throttleUs > 0, "throttled, yet never slept");
+  // Not asserted: that a raised throttle made the guest sleep. The writer may raise it and ask
+  // for the final pause before the guest's next slice, and the guest then owes no sleep (a race
+  // that failed this test about once in ten full runs).
 });
 
 Deno.test("nextThrottlePct() steps 20, 80, 95, 98.75 then holds at the maximum", () => {
