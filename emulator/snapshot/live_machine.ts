@@ -536,6 +536,9 @@ export class LiveMachine {
     const sent = this.#command(CMD_SNAPSHOT, [MODE_CODES[req.mode], slots], undefined, (seq) => {
       const tag = `ctl:${seq}`;
       done = this.#expect(tag, req);
+      // The refusal or failure can arrive before the reply that hands `done` to the caller; a
+      // handler now keeps that from being an unhandled rejection (the caller still gets it).
+      done.catch(() => {});
       // Memory from the OS: the resident set before the instant, and the peak from then on.
       this.#pending.get(tag)!.rssBefore = readProcessMemory().rss;
       resetPeakMemory();
