@@ -237,3 +237,80 @@ export async function runLive(o: LiveRunOptions): Promise<number> {
   metricsFile?.close();
   return failures > 0 && status === 0 ? 1 : status;
 }
+
+/** The options `run` and `restore` both take, as `parseArgs` declares them (all strings). */
+export const LIVE_STRING_OPTIONS = [
+  "stop-at",
+  "snapshot-at",
+  "snapshot-every",
+  "out",
+  "mode",
+  "cow-buffer",
+  "metrics",
+  "control",
+  "precopy-max-passes",
+  "downtime-ms",
+] as const;
+
+type LiveArgValues = { [K in (typeof LIVE_STRING_OPTIONS)[number]]?: string | string[] };
+
+/** What {@linkcode parseLiveArgs} makes of the shared options. */
+export interface LiveArgs {
+  stopAt?: number;
+  /** The options for {@linkcode runLive}, or null when neither snapshots nor a control socket
+   * are asked for (then the guest runs on the calling thread). */
+  live: Omit<LiveRunOptions, "name" | "print" | "elf" | "restorePath" | "ramSize" | "input"> | null;
+}
+
+/**
+ * Parses the options `run` and `restore` share; throws a RangeError worded for the user.
+ * `snapshot-at` must be declared with `collect`.
+ */
+export function parseLiveArgs(opts: LiveArgValues & { digest?: boolean }): LiveArgs {
+  const one = (name: (typeof LIVE_STRING_OPTIONS)[number]) => opts[name] as string | undefined;
+  const stopAtText = one("stop-at");
+  const stopAt = stopAtText === undefined ? undefined : parseCount("--stop-at", stopAtText);
+  const at = (opts["snapshot-at"] ?? []) as string[];
+  const everyText = one("snapshot-every");
+  if (at.length === 0 && everyText === undefined && one("control") === undefined) {
+    for (const o of ["out", "mode", "cow-buffer", "metrics", "precopy-max-passes", "downtime-ms"]) {
+      if (opts[o as keyof LiveArgValues] !== undefined) {
+        throw new RangeError(`--${o} needs --snapshot-at, --snapshot-every or --control`);
+      }
+    }
+    return { stopAt, live: null };
+  }
+  const snapshotEvery = everyText === undefined
+    ? undefined
+    : parseCount("--snapshot-every", everyText);
+  if (snapshotEvery === 0) throw new RangeError("Cannot use --snapshot-every 0");
+  return {
+    stopAt,
+    live: {
+      stopAt,
+      digest: opts.digest ?? false,
+      snapshotAt: at.map((t) => parseCount("--snapshot-at", t)),
+      snapshotEvery,
+      out: one("out"),
+      mode: parseMode(one("mode") ?? "cow"),
+      cowBuffer: parseCowBuffer(one("cow-buffer") ?? "16M"),
+      precopy: parsePrecopyOptions(one("precopy-max-passes"), one("downtime-ms")),
+      metricsPath: one("metrics"),
+      control: one("control"),
+    },
+  };
+}
+
+/** Guest output to stdout, remembering whether it ended a line (so a digest printed after it
+ * starts on its own line). */
+export function stdoutSink(): { sink: (b: Uint8Array) => void; endsLine: () => boolean } {
+  let lastByte = 10;
+  return {
+    sink: (b) => {
+      let o = 0;
+      while (o < b.length) o += Deno.stdout.writeSync(b.subarray(o));
+      if (b.length > 0) lastByte = b[b.length - 1];
+    },
+    endsLine: () => lastByte === 10,
+  };
+}

@@ -1,5 +1,5 @@
 import { assertEquals, assertThrows } from "@std/assert/mod.js";
-import { parsePrecopyOptions } from "./_live_run.ts";
+import { parseLiveArgs, parsePrecopyOptions } from "./_live_run.ts";
 
 Deno.test("parsePrecopyOptions() reads --precopy-max-passes and --downtime-ms, and refuses junk", () => {
   assertEquals(parsePrecopyOptions(undefined, undefined), {});
@@ -15,4 +15,24 @@ Deno.test("parsePrecopyOptions() reads --precopy-max-passes and --downtime-ms, a
     RangeError,
     "Cannot use --downtime-ms '2.5': not a whole number of milliseconds",
   );
+});
+
+Deno.test("parseLiveArgs() is what run and restore share: live options, refusals, stop-at", () => {
+  assertEquals(parseLiveArgs({ "stop-at": "500" }), { stopAt: 500, live: null });
+  assertThrows(() => parseLiveArgs({ out: "x.lsnap" }), RangeError, "--out needs --snapshot-at");
+  assertThrows(() => parseLiveArgs({ "snapshot-every": "0" }), RangeError, "--snapshot-every 0");
+  assertThrows(() => parseLiveArgs({ "stop-at": "1e6" }), RangeError, "not an instruction count");
+  const { live } = parseLiveArgs({
+    "snapshot-at": ["100", "200"],
+    out: "s-{n}.lsnap",
+    mode: "precopy",
+    "cow-buffer": "64K",
+    "downtime-ms": "20",
+    digest: true,
+  });
+  assertEquals(live?.snapshotAt, [100, 200]);
+  assertEquals([live?.mode, live?.cowBuffer, live?.precopy], ["precopy", 65536, {
+    downtimeMs: 20,
+  }]);
+  assertEquals([live?.out, live?.digest], ["s-{n}.lsnap", true]);
 });

@@ -11,11 +11,10 @@ import { restoreSnapshot } from "./restore.ts";
 import { machineContentDigest as machineDigest } from "../emulator/snapshot/machine_state.ts";
 import {
   haltStatus,
-  parseCount,
-  parseCowBuffer,
-  parseMode,
-  parsePrecopyOptions,
+  LIVE_STRING_OPTIONS,
+  parseLiveArgs,
   runLive,
+  stdoutSink,
 } from "./_live_run.ts";
 
 const USAGE = `Usage: livesnap restore FILE [--stop-at N] [--digest]
@@ -46,18 +45,7 @@ Examples:
 export async function main(args: string[]): Promise<number> {
   let unknown: string | null = null;
   const opts = parseArgs(args, {
-    string: [
-      "stop-at",
-      "snapshot-at",
-      "snapshot-every",
-      "out",
-      "mode",
-      "cow-buffer",
-      "metrics",
-      "control",
-      "precopy-max-passes",
-      "downtime-ms",
-    ],
+    string: [...LIVE_STRING_OPTIONS],
     collect: ["snapshot-at"],
     boolean: ["digest", "help"],
     alias: { h: "help" },
@@ -82,54 +70,21 @@ export async function main(args: string[]): Promise<number> {
     console.error(`livesnap restore: expected one snapshot file, got ${files.length}\n\n${USAGE}`);
     return 2;
   }
-  const live = (opts["snapshot-at"] as string[]).length > 0 ||
-    opts["snapshot-every"] !== undefined || opts.control !== undefined;
-  let stopAt: number | undefined;
+  let parsed;
   try {
-    if (opts["stop-at"] !== undefined) stopAt = parseCount("--stop-at", opts["stop-at"]);
-    if (!live) {
-      for (
-        const o of [
-          "out",
-          "mode",
-          "cow-buffer",
-          "metrics",
-          "precopy-max-passes",
-          "downtime-ms",
-        ] as const
-      ) {
-        if (opts[o] !== undefined) {
-          throw new RangeError(`--${o} needs --snapshot-at, --snapshot-every or --control`);
-        }
-      }
-    }
+    parsed = parseLiveArgs(opts);
   } catch (e) {
     console.error(`livesnap restore: ${(e as Error).message}`);
     return 2;
   }
-  let lastByte = 10;
-  const sink = (b: Uint8Array) => {
-    let o = 0;
-    while (o < b.length) o += Deno.stdout.writeSync(b.subarray(o));
-    if (b.length > 0) lastByte = b[b.length - 1];
-  };
-  if (live) {
+  const { stopAt } = parsed;
+  const { sink, endsLine } = stdoutSink();
+  if (parsed.live !== null) {
     try {
       return await runLive({
+        ...parsed.live,
         name: "livesnap restore",
         restorePath: files[0],
-        stopAt,
-        digest: opts.digest,
-        snapshotAt: (opts["snapshot-at"] as string[]).map((t) => parseCount("--snapshot-at", t)),
-        snapshotEvery: opts["snapshot-every"] === undefined
-          ? undefined
-          : parseCount("--snapshot-every", opts["snapshot-every"]),
-        out: opts.out,
-        mode: parseMode(opts.mode ?? "cow"),
-        cowBuffer: parseCowBuffer(opts["cow-buffer"] ?? "16M"),
-        precopy: parsePrecopyOptions(opts["precopy-max-passes"], opts["downtime-ms"]),
-        metricsPath: opts.metrics,
-        control: opts.control,
         print: sink,
       });
     } catch (e) {
@@ -152,7 +107,7 @@ export async function main(args: string[]): Promise<number> {
   }
   if (opts.digest) {
     const hex = await machineDigest(result.machine);
-    sink(new TextEncoder().encode(`${lastByte === 10 ? "" : "\n"}${hex}\n`));
+    sink(new TextEncoder().encode(`${endsLine() ? "" : "\n"}${hex}\n`));
   }
   return haltStatus(
     "livesnap restore",

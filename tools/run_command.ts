@@ -7,15 +7,7 @@
 import { parseArgs } from "@std/cli/parse_args.js";
 import { parseRamSize, runGuest } from "./run.ts";
 import { machineContentDigest as machineDigest } from "../emulator/snapshot/machine_state.ts";
-import {
-  parseCount,
-  parseCowBuffer,
-  parseMode,
-  parsePrecopyOptions,
-  runLive,
-} from "./_live_run.ts";
-import type { CowBufferSize, PrecopyOptions } from "../emulator/snapshot/live_machine.ts";
-import type { SnapshotMode } from "../emulator/snapshot/session.ts";
+import { LIVE_STRING_OPTIONS, parseLiveArgs, runLive, stdoutSink } from "./_live_run.ts";
 
 const USAGE = `Usage: livesnap run GUEST.elf [--ram SIZE] [--stop-at N] [--digest] [--input FILE]
                     [--snapshot-at N]... [--snapshot-every N] --out FILE
@@ -75,20 +67,7 @@ export async function main(args: string[]): Promise<number> {
       : [a]
   );
   const opts = parseArgs(joined, {
-    string: [
-      "ram",
-      "stop-at",
-      "input",
-      "snapshot-at",
-      "snapshot-every",
-      "out",
-      "mode",
-      "cow-buffer",
-      "metrics",
-      "control",
-      "precopy-max-passes",
-      "downtime-ms",
-    ],
+    string: ["ram", "input", ...LIVE_STRING_OPTIONS],
     collect: ["snapshot-at"],
     boolean: ["digest", "help"],
     alias: { h: "help" },
@@ -114,39 +93,16 @@ export async function main(args: string[]): Promise<number> {
     return 2;
   }
   let ramSize: number | undefined;
-  let stopAt: number | undefined;
+  let parsed;
   try {
     if (opts.ram !== undefined) ramSize = parseRamSize(opts.ram);
-    if (opts["stop-at"] !== undefined) {
-      stopAt = Number(opts["stop-at"]);
-      if (!/^\d+$/.test(opts["stop-at"]) || !Number.isSafeInteger(stopAt)) {
-        throw new RangeError(`Cannot use --stop-at '${opts["stop-at"]}': not an instruction count`);
-      }
-    }
+    parsed = parseLiveArgs(opts);
   } catch (e) {
     console.error(`livesnap run: ${(e as Error).message}`);
     return 2;
   }
-  const live = (opts["snapshot-at"] as string[]).length > 0 ||
-    opts["snapshot-every"] !== undefined || opts.control !== undefined;
-  if (!live) {
-    for (
-      const o of [
-        "out",
-        "mode",
-        "cow-buffer",
-        "metrics",
-        "precopy-max-passes",
-        "downtime-ms",
-      ] as const
-    ) {
-      if (opts[o] !== undefined) {
-        console.error(`livesnap run: --${o} needs --snapshot-at, --snapshot-every or --control`);
-        return 2;
-      }
-    }
-  }
-  if (opts.digest && stopAt === undefined && !live) {
+  const { stopAt, live } = parsed;
+  if (opts.digest && stopAt === undefined && live === null) {
     console.error("livesnap run: --digest needs --stop-at N (the state after N instructions)");
     return 2;
   }
@@ -165,48 +121,9 @@ export async function main(args: string[]): Promise<number> {
     console.error(`livesnap run: Cannot read ${reading}: ${(e as Error).message}`);
     return 1;
   }
-  let lastByte = 10;
-  const sink = (b: Uint8Array) => {
-    let o = 0;
-    while (o < b.length) o += Deno.stdout.writeSync(b.subarray(o));
-    if (b.length > 0) lastByte = b[b.length - 1];
-  };
-  if (live) {
-    let snapshotAt: number[];
-    let snapshotEvery: number | undefined;
-    let cowBuffer: CowBufferSize;
-    let mode: SnapshotMode;
-    let precopy: PrecopyOptions;
-    try {
-      snapshotAt = (opts["snapshot-at"] as string[]).map((t) => parseCount("--snapshot-at", t));
-      if (opts["snapshot-every"] !== undefined) {
-        snapshotEvery = parseCount("--snapshot-every", opts["snapshot-every"]);
-        if (snapshotEvery === 0) throw new RangeError("Cannot use --snapshot-every 0");
-      }
-      cowBuffer = parseCowBuffer(opts["cow-buffer"] ?? "16M");
-      mode = parseMode(opts.mode ?? "cow");
-      precopy = parsePrecopyOptions(opts["precopy-max-passes"], opts["downtime-ms"]);
-    } catch (e) {
-      console.error(`livesnap run: ${(e as Error).message}`);
-      return 2;
-    }
-    return await runLive({
-      name: "livesnap run",
-      elf,
-      ramSize,
-      input,
-      stopAt,
-      digest: opts.digest,
-      snapshotAt,
-      snapshotEvery,
-      out: opts.out,
-      mode,
-      cowBuffer,
-      precopy,
-      metricsPath: opts.metrics,
-      control: opts.control,
-      print: sink,
-    });
+  const { sink, endsLine } = stdoutSink();
+  if (live !== null) {
+    return await runLive({ ...live, name: "livesnap run", elf, ramSize, input, print: sink });
   }
   let result;
   try {
@@ -224,7 +141,7 @@ export async function main(args: string[]): Promise<number> {
       console.error(`livesnap run: ${(e as Error).message}`);
       return 1;
     }
-    sink(new TextEncoder().encode(`${lastByte === 10 ? "" : "\n"}${hex}\n`));
+    sink(new TextEncoder().encode(`${endsLine() ? "" : "\n"}${hex}\n`));
   }
   switch (exit.reason) {
     case "exit":
