@@ -13,6 +13,7 @@ import { parseArgs } from "@std/cli/parse_args.js";
 import { SnapshotWriter } from "../format/writer.ts";
 import { verifySnapshot } from "../tools/verify.ts";
 import { convertSnapshot } from "../tools/convert.ts";
+import { mixedRam } from "./_mixed_ram.ts";
 
 const flags = parseArgs(Deno.args, {
   string: ["mib", "runs"],
@@ -25,37 +26,7 @@ const PAGES = (MIB * 1024 * 1024) / PAGE;
 const RAM_BYTES = PAGES * PAGE;
 
 function synthesize(): Uint8Array {
-  const ram = new Uint8Array(RAM_BYTES);
-  let s = 0x9e37_79b9;
-  const next = () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return s >>> 0;
-  };
-  const vocab =
-    ("the of and to in is was for on that with as by at from kernel page memory guest " +
-      "snapshot device queue buffer interrupt timer virtio block console return error static const " +
-      "struct void int unsigned while if else printf malloc free").split(" ").map((w) =>
-        new TextEncoder().encode(w + " ")
-      );
-  for (let p = 0; p < PAGES; p++) {
-    const kind = next() % 100;
-    const page = ram.subarray(p * PAGE, (p + 1) * PAGE);
-    if (kind < 60) continue;
-    if (kind < 85) {
-      let i = 0;
-      while (i < PAGE) {
-        const w = vocab[next() % vocab.length];
-        page.set(w.subarray(0, Math.min(w.length, PAGE - i)), i);
-        i += w.length;
-      }
-    } else {
-      const words = new Uint32Array(page.buffer, page.byteOffset, PAGE / 4);
-      for (let i = 0; i < words.length; i++) words[i] = next();
-    }
-  }
-  return ram;
+  return mixedRam(PAGES);
 }
 
 async function median(fn: () => Promise<void>): Promise<number> {
