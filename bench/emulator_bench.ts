@@ -7,7 +7,7 @@
  * Gate states, each measured in the same process, interleaved round by round:
  * - `no check`: a copy of the CPU with the gate check removed from the store paths (the
  *   baseline that shows what the check itself costs);
- * - `gate empty`: the shipped CPU, no snapshot running (every pageGate entry 0);
+ * - `gate empty`: the shipped CPU, no snapshot running (every pageGate entry equal to `gateOpen`);
  * - `gate empty again`: the same measured a second time, to show the noise floor (an A/A test);
  * - `cow hook`: every page gated, and a hook that clears the page's gate on its first store, as
  *   the copy-on-write snapshot engine does (its page copy is not included here);
@@ -59,7 +59,7 @@ async function loadUncheckedMachine(): Promise<MachineClass> {
       if (sub === "" && e.name === "cpu.ts") {
         const before = text;
         text = text.replaceAll(
-          /if \(gate\[p\] !== 0 && ram\.gatedStore\(p, o\)\) limit = n \+ 1;/g,
+          /if \(gate\[p\] !== open && ram\.gatedStore\(p, o\)\) limit = n \+ 1;/g,
           "",
         );
         if (text === before) {

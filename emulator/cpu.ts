@@ -67,6 +67,8 @@ export function execute(m: Machine, limit: number): void {
   const u16 = ram.u16;
   const i32 = ram.i32;
   const gate = ram.pageGate;
+  // An entry equal to `open` needs no look before a store (ram.ts); it changes only between runs.
+  const open = ram.gateOpen;
   const ramSize = ram.size;
   const fetchFast = ramSize - 2;
   const cache = m.decodeCache;
@@ -141,7 +143,7 @@ export function execute(m: Machine, limit: number): void {
         const o = (a ^ 0x8000_0000) >>> 0;
         if (o < ramSize && (o & 3) === 0) {
           const p = o >>> 12;
-          if (gate[p] !== 0 && ram.gatedStore(p, o)) limit = n + 1;
+          if (gate[p] !== open && ram.gatedStore(p, o)) limit = n + 1;
           i32[o >>> 2] = x[rs2];
         } else {
           h.pc = pc;
@@ -249,7 +251,7 @@ export function execute(m: Machine, limit: number): void {
         const o = (a ^ 0x8000_0000) >>> 0;
         if (o < ramSize) {
           const p = o >>> 12;
-          if (gate[p] !== 0 && ram.gatedStore(p, o)) limit = n + 1;
+          if (gate[p] !== open && ram.gatedStore(p, o)) limit = n + 1;
           u8[o] = x[rs2];
         } else {
           h.pc = pc;
@@ -271,7 +273,7 @@ export function execute(m: Machine, limit: number): void {
         const o = (a ^ 0x8000_0000) >>> 0;
         if (o < ramSize && (o & 1) === 0) {
           const p = o >>> 12;
-          if (gate[p] !== 0 && ram.gatedStore(p, o)) limit = n + 1;
+          if (gate[p] !== open && ram.gatedStore(p, o)) limit = n + 1;
           u16[o >>> 1] = x[rs2];
         } else {
           h.pc = pc;
@@ -412,7 +414,7 @@ export function execute(m: Machine, limit: number): void {
         // Succeeds only on the reserved word; any SC clears the reservation.
         if (h.reservation === a) {
           const p = o >>> 12;
-          if (gate[p] !== 0 && ram.gatedStore(p, o)) limit = n + 1;
+          if (gate[p] !== open && ram.gatedStore(p, o)) limit = n + 1;
           i32[o >>> 2] = x[rs2];
           x[rd] = 0;
         } else {
@@ -446,7 +448,7 @@ export function execute(m: Machine, limit: number): void {
           continue;
         }
         const p = o >>> 12;
-        if (gate[p] !== 0 && ram.gatedStore(p, o)) limit = n + 1;
+        if (gate[p] !== open && ram.gatedStore(p, o)) limit = n + 1;
         const w = o >>> 2;
         const old = i32[w];
         const b = x[rs2];

@@ -498,8 +498,9 @@ export class Machine implements CsrEnvironment {
       const gate = this.ram.pageGate;
       const first = off >>> PAGE_SHIFT;
       const last = (off + size - 1) >>> PAGE_SHIFT;
-      if (gate[first] !== 0) this.ram.gatedStore(first, off);
-      if (last !== first && gate[last] !== 0) this.ram.gatedStore(last, last << PAGE_SHIFT);
+      const open = this.ram.gateOpen;
+      if (gate[first] !== open) this.ram.gatedStore(first, off);
+      if (last !== first && gate[last] !== open) this.ram.gatedStore(last, last << PAGE_SHIFT);
       const b = this.ram.bytes;
       for (let i = 0; i < size; i++) b[off + i] = value >>> (8 * i);
       return;

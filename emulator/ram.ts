@@ -4,13 +4,19 @@
  * RAM is one `Uint8Array` over a `SharedArrayBuffer` so that a Worker (the snapshot writer) can
  * read it while the guest runs. Every write into RAM (CPU stores of all widths, `sc.w`, AMOs, the
  * ELF loader, devices) passes one gate: `pageGate`, an `Int32Array` over its own
- * `SharedArrayBuffer` with one entry per 4 KiB page. When an entry is nonzero the writer calls
- * {@linkcode Ram.gatedStore} before the store. Bits of an entry:
+ * `SharedArrayBuffer` with one entry per 4 KiB page. When an entry differs from
+ * {@linkcode Ram.gateOpen} the writer calls {@linkcode Ram.gatedStore} before the store: one load
+ * and one test on the hot path. Bits of an entry:
  *
- * - {@linkcode GATE_HOOK} (bit 0) belongs to the snapshot engine: the store hook installed with
- *   {@linkcode Ram.setStoreHook} runs before a store into the page (it may block with
- *   `Atomics.wait`). Set and clear it with `Atomics.or` / `Atomics.and` so the machine's own bit
- *   survives.
+ * - {@linkcode GATE_HOOK} (bit 0) and bits 3-31 belong to the snapshot engine. Bits 3-31 hold the
+ *   snapshot generation in which the page was last saved; `gateOpen` is the current generation
+ *   shifted left by {@linkcode GATE_GENERATION_SHIFT}. So the engine write-protects all of RAM at
+ *   once, without touching a page, by moving to a new generation: every entry then differs from
+ *   `gateOpen` until its page is saved and the entry takes the new generation. GATE_HOOK marks a
+ *   page the engine is copying. Whenever the engine bits differ from `gateOpen`, the store hook
+ *   installed with {@linkcode Ram.setStoreHook} runs before a store into the page (it may block
+ *   with `Atomics.wait`). The engine changes its bits with compare-and-swap or `Atomics.and` /
+ *   `Atomics.or`, so the machine's bits survive.
  * - {@linkcode GATE_WATCH} (bit 1) belongs to the machine: stores into the page are reported so
  *   the machine can react after the instruction (HTIF `tohost`).
  * - {@linkcode GATE_CODE} (bit 2) belongs to the machine: the page holds decoded instructions,
@@ -29,6 +35,12 @@ export const GATE_WATCH = 2;
 /** Gate bit owned by the machine: the page holds cached decoded instructions. */
 export const GATE_CODE = 4;
 
+/** The machine's bits of a gate entry; every other bit belongs to the snapshot engine. */
+export const GATE_MACHINE_BITS: number = GATE_WATCH | GATE_CODE;
+
+/** Where the snapshot engine's generation starts in a gate entry (bits 3-31). */
+export const GATE_GENERATION_SHIFT = 3;
+
 /** Called with the page index (0 = the page at RAM_BASE) before a store into a hooked page. */
 export type StoreHook = (pageIndex: number) => void;
 
@@ -42,8 +54,16 @@ export class Ram {
   readonly u16: Uint16Array;
   /** 32-bit view of the same memory. */
   readonly i32: Int32Array;
-  /** One entry per page; nonzero means "call gatedStore(page) before storing". */
+  /** One entry per page; an entry other than `gateOpen` means "call gatedStore(page) before
+   * storing". */
   readonly pageGate: Int32Array;
+  /**
+   * The value of a gate entry whose page needs no look before a store: the snapshot engine's
+   * current generation shifted left by {@linkcode GATE_GENERATION_SHIFT}, with no other bit (0
+   * until the engine's first snapshot). The engine changes it only between two runs of the
+   * machine, never during one: the CPU loop reads it once per run.
+   */
+  gateOpen = 0;
   /** Number of pages. */
   readonly pageCount: number;
   #hook: StoreHook | null = null;
@@ -88,13 +108,13 @@ export class Ram {
   }
 
   /**
-   * The slow half of the store gate: called when `pageGate[page] !== 0`, before the store at
-   * RAM offset `offset`. Returns true when the machine must look at the store after the
+   * The slow half of the store gate: called when `pageGate[page] !== gateOpen`, before the store
+   * at RAM offset `offset`. Returns true when the machine must look at the store after the
    * instruction (GATE_WATCH).
    */
   gatedStore(page: number, offset: number): boolean {
     const g = Atomics.load(this.pageGate, page);
-    if ((g & GATE_HOOK) !== 0 && this.#hook !== null) this.#hook(page);
+    if ((g & ~GATE_MACHINE_BITS) !== this.gateOpen && this.#hook !== null) this.#hook(page);
     if ((g & GATE_CODE) !== 0) this.onCodeWrite(offset, offset + 4);
     if ((g & GATE_WATCH) !== 0) {
       this.watchHit = offset;
@@ -148,7 +168,7 @@ export class Ram {
     const first = off >>> PAGE_SHIFT;
     const last = (off + len - 1) >>> PAGE_SHIFT;
     for (let p = first; p <= last; p++) {
-      if (this.pageGate[p] === 0) continue;
+      if (this.pageGate[p] === this.gateOpen) continue;
       const start = Math.max(off, p * PAGE_SIZE);
       this.gatedStore(p, start);
       if ((this.pageGate[p] & GATE_CODE) !== 0) {

@@ -8,8 +8,8 @@
  */
 
 import { GuestSnapshotSide, nowUs } from "./guest_side.ts";
-import { GATE_HOOK, PAGE_SHIFT } from "./page_state.ts";
-import type { SnapshotMode } from "./session.ts";
+import { GATE_MACHINE_BITS, PAGE_SHIFT } from "./page_state.ts";
+import { CTRL_QUEUE_TAIL, type SnapshotMode } from "./session.ts";
 
 /** The test's order to the stand-in guest. */
 export interface StandInJob {
@@ -24,6 +24,12 @@ export interface StandInJob {
   slice: number;
   /** Steps to run after the writer has finished. */
   tail: number;
+  /** The engine's generation before the snapshot (default 0). */
+  generation?: number;
+  /** Shared counters the test's sink keeps (see engine_test.ts): word 0, pages from the buffer
+   * whose records the sink has written. After every store the guest checks that the pages it
+   * has queued minus those never exceeds the slot count. */
+  sinkCounters?: SharedArrayBuffer;
 }
 
 /** This Worker's side of its message port (typed here: the module is checked with the window lib). */
@@ -43,8 +49,15 @@ function nextRandom(x: number): number {
 function run(job: StandInJob): void {
   const ram = new Uint8Array(job.ram);
   const gate = new Int32Array(job.gate);
-  const side = new GuestSnapshotSide(ram, gate, (message) => port.postMessage(message));
+  const side = new GuestSnapshotSide({
+    ram,
+    gate,
+    sendChunk: (message) => port.postMessage(message),
+    generation: job.generation,
+  });
   const pages = side.pageCount;
+  const sink = job.sinkCounters === undefined ? null : new Int32Array(job.sinkCounters);
+  let worstInFlight = 0;
   let x = job.seed >>> 0 || 1;
   let steps = 0;
   const step = (n: number) => {
@@ -53,8 +66,18 @@ function run(job: StandInJob): void {
       const page = (x & 3) !== 0 ? (x >>> 8) % 32 : (x >>> 8) % pages;
       const addr = (page << PAGE_SHIFT) | ((x >>> 2) & 0xffc);
       // The emulator's hot path: one load and one test before the store; the slow path calls the
-      // hook only for the engine's bit (another bit, the machine's, marks a watched page).
-      if (gate[page] !== 0 && (Atomics.load(gate, page) & GATE_HOOK) !== 0) side.onStore(page);
+      // hook only for the engine's bits (another bit, the machine's, marks a watched page).
+      const open = side.gateOpen;
+      if (gate[page] !== open && (Atomics.load(gate, page) & ~GATE_MACHINE_BITS) !== open) {
+        side.onStore(page);
+        const s = side.session;
+        if (sink !== null && s !== null) {
+          // Pages copied aside and not yet in the file, counted from the two ends: the queue
+          // the guest fills, the records the sink has written.
+          const inFlight = Atomics.load(s.ctrl, CTRL_QUEUE_TAIL) - Atomics.load(sink, 0);
+          worstInFlight = Math.max(worstInFlight, inFlight);
+        }
+      }
       ram[addr] = (ram[addr] + 1 + (x & 0x7f)) & 0xff;
       ram[addr + 1] = steps & 0xff;
     }
@@ -93,7 +116,16 @@ function run(job: StandInJob): void {
   }
   const metrics = side.end();
   step(job.tail);
-  port.postMessage({ type: "done", metrics, pauseUs, stepsDuring, finalAt, steps });
+  port.postMessage({
+    type: "done",
+    metrics,
+    pauseUs,
+    stepsDuring,
+    finalAt,
+    steps,
+    worstInFlight,
+    gateOpen: side.gateOpen,
+  });
 }
 
 port.onmessage = (e) => {

@@ -7,15 +7,15 @@
  */
 
 import {
+  armPage,
+  entryGeneration,
+  forceOpenPage,
   GATE_HOOK,
-  PAGE_COPYING_GUEST,
-  PAGE_COPYING_WRITER,
-  PAGE_DIRTY_ARMED,
-  PAGE_OPEN,
-  PAGE_PROTECTED,
-  PAGE_SHIFT,
+  GATE_MACHINE_BITS,
+  MAX_GENERATION,
+  openValue,
   PAGE_SIZE,
-  tryMovePage,
+  tryClaimPage,
 } from "./page_state.ts";
 import {
   allocateSessionBuffers,
@@ -27,6 +27,7 @@ import {
   CTRL_FREE_SLOTS,
   CTRL_FREE_TAIL,
   CTRL_FRESH_SLOTS,
+  CTRL_GENERATION,
   CTRL_GUEST_WAITING,
   CTRL_JOB_SEQ,
   CTRL_KICK,
@@ -65,10 +66,21 @@ export interface GuestSideMetrics {
   bufferPeakBytes: number;
   /** Time the guest spent blocked on the snapshot (slot or page waits), in microseconds. */
   guestStallUs: number;
+  /** The longest single wait for a free slot (or, with no slots, for its page to be written),
+   * microseconds. */
+  slotWaitMaxUs: number;
+  /** The longest single wait for a page the writer was copying, microseconds. */
+  pageWaitMaxUs: number;
+  /** The longest single call of the store hook (a copy aside, with any chunk allocation and
+   * page fault in it, or a wait), microseconds: a stretch in which the guest retired no
+   * instruction because of the snapshot. */
+  storeHookMaxUs: number;
   /** Stores that met a page the writer was copying and waited for it. */
   writerPageWaits: number;
   /** Time the guest slept because precopy throttled it (auto-converge), in microseconds. */
   throttleUs: number;
+  /** The longest single sleep of that throttle, microseconds. */
+  throttleMaxUs: number;
   /** The full garbage collection that gave the copy buffer back at the end, microseconds (0
    * without `--v8-flags=--expose-gc`; see slot_chunks.ts). */
   gcUs: number;
@@ -79,19 +91,35 @@ export function nowUs(): number {
   return performance.now() * 1000;
 }
 
+/** What {@linkcode GuestSnapshotSide} is attached to. */
+export interface GuestSnapshotSideOptions {
+  /** Guest RAM (page 0 at offset 0). */
+  ram: Uint8Array;
+  /** The emulator's page gate over that RAM (emulator/ram.ts), one entry per page. */
+  gate: Int32Array;
+  /** Hands a newly allocated copy-buffer chunk to the writer (a `MessagePort`). */
+  sendChunk: (message: SlotChunkMessage) => void;
+  /** Told the gate value of a page that needs no look before a store, whenever it changes (at a
+   * snapshot instant, between two runs of the guest): the emulator sets `Ram.gateOpen` here. */
+  onGateOpen?: (value: number) => void;
+  /** The generation of the last snapshot, 0 by default: the next one takes the one after. For
+   * tests of the wrap at {@linkcode MAX_GENERATION}; entries of the gate must not hold a
+   * generation above it. */
+  generation?: number;
+}
+
 /**
  * The guest thread's state for live snapshots over one machine's RAM and page gate.
  *
- * Install {@linkcode GuestSnapshotSide.onStore} as the machine's store hook; it is called only for
- * pages whose gate entry has {@linkcode GATE_HOOK} set.
+ * Install {@linkcode GuestSnapshotSide.onStore} as the machine's store hook: the emulator calls it
+ * before a store into a page whose gate entry's engine bits differ from
+ * {@linkcode GuestSnapshotSide.gateOpen} (see page_state.ts).
  */
 export class GuestSnapshotSide {
   readonly ram: Uint8Array;
   readonly gate: Int32Array;
   /** The buffers every snapshot of this machine uses (hand them to the writer once). */
   readonly buffers: SessionBuffers;
-  /** The page state table (page_state.ts), reused by every snapshot of this machine. */
-  readonly states: Int32Array;
   readonly pageCount: number;
   /** The copy buffer's chunks this thread holds (slot_chunks.ts). */
   readonly chunks: SlotChunks;
@@ -100,6 +128,15 @@ export class GuestSnapshotSide {
   /** Chunks let go of during the snapshot (collect garbage at its end if enough). */
   #releasedDuring = 0;
   #session: SnapshotSession | null = null;
+  /** One view of the session buffers, refreshed at each instant (the instant allocates
+   * nothing). */
+  readonly #view: SnapshotSession;
+  /** The generation of the current (or last) cow or precopy snapshot. */
+  #generation: number;
+  /** `#generation` as a gate entry: see {@linkcode GuestSnapshotSide.gateOpen}. */
+  #gateOpen: number;
+  readonly #onGateOpen: (value: number) => void;
+  readonly #ctrl: Int32Array;
   #spareSlot = -1;
   #doorbell = false;
   #freshSlots = 0;
@@ -108,8 +145,8 @@ export class GuestSnapshotSide {
   #throttleDebtUs = 0;
   #metrics: GuestSideMetrics = emptyGuestMetrics();
 
-  /** `sendChunk` hands a newly allocated copy-buffer chunk to the writer (a `MessagePort`). */
-  constructor(ram: Uint8Array, gate: Int32Array, sendChunk: (message: SlotChunkMessage) => void) {
+  constructor(options: GuestSnapshotSideOptions) {
+    const { ram, gate } = options;
     this.ram = ram;
     this.gate = gate;
     this.pageCount = Math.floor(ram.length / PAGE_SIZE);
@@ -118,12 +155,41 @@ export class GuestSnapshotSide {
         `Cannot attach the snapshot engine: the page gate has ${gate.length} entries for ${this.pageCount} pages`,
       );
     }
+    const generation = options.generation ?? 0;
+    if (!Number.isInteger(generation) || generation < 0 || generation > MAX_GENERATION) {
+      throw new RangeError(
+        `Cannot attach the snapshot engine: generation ${generation} is not in 0..${MAX_GENERATION}`,
+      );
+    }
     this.buffers = allocateSessionBuffers(this.pageCount);
-    this.states = new Int32Array(this.buffers.states);
     this.chunks = new SlotChunks(this.buffers.chunks);
-    this.#sendChunk = sendChunk;
+    this.#sendChunk = options.sendChunk;
+    this.#onGateOpen = options.onGateOpen ?? (() => {});
+    this.#generation = generation;
+    this.#gateOpen = openValue(generation);
+    const ctrl = new Int32Array(this.buffers.control);
+    Atomics.store(ctrl, CTRL_GENERATION, generation);
+    this.#ctrl = ctrl;
+    resetSession(this.buffers, "stop", 0, 0, 0);
+    this.#view = new SnapshotSession(this.buffers);
+    this.#onGateOpen(this.#gateOpen);
     this.#allocateReserve();
     this.warmUp();
+  }
+
+  /**
+   * The gate entry of a page that needs no look before a store: the current generation shifted
+   * into place (emulator/ram.ts `gateOpen`). A store hot path compares the page's entry with it
+   * and calls {@linkcode GuestSnapshotSide.onStore} when they differ. It changes only at a
+   * snapshot instant.
+   */
+  get gateOpen(): number {
+    return this.#gateOpen;
+  }
+
+  /** The generation of the current (or last) `cow` or `precopy` snapshot (page_state.ts). */
+  get generation(): number {
+    return this.#generation;
   }
 
   /** Allocates chunk `c` of the copy buffer and sends it to the writer (before any slot of it
@@ -193,20 +259,16 @@ export class GuestSnapshotSide {
   }
 
   /**
-   * Runs the instant's code with no effect (before any snapshot: no job is rung), so that the
-   * first snapshot of a process does not pay for compiling it or for first touches of the
-   * shared tables: it resets the control words, opens a session view, fills the state table
-   * and passes over the gate setting and clearing no bit. Each loop runs a few times, so that
-   * the optimizing compiler has seen it entered from the top, not only through on-stack
-   * replacement.
+   * Runs the instant's code with no effect (no job is rung, the generation stays), so that the
+   * first snapshot of a process does not pay for compiling it: it resets the control words and
+   * refreshes the session view a few times. Call it only while no snapshot runs.
    */
   warmUp(): void {
+    if (this.#session !== null) return;
     for (let i = 0; i < 4; i++) {
       resetSession(this.buffers, "cow", 0, 0, 0);
-      new SnapshotSession(this.buffers).usedSlots();
-      this.states.fill(PAGE_OPEN);
-      setGateBits(this.gate, this.pageCount, 0);
-      clearGateBits(this.gate, this.pageCount, 0);
+      this.#view.refresh();
+      this.#view.usedSlots();
     }
   }
 
@@ -216,36 +278,51 @@ export class GuestSnapshotSide {
   }
 
   /**
-   * The snapshot instant (call between two instructions): sets up the job in the shared control
-   * words, arms every page for `mode` and rings the writer's doorbell. For `cow` that
-   * write-protects all of RAM (one fill of the state table, one pass setting the gate's hook
-   * bit); for `precopy` it arms the dirty log the same way; for `stop` it leaves RAM alone (the
-   * guest will not run until the writer is done). Nothing is allocated and no message is sent.
-   * `tagKind` and `tagIndex` name the request for the host.
+   * The snapshot instant (call between two instructions, then pass the new `gateOpen` to the
+   * store hot path before the guest runs on: `onGateOpen` does): sets up the job in the shared
+   * control words, arms every page for `mode` and sets the writer's doorbell. For `cow` and
+   * `precopy` arming all of RAM is moving to the next generation: every page's gate entry then
+   * differs from `gateOpen`, so it is protected (cow) or dirty-armed (precopy) until its first
+   * store or the writer saves it, and no page is touched: the instant's work does not grow with
+   * RAM. For `stop` it leaves RAM alone (the guest will not run until the writer is done).
+   * Nothing is allocated and no message is sent. `tagKind` and `tagIndex` name the request for
+   * the host.
    */
   begin(mode: SnapshotMode, slotCount: number, tagKind = 0, tagIndex = 0): SnapshotSession {
     if (this.#session !== null) {
       throw new Error("Cannot start a snapshot: another snapshot is still being written");
     }
     resetSession(this.buffers, mode, slotCount, tagKind, tagIndex);
-    const session = new SnapshotSession(this.buffers);
+    if (mode !== "stop") this.#nextGeneration();
+    const session = this.#view;
+    session.refresh();
     this.#session = session;
     this.#spareSlot = -1;
     this.#freshSlots = 0;
     this.#peakUsed = 0;
     this.#throttleDebtUs = 0;
     this.#metrics = emptyGuestMetrics();
-    if (mode !== "stop") {
-      this.states.fill(mode === "cow" ? PAGE_PROTECTED : PAGE_DIRTY_ARMED);
-      if (mode === "precopy") session.dirty.fill(0);
-      setGateBits(this.gate, this.pageCount, GATE_HOOK);
-    }
     // The doorbell is set now but rung (Atomics.notify, a futex wake-up that can let the writer
     // preempt this thread for milliseconds on a busy machine) only once the guest has run on:
     // see ringWriter. The writer also looks at it every few milliseconds by itself.
     Atomics.add(session.ctrl, CTRL_JOB_SEQ, 1);
     this.#doorbell = true;
     return session;
+  }
+
+  /** Moves to the next generation: every page whose entry holds an older one is protected. */
+  #nextGeneration(): void {
+    let g = this.#generation + 1;
+    if (g > MAX_GENERATION) {
+      // Once every 536 million snapshots: an entry left at an old generation by a failed
+      // snapshot or by precopy must not be taken for a saved page of a new one.
+      for (let p = 0; p < this.pageCount; p++) Atomics.and(this.gate, p, GATE_MACHINE_BITS);
+      g = 1;
+    }
+    this.#generation = g;
+    this.#gateOpen = openValue(g);
+    Atomics.store(this.#ctrl, CTRL_GENERATION, g);
+    this.#onGateOpen(this.#gateOpen);
   }
 
   /** Wakes the writer for a job set up by `begin` (once; cheap when there is nothing to do).
@@ -263,14 +340,16 @@ export class GuestSnapshotSide {
   }
 
   /**
-   * Ends the session once the writer has finished: opens any page still armed (precopy leaves
-   * some, a failed writer many) and returns what the guest side measured.
+   * Ends the session once the writer has finished and returns what the guest side measured. A
+   * page still protected or armed (precopy leaves some, a failed writer many) is not touched
+   * here: its entry holds an older generation, so its next store opens it (see `onStore`); the
+   * end's work does not grow with RAM either. Precopy's dirty log is cleared (one word per 32
+   * pages) so the next precopy starts from an empty one.
    */
   end(): GuestSideMetrics {
     if (this.#session === null) throw new Error("Cannot end a snapshot: none is running");
     const s = this.#session;
-    this.states.fill(PAGE_OPEN);
-    clearGateBits(this.gate, this.pageCount, GATE_HOOK);
+    if (s.mode === "precopy") s.dirty.fill(0);
     this.#session = null;
     this.#throttleDebtUs = 0;
     this.#releaseTouchedChunks(s);
@@ -311,6 +390,7 @@ export class GuestSnapshotSide {
     Atomics.wait(s.ctrl, CTRL_KICK, kick, Math.min(this.#throttleDebtUs, maxUs) / 1000);
     const slept = nowUs() - t0;
     this.#metrics.throttleUs += slept;
+    this.#metrics.throttleMaxUs = Math.max(this.#metrics.throttleMaxUs, slept);
     this.#throttleDebtUs -= slept;
     return this.#throttleDebtUs > 0;
   }
@@ -326,42 +406,54 @@ export class GuestSnapshotSide {
   }
 
   /**
-   * The store hook: called before a store to `page` whose gate has the hook bit. Returns when
-   * the store may go ahead.
+   * The store hook: called before a store to `page` whose gate entry's engine bits differ from
+   * `gateOpen`. Returns when the store may go ahead: at once for a page saved in this generation,
+   * after logging it (precopy), after copying it aside (cow, protected), or after the writer's
+   * copy of it (cow, copying).
    */
   onStore = (page: number): void => {
-    const states = this.states;
+    const gate = this.gate;
+    const generation = this.#generation;
+    let t0 = -1;
     for (;;) {
-      const state = Atomics.load(states, page);
-      if (state === PAGE_OPEN) return;
-      // A failed writer abandons the snapshot: the guest must not wait on it.
-      if (Atomics.load(this.#session!.ctrl, CTRL_WRITER_STATE) === WRITER_FAILED) return;
-      if (state === PAGE_DIRTY_ARMED) {
-        // Only this thread moves pages out of dirty-armed, so no compare-and-swap is needed; the
-        // bit is set before the store lands, so a writer reading the page now resends it later.
-        const s = this.#session!;
-        Atomics.or(s.dirty, page >>> 5, 1 << (page & 31));
-        Atomics.store(states, page, PAGE_OPEN);
-        Atomics.and(this.gate, page, ~GATE_HOOK);
-        return;
+      const entry = Atomics.load(gate, page);
+      const s = this.#session;
+      // No snapshot needs the page (none runs, or the writer failed and abandoned it): its entry
+      // still holds an older generation, or a claim a dead writer left. Open it for good.
+      if (s === null || Atomics.load(s.ctrl, CTRL_WRITER_STATE) === WRITER_FAILED) {
+        if ((entry & ~GATE_MACHINE_BITS) !== this.#gateOpen) forceOpenPage(gate, page, generation);
+        break;
       }
-      if (state === PAGE_PROTECTED) {
-        if (this.#copyAside(page)) return;
-        continue;
-      }
-      if (state === PAGE_COPYING_WRITER) {
+      if (entryGeneration(entry) === generation) {
+        if ((entry & GATE_HOOK) === 0) break; // saved (only the machine's bits are set)
         // The writer holds this page for the microseconds of one copy: wait for it alone.
+        if (t0 < 0) t0 = nowUs();
         this.#metrics.writerPageWaits++;
-        this.#stall(() => Atomics.wait(states, page, PAGE_COPYING_WRITER, 1000));
+        const w0 = nowUs();
+        this.#stall(() => Atomics.wait(gate, page, entry, 1000));
+        this.#metrics.pageWaitMaxUs = Math.max(this.#metrics.pageWaitMaxUs, nowUs() - w0);
         continue;
       }
-      throw new Error(`Cannot store to page ${page}: unexpected page state ${state}`);
+      if (s.mode !== "cow") {
+        // Precopy's dirty log (stop never runs the guest): the bit is set before the store lands,
+        // so a writer reading the page now resends it later. After the final pause nothing is
+        // logged: the file's point in time is behind us.
+        if (s.mode === "precopy" && Atomics.load(s.ctrl, CTRL_FINAL_DONE) === 0) {
+          Atomics.or(s.dirty, page >>> 5, 1 << (page & 31));
+        }
+        forceOpenPage(gate, page, generation);
+        break;
+      }
+      if (t0 < 0) t0 = nowUs();
+      if (this.#copyAside(s, page)) break;
+    }
+    if (t0 >= 0) {
+      this.#metrics.storeHookMaxUs = Math.max(this.#metrics.storeHookMaxUs, nowUs() - t0);
     }
   };
 
   /** Copies a protected page into a free slot; false if the page changed state meanwhile. */
-  #copyAside(page: number): boolean {
-    const s = this.#session!;
+  #copyAside(s: SnapshotSession, page: number): boolean {
     let slot = this.#spareSlot;
     if (slot < 0) slot = this.#takeSlot(s);
     if (slot < 0) {
@@ -372,17 +464,21 @@ export class GuestSnapshotSide {
       const seen = Atomics.load(s.ctrl, CTRL_PROGRESS);
       if (s.slotCount === 0) Atomics.store(s.ctrl, CTRL_REQUEST_PAGE, page);
       if (
-        Atomics.load(this.states, page) === PAGE_PROTECTED &&
+        entryGeneration(Atomics.load(this.gate, page)) !== s.generation &&
         Atomics.load(s.ctrl, CTRL_FREE_SLOTS) === 0
       ) {
+        const w0 = nowUs();
         this.#stall(() => Atomics.wait(s.ctrl, CTRL_PROGRESS, seen, 1000));
+        this.#metrics.slotWaitMaxUs = Math.max(this.#metrics.slotWaitMaxUs, nowUs() - w0);
       }
       return false;
     }
     this.#spareSlot = slot;
-    if (!tryMovePage(this.states, page, PAGE_PROTECTED, PAGE_COPYING_GUEST)) return false;
+    if (!tryClaimPage(this.gate, page, s.generation)) return false;
     this.#spareSlot = -1;
-    const from = page << PAGE_SHIFT;
+    // Copy 1 of 2 on this page's way to the file (the guest's): RAM into its slot. The writer
+    // hands the slot to the file's batch itself (copy 2, writer_loop.ts).
+    const from = page * PAGE_SIZE;
     this.chunks.view(slot >> CHUNK_SHIFT)!.set(
       this.ram.subarray(from, from + PAGE_SIZE),
       (slot & (CHUNK_SLOTS - 1)) * PAGE_SIZE,
@@ -391,9 +487,8 @@ export class GuestSnapshotSide {
     const at = (tail % s.slotCount) * 2;
     Atomics.store(s.queue, at, page);
     Atomics.store(s.queue, at + 1, slot);
-    // The contents are safe in the slot: the page is saved, the store may go ahead. No one can
-    // be waiting on a page in copying-guest (the writer skips those), so no notify.
-    Atomics.store(this.states, page, PAGE_OPEN);
+    // The contents are safe in the slot: the page is saved, the store may go ahead. No one waits
+    // on a page the guest claimed (the writer skips it), so no notify.
     Atomics.and(this.gate, page, ~GATE_HOOK);
     Atomics.store(s.ctrl, CTRL_QUEUE_TAIL, tail + 1);
     Atomics.notify(s.ctrl, CTRL_QUEUE_TAIL);
@@ -497,24 +592,10 @@ export class GuestSnapshotSide {
       if (bits === 0) continue;
       for (let b = 0; b < 32; b++) {
         if ((bits & (1 << b)) === 0) continue;
-        const page = (w << 5) | b;
-        Atomics.store(this.states, page, PAGE_DIRTY_ARMED);
-        Atomics.or(this.gate, page, GATE_HOOK);
+        armPage(this.gate, (w << 5) | b);
       }
     }
   }
-}
-
-/** Sets `bit` in the first `n` gate entries. No other thread writes the gate when this runs (the
- * previous snapshot's writer has finished); a plain loop keeps the machine's own bits and runs
- * at memset speed. */
-function setGateBits(gate: Int32Array, n: number, bit: number): void {
-  for (let p = 0; p < n; p++) gate[p] |= bit;
-}
-
-function clearGateBits(gate: Int32Array, n: number, bit: number): void {
-  const mask = ~bit;
-  for (let p = 0; p < n; p++) gate[p] &= mask;
 }
 
 function emptyGuestMetrics(): GuestSideMetrics {
@@ -522,8 +603,12 @@ function emptyGuestMetrics(): GuestSideMetrics {
     pagesViaBuffer: 0,
     bufferPeakBytes: 0,
     guestStallUs: 0,
+    slotWaitMaxUs: 0,
+    pageWaitMaxUs: 0,
+    storeHookMaxUs: 0,
     writerPageWaits: 0,
     throttleUs: 0,
+    throttleMaxUs: 0,
     gcUs: 0,
   };
 }

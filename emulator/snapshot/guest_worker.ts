@@ -13,6 +13,7 @@
 import { type ExitReason, Machine, type MachineState } from "../machine.ts";
 import type { MachineDescription } from "../../format/header.ts";
 import { type GuestSideMetrics, GuestSnapshotSide, nowUs } from "./guest_side.ts";
+import type { PauseCauses } from "./metrics.ts";
 import {
   CMD_PAUSE,
   CMD_QUIT,
@@ -98,7 +99,10 @@ export type GuestEvent =
     type: "snapshot-guest-done";
     tag: string;
     guest: GuestSideMetrics;
+    /** The longest time the guest thread retired no instruction because of this snapshot. */
     pauseUs: number;
+    /** The longest stretch of each kind (`pauseUs` is the largest of them). */
+    pauseCauses: PauseCauses;
     instructionsDuring: number;
     cpuNs: number;
     runQueueNs: number;
@@ -129,7 +133,8 @@ interface Running {
   tag: string;
   mode: SnapshotMode;
   startRetired: number;
-  pauseUs: number;
+  /** The longest stretches without instructions so far, by cause (see metrics.ts). */
+  pause: PauseCauses;
   cpu: { runNs: number; waitNs: number } | null;
 }
 
@@ -148,17 +153,22 @@ class GuestThread {
   everyCount = 0;
   nextEvery: number;
   readonly slice: number;
+  /** When the last slice of guest instructions ended (µs, monotonic), or -1 when the time since
+   * is not the snapshot's doing (the guest was paused or halted). */
+  lastRunEnd = -1;
 
   constructor(machine: Machine, boot: GuestBoot) {
     this.machine = machine;
     this.boot = boot;
     this.mailbox = new Mailbox(boot.mailbox);
     const chunkPort = boot.chunkPort;
-    this.side = new GuestSnapshotSide(
-      machine.ram.bytes,
-      machine.pageGate,
-      (message) => chunkPort.postMessage(message),
-    );
+    this.side = new GuestSnapshotSide({
+      ram: machine.ram.bytes,
+      gate: machine.pageGate,
+      sendChunk: (message) => chunkPort.postMessage(message),
+      // The CPU loop reads it at the start of each run; the instant comes between two runs.
+      onGateOpen: (value) => machine.ram.gateOpen = value,
+    });
     machine.setStoreHook(this.side.onStore);
     this.warmUp();
     this.paused = boot.startPaused ?? false;
@@ -209,6 +219,7 @@ class GuestThread {
       this.serviceSnapshot();
       if (this.quit) break;
       if (this.paused || this.halt !== null) {
+        this.lastRunEnd = -1; // a pause the user asked for is not the snapshot's
         this.flushDeferred();
         this.mailbox.wait(this.running !== null ? 1 : 50);
         continue;
@@ -226,9 +237,18 @@ class GuestThread {
       }
       const slice = this.running !== null ? Math.min(this.slice, 20_000) : this.slice;
       const budget = Math.min(slice, this.nextStop() - retired);
-      const t0 = this.running !== null ? nowUs() : 0;
+      const t0 = nowUs();
+      // Everything between two slices while a snapshot runs is time the guest did not run
+      // because of it: the instant, waiting for a previous snapshot, the chunks' allocation,
+      // precopy's throttle and final pause.
+      if (this.running !== null && this.lastRunEnd >= 0) {
+        const p = this.running.pause;
+        p.betweenSlicesUs = Math.max(p.betweenSlicesUs, t0 - this.lastRunEnd);
+      }
       const r = m.run(budget);
-      if (this.running !== null) this.side.chargeSlice(nowUs() - t0);
+      const t1 = nowUs();
+      this.lastRunEnd = t1;
+      if (this.running !== null) this.side.chargeSlice(t1 - t0);
       this.flushDeferred();
       if (r.reason !== "budget" && r.reason !== "paused") {
         this.halt = r;
@@ -307,7 +327,7 @@ class GuestThread {
       tag,
       mode,
       startRetired: retired,
-      pauseUs: nowUs() - t0,
+      pause: { ...NO_PAUSE, instantUs: nowUs() - t0 },
       cpu,
     };
   }
@@ -338,23 +358,33 @@ class GuestThread {
         atInstruction: m.hart.retired,
       });
       side.waitForFinalPages();
-      run.pauseUs = Math.max(run.pauseUs, nowUs() - t0);
+      run.pause.finalPauseUs = Math.max(run.pause.finalPauseUs, nowUs() - t0);
     }
     if (side.writerFinished()) {
+      const t0 = nowUs();
       this.flushDeferred();
       const guest = side.end();
       if (guest.gcUs > 0) {
-        const t0 = nowUs();
+        const w0 = nowUs();
         this.warmUp();
-        guest.gcUs += nowUs() - t0;
+        guest.gcUs += nowUs() - w0;
       }
       this.running = null;
       const cpu = readThreadCpu();
+      const p = run.pause;
+      // The end, from the last instruction before it if the guest was running.
+      p.endUs = nowUs() - (this.lastRunEnd >= 0 ? Math.min(this.lastRunEnd, t0) : t0);
+      p.gcUs = guest.gcUs;
+      p.storeHookUs = guest.storeHookMaxUs;
+      p.slotWaitUs = guest.slotWaitMaxUs;
+      p.pageWaitUs = guest.pageWaitMaxUs;
+      p.throttleUs = guest.throttleMaxUs;
       port.postMessage({
         type: "snapshot-guest-done",
         tag: run.tag,
         guest,
-        pauseUs: run.pauseUs,
+        pauseUs: longestPause(p),
+        pauseCauses: p,
         instructionsDuring: this.machine.hart.retired - run.startRetired,
         cpuNs: cpu !== null && run.cpu !== null ? cpu.runNs - run.cpu.runNs : 0,
         runQueueNs: cpu !== null && run.cpu !== null ? cpu.waitNs - run.cpu.waitNs : 0,
@@ -397,6 +427,26 @@ class GuestThread {
     }
     port.postMessage({ type: "reply", seq: cmd.seq, status: this.status() });
   }
+}
+
+/** No pause yet, of any kind. */
+const NO_PAUSE: PauseCauses = {
+  instantUs: 0,
+  betweenSlicesUs: 0,
+  endUs: 0,
+  gcUs: 0,
+  storeHookUs: 0,
+  slotWaitUs: 0,
+  pageWaitUs: 0,
+  throttleUs: 0,
+  finalPauseUs: 0,
+};
+
+/** The longest stretch without instructions: each cause is inside one of these three (the
+ * instant, the final pause and the throttle's sleeps between slices; the collection at the end;
+ * the waits inside the store hook). */
+function longestPause(p: PauseCauses): number {
+  return Math.max(p.instantUs, p.betweenSlicesUs, p.endUs, p.storeHookUs);
 }
 
 async function start(boot: GuestBoot): Promise<void> {

@@ -35,7 +35,12 @@ import {
   MODE_CODES,
 } from "./mailbox.ts";
 import { contentDigestOf } from "./machine_state.ts";
-import { readProcessMemory, resetPeakMemory, type SnapshotMetrics } from "./metrics.ts";
+import {
+  type PauseCauses,
+  readProcessMemory,
+  resetPeakMemory,
+  type SnapshotMetrics,
+} from "./metrics.ts";
 import type { SnapshotMode } from "./session.ts";
 import type { WriterCommand, WriterEvent } from "./writer_worker.ts";
 import type { WriterSideMetrics } from "./writer_loop.ts";
@@ -119,6 +124,7 @@ interface Pending {
   guest?: {
     guest: GuestSideMetrics;
     pauseUs: number;
+    pauseCauses: PauseCauses;
     instructionsDuring: number;
     cpuNs: number;
     runQueueNs: number;
@@ -130,6 +136,13 @@ interface Pending {
     finishedAt: number;
   };
   error?: Error;
+}
+
+/** Whole microseconds. */
+function roundCauses(p: PauseCauses): PauseCauses {
+  const out = { ...p };
+  for (const k of Object.keys(out) as (keyof PauseCauses)[]) out[k] = Math.round(out[k]);
+  return out;
 }
 
 /** Default copy buffer: 16 MiB. */
@@ -413,6 +426,7 @@ export class LiveMachine {
         p.guest = {
           guest: ev.guest,
           pauseUs: ev.pauseUs,
+          pauseCauses: ev.pauseCauses,
           instructionsDuring: ev.instructionsDuring,
           cpuNs: ev.cpuNs,
           runQueueNs: ev.runQueueNs,
@@ -483,6 +497,7 @@ export class LiveMachine {
       path: p.path,
       atInstruction: p.atInstruction!,
       pauseUs: Math.round(g.pauseUs),
+      pauseCauses: roundCauses(g.pauseCauses),
       totalMs: Math.round((w.finishedAt - p.startedAt!) * 1000) / 1000,
       bytesWritten: w.bytesWritten,
       pagesTotal: w.writer.pagesTotal,

@@ -6,6 +6,39 @@
 
 import type { SnapshotMode } from "./session.ts";
 
+/**
+ * The longest stretch of guest-thread time without a retired instruction, by what the thread was
+ * doing for the snapshot meanwhile, in microseconds (0: none of that kind). Stretches overlap:
+ * the instant, precopy's final pause and its throttle's sleeps happen between two slices of
+ * instructions, so `betweenSlicesUs` (the whole gap, as the guest saw it) is at least each of
+ * them; `gcUs` is part of `endUs`; the waits are part of `storeHookUs`.
+ */
+export interface PauseCauses {
+  /** The instant itself: save the CPU and devices, move RAM to a new generation (page_state.ts). */
+  instantUs: number;
+  /** The longest gap between two slices of instructions while the snapshot ran, the gap around
+   * the instant included (the mailbox, the copy buffer's chunks, a scheduled snapshot waiting
+   * for this one, precopy's throttle and final pause). */
+  betweenSlicesUs: number;
+  /** The end: from the last instruction before it to the guest's next, its garbage collection
+   * included. */
+  endUs: number;
+  /** The full garbage collection that gives the copy buffer's memory back, and warming the
+   * instant's code up after it (slot_chunks.ts); 0 when it did not run. */
+  gcUs: number;
+  /** The longest single call of the store hook: one page copied aside (with any page fault and
+   * chunk allocation in it), or a wait. */
+  storeHookUs: number;
+  /** The longest single wait for a free slot (cow; with buffer 0, for the page's record). */
+  slotWaitUs: number;
+  /** The longest single wait for a page the writer was copying (cow). */
+  pageWaitUs: number;
+  /** The longest single sleep of precopy's auto-converge throttle. */
+  throttleUs: number;
+  /** Precopy's final pause: the last dirty pages written while the guest waits. */
+  finalPauseUs: number;
+}
+
 /** What one snapshot cost and what the guest did meanwhile. */
 export interface SnapshotMetrics {
   mode: SnapshotMode;
@@ -13,10 +46,14 @@ export interface SnapshotMetrics {
   path: string;
   /** Retired instructions at the point in time the file holds (precopy: its final pause). */
   atInstruction: number;
-  /** The longest time the guest did not run because of this snapshot, microseconds. For `cow`
-   * the instant (save devices, protect RAM); for `stop` the whole write; for `precopy` the
-   * final pause. Stalls on a full buffer are counted in `guestStallUs`, not here. */
+  /** The longest time the guest thread retired no instruction because of this snapshot,
+   * microseconds, whatever the cause: for `stop` the whole write; for `cow` the longest of the
+   * instant, a wait for a slot or a page, a copy aside and the end with its garbage collection;
+   * for `precopy` the longest of the final pause and a throttle's sleep. `pauseCauses` says
+   * which. */
   pauseUs: number;
+  /** The longest stretch of each kind behind `pauseUs`. */
+  pauseCauses: PauseCauses;
   /** From the snapshot instant (precopy: its start) to the file being complete, milliseconds. */
   totalMs: number;
   /** Size of the file. */

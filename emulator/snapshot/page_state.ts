@@ -1,93 +1,131 @@
 /**
- * The per-page state table of a snapshot in progress, shared by the guest thread and the writer,
- * and how it drives the emulator's page gate.
+ * The per-page state of a snapshot in progress, shared by the guest thread and the writer. It
+ * lives in the emulator's page gate (`emulator/ram.ts`), in the bits of each entry that belong to
+ * the engine, so that the guest's hot path (one load of the entry, one test against
+ * `Ram.gateOpen`) sends exactly the pages whose state needs a look to the engine's hook.
  *
- * Two arrays, both `Int32Array`s over `SharedArrayBuffer`s with one entry per 4 KiB page:
+ * An entry is `(generation << 3) | machine bits | GATE_HOOK`. Each `cow` or `precopy` snapshot
+ * has a generation of its own, G (1, 2, 3... kept in shared memory); the guest's `gateOpen` is
+ * `G << 3`. A page's state is:
  *
- * - the emulator's `pageGate`, whose bit {@linkcode GATE_HOOK} (`emulator/ram.ts`) sends a store
- *   to the engine's hook; the guest's hot path tests the whole entry against 0, so a page whose
- *   snapshot contents are safe gets its bit cleared and stores to it cost nothing more. Other
- *   bits belong to the machine and are left alone (`Atomics.or` / `Atomics.and`).
- * - the state table below, which says what the hook must do. Every transition is a
- *   compare-and-swap (`Atomics.compareExchange`), never a read followed by a separate write, so
- *   two threads can never both believe they own a page. See `shared/LIVE_SNAPSHOT_NOTES.md`.
- *
- * | value | state | moved by |
+ * | state | entry | moved by |
  * |---|---|---|
- * | 0 | open: saved (or no snapshot running) | whoever copied the page |
- * | 1 | protected: old contents still only in RAM | the snapshot instant (all pages at once) |
- * | 2 | copying (guest): the guest copies it into a buffer slot | guest: protected → copying |
- * | 3 | copying (writer): the writer copies it out of RAM | writer: protected → copying |
- * | 4 | dirty-armed (precopy): the first store logs the page dirty | the guest thread, between slices |
+ * | protected (`cow`) / dirty-armed (`precopy`): its contents at the instant are still only in RAM | generation ≠ G | the snapshot instant, for all pages at once: it moves to a new G and touches no page |
+ * | copying: the guest copies it into a buffer slot, or the writer copies it out of RAM | generation = G, GATE_HOOK set | guest or writer, by compare-and-swap from protected |
+ * | saved (open): its snapshot contents are safe; stores go straight through | generation = G, no GATE_HOOK | whoever copied it (clears GATE_HOOK) |
+ *
+ * Every move out of protected is one compare-and-swap (`Atomics.compareExchange`) on the entry,
+ * never a read followed by a separate write, so two threads can never both believe they own a
+ * page (see `shared/LIVE_SNAPSHOT_NOTES.md`). The guest copies on its own thread, inside its
+ * store hook, so a copying page the guest meets is always the writer's: it waits for that page
+ * alone. The writer skips every page of generation G: saved, or claimed by the guest (whose copy
+ * reaches the file from the buffer queue). The machine's bits (watch, code) are set and cleared
+ * with `Atomics.or` / `Atomics.and` by the guest thread; a compare-and-swap that loses to one of
+ * them reads the entry again.
+ *
+ * Generations are 29 bits wide. When the counter would pass {@linkcode MAX_GENERATION}, the
+ * instant resets every entry's generation to 0 and starts again at 1: one pass over the gate,
+ * once every 536 million snapshots.
  *
  * @module
  */
 
-import { GATE_HOOK } from "../ram.ts";
+import { GATE_GENERATION_SHIFT, GATE_HOOK, GATE_MACHINE_BITS } from "../ram.ts";
 import { PAGE_SHIFT as MACHINE_PAGE_SHIFT, PAGE_SIZE as MACHINE_PAGE_SIZE } from "../memory_map.ts";
 
-/** The page-gate bit that belongs to the snapshot engine (`emulator/ram.ts`). */
-export { GATE_HOOK };
+/** The page-gate bit that belongs to the snapshot engine (`emulator/ram.ts`): a page is being
+ * copied. */
+export { GATE_GENERATION_SHIFT, GATE_HOOK, GATE_MACHINE_BITS };
 
 /** Bytes in one guest page; the unit of protection, copying and page records. */
 export const PAGE_SIZE: number = MACHINE_PAGE_SIZE;
 /** log2(PAGE_SIZE). */
 export const PAGE_SHIFT: number = MACHINE_PAGE_SHIFT;
 
-/** Saved, or not part of a snapshot: stores go ahead without calling the hook. */
-export const PAGE_OPEN = 0;
-/** Its contents at the snapshot instant are still in RAM and not yet saved. */
-export const PAGE_PROTECTED = 1;
-/** The guest is copying its old contents into a buffer slot before its store. */
-export const PAGE_COPYING_GUEST = 2;
-/** The writer is copying it straight out of RAM. */
-export const PAGE_COPYING_WRITER = 3;
-/** Precopy: the first store to it sets its bit in the dirty log and opens it. */
-export const PAGE_DIRTY_ARMED = 4;
+/** The largest generation a gate entry holds (29 bits). */
+export const MAX_GENERATION: number = 2 ** (32 - GATE_GENERATION_SHIFT) - 1;
 
-/** A state's name, for messages and tests. */
-export function pageStateName(state: number): string {
-  switch (state) {
-    case PAGE_OPEN:
-      return "open";
-    case PAGE_PROTECTED:
-      return "protected";
-    case PAGE_COPYING_GUEST:
-      return "copying-guest";
-    case PAGE_COPYING_WRITER:
-      return "copying-writer";
-    case PAGE_DIRTY_ARMED:
-      return "dirty-armed";
-    default:
-      return `unknown(${state})`;
-  }
+/** The gate entry value (engine bits) of a page saved in generation `generation`: what the
+ * guest's hot path compares entries with. */
+export function openValue(generation: number): number {
+  return (generation << GATE_GENERATION_SHIFT) | 0;
+}
+
+/** The generation recorded in gate entry `entry`. */
+export function entryGeneration(entry: number): number {
+  return entry >>> GATE_GENERATION_SHIFT;
+}
+
+/** A page's state in generation `generation`, by name, for messages and tests. */
+export function pageStateName(entry: number, generation: number): string {
+  if (entryGeneration(entry) !== generation) return "protected";
+  return (entry & GATE_HOOK) !== 0 ? "copying" : "saved";
 }
 
 /**
- * Moves page `page` from `from` to `to` if and only if it is in `from` now.
+ * Claims page `page` for copying in generation `generation` if it is still protected (its entry
+ * holds an older generation): one compare-and-swap to `generation` with GATE_HOOK set, the
+ * machine's bits kept. False if the page is saved or claimed already.
  *
  * @example
  * ```ts
  * import { assert } from "@std/assert/mod.js";
- * import { PAGE_COPYING_WRITER, PAGE_PROTECTED, tryMovePage } from "./page_state.ts";
- * const states = new Int32Array(new SharedArrayBuffer(4 * 4)).fill(PAGE_PROTECTED);
- * assert(tryMovePage(states, 2, PAGE_PROTECTED, PAGE_COPYING_WRITER));
- * assert(!tryMovePage(states, 2, PAGE_PROTECTED, PAGE_COPYING_WRITER));
+ * import { releasePage, tryClaimPage } from "./page_state.ts";
+ * const gate = new Int32Array(new SharedArrayBuffer(4 * 4));
+ * assert(tryClaimPage(gate, 2, 1)); // protected in generation 1: claimed
+ * assert(!tryClaimPage(gate, 2, 1)); // claimed by someone: not again
+ * releasePage(gate, 2);
+ * assert(!tryClaimPage(gate, 2, 1)); // saved in generation 1
+ * assert(tryClaimPage(gate, 2, 2)); // protected again in the next generation
  * ```
  */
-export function tryMovePage(states: Int32Array, page: number, from: number, to: number): boolean {
-  return Atomics.compareExchange(states, page, from, to) === from;
+export function tryClaimPage(gate: Int32Array, page: number, generation: number): boolean {
+  const claimed = openValue(generation) | GATE_HOOK;
+  for (;;) {
+    const entry = Atomics.load(gate, page);
+    if (entryGeneration(entry) === generation) return false;
+    const next = claimed | (entry & GATE_MACHINE_BITS);
+    // Lost only to a machine bit the guest set meanwhile, or to the other claimer: look again.
+    if (Atomics.compareExchange(gate, page, entry, next) === entry) return true;
+  }
 }
 
 /**
- * Marks a page saved: its state becomes open, its gate bit is cleared so later stores skip the
- * hook, and a guest waiting on it wakes (it waits on this very entry, so no other page's waiter
- * is disturbed).
+ * Marks a claimed page saved (clears GATE_HOOK) and, if `waiting` is given and says a guest may
+ * be waiting on a page (`waiting[index] !== 0`), wakes waiters on this very entry, so that no
+ * other page's waiter is disturbed. The guest sets that flag before it waits, and both sides use
+ * sequentially consistent atomics, so either the writer sees the flag or the guest's wait sees
+ * the page saved.
  */
-export function openPage(states: Int32Array, gate: Int32Array, page: number): void {
-  Atomics.store(states, page, PAGE_OPEN);
+export function releasePage(
+  gate: Int32Array,
+  page: number,
+  waiting?: Int32Array,
+  index = 0,
+): void {
   Atomics.and(gate, page, ~GATE_HOOK);
-  Atomics.notify(states, page);
+  if (waiting === undefined || Atomics.load(waiting, index) !== 0) Atomics.notify(gate, page);
+}
+
+/**
+ * Moves a page to saved in generation `generation` whatever its state, keeping the machine's
+ * bits: for pages no snapshot needs (none is running, the writer failed) and precopy's dirty
+ * log (the page is logged first).
+ */
+export function forceOpenPage(gate: Int32Array, page: number, generation: number): void {
+  const open = openValue(generation);
+  for (;;) {
+    const entry = Atomics.load(gate, page);
+    if (Atomics.compareExchange(gate, page, entry, open | (entry & GATE_MACHINE_BITS)) === entry) {
+      return;
+    }
+  }
+}
+
+/** Arms a page for precopy's dirty log: generation 0, which no snapshot has, so the next store
+ * calls the hook. Only the guest thread arms pages, between slices. */
+export function armPage(gate: Int32Array, page: number): void {
+  Atomics.and(gate, page, GATE_MACHINE_BITS);
 }
 
 /** True if every byte of the page starting at `offset` is zero. */

@@ -22,6 +22,9 @@
  * | `KICK` | writer | bumped (and notified) with each request to the guest: wakes a throttled guest |
  * | `PREFAULTED` | writer | slots whose memory the writer has touched ahead of the guest |
  * | `CHUNKS_DROPPED` | writer | bumped when the writer drops a buffer chunk (slot_chunks.ts) |
+ * | `GENERATION` | guest | the generation of the current (or last) `cow` or `precopy` snapshot (page_state.ts); not reset |
+ *
+ * The pages' states are not here: they live in the emulator's page gate (page_state.ts).
  *
  * @module
  */
@@ -64,9 +67,12 @@ export const CTRL_KICK = 21;
 export const CTRL_PREFAULTED = 22;
 /** Bumped by the writer each time it drops a buffer chunk during a snapshot. */
 export const CTRL_CHUNKS_DROPPED = 23;
+/** The page generation of the current (or last) `cow` or `precopy` snapshot (page_state.ts):
+ * set by the guest at the instant, before the doorbell; never reset. */
+export const CTRL_GENERATION = 24;
 /** The words reset at each snapshot instant. */
 const CTRL_SESSION_WORDS = 18;
-const CTRL_WORDS = 24;
+const CTRL_WORDS = 25;
 
 /** `WRITER_STATE` values. */
 export const WRITER_RUNNING = 0;
@@ -93,8 +99,6 @@ export interface SessionBuffers {
   /** Pages of guest RAM. */
   pageCount: number;
   control: SharedArrayBuffer;
-  /** The page state table (see page_state.ts), one Int32 per page. */
-  states: SharedArrayBuffer;
   /** Per copy-buffer chunk: slots in use and state (slot_chunks.ts). */
   chunks: SharedArrayBuffer;
   /** Pairs (page, slot) of guest-copied pages, a ring of (slot count) entries. */
@@ -113,15 +117,13 @@ export function allocateSessionBuffers(pageCount: number): SessionBuffers {
   const buffers: SessionBuffers = {
     pageCount,
     control: new SharedArrayBuffer(CTRL_WORDS * 4),
-    states: new SharedArrayBuffer(pageCount * 4),
     chunks: allocateChunkTable(pageCount),
     queue: new SharedArrayBuffer(pageCount * 8),
     freeRing: new SharedArrayBuffer(pageCount * 4),
     dirty: new SharedArrayBuffer(bitmapBytes),
     pass: new SharedArrayBuffer(bitmapBytes),
   };
-  // Fault in what the instant touches as a whole, so that it is a plain memset then.
-  new Int32Array(buffers.states).fill(0);
+  // Fault in the dirty log, which precopy's first stores set bits in.
   new Int32Array(buffers.dirty).fill(0);
   new Int32Array(buffers.control).fill(0);
   return buffers;
@@ -160,11 +162,13 @@ export function resetSession(
 
 /** One thread's view of a snapshot's shared buffers, for the job set up by the last reset. */
 export class SnapshotSession {
-  readonly mode: SnapshotMode;
+  mode: SnapshotMode;
   readonly pageCount: number;
-  readonly slotCount: number;
+  slotCount: number;
+  /** The job's page generation (page_state.ts): pages whose gate entry holds another one are
+   * not saved yet. */
+  generation: number;
   readonly ctrl: Int32Array;
-  readonly states: Int32Array;
   readonly queue: Int32Array;
   readonly freeRing: Int32Array;
   readonly dirty: Int32Array;
@@ -174,15 +178,25 @@ export class SnapshotSession {
   constructor(buffers: SessionBuffers) {
     this.buffers = buffers;
     this.ctrl = new Int32Array(buffers.control);
-    this.mode = MODE_NAMES[Atomics.load(this.ctrl, CTRL_JOB_MODE)];
-    if (this.mode === undefined) throw new Error("Cannot open a snapshot session: no job was set");
     this.pageCount = buffers.pageCount;
-    this.slotCount = Atomics.load(this.ctrl, CTRL_JOB_SLOTS);
-    this.states = new Int32Array(buffers.states);
     this.queue = new Int32Array(buffers.queue);
     this.freeRing = new Int32Array(buffers.freeRing);
     this.dirty = new Int32Array(buffers.dirty);
     this.pass = new Int32Array(buffers.pass);
+    this.mode = "stop";
+    this.slotCount = 0;
+    this.generation = 0;
+    this.refresh();
+  }
+
+  /** Reads the job set up by the last reset (the guest reuses one view for every snapshot, so
+   * that the instant allocates nothing). */
+  refresh(): void {
+    const mode = MODE_NAMES[Atomics.load(this.ctrl, CTRL_JOB_MODE)];
+    if (mode === undefined) throw new Error("Cannot open a snapshot session: no job was set");
+    this.mode = mode;
+    this.slotCount = Atomics.load(this.ctrl, CTRL_JOB_SLOTS);
+    this.generation = Atomics.load(this.ctrl, CTRL_GENERATION);
   }
 
   /** Slots in use now (the buffer's occupancy). */

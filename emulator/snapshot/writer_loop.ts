@@ -11,15 +11,7 @@
  * @module
  */
 
-import {
-  isZeroPage,
-  openPage,
-  PAGE_COPYING_WRITER,
-  PAGE_PROTECTED,
-  PAGE_SHIFT,
-  PAGE_SIZE,
-  tryMovePage,
-} from "./page_state.ts";
+import { isZeroPage, PAGE_SIZE, releasePage, tryClaimPage } from "./page_state.ts";
 import {
   CTRL_CHUNKS_DROPPED,
   CTRL_FINAL_DONE,
@@ -28,6 +20,7 @@ import {
   CTRL_FREE_SLOTS,
   CTRL_FREE_TAIL,
   CTRL_FRESH_SLOTS,
+  CTRL_GUEST_WAITING,
   CTRL_KICK,
   CTRL_PASS_READY,
   CTRL_PASS_REQUEST,
@@ -59,16 +52,23 @@ export interface PageToWrite {
   index: number;
   /** PAGE_SIZE bytes. */
   data: Uint8Array;
-  /** True if every byte is zero. */
+  /** True if every byte is zero. A zero page that is not a resend may be left out of the file
+   * (absent reads as zero). */
   zero: boolean;
+  /** The copy-buffer slot the page comes from (cow: the guest copied it aside), else -1. Its
+   * slot is freed only after `writePages` with `flush` has returned. */
+  slot: number;
+  /** True for a page written again (precopy): it replaces an older copy, zero or not. */
+  resend: boolean;
 }
 
 /** Where the writer puts pages: a snapshot file, or a test's recorder. */
 export interface PageSink {
   /**
-   * Takes these pages; their `data` may be reused as soon as it returns (or its promise
-   * settles). With `flush` the pages must be in the file by then, not only in a batch: the
-   * writer is about to free their buffer slots or let a waiting guest store.
+   * Takes these pages (every page the writer saves, zero ones included); their `data` may be
+   * reused as soon as it returns (or its promise settles). With `flush` the pages must be in the
+   * file by then, not only in a batch: the writer is about to free their buffer slots or let a
+   * waiting guest store.
    */
   writePages(pages: PageToWrite[], flush: boolean): void | Promise<void>;
 }
@@ -245,15 +245,17 @@ export class SnapshotWriterLoop {
     while (written < pageCount) {
       this.#prefaultSlots();
       const asked = Atomics.exchange(s.ctrl, CTRL_REQUEST_PAGE, -1);
-      if (
-        asked >= 0 && tryMovePage(this.session.states, asked, PAGE_PROTECTED, PAGE_COPYING_WRITER)
-      ) {
+      if (asked >= 0 && tryClaimPage(this.gate, asked, s.generation)) {
         // The guest waits on this page with no slot to copy it into. With `--cow-buffer 0` its
         // store waits until the record is written, so the page is written before it is opened.
         const data = this.#staging.subarray(0, PAGE_SIZE);
-        data.set(this.ram.subarray(asked << PAGE_SHIFT, (asked + 1) << PAGE_SHIFT));
-        await this.#write([{ index: asked, data, zero: isZeroPage(data, 0) }], true, true);
-        openPage(this.session.states, this.gate, asked);
+        data.set(this.ram.subarray(asked * PAGE_SIZE, (asked + 1) * PAGE_SIZE));
+        await this.#write(
+          [{ index: asked, data, zero: isZeroPage(data, 0), slot: -1, resend: false }],
+          true,
+          true,
+        );
+        releasePage(this.gate, asked);
         s.bump(CTRL_PROGRESS);
         this.#metrics.pagesOnRequest++;
         written++;
@@ -340,7 +342,7 @@ export class SnapshotWriterLoop {
         await this.#waitForChunks();
         data = this.chunks.slot(slot);
       }
-      pages.push({ index, data, zero: isZeroPage(data, 0) });
+      pages.push({ index, data, zero: isZeroPage(data, 0), slot, resend: false });
       slots.push(slot);
     }
     await this.#write(pages, true, true);
@@ -368,12 +370,15 @@ export class SnapshotWriterLoop {
     const pages: PageToWrite[] = [];
     let p = from;
     while (p < s.pageCount && pages.length < this.#batch) {
-      if (tryMovePage(s.states, p, PAGE_PROTECTED, PAGE_COPYING_WRITER)) {
+      if (tryClaimPage(this.gate, p, s.generation)) {
+        // Copy 1 of 2 of a swept page (copy 2 is the sink's into the file's batch): into
+        // staging, so that the page is saved, and a guest storing to it waits for one memcpy,
+        // not for compression. Consecutive, so the sink hands the batch on without gathering.
         const k = pages.length;
         const data = this.#staging.subarray(k * PAGE_SIZE, (k + 1) * PAGE_SIZE);
-        data.set(this.ram.subarray(p << PAGE_SHIFT, (p + 1) << PAGE_SHIFT));
-        openPage(s.states, this.gate, p);
-        pages.push({ index: p, data, zero: isZeroPage(data, 0) });
+        data.set(this.ram.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE));
+        releasePage(this.gate, p, s.ctrl, CTRL_GUEST_WAITING);
+        pages.push({ index: p, data, zero: isZeroPage(data, 0), slot: -1, resend: false });
       }
       p++;
     }
@@ -399,8 +404,8 @@ export class SnapshotWriterLoop {
     for (let k = 0; k < count; k++) {
       const p = from + k;
       const data = this.#staging.subarray(k * PAGE_SIZE, (k + 1) * PAGE_SIZE);
-      data.set(this.ram.subarray(p << PAGE_SHIFT, (p + 1) << PAGE_SHIFT));
-      pages.push({ index: p, data, zero: isZeroPage(data, 0) });
+      data.set(this.ram.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE));
+      pages.push({ index: p, data, zero: isZeroPage(data, 0), slot: -1, resend: false });
     }
     return pages;
   }
@@ -468,8 +473,8 @@ export class SnapshotWriterLoop {
       for (let k = 0; k < batch.length; k++) {
         const p = batch[k];
         const data = this.#staging.subarray(k * PAGE_SIZE, (k + 1) * PAGE_SIZE);
-        data.set(this.ram.subarray(p << PAGE_SHIFT, (p + 1) << PAGE_SHIFT));
-        pages.push({ index: p, data, zero: isZeroPage(data, 0) });
+        data.set(this.ram.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE));
+        pages.push({ index: p, data, zero: isZeroPage(data, 0), slot: -1, resend: true });
       }
       await this.#write(pages, false, false);
       this.#metrics.pagesResent += pages.length;
@@ -489,18 +494,16 @@ export class SnapshotWriterLoop {
     return total;
   }
 
-  /** Hands pages to the sink. A first write leaves zero pages out (absent reads as zero); a
-   * resend must write them, since they replace an older non-zero copy. */
+  /** Hands pages to the sink and counts them (`first`: each page's first write; the zero ones
+   * of those the sink leaves out of the file). */
   async #write(pages: PageToWrite[], first: boolean, flush: boolean): Promise<void> {
-    let out = pages;
     if (first) {
-      out = pages.filter((p) => !p.zero);
-      this.#metrics.pagesZero += pages.length - out.length;
+      for (const p of pages) {
+        if (p.zero) this.#metrics.pagesZero++;
+        if (this.#audit !== undefined) this.#audit[p.index]++;
+      }
     }
-    if (this.#audit !== undefined && first) {
-      for (const p of pages) this.#audit[p.index]++;
-    }
-    if (out.length > 0) await this.sink.writePages(out, flush);
+    if (pages.length > 0) await this.sink.writePages(pages, flush);
   }
 }
 
