@@ -6,7 +6,8 @@ import type { SessionBuffers, SnapshotMode } from "./session.ts";
 import type { StandInJob } from "./_stand_in_guest.ts";
 import type { GuestSideMetrics } from "./guest_side.ts";
 import { chunksFor, type SlotChunkMessage, SlotChunks } from "./slot_chunks.ts";
-import { CTRL_FRESH_SLOTS, CTRL_PREFAULTED, CTRL_QUEUE_TAIL } from "./session.ts";
+import { CTRL_FRESH_SLOTS, CTRL_KEPT_CHUNKS, CTRL_PREFAULTED, CTRL_QUEUE_TAIL } from "./session.ts";
+import { canDiscardPages } from "./discard_pages.ts";
 
 /** A bit of the gate that belongs to the machine (emulator/ram.ts GATE_WATCH): must survive. */
 const GATE_WATCH = 2;
@@ -32,6 +33,8 @@ interface Outcome {
   worstInFlight: number;
   /** Highest slot index the sink saw (-1: none). */
   highestSlot: number;
+  /** The writer kept the copy buffer's chunks and discarded their pages. */
+  kept: boolean;
   /** The engine's generation after the snapshot. */
   generation: number;
 }
@@ -106,6 +109,7 @@ async function snapshotStandIn(
     const writes: number[] = [];
     const audit = new Uint32Array(PAGES);
     let chunksTouched = 0;
+    let kept = false;
     let worstInFlight = 0;
     let highestSlot = -1;
     const ctrl = new Int32Array(buffers.control);
@@ -147,13 +151,26 @@ async function snapshotStandIn(
       { batchPages: 4, audit, precopyTargetPages: 8, ...options.loop },
     );
     const writer = await loop.run();
-    // The writer let go of every copy-buffer chunk the snapshot touched (their memory can go
-    // back to the OS), before the guest could see the end.
+    // The memory of every copy-buffer chunk the snapshot touched goes back to the OS before the
+    // guest can see the end: its pages are discarded (they read as zeros now) and the chunk is
+    // kept, or the writer lets go of the chunk.
     const touched = chunksFor(
       Math.max(Atomics.load(ctrl, CTRL_FRESH_SLOTS), Atomics.load(ctrl, CTRL_PREFAULTED)),
     );
+    kept = Atomics.load(ctrl, CTRL_KEPT_CHUNKS) === 1;
     for (let c = 0; c < touched; c++) {
-      assert(!chunks.holds(c), `the writer still holds copy-buffer chunk ${c} after the snapshot`);
+      if (!kept) {
+        assert(
+          !chunks.holds(c),
+          `the writer still holds copy-buffer chunk ${c} after the snapshot`,
+        );
+        continue;
+      }
+      const view = chunks.view(c);
+      if (view === undefined) throw new Error(`chunk ${c} was kept, yet the writer lost it`);
+      // Whole pages only: the first and last may be partly outside the aligned range.
+      const inner = view.subarray(PAGE_SIZE, view.length - PAGE_SIZE);
+      assert(inner.every((b) => b === 0), `chunk ${c} was kept, yet its pages hold data`);
     }
     chunksTouched = touched;
     const truth: Uint8Array = mode === "precopy" ? (await next("final")).truth : started.truth;
@@ -177,6 +194,7 @@ async function snapshotStandIn(
       stepsDuring: done.stepsDuring,
       chunksTouched,
       worstInFlight: Math.max(worstInFlight, done.worstInFlight),
+      kept,
       highestSlot,
       generation,
     } satisfies Outcome;
@@ -229,6 +247,18 @@ for (const [name, slots] of [["0", 0], ["small", 3], ["max", PAGES]] as const) {
     }
   });
 }
+
+Deno.test("SnapshotWriterLoop cow keeps the buffer's chunks and discards their pages where it can, else lets go of them", async () => {
+  for (const discardPages of [undefined, null]) {
+    const o = await snapshotStandIn("cow", PAGES, 64, { loop: { discardPages } });
+    assertFileHoldsTruth(o);
+    assert(o.guest.pagesViaBuffer > 0, "no page went through the buffer");
+    // With the default, discarding is used wherever this process can do it (Linux, FFI).
+    assertEquals(o.kept, discardPages === undefined && canDiscardPages());
+    // Kept or let go of, the guest collects garbage only for chunks it let go of.
+    if (o.kept) assertEquals(o.guest.gcUs, 0);
+  }
+});
 
 for (
   const [name, generation] of [

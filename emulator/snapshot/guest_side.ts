@@ -30,6 +30,7 @@ import {
   CTRL_GENERATION,
   CTRL_GUEST_WAITING,
   CTRL_JOB_SEQ,
+  CTRL_KEPT_CHUNKS,
   CTRL_KICK,
   CTRL_PASS_READY,
   CTRL_PASS_REQUEST,
@@ -39,7 +40,6 @@ import {
   CTRL_REQUEST_PAGE,
   CTRL_THROTTLE,
   CTRL_WRITER_STATE,
-  resetSession,
   SnapshotSession,
   WRITER_FAILED,
   WRITER_RUNNING,
@@ -170,7 +170,6 @@ export class GuestSnapshotSide {
     const ctrl = new Int32Array(this.buffers.control);
     Atomics.store(ctrl, CTRL_GENERATION, generation);
     this.#ctrl = ctrl;
-    resetSession(this.buffers, "stop", 0, 0, 0);
     this.#view = new SnapshotSession(this.buffers);
     this.#onGateOpen(this.#gateOpen);
     this.#allocateReserve();
@@ -224,7 +223,7 @@ export class GuestSnapshotSide {
     const dropped = Atomics.load(s.ctrl, CTRL_CHUNKS_DROPPED);
     if (dropped !== this.#droppedSeen) {
       this.#droppedSeen = dropped;
-      for (let c = 0; c < chunks.count; c++) {
+      for (let c = 0; c < chunks.extent; c++) {
         if (chunks.holds(c) && chunks.state(c) === CHUNK_DROPPED) {
           chunks.release(c);
           this.#releasedDuring++;
@@ -234,14 +233,22 @@ export class GuestSnapshotSide {
   }
 
   /** At the end of a snapshot (the writer has let go of the same chunks already): gives back
-   * every chunk the snapshot touched or dropped, and allocates a fresh reserve. */
+   * every chunk the snapshot touched or dropped, and allocates a fresh reserve. Nothing to do if
+   * the writer kept the chunks and discarded their pages instead (discard_pages.ts): their
+   * memory is back already, and this thread's references cost no memory. */
   #releaseTouchedChunks(s: SnapshotSession): void {
     const chunks = this.chunks;
+    if (Atomics.load(s.ctrl, CTRL_KEPT_CHUNKS) === 1) {
+      this.#droppedSeen = Atomics.load(s.ctrl, CTRL_CHUNKS_DROPPED);
+      this.#releasedDuring = 0;
+      return;
+    }
     let released = 0;
     const touched = chunksFor(
       Math.max(Atomics.load(s.ctrl, CTRL_FRESH_SLOTS), Atomics.load(s.ctrl, CTRL_PREFAULTED)),
     );
-    for (let c = 0; c < chunks.count; c++) {
+    // Chunks past `extent` were never allocated: nothing to give back there.
+    for (let c = 0; c < chunks.extent; c++) {
       if (c < touched || chunks.state(c) === CHUNK_DROPPED) {
         if (chunks.holds(c)) released++;
         chunks.release(c);
@@ -266,8 +273,7 @@ export class GuestSnapshotSide {
   warmUp(): void {
     if (this.#session !== null) return;
     for (let i = 0; i < 4; i++) {
-      resetSession(this.buffers, "cow", 0, 0, 0);
-      this.#view.refresh();
+      this.#view.reset("cow", 0, 0, 0);
       this.#view.usedSlots();
     }
   }
@@ -292,10 +298,10 @@ export class GuestSnapshotSide {
     if (this.#session !== null) {
       throw new Error("Cannot start a snapshot: another snapshot is still being written");
     }
-    resetSession(this.buffers, mode, slotCount, tagKind, tagIndex);
-    if (mode !== "stop") this.#nextGeneration();
     const session = this.#view;
-    session.refresh();
+    session.reset(mode, slotCount, tagKind, tagIndex);
+    if (mode !== "stop") this.#nextGeneration();
+    session.generation = this.#generation;
     this.#session = session;
     this.#spareSlot = -1;
     this.#freshSlots = 0;

@@ -135,7 +135,8 @@ interface Running {
   startRetired: number;
   /** The longest stretches without instructions so far, by cause (see metrics.ts). */
   pause: PauseCauses;
-  cpu: { runNs: number; waitNs: number } | null;
+  /** The thread's CPU time after the first slice (undefined: not read yet; null: unknown). */
+  cpu: { runNs: number; waitNs: number } | null | undefined;
 }
 
 class GuestThread {
@@ -248,7 +249,10 @@ class GuestThread {
       const r = m.run(budget);
       const t1 = nowUs();
       this.lastRunEnd = t1;
-      if (this.running !== null) this.side.chargeSlice(t1 - t0);
+      if (this.running !== null) {
+        this.side.chargeSlice(t1 - t0);
+        if (this.running.cpu === undefined) this.running.cpu = readThreadCpu();
+      }
       this.flushDeferred();
       if (r.reason !== "budget" && r.reason !== "paused") {
         this.halt = r;
@@ -300,7 +304,6 @@ class GuestThread {
       return;
     }
     const startedAt = epochMs();
-    const cpu = readThreadCpu();
     const t0 = nowUs();
     try {
       this.side.begin(mode, Math.min(slots, this.side.pageCount), kind, index);
@@ -328,7 +331,8 @@ class GuestThread {
       mode,
       startRetired: retired,
       pause: { ...NO_PAUSE, instantUs: nowUs() - t0 },
-      cpu,
+      // Read after the first slice (a read of /proc is a system call: not in the instant).
+      cpu: undefined,
     };
   }
 
@@ -386,8 +390,8 @@ class GuestThread {
         pauseUs: longestPause(p),
         pauseCauses: p,
         instructionsDuring: this.machine.hart.retired - run.startRetired,
-        cpuNs: cpu !== null && run.cpu !== null ? cpu.runNs - run.cpu.runNs : 0,
-        runQueueNs: cpu !== null && run.cpu !== null ? cpu.waitNs - run.cpu.waitNs : 0,
+        cpuNs: cpu !== null && run.cpu != null ? cpu.runNs - run.cpu.runNs : 0,
+        runQueueNs: cpu !== null && run.cpu != null ? cpu.waitNs - run.cpu.waitNs : 0,
       });
     }
   }

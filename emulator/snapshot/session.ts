@@ -23,6 +23,7 @@
  * | `PREFAULTED` | writer | slots whose memory the writer has touched ahead of the guest |
  * | `CHUNKS_DROPPED` | writer | bumped when the writer drops a buffer chunk (slot_chunks.ts) |
  * | `GENERATION` | guest | the generation of the current (or last) `cow` or `precopy` snapshot (page_state.ts); not reset |
+ * | `KEPT_CHUNKS` | writer | 1 if the job kept the copy buffer's chunks and discarded their pages, 0 if it let go of them |
  *
  * The pages' states are not here: they live in the emulator's page gate (page_state.ts).
  *
@@ -70,9 +71,13 @@ export const CTRL_CHUNKS_DROPPED = 23;
 /** The page generation of the current (or last) `cow` or `precopy` snapshot (page_state.ts):
  * set by the guest at the instant, before the doorbell; never reset. */
 export const CTRL_GENERATION = 24;
+/** Set by the writer before it marks a job done: 1 if it kept the copy buffer's chunks and
+ * discarded their pages (discard_pages.ts), so the guest keeps them too and needs no garbage
+ * collection; 0 if it let go of them (slot_chunks.ts). Reset at each instant. */
+export const CTRL_KEPT_CHUNKS = 25;
 /** The words reset at each snapshot instant. */
 const CTRL_SESSION_WORDS = 18;
-const CTRL_WORDS = 25;
+const CTRL_WORDS = 26;
 
 /** `WRITER_STATE` values. */
 export const WRITER_RUNNING = 0;
@@ -129,37 +134,6 @@ export function allocateSessionBuffers(pageCount: number): SessionBuffers {
   return buffers;
 }
 
-/**
- * The guest, at the snapshot instant: resets the session's control words for a job of `mode`
- * with `slotCount` slots. The writer of the previous job has finished (the guest checks), so no
- * other thread touches these words now.
- */
-export function resetSession(
-  buffers: SessionBuffers,
-  mode: SnapshotMode,
-  slotCount: number,
-  tagKind: number,
-  tagIndex: number,
-): void {
-  if (!Number.isInteger(slotCount) || slotCount < 0 || slotCount > buffers.pageCount) {
-    throw new RangeError(
-      `Cannot use a copy buffer of ${slotCount} slots: must be an integer in 0..${buffers.pageCount}`,
-    );
-  }
-  const ctrl = new Int32Array(buffers.control);
-  for (let i = 0; i < CTRL_SESSION_WORDS; i++) Atomics.store(ctrl, i, 0);
-  Atomics.store(ctrl, CTRL_REQUEST_PAGE, -1);
-  const slots = mode === "cow" ? slotCount : 0;
-  Atomics.store(ctrl, CTRL_FREE_SLOTS, slots);
-  Atomics.store(ctrl, CTRL_JOB_MODE, MODE_CODES[mode]);
-  Atomics.store(ctrl, CTRL_JOB_SLOTS, slots);
-  Atomics.store(ctrl, CTRL_JOB_TAG_KIND, tagKind);
-  Atomics.store(ctrl, CTRL_JOB_TAG_INDEX, tagIndex);
-  Atomics.store(ctrl, CTRL_FRESH_SLOTS, 0);
-  Atomics.store(ctrl, CTRL_THROTTLE, 0);
-  Atomics.store(ctrl, CTRL_PREFAULTED, 0);
-}
-
 /** One thread's view of a snapshot's shared buffers, for the job set up by the last reset. */
 export class SnapshotSession {
   mode: SnapshotMode;
@@ -186,7 +160,38 @@ export class SnapshotSession {
     this.mode = "stop";
     this.slotCount = 0;
     this.generation = 0;
-    this.refresh();
+    // A fresh machine's buffers hold no job yet: read as a stopped one.
+    if (Atomics.load(this.ctrl, CTRL_JOB_MODE) !== 0) this.refresh();
+  }
+
+  /**
+   * The guest, at the snapshot instant: resets the session's control words for a job of `mode`
+   * with `slotCount` slots, named by (`tagKind`, `tagIndex`), and reads it back. The writer of
+   * the previous job has finished (the guest checks), so no other thread touches these words
+   * now. It allocates nothing (a typed array over shared memory costs microseconds to make).
+   */
+  reset(mode: SnapshotMode, slotCount: number, tagKind: number, tagIndex: number): void {
+    if (!Number.isInteger(slotCount) || slotCount < 0 || slotCount > this.pageCount) {
+      throw new RangeError(
+        `Cannot use a copy buffer of ${slotCount} slots: must be an integer in 0..${this.pageCount}`,
+      );
+    }
+    const ctrl = this.ctrl;
+    for (let i = 0; i < CTRL_SESSION_WORDS; i++) Atomics.store(ctrl, i, 0);
+    Atomics.store(ctrl, CTRL_REQUEST_PAGE, -1);
+    const slots = mode === "cow" ? slotCount : 0;
+    Atomics.store(ctrl, CTRL_FREE_SLOTS, slots);
+    Atomics.store(ctrl, CTRL_JOB_MODE, MODE_CODES[mode]);
+    Atomics.store(ctrl, CTRL_JOB_SLOTS, slots);
+    Atomics.store(ctrl, CTRL_JOB_TAG_KIND, tagKind);
+    Atomics.store(ctrl, CTRL_JOB_TAG_INDEX, tagIndex);
+    Atomics.store(ctrl, CTRL_FRESH_SLOTS, 0);
+    Atomics.store(ctrl, CTRL_THROTTLE, 0);
+    Atomics.store(ctrl, CTRL_PREFAULTED, 0);
+    Atomics.store(ctrl, CTRL_KEPT_CHUNKS, 0);
+    this.mode = mode;
+    this.slotCount = slots;
+    this.generation = Atomics.load(ctrl, CTRL_GENERATION);
   }
 
   /** Reads the job set up by the last reset (the guest reuses one view for every snapshot, so

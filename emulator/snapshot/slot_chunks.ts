@@ -73,6 +73,9 @@ export class SlotChunks {
   /** Per chunk: [slots in use, state, generation]. */
   readonly shared: Int32Array;
   readonly count: number;
+  /** One past the highest chunk this thread has ever held: loops over the chunks stop here, so
+   * they cost in proportion to the buffer's use, not to RAM. */
+  extent = 0;
   readonly #views: (Uint8Array | undefined)[];
   readonly #generations: Int32Array;
 
@@ -101,6 +104,7 @@ export class SlotChunks {
 
   /** Takes a chunk received from the other thread. */
   hold(chunk: number, buffer: SharedArrayBuffer, generation: number): void {
+    if (chunk >= this.extent) this.extent = chunk + 1;
     this.#views[chunk] = new Uint8Array(buffer);
     this.#generations[chunk] = generation;
   }

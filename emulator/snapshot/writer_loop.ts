@@ -12,6 +12,7 @@
  */
 
 import { isZeroPage, PAGE_SIZE, releasePage, tryClaimPage } from "./page_state.ts";
+import { canDiscardPages, discardPages } from "./discard_pages.ts";
 import {
   CTRL_CHUNKS_DROPPED,
   CTRL_FINAL_DONE,
@@ -21,6 +22,7 @@ import {
   CTRL_FREE_TAIL,
   CTRL_FRESH_SLOTS,
   CTRL_GUEST_WAITING,
+  CTRL_KEPT_CHUNKS,
   CTRL_KICK,
   CTRL_PASS_READY,
   CTRL_PASS_REQUEST,
@@ -115,6 +117,10 @@ export interface WriterLoopOptions {
   /** Lets the message carrying a copy-buffer chunk arrive (it is always sent before a slot of
    * it is queued). Default: a zero timeout. */
   waitForChunks?: () => Promise<void>;
+  /** Gives the memory of a copy-buffer chunk's pages back to the OS, keeping the chunk; false if
+   * it could not. Default: {@linkcode discardPages} where it works (Linux, FFI allowed), else
+   * null: chunks are let go of, and their memory returns once both threads collect garbage. */
+  discardPages?: ((bytes: Uint8Array) => boolean) | null;
 }
 
 /** Auto-converge: the first throttle, in percent of wall time the guest sleeps; each raise then
@@ -163,6 +169,9 @@ export class SnapshotWriterLoop {
   #prefaultWords: Int32Array | null = null;
   #prefaultChunk = -1;
   #sweepDone = false;
+  readonly #discard: ((bytes: Uint8Array) => boolean) | null;
+  /** Chunks whose pages this job discarded already. */
+  readonly #discarded: Uint8Array;
 
   constructor(
     buffers: SessionBuffers,
@@ -185,6 +194,12 @@ export class SnapshotWriterLoop {
     this.#downtimeMs = options.precopyDowntimeMs ?? 50;
     this.#maxThrottlePct = Math.max(0, Math.min(99, options.precopyMaxThrottlePct ?? 99));
     this.#audit = options.audit;
+    this.#discard = options.discardPages !== undefined
+      ? options.discardPages
+      : canDiscardPages()
+      ? discardPages
+      : null;
+    this.#discarded = new Uint8Array(this.chunks.count);
     this.#staging = new Uint8Array(4 * this.#batch * PAGE_SIZE);
     this.#metrics = {
       pagesTotal: this.session.pageCount,
@@ -217,13 +232,16 @@ export class SnapshotWriterLoop {
           await this.#runPrecopy();
           break;
       }
-      // Let go of the buffer's chunks before the guest can see the end (it then allocates new
-      // ones, possibly with the same numbers).
-      releaseTouchedChunks(this.chunks, ctrl);
+      // Give the buffer's memory back before the guest can see the end: discard the pages of
+      // the chunks and keep them (the guest keeps them too), or let go of them (the guest then
+      // allocates new ones, possibly with the same numbers).
+      if (this.#discardTouchedChunks()) Atomics.store(ctrl, CTRL_KEPT_CHUNKS, 1);
+      else releaseTouchedChunks(this.chunks, ctrl);
       Atomics.store(ctrl, CTRL_WRITER_STATE, WRITER_DONE);
       return this.#metrics;
     } catch (error) {
       releaseTouchedChunks(this.chunks, ctrl);
+      Atomics.store(ctrl, CTRL_KEPT_CHUNKS, 0);
       Atomics.store(ctrl, CTRL_WRITER_STATE, WRITER_FAILED);
       throw error;
     } finally {
@@ -275,7 +293,7 @@ export class SnapshotWriterLoop {
           // No page is protected any more, so the guest takes no slot from now on: every chunk
           // whose slots are all free can go back.
           this.#sweepDone = true;
-          for (let c = 0; c < this.chunks.count; c++) this.#dropIfFree(c);
+          for (let c = 0; c < this.chunks.extent; c++) this.#dropIfFree(c);
         }
         continue;
       }
@@ -312,10 +330,19 @@ export class SnapshotWriterLoop {
     }
   }
 
-  /** After the sweep: gives chunk `c` back if none of its slots is in use (slot_chunks.ts). */
+  /** After the sweep (no slot will be taken any more): gives chunk `c`'s memory back if none of
+   * its slots is in use: discards its pages and keeps it, or drops it (slot_chunks.ts). */
   #dropIfFree(c: number): void {
     const chunks = this.chunks;
     if (chunks.state(c) !== CHUNK_LIVE || chunks.used(c) !== 0) return;
+    if (this.#discard !== null) {
+      const view = chunks.view(c);
+      if (this.#discarded[c] === 0 && view !== undefined && this.#discard(view)) {
+        this.#discarded[c] = 1;
+        return;
+      }
+      if (this.#discarded[c] === 1) return;
+    }
     chunks.setState(c, CHUNK_DROPPED);
     chunks.release(c);
     if (c === this.#prefaultChunk) {
@@ -323,6 +350,32 @@ export class SnapshotWriterLoop {
       this.#prefaultChunk = -1;
     }
     Atomics.add(this.session.ctrl, CTRL_CHUNKS_DROPPED, 1);
+  }
+
+  /**
+   * At the end of a job, with discarding available: discards the pages of every chunk the job
+   * touched (all their slots are free: every page is in the file) and keeps the chunks. False,
+   * with nothing done, if discarding is not available or a chunk was dropped already.
+   */
+  #discardTouchedChunks(): boolean {
+    const chunks = this.chunks;
+    if (this.#discard === null) return false;
+    const ctrl = this.session.ctrl;
+    const touched = chunksFor(
+      Math.max(Atomics.load(ctrl, CTRL_FRESH_SLOTS), Atomics.load(ctrl, CTRL_PREFAULTED)),
+    );
+    for (let c = 0; c < chunks.extent; c++) {
+      if (chunks.state(c) === CHUNK_DROPPED) return false;
+    }
+    for (let c = 0; c < touched; c++) {
+      if (this.#discarded[c] === 1) continue;
+      const view = chunks.view(c);
+      // A chunk this thread does not hold (its message is late) was never touched here; the
+      // guest's copies into it are written and freed, so its pages are simply kept.
+      if (view !== undefined && !this.#discard(view)) return false;
+      this.#discarded[c] = 1;
+    }
+    return true;
   }
 
   /** Writes queue entries [head, tail) (at most four batches: one record, one flush) and frees
@@ -530,7 +583,7 @@ export function releaseTouchedChunks(chunks: SlotChunks, ctrl: Int32Array): void
   const touched = chunksFor(
     Math.max(Atomics.load(ctrl, CTRL_FRESH_SLOTS), Atomics.load(ctrl, CTRL_PREFAULTED)),
   );
-  for (let c = 0; c < chunks.count; c++) {
+  for (let c = 0; c < chunks.extent; c++) {
     if (c < touched || chunks.state(c) === CHUNK_DROPPED) chunks.release(c);
   }
 }

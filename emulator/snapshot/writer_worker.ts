@@ -17,7 +17,7 @@ import type { MachineDescription } from "../../format/header.ts";
 import type { MachineState } from "../machine.ts";
 import { FormatPageSink } from "./file_sink.ts";
 import { sectionsFromState } from "./machine_state.ts";
-import { CTRL_JOB_SEQ, jobTag, type SessionBuffers } from "./session.ts";
+import { CTRL_JOB_SEQ, CTRL_KEPT_CHUNKS, jobTag, type SessionBuffers } from "./session.ts";
 import {
   abandonSession,
   releaseTouchedChunks,
@@ -176,8 +176,9 @@ async function serve(a: NonNullable<typeof attached>): Promise<void> {
     if (now !== seen) {
       seen = now;
       await runJob(a);
-      // The job let go of the copy buffer's chunks: give their memory back now if we may.
-      collectGarbage();
+      // If the job let go of the copy buffer's chunks (it could not discard their pages), give
+      // their memory back now if we may.
+      if (Atomics.load(ctrl, CTRL_KEPT_CHUNKS) !== 1) collectGarbage();
     } else {
       await yieldToEvents();
     }

@@ -1,0 +1,226 @@
+/**
+ * The `cow` pause against RAM size. Two measurements, each RAM size in a fresh process started
+ * with the V8 flags of `deno task livesnap` (`--expose-gc`):
+ *
+ * - `engine`: the live engine's guest side over RAM of 64 MiB, 2 GiB and 8 GiB (a stand-in guest
+ *   thread storing at random into a 4 MiB hot set through the emulator's hot path; see
+ *   `bench/_pause_guest.ts`) and its writer loop on another thread with a sink that drops the
+ *   pages. The emulated machine cannot have more than 2 GiB of RAM; this is how 8 GiB is reached.
+ * - `machine`: the emulator, `LiveMachine` running memstress (4 MiB working set) at 64 MiB and
+ *   2 GiB, writing real files; `pauseUs` and `pauseCauses` from its metrics.
+ *
+ * Each takes `--snapshots` cow snapshots (16 MiB buffer) half a second apart and reports, per
+ * RAM size, the instant (`begin()`, or the metrics' `instantUs`) and the whole pause (the longest
+ * stretch without guest progress because of the snapshot), median and range, and the ratio of
+ * the largest size's median to the smallest's.
+ *
+ *   deno run -A bench/live_pause_bench.ts [--what engine,machine] [--sizes 64M,2G,8G]
+ *       [--machine-sizes 64M,2G] [--snapshots 7] [--json FILE]
+ *
+ * The writer's sweep reads all of RAM, so the first snapshot at 8 GiB faults in 8 GiB (about a
+ * minute on a machine whose fresh memory costs 3-8 s/GiB) and the process holds 8 GiB meanwhile.
+ *
+ * @module
+ */
+
+import { parseArgs } from "@std/cli/parse_args.js";
+import { LiveMachine } from "../emulator/snapshot/live_machine.ts";
+import { memstressElf } from "../emulator/guests/memstress_config.ts";
+import { SnapshotWriterLoop } from "../emulator/snapshot/writer_loop.ts";
+import {
+  collectGarbage,
+  type SlotChunkMessage,
+  SlotChunks,
+} from "../emulator/snapshot/slot_chunks.ts";
+import type { PauseGuestEvent, PauseGuestJob, PauseGuestSample } from "./_pause_guest.ts";
+
+const MIB = 1024 * 1024;
+const SLOTS = 4096; // 16 MiB
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+interface Row {
+  what: "engine" | "machine";
+  ramBytes: number;
+  instantUs: number[];
+  pauseUs: number[];
+  /** Per snapshot, what the pause was made of. */
+  detail: Record<string, number>[];
+  loadAverage: number;
+}
+
+async function engine(ramBytes: number, snapshots: number): Promise<Row> {
+  const ram = new SharedArrayBuffer(ramBytes);
+  const gate = new SharedArrayBuffer((ramBytes / 4096) * 4);
+  const worker = new Worker(new URL("./_pause_guest.ts", import.meta.url), { type: "module" });
+  let chunks: SlotChunks | null = null;
+  const early: SlotChunkMessage[] = [];
+  const ramView = new Uint8Array(ram);
+  const gateView = new Int32Array(gate);
+  const samples = await new Promise<PauseGuestSample[]>((resolve, reject) => {
+    let buffers: Extract<PauseGuestEvent, { type: "ready" }>["buffers"];
+    worker.onmessage = (e: MessageEvent<PauseGuestEvent | SlotChunkMessage>) => {
+      const m = e.data;
+      switch (m.type) {
+        case "slot-chunk":
+          if (chunks === null) early.push(m);
+          else chunks.hold(m.index, m.buffer, m.generation);
+          break;
+        case "ready":
+          buffers = m.buffers;
+          chunks = new SlotChunks(buffers.chunks);
+          for (const c of early) chunks.hold(c.index, c.buffer, c.generation);
+          break;
+        case "started": {
+          // As the writer thread does: one loop per job, then a collection.
+          const loop = new SnapshotWriterLoop(
+            buffers,
+            ramView,
+            gateView,
+            { writePages: () => {} },
+            chunks!,
+            { waitForChunks: () => new Promise<void>((r) => setTimeout(r, 0)) },
+          );
+          loop.run().then(() => collectGarbage(), reject);
+          break;
+        }
+        case "done":
+          resolve(m.samples);
+          break;
+        case "error":
+          reject(new Error(m.message));
+          break;
+      }
+    };
+    const job: PauseGuestJob = {
+      ram,
+      gate,
+      hotPages: 1024,
+      snapshots,
+      slots: SLOTS,
+      gapMs: 500,
+      sliceStores: 20_000,
+    };
+    worker.postMessage(job);
+  });
+  worker.terminate();
+  return {
+    what: "engine",
+    ramBytes,
+    instantUs: samples.map((s) => Math.round(s.instantUs)),
+    pauseUs: samples.map((s) => Math.round(s.pauseUs)),
+    detail: samples.map((s) =>
+      Object.fromEntries(Object.entries(s).map(([k, v]) => [k, Math.round(v * 10) / 10]))
+    ),
+    loadAverage: Deno.loadavg()[0],
+  };
+}
+
+async function machine(ramBytes: number, snapshots: number): Promise<Row> {
+  const dir = await Deno.makeTempDir({ prefix: "livesnap-pause-" });
+  const workingSet = 4 * MIB;
+  const m = await LiveMachine.start({
+    elf: memstressElf({ workingSetBytes: workingSet, writesPerRound: 1 << 18, rounds: 0 }),
+    ramSize: ramBytes,
+    uartSink: () => {},
+  });
+  const instantUs: number[] = [];
+  const pauseUs: number[] = [];
+  const detail: Record<string, number>[] = [];
+  try {
+    while ((await m.status()).retired < (workingSet / 4096) * 8 * 30) await sleep(50);
+    for (let k = 0; k < snapshots; k++) {
+      await sleep(500);
+      const r = await m.snapshot({ mode: "cow", cowBuffer: SLOTS * 4096, path: `${dir}/p.lsnap` });
+      // Main's metrics (before pauseCauses) reported the instant as pauseUs.
+      const causes = (r as unknown as { pauseCauses?: Record<string, number> }).pauseCauses;
+      instantUs.push(causes?.instantUs ?? r.pauseUs);
+      pauseUs.push(r.pauseUs);
+      detail.push({ ...causes, totalMs: r.totalMs, guestGcMs: r.guestGcMs });
+      await Deno.remove(`${dir}/p.lsnap`);
+    }
+  } finally {
+    await m.quit();
+    await Deno.remove(dir, { recursive: true });
+  }
+  return { what: "machine", ramBytes, instantUs, pauseUs, detail, loadAverage: Deno.loadavg()[0] };
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 === 1 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+function parseSize(s: string): number {
+  return Number(s.slice(0, -1)) * (s.endsWith("G") ? 1024 * MIB : MIB);
+}
+
+const size = (n: number) => n >= 1024 * MIB ? `${n / 1024 / MIB} GiB` : `${n / MIB} MiB`;
+
+const args = parseArgs(Deno.args, {
+  string: ["what", "sizes", "machine-sizes", "snapshots", "json", "one"],
+});
+const snapshots = Number(args.snapshots ?? 7);
+if (args.one !== undefined) {
+  const [what, ram] = args.one.split(":");
+  const row = what === "engine"
+    ? await engine(Number(ram), snapshots)
+    : await machine(Number(ram), snapshots);
+  console.log(JSON.stringify(row));
+} else {
+  const kinds = (args.what ?? "engine,machine").split(",");
+  const plan: [string, number][] = [];
+  for (const kind of kinds) {
+    const sizes = kind === "engine"
+      ? (args.sizes ?? "64M,2G,8G")
+      : (args["machine-sizes"] ?? "64M,2G");
+    for (const s of sizes.split(",")) plan.push([kind, parseSize(s)]);
+  }
+  const rows: Row[] = [];
+  for (const [kind, ram] of plan) {
+    const o = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        // As `deno task livesnap` runs the engine.
+        "--v8-flags=--expose-gc",
+        new URL(import.meta.url).pathname,
+        "--one",
+        `${kind}:${ram}`,
+        "--snapshots",
+        String(snapshots),
+      ],
+      stdout: "piped",
+      stderr: "inherit",
+    }).output();
+    if (!o.success) throw new Error(`Cannot measure ${kind} at ${ram} bytes of RAM`);
+    const row: Row = JSON.parse(new TextDecoder().decode(o.stdout).trim().split("\n").at(-1)!);
+    rows.push(row);
+    console.error(JSON.stringify(row));
+  }
+  const lines = [
+    "| measurement | RAM | instant, median (range) | pause, median (range) | load |",
+    "|---|---|---:|---:|---:|",
+  ];
+  for (const r of rows) {
+    const range = (xs: number[]) => `${median(xs)} µs (${Math.min(...xs)}-${Math.max(...xs)})`;
+    lines.push(
+      `| ${r.what} | ${size(r.ramBytes)} | ${range(r.instantUs)} | ${range(r.pauseUs)} | ${
+        r.loadAverage.toFixed(1)
+      } |`,
+    );
+  }
+  for (const kind of kinds) {
+    const mine = rows.filter((r) => r.what === kind);
+    if (mine.length < 2) continue;
+    const small = mine[0];
+    const big = mine[mine.length - 1];
+    lines.push(
+      "",
+      `${kind}: ${size(big.ramBytes)} / ${size(small.ramBytes)}: instant ${
+        (median(big.instantUs) / median(small.instantUs)).toFixed(2)
+      }x, pause ${(median(big.pauseUs) / median(small.pauseUs)).toFixed(2)}x (medians)`,
+    );
+  }
+  console.log(lines.join("\n"));
+  if (args.json !== undefined) await Deno.writeTextFile(args.json, JSON.stringify(rows, null, 2));
+}

@@ -1,0 +1,69 @@
+/**
+ * Gives the memory of a range of a `SharedArrayBuffer` back to the operating system without
+ * freeing the buffer: `madvise(MADV_DONTNEED)` (Linux, through libc with Deno's FFI). The range
+ * reads as zeros afterwards and costs nothing until it is written again.
+ *
+ * JavaScript itself cannot do this: a buffer's memory goes back only when every thread's garbage
+ * collector has freed the buffer, and on the guest thread that full collection stops the guest
+ * for milliseconds (see slot_chunks.ts). When this module works (Linux, the process allowed FFI:
+ * `deno run -A` or `--allow-ffi`), the copy buffer's chunks are kept and their pages discarded
+ * instead; elsewhere {@linkcode discardPages} returns false and the engine falls back to dropping
+ * chunks and collecting garbage.
+ *
+ * @module
+ */
+
+/** `MADV_DONTNEED` on Linux: the pages are dropped now; private anonymous memory reads as zeros
+ * afterwards (madvise(2)). */
+const MADV_DONTNEED = 4;
+const PAGE = 4096n;
+
+type Libc = { symbols: { madvise: (p: Deno.PointerValue, n: bigint, advice: number) => number } };
+
+let libc: Libc | null | undefined;
+
+function openLibc(): Libc | null {
+  if (Deno.build.os !== "linux") return null;
+  // glibc, then musl (Alpine). A denied FFI permission throws: then there is no libc for us.
+  for (const name of ["libc.so.6", `libc.musl-${Deno.build.arch}.so.1`]) {
+    try {
+      return Deno.dlopen(name, {
+        madvise: { parameters: ["pointer", "usize", "i32"], result: "i32" },
+      }) as unknown as Libc;
+    } catch {
+      // try the next one
+    }
+  }
+  return null;
+}
+
+/** True if {@linkcode discardPages} can work in this process (tried once, then remembered). */
+export function canDiscardPages(): boolean {
+  if (libc === undefined) libc = openLibc();
+  return libc !== null;
+}
+
+/**
+ * Discards the whole 4 KiB pages inside `view` (over a `SharedArrayBuffer` or an
+ * `ArrayBuffer`): the OS takes their memory back; they read as zeros and are faulted in again
+ * when written. Pages that `view` covers only partly are kept. Returns false, and changes
+ * nothing, where this cannot be done (see {@linkcode canDiscardPages}).
+ *
+ * @example
+ * ```ts
+ * import { assertEquals } from "@std/assert/mod.js";
+ * import { discardPages } from "./discard_pages.ts";
+ * const bytes = new Uint8Array(new SharedArrayBuffer(64 * 1024)).fill(7);
+ * if (discardPages(bytes)) assertEquals(bytes[32 * 1024], 0); // a whole page inside: zeros now
+ * ```
+ */
+export function discardPages(view: Uint8Array): boolean {
+  if (!canDiscardPages() || view.byteLength === 0) return false;
+  const pointer = Deno.UnsafePointer.of(view as Uint8Array<ArrayBuffer>);
+  if (pointer === null) return false;
+  const at = BigInt(Deno.UnsafePointer.value(pointer));
+  const start = (at + PAGE - 1n) & ~(PAGE - 1n);
+  const end = (at + BigInt(view.byteLength)) & ~(PAGE - 1n);
+  if (end <= start) return true;
+  return libc!.symbols.madvise(Deno.UnsafePointer.create(start), end - start, MADV_DONTNEED) === 0;
+}
