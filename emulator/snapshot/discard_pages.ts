@@ -10,6 +10,10 @@
  * instead; elsewhere {@linkcode discardPages} returns false and the engine falls back to dropping
  * chunks and collecting garbage.
  *
+ * (`MADV_POPULATE_WRITE`, to fault the buffer in ahead of the guest in one call, was tried and
+ * dropped: on the virtual machine of BENCHMARKS.md the cost of fresh memory is in the first write
+ * from user space, which populating does not remove.)
+ *
  * @module
  */
 
@@ -43,6 +47,12 @@ export function canDiscardPages(): boolean {
   return libc !== null;
 }
 
+/** The address of `view`'s first byte. */
+function addressOf(view: Uint8Array): bigint | null {
+  const pointer = Deno.UnsafePointer.of(view as Uint8Array<ArrayBuffer>);
+  return pointer === null ? null : BigInt(Deno.UnsafePointer.value(pointer));
+}
+
 /**
  * Discards the whole 4 KiB pages inside `view` (over a `SharedArrayBuffer` or an
  * `ArrayBuffer`): the OS takes their memory back; they read as zeros and are faulted in again
@@ -59,9 +69,8 @@ export function canDiscardPages(): boolean {
  */
 export function discardPages(view: Uint8Array): boolean {
   if (!canDiscardPages() || view.byteLength === 0) return false;
-  const pointer = Deno.UnsafePointer.of(view as Uint8Array<ArrayBuffer>);
-  if (pointer === null) return false;
-  const at = BigInt(Deno.UnsafePointer.value(pointer));
+  const at = addressOf(view);
+  if (at === null) return false;
   const start = (at + PAGE - 1n) & ~(PAGE - 1n);
   const end = (at + BigInt(view.byteLength)) & ~(PAGE - 1n);
   if (end <= start) return true;

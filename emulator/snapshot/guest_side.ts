@@ -28,6 +28,7 @@ import {
   CTRL_FREE_TAIL,
   CTRL_FRESH_SLOTS,
   CTRL_GENERATION,
+  CTRL_GUEST_THREAD,
   CTRL_GUEST_WAITING,
   CTRL_JOB_SEQ,
   CTRL_KEPT_CHUNKS,
@@ -45,6 +46,7 @@ import {
   WRITER_RUNNING,
 } from "./session.ts";
 import type { SessionBuffers, SnapshotMode } from "./session.ts";
+import { readThreadId } from "./metrics.ts";
 import {
   CHUNK_ABSENT,
   CHUNK_DROPPED,
@@ -62,6 +64,9 @@ import {
 export interface GuestSideMetrics {
   /** Pages the guest copied into the buffer before storing to them. */
   pagesViaBuffer: number;
+  /** Of those, copies into a slot whose memory no thread had written yet (the guest paid its
+   * page fault; the writer faults slots in ahead of the guest). */
+  coldSlots: number;
   /** Most slots in use at once, in bytes. */
   bufferPeakBytes: number;
   /** Time the guest spent blocked on the snapshot (slot or page waits), in microseconds. */
@@ -75,6 +80,9 @@ export interface GuestSideMetrics {
    * page fault in it, or a wait), microseconds: a stretch in which the guest retired no
    * instruction because of the snapshot. */
   storeHookMaxUs: number;
+  /** All the time spent in those calls, microseconds: the engine's cost to the guest thread
+   * during the snapshot (copies, their page faults, waits). */
+  storeHookUs: number;
   /** Stores that met a page the writer was copying and waited for it. */
   writerPageWaits: number;
   /** Time the guest slept because precopy throttled it (auto-converge), in microseconds. */
@@ -169,6 +177,7 @@ export class GuestSnapshotSide {
     this.#gateOpen = openValue(generation);
     const ctrl = new Int32Array(this.buffers.control);
     Atomics.store(ctrl, CTRL_GENERATION, generation);
+    Atomics.store(ctrl, CTRL_GUEST_THREAD, readThreadId());
     this.#ctrl = ctrl;
     this.#view = new SnapshotSession(this.buffers);
     this.#onGateOpen(this.#gateOpen);
@@ -454,7 +463,9 @@ export class GuestSnapshotSide {
       if (this.#copyAside(s, page)) break;
     }
     if (t0 >= 0) {
-      this.#metrics.storeHookMaxUs = Math.max(this.#metrics.storeHookMaxUs, nowUs() - t0);
+      const us = nowUs() - t0;
+      this.#metrics.storeHookUs += us;
+      this.#metrics.storeHookMaxUs = Math.max(this.#metrics.storeHookMaxUs, us);
     }
   };
 
@@ -514,6 +525,8 @@ export class GuestSnapshotSide {
     } else {
       slot = this.#freshSlots++;
       Atomics.store(s.ctrl, CTRL_FRESH_SLOTS, this.#freshSlots);
+      // Memory nobody has written yet: this thread's copy pays its page fault.
+      if (slot >= Atomics.load(s.ctrl, CTRL_PREFAULTED)) this.#metrics.coldSlots++;
     }
     const c = slot >> CHUNK_SHIFT;
     if (this.chunks.state(c) === CHUNK_DROPPED) {
@@ -541,6 +554,8 @@ export class GuestSnapshotSide {
     const s = this.#session!;
     this.ringWriter();
     Atomics.store(s.ctrl, CTRL_GUEST_WAITING, 1);
+    // A writer that stepped aside for this thread (writer_loop.ts) must come back now.
+    Atomics.notify(s.ctrl, CTRL_GUEST_WAITING);
     const t0 = nowUs();
     wait();
     this.#metrics.guestStallUs += nowUs() - t0;
@@ -607,11 +622,13 @@ export class GuestSnapshotSide {
 function emptyGuestMetrics(): GuestSideMetrics {
   return {
     pagesViaBuffer: 0,
+    coldSlots: 0,
     bufferPeakBytes: 0,
     guestStallUs: 0,
     slotWaitMaxUs: 0,
     pageWaitMaxUs: 0,
     storeHookMaxUs: 0,
+    storeHookUs: 0,
     writerPageWaits: 0,
     throttleUs: 0,
     throttleMaxUs: 0,

@@ -64,6 +64,9 @@ export interface SnapshotMetrics {
   pagesZero: number;
   /** Pages the guest copied into the buffer before storing to them (cow). */
   pagesViaBuffer: number;
+  /** Of those, copies into buffer memory no thread had written yet: the guest paid the page
+   * fault (the writer faults slots in ahead of it when it can). */
+  pagesCopiedCold: number;
   /** Pages the writer read straight from RAM: the sweep, a first pass, or a page the guest
    * waited on (counted in `pagesOnRequest` too). */
   pagesViaSweep: number;
@@ -80,6 +83,9 @@ export interface SnapshotMetrics {
   precopyThrottlePct: number;
   /** Time the guest slept because precopy throttled it, milliseconds. */
   guestThrottleMs: number;
+  /** Time the writer slept to leave a core to the guest, which was waiting for one (cow; see
+   * writer_loop.ts), milliseconds. */
+  writerYieldMs: number;
   /** The guest thread's full garbage collection that gives the copy buffer's memory back when
    * the snapshot ends, milliseconds: the guest does not run meanwhile. 0 unless the process runs
    * with `--v8-flags=--expose-gc` (the `livesnap` task does; see slot_chunks.ts). */
@@ -92,6 +98,9 @@ export interface SnapshotMetrics {
   guestInstructionsDuring: number;
   /** Time the guest waited for a buffer slot or a page, microseconds (cow). */
   guestStallUs: number;
+  /** Time the guest thread spent in the engine's store hook, milliseconds (cow): copying pages
+   * aside, with the page faults of fresh buffer memory, and the waits of `guestStallUs`. */
+  guestHookMs: number;
   /** The guest thread's time on a CPU while the snapshot was written, milliseconds (Linux; 0
    * where unknown). With `guestStallUs`, it tells the engine's own cost from other jobs'. */
   guestCpuMs: number;
@@ -138,15 +147,30 @@ export function epochMs(): number {
 }
 
 /**
- * The calling thread's time on a CPU and time spent runnable but waiting for one, in
- * nanoseconds since it started (Linux `/proc/thread-self/schedstat`); null where unavailable.
+ * The calling thread's (or thread `thread`'s, an id from {@linkcode readThreadId}) time on a
+ * CPU and time spent runnable but waiting for one, in nanoseconds since it started (Linux
+ * `/proc/thread-self/schedstat`); null where unavailable.
  * On a machine shared with other jobs, the second says how much of a slowdown was theirs.
  */
-export function readThreadCpu(): { runNs: number; waitNs: number } | null {
+export function readThreadCpu(thread = 0): { runNs: number; waitNs: number } | null {
   try {
-    const [run, wait] = Deno.readTextFileSync("/proc/thread-self/schedstat").trim().split(/\s+/);
+    const path = thread === 0
+      ? "/proc/thread-self/schedstat"
+      : `/proc/self/task/${thread}/schedstat`;
+    const [run, wait] = Deno.readTextFileSync(path).trim().split(/\s+/);
     return { runNs: Number(run), waitNs: Number(wait) };
   } catch {
     return null;
+  }
+}
+
+/** The calling thread's id in this process (Linux, from `/proc/thread-self`), for
+ * {@linkcode readThreadCpu} on another thread; 0 where unknown. */
+export function readThreadId(): number {
+  try {
+    const id = Number(Deno.readLinkSync("/proc/thread-self").split("/").at(-1));
+    return Number.isInteger(id) && id > 0 ? id : 0;
+  } catch {
+    return 0;
   }
 }

@@ -23,6 +23,7 @@
  * | `PREFAULTED` | writer | slots whose memory the writer has touched ahead of the guest |
  * | `CHUNKS_DROPPED` | writer | bumped when the writer drops a buffer chunk (slot_chunks.ts) |
  * | `GENERATION` | guest | the generation of the current (or last) `cow` or `precopy` snapshot (page_state.ts); not reset |
+ * | `GUEST_THREAD` | guest | the guest thread's id, for the writer's look at its scheduling (set once) |
  * | `KEPT_CHUNKS` | writer | 1 if the job kept the copy buffer's chunks and discarded their pages, 0 if it let go of them |
  *
  * The pages' states are not here: they live in the emulator's page gate (page_state.ts).
@@ -75,9 +76,12 @@ export const CTRL_GENERATION = 24;
  * discarded their pages (discard_pages.ts), so the guest keeps them too and needs no garbage
  * collection; 0 if it let go of them (slot_chunks.ts). Reset at each instant. */
 export const CTRL_KEPT_CHUNKS = 25;
+/** The guest thread's id (metrics.ts readThreadId; 0: unknown), set once by the guest side: the
+ * writer watches how long the guest waits for a core. */
+export const CTRL_GUEST_THREAD = 26;
 /** The words reset at each snapshot instant. */
 const CTRL_SESSION_WORDS = 18;
-const CTRL_WORDS = 26;
+const CTRL_WORDS = 27;
 
 /** `WRITER_STATE` values. */
 export const WRITER_RUNNING = 0;

@@ -13,6 +13,7 @@
 
 import { isZeroPage, PAGE_SIZE, releasePage, tryClaimPage } from "./page_state.ts";
 import { canDiscardPages, discardPages } from "./discard_pages.ts";
+import { readThreadCpu } from "./metrics.ts";
 import {
   CTRL_CHUNKS_DROPPED,
   CTRL_FINAL_DONE,
@@ -21,6 +22,7 @@ import {
   CTRL_FREE_SLOTS,
   CTRL_FREE_TAIL,
   CTRL_FRESH_SLOTS,
+  CTRL_GUEST_THREAD,
   CTRL_GUEST_WAITING,
   CTRL_KEPT_CHUNKS,
   CTRL_KICK,
@@ -95,6 +97,9 @@ export interface WriterSideMetrics {
   pagesInFinalPause: number;
   /** The highest throttle precopy put on the guest, in percent of wall time asleep (0-99). */
   precopyThrottlePct: number;
+  /** Time this thread slept to leave a core to a guest that was waiting for one (cow),
+   * milliseconds. */
+  writerYieldMs: number;
 }
 
 /** Tuning of the writer loop. */
@@ -121,6 +126,10 @@ export interface WriterLoopOptions {
    * it could not. Default: {@linkcode discardPages} where it works (Linux, FFI allowed), else
    * null: chunks are let go of, and their memory returns once both threads collect garbage. */
   discardPages?: ((bytes: Uint8Array) => boolean) | null;
+  /** During `cow`, step aside (sleep) when the guest thread spends more than a tenth of its
+   * time runnable but without a core, as long as it does not wait on this thread (Linux: the
+   * guest's /proc schedstat). Default true. */
+  yieldToGuest?: boolean;
 }
 
 /** Auto-converge: the first throttle, in percent of wall time the guest sleeps; each raise then
@@ -138,8 +147,15 @@ export function nextThrottlePct(pct: number, maxPct: number): number {
 }
 
 /** Slots faulted in ahead of the guest's next fresh one (2 MiB), and at most per loop step. */
-const PREFAULT_AHEAD = 512;
+export const PREFAULT_AHEAD = 512;
 const PREFAULT_STEP = 64;
+
+/** The writer steps aside when the guest thread waited for a core more than this share of the
+ * time since it last looked (every {@linkcode YIELD_CHECK_MS}), and sleeps as long as the guest
+ * waited, {@linkcode YIELD_MAX_MS} at most: so it never sleeps more than half the time. */
+const YIELD_GUEST_WAIT_SHARE = 0.1;
+const YIELD_CHECK_MS = 5;
+const YIELD_MAX_MS = 5;
 
 /** Blocks this thread until control word `index` differs from `value` (or `ms` pass). */
 function waitWhile(ctrl: Int32Array, index: number, value: number, ms: number): void {
@@ -170,6 +186,10 @@ export class SnapshotWriterLoop {
   #prefaultChunk = -1;
   #sweepDone = false;
   readonly #discard: ((bytes: Uint8Array) => boolean) | null;
+  /** The guest thread's id, while this thread watches its waits for a core (0: it does not). */
+  readonly #guestThread: number;
+  #lastLook = 0;
+  #guestWaitNs = 0;
   /** Chunks whose pages this job discarded already. */
   readonly #discarded: Uint8Array;
 
@@ -200,6 +220,9 @@ export class SnapshotWriterLoop {
       ? discardPages
       : null;
     this.#discarded = new Uint8Array(this.chunks.count);
+    this.#guestThread = options.yieldToGuest === false
+      ? 0
+      : Atomics.load(this.session.ctrl, CTRL_GUEST_THREAD);
     this.#staging = new Uint8Array(4 * this.#batch * PAGE_SIZE);
     this.#metrics = {
       pagesTotal: this.session.pageCount,
@@ -211,6 +234,7 @@ export class SnapshotWriterLoop {
       precopyPasses: 0,
       pagesInFinalPause: 0,
       precopyThrottlePct: 0,
+      writerYieldMs: 0,
     };
   }
 
@@ -261,7 +285,13 @@ export class SnapshotWriterLoop {
     let written = 0;
     let sweep = 0;
     while (written < pageCount) {
-      this.#prefaultSlots();
+      // A little prefaulting per step, and the queue drained before the sweep: a slot freed
+      // after its record is written is the guest's next one, and its memory is warm. While a
+      // guest copies pages faster than this thread writes them (storing all over RAM right
+      // after the instant), draining is what gives it warm slots: faulting fresh ones in ahead
+      // costs about what compressing a page does (BENCHMARKS.md) and writes nothing.
+      this.#prefaultSlots(PREFAULT_STEP);
+      this.#yieldToGuest();
       const asked = Atomics.exchange(s.ctrl, CTRL_REQUEST_PAGE, -1);
       if (asked >= 0 && tryClaimPage(this.gate, asked, s.generation)) {
         // The guest waits on this page with no slot to copy it into. With `--cow-buffer 0` its
@@ -303,16 +333,20 @@ export class SnapshotWriterLoop {
   }
 
   /**
-   * Faults in the memory of the next slots the guest will take fresh, a little ahead of it: a
-   * fresh slot's first write costs a page fault (the kernel zeroes 4 KiB), which this thread
-   * pays instead of the guest. An atomic add of 0 writes without changing anything, even if the
-   * guest has meanwhile taken the slot and copies into it. Never beyond the buffer's size.
+   * Faults in the memory of up to `step` of the next slots the guest will take fresh, at most
+   * {@linkcode PREFAULT_AHEAD} ahead of it and never beyond the buffer's size: a fresh slot's
+   * first write costs a page fault (the kernel zeroes 4 KiB), which this thread pays instead of
+   * the guest. An atomic add of 0 writes without changing anything, even if the guest has
+   * meanwhile taken the slot and copies into it.
    */
-  #prefaultSlots(): void {
+  #prefaultSlots(step: number): void {
     const s = this.session;
-    const target = Math.min(s.slotCount, Atomics.load(s.ctrl, CTRL_FRESH_SLOTS) + PREFAULT_AHEAD);
-    const stop = Math.min(target, this.#prefaulted + PREFAULT_STEP);
-    let slot = this.#prefaulted;
+    const fresh = Atomics.load(s.ctrl, CTRL_FRESH_SLOTS);
+    const target = Math.min(s.slotCount, fresh + PREFAULT_AHEAD);
+    // Slots below the guest's fresh count are taken: its copy has touched them.
+    const from = Math.max(this.#prefaulted, fresh);
+    let slot = from;
+    const stop = Math.min(target, slot + step);
     for (; slot < stop; slot++) {
       const c = slot >> CHUNK_SHIFT;
       if (c !== this.#prefaultChunk) {
@@ -323,11 +357,51 @@ export class SnapshotWriterLoop {
         this.#prefaultChunk = c;
       }
       Atomics.add(this.#prefaultWords!, (slot & (CHUNK_SLOTS - 1)) * (PAGE_SIZE >> 2), 0);
+      // Tell the guest often (it counts the copies it makes into memory still cold).
+      if ((slot & 15) === 15) Atomics.store(s.ctrl, CTRL_PREFAULTED, slot + 1);
     }
     if (slot > this.#prefaulted) {
       this.#prefaulted = slot;
       Atomics.store(s.ctrl, CTRL_PREFAULTED, slot);
     }
+  }
+
+  /**
+   * On a machine with fewer free cores than busy threads, this thread and the guest's take
+   * turns: the guest then runs at a fraction of its speed while the snapshot is written. When
+   * the guest thread has waited for a core more than {@linkcode YIELD_GUEST_WAIT_SHARE} of the
+   * time since the last look, this thread sleeps as long as the guest waited (capped), unless
+   * the guest waits on it (a page, a slot: then it must run). The snapshot takes longer; the
+   * guest keeps more of its speed, which is what a live snapshot is for. Each look reads the
+   * guest's /proc schedstat (Linux; elsewhere the writer never steps aside).
+   */
+  #yieldToGuest(): void {
+    if (this.#guestThread === 0) return;
+    const now = performance.now();
+    if (now - this.#lastLook < YIELD_CHECK_MS) return;
+    const cpu = readThreadCpu(this.#guestThread);
+    if (cpu === null) return;
+    const waitedMs = (cpu.waitNs - this.#guestWaitNs) / 1e6;
+    const first = this.#lastLook === 0;
+    const elapsed = now - this.#lastLook;
+    this.#lastLook = now;
+    this.#guestWaitNs = cpu.waitNs;
+    const ctrl = this.session.ctrl;
+    // Not while the guest waits on this thread, nor while pages it copied aside wait in the
+    // queue: their slots, once written and freed, are the guest's next ones, already faulted in
+    // (a slot of fresh memory costs the guest a page fault, BENCHMARKS.md).
+    if (
+      first || waitedMs <= YIELD_GUEST_WAIT_SHARE * elapsed ||
+      Atomics.load(ctrl, CTRL_GUEST_WAITING) !== 0 || Atomics.load(ctrl, CTRL_REQUEST_PAGE) >= 0 ||
+      Atomics.load(ctrl, CTRL_QUEUE_HEAD) !== Atomics.load(ctrl, CTRL_QUEUE_TAIL)
+    ) return;
+    // Woken at once if the guest starts waiting on this thread (guest_side.ts #stall).
+    Atomics.wait(ctrl, CTRL_GUEST_WAITING, 0, Math.min(YIELD_MAX_MS, waitedMs));
+    this.#lastLook = performance.now();
+    this.#metrics.writerYieldMs += this.#lastLook - now;
+    // The next look judges the time after the sleep only, and at least YIELD_CHECK_MS of work
+    // comes before another sleep.
+    this.#guestWaitNs = readThreadCpu(this.#guestThread)?.waitNs ?? this.#guestWaitNs;
   }
 
   /** After the sweep (no slot will be taken any more): gives chunk `c`'s memory back if none of
