@@ -262,7 +262,7 @@ Deno.test("SnapshotWriterLoop cow keeps the buffer's chunks and discards their p
 
 for (
   const [name, generation] of [
-    ["in the last generation", MAX_GENERATION - 1],
+    ["in the last generation, over gate entries of older ones", MAX_GENERATION - 1],
     ["after the last generation (the counter wraps)", MAX_GENERATION],
   ] as const
 ) {

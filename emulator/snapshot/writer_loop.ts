@@ -157,6 +157,10 @@ const YIELD_GUEST_WAIT_SHARE = 0.1;
 const YIELD_CHECK_MS = 5;
 const YIELD_MAX_MS = 5;
 
+/** How long the writer waits, once its sweep is over and the queue empty, for the pages it has
+ * not seen yet before it fails the snapshot (they are copied in microseconds; see #runCow). */
+const MISSING_PAGES_MS = 10_000;
+
 /** Blocks this thread until control word `index` differs from `value` (or `ms` pass). */
 function waitWhile(ctrl: Int32Array, index: number, value: number, ms: number): void {
   Atomics.wait(ctrl, index, value, ms);
@@ -284,6 +288,7 @@ export class SnapshotWriterLoop {
     const pageCount = s.pageCount;
     let written = 0;
     let sweep = 0;
+    let stuckSince = 0;
     while (written < pageCount) {
       // A little prefaulting per step, and the queue drained before the sweep: a slot freed
       // after its record is written is the guest's next one, and its memory is warm. While a
@@ -327,8 +332,18 @@ export class SnapshotWriterLoop {
         }
         continue;
       }
-      // Sweep done, queue empty, pages missing: the guest is copying some now. Wait for it.
+      // Sweep done, queue empty, pages missing: the guest is copying some now (a copy takes
+      // microseconds). Wait for it, within a bound: a page nobody saves would be a bug, and the
+      // snapshot fails with it rather than wait forever.
+      if (stuckSince === 0) stuckSince = performance.now();
+      else if (performance.now() - stuckSince > MISSING_PAGES_MS) {
+        throw new Error(
+          `Cannot finish the snapshot: ${pageCount - written} of ${pageCount} pages were never ` +
+            `saved (the sweep is over, no copy is queued, none came for ${MISSING_PAGES_MS} ms)`,
+        );
+      }
       waitWhile(s.ctrl, CTRL_QUEUE_TAIL, tail, 100);
+      if (Atomics.load(s.ctrl, CTRL_QUEUE_TAIL) !== tail) stuckSince = 0;
     }
   }
 
