@@ -16,6 +16,7 @@
 import { GuestSnapshotSide, nowUs } from "../emulator/snapshot/guest_side.ts";
 import { GATE_MACHINE_BITS, PAGE_SIZE } from "../emulator/snapshot/page_state.ts";
 import type { SessionBuffers } from "../emulator/snapshot/session.ts";
+import { abandonSession } from "../emulator/snapshot/writer_loop.ts";
 
 /** What the host asks for. */
 export interface PauseGuestJob {
@@ -31,6 +32,9 @@ export interface PauseGuestJob {
   gapMs: number;
   /** Stores per slice (the emulator runs 20 000 instructions per slice during a snapshot). */
   sliceStores: number;
+  /** Then this many more instants, one slice apart, whose snapshots are abandoned at once (no
+   * writer runs): many samples of the instant alone, cheaply, at any RAM size. */
+  instants: number;
 }
 
 /** One snapshot, as the guest saw it (microseconds). */
@@ -59,7 +63,7 @@ export interface PauseGuestSample {
 export type PauseGuestEvent =
   | { type: "ready"; buffers: SessionBuffers }
   | { type: "started"; index: number }
-  | { type: "done"; samples: PauseGuestSample[] }
+  | { type: "done"; samples: PauseGuestSample[]; instantsUs: number[] }
   | { type: "error"; message: string };
 
 const port = globalThis as unknown as {
@@ -133,7 +137,16 @@ function run(job: PauseGuestJob): void {
       totalMs: (e0 - t0) / 1000,
     });
   }
-  port.postMessage({ type: "done", samples } satisfies PauseGuestEvent);
+  const instantsUs: number[] = [];
+  for (let k = 0; k < job.instants; k++) {
+    slice();
+    const t0 = nowUs();
+    side.begin("cow", Math.min(job.slots, side.pageCount));
+    instantsUs.push(nowUs() - t0);
+    abandonSession(side.buffers);
+    side.end();
+  }
+  port.postMessage({ type: "done", samples, instantsUs } satisfies PauseGuestEvent);
 }
 
 port.onmessage = (e) => {

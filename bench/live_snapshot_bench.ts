@@ -5,11 +5,15 @@
  * extra resident memory (from /proc/self/status VmHWM, reset with clear_refs just before the
  * snapshot) and the file size.
  *
- * Each configuration runs in its own process, so that one snapshot's memory cannot hide in the
- * next one's baseline.
+ * Each configuration runs in its own process, started with the V8 flags of `deno task livesnap`
+ * (`--expose-gc`), so that one snapshot's memory cannot hide in the next one's baseline.
  *
  *   deno run -A bench/live_snapshot_bench.ts [--workloads uniform,hot] [--sizes 256M,1G]
- *       [--repeat 1] [--warm] [--json FILE]
+ *       [--configs stop,cow0,cow16,cowmax,precopy] [--repeat 1] [--warm] [--json FILE]
+ *
+ * With `--repeat N` the runs of the configurations are interleaved round by round (the load of a
+ * shared machine drifts), and a summary gives the median and range of the guest's speed during
+ * the snapshot against idle, for each workload, size and configuration.
  *
  * `--warm` takes a `stop` snapshot first in each process and measures the second one: the
  * steady state of a machine that takes snapshots regularly. Without it, the measured snapshot is
@@ -38,6 +42,8 @@ const CONFIGS: Config[] = [
   { mode: "cow", cowBuffer: "max", label: "cow, buffer max" },
   { mode: "precopy", cowBuffer: 0, label: "precopy" },
 ];
+/** `--configs` names, in CONFIGS order. */
+const CONFIG_NAMES = ["stop", "cow0", "cow16", "cowmax", "precopy"];
 
 /** One measurement. */
 interface Result {
@@ -59,6 +65,12 @@ interface Result {
   guestStallUs: number;
   pagesViaBuffer: number;
   pagesResent: number;
+  /** The guest thread's time in the store hook (copies, their page faults, waits), ms; and the
+   * copies into buffer memory nobody had written yet. Absent from older metrics. */
+  guestHookMs?: number;
+  pagesCopiedCold?: number;
+  /** What the pause was made of (absent from older metrics). */
+  pauseCauses?: Record<string, number>;
   atInstruction: number;
   /** The machine's 1-minute load average before the snapshot (it is shared: other processes
    * compete with the guest and writer threads for its cores). */
@@ -181,6 +193,9 @@ async function measureOne(w: Workload, ram: number, c: Config, warm: boolean): P
       guestStallUs: m.guestStallUs,
       pagesViaBuffer: m.pagesViaBuffer,
       pagesResent: m.pagesResent,
+      guestHookMs: m.guestHookMs,
+      pagesCopiedCold: m.pagesCopiedCold,
+      pauseCauses: m.pauseCauses as unknown as Record<string, number>,
       atInstruction: m.atInstruction,
       loadAverage,
     };
@@ -223,8 +238,49 @@ function table(results: Result[]): string {
   return rows.join("\n");
 }
 
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 === 1 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+/** Per workload, size and configuration: the guest's speed during / idle, wall clock and per
+ * CPU time, median (range), and the engine's cost to the guest. */
+function summary(results: Result[]): string {
+  const rows = [
+    "| workload | RAM | mode | runs | guest speed during / idle, median (range) | per guest CPU time | guest in the store hook | copies into cold memory | load |",
+    "|---|---|---|---:|---:|---:|---:|---:|---:|",
+  ];
+  const keys = [...new Set(results.map((r) => `${r.workload}|${r.ramBytes}|${r.label}`))];
+  const pct = (xs: number[]) =>
+    `${(100 * median(xs)).toFixed(0)}% (${(100 * Math.min(...xs)).toFixed(0)}-${
+      (100 * Math.max(...xs)).toFixed(0)
+    }%)`;
+  for (const key of keys) {
+    const rs = results.filter((r) => `${r.workload}|${r.ramBytes}|${r.label}` === key);
+    if (rs[0].label === "stop") continue;
+    const hook = rs.filter((r) => r.guestHookMs !== undefined).map((r) => r.guestHookMs!);
+    const cold = rs.filter((r) => r.pagesCopiedCold !== undefined);
+    rows.push(
+      `| ${rs[0].workload} | ${fmtBytes(rs[0].ramBytes)} | ${rs[0].label} | ${rs.length} | ${
+        pct(rs.map((r) => r.duringMips / r.idleMips))
+      } | ${pct(rs.map((r) => r.duringCpuMips / r.idleCpuMips))} | ${
+        hook.length > 0 ? `${median(hook).toFixed(0)} ms` : "-"
+      } | ${
+        cold.length > 0
+          ? `${median(cold.map((r) => r.pagesCopiedCold!))} of ${
+            median(cold.map((r) => r.pagesViaBuffer))
+          }`
+          : "-"
+      } | ${Math.min(...rs.map((r) => r.loadAverage)).toFixed(1)}-${
+        Math.max(...rs.map((r) => r.loadAverage)).toFixed(1)
+      } |`,
+    );
+  }
+  return rows.join("\n");
+}
+
 const args = parseArgs(Deno.args, {
-  string: ["sizes", "repeat", "json", "one", "workloads"],
+  string: ["sizes", "repeat", "json", "one", "workloads", "configs"],
   boolean: ["warm"],
 });
 if (args.one !== undefined) {
@@ -240,15 +296,22 @@ if (args.one !== undefined) {
     Number(s.slice(0, -1)) * (s.endsWith("G") ? 1024 * MIB : MIB)
   );
   const repeat = Number(args.repeat ?? 1);
+  const configs = (args.configs ?? CONFIG_NAMES.join(",")).split(",").map((name: string) => {
+    const i = CONFIG_NAMES.indexOf(name);
+    if (i < 0) throw new Error(`Cannot run configuration '${name}': one of ${CONFIG_NAMES}`);
+    return i;
+  });
   const results: Result[] = [];
-  for (const w of workloads) {
-    for (const ram of sizes) {
-      for (let i = 0; i < CONFIGS.length; i++) {
-        for (let k = 0; k < repeat; k++) {
+  for (let k = 0; k < repeat; k++) {
+    for (const w of workloads) {
+      for (const ram of sizes) {
+        for (const i of configs) {
           const o = await new Deno.Command(Deno.execPath(), {
             args: [
               "run",
               "-A",
+              // As `deno task livesnap` runs the engine.
+              "--v8-flags=--expose-gc",
               new URL(import.meta.url).pathname,
               "--one",
               `${w}:${ram}:${i}`,
@@ -275,6 +338,7 @@ if (args.one !== undefined) {
     }
   }
   console.log(table(results));
+  if (repeat > 1) console.log("\n" + summary(results));
   if (args.json !== undefined) {
     await Deno.writeTextFile(args.json, JSON.stringify(results, null, 2));
   }

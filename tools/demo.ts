@@ -30,7 +30,10 @@ function showMetrics(m: SnapshotMetrics): void {
   const rows: [string, string][] = [
     ["mode", `${m.mode}, buffer ${mib(m.cowBufferBytes)}`],
     ["taken at", `instruction ${m.atInstruction.toLocaleString("en")}`],
-    ["guest pause", `${m.pauseUs} µs (save CPU and devices, write-protect ${m.pagesTotal} pages)`],
+    [
+      "guest pause",
+      `${m.pauseUs} µs at most without guest instructions (the instant: ${m.pauseCauses.instantUs} µs)`,
+    ],
     ["total", `${m.totalMs.toFixed(1)} ms to a complete file of ${m.bytesWritten} bytes`],
     [
       "meanwhile",
