@@ -36,7 +36,7 @@ import {
 } from "./hart.ts";
 import { csrAccess, type CsrEnvironment, csrIllegal } from "./csr.ts";
 import * as D from "./decode.ts";
-import { DECODE_CACHE_SIZE, execute } from "./cpu.ts";
+import { DECODE_CACHE_SIZE, execute, type ExecutionHost } from "./cpu.ts";
 import {
   CLINT_BASE,
   CLINT_SIZE,
@@ -180,7 +180,7 @@ interface MmioRange {
  * assert(new TextDecoder().decode(Uint8Array.from(out)).startsWith("Hello"));
  * ```
  */
-export class Machine implements CsrEnvironment {
+export class Machine implements CsrEnvironment, ExecutionHost {
   readonly hart: Hart = new Hart();
   readonly ram: Ram;
   readonly uart: Uart;
