@@ -151,11 +151,11 @@ export type { Problem } from "./tools/_verify_scan.ts";
 export {
   ConvertError,
   convertSnapshot,
-  INPUT_FORMATS,
-  OUTPUT_FORMATS,
+  inputFormats,
+  outputFormats,
   registerInputFormat,
   registerOutputFormat,
-} from "./tools/convert.ts";
+} from "./tools/convert/mod.ts";
 export type {
   ConvertContext,
   ConvertOptions,
@@ -165,7 +165,7 @@ export type {
   OutputSummary,
   SnapshotSource,
   SourceItem,
-} from "./tools/convert.ts";
+} from "./tools/convert/mod.ts";
 export { diffSnapshots } from "./tools/diff.ts";
 export type {
   DeviceDifference,

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import type { CompressionChoice, RawRegionSpec } from "./convert/types.ts";
 
 const SIZE_UNITS: Record<string, number> = {
   "": 1,
@@ -64,13 +65,6 @@ export function parseAddress(text: string, option: string): number {
   return value;
 }
 
-/** How pages are to be stored. */
-export interface CompressionChoice {
-  codec: "raw" | "zstd";
-  /** zstd level (1..19), when codec is zstd. */
-  level?: number;
-}
-
 /**
  * Parses `none`, `zstd` or `zstd:LEVEL`.
  *
@@ -89,13 +83,6 @@ export function parseCompression(text: string): CompressionChoice {
     if (level >= 1 && level <= 19) return { codec: "zstd", level };
   }
   throw new Error(`Cannot parse --compress: '${text}' is not none, zstd or zstd:LEVEL (1..19)`);
-}
-
-/** One flat memory image for `convert --from raw`. */
-export interface RawRegionSpec {
-  name: string;
-  base: number;
-  path: string;
 }
 
 /**

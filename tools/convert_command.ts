@@ -8,10 +8,15 @@ import { LsnapError } from "../format/errors.ts";
 import { QemuStreamError } from "../qemu/errors.ts";
 import { listOf, parseCompression, parseRegionSpec, parseSize } from "./_args.ts";
 import { formatBytes } from "./_term.ts";
-import { type ConvertOptions, convertSnapshot, INPUT_FORMATS, OUTPUT_FORMATS } from "./convert.ts";
+import {
+  type ConvertOptions,
+  convertSnapshot,
+  inputFormats,
+  outputFormats,
+} from "./convert/mod.ts";
 
 function usage(): string {
-  const list = (m: Map<string, { summary: string }>) =>
+  const list = (m: ReadonlyMap<string, { summary: string }>) =>
     [...m].map(([name, f]) => `    ${name.padEnd(10)} ${f.summary}`).join("\n");
   return `Usage: livesnap convert [options] IN OUT
        livesnap convert --from raw --region NAME:BASE:FILE [--region ...] OUT
@@ -55,9 +60,9 @@ Options:
 
 Formats:
   input:
-${list(INPUT_FORMATS)}
+${list(inputFormats())}
   output:
-${list(OUTPUT_FORMATS)}
+${list(outputFormats())}
 
 Examples:
   livesnap convert --compress zstd:9 --address-order vm.lsnap vm-small.lsnap

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { countBytes } from "./_count_bytes.ts";
 import { isZeroPage } from "./_zero.ts";
 import { toHex } from "../format/checksum.ts";
 import { decodeDeviceState } from "../format/device_state.ts";
@@ -103,22 +104,6 @@ export function reportError(e: unknown): ErrorReport {
   throw e;
 }
 
-function counted(
-  stream: ReadableStream<Uint8Array>,
-  onBytes: ((n: number) => void) | undefined,
-  total: { n: number },
-) {
-  return stream.pipeThrough(
-    new TransformStream<Uint8Array, Uint8Array>({
-      transform(chunk, c) {
-        total.n += chunk.length;
-        onBytes?.(chunk.length);
-        c.enqueue(chunk);
-      },
-    }),
-  );
-}
-
 // Per page, kept per 4096-page chunk: state (0 absent, 1 zero, 2 data), occurrences, last record.
 interface MapChunk {
   state: Uint8Array;
@@ -143,7 +128,12 @@ export async function inspectSnapshot(
   options: InspectOptions = {},
 ): Promise<InspectResult> {
   const bytesRead = { n: 0 };
-  const reader = new SnapshotStreamReader(counted(stream, options.onBytes, bytesRead));
+  const reader = new SnapshotStreamReader(
+    countBytes(stream, (n) => {
+      bytesRead.n += n;
+      options.onBytes?.(n);
+    }),
+  );
   const maps: Map<number, MapChunk>[] = [];
   const devices = new Map<string, DeviceSection>();
   const encodings = { zero: 0, raw: 0, zstd: 0 };
