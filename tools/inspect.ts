@@ -292,10 +292,20 @@ export interface DeviceStateReport {
   description?: Json;
 }
 
+/** The snapshot has no section of the device asked for; the message names those it has. */
+export class DeviceNotFoundError extends Error {
+  /** Makes the error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "DeviceNotFoundError";
+  }
+}
+
 /**
  * Reads a snapshot from a stream and returns the last section of device `id` (instance
  * `instance`, or the lowest instance when omitted), decoded. Throws an `LsnapError` subclass for
- * a damaged file, and an Error naming the devices present when there is no such device.
+ * a damaged file, and a {@linkcode DeviceNotFoundError} naming the devices present when there
+ * is no such device.
  *
  * @example
  * ```ts
@@ -327,7 +337,7 @@ export async function inspectDevice(
   const d = all.find((x) => x.id === id && (instance === undefined || x.instance === instance));
   if (d === undefined) {
     const names = all.map((x) => `${x.id}:${x.instance}`).join(", ") || "none";
-    throw new Error(
+    throw new DeviceNotFoundError(
       `Cannot find device ${id}${instance === undefined ? "" : `:${instance}`} (devices: ${names})`,
     );
   }

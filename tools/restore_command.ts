@@ -4,7 +4,7 @@
  * @module
  */
 
-import { parseArgs } from "@std/cli/parse_args.js";
+import { parseCommand } from "./_command.ts";
 import { LsnapError } from "../format/errors.ts";
 import { SnapshotMismatchError } from "../emulator/snapshot/machine_state.ts";
 import { restoreSnapshot } from "./restore.ts";
@@ -43,39 +43,21 @@ Examples:
 
 /** Entry point: returns the process exit status. */
 export async function main(args: string[]): Promise<number> {
-  let unknown: string | null = null;
-  const opts = parseArgs(args, {
-    string: [...LIVE_STRING_OPTIONS],
-    collect: ["snapshot-at"],
-    boolean: ["digest", "help"],
-    alias: { h: "help" },
-    unknown: (a: string) => {
-      if (a.startsWith("-") && a !== "-") {
-        unknown ??= a;
-        return false;
-      }
-      return true;
-    },
+  const command = parseCommand(args, {
+    name: "livesnap restore",
+    usage: USAGE,
+    boolean: ["digest"],
+    string: LIVE_STRING_OPTIONS.filter((o) => o !== "snapshot-at"),
+    list: ["snapshot-at"],
   });
-  if (unknown !== null) {
-    console.error(`livesnap restore: unknown option ${unknown}\n\n${USAGE}`);
-    return 2;
-  }
-  if (opts.help) {
-    console.log(USAGE);
-    return 0;
-  }
-  const files = opts._.map(String);
-  if (files.length !== 1) {
-    console.error(`livesnap restore: expected one snapshot file, got ${files.length}\n\n${USAGE}`);
-    return 2;
-  }
+  if (typeof command === "number") return command;
+  const { options: opts, positional: files, usageError } = command;
+  if (files.length !== 1) return usageError(`expected one snapshot file, got ${files.length}`);
   let parsed;
   try {
     parsed = parseLiveArgs(opts);
   } catch (e) {
-    console.error(`livesnap restore: ${(e as Error).message}`);
-    return 2;
+    return usageError(e);
   }
   const { stopAt } = parsed;
   const { sink, endsLine } = stdoutSink();
