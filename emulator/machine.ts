@@ -64,7 +64,7 @@ import {
   SIFIVE_TEST_STATE_VERSION,
   SifiveTest,
   type SifiveTestState,
-} from "./devices/sifive_test.ts";
+} from "./devices/sifive_test_device.ts";
 import {
   decodeTohost,
   HTIF_DEVICE_ID,
