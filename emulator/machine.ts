@@ -34,9 +34,9 @@ import {
   MSTATUS_MIE,
   PRIV_M,
 } from "./hart.ts";
-import { csrAccess, type CsrEnvironment, csrIllegal } from "./csr.ts";
+import { csrAccess, csrIllegal } from "./csr.ts";
 import * as D from "./decode.ts";
-import { DECODE_CACHE_SIZE, execute, type ExecutionHost } from "./cpu.ts";
+import { DECODE_CACHE_SIZE, execute } from "./cpu.ts";
 import {
   CLINT_BASE,
   CLINT_SIZE,
@@ -180,7 +180,7 @@ interface MmioRange {
  * assert(new TextDecoder().decode(Uint8Array.from(out)).startsWith("Hello"));
  * ```
  */
-export class Machine implements CsrEnvironment, ExecutionHost {
+export class Machine {
   readonly hart: Hart = new Hart();
   readonly ram: Ram;
   readonly uart: Uart;

@@ -26,6 +26,7 @@ export type SourceItem =
 export interface SnapshotSource {
   /** The input's name for messages. */
   readonly name: string;
+  /** The regions of the machine the items belong to. */
   readonly description: MachineDescription;
   /** The items, in input order. Throws on malformed input. */
   items(): AsyncIterable<SourceItem>;
@@ -40,6 +41,7 @@ export interface SnapshotSource {
 
 /** How pages are to be stored in an `.lsnap` output. */
 export interface CompressionChoice {
+  /** `raw` stores pages as they are (`--compress none`). */
   codec: "raw" | "zstd";
   /** zstd level (1..19), when codec is zstd. */
   level?: number;
@@ -103,8 +105,11 @@ export interface ConvertOptions {
 
 /** What `convertSnapshot` reports. */
 export interface ConvertResult {
+  /** The input format used (given, or recognised). */
   from: string;
+  /** The output format. */
   to: string;
+  /** The output path, as given. */
   output: string;
   /** Bytes read from the input(s). */
   bytesIn: number;
@@ -118,11 +123,13 @@ export interface ConvertResult {
   contentDigest: string | null;
   /** True when the output's content digest was recomputed and equals the input's. */
   digestChecked: boolean;
+  /** The warnings given meanwhile (also sent to `options.warn`). */
   warnings: string[];
 }
 
 /** What a conversion hands its formats. */
 export interface ConvertContext {
+  /** The options of the conversion, as given. */
   options: ConvertOptions;
   /** Bytes of input, when known. */
   inputSize: number | undefined;
@@ -147,10 +154,15 @@ export interface InputFormat {
 
 /** What an output format reports. */
 export interface OutputSummary {
+  /** Bytes written. */
   bytes: number;
+  /** Pages written (see {@linkcode ConvertResult.pages}). */
   pages: number;
+  /** Device sections written. */
   devices: number;
+  /** The output's content digest, for an output that keeps the state; else null. */
   contentDigest: Uint8Array | null;
+  /** True when the output was read back and its digest equals the input's. */
   digestChecked: boolean;
 }
 
