@@ -59,7 +59,7 @@ export {
   type ScheduledRequest,
   type SnapshotRequest,
 } from "./snapshot/live_machine.ts";
-export type { GuestStatus, HaltReason } from "./snapshot/guest_worker.ts";
+export type { GuestStatus, HaltReason } from "./snapshot/protocol.ts";
 export type { SnapshotMetrics } from "./snapshot/metrics.ts";
 export type { SnapshotMode } from "./snapshot/session.ts";
 export { saveMachine, type SaveMachineOptions } from "./snapshot/save.ts";

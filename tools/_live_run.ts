@@ -12,7 +12,7 @@ import {
   type PrecopyOptions,
   type ScheduledRequest,
 } from "../emulator/snapshot/live_machine.ts";
-import type { HaltReason } from "../emulator/snapshot/guest_worker.ts";
+import type { HaltReason } from "../emulator/snapshot/protocol.ts";
 import type { SnapshotMetrics } from "../emulator/snapshot/metrics.ts";
 import type { SnapshotMode } from "../emulator/snapshot/session.ts";
 import { parseCount, parseSize } from "./_args.ts";

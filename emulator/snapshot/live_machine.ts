@@ -16,13 +16,6 @@
 import type { MachineDescription } from "../../format/header.ts";
 import type { MachineState } from "../machine.ts";
 import { PAGE_SIZE } from "../memory_map.ts";
-import type {
-  GuestBoot,
-  GuestEvent,
-  GuestStatus,
-  HaltReason,
-  ScheduledSnapshot,
-} from "./guest_worker.ts";
 import type { GuestSideMetrics } from "./guest_side.ts";
 import {
   CMD_PAUSE,
@@ -37,7 +30,16 @@ import {
 import { contentDigestOf } from "./machine_state.ts";
 import { readProcessMemory, resetPeakMemory, type SnapshotMetrics } from "./metrics.ts";
 import type { SnapshotMode } from "./session.ts";
-import type { PrecopyOptions, WriterCommand, WriterEvent } from "./protocol.ts";
+import type {
+  GuestBoot,
+  GuestEvent,
+  GuestStatus,
+  HaltReason,
+  PrecopyOptions,
+  ScheduledSnapshot,
+  WriterCommand,
+  WriterEvent,
+} from "./protocol.ts";
 import type { WriterSideMetrics } from "./writer_loop.ts";
 
 /** A copy buffer size: bytes, or "max" (as many slots as RAM has pages: never stalls). */
