@@ -88,7 +88,6 @@ export {
   type RestoreSnapshotResult,
 } from "./restore.ts";
 export {
-  CONTROL_COMMANDS,
   type ControlReply,
   type ControlRequest,
   controlRequest,
