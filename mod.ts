@@ -147,7 +147,7 @@ export type { ByteSink, QemuStreamWriterOptions } from "./qemu/stream_writer.ts"
 export { decodeVmState } from "./qemu/vmstate_decode.ts";
 export type { VmStateDecoding, VmStateValue } from "./qemu/vmstate_decode.ts";
 export type { VerifyOptions, VerifyResult } from "./tools/verify.ts";
-export type { Problem } from "./tools/_verify_scan.ts";
+export type { Problem } from "./tools/verify.ts";
 export {
   ConvertError,
   convertSnapshot,

@@ -6,8 +6,52 @@
  * @module
  */
 import { compress, decompress, init } from "@bokuweb/zstd-wasm";
+import { createRequire } from "node:module";
 
 await init();
+
+/** The parts of zstd-wasm's Emscripten module that {@linkcode zstdDecompressView} uses. */
+interface ZstdModule {
+  HEAPU8: Uint8Array;
+  _malloc(size: number): number;
+  _free(pointer: number): void;
+  _ZSTD_decompress(dst: number, capacity: number, src: number, size: number): number;
+  _ZSTD_isError(code: number): number;
+}
+
+/**
+ * zstd-wasm's initialised module, reached through the package's own files (its public API copies
+ * every input and output through fresh allocations, which costs more than decompressing: fresh
+ * memory is slow to touch). Null when it cannot be reached: the public API is used instead.
+ */
+function reachModule(): ZstdModule | null {
+  try {
+    const require = createRequire(import.meta.url);
+    const main = require.resolve("@bokuweb/zstd-wasm");
+    const m = require(main.replace(/index\.node\.js$/, "module.js")).Module as ZstdModule;
+    return m?.HEAPU8 instanceof Uint8Array && typeof m._ZSTD_decompress === "function" ? m : null;
+  } catch {
+    return null;
+  }
+}
+
+const wasm = reachModule();
+/** Input and output areas in the wasm heap, reused from call to call. */
+const area = { src: 0, srcSize: 0, dst: 0, dstSize: 0 };
+
+function reserve(which: "src" | "dst", size: number): number {
+  const m = wasm!;
+  const have = which === "src" ? area.srcSize : area.dstSize;
+  if (have >= size) return which === "src" ? area.src : area.dst;
+  const old = which === "src" ? area.src : area.dst;
+  if (old !== 0) m._free(old);
+  const grown = Math.max(size, have * 2, 1 << 20);
+  const p = m._malloc(grown);
+  if (p === 0) throw new RangeError(`Cannot decompress: no ${grown} bytes in the zstd heap`);
+  if (which === "src") Object.assign(area, { src: p, srcSize: grown });
+  else Object.assign(area, { dst: p, dstSize: grown });
+  return p;
+}
 
 /** Compresses bytes into one zstd frame that declares its content size. */
 export function zstdCompress(data: Uint8Array, level: number): Uint8Array {
@@ -75,16 +119,43 @@ function checkFrameEnd(b: Uint8Array): string | null {
   return null;
 }
 
+/** The frame checks of {@linkcode zstdDecompressExact}, before anything is decompressed. */
+function checkFrame(data: Uint8Array, expected: number): string | null {
+  const size = zstdFrameContentSize(data);
+  if (typeof size === "string") return size;
+  if (size !== expected) return `zstd frame declares ${size} bytes, the record implies ${expected}`;
+  return checkFrameEnd(data);
+}
+
+/**
+ * Like {@linkcode zstdDecompressExact}, but the bytes are a view into the decompressor's memory,
+ * valid only until the next call of either function: for callers that only look at them (hash,
+ * compare) and need no copy.
+ */
+export function zstdDecompressView(data: Uint8Array, expected: number): Uint8Array | string {
+  if (wasm === null) return zstdDecompressExact(data, expected);
+  const bad = checkFrame(data, expected);
+  if (bad !== null) return bad;
+  const src = reserve("src", data.length);
+  const dst = reserve("dst", Math.max(expected, 1));
+  wasm.HEAPU8.set(data, src);
+  const n = wasm._ZSTD_decompress(dst, expected, src, data.length);
+  if (wasm._ZSTD_isError(n)) return `zstd data is invalid (zstd error ${-n})`;
+  if (n !== expected) return `zstd data decompressed to ${n} bytes, expected ${expected}`;
+  return wasm.HEAPU8.subarray(dst, dst + n);
+}
+
 /**
  * Decompresses one frame whose content must be exactly `expected` bytes. Returns the bytes or a
  * reason string; never allocates more than `expected` for the output.
  */
 export function zstdDecompressExact(data: Uint8Array, expected: number): Uint8Array | string {
-  const size = zstdFrameContentSize(data);
-  if (typeof size === "string") return size;
-  if (size !== expected) return `zstd frame declares ${size} bytes, the record implies ${expected}`;
-  const end = checkFrameEnd(data);
-  if (end !== null) return end;
+  if (wasm !== null) {
+    const view = zstdDecompressView(data, expected);
+    return typeof view === "string" ? view : view.slice();
+  }
+  const bad = checkFrame(data, expected);
+  if (bad !== null) return bad;
   let out: Uint8Array;
   try {
     out = decompress(data, { defaultHeapSize: expected });

@@ -104,6 +104,8 @@ export async function main(args: string[]): Promise<number> {
         maxErrors,
         content: flags.content,
         onBytes: (n) => p.add(n),
+        // A pipe may be long: let threads hash its pages too.
+        sizeHint: input.size ?? Infinity,
       });
     } finally {
       p.done();
