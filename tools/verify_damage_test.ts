@@ -1,7 +1,11 @@
 // verify's damage tables: every problem reported with its record and offset, the scan going on
 // after each. Each table runs twice: pages hashed on the calling thread, and in a worker.
 import { assert, assertEquals, assertMatch } from "@std/assert/mod.js";
-import { recordSpans } from "../tests/_snapshots.ts";
+import { FLAG_CRITICAL, RecordType } from "../format/constants.ts";
+import { encodeHeader, encodePrologue } from "../format/header.ts";
+import { encodePageRecord } from "../format/page_record.ts";
+import { encodeRecord } from "../format/record.ts";
+import { description, recordSpans } from "../tests/_snapshots.ts";
 import { verifySnapshot } from "./verify.ts";
 
 const FIXTURES = new URL("../tests/fixtures/", import.meta.url).pathname;
@@ -19,8 +23,51 @@ async function scanWith(workers: number, bytes: Uint8Array, maxErrors?: number) 
   return { ...r, contentDigest: r.digests.content };
 }
 
+/** Prologue, header, a PAGES record whose zstd data does not decode (its CRC is right), then a
+ * good one, and no trailer. */
+function undecodable(): { bytes: Uint8Array; badAt: number } {
+  // Every check before decoding passes (4096 bytes declared, one compressed block that ends
+  // where the frame ends); the block itself is garbage.
+  const frame = new Uint8Array(10 + 16).fill(0xff);
+  frame.set([0x28, 0xb5, 0x2f, 0xfd, 0x60, 0x00, 0x0f, (16 << 3) | (2 << 1) | 1, 0, 0]);
+  const parts = [
+    encodePrologue(1, 0),
+    encodeRecord(RecordType.HEADER, FLAG_CRITICAL, encodeHeader(description(4))),
+    encodeRecord(
+      RecordType.PAGES,
+      FLAG_CRITICAL,
+      encodePageRecord(0, "zstd", Uint32Array.of(2), frame),
+    ),
+    encodeRecord(
+      RecordType.PAGES,
+      FLAG_CRITICAL,
+      encodePageRecord(0, "raw", Uint32Array.of(3), new Uint8Array(4096).fill(3)),
+    ),
+  ];
+  const bytes = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    bytes.set(p, at);
+    at += p.length;
+  }
+  return { bytes, badAt: parts[0].length + parts[1].length };
+}
+
 for (const mode of MODES) {
   const scan = (bytes: Uint8Array, maxErrors?: number) => scanWith(mode.workers, bytes, maxErrors);
+  Deno.test(`verifySnapshot() reports page data that does not decode at its record and goes on (${mode.name})`, async () => {
+    const { bytes, badAt } = undecodable();
+    const r = await scan(bytes);
+    assertEquals(
+      r.problems.map((p) => [p.kind, p.recordIndex, p.offset]),
+      [["CorruptError", 1, badAt], ["TruncatedError", 3, bytes.length]],
+    );
+    assertMatch(
+      r.problems[0].message,
+      new RegExp(`^Cannot read record 1 at byte ${badAt}: zstd data is invalid`),
+    );
+    assertEquals([r.complete, r.contentDigest], [false, null]);
+  });
   Deno.test(`verifySnapshot() finds no problem in the golden files and recomputes their digests (${mode.name})`, async () => {
     for (const [name, e] of Object.entries(EXPECTED)) {
       const r = await scan(await Deno.readFile(`${FIXTURES}${name}`));
