@@ -1,61 +1,138 @@
 /**
- * zstd through @bokuweb/zstd-wasm, with decompression bounded by the size the record implies
- * (FORMAT.md §6.2): the frame must declare its content size and it must equal the expected size,
- * checked before the library allocates anything.
+ * zstd (the WebAssembly build of @bokuweb/zstd-wasm), with decompression bounded by the size the
+ * record implies (FORMAT.md §6.2): the frame must declare its content size and it must equal the
+ * expected size, checked before the library allocates anything.
  *
  * @module
  */
-import { compress, decompress, init } from "@bokuweb/zstd-wasm";
-import { createRequire } from "node:module";
-
-await init();
-
-/** The parts of zstd-wasm's Emscripten module that {@linkcode zstdDecompressView} uses. */
-interface ZstdModule {
-  HEAPU8: Uint8Array;
-  _malloc(size: number): number;
-  _free(pointer: number): void;
-  _ZSTD_decompress(dst: number, capacity: number, src: number, size: number): number;
-  _ZSTD_isError(code: number): number;
+/** zstd's functions, as this module calls them (pointers into `memory`). */
+interface Zstd {
+  memory: WebAssembly.Memory;
+  malloc(size: number): number;
+  free(pointer: number): void;
+  decompress(dst: number, capacity: number, src: number, size: number): number;
+  compress(dst: number, capacity: number, src: number, size: number, level: number): number;
+  compressBound(size: number): number;
+  isError(code: number): number;
 }
 
 /**
- * zstd-wasm's initialised module, reached through the package's own files (its public API copies
- * every input and output through fresh allocations, which costs more than decompressing: fresh
- * memory is slow to touch). Null when it cannot be reached: the public API is used instead.
+ * Instantiates zstd-wasm's WebAssembly file directly, without the package's JavaScript: its
+ * loader is CommonJS, which costs every process (and every worker) Deno's Node compatibility layer
+ * at start-up, and its API copies every input and output through fresh allocations, which costs
+ * more than the work (fresh memory is slow to touch). The export and import names are those of the
+ * pinned version (0.0.27). Null when the file cannot be reached (the package is not in a local
+ * node_modules): {@linkcode packageZstd} is used instead.
  */
-function reachModule(): ZstdModule | null {
+async function instantiateZstd(): Promise<Zstd | null> {
+  let url: string;
   try {
-    const require = createRequire(import.meta.url);
-    const main = require.resolve("@bokuweb/zstd-wasm");
-    const m = require(main.replace(/index\.node\.js$/, "module.js")).Module as ZstdModule;
-    return m?.HEAPU8 instanceof Uint8Array && typeof m._ZSTD_decompress === "function" ? m : null;
+    url = import.meta.resolve("@bokuweb/zstd-wasm");
   } catch {
     return null;
   }
+  if (!url.startsWith("file:")) return null;
+  let bytes: Uint8Array<ArrayBuffer>;
+  try {
+    bytes = await Deno.readFile(new URL("./zstd.wasm", url));
+  } catch {
+    return null;
+  }
+  let memory: WebAssembly.Memory | null = null;
+  const imports = {
+    a: {
+      a: (code: number) => {
+        throw new Error(`Cannot run zstd: it exited with status ${code}`);
+      },
+      b: () => {},
+      c: () => {
+        throw new Error("Cannot run zstd: it aborted");
+      },
+      d: () => 0,
+      // emscripten_resize_heap: grow to at least the size asked for, in 64 KiB pages.
+      e: (requested: number) => {
+        const m = memory!;
+        const want = Math.max(requested >>> 0, m.buffer.byteLength * 1.2);
+        const pages = Math.ceil((want - m.buffer.byteLength) / 65536);
+        try {
+          m.grow(pages);
+          return 1;
+        } catch {
+          return 0;
+        }
+      },
+    },
+  };
+  const instance = await WebAssembly.instantiate(await WebAssembly.compile(bytes), imports);
+  const x = instance.exports as Record<string, unknown>;
+  memory = x.f as WebAssembly.Memory;
+  (x.g as () => void)();
+  return {
+    memory,
+    isError: x.h as Zstd["isError"],
+    compressBound: x.i as Zstd["compressBound"],
+    compress: x.m as Zstd["compress"],
+    decompress: x.r as Zstd["decompress"],
+    malloc: x.s as Zstd["malloc"],
+    free: x.t as Zstd["free"],
+  };
 }
 
-const wasm = reachModule();
-/** Input and output areas in the wasm heap, reused from call to call. */
+/** The same functions through the package's own loader, for when the file cannot be reached. */
+async function packageZstd(): Promise<Zstd> {
+  const pkg = await import("@bokuweb/zstd-wasm");
+  await pkg.init();
+  const { createRequire } = await import("node:module");
+  const require = createRequire(import.meta.url);
+  const main = require.resolve("@bokuweb/zstd-wasm");
+  // deno-lint-ignore no-explicit-any
+  const m: any = require(main.replace(/index\.node\.js$/, "module.js")).Module;
+  return {
+    get memory() {
+      return { buffer: m.HEAPU8.buffer } as WebAssembly.Memory;
+    },
+    isError: m._ZSTD_isError,
+    compressBound: m._ZSTD_compressBound,
+    compress: m._ZSTD_compress,
+    decompress: m._ZSTD_decompress,
+    malloc: m._malloc,
+    free: m._free,
+  };
+}
+
+const zstd: Zstd = (await instantiateZstd()) ?? (await packageZstd());
+
+/** Input and output areas in zstd's heap, reused from call to call. */
 const area = { src: 0, srcSize: 0, dst: 0, dstSize: 0 };
 
 function reserve(which: "src" | "dst", size: number): number {
-  const m = wasm!;
   const have = which === "src" ? area.srcSize : area.dstSize;
   if (have >= size) return which === "src" ? area.src : area.dst;
   const old = which === "src" ? area.src : area.dst;
-  if (old !== 0) m._free(old);
-  const grown = Math.max(size, have * 2, 1 << 20);
-  const p = m._malloc(grown);
-  if (p === 0) throw new RangeError(`Cannot decompress: no ${grown} bytes in the zstd heap`);
+  if (old !== 0) zstd.free(old);
+  // Doubling amortises growth; the cap keeps a reader within FORMAT.md §13's one-record bound.
+  const grown = Math.max(size, Math.min(have * 2, 64 << 20), 1 << 20);
+  const p = zstd.malloc(grown);
+  if (p === 0) throw new RangeError(`Cannot run zstd: no ${grown} bytes left in its heap`);
   if (which === "src") Object.assign(area, { src: p, srcSize: grown });
   else Object.assign(area, { dst: p, dstSize: grown });
   return p;
 }
 
+/** The heap as bytes (a new view after the heap grew). */
+function heap(): Uint8Array {
+  return new Uint8Array(zstd.memory.buffer);
+}
+
 /** Compresses bytes into one zstd frame that declares its content size. */
 export function zstdCompress(data: Uint8Array, level: number): Uint8Array {
-  return compress(data, level);
+  const src = reserve("src", data.length);
+  const bound = zstd.compressBound(data.length);
+  const dst = reserve("dst", bound);
+  heap().set(data, src);
+  const n = zstd.compress(dst, bound, src, data.length, level);
+  if (zstd.isError(n)) throw new Error(`Cannot compress: zstd error ${-n}`);
+  return heap().slice(dst, dst + n);
 }
 
 /** The largest window a frame may ask for: zstd-wasm is a 32-bit build (ZSTD_WINDOWLOG_MAX_32). */
@@ -133,16 +210,15 @@ function checkFrame(data: Uint8Array, expected: number): string | null {
  * compare) and need no copy.
  */
 export function zstdDecompressView(data: Uint8Array, expected: number): Uint8Array | string {
-  if (wasm === null) return zstdDecompressExact(data, expected);
   const bad = checkFrame(data, expected);
   if (bad !== null) return bad;
   const src = reserve("src", data.length);
   const dst = reserve("dst", Math.max(expected, 1));
-  wasm.HEAPU8.set(data, src);
-  const n = wasm._ZSTD_decompress(dst, expected, src, data.length);
-  if (wasm._ZSTD_isError(n)) return `zstd data is invalid (zstd error ${-n})`;
+  heap().set(data, src);
+  const n = zstd.decompress(dst, expected, src, data.length);
+  if (zstd.isError(n)) return `zstd data is invalid (zstd error ${-n})`;
   if (n !== expected) return `zstd data decompressed to ${n} bytes, expected ${expected}`;
-  return wasm.HEAPU8.subarray(dst, dst + n);
+  return heap().subarray(dst, dst + n);
 }
 
 /**
@@ -150,20 +226,6 @@ export function zstdDecompressView(data: Uint8Array, expected: number): Uint8Arr
  * reason string; never allocates more than `expected` for the output.
  */
 export function zstdDecompressExact(data: Uint8Array, expected: number): Uint8Array | string {
-  if (wasm !== null) {
-    const view = zstdDecompressView(data, expected);
-    return typeof view === "string" ? view : view.slice();
-  }
-  const bad = checkFrame(data, expected);
-  if (bad !== null) return bad;
-  let out: Uint8Array;
-  try {
-    out = decompress(data, { defaultHeapSize: expected });
-  } catch (e) {
-    return `zstd data is invalid (${(e as Error).message})`;
-  }
-  if (out.length !== expected) {
-    return `zstd data decompressed to ${out.length} bytes, expected ${expected}`;
-  }
-  return out;
+  const view = zstdDecompressView(data, expected);
+  return typeof view === "string" ? view : view.slice();
 }
