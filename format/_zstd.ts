@@ -22,7 +22,7 @@ interface Zstd {
  * at start-up, and its API copies every input and output through fresh allocations, which costs
  * more than the work (fresh memory is slow to touch). The export and import names are those of the
  * pinned version (0.0.27). Null when the file cannot be reached (the package is not in a local
- * node_modules): {@linkcode packageZstd} is used instead.
+ * node_modules): the package's API is used instead.
  */
 async function instantiateZstd(): Promise<Zstd | null> {
   let url: string;
@@ -78,61 +78,80 @@ async function instantiateZstd(): Promise<Zstd | null> {
   };
 }
 
-/** The same functions through the package's own loader, for when the file cannot be reached. */
-async function packageZstd(): Promise<Zstd> {
-  const pkg = await import("@bokuweb/zstd-wasm");
-  await pkg.init();
-  const { createRequire } = await import("node:module");
-  const require = createRequire(import.meta.url);
-  const main = require.resolve("@bokuweb/zstd-wasm");
-  // deno-lint-ignore no-explicit-any
-  const m: any = require(main.replace(/index\.node\.js$/, "module.js")).Module;
+/** What the rest of this module needs: compress, and decompress into a view. */
+interface Codec {
+  compress(data: Uint8Array, level: number): Uint8Array;
+  /** Decompresses `data` (already checked) into a view valid until the next call. */
+  decompress(data: Uint8Array, expected: number): Uint8Array | string;
+}
+
+/** The codec on a directly instantiated zstd, with input and output areas reused. */
+function directCodec(zstd: Zstd): Codec {
+  const area = { src: 0, srcSize: 0, dst: 0, dstSize: 0 };
+  const reserve = (which: "src" | "dst", size: number): number => {
+    const have = which === "src" ? area.srcSize : area.dstSize;
+    if (have >= size) return which === "src" ? area.src : area.dst;
+    const old = which === "src" ? area.src : area.dst;
+    if (old !== 0) zstd.free(old);
+    // Doubling amortises growth; the cap keeps a reader within FORMAT.md §13's one-record bound.
+    const grown = Math.max(size, Math.min(have * 2, 64 << 20), 1 << 20);
+    const p = zstd.malloc(grown);
+    if (p === 0) throw new RangeError(`Cannot run zstd: no ${grown} bytes left in its heap`);
+    if (which === "src") Object.assign(area, { src: p, srcSize: grown });
+    else Object.assign(area, { dst: p, dstSize: grown });
+    return p;
+  };
+  // A new view each time: the heap's buffer changes when it grows.
+  const heap = () => new Uint8Array(zstd.memory.buffer);
   return {
-    get memory() {
-      return { buffer: m.HEAPU8.buffer } as WebAssembly.Memory;
+    compress(data, level) {
+      const src = reserve("src", data.length);
+      const bound = zstd.compressBound(data.length);
+      const dst = reserve("dst", bound);
+      heap().set(data, src);
+      const n = zstd.compress(dst, bound, src, data.length, level);
+      if (zstd.isError(n)) throw new Error(`Cannot compress: zstd error ${-n}`);
+      return heap().slice(dst, dst + n);
     },
-    isError: m._ZSTD_isError,
-    compressBound: m._ZSTD_compressBound,
-    compress: m._ZSTD_compress,
-    decompress: m._ZSTD_decompress,
-    malloc: m._malloc,
-    free: m._free,
+    decompress(data, expected) {
+      const src = reserve("src", data.length);
+      const dst = reserve("dst", Math.max(expected, 1));
+      heap().set(data, src);
+      const n = zstd.decompress(dst, expected, src, data.length);
+      if (zstd.isError(n)) return `zstd data is invalid (zstd error ${-n})`;
+      if (n !== expected) return `zstd data decompressed to ${n} bytes, expected ${expected}`;
+      return heap().subarray(dst, dst + n);
+    },
   };
 }
 
-const zstd: Zstd = (await instantiateZstd()) ?? (await packageZstd());
-
-/** Input and output areas in zstd's heap, reused from call to call. */
-const area = { src: 0, srcSize: 0, dst: 0, dstSize: 0 };
-
-function reserve(which: "src" | "dst", size: number): number {
-  const have = which === "src" ? area.srcSize : area.dstSize;
-  if (have >= size) return which === "src" ? area.src : area.dst;
-  const old = which === "src" ? area.src : area.dst;
-  if (old !== 0) zstd.free(old);
-  // Doubling amortises growth; the cap keeps a reader within FORMAT.md §13's one-record bound.
-  const grown = Math.max(size, Math.min(have * 2, 64 << 20), 1 << 20);
-  const p = zstd.malloc(grown);
-  if (p === 0) throw new RangeError(`Cannot run zstd: no ${grown} bytes left in its heap`);
-  if (which === "src") Object.assign(area, { src: p, srcSize: grown });
-  else Object.assign(area, { dst: p, dstSize: grown });
-  return p;
+/** The codec through the package's own API, for when its file cannot be reached. */
+async function packageCodec(): Promise<Codec> {
+  const pkg = await import("@bokuweb/zstd-wasm");
+  await pkg.init();
+  return {
+    compress: (data, level) => pkg.compress(data, level),
+    decompress(data, expected) {
+      let out: Uint8Array;
+      try {
+        out = pkg.decompress(data, { defaultHeapSize: expected });
+      } catch (e) {
+        return `zstd data is invalid (${(e as Error).message})`;
+      }
+      if (out.length !== expected) {
+        return `zstd data decompressed to ${out.length} bytes, expected ${expected}`;
+      }
+      return out;
+    },
+  };
 }
 
-/** The heap as bytes (a new view after the heap grew). */
-function heap(): Uint8Array {
-  return new Uint8Array(zstd.memory.buffer);
-}
+const direct = await instantiateZstd();
+const codec: Codec = direct !== null ? directCodec(direct) : await packageCodec();
 
 /** Compresses bytes into one zstd frame that declares its content size. */
 export function zstdCompress(data: Uint8Array, level: number): Uint8Array {
-  const src = reserve("src", data.length);
-  const bound = zstd.compressBound(data.length);
-  const dst = reserve("dst", bound);
-  heap().set(data, src);
-  const n = zstd.compress(dst, bound, src, data.length, level);
-  if (zstd.isError(n)) throw new Error(`Cannot compress: zstd error ${-n}`);
-  return heap().slice(dst, dst + n);
+  return codec.compress(data, level);
 }
 
 /** The largest window a frame may ask for: zstd-wasm is a 32-bit build (ZSTD_WINDOWLOG_MAX_32). */
@@ -212,13 +231,7 @@ function checkFrame(data: Uint8Array, expected: number): string | null {
 export function zstdDecompressView(data: Uint8Array, expected: number): Uint8Array | string {
   const bad = checkFrame(data, expected);
   if (bad !== null) return bad;
-  const src = reserve("src", data.length);
-  const dst = reserve("dst", Math.max(expected, 1));
-  heap().set(data, src);
-  const n = zstd.decompress(dst, expected, src, data.length);
-  if (zstd.isError(n)) return `zstd data is invalid (zstd error ${-n})`;
-  if (n !== expected) return `zstd data decompressed to ${n} bytes, expected ${expected}`;
-  return heap().subarray(dst, dst + n);
+  return codec.decompress(data, expected);
 }
 
 /**
