@@ -13,7 +13,6 @@
  *
  * @module
  */
-import { crc32c } from "./checksum.ts";
 
 /**
  * The file-system operations an {@linkcode AtomicFile} performs, so that tests can watch or fail
@@ -78,8 +77,21 @@ export const DENO_FS: AtomicFs = {
   },
 };
 
+/**
+ * CRC32C (FORMAT.md §1) bit by bit: the host name is a few bytes, and this module stays free of
+ * WebAssembly so that a command can load it first.
+ */
+function smallCrc32c(bytes: Uint8Array): number {
+  let crc = 0xffff_ffff;
+  for (const b of bytes) {
+    crc ^= b;
+    for (let k = 0; k < 8; k++) crc = (crc >>> 1) ^ (0x82f6_3b78 & -(crc & 1));
+  }
+  return (crc ^ 0xffff_ffff) >>> 0;
+}
+
 function hostTag(fs: AtomicFs): string {
-  return crc32c(new TextEncoder().encode(fs.hostname())).toString(16).padStart(8, "0");
+  return smallCrc32c(new TextEncoder().encode(fs.hostname())).toString(16).padStart(8, "0");
 }
 
 function split(path: string): { dir: string; base: string } {

@@ -193,3 +193,13 @@ Deno.test("SnapshotWriter.createFile() whose rename fails leaves nothing behind"
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("tempPathFor() tags the host with CRC32C of its name, as FORMAT.md §9 says", async () => {
+  const { crc32c } = await import("./checksum.ts");
+  const fs = { ...DENO_FS, hostname: () => "123456789" };
+  // CRC32C("123456789") = e3069283 (FORMAT.md §1).
+  assertMatch(tempPathFor("/x/vm.lsnap", fs), /^\/x\/vm\.lsnap\.tmp-e3069283-/);
+  const name = { ...DENO_FS, hostname: () => "build-host-7" };
+  const tag = crc32c(new TextEncoder().encode("build-host-7")).toString(16).padStart(8, "0");
+  assertMatch(tempPathFor("/x/vm.lsnap", name), new RegExp(`\\.tmp-${tag}-`));
+});

@@ -11,7 +11,8 @@
  */
 import { OffsetTable } from "./_offset_table.ts";
 import { checkCborShape } from "./_cbor_shape.ts";
-import { digestPageData, type PageDigestPool, type PageDigests } from "./_page_digest.ts";
+import { digestPageData, type PageDigests } from "./_page_digest.ts";
+import type { PageDigestPool } from "./page_digest_pool.ts";
 import { createBlake3, hex32, toHex } from "./checksum.ts";
 import { FILE_MAGIC, FOOTER_SIZE, PROLOGUE_SIZE, RecordType } from "./constants.ts";
 import { ContentDigestBuilder } from "./content_digest.ts";
@@ -388,12 +389,12 @@ export class SnapshotChecker {
         entry.settled = { zero: new Uint8Array(p.pages.length).fill(1), hashes: ZERO };
       } else {
         const job = { encoding: p.encoding, data: p.data, count: p.pages.length, pageSize: ps };
-        if (this.pool === undefined) entry.settled = digestPageData(job);
+        // Accepted means copied: the scanner's buffer may change once this returns.
+        const accepted = this.pool === undefined ? null : await this.pool.submit(job);
+        if (accepted === null) entry.settled = digestPageData(job);
         else {
-          // Accepted means copied: the scanner's buffer may change once this returns.
-          const { result } = await this.pool.submit(job);
-          entry.result = result;
-          result.then((x) => entry.settled = x, () => {});
+          entry.result = accepted.result;
+          accepted.result.then((x) => entry.settled = x, () => {});
         }
       }
       this.pending.push(entry);

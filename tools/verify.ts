@@ -11,7 +11,7 @@
  *
  * @module
  */
-import { PageDigestPool } from "../format/_page_digest.ts";
+import { type PageDigestPool, startPageDigestPool } from "../format/page_digest_pool.ts";
 import { toHex } from "../format/checksum.ts";
 import { SnapshotChecker } from "../format/file_checks.ts";
 import { streamSource } from "../format/record_scanner.ts";
@@ -64,18 +64,14 @@ export interface VerifyOptions {
   workers?: number;
   /** The input's size in bytes, when known (Infinity for a pipe that may be long). */
   sizeHint?: number;
+  /**
+   * Page workers started beforehand (`startPageDigestPool` with the same options), so that they
+   * load while the caller does; used instead of `workers`, and closed when verification ends.
+   */
+  pool?: PageDigestPool;
 }
-
-/** Inputs at least this large get page workers by default. */
-const WORKER_THRESHOLD = 16 << 20;
 
 class StopScan extends Error {}
-
-function defaultWorkers(sizeHint: number | undefined): number {
-  if (sizeHint === undefined || sizeHint < WORKER_THRESHOLD) return 0;
-  const cpus = navigator.hardwareConcurrency ?? 1;
-  return Math.min(3, Math.max(1, cpus - 1));
-}
 
 /**
  * Verifies a snapshot read from a stream. Format problems are reported in the result, never
@@ -98,14 +94,9 @@ export async function verifySnapshot(
     throw new Error(`Cannot verify: --content '${options.content}' is not 64 hex digits`);
   }
   const maxErrors = options.maxErrors ?? 100;
-  const auto = options.workers === undefined;
-  const workers = options.workers ?? defaultWorkers(options.sizeHint);
-  if (!Number.isInteger(workers) || workers < 0 || workers > 64) {
-    throw new Error(`Cannot verify: workers ${workers} is not an integer in 0..64`);
-  }
+  const pool = options.pool ?? startPageDigestPool(options);
   const problems: Problem[] = [];
   let stoppedEarly = false;
-  const pool = workers > 0 ? new PageDigestPool(workers, { inlineWhileLoading: auto }) : undefined;
   const checker = new SnapshotChecker(streamSource(stream), {
     report: (e) => {
       problems.push({
