@@ -44,7 +44,7 @@ export {
   type PageRun,
 } from "./inspect.ts";
 export { type VerifyOptions, type VerifyResult, verifySnapshot } from "./verify.ts";
-export type { Problem } from "./_verify_scan.ts";
+export type { Problem } from "./verify.ts";
 export type { FieldDifference, Json } from "./_state_json.ts";
 export {
   type CompressionChoice,
