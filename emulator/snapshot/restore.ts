@@ -14,6 +14,7 @@ import { toHex } from "../../format/checksum.ts";
 import { Machine, type MachineOptions } from "../machine.ts";
 import {
   checkDescriptionFits,
+  instructionsCountedFrom,
   SnapshotMismatchError,
   STATE_MIGRATIONS,
   stateFromSections,
@@ -77,6 +78,7 @@ export async function restoreMachine(
     if (r.kind === "header") {
       const ramSize = checkDescriptionFits(r.description);
       machine = new Machine({ ramSize, uartSink: options.uartSink });
+      machine.instructionsCountedFrom = instructionsCountedFrom(r.description);
     } else if (r.kind === "pages") {
       // Straight into RAM, bypassing the gate: nothing runs and no snapshot is in progress.
       const ram = machine!.ram.bytes;
