@@ -18,6 +18,16 @@ export const GUEST_RAM = { block: "riscv_virt_board.ram", address: 0x8000_0000, 
 /** The ticker guest's ELF, beside this file. */
 export const TICKER_ELF = new URL("./testdata/ticker.elf", import.meta.url).pathname;
 
+/** Options of {@link makeStream}. */
+export interface MakeStreamOptions {
+  /** The guest ELF (default: the ticker guest). */
+  kernel?: string;
+  /** Lines of guest output to wait for before migrating (default 5). */
+  lines?: number;
+  /** Guest RAM (QEMU's -m, default 64M). */
+  memory?: string;
+}
+
 /** What {@link makeStream} produced. */
 export interface MadeStream {
   /** The stream file. */
@@ -30,6 +40,8 @@ export interface MadeStream {
   normalPages: number;
   /** QEMU's own count of zero pages sent (`ram.duplicate` from `query-migrate`). */
   zeroPages: number;
+  /** Everything the guest had printed when QEMU stopped (for `background`: when it ended). */
+  serial: string;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -54,11 +66,20 @@ async function waitForLines(path: string, want: number, timeoutMs: number): Prom
  * and downtime limit until QEMU has made several passes, then lets it finish; `background` uses
  * the `background-snapshot` capability (the guest keeps running after it).
  */
-export async function makeStream(kind: StreamKind, path: string, dir: string): Promise<MadeStream> {
+export async function makeStream(
+  kind: StreamKind,
+  path: string,
+  dir: string,
+  options: MakeStreamOptions = {},
+): Promise<MadeStream> {
   const serial = `${dir}/${kind}-source.serial`;
-  const q = await startQemu({ kernel: TICKER_ELF, serialFile: serial });
+  const q = await startQemu({
+    kernel: options.kernel ?? TICKER_ELF,
+    serialFile: serial,
+    memory: options.memory,
+  });
   try {
-    await waitForLines(serial, 5, 10_000);
+    await waitForLines(serial, options.lines ?? 5, 10_000);
     const uri = `exec:cat > '${path}'`;
     let passes = 0;
     const onPoll = async (info: Record<string, unknown>) => {
@@ -91,6 +112,7 @@ export async function makeStream(kind: StreamKind, path: string, dir: string): P
       passes: ram["dirty-sync-count"],
       normalPages: ram.normal,
       zeroPages: ram.duplicate,
+      serial: "",
     };
     if (kind !== "background") {
       made.ramDump = `${dir}/${kind}.ram`;
@@ -100,6 +122,7 @@ export async function makeStream(kind: StreamKind, path: string, dir: string): P
         filename: made.ramDump,
       });
     }
+    made.serial = await Deno.readTextFile(serial);
     return made;
   } finally {
     await q.stop();
