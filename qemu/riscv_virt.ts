@@ -108,6 +108,8 @@ export interface FieldNote {
   /** Section and field, e.g. `cpu env.misa_ext` or `serial`. */
   field: string;
   note: string;
+  /** Set when the guest may behave differently because of it (worth a warning). */
+  warn?: boolean;
 }
 
 /** A field livesnap cannot honour, and why. */
@@ -120,8 +122,8 @@ export interface FieldRefusal {
 export class Findings {
   readonly notes: FieldNote[] = [];
   readonly refusals: FieldRefusal[] = [];
-  note(field: string, note: string): void {
-    this.notes.push({ field, note });
+  note(field: string, note: string, warn = false): void {
+    this.notes.push(warn ? { field, note, warn } : { field, note });
   }
   refuse(field: string, reason: string): void {
     this.refusals.push({ field, reason });
@@ -1195,6 +1197,7 @@ export function exportVirtState(state: MachineState, ramSize: number): VirtExpor
       `the timer is armed (${hex(mtimecmp)}, mtime ${
         hex(mtime)
       }): QEMU 7.2 does not re-arm its ACLINT timer when it loads a stream (riscv_mtimer has no post_load), so the interrupt comes only after the guest writes mtimecmp or mtime again; QEMU's own migrations lose it the same way`,
+      true,
     );
   }
   if (h.reservation !== -1) {

@@ -12,7 +12,12 @@ import { formatQemuSummary, inspectQemuStream, isQemuStream } from "../qemu/insp
 import { openInput } from "./_io.ts";
 import { peekBytes } from "./_peek.ts";
 import { colorEnabled, createProgress, formatBytes, formatRatio, palette } from "./_term.ts";
-import { inspectDevice, type InspectResult, inspectSnapshot } from "./inspect.ts";
+import {
+  describeInstructionCount,
+  inspectDevice,
+  type InspectResult,
+  inspectSnapshot,
+} from "./inspect.ts";
 
 const USAGE = `Usage: livesnap inspect [options] FILE
 
@@ -84,6 +89,9 @@ function text(r: InspectResult, color: boolean): string {
     ...r.devices.map((d) =>
       `  ${d.id}:${d.instance}  version ${d.version}, ${d.encoding}, ${formatBytes(d.bytes)}`
     ),
+    ...(r.instructions === null
+      ? []
+      : [`instructions ${describeInstructionCount(r.instructions)}`]),
     `index       ${r.indexed ? "yes" : "no"}`,
     `content     ${r.digests.content ?? "-"}`,
     `file        ${r.digests.file ?? "-"}`,

@@ -57,6 +57,9 @@ export interface GuestBoot {
   chunkPort: MessagePort;
   /** Stop (and report "stop-at") when this many instructions have retired. */
   stopAt: number | null;
+  /** Instead of `stopAt`: stop once this many instructions have retired after the boot
+   * (a restored snapshot's own count is known only once it is read). */
+  runFor?: number | null;
   /** Taken in order; `at` must increase. */
   schedule: ScheduledSnapshot[];
   /** A snapshot at every multiple of `interval` retired instructions. */
@@ -81,6 +84,8 @@ export type GuestEvent =
     description: MachineDescription;
     retired: number;
     restoredDigest: string | null;
+    /** For a restored QEMU snapshot: the fields ignored or approximated. */
+    restoredNotes: { field: string; note: string }[];
   }
   | { type: "boot-failed"; name: string; message: string }
   | { type: "uart"; bytes: Uint8Array }
@@ -403,12 +408,14 @@ async function start(boot: GuestBoot): Promise<void> {
   const uartSink = (bytes: Uint8Array) => port.postMessage({ type: "uart", bytes: bytes.slice() });
   let machine: Machine;
   let restoredDigest: string | null = null;
+  let restoredNotes: { field: string; note: string }[] = [];
   try {
     if (boot.restorePath !== undefined) {
       const file = await Deno.open(boot.restorePath);
       const restored = await restoreMachine(file.readable, { uartSink });
       machine = restored.machine;
       restoredDigest = restored.contentDigest;
+      restoredNotes = restored.notes;
     } else {
       machine = Machine.fromElf(boot.elf!, { ramSize: boot.ramSize, uartSink });
     }
@@ -419,6 +426,7 @@ async function start(boot: GuestBoot): Promise<void> {
     return;
   }
   if (boot.input !== undefined) machine.uart.pushInput(boot.input);
+  if (boot.runFor != null) boot.stopAt = machine.hart.retired + boot.runFor;
   const thread = new GuestThread(machine, boot);
   port.postMessage({
     type: "booted",
@@ -428,6 +436,7 @@ async function start(boot: GuestBoot): Promise<void> {
     description: describeMachine(machine),
     retired: machine.hart.retired,
     restoredDigest,
+    restoredNotes,
   });
   thread.loop();
   port.postMessage({ type: "quit" });
