@@ -89,12 +89,12 @@ export function plicResetState(): PlicState {
 /** The PLIC. */
 export class Plic implements MmioDevice {
   /** Only 32-bit accesses are valid (bit n set: n-byte accesses are allowed). */
-  readonly accessSizes = 4;
-  readonly priority = new Uint32Array(PLIC_SOURCES);
-  readonly threshold = new Uint32Array(PLIC_CONTEXTS);
-  readonly pending = new Uint32Array(PLIC_WORDS);
-  readonly claimed = new Uint32Array(PLIC_WORDS);
-  readonly enable = new Uint32Array(PLIC_WORDS * PLIC_CONTEXTS);
+  readonly accessSizes: number = 4;
+  readonly priority: Uint32Array = new Uint32Array(PLIC_SOURCES);
+  readonly threshold: Uint32Array = new Uint32Array(PLIC_CONTEXTS);
+  readonly pending: Uint32Array = new Uint32Array(PLIC_WORDS);
+  readonly claimed: Uint32Array = new Uint32Array(PLIC_WORDS);
+  readonly enable: Uint32Array = new Uint32Array(PLIC_WORDS * PLIC_CONTEXTS);
   /** mip bits this PLIC drives: MEIP while context 0's output is raised. */
   mip = 0;
   /** Context 1's output (the hart's S-mode external interrupt, which this hart cannot take). */
