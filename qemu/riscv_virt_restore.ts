@@ -4,7 +4,7 @@
  * kept as QEMU's bytes). Both feed one {@link VirtMachineBuilder}: RAM blocks by QEMU's names
  * (`riscv_virt_board.ram` is the machine's RAM, `riscv_virt_board.mrom` its mask ROM; the flash
  * banks must be empty: the machine has no flash), then the device sections, mapped by
- * `riscv_virt.ts`.
+ * `riscv_virt_import.ts`.
  *
  * @module
  */
@@ -20,13 +20,13 @@ import type { VmDescStruct } from "./model.ts";
 import {
   type FieldNote,
   Findings,
-  importVirtState,
   QemuMachineRefusedError,
   type QemuSectionInput,
   VIRT_FLASH_BLOCKS,
   VIRT_MROM_BLOCK,
   VIRT_RAM_BLOCK,
 } from "./riscv_virt.ts";
+import { importVirtState } from "./riscv_virt_import.ts";
 import type { ByteInput } from "./stream_reader.ts";
 
 /** A machine built from a QEMU snapshot, and what the mapping noted. */

@@ -5,7 +5,7 @@
  * snapshot that does not fit is refused before a single instruction runs.
  *
  * A QEMU `virt` snapshot is restored too, through the field-by-field mapping of
- * `qemu/riscv_virt.ts`: a QEMU migration stream (recognised by its first bytes) or an `.lsnap`
+ * `qemu/riscv_virt_import.ts`: a QEMU migration stream (recognised by its first bytes) or an `.lsnap`
  * converted from one (recognised by its header's QEMU metadata).
  *
  * @module
