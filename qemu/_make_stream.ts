@@ -46,6 +46,13 @@ export interface MadeStream {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Bytes of a QEMU `-m` value such as `64M`, `1G` or `8200K`. */
+export function memoryBytes(option: string): number {
+  const m = /^(\d+)([KMG])$/.exec(option);
+  if (m === null) throw new Error(`Cannot read -m '${option}': expected a number and K, M or G`);
+  return Number(m[1]) * { K: 1024, M: 1 << 20, G: 1 << 30 }[m[2] as "K" | "M" | "G"];
+}
+
 /** Lines of the serial output file, once it holds at least `want` complete lines. */
 async function waitForLines(path: string, want: number, timeoutMs: number): Promise<string[]> {
   const deadline = Date.now() + timeoutMs;
@@ -118,7 +125,7 @@ export async function makeStream(
       made.ramDump = `${dir}/${kind}.ram`;
       await q.qmp.execute("pmemsave", {
         val: GUEST_RAM.address,
-        size: GUEST_RAM.size,
+        size: memoryBytes(options.memory ?? "64M"),
         filename: made.ramDump,
       });
     }
@@ -146,6 +153,83 @@ export async function resumeStream(stream: string, dir: string, lines = 20): Pro
     const status = await q.qmp.execute("query-status") as { running: boolean; status: string };
     if (!status.running) await q.qmp.execute("cont");
     return await waitForLines(serial, lines, 15_000);
+  } finally {
+    await q.stop();
+  }
+}
+
+/** Waits (bounded) until `path` holds at least `bytes` bytes; returns its text. */
+export async function waitForBytes(
+  path: string,
+  bytes: number,
+  timeoutMs: number,
+): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const text = await Deno.readTextFile(path).catch(() => "");
+    if (text.length >= bytes) return text;
+    if (Date.now() > deadline) {
+      throw new Error(`Cannot collect ${bytes} bytes of guest output: got ${text.length}`);
+    }
+    await sleep(20);
+  }
+}
+
+/**
+ * What a guest prints on QEMU when nothing interrupts it: its first `bytes` bytes (at least),
+ * from a fresh `qemu-system-riscv32 -machine virt -bios none -kernel ELF`.
+ */
+export async function uninterruptedOutput(
+  kernel: string,
+  dir: string,
+  bytes: number,
+  memory = "64M",
+  timeoutMs = 60_000,
+): Promise<string> {
+  const serial = `${dir}/uninterrupted-${crypto.randomUUID()}.serial`;
+  const q = await startQemu({ kernel, serialFile: serial, memory });
+  try {
+    return await waitForBytes(serial, bytes, timeoutMs);
+  } finally {
+    await q.stop();
+  }
+}
+
+/** Options of {@link resumeInQemu}. */
+export interface ResumeOptions {
+  /** QEMU's -m. */
+  memory: string;
+  /** Bytes of output to wait for after the resume. */
+  bytes: number;
+  /** Keep QEMU paused after loading (-S) and dump guest RAM to this file first. */
+  ramDump?: { path: string; size: number };
+  timeoutMs?: number;
+}
+
+/**
+ * Resumes a stream in a fresh `qemu-system-riscv32 -machine virt -bios none -m SIZE -incoming
+ * "exec:cat STREAM"` (no -kernel: all of RAM comes from the stream) and returns what the guest
+ * prints from then on (at least `bytes` bytes).
+ */
+export async function resumeInQemu(stream: string, dir: string, o: ResumeOptions): Promise<string> {
+  const serial = `${dir}/resumed-${crypto.randomUUID()}.serial`;
+  const q = await startQemu({
+    serialFile: serial,
+    memory: o.memory,
+    extra: [...(o.ramDump !== undefined ? ["-S"] : []), "-incoming", `exec:cat '${stream}'`],
+  });
+  try {
+    await waitForMigration(q.qmp);
+    if (o.ramDump !== undefined) {
+      await q.qmp.execute("pmemsave", {
+        val: GUEST_RAM.address,
+        size: o.ramDump.size,
+        filename: o.ramDump.path,
+      });
+    }
+    const status = await q.qmp.execute("query-status") as { running: boolean };
+    if (!status.running) await q.qmp.execute("cont");
+    return await waitForBytes(serial, o.bytes, o.timeoutMs ?? 20_000);
   } finally {
     await q.stop();
   }

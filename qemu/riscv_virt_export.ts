@@ -117,7 +117,7 @@ export function isLivesnapMachine(description: MachineDescription): boolean {
 function comparable(state: MachineState): unknown {
   const { retired, instretOffset, cycleOffset, reservation: _, ...hart } = state.hart;
   const at = (o: string) => ((BigInt(retired) + BigInt(o)) & ((1n << 64n) - 1n)).toString();
-  const devices = state.devices.map((d) => {
+  const devices = [...state.devices].sort((a, b) => (a.id < b.id ? -1 : 1)).map((d) => {
     if (d.id !== "ns16550a") return d;
     const u = { ...(d.state as unknown as Record<string, unknown>) };
     const rx = u.rx as Uint8Array;

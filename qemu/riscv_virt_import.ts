@@ -367,6 +367,13 @@ export function importVirtState(input: VirtImportInput): MachineState {
       f.refuse("riscv_mtimer timecmp", `${cmp.length} harts: livesnap's machine has one`);
     }
     mtimecmp = cmp[0] ?? 0n;
+    // Later QEMUs migrate the offset a guest sets by writing mtime (riscv_aclint.c
+    // time_delta); QEMU 7.2 does not, and its mtime then restarts from the virtual clock.
+    if (mtimer.has("time_delta")) {
+      const delta = BigInt.asIntN(64, mtimer.int("time_delta"));
+      timer.mtime = BigInt.asUintN(64, timer.mtime + delta);
+      f.note("riscv_mtimer time_delta", `${delta}: added to mtime`);
+    }
     mtimer.finish();
   }
   const plic = importPlic(one("riscv_sifive_plic"), f);
@@ -515,7 +522,8 @@ function importHart(c: Fields, input: VirtImportInput): ImportedHart {
     for (const [bit, n] of IRQ_OTHER) {
       if ((value & (1n << BigInt(n))) !== 0n) {
         if (name === "env.mip" && bit === "SEIP") continue; // driven by the PLIC's context 1
-        f.refuse(`cpu ${name}.${bit}`, `set: ${what}`);
+        const field = name === "env.mie" ? bit.replace(/IP$/, "IE") : bit;
+        f.refuse(`cpu ${name}.${field}`, `set: ${what}`);
       }
     }
     const known = IRQ_OTHER.reduce((a, [, n]) => a | (1n << BigInt(n)), 0n) |

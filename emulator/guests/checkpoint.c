@@ -9,7 +9,7 @@
  *
  * It keeps every piece of machine state busy that such a move must carry:
  *
- *   - the work of each round runs in user mode (mret to U, ecall back) and rewrites 32 pages;
+ *   - the work of each round runs in user mode (mret to U, ecall back) and rewrites 8 pages;
  *   - the output goes through a ring in RAM drained by the UART's THR-empty interrupt, taken
  *     through the PLIC (claim, complete), with the FIFO on: bytes in the ring, a claimed source
  *     or a pending interrupt can all be in flight at a snapshot;
@@ -34,7 +34,7 @@
 #define FCR 2
 #define IER_THRI 0x02
 
-#define WORK_WORDS (32u * 1024u) /* 128 KiB: 32 pages rewritten every round */
+#define WORK_WORDS (8u * 1024u) /* 32 KiB: 8 pages rewritten every round */
 #define TICK 10000u              /* mtime units per timer interrupt: 1 ms at QEMU's 10 MHz */
 #define RING 512u
 
