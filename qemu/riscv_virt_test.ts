@@ -204,7 +204,9 @@ async function edited(
   }
   more(snap);
   const chunks: Uint8Array[] = [];
-  await writeQemuSnapshot(snap, { write: async (c: Uint8Array) => void chunks.push(c.slice()) });
+  await writeQemuSnapshot(snap, {
+    write: (c: Uint8Array) => Promise.resolve(void chunks.push(c.slice())),
+  });
   const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
   chunks.reduce((o, c) => (out.set(c, o), o + c.length), 0);
   return out;
@@ -331,6 +333,20 @@ Deno.test("restore adds a later QEMU's mtimer time_delta to mtime, and ignores u
 // ---------------------------------------------------------------------------------------------
 // livesnap → QEMU
 
+async function* toAsync<T>(it: Iterable<T>): AsyncGenerator<T> {
+  yield* it;
+}
+
+/** A snapshot read into memory as `convert`'s items: its non-zero pages, then its devices. */
+function* itemsOf(snap: Awaited<ReturnType<typeof readSnapshot>>) {
+  const ps = 4096;
+  for (let p = 0; p < snap.regions[0].length / ps; p++) {
+    const data = snap.regions[0].subarray(p * ps, (p + 1) * ps);
+    if (data.some((b) => b !== 0)) yield { kind: "pages" as const, region: 0, pages: [p], data };
+  }
+  for (const d of snap.devices) yield { kind: "device" as const, device: d };
+}
+
 async function toQemu(m: Machine): Promise<Uint8Array> {
   const dir = await Deno.makeTempDir();
   try {
@@ -338,18 +354,8 @@ async function toQemu(m: Machine): Promise<Uint8Array> {
     const snap = await readSnapshot((await Deno.open(`${dir}/m.lsnap`)).readable);
     assert(isLivesnapMachine(snap.description));
     const chunks: Uint8Array[] = [];
-    async function* items() {
-      const ps = 4096;
-      for (let p = 0; p < snap.regions[0].length / ps; p++) {
-        const data = snap.regions[0].subarray(p * ps, (p + 1) * ps);
-        if (data.some((b) => b !== 0)) {
-          yield { kind: "pages" as const, region: 0, pages: [p], data };
-        }
-      }
-      for (const d of snap.devices) yield { kind: "device" as const, device: d };
-    }
-    await writeVirtStream(snap.description, items(), {
-      write: async (c: Uint8Array) => void chunks.push(c.slice()),
+    await writeVirtStream(snap.description, toAsync(itemsOf(snap)), {
+      write: (c: Uint8Array) => Promise.resolve(void chunks.push(c.slice())),
     });
     const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
     chunks.reduce((o, c) => (out.set(c, o), o + c.length), 0);
@@ -428,7 +434,7 @@ Deno.test("convert to QEMU refuses what QEMU's virt board cannot take, by name",
   });
 });
 
-Deno.test("the machine description a livesnap snapshot carries names where its count starts", async () => {
+Deno.test("the machine description a livesnap snapshot carries names where its count starts", () => {
   const m = new Machine({ ramSize: 1 << 20, uartSink: () => {} });
   const fresh = describeMachine(m, 0);
   m.instructionsCountedFrom = "qemu-stream";

@@ -14,8 +14,8 @@ import {
   describeMachine,
   machineContentDigest,
   SnapshotMismatchError,
-  type StateMigration,
   STATE_MIGRATIONS,
+  type StateMigration,
 } from "../emulator/snapshot/machine_state.ts";
 import { restoreSnapshot } from "../tools/restore.ts";
 import { main as restoreMain } from "../tools/restore_command.ts";
