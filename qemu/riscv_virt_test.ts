@@ -72,9 +72,11 @@ async function restoreFrom(bytes: Uint8Array) {
   return { ...r, out };
 }
 
-const txCountAt = parseElf(await Deno.readFile(new URL("checkpoint.elf", GUESTS))).symbols.get(
-  "tx_count",
-)!;
+const checkpointSymbols = parseElf(await Deno.readFile(new URL("checkpoint.elf", GUESTS))).symbols;
+const txCountAt = checkpointSymbols.get("tx_count")!;
+/** The guest's next timer deadline: the mtime it read at its last timer interrupt + TICK. */
+const deadlineAt = checkpointSymbols.get("deadline")!;
+const TICK = 10_000n;
 
 Deno.test("QEMU 7.2's virt layouts in livesnap equal the descriptions real streams carry", async () => {
   const streams: Uint8Array[] = [
@@ -122,6 +124,13 @@ for (const kind of STREAM_KINDS) {
     // The guest's own count of bytes handed to the UART says where in its output it stands.
     const tx = new DataView(r.machine.ram.bytes.buffer).getUint32(txCountAt - 0x8000_0000, true);
     assertEquals(tx, f.txCount);
+    // Time goes on from where QEMU's was: never before the mtime the guest last read (its
+    // deadline minus one period), and not far past it.
+    const dv = new DataView(r.machine.ram.bytes.buffer);
+    const lastRead = dv.getBigUint64(deadlineAt - 0x8000_0000, true) - TICK;
+    const mtime = r.machine.clint.mtime();
+    assert(mtime >= lastRead, `mtime ${mtime} is before ${lastRead}, which the guest read`);
+    assert(mtime - lastRead < 10_000_000n, `mtime ${mtime} is over a second past ${lastRead}`);
     const { text } = runUntil(r.machine, r.out, f.expected.length);
     assertEquals(text.slice(0, f.expected.length), f.expected);
   });
