@@ -24,9 +24,8 @@
  */
 
 import { decodeInto } from "./decode.ts";
-import { CAUSE, MSTATUS_TW, PRIV_M, PRIV_U } from "./hart.ts";
-import type { Machine } from "./machine.ts";
-import { GATE_CODE } from "./ram.ts";
+import { CAUSE, type Hart, MSTATUS_TW, PRIV_M, PRIV_U } from "./hart.ts";
+import { GATE_CODE, type Ram } from "./ram.ts";
 
 /**
  * Number of decoded-instruction cache slots (2-byte granules of pc; a power of two). Each slot
@@ -55,11 +54,39 @@ export function mulhsu(a: number, b: number): number {
 }
 
 /**
+ * What the interpreter loop needs of the machine it runs in: the hart, RAM, the decode cache and
+ * the slow paths it leaves the fast path for. `Machine` (machine.ts) implements it; it is declared
+ * here so that the loop does not import the machine, which imports the loop.
+ */
+export interface ExecutionHost {
+  readonly hart: Hart;
+  readonly ram: Ram;
+  /** Per slot: pc tag, packed fields, immediate, raw bits (DECODE_CACHE_SIZE slots). */
+  readonly decodeCache: Int32Array;
+  /** Set by a slow path that took a trap; the loop then asks `resumeAfterTrap()` for the pc. */
+  readonly trapped: boolean;
+  /** Set when the current run must end. */
+  readonly stopped: boolean;
+  /** Add `n` retired instructions to the hart and the clock. */
+  commit(n: number): void;
+  /** Take a trap at `pc` after `n` retired instructions; returns the handler's pc. */
+  trap(pc: number, cause: number, tval: number, n: number): number;
+  resumeAfterTrap(): number;
+  loadSlow(addr: number, size: number): number;
+  storeSlow(addr: number, size: number, value: number): void;
+  csrInstruction(op: number, rd: number, rs1: number, csr: number): void;
+  /** `wfi`: false when nothing can ever wake the hart. */
+  waitForInterrupt(): boolean;
+  /** The instruction at `pc` outside RAM (the mask ROM's), or -1: an instruction access fault. */
+  fetchOutsideRam(pc: number): number;
+}
+
+/**
  * Run up to `limit` retired instructions (fewer when an instruction asks the machine to look at
  * something: a CSR access, mret, wfi, an MMIO store, a store into a watched page, a trap that
  * stops the machine). Commits the retired count and pc to the hart before returning.
  */
-export function execute(m: Machine, limit: number): void {
+export function execute(m: ExecutionHost, limit: number): void {
   const h = m.hart;
   const x = h.x;
   const ram = m.ram;

@@ -35,7 +35,7 @@ import {
   MSTATUS_MIE,
   PRIV_M,
 } from "./hart.ts";
-import { csrAccess, type CsrEnvironment, csrIllegal } from "./csr.ts";
+import { csrAccess, csrIllegal } from "./csr.ts";
 import * as D from "./decode.ts";
 import { DECODE_CACHE_SIZE, execute } from "./cpu.ts";
 import {
@@ -82,7 +82,7 @@ import {
   SIFIVE_TEST_STATE_VERSION,
   SifiveTest,
   type SifiveTestState,
-} from "./devices/sifive_test.ts";
+} from "./devices/sifive_test_device.ts";
 import {
   decodeTohost,
   HTIF_DEVICE_ID,
@@ -198,7 +198,7 @@ interface MmioRange {
  * assert(new TextDecoder().decode(Uint8Array.from(out)).startsWith("Hello"));
  * ```
  */
-export class Machine implements CsrEnvironment {
+export class Machine {
   readonly hart: Hart = new Hart();
   readonly ram: Ram;
   readonly uart: Uart;

@@ -32,6 +32,7 @@ export const U32 = 0xffff_ffffn;
 export interface FieldNote {
   /** Section and field, e.g. `cpu env.misa_ext` or `serial`. */
   field: string;
+  /** What was ignored or approximated, and why. */
   note: string;
   /** Set when the guest may behave differently because of it (worth a warning). */
   warn?: boolean;
@@ -39,7 +40,9 @@ export interface FieldNote {
 
 /** A field livesnap cannot honour, and why. */
 export interface FieldRefusal {
+  /** Section and field, e.g. `cpu env.mstatus.FS`. */
   field: string;
+  /** Its value and why livesnap's machine (or QEMU's board) cannot honour it. */
   reason: string;
 }
 
@@ -60,7 +63,9 @@ export class Findings {
  * lists them.
  */
 export class QemuMachineRefusedError extends SnapshotMismatchError {
+  /** Every field refused. */
   readonly refusals: FieldRefusal[];
+  /** Makes the error; `direction` words the message for a restore or an export to QEMU. */
   constructor(refusals: FieldRefusal[], direction: "restore" | "export" = "restore") {
     const list = refusals.map((r) => `${r.field}: ${r.reason}`).join("; ");
     super(

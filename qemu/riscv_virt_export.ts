@@ -78,6 +78,7 @@ export type SnapshotItem =
 
 /** What {@link writeVirtStream} wrote. */
 export interface VirtStreamSummary {
+  /** Bytes of stream written. */
   bytes: number;
   /** Page records written. */
   pageRecords: number;
@@ -85,6 +86,7 @@ export interface VirtStreamSummary {
   devices: number;
   /** RAM size, and QEMU's `-m` option for it. */
   ramSize: number;
+  /** `-m` for QEMU, e.g. `64M`. */
   memoryOption: string;
   /** What the mapping noted (QEMU behaviours to know about before resuming). */
   notes: FieldNote[];

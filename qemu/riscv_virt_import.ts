@@ -49,7 +49,7 @@ import {
 import {
   SIFIVE_TEST_DEVICE_ID,
   SIFIVE_TEST_STATE_VERSION,
-} from "../emulator/devices/sifive_test.ts";
+} from "../emulator/devices/sifive_test_device.ts";
 import {
   FCR_FE,
   IIR_CTI,

@@ -31,6 +31,7 @@ import type { ByteInput } from "./stream_reader.ts";
 
 /** A machine built from a QEMU snapshot, and what the mapping noted. */
 export interface VirtRestored {
+  /** The machine, restored, not yet run. */
   machine: Machine;
   /** Fields ignored or approximated (`restore --verbose` lists them). */
   notes: FieldNote[];

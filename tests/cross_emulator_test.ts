@@ -87,9 +87,10 @@ Deno.test("restoreSnapshot() runFor counts from a livesnap snapshot's own instru
     } finally {
       console.error = error;
     }
+    const help = "\n\nRun 'livesnap restore --help' for usage.";
     assertEquals(errors, [
-      "livesnap restore: give --stop-at or --run-for, not both",
-      "livesnap restore: Cannot use --run-for 'x': not an instruction count",
+      `livesnap restore: Cannot restore: give --stop-at or --run-for, not both${help}`,
+      `livesnap restore: Cannot parse --run-for: 'x' is not an instruction count${help}`,
     ]);
   });
 });

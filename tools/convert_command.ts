@@ -3,15 +3,21 @@
  *
  * @module
  */
-import { parseArgs } from "@std/cli/parse_args.js";
-import { LsnapError } from "../format/errors.ts";
+import { CorruptError, LsnapError } from "../format/errors.ts";
 import { QemuStreamError } from "../qemu/errors.ts";
-import { listOf, parseCompression, parseRegionSpec, parseSize } from "./_args.ts";
+import { parseAddress, parseCompression, parseRegionSpec, parseSize } from "./_args.ts";
+import { parseCommand, UsageError } from "./_command.ts";
 import { formatBytes } from "./_term.ts";
-import { type ConvertOptions, convertSnapshot, INPUT_FORMATS, OUTPUT_FORMATS } from "./convert.ts";
+import {
+  ConvertError,
+  type ConvertOptions,
+  convertSnapshot,
+  inputFormats,
+  outputFormats,
+} from "./convert/mod.ts";
 
 function usage(): string {
-  const list = (m: Map<string, { summary: string }>) =>
+  const list = (m: ReadonlyMap<string, { summary: string }>) =>
     [...m].map(([name, f]) => `    ${name.padEnd(10)} ${f.summary}`).join("\n");
   return `Usage: livesnap convert [options] IN OUT
        livesnap convert --from raw --region NAME:BASE:FILE [--region ...] OUT
@@ -63,9 +69,9 @@ Options:
 
 Formats:
   input:
-${list(INPUT_FORMATS)}
+${list(inputFormats())}
   output:
-${list(OUTPUT_FORMATS)}
+${list(outputFormats())}
 
 Examples:
   livesnap convert --compress zstd:9 --address-order vm.lsnap vm-small.lsnap
@@ -91,33 +97,17 @@ left at OUT), 2 usage or I/O error.`;
 
 /** Entry point; returns the exit status. */
 export async function main(args: string[]): Promise<number> {
-  let unknownOption: string | undefined;
-  const flags = parseArgs(args, {
-    boolean: ["address-order", "drop-duplicates", "index", "quiet", "help"],
-    string: ["compress", "batch", "from", "to", "region", "page-size", "base"],
-    collect: ["region", "base"],
-    negatable: ["index"],
-    default: { index: true },
-    unknown: (arg: string) => {
-      if (arg.startsWith("-") && arg !== "-") {
-        unknownOption ??= arg;
-        return false;
-      }
-      return true;
-    },
+  const command = parseCommand(args, {
+    name: "livesnap convert",
+    usage: usage(),
+    boolean: ["address-order", "drop-duplicates", "index", "quiet"],
+    string: ["compress", "batch", "from", "to", "page-size"],
+    list: ["region", "base"],
+    negatable: { index: true },
   });
-  if (flags.help) {
-    console.log(usage());
-    return 0;
-  }
-  const positional = flags._.map(String);
+  if (typeof command === "number") return command;
+  const { options: flags, positional, usageError } = command;
   const from = flags.from ?? "lsnap";
-  const to = flags.to ?? "lsnap";
-  const fail = (message: string) => {
-    console.error(`livesnap convert: ${message}\n\nRun 'livesnap convert --help' for usage.`);
-    return 2;
-  };
-  if (unknownOption !== undefined) return fail(`unknown option ${unknownOption}`);
   let input: string;
   let output: string;
   if (from === "raw" && positional.length === 1) {
@@ -126,40 +116,39 @@ export async function main(args: string[]): Promise<number> {
   } else if (positional.length === 2) {
     [input, output] = positional;
   } else {
-    return fail(`expected IN and OUT, got ${positional.length} arguments`);
+    return usageError(`expected IN and OUT, got ${positional.length} arguments`);
   }
   const options: ConvertOptions = {
     // Without --from, convertSnapshot recognises a QEMU stream by its magic.
     from: flags.from,
-    to,
+    to: flags.to ?? "lsnap",
     addressOrder: flags["address-order"],
     dropDuplicates: flags["drop-duplicates"],
     index: flags.index,
     warn: (m) => console.error(`livesnap convert: warning: ${m}`),
   };
-  const regions = listOf(flags.region);
+  const regions = flags.region;
   try {
     if (flags.compress !== undefined) options.compress = parseCompression(flags.compress);
     if (flags.batch !== undefined) options.batchBytes = parseSize(flags.batch, "--batch");
     if (flags["page-size"] !== undefined) {
       options.pageSize = parseSize(flags["page-size"], "--page-size");
     }
-    const bases = listOf(flags.base);
-    if (bases.length > 0) {
+    if (flags.base.length > 0) {
       options.bases = {};
-      for (const b of bases) {
-        const m = /^(.+)=(0x[0-9a-fA-F]+|[0-9]+)$/.exec(b);
-        if (m === null) throw new Error(`--base '${b}' is not NAME=ADDR`);
-        options.bases[m[1]] = Number(m[2]);
+      for (const b of flags.base) {
+        const eq = b.lastIndexOf("=");
+        if (eq <= 0) throw new UsageError(`Cannot parse --base: '${b}' is not NAME=ADDR`);
+        options.bases[b.slice(0, eq)] = parseAddress(b.slice(eq + 1), "--base");
       }
     }
     if (from === "raw") options.rawRegions = regions.map(parseRegionSpec);
-    else if (regions.length > 1) return fail("--region NAME may be given once");
+    else if (regions.length > 1) return usageError("--region NAME may be given once");
     else options.region = regions[0];
   } catch (e) {
-    return fail((e as Error).message);
+    return usageError(e);
   }
-  if (from !== "raw" && input === "") return fail("expected IN");
+  if (from !== "raw" && input === "") return usageError("expected IN");
   try {
     const r = await convertSnapshot(input, output, options);
     if (!flags.quiet) {
@@ -173,18 +162,15 @@ export async function main(args: string[]): Promise<number> {
     }
     return 0;
   } catch (e) {
-    if (
-      e instanceof LsnapError || e instanceof QemuStreamError ||
-      (e as Error).name === "ConvertError"
-    ) {
-      const hint = flags.from === undefined && input === "-" &&
-          (e as Error).message.includes("bad magic")
-        ? " (a QEMU stream on standard input needs --from qemu)"
-        : "";
-      console.error(`livesnap convert: ${(e as Error).message}${hint}`);
-      return 1;
-    }
-    console.error(`livesnap convert: ${(e as Error).message}`);
-    return 2;
+    const damagedOrFailedCheck = e instanceof LsnapError || e instanceof QemuStreamError ||
+      e instanceof ConvertError;
+    // Standard input that does not start like an .lsnap file may be a QEMU stream, which is
+    // recognised only in a file (the bytes looked at would be lost to the reader).
+    const hint = flags.from === undefined && input === "-" && e instanceof CorruptError &&
+        e.offset === 0
+      ? " (a QEMU stream on standard input needs --from qemu)"
+      : "";
+    console.error(`livesnap convert: ${(e as Error).message}${hint}`);
+    return damagedOrFailedCheck ? 1 : 2;
   }
 }

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { countBytes } from "./_count_bytes.ts";
 import { isZeroPage } from "./_zero.ts";
 import { toHex } from "../format/checksum.ts";
 import { decodeDeviceState } from "../format/device_state.ts";
@@ -161,22 +162,6 @@ export function reportError(e: unknown): ErrorReport {
   throw e;
 }
 
-function counted(
-  stream: ReadableStream<Uint8Array>,
-  onBytes: ((n: number) => void) | undefined,
-  total: { n: number },
-) {
-  return stream.pipeThrough(
-    new TransformStream<Uint8Array, Uint8Array>({
-      transform(chunk, c) {
-        total.n += chunk.length;
-        onBytes?.(chunk.length);
-        c.enqueue(chunk);
-      },
-    }),
-  );
-}
-
 // Per page, kept per 4096-page chunk: state (0 absent, 1 zero, 2 data), occurrences, last record.
 interface MapChunk {
   state: Uint8Array;
@@ -201,7 +186,12 @@ export async function inspectSnapshot(
   options: InspectOptions = {},
 ): Promise<InspectResult> {
   const bytesRead = { n: 0 };
-  const reader = new SnapshotStreamReader(counted(stream, options.onBytes, bytesRead));
+  const reader = new SnapshotStreamReader(
+    countBytes(stream, (n) => {
+      bytesRead.n += n;
+      options.onBytes?.(n);
+    }),
+  );
   const maps: Map<number, MapChunk>[] = [];
   const devices = new Map<string, DeviceSection>();
   const encodings = { zero: 0, raw: 0, zstd: 0 };
@@ -361,10 +351,20 @@ export interface DeviceStateReport {
   description?: Json;
 }
 
+/** The snapshot has no section of the device asked for; the message names those it has. */
+export class DeviceNotFoundError extends Error {
+  /** Makes the error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "DeviceNotFoundError";
+  }
+}
+
 /**
  * Reads a snapshot from a stream and returns the last section of device `id` (instance
  * `instance`, or the lowest instance when omitted), decoded. Throws an `LsnapError` subclass for
- * a damaged file, and an Error naming the devices present when there is no such device.
+ * a damaged file, and a {@linkcode DeviceNotFoundError} naming the devices present when there
+ * is no such device.
  *
  * @example
  * ```ts
@@ -396,7 +396,7 @@ export async function inspectDevice(
   const d = all.find((x) => x.id === id && (instance === undefined || x.instance === instance));
   if (d === undefined) {
     const names = all.map((x) => `${x.id}:${x.instance}`).join(", ") || "none";
-    throw new Error(
+    throw new DeviceNotFoundError(
       `Cannot find device ${id}${instance === undefined ? "" : `:${instance}`} (devices: ${names})`,
     );
   }

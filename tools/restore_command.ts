@@ -4,11 +4,11 @@
  * @module
  */
 
-import { parseArgs } from "@std/cli/parse_args.js";
+import { parseCommand, UsageError } from "./_command.ts";
+import { parseCount } from "./_args.ts";
 import { LsnapError } from "../format/errors.ts";
 import { SnapshotMismatchError } from "../emulator/snapshot/machine_state.ts";
 import { restoreSnapshot } from "./restore.ts";
-import { parseCount } from "./_live_run.ts";
 import { machineContentDigest as machineDigest } from "../emulator/snapshot/machine_state.ts";
 import {
   haltStatus,
@@ -58,48 +58,30 @@ Examples:
 
 /** Entry point: returns the process exit status. */
 export async function main(args: string[]): Promise<number> {
-  let unknown: string | null = null;
-  const opts = parseArgs(args, {
-    string: [...LIVE_STRING_OPTIONS, "run-for"],
-    collect: ["snapshot-at"],
-    boolean: ["digest", "help", "verbose"],
-    alias: { h: "help" },
-    unknown: (a: string) => {
-      if (a.startsWith("-") && a !== "-") {
-        unknown ??= a;
-        return false;
-      }
-      return true;
-    },
+  const command = parseCommand(args, {
+    name: "livesnap restore",
+    usage: USAGE,
+    boolean: ["digest", "verbose"],
+    string: [...LIVE_STRING_OPTIONS.filter((o) => o !== "snapshot-at"), "run-for"],
+    list: ["snapshot-at"],
   });
-  if (unknown !== null) {
-    console.error(`livesnap restore: unknown option ${unknown}\n\n${USAGE}`);
-    return 2;
-  }
-  if (opts.help) {
-    console.log(USAGE);
-    return 0;
-  }
-  const files = opts._.map(String);
-  if (files.length !== 1) {
-    console.error(`livesnap restore: expected one snapshot file, got ${files.length}\n\n${USAGE}`);
-    return 2;
-  }
+  if (typeof command === "number") return command;
+  const { options: opts, positional: files, usageError } = command;
+  if (files.length !== 1) return usageError(`expected one snapshot file, got ${files.length}`);
   let parsed;
   let runFor: number | undefined;
   try {
     const { "run-for": runForText, ...liveOpts } = opts;
     parsed = parseLiveArgs(liveOpts);
     if (runForText !== undefined) {
-      runFor = parseCount("--run-for", runForText);
+      runFor = parseCount(runForText, "--run-for", { what: "an instruction count" });
       if (parsed.stopAt !== undefined) {
-        throw new RangeError("give --stop-at or --run-for, not both");
+        throw new UsageError("Cannot restore: give --stop-at or --run-for, not both");
       }
       if (parsed.live !== null) parsed.live.runFor = runFor;
     }
   } catch (e) {
-    console.error(`livesnap restore: ${(e as Error).message}`);
-    return 2;
+    return usageError(e);
   }
   const { stopAt } = parsed;
   const { sink, endsLine } = stdoutSink();

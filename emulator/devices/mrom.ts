@@ -33,6 +33,7 @@ export interface MromState {
 
 /** The mask ROM. */
 export class Mrom implements MmioDevice {
+  /** The ROM's contents (a guest cannot write them). */
   readonly bytes: Uint8Array = new Uint8Array(MROM_SIZE);
 
   load(offset: number, size: number): number {

@@ -90,10 +90,15 @@ export function plicResetState(): PlicState {
 export class Plic implements MmioDevice {
   /** Only 32-bit accesses are valid (bit n set: n-byte accesses are allowed). */
   readonly accessSizes: number = 4;
+  /** Priority per source. */
   readonly priority: Uint32Array = new Uint32Array(PLIC_SOURCES);
+  /** Priority threshold per context. */
   readonly threshold: Uint32Array = new Uint32Array(PLIC_CONTEXTS);
+  /** Pending bits. */
   readonly pending: Uint32Array = new Uint32Array(PLIC_WORDS);
+  /** Claimed bits. */
   readonly claimed: Uint32Array = new Uint32Array(PLIC_WORDS);
+  /** Enable bits, PLIC_WORDS words per context. */
   readonly enable: Uint32Array = new Uint32Array(PLIC_WORDS * PLIC_CONTEXTS);
   /** mip bits this PLIC drives: MEIP while context 0's output is raised. */
   mip = 0;

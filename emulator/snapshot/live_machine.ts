@@ -16,13 +16,6 @@
 import type { MachineDescription } from "../../format/header.ts";
 import type { MachineState } from "../machine.ts";
 import { PAGE_SIZE } from "../memory_map.ts";
-import type {
-  GuestBoot,
-  GuestEvent,
-  GuestStatus,
-  HaltReason,
-  ScheduledSnapshot,
-} from "./guest_worker.ts";
 import type { GuestSideMetrics } from "./guest_side.ts";
 import {
   CMD_PAUSE,
@@ -37,22 +30,22 @@ import {
 import { contentDigestOf } from "./machine_state.ts";
 import { readProcessMemory, resetPeakMemory, type SnapshotMetrics } from "./metrics.ts";
 import type { SnapshotMode } from "./session.ts";
-import type { WriterCommand, WriterEvent } from "./writer_worker.ts";
+import type {
+  GuestBoot,
+  GuestEvent,
+  GuestStatus,
+  HaltReason,
+  PrecopyOptions,
+  ScheduledSnapshot,
+  WriterCommand,
+  WriterEvent,
+} from "./protocol.ts";
 import type { WriterSideMetrics } from "./writer_loop.ts";
 
 /** A copy buffer size: bytes, or "max" (as many slots as RAM has pages: never stalls). */
 export type CowBufferSize = number | "max";
 
-/** Precopy's convergence policy (see `writer_loop.ts`); every field has a default. */
-export interface PrecopyOptions {
-  /** Passes after the first before the final pause whatever is dirty (default 20). */
-  maxPasses?: number;
-  /** Target downtime: pause once the dirty pages can be written in this time (default 50). */
-  downtimeMs?: number;
-  /** The highest auto-converge throttle, percent of wall time the guest sleeps (default 99;
-   * 0 turns auto-converge off). */
-  maxThrottlePct?: number;
-}
+export type { PrecopyOptions } from "./protocol.ts";
 
 /** What to snapshot and where. */
 export interface SnapshotRequest {

@@ -29,7 +29,7 @@ import {
 import { HART_STATE_VERSION, type HartState } from "../hart.ts";
 import { CLINT_DEVICE_ID, CLINT_STATE_VERSION } from "../devices/clint.ts";
 import { HTIF_DEVICE_ID, HTIF_STATE_VERSION } from "../devices/htif.ts";
-import { SIFIVE_TEST_DEVICE_ID, SIFIVE_TEST_STATE_VERSION } from "../devices/sifive_test.ts";
+import { SIFIVE_TEST_DEVICE_ID, SIFIVE_TEST_STATE_VERSION } from "../devices/sifive_test_device.ts";
 import { UART_DEVICE_ID, UART_STATE_VERSION } from "../devices/uart.ts";
 import { PLIC_DEVICE_ID, PLIC_STATE_VERSION, plicResetState } from "../devices/plic.ts";
 import { MROM_DEVICE_ID, MROM_STATE_VERSION } from "../devices/mrom.ts";

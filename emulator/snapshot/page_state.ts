@@ -10,7 +10,8 @@
  *   bits belong to the machine and are left alone (`Atomics.or` / `Atomics.and`).
  * - the state table below, which says what the hook must do. Every transition is a
  *   compare-and-swap (`Atomics.compareExchange`), never a read followed by a separate write, so
- *   two threads can never both believe they own a page. See `shared/LIVE_SNAPSHOT_NOTES.md`.
+ *   two threads can never both believe they own a page. The invariants this keeps are in
+ *   `README.md` ("Page states and how the invariants are kept").
  *
  * | value | state | moved by |
  * |---|---|---|

@@ -1,29 +1,27 @@
 /**
  * The `qemu` input and output formats of `convert` (QEMU migration streams), built on
- * `qemu/convert.ts`. `convert.ts` lists them in its format tables.
+ * `qemu/convert.ts`.
  *
  * @module
  */
-import { toHex } from "../format/checksum.ts";
-import type { MachineDescription } from "../format/header.ts";
-import { checkQemuMetadata, openQemuStream, writeQemuStreamFrom } from "../qemu/convert.ts";
-import { isQemuStream } from "../qemu/stream_reader.ts";
-import { isLivesnapMachine, writeVirtStream } from "../qemu/riscv_virt_export.ts";
-import { ConvertError } from "./_convert_error.ts";
-import { createOutput, openInput } from "./_io.ts";
+import type { MachineDescription } from "../../format/header.ts";
+import { checkQemuMetadata, openQemuStream, writeQemuStreamFrom } from "../../qemu/convert.ts";
+import { isQemuStream } from "../../qemu/stream_reader.ts";
+import { isLivesnapMachine, writeVirtStream } from "../../qemu/riscv_virt_export.ts";
+import { countBytes } from "../_count_bytes.ts";
+import { createOutput, openInput } from "../_io.ts";
+import { ConvertError } from "./error.ts";
+import { checkDigest, ReadBack, type ReadBackReader } from "./read_back.ts";
 import type {
   ConvertContext,
   InputFormat,
   OutputFormat,
   OutputSummary,
   SnapshotSource,
-} from "./convert.ts";
+} from "./types.ts";
 
-/**
- * True when the regular file at `path` starts with a QEMU stream's magic and version. A pipe
- * is not looked at: the bytes read would be lost to the input format.
- */
-export async function isQemuInput(path: string): Promise<boolean> {
+/** True when the regular file at `path` starts with a QEMU stream's magic and version. */
+async function isQemuFile(path: string): Promise<boolean> {
   let file: Deno.FsFile;
   try {
     if (!(await Deno.stat(path)).isFile) return false;
@@ -47,17 +45,9 @@ export async function isQemuInput(path: string): Promise<boolean> {
 
 async function openQemu(input: string, ctx: ConvertContext): Promise<SnapshotSource> {
   const handle = await openInput(input);
-  const counted = handle.readable.pipeThrough(
-    new TransformStream<Uint8Array, Uint8Array>({
-      transform(chunk, controller) {
-        ctx.progress.add(chunk.length);
-        controller.enqueue(chunk);
-      },
-    }),
-  );
   let snap;
   try {
-    snap = await openQemuStream(counted, {
+    snap = await openQemuStream(countBytes(handle.readable, (n) => ctx.progress.add(n)), {
       bases: ctx.options.bases,
       pageSize: ctx.options.pageSize,
     });
@@ -79,53 +69,25 @@ async function openQemu(input: string, ctx: ConvertContext): Promise<SnapshotSou
 }
 
 /**
- * Re-reads a QEMU stream as it is written, in this thread, and computes the content digest of
- * what it holds, with the regions of `description` (so a `--base` given when the snapshot was
- * made still applies).
+ * Reads a QEMU stream back and computes the content digest of what it holds, with the regions
+ * of `description` (so a `--base` given when the snapshot was made still applies).
  */
-class QemuReadBack {
-  private readonly echo = new TransformStream<Uint8Array, Uint8Array>(undefined, {
-    highWaterMark: 16,
-  });
-  private readonly writer = this.echo.writable.getWriter();
-  private readonly done: Promise<Uint8Array>;
-  constructor(description: MachineDescription) {
-    const bases = Object.fromEntries(description.regions.map((r) => [r.name, r.base]));
-    this.done = (async () => {
-      const snap = await openQemuStream(this.echo.readable, {
-        bases,
-        pageSize: description.regions[0]?.pageSize,
-      });
-      for await (const _ of snap.items()) { /* the digest is gathered as the items pass */ }
-      return await snap.contentDigest();
-    })();
-    this.done.catch(() => {});
-  }
-  async push(chunk: Uint8Array): Promise<void> {
-    await this.writer.ready;
-    await this.writer.write(chunk.slice());
-  }
-  async finish(name: string): Promise<Uint8Array> {
-    await this.writer.close();
-    try {
-      return await this.done;
-    } catch (e) {
-      throw new ConvertError(
-        `Cannot convert to ${name}: the QEMU stream written does not read back: ${
-          (e as Error).message
-        }`,
-        { cause: e },
-      );
-    }
-  }
-  stop(): void {
-    this.writer.abort().catch(() => {});
-  }
+function qemuReader(description: MachineDescription): ReadBackReader {
+  const bases = Object.fromEntries(description.regions.map((r) => [r.name, r.base]));
+  return async (bytes) => {
+    const snap = await openQemuStream(bytes, {
+      bases,
+      pageSize: description.regions[0]?.pageSize,
+    });
+    for await (const _ of snap.items()) { /* the digest is gathered as the items pass */ }
+    return { complete: true, contentDigest: await snap.contentDigest() };
+  };
 }
 
 /**
  * A snapshot livesnap's machine took, as a stream of QEMU's riscv32 `virt` board
- * (qemu/riscv_virt_export.ts; read back and compared with the snapshot as it is written).
+ * (qemu/riscv_virt_export.ts; read back, mapped again and compared with the snapshot as it is
+ * written).
  */
 async function writeLivesnapAsQemu(
   source: SnapshotSource,
@@ -170,7 +132,7 @@ async function writeQemu(
     throw new ConvertError((e as Error).message, { cause: e });
   }
   const out = await createOutput(output);
-  const check = new QemuReadBack(source.description);
+  const check = ReadBack.inThisThread(out.name, qemuReader(source.description));
   try {
     const written = await writeQemuStreamFrom(source.description, source.items(), {
       async write(chunk: Uint8Array) {
@@ -178,14 +140,9 @@ async function writeQemu(
         await check.push(chunk);
       },
     });
-    const back = await check.finish(out.name);
+    const back = await check.finish();
     const expected = await source.contentDigest();
-    if (expected !== null && toHex(expected) !== toHex(back)) {
-      throw new ConvertError(
-        `Cannot convert to ${out.name}: the QEMU stream written holds content digest ` +
-          `${toHex(back)}, the input ${toHex(expected)}`,
-      );
-    }
+    checkDigest(out.name, back, expected);
     await out.commit();
     return {
       bytes: written.bytes,
@@ -201,10 +158,11 @@ async function writeQemu(
   }
 }
 
-/** `--from qemu`. */
+/** `--from qemu` (recognised without it, from a file). */
 export const QEMU_INPUT: InputFormat = {
   summary: "a QEMU migration stream (recognised without --from); one region per RAM block",
   open: openQemu,
+  recognise: isQemuFile,
 };
 
 /** `--to qemu`. */
