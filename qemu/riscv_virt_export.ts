@@ -10,7 +10,8 @@
  *
  * What is written is checked: the stream is read back as it is written, mapped to livesnap's
  * machine again, and its RAM and machine state compared with the snapshot's (the instruction
- * count aside, which a QEMU stream does not carry).
+ * count aside, which a QEMU stream does not carry). The read-back builds that machine, so it
+ * holds a copy of the guest's RAM while the conversion runs.
  *
  * @module
  */

@@ -190,6 +190,11 @@ class Fields {
     if (!isZero(v)) this.findings.refuse(`${this.section} ${name}`, `${show(v)}: ${reason}`);
   }
 
+  /** The fields are accounted for by the caller, which notes them itself. */
+  use(names: string[]): void {
+    for (const n of names) this.#used.add(n);
+  }
+
   /** The field is ignored on purpose, for the reason given (noted). */
   ignore(names: string[], note: string): void {
     const present = names.filter((n) => this.has(n));
@@ -574,8 +579,7 @@ function importHart(c: Fields, input: VirtImportInput): ImportedHart {
   // (mhpmcounter_val) and the host ticks at that write (mhpmcounter_prev); their value at the
   // snapshot cannot be known. livesnap counts on from the value last written.
   const ctrs = c.values["env.pmu_ctrs"];
-  c.ignore(["env.pmu_ctrs"], "");
-  f.notes.pop();
+  c.use(["env.pmu_ctrs"]);
   const ctr = (i: number): { [name: string]: VmStateValue } => {
     const e = Array.isArray(ctrs) ? ctrs[i] : undefined;
     return typeof e === "object" && e !== null && !Array.isArray(e) ? e : {};
@@ -987,8 +991,7 @@ function importIgnored(
   const g = byId.has("globalstate") ? one("globalstate") : null;
   if (g !== null) {
     const runstate = new TextDecoder().decode(g.bytes("runstate")).replace(/\0.*$/s, "");
-    g.ignore(["size"], "");
-    f.notes.pop();
+    g.use(["size"]);
     f.note("globalstate runstate", `'${runstate}' in QEMU; livesnap runs the guest on`);
     g.finish();
   }
