@@ -291,6 +291,19 @@ Deno.test("restore refuses, by name, QEMU state livesnap's machine cannot honour
       "machine 'pc-q35-7.2': livesnap restores QEMU's riscv32 'virt' board only",
     );
   });
+  await t.step("another architecture's hart on a board named virt", async () => {
+    // ARM's `virt` board is called virt too: its cpu section has no env.gpr.
+    const bytes = await edited({}, (s) => {
+      const cpu = s.vmdesc!.devices.find((d) => d.name === "cpu")!;
+      cpu.fields = cpu.fields!.map((f) => (f.name === "env.gpr" ? { ...f, name: "regs" } : f));
+      s.vmdescText = JSON.stringify(s.vmdesc);
+    });
+    await assertRejects(
+      async () => await restoreFrom(bytes),
+      QemuMachineRefusedError,
+      "cpu: not a RISC-V hart (no env.gpr, env.misa_mxl): another architecture",
+    );
+  });
   await t.step("data in a flash bank", async () => {
     const bytes = await edited({}, (s) => {
       s.pages.get("virt.flash0")!.set(0x3000, new Uint8Array(4096).fill(0x5a));
