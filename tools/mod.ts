@@ -41,6 +41,7 @@ export {
   type InspectOptions,
   type InspectResult,
   inspectSnapshot,
+  type InstructionCount,
   type PageRun,
 } from "./inspect.ts";
 export { type VerifyOptions, type VerifyResult, verifySnapshot } from "./verify.ts";
