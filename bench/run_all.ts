@@ -8,6 +8,7 @@ const BENCHES = [
   "live_snapshot_bench.ts",
   "live_pause_bench.ts",
   "tools_bench.ts",
+  "verify_bench.ts",
 ];
 
 for (const name of BENCHES) {

@@ -12,7 +12,7 @@
 import { parseArgs } from "@std/cli/parse_args.js";
 import { SnapshotWriter } from "../format/writer.ts";
 import { verifySnapshot } from "../tools/verify.ts";
-import { convertSnapshot } from "../tools/convert.ts";
+import { convertSnapshot } from "../tools/convert/mod.ts";
 import { mixedRam } from "./_mixed_ram.ts";
 
 const flags = parseArgs(Deno.args, {

@@ -24,9 +24,8 @@
  */
 
 import { decodeInto } from "./decode.ts";
-import { CAUSE, MSTATUS_TW, PRIV_M, PRIV_U } from "./hart.ts";
-import type { Machine } from "./machine.ts";
-import { GATE_CODE } from "./ram.ts";
+import { CAUSE, type Hart, MSTATUS_TW, PRIV_M, PRIV_U } from "./hart.ts";
+import { GATE_CODE, type Ram } from "./ram.ts";
 
 /**
  * Number of decoded-instruction cache slots (2-byte granules of pc; a power of two). Each slot
@@ -55,11 +54,39 @@ export function mulhsu(a: number, b: number): number {
 }
 
 /**
+ * What the interpreter loop needs of the machine it runs in: the hart, RAM, the decode cache and
+ * the slow paths it leaves the fast path for. `Machine` (machine.ts) implements it; it is declared
+ * here so that the loop does not import the machine, which imports the loop.
+ */
+export interface ExecutionHost {
+  readonly hart: Hart;
+  readonly ram: Ram;
+  /** Per slot: pc tag, packed fields, immediate, raw bits (DECODE_CACHE_SIZE slots). */
+  readonly decodeCache: Int32Array;
+  /** Set by a slow path that took a trap; the loop then asks `resumeAfterTrap()` for the pc. */
+  readonly trapped: boolean;
+  /** Set when the current run must end. */
+  readonly stopped: boolean;
+  /** Add `n` retired instructions to the hart and the clock. */
+  commit(n: number): void;
+  /** Take a trap at `pc` after `n` retired instructions; returns the handler's pc. */
+  trap(pc: number, cause: number, tval: number, n: number): number;
+  resumeAfterTrap(): number;
+  loadSlow(addr: number, size: number): number;
+  storeSlow(addr: number, size: number, value: number): void;
+  csrInstruction(op: number, rd: number, rs1: number, csr: number): void;
+  /** `wfi`: false when nothing can ever wake the hart. */
+  waitForInterrupt(): boolean;
+  /** The instruction at `pc` outside RAM (the mask ROM's), or -1: an instruction access fault. */
+  fetchOutsideRam(pc: number): number;
+}
+
+/**
  * Run up to `limit` retired instructions (fewer when an instruction asks the machine to look at
  * something: a CSR access, mret, wfi, an MMIO store, a store into a watched page, a trap that
  * stops the machine). Commits the retired count and pc to the hart before returning.
  */
-export function execute(m: Machine, limit: number): void {
+export function execute(m: ExecutionHost, limit: number): void {
   const h = m.hart;
   const x = h.x;
   const ram = m.ram;
@@ -85,20 +112,24 @@ export function execute(m: Machine, limit: number): void {
         raw = (lo & 3) === 3 ? lo | (u16[(po >>> 1) + 1] << 16) : lo;
       } else if (po < ramSize && (u16[po >>> 1] & 3) !== 3) {
         raw = u16[po >>> 1];
+      } else if (po >= ramSize && (raw = m.fetchOutsideRam(pc)) >= 0) {
+        // The mask ROM: read-only, so its decoded instructions never need invalidating.
       } else {
-        // Outside RAM, or a 32-bit instruction in its last halfword: instruction access fault
-        // (privileged spec 3.1.15; mtval is the faulting address).
+        // Outside RAM and ROM, or a 32-bit instruction in RAM's last halfword: instruction
+        // access fault (privileged spec 3.1.15; mtval is the faulting address).
         h.pc = pc;
         pc = m.trap(pc, CAUSE.INSTRUCTION_ACCESS_FAULT, po < ramSize ? (pc + 2) | 0 : pc, n);
         if (m.stopped) break outer;
         continue;
       }
-      // Mark the page(s) holding the instruction so stores into them invalidate the cache.
-      const p0 = po >>> 12;
-      if ((gate[p0] & GATE_CODE) === 0) Atomics.or(gate, p0, GATE_CODE);
-      const p1 = (po + 2) >>> 12;
-      if (p1 !== p0 && (raw & 3) === 3 && (gate[p1] & GATE_CODE) === 0) {
-        Atomics.or(gate, p1, GATE_CODE);
+      if (po < ramSize) {
+        // Mark the page(s) holding the instruction so stores into them invalidate the cache.
+        const p0 = po >>> 12;
+        if ((gate[p0] & GATE_CODE) === 0) Atomics.or(gate, p0, GATE_CODE);
+        const p1 = (po + 2) >>> 12;
+        if (p1 !== p0 && (raw & 3) === 3 && (gate[p1] & GATE_CODE) === 0) {
+          Atomics.or(gate, p1, GATE_CODE);
+        }
       }
       cache[ci] = pc;
       cache[ci + 3] = raw;

@@ -2,7 +2,7 @@
 // only format errors or ConvertError, and convert leaves no output behind.
 import { assert, assertEquals } from "@std/assert/mod.js";
 import { LsnapError } from "../format/errors.ts";
-import { ConvertError, convertSnapshot } from "../tools/convert.ts";
+import { ConvertError, convertSnapshot } from "../tools/convert/mod.ts";
 import { diffSnapshots } from "../tools/diff.ts";
 import { inspectSnapshot } from "../tools/inspect.ts";
 import { verifySnapshot } from "../tools/verify.ts";

@@ -1,10 +1,13 @@
 /**
- * Parsers for option values the commands share: sizes ("256K", "1MiB"), addresses ("0x8000_0000"),
- * compression ("zstd:3") and raw region specs ("ram:0x80000000:ram.img"). Each throws an Error
- * worded "Cannot parse <option>: ..." that the command prints as is.
+ * Parsers for option values the commands share: sizes ("256K", "1MiB"), counts, addresses
+ * ("0x8000_0000"), compression ("zstd:3") and raw region specs ("ram:0x80000000:ram.img"). Each
+ * throws a {@linkcode UsageError} worded "Cannot parse <option>: ..." that the command prints
+ * as is (exit status 2).
  *
  * @module
  */
+import { UsageError } from "./_command.ts";
+import type { CompressionChoice, RawRegionSpec } from "./convert/types.ts";
 
 const SIZE_UNITS: Record<string, number> = {
   "": 1,
@@ -21,23 +24,54 @@ const SIZE_UNITS: Record<string, number> = {
 };
 
 /**
- * Parses a byte size with an optional binary unit: "4096", "256K", "1MiB", "2g".
+ * Parses a byte size with an optional binary unit: "4096", "256K", "1MiB", "2g", "1.5M" (every
+ * command's sizes: `--batch`, `--page-size`, `--ram`, `--cow-buffer`). Zero is refused unless
+ * `zero` allows it.
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert/mod.js";
  * import { parseSize } from "./_args.ts";
- * parseSize("256K", "--batch"); // 262144
+ * assertEquals(parseSize("256K", "--batch"), 262144);
+ * assertEquals(parseSize("0", "--cow-buffer", { zero: true }), 0);
  * ```
  */
-export function parseSize(text: string, option: string): number {
+export function parseSize(text: string, option: string, options: { zero?: boolean } = {}): number {
   const m = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(text);
   const unit = m ? SIZE_UNITS[m[2].toLowerCase()] : undefined;
   if (!m || unit === undefined) {
-    throw new Error(`Cannot parse ${option}: '${text}' is not a size like 4096, 256K or 1M`);
+    throw new UsageError(`Cannot parse ${option}: '${text}' is not a size like 4096, 256K or 1M`);
   }
   const value = Math.round(Number(m[1]) * unit);
-  if (!Number.isSafeInteger(value) || value <= 0) {
-    throw new Error(`Cannot parse ${option}: '${text}' is not a positive size`);
+  if (!Number.isSafeInteger(value) || value < 0 || (value === 0 && !options.zero)) {
+    throw new UsageError(
+      `Cannot parse ${option}: '${text}' is not a ${options.zero ? "" : "positive "}size`,
+    );
+  }
+  return value;
+}
+
+/**
+ * Parses a whole number in decimal, at least `min` (default 0); `what` names it in the message
+ * ("an instruction count").
+ *
+ * @example
+ * ```ts
+ * import { assertEquals } from "@std/assert/mod.js";
+ * import { parseCount } from "./_args.ts";
+ * assertEquals(parseCount("100", "--max-errors", { min: 1 }), 100);
+ * ```
+ */
+export function parseCount(
+  text: string,
+  option: string,
+  options: { min?: number; what?: string } = {},
+): number {
+  const min = options.min ?? 0;
+  const what = options.what ?? (min > 0 ? "a positive integer" : "a whole number");
+  const value = Number(text);
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(value) || value < min) {
+    throw new UsageError(`Cannot parse ${option}: '${text}' is not ${what}`);
   }
   return value;
 }
@@ -59,16 +93,9 @@ export function parseAddress(text: string, option: string): number {
     ? Number(t)
     : NaN;
   if (!Number.isSafeInteger(value)) {
-    throw new Error(`Cannot parse ${option}: '${text}' is not an address like 0x80000000`);
+    throw new UsageError(`Cannot parse ${option}: '${text}' is not an address like 0x80000000`);
   }
   return value;
-}
-
-/** How pages are to be stored. */
-export interface CompressionChoice {
-  codec: "raw" | "zstd";
-  /** zstd level (1..19), when codec is zstd. */
-  level?: number;
 }
 
 /**
@@ -88,14 +115,9 @@ export function parseCompression(text: string): CompressionChoice {
     const level = Number(m[1]);
     if (level >= 1 && level <= 19) return { codec: "zstd", level };
   }
-  throw new Error(`Cannot parse --compress: '${text}' is not none, zstd or zstd:LEVEL (1..19)`);
-}
-
-/** One flat memory image for `convert --from raw`. */
-export interface RawRegionSpec {
-  name: string;
-  base: number;
-  path: string;
+  throw new UsageError(
+    `Cannot parse --compress: '${text}' is not none, zstd or zstd:LEVEL (1..19)`,
+  );
 }
 
 /**
@@ -111,17 +133,11 @@ export function parseRegionSpec(text: string): RawRegionSpec {
   const first = text.indexOf(":");
   const second = first < 0 ? -1 : text.indexOf(":", first + 1);
   if (first <= 0 || second < 0 || second === text.length - 1) {
-    throw new Error(`Cannot parse --region: '${text}' is not NAME:BASE:FILE`);
+    throw new UsageError(`Cannot parse --region: '${text}' is not NAME:BASE:FILE`);
   }
   return {
     name: text.slice(0, first),
     base: parseAddress(text.slice(first + 1, second), "--region"),
     path: text.slice(second + 1),
   };
-}
-
-/** Returns the values of a repeatable option as a list (parseArgs gives a string or an array). */
-export function listOf(value: unknown): string[] {
-  if (value === undefined || value === false) return [];
-  return (Array.isArray(value) ? value : [value]).map(String);
 }

@@ -12,9 +12,11 @@ import {
   type PrecopyOptions,
   type ScheduledRequest,
 } from "../emulator/snapshot/live_machine.ts";
-import type { HaltReason } from "../emulator/snapshot/guest_worker.ts";
+import type { HaltReason } from "../emulator/snapshot/protocol.ts";
 import type { SnapshotMetrics } from "../emulator/snapshot/metrics.ts";
 import type { SnapshotMode } from "../emulator/snapshot/session.ts";
+import { parseCount, parseSize } from "./_args.ts";
+import { UsageError } from "./_command.ts";
 import { serveControl } from "./control.ts";
 
 /** Options shared by `run` and `restore` in live mode. */
@@ -24,6 +26,10 @@ export interface LiveRunOptions {
   ramSize?: number;
   input?: Uint8Array;
   stopAt?: number;
+  /** Instead of `stopAt`: stop once this many instructions have retired after the start. */
+  runFor?: number;
+  /** Print the fields a restored QEMU snapshot's mapping ignored or approximated (stderr). */
+  verbose?: boolean;
   digest: boolean;
   snapshotAt: number[];
   snapshotEvery?: number;
@@ -41,36 +47,22 @@ export interface LiveRunOptions {
   print: (bytes: Uint8Array) => void;
 }
 
-const UNITS: Record<string, number> = {
-  "": 1,
-  K: 1024,
-  KB: 1024,
-  KIB: 1024,
-  M: 1024 ** 2,
-  MB: 1024 ** 2,
-  MIB: 1024 ** 2,
-  G: 1024 ** 3,
-  GB: 1024 ** 3,
-  GIB: 1024 ** 3,
-};
-
 /** Parses `--cow-buffer`: `max`, or a size such as `0`, `64K`, `16M` (whole pages are used). */
 export function parseCowBuffer(text: string): CowBufferSize {
   if (text.trim().toLowerCase() === "max") return "max";
-  const m = /^\s*(\d+)\s*([a-zA-Z]*)\s*$/.exec(text);
-  const unit = m === null ? undefined : UNITS[m[2].toUpperCase()];
-  if (m === null || unit === undefined) {
-    throw new RangeError(
-      `Cannot parse --cow-buffer '${text}': use max, or a size like 0, 64K, 16M`,
+  try {
+    return parseSize(text, "--cow-buffer", { zero: true });
+  } catch {
+    throw new UsageError(
+      `Cannot parse --cow-buffer: '${text}' is not max or a size like 0, 64K, 16M`,
     );
   }
-  return Number(m[1]) * unit;
 }
 
 /** Parses `--mode`. */
 export function parseMode(text: string): SnapshotMode {
   if (text === "cow" || text === "precopy" || text === "stop") return text;
-  throw new RangeError(`Cannot use --mode '${text}': use cow, precopy or stop`);
+  throw new UsageError(`Cannot parse --mode: '${text}' is not cow, precopy or stop`);
 }
 
 /** Parses `--precopy-max-passes` and `--downtime-ms` (either may be absent). */
@@ -78,30 +70,21 @@ export function parsePrecopyOptions(
   maxPasses: string | undefined,
   downtimeMs: string | undefined,
 ): PrecopyOptions {
-  const whole = (option: string, text: string, what: string) => {
-    const n = Number(text);
-    if (!/^\d+$/.test(text) || !Number.isSafeInteger(n)) {
-      throw new RangeError(`Cannot use ${option} '${text}': not ${what}`);
-    }
-    return n;
-  };
   const o: PrecopyOptions = {};
   if (maxPasses !== undefined) {
-    o.maxPasses = whole("--precopy-max-passes", maxPasses, "a number of passes");
+    o.maxPasses = parseCount(maxPasses, "--precopy-max-passes", { what: "a number of passes" });
   }
   if (downtimeMs !== undefined) {
-    o.downtimeMs = whole("--downtime-ms", downtimeMs, "a whole number of milliseconds");
+    o.downtimeMs = parseCount(downtimeMs, "--downtime-ms", {
+      what: "a whole number of milliseconds",
+    });
   }
   return o;
 }
 
 /** Parses an instruction count option. */
-export function parseCount(option: string, text: string): number {
-  const n = Number(text);
-  if (!/^\d+$/.test(text) || !Number.isSafeInteger(n)) {
-    throw new RangeError(`Cannot use ${option} '${text}': not an instruction count`);
-  }
-  return n;
+export function parseInstructionCount(option: string, text: string): number {
+  return parseCount(text, option, { what: "an instruction count" });
 }
 
 /** The file name for a snapshot at `n` from `--out`: `{n}` is replaced; without it, with
@@ -198,6 +181,7 @@ export async function runLive(o: LiveRunOptions): Promise<number> {
       input: o.input,
       uartSink: print,
       stopAt: o.stopAt ?? null,
+      runFor: o.runFor ?? null,
       schedule,
       every: o.snapshotEvery === undefined ? null : {
         interval: o.snapshotEvery,
@@ -213,6 +197,9 @@ export async function runLive(o: LiveRunOptions): Promise<number> {
     metricsFile?.close();
     console.error(`${o.name}: ${(e as Error).message}`);
     return 1;
+  }
+  if (o.verbose) {
+    for (const n of machine.restoredNotes) console.error(`${o.name}: ${n.field}: ${n.note}`);
   }
   const control = o.control === undefined ? null : await serveControl(o.control, machine, {
     onSnapshot: report,
@@ -263,33 +250,35 @@ export interface LiveArgs {
 }
 
 /**
- * Parses the options `run` and `restore` share; throws a RangeError worded for the user.
+ * Parses the options `run` and `restore` share; throws a {@linkcode UsageError}.
  * `snapshot-at` must be declared with `collect`.
  */
 export function parseLiveArgs(opts: LiveArgValues & { digest?: boolean }): LiveArgs {
   const one = (name: (typeof LIVE_STRING_OPTIONS)[number]) => opts[name] as string | undefined;
   const stopAtText = one("stop-at");
-  const stopAt = stopAtText === undefined ? undefined : parseCount("--stop-at", stopAtText);
+  const stopAt = stopAtText === undefined
+    ? undefined
+    : parseInstructionCount("--stop-at", stopAtText);
   const at = (opts["snapshot-at"] ?? []) as string[];
   const everyText = one("snapshot-every");
   if (at.length === 0 && everyText === undefined && one("control") === undefined) {
     for (const o of ["out", "mode", "cow-buffer", "metrics", "precopy-max-passes", "downtime-ms"]) {
       if (opts[o as keyof LiveArgValues] !== undefined) {
-        throw new RangeError(`--${o} needs --snapshot-at, --snapshot-every or --control`);
+        throw new UsageError(`--${o} needs --snapshot-at, --snapshot-every or --control`);
       }
     }
     return { stopAt, live: null };
   }
   const snapshotEvery = everyText === undefined
     ? undefined
-    : parseCount("--snapshot-every", everyText);
-  if (snapshotEvery === 0) throw new RangeError("Cannot use --snapshot-every 0");
+    : parseInstructionCount("--snapshot-every", everyText);
+  if (snapshotEvery === 0) throw new UsageError("Cannot use --snapshot-every 0");
   return {
     stopAt,
     live: {
       stopAt,
       digest: opts.digest ?? false,
-      snapshotAt: at.map((t) => parseCount("--snapshot-at", t)),
+      snapshotAt: at.map((t) => parseInstructionCount("--snapshot-at", t)),
       snapshotEvery,
       out: one("out"),
       mode: parseMode(one("mode") ?? "cow"),

@@ -1,4 +1,5 @@
 import { assertEquals, assertThrows } from "@std/assert/mod.js";
+import { UsageError } from "./_command.ts";
 import { parseLiveArgs, parsePrecopyOptions } from "./_live_run.ts";
 
 Deno.test("parsePrecopyOptions() reads --precopy-max-passes and --downtime-ms, and refuses junk", () => {
@@ -7,21 +8,21 @@ Deno.test("parsePrecopyOptions() reads --precopy-max-passes and --downtime-ms, a
   assertEquals(parsePrecopyOptions(undefined, "0"), { downtimeMs: 0 });
   assertThrows(
     () => parsePrecopyOptions("-1", undefined),
-    RangeError,
-    "Cannot use --precopy-max-passes '-1': not a number of passes",
+    UsageError,
+    "Cannot parse --precopy-max-passes: '-1' is not a number of passes",
   );
   assertThrows(
     () => parsePrecopyOptions(undefined, "2.5"),
-    RangeError,
-    "Cannot use --downtime-ms '2.5': not a whole number of milliseconds",
+    UsageError,
+    "Cannot parse --downtime-ms: '2.5' is not a whole number of milliseconds",
   );
 });
 
 Deno.test("parseLiveArgs() is what run and restore share: live options, refusals, stop-at", () => {
   assertEquals(parseLiveArgs({ "stop-at": "500" }), { stopAt: 500, live: null });
-  assertThrows(() => parseLiveArgs({ out: "x.lsnap" }), RangeError, "--out needs --snapshot-at");
-  assertThrows(() => parseLiveArgs({ "snapshot-every": "0" }), RangeError, "--snapshot-every 0");
-  assertThrows(() => parseLiveArgs({ "stop-at": "1e6" }), RangeError, "not an instruction count");
+  assertThrows(() => parseLiveArgs({ out: "x.lsnap" }), UsageError, "--out needs --snapshot-at");
+  assertThrows(() => parseLiveArgs({ "snapshot-every": "0" }), UsageError, "--snapshot-every 0");
+  assertThrows(() => parseLiveArgs({ "stop-at": "1e6" }), UsageError, "not an instruction count");
   const { live } = parseLiveArgs({
     "snapshot-at": ["100", "200"],
     out: "s-{n}.lsnap",

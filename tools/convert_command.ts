@@ -3,15 +3,21 @@
  *
  * @module
  */
-import { parseArgs } from "@std/cli/parse_args.js";
-import { LsnapError } from "../format/errors.ts";
+import { CorruptError, LsnapError } from "../format/errors.ts";
 import { QemuStreamError } from "../qemu/errors.ts";
-import { listOf, parseCompression, parseRegionSpec, parseSize } from "./_args.ts";
+import { parseAddress, parseCompression, parseRegionSpec, parseSize } from "./_args.ts";
+import { parseCommand, UsageError } from "./_command.ts";
 import { formatBytes } from "./_term.ts";
-import { type ConvertOptions, convertSnapshot, INPUT_FORMATS, OUTPUT_FORMATS } from "./convert.ts";
+import {
+  ConvertError,
+  type ConvertOptions,
+  convertSnapshot,
+  inputFormats,
+  outputFormats,
+} from "./convert/mod.ts";
 
 function usage(): string {
-  const list = (m: Map<string, { summary: string }>) =>
+  const list = (m: ReadonlyMap<string, { summary: string }>) =>
     [...m].map(([name, f]) => `    ${name.padEnd(10)} ${f.summary}`).join("\n");
   return `Usage: livesnap convert [options] IN OUT
        livesnap convert --from raw --region NAME:BASE:FILE [--region ...] OUT
@@ -28,6 +34,14 @@ kept byte for byte. --to qemu writes the stream back from such an .lsnap (QEMU l
 stream written is re-read by the QEMU stream reader and its RAM pages, device sections and
 stream data must give the input's content digest. What it cannot check here: that QEMU's own
 device models accept the device state (that needs the QEMU that wrote it).
+
+--to qemu of a snapshot livesnap's own machine took writes a stream of QEMU's riscv32 'virt'
+board (hart, timer, PLIC, UART, RAM and mask ROM), which QEMU resumes without -kernel:
+  qemu-system-riscv32 -machine virt -bios none -m SIZE -incoming "exec:cat OUT"
+with SIZE the snapshot's RAM size. The stream is read back, mapped to livesnap's machine again
+and compared with the snapshot (RAM and state); what QEMU cannot take (HTIF, more waiting UART
+input than it holds, a RAM size -m cannot give) is refused, and a timer QEMU 7.2 will not re-arm
+is warned about. See the README's field-by-field table.
 
 Options:
   --compress none|zstd[:LEVEL]  how pages are stored in an .lsnap output (default zstd:1)
@@ -55,9 +69,9 @@ Options:
 
 Formats:
   input:
-${list(INPUT_FORMATS)}
+${list(inputFormats())}
   output:
-${list(OUTPUT_FORMATS)}
+${list(outputFormats())}
 
 Examples:
   livesnap convert --compress zstd:9 --address-order vm.lsnap vm-small.lsnap
@@ -72,6 +86,9 @@ Examples:
   (qemu) migrate "exec:livesnap convert --from qemu - guest.lsnap"
   livesnap convert --to qemu guest.lsnap back.qemu
   qemu-system-riscv32 -machine virt ... -incoming "exec:cat back.qemu"
+  livesnap run guest.elf --ram 64M --snapshot-at 5000000 --out g.lsnap
+  livesnap convert --to qemu g.lsnap g.qemu                   # livesnap's own snapshot
+  qemu-system-riscv32 -machine virt -bios none -m 64M -incoming "exec:cat g.qemu"
   livesnap convert --to raw --region riscv_virt_board.ram guest.qemu ram.bin
 
 Exit status: 0 converted and checked, 1 the input is damaged or a check failed (nothing is
@@ -80,33 +97,17 @@ left at OUT), 2 usage or I/O error.`;
 
 /** Entry point; returns the exit status. */
 export async function main(args: string[]): Promise<number> {
-  let unknownOption: string | undefined;
-  const flags = parseArgs(args, {
-    boolean: ["address-order", "drop-duplicates", "index", "quiet", "help"],
-    string: ["compress", "batch", "from", "to", "region", "page-size", "base"],
-    collect: ["region", "base"],
-    negatable: ["index"],
-    default: { index: true },
-    unknown: (arg: string) => {
-      if (arg.startsWith("-") && arg !== "-") {
-        unknownOption ??= arg;
-        return false;
-      }
-      return true;
-    },
+  const command = parseCommand(args, {
+    name: "livesnap convert",
+    usage: usage(),
+    boolean: ["address-order", "drop-duplicates", "index", "quiet"],
+    string: ["compress", "batch", "from", "to", "page-size"],
+    list: ["region", "base"],
+    negatable: { index: true },
   });
-  if (flags.help) {
-    console.log(usage());
-    return 0;
-  }
-  const positional = flags._.map(String);
+  if (typeof command === "number") return command;
+  const { options: flags, positional, usageError } = command;
   const from = flags.from ?? "lsnap";
-  const to = flags.to ?? "lsnap";
-  const fail = (message: string) => {
-    console.error(`livesnap convert: ${message}\n\nRun 'livesnap convert --help' for usage.`);
-    return 2;
-  };
-  if (unknownOption !== undefined) return fail(`unknown option ${unknownOption}`);
   let input: string;
   let output: string;
   if (from === "raw" && positional.length === 1) {
@@ -115,40 +116,39 @@ export async function main(args: string[]): Promise<number> {
   } else if (positional.length === 2) {
     [input, output] = positional;
   } else {
-    return fail(`expected IN and OUT, got ${positional.length} arguments`);
+    return usageError(`expected IN and OUT, got ${positional.length} arguments`);
   }
   const options: ConvertOptions = {
     // Without --from, convertSnapshot recognises a QEMU stream by its magic.
     from: flags.from,
-    to,
+    to: flags.to ?? "lsnap",
     addressOrder: flags["address-order"],
     dropDuplicates: flags["drop-duplicates"],
     index: flags.index,
     warn: (m) => console.error(`livesnap convert: warning: ${m}`),
   };
-  const regions = listOf(flags.region);
+  const regions = flags.region;
   try {
     if (flags.compress !== undefined) options.compress = parseCompression(flags.compress);
     if (flags.batch !== undefined) options.batchBytes = parseSize(flags.batch, "--batch");
     if (flags["page-size"] !== undefined) {
       options.pageSize = parseSize(flags["page-size"], "--page-size");
     }
-    const bases = listOf(flags.base);
-    if (bases.length > 0) {
+    if (flags.base.length > 0) {
       options.bases = {};
-      for (const b of bases) {
-        const m = /^(.+)=(0x[0-9a-fA-F]+|[0-9]+)$/.exec(b);
-        if (m === null) throw new Error(`--base '${b}' is not NAME=ADDR`);
-        options.bases[m[1]] = Number(m[2]);
+      for (const b of flags.base) {
+        const eq = b.lastIndexOf("=");
+        if (eq <= 0) throw new UsageError(`Cannot parse --base: '${b}' is not NAME=ADDR`);
+        options.bases[b.slice(0, eq)] = parseAddress(b.slice(eq + 1), "--base");
       }
     }
     if (from === "raw") options.rawRegions = regions.map(parseRegionSpec);
-    else if (regions.length > 1) return fail("--region NAME may be given once");
+    else if (regions.length > 1) return usageError("--region NAME may be given once");
     else options.region = regions[0];
   } catch (e) {
-    return fail((e as Error).message);
+    return usageError(e);
   }
-  if (from !== "raw" && input === "") return fail("expected IN");
+  if (from !== "raw" && input === "") return usageError("expected IN");
   try {
     const r = await convertSnapshot(input, output, options);
     if (!flags.quiet) {
@@ -162,18 +162,15 @@ export async function main(args: string[]): Promise<number> {
     }
     return 0;
   } catch (e) {
-    if (
-      e instanceof LsnapError || e instanceof QemuStreamError ||
-      (e as Error).name === "ConvertError"
-    ) {
-      const hint = flags.from === undefined && input === "-" &&
-          (e as Error).message.includes("bad magic")
-        ? " (a QEMU stream on standard input needs --from qemu)"
-        : "";
-      console.error(`livesnap convert: ${(e as Error).message}${hint}`);
-      return 1;
-    }
-    console.error(`livesnap convert: ${(e as Error).message}`);
-    return 2;
+    const damagedOrFailedCheck = e instanceof LsnapError || e instanceof QemuStreamError ||
+      e instanceof ConvertError;
+    // Standard input that does not start like an .lsnap file may be a QEMU stream, which is
+    // recognised only in a file (the bytes looked at would be lost to the reader).
+    const hint = flags.from === undefined && input === "-" && e instanceof CorruptError &&
+        e.offset === 0
+      ? " (a QEMU stream on standard input needs --from qemu)"
+      : "";
+    console.error(`livesnap convert: ${(e as Error).message}${hint}`);
+    return damagedOrFailedCheck ? 1 : 2;
   }
 }

@@ -4,7 +4,7 @@
  * @module
  */
 
-import { parseArgs } from "@std/cli/parse_args.js";
+import { parseCommand, UsageError } from "./_command.ts";
 import { CONTROL_COMMANDS, type ControlRequest, controlRequest } from "./control.ts";
 import { parseCowBuffer, parseMode } from "./_live_run.ts";
 
@@ -33,42 +33,24 @@ Examples:
 
 /** Entry point: returns the process exit status. */
 export async function main(args: string[]): Promise<number> {
-  let unknown: string | null = null;
-  const opts = parseArgs(args, {
+  const command = parseCommand(args, {
+    name: "livesnap ctl",
+    usage: USAGE,
     string: ["out", "mode", "cow-buffer"],
-    boolean: ["help"],
-    alias: { h: "help" },
-    unknown: (a: string) => {
-      if (a.startsWith("-")) {
-        unknown ??= a;
-        return false;
-      }
-      return true;
-    },
   });
-  if (opts.help) {
-    console.log(USAGE);
-    return 0;
+  if (typeof command === "number") return command;
+  const { options: opts, positional, usageError } = command;
+  const [path, name, ...rest] = positional;
+  if (path === undefined || name === undefined || rest.length > 0) {
+    return usageError("expected a socket path and one command");
   }
-  if (unknown !== null) {
-    console.error(`livesnap ctl: unknown option ${unknown}\n\n${USAGE}`);
-    return 2;
+  if (!(CONTROL_COMMANDS as readonly string[]).includes(name)) {
+    return usageError(`unknown command '${name}' (known: ${CONTROL_COMMANDS.join(", ")})`);
   }
-  const [path, command, ...rest] = opts._.map(String);
-  if (path === undefined || command === undefined || rest.length > 0) {
-    console.error(`livesnap ctl: expected a socket path and one command\n\n${USAGE}`);
-    return 2;
-  }
-  if (!(CONTROL_COMMANDS as readonly string[]).includes(command)) {
-    console.error(
-      `livesnap ctl: unknown command '${command}' (known: ${CONTROL_COMMANDS.join(", ")})`,
-    );
-    return 2;
-  }
-  const req: ControlRequest = { execute: command };
+  const req: ControlRequest = { execute: name };
   try {
-    if (command === "snapshot") {
-      if (opts.out === undefined) throw new RangeError("snapshot needs --out FILE");
+    if (name === "snapshot") {
+      if (opts.out === undefined) throw new UsageError("snapshot needs --out FILE");
       req.arguments = {
         // The server resolves a relative name against its own directory; send an absolute one.
         path: opts.out.startsWith("/") ? opts.out : `${Deno.cwd()}/${opts.out}`,
@@ -78,11 +60,10 @@ export async function main(args: string[]): Promise<number> {
     } else if (
       opts.out !== undefined || opts.mode !== undefined || opts["cow-buffer"] !== undefined
     ) {
-      throw new RangeError(`--out, --mode and --cow-buffer belong to the snapshot command`);
+      throw new UsageError(`--out, --mode and --cow-buffer belong to the snapshot command`);
     }
   } catch (e) {
-    console.error(`livesnap ctl: ${(e as Error).message}`);
-    return 2;
+    return usageError(e);
   }
   try {
     const reply = await controlRequest(path, req);

@@ -12,6 +12,7 @@ import { decodeDeviceState } from "../format/device_state.ts";
 import type { MachineDescription, Region } from "../format/header.ts";
 import { SnapshotStreamReader } from "../format/stream_reader.ts";
 import { diffStates, type FieldDifference } from "./_state_json.ts";
+import { countBytes } from "./_count_bytes.ts";
 import { openInput } from "./_io.ts";
 import { createProgress, type Progress } from "./_term.ts";
 import { isZeroPage } from "./_zero.ts";
@@ -31,15 +32,7 @@ interface PageHashes {
 async function hashSnapshot(path: string, progress: Progress): Promise<PageHashes> {
   const input = await openInput(path);
   try {
-    const counted = input.readable.pipeThrough(
-      new TransformStream<Uint8Array, Uint8Array>({
-        transform(chunk, c) {
-          progress.add(chunk.length);
-          c.enqueue(chunk);
-        },
-      }),
-    );
-    const reader = new SnapshotStreamReader(counted);
+    const reader = new SnapshotStreamReader(countBytes(input.readable, (n) => progress.add(n)));
     let chunks: PageHashes["chunks"] = [];
     const devices = new Map<string, DeviceSection>();
     for await (const r of reader.records()) {

@@ -3,7 +3,8 @@
  *
  * @module
  */
-import { parseArgs } from "@std/cli/parse_args.js";
+import { parseCount } from "./_args.ts";
+import { parseCommand } from "./_command.ts";
 import { colorEnabled, formatBytes, palette } from "./_term.ts";
 import { type DiffResult, diffSnapshots } from "./diff.ts";
 
@@ -82,35 +83,22 @@ function text(r: DiffResult, color: boolean): string {
 
 /** Entry point; returns the exit status. */
 export async function main(args: string[]): Promise<number> {
-  let unknownOption: string | undefined;
-  const flags = parseArgs(args, {
-    boolean: ["pages", "json", "help"],
+  const command = parseCommand(args, {
+    name: "livesnap diff",
+    usage: USAGE,
+    boolean: ["pages", "json"],
     string: ["max-pages"],
-    unknown: (arg: string) => {
-      if (arg.startsWith("-") && arg !== "-") {
-        unknownOption ??= arg;
-        return false;
-      }
-      return true;
-    },
   });
-  if (flags.help) {
-    console.log(USAGE);
-    return 0;
-  }
-  const files = flags._.map(String);
-  const fail = (m: string) => {
-    console.error(`livesnap diff: ${m}\n\nRun 'livesnap diff --help' for usage.`);
-    return 2;
-  };
-  if (unknownOption !== undefined) return fail(`unknown option ${unknownOption}`);
-  if (files.length !== 2) return fail(`expected A and B, got ${files.length} arguments`);
+  if (typeof command === "number") return command;
+  const { options: flags, positional: files, usageError } = command;
+  if (files.length !== 2) return usageError(`expected A and B, got ${files.length} arguments`);
   let maxPages: number | undefined;
-  if (flags["max-pages"] !== undefined) {
-    maxPages = Number(flags["max-pages"]);
-    if (!Number.isInteger(maxPages) || maxPages < 0) {
-      return fail(`Cannot parse --max-pages: '${flags["max-pages"]}'`);
+  try {
+    if (flags["max-pages"] !== undefined) {
+      maxPages = parseCount(flags["max-pages"], "--max-pages", { what: "a number of pages" });
     }
+  } catch (e) {
+    return usageError(e);
   }
   let result: DiffResult;
   try {

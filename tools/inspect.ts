@@ -1,17 +1,74 @@
 /**
  * `inspect`: what a snapshot holds, as one plain object (the shape `inspect --json` prints):
  * regions, page counts by encoding, compression, records, device sections, digests, whether the
- * file is complete; optionally the page map, and one device's decoded state.
+ * file is complete, where its instruction count comes from; optionally the page map, and one
+ * device's decoded state.
  *
  * @module
  */
+import { countBytes } from "./_count_bytes.ts";
 import { isZeroPage } from "./_zero.ts";
 import { toHex } from "../format/checksum.ts";
 import { decodeDeviceState } from "../format/device_state.ts";
 import { LsnapError } from "../format/errors.ts";
 import { SnapshotStreamReader, sortDevices } from "../format/stream_reader.ts";
 import type { DeviceSection } from "../format/device_section.ts";
+import type { MachineDescription } from "../format/header.ts";
 import { type Json, stateToJson } from "./_state_json.ts";
+import { qemuMachineOf } from "../qemu/convert.ts";
+import { instructionsCountedFrom } from "../emulator/snapshot/machine_state.ts";
+import { MACHINE_NAME } from "../emulator/memory_map.ts";
+
+/**
+ * Where a snapshot's instruction count comes from: counted by livesnap since the guest's reset,
+ * counted since the restore of a QEMU stream (QEMU records none, so what ran before is not
+ * counted), or not recorded at all (a snapshot converted from a QEMU stream).
+ */
+export interface InstructionCount {
+  /** The hart's retired-instruction count, or null when the snapshot records none. */
+  retired: number | null;
+  countedFrom: "reset" | "qemu-stream" | "not-recorded";
+}
+
+/** The instruction count of a snapshot with `description` and these device sections. */
+export function instructionCountOf(
+  description: MachineDescription,
+  devices: Iterable<DeviceSection>,
+): InstructionCount | null {
+  if (qemuMachineOf(description) !== null) return { retired: null, countedFrom: "not-recorded" };
+  let machine: unknown;
+  try {
+    const meta = description.metadata?.length ? decodeDeviceState(description.metadata) : null;
+    machine = (meta as Record<string, unknown> | null)?.machine;
+  } catch {
+    return null;
+  }
+  if (machine !== MACHINE_NAME) return null;
+  for (const d of devices) {
+    if (d.id !== "hart" || d.instance !== 0 || d.encoding !== "cbor") continue;
+    try {
+      const retired = (decodeDeviceState(d.state) as Record<string, unknown>).retired;
+      if (typeof retired === "number" && Number.isSafeInteger(retired)) {
+        return { retired, countedFrom: instructionsCountedFrom(description) };
+      }
+    } catch {
+      return null;
+    }
+  }
+  return null;
+}
+
+/** One line saying where a snapshot's instruction count comes from (inspect's text output). */
+export function describeInstructionCount(c: InstructionCount): string {
+  switch (c.countedFrom) {
+    case "reset":
+      return `${c.retired} retired since the guest's reset (counted by livesnap)`;
+    case "qemu-stream":
+      return `${c.retired} retired since the restore of a QEMU stream (QEMU records no count: what ran before is not counted)`;
+    case "not-recorded":
+      return "not recorded (from a QEMU stream, which has no retired-instruction count): 'restore' counts from 0 at the restore point";
+  }
+}
 
 /** A format error as plain data. */
 export interface ErrorReport {
@@ -85,6 +142,8 @@ export interface InspectResult {
   error: ErrorReport | null;
   /** The page map, with `pages: true`: runs in address order, region by region. */
   pageMap?: PageRun[];
+  /** Where the hart's instruction count comes from; null for snapshots of other machines. */
+  instructions: InstructionCount | null;
 }
 
 /** Options of {@linkcode inspectSnapshot}. */
@@ -101,22 +160,6 @@ export function reportError(e: unknown): ErrorReport {
     return { kind: e.name, message: e.message, offset: e.offset, recordIndex: e.recordIndex };
   }
   throw e;
-}
-
-function counted(
-  stream: ReadableStream<Uint8Array>,
-  onBytes: ((n: number) => void) | undefined,
-  total: { n: number },
-) {
-  return stream.pipeThrough(
-    new TransformStream<Uint8Array, Uint8Array>({
-      transform(chunk, c) {
-        total.n += chunk.length;
-        onBytes?.(chunk.length);
-        c.enqueue(chunk);
-      },
-    }),
-  );
 }
 
 // Per page, kept per 4096-page chunk: state (0 absent, 1 zero, 2 data), occurrences, last record.
@@ -143,7 +186,12 @@ export async function inspectSnapshot(
   options: InspectOptions = {},
 ): Promise<InspectResult> {
   const bytesRead = { n: 0 };
-  const reader = new SnapshotStreamReader(counted(stream, options.onBytes, bytesRead));
+  const reader = new SnapshotStreamReader(
+    countBytes(stream, (n) => {
+      bytesRead.n += n;
+      options.onBytes?.(n);
+    }),
+  );
   const maps: Map<number, MapChunk>[] = [];
   const devices = new Map<string, DeviceSection>();
   const encodings = { zero: 0, raw: 0, zstd: 0 };
@@ -247,6 +295,7 @@ export async function inspectSnapshot(
     indexed: reader.indexOffset !== 0,
     extensions: reader.counts.extensions,
     error,
+    instructions: d === null ? null : instructionCountOf(d, devices.values()),
   };
   if (options.pages && d !== null) {
     const runs: PageRun[] = [];
@@ -302,10 +351,20 @@ export interface DeviceStateReport {
   description?: Json;
 }
 
+/** The snapshot has no section of the device asked for; the message names those it has. */
+export class DeviceNotFoundError extends Error {
+  /** Makes the error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "DeviceNotFoundError";
+  }
+}
+
 /**
  * Reads a snapshot from a stream and returns the last section of device `id` (instance
  * `instance`, or the lowest instance when omitted), decoded. Throws an `LsnapError` subclass for
- * a damaged file, and an Error naming the devices present when there is no such device.
+ * a damaged file, and a {@linkcode DeviceNotFoundError} naming the devices present when there
+ * is no such device.
  *
  * @example
  * ```ts
@@ -337,7 +396,7 @@ export async function inspectDevice(
   const d = all.find((x) => x.id === id && (instance === undefined || x.instance === instance));
   if (d === undefined) {
     const names = all.map((x) => `${x.id}:${x.instance}`).join(", ") || "none";
-    throw new Error(
+    throw new DeviceNotFoundError(
       `Cannot find device ${id}${instance === undefined ? "" : `:${instance}`} (devices: ${names})`,
     );
   }

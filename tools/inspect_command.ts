@@ -5,14 +5,21 @@
  *
  * @module
  */
-import { parseArgs } from "@std/cli/parse_args.js";
 import { LsnapError } from "../format/errors.ts";
 import { QemuStreamError } from "../qemu/errors.ts";
 import { formatQemuSummary, inspectQemuStream, isQemuStream } from "../qemu/inspect.ts";
+import { parseSize } from "./_args.ts";
+import { parseCommand } from "./_command.ts";
 import { openInput } from "./_io.ts";
 import { peekBytes } from "./_peek.ts";
 import { colorEnabled, createProgress, formatBytes, formatRatio, palette } from "./_term.ts";
-import { inspectDevice, type InspectResult, inspectSnapshot } from "./inspect.ts";
+import {
+  describeInstructionCount,
+  DeviceNotFoundError,
+  inspectDevice,
+  type InspectResult,
+  inspectSnapshot,
+} from "./inspect.ts";
 
 const USAGE = `Usage: livesnap inspect [options] FILE
 
@@ -84,6 +91,9 @@ function text(r: InspectResult, color: boolean): string {
     ...r.devices.map((d) =>
       `  ${d.id}:${d.instance}  version ${d.version}, ${d.encoding}, ${formatBytes(d.bytes)}`
     ),
+    ...(r.instructions === null
+      ? []
+      : [`instructions ${describeInstructionCount(r.instructions)}`]),
     `index       ${r.indexed ? "yes" : "no"}`,
     `content     ${r.digests.content ?? "-"}`,
     `file        ${r.digests.file ?? "-"}`,
@@ -109,30 +119,27 @@ function text(r: InspectResult, color: boolean): string {
 
 /** Entry point; returns the exit status. */
 export async function main(args: string[]): Promise<number> {
-  let unknownOption: string | undefined;
-  const flags = parseArgs(args, {
-    boolean: ["json", "pages", "fields", "help"],
+  const command = parseCommand(args, {
+    name: "livesnap inspect",
+    usage: USAGE,
+    boolean: ["json", "pages", "fields"],
     string: ["device", "page-size"],
-    unknown: (arg: string) => {
-      if (arg.startsWith("-") && arg !== "-") {
-        unknownOption ??= arg;
-        return false;
-      }
-      return true;
-    },
   });
-  if (flags.help) {
-    console.log(USAGE);
-    return 0;
+  if (typeof command === "number") return command;
+  const { options: flags, positional: files, usageError } = command;
+  if (files.length !== 1) return usageError("expected one FILE");
+  const device = flags.device === undefined ? undefined : /^(.+?)(?::(\d+))?$/.exec(flags.device);
+  if (device === null) {
+    return usageError(`Cannot parse --device: '${flags.device}' is not ID or ID:INSTANCE`);
   }
-  const files = flags._.map(String);
-  if (unknownOption !== undefined || files.length !== 1) {
-    console.error(
-      `livesnap inspect: ${
-        unknownOption ? `unknown option ${unknownOption}` : "expected one FILE"
-      }\n\n${USAGE}`,
-    );
-    return 2;
+  let pageSize: number | undefined;
+  try {
+    if (flags["page-size"] !== undefined) pageSize = parseSize(flags["page-size"], "--page-size");
+  } catch (e) {
+    return usageError(e);
+  }
+  if (pageSize !== undefined && pageSize < 512) {
+    return usageError(`Cannot parse --page-size: '${flags["page-size"]}' is below 512 bytes`);
   }
   let input;
   try {
@@ -142,13 +149,6 @@ export async function main(args: string[]): Promise<number> {
     return 2;
   }
   try {
-    const device = flags.device === undefined ? undefined : /^(.+?)(?::(\d+))?$/.exec(flags.device);
-    if (device === null) {
-      console.error(
-        `livesnap inspect: Cannot parse --device: '${flags.device}' is not ID or ID:INSTANCE`,
-      );
-      return 2;
-    }
     let readable: ReadableStream<Uint8Array>;
     let head: Uint8Array;
     try {
@@ -161,7 +161,7 @@ export async function main(args: string[]): Promise<number> {
       return await inspectQemu(readable, {
         json: flags.json,
         fields: flags.fields,
-        pageSize: flags["page-size"],
+        pageSize,
         pages: flags.pages,
         device: device === undefined ? undefined : [device[1], device[2]],
       });
@@ -178,9 +178,7 @@ export async function main(args: string[]): Promise<number> {
         return 0;
       } catch (e) {
         console.error(`livesnap inspect: ${(e as Error).message}`);
-        return e instanceof LsnapError || (e as Error).message.startsWith("Cannot find device")
-          ? 1
-          : 2;
+        return e instanceof LsnapError || e instanceof DeviceNotFoundError ? 1 : 2;
       }
     }
     const progress = createProgress({ label: "inspect", total: input.size });
@@ -212,7 +210,7 @@ async function inspectQemu(
     json: boolean;
     fields: boolean;
     pages: boolean;
-    pageSize: string | undefined;
+    pageSize: number | undefined;
     device: [string, string | undefined] | undefined;
   },
 ): Promise<number> {
@@ -220,14 +218,9 @@ async function inspectQemu(
     console.error("livesnap inspect: --pages describes .lsnap files; this is a QEMU stream");
     return 2;
   }
-  const pageSize = o.pageSize === undefined ? undefined : Number(o.pageSize);
-  if (pageSize !== undefined && !(Number.isInteger(pageSize) && pageSize >= 512)) {
-    console.error(`livesnap inspect: --page-size '${o.pageSize}' is not a page size`);
-    return 2;
-  }
   let summary;
   try {
-    summary = await inspectQemuStream(readable, { pageSize });
+    summary = await inspectQemuStream(readable, { pageSize: o.pageSize });
   } catch (e) {
     if (e instanceof QemuStreamError) {
       console.error(`livesnap inspect: ${e.message}`);

@@ -139,7 +139,7 @@ Deno.test("livesnap convert exits 1 on a damaged QEMU stream and on --to qemu of
     assertEquals([...Deno.readDirSync(dir)].map((e) => e.name).sort(), ["cut.qemu", "paused.qemu"]);
     const c = await capture(() => convert(["--from", "qemu", "--base", "ram", path, `${dir}/o`]));
     assertEquals(c.code, 2);
-    assertStringIncludes(c.err, "--base 'ram' is not NAME=ADDR");
+    assertStringIncludes(c.err, "Cannot parse --base: 'ram' is not NAME=ADDR");
   });
 });
 

@@ -6,6 +6,8 @@
 
 import { type ExitReason, Machine } from "../emulator/machine.ts";
 import { DEFAULT_RAM_SIZE, MAX_RAM_SIZE, PAGE_SIZE } from "../emulator/memory_map.ts";
+import { parseSize } from "./_args.ts";
+import { UsageError } from "./_command.ts";
 
 /** Options for {@linkcode runGuest}. */
 export interface RunGuestOptions {
@@ -63,30 +65,12 @@ export function runGuest(options: RunGuestOptions): RunGuestResult {
   return { exit, retired: machine.hart.retired, machine };
 }
 
-const UNITS: Record<string, number> = {
-  "": 1,
-  K: 1024,
-  KB: 1024,
-  KIB: 1024,
-  M: 1024 ** 2,
-  MB: 1024 ** 2,
-  MIB: 1024 ** 2,
-  G: 1024 ** 3,
-  GB: 1024 ** 3,
-  GIB: 1024 ** 3,
-};
-
-/** Parse a RAM size such as `128M`, `1G`, `64MiB` or `4194304` (binary units). */
+/** Parse a RAM size such as `128M`, `1G`, `64MiB` or `4194304` (binary units) for `--ram`. */
 export function parseRamSize(text: string): number {
-  const m = /^\s*(\d+)\s*([a-zA-Z]*)\s*$/.exec(text);
-  const unit = m === null ? undefined : UNITS[m[2].toUpperCase()];
-  if (m === null || unit === undefined) {
-    throw new RangeError(`Cannot parse RAM size '${text}': use a number with K, M or G`);
-  }
-  const size = Number(m[1]) * unit;
-  if (size <= 0 || size % PAGE_SIZE !== 0 || size > MAX_RAM_SIZE) {
-    throw new RangeError(
-      `Cannot use RAM size '${text}' (${size} bytes): it must be a multiple of ${PAGE_SIZE} from ${PAGE_SIZE} to 2 GiB`,
+  const size = parseSize(text, "--ram");
+  if (size % PAGE_SIZE !== 0 || size > MAX_RAM_SIZE) {
+    throw new UsageError(
+      `Cannot use --ram ${text} (${size} bytes): it must be a multiple of ${PAGE_SIZE} from ${PAGE_SIZE} to 2 GiB`,
     );
   }
   return size;

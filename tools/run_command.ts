@@ -4,7 +4,7 @@
  * @module
  */
 
-import { parseArgs } from "@std/cli/parse_args.js";
+import { parseCommand } from "./_command.ts";
 import { parseRamSize, runGuest } from "./run.ts";
 import { machineContentDigest as machineDigest } from "../emulator/snapshot/machine_state.ts";
 import { LIVE_STRING_OPTIONS, parseLiveArgs, runLive, stdoutSink } from "./_live_run.ts";
@@ -57,54 +57,27 @@ Examples:
 
 /** Entry point: returns the process exit status. */
 export async function main(args: string[]): Promise<number> {
-  let unknown: string | null = null;
-  // parseArgs takes a lone "-" for a positional argument; keep it as --input's value.
-  const joined = args.flatMap((a, i) =>
-    a === "-" && args[i - 1] === "--input"
-      ? []
-      : a === "--input" && args[i + 1] === "-"
-      ? ["--input=-"]
-      : [a]
-  );
-  const opts = parseArgs(joined, {
-    string: ["ram", "input", ...LIVE_STRING_OPTIONS],
-    collect: ["snapshot-at"],
-    boolean: ["digest", "help"],
-    alias: { h: "help" },
-    unknown: (a: string) => {
-      if (a.startsWith("-") && a !== "-") {
-        unknown ??= a;
-        return false;
-      }
-      return true;
-    },
+  const command = parseCommand(args, {
+    name: "livesnap run",
+    usage: USAGE,
+    boolean: ["digest"],
+    string: ["ram", "input", ...LIVE_STRING_OPTIONS.filter((o) => o !== "snapshot-at")],
+    list: ["snapshot-at"],
   });
-  if (unknown !== null) {
-    console.error(`livesnap run: unknown option ${unknown}\n\n${USAGE}`);
-    return 2;
-  }
-  if (opts.help) {
-    console.log(USAGE);
-    return 0;
-  }
-  const files = opts._.map(String);
-  if (files.length !== 1) {
-    console.error(`livesnap run: expected one ELF file, got ${files.length}\n\n${USAGE}`);
-    return 2;
-  }
+  if (typeof command === "number") return command;
+  const { options: opts, positional: files, usageError } = command;
+  if (files.length !== 1) return usageError(`expected one ELF file, got ${files.length}`);
   let ramSize: number | undefined;
   let parsed;
   try {
     if (opts.ram !== undefined) ramSize = parseRamSize(opts.ram);
     parsed = parseLiveArgs(opts);
   } catch (e) {
-    console.error(`livesnap run: ${(e as Error).message}`);
-    return 2;
+    return usageError(e);
   }
   const { stopAt, live } = parsed;
   if (opts.digest && stopAt === undefined && live === null) {
-    console.error("livesnap run: --digest needs --stop-at N (the state after N instructions)");
-    return 2;
+    return usageError("--digest needs --stop-at N (the state after N instructions)");
   }
   let elf: Uint8Array;
   let input: Uint8Array | undefined;

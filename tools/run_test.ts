@@ -1,4 +1,5 @@
 import { assertEquals, assertMatch, assertNotEquals, assertThrows } from "@std/assert/mod.js";
+import { UsageError } from "./_command.ts";
 import { parseRamSize, runGuest } from "./run.ts";
 import { machineContentDigest as machineDigest } from "../emulator/snapshot/machine_state.ts";
 import { Machine } from "../emulator/machine.ts";
@@ -23,9 +24,14 @@ Deno.test("parseRamSize() accepts binary units and rejects sizes the machine can
   assertEquals(parseRamSize("1G"), 1 << 30);
   assertEquals(parseRamSize("64MiB"), 64 << 20);
   assertEquals(parseRamSize("8192"), 8192);
-  assertThrows(() => parseRamSize("12x"), RangeError, "Cannot parse RAM size '12x'");
-  assertThrows(() => parseRamSize("1000"), RangeError, "multiple of 4096");
-  assertThrows(() => parseRamSize("3G"), RangeError, "to 2 GiB");
+  assertThrows(() => parseRamSize("12x"), UsageError, "Cannot parse --ram: '12x' is not a size");
+  assertThrows(
+    () => parseRamSize("0"),
+    UsageError,
+    "Cannot parse --ram: '0' is not a positive size",
+  );
+  assertThrows(() => parseRamSize("1000"), UsageError, "multiple of 4096");
+  assertThrows(() => parseRamSize("3G"), UsageError, "to 2 GiB");
 });
 
 Deno.test("runGuest() runs to power-off and reports the exit", () => {

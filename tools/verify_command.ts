@@ -4,10 +4,13 @@
  *
  * @module
  */
-import { parseArgs } from "@std/cli/parse_args.js";
+import { startPageDigestPool } from "../format/page_digest_pool.ts";
+import { parseCount } from "./_args.ts";
+import { parseCommand } from "./_command.ts";
 import { openInput } from "./_io.ts";
 import { colorEnabled, createProgress, formatBytes, palette } from "./_term.ts";
-import { type VerifyResult, verifySnapshot } from "./verify.ts";
+// Types only: verify.ts (and its WebAssembly) loads after the page workers have started.
+import type { VerifyResult } from "./verify.ts";
 
 const USAGE = `Usage: livesnap verify [options] FILE
 
@@ -60,50 +63,49 @@ function text(name: string, r: VerifyResult, color: boolean): string {
 
 /** Entry point; returns the exit status. */
 export async function main(args: string[]): Promise<number> {
-  let unknownOption: string | undefined;
-  const flags = parseArgs(args, {
-    boolean: ["json", "help"],
+  const command = parseCommand(args, {
+    name: "livesnap verify",
+    usage: USAGE,
+    boolean: ["json"],
     string: ["content", "max-errors"],
-    unknown: (arg: string) => {
-      if (arg.startsWith("-") && arg !== "-") {
-        unknownOption ??= arg;
-        return false;
-      }
-      return true;
-    },
   });
-  if (flags.help) {
-    console.log(USAGE);
-    return 0;
-  }
-  const files = flags._.map(String);
-  const usage = (m: string) => {
-    console.error(`livesnap verify: ${m}\n\n${USAGE}`);
-    return 2;
-  };
-  if (unknownOption !== undefined) return usage(`unknown option ${unknownOption}`);
-  if (files.length !== 1) return usage("expected one FILE");
+  if (typeof command === "number") return command;
+  const { options: flags, positional: files, usageError } = command;
+  if (files.length !== 1) return usageError("expected one FILE");
   let maxErrors: number | undefined;
-  if (flags["max-errors"] !== undefined) {
-    maxErrors = Number(flags["max-errors"]);
-    if (!Number.isInteger(maxErrors) || maxErrors < 1) {
-      return usage(`Cannot parse --max-errors: '${flags["max-errors"]}' is not a positive integer`);
+  try {
+    if (flags["max-errors"] !== undefined) {
+      maxErrors = parseCount(flags["max-errors"], "--max-errors", { min: 1 });
     }
+  } catch (e) {
+    return usageError(e);
   }
   if (flags.content !== undefined && !/^[0-9a-fA-F]{64}$/.test(flags.content)) {
-    return usage(`Cannot parse --content: '${flags.content}' is not 64 hex digits`);
+    return usageError(`Cannot parse --content: '${flags.content}' is not 64 hex digits`);
   }
   let result: VerifyResult;
   let progress;
   try {
     const input = await openInput(files[0]);
+    // A pipe may be long: let threads hash its pages too.
+    const sizeHint = input.size ?? Infinity;
+    const pool = startPageDigestPool({ sizeHint });
+    let verify: typeof import("./verify.ts");
+    try {
+      verify = await import("./verify.ts");
+    } catch (e) {
+      pool?.close();
+      throw e;
+    }
     progress = createProgress({ label: "verify", total: input.size });
     const p = progress;
     try {
-      result = await verifySnapshot(input.readable, {
+      result = await verify.verifySnapshot(input.readable, {
         maxErrors,
         content: flags.content,
         onBytes: (n) => p.add(n),
+        sizeHint,
+        pool,
       });
     } finally {
       p.done();

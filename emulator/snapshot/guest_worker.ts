@@ -4,15 +4,14 @@
  * precopy writer's requests for the next dirty set, and notices the writer's end. It is the only
  * thread that reads CPU or device state and the only one that stores into guest RAM.
  *
- * Protocol: see {@linkcode GuestBoot} (the one message it receives) and {@linkcode GuestEvent}
- * (what it posts back).
+ * Protocol (`protocol.ts`): `GuestBoot` is the one message it receives, `GuestEvent` what it posts
+ * back.
  *
  * @module
  */
 
-import { type ExitReason, Machine, type MachineState } from "../machine.ts";
-import type { MachineDescription } from "../../format/header.ts";
-import { type GuestSideMetrics, GuestSnapshotSide, nowUs } from "./guest_side.ts";
+import { Machine } from "../machine.ts";
+import { GuestSnapshotSide, nowUs } from "./guest_side.ts";
 import type { PauseCauses } from "./metrics.ts";
 import {
   CMD_PAUSE,
@@ -26,101 +25,9 @@ import {
 } from "./mailbox.ts";
 import { describeMachine } from "./machine_state.ts";
 import { epochMs, readThreadCpu } from "./metrics.ts";
+import type { GuestBoot, GuestEvent, GuestStatus, HaltReason } from "./protocol.ts";
 import { restoreMachine } from "./restore.ts";
-import {
-  type SessionBuffers,
-  type SnapshotMode,
-  TAG_AT,
-  TAG_CONTROL,
-  TAG_EVERY,
-  tagName,
-} from "./session.ts";
-
-/** A snapshot the guest takes by itself when it reaches an instruction count. */
-export interface ScheduledSnapshot {
-  /** Retired instructions at which to take it. */
-  at: number;
-  mode: SnapshotMode;
-  /** Copy buffer slots (pages) for `cow`. */
-  slots: number;
-}
-
-/** The boot message. Exactly one of `elf` and `restorePath`. */
-export interface GuestBoot {
-  elf?: Uint8Array;
-  restorePath?: string;
-  /** RAM size for `elf`; a restore takes the file's. */
-  ramSize?: number;
-  /** Bytes the guest reads from its UART. */
-  input?: Uint8Array;
-  mailbox: SharedArrayBuffer;
-  /** Where the guest sends the copy buffer's chunks: the writer holds the other end. */
-  chunkPort: MessagePort;
-  /** Stop (and report "stop-at") when this many instructions have retired. */
-  stopAt: number | null;
-  /** Taken in order; `at` must increase. */
-  schedule: ScheduledSnapshot[];
-  /** A snapshot at every multiple of `interval` retired instructions. */
-  every: { interval: number; mode: SnapshotMode; slots: number } | null;
-  /** Start paused (the host resumes it). */
-  startPaused?: boolean;
-  /** Instructions per slice while no snapshot runs (default 200 000). */
-  sliceInstructions?: number;
-}
-
-/** Why the guest stopped running for good (until restored elsewhere). */
-export type HaltReason = ExitReason | { reason: "stop-at" };
-
-/** What the guest thread reports. */
-export type GuestEvent =
-  | { type: "ready" }
-  | {
-    type: "booted";
-    ram: SharedArrayBuffer;
-    gate: SharedArrayBuffer;
-    buffers: SessionBuffers;
-    description: MachineDescription;
-    retired: number;
-    restoredDigest: string | null;
-  }
-  | { type: "boot-failed"; name: string; message: string }
-  | { type: "uart"; bytes: Uint8Array }
-  | {
-    type: "snapshot-started";
-    tag: string;
-    mode: SnapshotMode;
-    slots: number;
-    state: MachineState | null;
-    atInstruction: number;
-    startedAt: number;
-  }
-  | { type: "snapshot-final"; tag: string; state: MachineState; atInstruction: number }
-  | {
-    type: "snapshot-guest-done";
-    tag: string;
-    guest: GuestSideMetrics;
-    /** The longest time the guest thread retired no instruction because of this snapshot. */
-    pauseUs: number;
-    /** The longest stretch of each kind (`pauseUs` is the largest of them). */
-    pauseCauses: PauseCauses;
-    instructionsDuring: number;
-    cpuNs: number;
-    runQueueNs: number;
-  }
-  | { type: "snapshot-refused"; tag: string; message: string }
-  | { type: "halted"; halt: HaltReason; retired: number; state: MachineState }
-  | { type: "reply"; seq: number; status: GuestStatus; state?: MachineState }
-  | { type: "quit" };
-
-/** The guest's state as `status` reports it. */
-export interface GuestStatus {
-  state: "running" | "paused" | "halted";
-  retired: number;
-  halt: HaltReason | null;
-  snapshotInProgress: string | null;
-  /** The guest thread's time on a CPU since it started, nanoseconds (Linux; 0 where unknown). */
-  cpuNs: number;
-}
+import { type SnapshotMode, TAG_AT, TAG_CONTROL, TAG_EVERY, tagName } from "./session.ts";
 
 const port = globalThis as unknown as {
   postMessage(message: GuestEvent): void;
@@ -457,12 +364,14 @@ async function start(boot: GuestBoot): Promise<void> {
   const uartSink = (bytes: Uint8Array) => port.postMessage({ type: "uart", bytes: bytes.slice() });
   let machine: Machine;
   let restoredDigest: string | null = null;
+  let restoredNotes: { field: string; note: string }[] = [];
   try {
     if (boot.restorePath !== undefined) {
       const file = await Deno.open(boot.restorePath);
       const restored = await restoreMachine(file.readable, { uartSink });
       machine = restored.machine;
       restoredDigest = restored.contentDigest;
+      restoredNotes = restored.notes;
     } else {
       machine = Machine.fromElf(boot.elf!, { ramSize: boot.ramSize, uartSink });
     }
@@ -473,6 +382,7 @@ async function start(boot: GuestBoot): Promise<void> {
     return;
   }
   if (boot.input !== undefined) machine.uart.pushInput(boot.input);
+  if (boot.runFor != null) boot.stopAt = machine.hart.retired + boot.runFor;
   const thread = new GuestThread(machine, boot);
   port.postMessage({
     type: "booted",
@@ -482,6 +392,7 @@ async function start(boot: GuestBoot): Promise<void> {
     description: describeMachine(machine),
     retired: machine.hart.retired,
     restoredDigest,
+    restoredNotes,
   });
   thread.loop();
   port.postMessage({ type: "quit" });

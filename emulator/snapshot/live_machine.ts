@@ -16,13 +16,6 @@
 import type { MachineDescription } from "../../format/header.ts";
 import type { MachineState } from "../machine.ts";
 import { PAGE_SIZE } from "../memory_map.ts";
-import type {
-  GuestBoot,
-  GuestEvent,
-  GuestStatus,
-  HaltReason,
-  ScheduledSnapshot,
-} from "./guest_worker.ts";
 import type { GuestSideMetrics } from "./guest_side.ts";
 import {
   CMD_PAUSE,
@@ -42,22 +35,22 @@ import {
   type SnapshotMetrics,
 } from "./metrics.ts";
 import type { SnapshotMode } from "./session.ts";
-import type { WriterCommand, WriterEvent } from "./writer_worker.ts";
+import type {
+  GuestBoot,
+  GuestEvent,
+  GuestStatus,
+  HaltReason,
+  PrecopyOptions,
+  ScheduledSnapshot,
+  WriterCommand,
+  WriterEvent,
+} from "./protocol.ts";
 import type { WriterSideMetrics } from "./writer_loop.ts";
 
 /** A copy buffer size: bytes, or "max" (as many slots as RAM has pages: never stalls). */
 export type CowBufferSize = number | "max";
 
-/** Precopy's convergence policy (see `writer_loop.ts`); every field has a default. */
-export interface PrecopyOptions {
-  /** Passes after the first before the final pause whatever is dirty (default 20). */
-  maxPasses?: number;
-  /** Target downtime: pause once the dirty pages can be written in this time (default 50). */
-  downtimeMs?: number;
-  /** The highest auto-converge throttle, percent of wall time the guest sleeps (default 99;
-   * 0 turns auto-converge off). */
-  maxThrottlePct?: number;
-}
+export type { PrecopyOptions } from "./protocol.ts";
 
 /** What to snapshot and where. */
 export interface SnapshotRequest {
@@ -84,6 +77,9 @@ export interface LiveMachineOptions {
   uartSink?: (bytes: Uint8Array) => void;
   /** Halt the guest once this many instructions have retired. */
   stopAt?: number | null;
+  /** Instead of `stopAt`: halt it once this many have retired after the start (a restored
+   * snapshot's own count included). */
+  runFor?: number | null;
   /** Snapshots at given instruction counts. */
   schedule?: ScheduledRequest[];
   /** A snapshot every `interval` instructions; `path(k, atInstruction)` names the k-th file. */
@@ -189,6 +185,8 @@ export class LiveMachine {
   readonly startRetired: number;
   /** For a restored machine, the file's content digest. */
   readonly restoredDigest: string | null;
+  /** For a restored QEMU snapshot, the fields ignored or approximated (`restore --verbose`). */
+  readonly restoredNotes: { field: string; note: string }[];
   /** Resolves when the guest halts (exit, idle, lockup, reset, or `stopAt`). */
   readonly halted: Promise<HaltInfo>;
   readonly #guest: Worker;
@@ -232,6 +230,7 @@ export class LiveMachine {
     this.pageCount = this.ram.length / PAGE_SIZE;
     this.startRetired = booted.retired;
     this.restoredDigest = booted.restoredDigest;
+    this.restoredNotes = booted.restoredNotes;
     this.halted = new Promise((resolve, reject) => {
       this.#resolveHalt = resolve;
       this.#rejectHalt = reject;
@@ -325,6 +324,7 @@ export class LiveMachine {
       input: options.input,
       mailbox: mailbox.buffer,
       stopAt: options.stopAt ?? null,
+      runFor: options.runFor ?? null,
       // Slots are clamped to the page count by the guest, which knows it.
       schedule: schedule.map((s): ScheduledSnapshot => ({
         at: s.at,

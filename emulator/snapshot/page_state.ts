@@ -16,9 +16,9 @@
  *
  * Every move out of protected is one compare-and-swap (`Atomics.compareExchange`) on the entry,
  * never a read followed by a separate write, so two threads can never both believe they own a
- * page (see `shared/LIVE_SNAPSHOT_NOTES.md`). The guest copies on its own thread, inside its
- * store hook, so a copying page the guest meets is always the writer's: it waits for that page
- * alone. The writer skips every page of generation G: saved, or claimed by the guest (whose copy
+ * page (the invariants this keeps: `README.md`, "Page states and how the invariants are kept").
+ * The guest copies on its own thread, inside its store hook, so a copying page the guest meets
+ * is always the writer's: it waits for that page alone. The writer skips every page of generation G: saved, or claimed by the guest (whose copy
  * reaches the file from the buffer queue). The machine's bits (watch, code) are set and cleared
  * with `Atomics.or` / `Atomics.and` by the guest thread; a compare-and-swap that loses to one of
  * them reads the entry again.

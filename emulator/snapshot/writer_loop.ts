@@ -3,7 +3,7 @@
  * it from RAM or from a buffer slot, hands it to a {@linkcode PageSink} and frees what it held.
  * It runs on its own thread (a Worker) while the guest runs; it never reads CPU or device state.
  *
- * Order of service in `cow` (see `shared/LIVE_SNAPSHOT_NOTES.md`):
+ * Order of service in `cow` (`README.md`, "Page states and how the invariants are kept"):
  * 1. a page the guest waits on (it found the buffer full): written alone, at once;
  * 2. the queue of guest-copied pages, oldest first; each slot is freed once its record is written;
  * 3. the sweep over RAM, skipping pages already saved or claimed by the guest.

@@ -13,55 +13,14 @@
 
 import { SnapshotWriter } from "../../format/writer.ts";
 import { toHex } from "../../format/checksum.ts";
-import type { MachineDescription } from "../../format/header.ts";
 import type { MachineState } from "../machine.ts";
 import { FormatPageSink } from "./file_sink.ts";
 import { sectionsFromState } from "./machine_state.ts";
-import { CTRL_JOB_SEQ, CTRL_KEPT_CHUNKS, jobTag, type SessionBuffers } from "./session.ts";
-import {
-  abandonSession,
-  releaseTouchedChunks,
-  SnapshotWriterLoop,
-  type WriterSideMetrics,
-} from "./writer_loop.ts";
+import { CTRL_JOB_SEQ, CTRL_KEPT_CHUNKS, jobTag } from "./session.ts";
+import { abandonSession, releaseTouchedChunks, SnapshotWriterLoop } from "./writer_loop.ts";
 import { collectGarbage, type SlotChunkMessage, SlotChunks } from "./slot_chunks.ts";
 import { epochMs } from "./metrics.ts";
-import type { PrecopyOptions } from "./live_machine.ts";
-
-/** Host → writer messages. */
-export type WriterCommand =
-  | {
-    type: "attach";
-    buffers: SessionBuffers;
-    ram: SharedArrayBuffer;
-    gate: SharedArrayBuffer;
-    description: MachineDescription;
-    /** The copy buffer's chunks arrive here from the guest thread (slot_chunks.ts). */
-    chunkPort: MessagePort;
-  }
-  /** Where the snapshot named `tag` goes (sent before the guest can take it), and precopy's
-   * policy for it. */
-  | { type: "path"; tag: string; path: string; precopy?: PrecopyOptions }
-  /** The device state of snapshot `tag`. */
-  | { type: "state"; tag: string; state: MachineState }
-  /** Drops a path whose snapshot will not happen (removes its temporary file). */
-  | { type: "drop"; tag: string }
-  /** Stops after the job in progress; drops every path left. */
-  | { type: "close" };
-
-/** Writer → host messages. */
-export type WriterEvent =
-  | { type: "ready" }
-  | {
-    type: "done";
-    tag: string;
-    writer: WriterSideMetrics;
-    bytesWritten: number;
-    contentDigest: string;
-    finishedAt: number;
-  }
-  | { type: "failed"; tag: string; message: string }
-  | { type: "closed" };
+import type { PrecopyOptions, WriterCommand, WriterEvent } from "./protocol.ts";
 
 const port = globalThis as unknown as {
   postMessage(message: WriterEvent): void;
@@ -152,7 +111,7 @@ async function runJob(a: NonNullable<typeof attached>): Promise<void> {
     releaseTouchedChunks(chunks!, new Int32Array(a.buffers.control));
     abandonSession(a.buffers);
     if (writer !== null) await writer.abort().catch(() => {});
-    const reason = (e as Error).message.replace(/^Cannot write snapshot: /, "");
+    const reason = (e as Error).message.replace(/^Cannot (write snapshot|create '[^']*'): /, "");
     port.postMessage({
       type: "failed",
       tag,

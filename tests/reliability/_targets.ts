@@ -17,7 +17,7 @@ import { SnapshotFileReader } from "../../format/file_reader.ts";
 import { readSnapshot, type Snapshot } from "../../format/stream_reader.ts";
 import { inspectSnapshot } from "../../tools/inspect.ts";
 import { verifySnapshot } from "../../tools/verify.ts";
-import { ConvertError, convertSnapshot } from "../../tools/convert.ts";
+import { ConvertError, convertSnapshot } from "../../tools/convert/mod.ts";
 import { restoreMachine } from "../../emulator/snapshot/restore.ts";
 import { Machine } from "../../emulator/machine.ts";
 import { SnapshotMismatchError } from "../../emulator/snapshot/machine_state.ts";

@@ -1,18 +1,14 @@
 /**
- * Worker side of the read-back check of `convert`: receives the output's bytes as they are
- * written, reads them with an independent streaming reader (every CRC, the file digest, the
- * content digest recomputed from the records), and posts the result. Runs in its own thread so
- * that checking costs the converter no time on a machine with a spare core.
+ * Worker side of `convert`'s read-back check (see `read_back.ts`): receives an `.lsnap` output's
+ * bytes as they are written and reads them with {@linkcode readLsnapBack}.
  *
  * Messages in: `{ chunk: Uint8Array }`, then `{ end: true }`. Messages out: `{ ready: true }` once
- * it listens (the host sends nothing before), `{ ack: bytes }`
- * after each chunk is consumed, then `{ done: { complete, contentDigest } }` or
- * `{ error: { name, message } }`.
+ * it listens (the host sends nothing before), `{ ack: bytes }` after each chunk is consumed, then
+ * `{ done: { complete, contentDigest } }` or `{ error: { name, message } }`.
  *
  * @module
  */
-import { toHex } from "../format/checksum.ts";
-import { SnapshotStreamReader } from "../format/stream_reader.ts";
+import { readLsnapBack } from "./read_back.ts";
 
 /** The worker's global scope, typed for the two members used here. */
 const scope = self as unknown as {
@@ -46,21 +42,9 @@ scope.onmessage = (e) => {
 };
 
 // Not top-level await: a worker gets no messages until its module has finished evaluating.
-async function check(): Promise<void> {
-  const reader = new SnapshotStreamReader(stream);
-  try {
-    for await (const _ of reader.records()) { /* the reader checks every record */ }
-    scope.postMessage({
-      done: {
-        complete: reader.complete,
-        contentDigest: reader.contentDigest === null ? null : toHex(reader.contentDigest),
-      },
-    });
-  } catch (e) {
-    scope.postMessage({ error: { name: (e as Error).name, message: (e as Error).message } });
-  }
-}
-
-check();
+readLsnapBack(stream).then(
+  (done) => scope.postMessage({ done }),
+  (e) => scope.postMessage({ error: { name: (e as Error).name, message: (e as Error).message } }),
+);
 // Messages sent before this module finished evaluating are lost, so the host waits for this.
 scope.postMessage({ ready: true });

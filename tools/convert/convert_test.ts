@@ -1,25 +1,37 @@
 import { assert, assertEquals, assertMatch, assertRejects } from "@std/assert/mod.js";
-import { toHex } from "../format/checksum.ts";
-import { computeContentDigest } from "../format/content_digest.ts";
-import { encodeDeviceState } from "../format/device_state.ts";
-import { ChecksumError, TruncatedError } from "../format/errors.ts";
-import { SnapshotFileReader } from "../format/file_reader.ts";
-import { readSnapshot, SnapshotStreamReader } from "../format/stream_reader.ts";
-import { SnapshotWriter } from "../format/writer.ts";
-import { description, devices, makeRam, PAGE, shuffle, writeToBytes } from "../tests/_snapshots.ts";
-import { GDB_GUEST_ELF, haveGdbMultiarch, loadGuestImage, runGdb } from "../tests/_guest_image.ts";
-import { loadFixture, loadManifest, sha256Hex } from "../qemu/_fixtures_test_util.ts";
-import { readQemuSnapshot } from "../qemu/snapshot.ts";
-import { QemuStreamTruncatedError } from "../qemu/errors.ts";
+import { toHex } from "../../format/checksum.ts";
+import { computeContentDigest } from "../../format/content_digest.ts";
+import { encodeDeviceState } from "../../format/device_state.ts";
+import { ChecksumError, TruncatedError } from "../../format/errors.ts";
+import { SnapshotFileReader } from "../../format/file_reader.ts";
+import { readSnapshot, SnapshotStreamReader } from "../../format/stream_reader.ts";
+import { SnapshotWriter } from "../../format/writer.ts";
+import {
+  description,
+  devices,
+  makeRam,
+  PAGE,
+  shuffle,
+  writeToBytes,
+} from "../../tests/_snapshots.ts";
+import {
+  GDB_GUEST_ELF,
+  haveGdbMultiarch,
+  loadGuestImage,
+  runGdb,
+} from "../../tests/_guest_image.ts";
+import { loadFixture, loadManifest, sha256Hex } from "../../qemu/_fixtures_test_util.ts";
+import { readQemuSnapshot } from "../../qemu/snapshot.ts";
+import { QemuStreamTruncatedError } from "../../qemu/errors.ts";
 import {
   ConvertError,
   type ConvertOptions,
   convertSnapshot,
-  INPUT_FORMATS,
+  inputFormats,
   registerInputFormat,
-} from "./convert.ts";
+} from "./mod.ts";
 
-const FIXTURES = new URL("../tests/fixtures/", import.meta.url).pathname;
+const FIXTURES = new URL("../../tests/fixtures/", import.meta.url).pathname;
 const EXPECTED: Record<string, { contentDigest: string }> = JSON.parse(
   await Deno.readTextFile(`${FIXTURES}expected.json`),
 );
@@ -192,7 +204,7 @@ Deno.test("convertSnapshot() writes the current minor version whatever the input
   await withDir(async (dir) => {
     await convertSnapshot(`${FIXTURES}v1_basic.lsnap`, `${dir}/out.lsnap`);
     const { reader } = await readRecords(`${dir}/out.lsnap`);
-    const { FORMAT_MINOR } = await import("../format/constants.ts");
+    const { FORMAT_MINOR } = await import("../../format/constants.ts");
     assertEquals(reader.version, { major: 1, minor: FORMAT_MINOR });
   });
 });
@@ -341,8 +353,8 @@ Deno.test("convertSnapshot() fails on a damaged input and leaves no output", asy
 
 Deno.test("convertSnapshot() removes the output when the content digest does not match", async () => {
   // An input that declares a digest other than the state it yields: the check must catch it.
-  const lsnap = INPUT_FORMATS.get("lsnap")!;
-  registerInputFormat("lying-lsnap", {
+  const lsnap = inputFormats().get("lsnap")!;
+  const unregister = registerInputFormat("lying-lsnap", {
     summary: "test",
     async open(input, ctx) {
       const s = await lsnap.open(input, ctx);
@@ -365,7 +377,7 @@ Deno.test("convertSnapshot() removes the output when the content digest does not
       assertEquals([...Deno.readDirSync(dir)].length, 0);
     });
   } finally {
-    INPUT_FORMATS.delete("lying-lsnap");
+    unregister();
   }
 });
 
@@ -443,7 +455,7 @@ Deno.test("convertSnapshot() --to elf-core opens in gdb-multiarch with the guest
             args: [
               "run",
               "-A",
-              new URL("./cli.ts", import.meta.url).pathname,
+              new URL("../cli.ts", import.meta.url).pathname,
               "convert",
               "--to",
               "elf-core",
@@ -501,7 +513,7 @@ Deno.test("livesnap convert works on pipes: - for input and output", async () =>
       args: [
         "run",
         "-A",
-        new URL("./cli.ts", import.meta.url).pathname,
+        new URL("../cli.ts", import.meta.url).pathname,
         "convert",
         "--address-order",
         "--compress",
@@ -535,7 +547,7 @@ Deno.test("livesnap convert exits 1 on a damaged input, 2 on a usage error", asy
     await Deno.writeFile(`${dir}/bad.lsnap`, good);
     const run = (args: string[]) =>
       new Deno.Command(Deno.execPath(), {
-        args: ["run", "-A", new URL("./cli.ts", import.meta.url).pathname, "convert", ...args],
+        args: ["run", "-A", new URL("../cli.ts", import.meta.url).pathname, "convert", ...args],
         stdout: "piped",
         stderr: "piped",
       }).output();
@@ -564,7 +576,7 @@ Deno.test("livesnap convert --from raw --page-size and --quiet", async () => {
       args: [
         "run",
         "-A",
-        new URL("./cli.ts", import.meta.url).pathname,
+        new URL("../cli.ts", import.meta.url).pathname,
         "convert",
         "--quiet",
         "--from",
@@ -601,7 +613,7 @@ Deno.test("livesnap convert --drop-duplicates from a pipe writes each page once"
       args: [
         "run",
         "-A",
-        new URL("./cli.ts", import.meta.url).pathname,
+        new URL("../cli.ts", import.meta.url).pathname,
         "convert",
         "--drop-duplicates",
         "-",
@@ -631,7 +643,7 @@ Deno.test("livesnap convert --from raw reads an image from standard input with F
       args: [
         "run",
         "-A",
-        new URL("./cli.ts", import.meta.url).pathname,
+        new URL("../cli.ts", import.meta.url).pathname,
         "convert",
         "--from",
         "raw",
@@ -739,8 +751,8 @@ Deno.test("convertSnapshot() --to qemu keeps --base addresses and refuses a snap
 });
 
 Deno.test("convertSnapshot() --to qemu removes the stream when its digest is not the input's", async () => {
-  const qemu = INPUT_FORMATS.get("qemu")!;
-  registerInputFormat("lying-qemu", {
+  const qemu = inputFormats().get("qemu")!;
+  const unregister = registerInputFormat("lying-qemu", {
     summary: "test",
     async open(input, ctx) {
       const s = await qemu.open(input, ctx);
@@ -754,12 +766,12 @@ Deno.test("convertSnapshot() --to qemu removes the stream when its digest is not
         () =>
           convertSnapshot(`${dir}/in.qemu`, `${dir}/out.qemu`, { from: "lying-qemu", to: "qemu" }),
         ConvertError,
-        `the input ${"00".repeat(32)}`,
+        `differs from the input's ${"00".repeat(32)}`,
       );
       assertEquals([...Deno.readDirSync(dir)].map((e) => e.name), ["in.qemu"]);
     });
   } finally {
-    INPUT_FORMATS.delete("lying-qemu");
+    unregister();
   }
 });
 
@@ -798,7 +810,7 @@ Deno.test("livesnap convert reads a QEMU stream from a pipe with --from qemu, an
   const stream = await loadFixture("paused");
   const convertFromPipe = async (...args: string[]) => {
     const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", new URL("./cli.ts", import.meta.url).pathname, "convert", ...args],
+      args: ["run", "-A", new URL("../cli.ts", import.meta.url).pathname, "convert", ...args],
       stdin: "piped",
       stdout: "piped",
       stderr: "piped",
@@ -829,7 +841,7 @@ Deno.test("livesnap convert reads a QEMU stream from a pipe with --from qemu, an
 Deno.test("convertSnapshot() carries over an optional record of type 0", async () => {
   await withDir(async (dir) => {
     const input =
-      new URL("../tests/fixtures/regressions/optional-record-type-0.lsnap", import.meta.url)
+      new URL("../../tests/fixtures/regressions/optional-record-type-0.lsnap", import.meta.url)
         .pathname;
     const r = await convertSnapshot(input, `${dir}/out.lsnap`);
     assert(r.digestChecked);

@@ -1,0 +1,152 @@
+/**
+ * The messages between the threads of a live machine, in one module that every side imports so
+ * that no side imports another: the host thread (live_machine.ts) and the guest thread
+ * (guest_worker.ts), the host thread and the writer thread (writer_worker.ts). Commands that must
+ * reach a guest busy running go through the shared mailbox instead (mailbox.ts).
+ *
+ * @module
+ */
+
+import type { MachineDescription } from "../../format/header.ts";
+import type { ExitReason, MachineState } from "../machine.ts";
+import type { GuestSideMetrics } from "./guest_side.ts";
+import type { PauseCauses } from "./metrics.ts";
+import type { SessionBuffers, SnapshotMode } from "./session.ts";
+import type { WriterSideMetrics } from "./writer_loop.ts";
+
+/** Precopy's convergence policy (see `writer_loop.ts`); every field has a default. */
+export interface PrecopyOptions {
+  /** Passes after the first before the final pause whatever is dirty (default 20). */
+  maxPasses?: number;
+  /** Target downtime: pause once the dirty pages can be written in this time (default 50). */
+  downtimeMs?: number;
+  /** The highest auto-converge throttle, percent of wall time the guest sleeps (default 99;
+   * 0 turns auto-converge off). */
+  maxThrottlePct?: number;
+}
+
+/** Host → writer messages. */
+export type WriterCommand =
+  | {
+    type: "attach";
+    buffers: SessionBuffers;
+    ram: SharedArrayBuffer;
+    gate: SharedArrayBuffer;
+    description: MachineDescription;
+    /** The copy buffer's chunks arrive here from the guest thread (slot_chunks.ts). */
+    chunkPort: MessagePort;
+  }
+  /** Where the snapshot named `tag` goes (sent before the guest can take it), and precopy's
+   * policy for it. */
+  | { type: "path"; tag: string; path: string; precopy?: PrecopyOptions }
+  /** The device state of snapshot `tag`. */
+  | { type: "state"; tag: string; state: MachineState }
+  /** Drops a path whose snapshot will not happen (removes its temporary file). */
+  | { type: "drop"; tag: string }
+  /** Stops after the job in progress; drops every path left. */
+  | { type: "close" };
+
+/** Writer → host messages. */
+export type WriterEvent =
+  | { type: "ready" }
+  | {
+    type: "done";
+    tag: string;
+    writer: WriterSideMetrics;
+    bytesWritten: number;
+    contentDigest: string;
+    finishedAt: number;
+  }
+  | { type: "failed"; tag: string; message: string }
+  | { type: "closed" };
+
+/** A snapshot the guest takes by itself when it reaches an instruction count. */
+export interface ScheduledSnapshot {
+  /** Retired instructions at which to take it. */
+  at: number;
+  mode: SnapshotMode;
+  /** Copy buffer slots (pages) for `cow`. */
+  slots: number;
+}
+
+/** The boot message. Exactly one of `elf` and `restorePath`. */
+export interface GuestBoot {
+  elf?: Uint8Array;
+  restorePath?: string;
+  /** RAM size for `elf`; a restore takes the file's. */
+  ramSize?: number;
+  /** Bytes the guest reads from its UART. */
+  input?: Uint8Array;
+  mailbox: SharedArrayBuffer;
+  /** Where the guest sends the copy buffer's chunks: the writer holds the other end. */
+  chunkPort: MessagePort;
+  /** Stop (and report "stop-at") when this many instructions have retired. */
+  stopAt: number | null;
+  /** Instead of `stopAt`: stop once this many instructions have retired after the boot
+   * (a restored snapshot's own count is known only once it is read). */
+  runFor?: number | null;
+  /** Taken in order; `at` must increase. */
+  schedule: ScheduledSnapshot[];
+  /** A snapshot at every multiple of `interval` retired instructions. */
+  every: { interval: number; mode: SnapshotMode; slots: number } | null;
+  /** Start paused (the host resumes it). */
+  startPaused?: boolean;
+  /** Instructions per slice while no snapshot runs (default 200 000). */
+  sliceInstructions?: number;
+}
+
+/** Why the guest stopped running for good (until restored elsewhere). */
+export type HaltReason = ExitReason | { reason: "stop-at" };
+
+/** What the guest thread reports. */
+export type GuestEvent =
+  | { type: "ready" }
+  | {
+    type: "booted";
+    ram: SharedArrayBuffer;
+    gate: SharedArrayBuffer;
+    buffers: SessionBuffers;
+    description: MachineDescription;
+    retired: number;
+    restoredDigest: string | null;
+    /** For a restored QEMU snapshot: the fields ignored or approximated. */
+    restoredNotes: { field: string; note: string }[];
+  }
+  | { type: "boot-failed"; name: string; message: string }
+  | { type: "uart"; bytes: Uint8Array }
+  | {
+    type: "snapshot-started";
+    tag: string;
+    mode: SnapshotMode;
+    slots: number;
+    state: MachineState | null;
+    atInstruction: number;
+    startedAt: number;
+  }
+  | { type: "snapshot-final"; tag: string; state: MachineState; atInstruction: number }
+  | {
+    type: "snapshot-guest-done";
+    tag: string;
+    guest: GuestSideMetrics;
+    /** The longest time the guest thread retired no instruction because of this snapshot. */
+    pauseUs: number;
+    /** The longest stretch of each kind (`pauseUs` is the largest of them). */
+    pauseCauses: PauseCauses;
+    instructionsDuring: number;
+    cpuNs: number;
+    runQueueNs: number;
+  }
+  | { type: "snapshot-refused"; tag: string; message: string }
+  | { type: "halted"; halt: HaltReason; retired: number; state: MachineState }
+  | { type: "reply"; seq: number; status: GuestStatus; state?: MachineState }
+  | { type: "quit" };
+
+/** The guest's state as `status` reports it. */
+export interface GuestStatus {
+  state: "running" | "paused" | "halted";
+  retired: number;
+  halt: HaltReason | null;
+  snapshotInProgress: string | null;
+  /** The guest thread's time on a CPU since it started, nanoseconds (Linux; 0 where unknown). */
+  cpuNs: number;
+}

@@ -1,0 +1,247 @@
+/**
+ * The read-back check of every output of `convert` that keeps the state: the output's bytes go,
+ * as they are written, to a second and independent reader that recomputes the content digest
+ * from the output's own records. This checks compression, batching and framing, not only the
+ * pages handed to the writer. The output is renamed into place only when that digest is the
+ * input's ({@linkcode checkDigest}).
+ *
+ * The reader runs in this thread, or for an `.lsnap` output in a worker thread
+ * (`_read_back_worker.ts`), so that checking costs the converter no time on a machine with a
+ * spare core.
+ *
+ * @module
+ */
+import { toHex } from "../../format/checksum.ts";
+import { SnapshotStreamReader } from "../../format/stream_reader.ts";
+import { ConvertError } from "./error.ts";
+
+/** What reading an output back found. */
+export interface ReadBackResult {
+  /** True when the reader reached the output's end and found it whole. */
+  complete: boolean;
+  /** The content digest the output's records give, or null when it has none. */
+  contentDigest: Uint8Array | null;
+}
+
+/** Reads an output's bytes to their end; throws on a malformed output. */
+export type ReadBackReader = (bytes: ReadableStream<Uint8Array>) => Promise<ReadBackResult>;
+
+/**
+ * Reads `.lsnap` bytes with the streaming reader, which checks every record, the file digest and
+ * the content digest recomputed from the records against the trailer's.
+ */
+export async function readLsnapBack(bytes: ReadableStream<Uint8Array>): Promise<ReadBackResult> {
+  const reader = new SnapshotStreamReader(bytes);
+  for await (const _ of reader.records()) { /* the reader checks every record */ }
+  return { complete: reader.complete, contentDigest: reader.contentDigest };
+}
+
+/** Bytes handed to the worker and not yet consumed, before the writer waits. */
+const WORKER_WINDOW = 64 << 20;
+
+/** How the bytes reach the reader. */
+interface Channel {
+  push(chunk: Uint8Array): Promise<void>;
+  /** Ends the bytes; what the reader found, or its error. */
+  end(): Promise<ReadBackResult>;
+  stop(): void;
+}
+
+/**
+ * The output's bytes, as they are written, on their way to an independent reader. `push` each
+ * chunk after writing it, then `finish()`; `stop()` on failure.
+ *
+ * @example
+ * ```ts
+ * import { assertEquals } from "@std/assert/mod.js";
+ * import { SnapshotWriter } from "../../format/writer.ts";
+ * import { ReadBack, readLsnapBack } from "./read_back.ts";
+ * const check = ReadBack.inThisThread("example.lsnap", readLsnapBack);
+ * const sink = new WritableStream<Uint8Array>({ write: (chunk) => check.push(chunk) });
+ * const writer = await SnapshotWriter.create(sink, {
+ *   regions: [{ name: "ram", base: 0x8000_0000, size: 1 << 16, pageSize: 4096 }],
+ *   creator: "example",
+ *   createdAt: 0,
+ * });
+ * await writer.writePages(0, 3, new Uint8Array(4096).fill(9));
+ * const { contentDigest } = await writer.close();
+ * assertEquals(await check.finish(), contentDigest);
+ * ```
+ */
+export class ReadBack {
+  readonly #name: string;
+  readonly #channel: Channel;
+
+  private constructor(name: string, channel: Channel) {
+    this.#name = name;
+    this.#channel = channel;
+  }
+
+  /** Reads the output back in this thread with `read` (for small outputs, and other formats). */
+  static inThisThread(name: string, read: ReadBackReader): ReadBack {
+    return new ReadBack(name, new InlineChannel(read));
+  }
+
+  /** Reads an `.lsnap` output back with {@linkcode readLsnapBack} in a worker thread. */
+  static lsnapInWorker(name: string): ReadBack {
+    return new ReadBack(name, new WorkerChannel());
+  }
+
+  /** Hands a copy of `chunk` to the reader; waits while the reader is far behind. */
+  async push(chunk: Uint8Array): Promise<void> {
+    try {
+      await this.#channel.push(chunk);
+    } catch (e) {
+      throw this.#unreadable(e);
+    }
+  }
+
+  /**
+   * Ends the output; returns the content digest its records give. Throws a
+   * {@linkcode ConvertError} when the output does not read back whole.
+   */
+  async finish(): Promise<Uint8Array> {
+    let result: ReadBackResult;
+    try {
+      result = await this.#channel.end();
+    } catch (e) {
+      throw this.#unreadable(e);
+    }
+    if (!result.complete || result.contentDigest === null) {
+      throw new ConvertError(`Cannot convert to ${this.#name}: the output could not be read back`);
+    }
+    return result.contentDigest;
+  }
+
+  /** Abandons the check (after a failure elsewhere). */
+  stop(): void {
+    this.#channel.stop();
+  }
+
+  #unreadable(e: unknown): Error {
+    if (e instanceof ConvertError) return e;
+    return new ConvertError(
+      `Cannot convert to ${this.#name}: the output does not read back: ${(e as Error).message}`,
+      { cause: e },
+    );
+  }
+}
+
+/**
+ * Throws a {@linkcode ConvertError} when the content digest read back from the output
+ * (`written`) is not `expected` (`whose` names it for the message); null expects nothing.
+ */
+export function checkDigest(
+  name: string,
+  written: Uint8Array,
+  expected: Uint8Array | null,
+  whose = "the input's",
+): void {
+  if (expected === null || toHex(expected) === toHex(written)) return;
+  throw new ConvertError(
+    `Cannot convert to ${name}: the output's content digest ${toHex(written)} differs from ` +
+      `${whose} ${toHex(expected)}`,
+  );
+}
+
+class InlineChannel implements Channel {
+  readonly #echo = new TransformStream<Uint8Array, Uint8Array>(undefined, { highWaterMark: 16 });
+  readonly #writer = this.#echo.writable.getWriter();
+  readonly #done: Promise<ReadBackResult>;
+
+  constructor(read: ReadBackReader) {
+    this.#done = read(this.#echo.readable);
+    this.#done.catch(() => {});
+  }
+
+  async push(chunk: Uint8Array): Promise<void> {
+    await this.#writer.ready;
+    await this.#writer.write(chunk.slice());
+  }
+
+  async end(): Promise<ReadBackResult> {
+    await this.#writer.close();
+    return await this.#done;
+  }
+
+  stop(): void {
+    this.#writer.abort().catch(() => {});
+  }
+}
+
+/**
+ * The worker side is `_read_back_worker.ts`: chunks in, `{ ack }` as each is consumed, then
+ * `{ done }` or `{ error }`.
+ */
+class WorkerChannel implements Channel {
+  readonly #worker = new Worker(new URL("./_read_back_worker.ts", import.meta.url).href, {
+    type: "module",
+  });
+  #inFlight = 0;
+  #waiters: (() => void)[] = [];
+  #failure: Error | null = null;
+  #signalReady: () => void = () => {};
+  readonly #ready = new Promise<void>((r) => (this.#signalReady = r));
+  readonly #result: Promise<ReadBackResult>;
+
+  constructor() {
+    this.#result = new Promise((resolve, reject) => {
+      const fail = (e: Error) => {
+        this.#failure = e;
+        this.#signalReady();
+        this.#wakeAll();
+        reject(e);
+      };
+      this.#worker.onmessage = (e) => {
+        const m = e.data;
+        if (m.ready) this.#signalReady();
+        else if (m.ack !== undefined) {
+          this.#inFlight -= m.ack;
+          if (this.#inFlight <= WORKER_WINDOW) this.#wakeAll();
+        } else if (m.done !== undefined) {
+          this.#wakeAll();
+          resolve(m.done);
+        } else if (m.error !== undefined) {
+          fail(new Error(m.error.message));
+        }
+      };
+      this.#worker.onerror = (e) => {
+        e.preventDefault();
+        fail(new Error(`the read-back worker failed: ${e.message}`));
+      };
+    });
+    this.#result.catch(() => {});
+  }
+
+  #wakeAll(): void {
+    const w = this.#waiters;
+    this.#waiters = [];
+    for (const f of w) f();
+  }
+
+  async push(chunk: Uint8Array): Promise<void> {
+    await this.#ready;
+    if (this.#failure !== null) throw this.#failure;
+    const copy = chunk.slice();
+    this.#inFlight += copy.length;
+    this.#worker.postMessage({ chunk: copy }, [copy.buffer]);
+    while (this.#inFlight > WORKER_WINDOW && this.#failure === null) {
+      await new Promise<void>((r) => this.#waiters.push(r));
+    }
+    if (this.#failure !== null) throw this.#failure;
+  }
+
+  async end(): Promise<ReadBackResult> {
+    await this.#ready;
+    this.#worker.postMessage({ end: true });
+    try {
+      return await this.#result;
+    } finally {
+      this.#worker.terminate();
+    }
+  }
+
+  stop(): void {
+    this.#worker.terminate();
+  }
+}

@@ -1,0 +1,97 @@
+/**
+ * The `livesnap` commands as functions: each command of the command line is one function here,
+ * and the command line only parses arguments and prints.
+ *
+ * - {@linkcode inspectSnapshot} / {@linkcode inspectDevice} (`livesnap inspect`): what a snapshot
+ *   holds, never throwing for a damaged file.
+ * - {@linkcode verifySnapshot} (`livesnap verify`): every check, every problem with its record and
+ *   byte offset.
+ * - {@linkcode convertSnapshot} (`livesnap convert`): recompress, reorder, raw images, ELF cores,
+ *   QEMU streams; the output is read back and its content digest checked before it appears.
+ * - {@linkcode diffSnapshots} (`livesnap diff`): differing pages and device fields.
+ * - {@linkcode runGuest} (`livesnap run`) and {@linkcode restoreSnapshot} (`livesnap restore`):
+ *   a guest on the bundled machine, from its ELF or from a snapshot.
+ * - {@linkcode serveControl} / {@linkcode controlRequest} (`livesnap ctl`): the control socket.
+ *
+ * @example
+ * ```ts
+ * import { assert, assertEquals } from "@std/assert/mod.js";
+ * import { convertSnapshot, inspectSnapshot, verifySnapshot } from "./mod.ts";
+ * const dir = await Deno.makeTempDir();
+ * await Deno.writeFile(`${dir}/ram.img`, new Uint8Array(16384).fill(3));
+ * const made = await convertSnapshot("", `${dir}/vm.lsnap`, {
+ *   from: "raw",
+ *   rawRegions: [{ name: "ram", base: 0x8000_0000, path: `${dir}/ram.img` }],
+ * });
+ * const verified = await verifySnapshot((await Deno.open(`${dir}/vm.lsnap`)).readable);
+ * assert(verified.ok);
+ * assertEquals(verified.digests.content, made.contentDigest);
+ * const inspected = await inspectSnapshot((await Deno.open(`${dir}/vm.lsnap`)).readable);
+ * assertEquals(inspected.pages.present, 4);
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ *
+ * @module
+ */
+export {
+  DeviceNotFoundError,
+  type DeviceStateReport,
+  type ErrorReport,
+  inspectDevice,
+  type InspectOptions,
+  type InspectResult,
+  inspectSnapshot,
+  type InstructionCount,
+  type PageRun,
+} from "./inspect.ts";
+export { type VerifyOptions, type VerifyResult, verifySnapshot } from "./verify.ts";
+export type { Problem } from "./verify.ts";
+export type { FieldDifference, Json } from "./_state_json.ts";
+export {
+  type CompressionChoice,
+  type ConvertContext,
+  ConvertError,
+  type ConvertOptions,
+  type ConvertResult,
+  convertSnapshot,
+  type InputFormat,
+  inputFormats,
+  type OutputFormat,
+  outputFormats,
+  type OutputSummary,
+  type RawRegionSpec,
+  registerInputFormat,
+  registerOutputFormat,
+  type SnapshotSource,
+  type SourceItem,
+} from "./convert/mod.ts";
+export {
+  type DeviceDifference,
+  type DiffOptions,
+  type DiffResult,
+  diffSnapshots,
+  type PageChange,
+  type PageDifference,
+  type RegionDifference,
+} from "./diff.ts";
+export {
+  type ElfCoreLayout,
+  type ElfCoreOptions,
+  type ElfCoreSegment,
+  encodeElfCore,
+  layoutElfCore,
+  type Rv32Registers,
+} from "./elf_core.ts";
+export { runGuest, type RunGuestOptions, type RunGuestResult } from "./run.ts";
+export {
+  restoreSnapshot,
+  type RestoreSnapshotOptions,
+  type RestoreSnapshotResult,
+} from "./restore.ts";
+export {
+  type ControlReply,
+  type ControlRequest,
+  controlRequest,
+  type ControlServer,
+  serveControl,
+} from "./control.ts";
