@@ -37,6 +37,20 @@ export interface PauseGuestJob {
   instants: number;
 }
 
+/** The instant alone at several RAM sizes in one process, interleaved: round after round, for
+ * each size, a slice of stores then one instant whose snapshot is abandoned at once (no writer
+ * runs, so RAM is never read: 8 GiB costs address space only). The sizes see the same machine
+ * at the same moments, which a shared machine's drifting load does not give separate runs. */
+export interface InterleavedInstantsJob {
+  kind: "interleaved";
+  /** RAM sizes in bytes. */
+  sizes: number[];
+  rounds: number;
+  hotPages: number;
+  slots: number;
+  sliceStores: number;
+}
+
 /** One snapshot, as the guest saw it (microseconds). */
 export interface PauseGuestSample {
   /** `begin()`: the instant itself. */
@@ -64,12 +78,46 @@ export type PauseGuestEvent =
   | { type: "ready"; buffers: SessionBuffers }
   | { type: "started"; index: number }
   | { type: "done"; samples: PauseGuestSample[]; instantsUs: number[] }
+  | { type: "interleaved"; instantsUs: number[][] }
   | { type: "error"; message: string };
 
 const port = globalThis as unknown as {
   postMessage(message: unknown): void;
-  onmessage: ((e: MessageEvent<PauseGuestJob>) => void) | null;
+  onmessage: ((e: MessageEvent<PauseGuestJob | InterleavedInstantsJob>) => void) | null;
 };
+
+function interleaved(job: InterleavedInstantsJob): void {
+  const machines = job.sizes.map((size) => {
+    const ram = new Uint8Array(new SharedArrayBuffer(size));
+    const gate = new Int32Array(new SharedArrayBuffer((size / PAGE_SIZE) * 4));
+    const side = new GuestSnapshotSide({ ram, gate, sendChunk: () => {} });
+    return { words: new Int32Array(ram.buffer), gate, side };
+  });
+  let x = 0x2545_f491;
+  const instantsUs: number[][] = job.sizes.map(() => []);
+  for (let round = 0; round < job.rounds; round++) {
+    for (let k = 0; k < machines.length; k++) {
+      const { words, gate, side } = machines[k];
+      const open = side.gateOpen;
+      for (let i = 0; i < job.sliceStores; i++) {
+        x ^= x << 13;
+        x ^= x >>> 17;
+        x ^= x << 5;
+        const page = (x >>> 0) % job.hotPages;
+        if (gate[page] !== open && (Atomics.load(gate, page) & ~GATE_MACHINE_BITS) !== open) {
+          side.onStore(page);
+        }
+        words[page * (PAGE_SIZE >> 2) + ((x >>> 12) & 1023)] = x;
+      }
+      const t0 = nowUs();
+      side.begin("cow", Math.min(job.slots, side.pageCount));
+      instantsUs[k].push(nowUs() - t0);
+      abandonSession(side.buffers);
+      side.end();
+    }
+  }
+  port.postMessage({ type: "interleaved", instantsUs } satisfies PauseGuestEvent);
+}
 
 function run(job: PauseGuestJob): void {
   const ram = new Uint8Array(job.ram);
@@ -151,7 +199,9 @@ function run(job: PauseGuestJob): void {
 
 port.onmessage = (e) => {
   try {
-    run(e.data);
+    const job = e.data;
+    if ("kind" in job) interleaved(job);
+    else run(job);
   } catch (error) {
     port.postMessage({ type: "error", message: String(error) } satisfies PauseGuestEvent);
   }

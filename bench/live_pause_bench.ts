@@ -1,7 +1,10 @@
 /**
- * The `cow` pause against RAM size. Two measurements, each RAM size in a fresh process started
- * with the V8 flags of `deno task livesnap` (`--expose-gc`):
+ * The `cow` pause against RAM size. Three measurements, in fresh processes started with the V8
+ * flags of `deno task livesnap` (`--expose-gc`):
  *
+ * - `instants`: the instant alone (`GuestSnapshotSide.begin()`) at 64 MiB, 2 GiB and 8 GiB in one
+ *   process, interleaved round by round (`--rounds`), each snapshot abandoned at once: the sizes
+ *   compared under the same conditions (see `bench/_pause_guest.ts`);
  * - `engine`: the live engine's guest side over RAM of 64 MiB, 2 GiB and 8 GiB (a stand-in guest
  *   thread storing at random into a 4 MiB hot set through the emulator's hot path; see
  *   `bench/_pause_guest.ts`) and its writer loop on another thread with a sink that drops the
@@ -16,8 +19,8 @@
  * of stores apart, abandoning each snapshot at once (no writer runs): many samples of the
  * instant alone, for a median a shared machine's noise moves less.
  *
- *   deno run -A bench/live_pause_bench.ts [--what engine,machine] [--sizes 64M,2G,8G]
- *       [--machine-sizes 64M,2G] [--snapshots 7] [--json FILE]
+ *   deno run -A bench/live_pause_bench.ts [--what instants,engine,machine] [--sizes 64M,2G,8G]
+ *       [--machine-sizes 64M,2G] [--snapshots 7] [--rounds 1000] [--json FILE]
  *
  * The writer's sweep reads all of RAM, so the first snapshot at 8 GiB faults in 8 GiB (about a
  * minute on a machine whose fresh memory costs 3-8 s/GiB) and the process holds 8 GiB meanwhile.
@@ -34,7 +37,12 @@ import {
   type SlotChunkMessage,
   SlotChunks,
 } from "../emulator/snapshot/slot_chunks.ts";
-import type { PauseGuestEvent, PauseGuestJob, PauseGuestSample } from "./_pause_guest.ts";
+import type {
+  InterleavedInstantsJob,
+  PauseGuestEvent,
+  PauseGuestJob,
+  PauseGuestSample,
+} from "./_pause_guest.ts";
 
 const MIB = 1024 * 1024;
 const SLOTS = 4096; // 16 MiB
@@ -43,7 +51,7 @@ const QUICK_INSTANTS = 200;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 interface Row {
-  what: "engine" | "machine";
+  what: "engine" | "machine" | "instants";
   ramBytes: number;
   instantUs: number[];
   /** engine: the instants of abandoned snapshots, one slice apart. */
@@ -125,6 +133,35 @@ async function engine(ramBytes: number, snapshots: number): Promise<Row> {
   };
 }
 
+/** `instants`: the instant alone at every size, interleaved in one process (_pause_guest.ts). */
+async function instants(sizes: number[], rounds: number): Promise<Row[]> {
+  const worker = new Worker(new URL("./_pause_guest.ts", import.meta.url), { type: "module" });
+  const job: InterleavedInstantsJob = {
+    kind: "interleaved",
+    sizes,
+    rounds,
+    hotPages: 1024,
+    slots: SLOTS,
+    sliceStores: 20_000,
+  };
+  const got = await new Promise<number[][]>((resolve, reject) => {
+    worker.onmessage = (e: MessageEvent<PauseGuestEvent>) => {
+      if (e.data.type === "interleaved") resolve(e.data.instantsUs);
+      else if (e.data.type === "error") reject(new Error(e.data.message));
+    };
+    worker.postMessage(job);
+  });
+  worker.terminate();
+  return sizes.map((ramBytes, k) => ({
+    what: "instants",
+    ramBytes,
+    instantUs: got[k].map((us) => Math.round(us * 10) / 10),
+    pauseUs: [],
+    detail: [],
+    loadAverage: Deno.loadavg()[0],
+  }));
+}
+
 async function machine(ramBytes: number, snapshots: number): Promise<Row> {
   const dir = await Deno.makeTempDir({ prefix: "livesnap-pause-" });
   const workingSet = 4 * MIB;
@@ -167,23 +204,29 @@ function parseSize(s: string): number {
 const size = (n: number) => n >= 1024 * MIB ? `${n / 1024 / MIB} GiB` : `${n / MIB} MiB`;
 
 const args = parseArgs(Deno.args, {
-  string: ["what", "sizes", "machine-sizes", "snapshots", "json", "one"],
+  string: ["what", "sizes", "machine-sizes", "snapshots", "json", "one", "rounds"],
 });
 const snapshots = Number(args.snapshots ?? 7);
 if (args.one !== undefined) {
   const [what, ram] = args.one.split(":");
-  const row = what === "engine"
-    ? await engine(Number(ram), snapshots)
-    : await machine(Number(ram), snapshots);
-  console.log(JSON.stringify(row));
+  const rows = what === "instants"
+    ? await instants(ram.split(",").map(Number), Number(args.rounds ?? 1000))
+    : [
+      what === "engine"
+        ? await engine(Number(ram), snapshots)
+        : await machine(Number(ram), snapshots),
+    ];
+  for (const row of rows) console.log(JSON.stringify(row));
 } else {
-  const kinds = (args.what ?? "engine,machine").split(",");
-  const plan: [string, number][] = [];
+  const kinds = (args.what ?? "instants,engine,machine").split(",");
+  // One process per (kind, size); `instants` measures all its sizes in one process.
+  const plan: [string, string][] = [];
   for (const kind of kinds) {
-    const sizes = kind === "engine"
-      ? (args.sizes ?? "64M,2G,8G")
-      : (args["machine-sizes"] ?? "64M,2G");
-    for (const s of sizes.split(",")) plan.push([kind, parseSize(s)]);
+    const sizes =
+      (kind === "machine" ? (args["machine-sizes"] ?? "64M,2G") : (args.sizes ?? "64M,2G,8G"))
+        .split(",").map(parseSize);
+    if (kind === "instants") plan.push([kind, sizes.join(",")]);
+    else for (const size of sizes) plan.push([kind, String(size)]);
   }
   const rows: Row[] = [];
   for (const [kind, ram] of plan) {
@@ -198,45 +241,58 @@ if (args.one !== undefined) {
         `${kind}:${ram}`,
         "--snapshots",
         String(snapshots),
+        "--rounds",
+        String(args.rounds ?? 1000),
       ],
       stdout: "piped",
       stderr: "inherit",
     }).output();
     if (!o.success) throw new Error(`Cannot measure ${kind} at ${ram} bytes of RAM`);
-    const row: Row = JSON.parse(new TextDecoder().decode(o.stdout).trim().split("\n").at(-1)!);
-    rows.push(row);
-    console.error(JSON.stringify(row));
+    for (const line of new TextDecoder().decode(o.stdout).trim().split("\n")) {
+      if (!line.startsWith("{")) continue;
+      const row: Row = JSON.parse(line);
+      rows.push(row);
+      console.error(JSON.stringify({ ...row, detail: undefined }));
+    }
   }
+  const p90 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length * 0.9)];
+  const range = (xs: number[]) =>
+    xs.length === 0
+      ? "-"
+      : `${Math.round(median(xs) * 10) / 10} µs (${Math.min(...xs)}-${Math.max(...xs)})`;
   const lines = [
-    "| measurement | RAM | instant, median (range) | pause, median (range) | instant of 200 abandoned snapshots, median (90th percentile) | load |",
+    "| measurement | RAM | instant, median (range) | 90th percentile | pause, median (range) | load |",
     "|---|---|---:|---:|---:|---:|",
   ];
-  const p90 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length * 0.9)];
   for (const r of rows) {
-    const range = (xs: number[]) => `${median(xs)} µs (${Math.min(...xs)}-${Math.max(...xs)})`;
     lines.push(
-      `| ${r.what} | ${size(r.ramBytes)} | ${range(r.instantUs)} | ${range(r.pauseUs)} | ${
-        r.quickInstantUs === undefined
-          ? "-"
-          : `${median(r.quickInstantUs)} µs (${p90(r.quickInstantUs)})`
+      `| ${r.what} | ${size(r.ramBytes)} | ${range(r.instantUs)} | ${p90(r.instantUs)} µs | ${
+        range(r.pauseUs)
       } | ${r.loadAverage.toFixed(1)} |`,
     );
+    if (r.quickInstantUs !== undefined) {
+      lines.push(
+        `| ${r.what}, abandoned | ${size(r.ramBytes)} | ${range(r.quickInstantUs)} | ${
+          p90(r.quickInstantUs)
+        } µs | - | ${r.loadAverage.toFixed(1)} |`,
+      );
+    }
   }
   for (const kind of kinds) {
     const mine = rows.filter((r) => r.what === kind);
     if (mine.length < 2) continue;
     const small = mine[0];
     const big = mine[mine.length - 1];
-    const quick = big.quickInstantUs !== undefined && small.quickInstantUs !== undefined
-      ? `, abandoned snapshots' instant ${
-        (median(big.quickInstantUs) / median(small.quickInstantUs)).toFixed(2)
-      }x`
-      : "";
+    const ratio = (a: number[], b: number[]) => (median(a) / median(b)).toFixed(2);
     lines.push(
       "",
       `${kind}: ${size(big.ramBytes)} / ${size(small.ramBytes)}: instant ${
-        (median(big.instantUs) / median(small.instantUs)).toFixed(2)
-      }x, pause ${(median(big.pauseUs) / median(small.pauseUs)).toFixed(2)}x${quick} (medians)`,
+        ratio(big.instantUs, small.instantUs)
+      }x${big.pauseUs.length > 0 ? `, pause ${ratio(big.pauseUs, small.pauseUs)}x` : ""}${
+        big.quickInstantUs !== undefined && small.quickInstantUs !== undefined
+          ? `, abandoned snapshots' instant ${ratio(big.quickInstantUs, small.quickInstantUs)}x`
+          : ""
+      } (medians)`,
     );
   }
   console.log(lines.join("\n"));

@@ -316,7 +316,8 @@ export class GuestSnapshotSide {
     this.#freshSlots = 0;
     this.#peakUsed = 0;
     this.#throttleDebtUs = 0;
-    this.#metrics = emptyGuestMetrics();
+    // #metrics is fresh: end() made it, so that the instant allocates nothing (an allocation can
+    // be the one that starts a collection).
     // The doorbell is set now but rung (Atomics.notify, a futex wake-up that can let the writer
     // preempt this thread for milliseconds on a busy machine) only once the guest has run on:
     // see ringWriter. The writer also looks at it every few milliseconds by itself.
@@ -368,8 +369,10 @@ export class GuestSnapshotSide {
     this.#session = null;
     this.#throttleDebtUs = 0;
     this.#releaseTouchedChunks(s);
-    this.#metrics.bufferPeakBytes = this.#peakUsed * PAGE_SIZE;
-    return this.#metrics;
+    const metrics = this.#metrics;
+    metrics.bufferPeakBytes = this.#peakUsed * PAGE_SIZE;
+    this.#metrics = emptyGuestMetrics();
+    return metrics;
   }
 
   /**
