@@ -8,14 +8,16 @@ import { assert } from "@std/assert/mod.js";
 import { LiveMachine } from "./live_machine.ts";
 import { readProcessMemory } from "./metrics.ts";
 import { canDiscardPages } from "./discard_pages.ts";
+import { PAGE_SIZE } from "./page_state.ts";
+import { PREFAULT_AHEAD } from "./writer_loop.ts";
 import { memstressElf } from "../guests/memstress_config.ts";
 
 const MIB = 1024 * 1024;
 const RAM = 128 * MIB;
 /** memstress stores at random over this much: a buffer that ignored its size would grow to it. */
 const WORKING_SET = 96 * MIB;
-/** The slots the writer faults in ahead of the guest (writer_loop.ts PREFAULT_AHEAD). */
-const AHEAD = 2 * MIB;
+/** The slots the writer faults in ahead of the guest. */
+const AHEAD = PREFAULT_AHEAD * PAGE_SIZE;
 /** Everything else a snapshot may add: the writer's batches and records, garbage not collected
  * yet. Measured at 4-6 MiB (2 MiB buffer, load 8-12); the bound leaves room for noise, and stays
  * far below what an unbounded buffer adds here (the working set, about 90 MiB). */
