@@ -16,6 +16,7 @@ import type { HaltReason } from "../emulator/snapshot/guest_worker.ts";
 import type { SnapshotMetrics } from "../emulator/snapshot/metrics.ts";
 import type { SnapshotMode } from "../emulator/snapshot/session.ts";
 import { serveControl } from "./control.ts";
+import { LIMIT_EXIT_STATUS } from "./run.ts";
 
 /** Options shared by `run` and `restore` in live mode. */
 export interface LiveRunOptions {
@@ -24,6 +25,8 @@ export interface LiveRunOptions {
   ramSize?: number;
   input?: Uint8Array;
   stopAt?: number;
+  /** The guard of `--max-instructions` (counted from reset): exit status 124 when reached. */
+  maxInstructions?: number;
   digest: boolean;
   snapshotAt: number[];
   snapshotEvery?: number;
@@ -143,6 +146,14 @@ export function haltStatus(name: string, halt: HaltReason): number {
   }
 }
 
+/** The message and exit status (124, as timeout(1)) of a run `--max-instructions` stopped. */
+export function limitStatus(name: string, max: number): number {
+  console.error(
+    `${name}: the guest did not finish within --max-instructions ${max}; stopped (exit status ${LIMIT_EXIT_STATUS})`,
+  );
+  return LIMIT_EXIT_STATUS;
+}
+
 /** One line on stderr about a finished snapshot. */
 export function describeSnapshot(m: SnapshotMetrics): string {
   const extra = m.mode === "cow"
@@ -189,6 +200,8 @@ export async function runLive(o: LiveRunOptions): Promise<number> {
     precopy: o.precopy,
     path: snapshotPath(o.out!, at, several),
   }));
+  // The guest halts at whichever comes first; the halt tells them apart below.
+  const end = Math.min(o.stopAt ?? Infinity, o.maxInstructions ?? Infinity);
   let machine: LiveMachine;
   try {
     machine = await LiveMachine.start({
@@ -197,7 +210,7 @@ export async function runLive(o: LiveRunOptions): Promise<number> {
       ramSize: o.ramSize,
       input: o.input,
       uartSink: print,
-      stopAt: o.stopAt ?? null,
+      stopAt: end === Infinity ? null : end,
       schedule,
       every: o.snapshotEvery === undefined ? null : {
         interval: o.snapshotEvery,
@@ -230,7 +243,10 @@ export async function runLive(o: LiveRunOptions): Promise<number> {
       const hex = await machine.digest();
       print(encoder.encode(`${lastByte === 10 ? "" : "\n"}${hex}\n`));
     }
-    status = haltStatus(o.name, ended.h.halt);
+    const max = o.maxInstructions;
+    const limited = ended.h.halt.reason === "stop-at" && max !== undefined &&
+      ended.h.retired >= max && (o.stopAt === undefined || o.stopAt > max);
+    status = limited ? limitStatus(o.name, max) : haltStatus(o.name, ended.h.halt);
     await machine.quit();
   }
   await control?.close();
@@ -241,6 +257,7 @@ export async function runLive(o: LiveRunOptions): Promise<number> {
 /** The options `run` and `restore` both take, as `parseArgs` declares them (all strings). */
 export const LIVE_STRING_OPTIONS = [
   "stop-at",
+  "max-instructions",
   "snapshot-at",
   "snapshot-every",
   "out",
@@ -257,6 +274,7 @@ type LiveArgValues = { [K in (typeof LIVE_STRING_OPTIONS)[number]]?: string | st
 /** What {@linkcode parseLiveArgs} makes of the shared options. */
 export interface LiveArgs {
   stopAt?: number;
+  maxInstructions?: number;
   /** The options for {@linkcode runLive}, or null when neither snapshots nor a control socket
    * are asked for (then the guest runs on the calling thread). */
   live: Omit<LiveRunOptions, "name" | "print" | "elf" | "restorePath" | "ramSize" | "input"> | null;
@@ -270,6 +288,10 @@ export function parseLiveArgs(opts: LiveArgValues & { digest?: boolean }): LiveA
   const one = (name: (typeof LIVE_STRING_OPTIONS)[number]) => opts[name] as string | undefined;
   const stopAtText = one("stop-at");
   const stopAt = stopAtText === undefined ? undefined : parseCount("--stop-at", stopAtText);
+  const maxText = one("max-instructions");
+  const maxInstructions = maxText === undefined
+    ? undefined
+    : parseCount("--max-instructions", maxText);
   const at = (opts["snapshot-at"] ?? []) as string[];
   const everyText = one("snapshot-every");
   if (at.length === 0 && everyText === undefined && one("control") === undefined) {
@@ -278,7 +300,7 @@ export function parseLiveArgs(opts: LiveArgValues & { digest?: boolean }): LiveA
         throw new RangeError(`--${o} needs --snapshot-at, --snapshot-every or --control`);
       }
     }
-    return { stopAt, live: null };
+    return { stopAt, maxInstructions, live: null };
   }
   const snapshotEvery = everyText === undefined
     ? undefined
@@ -286,8 +308,10 @@ export function parseLiveArgs(opts: LiveArgValues & { digest?: boolean }): LiveA
   if (snapshotEvery === 0) throw new RangeError("Cannot use --snapshot-every 0");
   return {
     stopAt,
+    maxInstructions,
     live: {
       stopAt,
+      maxInstructions,
       digest: opts.digest ?? false,
       snapshotAt: at.map((t) => parseCount("--snapshot-at", t)),
       snapshotEvery,

@@ -1,5 +1,5 @@
 /**
- * `livesnap restore FILE [--stop-at N] [--digest] [snapshot options]`
+ * `livesnap restore FILE [--stop-at N] [--max-instructions N] [--digest] [snapshot options]`
  *
  * @module
  */
@@ -11,13 +11,14 @@ import { restoreSnapshot } from "./restore.ts";
 import { machineContentDigest as machineDigest } from "../emulator/snapshot/machine_state.ts";
 import {
   haltStatus,
+  limitStatus,
   LIVE_STRING_OPTIONS,
   parseLiveArgs,
   runLive,
   stdoutSink,
 } from "./_live_run.ts";
 
-const USAGE = `Usage: livesnap restore FILE [--stop-at N] [--digest]
+const USAGE = `Usage: livesnap restore FILE [--stop-at N] [--max-instructions N] [--digest]
                         [--snapshot-at N]... [--snapshot-every N] --out FILE
                         [--mode cow|precopy|stop] [--cow-buffer SIZE] [--metrics FILE]
                         [--precopy-max-passes N] [--downtime-ms MS] [--control PATH]
@@ -31,10 +32,13 @@ is refused. Older device state versions are migrated.
 Options:
   --stop-at N     stop once N instructions have retired, counted from reset like 'run --stop-at'
                   (N is at least the snapshot's own instruction count)
+  --max-instructions N  a guard, counted from reset like --stop-at: stop once N instructions
+                  have retired without the guest finishing, exit status 124
   --digest        then print the machine's content digest (compare with 'run --stop-at N --digest')
   The snapshot options are those of 'livesnap run' (see 'livesnap run --help').
 
-Exit status: the guest's, as for 'run'; 1 if the file is damaged or does not fit.
+Exit status: the guest's, as for 'run' (124 when --max-instructions stopped it); 1 if the file
+is damaged or does not fit.
 
 Examples:
   livesnap run emulator/guests/build/counter.elf --snapshot-at 2000000 --out c.lsnap --stop-at 2000000
@@ -77,7 +81,7 @@ export async function main(args: string[]): Promise<number> {
     console.error(`livesnap restore: ${(e as Error).message}`);
     return 2;
   }
-  const { stopAt } = parsed;
+  const { stopAt, maxInstructions } = parsed;
   const { sink, endsLine } = stdoutSink();
   if (parsed.live !== null) {
     try {
@@ -94,7 +98,7 @@ export async function main(args: string[]): Promise<number> {
   }
   let result;
   try {
-    result = await restoreSnapshot({ path: files[0], stopAt, sink });
+    result = await restoreSnapshot({ path: files[0], stopAt, maxInstructions, sink });
   } catch (e) {
     const err = e as Error;
     const kind = err instanceof LsnapError || err instanceof SnapshotMismatchError
@@ -109,6 +113,7 @@ export async function main(args: string[]): Promise<number> {
     const hex = await machineDigest(result.machine);
     sink(new TextEncoder().encode(`${endsLine() ? "" : "\n"}${hex}\n`));
   }
+  if (result.limitReached) return limitStatus("livesnap restore", maxInstructions!);
   return haltStatus(
     "livesnap restore",
     result.exit.reason === "budget" ? { reason: "stop-at" } : result.exit,
