@@ -155,6 +155,28 @@ export function temps(dir: string, base: string): string[] {
     .sort();
 }
 
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Waits until a temporary not in `seen` appears in `dir` (true), the child exits or `limitMs`
+ * pass (false). Polls every 2 ms.
+ */
+async function appears(
+  dir: string,
+  seen: Set<string>,
+  exited: Promise<unknown>,
+  limitMs: number,
+): Promise<boolean> {
+  let done = false;
+  exited.then(() => done = true, () => done = true);
+  const until = performance.now() + limitMs;
+  while (!done && performance.now() < until) {
+    if (temps(dir, "vm.lsnap").some((n) => !seen.has(n))) return true;
+    await sleep(2);
+  }
+  return false;
+}
+
 /** Runs the trials in a fresh directory and reports the figures. */
 export async function killedWriters(o: KillOptions): Promise<KillReport> {
   const started = performance.now();
@@ -201,11 +223,14 @@ export async function killedWriters(o: KillOptions): Promise<KillReport> {
       const seed = t;
       const problemsBefore = report.problems.length;
       const child = start(seed);
-      // Mostly while the file is being written; sometimes during start-up or after the end.
-      const delay = r.chance(0.15)
-        ? r.int(Math.round(tempMs))
-        : tempMs + r.int(Math.round((fullMs - tempMs) * 1.1));
-      await new Promise((resolve) => setTimeout(resolve, delay));
+      // Mostly while the file is being written: timed from the moment this run's temporary
+      // appears (start-up takes longer on a loaded machine, the write itself much less so),
+      // a random part of the first write's length; sometimes during start-up or after the end.
+      const writeMs = Math.max(1, fullMs - tempMs);
+      if (r.chance(0.15)) await sleep(r.int(Math.round(tempMs)));
+      else if (await appears(dir, seenTemps, child.status, fullMs * 20)) {
+        await sleep(r.chance(0.1) ? writeMs * 1.5 : r.int(Math.round(writeMs * 0.9)));
+      }
       try {
         child.kill("SIGKILL");
       } catch {
