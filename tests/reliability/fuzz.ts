@@ -1,14 +1,19 @@
 /**
- * The fuzz harness: mutates the golden files and generated snapshots and feeds every case to the
- * stream reader, the file reader, `verify`, `inspect` and the device state decoder (see
- * `_targets.ts` for what counts as a pass). Cases run in Workers; a case that does not finish
- * within `--timeout` seconds is a hang: its worker is terminated and the run goes on.
+ * The fuzz harness. Target `lsnap` (the default) mutates the golden files and generated
+ * snapshots and feeds every case to the stream reader, the file reader, `verify`, `inspect`,
+ * the device state decoder, `convert` and `restore` (see `_targets.ts` for what counts as a
+ * pass); target `qemu` mutates QEMU migration streams and feeds them to the QEMU stream reader
+ * and everything built on it (`_qemu_targets.ts`). Cases run in Workers; a case that does not
+ * finish within `--timeout` seconds is a hang: its worker is terminated and the run goes on. A
+ * case with a problem fails; one with none but a check the harness could not make (over one of
+ * its caps) is counted as skipped, not passed.
  *
- * Usage: deno run -A tests/reliability/fuzz.ts [--seed N] [--cases N] [--seconds S]
- *          [--workers N] [--timeout S] [--max-rss-mib N] [--save] [--json]
+ * Usage: deno run -A tests/reliability/fuzz.ts [--target lsnap|qemu|all] [--seed N]
+ *          [--cases N] [--seconds S] [--workers N] [--timeout S] [--max-rss-mib N] [--save]
+ *          [--json]
  *
- * `--save` writes every failing case to tests/fixtures/regressions/ (replayed by
- * regressions_test.ts). Exit status 0 when no case failed, 1 otherwise.
+ * `--save` writes every failing case to tests/fixtures/regressions/ (replayed by fuzz_test.ts).
+ * Progress goes to stderr every batch. Exit status 0 when no case failed, 1 otherwise.
  *
  * @module
  */
@@ -259,7 +264,7 @@ if (import.meta.main) {
         timeout: num(f.timeout, 30),
         maxRss: num(f["max-rss-mib"], 3072) * 1024 * 1024,
         saveDir: f.save ? new URL("../fixtures/regressions", import.meta.url).pathname : null,
-        progress: f.json ? undefined : (n) => console.error(`  ${target}: ${n} cases`),
+        progress: (n) => console.error(`  ${target}: ${n} cases`),
       }),
     );
   }
