@@ -18,7 +18,7 @@ import { QemuStreamWriter } from "../../qemu/stream_writer.ts";
 
 const encoder = new TextEncoder();
 
-/** The configuration section: machine name, then subsections (FORMAT of savevm.c's vmstate). */
+/** The configuration section: machine name, then subsections (as QEMU's savevm.c writes it). */
 export function configurationBytes(
   machine: string,
   o: { pageBits?: number; capabilities?: string[]; uuid?: Uint8Array } = {},
