@@ -137,6 +137,30 @@ export async function makeStream(
 }
 
 /**
+ * Starts a fresh QEMU that loads `stream` with `-incoming "exec:cat FILE"` and stays stopped
+ * (`-S`), and dumps its guest RAM with `pmemsave` to `dump`: what QEMU itself makes of the
+ * stream, whatever the source's RAM held (a live source's QEMU 7.2 can leave stale pages in its
+ * stream, see the README's QEMU section).
+ */
+export async function loadedRam(stream: string, dir: string, dump: string): Promise<void> {
+  const q = await startQemu({
+    kernel: TICKER_ELF,
+    serialFile: `${dir}/load-${crypto.randomUUID()}.serial`,
+    extra: ["-S", "-incoming", `exec:cat '${stream}'`],
+  });
+  try {
+    await waitForMigration(q.qmp);
+    await q.qmp.execute("pmemsave", {
+      val: GUEST_RAM.address,
+      size: GUEST_RAM.size,
+      filename: dump,
+    });
+  } finally {
+    await q.stop();
+  }
+}
+
+/**
  * Starts a fresh QEMU that loads `stream` with `-incoming "exec:cat FILE"`, resumes the guest
  * (with `cont` if the stream was of a paused guest) and returns the first `lines` lines it
  * prints.

@@ -205,23 +205,3 @@ export async function waitForMigration(
     await new Promise((r) => setTimeout(r, 20));
   }
 }
-
-/**
- * For test files that run QEMU: whether to run them (QEMU installed) and the suffix naming a
- * skip. Under CI (the `CI` environment variable set) a missing qemu-system-riscv32 is a failing
- * test, never a silent skip: `.ci/run` installs it.
- */
-export async function qemuTestGate(): Promise<{ ignore: boolean; suffix: string }> {
-  const installed = await haveQemu();
-  if (!installed && (Deno.env.get("CI") ?? "") !== "") {
-    Deno.test("qemu-system-riscv32 is installed (CI runs the QEMU tests, it never skips them)", () => {
-      throw new Error(
-        "Cannot run the QEMU tests: qemu-system-riscv32 is not installed (apt-get install qemu-system-misc)",
-      );
-    });
-  }
-  return {
-    ignore: !installed,
-    suffix: installed ? "" : " (skipped: qemu-system-riscv32 not installed)",
-  };
-}

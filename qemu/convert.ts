@@ -26,11 +26,11 @@ import {
   type DeviceStateValue,
   encodeDeviceState,
 } from "../format/device_state.ts";
-import type { MachineDescription, Region } from "../format/header.ts";
+import { type MachineDescription, type Region, validateDescription } from "../format/header.ts";
 import { SnapshotStreamReader } from "../format/stream_reader.ts";
 import { SnapshotWriter, type WriterOptions, type WriteSummary } from "../format/writer.ts";
 import { SectionType } from "./constants.ts";
-import { QemuStreamCorruptError } from "./errors.ts";
+import { QemuStreamCorruptError, QemuStreamUnsupportedError } from "./errors.ts";
 import type {
   QemuConfiguration,
   QemuDeviceSection,
@@ -222,6 +222,17 @@ export async function openQemuStream(
     createdAt: options.createdAt ?? Date.now(),
     metadata: encodeDeviceState(meta as unknown as DeviceStateValue),
   };
+  try {
+    validateDescription(description);
+  } catch (e) {
+    // A valid stream whose RAM no .lsnap file can describe (FORMAT.md §5: at most 2^25 pages,
+    // below 2^53): refused before any page is read, with where the block list is.
+    throw new QemuStreamUnsupportedError(
+      `its RAM cannot be held in an .lsnap file: ${(e as Error).message}`,
+      ram.offset,
+      { cause: e },
+    );
+  }
   const digest = new ContentDigestBuilder(description);
   let pageRecords = 0;
   let deviceCount = 0;

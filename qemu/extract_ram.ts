@@ -6,12 +6,14 @@
  * @module
  */
 import { AtomicFile } from "../format/atomic_file.ts";
-import { QemuStreamCorruptError } from "./errors.ts";
+import { QemuStreamCorruptError, QemuStreamUnsupportedError } from "./errors.ts";
+import { PageStates } from "./_page_states.ts";
 import { type ByteInput, readQemuStream, type ReadQemuStreamOptions } from "./stream_reader.ts";
 
 /** Where extracted pages go: positional writes into something `size` bytes long. */
 interface PageTarget {
-  begin(size: number): Promise<void>;
+  /** `offset`: where the block list is in the stream, for an error. */
+  begin(size: number, offset: number): Promise<void>;
   writeAt(offset: number, bytes: Uint8Array): Promise<void>;
 }
 
@@ -23,7 +25,7 @@ async function extractInto(
 ): Promise<{ size: number; pageRecords: number }> {
   let size = -1;
   let pageSize = options.pageSize ?? 4096;
-  let nonZero = new Uint8Array(0);
+  let nonZero = new PageStates(0);
   let pageRecords = 0;
   let zeros = new Uint8Array(0);
   let known: string[] = [];
@@ -35,22 +37,22 @@ async function extractInto(
       const block = r.blocks.find((b) => b.name === blockName);
       if (block === undefined) continue;
       size = block.size;
-      nonZero = new Uint8Array(size / pageSize);
+      nonZero = new PageStates(size / pageSize);
       zeros = new Uint8Array(pageSize);
-      await target.begin(size);
+      await target.begin(size, r.offset);
     } else if (r.kind === "page" && r.block === blockName) {
       pageRecords++;
       const index = r.address / pageSize;
       if (r.data !== undefined) {
         await target.writeAt(r.address, r.data);
-        nonZero[index] = 1;
+        nonZero.set(index, 1);
       } else if (r.fill !== 0) {
         await target.writeAt(r.address, new Uint8Array(pageSize).fill(r.fill!));
-        nonZero[index] = 1;
-      } else if (nonZero[index] === 1) {
+        nonZero.set(index, 1);
+      } else if (nonZero.get(index) === 1) {
         // A later pass found the page zeroed: overwrite the earlier copy.
         await target.writeAt(r.address, zeros);
-        nonZero[index] = 0;
+        nonZero.set(index, 0);
       }
     }
   }
@@ -64,7 +66,8 @@ async function extractInto(
 }
 
 /**
- * Reads a QEMU stream and returns the final contents of RAM block `blockName`.
+ * Reads a QEMU stream and returns the final contents of RAM block `blockName`, held in memory
+ * (at most `maxMemoryBytes`).
  *
  * @example
  * ```ts
@@ -84,11 +87,22 @@ async function extractInto(
 export async function extractQemuRam(
   input: ByteInput,
   blockName: string,
-  options: ReadQemuStreamOptions = {},
+  options: ReadQemuStreamOptions & {
+    /** The largest block this function holds in memory (default 4 GiB); a larger one is
+     * refused before anything is allocated (use {@link extractQemuRamToFile}). */
+    maxMemoryBytes?: number;
+  } = {},
 ): Promise<Uint8Array> {
+  const max = options.maxMemoryBytes ?? 4 * 1024 ** 3;
   let out = new Uint8Array(0);
   await extractInto(input, blockName, {
-    begin(size) {
+    begin(size, offset) {
+      if (size > max) {
+        throw new QemuStreamUnsupportedError(
+          `RAM block '${blockName}' of ${size} bytes is more than this reader may hold in memory (${max} bytes)`,
+          offset,
+        );
+      }
       out = new Uint8Array(size);
       return Promise.resolve();
     },
@@ -102,7 +116,7 @@ export async function extractQemuRam(
 
 /**
  * Reads a QEMU stream and writes RAM block `blockName` to the file `path` as a raw image of the
- * block's size (sparse where the guest's pages are zero). Memory use is one byte per page.
+ * block's size (sparse where the guest's pages are zero). Memory use is one byte per page sent.
  * Returns the block size and the number of page records of that block in the stream.
  */
 export async function extractQemuRamToFile(

@@ -7,6 +7,7 @@
 import { RAM_SECTION_IDSTR, sectionTypeName } from "./constants.ts";
 import type { VmDescDevice } from "./model.ts";
 import { type ByteInput, readQemuStream, type ReadQemuStreamOptions } from "./stream_reader.ts";
+import { PageStates } from "./_page_states.ts";
 import { decodeVmState, type VmStateValue } from "./vmstate_decode.ts";
 
 export { isQemuStream } from "./stream_reader.ts";
@@ -86,8 +87,8 @@ export interface QemuStreamSummary {
 }
 
 /**
- * Reads a whole QEMU stream and summarises it. Memory use is one byte per guest page plus the
- * device state.
+ * Reads a whole QEMU stream and summarises it. Memory use is one byte per guest page the stream
+ * sends (whatever size its blocks declare) plus the device state.
  *
  * @example
  * ```ts
@@ -124,7 +125,7 @@ export async function inspectQemuStream(
     vmdesc: null,
     instructions: { retired: null, countedFrom: "not-recorded" },
   };
-  const seen = new Map<string, { summary: QemuRamBlockSummary; last: Uint8Array }>();
+  const seen = new Map<string, { summary: QemuRamBlockSummary; last: PageStates }>();
   const deviceData: Uint8Array[] = [];
   const count = (type: string) => s.sectionCounts[type] = (s.sectionCounts[type] ?? 0) + 1;
   for await (const r of readQemuStream(input, options)) {
@@ -156,7 +157,7 @@ export async function inspectQemuStream(
           };
           s.ram.blocks.push(summary);
           // 0: never sent, 1: last sent as a zero page, 2: last sent whole.
-          seen.set(b.name, { summary, last: new Uint8Array(summary.pageCount) });
+          seen.set(b.name, { summary, last: new PageStates(summary.pageCount) });
         }
         break;
       case "page": {
@@ -164,13 +165,13 @@ export async function inspectQemuStream(
         const i = r.address / s.pageSize;
         s.ram.pageRecords++;
         b.summary.pageRecords++;
-        if (b.last[i] !== 0) b.summary.resentRecords++;
+        if (b.last.get(i) !== 0) b.summary.resentRecords++;
         if (r.data !== undefined) {
           b.summary.normalRecords++;
-          b.last[i] = 2;
+          b.last.set(i, 2);
         } else {
           b.summary.zeroRecords++;
-          b.last[i] = 1;
+          b.last.set(i, 1);
         }
         break;
       }
@@ -226,10 +227,8 @@ export async function inspectQemuStream(
     }
   }
   for (const { summary, last } of seen.values()) {
-    for (const v of last) {
-      if (v === 0) summary.unsentPages++;
-      else if (v === 2) summary.finalNormalPages++;
-    }
+    summary.unsentPages = last.count(0);
+    summary.finalNormalPages = last.count(2);
   }
   return s;
 }

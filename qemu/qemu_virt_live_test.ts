@@ -13,7 +13,7 @@
  *   16M -incoming "exec:cat FILE"`;
  * - QEMU → livesnap → QEMU: the RAM QEMU holds after loading equals the first stream's.
  *
- * Under CI these tests run (qemuTestGate fails when QEMU is missing); elsewhere they are skipped
+ * Under CI these tests run (tests/_external_tools.ts: a missing QEMU fails them); elsewhere they are skipped
  * without QEMU, and qemu/riscv_virt_test.ts covers the same ground with committed streams.
  */
 import { assert, assertEquals } from "@std/assert/mod.js";
@@ -24,7 +24,7 @@ import type { SnapshotMode } from "../emulator/snapshot/session.ts";
 import { main as convert } from "../tools/convert_command.ts";
 import { main as restore } from "../tools/restore_command.ts";
 import { restoreSnapshot } from "../tools/restore.ts";
-import { qemuTestGate } from "./_qmp.ts";
+import { needTool } from "../tests/_external_tools.ts";
 import {
   makeStream,
   memoryBytes,
@@ -34,7 +34,8 @@ import {
 } from "./_make_stream.ts";
 import { readQemuSnapshot } from "./snapshot.ts";
 
-const { ignore, suffix } = await qemuTestGate();
+const qemu = await needTool("qemu-system-riscv32");
+const { ignore, note: suffix } = qemu;
 const ELF = new URL("../emulator/guests/build/checkpoint.elf", import.meta.url).pathname;
 const MEMORY = "16M";
 /** Bytes of output compared after each restore point. */
@@ -70,6 +71,7 @@ for (const kind of STREAM_KINDS) {
       `QEMU's ${kind} stream resumes in livesnap with the checkpoints of QEMU's own run${suffix}`,
     ignore,
     async fn() {
+      qemu.check();
       const dir = await Deno.makeTempDir({ prefix: `livesnap-xemu-${kind}-` });
       try {
         const made = await makeStream(kind, `${dir}/s.qemu`, dir, {
@@ -112,6 +114,7 @@ for (const mode of MODES) {
       `a livesnap ${mode} snapshot resumes in QEMU with the checkpoints of QEMU's own run${suffix}`,
     ignore,
     async fn() {
+      qemu.check();
       const dir = await Deno.makeTempDir({ prefix: `livesnap-xemu-${mode}-` });
       try {
         const at = 4_567_891;
@@ -149,6 +152,7 @@ Deno.test({
   name: `QEMU → livesnap → QEMU: the RAM QEMU holds after loading is the first stream's${suffix}`,
   ignore,
   async fn() {
+    qemu.check();
     const dir = await Deno.makeTempDir({ prefix: "livesnap-xemu-roundtrip-" });
     try {
       await makeStream("paused", `${dir}/first.qemu`, dir, {

@@ -5,6 +5,7 @@
  * @module
  */
 import { QemuStreamCorruptError } from "./errors.ts";
+import { PageStates } from "./_page_states.ts";
 import type { QemuConfiguration, QemuDeviceSection, RamBlock, VmDescription } from "./model.ts";
 import { type ByteInput, readQemuStream, type ReadQemuStreamOptions } from "./stream_reader.ts";
 import { type ByteSink, QemuStreamWriter } from "./stream_writer.ts";
@@ -63,7 +64,7 @@ export async function readQemuSnapshot(
   let ramSection: QemuSnapshot["ramSection"] | undefined;
   const blocks: RamBlock[] = [];
   const pages = new Map<string, Map<number, Uint8Array>>();
-  const sent = new Map<string, Uint8Array>();
+  const sent = new Map<string, PageStates>();
   const devices: QemuDeviceSection[] = [];
   const commands: QemuSnapshot["commands"] = [];
   let vmdescText: string | undefined;
@@ -85,12 +86,12 @@ export async function readQemuSnapshot(
         for (const b of r.blocks) {
           blocks.push(b);
           pages.set(b.name, new Map());
-          sent.set(b.name, new Uint8Array(b.size / pageSize));
+          sent.set(b.name, new PageStates(b.size / pageSize));
         }
         break;
       case "page": {
         pageRecords++;
-        sent.get(r.block)![r.address / pageSize] = 1;
+        sent.get(r.block)!.set(r.address / pageSize, 1);
         const m = pages.get(r.block)!;
         if (r.data !== undefined) m.set(r.address, r.data);
         else if (r.fill === 0) m.delete(r.address);
@@ -116,9 +117,8 @@ export async function readQemuSnapshot(
     throw new QemuStreamCorruptError("the stream has no RAM block list", lastOffset);
   }
   const unsentPages = new Map<string, number>();
-  for (const [name, bits] of sent) {
-    let n = 0;
-    for (const b of bits) if (b === 0) n++;
+  for (const [name, pages] of sent) {
+    const n = pages.count(0);
     if (n > 0) unsentPages.set(name, n);
   }
   return {

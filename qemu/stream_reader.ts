@@ -286,6 +286,9 @@ async function readSectionHeader(src: ByteSource, sectionType: number): Promise<
   const n = await src.u8("a section name length");
   const at = src.offset;
   const idstr = decodeName(await src.read(n, "a section name"), "section name", at);
+  // QEMU names every section (savevm.c takes the idstr from the vmstate description or the
+  // device); an empty one could not be told apart from another in an .lsnap file either.
+  if (idstr === "") throw new QemuStreamCorruptError("a section with an empty name", at - 1);
   const instanceId = await src.u32("an instance id");
   const versionId = await src.u32("a version id");
   return { sectionType, sectionId, idstr, instanceId, versionId };
@@ -401,6 +404,7 @@ async function readBlockList(
     const at = src.offset;
     const n = await src.u8("a block name length");
     const name = decodeName(await src.read(n, "a block name"), "block name", at);
+    if (name === "") throw new QemuStreamCorruptError("a RAM block with an empty name", at);
     const size = Number(await src.u64("a block size"));
     if (size === 0 || size > total - sum) {
       throw new QemuStreamCorruptError(
@@ -473,6 +477,18 @@ function vmDescRecord(bytes: Uint8Array, offset: number): QemuStreamRecord {
   ) {
     throw new QemuStreamCorruptError("the JSON description has no 'devices' list", offset);
   }
+  // QEMU writes each device as an object naming it (vmstate.c, vmstate_save_state_v).
+  description.devices.forEach((d, i) => {
+    if (
+      typeof d !== "object" || d === null || typeof d.name !== "string" ||
+      !Number.isSafeInteger(d.instance_id)
+    ) {
+      throw new QemuStreamCorruptError(
+        `the JSON description's device ${i} is not an object with a 'name' and an 'instance_id'`,
+        offset,
+      );
+    }
+  });
   return { kind: "vmdesc", offset, text, description };
 }
 
@@ -600,6 +616,7 @@ function parseAfterFooter(buf: Uint8Array, p: number): AfterFooter {
       } catch {
         return { kind: "fail", reason: "a section name that is not UTF-8", at: p };
       }
+      if (idstr === "") return { kind: "fail", reason: "a section with an empty name", at: p };
       if (idstr === RAM_SECTION_IDSTR) {
         return { kind: "fail", reason: "a RAM section after device state", at: p };
       }

@@ -55,8 +55,13 @@ export interface DecodeVmStateOptions {
   subsections?: "listed" | "as-found";
 }
 
+/** The most values one section decodes into: fields of size 0 repeated `array_len` times
+ * consume no bytes, so the data's length alone does not bound the work. */
+const MAX_VALUES = 1_000_000;
+
 class Cursor {
   pos = 0;
+  values = 0;
   constructor(readonly data: Uint8Array) {}
   take(n: number, what: string): Uint8Array {
     if (!Number.isInteger(n) || n < 0 || this.pos + n > this.data.length) {
@@ -80,10 +85,36 @@ function intValue(b: Uint8Array, littleEndian: boolean): string {
   return "0x" + v.toString(16).padStart(b.length * 2, "0");
 }
 
+const isObject = (v: unknown): v is Record<string, unknown> =>
+  typeof v === "object" && v !== null && !Array.isArray(v);
+
+/** The description comes from the stream: every shape is checked before it is used. */
+function checkField(f: unknown, at: string): asserts f is VmDescField {
+  if (!isObject(f) || typeof f.name !== "string" || typeof f.type !== "string") {
+    throw new DecodeError(`${at} is not a field with a string 'name' and 'type'`);
+  }
+  if (!Number.isSafeInteger(f.size) || (f.size as number) < 0) {
+    throw new DecodeError(`field '${f.name}' has size ${JSON.stringify(f.size)}`);
+  }
+  const n = f.array_len;
+  if (n !== undefined && (!Number.isSafeInteger(n) || (n as number) < 0)) {
+    throw new DecodeError(`field '${f.name}' has array_len ${JSON.stringify(n)}`);
+  }
+}
+
+function listOf(v: unknown, what: string): unknown[] {
+  if (v === undefined) return [];
+  if (!Array.isArray(v)) throw new DecodeError(`${what} is not a list`);
+  return v;
+}
+
 function readField(c: Cursor, f: VmDescField, depth: number, asFound: boolean): VmStateValue {
   const what = `field '${f.name}'`;
+  if (++c.values > MAX_VALUES) {
+    throw new DecodeError(`the description asks for more than ${MAX_VALUES} values`);
+  }
   if (f.type === "struct") {
-    if (f.struct === undefined) throw new DecodeError(`${what} is a struct with no description`);
+    if (!isObject(f.struct)) throw new DecodeError(`${what} is a struct with no description`);
     return readStruct(c, f.struct, depth + 1, asFound);
   }
   if (f.type === "bool") return c.take(f.size, what)[0] !== 0;
@@ -107,8 +138,10 @@ function readStruct(
   asFound: boolean,
 ): { [name: string]: VmStateValue } {
   if (depth > 32) throw new DecodeError("the description nests deeper than 32 levels");
-  const out: { [name: string]: VmStateValue } = {};
-  for (const f of desc.fields ?? []) {
+  // No prototype: a field named "__proto__" is a field like any other.
+  const out: { [name: string]: VmStateValue } = Object.create(null);
+  for (const [i, f] of listOf(desc.fields, "'fields'").entries()) {
+    checkField(f, `fields[${i}]`);
     const count = f.array_len ?? 1;
     for (let i = 0; i < count; i++) {
       const v = readField(c, f, depth, asFound);
@@ -129,7 +162,9 @@ function readStruct(
       if (desc.vmsd_name === undefined || !name.startsWith(`${desc.vmsd_name}/`)) break;
       c.take(2 + n, "a subsection header");
       c.take(4, "a subsection version");
-      const sub = (desc.subsections ?? []).find((s) => s.vmsd_name === name);
+      const sub = listOf(desc.subsections, "'subsections'").find(
+        (s): s is VmDescStruct => isObject(s) && s.vmsd_name === name,
+      );
       if (sub === undefined) {
         throw new DecodeError(`subsection '${name}' at section byte ${at} is not described`);
       }
@@ -137,12 +172,13 @@ function readStruct(
     }
     return out;
   }
-  for (const sub of desc.subsections ?? []) {
+  for (const sub of listOf(desc.subsections, "'subsections'")) {
+    if (!isObject(sub)) throw new DecodeError("a subsection is not an object");
     const at = c.pos;
     const marker = c.take(1, "a subsection marker")[0];
     if (marker !== SectionType.SUBSECTION) {
       throw new DecodeError(
-        `subsection '${sub.vmsd_name}' expected at section byte ${at}, found 0x${
+        `subsection '${String(sub.vmsd_name)}' expected at section byte ${at}, found 0x${
           marker.toString(16).padStart(2, "0")
         }`,
       );
@@ -175,6 +211,7 @@ export function decodeVmState(
 ): VmStateDecoding {
   const c = new Cursor(data);
   try {
+    if (!isObject(desc)) throw new DecodeError("the device's description is not an object");
     const fields = readStruct(c, desc, 0, options.subsections === "as-found");
     if (c.pos !== data.length) {
       return {

@@ -52,21 +52,6 @@ export function loadGuestImage(elf: Uint8Array, base: number, size: number): Gue
   return { ram, base, entry: v.getUint32(24, true), flags: v.getUint32(36, true), symbols };
 }
 
-/** Whether `gdb-multiarch` can be run here. */
-export async function haveGdbMultiarch(): Promise<boolean> {
-  try {
-    const out = await new Deno.Command("gdb-multiarch", {
-      args: ["--version"],
-      stdout: "null",
-      stderr: "null",
-    })
-      .output();
-    return out.success;
-  } catch {
-    return false;
-  }
-}
-
 /** Runs `gdb-multiarch -batch` on `elf` and `core` with `commands`; returns its stdout. */
 export async function runGdb(elf: string, core: string, commands: string[]): Promise<string> {
   const args = ["-nx", "-batch", ...commands.flatMap((c) => ["-ex", c]), elf, core];

@@ -1,7 +1,8 @@
 /**
- * Guests for the live-snapshot tests: `memstress` with a patched config, and `storm`, a guest
- * assembled here that stores on almost every instruction (the worst case for a `cow` snapshot
- * with a zero-size buffer).
+ * Guests for the tests: `memstress` with a patched config; `storm`, a guest assembled here that
+ * stores on almost every instruction (the worst case for a `cow` snapshot with a zero-size
+ * buffer); and `exit`, one that ends with a chosen exit code after a known number of
+ * instructions.
  *
  * @module
  */
@@ -96,6 +97,24 @@ export function stormElf(o: StormOptions): Uint8Array {
   code.push(...li(4, SIFIVE_TEST_BASE), ...li(5, 0x5555), sw(5, 4, 0));
   code.push(jal0(0));
   return elfOf(RAM_BASE, new Uint8Array(new Uint32Array(code).buffer));
+}
+
+/**
+ * A guest that counts down `loops` iterations (3 instructions each) and then exits with `code`
+ * through the SiFive test device (FAIL with a code, `code << 16 | 0x3333`, or PASS 0x5555 for
+ * code 0): a guest that ends by itself, after a known number of instructions.
+ */
+export function exitElf(code: number, loops: number): Uint8Array {
+  const word = code === 0 ? 0x5555 : ((code << 16) | 0x3333) >>> 0;
+  const body: number[] = [];
+  body.push(...li(10, loops)); // x10: loops left
+  const loop = body.length;
+  body.push(addi(10, 10, -1));
+  body.push(addi(0, 0, 0)); // nop: 3 instructions per round
+  body.push(branch(1, 10, 0, (loop - body.length) * 4)); // bne x10, x0, loop
+  body.push(...li(4, SIFIVE_TEST_BASE), ...li(5, word), sw(5, 4, 0));
+  body.push(jal0(0));
+  return elfOf(RAM_BASE, new Uint8Array(new Uint32Array(body).buffer));
 }
 
 /** A minimal ELF32 RISC-V executable: one PT_LOAD segment at `base`, entry at `base`. */

@@ -2,7 +2,10 @@
  * The command line's live snapshot options and the control socket, end to end.
  */
 import { assert, assertEquals } from "@std/assert/mod.js";
+import { Machine } from "../emulator/machine.ts";
 import { LiveMachine } from "../emulator/snapshot/live_machine.ts";
+import { machineContentDigest } from "../emulator/snapshot/machine_state.ts";
+import { verifySnapshot } from "../tools/verify.ts";
 import { controlRequest, serveControl } from "../tools/control.ts";
 import { parseCowBuffer, snapshotPath } from "../tools/_live_run.ts";
 
@@ -145,13 +148,22 @@ Deno.test("serveControl() answers snapshot, pause, resume, status, digest and qu
     if (!("return" in snap)) throw new Error(JSON.stringify(snap));
     const m = snap.return as { mode: string; atInstruction: number; contentDigest: string };
     assertEquals(m.mode, "cow");
-    assert((await Deno.stat(`${dir}/c.lsnap`)).size > 0);
+    // The file holds the state a direct run has at that instruction, and the reply says so.
+    const v = await verifySnapshot((await Deno.open(`${dir}/c.lsnap`)).readable);
+    const direct = Machine.fromElf(elf, { ramSize: 8 * 1024 * 1024, uartSink: () => {} });
+    direct.run(m.atInstruction);
+    const want = await machineContentDigest(direct);
+    assertEquals([v.ok, v.digests.content, m.contentDigest], [true, want, want]);
 
     const paused = await controlRequest(sock, { execute: "pause" });
-    assertEquals((paused as { return: { state: string } }).return.state, "paused");
+    const at = (paused as { return: { state: string; retired: number } }).return;
+    assertEquals(at.state, "paused");
     const d1 = await controlRequest(sock, { execute: "digest" });
     const d2 = await controlRequest(sock, { execute: "digest" });
     assertEquals(d1, d2, "a paused machine's digest changed");
+    // `digest` over the socket is the digest of a direct run to the paused instruction.
+    direct.run(at.retired - direct.hart.retired);
+    assertEquals(d1, { return: { contentDigest: await machineContentDigest(direct) } });
     const resumed = await controlRequest(sock, { execute: "resume" });
     assertEquals((resumed as { return: { state: string } }).return.state, "running");
 

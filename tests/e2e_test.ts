@@ -9,10 +9,11 @@
  * - `diff` of the snapshots at N and N+K lists differing pages and exits 1, of a file and its
  *   conversion exits 0;
  * - `convert --to elf-core` opens in gdb-multiarch with the hart's pc (skipped, visibly, when
- *   gdb-multiarch is not installed).
+ *   gdb-multiarch is not installed; a failure in CI).
  */
 import { assert, assertEquals, assertMatch } from "@std/assert/mod.js";
-import { haveGdbMultiarch, runGdb } from "./_guest_image.ts";
+import { runGdb } from "./_guest_image.ts";
+import { needTool } from "./_external_tools.ts";
 
 const CLI = new URL("../tools/cli.ts", import.meta.url).pathname;
 const CONFIG = new URL("../deno.json", import.meta.url).pathname;
@@ -39,7 +40,7 @@ function lastLine(stdout: string): string {
   return stdout.trim().split("\n").at(-1)!;
 }
 
-const gdb = await haveGdbMultiarch();
+const gdb = await needTool("gdb-multiarch");
 
 Deno.test("a live cow snapshot of a guest goes through verify, inspect, convert, restore, diff and gdb", async (t) => {
   const dir = await Deno.makeTempDir({ prefix: "livesnap-e2e-" });
@@ -166,11 +167,10 @@ Deno.test("a live cow snapshot of a guest goes through verify, inspect, convert,
     );
 
     await t.step({
-      name: `convert --to elf-core opens in gdb-multiarch at the hart's pc${
-        gdb ? "" : " (skipped: gdb-multiarch not installed)"
-      }`,
-      ignore: !gdb,
+      name: `convert --to elf-core opens in gdb-multiarch at the hart's pc${gdb.note}`,
+      ignore: gdb.ignore,
       fn: async () => {
+        gdb.check();
         const core = `${dir}/c.core`;
         const r = await livesnap("convert", "--to", "elf-core", at(N), core);
         assertEquals(r.code, 0, r.stderr);

@@ -18,6 +18,7 @@ import type { SnapshotMode } from "../emulator/snapshot/session.ts";
 import { parseCount, parseSize } from "./_args.ts";
 import { UsageError } from "./_command.ts";
 import { serveControl } from "./control.ts";
+import { LIMIT_EXIT_STATUS } from "./run.ts";
 
 /** Options shared by `run` and `restore` in live mode. */
 export interface LiveRunOptions {
@@ -30,6 +31,8 @@ export interface LiveRunOptions {
   runFor?: number;
   /** Print the fields a restored QEMU snapshot's mapping ignored or approximated (stderr). */
   verbose?: boolean;
+  /** The guard of `--max-instructions` (counted from reset): exit status 124 when reached. */
+  maxInstructions?: number;
   digest: boolean;
   snapshotAt: number[];
   snapshotEvery?: number;
@@ -126,6 +129,14 @@ export function haltStatus(name: string, halt: HaltReason): number {
   }
 }
 
+/** The message and exit status (124, as timeout(1)) of a run `--max-instructions` stopped. */
+export function limitStatus(name: string, max: number): number {
+  console.error(
+    `${name}: the guest did not finish within --max-instructions ${max}; stopped (exit status ${LIMIT_EXIT_STATUS})`,
+  );
+  return LIMIT_EXIT_STATUS;
+}
+
 /** One line on stderr about a finished snapshot. */
 export function describeSnapshot(m: SnapshotMetrics): string {
   const extra = m.mode === "cow"
@@ -172,6 +183,8 @@ export async function runLive(o: LiveRunOptions): Promise<number> {
     precopy: o.precopy,
     path: snapshotPath(o.out!, at, several),
   }));
+  // The guest halts at whichever comes first; the halt tells them apart below.
+  const end = Math.min(o.stopAt ?? Infinity, o.maxInstructions ?? Infinity);
   let machine: LiveMachine;
   try {
     machine = await LiveMachine.start({
@@ -180,7 +193,7 @@ export async function runLive(o: LiveRunOptions): Promise<number> {
       ramSize: o.ramSize,
       input: o.input,
       uartSink: print,
-      stopAt: o.stopAt ?? null,
+      stopAt: end === Infinity ? null : end,
       runFor: o.runFor ?? null,
       schedule,
       every: o.snapshotEvery === undefined ? null : {
@@ -217,7 +230,10 @@ export async function runLive(o: LiveRunOptions): Promise<number> {
       const hex = await machine.digest();
       print(encoder.encode(`${lastByte === 10 ? "" : "\n"}${hex}\n`));
     }
-    status = haltStatus(o.name, ended.h.halt);
+    const max = o.maxInstructions;
+    const limited = ended.h.halt.reason === "stop-at" && max !== undefined &&
+      ended.h.retired >= max && (o.stopAt === undefined || o.stopAt > max);
+    status = limited ? limitStatus(o.name, max) : haltStatus(o.name, ended.h.halt);
     await machine.quit();
   }
   await control?.close();
@@ -228,6 +244,7 @@ export async function runLive(o: LiveRunOptions): Promise<number> {
 /** The options `run` and `restore` both take, as `parseArgs` declares them (all strings). */
 export const LIVE_STRING_OPTIONS = [
   "stop-at",
+  "max-instructions",
   "snapshot-at",
   "snapshot-every",
   "out",
@@ -244,6 +261,7 @@ type LiveArgValues = { [K in (typeof LIVE_STRING_OPTIONS)[number]]?: string | st
 /** What {@linkcode parseLiveArgs} makes of the shared options. */
 export interface LiveArgs {
   stopAt?: number;
+  maxInstructions?: number;
   /** The options for {@linkcode runLive}, or null when neither snapshots nor a control socket
    * are asked for (then the guest runs on the calling thread). */
   live: Omit<LiveRunOptions, "name" | "print" | "elf" | "restorePath" | "ramSize" | "input"> | null;
@@ -259,6 +277,10 @@ export function parseLiveArgs(opts: LiveArgValues & { digest?: boolean }): LiveA
   const stopAt = stopAtText === undefined
     ? undefined
     : parseInstructionCount("--stop-at", stopAtText);
+  const maxText = one("max-instructions");
+  const maxInstructions = maxText === undefined
+    ? undefined
+    : parseInstructionCount("--max-instructions", maxText);
   const at = (opts["snapshot-at"] ?? []) as string[];
   const everyText = one("snapshot-every");
   if (at.length === 0 && everyText === undefined && one("control") === undefined) {
@@ -267,7 +289,7 @@ export function parseLiveArgs(opts: LiveArgValues & { digest?: boolean }): LiveA
         throw new UsageError(`--${o} needs --snapshot-at, --snapshot-every or --control`);
       }
     }
-    return { stopAt, live: null };
+    return { stopAt, maxInstructions, live: null };
   }
   const snapshotEvery = everyText === undefined
     ? undefined
@@ -275,8 +297,10 @@ export function parseLiveArgs(opts: LiveArgValues & { digest?: boolean }): LiveA
   if (snapshotEvery === 0) throw new UsageError("Cannot use --snapshot-every 0");
   return {
     stopAt,
+    maxInstructions,
     live: {
       stopAt,
+      maxInstructions,
       digest: opts.digest ?? false,
       snapshotAt: at.map((t) => parseInstructionCount("--snapshot-at", t)),
       snapshotEvery,

@@ -18,8 +18,26 @@ Deno.test("parsePrecopyOptions() reads --precopy-max-passes and --downtime-ms, a
   );
 });
 
-Deno.test("parseLiveArgs() is what run and restore share: live options, refusals, stop-at", () => {
-  assertEquals(parseLiveArgs({ "stop-at": "500" }), { stopAt: 500, live: null });
+Deno.test("parseLiveArgs() is what run and restore share: live options, refusals, stop-at, max-instructions", () => {
+  assertEquals(parseLiveArgs({ "stop-at": "500" }), {
+    stopAt: 500,
+    maxInstructions: undefined,
+    live: null,
+  });
+  assertEquals(parseLiveArgs({ "max-instructions": "900" }), {
+    stopAt: undefined,
+    maxInstructions: 900,
+    live: null,
+  });
+  assertEquals(
+    parseLiveArgs({ "max-instructions": "900", control: "vm.sock" }).live?.maxInstructions,
+    900,
+  );
+  assertThrows(
+    () => parseLiveArgs({ "max-instructions": "9e9" }),
+    UsageError,
+    "Cannot use --max-instructions '9e9': not an instruction count",
+  );
   assertThrows(() => parseLiveArgs({ out: "x.lsnap" }), UsageError, "--out needs --snapshot-at");
   assertThrows(() => parseLiveArgs({ "snapshot-every": "0" }), UsageError, "--snapshot-every 0");
   assertThrows(() => parseLiveArgs({ "stop-at": "1e6" }), UsageError, "not an instruction count");

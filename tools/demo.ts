@@ -5,6 +5,9 @@
  * restored guest carrying on exactly where the snapshot was taken: the same output, the same
  * machine state. Then it damages copies of the file and shows verify and restore refusing them.
  *
+ * Each claim it shows is also checked: the demo ends with "demo: all N checks passed" and exit
+ * status 0, or names every check that failed and exits with status 1.
+ *
  * @module
  */
 
@@ -16,17 +19,26 @@ import { machineContentDigest as machineDigest } from "../emulator/snapshot/mach
 import { inspectSnapshot } from "./inspect.ts";
 import { verifySnapshot } from "./verify.ts";
 
-const RAM = 64 * 1024 * 1024;
-const SNAPSHOT_AT = 12_000_000;
-const STOP_AT = 60_000_000;
-const ELF = memstressElf({ workingSetBytes: 8 * 1024 * 1024, writesPerRound: 40_000, rounds: 0 });
+/** The demo's sizes: the task uses the defaults; a test runs a smaller one. */
+export interface DemoOptions {
+  /** Guest RAM (default 64 MiB). */
+  ram?: number;
+  /** The snapshot's instruction (default 12 000 000). */
+  snapshotAt?: number;
+  /** Where the original and the restored guest stop (default 60 000 000). */
+  stopAt?: number;
+  /** memstress's working set (default 8 MiB). */
+  workingSet?: number;
+  /** Where the demo's lines go (default console.log). */
+  print?: (line: string) => void;
+}
 
 const decoder = new TextDecoder();
 const lines = (s: string) => s.trimEnd().split("\n");
 const guest = (s: string) => `    guest │ ${s}`;
 const mib = (n: number) => `${(n / 1024 / 1024).toFixed(1)} MiB`;
 
-function showMetrics(m: SnapshotMetrics): void {
+function metricLines(m: SnapshotMetrics): string[] {
   const rows: [string, string][] = [
     ["mode", `${m.mode}, buffer ${mib(m.cowBufferBytes)}`],
     ["taken at", `instruction ${m.atInstruction.toLocaleString("en")}`],
@@ -46,105 +58,150 @@ function showMetrics(m: SnapshotMetrics): void {
     ["buffer peak", `${mib(m.bufferPeakBytes)} (never above its ${mib(m.cowBufferBytes)})`],
     ["guest stalls", `${(m.guestStallUs / 1000).toFixed(1)} ms waiting for a slot or a page`],
   ];
-  for (const [k, v] of rows) console.log(`    ${k.padEnd(13)} ${v}`);
+  return rows.map(([k, v]) => `    ${k.padEnd(13)} ${v}`);
 }
 
-async function verifyFile(label: string, path: string): Promise<void> {
-  const r = await verifySnapshot((await Deno.open(path)).readable);
-  console.log(
-    `    ${label.padEnd(18)} ${r.ok ? "OK" : `refused: ${r.error?.kind}: ${r.error?.message}`}`,
-  );
+async function verifyFile(path: string) {
+  return await verifySnapshot((await Deno.open(path)).readable);
 }
 
-const dir = await Deno.makeTempDir({ prefix: "livesnap-demo-" });
-try {
-  const path = `${dir}/memstress.lsnap`;
-  console.log(
-    `1. Boot memstress (${mib(RAM)} of RAM) on its own thread; at instruction ${
-      SNAPSHOT_AT.toLocaleString("en")
-    } take a live cow snapshot\n   while it keeps running, and let it run on to ${
-      STOP_AT.toLocaleString("en")
-    }.\n`,
-  );
-  let original = "";
-  let metrics: SnapshotMetrics | null = null;
-  const machine = await LiveMachine.start({
-    elf: ELF,
-    ramSize: RAM,
-    uartSink: (b) => original += decoder.decode(b),
-    schedule: [{ at: SNAPSHOT_AT, mode: "cow", cowBuffer: 16 * 1024 * 1024, path }],
-    stopAt: STOP_AT,
-    onScheduledSnapshot: (m) => metrics = m,
+const verdict = (r: Awaited<ReturnType<typeof verifyFile>>) =>
+  r.ok ? "OK" : `refused: ${r.error?.kind}: ${r.error?.message}`;
+
+/**
+ * Runs the demo, printing as it goes, and returns how many of its claims it checked and the
+ * ones that failed (none when the snapshot, the restore and the refusals did what it says).
+ */
+export async function demo(o: DemoOptions = {}): Promise<{ checks: number; failed: string[] }> {
+  const ram = o.ram ?? 64 * 1024 * 1024;
+  const snapshotAt = o.snapshotAt ?? 12_000_000;
+  const stopAt = o.stopAt ?? 60_000_000;
+  const elf = memstressElf({
+    workingSetBytes: o.workingSet ?? 8 * 1024 * 1024,
+    writesPerRound: 40_000,
+    rounds: 0,
   });
-  await machine.halted;
-  const originalDigest = await machine.digest();
-  await machine.quit();
-  if (metrics === null) throw new Error("Cannot run the demo: the snapshot did not complete");
-  const m: SnapshotMetrics = metrics;
-  for (const l of lines(original).slice(0, 3)) console.log(guest(l));
-  console.log(guest("…"));
-  console.log("\n   The snapshot's metrics:");
-  showMetrics(m);
+  const log = o.print ?? ((line: string) => console.log(line));
+  let checks = 0;
+  const failed: string[] = [];
+  /** One claim of the demo: counted, and kept when it does not hold. */
+  const check = (ok: boolean, claim: string): boolean => {
+    checks++;
+    if (!ok) failed.push(claim);
+    return ok;
+  };
+  const n = (x: number) => x.toLocaleString("en");
 
-  console.log("\n2. Inspect and verify the file.\n");
-  const info = await inspectSnapshot((await Deno.open(path)).readable);
-  console.log(
-    `    ${info.pages.present} pages present in ${info.pages.records} records (the pages the guest copied aside come first);`,
-  );
-  console.log(`    devices ${info.devices.map((d) => `${d.id} v${d.version}`).join(", ")}`);
-  console.log(`    content digest ${info.digests.content}`);
-  await verifyFile("verify:", path);
-  let atN = "";
-  const direct = runGuest({ elf: ELF, ramSize: RAM, stopAt: SNAPSHOT_AT, sink: () => {} });
-  atN = await machineDigest(direct.machine);
-  console.log(
-    `    a machine run straight to instruction ${
-      SNAPSHOT_AT.toLocaleString("en")
-    } has the same digest: ${atN === info.digests.content}`,
-  );
-
-  console.log(
-    `\n3. Restore the file in a fresh machine and run it to ${STOP_AT.toLocaleString("en")}.\n`,
-  );
-  let restored = "";
-  const again = await LiveMachine.start({
-    restorePath: path,
-    uartSink: (b) => restored += decoder.decode(b),
-    stopAt: STOP_AT,
-  });
-  await again.halted;
-  const restoredDigest = await again.digest();
-  await again.quit();
-  const before = original.slice(0, original.length - restored.length);
-  for (const l of lines(before).slice(-2)) console.log(guest(l));
-  console.log("    ──────┼─ snapshot ─ the lines below come from the restored machine");
-  for (const l of lines(restored).slice(0, 3)) console.log(guest(l));
-  console.log(guest("…"));
-  console.log(
-    `\n    restored output = the original's output after the snapshot: ${
-      original.endsWith(restored)
-    }`,
-  );
-  console.log(
-    `    machine state at ${STOP_AT.toLocaleString("en")}, restored vs original: ${
-      restoredDigest === originalDigest ? "identical" : "DIFFERENT"
-    } (${restoredDigest.slice(0, 16)}…)`,
-  );
-
-  console.log("\n4. Damaged copies are refused, with the record and byte offset.\n");
-  const bytes = await Deno.readFile(path);
-  const flipped = bytes.slice();
-  flipped[Math.floor(bytes.length / 2)] ^= 0x01;
-  await Deno.writeFile(`${dir}/flipped.lsnap`, flipped);
-  await verifyFile("one bit flipped:", `${dir}/flipped.lsnap`);
-  await Deno.writeFile(`${dir}/cut.lsnap`, bytes.subarray(0, Math.floor(bytes.length * 0.7)));
-  await verifyFile("cut at 70%:", `${dir}/cut.lsnap`);
+  const dir = await Deno.makeTempDir({ prefix: "livesnap-demo-" });
   try {
-    await LiveMachine.start({ restorePath: `${dir}/cut.lsnap` });
-    console.log("    restore of the cut copy: started (unexpected)");
-  } catch (e) {
-    console.log(`    restore, cut copy: refused before running: ${(e as Error).message}`);
+    const path = `${dir}/memstress.lsnap`;
+    log(
+      `1. Boot memstress (${mib(ram)} of RAM) on its own thread; at instruction ${
+        n(snapshotAt)
+      } take a live cow snapshot\n   while it keeps running, and let it run on to ${n(stopAt)}.\n`,
+    );
+    let original = "";
+    let metrics: SnapshotMetrics | null = null;
+    const machine = await LiveMachine.start({
+      elf,
+      ramSize: ram,
+      uartSink: (b) => original += decoder.decode(b),
+      schedule: [{ at: snapshotAt, mode: "cow", cowBuffer: 16 * 1024 * 1024, path }],
+      stopAt,
+      onScheduledSnapshot: (m) => metrics = m,
+    });
+    await machine.halted;
+    const originalDigest = await machine.digest();
+    await machine.quit();
+    if (!check(metrics !== null, "the snapshot completed")) return { checks, failed };
+    const m: SnapshotMetrics = metrics!;
+    for (const l of lines(original).slice(0, 3)) log(guest(l));
+    log(guest("…"));
+    log("\n   The snapshot's metrics:");
+    for (const l of metricLines(m)) log(l);
+
+    log("\n2. Inspect and verify the file.\n");
+    const info = await inspectSnapshot((await Deno.open(path)).readable);
+    log(
+      `    ${info.pages.present} pages present in ${info.pages.records} records (the pages the guest copied aside come first);`,
+    );
+    log(`    devices ${info.devices.map((d) => `${d.id} v${d.version}`).join(", ")}`);
+    log(`    content digest ${info.digests.content}`);
+    const v = await verifyFile(path);
+    check(v.ok, "the snapshot verifies");
+    log(`    ${"verify:".padEnd(18)} ${verdict(v)}`);
+    const direct = runGuest({ elf, ramSize: ram, stopAt: snapshotAt, sink: () => {} });
+    const atN = await machineDigest(direct.machine);
+    const same = check(
+      atN === info.digests.content && atN === m.contentDigest,
+      `the snapshot holds the state of a machine run straight to instruction ${n(snapshotAt)}`,
+    );
+    log(`    a machine run straight to instruction ${n(snapshotAt)} has the same digest: ${same}`);
+
+    log(`\n3. Restore the file in a fresh machine and run it to ${n(stopAt)}.\n`);
+    let restored = "";
+    const again = await LiveMachine.start({
+      restorePath: path,
+      uartSink: (b) => restored += decoder.decode(b),
+      stopAt,
+    });
+    await again.halted;
+    const restoredDigest = await again.digest();
+    await again.quit();
+    const before = original.slice(0, original.length - restored.length);
+    for (const l of lines(before).slice(-2)) log(guest(l));
+    log("    ──────┼─ snapshot ─ the lines below come from the restored machine");
+    for (const l of lines(restored).slice(0, 3)) log(guest(l));
+    log(guest("…"));
+    const output = check(
+      restored.length > 0 && original.endsWith(restored),
+      "the restored guest prints what the original printed after the snapshot",
+    );
+    log(`\n    restored output = the original's output after the snapshot: ${output}`);
+    const state = check(
+      restoredDigest === originalDigest,
+      `the restored machine's state at ${n(stopAt)} is the original's`,
+    );
+    log(
+      `    machine state at ${n(stopAt)}, restored vs original: ${
+        state ? "identical" : "DIFFERENT"
+      } (${restoredDigest.slice(0, 16)}…)`,
+    );
+
+    log("\n4. Damaged copies are refused, with the record and byte offset.\n");
+    const bytes = await Deno.readFile(path);
+    const flipped = bytes.slice();
+    flipped[Math.floor(bytes.length / 2)] ^= 0x01;
+    await Deno.writeFile(`${dir}/flipped.lsnap`, flipped);
+    const vf = await verifyFile(`${dir}/flipped.lsnap`);
+    check(!vf.ok, "a copy with one bit flipped is refused");
+    log(`    ${"one bit flipped:".padEnd(18)} ${verdict(vf)}`);
+    await Deno.writeFile(`${dir}/cut.lsnap`, bytes.subarray(0, Math.floor(bytes.length * 0.7)));
+    const vc = await verifyFile(`${dir}/cut.lsnap`);
+    check(!vc.ok, "a copy cut at 70% is refused");
+    log(`    ${"cut at 70%:".padEnd(18)} ${verdict(vc)}`);
+    try {
+      const started = await LiveMachine.start({ restorePath: `${dir}/cut.lsnap` });
+      await started.quit();
+      check(false, "restore refuses the cut copy");
+      log("    restore of the cut copy: started (unexpected)");
+    } catch (e) {
+      check(true, "restore refuses the cut copy");
+      log(`    restore, cut copy: refused before running: ${(e as Error).message}`);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
-} finally {
-  await Deno.remove(dir, { recursive: true });
+  return { checks, failed };
+}
+
+if (import.meta.main) {
+  const { checks, failed } = await demo();
+  if (failed.length === 0) {
+    console.log(`\ndemo: all ${checks} checks passed`);
+  } else {
+    console.error(`\ndemo: ${failed.length} of ${checks} checks FAILED:`);
+    for (const f of failed) console.error(`  - ${f}`);
+    Deno.exit(1);
+  }
 }

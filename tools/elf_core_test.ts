@@ -11,7 +11,10 @@ import {
   PT_LOAD,
   PT_NOTE,
 } from "./elf_core.ts";
-import { GDB_GUEST_ELF, haveGdbMultiarch, loadGuestImage, runGdb } from "../tests/_guest_image.ts";
+import { GDB_GUEST_ELF, loadGuestImage, runGdb } from "../tests/_guest_image.ts";
+import { needTool } from "../tests/_external_tools.ts";
+
+const gdb = await needTool("gdb-multiarch");
 
 function registers(pc: number): { pc: number; x: number[] } {
   const x = Array.from({ length: 32 }, (_, i) => 0x1000 + i);
@@ -79,11 +82,11 @@ Deno.test("layoutElfCore() rejects a region past 4 GiB", () => {
   );
 });
 
-Deno.test("encodeElfCore() output opens in gdb-multiarch with variables and registers", async (t) => {
-  if (!(await haveGdbMultiarch())) {
-    console.warn("SKIPPED: gdb-multiarch is not installed; the gdb check did not run");
-    return;
-  }
+Deno.test({
+  name: `encodeElfCore() output opens in gdb-multiarch with variables and registers${gdb.note}`,
+  ignore: gdb.ignore,
+}, async (t) => {
+  gdb.check();
   const elf = await Deno.readFile(GDB_GUEST_ELF);
   const image = loadGuestImage(elf, 0x8000_0000, 64 * 1024);
   const counter = image.symbols.get("snap_counter")!;

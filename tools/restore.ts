@@ -8,6 +8,7 @@
 
 import type { ExitReason, Machine } from "../emulator/machine.ts";
 import { restoreMachine, type RestoreOptions } from "../emulator/snapshot/restore.ts";
+import { runBounded } from "./run.ts";
 
 /** Options for {@linkcode restoreSnapshot}. */
 export interface RestoreSnapshotOptions {
@@ -19,6 +20,9 @@ export interface RestoreSnapshotOptions {
   /** Instead of `stopAt`: stop once this many instructions have retired after the restore
    * point (usable on any snapshot; a QEMU snapshot records no instruction count). */
   runFor?: number;
+  /** A guard: stop once this many instructions have retired, counted from reset like `stopAt`,
+   * without the guest finishing (`restore --max-instructions`, exit status 124). */
+  maxInstructions?: number;
   /** Guest UART output from the restore on (default: written to standard output). */
   sink?: (bytes: Uint8Array) => void;
   /** State migrations (default: the emulator's table). */
@@ -30,8 +34,10 @@ export interface RestoreSnapshotOptions {
 
 /** What {@linkcode restoreSnapshot} returns. */
 export interface RestoreSnapshotResult {
-  /** Why the run ended ("budget" means `stopAt` was reached). */
+  /** Why the run ended ("budget" means `stopAt` or `maxInstructions` was reached). */
   exit: ExitReason;
+  /** True when `maxInstructions` stopped the run (before `stopAt` and before the guest ended). */
+  limitReached: boolean;
   /** Instructions retired since reset (the snapshot's count plus those run after it). */
   retired: number;
   /** Instructions retired when the snapshot was taken. */
@@ -85,21 +91,19 @@ export async function restoreSnapshot(o: RestoreSnapshotOptions): Promise<Restor
   const { machine } = restored;
   o.onRestored?.(restored.notes);
   const snapshotRetired = machine.hart.retired;
-  let exit: ExitReason;
-  if (o.runFor !== undefined) {
-    exit = machine.run(o.runFor);
-  } else if (o.stopAt !== undefined) {
-    if (!Number.isSafeInteger(o.stopAt) || o.stopAt < snapshotRetired) {
+  for (const [option, n] of [["--stop-at", o.stopAt], ["--max-instructions", o.maxInstructions]]) {
+    if (n !== undefined && (!Number.isSafeInteger(n) || (n as number) < snapshotRetired)) {
       throw new RangeError(
-        `Cannot restore to --stop-at ${o.stopAt}: the snapshot was taken at instruction ${snapshotRetired}`,
+        `Cannot restore to ${option} ${n}: the snapshot was taken at instruction ${snapshotRetired}`,
       );
     }
-    exit = machine.run(o.stopAt - snapshotRetired);
-  } else {
-    do exit = machine.run(100_000_000); while (exit.reason === "budget");
   }
+  // --run-for counts from the restore point: the same as a --stop-at that far past it.
+  const stopAt = o.runFor !== undefined ? snapshotRetired + o.runFor : o.stopAt;
+  const { exit, limitReached } = runBounded(machine, stopAt, o.maxInstructions);
   return {
     exit,
+    limitReached,
     retired: machine.hart.retired,
     snapshotRetired,
     contentDigest: restored.contentDigest,

@@ -1,5 +1,5 @@
 /**
- * `livesnap restore FILE [--stop-at N | --run-for N] [--digest] [--verbose] [snapshot options]`
+ * `livesnap restore FILE [--stop-at N | --run-for N] [--max-instructions N] [--digest] [--verbose] [snapshot options]`
  *
  * @module
  */
@@ -12,13 +12,15 @@ import { restoreSnapshot } from "./restore.ts";
 import { machineContentDigest as machineDigest } from "../emulator/snapshot/machine_state.ts";
 import {
   haltStatus,
+  limitStatus,
   LIVE_STRING_OPTIONS,
   parseLiveArgs,
   runLive,
   stdoutSink,
 } from "./_live_run.ts";
 
-const USAGE = `Usage: livesnap restore FILE [--stop-at N | --run-for N] [--digest] [--verbose]
+const USAGE = `Usage: livesnap restore FILE [--stop-at N | --run-for N] [--max-instructions N]
+  [--digest] [--verbose]
                         [--snapshot-at N]... [--snapshot-every N] --out FILE
                         [--mode cow|precopy|stop] [--cow-buffer SIZE] [--metrics FILE]
                         [--precopy-max-passes N] [--downtime-ms MS] [--control PATH]
@@ -40,13 +42,16 @@ Options:
                   guest's reset (from the restore point for a QEMU snapshot; see 'livesnap
                   inspect'); N is at least the snapshot's own instruction count
   --run-for N     stop once N instructions have retired after the restore point (any snapshot)
+  --max-instructions N  a guard, counted from reset like --stop-at: stop once N instructions
+                  have retired without the guest finishing, exit status 124
   --digest        then print the machine's content digest (compare with 'run --stop-at N --digest')
   --verbose       list on stderr what a QEMU snapshot held that this machine ignores or
                   approximates, field by field
   The snapshot options are those of 'livesnap run' (see 'livesnap run --help'); --snapshot-at
   counts like --stop-at.
 
-Exit status: the guest's, as for 'run'; 1 if the file is damaged or does not fit.
+Exit status: the guest's, as for 'run' (124 when --max-instructions stopped it); 1 if the file
+is damaged or does not fit.
 
 Examples:
   livesnap run emulator/guests/build/counter.elf --snapshot-at 2000000 --out c.lsnap --stop-at 2000000
@@ -83,7 +88,7 @@ export async function main(args: string[]): Promise<number> {
   } catch (e) {
     return usageError(e);
   }
-  const { stopAt } = parsed;
+  const { stopAt, maxInstructions } = parsed;
   const { sink, endsLine } = stdoutSink();
   if (parsed.live !== null) {
     try {
@@ -105,6 +110,7 @@ export async function main(args: string[]): Promise<number> {
       path: files[0],
       stopAt,
       runFor,
+      maxInstructions,
       sink,
       onRestored: opts.verbose
         ? (notes) => notes.forEach((n) => console.error(`livesnap restore: ${n.field}: ${n.note}`))
@@ -124,6 +130,7 @@ export async function main(args: string[]): Promise<number> {
     const hex = await machineDigest(result.machine);
     sink(new TextEncoder().encode(`${endsLine() ? "" : "\n"}${hex}\n`));
   }
+  if (result.limitReached) return limitStatus("livesnap restore", maxInstructions!);
   return haltStatus(
     "livesnap restore",
     result.exit.reason === "budget" ? { reason: "stop-at" } : result.exit,

@@ -17,6 +17,9 @@ export interface RunGuestOptions {
   ramSize?: number;
   /** Stop after exactly this many retired instructions (counted from reset). */
   stopAt?: number;
+  /** A guard: stop once this many instructions have retired (counted from reset) without the
+   * guest finishing, and say so in `limitReached` (`run --max-instructions`, exit status 124). */
+  maxInstructions?: number;
   /** Bytes the guest reads from its UART. */
   input?: Uint8Array;
   /** Guest UART output (default: stdout). */
@@ -25,8 +28,10 @@ export interface RunGuestOptions {
 
 /** What {@linkcode runGuest} returns. */
 export interface RunGuestResult {
-  /** Why the run ended ("budget" means `stopAt` was reached). */
+  /** Why the run ended ("budget" means `stopAt` or `maxInstructions` was reached). */
   exit: ExitReason;
+  /** True when `maxInstructions` stopped the run (before `stopAt` and before the guest ended). */
+  limitReached: boolean;
   /** Instructions retired since reset. */
   retired: number;
   /** The machine, stopped, for inspection (or a digest of its state). */
@@ -52,18 +57,40 @@ export function runGuest(options: RunGuestOptions): RunGuestResult {
     uartSink: options.sink,
   });
   if (options.input !== undefined) machine.uart.pushInput(options.input);
-  const stopAt = options.stopAt;
-  let exit: ExitReason;
-  if (stopAt !== undefined) {
-    if (!Number.isSafeInteger(stopAt) || stopAt < 0) {
-      throw new RangeError(`Cannot run: --stop-at ${stopAt} is not a non-negative integer`);
+  const { stopAt, maxInstructions } = options;
+  for (const [option, n] of [["--stop-at", stopAt], ["--max-instructions", maxInstructions]]) {
+    if (n !== undefined && (!Number.isSafeInteger(n) || (n as number) < 0)) {
+      throw new RangeError(`Cannot run: ${option} ${n} is not a non-negative integer`);
     }
-    exit = machine.run(stopAt);
+  }
+  const { exit, limitReached } = runBounded(machine, stopAt, maxInstructions);
+  return { exit, limitReached, retired: machine.hart.retired, machine };
+}
+
+/**
+ * Runs `machine` until it stops by itself, or reaches `stopAt` or `maxInstructions` (both
+ * counted from reset), whichever comes first; `limitReached` when the guard ended it. The two
+ * stops are told apart when equal too: `stopAt` is what was asked for, so it wins.
+ */
+export function runBounded(
+  machine: Machine,
+  stopAt: number | undefined,
+  maxInstructions: number | undefined,
+): { exit: ExitReason; limitReached: boolean } {
+  const end = Math.min(stopAt ?? Infinity, maxInstructions ?? Infinity);
+  let exit: ExitReason;
+  if (end !== Infinity) {
+    exit = machine.run(Math.max(0, end - machine.hart.retired));
   } else {
     do exit = machine.run(100_000_000); while (exit.reason === "budget");
   }
-  return { exit, retired: machine.hart.retired, machine };
+  const limitReached = exit.reason === "budget" && maxInstructions !== undefined &&
+    machine.hart.retired >= maxInstructions && (stopAt === undefined || stopAt > maxInstructions);
+  return { exit, limitReached };
 }
+
+/** The exit status of a run the `--max-instructions` guard stopped, as timeout(1)'s. */
+export const LIMIT_EXIT_STATUS = 124;
 
 /** Parse a RAM size such as `128M`, `1G`, `64MiB` or `4194304` (binary units) for `--ram`. */
 export function parseRamSize(text: string): number {

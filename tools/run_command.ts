@@ -1,5 +1,5 @@
 /**
- * `livesnap run GUEST.elf [--ram SIZE] [--stop-at N] [--digest] [--input FILE]`
+ * `livesnap run GUEST.elf [--ram SIZE] [--stop-at N] [--max-instructions N] [--digest] [--input FILE]`
  *
  * @module
  */
@@ -7,20 +7,33 @@
 import { parseCommand } from "./_command.ts";
 import { parseRamSize, runGuest } from "./run.ts";
 import { machineContentDigest as machineDigest } from "../emulator/snapshot/machine_state.ts";
-import { LIVE_STRING_OPTIONS, parseLiveArgs, runLive, stdoutSink } from "./_live_run.ts";
+import {
+  limitStatus,
+  LIVE_STRING_OPTIONS,
+  parseLiveArgs,
+  runLive,
+  stdoutSink,
+} from "./_live_run.ts";
 
-const USAGE = `Usage: livesnap run GUEST.elf [--ram SIZE] [--stop-at N] [--digest] [--input FILE]
+const USAGE =
+  `Usage: livesnap run GUEST.elf [--ram SIZE] [--stop-at N] [--max-instructions N] [--digest]
+                    [--input FILE]
                     [--snapshot-at N]... [--snapshot-every N] --out FILE
                     [--mode cow|precopy|stop] [--cow-buffer SIZE] [--metrics FILE]
                     [--precopy-max-passes N] [--downtime-ms MS] [--control PATH]
 
 Runs a statically linked RV32IMAC ELF on the bundled machine (laid out like QEMU's riscv32
 'virt' board). The guest's UART output goes to stdout. The exit status is the guest's: the
-SiFive test device's code, or HTIF's (tohost) code; 0 when --stop-at stopped the run.
+SiFive test device's code, or HTIF's (tohost) code; 0 when --stop-at stopped the run; 124 (as
+timeout(1)) when --max-instructions did.
 
 Options:
   --ram SIZE     guest RAM, e.g. 64M or 1G (default 128M)
-  --stop-at N    stop after exactly N retired instructions
+  --stop-at N    stop after exactly N retired instructions (exit status 0: a run asked for)
+  --max-instructions N  a guard for a guest expected to finish by itself: stop once N
+                 instructions have retired without it and exit with status 124, so a guest
+                 that hangs fails instead of running forever (with --stop-at, the one reached
+                 first wins; equal, --stop-at)
   --digest       then print the machine's content digest (the same one a snapshot of this
                  state carries) on a line of its own
   --input FILE   bytes the guest reads from its UART ('-' for stdin); default: none
@@ -50,6 +63,7 @@ only on the ELF and its input.
 Examples:
   livesnap run emulator/guests/build/hello.elf
   livesnap run emulator/guests/build/counter.elf --stop-at 5000000 --digest
+  livesnap run emulator/guests/build/hello.elf --max-instructions 10000000 || echo failed
   livesnap run emulator/guests/build/memstress.elf --snapshot-at 5000000 --out m.lsnap \
       --cow-buffer 0 --metrics m.json
   livesnap run emulator/guests/build/counter.elf --control /tmp/vm.sock &
@@ -75,7 +89,7 @@ export async function main(args: string[]): Promise<number> {
   } catch (e) {
     return usageError(e);
   }
-  const { stopAt, live } = parsed;
+  const { stopAt, maxInstructions, live } = parsed;
   if (opts.digest && stopAt === undefined && live === null) {
     return usageError("--digest needs --stop-at N (the state after N instructions)");
   }
@@ -100,7 +114,7 @@ export async function main(args: string[]): Promise<number> {
   }
   let result;
   try {
-    result = runGuest({ elf, ramSize, stopAt, input, sink });
+    result = runGuest({ elf, ramSize, stopAt, maxInstructions, input, sink });
   } catch (e) {
     console.error(`livesnap run: ${(e as Error).message}`);
     return 1;
@@ -116,6 +130,7 @@ export async function main(args: string[]): Promise<number> {
     }
     sink(new TextEncoder().encode(`${endsLine() ? "" : "\n"}${hex}\n`));
   }
+  if (result.limitReached) return limitStatus("livesnap run", maxInstructions!);
   switch (exit.reason) {
     case "exit":
       return exit.code & 0xff;

@@ -1,6 +1,7 @@
 import { assertEquals, assertMatch, assertNotEquals, assertThrows } from "@std/assert/mod.js";
 import { UsageError } from "./_command.ts";
-import { parseRamSize, runGuest } from "./run.ts";
+import { LIMIT_EXIT_STATUS, parseRamSize, runGuest } from "./run.ts";
+import { exitElf } from "../tests/_guests.ts";
 import { machineContentDigest as machineDigest } from "../emulator/snapshot/machine_state.ts";
 import { Machine } from "../emulator/machine.ts";
 
@@ -10,14 +11,6 @@ const QUIET = (_: Uint8Array) => {};
 const GUESTS = new URL("../emulator/guests/build/", import.meta.url);
 const HELLO = Deno.readFileSync(new URL("hello.elf", GUESTS));
 const COUNTER = Deno.readFileSync(new URL("counter.elf", GUESTS));
-const HAS_FORMAT = (() => {
-  try {
-    Deno.statSync(new URL("../format/content_digest.ts", import.meta.url));
-    return true;
-  } catch {
-    return false;
-  }
-})();
 
 Deno.test("parseRamSize() accepts binary units and rejects sizes the machine cannot have", () => {
   assertEquals(parseRamSize("128M"), 128 << 20);
@@ -110,9 +103,68 @@ Deno.test("livesnap run --input reads a file or stdin; without it the guest sees
   }
 });
 
+// exitElf(7, 1000) exits with code 7 on its 3007th instruction.
+const EXIT_7 = exitElf(7, 1000);
+const EXIT_7_AT = 3007;
+
+Deno.test("runGuest() maxInstructions stops a guest that has not finished, and only then", () => {
+  const cut = runGuest({ elf: EXIT_7, ramSize: 1 << 20, maxInstructions: EXIT_7_AT - 1 });
+  assertEquals([cut.exit, cut.limitReached, cut.retired], [
+    { reason: "budget" },
+    true,
+    EXIT_7_AT - 1,
+  ]);
+  const done = runGuest({ elf: EXIT_7, ramSize: 1 << 20, maxInstructions: EXIT_7_AT });
+  assertEquals([done.exit, done.limitReached], [
+    { reason: "exit", code: 7, device: "sifive_test" },
+    false,
+  ]);
+  // --stop-at is what was asked for: before the guard, or at the same count, it is no failure.
+  for (const stopAt of [100, 200]) {
+    const r = runGuest({ elf: COUNTER, ramSize: 1 << 20, stopAt, maxInstructions: 200 });
+    assertEquals([r.exit, r.limitReached, r.retired], [{ reason: "budget" }, false, stopAt]);
+  }
+  const later = runGuest({ elf: COUNTER, ramSize: 1 << 20, stopAt: 300, maxInstructions: 200 });
+  assertEquals([later.limitReached, later.retired], [true, 200]);
+});
+
+Deno.test("livesnap run --max-instructions exits 124 for a guest that hangs, the guest's own status otherwise", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const elf = `${dir}/exit7.elf`;
+    await Deno.writeFile(elf, EXIT_7);
+    const counter = new URL("counter.elf", GUESTS).pathname;
+    const [hangs, live, ends, cut] = await Promise.all([
+      cli(counter, "--ram", "1M", "--max-instructions", "300000"),
+      cli(counter, "--ram", "1M", "--max-instructions", "300000", "--control", `${dir}/vm.sock`),
+      cli(elf, "--ram", "1M", "--max-instructions", String(EXIT_7_AT)),
+      cli(elf, "--ram", "1M", "--max-instructions", String(EXIT_7_AT - 1)),
+    ]);
+    for (const r of [hangs, live]) {
+      assertEquals(r.code, LIMIT_EXIT_STATUS, r.stderr);
+      assertEquals(
+        r.stderr,
+        "livesnap run: the guest did not finish within --max-instructions 300000; stopped (exit status 124)\n",
+      );
+    }
+    assertEquals([ends.code, ends.stderr], [7, ""]);
+    assertEquals(cut.code, LIMIT_EXIT_STATUS, cut.stderr);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("livesnap run rejects bad options with status 2", async () => {
   const hello = new URL("hello.elf", GUESTS).pathname;
   assertEquals((await cli(hello, "--bogus")).code, 2);
+  for (const bad of ["x", "1e9", "12k"]) {
+    const r = await cli(hello, "--max-instructions", bad);
+    assertEquals(r.code, 2);
+    assertEquals(
+      r.stderr,
+      `livesnap run: Cannot use --max-instructions '${bad}': not an instruction count\n`,
+    );
+  }
   assertEquals((await cli(hello, "--ram", "7")).code, 2);
   assertEquals((await cli(hello, "--stop-at", "-5")).code, 2);
   const missing = await cli("no_such_guest.elf");
@@ -125,7 +177,6 @@ Deno.test("livesnap run rejects bad options with status 2", async () => {
 
 Deno.test({
   name: "machineDigest() is the same for run N and run N/2 + save/restore + run N/2",
-  ignore: !HAS_FORMAT,
   fn: async () => {
     const a = Machine.fromElf(COUNTER, { ramSize: 16 << 20, uartSink: QUIET });
     a.run(2_000_000);
@@ -145,7 +196,6 @@ Deno.test({
 
 Deno.test({
   name: "livesnap run --stop-at N --digest prints the digest on its own line",
-  ignore: !HAS_FORMAT,
   fn: async () => {
     const counter = new URL("counter.elf", GUESTS).pathname;
     const r = await cli(counter, "--ram", "16M", "--stop-at", "2000000", "--digest");

@@ -382,7 +382,12 @@ async function start(boot: GuestBoot): Promise<void> {
     return;
   }
   if (boot.input !== undefined) machine.uart.pushInput(boot.input);
-  if (boot.runFor != null) boot.stopAt = machine.hart.retired + boot.runFor;
+  if (boot.runFor != null) {
+    // --run-for counts from the restored instant; a --max-instructions guard (counted from
+    // reset) may still come first.
+    const at = machine.hart.retired + boot.runFor;
+    boot.stopAt = boot.stopAt == null ? at : Math.min(boot.stopAt, at);
+  }
   const thread = new GuestThread(machine, boot);
   port.postMessage({
     type: "booted",

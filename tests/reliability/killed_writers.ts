@@ -80,6 +80,12 @@ export interface KillOptions {
    * storing as fast as it can) instead of the format writer; `pages` is then the RAM in pages.
    */
   live?: boolean;
+  /**
+   * Run further trials (up to 4 × `trials` in all) until at least this many kills landed while
+   * the file was being written: trials whose kill came before or after that exercise only the
+   * destination check (default 0).
+   */
+  atLeastWhileWriting?: number;
 }
 
 /** Figures of a run. */
@@ -99,6 +105,16 @@ export interface KillReport {
   maxTemps: number;
   /** Temporaries left after the final uninterrupted run. */
   tempsAfterNextRun: number;
+  /** Trials killed while writing whose every check held. */
+  passed: number;
+  /** Trials with a problem. */
+  failed: number;
+  /**
+   * Trials whose checks of a killed writer's temporary were skipped, because the kill did not
+   * land while the file was being written (killed before the temporary existed, or the writer
+   * finished first): only the destination was checked. Counted apart, not as passed.
+   */
+  skipped: number;
   problems: string[];
   seconds: number;
 }
@@ -139,6 +155,28 @@ export function temps(dir: string, base: string): string[] {
     .sort();
 }
 
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Waits until a temporary not in `seen` appears in `dir` (true), the child exits or `limitMs`
+ * pass (false). Polls every 2 ms.
+ */
+async function appears(
+  dir: string,
+  seen: Set<string>,
+  exited: Promise<unknown>,
+  limitMs: number,
+): Promise<boolean> {
+  let done = false;
+  exited.then(() => done = true, () => done = true);
+  const until = performance.now() + limitMs;
+  while (!done && performance.now() < until) {
+    if (temps(dir, "vm.lsnap").some((n) => !seen.has(n))) return true;
+    await sleep(2);
+  }
+  return false;
+}
+
 /** Runs the trials in a fresh directory and reports the figures. */
 export async function killedWriters(o: KillOptions): Promise<KillReport> {
   const started = performance.now();
@@ -158,6 +196,9 @@ export async function killedWriters(o: KillOptions): Promise<KillReport> {
     incompleteTemps: 0,
     maxTemps: 0,
     tempsAfterNextRun: 0,
+    passed: 0,
+    failed: 0,
+    skipped: 0,
     problems: [],
     seconds: 0,
   };
@@ -176,14 +217,20 @@ export async function killedWriters(o: KillOptions): Promise<KillReport> {
     if (tempMs < 0) tempMs = fullMs / 2;
     let destDigest = await digestOf(0);
     const seenTemps = new Set<string>();
-    for (let t = 1; t <= o.trials; t++) {
+    const enough = () =>
+      report.trials >= o.trials && report.killedWhileWriting >= (o.atLeastWhileWriting ?? 0);
+    for (let t = 1; !enough() && t <= o.trials * 4; t++) {
       const seed = t;
+      const problemsBefore = report.problems.length;
       const child = start(seed);
-      // Mostly while the file is being written; sometimes during start-up or after the end.
-      const delay = r.chance(0.15)
-        ? r.int(Math.round(tempMs))
-        : tempMs + r.int(Math.round((fullMs - tempMs) * 1.1));
-      await new Promise((resolve) => setTimeout(resolve, delay));
+      // Mostly while the file is being written: timed from the moment this run's temporary
+      // appears (start-up takes longer on a loaded machine, the write itself much less so),
+      // a random part of the first write's length; sometimes during start-up or after the end.
+      const writeMs = Math.max(1, fullMs - tempMs);
+      if (r.chance(0.15)) await sleep(r.int(Math.round(tempMs)));
+      else if (await appears(dir, seenTemps, child.status, fullMs * 20)) {
+        await sleep(r.chance(0.1) ? writeMs * 1.5 : r.int(Math.round(writeMs * 0.9)));
+      }
       try {
         child.kill("SIGKILL");
       } catch {
@@ -221,9 +268,17 @@ export async function killedWriters(o: KillOptions): Promise<KillReport> {
         else if (tv.error?.kind === "TruncatedError") report.incompleteTemps++;
         else report.problems.push(`trial ${t}: temporary ${n} reads as ${tv.error?.message}`);
       }
+      if (report.problems.length > problemsBefore) report.failed++;
+      else if (!finished && fresh.length > 0) report.passed++;
+      else report.skipped++;
+    }
+    if (!enough()) {
+      report.problems.push(
+        `only ${report.killedWhileWriting} of ${report.trials} kills landed while the file was written`,
+      );
     }
     // The next run: uninterrupted; afterwards nothing but the destination may remain.
-    const last = await start(o.trials + 1).output();
+    const last = await start(report.trials + 1).output();
     if (last.code !== 0) {
       report.problems.push(`the final run failed: ${new TextDecoder().decode(last.stderr)}`);
     }
@@ -234,7 +289,7 @@ export async function killedWriters(o: KillOptions): Promise<KillReport> {
       );
     }
     const v = await verifyPath(dest);
-    if (!v.ok || v.digests.content !== await digestOf(o.trials + 1)) {
+    if (!v.ok || v.digests.content !== await digestOf(report.trials + 1)) {
       report.problems.push("the final run's destination is not its snapshot");
     }
   } finally {
@@ -242,6 +297,13 @@ export async function killedWriters(o: KillOptions): Promise<KillReport> {
   }
   report.seconds = Math.round((performance.now() - started) / 100) / 10;
   return report;
+}
+
+/** The summary line: trials checked in full, failed, and skipped (kill not mid-write). */
+export function summarizeKills(r: KillReport): string {
+  return `${r.trials} trials: ${r.passed} passed, ${r.failed} failed, ${r.skipped} skipped ` +
+    `(${r.killedBeforeTemp} killed before the temporary existed, ${r.finishedFirst} finished ` +
+    `first: only the destination checked); ${r.problems.length} problems`;
 }
 
 if (import.meta.main) {
@@ -255,6 +317,10 @@ if (import.meta.main) {
     seed: Number(f.seed ?? 1),
     live: f.live,
   });
-  console.log(JSON.stringify(report, null, f.json ? 2 : undefined));
+  if (f.json) console.log(JSON.stringify(report, null, 2));
+  else {
+    console.log(summarizeKills(report));
+    for (const p of report.problems) console.log(`  ${p}`);
+  }
   Deno.exit(report.problems.length === 0 ? 0 : 1);
 }

@@ -33,6 +33,15 @@ export interface LoadOptions {
 export interface LoadReport {
   snapshots: number;
   verified: number;
+  /** Snapshots whose every check held (verified, content and restore equal). */
+  passed: number;
+  /** Snapshots with a problem. */
+  failed: number;
+  /**
+   * Snapshots due whose checks were skipped: refused by the engine (one still being written),
+   * so there was no file to check. Counted apart, not as passed.
+   */
+  skipped: number;
   /** Files whose content differs from the uninterrupted run at their instruction. */
   contentMismatches: number;
   /** Restored files whose state after running on differs from the uninterrupted run. */
@@ -60,6 +69,9 @@ export async function underLoad(o: LoadOptions): Promise<LoadReport> {
   const report: LoadReport = {
     snapshots: 0,
     verified: 0,
+    passed: 0,
+    failed: 0,
+    skipped: 0,
     contentMismatches: 0,
     restoreMismatches: 0,
     refused: [],
@@ -93,11 +105,17 @@ export async function underLoad(o: LoadOptions): Promise<LoadReport> {
     const half = Math.floor(o.interval / 2);
     for (const m of byInstruction) {
       const p = m;
+      const problemsBefore = report.problems.length;
+      const settle = () => {
+        if (report.problems.length > problemsBefore) report.failed++;
+        else report.passed++;
+      };
       ref.run(m.atInstruction - ref.hart.retired);
       const want = await machineContentDigest(ref);
       const v = await verifySnapshot((await Deno.open(p.path)).readable);
       if (!v.ok) {
         report.problems.push(`${p.path} does not verify: ${v.error?.message}`);
+        settle();
         continue;
       }
       report.verified++;
@@ -123,7 +141,9 @@ export async function underLoad(o: LoadOptions): Promise<LoadReport> {
       report.maxPauseUs = Math.max(report.maxPauseUs, m.pauseUs);
       report.maxTotalMs = Math.max(report.maxTotalMs, m.totalMs);
       await Deno.remove(p.path);
+      settle();
     }
+    report.skipped = report.refused.length;
     for (const msg of report.refused) {
       if (!/still being written|Cannot snapshot/.test(msg)) {
         report.problems.push(`unclear refusal: ${msg}`);
@@ -141,6 +161,13 @@ export async function underLoad(o: LoadOptions): Promise<LoadReport> {
   return report;
 }
 
+/** The summary line: snapshots checked, failed, and skipped (refused, so not checked). */
+export function summarizeLoad(r: LoadReport): string {
+  return `${r.snapshots + r.refused.length} snapshots: ${r.passed} passed, ${r.failed} failed, ` +
+    `${r.skipped} skipped (refused while another was written); longest pause ${r.maxPauseUs} µs, ` +
+    `slowest snapshot ${r.maxTotalMs} ms`;
+}
+
 if (import.meta.main) {
   const f = parseArgs(Deno.args, {
     string: ["snapshots", "interval", "ram-mib", "buffer"],
@@ -153,6 +180,10 @@ if (import.meta.main) {
     ramMiB: Number(f["ram-mib"] ?? 16),
     cowBuffer: buffer === "max" ? "max" : Number(buffer),
   });
-  console.log(JSON.stringify(report, null, f.json ? 2 : undefined));
+  if (f.json) console.log(JSON.stringify(report, null, 2));
+  else {
+    console.log(summarizeLoad(report));
+    for (const p of report.problems) console.log(`  ${p}`);
+  }
   Deno.exit(report.problems.length === 0 ? 0 : 1);
 }

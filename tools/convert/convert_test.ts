@@ -14,12 +14,8 @@ import {
   shuffle,
   writeToBytes,
 } from "../../tests/_snapshots.ts";
-import {
-  GDB_GUEST_ELF,
-  haveGdbMultiarch,
-  loadGuestImage,
-  runGdb,
-} from "../../tests/_guest_image.ts";
+import { GDB_GUEST_ELF, loadGuestImage, runGdb } from "../../tests/_guest_image.ts";
+import { needTool } from "../../tests/_external_tools.ts";
 import { loadFixture, loadManifest, sha256Hex } from "../../qemu/_fixtures_test_util.ts";
 import { readQemuSnapshot } from "../../qemu/snapshot.ts";
 import { QemuStreamTruncatedError } from "../../qemu/errors.ts";
@@ -440,11 +436,14 @@ async function writeGuestSnapshot(path: string, withHart: boolean, counter = 313
   return { image, pc };
 }
 
-Deno.test("convertSnapshot() --to elf-core opens in gdb-multiarch with the guest's variables", async (t) => {
-  if (!(await haveGdbMultiarch())) {
-    console.warn("SKIPPED: gdb-multiarch is not installed; the elf-core gdb check did not run");
-    return;
-  }
+const gdb = await needTool("gdb-multiarch");
+
+Deno.test({
+  name:
+    `convertSnapshot() --to elf-core opens in gdb-multiarch with the guest's variables${gdb.note}`,
+  ignore: gdb.ignore,
+}, async (t) => {
+  gdb.check();
   await withDir(async (dir) => {
     const { pc } = await writeGuestSnapshot(`${dir}/guest.lsnap`, true);
     for (const viaStdout of [false, true]) {
@@ -498,7 +497,8 @@ Deno.test("convertSnapshot() --to elf-core without a hart section warns and omit
     const core = await Deno.readFile(`${dir}/g.core`);
     const v = new DataView(core.buffer);
     assertEquals(v.getUint32(52 + 16, true), 0); // PT_NOTE of size 0
-    if (await haveGdbMultiarch()) {
+    if (!gdb.ignore) {
+      gdb.check();
       const text = await runGdb(GDB_GUEST_ELF.pathname, `${dir}/g.core`, ["print snap_counter"]);
       assertMatch(text, /\$1 = 5/);
     } else {

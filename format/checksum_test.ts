@@ -1,0 +1,87 @@
+// Known answers from the published specifications, not from this code: CRC-32C (the catalogue
+// check value and RFC 3720 appendix B.4, iSCSI), XXH3-128 (xxHash's sanity vectors), BLAKE3 (the
+// BLAKE3 team's test_vectors.json). The golden files' digests were produced by the code under
+// test; these pin the three functions the format names (FORMAT.md §1) to everyone else's.
+import { assertEquals } from "@std/assert/mod.js";
+import { crc32c, createBlake3, hashPageInto, toHex } from "./checksum.ts";
+import { xxhashSanityBuffer } from "./_known_answers_test_util.ts";
+
+const ascii = (s: string) => new TextEncoder().encode(s);
+
+Deno.test("crc32c() gives the published CRC-32C check value and RFC 3720's iSCSI examples", () => {
+  assertEquals(crc32c(ascii("123456789")), 0xe306_9283);
+  assertEquals(crc32c(new Uint8Array(0)), 0);
+  // RFC 3720 appendix B.4 lists the CRC bytes as sent (least significant first):
+  // 32 bytes of zeros give aa 36 91 8a, that is 0x8a9136aa.
+  assertEquals(crc32c(new Uint8Array(32)), 0x8a91_36aa);
+  assertEquals(crc32c(new Uint8Array(32).fill(0xff)), 0x62a8_ab43);
+  assertEquals(crc32c(Uint8Array.from({ length: 32 }, (_, i) => i)), 0x46dd_794e);
+  assertEquals(crc32c(Uint8Array.from({ length: 32 }, (_, i) => 31 - i)), 0x113f_db5c);
+  // An iSCSI SCSI Read (10) command PDU, the appendix's last example.
+  const pdu = new Uint8Array(48);
+  pdu.set([0x01, 0xc0], 0);
+  pdu.set([0x14], 16);
+  pdu.set([0x04], 22);
+  pdu.set([0x14], 27);
+  pdu.set([0x18], 31);
+  pdu.set([0x28], 32);
+  pdu.set([0x02], 40);
+  assertEquals(crc32c(pdu), 0xd996_3a56);
+  // The same value over the bytes in several parts, as records are checked.
+  assertEquals(crc32c(pdu.subarray(0, 5), pdu.subarray(5, 31), pdu.subarray(31)), 0xd996_3a56);
+});
+
+Deno.test("hashPageInto() gives xxHash's published XXH3-128 values (seed 0)", () => {
+  // XSUM_XXH128_testdata, seed 0: { low64, high64 }; the canonical form (FORMAT.md §1) is
+  // high64 then low64, big-endian.
+  const vectors: [number, string, string][] = [
+    [0, "6001C324468D497F", "99AA06D3014798D8"],
+    [1, "C44BDFF4074EECDB", "A6CD5E9392000F6A"],
+    [6, "3E7039BDDA43CFC6", "082AFE0B8162D12A"],
+    [12, "061A192713F69AD9", "6E3EFD8FC7802B18"],
+    [24, "1E7044D28B1B901D", "0CE966E4678D3761"],
+    [48, "F942219AED80F67B", "A002AC4E5478227E"],
+    [81, "5E8BAFB9F95FB803", "4952F58181AB0042"],
+    [222, "F1AEBD597CEC6B3A", "337E09641B948717"],
+    [403, "CDEB804D65C6DEA4", "1B6DE21E332DD73D"],
+    [512, "617E49599013CB6B", "18D2D110DCC9BCA1"],
+    [2048, "DD59E2C3A5F038E0", "F736557FD47073A5"],
+    [2240, "6E73A90539CF2948", "CCB134FBFA7CE49D"],
+    [2367, "CB37AEB9E5D361ED", "E89C0F6FF369B427"],
+  ];
+  const buffer = xxhashSanityBuffer(2367);
+  for (const [length, low, high] of vectors) {
+    const out = new Uint8Array(20);
+    hashPageInto(buffer.subarray(0, length), out, 2);
+    assertEquals(toHex(out.subarray(2, 18)), (high + low).toLowerCase(), `length ${length}`);
+    assertEquals([out[0], out[1], out[18], out[19]], [0, 0, 0, 0], "wrote outside its 16 bytes");
+  }
+});
+
+Deno.test("createBlake3() gives the BLAKE3 team's published hashes (input byte i = i % 251)", async () => {
+  // test_vectors.json of the BLAKE3 repository, "hash", its first 32 bytes (the default output).
+  const vectors: [number, string][] = [
+    [0, "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"],
+    [1, "2d3adedff11b61f14c886e35afa036736dcd87a74d27b5c1510225d0f592e213"],
+    [1023, "10108970eeda3eb932baac1428c7a2163b0e924c9a9e25b35bba72b28f70bd11"],
+    [1024, "42214739f095a406f3fc83deb889744ac00df831c10daa55189b5d121c855af7"],
+    [1025, "d00278ae47eb27b34faecf67b4fe263f82d5412916c1ffd97c8cb7fb814b8444"],
+    [2048, "e776b6028c7cd22a4d0ba182a8bf62205d2ef576467e838ed6f2529b85fba24a"],
+    [4096, "015094013f57a5277b59d8475c0501042c0b642e531b0a1c8f58d2163229e969"],
+    [8192, "aae792484c8efe4f19e2ca7d371d8c467ffb10748d8a5a1ae579948f718a2a63"],
+    [102400, "bc3e3d41a1146b069abffad3c0d44860cf664390afce4d9661f7902e7943e085"],
+  ];
+  const input = Uint8Array.from({ length: 102400 }, (_, i) => i % 251);
+  const h = await createBlake3();
+  for (const [length, hex] of vectors) {
+    h.init();
+    h.update(input.subarray(0, length));
+    assertEquals(toHex(h.digest("binary")), hex, `length ${length}`);
+    // Fed in uneven pieces, as the writer and readers feed it.
+    h.init();
+    for (let at = 0; at < length; at += 1000) {
+      h.update(input.subarray(at, Math.min(at + 1000, length)));
+    }
+    assertEquals(toHex(h.digest("binary")), hex, `length ${length} in pieces`);
+  }
+});
