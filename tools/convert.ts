@@ -45,7 +45,10 @@ export type SourceItem =
     region: number;
     /** Page numbers in the region. */
     pages: Uint32Array;
-    /** `pages.length × pageSize` bytes, or null when every page is zero. */
+    /**
+     * `pages.length × pageSize` bytes, or null when every page is zero. It may be a view of a
+     * buffer the source reuses once the next item is asked for: a consumer copies what it keeps.
+     */
     data: Uint8Array | null;
   }
   | { kind: "device"; device: DeviceSection }
@@ -374,7 +377,9 @@ async function openRaw(_input: string, ctx: ConvertContext): Promise<SnapshotSou
               }
               let j = i + 1;
               while (j < n && !isZero(buf.subarray(j * pageSize, (j + 1) * pageSize))) j++;
-              const data = buf.slice(i * pageSize, j * pageSize);
+              // A view, not a copy: every consumer copies or writes a page before it asks for
+              // the next item (see SourceItem), and fresh memory costs a page fault per 4 KiB.
+              const data = buf.subarray(i * pageSize, j * pageSize);
               const pages = new Uint32Array(j - i);
               for (let k = 0; k < pages.length; k++) {
                 pages[k] = first + i + k;
@@ -507,13 +512,18 @@ class ReadBackCheck {
     for (const f of w) f();
   }
 
-  /** Hands a copy of `chunk` to the worker; waits while too much is in flight. */
+  /**
+   * Hands `chunk` to the worker (its buffer, when the chunk is a whole ArrayBuffer as every chunk
+   * of SnapshotWriter is, else a copy); waits while too much is in flight.
+   */
   async push(chunk: Uint8Array): Promise<void> {
     await this.ready;
     if (this.failure !== null) throw this.failure;
-    const copy = chunk.slice();
-    this.inFlight += copy.length;
-    this.worker.postMessage({ chunk: copy }, [copy.buffer]);
+    const whole = chunk.buffer instanceof ArrayBuffer && chunk.byteOffset === 0 &&
+      chunk.byteLength === chunk.buffer.byteLength;
+    const own = whole ? chunk : chunk.slice();
+    this.inFlight += own.length;
+    this.worker.postMessage({ chunk: own }, [own.buffer as ArrayBuffer]);
     while (this.inFlight > READ_BACK_WINDOW && this.failure === null) {
       await new Promise<void>((r) => this.waiters.push(r));
     }
@@ -552,7 +562,8 @@ class InlineReadBackCheck {
   }
   async push(chunk: Uint8Array): Promise<void> {
     await this.writer.ready;
-    await this.writer.write(chunk.slice());
+    // SnapshotWriter never touches a chunk again once it has handed it over.
+    await this.writer.write(chunk);
   }
   async finish(): Promise<{ complete: boolean; contentDigest: string | null }> {
     await this.writer.close();
