@@ -5,7 +5,7 @@
  * @module
  */
 import { zstdCompressBound, zstdCompressInto } from "./_zstd.ts";
-import { hashPageInto } from "./checksum.ts";
+import { hashPagesInto } from "./checksum.ts";
 import { FLAG_CRITICAL, RecordType } from "./constants.ts";
 import { encodePageRecordHead, type PageEncodingName } from "./page_record.ts";
 import { encodeRecord } from "./record.ts";
@@ -36,9 +36,7 @@ let scratch = new Uint8Array(0);
 export function encodePageBatch(b: PageBatch): EncodedBatch {
   const n = b.pages.length;
   const hashes = new Uint8Array(n * 16);
-  for (let i = 0; i < n; i++) {
-    hashPageInto(b.raw.subarray(i * b.pageSize, (i + 1) * b.pageSize), hashes, i * 16);
-  }
+  hashPagesInto(b.raw, b.pageSize, hashes, 0);
   let encoding: PageEncodingName = "raw";
   let data: Uint8Array = b.raw;
   if (b.codec === "zstd") {

@@ -5,15 +5,23 @@
  * CRC32C and BLAKE3 run as native code (the `@node-rs/crc32` and `@napi-rs/blake-hash` Node-API
  * addons: SSE4.2 CRC and SIMD BLAKE3) where the runtime may load addons, that is where the `ffi`
  * permission is granted (`deno run -A`, as the `livesnap` command runs); elsewhere, and if an
- * addon fails to load or to give the known answers, they run in WebAssembly (`hash-wasm`). Both
- * give the same values. Native BLAKE3 ran about 12x and native CRC32C about 4.5x faster than
- * hash-wasm on the benchmark's records, and the file digest is computed on the writer's own
- * thread, where it was the largest cost after compression (BENCHMARKS.md, "where the time
- * went").
+ * addon fails to load or to give the known answers, they run in WebAssembly (`hash-wasm`). Page
+ * hashes run in this library's own WebAssembly SIMD build of XXH3-128 (`_xxh3.ts`), hash-wasm's
+ * where the runtime lacks SIMD. Every backend gives the same values (checksum_test.ts). Native
+ * BLAKE3 ran about 12x and native CRC32C about 4.5x faster than hash-wasm on the benchmark's
+ * records; the file digest is computed on the writer's own thread, where it was the largest cost
+ * after compression (BENCHMARKS.md, "where the time went").
  *
  * @module
  */
-import { createBLAKE3, createCRC32, createXXHash128, type IHasher } from "hash-wasm";
+import type { IHasher } from "hash-wasm";
+import { xxh3Available, xxh3Pages } from "./_xxh3.ts";
+
+let hashWasmModule: Promise<typeof import("hash-wasm")> | undefined;
+/** hash-wasm, loaded only where something falls back to it (its loading costs a thread ~0.05 s). */
+function hashWasm(): Promise<typeof import("hash-wasm")> {
+  return hashWasmModule ??= import("hash-wasm");
+}
 
 /** CRC-32C's reflected polynomial, as hash-wasm names it. */
 const CRC32C_POLY = 0x82f63b78;
@@ -80,11 +88,13 @@ async function loadNativeBlake3(): Promise<(new () => NativeBlake3) | null> {
 // CRC32C is synchronous, so its backend is settled when this module loads. BLAKE3's addon loads
 // on the first createBlake3(): threads that only frame records (compression workers) skip it.
 const nativeCrc32c = await loadNativeCrc32c();
-let wasmCrc: IHasher | null = nativeCrc32c === null ? await createCRC32(CRC32C_POLY) : null;
+let wasmCrc: IHasher | null = nativeCrc32c === null
+  ? await (await hashWasm()).createCRC32(CRC32C_POLY)
+  : null;
 
 /** CRC32C computed in WebAssembly, whatever this thread uses (for tests and benchmarks). */
 export async function createWasmCrc32c(): Promise<(...parts: Uint8Array[]) => number> {
-  wasmCrc ??= await createCRC32(CRC32C_POLY);
+  wasmCrc ??= await (await hashWasm()).createCRC32(CRC32C_POLY);
   return wasmCrc32c;
 }
 
@@ -97,8 +107,8 @@ function wasmCrc32c(...parts: Uint8Array[]): number {
 }
 
 /** A BLAKE3 hasher in WebAssembly, whatever this thread uses (for tests and benchmarks). */
-export function createWasmBlake3(): Promise<StreamHasher> {
-  return createBLAKE3(256);
+export async function createWasmBlake3(): Promise<StreamHasher> {
+  return await (await hashWasm()).createBLAKE3(256);
 }
 
 let nativeBlake3: Promise<(new () => NativeBlake3) | null> | undefined;
@@ -108,12 +118,13 @@ let nativeBlake3: Promise<(new () => NativeBlake3) | null> | undefined;
  * first {@linkcode createBlake3}, which this awaits).
  */
 export async function checksumBackends(): Promise<
-  { crc32c: "native" | "wasm"; blake3: "native" | "wasm" }
+  { crc32c: "native" | "wasm"; blake3: "native" | "wasm"; xxh3: "simd" | "wasm" }
 > {
   nativeBlake3 ??= loadNativeBlake3();
   return {
     crc32c: nativeCrc32c === null ? "wasm" : "native",
     blake3: (await nativeBlake3) === null ? "wasm" : "native",
+    xxh3: xxh3Available ? "simd" : "wasm",
   };
 }
 
@@ -159,9 +170,9 @@ export async function createBlake3(): Promise<StreamHasher> {
   return B === null ? await createWasmBlake3() : new NativeBlake3Hasher(B);
 }
 
-/** A new XXH3-128 hasher (seed 0). */
-export function createPageHasher(): Promise<IHasher> {
-  return createXXHash128();
+/** A hash-wasm XXH3-128 hasher (seed 0), whatever this thread uses (for tests and benchmarks). */
+export async function createWasmPageHasher(): Promise<IHasher> {
+  return await (await hashWasm()).createXXHash128();
 }
 
 /**
@@ -185,11 +196,35 @@ export function hex32(n: number): string {
   return (n >>> 0).toString(16).padStart(8, "0");
 }
 
-const pageHasher: IHasher = await createXXHash128();
+/** hash-wasm's XXH3-128, only where the runtime has no WebAssembly SIMD. */
+const fallbackPageHasher: IHasher | null = xxh3Available ? null : await createWasmPageHasher();
 
-/** XXH3-128 (seed 0) of one page, canonical (big-endian) bytes, written into `out` at `at`. */
+/**
+ * XXH3-128 (seed 0) of one page (more than 240 bytes: pages are at least 512), canonical
+ * (big-endian) bytes, written into `out` at `at`.
+ */
 export function hashPageInto(page: Uint8Array, out: Uint8Array, at: number): void {
-  pageHasher.init();
-  pageHasher.update(page);
-  out.set(pageHasher.digest("binary"), at);
+  hashPagesInto(page, page.length, out, at);
+}
+
+/**
+ * XXH3-128 of each `pageSize`-byte page of `data` (16 bytes a page, in order) written into `out`
+ * from `at`: one call for a whole batch.
+ */
+export function hashPagesInto(
+  data: Uint8Array,
+  pageSize: number,
+  out: Uint8Array,
+  at: number,
+): void {
+  const h = fallbackPageHasher;
+  if (h === null) {
+    xxh3Pages(data, pageSize, out, at);
+    return;
+  }
+  for (let i = 0; i * pageSize < data.length; i++) {
+    h.init();
+    h.update(data.subarray(i * pageSize, (i + 1) * pageSize));
+    out.set(h.digest("binary"), at + i * 16);
+  }
 }

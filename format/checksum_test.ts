@@ -1,10 +1,13 @@
-import { assertEquals } from "@std/assert/mod.js";
+import { assertEquals, assertThrows } from "@std/assert/mod.js";
 import {
   checksumBackends,
   crc32c,
   createBlake3,
   createWasmBlake3,
   createWasmCrc32c,
+  createWasmPageHasher,
+  hashPageInto,
+  hashPagesInto,
   toHex,
 } from "./checksum.ts";
 
@@ -66,5 +69,41 @@ Deno.test("checksums run natively where addons may load", async () => {
     ["x86_64", "aarch64"].includes(Deno.build.arch);
   // A dependency that stopped loading would cost the writer its speed without any other sign.
   const want = ffi && prebuilt ? "native" : "wasm";
-  assertEquals(await checksumBackends(), { crc32c: want, blake3: want });
+  assertEquals(await checksumBackends(), { crc32c: want, blake3: want, xxh3: "simd" });
+});
+
+Deno.test("hashPagesInto() gives hash-wasm's XXH3-128 for every page size and content", async () => {
+  const reference = await createWasmPageHasher();
+  const expect = (page: Uint8Array) => {
+    reference.init();
+    reference.update(page);
+    return toHex(reference.digest("binary"));
+  };
+  // Around XXH3's block (1024) and stripe (64) boundaries, and the format's page sizes; the
+  // batch API copies at most 1 MiB at a time, so 4 MiB of 4 KiB pages crosses that too.
+  const sizes = [241, 255, 256, 319, 320, 512, 1023, 1024, 1025, 1088, 2047, 2048, 4096, 16384];
+  for (const size of [...sizes, 1 << 21]) {
+    const count = size === 1 << 21 ? 2 : 3;
+    const { data } = sample(size * count, size);
+    if (size === 4096) data.fill(0, 0, 4096); // an all-zero page too
+    const out = new Uint8Array(8 + count * 16);
+    hashPagesInto(data, size, out, 8);
+    for (let k = 0; k < count; k++) {
+      const page = data.subarray(k * size, (k + 1) * size);
+      assertEquals(toHex(out.subarray(8 + k * 16, 24 + k * 16)), expect(page), `${size} bytes`);
+      const one = new Uint8Array(16);
+      hashPageInto(page, one, 0);
+      assertEquals(toHex(one), expect(page));
+    }
+  }
+  const many = sample(1024 * 4096, 99).data;
+  const out = new Uint8Array(1024 * 16);
+  hashPagesInto(many, 4096, out, 0);
+  for (const k of [0, 255, 256, 257, 511, 1023]) {
+    assertEquals(
+      toHex(out.subarray(k * 16, k * 16 + 16)),
+      expect(many.subarray(k * 4096, (k + 1) * 4096)),
+    );
+  }
+  assertThrows(() => hashPageInto(new Uint8Array(240), new Uint8Array(16), 0), RangeError, "240");
 });
