@@ -209,7 +209,7 @@ try {
   const echo = (b: Uint8Array) =>
     new Promise<Uint8Array>((resolve) => {
       worker.onmessage = (e) => resolve(e.data);
-      worker.postMessage(b, [b.buffer]);
+      worker.postMessage(b, [b.buffer as ArrayBuffer]);
     });
   let travelling = new Uint8Array(BATCH);
   add(

@@ -2,20 +2,20 @@
  * CRC32C (Castagnoli) for records, BLAKE3 for the file digest, XXH3-128 for page hashes
  * (FORMAT.md §3, §10). Hasher instances are created once and reused.
  *
- * CRC32C and BLAKE3 run as native code (the `@node-rs/crc32` and `@napi-rs/blake-hash` Node-API
- * addons: SSE4.2 CRC and SIMD BLAKE3) where the runtime may load addons, that is where the `ffi`
- * permission is granted (`deno run -A`, as the `livesnap` command runs); elsewhere, and if an
- * addon fails to load or to give the known answers, they run in WebAssembly (`hash-wasm`). Page
- * hashes run in this library's own WebAssembly SIMD build of XXH3-128 (`_xxh3.ts`), hash-wasm's
- * where the runtime lacks SIMD. Every backend gives the same values (checksum_test.ts). Native
- * BLAKE3 ran about 12x and native CRC32C about 4.5x faster than hash-wasm on the benchmark's
- * records; the file digest is computed on the writer's own thread, where it was the largest cost
- * after compression (BENCHMARKS.md, "where the time went").
+ * CRC32C and XXH3-128 run in this library's own WebAssembly module with SIMD
+ * (`_wasm_hashes.ts`). BLAKE3 runs as native code (the `@napi-rs/blake-hash` Node-API addon, SIMD
+ * BLAKE3) where the runtime may load addons, that is where the `ffi` permission is granted
+ * (`deno run -A`, as the `livesnap` command runs), loaded on the first {@linkcode createBlake3}.
+ * Elsewhere, and if the addon fails to load or to give the known answer, BLAKE3 runs in
+ * WebAssembly (`hash-wasm`), as do CRC32C and XXH3-128 on a runtime without WebAssembly SIMD.
+ * Every backend gives the same values (checksum_test.ts). Native BLAKE3 ran about 12x faster than
+ * hash-wasm on the benchmark's records; the file digest is computed on the writer's own thread,
+ * where it was the largest cost after compression (BENCHMARKS.md, "where the time went").
  *
  * @module
  */
 import type { IHasher } from "hash-wasm";
-import { xxh3Available, xxh3Pages } from "./_xxh3.ts";
+import { crc32cParts, wasmHashesAvailable, xxh3Pages } from "./_wasm_hashes.ts";
 
 let hashWasmModule: Promise<typeof import("hash-wasm")> | undefined;
 /** hash-wasm, loaded only where something falls back to it (its loading costs a thread ~0.05 s). */
@@ -42,8 +42,6 @@ interface NativeBlake3 {
   digestBuffer(): Uint8Array;
 }
 
-type NativeCrc32c = (input: Uint8Array, initialState?: number) => number;
-
 const ASCII_123456789 = new TextEncoder().encode("123456789");
 /** BLAKE3("123456789"), as the reference implementation and hash-wasm give it. */
 const BLAKE3_123456789 = "b7d65b48420d1033cb2595293263b6f72eabee20d55e699d0df1973b3c9deed1";
@@ -54,19 +52,6 @@ function addonsAllowed(): boolean {
     return Deno.permissions.querySync({ name: "ffi" }).state === "granted";
   } catch {
     return false;
-  }
-}
-
-/** The CRC32C addon if it loads and gives the known answers (chained too), else null. */
-async function loadNativeCrc32c(): Promise<NativeCrc32c | null> {
-  if (!addonsAllowed()) return null;
-  try {
-    const f = (await import("@node-rs/crc32")).crc32c as NativeCrc32c;
-    const whole = f(ASCII_123456789);
-    const split = f(ASCII_123456789.subarray(4), f(ASCII_123456789.subarray(0, 4)));
-    return whole === 0xe3069283 && split === whole ? f : null;
-  } catch {
-    return null;
   }
 }
 
@@ -85,21 +70,18 @@ async function loadNativeBlake3(): Promise<(new () => NativeBlake3) | null> {
   }
 }
 
-// CRC32C is synchronous, so its backend is settled when this module loads. BLAKE3's addon loads
-// on the first createBlake3(): threads that only frame records (compression workers) skip it.
-const nativeCrc32c = await loadNativeCrc32c();
-let wasmCrc: IHasher | null = nativeCrc32c === null
-  ? await (await hashWasm()).createCRC32(CRC32C_POLY)
-  : null;
+// hash-wasm only where the runtime cannot run this library's own module (no WebAssembly SIMD).
+const fallbackCrc: IHasher | null = wasmHashesAvailable
+  ? null
+  : await (await hashWasm()).createCRC32(CRC32C_POLY);
 
-/** CRC32C computed in WebAssembly, whatever this thread uses (for tests and benchmarks). */
+/** CRC32C computed by hash-wasm, whatever this thread uses (for tests and benchmarks). */
 export async function createWasmCrc32c(): Promise<(...parts: Uint8Array[]) => number> {
-  wasmCrc ??= await (await hashWasm()).createCRC32(CRC32C_POLY);
-  return wasmCrc32c;
+  const h = await (await hashWasm()).createCRC32(CRC32C_POLY);
+  return (...parts) => crcWith(h, parts);
 }
 
-function wasmCrc32c(...parts: Uint8Array[]): number {
-  const h = wasmCrc!;
+function crcWith(h: IHasher, parts: Uint8Array[]): number {
   h.init();
   for (const p of parts) h.update(p);
   const d = h.digest("binary");
@@ -114,17 +96,18 @@ export async function createWasmBlake3(): Promise<StreamHasher> {
 let nativeBlake3: Promise<(new () => NativeBlake3) | null> | undefined;
 
 /**
- * Which implementation this thread uses for CRC32C and for BLAKE3 (BLAKE3's is settled by the
- * first {@linkcode createBlake3}, which this awaits).
+ * Which implementation this thread uses for BLAKE3 ("native": the addon), CRC32C and XXH3
+ * ("simd": this library's WebAssembly module); "wasm" is hash-wasm. BLAKE3's is settled by the
+ * first {@linkcode createBlake3}, which this awaits.
  */
 export async function checksumBackends(): Promise<
-  { crc32c: "native" | "wasm"; blake3: "native" | "wasm"; xxh3: "simd" | "wasm" }
+  { blake3: "native" | "wasm"; crc32c: "simd" | "wasm"; xxh3: "simd" | "wasm" }
 > {
   nativeBlake3 ??= loadNativeBlake3();
   return {
-    crc32c: nativeCrc32c === null ? "wasm" : "native",
     blake3: (await nativeBlake3) === null ? "wasm" : "native",
-    xxh3: xxh3Available ? "simd" : "wasm",
+    crc32c: wasmHashesAvailable ? "simd" : "wasm",
+    xxh3: wasmHashesAvailable ? "simd" : "wasm",
   };
 }
 
@@ -139,11 +122,7 @@ export async function checksumBackends(): Promise<
  * ```
  */
 export function crc32c(...parts: Uint8Array[]): number {
-  const f = nativeCrc32c;
-  if (f === null) return wasmCrc32c(...parts);
-  let crc = 0;
-  for (const p of parts) crc = f(p, crc);
-  return crc >>> 0;
+  return fallbackCrc === null ? crc32cParts(parts) : crcWith(fallbackCrc, parts);
 }
 
 class NativeBlake3Hasher implements StreamHasher {
@@ -197,7 +176,9 @@ export function hex32(n: number): string {
 }
 
 /** hash-wasm's XXH3-128, only where the runtime has no WebAssembly SIMD. */
-const fallbackPageHasher: IHasher | null = xxh3Available ? null : await createWasmPageHasher();
+const fallbackPageHasher: IHasher | null = wasmHashesAvailable
+  ? null
+  : await createWasmPageHasher();
 
 /**
  * XXH3-128 (seed 0) of one page (more than 240 bytes: pages are at least 512), canonical

@@ -1,12 +1,19 @@
 /*
- * XXH3-128 (seed 0, default secret) of inputs longer than 240 bytes, for whole pages, in
- * WebAssembly with 128-bit SIMD. Written from the algorithm description in xxHash's
- * doc/xxhash_spec.md ("XXH3 Algorithm Description (for large inputs)"); checked against
- * hash-wasm's XXH3-128 in format/xxh3_test.ts. Build with build.sh beside this file.
+ * Page hashes and record checksums for format/_wasm_hashes.ts, in WebAssembly with 128-bit SIMD.
+ * Build with build.sh beside this file.
  *
+ * XXH3-128 (seed 0, default secret) of inputs longer than 240 bytes, written from the algorithm
+ * description in xxHash's doc/xxhash_spec.md ("XXH3 Algorithm Description (for large inputs)").
  * hash_pages(input, size, count, out): hashes `count` inputs of `size` bytes each, laid end to
  * end from `input`, and writes each 16-byte canonical hash (high half, then low half, both
  * big-endian, as XXH128_canonicalFromHash) to `out`. `size` must be more than 240.
+ *
+ * CRC32C (FORMAT.md §1: reflected polynomial 0x82F63B78), eight bytes per step through eight
+ * tables ("slicing by 8"). crc32c_update(crc, input, length) continues `crc` (0 to start) over
+ * `length` bytes, with the initial and final inversion applied, so that
+ * crc32c_update(crc32c_update(0, a), b) is the CRC32C of a followed by b.
+ *
+ * Both are checked against hash-wasm in format/checksum_test.ts.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -146,6 +153,42 @@ extern u8 __heap_base;
 /* Where the caller may place inputs and outputs: everything from here on is free. */
 __attribute__((export_name("heap_base"))) u32 heap_base(void) {
   return ((u32)(uintptr_t)&__heap_base + 15) & ~15U;
+}
+
+static u32 CRC_TABLE[8][256];
+
+__attribute__((export_name("crc32c_init"))) void crc32c_init(void) {
+  for (u32 i = 0; i < 256; i++) {
+    u32 crc = i;
+    for (int j = 0; j < 8; j++) crc = (crc & 1) ? (crc >> 1) ^ 0x82F63B78U : crc >> 1;
+    CRC_TABLE[0][i] = crc;
+  }
+  for (u32 i = 0; i < 256; i++) {
+    for (int k = 1; k < 8; k++) {
+      u32 prev = CRC_TABLE[k - 1][i];
+      CRC_TABLE[k][i] = (prev >> 8) ^ CRC_TABLE[0][prev & 0xff];
+    }
+  }
+}
+
+__attribute__((export_name("crc32c_update"))) u32 crc32c_update(u32 crc, u32 input, u32 length) {
+  const u8 *p = (const u8 *)(uintptr_t)input;
+  crc = ~crc;
+  while (length > 0 && ((uintptr_t)p & 7) != 0) {
+    crc = (crc >> 8) ^ CRC_TABLE[0][(crc ^ *p++) & 0xff];
+    length--;
+  }
+  while (length >= 8) {
+    u64 v = read64(p) ^ crc;
+    crc = CRC_TABLE[7][v & 0xff] ^ CRC_TABLE[6][(v >> 8) & 0xff] ^
+          CRC_TABLE[5][(v >> 16) & 0xff] ^ CRC_TABLE[4][(v >> 24) & 0xff] ^
+          CRC_TABLE[3][(v >> 32) & 0xff] ^ CRC_TABLE[2][(v >> 40) & 0xff] ^
+          CRC_TABLE[1][(v >> 48) & 0xff] ^ CRC_TABLE[0][v >> 56];
+    p += 8;
+    length -= 8;
+  }
+  while (length-- > 0) crc = (crc >> 8) ^ CRC_TABLE[0][(crc ^ *p++) & 0xff];
+  return ~crc;
 }
 
 __attribute__((export_name("hash_pages"))) void hash_pages(u32 input, u32 size, u32 count,
