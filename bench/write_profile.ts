@@ -1,20 +1,26 @@
 /**
- * Where a snapshot write's time goes: each stage of `livesnap convert --from raw` (reading the
- * image, zero detection, hashing, compression, framing, file digest, message passing, writing,
- * and the read-back check's decompression) timed alone on the benchmark's mixed RAM, on one
- * thread, as CPU seconds of this process (all its threads: a read's copy happens on a runtime
- * thread), the best of `--runs`. The last column compares each stage with the CPU time of native
- * `zstd -1` on the whole image, measured in the same run.
+ * Where a snapshot write's time goes, stage by stage, before and after the writer's rework: each
+ * stage of `livesnap convert --from raw` (reading the image, zero detection, page hashes,
+ * compression, record checksums, the file digest, copies, message passing, writing, and the
+ * read-back check's decompression) timed alone on the benchmarks' mixed RAM, on one thread, as
+ * CPU seconds of this process (all its threads: a read's copy happens on a runtime thread), the
+ * best of `--runs`. "Before" is how the stage was done until then (hash-wasm, zstd-wasm, a copy),
+ * "after" how it is done now; both run in the same process, one after the other. The last
+ * column compares each with native `zstd -1` compressing the whole image, measured in the same
+ * run.
  *
  *   deno run -A bench/write_profile.ts [--mib 512] [--runs 3]
  *
  * @module
  */
 import { parseArgs } from "@std/cli/parse_args.js";
+import { compress, decompress, init } from "@bokuweb/zstd-wasm";
 import { createBLAKE3, createCRC32, createXXHash128 } from "hash-wasm";
+import process from "node:process";
 import { isZero } from "../format/_bytes.ts";
-import { zstdCompress, zstdDecompressExact } from "../format/_zstd.ts";
-import { encodePageBatch } from "../format/_page_batch.ts";
+import { zstdCompressBound, zstdCompressInto, zstdDecompressExact } from "../format/_zstd.ts";
+import { checksumBackends, crc32c, createBlake3, hashPagesInto } from "../format/checksum.ts";
+import { SnapshotWriter } from "../format/writer.ts";
 import { mixedRam } from "./_mixed_ram.ts";
 
 const flags = parseArgs(Deno.args, {
@@ -26,23 +32,17 @@ const RUNS = Number(flags.runs);
 const PAGE = 4096;
 const BATCH = 1 << 20;
 
-/** CPU nanoseconds of this process so far: the sum over its threads. */
-function processCpuNs(): number {
-  let ns = 0;
-  for (const t of Deno.readDirSync("/proc/self/task")) {
-    try {
-      ns += Number(Deno.readTextFileSync(`/proc/self/task/${t.name}/schedstat`).split(" ")[0]);
-    } catch { /* the thread ended meanwhile */ }
-  }
-  return ns;
+function cpuSeconds(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
 }
 
 async function best(fn: () => void | Promise<void>): Promise<number> {
   let min = Infinity;
   for (let i = 0; i < RUNS; i++) {
-    const t = processCpuNs();
+    const t = cpuSeconds();
     await fn();
-    min = Math.min(min, (processCpuNs() - t) / 1e9);
+    min = Math.min(min, cpuSeconds() - t);
   }
   return min;
 }
@@ -63,11 +63,18 @@ async function commandCpu(args: string[]): Promise<number> {
   return min;
 }
 
+/** The zero test the writer used before: one 32-bit word at a time. */
+function isZeroByWords(b: Uint8Array): boolean {
+  const words = new Uint32Array(b.buffer, b.byteOffset, b.length >>> 2);
+  for (let w = 0; w < words.length; w++) if (words[w] !== 0) return false;
+  return true;
+}
+
 const dir = await Deno.makeTempDir({ prefix: "livesnap-profile-" });
-const rows: { stage: string; seconds: number; note: string }[] = [];
-const add = (stage: string, seconds: number, note = "") => {
-  rows.push({ stage, seconds, note });
-  console.error(`${stage}: ${seconds.toFixed(3)} s`);
+const rows: { stage: string; before?: number; after: number; note: string }[] = [];
+const add = (stage: string, before: number | undefined, after: number, note = "") => {
+  rows.push({ stage, before, after, note });
+  console.error(`${stage}: ${before?.toFixed(3) ?? "-"} -> ${after.toFixed(3)} s`);
 };
 try {
   const ram = mixedRam((MIB << 20) / PAGE);
@@ -82,12 +89,13 @@ try {
   nonZero.forEach((p, i) => data.set(ram.subarray(p * PAGE, (p + 1) * PAGE), i * PAGE));
   const batches: Uint8Array[] = [];
   for (let at = 0; at < data.length; at += BATCH) batches.push(data.subarray(at, at + BATCH));
+  await init();
 
   const zstdCpu = await commandCpu(["sh", "-c", `zstd -1 -q -c ${image} > ${dir}/ram.zst`]);
-  add("native `zstd -1` of the whole image (the yardstick)", zstdCpu);
-  add("Deno start-up, empty module", await commandCpu([Deno.execPath(), "run", "-A", "-e", ""]));
+  add("native `zstd -1` of the whole image (the yardstick)", undefined, zstdCpu);
   add(
-    "Deno start-up + loading `convert` (modules, WebAssembly)",
+    "Deno start-up and loading `convert` (`livesnap convert --help`)",
+    undefined,
     await commandCpu([
       Deno.execPath(),
       "run",
@@ -101,98 +109,100 @@ try {
   const buf = new Uint8Array(BATCH);
   add(
     "read the image, 1 MiB reads into one buffer",
+    undefined,
     await best(async () => {
       const f = await Deno.open(image);
       while ((await f.read(buf)) !== null) { /* discard */ }
       f.close();
     }),
   );
-  add(
-    "zero detection, every page",
-    await best(() => {
-      for (let p = 0; p < pages; p++) isZero(ram.subarray(p * PAGE, (p + 1) * PAGE));
-    }),
-  );
+  const zeroBefore = await best(() => {
+    for (let p = 0; p < pages; p++) isZeroByWords(ram.subarray(p * PAGE, (p + 1) * PAGE));
+  });
+  const zeroAfter = await best(() => {
+    for (let p = 0; p < pages; p++) isZero(ram.subarray(p * PAGE, (p + 1) * PAGE));
+  });
+  add("zero detection of every page (word loop -> 8 words per OR)", zeroBefore, zeroAfter);
   const xxh = await createXXHash128();
+  const hashes = new Uint8Array(nonZero.length * 16);
+  const hashBefore = await best(() => {
+    for (let i = 0; i < nonZero.length; i++) {
+      xxh.init();
+      xxh.update(data.subarray(i * PAGE, (i + 1) * PAGE));
+      hashes.set(xxh.digest("binary"), i * 16);
+    }
+  });
+  const hashAfter = await best(() => {
+    for (let at = 0; at < data.length; at += BATCH) {
+      const b = data.subarray(at, at + BATCH);
+      hashPagesInto(b, PAGE, hashes, (at / PAGE) * 16);
+    }
+  });
   add(
-    "XXH3-128 of every non-zero page (hash-wasm)",
-    await best(() => {
-      for (let at = 0; at < data.length; at += PAGE) {
-        xxh.init();
-        xxh.update(data.subarray(at, at + PAGE));
-        xxh.digest("binary");
-      }
-    }),
-    `${nonZero.length} pages`,
+    "XXH3-128 of every non-zero page, one pass (hash-wasm -> SIMD module)",
+    hashBefore,
+    hashAfter,
+    `${nonZero.length} pages; up to 3 passes in a convert`,
   );
+  const copyBefore = await best(() => {
+    for (const b of batches) b.slice();
+  });
+  add("convert's source: a fresh copy of each run of pages -> a view", copyBefore, 0);
   add(
     "copy the non-zero pages into reused batch buffers",
+    undefined,
     await best(() => {
       for (const b of batches) buf.set(b);
     }),
   );
-  add(
-    "copy the non-zero pages into fresh buffers (slice)",
-    await best(() => {
-      for (const b of batches) b.slice();
-    }),
-  );
+  const zBefore = await best(() => {
+    for (const b of batches) compress(b, 1);
+  });
   let compressed: Uint8Array[] = [];
-  const { compress, decompress, init } = await import("@bokuweb/zstd-wasm");
-  await init();
-  add(
-    "zstd level 1, 1 MiB batches, @bokuweb/zstd-wasm",
-    await best(() => {
-      for (const b of batches) compress(b, 1);
-    }),
-  );
-  add(
-    "zstd level 1, 1 MiB batches, native (node:zlib)",
-    await best(() => {
-      compressed = batches.map((b) => zstdCompress(b, 1));
-    }),
-  );
+  const scratch = new Uint8Array(zstdCompressBound(BATCH));
+  const zAfter = await best(() => {
+    compressed = batches.map((b) => scratch.slice(0, zstdCompressInto(b, 1, scratch, 0)));
+  });
+  add("zstd level 1 of the non-zero pages, 1 MiB batches (zstd-wasm -> native)", zBefore, zAfter);
   const out = compressed.reduce((n, c) => n + c.length, 0);
   const crc = await createCRC32(0x82f63b78);
+  const crcBefore = await best(() => {
+    for (const c of compressed) {
+      crc.init();
+      crc.update(c);
+      crc.digest("binary");
+    }
+  });
+  const crcAfter = await best(() => {
+    for (const c of compressed) crc32c(c);
+  });
   add(
-    "CRC32C of the records (hash-wasm)",
-    await best(() => {
-      for (const c of compressed) {
-        crc.init();
-        crc.update(c);
-        crc.digest("binary");
-      }
-    }),
-    `${(out / 1e6).toFixed(0)} MB`,
+    "CRC32C of the records, one pass (hash-wasm -> SIMD module)",
+    crcBefore,
+    crcAfter,
+    `${(out / 1e6).toFixed(0)} MB; 2 passes in a convert`,
   );
   const b3 = await createBLAKE3(256);
+  const blakeBefore = await best(() => {
+    b3.init();
+    for (const c of compressed) b3.update(c);
+    b3.digest("binary");
+  });
+  const native = await createBlake3();
+  const blakeAfter = await best(() => {
+    native.init();
+    for (const c of compressed) native.update(c);
+    native.digest("binary");
+  });
   add(
-    "BLAKE3 file digest of the records (hash-wasm)",
-    await best(() => {
-      b3.init();
-      for (const c of compressed) b3.update(c);
-      b3.digest("binary");
-    }),
-  );
-  add(
-    "a whole batch: hash, compress, frame (encodePageBatch)",
-    await best(() => {
-      for (let i = 0; i < batches.length; i++) {
-        const first = i * (BATCH / PAGE);
-        const n = batches[i].length / PAGE;
-        encodePageBatch({
-          region: 0,
-          pages: Uint32Array.from({ length: n }, (_, k) => nonZero[first + k]),
-          raw: batches[i],
-          pageSize: PAGE,
-          codec: "zstd",
-          level: 1,
-        });
-      }
-    }),
+    "BLAKE3 file digest of the records, one pass (hash-wasm -> addon)",
+    blakeBefore,
+    blakeAfter,
+    "2 passes in a convert",
   );
   add(
     "write the records to a file",
+    undefined,
     await best(async () => {
       const f = await Deno.open(`${dir}/out.bin`, { write: true, create: true, truncate: true });
       for (const c of compressed) {
@@ -211,39 +221,63 @@ try {
       worker.onmessage = (e) => resolve(e.data);
       worker.postMessage(b, [b.buffer as ArrayBuffer]);
     });
-  let travelling = new Uint8Array(BATCH);
+  let travelling: Uint8Array = new Uint8Array(BATCH);
   add(
     "worker round trip of a transferred 1 MiB buffer, once per batch",
+    undefined,
     await best(async () => {
       for (let i = 0; i < batches.length; i++) travelling = await echo(travelling);
     }),
   );
   worker.terminate();
+  const dBefore = await best(() => {
+    for (const c of compressed) decompress(c, { defaultHeapSize: BATCH });
+  });
+  const dAfter = await best(() => {
+    for (let i = 0; i < compressed.length; i++) {
+      zstdDecompressExact(compressed[i], batches[i].length);
+    }
+  });
+  add("read-back: zstd decompression (zstd-wasm -> native)", dBefore, dAfter);
+  const size = ram.length;
   add(
-    "read-back: zstd decompression, @bokuweb/zstd-wasm",
-    await best(() => {
-      for (const c of compressed) decompress(c, { defaultHeapSize: BATCH });
-    }),
-  );
-  add(
-    "read-back: zstd decompression, native (node:zlib)",
-    await best(() => {
-      for (let i = 0; i < compressed.length; i++) {
-        zstdDecompressExact(compressed[i], batches[i].length);
+    "the whole writer on one thread (workers 0): image in 1 MiB reads to an fsync'd file",
+    undefined,
+    await best(async () => {
+      const w = await SnapshotWriter.createFile(`${dir}/one.lsnap`, {
+        regions: [{ name: "ram", base: 0x8000_0000, size, pageSize: PAGE }],
+        creator: "profile",
+        createdAt: 0,
+      }, { workers: 0 });
+      const f = await Deno.open(image);
+      for (let at = 0; at < size; at += BATCH) {
+        let n = 0;
+        while (n < BATCH) {
+          const k = await f.read(buf.subarray(n));
+          if (k === null) break;
+          n += k;
+        }
+        await w.writePages(0, at / PAGE, buf.subarray(0, n));
       }
+      f.close();
+      await w.close();
     }),
   );
 
   console.log(
     `Machine: ${MIB} MiB in 4 KiB pages, ${nonZero.length} non-zero (${
       (100 * nonZero.length / pages).toFixed(1)
-    }%); CPU seconds of the process, best of ${RUNS}.\n`,
+    }%); CPU seconds of the process, best of ${RUNS}; load average ${
+      (await Deno.readTextFile("/proc/loadavg")).split(" ").slice(0, 3).join(" ")
+    }; checksum backends ${JSON.stringify(await checksumBackends())}.\n`,
   );
-  console.log("| stage | CPU seconds | vs `zstd -1` CPU | note |");
-  console.log("|---|---:|---:|---|");
+  console.log("| stage | before, CPU s | after, CPU s | after vs `zstd -1` CPU | note |");
+  console.log("|---|---:|---:|---:|---|");
   for (const r of rows) {
     console.log(
-      `| ${r.stage} | ${r.seconds.toFixed(3)} | ${(r.seconds / zstdCpu).toFixed(2)} | ${r.note} |`,
+      `| ${r.stage} | ${r.before?.toFixed(3) ?? ""} | ${r.after.toFixed(3)} | ${
+        (r.after / zstdCpu).toFixed(2)
+      } | ${r.note} |`,
     );
   }
 } finally {
