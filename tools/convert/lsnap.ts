@@ -133,7 +133,8 @@ async function writeLsnap(
   const sink = new WritableStream<Uint8Array>({
     async write(chunk) {
       await out.write(chunk);
-      await check.push(chunk);
+      // SnapshotWriter never touches a chunk again once the stream has it.
+      await check.push(chunk, true);
     },
     abort() {
       failed = true;

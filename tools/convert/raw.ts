@@ -117,7 +117,9 @@ async function openRaw(_input: string, ctx: ConvertContext): Promise<SnapshotSou
               }
               let j = i + 1;
               while (j < n && !isZero(buf.subarray(j * pageSize, (j + 1) * pageSize))) j++;
-              const data = buf.slice(i * pageSize, j * pageSize);
+              // A view, not a copy: every consumer copies or writes a page before it asks for
+              // the next item (see SourceItem), and fresh memory costs a page fault per 4 KiB.
+              const data = buf.subarray(i * pageSize, j * pageSize);
               const pages = new Uint32Array(j - i);
               for (let k = 0; k < pages.length; k++) {
                 pages[k] = first + i + k;

@@ -41,7 +41,7 @@ const WORKER_WINDOW = 64 << 20;
 
 /** How the bytes reach the reader. */
 interface Channel {
-  push(chunk: Uint8Array): Promise<void>;
+  push(chunk: Uint8Array, handedOver: boolean): Promise<void>;
   /** Ends the bytes; what the reader found, or its error. */
   end(): Promise<ReadBackResult>;
   stop(): void;
@@ -87,10 +87,15 @@ export class ReadBack {
     return new ReadBack(name, new WorkerChannel());
   }
 
-  /** Hands a copy of `chunk` to the reader; waits while the reader is far behind. */
-  async push(chunk: Uint8Array): Promise<void> {
+  /**
+   * Hands `chunk` to the reader; waits while the reader is far behind. With `handedOver` the
+   * caller never touches the chunk again (as with every chunk of `SnapshotWriter`): the reader
+   * takes it as it is, and a worker takes its memory (transferred when it is a whole
+   * ArrayBuffer); otherwise the reader gets a copy.
+   */
+  async push(chunk: Uint8Array, handedOver = false): Promise<void> {
     try {
-      await this.#channel.push(chunk);
+      await this.#channel.push(chunk, handedOver);
     } catch (e) {
       throw this.#unreadable(e);
     }
@@ -154,9 +159,9 @@ class InlineChannel implements Channel {
     this.#done.catch(() => {});
   }
 
-  async push(chunk: Uint8Array): Promise<void> {
+  async push(chunk: Uint8Array, handedOver: boolean): Promise<void> {
     await this.#writer.ready;
-    await this.#writer.write(chunk.slice());
+    await this.#writer.write(handedOver ? chunk : chunk.slice());
   }
 
   async end(): Promise<ReadBackResult> {
@@ -219,12 +224,14 @@ class WorkerChannel implements Channel {
     for (const f of w) f();
   }
 
-  async push(chunk: Uint8Array): Promise<void> {
+  async push(chunk: Uint8Array, handedOver: boolean): Promise<void> {
     await this.#ready;
     if (this.#failure !== null) throw this.#failure;
-    const copy = chunk.slice();
-    this.#inFlight += copy.length;
-    this.#worker.postMessage({ chunk: copy }, [copy.buffer]);
+    const whole = handedOver && chunk.buffer instanceof ArrayBuffer && chunk.byteOffset === 0 &&
+      chunk.byteLength === chunk.buffer.byteLength;
+    const own = whole ? chunk : chunk.slice();
+    this.#inFlight += own.length;
+    this.#worker.postMessage({ chunk: own }, [own.buffer as ArrayBuffer]);
     while (this.#inFlight > WORKER_WINDOW && this.#failure === null) {
       await new Promise<void>((r) => this.#waiters.push(r));
     }
