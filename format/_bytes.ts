@@ -197,3 +197,24 @@ export function isZero(b: Uint8Array): boolean {
   for (; i < n; i++) if (b[i] !== 0) return false;
   return true;
 }
+
+/**
+ * Lowercase hex of bytes.
+ *
+ * @example
+ * ```ts
+ * import { assert } from "@std/assert/mod.js";
+ * import { toHex } from "./_bytes.ts";
+ * assert(toHex(new Uint8Array([0, 171])) === "00ab");
+ * ```
+ */
+export function toHex(bytes: Uint8Array): string {
+  let s = "";
+  for (const b of bytes) s += b.toString(16).padStart(2, "0");
+  return s;
+}
+
+/** Lowercase hex of a 32-bit unsigned number, 8 digits. */
+export function hex32(n: number): string {
+  return (n >>> 0).toString(16).padStart(8, "0");
+}

@@ -18,6 +18,7 @@ interface Exports {
   memory: WebAssembly.Memory;
   heap_base(): number;
   hash_pages(input: number, size: number, count: number, out: number): void;
+  digest_pages(input: number, size: number, count: number, zero: number, out: number): void;
   crc32c_init(): void;
   crc32c_update(crc: number, input: number, length: number): number;
 }
@@ -45,7 +46,11 @@ const base = wasm === null ? 0 : wasm.heap_base();
 /** True when this runtime runs the module (else nothing else here may be called). */
 export const wasmHashesAvailable: boolean = wasm !== null;
 
-/** The module's memory, grown to hold `bytes` after its static data. */
+/**
+ * The module's memory, grown to hold `bytes` after its static data. The first
+ * {@linkcode SCRATCH_BYTES} are the scratch area of {@linkcode xxh3Pages} and
+ * {@linkcode crc32cParts}; the page area of {@linkcode pageArea} follows.
+ */
 function heap(bytes: number): Uint8Array {
   const w = wasm!;
   const need = base + bytes;
@@ -75,6 +80,45 @@ export function xxh3Pages(data: Uint8Array, pageSize: number, out: Uint8Array, a
     wasm!.hash_pages(base, pageSize, n, hashes);
     out.set(mem.subarray(hashes, hashes + n * 16), at + first * 16);
   }
+}
+
+/** Bytes of the scratch area: a chunk and its page hashes (at least 16 bytes a 512-byte page). */
+const SCRATCH_BYTES = CHUNK_BYTES + CHUNK_BYTES / 32;
+
+/**
+ * A view of at least `bytes` bytes of the module's memory (16-byte aligned) for
+ * {@linkcode digestPageArea}, which the caller fills: a decompressor can write pages straight
+ * into it. Valid until the next call of any function of this module (memory that grows moves).
+ */
+export function pageArea(bytes: number): Uint8Array {
+  const area = base + SCRATCH_BYTES;
+  // The area, then one zero flag and one hash per page of at least 512 bytes (FORMAT.md §5).
+  const mem = heap(SCRATCH_BYTES + bytes + Math.ceil(bytes / 512) * 17 + 16);
+  return mem.subarray(area, area + bytes);
+}
+
+/**
+ * For each of `count` pages of `pageSize` bytes at the start of the page area: `zero[i]` = 1 when
+ * page i is all zero bytes, else 0 and its XXH3-128 (canonical bytes) at `hashes[16 * i..]`.
+ * `pageSize` must be a multiple of 64 and more than 240 (every page size of FORMAT.md §5 is).
+ */
+export function digestPageArea(
+  count: number,
+  pageSize: number,
+  zero: Uint8Array,
+  hashes: Uint8Array,
+): void {
+  if (pageSize <= 240 || pageSize % 64 !== 0) {
+    throw new RangeError(`Cannot hash pages: ${pageSize}-byte pages are not supported here`);
+  }
+  const area = base + SCRATCH_BYTES;
+  const zeroAt = area + count * pageSize;
+  const hashAt = (zeroAt + count + 15) & ~15;
+  heap(hashAt - base + count * 16);
+  wasm!.digest_pages(area, pageSize, count, zeroAt, hashAt);
+  const mem = new Uint8Array(wasm!.memory.buffer);
+  zero.set(mem.subarray(zeroAt, zeroAt + count));
+  hashes.set(mem.subarray(hashAt, hashAt + count * 16));
 }
 
 /** CRC32C of byte ranges taken in order, as an unsigned 32-bit number. */

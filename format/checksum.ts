@@ -15,7 +15,16 @@
  * @module
  */
 import type { IHasher } from "hash-wasm";
-import { crc32cParts, wasmHashesAvailable, xxh3Pages } from "./_wasm_hashes.ts";
+import { isZero, toHex } from "./_bytes.ts";
+// Hex is here for the callers of the digests; it lives where modules without WebAssembly reach it.
+export { hex32, toHex } from "./_bytes.ts";
+import {
+  crc32cParts,
+  digestPageArea,
+  pageArea,
+  wasmHashesAvailable,
+  xxh3Pages,
+} from "./_wasm_hashes.ts";
 
 let hashWasmModule: Promise<typeof import("hash-wasm")> | undefined;
 /** hash-wasm, loaded only where something falls back to it (its loading costs a thread ~0.05 s). */
@@ -154,27 +163,6 @@ export async function createWasmPageHasher(): Promise<IHasher> {
   return await (await hashWasm()).createXXHash128();
 }
 
-/**
- * Lowercase hex of bytes.
- *
- * @example
- * ```ts
- * import { assert } from "@std/assert/mod.js";
- * import { toHex } from "./checksum.ts";
- * assert(toHex(new Uint8Array([0, 171])) === "00ab");
- * ```
- */
-export function toHex(bytes: Uint8Array): string {
-  let s = "";
-  for (const b of bytes) s += b.toString(16).padStart(2, "0");
-  return s;
-}
-
-/** Lowercase hex of a 32-bit unsigned number, 8 digits. */
-export function hex32(n: number): string {
-  return (n >>> 0).toString(16).padStart(8, "0");
-}
-
 /** hash-wasm's XXH3-128, only where the runtime has no WebAssembly SIMD. */
 const fallbackPageHasher: IHasher | null = wasmHashesAvailable
   ? null
@@ -208,4 +196,52 @@ export function hashPagesInto(
     h.update(data.subarray(i * pageSize, (i + 1) * pageSize));
     out.set(h.digest("binary"), at + i * 16);
   }
+}
+
+/** Per page: 1 when it is all zero bytes, else 0; and the XXH3-128 of each non-zero page. */
+export interface PageDigests {
+  zero: Uint8Array;
+  /** 16 bytes a page, in order (unspecified for zero pages). */
+  hashes: Uint8Array;
+}
+
+/**
+ * What the content digest needs of `count` pages of `pageSize` bytes (FORMAT.md §10): which are
+ * zero, and the XXH3-128 of the others. `fill` writes the pages into the memory it is given and
+ * returns null, or returns a reason string, which this returns instead: a decompressor writes
+ * straight into the memory the hash runs on, so the pages are never copied.
+ *
+ * @example
+ * ```ts
+ * import { assert } from "@std/assert/mod.js";
+ * import { digestPages } from "./checksum.ts";
+ * const d = digestPages(2, 4096, (area) => {
+ *   area.fill(0).fill(7, 4096);
+ *   return null;
+ * });
+ * assert(typeof d !== "string" && d.zero[0] === 1 && d.zero[1] === 0);
+ * ```
+ */
+export function digestPages(
+  count: number,
+  pageSize: number,
+  fill: (area: Uint8Array) => string | null,
+): PageDigests | string {
+  const zero = new Uint8Array(count);
+  const hashes = new Uint8Array(count * 16);
+  if (wasmHashesAvailable && pageSize > 240 && pageSize % 64 === 0) {
+    const bad = fill(pageArea(count * pageSize));
+    if (bad !== null) return bad;
+    digestPageArea(count, pageSize, zero, hashes);
+    return { zero, hashes };
+  }
+  const data = new Uint8Array(count * pageSize);
+  const bad = fill(data);
+  if (bad !== null) return bad;
+  for (let i = 0; i < count; i++) {
+    const page = data.subarray(i * pageSize, (i + 1) * pageSize);
+    if (isZero(page)) zero[i] = 1;
+    else hashPageInto(page, hashes, i * 16);
+  }
+  return { zero, hashes };
 }

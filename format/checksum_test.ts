@@ -6,6 +6,7 @@ import {
   createWasmBlake3,
   createWasmCrc32c,
   createWasmPageHasher,
+  digestPages,
   hashPageInto,
   hashPagesInto,
   toHex,
@@ -46,7 +47,9 @@ Deno.test("crc32c() and BLAKE3 give the same values in this thread's backend and
   const wasmCrc32c = await createWasmCrc32c();
   const native = await createBlake3();
   const wasm = await createWasmBlake3();
-  for (const size of [0, 1, 63, 64, 1024, 1025, 70_000, 1 << 20, (3 << 20) + 4097]) {
+  // Around the braided loop's 32-byte steps, which need two of them.
+  const braid = [65, 95, 96, 97, 127, 128, 129, 200];
+  for (const size of [0, 1, 63, 64, ...braid, 1024, 1025, 70_000, 1 << 20, (3 << 20) + 4097]) {
     const { data, cuts } = sample(size, size + 7);
     // Also from shared memory and at an odd offset, as the live engine hands pages over.
     const shared = new Uint8Array(new SharedArrayBuffer(size + 3)).subarray(3);
@@ -108,4 +111,35 @@ Deno.test("hashPagesInto() gives hash-wasm's XXH3-128 for every page size and co
     );
   }
   assertThrows(() => hashPageInto(new Uint8Array(240), new Uint8Array(16), 0), RangeError, "240");
+});
+
+Deno.test("digestPages() tells zero pages apart and gives hash-wasm's XXH3-128 of the others", async () => {
+  const reference = await createWasmPageHasher();
+  const expect = (page: Uint8Array) => {
+    reference.init();
+    reference.update(page);
+    return toHex(reference.digest("binary"));
+  };
+  // 241 and 1000 are no multiple of 64: the path without the page area.
+  for (const size of [241, 256, 320, 1000, 4096, 65536]) {
+    const count = 7;
+    const { data } = sample(size * count, size + 1);
+    data.fill(0, 0, size); // zero
+    data.fill(0, size, 2 * size).fill(1, 2 * size - 1, 2 * size); // only its last byte set
+    data.fill(0, 3 * size, 4 * size).fill(9, 3 * size, 3 * size + 1); // only its first byte set
+    data.fill(0, 5 * size, 6 * size); // zero again
+    const d = digestPages(count, size, (area) => {
+      assertEquals(area.length, count * size);
+      area.set(data);
+      return null;
+    });
+    if (typeof d === "string") throw new Error(d);
+    assertEquals([...d.zero], [1, 0, 0, 0, 0, 1, 0], `${size}-byte pages`);
+    for (let k = 0; k < count; k++) {
+      if (d.zero[k] === 1) continue;
+      const page = data.subarray(k * size, (k + 1) * size);
+      assertEquals(toHex(d.hashes.subarray(k * 16, k * 16 + 16)), expect(page), `${size}, ${k}`);
+    }
+  }
+  assertEquals(digestPages(2, 4096, () => "no data"), "no data");
 });

@@ -6,7 +6,7 @@
  * @module
  */
 import { ByteBuilder, compareBytes, isZero, utf8 } from "./_bytes.ts";
-import { createBlake3, hashPageInto } from "./checksum.ts";
+import { createBlake3, digestPages, hashPageInto, type PageDigests } from "./checksum.ts";
 import { CONTENT_DIGEST_TAG } from "./constants.ts";
 import { type DeviceSection, type DeviceSectionInput, normalizeDevice } from "./device_section.ts";
 import type { MachineDescription } from "./header.ts";
@@ -72,6 +72,27 @@ export class ContentDigestBuilder {
     const to = c.hashes;
     for (let i = 0, at = slot * HASH_SIZE; i < HASH_SIZE; i++) to[at + i] = hash[hashOffset + i];
     c.present[slot] = 1;
+  }
+
+  /**
+   * Records the pages of a record at once (`pages[i]` from `data[i × pageSize..]`, later entries
+   * winning): one call hashes them all, zero pages are cleared.
+   */
+  setPageData(region: number, pages: Uint32Array, data: Uint8Array): void {
+    const ps = this.description.regions[region].pageSize;
+    const d = digestPages(pages.length, ps, (area) => {
+      area.set(data.subarray(0, pages.length * ps));
+      return null;
+    });
+    this.setPageDigests(region, pages, d as PageDigests);
+  }
+
+  /** Records pages by what {@linkcode digestPages} found of them (zero, or their hash). */
+  setPageDigests(region: number, pages: Uint32Array, d: PageDigests): void {
+    for (let i = 0; i < pages.length; i++) {
+      if (d.zero[i] === 1) this.clearPage(region, pages[i]);
+      else this.setPageHash(region, pages[i], d.hashes, i * HASH_SIZE);
+    }
   }
 
   /** Records that a page is zero (the same as absent). */

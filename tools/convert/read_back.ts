@@ -28,10 +28,11 @@ export type ReadBackReader = (bytes: ReadableStream<Uint8Array>) => Promise<Read
 
 /**
  * Reads `.lsnap` bytes with the streaming reader, which checks every record, the file digest and
- * the content digest recomputed from the records against the trailer's.
+ * the content digest recomputed from the records against the trailer's. The pages are expanded
+ * only to be hashed (the reader's "digest" mode): nothing is handed out, nothing copied.
  */
 export async function readLsnapBack(bytes: ReadableStream<Uint8Array>): Promise<ReadBackResult> {
-  const reader = new SnapshotStreamReader(bytes);
+  const reader = new SnapshotStreamReader(bytes, { decodePages: "digest" });
   for await (const _ of reader.records()) { /* the reader checks every record */ }
   return { complete: reader.complete, contentDigest: reader.contentDigest };
 }
