@@ -13,9 +13,11 @@
  *   the public `zstdCompressSync` / `zstdDecompressSync` allocate (and zero-fill) fresh output on
  *   every call, and fresh memory is the dearest thing a reader or writer touches here (a page fault
  *   per 4 KiB). Those contexts are the library's handles behind its public classes, which is not a
- *   documented interface: each is checked once per thread against the public functions (same
- *   bytes), every frame the compression context makes is checked for its declared size and its
- *   end, and a thread falls back to the public functions for good if anything differs.
+ *   documented interface: each is made when a thread first needs it and checked then (the
+ *   compressor must make `zstdCompressSync`'s frame byte for byte, the decompressor must read a
+ *   hand-made frame right and refuse too little room), every frame the compressor makes is
+ *   checked for its declared size and its end, and a thread falls back to the public functions
+ *   for good if anything differs.
  * - **wasm**, where `node:zlib` has no zstd: @bokuweb/zstd-wasm's WebAssembly file instantiated
  *   directly (its CommonJS loader would cost every thread Deno's Node compatibility layer), with
  *   input and output areas reused; the package's own API if the file cannot be reached.
@@ -135,6 +137,7 @@ function noop(): void {}
 class CompressionContext {
   /** zstd's parameter table as the handle takes it: -1 (unset) but for the level. */
   private readonly params = new Uint32Array(constants.ZSTD_c_compressionLevel + 1);
+  /** False for good once a frame it made failed a check. */
   works = true;
   constructor(private readonly handle: ZstdHandle, private readonly state: Uint32Array) {}
 
@@ -210,67 +213,101 @@ function sample(): Uint8Array {
   });
 }
 
-/** The native backend: reusable contexts where they check out, the public functions elsewhere. */
-function nativeBackend(): Backend & { paths: { compress: NativePath; decompress: NativePath } } {
-  let compressor: CompressionContext | null = null;
-  let decompressor: DecompressionContext | null = null;
+/**
+ * A frame made by hand (RFC 8878 §3.1.1): 200 bytes declared, 195 'a' in an RLE block, then
+ * "hello" in the last, raw block. It checks how the decompression context is called without
+ * making a compressor.
+ */
+const PROBE_FRAME = new Uint8Array([
+  ...[0x28, 0xb5, 0x2f, 0xfd, 0x20, 200],
+  ...[0x1a, 0x06, 0x00, 0x61],
+  ...[0x29, 0x00, 0x00, 0x68, 0x65, 0x6c, 0x6c, 0x6f],
+]);
+
+/** A compression context that makes the public function's frames, byte for byte, or null. */
+function checkedCompressionContext(): CompressionContext | null {
   try {
     const c = nativeHandle("ZstdCompress");
-    const d = nativeHandle("ZstdDecompress");
+    if (c === null) return null;
     const input = sample();
     const expected = publicCompress(input, 1);
-    if (c !== null) {
-      // Checked against the public function once: the same frame, byte for byte, off an offset.
-      const candidate = new CompressionContext(...c);
-      const out = new Uint8Array(zstdCompressBound(input.length) + 5);
-      const n = candidate.compress(input, 1, out, 5);
-      if (n === expected.length && expected.every((b, i) => b === out[5 + i])) {
-        compressor = candidate;
-      }
-    }
-    if (d !== null) {
-      const candidate = new DecompressionContext(...d);
-      const out = new Uint8Array(input.length);
-      // Twice: the second frame proves that reset() readies the context for another.
-      if (
-        candidate.decompressInto(expected, out) === null && out.every((b, i) => b === input[i]) &&
-        candidate.decompressInto(expected, out.fill(0)) === null &&
-        out.every((b, i) => b === input[i]) &&
-        typeof candidate.decompressInto(expected, new Uint8Array(input.length - 1)) === "string"
-      ) {
-        decompressor = candidate;
-      }
-    }
+    const candidate = new CompressionContext(...c);
+    // Written off an offset, as the writer does.
+    const out = new Uint8Array(zstdCompressBound(input.length) + 5);
+    const n = candidate.compress(input, 1, out, 5);
+    return n === expected.length && expected.every((b, i) => b === out[5 + i]) ? candidate : null;
   } catch {
-    // A runtime whose handles differ: the public functions do the work.
+    return null;
   }
-  const backend = {
-    paths: {
-      compress: compressor === null ? "public" : "context",
-      decompress: decompressor === null ? "public" : "context",
-    } as { compress: NativePath; decompress: NativePath },
-    compressInto(data: Uint8Array, level: number, out: Uint8Array, at: number): number {
-      if (backend.paths.compress === "context") {
+}
+
+/** A decompression context that reads the probe frame right, twice, and refuses too little room. */
+function checkedDecompressionContext(): DecompressionContext | null {
+  try {
+    const d = nativeHandle("ZstdDecompress");
+    if (d === null) return null;
+    const candidate = new DecompressionContext(...d);
+    const want = (out: Uint8Array) =>
+      out.every((b, i) => b === (i < 195 ? 0x61 : "hello".charCodeAt(i - 195)));
+    const out = new Uint8Array(200);
+    // Twice: the second frame proves that reset() readies the context for another.
+    const ok = candidate.decompressInto(PROBE_FRAME, out) === null && want(out) &&
+      candidate.decompressInto(PROBE_FRAME, out.fill(0)) === null && want(out) &&
+      typeof candidate.decompressInto(PROBE_FRAME, new Uint8Array(199)) === "string";
+    return ok ? candidate : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The native backend. Each context is made and checked when this thread first needs it (a reader
+ * never makes a compressor); where a check fails, the public functions do that work.
+ */
+function nativeBackend(): Backend & { paths: NativePaths } {
+  let compressor: CompressionContext | null | undefined;
+  let decompressor: DecompressionContext | null | undefined;
+  const paths: NativePaths = {
+    get compress() {
+      if (forcedPublic.compress) return "public";
+      compressor ??= checkedCompressionContext();
+      return compressor !== null && compressor.works ? "context" : "public";
+    },
+    get decompress() {
+      if (forcedPublic.decompress) return "public";
+      decompressor ??= checkedDecompressionContext();
+      return decompressor !== null ? "context" : "public";
+    },
+  };
+  return {
+    paths,
+    compressInto(data, level, out, at) {
+      if (paths.compress === "context") {
         const n = compressor!.compress(data, level, out, at);
         if (n >= 0) return n;
-        backend.paths.compress = "public";
       }
       const frame = publicCompress(data, level);
       out.set(frame, at);
       return frame.length;
     },
-    decompressInto(data: Uint8Array, out: Uint8Array): string | null {
-      if (backend.paths.decompress === "context") return decompressor!.decompressInto(data, out);
+    decompressInto(data, out) {
+      if (paths.decompress === "context") return decompressor!.decompressInto(data, out);
       const r = publicDecompress(data, out.length);
       if (typeof r === "string") return r;
       out.set(r);
       return null;
     },
   };
-  return backend;
 }
 
+/** What tests force: the public functions instead of the contexts. */
+const forcedPublic = { compress: false, decompress: false };
+
 type NativePath = "context" | "public";
+interface NativePaths {
+  readonly compress: NativePath;
+  readonly decompress: NativePath;
+}
 
 // ---------------------------------------------------------------------------------------------
 // The WebAssembly backend: zstd-wasm, for runtimes without zstd in node:zlib.
@@ -430,9 +467,6 @@ const native = publicZstd === null ? null : nativeBackend();
 /** This thread's backend; WebAssembly is compiled only where the runtime has no zstd. */
 let backend: Backend = native ?? await wasmBackend();
 let forced: Backend | null = null;
-/** The paths chosen at start, which `zstdCompressionPath(false)` and the like go back to. */
-const compressionContextPath: NativePath = native?.paths.compress ?? "public";
-const decompressionContextPath: NativePath = native?.paths.decompress ?? "public";
 
 /**
  * Which backend and paths this thread uses: "native" with its compression and decompression paths
@@ -446,7 +480,7 @@ export async function zstdBackend(
   if (use === "wasm") backend = forced ??= await wasmBackend();
   if (use === "native" && native !== null) backend = native;
   return backend === native && native !== null
-    ? { backend: "native", ...native.paths }
+    ? { backend: "native", compress: native.paths.compress, decompress: native.paths.decompress }
     : { backend: "wasm" };
 }
 
@@ -457,9 +491,7 @@ export async function zstdBackend(
  */
 export function zstdCompressionPath(publicOnlyFromNowOn?: boolean): NativePath {
   if (native === null) return "public";
-  if (publicOnlyFromNowOn !== undefined) {
-    native.paths.compress = publicOnlyFromNowOn ? "public" : compressionContextPath;
-  }
+  if (publicOnlyFromNowOn !== undefined) forcedPublic.compress = publicOnlyFromNowOn;
   return native.paths.compress;
 }
 
@@ -469,9 +501,7 @@ export function zstdCompressionPath(publicOnlyFromNowOn?: boolean): NativePath {
  */
 export function zstdDecompressionPath(publicOnlyFromNowOn?: boolean): NativePath {
   if (native === null) return "public";
-  if (publicOnlyFromNowOn !== undefined) {
-    native.paths.decompress = publicOnlyFromNowOn ? "public" : decompressionContextPath;
-  }
+  if (publicOnlyFromNowOn !== undefined) forcedPublic.decompress = publicOnlyFromNowOn;
   return native.paths.decompress;
 }
 

@@ -64,12 +64,45 @@ function addonsAllowed(): boolean {
   }
 }
 
+/** The prebuilt addons of @napi-rs/blake-hash (glibc builds on Linux), by `os-arch`. */
+const ADDON_BUILDS: Record<string, string> = {
+  "linux-x86_64": "linux-x64-gnu",
+  "linux-aarch64": "linux-arm64-gnu",
+  "darwin-x86_64": "darwin-x64",
+  "darwin-aarch64": "darwin-arm64",
+  "windows-x86_64": "win32-x64-msvc",
+};
+
+/**
+ * The addon's hasher class loaded straight from its platform package beside the main package
+ * (where npm and Deno put it), or null. The main package's loader would first ask for a whole
+ * diagnostic report to tell glibc from musl, which costs a command about 0.03 s; a musl system
+ * fails to load the glibc build here and goes through the loader.
+ */
+async function loadAddonDirectly(): Promise<unknown> {
+  const build = ADDON_BUILDS[`${Deno.build.os}-${Deno.build.arch}`];
+  if (build === undefined) return null;
+  try {
+    const file = new URL(
+      `../blake-hash-${build}/blake.${build}.node`,
+      import.meta.resolve("@napi-rs/blake-hash"),
+    );
+    if (file.protocol !== "file:") return null;
+    const { default: process } = await import("node:process");
+    const module = { exports: {} as { Blake3Hasher?: unknown } };
+    process.dlopen(module, decodeURIComponent(file.pathname));
+    return module.exports.Blake3Hasher ?? null;
+  } catch {
+    return null;
+  }
+}
+
 /** The BLAKE3 addon if it loads and gives the known answer, else null. */
 async function loadNativeBlake3(): Promise<(new () => NativeBlake3) | null> {
   if (!addonsAllowed()) return null;
   try {
-    const B = (await import("@napi-rs/blake-hash")).Blake3Hasher as unknown as new () =>
-    NativeBlake3;
+    const B = (await loadAddonDirectly() ??
+      (await import("@napi-rs/blake-hash")).Blake3Hasher) as unknown as new () => NativeBlake3;
     const h = new B();
     h.update(ASCII_123456789.subarray(0, 3));
     h.update(ASCII_123456789.subarray(3));
