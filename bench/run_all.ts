@@ -5,6 +5,7 @@
  */
 const BENCHES = [
   "format_bench.ts",
+  "write_bench.ts",
   "live_snapshot_bench.ts",
   "live_pause_bench.ts",
   "tools_bench.ts",

@@ -2,45 +2,37 @@
  * `livesnap verify` against `sha256sum`, whole process (Deno start-up included), the way a user
  * runs them: `bin/livesnap verify vm.lsnap` on a snapshot of a machine with 512 MiB of RAM of the
  * usual mix (60% zero pages, 25% text, 15% random; bench/_mixed_ram.ts) and `sha256sum` on the
- * raw image of the same RAM. The two run in turn, pair by pair, so that a change in the machine's
- * load moves both; the ratio is taken per pair and its median printed. With `--ref REV` the
- * verify of another revision (e.g. `main`) runs in the same rounds, from a copy of its tree.
+ * raw image of the same RAM. The contenders run in turn, round by round, so that a change in the
+ * machine's load moves neighbours alike; each speed ratio is taken within a round (sha256sum's
+ * seconds over verify's), by the wall clock and by CPU time (user + system), and printed as the
+ * median with the range. With `--also DIR` the `livesnap` of another checkout (for example the
+ * main branch) runs in the same rounds.
  *
- *   deno run -A bench/verify_bench.ts [--mib 512] [--runs 7] [--ref main]
+ *   deno task bench:verify [--mib 512] [--runs 7] [--also DIR]
  *
  * @module
  */
 import { parseArgs } from "@std/cli/parse_args.js";
 import { SnapshotWriter } from "../format/writer.ts";
 import { mixedRam } from "./_mixed_ram.ts";
+import {
+  contender,
+  livesnapCommand,
+  loadAverage,
+  rotate,
+  speedRatios,
+  spread,
+} from "./_whole_process.ts";
 
 const flags = parseArgs(Deno.args, {
-  string: ["mib", "runs", "ref"],
+  string: ["mib", "runs", "also"],
   default: { mib: "512", runs: "7" },
 });
 const MIB = Number(flags.mib);
 const RUNS = Number(flags.runs);
 const PAGE = 4096;
 const PAGES = (MIB * 1024 * 1024) / PAGE;
-const ROOT = new URL("..", import.meta.url).pathname;
-
-async function run(cmd: string[]): Promise<number> {
-  const t = performance.now();
-  const o = await new Deno.Command(cmd[0], { args: cmd.slice(1), stdout: "null", stderr: "piped" })
-    .output();
-  const seconds = (performance.now() - t) / 1000;
-  if (!o.success) {
-    throw new Error(`${cmd.join(" ")} failed: ${new TextDecoder().decode(o.stderr)}`);
-  }
-  return seconds;
-}
-
-async function sh(cmd: string): Promise<void> {
-  const o = await new Deno.Command("sh", { args: ["-c", cmd] }).output();
-  if (!o.success) throw new Error(`${cmd} failed: ${new TextDecoder().decode(o.stderr)}`);
-}
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 
 const dir = await Deno.makeTempDir({ prefix: "livesnap-verify-bench-" });
 try {
@@ -59,45 +51,38 @@ try {
     }
     await w.close();
   }
-  const contenders: { name: string; cmd: string[] }[] = [
-    { name: "`sha256sum` of the raw image (baseline)", cmd: ["sha256sum", image] },
-    { name: "`livesnap verify` of the .lsnap", cmd: [`${ROOT}bin/livesnap`, "verify", snap] },
+  const contenders = [
+    contender("`sha256sum` of the raw image (baseline)", `exec sha256sum '${image}'`),
+    contender("`livesnap verify` of the .lsnap", livesnapCommand(ROOT, `verify '${snap}'`)),
   ];
-  if (flags.ref !== undefined) {
-    const tree = `${dir}/ref`;
-    await Deno.mkdir(tree);
-    await sh(`git -C '${ROOT}' archive '${flags.ref}' | tar -x -C '${tree}'`);
-    await Deno.symlink(`${ROOT}node_modules`, `${tree}/node_modules`);
-    contenders.push({
-      name: `\`livesnap verify\` as of ${flags.ref}`,
-      cmd: [`${tree}/bin/livesnap`, "verify", snap],
-    });
+  if (flags.also !== undefined) {
+    contenders.push(
+      contender(
+        `\`livesnap verify\` of ${flags.also}`,
+        livesnapCommand(flags.also, `verify '${snap}'`),
+      ),
+    );
   }
-  // Every contender once unmeasured: the page cache holds both files, Deno its module cache.
-  await sh(`cat '${image}' '${snap}' > /dev/null`);
-  for (const c of contenders) await run(c.cmd);
-  const times = contenders.map(() => [] as number[]);
-  for (let i = 0; i < RUNS; i++) {
-    for (const [k, c] of contenders.entries()) times[k].push(await run(c.cmd));
-  }
-  const load = (await Deno.readTextFile("/proc/loadavg").catch(() => "? ? ?")).split(" ");
+  // The page cache holds both files for every contender.
+  await new Deno.Command("sh", { args: ["-c", `cat '${image}' '${snap}' > /dev/null`] }).output();
+  const loadBefore = await loadAverage();
+  await rotate(contenders, RUNS);
   const snapBytes = (await Deno.stat(snap)).size;
   console.log(
-    `Guest RAM ${MIB} MiB, snapshot ${(snapBytes / 1e6).toFixed(0)} MB; ${RUNS} rounds, ` +
-      `contenders in turn; load average at the end ${load.slice(0, 3).join(" ")}; ${
-        new Date().toISOString().slice(0, 10)
-      }.\n`,
+    `Guest RAM ${MIB} MiB, snapshot ${snapBytes} bytes; ${RUNS} rounds, contenders in turn; ` +
+      `load average ${loadBefore} before, ${await loadAverage()} after; ` +
+      `${navigator.hardwareConcurrency} CPUs; ${new Date().toISOString().slice(0, 16)}Z.\n`,
   );
   console.log(
-    "| what | median wall s | min | max | speed vs `sha256sum` (median of pairs) | worst pair |",
+    "| command | wall s, median (min-max) | CPU s, median (min-max) | speed vs `sha256sum` by wall, median (min-max) | by CPU time |",
   );
-  console.log("|---|---:|---:|---:|---:|---:|");
-  for (const [k, c] of contenders.entries()) {
-    const ratios = times[k].map((t, i) => times[0][i] / t);
+  console.log("|---|---:|---:|---:|---:|");
+  for (const c of contenders) {
+    const r = speedRatios(c, contenders[0]);
     console.log(
-      `| ${c.name} | ${median(times[k]).toFixed(3)} | ${Math.min(...times[k]).toFixed(3)} | ${
-        Math.max(...times[k]).toFixed(3)
-      } | ${median(ratios).toFixed(2)}x | ${Math.min(...ratios).toFixed(2)}x |`,
+      `| ${c.name} | ${spread(c.wall, 2)} | ${spread(c.cpu, 2)} | ${spread(r.wall, 2, "x")} | ${
+        spread(r.cpu, 2, "x")
+      } |`,
     );
   }
 } finally {

@@ -4,10 +4,10 @@
  *
  * @module
  */
-import { zstdCompress } from "./_zstd.ts";
-import { hashPageInto } from "./checksum.ts";
+import { zstdCompressBound, zstdCompressInto } from "./_zstd.ts";
+import { hashPagesInto } from "./checksum.ts";
 import { FLAG_CRITICAL, RecordType } from "./constants.ts";
-import { encodePageRecord, type PageEncodingName } from "./page_record.ts";
+import { encodePageRecordHead, type PageEncodingName } from "./page_record.ts";
 import { encodeRecord } from "./record.ts";
 
 /** A batch to encode. */
@@ -29,27 +29,32 @@ export interface EncodedBatch {
   hashes: Uint8Array;
 }
 
+/** This thread's compression output, reused from batch to batch (fresh memory is dear). */
+let scratch = new Uint8Array(0);
+
 /** Encodes a batch: hashes every page, compresses (falling back to raw), frames the record. */
 export function encodePageBatch(b: PageBatch): EncodedBatch {
   const n = b.pages.length;
   const hashes = new Uint8Array(n * 16);
-  for (let i = 0; i < n; i++) {
-    hashPageInto(b.raw.subarray(i * b.pageSize, (i + 1) * b.pageSize), hashes, i * 16);
-  }
+  hashPagesInto(b.raw, b.pageSize, hashes, 0);
   let encoding: PageEncodingName = "raw";
   let data: Uint8Array = b.raw;
   if (b.codec === "zstd") {
-    const z = zstdCompress(b.raw, b.level);
-    if (z.length < b.raw.length) {
+    const bound = zstdCompressBound(b.raw.length);
+    if (scratch.length < bound) scratch = new Uint8Array(bound);
+    const n = zstdCompressInto(b.raw, b.level, scratch, 0);
+    if (n < b.raw.length) {
       encoding = "zstd";
-      data = z;
+      data = scratch.subarray(0, n);
     }
   }
   return {
+    // The data is copied once, from the compressor's output (or the batch) into the record.
     record: encodeRecord(
       RecordType.PAGES,
       FLAG_CRITICAL,
-      encodePageRecord(b.region, encoding, b.pages, data),
+      encodePageRecordHead(b.region, encoding, b.pages),
+      data,
     ),
     hashes,
   };

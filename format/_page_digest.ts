@@ -8,9 +8,8 @@
  *
  * @module
  */
-import { isZero } from "./_bytes.ts";
-import { zstdDecompressView } from "./_zstd.ts";
-import { hashPageInto } from "./checksum.ts";
+import { zstdDecompressInto } from "./_zstd.ts";
+import { digestPages } from "./checksum.ts";
 
 /** The data of one PAGES record (FORMAT.md §6.2), to be expanded and hashed. */
 export interface PageJob {
@@ -40,17 +39,19 @@ export type PageDigestMessage =
   | { ready: true }
   | { id: number; buffer: ArrayBuffer; result: PageDigests };
 
-/** Expands and hashes one record's pages on the calling thread (no copy of zstd output). */
+/**
+ * Expands and hashes one record's pages on the calling thread. zstd data is decompressed straight
+ * into the memory the pages are hashed in, raw data copied there once (`digestPages`).
+ */
 export function digestPageData(job: PageJob): PageDigests {
   const size = job.count * job.pageSize;
-  const data = job.encoding === "zstd" ? zstdDecompressView(job.data, size) : job.data;
-  if (typeof data === "string") return { error: data };
-  const zero = new Uint8Array(job.count);
-  const hashes = new Uint8Array(job.count * 16);
-  for (let i = 0, at = 0; i < job.count; i++, at += job.pageSize) {
-    const page = data.subarray(at, at + job.pageSize);
-    if (isZero(page)) zero[i] = 1;
-    else hashPageInto(page, hashes, i * 16);
-  }
-  return { zero, hashes };
+  const r = digestPages(job.count, job.pageSize, (area) => {
+    if (job.encoding === "zstd") return zstdDecompressInto(job.data, area);
+    if (job.data.length !== size) {
+      return `raw page data is ${job.data.length} bytes, expected ${size}`;
+    }
+    area.set(job.data);
+    return null;
+  });
+  return typeof r === "string" ? { error: r } : r;
 }

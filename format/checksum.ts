@@ -2,14 +2,156 @@
  * CRC32C (Castagnoli) for records, BLAKE3 for the file digest, XXH3-128 for page hashes
  * (FORMAT.md §3, §10). Hasher instances are created once and reused.
  *
+ * CRC32C and XXH3-128 run in this library's own WebAssembly module with SIMD
+ * (`_wasm_hashes.ts`). BLAKE3 runs as native code (the `@napi-rs/blake-hash` Node-API addon, SIMD
+ * BLAKE3) where the runtime may load addons, that is where the `ffi` permission is granted
+ * (`deno run -A`, as the `livesnap` command runs), loaded on the first {@linkcode createBlake3}.
+ * Elsewhere, and if the addon fails to load or to give the known answer, BLAKE3 runs in
+ * WebAssembly (`hash-wasm`), as do CRC32C and XXH3-128 on a runtime without WebAssembly SIMD.
+ * Every backend gives the same values (checksum_test.ts). Native BLAKE3 ran about 12x faster than
+ * hash-wasm on the benchmark's records; the file digest is computed on the writer's own thread,
+ * where it was the largest cost after compression (BENCHMARKS.md, "where the time went").
+ *
  * @module
  */
-import { createBLAKE3, createCRC32, createXXHash128, type IHasher } from "hash-wasm";
+import type { IHasher } from "hash-wasm";
+import { isZero, toHex } from "./_bytes.ts";
+// Hex is here for the callers of the digests; it lives where modules without WebAssembly reach it.
+export { hex32, toHex } from "./_bytes.ts";
+import {
+  crc32cParts,
+  digestPageArea,
+  pageArea,
+  wasmHashesAvailable,
+  xxh3Pages,
+} from "./_wasm_hashes.ts";
+
+let hashWasmModule: Promise<typeof import("hash-wasm")> | undefined;
+/** hash-wasm, loaded only where something falls back to it (its loading costs a thread ~0.05 s). */
+function hashWasm(): Promise<typeof import("hash-wasm")> {
+  return hashWasmModule ??= import("hash-wasm");
+}
 
 /** CRC-32C's reflected polynomial, as hash-wasm names it. */
 const CRC32C_POLY = 0x82f63b78;
 
-const crcHasher: IHasher = await createCRC32(CRC32C_POLY);
+/** What the file digest and the readers need of a streaming hasher. */
+export interface StreamHasher {
+  /** Starts a new digest. */
+  init(): void;
+  /** Adds bytes. */
+  update(data: Uint8Array): void;
+  /** The digest of the bytes added since `init`. */
+  digest(format: "binary"): Uint8Array;
+}
+
+interface NativeBlake3 {
+  reset(): void;
+  update(input: Uint8Array): unknown;
+  digestBuffer(): Uint8Array;
+}
+
+const ASCII_123456789 = new TextEncoder().encode("123456789");
+/** BLAKE3("123456789"), as the reference implementation and hash-wasm give it. */
+const BLAKE3_123456789 = "b7d65b48420d1033cb2595293263b6f72eabee20d55e699d0df1973b3c9deed1";
+
+/** True where the runtime may load Node-API addons without asking (a prompt would block). */
+function addonsAllowed(): boolean {
+  try {
+    return Deno.permissions.querySync({ name: "ffi" }).state === "granted";
+  } catch {
+    return false;
+  }
+}
+
+/** The prebuilt addons of @napi-rs/blake-hash (glibc builds on Linux), by `os-arch`. */
+const ADDON_BUILDS: Record<string, string> = {
+  "linux-x86_64": "linux-x64-gnu",
+  "linux-aarch64": "linux-arm64-gnu",
+  "darwin-x86_64": "darwin-x64",
+  "darwin-aarch64": "darwin-arm64",
+  "windows-x86_64": "win32-x64-msvc",
+};
+
+/**
+ * The addon's hasher class loaded straight from its platform package beside the main package
+ * (where npm and Deno put it), or null. The main package's loader would first ask for a whole
+ * diagnostic report to tell glibc from musl, which costs a command about 0.03 s; a musl system
+ * fails to load the glibc build here and goes through the loader.
+ */
+async function loadAddonDirectly(): Promise<unknown> {
+  const build = ADDON_BUILDS[`${Deno.build.os}-${Deno.build.arch}`];
+  if (build === undefined) return null;
+  try {
+    const file = new URL(
+      `../blake-hash-${build}/blake.${build}.node`,
+      import.meta.resolve("@napi-rs/blake-hash"),
+    );
+    if (file.protocol !== "file:") return null;
+    const { default: process } = await import("node:process");
+    const module = { exports: {} as { Blake3Hasher?: unknown } };
+    process.dlopen(module, decodeURIComponent(file.pathname));
+    return module.exports.Blake3Hasher ?? null;
+  } catch {
+    return null;
+  }
+}
+
+/** The BLAKE3 addon if it loads and gives the known answer, else null. */
+async function loadNativeBlake3(): Promise<(new () => NativeBlake3) | null> {
+  if (!addonsAllowed()) return null;
+  try {
+    const B = (await loadAddonDirectly() ??
+      (await import("@napi-rs/blake-hash")).Blake3Hasher) as unknown as new () => NativeBlake3;
+    const h = new B();
+    h.update(ASCII_123456789.subarray(0, 3));
+    h.update(ASCII_123456789.subarray(3));
+    return toHex(h.digestBuffer()) === BLAKE3_123456789 ? B : null;
+  } catch {
+    return null;
+  }
+}
+
+// hash-wasm only where the runtime cannot run this library's own module (no WebAssembly SIMD).
+const fallbackCrc: IHasher | null = wasmHashesAvailable
+  ? null
+  : await (await hashWasm()).createCRC32(CRC32C_POLY);
+
+/** CRC32C computed by hash-wasm, whatever this thread uses (for tests and benchmarks). */
+export async function createWasmCrc32c(): Promise<(...parts: Uint8Array[]) => number> {
+  const h = await (await hashWasm()).createCRC32(CRC32C_POLY);
+  return (...parts) => crcWith(h, parts);
+}
+
+function crcWith(h: IHasher, parts: Uint8Array[]): number {
+  h.init();
+  for (const p of parts) h.update(p);
+  const d = h.digest("binary");
+  return ((d[0] << 24) | (d[1] << 16) | (d[2] << 8) | d[3]) >>> 0;
+}
+
+/** A BLAKE3 hasher in WebAssembly, whatever this thread uses (for tests and benchmarks). */
+export async function createWasmBlake3(): Promise<StreamHasher> {
+  return await (await hashWasm()).createBLAKE3(256);
+}
+
+let nativeBlake3: Promise<(new () => NativeBlake3) | null> | undefined;
+
+/**
+ * Which implementation this thread uses for BLAKE3 ("native": the addon), CRC32C and XXH3
+ * ("simd": this library's WebAssembly module); "wasm" is hash-wasm. BLAKE3's is settled by the
+ * first {@linkcode createBlake3}, which this awaits.
+ */
+export async function checksumBackends(): Promise<
+  { blake3: "native" | "wasm"; crc32c: "simd" | "wasm"; xxh3: "simd" | "wasm" }
+> {
+  nativeBlake3 ??= loadNativeBlake3();
+  return {
+    blake3: (await nativeBlake3) === null ? "wasm" : "native",
+    crc32c: wasmHashesAvailable ? "simd" : "wasm",
+    xxh3: wasmHashesAvailable ? "simd" : "wasm",
+  };
+}
 
 /**
  * CRC32C of one or more byte ranges taken in order, as an unsigned 32-bit number.
@@ -22,48 +164,117 @@ const crcHasher: IHasher = await createCRC32(CRC32C_POLY);
  * ```
  */
 export function crc32c(...parts: Uint8Array[]): number {
-  crcHasher.init();
-  for (const p of parts) crcHasher.update(p);
-  const d = crcHasher.digest("binary");
-  return ((d[0] << 24) | (d[1] << 16) | (d[2] << 8) | d[3]) >>> 0;
+  return fallbackCrc === null ? crc32cParts(parts) : crcWith(fallbackCrc, parts);
+}
+
+class NativeBlake3Hasher implements StreamHasher {
+  private readonly h: NativeBlake3;
+  constructor(B: new () => NativeBlake3) {
+    this.h = new B();
+  }
+  init(): void {
+    this.h.reset();
+  }
+  update(data: Uint8Array): void {
+    if (data.length > 0) this.h.update(data);
+  }
+  digest(_format: "binary"): Uint8Array {
+    const d = this.h.digestBuffer();
+    return new Uint8Array(d.buffer, d.byteOffset, d.length).slice();
+  }
 }
 
 /** A new streaming BLAKE3 hasher (32-byte output). */
-export function createBlake3(): Promise<IHasher> {
-  return createBLAKE3(256);
+export async function createBlake3(): Promise<StreamHasher> {
+  nativeBlake3 ??= loadNativeBlake3();
+  const B = await nativeBlake3;
+  return B === null ? await createWasmBlake3() : new NativeBlake3Hasher(B);
 }
 
-/** A new XXH3-128 hasher (seed 0). */
-export function createPageHasher(): Promise<IHasher> {
-  return createXXHash128();
+/** A hash-wasm XXH3-128 hasher (seed 0), whatever this thread uses (for tests and benchmarks). */
+export async function createWasmPageHasher(): Promise<IHasher> {
+  return await (await hashWasm()).createXXHash128();
+}
+
+/** hash-wasm's XXH3-128, only where the runtime has no WebAssembly SIMD. */
+const fallbackPageHasher: IHasher | null = wasmHashesAvailable
+  ? null
+  : await createWasmPageHasher();
+
+/**
+ * XXH3-128 (seed 0) of one page (more than 240 bytes: pages are at least 512), canonical
+ * (big-endian) bytes, written into `out` at `at`.
+ */
+export function hashPageInto(page: Uint8Array, out: Uint8Array, at: number): void {
+  hashPagesInto(page, page.length, out, at);
 }
 
 /**
- * Lowercase hex of bytes.
+ * XXH3-128 of each `pageSize`-byte page of `data` (16 bytes a page, in order) written into `out`
+ * from `at`: one call for a whole batch.
+ */
+export function hashPagesInto(
+  data: Uint8Array,
+  pageSize: number,
+  out: Uint8Array,
+  at: number,
+): void {
+  const h = fallbackPageHasher;
+  if (h === null) {
+    xxh3Pages(data, pageSize, out, at);
+    return;
+  }
+  for (let i = 0; i * pageSize < data.length; i++) {
+    h.init();
+    h.update(data.subarray(i * pageSize, (i + 1) * pageSize));
+    out.set(h.digest("binary"), at + i * 16);
+  }
+}
+
+/** Per page: 1 when it is all zero bytes, else 0; and the XXH3-128 of each non-zero page. */
+export interface PageDigests {
+  zero: Uint8Array;
+  /** 16 bytes a page, in order (unspecified for zero pages). */
+  hashes: Uint8Array;
+}
+
+/**
+ * What the content digest needs of `count` pages of `pageSize` bytes (FORMAT.md §10): which are
+ * zero, and the XXH3-128 of the others. `fill` writes the pages into the memory it is given and
+ * returns null, or returns a reason string, which this returns instead: a decompressor writes
+ * straight into the memory the hash runs on, so the pages are never copied.
  *
  * @example
  * ```ts
  * import { assert } from "@std/assert/mod.js";
- * import { toHex } from "./checksum.ts";
- * assert(toHex(new Uint8Array([0, 171])) === "00ab");
+ * import { digestPages } from "./checksum.ts";
+ * const d = digestPages(2, 4096, (area) => {
+ *   area.fill(0).fill(7, 4096);
+ *   return null;
+ * });
+ * assert(typeof d !== "string" && d.zero[0] === 1 && d.zero[1] === 0);
  * ```
  */
-export function toHex(bytes: Uint8Array): string {
-  let s = "";
-  for (const b of bytes) s += b.toString(16).padStart(2, "0");
-  return s;
-}
-
-/** Lowercase hex of a 32-bit unsigned number, 8 digits. */
-export function hex32(n: number): string {
-  return (n >>> 0).toString(16).padStart(8, "0");
-}
-
-const pageHasher: IHasher = await createXXHash128();
-
-/** XXH3-128 (seed 0) of one page, canonical (big-endian) bytes, written into `out` at `at`. */
-export function hashPageInto(page: Uint8Array, out: Uint8Array, at: number): void {
-  pageHasher.init();
-  pageHasher.update(page);
-  out.set(pageHasher.digest("binary"), at);
+export function digestPages(
+  count: number,
+  pageSize: number,
+  fill: (area: Uint8Array) => string | null,
+): PageDigests | string {
+  const zero = new Uint8Array(count);
+  const hashes = new Uint8Array(count * 16);
+  if (wasmHashesAvailable && pageSize > 240 && pageSize % 64 === 0) {
+    const bad = fill(pageArea(count * pageSize));
+    if (bad !== null) return bad;
+    digestPageArea(count, pageSize, zero, hashes);
+    return { zero, hashes };
+  }
+  const data = new Uint8Array(count * pageSize);
+  const bad = fill(data);
+  if (bad !== null) return bad;
+  for (let i = 0; i < count; i++) {
+    const page = data.subarray(i * pageSize, (i + 1) * pageSize);
+    if (isZero(page)) zero[i] = 1;
+    else hashPageInto(page, hashes, i * 16);
+  }
+  return { zero, hashes };
 }

@@ -6,7 +6,7 @@
  * @module
  */
 import { ByteBuilder, compareBytes, isZero, utf8 } from "./_bytes.ts";
-import { createBlake3, hashPageInto } from "./checksum.ts";
+import { createBlake3, digestPages, hashPageInto, type PageDigests } from "./checksum.ts";
 import { CONTENT_DIGEST_TAG } from "./constants.ts";
 import { type DeviceSection, type DeviceSectionInput, normalizeDevice } from "./device_section.ts";
 import type { MachineDescription } from "./header.ts";
@@ -68,8 +68,31 @@ export class ContentDigestBuilder {
   setPageHash(region: number, page: number, hash: Uint8Array, hashOffset = 0): void {
     const c = this.chunk(region, page);
     const slot = page % CHUNK_PAGES;
-    c.hashes.set(hash.subarray(hashOffset, hashOffset + HASH_SIZE), slot * HASH_SIZE);
+    // Byte by byte: a subarray per page costs more than the 16 copies (one call per page).
+    const to = c.hashes;
+    for (let i = 0, at = slot * HASH_SIZE; i < HASH_SIZE; i++) to[at + i] = hash[hashOffset + i];
     c.present[slot] = 1;
+  }
+
+  /**
+   * Records the pages of a record at once (`pages[i]` from `data[i × pageSize..]`, later entries
+   * winning): one call hashes them all, zero pages are cleared.
+   */
+  setPageData(region: number, pages: Uint32Array, data: Uint8Array): void {
+    const ps = this.description.regions[region].pageSize;
+    const d = digestPages(pages.length, ps, (area) => {
+      area.set(data.subarray(0, pages.length * ps));
+      return null;
+    });
+    this.setPageDigests(region, pages, d as PageDigests);
+  }
+
+  /** Records pages by what {@linkcode digestPages} found of them (zero, or their hash). */
+  setPageDigests(region: number, pages: Uint32Array, d: PageDigests): void {
+    for (let i = 0; i < pages.length; i++) {
+      if (d.zero[i] === 1) this.clearPage(region, pages[i]);
+      else this.setPageHash(region, pages[i], d.hashes, i * HASH_SIZE);
+    }
   }
 
   /** Records that a page is zero (the same as absent). */
@@ -93,8 +116,12 @@ export class ContentDigestBuilder {
       head.str16(r.name).u64(r.base).u64(r.size).u32(r.pageSize);
     }
     h.update(head.finish());
-    const entry = new Uint8Array(4 + HASH_SIZE);
-    const ev = new DataView(entry.buffer);
+    // Entries go to the hasher 3,276 at a time (64 KiB): one call per entry cost a call into the
+    // hasher per non-zero page.
+    const ENTRY = 4 + HASH_SIZE;
+    const entries = new Uint8Array(3276 * ENTRY);
+    const ev = new DataView(entries.buffer);
+    let used = 0;
     const count = new Uint8Array(4);
     for (let r = 0; r < this.chunks.length; r++) {
       const list = this.chunks[r];
@@ -109,11 +136,18 @@ export class ContentDigestBuilder {
         if (c === undefined) continue;
         for (let i = 0; i < CHUNK_PAGES; i++) {
           if (c.present[i] === 0) continue;
-          ev.setUint32(0, ci * CHUNK_PAGES + i, true);
-          entry.set(c.hashes.subarray(i * HASH_SIZE, (i + 1) * HASH_SIZE), 4);
-          h.update(entry);
+          ev.setUint32(used, ci * CHUNK_PAGES + i, true);
+          const from = i * HASH_SIZE;
+          for (let k = 0; k < HASH_SIZE; k++) entries[used + 4 + k] = c.hashes[from + k];
+          used += ENTRY;
+          if (used === entries.length) {
+            h.update(entries);
+            used = 0;
+          }
         }
       }
+      if (used > 0) h.update(entries.subarray(0, used));
+      used = 0;
     }
     const devs = [...this.devices.values()].sort((a, b) =>
       compareBytes(utf8(a.id), utf8(b.id)) || a.instance - b.instance

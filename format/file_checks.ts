@@ -379,10 +379,8 @@ export class SnapshotChecker {
       // A raw record's data is a view of the scanner's buffer: hand out a copy that stays.
       if (data !== null && p.encoding === "raw") data = data.slice();
       const digest = this.digest!;
-      for (let i = 0; i < p.pages.length; i++) {
-        if (data === null) digest.clearPage(p.region, p.pages[i]);
-        else digest.setPage(p.region, p.pages[i], data.subarray(i * ps, (i + 1) * ps));
-      }
+      if (data !== null) digest.setPageData(p.region, p.pages, data);
+      else for (let i = 0; i < p.pages.length; i++) digest.clearPage(p.region, p.pages[i]);
     } else if (this.pageMode === "digest") {
       const entry: PendingPages = { region: p.region, pages: p.pages, loc, settled: null };
       if (p.encoding === "zero") {
@@ -425,11 +423,7 @@ export class SnapshotChecker {
       this.problem(CorruptError, r.error, p.loc);
       return;
     }
-    const digest = this.digest!;
-    for (let i = 0; i < p.pages.length; i++) {
-      if (r.zero[i] === 1) digest.clearPage(p.region, p.pages[i]);
-      else digest.setPageHash(p.region, p.pages[i], r.hashes, i * 16);
-    }
+    this.digest!.setPageDigests(p.region, p.pages, r);
   }
 
   private device(r: ScannedRecord, loc: ErrorLocation): SnapshotRecord | null {

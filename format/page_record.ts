@@ -37,10 +37,26 @@ export function encodePageRecord(
   pages: Uint32Array,
   data: Uint8Array,
 ): Uint8Array {
+  const head = encodePageRecordHead(region, encoding, pages);
+  const out = new Uint8Array(head.length + data.length);
+  out.set(head);
+  out.set(data, head.length);
+  return out;
+}
+
+/**
+ * The fields of a PAGES payload that come before its data (region, encoding, addressing, count,
+ * addresses), for writers that frame the data without copying it twice.
+ */
+export function encodePageRecordHead(
+  region: number,
+  encoding: PageEncodingName,
+  pages: Uint32Array,
+): Uint8Array {
   const n = pages.length;
   let run = true;
   for (let i = 1; i < n && run; i++) if (pages[i] !== pages[0] + i) run = false;
-  const b = new ByteBuilder(12 + (run ? 4 : 5 * n) + data.length);
+  const b = new ByteBuilder(12 + (run ? 4 : 5 * n));
   b.u16(region).u8(PageEncoding[encoding.toUpperCase() as "ZERO" | "RAW" | "ZSTD"]);
   b.u8(run ? PageAddressing.RUN : PageAddressing.LIST).u32(n);
   if (run) b.u32(pages[0]);
@@ -53,7 +69,6 @@ export function encodePageRecord(
       prev = pages[i];
     }
   }
-  b.bytes(data);
   return b.finish();
 }
 

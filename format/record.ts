@@ -21,24 +21,30 @@ export interface RecordHead {
   length: number;
 }
 
-/** Frames a payload into one record: head, payload, CRC32C over head and payload. */
-export function encodeRecord(type: number, flags: number, payload: Uint8Array): Uint8Array {
-  if (payload.length > MAX_RECORD_PAYLOAD) {
+/**
+ * Frames a payload into one record: head, payload, CRC32C over head and payload. The payload may
+ * be given in parts (for example a PAGES record's fields and its compressed data), which are
+ * copied once, straight into the record.
+ */
+export function encodeRecord(type: number, flags: number, ...payload: Uint8Array[]): Uint8Array {
+  let length = 0;
+  for (const part of payload) length += part.length;
+  if (length > MAX_RECORD_PAYLOAD) {
     throw new Error(
-      `Cannot write record type ${type}: payload of ${payload.length} bytes exceeds ${MAX_RECORD_PAYLOAD}`,
+      `Cannot write record type ${type}: payload of ${length} bytes exceeds ${MAX_RECORD_PAYLOAD}`,
     );
   }
-  const out = new Uint8Array(RECORD_HEAD_SIZE + payload.length + RECORD_TAIL_SIZE);
+  const out = new Uint8Array(RECORD_HEAD_SIZE + length + RECORD_TAIL_SIZE);
   const v = new DataView(out.buffer);
   v.setUint16(0, type, true);
   v.setUint16(2, flags, true);
-  v.setUint32(4, payload.length, true);
-  out.set(payload, RECORD_HEAD_SIZE);
-  v.setUint32(
-    RECORD_HEAD_SIZE + payload.length,
-    crc32c(out.subarray(0, RECORD_HEAD_SIZE + payload.length)),
-    true,
-  );
+  v.setUint32(4, length, true);
+  let at = RECORD_HEAD_SIZE;
+  for (const part of payload) {
+    out.set(part, at);
+    at += part.length;
+  }
+  v.setUint32(at, crc32c(out.subarray(0, at)), true);
   return out;
 }
 

@@ -10,7 +10,9 @@
  * and whose CRC32C matches, reports how many bytes it skipped, and goes on (verify).
  *
  * Bytes are read in large chunks into one buffer that is reused: a record handed out is a view
- * into it, valid until the next call. Every byte of the input passes once, in order, through
+ * into it, valid until the next call. From a source that offers its chunks (a stream of
+ * `Uint8Array`s, such as a writer's records on their way to a read-back check), a record that
+ * lies within one chunk is a view of that chunk instead: it is never copied. Every byte of the input passes once, in order, through
  * `onConsumed` (for the file digest and progress), when the scanner moves past it.
  *
  * @module
@@ -33,6 +35,11 @@ export interface ByteSource {
    * BYOB read does); an empty view means the end of the input.
    */
   read(into: Uint8Array): Promise<Uint8Array>;
+  /**
+   * Optional: the next bytes as the source already holds them (a chunk of a stream), to be looked
+   * at without a copy; valid until the next call. An empty view means the end of the input.
+   */
+  readChunk?(): Promise<Uint8Array>;
   /** Releases the source (cancels a stream that was not read to its end). */
   close(): Promise<void>;
 }
@@ -71,17 +78,26 @@ export function streamSource(stream: ReadableStream<Uint8Array>): ByteSource {
   const reader = stream.getReader();
   let pending: Uint8Array = new Uint8Array(0);
   let ended = false;
+  const next = async () => {
+    while (pending.length === 0 && !ended) {
+      const got = await reader.read();
+      if (got.done) ended = true;
+      else pending = got.value;
+    }
+  };
   return {
     async read(into) {
-      while (pending.length === 0 && !ended) {
-        const got = await reader.read();
-        if (got.done) ended = true;
-        else pending = got.value;
-      }
+      await next();
       const n = Math.min(into.length, pending.length);
       into.set(pending.subarray(0, n));
       pending = pending.subarray(n);
       return into.subarray(0, n);
+    },
+    async readChunk() {
+      await next();
+      const chunk = pending;
+      pending = new Uint8Array(0);
+      return chunk;
     },
     async close() {
       if (!ended) await reader.cancel().catch(() => {});
@@ -162,7 +178,10 @@ function plausibleHead(type: number, flags: number, length: number): boolean {
  * ```
  */
 export class RecordScanner {
+  /** Where bytes are looked at: `own`, or a chunk of the source while `borrowed`. */
   private buf: Uint8Array;
+  private own: Uint8Array;
+  private borrowed = false;
   private start = 0;
   private end = 0;
   private eof = false;
@@ -181,7 +200,8 @@ export class RecordScanner {
     this.resync = options.resync ?? false;
     this.onConsumed = options.onConsumed ?? (() => {});
     this.chunkSize = options.chunkSize ?? 4 << 20;
-    this.buf = new Uint8Array(this.chunkSize);
+    this.own = new Uint8Array(this.chunkSize);
+    this.buf = this.own;
   }
 
   /** Offset of the next byte not yet handed out. */
@@ -209,12 +229,37 @@ export class RecordScanner {
   /** Makes at least `n` bytes available from `start` (fewer only at the end of the input). */
   private async fill(n: number): Promise<number> {
     while (this.end - this.start < n && !this.eof) {
+      if (this.borrowed) {
+        // The chunk ends inside what is needed: what is left of it moves to our own buffer.
+        const live = this.buf.subarray(this.start, this.end);
+        if (this.own.length < Math.max(n, live.length)) {
+          this.own = new Uint8Array(Math.max(n, this.own.length * 2));
+        }
+        this.own.set(live);
+        this.buf = this.own;
+        this.borrowed = false;
+        this.start = 0;
+        this.end = live.length;
+        continue;
+      }
+      if (this.start === this.end && this.source.readChunk !== undefined) {
+        const chunk = await this.source.readChunk();
+        if (chunk.length === 0) {
+          this.eof = true;
+          break;
+        }
+        this.buf = chunk;
+        this.borrowed = true;
+        this.start = 0;
+        this.end = chunk.length;
+        continue;
+      }
       if (this.start + n > this.buf.length) {
         const live = this.end - this.start;
         if (n > this.buf.length) {
           const bigger = new Uint8Array(Math.max(n, this.buf.length * 2));
           bigger.set(this.buf.subarray(this.start, this.end));
-          this.buf = bigger;
+          this.buf = this.own = bigger;
         } else {
           this.buf.copyWithin(0, this.start, this.end);
         }
@@ -225,7 +270,7 @@ export class RecordScanner {
       const got = await this.source.read(this.buf.subarray(this.end));
       // A BYOB read transfers the buffer: keep using its memory under the new object.
       if (got.buffer !== this.buf.buffer && got.buffer.byteLength === capacity) {
-        this.buf = new Uint8Array(got.buffer);
+        this.buf = this.own = new Uint8Array(got.buffer);
       }
       if (got.length === 0) this.eof = true;
       this.end += got.length;

@@ -21,10 +21,12 @@ export type { SnapshotRecord };
 /** Options of {@linkcode SnapshotStreamReader}. */
 export interface StreamReaderOptions {
   /**
-   * Decompress page data, yield it and check the content digest (default true). When false,
-   * page records are checked for CRC and layout only and `data` is null.
+   * Decompress page data, yield it and check the content digest (default true). With "digest",
+   * check the content digest without yielding page data (`data` is null): each record's pages are
+   * expanded into memory that is reused and hashed there, never copied out. When false, page
+   * records are checked for CRC and layout only and `data` is null.
    */
-  decodePages?: boolean;
+  decodePages?: boolean | "digest";
   /** Check every INDEX entry against the records actually read (default true). */
   checkIndex?: boolean;
 }
@@ -57,7 +59,11 @@ export class SnapshotStreamReader {
       report: (e) => {
         throw e;
       },
-      pages: (options.decodePages ?? true) ? "data" : "none",
+      pages: options.decodePages === "digest"
+        ? "digest"
+        : (options.decodePages ?? true)
+        ? "data"
+        : "none",
       checkIndex: options.checkIndex ?? true,
     });
   }

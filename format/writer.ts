@@ -7,7 +7,7 @@
 import { isZero } from "./_bytes.ts";
 import { type EncodedBatch, encodePageBatch, type PageBatch } from "./_page_batch.ts";
 import { AtomicFile, type AtomicFs } from "./atomic_file.ts";
-import { createBlake3 } from "./checksum.ts";
+import { createBlake3, type StreamHasher } from "./checksum.ts";
 import {
   FLAG_CRITICAL,
   FORMAT_MAJOR,
@@ -28,7 +28,6 @@ import { encodeIndex, indexBodySize } from "./index_record.ts";
 import { encodePageRecord } from "./page_record.ts";
 import { encodeRecord } from "./record.ts";
 import { encodeTrailer } from "./trailer.ts";
-import type { IHasher } from "hash-wasm";
 
 /** Options of {@linkcode SnapshotWriter}. */
 export interface WriterOptions {
@@ -36,16 +35,22 @@ export interface WriterOptions {
   codec?: "zstd" | "raw";
   /** zstd level, default 1. */
   level?: number;
-  /** Uncompressed bytes gathered before a PAGES record is written, default 256 KiB. */
+  /** Uncompressed bytes gathered before a PAGES record is written, default 1 MiB (at most 16). */
   batchBytes?: number;
   /** Write an INDEX record (default true). Omitted anyway when it would exceed the record cap. */
   index?: boolean;
   /**
    * Compression workers (default: one fewer than the CPUs, at most 4; 0 compresses on the calling
    * thread). Batches are hashed and compressed in the workers; records still reach the stream in
-   * call order.
+   * call order. Workers start once a snapshot has more than two batches.
    */
   workers?: number;
+  /**
+   * Also encode batches on the calling thread whenever every worker is busy (default true): both
+   * cores work on a 2-core machine. False keeps the calling thread free for other work (batches
+   * then wait for a worker). The file's bytes are the same either way.
+   */
+  callerEncodes?: boolean;
 }
 
 /** Options of {@linkcode SnapshotWriter.createFile}. */
@@ -64,19 +69,22 @@ export interface WriteSummary {
   contentDigest: Uint8Array;
   /** The file digest (FORMAT.md §9). */
   fileDigest: Uint8Array;
+  /** Batches of non-zero pages encoded (hashed, compressed, framed) by workers and by the caller. */
+  batches: { workers: number; caller: number };
 }
 
 const ZERO_BATCH = 16384;
 const IN_NONE = 0;
 const IN_ZERO = 1;
 const IN_DATA = 2;
-const MAX_IN_FLIGHT = 8;
+/** Records encoded or being encoded ahead of the stream (each holds up to a batch of memory). */
+const MAX_IN_FLIGHT = 4;
 
 /** What a writer is made of: the stream and the hooks of where it writes. */
 interface WriterParts {
   out: WritableStreamDefaultWriter<Uint8Array>;
   description: MachineDescription;
-  fileHasher: IHasher;
+  fileHasher: StreamHasher;
   options: WriterOptions;
   encoder: BatchEncoder;
   /** Called once the stream is closed (true) or aborted (false). */
@@ -96,62 +104,123 @@ interface Queued {
   hashes?: Uint8Array | null;
   /** For DEVICE records: the key "id\0instance". */
   deviceKey?: string;
-  /** A batch buffer to reuse once the record is written. */
-  raw?: Uint8Array;
 }
 
-/** Runs page batches through workers, falling back to the calling thread. */
+/** Batches encoded before the first worker is started: small snapshots never pay for one. */
+const SPAWN_AFTER_BATCHES = 2;
+/** Batches a worker holds at once; past that the calling thread encodes the next one itself. */
+const PER_WORKER = 2;
+
+interface WorkerSlot {
+  worker: Worker;
+  ready: boolean;
+  whenReady: Promise<void>;
+  inFlight: number;
+}
+
+/**
+ * Encodes page batches (hash, compress, frame) in worker threads and on the calling thread.
+ *
+ * Workers start only once a snapshot has more than {@linkcode SPAWN_AFTER_BATCHES} batches (a
+ * worker costs a thread's start-up and module loading, about 0.1-0.2 s of CPU). A batch goes to
+ * the ready worker holding the fewest. With `callerEncodes`, when every worker holds
+ * {@linkcode PER_WORKER} batches (or none is ready yet) the calling thread encodes the batch at
+ * once, so a core never idles while the caller waits for a worker; without it the batch waits
+ * for a worker. Who encodes a batch never changes its bytes: the same function runs everywhere.
+ */
 class BatchEncoder {
-  private readonly workers: Worker[] = [];
-  private readonly ready: Promise<void>[] = [];
+  private readonly slots: WorkerSlot[] = [];
   private readonly waiting = new Map<
     number,
-    { resolve: (r: EncodedBatch & { raw: Uint8Array }) => void; reject: (e: Error) => void }
+    {
+      slot: WorkerSlot;
+      resolve: (r: EncodedBatch & { raw: Uint8Array }) => void;
+      reject: (e: Error) => void;
+    }
   >();
   private next = 0;
-  constructor(count: number) {
-    for (let i = 0; i < count; i++) {
+  private batches = 0;
+  private closed = false;
+  /** Batches encoded by workers and by the calling thread. */
+  readonly counts = { workers: 0, caller: 0 };
+  constructor(private readonly count: number, private readonly callerEncodes: boolean) {}
+
+  private spawn(): void {
+    for (let i = 0; i < this.count; i++) {
       const w = new Worker(new URL("./_compress_worker.ts", import.meta.url).href, {
         type: "module",
       });
       let markReady = () => {};
-      this.ready.push(new Promise((resolve) => markReady = resolve));
+      const slot: WorkerSlot = {
+        worker: w,
+        ready: false,
+        whenReady: new Promise((resolve) => markReady = resolve),
+        inFlight: 0,
+      };
       w.onmessage = (e) => {
         const m = e.data;
-        if (m.ready === true) return markReady();
+        if (m.ready === true) {
+          slot.ready = true;
+          markReady();
+          return;
+        }
         const p = this.waiting.get(m.id);
         if (p === undefined) return;
         this.waiting.delete(m.id);
+        slot.inFlight--;
         if (m.error !== undefined) p.reject(new Error(`Cannot compress pages: ${m.error}`));
         else p.resolve({ record: m.record, hashes: m.hashes, raw: m.raw });
       };
       w.onerror = (e) => {
         e.preventDefault();
-        for (const p of this.waiting.values()) {
-          p.reject(new Error(`Cannot compress pages: ${e.message}`));
+        slot.ready = false;
+        const error = new Error(`Cannot compress pages: ${e.message}`);
+        for (const [id, p] of this.waiting) {
+          if (p.slot !== slot) continue;
+          this.waiting.delete(id);
+          p.reject(error);
         }
-        this.waiting.clear();
       };
-      this.workers.push(w);
+      this.slots.push(slot);
     }
   }
+
   encode(batch: PageBatch): Promise<EncodedBatch & { raw: Uint8Array }> {
-    if (this.workers.length === 0) {
-      return Promise.resolve({ ...encodePageBatch(batch), raw: batch.raw });
+    if (this.count > 0 && !this.closed && ++this.batches > SPAWN_AFTER_BATCHES) {
+      if (this.slots.length === 0) this.spawn();
+      let best: WorkerSlot | undefined;
+      for (const s of this.slots) {
+        if (!this.callerEncodes || (s.ready && s.inFlight < PER_WORKER)) {
+          if (best === undefined || s.inFlight < best.inFlight) best = s;
+        }
+      }
+      if (best !== undefined) return this.post(best, batch);
     }
+    this.counts.caller++;
+    try {
+      return Promise.resolve({ ...encodePageBatch(batch), raw: batch.raw });
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  private post(slot: WorkerSlot, batch: PageBatch): Promise<EncodedBatch & { raw: Uint8Array }> {
     const id = this.next++;
-    const w = this.workers[id % this.workers.length];
+    slot.inFlight++;
+    this.counts.workers++;
     return new Promise((resolve, reject) => {
-      this.waiting.set(id, { resolve, reject });
-      // Post only once the worker has loaded, so no message can arrive before its handler.
-      this.ready[id % this.workers.length].then(() =>
-        w.postMessage({ id, batch }, [batch.raw.buffer as ArrayBuffer])
-      );
+      this.waiting.set(id, { slot, resolve, reject });
+      // A worker gets no message before it has loaded: one sent earlier could be lost.
+      const send = () => slot.worker.postMessage({ id, batch }, [batch.raw.buffer as ArrayBuffer]);
+      if (slot.ready) send();
+      else slot.whenReady.then(send);
     });
   }
+
   close(): void {
-    for (const w of this.workers) w.terminate();
-    this.workers.length = 0;
+    this.closed = true;
+    for (const s of this.slots) s.worker.terminate();
+    this.slots.length = 0;
   }
 }
 
@@ -162,7 +231,8 @@ class BatchEncoder {
  * Every `write*` method copies what it is given before its promise resolves, so the caller may
  * reuse or free the source buffer (for example a slot of a SharedArrayBuffer) as soon as the
  * promise resolves. Calls must not overlap: await each before the next. Records reach the stream
- * in call order; the stream is never seeked.
+ * in call order; the stream is never seeked. Every chunk handed to the stream is its own
+ * ArrayBuffer, which the writer never touches again: the stream may keep it or transfer it.
  *
  * @example
  * ```ts
@@ -208,7 +278,7 @@ export class SnapshotWriter {
 
   private readonly out: WritableStreamDefaultWriter<Uint8Array>;
   private readonly description: MachineDescription;
-  private readonly fileHasher: IHasher;
+  private readonly fileHasher: StreamHasher;
   private readonly onClose: (ok: boolean) => Promise<void>;
   private readonly encoder: BatchEncoder;
   private readonly beforeFooter: () => Promise<void>;
@@ -296,7 +366,7 @@ export class SnapshotWriter {
       description,
       fileHasher: hasher,
       options,
-      encoder: new BatchEncoder(workers),
+      encoder: new BatchEncoder(workers, options.callerEncodes ?? true),
       ...hooks,
     });
     try {
@@ -346,7 +416,6 @@ export class SnapshotWriter {
     await this.emit(q.record);
     if (q.pages !== undefined) this.notePages(q.region!, q.pages, q.hashes!, at);
     if (q.deviceKey !== undefined) this.deviceOffsets.set(q.deviceKey, at);
-    if (q.raw !== undefined) this.freeBuffers.push(q.raw.buffer as ArrayBuffer);
   }
 
   private async drainAll(): Promise<void> {
@@ -551,7 +620,11 @@ export class SnapshotWriter {
       level: this.level,
     });
     await this.enqueue(
-      encoded.then((e) => ({ record: e.record, region, pages, hashes: e.hashes, raw: e.raw })),
+      encoded.then((e) => {
+        // The record holds its own copy: the batch buffer can take the next batch at once.
+        this.freeBuffers.push(e.raw.buffer as ArrayBuffer);
+        return { record: e.record, region, pages, hashes: e.hashes };
+      }),
     );
   }
 
@@ -626,7 +699,13 @@ export class SnapshotWriter {
       await this.out.close().catch((e) => Promise.reject(this.writeError(e)));
       this.closed = true;
       await this.onClose(true);
-      return { bytes: this.offset, records: this.records, contentDigest, fileDigest };
+      return {
+        bytes: this.offset,
+        records: this.records,
+        contentDigest,
+        fileDigest,
+        batches: { ...this.encoder.counts },
+      };
     } catch (e) {
       await this.fail();
       throw e;

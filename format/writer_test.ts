@@ -1,4 +1,6 @@
-import { assertEquals, assertRejects } from "@std/assert/mod.js";
+import { assert, assertEquals, assertRejects } from "@std/assert/mod.js";
+import { computeContentDigest } from "./content_digest.ts";
+import { toHex } from "./checksum.ts";
 import { SnapshotWriter } from "./writer.ts";
 import { TruncatedError } from "./errors.ts";
 import { readSnapshot } from "./stream_reader.ts";
@@ -111,4 +113,84 @@ Deno.test("SnapshotWriter copies pages out of a SharedArrayBuffer before resolvi
   }
   const snap = await readSnapshot(ReadableStream.from([bytes]));
   for (let p = 0; p < 8; p++) assertEquals(snap.regions[0][p * 4096 + 100], p + 1);
+});
+
+Deno.test("SnapshotWriter writes the same bytes whoever encodes the batches", async () => {
+  const PAGES = 64;
+  const d = { ...description, regions: [{ ...description.regions[0], size: PAGES * 4096 }] };
+  const ram = new Uint8Array(PAGES * 4096);
+  for (let p = 0; p < PAGES; p++) {
+    if (p % 3 === 0) continue; // zero pages between the others
+    const page = ram.subarray(p * 4096, (p + 1) * 4096);
+    if (p % 3 === 1) page.fill(p); // compresses
+    else for (let i = 0; i < 4096; i++) page[i] = (Math.imul(i + 1, p * 2654435761) >>> 24) & 0xff;
+  }
+  // Every page once in a scrambled order, then some again (the later occurrence wins), one of
+  // them as zero after data.
+  const order = [...Array(PAGES).keys()].map((p) => (p * 37) % PAGES).concat([5, 7, 8, 5]);
+  const runs: { bytes: Uint8Array; batches: { workers: number; caller: number } }[] = [];
+  for (const workers of [0, 1, 3]) {
+    for (const callerEncodes of [true, false]) {
+      const chunks: Uint8Array[] = [];
+      const w = await SnapshotWriter.create(
+        new WritableStream({ write: (c) => void chunks.push(c) }),
+        d,
+        { workers, callerEncodes, batchBytes: 2 * 4096 },
+      );
+      for (const [i, p] of order.entries()) {
+        const page = i >= PAGES && p === 8
+          ? new Uint8Array(4096)
+          : ram.subarray(p * 4096, (p + 1) * 4096);
+        await w.writePages(0, p, page);
+      }
+      const summary = await w.close();
+      const bytes = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+      let o = 0;
+      for (const c of chunks) {
+        bytes.set(c, o);
+        o += c.length;
+      }
+      runs.push({ bytes, batches: summary.batches });
+      if (workers === 0) assertEquals(summary.batches.workers, 0);
+      if (workers > 0 && !callerEncodes) {
+        // Only the first two batches, before the workers start, are encoded by the caller.
+        assertEquals(summary.batches.caller, 2);
+        assert(summary.batches.workers > 10, `${summary.batches.workers} batches in workers`);
+      }
+    }
+  }
+  for (const r of runs.slice(1)) assertEquals(r.bytes, runs[0].bytes);
+  const expected = ram.slice();
+  expected.fill(0, 8 * 4096, 9 * 4096);
+  const snap = await readSnapshot(ReadableStream.from([runs[0].bytes]));
+  assertEquals(snap.regions[0], expected);
+  assertEquals(toHex(snap.contentDigest), toHex(await computeContentDigest(d, [expected], [])));
+});
+
+Deno.test("SnapshotWriter hands the stream whole buffers it never touches again", async () => {
+  const copies: Uint8Array[] = [];
+  const seen = new Set<ArrayBufferLike>();
+  const sink = new WritableStream<Uint8Array>({
+    write(c) {
+      assertEquals([c.byteOffset, c.byteLength], [0, c.buffer.byteLength]);
+      assert(!seen.has(c.buffer), "a buffer handed over twice");
+      seen.add(c.buffer);
+      copies.push(c.slice());
+      // A stream that takes the buffer away (as convert's read-back check transfers it).
+      structuredClone(c.buffer, { transfer: [c.buffer as ArrayBuffer] });
+    },
+  });
+  const ram = new Uint8Array(64 * 4096);
+  for (let p = 0; p < 64; p += 2) ram.fill(p + 1, p * 4096, p * 4096 + 3000);
+  const w = await SnapshotWriter.create(sink, description, { batchBytes: 4 * 4096, workers: 1 });
+  for (let p = 0; p < 64; p += 8) await w.writePages(0, p, ram.subarray(p * 4096, (p + 8) * 4096));
+  await w.writeDevice({ id: "uart", instance: 0, version: 1, state: new Uint8Array([0xa0]) });
+  await w.close();
+  const bytes = new Uint8Array(copies.reduce((n, c) => n + c.length, 0));
+  let o = 0;
+  for (const c of copies) {
+    bytes.set(c, o);
+    o += c.length;
+  }
+  assertEquals((await readSnapshot(ReadableStream.from([bytes]))).regions[0], ram);
 });

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { toHex } from "../../format/checksum.ts";
+import { toHex } from "../../format/_bytes.ts";
 import { createProgress } from "../_term.ts";
 import { inAddressOrder } from "./address_order.ts";
 import { ConvertError } from "./error.ts";

@@ -12,7 +12,7 @@ import { PageStore } from "../_page_store.ts";
 import { layoutElfCore, type Rv32Registers } from "../elf_core.ts";
 import { placePages, streamRegions, writeAt, writeZeros } from "./_flat_image.ts";
 import { ConvertError } from "./error.ts";
-import type { ConvertContext, OutputFormat, OutputSummary, SnapshotSource } from "./types.ts";
+import type { ConvertContext, OutputSummary, SnapshotSource } from "./types.ts";
 
 /** The hart's pc and x registers from its device section, or undefined (with a warning). */
 function hartRegisters(
@@ -49,7 +49,8 @@ function hartRegisters(
   return { pc: s.pc >>> 0, x: (x as number[]).map((v) => v >>> 0) };
 }
 
-async function writeElfCore(
+/** `--to elf-core`: an ELF core file for gdb, one PT_LOAD per region, registers in a note. */
+export async function writeElfCore(
   source: SnapshotSource,
   output: string,
   ctx: ConvertContext,
@@ -104,10 +105,3 @@ async function writeElfCore(
     throw e;
   }
 }
-
-/** `--to elf-core`. */
-export const ELF_CORE_OUTPUT: OutputFormat = {
-  summary: "an ELF core file for gdb: one PT_LOAD per region, registers in a note",
-  keepsState: false,
-  write: writeElfCore,
-};

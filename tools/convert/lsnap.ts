@@ -11,14 +11,7 @@ import { countBytes } from "../_count_bytes.ts";
 import { createOutput, openInput } from "../_io.ts";
 import { ConvertError } from "./error.ts";
 import { checkDigest, ReadBack, readLsnapBack } from "./read_back.ts";
-import type {
-  ConvertContext,
-  InputFormat,
-  OutputFormat,
-  OutputSummary,
-  SnapshotSource,
-  SourceItem,
-} from "./types.ts";
+import type { ConvertContext, OutputSummary, SnapshotSource, SourceItem } from "./types.ts";
 
 /** Zero pages are written this many to a PAGES record (one record of zero-encoded pages). */
 const ZERO_GROUP = 256;
@@ -26,7 +19,8 @@ const ZERO_GROUP = 256;
 /** Inputs at least this large have their output read back in a worker thread. */
 const READ_BACK_WORKER_THRESHOLD = 32 << 20;
 
-async function openLsnap(input: string, ctx: ConvertContext): Promise<SnapshotSource> {
+/** `--from lsnap` (the default): a livesnap `.lsnap` file. */
+export async function openLsnap(input: string, ctx: ConvertContext): Promise<SnapshotSource> {
   const handle = await openInput(input);
   // Superseded occurrences are known only at the end; a file is read twice to find them first.
   let last: { pages: SnapshotStreamReader["pageOffsets"]; devices: Map<string, number> } | null =
@@ -118,7 +112,11 @@ function keepLastOccurrences(
   return { kind: "pages", region: r.region, pages, data };
 }
 
-async function writeLsnap(
+/**
+ * `--to lsnap` (the default): a livesnap `.lsnap` file, read back and checked against the input's
+ * content digest before it is renamed into place.
+ */
+export async function writeLsnap(
   source: SnapshotSource,
   output: string,
   ctx: ConvertContext,
@@ -133,7 +131,8 @@ async function writeLsnap(
   const sink = new WritableStream<Uint8Array>({
     async write(chunk) {
       await out.write(chunk);
-      await check.push(chunk);
+      // SnapshotWriter never touches a chunk again once the stream has it.
+      await check.push(chunk, true);
     },
     abort() {
       failed = true;
@@ -199,16 +198,3 @@ async function writeLsnap(
     throw e;
   }
 }
-
-/** `--from lsnap` (the default). */
-export const LSNAP_INPUT: InputFormat = {
-  summary: "a livesnap .lsnap file (default)",
-  open: openLsnap,
-};
-
-/** `--to lsnap` (the default). */
-export const LSNAP_OUTPUT: OutputFormat = {
-  summary: "a livesnap .lsnap file (default)",
-  keepsState: true,
-  write: writeLsnap,
-};

@@ -6,44 +6,15 @@
  */
 import type { MachineDescription } from "../../format/header.ts";
 import { checkQemuMetadata, openQemuStream, writeQemuStreamFrom } from "../../qemu/convert.ts";
-import { isQemuStream } from "../../qemu/stream_reader.ts";
 import { isLivesnapMachine, writeVirtStream } from "../../qemu/riscv_virt_export.ts";
 import { countBytes } from "../_count_bytes.ts";
 import { createOutput, openInput } from "../_io.ts";
 import { ConvertError } from "./error.ts";
 import { checkDigest, ReadBack, type ReadBackReader } from "./read_back.ts";
-import type {
-  ConvertContext,
-  InputFormat,
-  OutputFormat,
-  OutputSummary,
-  SnapshotSource,
-} from "./types.ts";
+import type { ConvertContext, OutputSummary, SnapshotSource } from "./types.ts";
 
-/** True when the regular file at `path` starts with a QEMU stream's magic and version. */
-async function isQemuFile(path: string): Promise<boolean> {
-  let file: Deno.FsFile;
-  try {
-    if (!(await Deno.stat(path)).isFile) return false;
-    file = await Deno.open(path, { read: true });
-  } catch {
-    return false; // the input format reports a missing file with its own message
-  }
-  try {
-    const head = new Uint8Array(8);
-    let n = 0;
-    while (n < head.length) {
-      const k = await file.read(head.subarray(n));
-      if (k === null) break;
-      n += k;
-    }
-    return isQemuStream(head.subarray(0, n));
-  } finally {
-    file.close();
-  }
-}
-
-async function openQemu(input: string, ctx: ConvertContext): Promise<SnapshotSource> {
+/** `--from qemu`: a QEMU migration stream; one region per RAM block. */
+export async function openQemu(input: string, ctx: ConvertContext): Promise<SnapshotSource> {
   const handle = await openInput(input);
   let snap;
   try {
@@ -120,7 +91,8 @@ async function writeLivesnapAsQemu(
   }
 }
 
-async function writeQemu(
+/** `--to qemu`: a QEMU migration stream. */
+export async function writeQemu(
   source: SnapshotSource,
   output: string,
   ctx: ConvertContext,
@@ -157,18 +129,3 @@ async function writeQemu(
     throw e;
   }
 }
-
-/** `--from qemu` (recognised without it, from a file). */
-export const QEMU_INPUT: InputFormat = {
-  summary: "a QEMU migration stream (recognised without --from); one region per RAM block",
-  open: openQemu,
-  recognise: isQemuFile,
-};
-
-/** `--to qemu`. */
-export const QEMU_OUTPUT: OutputFormat = {
-  summary:
-    "a QEMU migration stream: of QEMU's riscv32 virt board for livesnap's own snapshots, or as it was for a snapshot converted from one",
-  keepsState: true,
-  write: writeQemu,
-};

@@ -12,13 +12,7 @@ import { createOutput, readAll } from "../_io.ts";
 import { PageStore } from "../_page_store.ts";
 import { placePages, streamRegions } from "./_flat_image.ts";
 import { ConvertError } from "./error.ts";
-import type {
-  ConvertContext,
-  InputFormat,
-  OutputFormat,
-  OutputSummary,
-  SnapshotSource,
-} from "./types.ts";
+import type { ConvertContext, OutputSummary, SnapshotSource } from "./types.ts";
 
 /** The part of `Deno.FsFile` that {@linkcode readFully} uses. */
 interface Readable {
@@ -50,7 +44,8 @@ async function readFully(file: Readable, buf: Uint8Array): Promise<number> {
   return n;
 }
 
-async function openRaw(_input: string, ctx: ConvertContext): Promise<SnapshotSource> {
+/** `--from raw`: flat memory images, one per `--region NAME:BASE:FILE`. */
+export async function openRaw(_input: string, ctx: ConvertContext): Promise<SnapshotSource> {
   const specs = ctx.options.rawRegions ?? [];
   if (specs.length === 0) {
     throw new ConvertError("Cannot convert from raw: give at least one --region NAME:BASE:FILE");
@@ -117,12 +112,12 @@ async function openRaw(_input: string, ctx: ConvertContext): Promise<SnapshotSou
               }
               let j = i + 1;
               while (j < n && !isZero(buf.subarray(j * pageSize, (j + 1) * pageSize))) j++;
-              const data = buf.slice(i * pageSize, j * pageSize);
+              // A view, not a copy: every consumer copies or writes a page before it asks for
+              // the next item (see SourceItem), and fresh memory costs a page fault per 4 KiB.
+              const data = buf.subarray(i * pageSize, j * pageSize);
               const pages = new Uint32Array(j - i);
-              for (let k = 0; k < pages.length; k++) {
-                pages[k] = first + i + k;
-                digest.setPage(r, first + i + k, data.subarray(k * pageSize, (k + 1) * pageSize));
-              }
+              for (let k = 0; k < pages.length; k++) pages[k] = first + i + k;
+              digest.setPageData(r, pages, data);
               yield { kind: "pages", region: r, pages, data };
               i = j;
             }
@@ -155,7 +150,8 @@ function pickRegion(description: MachineDescription, name: string | undefined): 
   return i;
 }
 
-async function writeRawImage(
+/** `--to raw`: one region as a flat image (`--region NAME`). */
+export async function writeRawImage(
   source: SnapshotSource,
   output: string,
   ctx: ConvertContext,
@@ -182,16 +178,3 @@ async function writeRawImage(
     throw e;
   }
 }
-
-/** `--from raw`. */
-export const RAW_INPUT: InputFormat = {
-  summary: "flat memory images, one per --region NAME:BASE:FILE",
-  open: openRaw,
-};
-
-/** `--to raw`. */
-export const RAW_OUTPUT: OutputFormat = {
-  summary: "one region as a flat image (--region NAME)",
-  keepsState: false,
-  write: writeRawImage,
-};

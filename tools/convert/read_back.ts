@@ -28,10 +28,11 @@ export type ReadBackReader = (bytes: ReadableStream<Uint8Array>) => Promise<Read
 
 /**
  * Reads `.lsnap` bytes with the streaming reader, which checks every record, the file digest and
- * the content digest recomputed from the records against the trailer's.
+ * the content digest recomputed from the records against the trailer's. The pages are expanded
+ * only to be hashed (the reader's "digest" mode): nothing is handed out, nothing copied.
  */
 export async function readLsnapBack(bytes: ReadableStream<Uint8Array>): Promise<ReadBackResult> {
-  const reader = new SnapshotStreamReader(bytes);
+  const reader = new SnapshotStreamReader(bytes, { decodePages: "digest" });
   for await (const _ of reader.records()) { /* the reader checks every record */ }
   return { complete: reader.complete, contentDigest: reader.contentDigest };
 }
@@ -41,7 +42,7 @@ const WORKER_WINDOW = 64 << 20;
 
 /** How the bytes reach the reader. */
 interface Channel {
-  push(chunk: Uint8Array): Promise<void>;
+  push(chunk: Uint8Array, handedOver: boolean): Promise<void>;
   /** Ends the bytes; what the reader found, or its error. */
   end(): Promise<ReadBackResult>;
   stop(): void;
@@ -87,10 +88,15 @@ export class ReadBack {
     return new ReadBack(name, new WorkerChannel());
   }
 
-  /** Hands a copy of `chunk` to the reader; waits while the reader is far behind. */
-  async push(chunk: Uint8Array): Promise<void> {
+  /**
+   * Hands `chunk` to the reader; waits while the reader is far behind. With `handedOver` the
+   * caller never touches the chunk again (as with every chunk of `SnapshotWriter`): the reader
+   * takes it as it is, and a worker takes its memory (transferred when it is a whole
+   * ArrayBuffer); otherwise the reader gets a copy.
+   */
+  async push(chunk: Uint8Array, handedOver = false): Promise<void> {
     try {
-      await this.#channel.push(chunk);
+      await this.#channel.push(chunk, handedOver);
     } catch (e) {
       throw this.#unreadable(e);
     }
@@ -154,9 +160,9 @@ class InlineChannel implements Channel {
     this.#done.catch(() => {});
   }
 
-  async push(chunk: Uint8Array): Promise<void> {
+  async push(chunk: Uint8Array, handedOver: boolean): Promise<void> {
     await this.#writer.ready;
-    await this.#writer.write(chunk.slice());
+    await this.#writer.write(handedOver ? chunk : chunk.slice());
   }
 
   async end(): Promise<ReadBackResult> {
@@ -219,12 +225,14 @@ class WorkerChannel implements Channel {
     for (const f of w) f();
   }
 
-  async push(chunk: Uint8Array): Promise<void> {
+  async push(chunk: Uint8Array, handedOver: boolean): Promise<void> {
     await this.#ready;
     if (this.#failure !== null) throw this.#failure;
-    const copy = chunk.slice();
-    this.#inFlight += copy.length;
-    this.#worker.postMessage({ chunk: copy }, [copy.buffer]);
+    const whole = handedOver && chunk.buffer instanceof ArrayBuffer && chunk.byteOffset === 0 &&
+      chunk.byteLength === chunk.buffer.byteLength;
+    const own = whole ? chunk : chunk.slice();
+    this.#inFlight += own.length;
+    this.#worker.postMessage({ chunk: own }, [own.buffer as ArrayBuffer]);
     while (this.#inFlight > WORKER_WINDOW && this.#failure === null) {
       await new Promise<void>((r) => this.#waiters.push(r));
     }

@@ -1,27 +1,55 @@
 /**
  * The input and output formats of `convert` by name: the built-in ones and those added with
  * {@linkcode registerInputFormat} and {@linkcode registerOutputFormat}. The only module that
- * imports the format modules.
+ * imports the format modules, and it loads each one only when a conversion uses it: `convert
+ * --from raw` never loads the QEMU stream code, `convert --help` no format at all.
  *
  * @module
  */
-import { ELF_CORE_OUTPUT } from "./elf_core.ts";
-import { LSNAP_INPUT, LSNAP_OUTPUT } from "./lsnap.ts";
-import { QEMU_INPUT, QEMU_OUTPUT } from "./qemu.ts";
-import { RAW_INPUT, RAW_OUTPUT } from "./raw.ts";
 import type { InputFormat, OutputFormat } from "./types.ts";
 
 const INPUTS = new Map<string, InputFormat>([
-  ["lsnap", LSNAP_INPUT],
-  ["raw", RAW_INPUT],
-  ["qemu", QEMU_INPUT],
+  ["lsnap", {
+    summary: "a livesnap .lsnap file (default)",
+    open: async (input, ctx) => (await import("./lsnap.ts")).openLsnap(input, ctx),
+  }],
+  ["raw", {
+    summary: "flat memory images, one per --region NAME:BASE:FILE",
+    open: async (input, ctx) => (await import("./raw.ts")).openRaw(input, ctx),
+  }],
+  ["qemu", {
+    summary: "a QEMU migration stream (recognised without --from); one region per RAM block",
+    open: async (input, ctx) => (await import("./qemu.ts")).openQemu(input, ctx),
+    recognise: async (path) => (await import("./_qemu_magic.ts")).isQemuFile(path),
+  }],
 ]);
 
 const OUTPUTS = new Map<string, OutputFormat>([
-  ["lsnap", LSNAP_OUTPUT],
-  ["raw", RAW_OUTPUT],
-  ["elf-core", ELF_CORE_OUTPUT],
-  ["qemu", QEMU_OUTPUT],
+  ["lsnap", {
+    summary: "a livesnap .lsnap file (default)",
+    keepsState: true,
+    write: async (source, output, ctx) =>
+      (await import("./lsnap.ts")).writeLsnap(source, output, ctx),
+  }],
+  ["raw", {
+    summary: "one region as a flat image (--region NAME)",
+    keepsState: false,
+    write: async (source, output, ctx) =>
+      (await import("./raw.ts")).writeRawImage(source, output, ctx),
+  }],
+  ["elf-core", {
+    summary: "an ELF core file for gdb: one PT_LOAD per region, registers in a note",
+    keepsState: false,
+    write: async (source, output, ctx) =>
+      (await import("./elf_core.ts")).writeElfCore(source, output, ctx),
+  }],
+  ["qemu", {
+    summary:
+      "a QEMU migration stream: of QEMU's riscv32 virt board for livesnap's own snapshots, or as it was for a snapshot converted from one",
+    keepsState: true,
+    write: async (source, output, ctx) =>
+      (await import("./qemu.ts")).writeQemu(source, output, ctx),
+  }],
 ]);
 
 /**

@@ -16,7 +16,10 @@ export type SourceItem =
     region: number;
     /** Page numbers in the region. */
     pages: Uint32Array;
-    /** `pages.length × pageSize` bytes, or null when every page is zero. */
+    /**
+     * `pages.length × pageSize` bytes, or null when every page is zero. It may be a view of a
+     * buffer the source reuses once the next item is asked for: a consumer copies what it keeps.
+     */
     data: Uint8Array | null;
   }
   | { kind: "device"; device: DeviceSection }
