@@ -32,7 +32,7 @@ export interface PageMessage {
 interface Pending {
   resolve: (v: Record<string, unknown>) => void;
   reject: (e: Error) => void;
-  timer: number;
+  timer: ReturnType<typeof setTimeout>;
 }
 
 type Listener = (params: Record<string, unknown>, sessionId?: string) => void;
@@ -311,7 +311,7 @@ async function readDevToolsUrl(
 ): Promise<string> {
   const reader = stderr.pipeThrough(new TextDecoderStream()).getReader();
   let text = "";
-  let timer: number | undefined;
+  let timer: ReturnType<typeof setTimeout> | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(
       () =>

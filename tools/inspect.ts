@@ -10,11 +10,7 @@ import { isZeroPage } from "./_zero.ts";
 import { toHex } from "../format/checksum.ts";
 import { decodeDeviceState } from "../format/device_state.ts";
 import { LsnapError } from "../format/errors.ts";
-import {
-  type SnapshotRecord,
-  SnapshotStreamReader,
-  sortDevices,
-} from "../format/stream_reader.ts";
+import { type SnapshotRecord, SnapshotStreamReader, sortDevices } from "../format/stream_reader.ts";
 import type { DeviceSection } from "../format/device_section.ts";
 import { type Json, stateToJson } from "./_state_json.ts";
 

@@ -301,7 +301,26 @@ function renderFile(ctx: PageContext, f: FileReport, df: DecodedFile, i: number)
   sec.append(f.kind === "qemu" ? qemuHeader(f, i) : lsnapHeader(f, i));
   if (f.problems.length > 0) sec.append(problemsBlock(f, i));
   sec.append(h("h3", null, "Memory"));
-  df.regions.forEach((r, ri) => sec.append(pageMap(ctx, f, df, r, ri, i)));
+  const sums = { present: 0, zeroLast: 0, extraCopies: 0 };
+  df.regions.forEach((r, ri) => sec.append(pageMap(ctx, f, df, r, ri, i, sums)));
+  {
+    const t = h("table", { class: "counts" });
+    t.append(
+      h(
+        "tr",
+        null,
+        ...["file: pages present", "last copy zero", "extra copies"].map((x) => h("th", null, x)),
+      ),
+      h(
+        "tr",
+        null,
+        keyed(`f${i}.pages.present`, sums.present),
+        keyed(`f${i}.pages.zero`, sums.zeroLast),
+        keyed(`f${i}.pages.duplicates`, sums.extraCopies),
+      ),
+    );
+    sec.append(t);
+  }
   sec.append(h("h3", null, "Record order"));
   sec.append(recordOrder(ctx, f, df, i));
   return sec;
@@ -484,12 +503,13 @@ function pageMap(
   r: DecodedRegion,
   ri: number,
   i: number,
+  sums: { present: number; zeroLast: number; extraCopies: number },
 ): HTMLElement {
   const pal = pagePalette();
   const n = r.count.length;
   const colors = new Uint8Array(n * 3);
   const weights = new Uint8Array(n).fill(1);
-  const totals = { absent: 0, zero: 0, data: 0, repeated: 0, extraCopies: 0 };
+  const totals = { absent: 0, zero: 0, data: 0, repeated: 0, extraCopies: 0, zeroLast: 0 };
   const byCopies = new Map<number, number>();
   for (let k = 0; k < n; k++) {
     const pages = r.count[k];
@@ -501,6 +521,7 @@ function pageMap(
       continue;
     }
     byCopies.set(copies, (byCopies.get(copies) ?? 0) + pages);
+    if (r.kind[k] === 1) totals.zeroLast += pages;
     if (r.kind[k] === 2 || copies > 1) weights[k] = 16;
     totals.extraCopies += pages * (copies - 1);
     if (copies > 1) {
@@ -600,6 +621,9 @@ function pageMap(
     ),
   );
   box.append(sum);
+  sums.present += r.pages - totals.absent;
+  sums.zeroLast += totals.zeroLast;
+  sums.extraCopies += totals.extraCopies;
   const copiesRows = [...byCopies.entries()].sort((a, b) => a[0] - b[0]);
   if (copiesRows.length > 1 || (copiesRows[0] && copiesRows[0][0] > 1)) {
     box.append(
@@ -861,7 +885,7 @@ function pagedTable(
   headers: string[],
   rows: number,
   row: (i: number) => Cell[],
-  options: { pageRows?: number; caption?: string; className?: string } = {},
+  options: { pageRows?: number; caption?: string; className?: string; startAt?: number } = {},
 ): HTMLElement {
   const pageRows = options.pageRows ?? 50;
   const box = h("div", { class: "paged" });
@@ -875,7 +899,9 @@ function pagedTable(
   const next = h("button", { type: "button" }, "▶");
   const where = h("span", null);
   nav.append(prev, next, where);
-  let start = 0;
+  // Open at the page that holds row `startAt` (a damaged record, say).
+  let start = Math.floor(Math.max(0, Math.min(rows - 1, options.startAt ?? 0)) / pageRows) *
+    pageRows;
   const show = () => {
     body.replaceChildren();
     const end = Math.min(rows, start + pageRows);
@@ -1145,7 +1171,7 @@ function recordOrder(ctx: PageContext, f: FileReport, df: DecodedFile, i: number
               .filter((x) => x).join("; "),
           ];
         },
-        { pageRows: 25 },
+        { pageRows: 25, startAt: rec.damaged.indexOf(1) },
       ),
     ),
   );
