@@ -54,8 +54,6 @@ async function renderedValues(page: Page): Promise<Record<string, string>> {
   );
 }
 
-const READY = `document.documentElement.dataset.ready === "1"`;
-
 /** Opens a report, waits until it is drawn, checks what every report must satisfy. */
 async function openReport(browser: Chromium, html: string, shot: string): Promise<Page> {
   const page = await browser.newPage();
