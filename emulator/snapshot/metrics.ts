@@ -227,7 +227,7 @@ export class TimelineSampler {
   private keep(t: number, c: TimelineCounters): void {
     const k = this.cols;
     if (k.ms.length === this.max) this.thin();
-    k.ms.push(Math.round(t * 1000) / 1000);
+    k.ms.push(this.at(t + this.t0));
     k.pagesWritten.push(c.pagesWritten);
     k.bytesWritten.push(c.bytesWritten);
     k.bufferBytes.push(Math.max(this.peakBuffer, c.bufferBytes));
@@ -252,14 +252,19 @@ export class TimelineSampler {
     this.intervalMs *= 2;
   }
 
+  /** A time on the sampler's clock as milliseconds since the start, to the microsecond. */
+  private at(ms: number): number {
+    return Math.round((ms - this.t0) * 1000) / 1000;
+  }
+
   /** Records a pause of the guest between two times on the sampler's clock. */
   pause(reason: TimelinePause["reason"], startMs: number, endMs: number): void {
-    this.pauses.push({ reason, startMs: startMs - this.t0, endMs: endMs - this.t0 });
+    this.pauses.push({ reason, startMs: this.at(startMs), endMs: this.at(endMs) });
   }
 
   /** Records a precopy pass between two times on the sampler's clock. */
   pass(p: Omit<TimelinePass, "startMs" | "endMs">, startMs: number, endMs: number): void {
-    this.passes.push({ ...p, startMs: startMs - this.t0, endMs: endMs - this.t0 });
+    this.passes.push({ ...p, startMs: this.at(startMs), endMs: this.at(endMs) });
   }
 
   /** Takes a last sample at `nowMs` and returns the timeline. */
