@@ -309,7 +309,9 @@ async function readDevToolsUrl(
   stderr: ReadableStream<Uint8Array>,
   timeoutMs: number,
 ): Promise<string> {
-  const reader = stderr.pipeThrough(new TextDecoderStream()).getReader();
+  const reader = stderr
+    .pipeThrough(new TextDecoderStream() as unknown as TransformStream<Uint8Array, string>)
+    .getReader();
   let text = "";
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timeout = new Promise<never>((_, reject) => {

@@ -3,7 +3,8 @@
  * source of the functions listed in {@linkcode PAGE_FUNCTIONS} into the page as Deno runs them
  * (TypeScript with the types removed), so they are type-checked and linted here, and must use
  * nothing at run time but each other, the DOM and uPlot (bundled into the page): no import and
- * no module-level value (imports below are types only).
+ * no module-level value (imports below are types only). Its DOM types come from deno.json's
+ * `compilerOptions.lib`.
  *
  * The page reads the data set from `#livesnap-data`, unpacks its columns, draws each file's
  * memory maps (canvas, pages aggregated into cells: never one element per page), its record order
@@ -13,7 +14,6 @@
  *
  * @module
  */
-/// <reference lib="dom" />
 import type uPlotClass from "uplot";
 import type { DiffReport, FileReport, PackedArray, ReportData, TimelineReport } from "./data.ts";
 import type {
@@ -379,12 +379,15 @@ function lsnapHeader(f: FileReport, i: number): HTMLElement {
       ),
     );
   }
-  for (const d of r.devices) {
-    row(
-      `device ${d.id}:${d.instance}`,
-      h("td", null, `version ${d.version}, ${d.encoding}, ${fmtBytes(d.bytes)}`),
-    );
-  }
+  row(
+    `devices (${r.devices.length})`,
+    h(
+      "td",
+      { colspan: "3" },
+      r.devices.map((d) => `${d.id}:${d.instance} v${d.version} ${d.encoding} ${fmtBytes(d.bytes)}`)
+        .join(" · ") || "none",
+    ),
+  );
   row("index", keyed(`${k}.indexed`, String(r.indexed)));
   row("content digest", keyed(`${k}.digests.content`, r.digests.content ?? "-"));
   row("file digest", keyed(`${k}.digests.file`, r.digests.file ?? "-"));
@@ -998,7 +1001,12 @@ function recordOrder(ctx: PageContext, f: FileReport, df: DecodedFile, i: number
       y: { range: (_u, min, max) => [Math.max(0, min), Math.max(min + 1, max)] },
     },
     axes: [
-      { label: "file offset", values: (_u, ticks) => ticks.map((t) => fmtBytes(t)), size: 40 },
+      {
+        label: "file offset",
+        values: (_u, ticks) => ticks.map((t) => fmtBytes(t)),
+        size: 40,
+        space: 90,
+      },
       {
         label: "guest address",
         values: (_u, ticks) => ticks.map((t) => addressAt(df, starts, t)),

@@ -6,11 +6,22 @@
  * @module
  */
 import type { ReportData } from "./data.ts";
-import { gatherReport, type GatherReportOptions } from "./gather.ts";
+import { gatherReport } from "./gather.ts";
 import { renderReport } from "./html.ts";
 
 /** Options of {@linkcode makeReport}. */
-export type ReportOptions = GatherReportOptions;
+export interface ReportOptions {
+  /** The engine's metrics file (`livesnap run --metrics`), for the timelines. */
+  metrics?: string;
+  /** The report's time (default now). */
+  createdAt?: Date;
+  /** Most problems listed per damaged file (default 100). */
+  maxProblems?: number;
+  /** Most record-order segments per file (default 131,072). */
+  maxSegments?: number;
+  /** Called with byte counts as the files are read (for progress). */
+  onBytes?: (n: number) => void;
+}
 
 /** What {@linkcode makeReport} returns. */
 export interface Report {
