@@ -7,6 +7,7 @@ const BENCHES = [
   "format_bench.ts",
   "live_snapshot_bench.ts",
   "tools_bench.ts",
+  "verify_bench.ts",
 ];
 
 for (const name of BENCHES) {

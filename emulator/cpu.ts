@@ -77,6 +77,8 @@ export interface ExecutionHost {
   csrInstruction(op: number, rd: number, rs1: number, csr: number): void;
   /** `wfi`: false when nothing can ever wake the hart. */
   waitForInterrupt(): boolean;
+  /** The instruction at `pc` outside RAM (the mask ROM's), or -1: an instruction access fault. */
+  fetchOutsideRam(pc: number): number;
 }
 
 /**
@@ -108,20 +110,24 @@ export function execute(m: ExecutionHost, limit: number): void {
         raw = (lo & 3) === 3 ? lo | (u16[(po >>> 1) + 1] << 16) : lo;
       } else if (po < ramSize && (u16[po >>> 1] & 3) !== 3) {
         raw = u16[po >>> 1];
+      } else if (po >= ramSize && (raw = m.fetchOutsideRam(pc)) >= 0) {
+        // The mask ROM: read-only, so its decoded instructions never need invalidating.
       } else {
-        // Outside RAM, or a 32-bit instruction in its last halfword: instruction access fault
-        // (privileged spec 3.1.15; mtval is the faulting address).
+        // Outside RAM and ROM, or a 32-bit instruction in RAM's last halfword: instruction
+        // access fault (privileged spec 3.1.15; mtval is the faulting address).
         h.pc = pc;
         pc = m.trap(pc, CAUSE.INSTRUCTION_ACCESS_FAULT, po < ramSize ? (pc + 2) | 0 : pc, n);
         if (m.stopped) break outer;
         continue;
       }
-      // Mark the page(s) holding the instruction so stores into them invalidate the cache.
-      const p0 = po >>> 12;
-      if ((gate[p0] & GATE_CODE) === 0) Atomics.or(gate, p0, GATE_CODE);
-      const p1 = (po + 2) >>> 12;
-      if (p1 !== p0 && (raw & 3) === 3 && (gate[p1] & GATE_CODE) === 0) {
-        Atomics.or(gate, p1, GATE_CODE);
+      if (po < ramSize) {
+        // Mark the page(s) holding the instruction so stores into them invalidate the cache.
+        const p0 = po >>> 12;
+        if ((gate[p0] & GATE_CODE) === 0) Atomics.or(gate, p0, GATE_CODE);
+        const p1 = (po + 2) >>> 12;
+        if (p1 !== p0 && (raw & 3) === 3 && (gate[p1] & GATE_CODE) === 0) {
+          Atomics.or(gate, p1, GATE_CODE);
+        }
       }
       cache[ci] = pc;
       cache[ci + 3] = raw;

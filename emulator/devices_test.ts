@@ -1,10 +1,11 @@
 import { assertEquals } from "@std/assert/mod.js";
-import { A, li, machineWith, PARK } from "./testdata/asm.ts";
+import { A, assemble, li, machineWith, PARK } from "./testdata/asm.ts";
 import { Machine } from "./machine.ts";
 import { parseElf } from "./elf.ts";
-import { INTERRUPT_BIT, MIP_MTIP, MSTATUS_MIE } from "./hart.ts";
+import { INTERRUPT_BIT, MIP_MEIP, MIP_MTIP, MSTATUS_MIE } from "./hart.ts";
 import { CLINT_BASE, RAM_BASE, SIFIVE_TEST_BASE, UART_BASE } from "./memory_map.ts";
 import { Uart } from "./devices/uart.ts";
+import { Plic } from "./devices/plic.ts";
 
 /** Discards guest UART output (the default sink is stdout). */
 const QUIET = (_: Uint8Array) => {};
@@ -41,12 +42,12 @@ Deno.test("UART: DLAB switches offsets 0 and 1 to the divisor latch", () => {
     A.addi(T0, 0, 0x0f),
     A.sb(T0, A0, 1), // IER
     A.lbu(A2, A0, 1),
-    A.lbu(A3, A0, 2), // IIR: no interrupt pending
+    A.lbu(A3, A0, 2), // IIR: THR empty (QEMU raises it as IER.THRI turns on with THR empty)
   ]);
   const out = collect(m);
   m.run(13);
   assertEquals(out(), "");
-  assertEquals([m.hart.x[A1], m.hart.x[A2], m.hart.x[A3]], [3, 0x0f, 0x01]);
+  assertEquals([m.hart.x[A1], m.hart.x[A2], m.hart.x[A3]], [3, 0x0f, 0x02]);
   assertEquals([m.uart.dll, m.uart.dlm], [3, 3]);
 });
 
@@ -217,4 +218,50 @@ Deno.test("wfi with MTIE but mtimecmp = 2^64 - 1 (timer off) is idle", () => {
   ]);
   assertEquals(m.run(100), { reason: "idle", pc: RAM_BASE + 32 });
   assertEquals(m.clint.mtimeHi, 0);
+});
+
+Deno.test("PLIC: the highest-priority enabled source above the threshold is claimed first, the lower number on a tie", () => {
+  const p = new Plic();
+  const claim = () => p.load(0x20_0004, 4);
+  p.store(4 * 10, 4, 2);
+  p.store(4 * 11, 4, 5);
+  p.store(4 * 12, 4, 5);
+  p.store(0x2000, 4, (1 << 10) | (1 << 11) | (1 << 12));
+  for (const irq of [10, 11, 12]) p.setSource(irq, true);
+  assertEquals(p.mip, MIP_MEIP);
+  assertEquals([claim(), claim(), claim(), claim()], [11, 12, 10, 0]);
+  assertEquals(p.mip, 0, "all claimed");
+  p.store(0x20_0004, 4, 12); // complete 12; its line is not driven again: nothing pending
+  assertEquals(p.mip, 0);
+  p.setSource(12, true);
+  p.store(0x20_0000, 4, 5); // threshold 5: priority 5 is not above it
+  assertEquals(p.mip, 0);
+  p.store(0x20_0000, 4, 12); // WARL: 12 % 8 = 4
+  assertEquals([p.load(0x20_0000, 4), p.mip], [4, MIP_MEIP]);
+  assertEquals(p.load(0x20_1000 + 4, 4), 0, "context 1 (S-mode) has nothing enabled");
+});
+
+Deno.test("mask ROM: the hart runs QEMU-style reset code at 0x1000, loads from it, cannot write it", () => {
+  const m = machineWith([A.addi(A2, 0, 7), A.jal(0, 0)]);
+  const rom = assemble([
+    A.auipc(T0, 0), // t0 = 0x1000
+    A.lw(A1, T0, 16), // the start address stored at 0x1010
+    A.sw(A1, T0, 16), // ignored: ROM
+    A.jalr(0, A1, 0),
+    RAM_BASE, // 0x1010: data
+  ]);
+  m.mrom.bytes.set(rom);
+  m.hart.pc = 0x1000;
+  assertEquals(m.run(5), { reason: "budget" });
+  assertEquals([m.hart.x[A1] >>> 0, m.hart.x[A2], m.mrom.load(16, 4) >>> 0], [
+    RAM_BASE,
+    7,
+    RAM_BASE,
+  ]);
+  // Outside the ROM and RAM: an instruction access fault.
+  const n = machineWith([]);
+  n.hart.mtvec = PARK;
+  n.hart.pc = 0x1000 + 0xf000;
+  n.run(1);
+  assertEquals([n.hart.mcause, n.hart.mtval >>> 0], [1, 0x1_0000]);
 });

@@ -1,7 +1,7 @@
 /**
- * The `livesnap-virt-rv32` machine: one RV32IMAC hart, RAM, an ns16550a UART, a CLINT, the
- * SiFive test device and (when the ELF defines `tohost`) HTIF, laid out as on QEMU's riscv32
- * `virt` board (memory_map.ts).
+ * The `livesnap-virt-rv32` machine: one RV32IMAC hart, RAM, an ns16550a UART wired to a PLIC, a
+ * CLINT, the SiFive test device, the mask ROM and (when the ELF defines `tohost`) HTIF, laid out
+ * as on QEMU's riscv32 `virt` board (memory_map.ts).
  *
  * `run(n)` executes at most n retired instructions and returns an {@linkcode ExitReason};
  * `run(a)` then `run(b)` behaves exactly like `run(a + b)`, and so does
@@ -13,9 +13,10 @@
  * are taken at the same instruction whatever the budget of each `run()` call. `wfi` completes at
  * once when an enabled interrupt is pending; when only the timer can wake the hart it moves mtime
  * forward to mtimecmp (no instructions pass) and completes; when nothing can ever wake the hart
- * (only the timer can become pending while the hart waits: there is no PLIC and no other hart;
- * and not when mtimecmp is 2^64 - 1) `run()` returns `{ reason: "idle" }` with pc still at the
- * wfi.
+ * (only the timer can become pending while the hart waits: the PLIC's only source, the UART,
+ * changes only when the guest touches it or the host queues input between runs, and there is no
+ * other hart; and not when mtimecmp is 2^64 - 1) `run()` returns `{ reason: "idle" }` with pc
+ * still at the wfi.
  *
  * @module
  */
@@ -44,6 +45,8 @@ import {
   MACHINE_NAME,
   PAGE_SHIFT,
   PAGE_SIZE,
+  PLIC_BASE,
+  PLIC_SIZE,
   RAM_BASE,
   SIFIVE_TEST_BASE,
   SIFIVE_TEST_SIZE,
@@ -51,6 +54,21 @@ import {
   UART_SIZE,
 } from "./memory_map.ts";
 import type { MmioDevice } from "./devices/device.ts";
+import {
+  Plic,
+  PLIC_DEVICE_ID,
+  PLIC_STATE_VERSION,
+  type PlicState,
+  UART0_IRQ,
+} from "./devices/plic.ts";
+import {
+  Mrom,
+  MROM_BASE,
+  MROM_DEVICE_ID,
+  MROM_SIZE,
+  MROM_STATE_VERSION,
+  type MromState,
+} from "./devices/mrom.ts";
 import {
   Uart,
   UART_DEVICE_ID,
@@ -101,7 +119,7 @@ export interface SavedDevice {
   id: string;
   instance: number;
   version: number;
-  state: UartState | ClintState | SifiveTestState | HtifState;
+  state: UartState | ClintState | SifiveTestState | HtifState | PlicState | MromState;
 }
 
 /** `machine.save()`: plain data (RAM is not included; the snapshot engine saves it). */
@@ -186,6 +204,14 @@ export class Machine {
   readonly uart: Uart;
   readonly clint: Clint = new Clint();
   readonly sifiveTest: SifiveTest = new SifiveTest();
+  readonly plic: Plic = new Plic();
+  readonly mrom: Mrom = new Mrom();
+  /**
+   * Where `hart.retired` counts from: "reset" (the guest's reset, in this emulator) or
+   * "qemu-stream" (the restore of a QEMU stream, which records no instruction count). Snapshots
+   * record it in their metadata.
+   */
+  instructionsCountedFrom: "reset" | "qemu-stream" = "reset";
   /** Decoded-instruction cache (see cpu.ts): per slot pc tag, packed fields, immediate, raw. */
   readonly decodeCache: Int32Array = new Int32Array(DECODE_CACHE_SIZE * 4);
   /** Pause request flag, over a SharedArrayBuffer so another thread may set it. */
@@ -203,11 +229,16 @@ export class Machine {
 
   constructor(options: MachineOptions = {}) {
     this.ram = new Ram(options.ramSize ?? DEFAULT_RAM_SIZE);
-    this.uart = new Uart(options.uartSink ?? writeToStdout);
+    this.uart = new Uart(
+      options.uartSink ?? writeToStdout,
+      (level) => this.plic.setSource(UART0_IRQ, level),
+    );
     this.#mmio = [
       { base: UART_BASE, size: UART_SIZE, device: this.uart },
       { base: CLINT_BASE, size: CLINT_SIZE, device: this.clint },
+      { base: PLIC_BASE, size: PLIC_SIZE, device: this.plic },
       { base: SIFIVE_TEST_BASE, size: SIFIVE_TEST_SIZE, device: this.sifiveTest },
+      { base: MROM_BASE, size: MROM_SIZE, device: this.mrom },
     ];
     this.ram.onCodeWrite = (start, end) => this.invalidateCode(start, end);
     this.hart.reset(RAM_BASE);
@@ -392,9 +423,18 @@ export class Machine {
     }
   }
 
-  /** Interrupt-pending bits (mip) from the devices. */
+  /** Interrupt-pending bits (mip) from the devices: MSIP and MTIP (CLINT), MEIP (PLIC). */
   pendingInterrupts(): number {
-    return this.clint.pendingInterrupts();
+    return this.clint.pendingInterrupts() | this.plic.mip;
+  }
+
+  /**
+   * The instruction at `pc` when pc lies outside RAM: the mask ROM's, or -1 (the fetch raises an
+   * instruction access fault). The CPU loop calls this only on a decode-cache miss.
+   */
+  fetchOutsideRam(pc: number): number {
+    const off = (pc >>> 0) - MROM_BASE;
+    return off >= 0 && off < MROM_SIZE ? this.mrom.fetch(off) : -1;
   }
 
   /** Current mtime. */
@@ -473,7 +513,9 @@ export class Machine {
       return v;
     }
     const r = this.#findMmio(addr, size);
-    if (r === null) return this.#loadTrap(CAUSE.LOAD_ACCESS_FAULT, addr);
+    if (r === null || ((r.device.accessSizes ?? 7) & size) === 0) {
+      return this.#loadTrap(CAUSE.LOAD_ACCESS_FAULT, addr);
+    }
     if ((addr & (size - 1)) !== 0) return this.#loadTrap(CAUSE.LOAD_MISALIGNED, addr);
     return r.device.load((addr >>> 0) - r.base, size);
   }
@@ -505,7 +547,7 @@ export class Machine {
       return;
     }
     const r = this.#findMmio(addr, size);
-    if (r === null) {
+    if (r === null || ((r.device.accessSizes ?? 7) & size) === 0) {
       this.#storeTrap(CAUSE.STORE_ACCESS_FAULT, addr);
       return;
     }
@@ -585,6 +627,8 @@ export class Machine {
         version: HTIF_STATE_VERSION,
         state: { tohost: this.#tohost, fromhost: this.#fromhost } satisfies HtifState,
       },
+      { id: PLIC_DEVICE_ID, instance: 0, version: PLIC_STATE_VERSION, state: this.plic.save() },
+      { id: MROM_DEVICE_ID, instance: 0, version: MROM_STATE_VERSION, state: this.mrom.save() },
     ];
     return { hart: { version: HART_STATE_VERSION, ...this.hart.save() }, devices };
   }
@@ -639,12 +683,29 @@ export class Machine {
           this.#setHtif(s.tohost, s.fromhost);
           break;
         }
+        case PLIC_DEVICE_ID:
+          expect(PLIC_STATE_VERSION);
+          this.plic.restore(d.state as PlicState);
+          break;
+        case MROM_DEVICE_ID:
+          expect(MROM_STATE_VERSION);
+          this.mrom.restore(d.state as MromState);
+          break;
         default:
           throw new RangeError(`Cannot restore device ${d.id}: this machine has no such device`);
       }
       seen.add(d.id);
     }
-    for (const id of [UART_DEVICE_ID, CLINT_DEVICE_ID, SIFIVE_TEST_DEVICE_ID, HTIF_DEVICE_ID]) {
+    for (
+      const id of [
+        UART_DEVICE_ID,
+        CLINT_DEVICE_ID,
+        SIFIVE_TEST_DEVICE_ID,
+        HTIF_DEVICE_ID,
+        PLIC_DEVICE_ID,
+        MROM_DEVICE_ID,
+      ]
+    ) {
       if (!seen.has(id)) throw new RangeError(`Cannot restore machine: device ${id} is missing`);
     }
     this.hart.restore(saved.hart);

@@ -246,7 +246,14 @@ Deno.test("save() is plain data that survives structuredClone and JSON-like copi
   m.run(1);
   const s = m.save();
   assertEquals(structuredClone(s), s);
-  assertEquals(s.devices.map((d) => d.id), ["ns16550a", "clint", "sifive_test", "htif"]);
+  assertEquals(s.devices.map((d) => d.id), [
+    "ns16550a",
+    "clint",
+    "sifive_test",
+    "htif",
+    "plic",
+    "mrom",
+  ]);
   const check = (v: unknown): void => {
     if (v === null || ["number", "string", "boolean"].includes(typeof v)) return;
     if (v instanceof Uint8Array) return;
@@ -268,7 +275,7 @@ Deno.test("restore() rejects other versions and unknown or missing devices", () 
   assertThrows(
     () => m.restore({ ...s, devices: s.devices.map((d) => ({ ...d, version: 7 })) }),
     RangeError,
-    "Cannot restore device ns16550a: state version 7, expected 1",
+    "Cannot restore device ns16550a: state version 7, expected 2",
   );
   assertThrows(
     () => m.restore({ ...s, devices: [...s.devices, { ...s.devices[0], id: "virtio" }] }),

@@ -19,6 +19,11 @@ export const CLINT_BASE = 0x0200_0000;
 /** Size of the CLINT's register window. */
 export const CLINT_SIZE = 0x1_0000;
 
+/** Platform-level interrupt controller (QEMU virt's SiFive PLIC, hart config "MS"). */
+export const PLIC_BASE = 0x0c00_0000;
+/** Size of the PLIC's register window for one hart (VIRT_PLIC_SIZE(2) in QEMU). */
+export const PLIC_SIZE = 0x20_2000;
+
 /** ns16550a UART. */
 export const UART_BASE = 0x1000_0000;
 /** Size of the UART's register window. */

@@ -48,6 +48,8 @@ export type { Uart, UartSink, UartState } from "./devices/uart.ts";
 export type { Clint, ClintState } from "./devices/clint.ts";
 export type { FinisherRequest, SifiveTest, SifiveTestState } from "./devices/sifive_test_device.ts";
 export type { HtifState } from "./devices/htif.ts";
+export type { Plic, PlicState } from "./devices/plic.ts";
+export type { Mrom, MromState } from "./devices/mrom.ts";
 export { INSTRUCTIONS_PER_TICK, MACHINE_NAME, RAM_BASE } from "./memory_map.ts";
 export { ElfError } from "./elf.ts";
 export {

@@ -1,17 +1,157 @@
 /**
- * zstd through @bokuweb/zstd-wasm, with decompression bounded by the size the record implies
- * (FORMAT.md §6.2): the frame must declare its content size and it must equal the expected size,
- * checked before the library allocates anything.
+ * zstd (the WebAssembly build of @bokuweb/zstd-wasm), with decompression bounded by the size the
+ * record implies (FORMAT.md §6.2): the frame must declare its content size and it must equal the
+ * expected size, checked before the library allocates anything.
  *
  * @module
  */
-import { compress, decompress, init } from "@bokuweb/zstd-wasm";
+/** zstd's functions, as this module calls them (pointers into `memory`). */
+interface Zstd {
+  memory: WebAssembly.Memory;
+  malloc(size: number): number;
+  free(pointer: number): void;
+  decompress(dst: number, capacity: number, src: number, size: number): number;
+  compress(dst: number, capacity: number, src: number, size: number, level: number): number;
+  compressBound(size: number): number;
+  isError(code: number): number;
+}
 
-await init();
+/**
+ * Instantiates zstd-wasm's WebAssembly file directly, without the package's JavaScript: its
+ * loader is CommonJS, which costs every process (and every worker) Deno's Node compatibility layer
+ * at start-up, and its API copies every input and output through fresh allocations, which costs
+ * more than the work (fresh memory is slow to touch). The export and import names are those of the
+ * pinned version (0.0.27). Null when the file cannot be reached (the package is not in a local
+ * node_modules): the package's API is used instead.
+ */
+async function instantiateZstd(): Promise<Zstd | null> {
+  let url: string;
+  try {
+    url = import.meta.resolve("@bokuweb/zstd-wasm");
+  } catch {
+    return null;
+  }
+  if (!url.startsWith("file:")) return null;
+  let bytes: Uint8Array<ArrayBuffer>;
+  try {
+    bytes = await Deno.readFile(new URL("./zstd.wasm", url));
+  } catch {
+    return null;
+  }
+  let memory: WebAssembly.Memory | null = null;
+  const imports = {
+    a: {
+      a: (code: number) => {
+        throw new Error(`Cannot run zstd: it exited with status ${code}`);
+      },
+      b: () => {},
+      c: () => {
+        throw new Error("Cannot run zstd: it aborted");
+      },
+      d: () => 0,
+      // emscripten_resize_heap: grow to at least the size asked for, in 64 KiB pages.
+      e: (requested: number) => {
+        const m = memory!;
+        const want = Math.max(requested >>> 0, m.buffer.byteLength * 1.2);
+        const pages = Math.ceil((want - m.buffer.byteLength) / 65536);
+        try {
+          m.grow(pages);
+          return 1;
+        } catch {
+          return 0;
+        }
+      },
+    },
+  };
+  const instance = await WebAssembly.instantiate(await WebAssembly.compile(bytes), imports);
+  const x = instance.exports as Record<string, unknown>;
+  memory = x.f as WebAssembly.Memory;
+  (x.g as () => void)();
+  return {
+    memory,
+    isError: x.h as Zstd["isError"],
+    compressBound: x.i as Zstd["compressBound"],
+    compress: x.m as Zstd["compress"],
+    decompress: x.r as Zstd["decompress"],
+    malloc: x.s as Zstd["malloc"],
+    free: x.t as Zstd["free"],
+  };
+}
+
+/** What the rest of this module needs: compress, and decompress into a view. */
+interface Codec {
+  compress(data: Uint8Array, level: number): Uint8Array;
+  /** Decompresses `data` (already checked) into a view valid until the next call. */
+  decompress(data: Uint8Array, expected: number): Uint8Array | string;
+}
+
+/** The codec on a directly instantiated zstd, with input and output areas reused. */
+function directCodec(zstd: Zstd): Codec {
+  const area = { src: 0, srcSize: 0, dst: 0, dstSize: 0 };
+  const reserve = (which: "src" | "dst", size: number): number => {
+    const have = which === "src" ? area.srcSize : area.dstSize;
+    if (have >= size) return which === "src" ? area.src : area.dst;
+    const old = which === "src" ? area.src : area.dst;
+    if (old !== 0) zstd.free(old);
+    // Doubling amortises growth; the cap keeps a reader within FORMAT.md §13's one-record bound.
+    const grown = Math.max(size, Math.min(have * 2, 64 << 20), 1 << 20);
+    const p = zstd.malloc(grown);
+    if (p === 0) throw new RangeError(`Cannot run zstd: no ${grown} bytes left in its heap`);
+    if (which === "src") Object.assign(area, { src: p, srcSize: grown });
+    else Object.assign(area, { dst: p, dstSize: grown });
+    return p;
+  };
+  // A new view each time: the heap's buffer changes when it grows.
+  const heap = () => new Uint8Array(zstd.memory.buffer);
+  return {
+    compress(data, level) {
+      const src = reserve("src", data.length);
+      const bound = zstd.compressBound(data.length);
+      const dst = reserve("dst", bound);
+      heap().set(data, src);
+      const n = zstd.compress(dst, bound, src, data.length, level);
+      if (zstd.isError(n)) throw new Error(`Cannot compress: zstd error ${-n}`);
+      return heap().slice(dst, dst + n);
+    },
+    decompress(data, expected) {
+      const src = reserve("src", data.length);
+      const dst = reserve("dst", Math.max(expected, 1));
+      heap().set(data, src);
+      const n = zstd.decompress(dst, expected, src, data.length);
+      if (zstd.isError(n)) return `zstd data is invalid (zstd error ${-n})`;
+      if (n !== expected) return `zstd data decompressed to ${n} bytes, expected ${expected}`;
+      return heap().subarray(dst, dst + n);
+    },
+  };
+}
+
+/** The codec through the package's own API, for when its file cannot be reached. */
+async function packageCodec(): Promise<Codec> {
+  const pkg = await import("@bokuweb/zstd-wasm");
+  await pkg.init();
+  return {
+    compress: (data, level) => pkg.compress(data, level),
+    decompress(data, expected) {
+      let out: Uint8Array;
+      try {
+        out = pkg.decompress(data, { defaultHeapSize: expected });
+      } catch (e) {
+        return `zstd data is invalid (${(e as Error).message})`;
+      }
+      if (out.length !== expected) {
+        return `zstd data decompressed to ${out.length} bytes, expected ${expected}`;
+      }
+      return out;
+    },
+  };
+}
+
+const direct = await instantiateZstd();
+const codec: Codec = direct !== null ? directCodec(direct) : await packageCodec();
 
 /** Compresses bytes into one zstd frame that declares its content size. */
 export function zstdCompress(data: Uint8Array, level: number): Uint8Array {
-  return compress(data, level);
+  return codec.compress(data, level);
 }
 
 /** The largest window a frame may ask for: zstd-wasm is a 32-bit build (ZSTD_WINDOWLOG_MAX_32). */
@@ -75,24 +215,30 @@ function checkFrameEnd(b: Uint8Array): string | null {
   return null;
 }
 
+/** The frame checks of {@linkcode zstdDecompressExact}, before anything is decompressed. */
+function checkFrame(data: Uint8Array, expected: number): string | null {
+  const size = zstdFrameContentSize(data);
+  if (typeof size === "string") return size;
+  if (size !== expected) return `zstd frame declares ${size} bytes, the record implies ${expected}`;
+  return checkFrameEnd(data);
+}
+
+/**
+ * Like {@linkcode zstdDecompressExact}, but the bytes are a view into the decompressor's memory,
+ * valid only until the next call of either function: for callers that only look at them (hash,
+ * compare) and need no copy.
+ */
+export function zstdDecompressView(data: Uint8Array, expected: number): Uint8Array | string {
+  const bad = checkFrame(data, expected);
+  if (bad !== null) return bad;
+  return codec.decompress(data, expected);
+}
+
 /**
  * Decompresses one frame whose content must be exactly `expected` bytes. Returns the bytes or a
  * reason string; never allocates more than `expected` for the output.
  */
 export function zstdDecompressExact(data: Uint8Array, expected: number): Uint8Array | string {
-  const size = zstdFrameContentSize(data);
-  if (typeof size === "string") return size;
-  if (size !== expected) return `zstd frame declares ${size} bytes, the record implies ${expected}`;
-  const end = checkFrameEnd(data);
-  if (end !== null) return end;
-  let out: Uint8Array;
-  try {
-    out = decompress(data, { defaultHeapSize: expected });
-  } catch (e) {
-    return `zstd data is invalid (${(e as Error).message})`;
-  }
-  if (out.length !== expected) {
-    return `zstd data decompressed to ${out.length} bytes, expected ${expected}`;
-  }
-  return out;
+  const view = zstdDecompressView(data, expected);
+  return typeof view === "string" ? view : view.slice();
 }

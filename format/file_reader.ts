@@ -3,12 +3,12 @@
  * index, and reads any page or device section with a constant number of reads; falls back to one
  * scan when the index (or the footer) is missing (FORMAT.md §13).
  *
- * What it cannot do that {@linkcode SnapshotStreamReader} can: read a pipe. It does not check
+ * What it cannot do that `SnapshotStreamReader` can: read a pipe. It does not check
  * the file digest or the content digest (that needs every byte; use `verifySnapshot`).
  *
  * @module
  */
-import type { OffsetTable } from "./_source.ts";
+import type { OffsetTable } from "./_offset_table.ts";
 import {
   FOOTER_SIZE,
   MAX_RECORD_PAYLOAD,
@@ -29,7 +29,9 @@ import {
 import { decodeIndex, findIndexEntry, type SnapshotIndex } from "./index_record.ts";
 import { decodePageRecord, expandPageData } from "./page_record.ts";
 import { checkRecordCrc, decodeRecordHead, recordTypeName } from "./record.ts";
-import { SnapshotStreamReader, sortDevices } from "./stream_reader.ts";
+import { SnapshotChecker } from "./file_checks.ts";
+import { streamSource } from "./record_scanner.ts";
+import { sortDevices } from "./stream_reader.ts";
 import { decodeTrailer, type Trailer } from "./trailer.ts";
 
 /**
@@ -142,20 +144,27 @@ export class SnapshotFileReader {
     await this.scan();
   }
 
+  /** The scan of FORMAT.md §13: every rule but the digests, gathering offsets as it goes. */
   private async scan(): Promise<void> {
     const f = await Deno.open(this.path, { read: true });
-    const reader = new SnapshotStreamReader(f.readable, { decodePages: false, checkIndex: false });
+    const checker = new SnapshotChecker(streamSource(f.readable), {
+      report: (e) => {
+        throw e;
+      },
+      pages: "none",
+      checkIndex: false,
+    });
     try {
-      for await (const _ of reader.records()) { /* offsets are gathered by the reader */ }
+      for await (const _ of checker.records()) { /* offsets are gathered by the checker */ }
     } catch (e) {
       // An incomplete file still yields the pages before the damage.
       if (!(e instanceof TruncatedError)) throw e;
     }
-    this.scanned = reader.pageOffsets;
-    this.scannedDevices = [...reader.deviceOffsets.values()];
-    if (reader.complete) {
+    this.scanned = checker.pageOffsets;
+    this.scannedDevices = [...checker.deviceOffsets.values()];
+    if (checker.complete) {
       this.complete = true;
-      this.trailer = reader.trailer;
+      this.trailer = checker.trailer;
     }
   }
 

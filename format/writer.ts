@@ -6,7 +6,7 @@
  */
 import { isZero } from "./_bytes.ts";
 import { type EncodedBatch, encodePageBatch, type PageBatch } from "./_page_batch.ts";
-import { removeStaleTemporaries, syncDirectory, tempPathFor } from "./_temp_file.ts";
+import { AtomicFile, type AtomicFs } from "./atomic_file.ts";
 import { createBlake3 } from "./checksum.ts";
 import {
   FLAG_CRITICAL,
@@ -48,6 +48,12 @@ export interface WriterOptions {
   workers?: number;
 }
 
+/** Options of {@linkcode SnapshotWriter.createFile}. */
+export interface FileWriterOptions extends WriterOptions {
+  /** The file-system operations of the temporary-file protocol (for tests; default the real one). */
+  fs?: AtomicFs;
+}
+
 /** What {@linkcode SnapshotWriter.close} reports. */
 export interface WriteSummary {
   /** Bytes written, footer included. */
@@ -65,6 +71,21 @@ const IN_NONE = 0;
 const IN_ZERO = 1;
 const IN_DATA = 2;
 const MAX_IN_FLIGHT = 8;
+
+/** What a writer is made of: the stream and the hooks of where it writes. */
+interface WriterParts {
+  out: WritableStreamDefaultWriter<Uint8Array>;
+  description: MachineDescription;
+  fileHasher: IHasher;
+  options: WriterOptions;
+  encoder: BatchEncoder;
+  /** Called once the stream is closed (true) or aborted (false). */
+  onClose: (ok: boolean) => Promise<void>;
+  /** Called between the trailer and the footer (a file writer fsyncs there). */
+  beforeFooter: () => Promise<void>;
+  /** The destination named in error messages ("" for a stream). */
+  target: string;
+}
 
 /** A record on its way to the stream, with what writing it changes. */
 interface Queued {
@@ -185,17 +206,25 @@ export class SnapshotWriter {
   private readonly zeroPages = new Uint32Array(ZERO_BATCH);
   private zeroCount = 0;
 
-  private constructor(
-    private readonly out: WritableStreamDefaultWriter<Uint8Array>,
-    private readonly description: MachineDescription,
-    private readonly fileHasher: IHasher,
-    options: WriterOptions,
-    private readonly onClose: (ok: boolean) => Promise<void>,
-    private readonly encoder: BatchEncoder,
-    private readonly beforeFooter: () => Promise<void>,
-    /** The destination named in error messages ("" for a stream). */
-    private readonly target: string,
-  ) {
+  private readonly out: WritableStreamDefaultWriter<Uint8Array>;
+  private readonly description: MachineDescription;
+  private readonly fileHasher: IHasher;
+  private readonly onClose: (ok: boolean) => Promise<void>;
+  private readonly encoder: BatchEncoder;
+  private readonly beforeFooter: () => Promise<void>;
+  private readonly target: string;
+
+  private constructor(parts: WriterParts) {
+    ({
+      out: this.out,
+      description: this.description,
+      fileHasher: this.fileHasher,
+      onClose: this.onClose,
+      encoder: this.encoder,
+      beforeFooter: this.beforeFooter,
+      target: this.target,
+    } = parts);
+    const { options, description } = parts;
     this.codec = options.codec ?? "zstd";
     this.level = options.level ?? 1;
     this.batchBytes = Math.max(4096, Math.min(options.batchBytes ?? 1024 * 1024, 16 * 1024 * 1024));
@@ -211,76 +240,39 @@ export class SnapshotWriter {
     description: MachineDescription,
     options: WriterOptions = {},
   ): Promise<SnapshotWriter> {
-    return await SnapshotWriter.start(
-      stream.getWriter(),
-      description,
-      options,
-      () => Promise.resolve(),
-    );
+    return await SnapshotWriter.start(stream.getWriter(), description, options, {
+      onClose: () => Promise.resolve(),
+      beforeFooter: () => Promise.resolve(),
+      target: "",
+    });
   }
 
   /**
-   * Starts a snapshot file at `path`. Bytes go to `<path>.tmp-<host>-<pid>-<random>` in the same
-   * directory, which is fsync'd and renamed to `path` only once the footer is written (then the
-   * directory is fsync'd too); {@linkcode abort} or any write error removes it. Temporaries of
-   * `path` that writers killed on this host left behind are removed first (FORMAT.md §9).
+   * Starts a snapshot file at `path`, written through an {@linkcode AtomicFile}: the bytes go to
+   * `<path>.tmp-<host>-<pid>-<random>` in the same directory, which is fsync'd and renamed to
+   * `path` only once the footer is written (then the directory is fsync'd too);
+   * {@linkcode abort} or any write error removes it. Temporaries of `path` that writers killed on
+   * this host left behind are removed first (FORMAT.md §9).
    */
   static async createFile(
     path: string,
     description: MachineDescription,
-    options: WriterOptions = {},
+    options: FileWriterOptions = {},
   ): Promise<SnapshotWriter> {
     validateDescription(description);
-    await removeStaleTemporaries(path);
-    const tmp = tempPathFor(path);
-    const file = await Deno.open(tmp, { write: true, createNew: true });
-    let open = true;
-    const closeFile = () => {
-      if (open) {
-        open = false;
-        file.close();
-      }
-    };
-    const sink = new WritableStream<Uint8Array>({
-      async write(chunk) {
-        let n = 0;
-        while (n < chunk.length) n += await file.write(chunk.subarray(n));
-      },
-      async close() {
-        await file.sync();
-        closeFile();
-      },
-      abort() {
-        closeFile();
-      },
-    });
-    const finish = async (ok: boolean) => {
-      closeFile();
-      if (ok) {
-        try {
-          await Deno.rename(tmp, path);
-        } catch (e) {
-          await Deno.remove(tmp).catch(() => {});
-          throw new Error(`Cannot write snapshot to '${path}': ${(e as Error).message}`, {
-            cause: e,
-          });
-        }
-        await syncDirectory(path);
-      } else await Deno.remove(tmp).catch(() => {});
-    };
+    const file = await AtomicFile.create(path, { fs: options.fs });
+    const sink = new WritableStream<Uint8Array>({ write: (chunk) => file.write(chunk) });
+    const finish = (ok: boolean) => ok ? file.commit() : file.abort();
     try {
       // Everything but the footer is made durable first, so that a writer killed before its
       // rename leaves a complete temporary only for the time of one 32-byte write and fsync.
-      return await SnapshotWriter.start(
-        sink.getWriter(),
-        description,
-        options,
-        finish,
-        () => file.sync(),
-        path,
-      );
+      return await SnapshotWriter.start(sink.getWriter(), description, options, {
+        onClose: finish,
+        beforeFooter: () => file.sync(),
+        target: path,
+      });
     } catch (e) {
-      await finish(false);
+      await file.abort();
       throw e;
     }
   }
@@ -289,9 +281,7 @@ export class SnapshotWriter {
     out: WritableStreamDefaultWriter<Uint8Array>,
     description: MachineDescription,
     options: WriterOptions,
-    onClose: (ok: boolean) => Promise<void>,
-    beforeFooter: () => Promise<void> = () => Promise.resolve(),
-    target = "",
+    hooks: Pick<WriterParts, "onClose" | "beforeFooter" | "target">,
   ): Promise<SnapshotWriter> {
     validateDescription(description);
     const hasher = await createBlake3();
@@ -301,16 +291,14 @@ export class SnapshotWriter {
     if (!Number.isInteger(workers) || workers < 0 || workers > 64) {
       throw new Error(`Cannot start writer: workers ${workers} is not an integer in 0..64`);
     }
-    const w = new SnapshotWriter(
+    const w = new SnapshotWriter({
       out,
       description,
-      hasher,
+      fileHasher: hasher,
       options,
-      onClose,
-      new BatchEncoder(workers),
-      beforeFooter,
-      target,
-    );
+      encoder: new BatchEncoder(workers),
+      ...hooks,
+    });
     try {
       await w.emit(encodePrologue(FORMAT_MAJOR, FORMAT_MINOR), false);
       await w.emit(encodeRecord(RecordType.HEADER, FLAG_CRITICAL, encodeHeader(description)));

@@ -99,7 +99,8 @@ export class QmpClient {
 
 /** Options for {@link startQemu}. */
 export interface QemuOptions {
-  kernel: string;
+  /** The guest ELF (`-kernel`); none when QEMU loads a stream (`-incoming`). */
+  kernel?: string;
   memory?: string;
   /** Extra arguments, e.g. `["-incoming", "exec:cat f"]`. */
   extra?: string[];
@@ -139,8 +140,7 @@ export async function startQemu(options: QemuOptions): Promise<QemuProcess> {
     "virt",
     "-bios",
     "none",
-    "-kernel",
-    options.kernel,
+    ...(options.kernel === undefined ? [] : ["-kernel", options.kernel]),
     "-m",
     options.memory ?? "64M",
     "-display",
@@ -204,4 +204,24 @@ export async function waitForMigration(
     if (onPoll !== undefined) await onPoll(info);
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+/**
+ * For test files that run QEMU: whether to run them (QEMU installed) and the suffix naming a
+ * skip. Under CI (the `CI` environment variable set) a missing qemu-system-riscv32 is a failing
+ * test, never a silent skip: `.ci/run` installs it.
+ */
+export async function qemuTestGate(): Promise<{ ignore: boolean; suffix: string }> {
+  const installed = await haveQemu();
+  if (!installed && (Deno.env.get("CI") ?? "") !== "") {
+    Deno.test("qemu-system-riscv32 is installed (CI runs the QEMU tests, it never skips them)", () => {
+      throw new Error(
+        "Cannot run the QEMU tests: qemu-system-riscv32 is not installed (apt-get install qemu-system-misc)",
+      );
+    });
+  }
+  return {
+    ignore: !installed,
+    suffix: installed ? "" : " (skipped: qemu-system-riscv32 not installed)",
+  };
 }

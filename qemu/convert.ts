@@ -422,6 +422,18 @@ export function checkQemuMetadata(d: MachineDescription): void {
   readMetadata(d);
 }
 
+/**
+ * The QEMU machine type a snapshot was converted from (its header's QEMU metadata), or null
+ * when it was not converted from a QEMU stream.
+ */
+export function qemuMachineOf(d: MachineDescription): string | null {
+  try {
+    return readMetadata(d).machine;
+  } catch {
+    return null;
+  }
+}
+
 function readMetadata(d: MachineDescription): QemuMetadata {
   let meta: unknown = undefined;
   try {

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { AtomicFile } from "../format/atomic_file.ts";
 import { QemuStreamCorruptError } from "./errors.ts";
 import { type ByteInput, readQemuStream, type ReadQemuStreamOptions } from "./stream_reader.ts";
 
@@ -110,8 +111,9 @@ export async function extractQemuRamToFile(
   path: string,
   options: ReadQemuStreamOptions = {},
 ): Promise<{ size: number; pageRecords: number }> {
-  const tmp = `${path}.tmp-${crypto.randomUUID().slice(0, 8)}`;
-  const file = await Deno.open(tmp, { write: true, createNew: true });
+  // Written through the format's atomic file (FORMAT.md §9): a failure leaves nothing behind.
+  const out = await AtomicFile.create(path);
+  const file = out.file;
   try {
     const result = await extractInto(input, blockName, {
       async begin(size) {
@@ -119,21 +121,13 @@ export async function extractQemuRamToFile(
       },
       async writeAt(offset, bytes) {
         await file.seek(offset, Deno.SeekMode.Start);
-        let n = 0;
-        while (n < bytes.length) n += await file.write(bytes.subarray(n));
+        await out.write(bytes);
       },
     }, options);
-    await file.sync();
-    file.close();
-    await Deno.rename(tmp, path);
+    await out.commit();
     return result;
   } catch (e) {
-    try {
-      file.close();
-    } catch {
-      // already closed
-    }
-    await Deno.remove(tmp).catch(() => {});
+    await out.abort();
     throw e;
   }
 }

@@ -81,6 +81,8 @@ export interface QemuStreamSummary {
   commands: { offset: number; command: number; length: number }[];
   /** Where the JSON description is and its size, or null when the stream has none. */
   vmdesc: { offset: number; bytes: number } | null;
+  /** A QEMU stream records no retired-instruction count. */
+  instructions: { retired: null; countedFrom: "not-recorded" };
 }
 
 /** Options of {@link inspectQemuStream}. */
@@ -129,6 +131,7 @@ export async function inspectQemuStream(
     devices: [],
     commands: [],
     vmdesc: null,
+    instructions: { retired: null, countedFrom: "not-recorded" },
   };
   const seen = new Map<string, { summary: QemuRamBlockSummary; last: Uint8Array }>();
   const deviceData: Uint8Array[] = [];
@@ -290,6 +293,7 @@ function renderValue(v: VmStateValue): string {
  *   format: "qemu-migration-stream", version: 3, bytes: 100, machine: "virt", pageSize: 4096,
  *   capabilities: [], sectionCounts: {}, sections: [], devices: [], commands: [], vmdesc: null,
  *   ram: { sectionId: 2, pageRecords: 0, blocks: [] },
+ *   instructions: { retired: null, countedFrom: "not-recorded" },
  * };
  * assert(formatQemuSummary(s).includes("machine virt"));
  * ```
@@ -337,6 +341,9 @@ export function formatQemuSummary(
     s.vmdesc === null
       ? "no JSON description"
       : `JSON description: ${s.vmdesc.bytes} bytes at ${s.vmdesc.offset}`,
+  );
+  lines.push(
+    "instructions: not recorded (QEMU counts no retired instructions): 'livesnap restore' counts from 0 at the restore point",
   );
   return lines.join("\n");
 }

@@ -12,6 +12,11 @@
  *   file (one region per RAM block, device sections byte for byte) and back.
  * - {@linkcode extractQemuRam}: one RAM block as a flat image (what QEMU's `pmemsave` dumps).
  * - {@linkcode QemuStreamWriter}: writes a stream QEMU loads with `-incoming`.
+ * - Cross-emulator resume between QEMU's riscv32 `virt` board and livesnap's machine:
+ *   {@linkcode restoreQemuStream} builds livesnap's machine from a stream (the emulator's
+ *   `restoreMachine` and `livesnap restore` do it too), {@linkcode writeVirtStream} writes a
+ *   snapshot livesnap's machine took as a stream QEMU resumes; what cannot be honoured either way
+ *   is refused by a {@linkcode QemuMachineRefusedError} naming every field.
  *
  * @example
  * ```ts
@@ -77,4 +82,12 @@ export {
   type QemuStreamWriterOptions,
   type RamSectionIdentity,
 } from "./stream_writer.ts";
-export { decodeVmState, type VmStateDecoding, type VmStateValue } from "./vmstate_decode.ts";
+export {
+  decodeVmState,
+  type DecodeVmStateOptions,
+  type VmStateDecoding,
+  type VmStateValue,
+} from "./vmstate_decode.ts";
+export { type FieldNote, type FieldRefusal, QemuMachineRefusedError } from "./riscv_virt.ts";
+export { restoreQemuStream, type VirtRestored } from "./riscv_virt_restore.ts";
+export { type SnapshotItem, type VirtStreamSummary, writeVirtStream } from "./riscv_virt_export.ts";

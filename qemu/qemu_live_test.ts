@@ -6,12 +6,11 @@
  */
 import { assert, assertEquals } from "@std/assert/mod.js";
 import { main as livesnapConvert } from "../tools/convert_command.ts";
-import { haveQemu } from "./_qmp.ts";
+import { qemuTestGate } from "./_qmp.ts";
 import { GUEST_RAM, makeStream, resumeStream, STREAM_KINDS } from "./_make_stream.ts";
 import { readQemuSnapshot } from "./snapshot.ts";
 
-const installed = await haveQemu();
-const suffix = installed ? "" : " (skipped: qemu-system-riscv32 not installed)";
+const { ignore, suffix } = await qemuTestGate();
 
 async function convert(...args: string[]): Promise<void> {
   const code = await livesnapConvert(["--quiet", ...args]);
@@ -21,7 +20,7 @@ async function convert(...args: string[]): Promise<void> {
 for (const kind of STREAM_KINDS) {
   Deno.test({
     name: `livesnap convert round-trips a real QEMU ${kind} stream${suffix}`,
-    ignore: !installed,
+    ignore,
     async fn() {
       const dir = await Deno.makeTempDir({ prefix: `livesnap-qemu-${kind}-` });
       try {

@@ -44,6 +44,17 @@ const INT_TYPES = new Set([
 
 class DecodeError extends Error {}
 
+/** Options of {@link decodeVmState}. */
+export interface DecodeVmStateOptions {
+  /**
+   * How subsections are matched. "listed" (the default): the description lists exactly the
+   * subsections the section holds, in order (as the JSON description a stream carries does).
+   * "as-found": the description lists every subsection the device may send; the section holds
+   * any of them, each found by the name after its 0x05 marker (as QEMU's loader reads them).
+   */
+  subsections?: "listed" | "as-found";
+}
+
 class Cursor {
   pos = 0;
   constructor(readonly data: Uint8Array) {}
@@ -69,11 +80,11 @@ function intValue(b: Uint8Array, littleEndian: boolean): string {
   return "0x" + v.toString(16).padStart(b.length * 2, "0");
 }
 
-function readField(c: Cursor, f: VmDescField, depth: number): VmStateValue {
+function readField(c: Cursor, f: VmDescField, depth: number, asFound: boolean): VmStateValue {
   const what = `field '${f.name}'`;
   if (f.type === "struct") {
     if (f.struct === undefined) throw new DecodeError(`${what} is a struct with no description`);
-    return readStruct(c, f.struct, depth + 1);
+    return readStruct(c, f.struct, depth + 1, asFound);
   }
   if (f.type === "bool") return c.take(f.size, what)[0] !== 0;
   if (f.type === "capability") {
@@ -93,18 +104,38 @@ function readStruct(
   c: Cursor,
   desc: VmDescStruct,
   depth: number,
+  asFound: boolean,
 ): { [name: string]: VmStateValue } {
   if (depth > 32) throw new DecodeError("the description nests deeper than 32 levels");
   const out: { [name: string]: VmStateValue } = {};
   for (const f of desc.fields ?? []) {
     const count = f.array_len ?? 1;
     for (let i = 0; i < count; i++) {
-      const v = readField(c, f, depth);
+      const v = readField(c, f, depth, asFound);
       const prev = out[f.name];
       if (prev === undefined) out[f.name] = f.array_len !== undefined ? [v] : v;
       else if (Array.isArray(prev)) prev.push(v);
       else out[f.name] = [prev, v];
     }
+  }
+  if (asFound) {
+    // As QEMU's vmstate_subsection_load: a 0x05 byte followed by a name that starts with this
+    // description's own name is one of its subsections; anything else ends them.
+    while (c.pos + 2 <= c.data.length && c.data[c.pos] === SectionType.SUBSECTION) {
+      const at = c.pos;
+      const n = c.data[c.pos + 1];
+      if (c.pos + 2 + n > c.data.length) break;
+      const name = new TextDecoder().decode(c.data.subarray(c.pos + 2, c.pos + 2 + n));
+      if (desc.vmsd_name === undefined || !name.startsWith(`${desc.vmsd_name}/`)) break;
+      c.take(2 + n, "a subsection header");
+      c.take(4, "a subsection version");
+      const sub = (desc.subsections ?? []).find((s) => s.vmsd_name === name);
+      if (sub === undefined) {
+        throw new DecodeError(`subsection '${name}' at section byte ${at} is not described`);
+      }
+      out[name] = readStruct(c, sub, depth + 1, asFound);
+    }
+    return out;
   }
   for (const sub of desc.subsections ?? []) {
     const at = c.pos;
@@ -119,7 +150,7 @@ function readStruct(
     const n = c.take(1, "a subsection name length")[0];
     const name = new TextDecoder().decode(c.take(n, "a subsection name"));
     c.take(4, "a subsection version");
-    out[name] = readStruct(c, sub, depth + 1);
+    out[name] = readStruct(c, sub, depth + 1, asFound);
   }
   return out;
 }
@@ -137,10 +168,14 @@ function readStruct(
  * assert(r.complete && r.fields.pc === "0x80000010" && r.fields.on === true);
  * ```
  */
-export function decodeVmState(data: Uint8Array, desc: VmDescStruct): VmStateDecoding {
+export function decodeVmState(
+  data: Uint8Array,
+  desc: VmDescStruct,
+  options: DecodeVmStateOptions = {},
+): VmStateDecoding {
   const c = new Cursor(data);
   try {
-    const fields = readStruct(c, desc, 0);
+    const fields = readStruct(c, desc, 0, options.subsections === "as-found");
     if (c.pos !== data.length) {
       return {
         fields,

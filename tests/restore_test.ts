@@ -14,6 +14,7 @@ import {
   describeMachine,
   machineContentDigest,
   SnapshotMismatchError,
+  STATE_MIGRATIONS,
   type StateMigration,
 } from "../emulator/snapshot/machine_state.ts";
 import { restoreSnapshot } from "../tools/restore.ts";
@@ -120,7 +121,7 @@ const REFUSALS: {
     edit: {
       sections: (s) => s.map((d) => d.id === UART_DEVICE_ID ? { ...d, version: 7 } : d),
     },
-    message: "device 'ns16550a' has state version 7, newer than this emulator's 1",
+    message: "device 'ns16550a' has state version 7, newer than this emulator's 2",
   },
   {
     name: "an unknown device",
@@ -182,7 +183,9 @@ Deno.test("restoreMachine() migrates an older device state version step by step"
     });
     let calls = 0;
     const migrations: Record<string, Record<number, StateMigration>> = {
+      ...STATE_MIGRATIONS,
       [UART_DEVICE_ID]: {
+        ...STATE_MIGRATIONS[UART_DEVICE_ID],
         0: (s) => {
           calls++;
           const { divisor, ...rest } = s as Record<string, number>;
@@ -238,7 +241,7 @@ Deno.test("restore command refuses a mismatching file with exit status 1 and the
       console.error = original;
     }
     assertEquals(errors, [
-      "livesnap restore: Cannot restore snapshot: device 'ns16550a' has state version 9, newer than this emulator's 1",
+      "livesnap restore: Cannot restore snapshot: device 'ns16550a' has state version 9, newer than this emulator's 2",
     ]);
   });
 });

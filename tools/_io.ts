@@ -1,10 +1,13 @@
 /**
  * Opening inputs and outputs the way the commands take them: a path, or `-` for standard input or
- * output. Outputs to a path are written to a temporary file beside it and renamed only when the
- * tool has checked its work, so a failed run never leaves a file that looks complete.
+ * output. Outputs to a path go through format/'s {@linkcode AtomicFile} (FORMAT.md §9's
+ * temporary, fsync of the file and of its directory, rename only when the tool has checked its
+ * work, stale temporaries of killed runs removed), so a failed run never leaves a file that looks
+ * complete.
  *
  * @module
  */
+import { AtomicFile } from "../format/atomic_file.ts";
 
 /** An opened input. `file` is set when the input is a regular file (seekable, size known). */
 export interface InputHandle {
@@ -82,7 +85,7 @@ export interface OutputHandle {
   tempPath: string | undefined;
   /** Writes all of `bytes`. */
   write(bytes: Uint8Array): Promise<void>;
-  /** Flushes, closes and renames the temporary file to the final path. */
+  /** Flushes, closes and renames the temporary file to the final path, then syncs the directory. */
   commit(): Promise<void>;
   /** Closes and removes the temporary file (no-op for stdout). Never throws. */
   abort(): Promise<void>;
@@ -94,7 +97,7 @@ async function writeAll(w: { write(p: Uint8Array): Promise<number> }, bytes: Uin
 }
 
 /**
- * Creates `path` for writing through a temporary file beside it; `-` is standard output.
+ * Creates `path` for writing through an {@linkcode AtomicFile}; `-` is standard output.
  *
  * @example
  * ```ts
@@ -124,42 +127,14 @@ export async function createOutput(path: string): Promise<OutputHandle> {
       abort: async () => {},
     };
   }
-  const suffix = crypto.getRandomValues(new Uint32Array(1))[0].toString(16);
-  const tempPath = `${path}.tmp-${suffix}`;
-  let file: Deno.FsFile;
-  try {
-    file = await Deno.open(tempPath, { write: true, createNew: true });
-  } catch (e) {
-    throw new Error(`Cannot create ${path}: ${(e as Error).message}`, { cause: e });
-  }
-  let open = true;
-  const close = () => {
-    if (!open) return;
-    open = false;
-    file.close();
-  };
+  const out = await AtomicFile.create(path);
   return {
     name: path,
-    file,
-    tempPath,
-    write: (bytes) => writeAll(file, bytes),
-    async commit() {
-      await file.syncData();
-      close();
-      await Deno.rename(tempPath, path);
-    },
-    async abort() {
-      try {
-        close();
-      } catch {
-        // Already closed or failed; removing is what matters.
-      }
-      try {
-        await Deno.remove(tempPath);
-      } catch {
-        // Nothing to remove.
-      }
-    },
+    file: out.file,
+    tempPath: out.tempPath,
+    write: (bytes) => out.write(bytes),
+    commit: () => out.commit(),
+    abort: () => out.abort(),
   };
 }
 

@@ -26,6 +26,10 @@ export interface LiveRunOptions {
   ramSize?: number;
   input?: Uint8Array;
   stopAt?: number;
+  /** Instead of `stopAt`: stop once this many instructions have retired after the start. */
+  runFor?: number;
+  /** Print the fields a restored QEMU snapshot's mapping ignored or approximated (stderr). */
+  verbose?: boolean;
   digest: boolean;
   snapshotAt: number[];
   snapshotEvery?: number;
@@ -177,6 +181,7 @@ export async function runLive(o: LiveRunOptions): Promise<number> {
       input: o.input,
       uartSink: print,
       stopAt: o.stopAt ?? null,
+      runFor: o.runFor ?? null,
       schedule,
       every: o.snapshotEvery === undefined ? null : {
         interval: o.snapshotEvery,
@@ -192,6 +197,9 @@ export async function runLive(o: LiveRunOptions): Promise<number> {
     metricsFile?.close();
     console.error(`${o.name}: ${(e as Error).message}`);
     return 1;
+  }
+  if (o.verbose) {
+    for (const n of machine.restoredNotes) console.error(`${o.name}: ${n.field}: ${n.note}`);
   }
   const control = o.control === undefined ? null : await serveControl(o.control, machine, {
     onSnapshot: report,

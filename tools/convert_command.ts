@@ -35,6 +35,14 @@ stream written is re-read by the QEMU stream reader and its RAM pages, device se
 stream data must give the input's content digest. What it cannot check here: that QEMU's own
 device models accept the device state (that needs the QEMU that wrote it).
 
+--to qemu of a snapshot livesnap's own machine took writes a stream of QEMU's riscv32 'virt'
+board (hart, timer, PLIC, UART, RAM and mask ROM), which QEMU resumes without -kernel:
+  qemu-system-riscv32 -machine virt -bios none -m SIZE -incoming "exec:cat OUT"
+with SIZE the snapshot's RAM size. The stream is read back, mapped to livesnap's machine again
+and compared with the snapshot (RAM and state); what QEMU cannot take (HTIF, more waiting UART
+input than it holds, a RAM size -m cannot give) is refused, and a timer QEMU 7.2 will not re-arm
+is warned about. See the README's field-by-field table.
+
 Options:
   --compress none|zstd[:LEVEL]  how pages are stored in an .lsnap output (default zstd:1)
   --batch SIZE                  uncompressed bytes per page record, e.g. 64K or 4M
@@ -78,6 +86,9 @@ Examples:
   (qemu) migrate "exec:livesnap convert --from qemu - guest.lsnap"
   livesnap convert --to qemu guest.lsnap back.qemu
   qemu-system-riscv32 -machine virt ... -incoming "exec:cat back.qemu"
+  livesnap run guest.elf --ram 64M --snapshot-at 5000000 --out g.lsnap
+  livesnap convert --to qemu g.lsnap g.qemu                   # livesnap's own snapshot
+  qemu-system-riscv32 -machine virt -bios none -m 64M -incoming "exec:cat g.qemu"
   livesnap convert --to raw --region riscv_virt_board.ram guest.qemu ram.bin
 
 Exit status: 0 converted and checked, 1 the input is damaged or a check failed (nothing is

@@ -1,7 +1,8 @@
 /**
  * `inspect`: what a snapshot holds, as one plain object (the shape `inspect --json` prints):
  * regions, page counts by encoding, compression, records, device sections, digests, whether the
- * file is complete; optionally the page map, and one device's decoded state.
+ * file is complete, where its instruction count comes from; optionally the page map, and one
+ * device's decoded state.
  *
  * @module
  */
@@ -12,7 +13,62 @@ import { decodeDeviceState } from "../format/device_state.ts";
 import { LsnapError } from "../format/errors.ts";
 import { type SnapshotRecord, SnapshotStreamReader, sortDevices } from "../format/stream_reader.ts";
 import type { DeviceSection } from "../format/device_section.ts";
+import type { MachineDescription } from "../format/header.ts";
 import { type Json, stateToJson } from "./_state_json.ts";
+import { qemuMachineOf } from "../qemu/convert.ts";
+import { instructionsCountedFrom } from "../emulator/snapshot/machine_state.ts";
+import { MACHINE_NAME } from "../emulator/memory_map.ts";
+
+/**
+ * Where a snapshot's instruction count comes from: counted by livesnap since the guest's reset,
+ * counted since the restore of a QEMU stream (QEMU records none, so what ran before is not
+ * counted), or not recorded at all (a snapshot converted from a QEMU stream).
+ */
+export interface InstructionCount {
+  /** The hart's retired-instruction count, or null when the snapshot records none. */
+  retired: number | null;
+  countedFrom: "reset" | "qemu-stream" | "not-recorded";
+}
+
+/** The instruction count of a snapshot with `description` and these device sections. */
+export function instructionCountOf(
+  description: MachineDescription,
+  devices: Iterable<DeviceSection>,
+): InstructionCount | null {
+  if (qemuMachineOf(description) !== null) return { retired: null, countedFrom: "not-recorded" };
+  let machine: unknown;
+  try {
+    const meta = description.metadata?.length ? decodeDeviceState(description.metadata) : null;
+    machine = (meta as Record<string, unknown> | null)?.machine;
+  } catch {
+    return null;
+  }
+  if (machine !== MACHINE_NAME) return null;
+  for (const d of devices) {
+    if (d.id !== "hart" || d.instance !== 0 || d.encoding !== "cbor") continue;
+    try {
+      const retired = (decodeDeviceState(d.state) as Record<string, unknown>).retired;
+      if (typeof retired === "number" && Number.isSafeInteger(retired)) {
+        return { retired, countedFrom: instructionsCountedFrom(description) };
+      }
+    } catch {
+      return null;
+    }
+  }
+  return null;
+}
+
+/** One line saying where a snapshot's instruction count comes from (inspect's text output). */
+export function describeInstructionCount(c: InstructionCount): string {
+  switch (c.countedFrom) {
+    case "reset":
+      return `${c.retired} retired since the guest's reset (counted by livesnap)`;
+    case "qemu-stream":
+      return `${c.retired} retired since the restore of a QEMU stream (QEMU records no count: what ran before is not counted)`;
+    case "not-recorded":
+      return "not recorded (from a QEMU stream, which has no retired-instruction count): 'restore' counts from 0 at the restore point";
+  }
+}
 
 /** A format error as plain data. */
 export interface ErrorReport {
@@ -86,6 +142,8 @@ export interface InspectResult {
   error: ErrorReport | null;
   /** The page map, with `pages: true`: runs in address order, region by region. */
   pageMap?: PageRun[];
+  /** Where the hart's instruction count comes from; null for snapshots of other machines. */
+  instructions: InstructionCount | null;
 }
 
 /** Options of {@linkcode inspectSnapshot}. */
@@ -243,6 +301,7 @@ export async function inspectSnapshot(
     indexed: reader.indexOffset !== 0,
     extensions: reader.counts.extensions,
     error,
+    instructions: d === null ? null : instructionCountOf(d, devices.values()),
   };
   if (options.pages && d !== null) {
     const runs: PageRun[] = [];

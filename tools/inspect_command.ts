@@ -14,6 +14,7 @@ import { openInput } from "./_io.ts";
 import { peekBytes } from "./_peek.ts";
 import { colorEnabled, createProgress, formatBytes, formatRatio, palette } from "./_term.ts";
 import {
+  describeInstructionCount,
   DeviceNotFoundError,
   inspectDevice,
   type InspectResult,
@@ -90,6 +91,9 @@ function text(r: InspectResult, color: boolean): string {
     ...r.devices.map((d) =>
       `  ${d.id}:${d.instance}  version ${d.version}, ${d.encoding}, ${formatBytes(d.bytes)}`
     ),
+    ...(r.instructions === null
+      ? []
+      : [`instructions ${describeInstructionCount(r.instructions)}`]),
     `index       ${r.indexed ? "yes" : "no"}`,
     `content     ${r.digests.content ?? "-"}`,
     `file        ${r.digests.file ?? "-"}`,

@@ -44,10 +44,11 @@ export {
   type InspectOptions,
   type InspectResult,
   inspectSnapshot,
+  type InstructionCount,
   type PageRun,
 } from "./inspect.ts";
 export { type VerifyOptions, type VerifyResult, verifySnapshot } from "./verify.ts";
-export type { Problem } from "./_verify_scan.ts";
+export type { Problem } from "./verify.ts";
 export type { FieldDifference, Json } from "./_state_json.ts";
 export {
   type CompressionChoice,

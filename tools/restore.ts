@@ -1,5 +1,7 @@
 /**
- * `livesnap restore`: rebuild a machine from a snapshot file and continue it.
+ * `livesnap restore`: rebuild a machine from a snapshot file and continue it. The file is a
+ * snapshot of livesnap's machine, a QEMU migration stream of QEMU's riscv32 `virt` board, or an
+ * `.lsnap` converted from one.
  *
  * @module
  */
@@ -14,10 +16,16 @@ export interface RestoreSnapshotOptions {
   /** Stop once this many instructions have retired, counted from reset as in the original run
    * (so `--stop-at` means the same instruction in `run` and `restore`). */
   stopAt?: number;
+  /** Instead of `stopAt`: stop once this many instructions have retired after the restore
+   * point (usable on any snapshot; a QEMU snapshot records no instruction count). */
+  runFor?: number;
   /** Guest UART output from the restore on (default: written to standard output). */
   sink?: (bytes: Uint8Array) => void;
   /** State migrations (default: the emulator's table). */
   migrations?: RestoreOptions["migrations"];
+  /** Called once the machine is rebuilt, before it runs, with the fields a QEMU snapshot's
+   * mapping ignored or approximated (empty for livesnap's own snapshots). */
+  onRestored?: (notes: { field: string; note: string }[]) => void;
 }
 
 /** What {@linkcode restoreSnapshot} returns. */
@@ -32,6 +40,10 @@ export interface RestoreSnapshotResult {
   contentDigest: string;
   /** The machine, stopped, for inspection. */
   machine: Machine;
+  /** What the file was: livesnap's snapshot, a QEMU stream, or an `.lsnap` converted from one. */
+  source: "lsnap" | "qemu-stream" | "lsnap-from-qemu";
+  /** For a QEMU snapshot, the fields ignored or approximated (`--verbose`). */
+  notes: { field: string; note: string }[];
 }
 
 /**
@@ -57,15 +69,26 @@ export interface RestoreSnapshotResult {
  * ```
  */
 export async function restoreSnapshot(o: RestoreSnapshotOptions): Promise<RestoreSnapshotResult> {
+  if (o.runFor !== undefined) {
+    if (o.stopAt !== undefined) {
+      throw new RangeError("Cannot restore: give --stop-at or --run-for, not both");
+    }
+    if (!Number.isSafeInteger(o.runFor) || o.runFor < 0) {
+      throw new RangeError(`Cannot restore: --run-for ${o.runFor} is not an instruction count`);
+    }
+  }
   const file = await Deno.open(o.path, { read: true });
   const restored = await restoreMachine(file.readable, {
     uartSink: o.sink,
     migrations: o.migrations,
   });
   const { machine } = restored;
+  o.onRestored?.(restored.notes);
   const snapshotRetired = machine.hart.retired;
   let exit: ExitReason;
-  if (o.stopAt !== undefined) {
+  if (o.runFor !== undefined) {
+    exit = machine.run(o.runFor);
+  } else if (o.stopAt !== undefined) {
     if (!Number.isSafeInteger(o.stopAt) || o.stopAt < snapshotRetired) {
       throw new RangeError(
         `Cannot restore to --stop-at ${o.stopAt}: the snapshot was taken at instruction ${snapshotRetired}`,
@@ -81,5 +104,7 @@ export async function restoreSnapshot(o: RestoreSnapshotOptions): Promise<Restor
     snapshotRetired,
     contentDigest: restored.contentDigest,
     machine,
+    source: restored.source,
+    notes: restored.notes,
   };
 }

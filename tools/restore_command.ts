@@ -1,10 +1,11 @@
 /**
- * `livesnap restore FILE [--stop-at N] [--digest] [snapshot options]`
+ * `livesnap restore FILE [--stop-at N | --run-for N] [--digest] [--verbose] [snapshot options]`
  *
  * @module
  */
 
-import { parseCommand } from "./_command.ts";
+import { parseCommand, UsageError } from "./_command.ts";
+import { parseCount } from "./_args.ts";
 import { LsnapError } from "../format/errors.ts";
 import { SnapshotMismatchError } from "../emulator/snapshot/machine_state.ts";
 import { restoreSnapshot } from "./restore.ts";
@@ -17,7 +18,7 @@ import {
   stdoutSink,
 } from "./_live_run.ts";
 
-const USAGE = `Usage: livesnap restore FILE [--stop-at N] [--digest]
+const USAGE = `Usage: livesnap restore FILE [--stop-at N | --run-for N] [--digest] [--verbose]
                         [--snapshot-at N]... [--snapshot-every N] --out FILE
                         [--mode cow|precopy|stop] [--cow-buffer SIZE] [--metrics FILE]
                         [--precopy-max-passes N] [--downtime-ms MS] [--control PATH]
@@ -28,34 +29,57 @@ instruction. Before anything runs the whole file is checked (checksums, digests,
 and a file whose machine does not fit this emulator, or whose device state version is unknown,
 is refused. Older device state versions are migrated.
 
+FILE may also be a QEMU 7.2 migration stream of qemu-system-riscv32's 'virt' board (QEMU's
+'migrate "exec:cat > FILE"'), or an .lsnap converted from one: every field of QEMU's hart,
+timer, PLIC, UART and RAM blocks is mapped to this machine, and a field it cannot honour (an
+extension's state in use, supervisor mode, a device it lacks) is refused by name before the
+guest runs. QEMU records no instruction count: the count starts at 0 at the restore point.
+
 Options:
-  --stop-at N     stop once N instructions have retired, counted from reset like 'run --stop-at'
-                  (N is at least the snapshot's own instruction count)
+  --stop-at N     stop once N instructions have retired, counted like 'run --stop-at' from the
+                  guest's reset (from the restore point for a QEMU snapshot; see 'livesnap
+                  inspect'); N is at least the snapshot's own instruction count
+  --run-for N     stop once N instructions have retired after the restore point (any snapshot)
   --digest        then print the machine's content digest (compare with 'run --stop-at N --digest')
-  The snapshot options are those of 'livesnap run' (see 'livesnap run --help').
+  --verbose       list on stderr what a QEMU snapshot held that this machine ignores or
+                  approximates, field by field
+  The snapshot options are those of 'livesnap run' (see 'livesnap run --help'); --snapshot-at
+  counts like --stop-at.
 
 Exit status: the guest's, as for 'run'; 1 if the file is damaged or does not fit.
 
 Examples:
   livesnap run emulator/guests/build/counter.elf --snapshot-at 2000000 --out c.lsnap --stop-at 2000000
   livesnap restore c.lsnap --stop-at 5000000 --digest
-  livesnap run emulator/guests/build/counter.elf --stop-at 5000000 --digest   # the same digest`;
+  livesnap run emulator/guests/build/counter.elf --stop-at 5000000 --digest   # the same digest
+  (qemu) migrate "exec:cat > guest.qemu"          # in QEMU's monitor
+  livesnap restore guest.qemu --run-for 1000000 --verbose
+  livesnap restore guest.qemu --snapshot-at 0 --stop-at 0 --out guest.lsnap   # into .lsnap`;
 
 /** Entry point: returns the process exit status. */
 export async function main(args: string[]): Promise<number> {
   const command = parseCommand(args, {
     name: "livesnap restore",
     usage: USAGE,
-    boolean: ["digest"],
-    string: LIVE_STRING_OPTIONS.filter((o) => o !== "snapshot-at"),
+    boolean: ["digest", "verbose"],
+    string: [...LIVE_STRING_OPTIONS.filter((o) => o !== "snapshot-at"), "run-for"],
     list: ["snapshot-at"],
   });
   if (typeof command === "number") return command;
   const { options: opts, positional: files, usageError } = command;
   if (files.length !== 1) return usageError(`expected one snapshot file, got ${files.length}`);
   let parsed;
+  let runFor: number | undefined;
   try {
-    parsed = parseLiveArgs(opts);
+    const { "run-for": runForText, ...liveOpts } = opts;
+    parsed = parseLiveArgs(liveOpts);
+    if (runForText !== undefined) {
+      runFor = parseCount(runForText, "--run-for", { what: "an instruction count" });
+      if (parsed.stopAt !== undefined) {
+        throw new UsageError("Cannot restore: give --stop-at or --run-for, not both");
+      }
+      if (parsed.live !== null) parsed.live.runFor = runFor;
+    }
   } catch (e) {
     return usageError(e);
   }
@@ -65,6 +89,7 @@ export async function main(args: string[]): Promise<number> {
     try {
       return await runLive({
         ...parsed.live,
+        verbose: opts.verbose,
         name: "livesnap restore",
         restorePath: files[0],
         print: sink,
@@ -76,7 +101,15 @@ export async function main(args: string[]): Promise<number> {
   }
   let result;
   try {
-    result = await restoreSnapshot({ path: files[0], stopAt, sink });
+    result = await restoreSnapshot({
+      path: files[0],
+      stopAt,
+      runFor,
+      sink,
+      onRestored: opts.verbose
+        ? (notes) => notes.forEach((n) => console.error(`livesnap restore: ${n.field}: ${n.note}`))
+        : undefined,
+    });
   } catch (e) {
     const err = e as Error;
     const kind = err instanceof LsnapError || err instanceof SnapshotMismatchError

@@ -1,20 +1,36 @@
 /**
- * `verify`: reads every byte of a snapshot and checks framing, every record's CRC, the header,
- * page numbers against the regions, page data, device sections, the index against the records,
- * the trailer's counts, the file digest, the content digest, the footer and completeness. Unlike
- * a reader it does not stop at the first problem: it reports each one with its record index and
- * byte offset (up to `maxErrors`). With `content` it also checks that the file holds the
- * expected state.
+ * `verify`: reads every byte of a snapshot and applies every rule of FORMAT.md to it (the
+ * format's own {@linkcode SnapshotChecker}, as the readers do), and also that CBOR device state
+ * decodes. Unlike a reader it does not stop at the first problem: it collects each one with its
+ * record index and byte offset (up to `maxErrors`), and after lost framing it searches for the
+ * next valid record and goes on. With `content` it also checks that the file holds the expected
+ * state.
+ *
+ * Page data is expanded and hashed for the content digest in worker threads while the calling
+ * thread reads, checks CRCs and computes the file digest (see BENCHMARKS.md, "verify").
  *
  * @module
  */
-import { type Problem, scanSnapshot } from "./_verify_scan.ts";
+import { type PageDigestPool, startPageDigestPool } from "../format/page_digest_pool.ts";
+import { toHex } from "../format/checksum.ts";
+import { SnapshotChecker } from "../format/file_checks.ts";
+import { streamSource } from "../format/record_scanner.ts";
 import type { ErrorReport } from "./inspect.ts";
+
+/** One problem found, as plain data. `recordIndex` is -1 outside records. */
+export interface Problem {
+  /** "CorruptError", "TruncatedError", "ChecksumError", "UnsupportedError". */
+  kind: string;
+  message: string;
+  offset: number;
+  recordIndex: number;
+}
 
 /** What {@linkcode verifySnapshot} returns. */
 export interface VerifyResult {
   /** True only for a complete file that passed every check (and matched `content` if given). */
   ok: boolean;
+  /** True when the trailer and the footer were read. */
   complete: boolean;
   /** Records read (the trailer included). */
   records: number;
@@ -40,7 +56,22 @@ export interface VerifyOptions {
   content?: string;
   /** Called with byte counts as they are read (for progress). */
   onBytes?: (n: number) => void;
+  /**
+   * Worker threads that expand and hash pages. Default: when `sizeHint` is at least 16 MiB, one
+   * fewer than the CPUs (at least 1, at most 3), and the calling thread does the work until they
+   * have loaded; otherwise 0 (all on the calling thread).
+   */
+  workers?: number;
+  /** The input's size in bytes, when known (Infinity for a pipe that may be long). */
+  sizeHint?: number;
+  /**
+   * Page workers started beforehand (`startPageDigestPool` with the same options), so that they
+   * load while the caller does; used instead of `workers`, and closed when verification ends.
+   */
+  pool?: PageDigestPool;
 }
+
+class StopScan extends Error {}
 
 /**
  * Verifies a snapshot read from a stream. Format problems are reported in the result, never
@@ -62,37 +93,66 @@ export async function verifySnapshot(
   if (expected !== undefined && !/^[0-9a-f]{64}$/.test(expected)) {
     throw new Error(`Cannot verify: --content '${options.content}' is not 64 hex digits`);
   }
-  const scan = await scanSnapshot(stream, {
-    maxErrors: options.maxErrors,
+  const maxErrors = options.maxErrors ?? 100;
+  const pool = options.pool ?? startPageDigestPool(options);
+  const problems: Problem[] = [];
+  let stoppedEarly = false;
+  const checker = new SnapshotChecker(streamSource(stream), {
+    report: (e) => {
+      problems.push({
+        kind: e.name,
+        message: e.message,
+        offset: e.offset,
+        recordIndex: e.recordIndex,
+      });
+      if (problems.length >= maxErrors) {
+        stoppedEarly = true;
+        throw new StopScan();
+      }
+    },
+    pages: "digest",
+    checkIndex: true,
+    checkDeviceState: true,
+    resync: true,
+    pool,
     onBytes: options.onBytes,
   });
-  const problems = [...scan.problems];
+  try {
+    for await (const _ of checker.records()) { /* every rule is applied as the records pass */ }
+  } catch (e) {
+    if (!(e instanceof StopScan)) throw e;
+  } finally {
+    pool?.close();
+  }
+  // Page work finishes out of order when threads do it: list the problems in file order.
+  problems.sort((a, b) => a.offset - b.offset);
+  const contentDigest = checker.contentDigest === null ? null : toHex(checker.contentDigest);
+  const fileDigest = checker.fileDigest === null ? null : toHex(checker.fileDigest);
   let content: VerifyResult["content"] = null;
   if (expected !== undefined) {
-    const matches = scan.contentDigest === expected;
+    const matches = contentDigest === expected;
     content = { expected, matches };
-    if (!matches && !scan.stoppedEarly) {
-      const at = scan.bytes;
+    if (!matches && !stoppedEarly) {
       problems.push({
         kind: "ChecksumError",
-        message: scan.contentDigest === null
+        message: contentDigest === null
           ? `Cannot check content: the file's content digest could not be computed (expected ${expected})`
-          : `Cannot check content: the file holds content ${scan.contentDigest}, expected ${expected}`,
-        offset: at,
+          : `Cannot check content: the file holds content ${contentDigest}, expected ${expected}`,
+        offset: checker.position,
         recordIndex: -1,
       });
     }
   }
-  const ok = problems.length === 0 && scan.complete;
+  const ok = problems.length === 0 && checker.complete;
   return {
     ok,
-    complete: scan.complete,
-    records: scan.records,
-    bytes: scan.bytes,
-    digests: { content: ok ? scan.contentDigest : null, file: ok ? scan.fileDigest : null },
+    complete: checker.complete,
+    records: checker.recordsRead,
+    bytes: checker.position,
+    digests: { content: ok ? contentDigest : null, file: ok ? fileDigest : null },
     error: problems[0] ?? null,
     problems,
-    stoppedEarly: scan.stoppedEarly,
+    stoppedEarly,
     content,
   };
 }

@@ -4,11 +4,13 @@
  *
  * @module
  */
+import { startPageDigestPool } from "../format/page_digest_pool.ts";
 import { parseCount } from "./_args.ts";
 import { parseCommand } from "./_command.ts";
 import { openInput } from "./_io.ts";
 import { colorEnabled, createProgress, formatBytes, palette } from "./_term.ts";
-import { type VerifyResult, verifySnapshot } from "./verify.ts";
+// Types only: verify.ts (and its WebAssembly) loads after the page workers have started.
+import type { VerifyResult } from "./verify.ts";
 
 const USAGE = `Usage: livesnap verify [options] FILE
 
@@ -85,13 +87,25 @@ export async function main(args: string[]): Promise<number> {
   let progress;
   try {
     const input = await openInput(files[0]);
+    // A pipe may be long: let threads hash its pages too.
+    const sizeHint = input.size ?? Infinity;
+    const pool = startPageDigestPool({ sizeHint });
+    let verify: typeof import("./verify.ts");
+    try {
+      verify = await import("./verify.ts");
+    } catch (e) {
+      pool?.close();
+      throw e;
+    }
     progress = createProgress({ label: "verify", total: input.size });
     const p = progress;
     try {
-      result = await verifySnapshot(input.readable, {
+      result = await verify.verifySnapshot(input.readable, {
         maxErrors,
         content: flags.content,
         onBytes: (n) => p.add(n),
+        sizeHint,
+        pool,
       });
     } finally {
       p.done();

@@ -10,4 +10,9 @@ export interface MmioDevice {
   load(offset: number, size: number): number;
   /** Write the low `size` bytes of `value` at `offset`. */
   store(offset: number, size: number, value: number): void;
+  /**
+   * The access widths the device accepts, as a bit mask of byte counts (4: 32-bit only);
+   * other widths raise access faults. Absent: every width (1, 2, 4).
+   */
+  readonly accessSizes?: number;
 }

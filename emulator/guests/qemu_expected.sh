@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs guests on QEMU (qemu-system-riscv32 7.2, `virt` board) and records what they print as
 # expected/<name>.txt and QEMU's exit status (the test device's code) as expected/<name>.exit.
-# `counter` never powers off: only its first COUNTER_LINES lines are kept and no .exit is written.
+# `counter` and `checkpoint` never power off: only their first lines are kept (FOREVER below) and
+# no .exit is written.
 #
 #   emulator/guests/qemu_expected.sh            all guests
 #   emulator/guests/qemu_expected.sh hello      only the named guests
@@ -9,9 +10,9 @@ set -uo pipefail
 cd "$(dirname "$0")"
 
 QEMU=${QEMU:-qemu-system-riscv32}
-COUNTER_LINES=21
+declare -A FOREVER=([counter]=21 [checkpoint]=400)
 names=("$@")
-[ ${#names[@]} -eq 0 ] && names=(hello counter memstress kvstore usermode traps)
+[ ${#names[@]} -eq 0 ] && names=(hello counter memstress kvstore usermode traps interrupts checkpoint sleeper)
 mkdir -p expected
 
 run() {
@@ -20,9 +21,9 @@ run() {
 }
 
 for name in "${names[@]}"; do
-  if [ "$name" = counter ]; then
-    run 10 counter 2>/dev/null | head -n "$COUNTER_LINES" >expected/counter.txt
-    echo "counter: $(wc -l <expected/counter.txt) lines (runs forever, no exit status)"
+  if [ -n "${FOREVER[$name]:-}" ]; then
+    run 10 "$name" 2>/dev/null | head -n "${FOREVER[$name]}" >"expected/$name.txt"
+    echo "$name: $(wc -l <"expected/$name.txt") lines (runs forever, no exit status)"
   else
     run 60 "$name" >"expected/$name.txt"
     status=$?

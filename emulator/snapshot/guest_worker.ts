@@ -313,12 +313,14 @@ async function start(boot: GuestBoot): Promise<void> {
   const uartSink = (bytes: Uint8Array) => port.postMessage({ type: "uart", bytes: bytes.slice() });
   let machine: Machine;
   let restoredDigest: string | null = null;
+  let restoredNotes: { field: string; note: string }[] = [];
   try {
     if (boot.restorePath !== undefined) {
       const file = await Deno.open(boot.restorePath);
       const restored = await restoreMachine(file.readable, { uartSink });
       machine = restored.machine;
       restoredDigest = restored.contentDigest;
+      restoredNotes = restored.notes;
     } else {
       machine = Machine.fromElf(boot.elf!, { ramSize: boot.ramSize, uartSink });
     }
@@ -329,6 +331,7 @@ async function start(boot: GuestBoot): Promise<void> {
     return;
   }
   if (boot.input !== undefined) machine.uart.pushInput(boot.input);
+  if (boot.runFor != null) boot.stopAt = machine.hart.retired + boot.runFor;
   const thread = new GuestThread(machine, boot);
   port.postMessage({
     type: "booted",
@@ -338,6 +341,7 @@ async function start(boot: GuestBoot): Promise<void> {
     description: describeMachine(machine),
     retired: machine.hart.retired,
     restoredDigest,
+    restoredNotes,
   });
   thread.loop();
   port.postMessage({ type: "quit" });

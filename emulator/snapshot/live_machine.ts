@@ -72,6 +72,9 @@ export interface LiveMachineOptions {
   uartSink?: (bytes: Uint8Array) => void;
   /** Halt the guest once this many instructions have retired. */
   stopAt?: number | null;
+  /** Instead of `stopAt`: halt it once this many have retired after the start (a restored
+   * snapshot's own count included). */
+  runFor?: number | null;
   /** Snapshots at given instruction counts. */
   schedule?: ScheduledRequest[];
   /** A snapshot every `interval` instructions; `path(k, atInstruction)` names the k-th file. */
@@ -169,6 +172,8 @@ export class LiveMachine {
   readonly startRetired: number;
   /** For a restored machine, the file's content digest. */
   readonly restoredDigest: string | null;
+  /** For a restored QEMU snapshot, the fields ignored or approximated (`restore --verbose`). */
+  readonly restoredNotes: { field: string; note: string }[];
   /** Resolves when the guest halts (exit, idle, lockup, reset, or `stopAt`). */
   readonly halted: Promise<HaltInfo>;
   readonly #guest: Worker;
@@ -212,6 +217,7 @@ export class LiveMachine {
     this.pageCount = this.ram.length / PAGE_SIZE;
     this.startRetired = booted.retired;
     this.restoredDigest = booted.restoredDigest;
+    this.restoredNotes = booted.restoredNotes;
     this.halted = new Promise((resolve, reject) => {
       this.#resolveHalt = resolve;
       this.#rejectHalt = reject;
@@ -305,6 +311,7 @@ export class LiveMachine {
       input: options.input,
       mailbox: mailbox.buffer,
       stopAt: options.stopAt ?? null,
+      runFor: options.runFor ?? null,
       // Slots are clamped to the page count by the guest, which knows it.
       schedule: schedule.map((s): ScheduledSnapshot => ({
         at: s.at,

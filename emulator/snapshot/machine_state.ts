@@ -31,6 +31,8 @@ import { CLINT_DEVICE_ID, CLINT_STATE_VERSION } from "../devices/clint.ts";
 import { HTIF_DEVICE_ID, HTIF_STATE_VERSION } from "../devices/htif.ts";
 import { SIFIVE_TEST_DEVICE_ID, SIFIVE_TEST_STATE_VERSION } from "../devices/sifive_test_device.ts";
 import { UART_DEVICE_ID, UART_STATE_VERSION } from "../devices/uart.ts";
+import { PLIC_DEVICE_ID, PLIC_STATE_VERSION, plicResetState } from "../devices/plic.ts";
+import { MROM_DEVICE_ID, MROM_STATE_VERSION } from "../devices/mrom.ts";
 import { MACHINE_NAME, MAX_RAM_SIZE, PAGE_SIZE, RAM_BASE } from "../memory_map.ts";
 
 export { HART_DEVICE_ID };
@@ -42,15 +44,30 @@ export const CURRENT_STATE_VERSIONS: Readonly<Record<string, number>> = {
   [CLINT_DEVICE_ID]: CLINT_STATE_VERSION,
   [SIFIVE_TEST_DEVICE_ID]: SIFIVE_TEST_STATE_VERSION,
   [HTIF_DEVICE_ID]: HTIF_STATE_VERSION,
+  [PLIC_DEVICE_ID]: PLIC_STATE_VERSION,
+  [MROM_DEVICE_ID]: MROM_STATE_VERSION,
 };
 
 /** Turns a device's state of version `from` into version `from + 1`. */
 export type StateMigration = (state: DeviceStateValue) => DeviceStateValue;
 
 /**
- * Migrations per device id, by the version they start from. Every device is at its first
- * version, so the table is empty; a layout change adds its step here along with the version
- * bump, and a file with the old version keeps restoring.
+ * UART state 1 → 2 (interrupts modelled): the last byte read, "THR empty" pending (THR is always
+ * empty here, and no interrupt could have been taken under version 1: there was no PLIC), no
+ * line status errors.
+ */
+const uartV1ToV2: StateMigration = (s) => ({
+  ...(s as Record<string, DeviceStateValue>),
+  rbr: 0,
+  thrIpending: true,
+  lsrErrors: 0,
+});
+
+/**
+ * Migrations per device id, by the version they start from. A layout change adds its step here
+ * along with the version bump, and a file with the old version keeps restoring. A device added
+ * to the machine later has a step from version 0: a file without its section (older than the
+ * device) gets the device's reset state.
  *
  * @example
  * ```ts
@@ -63,7 +80,12 @@ export type StateMigration = (state: DeviceStateValue) => DeviceStateValue;
  * ```
  */
 export const STATE_MIGRATIONS: Readonly<Record<string, Readonly<Record<number, StateMigration>>>> =
-  {};
+  {
+    [UART_DEVICE_ID]: { 1: uartV1ToV2 },
+    // Added with cross-emulator resume: files before it have no PLIC and an empty ROM.
+    [PLIC_DEVICE_ID]: { 0: () => plicResetState() as unknown as DeviceStateValue },
+    [MROM_DEVICE_ID]: { 0: () => ({ bytes: new Uint8Array(0) }) },
+  };
 
 /** A snapshot this emulator cannot restore (valid file, wrong machine or state version). */
 export class SnapshotMismatchError extends Error {
@@ -80,12 +102,22 @@ export class SnapshotMismatchError extends Error {
 export interface MachineMetadata {
   machine: string;
   isa: string;
+  /**
+   * Where the hart's retired-instruction count starts: "reset" (the guest's reset, counted by
+   * this emulator) or "qemu-stream" (a restore of a QEMU stream, which records no count). Files
+   * written before it existed count from reset.
+   */
+  instructionsCountedFrom?: "reset" | "qemu-stream";
 }
 
 /** The machine description a snapshot of `machine` carries. */
 export function describeMachine(machine: Machine, createdAt = Date.now()): MachineDescription {
   const d = machine.machineDescription();
-  const metadata: MachineMetadata = { machine: d.machine, isa: "rv32imac" };
+  const metadata: MachineMetadata = {
+    machine: d.machine,
+    isa: "rv32imac",
+    instructionsCountedFrom: machine.instructionsCountedFrom,
+  };
   return {
     regions: d.regions.map((r) => ({ ...r })),
     creator: "livesnap 0.1.0",
@@ -94,11 +126,7 @@ export function describeMachine(machine: Machine, createdAt = Date.now()): Machi
   };
 }
 
-/**
- * Checks that a file's machine description fits this emulator and returns the RAM size to
- * build. Throws {@linkcode SnapshotMismatchError} naming what differs.
- */
-export function checkDescriptionFits(d: MachineDescription): number {
+function readMetadata(d: MachineDescription): Record<string, DeviceStateValue> {
   let meta: DeviceStateValue = null;
   if (d.metadata !== undefined && d.metadata.length > 0) {
     try {
@@ -109,10 +137,26 @@ export function checkDescriptionFits(d: MachineDescription): number {
       );
     }
   }
-  const name = meta !== null && typeof meta === "object" && !Array.isArray(meta) &&
+  return meta !== null && typeof meta === "object" && !Array.isArray(meta) &&
       !(meta instanceof Uint8Array)
-    ? meta.machine
-    : undefined;
+    ? meta
+    : {};
+}
+
+/**
+ * Where the retired-instruction count of a snapshot of this emulator starts (its metadata's
+ * `instructionsCountedFrom`; "reset" for files that predate it).
+ */
+export function instructionsCountedFrom(d: MachineDescription): "reset" | "qemu-stream" {
+  return readMetadata(d).instructionsCountedFrom === "qemu-stream" ? "qemu-stream" : "reset";
+}
+
+/**
+ * Checks that a file's machine description fits this emulator and returns the RAM size to
+ * build. Throws {@linkcode SnapshotMismatchError} naming what differs.
+ */
+export function checkDescriptionFits(d: MachineDescription): number {
+  const name = readMetadata(d).machine;
   if (name !== MACHINE_NAME) {
     throw new SnapshotMismatchError(
       `the file is of machine '${String(name ?? "(none)")}', this emulator is '${MACHINE_NAME}'`,
@@ -214,6 +258,29 @@ export function stateFromSections(
     }
   }
   if (hart === null) throw new SnapshotMismatchError("the file has no 'hart' section");
+  // Devices the machine gained after the file was written: their migration from version 0
+  // gives their reset state.
+  const present = new Set(devices.map((d) => d.id));
+  for (const [id, current] of Object.entries(CURRENT_STATE_VERSIONS)) {
+    const fromNothing = migrations[id]?.[0];
+    if (id === HART_DEVICE_ID || present.has(id) || fromNothing === undefined) continue;
+    let state = fromNothing(null);
+    for (let v = 1; v < current; v++) {
+      const step = migrations[id]?.[v];
+      if (step === undefined) {
+        throw new SnapshotMismatchError(
+          `device '${id}' is missing and there is no migration from version ${v} to ${v + 1}`,
+        );
+      }
+      state = step(state);
+    }
+    devices.push({
+      id,
+      instance: 0,
+      version: current,
+      state: state as unknown as SavedDevice["state"],
+    });
+  }
   return { hart, devices };
 }
 

@@ -81,6 +81,9 @@ export interface GuestBoot {
   chunkPort: MessagePort;
   /** Stop (and report "stop-at") when this many instructions have retired. */
   stopAt: number | null;
+  /** Instead of `stopAt`: stop once this many instructions have retired after the boot
+   * (a restored snapshot's own count is known only once it is read). */
+  runFor?: number | null;
   /** Taken in order; `at` must increase. */
   schedule: ScheduledSnapshot[];
   /** A snapshot at every multiple of `interval` retired instructions. */
@@ -105,6 +108,8 @@ export type GuestEvent =
     description: MachineDescription;
     retired: number;
     restoredDigest: string | null;
+    /** For a restored QEMU snapshot: the fields ignored or approximated. */
+    restoredNotes: { field: string; note: string }[];
   }
   | { type: "boot-failed"; name: string; message: string }
   | { type: "uart"; bytes: Uint8Array }

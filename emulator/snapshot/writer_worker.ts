@@ -111,7 +111,7 @@ async function runJob(a: NonNullable<typeof attached>): Promise<void> {
     releaseTouchedChunks(chunks!, new Int32Array(a.buffers.control));
     abandonSession(a.buffers);
     if (writer !== null) await writer.abort().catch(() => {});
-    const reason = (e as Error).message.replace(/^Cannot write snapshot: /, "");
+    const reason = (e as Error).message.replace(/^Cannot (write snapshot|create '[^']*'): /, "");
     port.postMessage({
       type: "failed",
       tag,

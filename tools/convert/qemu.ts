@@ -7,6 +7,7 @@
 import type { MachineDescription } from "../../format/header.ts";
 import { checkQemuMetadata, openQemuStream, writeQemuStreamFrom } from "../../qemu/convert.ts";
 import { isQemuStream } from "../../qemu/stream_reader.ts";
+import { isLivesnapMachine, writeVirtStream } from "../../qemu/riscv_virt_export.ts";
 import { countBytes } from "../_count_bytes.ts";
 import { createOutput, openInput } from "../_io.ts";
 import { ConvertError } from "./error.ts";
@@ -83,11 +84,48 @@ function qemuReader(description: MachineDescription): ReadBackReader {
   };
 }
 
+/**
+ * A snapshot livesnap's machine took, as a stream of QEMU's riscv32 `virt` board
+ * (qemu/riscv_virt_export.ts; read back, mapped again and compared with the snapshot as it is
+ * written).
+ */
+async function writeLivesnapAsQemu(
+  source: SnapshotSource,
+  output: string,
+  ctx: ConvertContext,
+): Promise<OutputSummary> {
+  const out = await createOutput(output);
+  try {
+    const r = await writeVirtStream(source.description, source.items(), {
+      write: (chunk: Uint8Array) => out.write(chunk),
+    });
+    for (const n of r.notes) if (n.warn) ctx.warn(`${n.field}: ${n.note}`);
+    await out.commit();
+    return {
+      bytes: r.bytes,
+      pages: r.pageRecords,
+      devices: r.devices,
+      contentDigest: null,
+      digestChecked: false,
+    };
+  } catch (e) {
+    await out.abort();
+    throw new ConvertError(
+      (e as Error).message.replace(
+        /^Cannot restore snapshot: /,
+        "Cannot convert to a QEMU stream: ",
+      ),
+      { cause: e },
+    );
+  }
+}
+
 async function writeQemu(
   source: SnapshotSource,
   output: string,
-  _ctx: ConvertContext,
+  ctx: ConvertContext,
 ): Promise<OutputSummary> {
+  if (isLivesnapMachine(source.description)) return await writeLivesnapAsQemu(source, output, ctx);
   try {
     checkQemuMetadata(source.description);
   } catch (e) {
@@ -129,7 +167,8 @@ export const QEMU_INPUT: InputFormat = {
 
 /** `--to qemu`. */
 export const QEMU_OUTPUT: OutputFormat = {
-  summary: "a QEMU migration stream, from a snapshot converted from one",
+  summary:
+    "a QEMU migration stream: of QEMU's riscv32 virt board for livesnap's own snapshots, or as it was for a snapshot converted from one",
   keepsState: true,
   write: writeQemu,
 };

@@ -19,11 +19,20 @@
 #define CLINT_MTIMECMP (CLINT_BASE + 0x4000)
 #define CLINT_MTIME (CLINT_BASE + 0xBFF8)
 #define TEST_BASE 0x00100000u
+/* The PLIC (hw/intc/sifive_plic.c as virt.c configures it): context 0 is hart 0's M-mode. */
+#define PLIC_BASE 0x0c000000u
+#define PLIC_PRIORITY(irq) (PLIC_BASE + 4u * (irq))
+#define PLIC_PENDING(word) (PLIC_BASE + 0x1000u + 4u * (word))
+#define PLIC_ENABLE(ctx, word) (PLIC_BASE + 0x2000u + 0x80u * (ctx) + 4u * (word))
+#define PLIC_THRESHOLD(ctx) (PLIC_BASE + 0x200000u + 0x1000u * (ctx))
+#define PLIC_CLAIM(ctx) (PLIC_BASE + 0x200004u + 0x1000u * (ctx))
+#define UART0_IRQ 10
 
 /* mcause values (privileged spec 3.1.15). */
 #define MCAUSE_INTERRUPT 0x80000000u
 #define IRQ_M_SOFT 3
 #define IRQ_M_TIMER 7
+#define IRQ_M_EXT 11
 #define EXC_INSN_MISALIGNED 0
 #define EXC_INSN_ACCESS 1
 #define EXC_ILLEGAL_INSN 2
@@ -37,6 +46,7 @@
 
 #define MIE_MSIE 0x8
 #define MIE_MTIE 0x80
+#define MIE_MEIE 0x800
 
 #define csr_read(csr)                                     \
   ({                                                      \
@@ -84,6 +94,7 @@ void clint_set_msip(uint32_t v);
  * weak default; a guest overrides the ones it needs. */
 void on_timer_interrupt(struct trap_frame *f);
 void on_software_interrupt(struct trap_frame *f);
+void on_external_interrupt(struct trap_frame *f);
 /* Return 0 to resume at f->mepc (adjust it first), or 1 to end the current user task with
  * result f->regs[10]. The default prints the trap and powers off with failure code 0x7f. */
 uint32_t on_exception(struct trap_frame *f);

@@ -12,6 +12,7 @@ const char *trap_cause_name(uint32_t mcause) {
     switch (mcause & ~MCAUSE_INTERRUPT) {
       case IRQ_M_SOFT: return "machine software interrupt";
       case IRQ_M_TIMER: return "machine timer interrupt";
+      case IRQ_M_EXT: return "machine external interrupt";
       default: return "interrupt";
     }
   }
@@ -38,6 +39,7 @@ static void report_and_fail(struct trap_frame *f) {
 
 __attribute__((weak)) void on_timer_interrupt(struct trap_frame *f) { report_and_fail(f); }
 __attribute__((weak)) void on_software_interrupt(struct trap_frame *f) { report_and_fail(f); }
+__attribute__((weak)) void on_external_interrupt(struct trap_frame *f) { report_and_fail(f); }
 __attribute__((weak)) uint32_t on_exception(struct trap_frame *f) {
   report_and_fail(f);
   return 0;
@@ -71,6 +73,7 @@ uint32_t trap_handler(struct trap_frame *f) {
     switch (f->mcause & ~MCAUSE_INTERRUPT) {
       case IRQ_M_TIMER: on_timer_interrupt(f); return 0;
       case IRQ_M_SOFT: on_software_interrupt(f); return 0;
+      case IRQ_M_EXT: on_external_interrupt(f); return 0;
       default: report_and_fail(f); return 0;
     }
   }
