@@ -36,6 +36,7 @@ import {
   CTRL_PROGRESS,
   CTRL_QUEUE_TAIL,
   CTRL_REQUEST_PAGE,
+  CTRL_STALL_US,
   CTRL_THROTTLE,
   CTRL_WRITER_STATE,
   resetSession,
@@ -442,7 +443,9 @@ export class GuestSnapshotSide {
     Atomics.store(s.ctrl, CTRL_GUEST_WAITING, 1);
     const t0 = nowUs();
     wait();
-    this.#metrics.guestStallUs += nowUs() - t0;
+    const stalled = nowUs() - t0;
+    this.#metrics.guestStallUs += stalled;
+    Atomics.add(s.ctrl, CTRL_STALL_US, Math.round(stalled));
     Atomics.store(s.ctrl, CTRL_GUEST_WAITING, 0);
   }
 

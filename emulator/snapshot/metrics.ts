@@ -155,10 +155,8 @@ export interface SnapshotTimeline {
   intervalMs: number;
   /** Sample times. */
   ms: number[];
-  /** Pages written to the file so far (zero pages left out are not counted). */
+  /** Pages the writer has saved so far: written to the file, or found zero and left out. */
   pagesWritten: number[];
-  /** Bytes written to the file so far. */
-  bytesWritten: number[];
   /** The most bytes the copy buffer held since the previous sample (cow; 0 otherwise). */
   bufferBytes: number[];
   /** The guest's stalls so far (waiting for a buffer slot or a page), microseconds. */
@@ -170,7 +168,6 @@ export interface SnapshotTimeline {
 /** One sample's counters, as {@linkcode TimelineSampler.sample} takes them. */
 export interface TimelineCounters {
   pagesWritten: number;
-  bytesWritten: number;
   bufferBytes: number;
   guestStallUs: number;
 }
@@ -185,9 +182,9 @@ export interface TimelineCounters {
  * import { TimelineSampler } from "./metrics.ts";
  * const s = new TimelineSampler(0, { intervalMs: 1, maxSamples: 4 });
  * for (let t = 0; t <= 10; t++) {
- *   s.sample(t, { pagesWritten: t * 10, bytesWritten: t * 100, bufferBytes: t, guestStallUs: 0 });
+ *   s.sample(t, { pagesWritten: t * 10, bufferBytes: t, guestStallUs: 0 });
  * }
- * const tl = s.finish(10, { pagesWritten: 100, bytesWritten: 1000, bufferBytes: 0, guestStallUs: 0 });
+ * const tl = s.finish(10, { pagesWritten: 100, bufferBytes: 0, guestStallUs: 0 });
  * assertEquals(tl.ms.at(-1), 10);
  * assertEquals(tl.ms.length <= 4, true);
  * ```
@@ -199,7 +196,6 @@ export class TimelineSampler {
   private readonly cols: { [K in keyof TimelineCounters | "ms"]: number[] } = {
     ms: [],
     pagesWritten: [],
-    bytesWritten: [],
     bufferBytes: [],
     guestStallUs: [],
   };
@@ -229,7 +225,6 @@ export class TimelineSampler {
     if (k.ms.length === this.max) this.thin();
     k.ms.push(this.at(t + this.t0));
     k.pagesWritten.push(c.pagesWritten);
-    k.bytesWritten.push(c.bytesWritten);
     k.bufferBytes.push(Math.max(this.peakBuffer, c.bufferBytes));
     k.guestStallUs.push(Math.round(c.guestStallUs));
     this.peakBuffer = 0;
@@ -278,4 +273,18 @@ export class TimelineSampler {
       passes: this.passes,
     };
   }
+}
+
+/**
+ * The timeline with every time moved by `shiftMs` (a writer's timeline starts when the writer
+ * starts; the snapshot's starts at the request).
+ */
+export function shiftTimeline(t: SnapshotTimeline, shiftMs: number): SnapshotTimeline {
+  const at = (ms: number) => Math.round((ms + shiftMs) * 1000) / 1000;
+  return {
+    ...t,
+    ms: t.ms.map(at),
+    pauses: t.pauses.map((p) => ({ ...p, startMs: at(p.startMs), endMs: at(p.endMs) })),
+    passes: t.passes.map((p) => ({ ...p, startMs: at(p.startMs), endMs: at(p.endMs) })),
+  };
 }

@@ -64,9 +64,12 @@ export const CTRL_KICK = 21;
 export const CTRL_PREFAULTED = 22;
 /** Bumped by the writer each time it drops a buffer chunk during a snapshot. */
 export const CTRL_CHUNKS_DROPPED = 23;
+/** Microseconds the guest has stalled on snapshots, added after each wait (wraps; the writer's
+ * timeline samples its differences). */
+export const CTRL_STALL_US = 24;
 /** The words reset at each snapshot instant. */
 const CTRL_SESSION_WORDS = 18;
-const CTRL_WORDS = 24;
+const CTRL_WORDS = 25;
 
 /** `WRITER_STATE` values. */
 export const WRITER_RUNNING = 0;

@@ -16,7 +16,7 @@ export class MetricsError extends Error {
   }
 }
 
-const SERIES = ["ms", "pagesWritten", "bytesWritten", "bufferBytes", "guestStallUs"] as const;
+const SERIES = ["ms", "pagesWritten", "bufferBytes", "guestStallUs"] as const;
 
 function isNumberArray(v: unknown): v is number[] {
   return Array.isArray(v) && v.every((x) => typeof x === "number" && Number.isFinite(x));

@@ -94,6 +94,7 @@ interface MapSource {
 
 /** Entry point: draws the whole report. */
 async function reportMain(): Promise<void> {
+  performance.mark("livesnap-start");
   const root = document.getElementById("report")!;
   try {
     const source = document.getElementById("livesnap-data")!.textContent!;
@@ -169,9 +170,16 @@ function keyed(key: string, value: number | string, text?: string): HTMLElement 
 }
 
 async function unpack(p: PackedArray): Promise<ArrayBufferView & ArrayLike<number>> {
-  const text = atob(p.gzipBase64);
-  const raw = new Uint8Array(text.length);
-  for (let i = 0; i < text.length; i++) raw[i] = text.charCodeAt(i);
+  const native = (Uint8Array as unknown as {
+    fromBase64?: (s: string) => Uint8Array<ArrayBuffer>;
+  }).fromBase64;
+  let raw: Uint8Array<ArrayBuffer>;
+  if (native) raw = native(p.gzipBase64);
+  else {
+    const text = atob(p.gzipBase64);
+    raw = new Uint8Array(text.length);
+    for (let i = 0; i < text.length; i++) raw[i] = text.charCodeAt(i);
+  }
   const stream = new Blob([raw]).stream().pipeThrough(new DecompressionStream("gzip"));
   const bytes = new Uint8Array(await new Response(stream).arrayBuffer());
   const types = {
@@ -983,13 +991,20 @@ function recordOrder(ctx: PageContext, f: FileReport, df: DecodedFile, i: number
   );
   const chartBox = h("div", { class: "chart" });
   box.append(chartBox, readout);
-  const colorOf = (r: number): string => {
-    if (rec.damaged[r]) return "#d00";
+  // Segment colors as RGBA words in memory order (little-endian: 0xAABBGGRR): zstd, raw, zero,
+  // damaged.
+  const rgba = (r: number, g: number, b: number) => ((255 << 24) | (b << 16) | (g << 8) | r) >>> 0;
+  const SEGMENT_RGBA = [
+    rgba(47, 127, 216),
+    rgba(24, 63, 140),
+    rgba(138, 148, 163),
+    rgba(221, 0, 0),
+  ];
+  const colorClass = new Uint8Array(rec.offset.length);
+  for (let r = 0; r < rec.offset.length; r++) {
     const e = encodings[rec.encoding[r]];
-    if (e === "zero") return "#8a94a3";
-    if (e === "raw") return "#183f8c";
-    return "#2f7fd8";
-  };
+    colorClass[r] = rec.damaged[r] ? 3 : e === "zero" ? 2 : e === "raw" ? 1 : 0;
+  }
   const devices = new Set(f.records.devices.map((d) => d.record));
   const opts: uPlotClass.Options = {
     width: ctx.width,
@@ -1042,17 +1057,39 @@ function recordOrder(ctx: PageContext, f: FileReport, df: DecodedFile, i: number
             ctx.fillText(reg.name, left + 4 * px, y - 3 * px);
           }
         }
+        // Both scales are linear: map values to canvas pixels directly and set the pixels of
+        // each segment in an image of the plot area (hundreds of thousands of segments: drawing
+        // each as a canvas shape would take the browser seconds), then draw the image once.
+        const ymin = u.scales.y.min!;
+        const ymax = u.scales.y.max!;
+        const W = Math.max(1, Math.round(w));
+        const H = Math.max(1, Math.round(hgt));
+        const kx = W / Math.max(1e-9, xmax - xmin);
+        const ky = H / Math.max(1e-9, ymax - ymin);
+        const pixels = new Uint32Array(W * H);
+        const cw = Math.max(1, Math.round(px));
         for (let s = 0; s < seg.record.length; s++) {
           const r = seg.record[s];
           const off = rec.offset[r];
           if (off < xmin || off > xmax) continue;
-          const x = u.valToPos(off, "x", true);
-          const y0 = starts[seg.region[s]] + seg.first[s];
-          const ya = u.valToPos(y0, "y", true);
-          const yb = u.valToPos(y0 + seg.count[s], "y", true);
-          ctx.fillStyle = colorOf(r);
-          ctx.fillRect(x, yb, Math.max(1, px), Math.max(px, ya - yb));
+          const low = starts[seg.region[s]] + seg.first[s];
+          const high = low + seg.count[s];
+          if (high < ymin || low > ymax) continue;
+          const x = Math.min(W - cw, Math.floor((off - xmin) * kx));
+          // Rows from the top: the highest page is the smallest row.
+          const top0 = Math.max(0, Math.floor(H - (high - ymin) * ky));
+          const bottom = Math.min(H - 1, Math.max(top0, Math.ceil(H - (low - ymin) * ky) - 1));
+          const color = SEGMENT_RGBA[colorClass[r]];
+          for (let y = top0; y <= bottom; y++) {
+            for (let dx = 0; dx < cw; dx++) pixels[y * W + x + dx] = color;
+          }
         }
+        const image = new ImageData(new Uint8ClampedArray(pixels.buffer), W, H);
+        const tile = document.createElement("canvas");
+        tile.width = W;
+        tile.height = H;
+        tile.getContext("2d")!.putImageData(image, 0, 0);
+        ctx.drawImage(tile, left, top);
         for (let r = 0; r < rec.offset.length; r++) {
           const device = devices.has(r);
           if (!device && !rec.damaged[r]) continue;
@@ -1393,15 +1430,20 @@ function timelineCharts(ctx: PageContext, tl: SnapshotTimeline, k: string): HTML
   const rate = new Float64Array(n);
   const stallMs = new Float64Array(n);
   const bufferMiB = new Float64Array(n);
-  const writtenMiB = new Float64Array(n);
+  const pagesSaved = new Float64Array(n);
+  // Pages per second over a window (20 ms, or a hundredth of the span): the writer saves pages
+  // in batches, so the rate between two samples a few milliseconds apart is all bursts.
+  const window = n > 1 ? Math.max(20, (tl.ms[n - 1] - tl.ms[0]) / 100) : 20;
+  let from = 0;
   for (let x = 0; x < n; x++) {
-    const dt = x === 0 ? tl.ms[0] : tl.ms[x] - tl.ms[x - 1];
-    const dp = x === 0 ? tl.pagesWritten[0] : tl.pagesWritten[x] - tl.pagesWritten[x - 1];
+    while (from < x - 1 && tl.ms[x] - tl.ms[from + 1] >= window) from++;
+    const dt = x === 0 ? tl.ms[0] : tl.ms[x] - tl.ms[from];
+    const dp = x === 0 ? tl.pagesWritten[0] : tl.pagesWritten[x] - tl.pagesWritten[from];
     const ds = x === 0 ? tl.guestStallUs[0] : tl.guestStallUs[x] - tl.guestStallUs[x - 1];
     rate[x] = dt > 0 ? dp / (dt / 1000) : 0;
     stallMs[x] = ds / 1000;
     bufferMiB[x] = tl.bufferBytes[x] / 1048576;
-    writtenMiB[x] = tl.bytesWritten[x] / 1048576;
+    pagesSaved[x] = tl.pagesWritten[x];
   }
   const bands = (u: uPlotClass) => {
     const ctx = u.ctx;
@@ -1440,51 +1482,66 @@ function timelineCharts(ctx: PageContext, tl: SnapshotTimeline, k: string): HTML
   });
   const a = h("div", { class: "chart" });
   const b = h("div", { class: "chart" });
-  box.append(a, b);
+  const guestData = tl.bufferBytes.some((v) => v > 0) || tl.guestStallUs.some((v) => v > 0);
+  box.append(
+    a,
+    guestData
+      ? b
+      : h("p", { class: "note" }, "No copy buffer was held and the guest never stalled."),
+  );
   new uPlot(
     {
-      ...common("Writing the file"),
+      ...common("Saving the pages (red: the guest's pauses; green: precopy's passes)"),
       axes: [
         { label: "ms since the snapshot started" },
         { label: "pages/s", scale: "rate", values: (_u, ts) => ts.map((v) => fmtInt(v)), size: 70 },
-        { label: "MiB written", scale: "mib", side: 1, grid: { show: false } },
+        {
+          label: "pages saved",
+          scale: "total",
+          side: 1,
+          grid: { show: false },
+          values: (_u, ts) => ts.map((v) => fmtInt(v)),
+          size: 70,
+        },
       ],
       series: [
         { label: "ms" },
         { label: "pages/s written", scale: "rate", stroke: "#2f7fd8", width: 1.5 },
-        { label: "MiB written", scale: "mib", stroke: "#555", dash: [4, 3] },
+        { label: "pages saved", scale: "total", stroke: "#555", dash: [4, 3] },
       ],
     } as uPlotClass.Options,
-    [Array.from(tl.ms), Array.from(rate), Array.from(writtenMiB)],
+    [Array.from(tl.ms), Array.from(rate), Array.from(pagesSaved)],
     a,
   );
-  new uPlot(
-    {
-      ...common("The guest: copy buffer and stalls (red: pauses)"),
-      axes: [
-        { label: "ms since the snapshot started" },
-        { label: "buffer MiB", scale: "buf", size: 60 },
-        { label: "stall ms per sample", scale: "stall", side: 1, grid: { show: false } },
-      ],
-      series: [
-        { label: "ms" },
-        {
-          label: "copy buffer MiB (peak per sample)",
-          scale: "buf",
-          stroke: "#e08a00",
-          fill: "rgba(224,138,0,0.15)",
-        },
-        {
-          label: "guest stall ms",
-          scale: "stall",
-          stroke: "#c0392b",
-          paths: uPlot.paths.bars!({ size: [0.8, 8] }),
-        },
-      ],
-    } as uPlotClass.Options,
-    [Array.from(tl.ms), Array.from(bufferMiB), Array.from(stallMs)],
-    b,
-  );
+  if (guestData) {
+    new uPlot(
+      {
+        ...common("The guest: the copy buffer it holds and its stalls"),
+        axes: [
+          { label: "ms since the snapshot started" },
+          { label: "buffer MiB", scale: "buf", size: 60 },
+          { label: "stall ms per sample", scale: "stall", side: 1, grid: { show: false } },
+        ],
+        series: [
+          { label: "ms" },
+          {
+            label: "copy buffer MiB (peak per sample)",
+            scale: "buf",
+            stroke: "#e08a00",
+            fill: "rgba(224,138,0,0.15)",
+          },
+          {
+            label: "guest stall ms",
+            scale: "stall",
+            stroke: "#c0392b",
+            paths: uPlot.paths.bars!({ size: [0.8, 8] }),
+          },
+        ],
+      } as uPlotClass.Options,
+      [Array.from(tl.ms), Array.from(bufferMiB), Array.from(stallMs)],
+      b,
+    );
+  }
   const counts = h("table", { class: "counts" });
   counts.append(
     h(
@@ -1542,13 +1599,12 @@ function timelineCharts(ctx: PageContext, tl: SnapshotTimeline, k: string): HTML
       null,
       h("summary", null, `Samples (${fmtInt(n)}): the numbers behind the charts`),
       pagedTable(
-        ["ms", "pages written", "pages/s", "MiB written", "buffer bytes", "guest stall µs (total)"],
+        ["ms", "pages saved", "pages/s", "buffer bytes", "guest stall µs (total)"],
         n,
         (x) => [
           tl.ms[x].toFixed(3),
           tl.pagesWritten[x],
           Math.round(rate[x]),
-          writtenMiB[x].toFixed(2),
           tl.bufferBytes[x],
           tl.guestStallUs[x],
         ],
