@@ -6,7 +6,9 @@
  * Chromium: from the navigation's start to the page's `livesnap-interactive` mark, set once
  * every map and chart is drawn (median and worst of `--runs` loads, each in a fresh tab).
  *
- *   deno run -A bench/report_bench.ts [--sizes 64M,1G,2G] [--runs 5] [--json FILE]
+ *   deno run -A bench/report_bench.ts [--sizes 64M,1G,2G] [--runs 5] [--json FILE] [--keep DIR]
+ *
+ * `--keep DIR` keeps each snapshot, metrics and report in DIR (`<size>.lsnap`, `.json`, `.html`).
  *
  * @module
  */
@@ -16,7 +18,7 @@ import { memstressElf } from "../emulator/guests/memstress_config.ts";
 import { Chromium } from "../tests/_chromium.ts";
 
 const args = parseArgs(Deno.args, {
-  string: ["sizes", "runs", "json"],
+  string: ["sizes", "runs", "json", "keep"],
   default: { sizes: "64M,1G,2G", runs: "5" },
 });
 const MIB = 1024 * 1024;
@@ -105,6 +107,13 @@ async function measure(ram: number, browser: Chromium): Promise<Result> {
       loadAverage: Deno.loadavg()[0],
     };
   } finally {
+    if (args.keep) {
+      await Deno.mkdir(args.keep, { recursive: true });
+      for (const ext of ["lsnap", "json", "html"]) {
+        await Deno.rename(`${dir}/s.${ext}`, `${args.keep}/${fmt(ram).replace(" ", "")}.${ext}`)
+          .catch(() => {});
+      }
+    }
     await Deno.remove(dir, { recursive: true });
   }
 }
