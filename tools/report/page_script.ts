@@ -197,51 +197,64 @@ async function unpack(p: PackedArray): Promise<ArrayBufferView & ArrayLike<numbe
 }
 
 async function decodeFile(f: FileReport): Promise<DecodedFile> {
-  const regions: DecodedRegion[] = [];
-  for (const r of f.regions) {
-    const count = await unpack(r.runs.count) as Uint32Array;
+  // Every column at once: the browser inflates them concurrently.
+  const t = f.records;
+  const columns = await Promise.all([
+    ...f.regions.flatMap((r) => [r.runs.count, r.runs.kind, r.runs.copies, r.runs.record]),
+    f.segments.record,
+    f.segments.region,
+    f.segments.first,
+    f.segments.count,
+    t.offset,
+    t.bytes,
+    t.kind,
+    t.region,
+    t.encoding,
+    t.pages,
+    t.stride,
+    t.damaged,
+  ].map(unpack));
+  let c = 0;
+  const next = () => columns[c++];
+  const regions: DecodedRegion[] = f.regions.map((r) => {
+    const count = next() as Uint32Array;
     const starts = new Float64Array(count.length + 1);
     for (let i = 0; i < count.length; i++) starts[i + 1] = starts[i] + count[i];
-    regions.push({
+    return {
       name: r.name,
       base: r.base,
       size: r.size,
       pageSize: r.pageSize,
       pages: r.pages,
       count,
-      kind: await unpack(r.runs.kind) as Uint8Array,
-      copies: await unpack(r.runs.copies) as Uint16Array,
-      record: await unpack(r.runs.record) as Int32Array,
+      kind: next() as Uint8Array,
+      copies: next() as Uint16Array,
+      record: next() as Int32Array,
       starts,
-    });
-  }
-  const t = f.records;
+    };
+  });
   const segments = {
-    record: await unpack(f.segments.record) as Uint32Array,
-    region: await unpack(f.segments.region) as Uint16Array,
-    first: await unpack(f.segments.first) as Uint32Array,
-    count: await unpack(f.segments.count) as Uint32Array,
+    record: next() as Uint32Array,
+    region: next() as Uint16Array,
+    first: next() as Uint32Array,
+    count: next() as Uint32Array,
+  };
+  const records = {
+    offset: next() as Float64Array,
+    bytes: next() as Float64Array,
+    kind: next() as Uint8Array,
+    region: next() as Int32Array,
+    encoding: next() as Uint8Array,
+    pages: next() as Uint32Array,
+    stride: next() as Uint32Array,
+    damaged: next() as Uint8Array,
   };
   const firstPage = new Float64Array(t.offset.length).fill(-1);
   for (let s = 0; s < segments.record.length; s++) {
     const r = segments.record[s];
     if (firstPage[r] < 0 || segments.first[s] < firstPage[r]) firstPage[r] = segments.first[s];
   }
-  return {
-    regions,
-    firstPage,
-    segments,
-    records: {
-      offset: await unpack(t.offset) as Float64Array,
-      bytes: await unpack(t.bytes) as Float64Array,
-      kind: await unpack(t.kind) as Uint8Array,
-      region: await unpack(t.region) as Int32Array,
-      encoding: await unpack(t.encoding) as Uint8Array,
-      pages: await unpack(t.pages) as Uint32Array,
-      stride: await unpack(t.stride) as Uint32Array,
-      damaged: await unpack(t.damaged) as Uint8Array,
-    },
-  };
+  return { regions, firstPage, segments, records };
 }
 
 /** Index of the run holding `page` (binary search over `starts`). */
@@ -522,6 +535,13 @@ function pageMap(
   const weights = new Uint8Array(n).fill(1);
   const totals = { absent: 0, zero: 0, data: 0, repeated: 0, extraCopies: 0, zeroLast: 0 };
   const byCopies = new Map<number, number>();
+  // The shade of data pages by their record's compression, once per record.
+  const shade = new Uint8Array(df.records.offset.length * 3);
+  for (let rec = 0; rec < df.records.offset.length; rec++) {
+    const ratio = recordRatio(df, rec, r.pageSize);
+    const t = Math.min(1, Math.max(0, Math.log2(Math.max(1, ratio)) / 4));
+    mix(pal.dataDense, pal.dataLight, t, shade, rec * 3);
+  }
   for (let k = 0; k < n; k++) {
     const pages = r.count[k];
     const copies = r.copies[k];
@@ -543,9 +563,7 @@ function pageMap(
       mix(pal.zero, pal.zero, 0, colors, k * 3);
     } else {
       totals.data += pages;
-      const ratio = recordRatio(df, rec, r.pageSize);
-      const t = Math.min(1, Math.max(0, Math.log2(Math.max(1, ratio)) / 4));
-      mix(pal.dataDense, pal.dataLight, t, colors, k * 3);
+      colors.set(shade.subarray(rec * 3, rec * 3 + 3), k * 3);
     }
     if (rec >= 0 && df.records.damaged[rec]) mix(pal.damaged, pal.damaged, 0, colors, k * 3);
   }
