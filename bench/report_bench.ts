@@ -83,28 +83,7 @@ async function measure(ram: number, browser: Chromium): Promise<Result> {
         await Deno.readTextFile(html),
       )![1],
     );
-    const interactiveMs: number[] = [];
-    const busyMs: number[] = [];
-    for (let i = 0; i < runs; i++) {
-      const page = await browser.newPage();
-      await page.setViewport(1280, 900);
-      await page.send("Performance.enable");
-      await page.goto(`file://${html}`, `document.documentElement.dataset.ready`, 120_000);
-      const ready = await page.evaluate<string>("document.documentElement.dataset.ready");
-      if (ready !== "1") throw new Error(`the page failed: ${JSON.stringify(page.messages)}`);
-      interactiveMs.push(
-        await page.evaluate<number>(
-          "performance.getEntriesByName('livesnap-interactive')[0].startTime",
-        ),
-      );
-      // The renderer's main-thread time (DevTools' TaskDuration: the sum of its tasks), which
-      // other jobs on a shared machine stretch less than the wall clock.
-      const { metrics } = await page.send("Performance.getMetrics") as {
-        metrics: { name: string; value: number }[];
-      };
-      busyMs.push(1000 * (metrics.find((m) => m.name === "TaskDuration")?.value ?? NaN));
-      await page.send("Page.close").catch(() => {});
-    }
+    const { wall: interactiveMs, busy: busyMs } = await load(browser, html);
     return {
       ramBytes: ram,
       snapshotBytes: (await Deno.stat(snap.path)).size,
@@ -131,8 +110,58 @@ async function measure(ram: number, browser: Chromium): Promise<Result> {
 const fmt = (n: number) => n >= 1024 * MIB ? `${n / 1024 / MIB} GiB` : `${n / MIB} MiB`;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
+/** Loads `html` `runs` times in fresh tabs: wall-clock ms to the mark, and main-thread task ms. */
+async function load(browser: Chromium, html: string): Promise<{ wall: number[]; busy: number[] }> {
+  const wall: number[] = [];
+  const busy: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const page = await browser.newPage();
+    await page.setViewport(1280, 900);
+    await page.send("Performance.enable");
+    await page.goto(`file://${html}`, `document.documentElement.dataset.ready`, 120_000);
+    const ready = await page.evaluate<string>("document.documentElement.dataset.ready");
+    if (ready !== "1") throw new Error(`the page failed: ${JSON.stringify(page.messages)}`);
+    wall.push(
+      await page.evaluate<number>(
+        "performance.getEntriesByName('livesnap-interactive')[0].startTime",
+      ),
+    );
+    const { metrics } = await page.send("Performance.getMetrics") as {
+      metrics: { name: string; value: number }[];
+    };
+    busy.push(1000 * (metrics.find((m) => m.name === "TaskDuration")?.value ?? NaN));
+    await page.send("Page.close").catch(() => {});
+  }
+  return { wall, busy };
+}
+
 const browser = await Chromium.launch();
 const results: Result[] = [];
+// The baseline, in the same browser and run: a page that only sets the same mark (what opening
+// any page costs here, under the machine's load at the time).
+const blankDir = await Deno.makeTempDir({ prefix: "livesnap-report-bench-" });
+const blank = `${blankDir}/blank.html`;
+await Deno.writeTextFile(
+  blank,
+  `<!doctype html><html><body><p>blank</p><script>requestAnimationFrame(() => { document.documentElement.dataset.ready = "1"; performance.mark("livesnap-interactive"); });</script></body></html>`,
+);
+try {
+  const b = await load(browser, blank);
+  console.error(`blank page: ${JSON.stringify(b)}`);
+  results.push({
+    ramBytes: 0,
+    snapshotBytes: 0,
+    pagesPresent: 0,
+    pagesViaBuffer: 0,
+    reportMs: 0,
+    reportBytes: (await Deno.stat(blank)).size,
+    interactiveMs: b.wall,
+    busyMs: b.busy,
+    loadAverage: Deno.loadavg()[0],
+  });
+} finally {
+  await Deno.remove(blankDir, { recursive: true });
+}
 try {
   for (const ram of sizes) {
     const r = await measure(ram, browser);
@@ -147,6 +176,16 @@ console.log(
 );
 console.log("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
 for (const r of results) {
+  if (r.ramBytes === 0) {
+    console.log(
+      `| blank page (baseline) | | | | | ${r.reportBytes} B | ${
+        median(r.interactiveMs).toFixed(0)
+      } ms | ${Math.max(...r.interactiveMs).toFixed(0)} ms | ${median(r.busyMs).toFixed(0)} ms | ${
+        r.loadAverage.toFixed(1)
+      } |`,
+    );
+    continue;
+  }
   console.log(
     `| ${fmt(r.ramBytes)} | ${
       (r.snapshotBytes / MIB).toFixed(1)
