@@ -93,12 +93,14 @@ export interface RecordTable {
 
 /**
  * Where each record's pages sit, for the record-order chart: runs of consecutive pages within one
- * record, in file order. When the file holds more than the cap of segments, runs of a record
- * closer than `gap` pages are merged (the merged span may include pages the record does not
- * hold); `gap` is 1 when every segment is exact.
+ * record, in file order. When the file holds more than the cap of segments, single-page runs are
+ * sampled evenly first (one in `sampled` is kept; runs of several pages are all kept), and only
+ * then are runs of a record closer than `gap` pages merged (a merged span may include pages the
+ * record does not hold). `sampled` and `gap` are 1 when every run is there, exactly.
  */
 export interface SegmentTable {
   gap: number;
+  sampled: number;
   /** Record index of each segment (u32). */
   record: PackedArray;
   /** Region index (u16). */

@@ -119,6 +119,11 @@ export class SegmentCollector {
   private first: Column<"u32"> = new Column("u32");
   private count: Column<"u32"> = new Column("u32");
   private gap = 1;
+  /** One in `stride` single-page runs is kept; `singles` counts those completed so far. */
+  private stride = 1;
+  private singles = 0;
+  /** Segments below this index are complete (a later push cannot extend them). */
+  private settled = 0;
 
   constructor(private readonly max = MAX_SEGMENTS) {}
 
@@ -154,11 +159,65 @@ export class SegmentCollector {
   }
 
   private push(record: number, region: number, first: number, count: number): void {
+    this.settle();
     this.record.push(record);
     this.region.push(region);
     this.first.push(first);
     this.count.push(count);
-    if (this.record.length > 2 * this.max) this.coarsen();
+    if (this.record.length > 2 * this.max) this.reduce(2 * this.max);
+  }
+
+  /**
+   * The last segment is complete once another follows: a single page is kept only if it is one
+   * in `stride` (an even sample: the chart keeps the pattern of scattered pages, and every run
+   * of several pages, such as a sweep's, stays whole).
+   */
+  private settle(): void {
+    const n = this.record.length;
+    if (n === 0 || this.settled === n) return;
+    this.settled = n;
+    if (this.count.get(n - 1) !== 1) return;
+    if (this.singles++ % this.stride === 0) return;
+    this.record.length--;
+    this.region.length--;
+    this.first.length--;
+    this.count.length--;
+    this.settled = n - 1;
+  }
+
+  /** Brings the segments to at most `limit`: fewer single pages first, then merged runs. */
+  private reduce(limit: number): void {
+    while (this.record.length > limit && this.thinSingles()) { /* again */ }
+    while (this.record.length > limit) this.coarsen();
+  }
+
+  /** Drops every other kept single-page segment and doubles the stride; false if none is kept. */
+  private thinSingles(): boolean {
+    const n = this.settled;
+    let kept = 0;
+    let w = 0;
+    let any = false;
+    for (let i = 0; i < this.record.length; i++) {
+      const single = i < n && this.count.get(i) === 1;
+      if (single) {
+        any = true;
+        if (kept++ % 2 === 0) continue;
+      }
+      this.record.set(w, this.record.get(i));
+      this.region.set(w, this.region.get(i));
+      this.first.set(w, this.first.get(i));
+      this.count.set(w, this.count.get(i));
+      w++;
+    }
+    if (!any) return false;
+    const dropped = this.record.length - w;
+    this.record.length = w;
+    this.region.length = w;
+    this.first.length = w;
+    this.count.length = w;
+    this.settled = n - dropped;
+    this.stride *= 2;
+    return true;
   }
 
   /** Doubles the gap and merges each record's segments again. */
@@ -208,6 +267,7 @@ export class SegmentCollector {
     this.region = out.region;
     this.first = out.first;
     this.count = out.count;
+    this.settled = this.record.length;
   }
 
   /** Remaps record indexes (after records were reordered). */
@@ -218,9 +278,11 @@ export class SegmentCollector {
 
   /** The segments, coarsened to at most `max`, packed. */
   async pack(): Promise<SegmentTable> {
-    while (this.record.length > this.max) this.coarsen();
+    this.settle();
+    this.reduce(this.max);
     return {
       gap: this.gap,
+      sampled: this.stride,
       record: await this.record.pack(),
       region: await this.region.pack(),
       first: await this.first.pack(),

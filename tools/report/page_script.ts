@@ -998,11 +998,14 @@ function recordOrder(ctx: PageContext, f: FileReport, df: DecodedFile, i: number
       fmtInt(seg.record.length)
     } lines)`
     : `each vertical line is one record's run of pages (${fmtInt(seg.record.length)} lines)`;
+  const sampledNote = f.segments.sampled > 1
+    ? `; of the single pages scattered through records one in ${f.segments.sampled} is drawn (an even sample, to keep the page small), runs of several pages all are`
+    : "";
   box.append(
     h(
       "p",
       { class: "note" },
-      `Position in the file (across) against guest address (up): ${note}. Device sections are orange, damaged records red${
+      `Position in the file (across) against guest address (up): ${note}${sampledNote}. Device sections are orange, damaged records red${
         f.records.spans.length > 0 ? ", shaded bands are the stream's RAM sections (passes)" : ""
       }. Drag to zoom, double-click to zoom out.`,
     ),
