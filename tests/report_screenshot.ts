@@ -1,13 +1,11 @@
 /**
  * `deno task report:screenshot [OUT.png]`: makes the README's picture of a real report. It runs
- * memstress on the bundled machine with a 24 MiB working set in 64 MiB of RAM, takes a live `cow`
- * snapshot with a small copy buffer (so the guest's first stores reach the file first and
- * sometimes wait), writes its report with the engine's metrics, opens it in headless Chromium and
+ * memstress on the bundled machine, takes a live `cow` snapshot with a small copy buffer, writes
+ * its report with the engine's metrics, opens it in headless Chromium, hovers the memory map and
  * saves the top of the page (default `docs/report.png`).
  *
  * @module
  */
-import { memstressElf } from "../emulator/guests/memstress_config.ts";
 import { Chromium } from "./_chromium.ts";
 
 const out = Deno.args[0] ?? new URL("../docs/report.png", import.meta.url).pathname;
@@ -26,32 +24,23 @@ async function livesnap(args: string[]): Promise<void> {
 }
 
 try {
-  const elf = `${dir}/memstress.elf`;
-  await Deno.writeFile(
-    elf,
-    // A store every ~30 instructions of work: the sweep writes most pages, the guest's first
-    // stores to the others send them through the buffer, ahead of the sweep.
-    memstressElf({
-      workingSetBytes: 24 << 20,
-      writesPerRound: 1 << 16,
-      computePerWrite: 3,
-      rounds: 0,
-    }),
-  );
+  // memstress as built (stores at random over a 4 MiB working set) in 16 MiB of RAM, a small
+  // copy buffer: the pages the guest stores to first reach the file first and scattered, the
+  // sweep writes the rest in address order, and the guest sometimes waits for a slot.
   const snap = "vm.lsnap";
   await livesnap([
     "run",
-    elf,
+    new URL("../emulator/guests/build/memstress.elf", import.meta.url).pathname,
     "--ram",
-    "64M",
+    "16M",
     "--snapshot-at",
-    "40000000",
+    "3000000",
     "--stop-at",
-    "140000000",
+    "9000000",
     "--mode",
     "cow",
     "--cow-buffer",
-    "512K",
+    "256K",
     "--metrics",
     "vm.json",
     "--out",
@@ -62,7 +51,7 @@ try {
   const browser = await Chromium.launch();
   try {
     const page = await browser.newPage();
-    await page.setViewport(1200, 1500);
+    await page.setViewport(1200, 2300);
     await page.goto(`file://${html}`, `document.documentElement.dataset.ready === "1"`);
     // Show a hover on the map, as a reader would see it.
     const at = await page.evaluate<{ x: number; y: number }>(

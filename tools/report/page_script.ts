@@ -1498,7 +1498,8 @@ function timelineCharts(ctx: PageContext, tl: SnapshotTimeline, k: string): HTML
     width,
     height: 220,
     cursor: { sync: { key: sync.key }, drag: { x: true, y: false } },
-    scales: { x: { time: false } },
+    // From the snapshot's start (the instant's pause is there), whenever the first sample came.
+    scales: { x: { time: false, range: (_u, _min, max) => [0, Math.max(1, max)] } },
     hooks: { drawClear: [bands] },
   });
   const a = h("div", { class: "chart" });
@@ -1527,8 +1528,20 @@ function timelineCharts(ctx: PageContext, tl: SnapshotTimeline, k: string): HTML
       ],
       series: [
         { label: "ms" },
-        { label: "pages/s written", scale: "rate", stroke: "#2f7fd8", width: 1.5 },
-        { label: "pages saved", scale: "total", stroke: "#555", dash: [4, 3] },
+        {
+          label: "pages/s written",
+          scale: "rate",
+          stroke: "#2f7fd8",
+          width: 1.5,
+          points: { show: false },
+        },
+        {
+          label: "pages saved",
+          scale: "total",
+          stroke: "#555",
+          dash: [4, 3],
+          points: { show: false },
+        },
       ],
     } as uPlotClass.Options,
     [Array.from(tl.ms), Array.from(rate), Array.from(pagesSaved)],
@@ -1550,6 +1563,7 @@ function timelineCharts(ctx: PageContext, tl: SnapshotTimeline, k: string): HTML
             scale: "buf",
             stroke: "#e08a00",
             fill: "rgba(224,138,0,0.15)",
+            points: { show: false },
           },
           {
             label: "guest stall ms",
