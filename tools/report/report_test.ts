@@ -353,3 +353,20 @@ Deno.test("livesnap report exits 2 without --out or with a bad metrics file, 1 f
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("PAGE_FUNCTIONS lists every function the page's parts export, each under its own name", async () => {
+  const { PAGE_FUNCTIONS } = await import("./page_script.ts");
+  const listed = new Set(PAGE_FUNCTIONS.map((f) => f.name));
+  for (const part of ["page_common", "page_header", "page_map", "page_order", "page_timeline"]) {
+    const mod = await import(`./${part}.ts`);
+    for (const [name, value] of Object.entries(mod)) {
+      if (typeof value !== "function") continue;
+      assert(listed.has(name), `${part}.ts exports ${name}, which the page would not have`);
+      // The page calls it by this name: its source must declare that name.
+      assert((value as () => void).toString().includes(`function ${name}(`), name);
+    }
+  }
+  const { pageScript } = await import("./html.ts");
+  // The script parses as JavaScript (types removed) and calls reportMain.
+  new Function(pageScript().replace(/reportMain\(\);\n\}\)\(\);\n$/, "})();"));
+});
