@@ -129,7 +129,11 @@ interface QemuMetadata {
   blocks: { name: string; address: number | null; baseKnown: boolean }[];
 }
 
-function planRegions(
+/**
+ * Where each RAM block sits in the guest's address space: `bases` first, then
+ * {@link KNOWN_BLOCK_BASES}, else one after another from 1 TiB (`known` says which were known).
+ */
+export function planRegions(
   blocks: RamBlock[],
   pageSize: number,
   bases: Record<string, number>,

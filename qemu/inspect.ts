@@ -5,7 +5,7 @@
  * @module
  */
 import { RAM_SECTION_IDSTR, sectionTypeName } from "./constants.ts";
-import type { VmDescDevice } from "./model.ts";
+import type { QemuStreamRecord, VmDescDevice } from "./model.ts";
 import { type ByteInput, readQemuStream, type ReadQemuStreamOptions } from "./stream_reader.ts";
 import { PageStates } from "./_page_states.ts";
 import { decodeVmState, type VmStateValue } from "./vmstate_decode.ts";
@@ -86,6 +86,15 @@ export interface QemuStreamSummary {
   instructions: { retired: null; countedFrom: "not-recorded" };
 }
 
+/** Options of {@link inspectQemuStream}. */
+export interface InspectQemuOptions extends ReadQemuStreamOptions {
+  /**
+   * Called with every record read, in stream order (`livesnap report` gathers its per-page data
+   * in the same pass). A page's data is valid only during the call.
+   */
+  onRecord?: (record: QemuStreamRecord) => void;
+}
+
 /**
  * Reads a whole QEMU stream and summarises it. Memory use is one byte per guest page the stream
  * sends (whatever size its blocks declare) plus the device state.
@@ -108,7 +117,7 @@ export interface QemuStreamSummary {
  */
 export async function inspectQemuStream(
   input: ByteInput,
-  options: ReadQemuStreamOptions = {},
+  options: InspectQemuOptions = {},
 ): Promise<QemuStreamSummary> {
   const s: QemuStreamSummary = {
     format: "qemu-migration-stream",
@@ -129,6 +138,7 @@ export async function inspectQemuStream(
   const deviceData: Uint8Array[] = [];
   const count = (type: string) => s.sectionCounts[type] = (s.sectionCounts[type] ?? 0) + 1;
   for await (const r of readQemuStream(input, options)) {
+    options.onRecord?.(r);
     switch (r.kind) {
       case "header":
         s.version = r.version;

@@ -35,6 +35,10 @@ const COMMANDS: Record<string, CommandEntry> = {
     summary: "rewrite a snapshot: recompress, reorder, raw images, ELF cores, QEMU streams",
     load: () => import("./convert_command.ts"),
   },
+  report: {
+    summary: "one HTML page showing what snapshots hold and how they were taken",
+    load: () => import("./report_command.ts"),
+  },
   verify: {
     summary: "check a snapshot's checksums, digests and completeness",
     load: () => import("./verify_command.ts"),

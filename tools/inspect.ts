@@ -11,7 +11,7 @@ import { isZeroPage } from "./_zero.ts";
 import { toHex } from "../format/checksum.ts";
 import { decodeDeviceState } from "../format/device_state.ts";
 import { LsnapError } from "../format/errors.ts";
-import { SnapshotStreamReader, sortDevices } from "../format/stream_reader.ts";
+import { type SnapshotRecord, SnapshotStreamReader, sortDevices } from "../format/stream_reader.ts";
 import type { DeviceSection } from "../format/device_section.ts";
 import type { MachineDescription } from "../format/header.ts";
 import { type Json, stateToJson } from "./_state_json.ts";
@@ -152,6 +152,11 @@ export interface InspectOptions {
   pages?: boolean;
   /** Called with byte counts as they are read (for progress). */
   onBytes?: (n: number) => void;
+  /**
+   * Called with every record read, in file order, after inspect has counted it (`livesnap report`
+   * gathers its per-record data in the same pass). Page data is valid only during the call.
+   */
+  onRecord?: (record: SnapshotRecord) => void;
 }
 
 /** Turns an error into a report, rethrowing anything that is not a format error. */
@@ -240,6 +245,7 @@ export async function inspectSnapshot(
       } else if (r.kind === "device") {
         devices.set(`${r.device.id}\u0000${r.device.instance}`, r.device);
       }
+      options.onRecord?.(r);
     }
   } catch (e) {
     error = reportError(e);

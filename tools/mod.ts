@@ -12,6 +12,9 @@
  * - {@linkcode runGuest} (`livesnap run`) and {@linkcode restoreSnapshot} (`livesnap restore`):
  *   a guest on the bundled machine, from its ELF or from a snapshot.
  * - {@linkcode serveControl} / {@linkcode controlRequest} (`livesnap ctl`): the control socket.
+ * - {@linkcode makeReport} (`livesnap report`): one HTML page showing what snapshots hold and how
+ *   they were taken, with its data set ({@linkcode ReportData}; {@linkcode unpackArray} reads its
+ *   packed columns).
  *
  * @example
  * ```ts
@@ -95,3 +98,22 @@ export {
   type ControlServer,
   serveControl,
 } from "./control.ts";
+export { makeReport, type Report, type ReportOptions } from "./report/report.ts";
+export {
+  DiffKind,
+  type DiffRegion,
+  type DiffReport,
+  type FileReport,
+  type PackedArray,
+  type PackedType,
+  PageKind,
+  type ParentLink,
+  type RecordTable,
+  type RegionMap,
+  type ReportData,
+  type ReportProblem,
+  type SegmentTable,
+  type TimelineReport,
+  type TypedArrayOf,
+  unpackArray,
+} from "./report/data.ts";

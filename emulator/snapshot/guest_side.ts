@@ -39,6 +39,7 @@ import {
   CTRL_PROGRESS,
   CTRL_QUEUE_TAIL,
   CTRL_REQUEST_PAGE,
+  CTRL_STALL_US,
   CTRL_THROTTLE,
   CTRL_WRITER_STATE,
   SnapshotSession,
@@ -561,7 +562,9 @@ export class GuestSnapshotSide {
     Atomics.notify(s.ctrl, CTRL_GUEST_WAITING);
     const t0 = nowUs();
     wait();
-    this.#metrics.guestStallUs += nowUs() - t0;
+    const stalled = nowUs() - t0;
+    this.#metrics.guestStallUs += stalled;
+    Atomics.add(s.ctrl, CTRL_STALL_US, Math.round(stalled));
     Atomics.store(s.ctrl, CTRL_GUEST_WAITING, 0);
   }
 

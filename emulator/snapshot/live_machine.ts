@@ -32,7 +32,9 @@ import {
   type PauseCauses,
   readProcessMemory,
   resetPeakMemory,
+  shiftTimeline,
   type SnapshotMetrics,
+  type SnapshotTimeline,
 } from "./metrics.ts";
 import type { SnapshotMode } from "./session.ts";
 import type {
@@ -523,6 +525,13 @@ export class LiveMachine {
       contentDigest: w.contentDigest,
       rssBeforeBytes: p.rssBefore ?? 0,
       rssPeakBytes: mem.peak,
+      timeline: snapshotTimeline(
+        p.mode!,
+        g.pauseUs,
+        w.finishedAt - p.startedAt!,
+        w.writer,
+        p.startedAt!,
+      ),
     });
   }
 
@@ -642,4 +651,31 @@ export class LiveMachine {
   get haltInfo(): HaltInfo | null {
     return this.#halt;
   }
+}
+
+/**
+ * The snapshot's timeline: the writer's, moved to count from the snapshot's start, with the
+ * pause the guest measured (cow's instant; stop's whole write). Precopy's final pause is the
+ * writer's own.
+ */
+function snapshotTimeline(
+  mode: SnapshotMode,
+  pauseUs: number,
+  totalMs: number,
+  w: WriterSideMetrics,
+  startedAt: number,
+): SnapshotTimeline | undefined {
+  if (w.timeline === undefined || w.timelineStartMs === undefined) return undefined;
+  const t = shiftTimeline(w.timeline, w.timelineStartMs - startedAt);
+  const endMs = Math.round(pauseUs) / 1000;
+  if (mode === "cow") t.pauses.unshift({ reason: "instant", startMs: 0, endMs });
+  if (mode === "stop") t.pauses.unshift({ reason: "stop", startMs: 0, endMs: totalMs });
+  // The writer sees precopy's final pause from the guest's word that it stopped; the guest's own
+  // measure (slice end, device state, wait) ends there too and is the longer.
+  for (const p of t.pauses) {
+    if (p.reason === "final") {
+      p.startMs = Math.min(p.startMs, Math.round((p.endMs - endMs) * 1000) / 1000);
+    }
+  }
+  return t;
 }

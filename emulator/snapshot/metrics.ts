@@ -113,6 +113,8 @@ export interface SnapshotMetrics {
   rssBeforeBytes: number;
   /** The process's peak resident memory during the snapshot, from the OS (0 if unknown). */
   rssPeakBytes: number;
+  /** How the snapshot went over time (`livesnap report --metrics` draws it). */
+  timeline?: SnapshotTimeline;
 }
 
 /** Reads the process's current and peak resident set from /proc/self/status (Linux), in bytes;
@@ -173,4 +175,177 @@ export function readThreadId(): number {
   } catch {
     return 0;
   }
+}
+
+/** Most samples a {@linkcode SnapshotTimeline} holds. */
+export const MAX_TIMELINE_SAMPLES = 1024;
+
+/** A time the guest did not run because of the snapshot. */
+export interface TimelinePause {
+  /** "instant" (cow: save devices, protect RAM), "stop" (the whole write), "final" (precopy's
+   * final pause). */
+  reason: "instant" | "stop" | "final";
+  startMs: number;
+  endMs: number;
+}
+
+/** One precopy pass. */
+export interface TimelinePass {
+  /** 0 is the first pass over all of RAM; later passes resend what the guest dirtied. */
+  pass: number;
+  startMs: number;
+  endMs: number;
+  /** Pages this pass sent. */
+  pagesSent: number;
+  /** Pages the guest had dirtied again when the pass ended (what the next pass, or the final
+   * pause, sends). */
+  dirtyPages: number;
+  /** The throttle on the guest during the pass: the share of wall time it slept, percent. */
+  throttlePct: number;
+}
+
+/**
+ * How a snapshot went over time: counters sampled by the writer thread at most every
+ * `intervalMs` (never on the guest's store path), and the pauses and precopy passes. Times are
+ * milliseconds since the snapshot started (the request; for precopy its first pass). The
+ * sample columns are parallel arrays; there are at most {@linkcode MAX_TIMELINE_SAMPLES}
+ * samples: when they are full, every other one is dropped and `intervalMs` doubles, so a
+ * snapshot of any length keeps its whole span at a coarser step.
+ */
+export interface SnapshotTimeline {
+  intervalMs: number;
+  /** Sample times. */
+  ms: number[];
+  /** Pages the writer has saved so far: written to the file, or found zero and left out. */
+  pagesWritten: number[];
+  /** The most bytes the copy buffer held since the previous sample (cow; 0 otherwise). */
+  bufferBytes: number[];
+  /** The guest's stalls so far (waiting for a buffer slot or a page), microseconds. */
+  guestStallUs: number[];
+  pauses: TimelinePause[];
+  passes: TimelinePass[];
+}
+
+/** One sample's counters, as {@linkcode TimelineSampler.sample} takes them. */
+export interface TimelineCounters {
+  pagesWritten: number;
+  bufferBytes: number;
+  guestStallUs: number;
+}
+
+/**
+ * Collects a {@linkcode SnapshotTimeline}: cheap to call often (it keeps a sample only when
+ * `intervalMs` has passed, and the buffer's peak in between), bounded in memory.
+ *
+ * @example
+ * ```ts
+ * import { assertEquals } from "@std/assert/mod.js";
+ * import { TimelineSampler } from "./metrics.ts";
+ * const s = new TimelineSampler(0, { intervalMs: 1, maxSamples: 4 });
+ * for (let t = 0; t <= 10; t++) {
+ *   s.sample(t, { pagesWritten: t * 10, bufferBytes: t, guestStallUs: 0 });
+ * }
+ * const tl = s.finish(10, { pagesWritten: 100, bufferBytes: 0, guestStallUs: 0 });
+ * assertEquals(tl.ms.at(-1), 10);
+ * assertEquals(tl.ms.length <= 4, true);
+ * ```
+ */
+export class TimelineSampler {
+  private readonly t0: number;
+  private intervalMs: number;
+  private readonly max: number;
+  private readonly cols: { [K in keyof TimelineCounters | "ms"]: number[] } = {
+    ms: [],
+    pagesWritten: [],
+    bufferBytes: [],
+    guestStallUs: [],
+  };
+  private nextMs: number;
+  private peakBuffer = 0;
+  private readonly pauses: TimelinePause[] = [];
+  private readonly passes: TimelinePass[] = [];
+
+  /** Starts a timeline at time `startMs` (a clock in milliseconds, e.g. `epochMs()`). */
+  constructor(startMs: number, options: { intervalMs?: number; maxSamples?: number } = {}) {
+    this.t0 = startMs;
+    this.intervalMs = options.intervalMs ?? 2;
+    this.max = Math.max(4, options.maxSamples ?? MAX_TIMELINE_SAMPLES);
+    this.nextMs = 0;
+  }
+
+  /** Offers the counters at time `nowMs`; keeps them when the interval has passed. */
+  sample(nowMs: number, c: TimelineCounters): void {
+    if (c.bufferBytes > this.peakBuffer) this.peakBuffer = c.bufferBytes;
+    const t = nowMs - this.t0;
+    if (t < this.nextMs) return;
+    this.keep(t, c);
+  }
+
+  private keep(t: number, c: TimelineCounters): void {
+    const k = this.cols;
+    if (k.ms.length === this.max) this.thin();
+    k.ms.push(this.at(t + this.t0));
+    k.pagesWritten.push(c.pagesWritten);
+    k.bufferBytes.push(Math.max(this.peakBuffer, c.bufferBytes));
+    k.guestStallUs.push(Math.round(c.guestStallUs));
+    this.peakBuffer = 0;
+    this.nextMs = t + this.intervalMs;
+  }
+
+  /** Drops every other sample (the later of each pair stays: the counters are running totals),
+   * keeping the buffer's peak of the pair. */
+  private thin(): void {
+    const k = this.cols;
+    const n = k.ms.length;
+    let w = 0;
+    for (let i = (n + 1) % 2; i < n; i += 2) {
+      const peak = i > 0 ? Math.max(k.bufferBytes[i - 1], k.bufferBytes[i]) : k.bufferBytes[i];
+      for (const key of Object.keys(k) as (keyof typeof k)[]) k[key][w] = k[key][i];
+      k.bufferBytes[w] = peak;
+      w++;
+    }
+    for (const key of Object.keys(k) as (keyof typeof k)[]) k[key].length = w;
+    this.intervalMs *= 2;
+  }
+
+  /** A time on the sampler's clock as milliseconds since the start, to the microsecond. */
+  private at(ms: number): number {
+    return Math.round((ms - this.t0) * 1000) / 1000;
+  }
+
+  /** Records a pause of the guest between two times on the sampler's clock. */
+  pause(reason: TimelinePause["reason"], startMs: number, endMs: number): void {
+    this.pauses.push({ reason, startMs: this.at(startMs), endMs: this.at(endMs) });
+  }
+
+  /** Records a precopy pass between two times on the sampler's clock. */
+  pass(p: Omit<TimelinePass, "startMs" | "endMs">, startMs: number, endMs: number): void {
+    this.passes.push({ ...p, startMs: this.at(startMs), endMs: this.at(endMs) });
+  }
+
+  /** Takes a last sample at `nowMs` and returns the timeline. */
+  finish(nowMs: number, c: TimelineCounters): SnapshotTimeline {
+    const t = nowMs - this.t0;
+    if (this.cols.ms.length === 0 || this.cols.ms[this.cols.ms.length - 1] < t) this.keep(t, c);
+    return {
+      intervalMs: this.intervalMs,
+      ...this.cols,
+      pauses: this.pauses,
+      passes: this.passes,
+    };
+  }
+}
+
+/**
+ * The timeline with every time moved by `shiftMs` (a writer's timeline starts when the writer
+ * starts; the snapshot's starts at the request).
+ */
+export function shiftTimeline(t: SnapshotTimeline, shiftMs: number): SnapshotTimeline {
+  const at = (ms: number) => Math.round((ms + shiftMs) * 1000) / 1000;
+  return {
+    ...t,
+    ms: t.ms.map(at),
+    pauses: t.pauses.map((p) => ({ ...p, startMs: at(p.startMs), endMs: at(p.endMs) })),
+    passes: t.passes.map((p) => ({ ...p, startMs: at(p.startMs), endMs: at(p.endMs) })),
+  };
 }

@@ -81,7 +81,10 @@ export const CTRL_KEPT_CHUNKS = 25;
 export const CTRL_GUEST_THREAD = 26;
 /** The words reset at each snapshot instant. */
 const CTRL_SESSION_WORDS = 18;
-const CTRL_WORDS = 27;
+/** Microseconds the guest has stalled on snapshots, added after each wait (wraps; the writer's
+ * timeline samples its differences). */
+export const CTRL_STALL_US = 27;
+const CTRL_WORDS = 28;
 
 /** `WRITER_STATE` values. */
 export const WRITER_RUNNING = 0;

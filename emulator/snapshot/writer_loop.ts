@@ -33,6 +33,7 @@ import {
   CTRL_QUEUE_HEAD,
   CTRL_QUEUE_TAIL,
   CTRL_REQUEST_PAGE,
+  CTRL_STALL_US,
   CTRL_THROTTLE,
   CTRL_WRITER_STATE,
   SnapshotSession,
@@ -41,6 +42,7 @@ import {
   WRITER_RUNNING,
 } from "./session.ts";
 import type { SessionBuffers } from "./session.ts";
+import { epochMs, type SnapshotTimeline, TimelineSampler } from "./metrics.ts";
 import {
   CHUNK_DROPPED,
   CHUNK_LIVE,
@@ -100,6 +102,10 @@ export interface WriterSideMetrics {
   /** Time this thread slept to leave a core to a guest that was waiting for one (cow),
    * milliseconds. */
   writerYieldMs: number;
+  /** How the snapshot went, sampled by this loop; its times count from `timelineStartMs`. */
+  timeline?: SnapshotTimeline;
+  /** When this loop started, `epochMs()`. */
+  timelineStartMs?: number;
 }
 
 /** Tuning of the writer loop. */
@@ -186,6 +192,11 @@ export class SnapshotWriterLoop {
   readonly chunks: SlotChunks;
   readonly #waitForChunks: () => Promise<void>;
   #prefaulted = 0;
+  /** The timeline's sampler, the pages saved so far and the guest's stall counter at the start. */
+  readonly #timeline: TimelineSampler;
+  readonly #startMs: number;
+  #pagesSaved = 0;
+  readonly #stall0: number;
   #prefaultWords: Int32Array | null = null;
   #prefaultChunk = -1;
   #sweepDone = false;
@@ -228,6 +239,9 @@ export class SnapshotWriterLoop {
       ? 0
       : Atomics.load(this.session.ctrl, CTRL_GUEST_THREAD);
     this.#staging = new Uint8Array(4 * this.#batch * PAGE_SIZE);
+    this.#startMs = epochMs();
+    this.#timeline = new TimelineSampler(this.#startMs);
+    this.#stall0 = Atomics.load(this.session.ctrl, CTRL_STALL_US);
     this.#metrics = {
       pagesTotal: this.session.pageCount,
       pagesZero: 0,
@@ -260,6 +274,8 @@ export class SnapshotWriterLoop {
           await this.#runPrecopy();
           break;
       }
+      this.#metrics.timeline = this.#timeline.finish(epochMs(), this.#counters());
+      this.#metrics.timelineStartMs = this.#startMs;
       // Give the buffer's memory back before the guest can see the end: discard the pages of
       // the chunks and keep them (the guest keeps them too), or let go of them (the guest then
       // allocates new ones, possibly with the same numbers).
@@ -344,6 +360,7 @@ export class SnapshotWriterLoop {
       }
       waitWhile(s.ctrl, CTRL_QUEUE_TAIL, tail, 100);
       if (Atomics.load(s.ctrl, CTRL_QUEUE_TAIL) !== tail) stuckSince = 0;
+      this.#sample();
     }
   }
 
@@ -567,7 +584,13 @@ export class SnapshotWriterLoop {
    */
   async #runPrecopy(): Promise<void> {
     const s = this.session;
+    const first = epochMs();
     await this.#firstPass();
+    this.#timeline.pass(
+      { pass: 0, pagesSent: s.pageCount, dirtyPages: countBits(s.dirty), throttlePct: 0 },
+      first,
+      epochMs(),
+    );
     let throttle = 0;
     for (let pass = 1;; pass++) {
       Atomics.store(s.ctrl, CTRL_PASS_REQUEST, pass);
@@ -576,6 +599,7 @@ export class SnapshotWriterLoop {
         waitWhile(s.ctrl, CTRL_PASS_READY, pass - 1, 100);
       }
       this.#metrics.precopyPasses++;
+      const started = epochMs();
       const t0 = performance.now();
       const sent = await this.#writeSet(s.pass);
       const ms = performance.now() - t0;
@@ -583,6 +607,11 @@ export class SnapshotWriterLoop {
       // holds nothing more than the target.
       const rate = sent >= 64 && ms > 0 ? sent / ms : 0;
       const pending = countBits(s.dirty);
+      this.#timeline.pass(
+        { pass, pagesSent: sent, dirtyPages: pending, throttlePct: throttle },
+        started,
+        epochMs(),
+      );
       const fits = Math.max(this.#targetPages, Math.floor(rate * this.#downtimeMs));
       if (pending <= fits || pass >= this.#maxPasses) break;
       // The guest dirtied more than half as many pages as the writer sent in the same time.
@@ -599,10 +628,12 @@ export class SnapshotWriterLoop {
     while (Atomics.load(s.ctrl, CTRL_FINAL_READY) === 0) {
       waitWhile(s.ctrl, CTRL_FINAL_READY, 0, 100);
     }
+    const paused = epochMs();
     this.#metrics.precopyPasses++;
     this.#metrics.pagesInFinalPause = await this.#writeSet(s.pass);
     Atomics.store(s.ctrl, CTRL_FINAL_DONE, 1);
     Atomics.notify(s.ctrl, CTRL_FINAL_DONE);
+    this.#timeline.pause("final", paused, epochMs());
   }
 
   /** Writes every page whose bit is set in `set` from RAM, zero pages included (they replace an
@@ -646,6 +677,25 @@ export class SnapshotWriterLoop {
       }
     }
     if (pages.length > 0) await this.sink.writePages(pages, flush);
+    this.#pagesSaved += pages.length;
+    this.#sample();
+  }
+
+  /** The timeline's counters now: a clock read and two atomic loads (writer thread only). */
+  #counters(): { pagesWritten: number; bufferBytes: number; guestStallUs: number } {
+    const s = this.session;
+    const used = s.mode === "cow" ? s.slotCount - Atomics.load(s.ctrl, CTRL_FREE_SLOTS) : 0;
+    return {
+      pagesWritten: this.#pagesSaved,
+      bufferBytes: Math.max(0, used) * PAGE_SIZE,
+      // The counter wraps at 2^32 microseconds: its difference does not.
+      guestStallUs: (Atomics.load(s.ctrl, CTRL_STALL_US) - this.#stall0) >>> 0,
+    };
+  }
+
+  /** Offers the counters to the timeline (kept only when its interval has passed). */
+  #sample(): void {
+    this.#timeline.sample(epochMs(), this.#counters());
   }
 }
 

@@ -1,0 +1,326 @@
+/**
+ * The data set a report holds, as it is embedded in the page
+ * (`<script type="application/json" id="livesnap-data">`): the shape scripts read back. Each
+ * file's `inspect` is exactly what `livesnap inspect --json FILE` prints; per-page and per-record
+ * columns are {@linkcode PackedArray}s (little-endian typed arrays, gzip, base64), which keep a
+ * 2 GiB snapshot's page map within a few megabytes whatever its layout.
+ *
+ * NOTICE: changing this layout needs a bump of {@linkcode REPORT_DATA_VERSION}.
+ *
+ * @module
+ */
+import type { InspectResult } from "../inspect.ts";
+import type { QemuStreamSummary } from "../../qemu/inspect.ts";
+import type { SnapshotMetrics } from "../../emulator/snapshot/metrics.ts";
+
+/** Version of the embedded data set's layout. */
+export const REPORT_DATA_VERSION = 1;
+
+/** Element types of {@linkcode PackedArray}. */
+export type PackedType = "u8" | "u16" | "u32" | "i32" | "f64";
+
+/**
+ * A column of numbers: the little-endian bytes of a typed array of `type`, gzip-compressed
+ * (RFC 1952) and base64-encoded. `length` is the number of elements.
+ */
+export interface PackedArray {
+  type: PackedType;
+  length: number;
+  gzipBase64: string;
+}
+
+/** Page states in {@linkcode RegionMap} runs (`kind`). */
+export const PageKind = { ABSENT: 0, ZERO: 1, DATA: 2 } as const;
+
+/**
+ * One region's page map: runs of consecutive pages with the same state, copies and last record,
+ * covering the region from page 0 to its last page in order (a run's first page is the sum of
+ * the counts before it).
+ */
+export interface RegionMap {
+  name: string;
+  base: number;
+  size: number;
+  pageSize: number;
+  /** Pages in the region. */
+  pages: number;
+  runs: {
+    /** Pages in the run (u32). */
+    count: PackedArray;
+    /** {@linkcode PageKind}: 0 absent, 1 zero, 2 data; the content of the last copy (u8). */
+    kind: PackedArray;
+    /** How many copies of each page the file holds (u16; 0 for absent). */
+    copies: PackedArray;
+    /** Index in {@linkcode RecordTable} of the record holding the last copy (i32; -1 absent). */
+    record: PackedArray;
+  };
+}
+
+/**
+ * Every record of the file in file order (for a QEMU stream: each batch of consecutive page
+ * records, each device section and each other section).
+ */
+export interface RecordTable {
+  /** Names of the record kinds; `kind` holds indexes into it. */
+  kinds: string[];
+  /** Names of page encodings; `encoding` holds indexes into it (255: not a page record). */
+  encodings: string[];
+  /** Byte offset of each record (f64). */
+  offset: PackedArray;
+  /** Bytes of each record, framing included (f64). */
+  bytes: PackedArray;
+  /** Index in `kinds` (u8). */
+  kind: PackedArray;
+  /** Region index of a page record, -1 otherwise (i32). */
+  region: PackedArray;
+  /** Index in `encodings` (u8). */
+  encoding: PackedArray;
+  /** Page entries of a page record (u32). */
+  pages: PackedArray;
+  /**
+   * For a batch of QEMU page records: bytes from one page record to the next, so page `i` of
+   * the batch is at `offset + i × stride` (u32; 0 for .lsnap records, whose pages share one
+   * payload).
+   */
+  stride: PackedArray;
+  /** 1 where a problem names this record (u8). */
+  damaged: PackedArray;
+  /** Labels of device records by record index (id:instance, and bytes of state). */
+  devices: { record: number; id: string; instance: number; bytes: number }[];
+  /** Ranges of the file that group records: a QEMU stream's RAM sections, one per pass. */
+  spans: { offset: number; bytes: number; label: string }[];
+}
+
+/**
+ * Where each record's pages sit, for the record-order chart: runs of consecutive pages within one
+ * record, in file order. When the file holds more than the cap of segments, single-page runs are
+ * sampled evenly first (one in `sampled` is kept; runs of several pages are all kept), and only
+ * then are runs of a record closer than `gap` pages merged (a merged span may include pages the
+ * record does not hold). `sampled` and `gap` are 1 when every run is there, exactly.
+ */
+export interface SegmentTable {
+  gap: number;
+  sampled: number;
+  /** Record index of each segment (u32). */
+  record: PackedArray;
+  /** Region index (u16). */
+  region: PackedArray;
+  /** First page (u32). */
+  first: PackedArray;
+  /** Pages (u32). */
+  count: PackedArray;
+}
+
+/** A problem found in a file: the class of error, the message, where. */
+export interface ReportProblem {
+  kind: string;
+  message: string;
+  offset: number;
+  /** -1 outside records (prologue, footer) and for QEMU streams. */
+  recordIndex: number;
+}
+
+/**
+ * The link of an incremental snapshot to its parent, as the file states it (no .lsnap file has
+ * one yet: always null until the format carries a parent record).
+ */
+export interface ParentLink {
+  contentDigest: string;
+  fileDigest: string | null;
+  /** The parent's file name, as a hint. */
+  name: string | null;
+}
+
+/** One input file. */
+export interface FileReport {
+  /** The path as given on the command line. */
+  path: string;
+  kind: "lsnap" | "qemu";
+  /**
+   * What `livesnap inspect --json FILE` prints for this file; for a QEMU stream that cannot be
+   * read to its end, null (inspect prints only the error).
+   */
+  inspect: InspectResult | QemuStreamSummary | null;
+  /** True when the file is complete and every check passed. */
+  intact: boolean;
+  /** Every problem found (from `verify`'s scan for an .lsnap file). */
+  problems: ReportProblem[];
+  /** True when more problems may follow those listed. */
+  problemsTruncated: boolean;
+  /**
+   * Bytes the maps and tables come from: the whole file when it is intact, else the bytes read
+   * up to the first problem.
+   */
+  bytesMapped: number;
+  /** The file's size in bytes (null for standard input). */
+  size: number | null;
+  /** The content digest the file holds (trailer; for QEMU streams: computed), or null. */
+  contentDigest: string | null;
+  parent: ParentLink | null;
+  regions: RegionMap[];
+  records: RecordTable;
+  segments: SegmentTable;
+}
+
+/** Page states in {@linkcode DiffRegion} runs (`kind`). */
+export const DiffKind = { SAME: 0, CHANGED: 1, ZEROED: 2, FILLED: 3 } as const;
+
+/** One region compared between two files. */
+export interface DiffRegion {
+  name: string;
+  base: number;
+  pageSize: number;
+  /** Pages compared (those of the smaller region). */
+  pages: number;
+  /** Region indexes in file A and B. */
+  a: number;
+  b: number;
+  changed: number;
+  zeroed: number;
+  filled: number;
+  /**
+   * Runs of pages covering the compared pages in order: `kind` is {@linkcode DiffKind} (u8):
+   * same, changed (different non-zero contents), zeroed (zero in B only), filled (zero in A
+   * only); `count` pages (u32).
+   */
+  runs: { count: PackedArray; kind: PackedArray };
+}
+
+/** Two consecutive input files compared page by page. */
+export interface DiffReport {
+  /** File indexes. */
+  a: number;
+  b: number;
+  regions: DiffRegion[];
+  /** Regions of one file that the other lacks or lays out differently, by name. */
+  unmatched: { file: "a" | "b"; name: string; reason: string }[];
+  devices: { id: string; instance: number; change: "only-in-a" | "only-in-b" | "changed" }[];
+}
+
+/** One snapshot's metrics from `--metrics`. */
+export interface TimelineReport {
+  /** Index of the file whose content digest the metrics name, or -1. */
+  file: number;
+  /** The metrics line as the engine wrote it. */
+  metrics: Partial<SnapshotMetrics> & Record<string, unknown>;
+}
+
+/** Everything the page shows. */
+export interface ReportData {
+  format: "livesnap-report";
+  version: typeof REPORT_DATA_VERSION;
+  /** The program that made it, e.g. "livesnap 0.1.0". */
+  generator: string;
+  /** When the report was made (ISO 8601). */
+  createdAt: string;
+  /** True when any input file is damaged or incomplete. */
+  damaged: boolean;
+  files: FileReport[];
+  /** Each file against the next one. */
+  diffs: DiffReport[];
+  /** The `--metrics` file's path, or null. */
+  metricsPath: string | null;
+  timelines: TimelineReport[];
+}
+
+const TYPED = {
+  u8: Uint8Array,
+  u16: Uint16Array,
+  u32: Uint32Array,
+  i32: Int32Array,
+  f64: Float64Array,
+} as const;
+
+/** The typed array of each {@linkcode PackedType}. */
+export type TypedArrayOf<T extends PackedType> = InstanceType<(typeof TYPED)[T]>;
+
+async function gzip(bytes: Uint8Array): Promise<Uint8Array> {
+  const s = new Blob([bytes as Uint8Array<ArrayBuffer>]).stream()
+    .pipeThrough(new CompressionStream("gzip"));
+  return await new Response(s).bytes();
+}
+
+async function gunzip(bytes: Uint8Array): Promise<Uint8Array> {
+  const s = new Blob([bytes as Uint8Array<ArrayBuffer>]).stream()
+    .pipeThrough(new DecompressionStream("gzip"));
+  return await new Response(s).bytes();
+}
+
+function toBase64(bytes: Uint8Array): string {
+  let s = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(s);
+}
+
+/**
+ * Packs a typed array into a {@linkcode PackedArray} (this machine is little-endian, as every
+ * platform Deno runs on; the layout says little-endian for readers elsewhere).
+ *
+ * @example
+ * ```ts
+ * import { assertEquals } from "@std/assert/mod.js";
+ * import { packArray, unpackArray } from "./data.ts";
+ * const packed = await packArray("u32", new Uint32Array([1, 2, 70000]));
+ * assertEquals(await unpackArray(packed), new Uint32Array([1, 2, 70000]));
+ * ```
+ */
+export async function packArray<T extends PackedType>(
+  type: T,
+  values: TypedArrayOf<T> | ArrayLike<number>,
+): Promise<PackedArray> {
+  const array = values instanceof TYPED[type] ? values : TYPED[type].from(values);
+  const bytes = new Uint8Array(array.buffer, array.byteOffset, array.byteLength);
+  return { type, length: array.length, gzipBase64: toBase64(await gzip(bytes)) };
+}
+
+/** Unpacks a {@linkcode PackedArray}; throws when its bytes do not match its type and length. */
+export async function unpackArray(p: PackedArray): Promise<TypedArrayOf<PackedType>> {
+  const ctor = TYPED[p.type];
+  if (ctor === undefined) throw new Error(`Cannot unpack column: unknown type '${p.type}'`);
+  const bytes = await gunzip(Uint8Array.from(atob(p.gzipBase64), (c) => c.charCodeAt(0)));
+  if (bytes.length !== p.length * ctor.BYTES_PER_ELEMENT) {
+    throw new Error(
+      `Cannot unpack column: ${bytes.length} bytes for ${p.length} elements of ${p.type}`,
+    );
+  }
+  const aligned = new Uint8Array(bytes.length);
+  aligned.set(bytes);
+  return new ctor(aligned.buffer) as TypedArrayOf<PackedType>;
+}
+
+/** A growable column of numbers, turned into a typed array at the end. */
+export class Column<T extends PackedType> {
+  private data: TypedArrayOf<T>;
+  /** Elements pushed. */
+  length = 0;
+  constructor(readonly type: T, capacity = 1024) {
+    this.data = new TYPED[type](capacity) as TypedArrayOf<T>;
+  }
+  /** Appends a value. */
+  push(v: number): void {
+    if (this.length === this.data.length) {
+      const grown = new TYPED[this.type](this.data.length * 2) as TypedArrayOf<T>;
+      grown.set(this.data as never);
+      this.data = grown;
+    }
+    this.data[this.length++] = v;
+  }
+  /** Value at `i`. */
+  get(i: number): number {
+    return this.data[i];
+  }
+  /** Sets the value at `i` (below `length`). */
+  set(i: number, v: number): void {
+    this.data[i] = v;
+  }
+  /** The values pushed. */
+  values(): TypedArrayOf<T> {
+    return this.data.subarray(0, this.length) as TypedArrayOf<T>;
+  }
+  /** The values, packed. */
+  pack(): Promise<PackedArray> {
+    return packArray(this.type, this.values());
+  }
+}
