@@ -90,17 +90,17 @@ export class FileSource implements RandomAccessSource {
   }
 
   /** Reads exactly `length` bytes at `offset`; a file that shrank is a {@linkcode SourceEndedError}. */
-  read(offset: number, length: number, options: ReadOptions = {}): Promise<Uint8Array> {
+  async read(offset: number, length: number, options: ReadOptions = {}): Promise<Uint8Array> {
     checkRange(this.name, this.size, offset, length);
     const run = this.queue.then(() => this.readNow(offset, length, options.signal));
     this.queue = run.catch(() => {});
-    return run;
+    return await run;
   }
 
   /** Reads several ranges (merged where they touch); one at a time, as {@linkcode read}. */
-  readMany(ranges: readonly ByteRange[], options: ReadOptions = {}): Promise<Uint8Array[]> {
+  async readMany(ranges: readonly ByteRange[], options: ReadOptions = {}): Promise<Uint8Array[]> {
     for (const r of ranges) checkRange(this.name, this.size, r.offset, r.length);
-    return readCoalesced(ranges, (o, n) => this.read(o, n, options), { concurrency: 1 });
+    return await readCoalesced(ranges, (o, n) => this.read(o, n, options), { concurrency: 1 });
   }
 
   private async readNow(offset: number, length: number, signal?: AbortSignal) {

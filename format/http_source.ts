@@ -220,23 +220,19 @@ export class HttpSource implements RandomAccessSource {
   }
 
   /** Reads exactly `length` bytes at `offset` with one Range request (or from the first bytes). */
-  read(offset: number, length: number, options: ReadOptions = {}): Promise<Uint8Array> {
+  async read(offset: number, length: number, options: ReadOptions = {}): Promise<Uint8Array> {
     checkRange(this.name, this.size, offset, length);
     const range = { offset, length };
-    if (this.closed) {
-      return Promise.reject(new SourceClosedError(this.name, "the source is closed", { range }));
-    }
-    if (length === 0) return Promise.resolve(new Uint8Array(0));
-    if (offset + length <= this.head.length) {
-      return Promise.resolve(this.head.slice(offset, offset + length));
-    }
-    return this.fetchRange(offset, length, options);
+    if (this.closed) throw new SourceClosedError(this.name, "the source is closed", { range });
+    if (length === 0) return new Uint8Array(0);
+    if (offset + length <= this.head.length) return this.head.slice(offset, offset + length);
+    return await this.fetchRange(offset, length, options);
   }
 
   /** Reads several ranges, merged where close, up to `concurrency` requests at once. */
-  readMany(ranges: readonly ByteRange[], options: ReadOptions = {}): Promise<Uint8Array[]> {
+  async readMany(ranges: readonly ByteRange[], options: ReadOptions = {}): Promise<Uint8Array[]> {
     for (const r of ranges) checkRange(this.name, this.size, r.offset, r.length);
-    return readCoalesced(ranges, (o, n) => this.read(o, n, options), {
+    return await readCoalesced(ranges, (o, n) => this.read(o, n, options), {
       ...this.o.coalesce,
       // The pool bounds what reaches the server; more workers only queue on it.
       concurrency: this.o.concurrency,
