@@ -436,7 +436,7 @@ export class SnapshotFileReader {
   /** The last section of each (id, instance), sorted by id then instance. */
   async devices(): Promise<DeviceSection[]> {
     const offsets = this.index !== null ? [...this.index.deviceOffsets] : this.scannedDevices;
-    const records = await Promise.all(offsets.map((at) => this.readRecordAt(at, -1)));
+    const records = await this.readBatch(offsets);
     const out = records.map((rec, i) => {
       if (rec.type !== RecordType.DEVICE) {
         throw new CorruptError(`index points at a ${recordTypeName(rec.type)} record, not DEVICE`, {
