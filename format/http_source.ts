@@ -582,3 +582,83 @@ async function probe(
   await res.body?.cancel();
   throw statusError(name, res, undefined);
 }
+
+/**
+ * The whole file behind `url` as one stream, from one plain GET: for a streaming reader
+ * (`verify`, an eager `restore`) when the server ignores Range requests, so that
+ * {@linkcode HttpSource} cannot be used. Bounded waits: the answer's headers must come within
+ * `timeoutMs`, and then each chunk of the body within `timeoutMs` of the previous one; a stall is a
+ * {@linkcode SourceTimeoutError} raised by the stream. Nothing is retried (a stream cannot resume
+ * without Range) and nothing checks that the file stays the same (the stream reader's CRCs and
+ * digests still do).
+ *
+ * @example
+ * ```ts
+ * import { assertEquals } from "@std/assert/mod.js";
+ * import { openHttpStream } from "./http_source.ts";
+ * const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, () =>
+ *   new Response("whole file"));
+ * const { readable, size } = await openHttpStream(`http://127.0.0.1:${server.addr.port}/f`);
+ * assertEquals([await new Response(readable).text(), size], ["whole file", 10]);
+ * await server.shutdown();
+ * ```
+ */
+export async function openHttpStream(
+  url: string | URL,
+  options: { timeoutMs?: number; headers?: Record<string, string> } = {},
+): Promise<{ name: string; readable: ReadableStream<Uint8Array>; size: number | undefined }> {
+  const u = new URL(url);
+  const name = displayName(u);
+  const timeoutMs = options.timeoutMs ?? 30_000;
+  const abort = new AbortController();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const arm = (what: string) => {
+    clearTimeout(timer);
+    timer = setTimeout(
+      () => abort.abort(new DOMException(what, "TimeoutError")),
+      timeoutMs,
+    );
+  };
+  arm("no answer");
+  let res: Response;
+  try {
+    res = await request(u, name, options.headers ?? {}, abort.signal, undefined);
+  } catch (e) {
+    clearTimeout(timer);
+    throw e;
+  }
+  if (res.status !== 200) {
+    clearTimeout(timer);
+    await res.body?.cancel();
+    throw statusError(name, res, undefined);
+  }
+  const declared = Number(res.headers.get("content-length") ?? NaN);
+  const reader = res.body!.getReader();
+  let n = 0;
+  const readable = new ReadableStream<Uint8Array>({
+    async pull(c) {
+      arm("no data");
+      try {
+        const { done, value } = await reader.read();
+        if (done) {
+          clearTimeout(timer);
+          c.close();
+          return;
+        }
+        n += value.length;
+        c.enqueue(value);
+      } catch (e) {
+        clearTimeout(timer);
+        const range = { offset: n, length: 0 };
+        const err = failure(name, e, abort.signal, range, `the answer stopped after ${n} bytes`);
+        c.error(err);
+      }
+    },
+    cancel() {
+      clearTimeout(timer);
+      abort.abort();
+    },
+  });
+  clearTimeout(timer);
+  return { name, readable, size: Number.isSafeInteger(declared) ? declared : undefined };
+}

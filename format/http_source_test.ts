@@ -1,5 +1,5 @@
 import { assert, assertEquals, assertRejects } from "@std/assert/mod.js";
-import { HttpSource } from "./http_source.ts";
+import { HttpSource, openHttpStream } from "./http_source.ts";
 import {
   NotRandomAccessError,
   SourceChangedError,
@@ -352,5 +352,36 @@ Deno.test("HttpSource names a URL without its query string or credentials", asyn
   } finally {
     s.close();
     await server.close();
+  }
+});
+
+Deno.test("openHttpStream() bounds the wait for each chunk of a body that stalls", async () => {
+  const stop = new AbortController();
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {}, signal: stop.signal },
+    () =>
+      new Response(
+        new ReadableStream<Uint8Array>({
+          start(c) {
+            c.enqueue(new Uint8Array(5));
+          },
+          async pull() {
+            // Stalls until the server stops.
+            await new Promise((r) => stop.signal.addEventListener("abort", r, { once: true }));
+          },
+        }),
+      ),
+  );
+  const url = `http://127.0.0.1:${server.addr.port}/vm.lsnap`;
+  try {
+    const { readable } = await openHttpStream(url, { timeoutMs: 150 });
+    const e = await assertRejects(() => new Response(readable).bytes(), SourceTimeoutError);
+    assertEquals(
+      e.message,
+      `Cannot read ${url} at byte 5 (0 bytes): the answer stopped after 5 bytes within the time bound`,
+    );
+  } finally {
+    stop.abort();
+    await server.finished;
   }
 });

@@ -9,9 +9,13 @@
  * @module
  */
 import { AtomicFile } from "../format/atomic_file.ts";
-import { HttpSource, type HttpSourceOptions } from "../format/http_source.ts";
+import { HttpSource, type HttpSourceOptions, openHttpStream } from "../format/http_source.ts";
 import { isHttpUrl } from "../format/open_source.ts";
-import { type RandomAccessSource, sourceReadable } from "../format/random_access_source.ts";
+import {
+  NotRandomAccessError,
+  type RandomAccessSource,
+  sourceReadable,
+} from "../format/random_access_source.ts";
 
 /** An opened input. `file` is set when the input is a regular file (seekable, size known). */
 export interface InputHandle {
@@ -31,8 +35,9 @@ export interface InputHandle {
 
 /**
  * Opens `path` for reading; `-` is standard input; an http(s) URL is read with Range requests,
- * a few chunks in flight (memory stays bounded whatever the file's size). A URL that cannot be
- * opened throws format/'s `SourceError`.
+ * a few chunks in flight (memory stays bounded whatever the file's size), or, from a server that
+ * ignores Range, as one plain GET (then `source` is undefined: no random access). A URL that
+ * cannot be opened throws format/'s `SourceError`.
  *
  * @example
  * ```ts
@@ -53,7 +58,21 @@ export async function openInput(
   options: { http?: HttpSourceOptions } = {},
 ): Promise<InputHandle> {
   if (isHttpUrl(path)) {
-    const source = await HttpSource.open(path, options.http);
+    let source: HttpSource;
+    try {
+      source = await HttpSource.open(path, { maxWholeBytes: 0, ...options.http });
+    } catch (e) {
+      if (!(e instanceof NotRandomAccessError)) throw e;
+      // The server ignores Range: a plain GET still serves a reader that goes front to back.
+      const stream = await openHttpStream(path, options.http);
+      return {
+        name: stream.name,
+        readable: stream.readable,
+        size: stream.size,
+        path: undefined,
+        close: () => stream.readable.cancel().catch(() => {}),
+      };
+    }
     return {
       name: source.name,
       readable: sourceReadable(source),
