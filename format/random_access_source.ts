@@ -160,7 +160,11 @@ export function checkRange(name: string, size: number, offset: number, length: n
 export interface CoalesceOptions {
   /** Largest gap of unwanted bytes between two ranges that are still merged (default 16 KiB). */
   maxGap?: number;
-  /** Largest merged range; a single range longer than this stays alone (default 8 MiB). */
+  /**
+   * Largest merged range; a single range longer than this stays alone (default 2 MiB: about two
+   * of this library's records, so a batch of records still splits into enough requests to keep
+   * several in flight).
+   */
   maxLength?: number;
 }
 
@@ -195,7 +199,7 @@ export function coalesceRanges(
   options: CoalesceOptions = {},
 ): CoalescedRange[] {
   const maxGap = options.maxGap ?? 16 * 1024;
-  const maxLength = options.maxLength ?? 8 * 1024 * 1024;
+  const maxLength = options.maxLength ?? 2 * 1024 * 1024;
   const order = ranges.map((_, i) => i).sort((a, b) =>
     ranges[a].offset - ranges[b].offset || ranges[a].length - ranges[b].length
   );
