@@ -385,3 +385,46 @@ Deno.test("openHttpStream() bounds the wait for each chunk of a body that stalls
     await server.finished;
   }
 });
+
+Deno.test("SnapshotFileReader through HTTP reads files with stale records and without an index", async (t) => {
+  const ram = makeRam(256, 9);
+  const order = [...Array(256).keys()];
+  const cases: [string, Uint8Array][] = [
+    // Pages written twice: the first records hold no last occurrence, yet lie between the
+    // records the index names, so a record's span to the next named one holds stale bytes.
+    [
+      "stale records",
+      await writeToBytes({
+        description: description(256),
+        ram,
+        order: [...order, ...order.filter((p) => p % 3 === 0)],
+        batch: 8,
+        options: { batchBytes: 32 * 1024, workers: 0 },
+      }),
+    ],
+    [
+      "no index",
+      await writeToBytes({ description: description(256), ram, options: { index: false } }),
+    ],
+  ];
+  for (const [name, bytes] of cases) {
+    await t.step(name, async () => {
+      const path = await Deno.makeTempFile();
+      await Deno.writeFile(path, bytes);
+      const server = startRangeServer({ body: bytes });
+      const file = await SnapshotFileReader.open(path);
+      const http = await SnapshotFileReader.open(server.url);
+      try {
+        assertEquals(http.indexed, name !== "no index");
+        assertEquals(await http.readRegion(0), ram);
+        assertEquals(await http.readRegion(0), await file.readRegion(0));
+        assertEquals(await http.devices(), await file.devices());
+      } finally {
+        http.close();
+        file.close();
+        await server.close();
+        await Deno.remove(path);
+      }
+    });
+  }
+});
