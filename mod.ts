@@ -87,6 +87,7 @@ export {
   SourceEndedError,
   SourceError,
   SourceHttpError,
+  type SourceIdentity,
   sourceReadable,
   type SourceStats,
   SourceTimeoutError,
