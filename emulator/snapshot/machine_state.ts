@@ -91,6 +91,7 @@ export const STATE_MIGRATIONS: Readonly<Record<string, Readonly<Record<number, S
 export class SnapshotMismatchError extends Error {
   /** What does not fit, without the "Cannot restore snapshot: " prefix. */
   readonly reason: string;
+  /** `reason` says what does not fit, with the values (e.g. the file's and this machine's). */
   constructor(reason: string) {
     super(`Cannot restore snapshot: ${reason}`);
     this.name = "SnapshotMismatchError";
