@@ -103,6 +103,7 @@ export class SnapshotFileReader {
     }
   }
 
+  /** Finds the trailer and INDEX through the footer (FORMAT.md §9, §8), else scans the file. */
   private async locate(): Promise<void> {
     if (this.size >= PROLOGUE_SIZE + FOOTER_SIZE) {
       try {
@@ -177,6 +178,7 @@ export class SnapshotFileReader {
     return this.scanned?.get(region, page) ?? -1;
   }
 
+  /** The PAGES record at `at`, decoded (the last one is cached: neighbours share a record). */
   private async loadPageRecord(
     region: number,
     at: number,
