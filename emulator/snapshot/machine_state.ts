@@ -10,6 +10,7 @@
  * @module
  */
 
+import { VERSION } from "../../version.ts";
 import { computeContentDigest } from "../../format/content_digest.ts";
 import type { DeviceSection, DeviceSectionInput } from "../../format/device_section.ts";
 import {
@@ -121,7 +122,7 @@ export function describeMachine(machine: Machine, createdAt = Date.now()): Machi
   };
   return {
     regions: d.regions.map((r) => ({ ...r })),
-    creator: "livesnap 0.1.0",
+    creator: `livesnap ${VERSION}`,
     createdAt,
     metadata: encodeDeviceState({ ...metadata }),
   };
