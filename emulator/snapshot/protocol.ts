@@ -143,7 +143,7 @@ export type GuestEvent =
 
 /** The guest's state as `status` reports it. */
 export interface GuestStatus {
-  /** `halted` is for good: the guest exited, locked up or reached `stopAt`. */
+  /** `halted` is for good (`halt` says why); `paused` until a resume. */
   state: "running" | "paused" | "halted";
   /** Instructions retired since reset. */
   retired: number;
