@@ -111,7 +111,7 @@ export interface LiveMachineOptions {
 
 /** Why and where the guest halted, with its state then. */
 export interface HaltInfo {
-  /** Why the guest halted: its own exit, a lockup, or `stop-at`. */
+  /** Why the guest halted: what `run()` returned (exit, reset, idle, lockup…) or `stop-at`. */
   halt: HaltReason;
   /** Instructions retired since reset when it halted. */
   retired: number;
