@@ -187,11 +187,11 @@ export const DiffKind = { SAME: 0, CHANGED: 1, ZEROED: 2, FILLED: 3 } as const;
 
 /** One region compared between two files. */
 export interface DiffRegion {
-  /** The region's name, the same in both files. */
+  /** The region's name, or "A's / B's" for regions paired by layout, not by name. */
   name: string;
   /** Guest-physical address of the region's first byte (file A's). */
   base: number;
-  /** Page size in bytes, the same in both files. */
+  /** Page size in bytes (regions whose page sizes differ are `unmatched`). */
   pageSize: number;
   /** Pages compared (those of the smaller region). */
   pages: number;
@@ -219,7 +219,7 @@ export interface DiffReport {
   a: number;
   /** Index in {@linkcode ReportData.files} of file B (A's plus one). */
   b: number;
-  /** Regions both files lay out the same way, compared page by page. */
+  /** Regions paired by name, or else by equal layout, compared page by page. */
   regions: DiffRegion[];
   /** Regions of one file that the other lacks or lays out differently, by name. */
   unmatched: { file: "a" | "b"; name: string; reason: string }[];
@@ -253,7 +253,7 @@ export interface ReportData {
   diffs: DiffReport[];
   /** The `--metrics` file's path, or null. */
   metricsPath: string | null;
-  /** One entry per line of the `--metrics` file, in its order. */
+  /** One entry per snapshot of the `--metrics` file, in its order. */
   timelines: TimelineReport[];
 }
 
