@@ -65,6 +65,8 @@ export { SnapshotWriter, type WriterOptions, type WriteSummary } from "./format/
 export {
   readSnapshot,
   type ReadSnapshotOptions,
+  type RecordBase,
+  type RecordCounts,
   type Snapshot,
   type SnapshotRecord,
   SnapshotStreamReader,

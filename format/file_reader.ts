@@ -175,6 +175,7 @@ export class SnapshotFileReader {
     }
   }
 
+  /** Finds the trailer and INDEX through the footer (FORMAT.md §9, §8), else scans the file. */
   private async locate(): Promise<void> {
     if (this.size >= PROLOGUE_SIZE + FOOTER_SIZE) {
       // One read for the footer, the trailer and (when it fits) the index.
@@ -353,6 +354,7 @@ export class SnapshotFileReader {
     }));
   }
 
+  /** Checks a PAGES record read at `at` and decodes its pages (errors name the offset). */
   private decodePages(
     at: number,
     rec: { type: number; payload: Uint8Array; length: number },
