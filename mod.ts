@@ -80,6 +80,8 @@ export {
 } from "./format/file_reader.ts";
 export {
   type ByteRange,
+  type CoalescedRange,
+  type CoalesceOptions,
   coalesceRanges,
   NotRandomAccessError,
   type RandomAccessSource,
@@ -91,6 +93,7 @@ export {
   SourceHttpError,
   type SourceIdentity,
   sourceReadable,
+  type SourceReadableOptions,
   type SourceStats,
   SourceTimeoutError,
 } from "./format/random_access_source.ts";

@@ -104,7 +104,7 @@ export class FileSource implements RandomAccessSource {
   /** Reads exactly `length` bytes at `offset`; a file that shrank is a {@linkcode SourceEndedError}. */
   async read(offset: number, length: number, options: ReadOptions = {}): Promise<Uint8Array> {
     checkRange(this.name, this.size, offset, length);
-    const run = this.queue.then(() => this.readNow(offset, length, options.signal));
+    const run = this.queue.then(() => this.#readNow(offset, length, options.signal));
     this.queue = run.catch(() => {});
     return await run;
   }
@@ -115,7 +115,7 @@ export class FileSource implements RandomAccessSource {
     return await readCoalesced(ranges, (o, n) => this.read(o, n, options), { concurrency: 1 });
   }
 
-  private async readNow(offset: number, length: number, signal?: AbortSignal) {
+  async #readNow(offset: number, length: number, signal?: AbortSignal) {
     const range = { offset, length };
     if (this.closed) throw new SourceClosedError(this.name, "the source is closed", { range });
     signal?.throwIfAborted();

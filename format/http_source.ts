@@ -239,7 +239,7 @@ export class HttpSource implements RandomAccessSource {
     if (this.closed) throw new SourceClosedError(this.name, "the source is closed", { range });
     if (length === 0) return new Uint8Array(0);
     if (offset + length <= this.head.length) return this.head.slice(offset, offset + length);
-    return await this.fetchRange(offset, length, options);
+    return await this.#fetchRange(offset, length, options);
   }
 
   /** Reads several ranges, merged where close, up to `concurrency` requests at once. */
@@ -252,7 +252,7 @@ export class HttpSource implements RandomAccessSource {
     });
   }
 
-  private async fetchRange(offset: number, length: number, options: ReadOptions) {
+  async #fetchRange(offset: number, length: number, options: ReadOptions) {
     await this.slots.acquire(options.urgent === true);
     try {
       return await retrying(
@@ -260,7 +260,7 @@ export class HttpSource implements RandomAccessSource {
         this.stats,
         this.closing.signal,
         options.signal,
-        (signal) => this.attempt(offset, length, signal),
+        (signal) => this.#attempt(offset, length, signal),
       );
     } catch (e) {
       if (this.closed && !(e instanceof SourceError)) {
@@ -275,7 +275,7 @@ export class HttpSource implements RandomAccessSource {
     }
   }
 
-  private async attempt(offset: number, length: number, signal: AbortSignal): Promise<Uint8Array> {
+  async #attempt(offset: number, length: number, signal: AbortSignal): Promise<Uint8Array> {
     const range = { offset, length };
     const headers: Record<string, string> = {
       ...this.o.headers,

@@ -136,6 +136,7 @@ export class SourceError extends Error {
   readonly range: ByteRange | undefined;
   /** The reason alone. */
   readonly reason: string;
+  /** An error about `source` (path or URL), with `reason`, at `loc.range` when reading. */
   constructor(source: string, reason: string, loc: SourceErrorLocation = {}) {
     const what = loc.range === undefined
       ? `Cannot open ${source}`
@@ -153,6 +154,7 @@ export class SourceError extends Error {
  * Range requests on a file too large to hold in memory. The message says what to do instead.
  */
 export class NotRandomAccessError extends SourceError {
+  /** `reason` says why `source` cannot be read at random, and what to do instead. */
   constructor(source: string, reason: string, loc: SourceErrorLocation = {}) {
     super(source, reason, loc);
     // The message of this class names the action, not the open: "Cannot read X at random: ...".
@@ -176,6 +178,7 @@ export class SourceTimeoutError extends SourceError {}
 export class SourceHttpError extends SourceError {
   /** The HTTP status of the last answer, or 0 when the connection failed before one. */
   readonly status: number;
+  /** An HTTP failure of `source`, with the status of the last answer in `loc.status`. */
   constructor(source: string, reason: string, loc: SourceErrorLocation & { status: number }) {
     super(source, reason, loc);
     this.status = loc.status;
