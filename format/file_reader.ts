@@ -159,7 +159,7 @@ export class SnapshotFileReader {
       }
       const version = decodePrologue(prologue);
       const r = new SnapshotFileReader(source, owns, size, version);
-      const header = await r.readRecordAt(PROLOGUE_SIZE, 0);
+      const header = await r.#readRecordAt(PROLOGUE_SIZE, 0);
       if (header.type !== RecordType.HEADER) {
         throw new CorruptError(`the first record is ${recordTypeName(header.type)}, not HEADER`, {
           offset: PROLOGUE_SIZE,
