@@ -39,6 +39,7 @@ export {
   FORMAT_MAJOR,
   FORMAT_MINOR,
   MAX_BATCH_BYTES,
+  MAX_CHAIN_DEPTH,
   MAX_RECORD_PAYLOAD,
   MAX_TOTAL_PAGES,
 } from "./format/constants.ts";
@@ -57,9 +58,20 @@ export {
   type DeviceStateValue,
   encodeDeviceState,
 } from "./format/device_state.ts";
-export { computeContentDigest, ContentDigestBuilder } from "./format/content_digest.ts";
+export {
+  computeContentDigest,
+  ContentDigestBuilder,
+  PageHashTable,
+} from "./format/content_digest.ts";
 export { crc32c, toHex } from "./format/checksum.ts";
-export { SnapshotWriter, type WriterOptions, type WriteSummary } from "./format/writer.ts";
+export {
+  type DiffParent,
+  diffParentOf,
+  SnapshotWriter,
+  type WriterOptions,
+  type WriteSummary,
+} from "./format/writer.ts";
+export type { ParentLink } from "./format/parent_record.ts";
 export {
   readSnapshot,
   type ReadSnapshotOptions,

@@ -28,6 +28,7 @@ import {
 } from "./header.ts";
 import { decodeIndex, findIndexEntry, type SnapshotIndex } from "./index_record.ts";
 import { decodePageRecord, expandPageData } from "./page_record.ts";
+import { decodeParentRecord, type ParentLink } from "./parent_record.ts";
 import { checkRecordCrc, decodeRecordHead, recordTypeName } from "./record.ts";
 import { SnapshotChecker } from "./file_checks.ts";
 import { streamSource } from "./record_scanner.ts";
@@ -73,8 +74,20 @@ export class SnapshotFileReader {
     readonly description: MachineDescription,
   ) {}
 
-  /** Opens a file; throws an {@linkcode LsnapError} if the prologue or header is bad. */
-  static async open(path: string): Promise<SnapshotFileReader> {
+  /** A diff's PARENT record (FORMAT.md §14), null for a full snapshot. */
+  parent: ParentLink | null = null;
+
+  /**
+   * Opens a file; throws an {@linkcode LsnapError} if the prologue or header is bad. A diff
+   * (FORMAT.md §14) is refused with an {@linkcode UnsupportedError} unless `options.diffs` is
+   * "read": its pages are only the changes since its parent (read it through `openChain`), and
+   * {@linkcode readPage} then returns zeros for a page the diff does not hold, which is not the
+   * page's state ({@linkcode pageRecordOffset} tells the two apart).
+   */
+  static async open(
+    path: string,
+    options: { diffs?: "read" | "refuse" } = {},
+  ): Promise<SnapshotFileReader> {
     const file = await Deno.open(path, { read: true });
     try {
       const size = (await file.stat()).size;
@@ -95,6 +108,21 @@ export class SnapshotFileReader {
       }
       const description = decodeHeader(header.payload, PROLOGUE_SIZE, 0);
       const r = new SnapshotFileReader(file, path, size, version, description);
+      const second = PROLOGUE_SIZE + header.length;
+      if (second + RECORD_HEAD_SIZE <= size) {
+        const head = decodeRecordHead(await readAt(file, second, RECORD_HEAD_SIZE), second, 1);
+        if (head.type === RecordType.PARENT) {
+          const rec = await readRecordAt(file, size, second, 1);
+          r.parent = decodeParentRecord(rec.payload, second, 1);
+          if ((options.diffs ?? "refuse") === "refuse") {
+            throw new UnsupportedError(
+              `the file is a diff on '${r.parent.parentName}' (chain depth ${r.parent.depth}), ` +
+                "not a whole state: read it through its chain (openChain, livesnap flatten)",
+              { offset: second, recordIndex: 1 },
+            );
+          }
+        }
+      }
       await r.locate();
       return r;
     } catch (e) {
@@ -153,6 +181,7 @@ export class SnapshotFileReader {
       },
       pages: "none",
       checkIndex: false,
+      diffs: "read",
     });
     try {
       for await (const _ of checker.records()) { /* offsets are gathered by the checker */ }
