@@ -95,18 +95,25 @@ async function runChain(links: Link[], zeroEvery?: number): Promise<LinkOutcome[
       const written: number[] = [];
       // The link's pages go onto the state of the last completed link (a full one onto none).
       const state = link.diff ? new Map(completed) : new Map<number, Uint8Array>();
-      const loop = new SnapshotWriterLoop(buffers, ram, gate, {
-        writePages(pages: PageToWrite[]) {
-          if (link.fail) throw new Error("the disk is full");
-          // A slow disk, so that the guest stores while the link is written (precopy: the
-          // passes resend what it stores, which takes long enough).
-          if (link.mode !== "precopy") Atomics.wait(SLEEPER, 0, 0, 1);
-          for (const p of pages) {
-            written.push(p.index);
-            state.set(p.index, p.data.slice());
-          }
+      const loop = new SnapshotWriterLoop(
+        buffers,
+        ram,
+        gate,
+        {
+          writePages(pages: PageToWrite[]) {
+            if (link.fail) throw new Error("the disk is full");
+            // A slow disk, so that the guest stores while the link is written (precopy: the
+            // passes resend what it stores, which takes long enough).
+            if (link.mode !== "precopy") Atomics.wait(SLEEPER, 0, 0, 1);
+            for (const p of pages) {
+              written.push(p.index);
+              state.set(p.index, p.data.slice());
+            }
+          },
         },
-      }, table, { batchPages: 4, precopyTargetPages: 8 });
+        table,
+        { batchPages: 4, precopyTargetPages: 8 },
+      );
       let failed = false;
       let diffPages = -1;
       try {

@@ -26,6 +26,8 @@ import {
   CMD_STATUS,
   Mailbox,
   MODE_CODES,
+  SNAPSHOT_DIFF,
+  SNAPSHOT_FULL,
 } from "./mailbox.ts";
 import { contentDigestOf } from "./machine_state.ts";
 import {
@@ -62,6 +64,14 @@ export interface SnapshotRequest {
   cowBuffer?: CowBufferSize;
   /** Precopy's policy. */
   precopy?: PrecopyOptions;
+  /**
+   * A diff on the machine's last snapshot (the last one completed, or the `.lsnap` file it was
+   * restored from): only the pages stored to since that snapshot's instant, with explicit zero
+   * records for pages that became zero, and the whole device state. `snapshot()` refuses it
+   * when the machine has no such snapshot; scheduled ones (`schedule`, `every`) are full until
+   * there is one.
+   */
+  incremental?: boolean;
 }
 
 /** A snapshot the guest takes by itself at an instruction count. */
@@ -90,6 +100,8 @@ export interface LiveMachineOptions {
     mode: SnapshotMode;
     cowBuffer?: CowBufferSize;
     precopy?: PrecopyOptions;
+    /** Each a diff on the one before (the first full, unless the machine was restored). */
+    incremental?: boolean;
     path: (k: number, atInstruction: number) => string;
   } | null;
   /** Bytes the guest reads from its UART. */
@@ -112,6 +124,7 @@ export interface HaltInfo {
 interface Pending {
   path: string;
   precopy?: PrecopyOptions;
+  incremental: boolean;
   cowBufferBytes: number;
   resolve: (m: SnapshotMetrics) => void;
   reject: (e: Error) => void;
@@ -132,6 +145,8 @@ interface Pending {
     bytesWritten: number;
     contentDigest: string;
     finishedAt: number;
+    depth: number;
+    parentPath: string | null;
   };
   error?: Error;
 }
@@ -258,6 +273,7 @@ export class LiveMachine {
       gate: booted.gate,
       description: booted.description,
       chunkPort,
+      parent: booted.parent,
     };
     writer.postMessage(attach, [chunkPort]);
     (options.schedule ?? []).forEach((s, i) => {
@@ -282,7 +298,13 @@ export class LiveMachine {
       const p = this.#pending.get(`at:${i}`);
       if (p === undefined) continue;
       this.#writer.postMessage(
-        { type: "path", tag: `at:${i}`, path: p.path, precopy: p.precopy } as WriterCommand,
+        {
+          type: "path",
+          tag: `at:${i}`,
+          path: p.path,
+          precopy: p.precopy,
+          incremental: p.incremental,
+        } as WriterCommand,
       );
       return;
     }
@@ -296,13 +318,20 @@ export class LiveMachine {
       path: every.path(k, at),
       cowBuffer: every.cowBuffer,
       precopy: every.precopy,
+      incremental: every.incremental,
     };
     this.#expect(tag, req).then(
       (m) => this.#options.onScheduledSnapshot?.(m),
       (e) => this.#options.onScheduledError?.(e),
     );
     this.#writer.postMessage(
-      { type: "path", tag, path: req.path, precopy: req.precopy } as WriterCommand,
+      {
+        type: "path",
+        tag,
+        path: req.path,
+        precopy: req.precopy,
+        incremental: req.incremental ?? false,
+      } as WriterCommand,
     );
   }
 
@@ -332,6 +361,7 @@ export class LiveMachine {
         at: s.at,
         mode: s.mode,
         slots: cowBufferSlots(s.cowBuffer ?? DEFAULT_COW_BUFFER, Number.MAX_SAFE_INTEGER),
+        incremental: s.incremental ?? false,
       })),
       every: options.every == null ? null : {
         interval: options.every.interval,
@@ -340,6 +370,7 @@ export class LiveMachine {
           options.every.cowBuffer ?? DEFAULT_COW_BUFFER,
           Number.MAX_SAFE_INTEGER,
         ),
+        incremental: options.every.incremental ?? false,
       },
       startPaused: options.startPaused,
       sliceInstructions: options.sliceInstructions,
@@ -378,6 +409,7 @@ export class LiveMachine {
       this.#pending.set(tag, {
         path: req.path,
         precopy: req.precopy,
+        incremental: req.incremental ?? false,
         cowBufferBytes: cowBufferSlots(req.cowBuffer ?? DEFAULT_COW_BUFFER, this.pageCount) *
           PAGE_SIZE,
         resolve,
@@ -497,6 +529,10 @@ export class LiveMachine {
     p.resolve({
       mode: p.mode!,
       path: p.path,
+      incremental: w.parentPath !== null,
+      parentPath: w.parentPath,
+      chainDepth: w.depth,
+      pagesInDiff: Math.max(0, w.writer.diffPages),
       atInstruction: p.atInstruction!,
       pauseUs: Math.round(g.pauseUs),
       pauseCauses: roundCauses(g.pauseCauses),
@@ -560,20 +596,32 @@ export class LiveMachine {
     if (this.#closed) return Promise.reject(new Error("Cannot snapshot: the machine has quit"));
     const slots = cowBufferSlots(req.cowBuffer ?? DEFAULT_COW_BUFFER, this.pageCount);
     let done!: Promise<SnapshotMetrics>;
-    const sent = this.#command(CMD_SNAPSHOT, [MODE_CODES[req.mode], slots], undefined, (seq) => {
-      const tag = `ctl:${seq}`;
-      done = this.#expect(tag, req);
-      // The refusal or failure can arrive before the reply that hands `done` to the caller; a
-      // handler now keeps that from being an unhandled rejection (the caller still gets it).
-      done.catch(() => {});
-      // Memory from the OS: the resident set before the instant, and the peak from then on.
-      this.#pending.get(tag)!.rssBefore = readProcessMemory().rss;
-      resetPeakMemory();
-      // Named to the writer before the guest sees the command (see #registerNextScheduled).
-      this.#writer.postMessage(
-        { type: "path", tag, path: req.path, precopy: req.precopy } as WriterCommand,
-      );
-    });
+    const kind = req.incremental ? SNAPSHOT_DIFF : SNAPSHOT_FULL;
+    const sent = this.#command(
+      CMD_SNAPSHOT,
+      [MODE_CODES[req.mode], slots, kind],
+      undefined,
+      (seq) => {
+        const tag = `ctl:${seq}`;
+        done = this.#expect(tag, req);
+        // The refusal or failure can arrive before the reply that hands `done` to the caller; a
+        // handler now keeps that from being an unhandled rejection (the caller still gets it).
+        done.catch(() => {});
+        // Memory from the OS: the resident set before the instant, and the peak from then on.
+        this.#pending.get(tag)!.rssBefore = readProcessMemory().rss;
+        resetPeakMemory();
+        // Named to the writer before the guest sees the command (see #registerNextScheduled).
+        this.#writer.postMessage(
+          {
+            type: "path",
+            tag,
+            path: req.path,
+            precopy: req.precopy,
+            incremental: req.incremental ?? false,
+          } as WriterCommand,
+        );
+      },
+    );
     return sent.then(() => done);
   }
 

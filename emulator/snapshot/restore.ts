@@ -22,6 +22,7 @@ import {
 import type { DeviceSection } from "../../format/device_section.ts";
 import type { MachineDescription } from "../../format/header.ts";
 import { toHex } from "../../format/checksum.ts";
+import type { DiffParent } from "../../format/writer.ts";
 import { Machine, type MachineOptions } from "../machine.ts";
 import {
   checkDescriptionFits,
@@ -52,6 +53,12 @@ export interface RestoredMachine {
   source: "lsnap" | "qemu-stream" | "lsnap-from-qemu";
   /** For a QEMU snapshot: the fields ignored or approximated (`restore --verbose`). */
   notes: { field: string; note: string }[];
+  /**
+   * For an `.lsnap` of this emulator: the file as the parent of a diff on the restored machine
+   * (its digests, chain depth and page hashes; `name` is left for the caller, who knows the
+   * path). Null for a QEMU snapshot, whose restored state is not the file's.
+   */
+  asParent: Omit<DiffParent, "name"> | null;
 }
 
 /** The first `n` bytes of `stream` (fewer if it is shorter), and a stream of all its bytes. */
@@ -133,6 +140,7 @@ export async function restoreMachine(
       retired: q.machine.hart.retired,
       source: "qemu-stream",
       notes: q.notes,
+      asParent: null,
     };
   }
   const reader = new SnapshotStreamReader(input);
@@ -174,6 +182,7 @@ export async function restoreMachine(
       retired: q.machine.hart.retired,
       source: "lsnap-from-qemu",
       notes: q.notes,
+      asParent: null,
     };
   }
   if (machine === null || reader.description === null) {
@@ -192,5 +201,23 @@ export async function restoreMachine(
     retired: machine.hart.retired,
     source: "lsnap",
     notes: [],
+    asParent: parentOf(reader),
+  };
+}
+
+/** A completely read and checked file as a diff's parent (null if its page hashes are not
+ * known). */
+function parentOf(reader: SnapshotStreamReader): Omit<DiffParent, "name"> | null {
+  const pageHashes = reader.pageHashes;
+  const fileDigest = reader.fileDigest;
+  const contentDigest = reader.contentDigest;
+  if (pageHashes === null || fileDigest === null || contentDigest === null) return null;
+  const link = reader.parent;
+  return {
+    contentDigest,
+    fileDigest,
+    depth: link === null ? 0 : link.depth,
+    rootFileDigest: link === null ? fileDigest : link.rootFileDigest,
+    pageHashes,
   };
 }
