@@ -24,6 +24,7 @@ const USAGE = `Usage: livesnap restore FILE [--stop-at N | --run-for N] [--max-i
                         [--snapshot-at N]... [--snapshot-every N] --out FILE
                         [--mode cow|precopy|stop] [--cow-buffer SIZE] [--metrics FILE]
                         [--precopy-max-passes N] [--downtime-ms MS] [--control PATH]
+                        [--incremental]
 
 Rebuilds the machine a snapshot holds (RAM, hart, devices) and continues it: the guest's UART
 output from the snapshot on goes to stdout, exactly what the original run printed after that
@@ -48,7 +49,8 @@ Options:
   --verbose       list on stderr what a QEMU snapshot held that this machine ignores or
                   approximates, field by field
   The snapshot options are those of 'livesnap run' (see 'livesnap run --help'); --snapshot-at
-  counts like --stop-at.
+  counts like --stop-at. With --incremental the first snapshot is a diff on FILE (every page is
+  clean against FILE at the restore), each later one a diff on the one before.
 
 Exit status: the guest's, as for 'run' (124 when --max-instructions stopped it); 1 if the file
 is damaged or does not fit.
@@ -59,14 +61,15 @@ Examples:
   livesnap run emulator/guests/build/counter.elf --stop-at 5000000 --digest   # the same digest
   (qemu) migrate "exec:cat > guest.qemu"          # in QEMU's monitor
   livesnap restore guest.qemu --run-for 1000000 --verbose
-  livesnap restore guest.qemu --snapshot-at 0 --stop-at 0 --out guest.lsnap   # into .lsnap`;
+  livesnap restore guest.qemu --snapshot-at 0 --stop-at 0 --out guest.lsnap   # into .lsnap
+  livesnap restore c.lsnap --snapshot-at 3000000 --out d.lsnap --incremental   # d: a diff on c`;
 
 /** Entry point: returns the process exit status. */
 export async function main(args: string[]): Promise<number> {
   const command = parseCommand(args, {
     name: "livesnap restore",
     usage: USAGE,
-    boolean: ["digest", "verbose"],
+    boolean: ["digest", "verbose", "incremental"],
     string: [...LIVE_STRING_OPTIONS.filter((o) => o !== "snapshot-at"), "run-for"],
     list: ["snapshot-at"],
   });
