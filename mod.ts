@@ -86,6 +86,13 @@ export {
   SnapshotChain,
 } from "./format/chain.ts";
 export {
+  flattenChain,
+  flattenChainToFile,
+  FlattenError,
+  type FlattenOptions,
+  type FlattenSummary,
+} from "./format/flatten.ts";
+export {
   readSnapshot,
   type ReadSnapshotOptions,
   type Snapshot,
