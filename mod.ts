@@ -2,7 +2,8 @@
  * livesnap: live snapshots of virtual machines. This entry point is the `.lsnap` format
  * (`format/FORMAT.md`): a writer that accepts pages in any order, a streaming and a random-access
  * reader, the error classes every malformed file is reported with, the content digest and the
- * format's constants.
+ * format's constants; diff snapshots and their chains (`openChain`, `ChainReader`,
+ * `readDiffParent`, the writer's `parent` option, `flattenChain`).
  *
  * The rest of livesnap has entry points of its own:
  * - `@livesnap/livesnap/tools`: `inspectSnapshot`, `verifySnapshot`, `convertSnapshot`,
@@ -72,6 +73,25 @@ export {
   type WriteSummary,
 } from "./format/writer.ts";
 export type { ParentLink } from "./format/parent_record.ts";
+export {
+  ChainError,
+  type ChainFile,
+  type ChainProblem,
+  ChainReader,
+  type ChainReaderOptions,
+  type ChainRecord,
+  openChain,
+  type OpenChainOptions,
+  readDiffParent,
+  SnapshotChain,
+} from "./format/chain.ts";
+export {
+  flattenChain,
+  flattenChainToFile,
+  FlattenError,
+  type FlattenOptions,
+  type FlattenSummary,
+} from "./format/flatten.ts";
 export {
   readSnapshot,
   type ReadSnapshotOptions,

@@ -228,6 +228,48 @@ export class SnapshotFileReader {
     return this.cache;
   }
 
+  /**
+   * Calls `f` for every page the file names, with the offset of the record holding its last
+   * occurrence (by region, then page).
+   */
+  forEachPage(f: (region: number, page: number, recordOffset: number) => void): void {
+    const idx = this.index;
+    if (idx !== null) {
+      for (let i = 0; i < idx.pages.length; i++) {
+        f(idx.regions[i], idx.pages[i], idx.pageOffsets[i]);
+      }
+    } else this.scanned?.forEach(f);
+  }
+
+  /** Offsets of the last DEVICE record of each (id, instance). */
+  deviceRecordOffsets(): number[] {
+    return this.index !== null ? [...this.index.deviceOffsets] : [...this.scannedDevices];
+  }
+
+  /**
+   * The whole framed record at `offset` (head, payload, CRC; its length checked against the file
+   * and its CRC checked), for copying it as it is.
+   */
+  async readRecord(
+    offset: number,
+  ): Promise<{ type: number; bytes: Uint8Array; payload: Uint8Array }> {
+    const r = await readRecordAt(this.file, this.size, offset, -1);
+    return {
+      type: r.type,
+      // The payload is a view of the whole record readRecordAt read.
+      bytes: new Uint8Array(r.payload.buffer, r.payload.byteOffset - RECORD_HEAD_SIZE, r.length),
+      payload: r.payload,
+    };
+  }
+
+  /** The pages (in record order) and expanded data (null for a zero record) of a PAGES record. */
+  async readPageRecord(
+    region: number,
+    offset: number,
+  ): Promise<{ pages: Uint32Array; data: Uint8Array | null }> {
+    return await this.loadPageRecord(region, offset);
+  }
+
   /** A page's bytes (zeros when the page never appears). */
   async readPage(region: number, page: number): Promise<Uint8Array> {
     const r = this.description.regions[region];
