@@ -24,7 +24,7 @@ const ELF = memstressElf({
   workingSetBytes: 4 * 1024 * 1024,
   writesPerRound: 5_000,
   strideBytes: 1028,
-  computePerWrite: 2,
+  computePerWrite: 40,
   rounds: 0,
 });
 const PAGEZERO = Deno.readFileSync(

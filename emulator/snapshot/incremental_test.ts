@@ -76,7 +76,9 @@ async function runChain(links: Link[], zeroEvery?: number): Promise<LinkOutcome[
     mode: "cow",
     slotCount: 0,
     seed: 4242,
-    snapshotAt: 3000,
+    // About 150 stores anywhere between two links: each diff holds part of RAM, and the guest
+    // stores to pages outside it while it is written.
+    snapshotAt: 600,
     slice: 64,
     tail: 0,
     chain: links.map(({ mode, slotCount, diff }) => ({ mode, slotCount, diff })),
