@@ -266,3 +266,60 @@ Deno.test("LiveMachine.snapshot() incremental: refused with no earlier snapshot;
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("livesnap run --incremental: a writer killed mid-diff leaves no file that passes as a complete diff", async () => {
+  const dir = await Deno.makeTempDir();
+  const cli = new URL("../tools/cli.ts", import.meta.url).pathname;
+  const config = new URL("../deno.json", import.meta.url).pathname;
+  // 48 MiB stored to at random between the two snapshots: the diff takes a while to write,
+  // with --cow-buffer 0 the guest waits for it page by page.
+  const elf = `${dir}/m.elf`;
+  await Deno.writeFile(
+    elf,
+    memstressElf({ workingSetBytes: 48 << 20, writesPerRound: 100_000, rounds: 0 }),
+  );
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--quiet", "--config", config, cli, "run", elf, "--ram", "64M"]
+      .concat(["--snapshot-at", "1000000", "--snapshot-at", "6000000", "--incremental"])
+      .concat(["--cow-buffer", "0", "--out", `${dir}/s-{n}.lsnap`]),
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  try {
+    const names = () => [...Deno.readDirSync(dir)].map((e) => e.name);
+    const parent = "s-1000000.lsnap";
+    const diff = "s-6000000.lsnap";
+    let temp: string | undefined;
+    // Every wait has a bound: 120 s for the parent to complete and the diff's temporary to appear.
+    for (let waited = 0; temp === undefined; waited += 5) {
+      if (waited > 120_000) throw new Error(`no temporary of ${diff} after 120 s: ${names()}`);
+      await new Promise((r) => setTimeout(r, 5));
+      if (names().includes(parent)) temp = names().find((n) => n.startsWith(`${diff}.tmp-`));
+    }
+    // Let some of its pages reach the temporary, then kill the writer outright.
+    await new Promise((r) => setTimeout(r, 150));
+    child.kill("SIGKILL");
+    await child.status;
+    assert(!names().includes(diff), `${diff} exists although its writer was killed`);
+    // What is left is a temporary that no reader takes for a complete diff.
+    const left = names().filter((n) => n.startsWith(`${diff}.tmp-`));
+    assertEquals(left.length, 1, `temporaries: ${left}`);
+    await assertRejects(() => openChain(`${dir}/${left[0]}`, { parents: [`${dir}/${parent}`] }));
+    const reader = new SnapshotStreamReader((await Deno.open(`${dir}/${left[0]}`)).readable, {
+      diffs: "read",
+    });
+    await assertRejects(async () => {
+      for await (const _ of reader.records()) { /* read to the end */ }
+    });
+    assert(!reader.complete);
+    // The parent is complete and whole.
+    const c = await openChain(`${dir}/${parent}`);
+    c.close();
+  } finally {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* exited already */ }
+    await child.status;
+    await Deno.remove(dir, { recursive: true });
+  }
+});
