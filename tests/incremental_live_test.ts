@@ -323,3 +323,44 @@ Deno.test("livesnap run --incremental: a writer killed mid-diff leaves no file t
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("LiveMachine incremental: past maxChainDepth a scheduled snapshot starts a new chain, snapshot() is refused", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const got: SnapshotMetrics[] = [];
+    const schedule = [1, 2, 3, 4, 5].map((i) => ({
+      at: i * 300_000,
+      mode: "cow" as const,
+      path: `${dir}/s-${i}.lsnap`,
+      incremental: true,
+    }));
+    const lm = await LiveMachine.start({
+      elf: ELF,
+      ramSize: RAM,
+      schedule,
+      maxChainDepth: 2,
+      onScheduledSnapshot: (m) => got.push(m),
+    });
+    try {
+      const deadline = Date.now() + 120_000;
+      while (got.length < schedule.length) {
+        await new Promise((r) => setTimeout(r, 20));
+        if (lm.haltInfo !== null) throw new Error("the guest halted");
+        if (Date.now() > deadline) throw new Error(`${got.length} snapshots after 120 s`);
+      }
+      got.sort((a, b) => a.atInstruction - b.atInstruction);
+      assertEquals(got.map((m) => m.chainDepth), [0, 1, 2, 0, 1]);
+      assertEquals(got[3].parentPath, null);
+      await lm.snapshot({ mode: "cow", path: `${dir}/x.lsnap`, incremental: true });
+      await assertRejects(
+        () => lm.snapshot({ mode: "cow", path: `${dir}/y.lsnap`, incremental: true }),
+        Error,
+        "its parent is 2 diffs deep, the most a chain may be (2)",
+      );
+    } finally {
+      await lm.quit();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -40,6 +40,7 @@ import {
   WRITER_DONE,
 } from "./session.ts";
 import { parentToTransfer, type ParentTransfer } from "./diff_parent.ts";
+import { MAX_CHAIN_DEPTH } from "../../format/constants.ts";
 
 const port = globalThis as unknown as {
   postMessage(message: GuestEvent): void;
@@ -51,6 +52,8 @@ const port = globalThis as unknown as {
 interface Running {
   tag: string;
   mode: SnapshotMode;
+  /** A diff on the machine's last snapshot. */
+  diff: boolean;
   startRetired: number;
   /** The longest stretches without instructions so far, by cause (see metrics.ts). */
   pause: PauseCauses;
@@ -76,12 +79,16 @@ class GuestThread {
   /** When the last slice of guest instructions ended (µs, monotonic), or -1 when the time since
    * is not the snapshot's doing (the guest was paused or halted). */
   lastRunEnd = -1;
-  /** True once a file holds a state of this machine that a diff can be on: the `.lsnap` it was
-   * restored from, or a snapshot that completed (the writer keeps that parent). */
-  hasParent: boolean;
+  /** The chain depth of the file the next diff would be on (0: a full snapshot), or null while
+   * none is: the `.lsnap` the machine was restored from, then each snapshot that completed (the
+   * writer keeps that parent). */
+  parentDepth: number | null;
+  /** The deepest a chain may be: past it, an incremental snapshot starts a new chain. */
+  readonly maxChainDepth: number;
 
-  constructor(machine: Machine, boot: GuestBoot, hasParent: boolean) {
-    this.hasParent = hasParent;
+  constructor(machine: Machine, boot: GuestBoot, parentDepth: number | null) {
+    this.parentDepth = parentDepth;
+    this.maxChainDepth = boot.maxChainDepth ?? MAX_CHAIN_DEPTH;
     this.machine = machine;
     this.boot = boot;
     this.mailbox = new Mailbox(boot.mailbox);
@@ -242,16 +249,22 @@ class GuestThread {
       });
       return;
     }
-    if (kindOfFile === SNAPSHOT_DIFF && !this.hasParent) {
+    const depth = this.parentDepth;
+    if (kindOfFile === SNAPSHOT_DIFF && (depth === null || depth >= this.maxChainDepth)) {
       port.postMessage({
         type: "snapshot-refused",
         tag,
-        message: "Cannot take an incremental snapshot: this machine has no earlier snapshot to " +
-          "be its parent (take a full one first, or restore from an .lsnap file)",
+        message: depth === null
+          ? "Cannot take an incremental snapshot: this machine has no earlier snapshot to be " +
+            "its parent (take a full one first, or restore from an .lsnap file)"
+          : `Cannot take an incremental snapshot: its parent is ${depth} diffs deep, the most ` +
+            `a chain may be (${this.maxChainDepth}); take a full one`,
       });
       return;
     }
-    const diff = kindOfFile !== SNAPSHOT_FULL && this.hasParent;
+    // A scheduled incremental snapshot is full when there is no parent, or when the chain is as
+    // deep as it may be: it starts a new chain.
+    const diff = kindOfFile !== SNAPSHOT_FULL && depth !== null && depth < this.maxChainDepth;
     const startedAt = epochMs();
     const t0 = nowUs();
     try {
@@ -278,6 +291,7 @@ class GuestThread {
     this.running = {
       tag,
       mode,
+      diff,
       startRetired: retired,
       pause: { ...NO_PAUSE, instantUs: nowUs() - t0 },
       // Read after the first slice (a read of /proc is a system call: not in the instant).
@@ -319,7 +333,7 @@ class GuestThread {
       // The writer marks a job done only once its file is complete (and then keeps it as the
       // parent of the next diff); a failed one leaves the parent as it was.
       if (Atomics.load(side.session!.ctrl, CTRL_WRITER_STATE) === WRITER_DONE) {
-        this.hasParent = true;
+        this.parentDepth = run.diff ? this.parentDepth! + 1 : 0;
       }
       const guest = side.end();
       if (guest.gcUs > 0) {
@@ -439,7 +453,7 @@ async function start(boot: GuestBoot): Promise<void> {
     const at = machine.hart.retired + boot.runFor;
     boot.stopAt = boot.stopAt == null ? at : Math.min(boot.stopAt, at);
   }
-  const thread = new GuestThread(machine, boot, parent !== null);
+  const thread = new GuestThread(machine, boot, parent === null ? null : parent.depth);
   port.postMessage({
     type: "booted",
     ram: machine.ram.bytes.buffer as SharedArrayBuffer,

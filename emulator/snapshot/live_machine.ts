@@ -14,6 +14,7 @@
  */
 
 import type { MachineDescription } from "../../format/header.ts";
+import { MAX_CHAIN_DEPTH } from "../../format/constants.ts";
 import type { MachineState } from "../machine.ts";
 import { PAGE_SIZE } from "../memory_map.ts";
 import type { GuestSideMetrics } from "./guest_side.ts";
@@ -112,6 +113,12 @@ export interface LiveMachineOptions {
   onScheduledError?: (error: Error) => void;
   startPaused?: boolean;
   sliceInstructions?: number;
+  /**
+   * The deepest a chain of diffs may be (default and at most format's `MAX_CHAIN_DEPTH`, 1024):
+   * a scheduled incremental snapshot on a parent this deep is full, starting a new chain, and
+   * `snapshot({ incremental: true })` is refused.
+   */
+  maxChainDepth?: number;
 }
 
 /** Why and where the guest halted, with its state then. */
@@ -339,6 +346,14 @@ export class LiveMachine {
    * with the guest thread's error (a bad ELF, a snapshot that does not fit) before it runs. */
   static async start(options: LiveMachineOptions): Promise<LiveMachine> {
     const schedule = options.schedule ?? [];
+    const depth = options.maxChainDepth;
+    if (
+      depth !== undefined && !(Number.isInteger(depth) && depth >= 1 && depth <= MAX_CHAIN_DEPTH)
+    ) {
+      throw new RangeError(
+        `Cannot start the machine: maxChainDepth ${depth} is not an integer in 1..${MAX_CHAIN_DEPTH}`,
+      );
+    }
     for (let i = 1; i < schedule.length; i++) {
       if (!(schedule[i].at > schedule[i - 1].at)) {
         throw new RangeError("Cannot schedule snapshots: instruction counts must increase");
@@ -374,6 +389,7 @@ export class LiveMachine {
       },
       startPaused: options.startPaused,
       sliceInstructions: options.sliceInstructions,
+      maxChainDepth: options.maxChainDepth,
     };
     const writer = new Worker(new URL("./writer_worker.ts", import.meta.url), { type: "module" });
     await new Promise<void>((resolve) => writer.onmessage = () => resolve());

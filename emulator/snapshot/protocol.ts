@@ -100,6 +100,8 @@ export interface GuestBoot {
   every: { interval: number; mode: SnapshotMode; slots: number; incremental: boolean } | null;
   /** Start paused (the host resumes it). */
   startPaused?: boolean;
+  /** The deepest chain of diffs (default and at most format's `MAX_CHAIN_DEPTH`). */
+  maxChainDepth?: number;
   /** Instructions per slice while no snapshot runs (default 200 000). */
   sliceInstructions?: number;
 }
