@@ -6,6 +6,7 @@
  * @module
  */
 import type { DeviceSectionInput } from "./device_section.ts";
+import { encodeDeviceState } from "./device_state.ts";
 import type { MachineDescription } from "./header.ts";
 import { diffParentOf, SnapshotWriter, type WriterOptions, type WriteSummary } from "./writer.ts";
 
@@ -94,8 +95,8 @@ export async function writeChain(
       }
     }
     const devices = [
-      { id: "hart", instance: 0, version: 1, state: new Uint8Array([n, 1, 2]) },
-      { id: "uart", instance: 0, version: 1, state: new Uint8Array([0x60 + n]) },
+      { id: "hart", instance: 0, version: 1, state: encodeDeviceState({ pc: 0x8000_0000 + n }) },
+      { id: "uart", instance: 0, version: 1, state: encodeDeviceState({ lsr: 0x60 + n }) },
     ];
     const path = `${dir}/${name(n)}`;
     const w = await SnapshotWriter.createFile(path, description, {

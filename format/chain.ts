@@ -7,7 +7,15 @@
  * @module
  */
 import { toHex } from "./checksum.ts";
-import { MAX_CHAIN_DEPTH, PROLOGUE_SIZE } from "./constants.ts";
+import {
+  FILE_MAGIC,
+  MAX_CHAIN_DEPTH,
+  MAX_RECORD_PAYLOAD,
+  PROLOGUE_SIZE,
+  RECORD_HEAD_SIZE,
+  RECORD_TAIL_SIZE,
+  RecordType,
+} from "./constants.ts";
 import type { PageHashTable } from "./content_digest.ts";
 import { sameRegion } from "./content_digest.ts";
 import type { DeviceSection } from "./device_section.ts";
@@ -543,4 +551,39 @@ export async function readDiffParent(
   } finally {
     chain.close();
   }
+}
+
+/**
+ * True when the file at `path` is an `.lsnap` diff: its record 1 is a PARENT record (FORMAT.md
+ * §14.1). Reads 16 + 8 + 8 bytes; false for anything else (another format, a short file), whose
+ * reader reports what is wrong with it.
+ */
+export async function isDiffFile(path: string): Promise<boolean> {
+  const file = await Deno.open(path, { read: true });
+  try {
+    const head = new Uint8Array(PROLOGUE_SIZE + RECORD_HEAD_SIZE);
+    if (!(await readFully(file, head))) return false;
+    if (!FILE_MAGIC.every((b, i) => head[i] === b)) return false;
+    const length = new DataView(head.buffer).getUint32(PROLOGUE_SIZE + 4, true);
+    if (length > MAX_RECORD_PAYLOAD) return false;
+    await file.seek(
+      PROLOGUE_SIZE + RECORD_HEAD_SIZE + length + RECORD_TAIL_SIZE,
+      Deno.SeekMode.Start,
+    );
+    const next = new Uint8Array(2);
+    if (!(await readFully(file, next))) return false;
+    return (next[0] | (next[1] << 8)) === RecordType.PARENT;
+  } finally {
+    file.close();
+  }
+}
+
+async function readFully(file: Deno.FsFile, out: Uint8Array): Promise<boolean> {
+  let n = 0;
+  while (n < out.length) {
+    const k = await file.read(out.subarray(n));
+    if (k === null) return false;
+    n += k;
+  }
+  return true;
 }

@@ -107,3 +107,80 @@ Deno.test("SnapshotWriter refuses a parent of another machine", async () => {
     "did not keep its page hashes",
   );
 });
+
+Deno.test("a diff whose writer was aborted or killed leaves no file that passes as complete", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "diff_killed_" });
+  try {
+    const { writeChain } = await import("./_chain_test_util.ts");
+    const steps = await writeChain(dir, 1, { pages: 64, seed: 41 });
+    // Aborted: nothing at the path, no temporary.
+    const machine = {
+      regions: [...steps[1].summary.pageHashes!.regions],
+      creator: "t",
+      createdAt: 0,
+    };
+    const w = await SnapshotWriter.createFile(`${dir}/s-2.lsnap`, machine, {
+      parent: diffParentOf(steps[1].summary, steps[1].path),
+    });
+    await w.writePages(0, 1, new Uint8Array(PS).fill(9));
+    await w.abort();
+    assertEquals([...Deno.readDirSync(dir)].map((e) => e.name).sort(), ["s-0.lsnap", "s-1.lsnap"]);
+
+    // Killed outright in the middle of its pages: the path never appears, and what it left is
+    // an incomplete temporary that no reader takes for a diff.
+    const script = `${dir}/writer.ts`;
+    await Deno.writeTextFile(
+      script,
+      `import { readDiffParent } from ${
+        JSON.stringify(new URL("./chain.ts", import.meta.url).href)
+      };
+import { SnapshotWriter } from ${JSON.stringify(new URL("./writer.ts", import.meta.url).href)};
+const parent = await readDiffParent(${JSON.stringify(steps[1].path)});
+const w = await SnapshotWriter.createFile(${JSON.stringify(`${dir}/s-2.lsnap`)},
+  { regions: [...parent.pageHashes.regions], creator: "t", createdAt: 0 }, { parent, batchBytes: 4096 });
+for (let p = 0; p < 32; p++) await w.writePages(0, p, new Uint8Array(4096).fill(p + 1));
+await w.flush();
+console.log("written");
+await new Promise(() => setInterval(() => {}, 1000));
+`,
+    );
+    const child = new Deno.Command(Deno.execPath(), {
+      // The repository's import map: the script lives in the temporary directory.
+      args: ["run", "-A", "--config", new URL("../deno.json", import.meta.url).pathname, script],
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    const reader = child.stdout.getReader();
+    const first = await reader.read();
+    assertEquals(new TextDecoder().decode(first.value), "written\n");
+    child.kill("SIGKILL");
+    await child.status;
+    reader.releaseLock();
+    await child.stdout.cancel();
+    const names = [...Deno.readDirSync(dir)].map((e) => e.name);
+    assert(!names.includes("s-2.lsnap"), names.join());
+    const temp = names.find((n) => n.startsWith("s-2.lsnap.tmp-"));
+    assert(temp !== undefined, `the killed writer's temporary: ${names.join()}`);
+    const { TruncatedError } = await import("./errors.ts");
+    const { SnapshotFileReader } = await import("./file_reader.ts");
+    // The random-access reader finds no footer; the streaming reader reports the truncation.
+    const r = await SnapshotFileReader.open(`${dir}/${temp}`, { diffs: "read" });
+    assert(!r.complete && r.parent !== null && r.parent.depth === 2);
+    r.close();
+    await assertRejects(
+      async () => {
+        const s = new SnapshotStreamReader((await Deno.open(`${dir}/${temp}`)).readable, {
+          diffs: "read",
+        });
+        for await (const _ of s.records()) { /* to the end */ }
+      },
+      TruncatedError,
+      "the file is incomplete",
+    );
+    const { openChain, ChainError } = await import("./chain.ts");
+    const e = await assertRejects(() => openChain(`${dir}/${temp}`), ChainError);
+    assertEquals(e.problem, "incomplete");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

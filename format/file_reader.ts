@@ -361,12 +361,17 @@ export class SnapshotFileReader {
   }
 }
 
+// Synchronous on purpose: a record read is one seek and one read of a regular file, mostly from
+// the page cache; an asynchronous one costs two round trips through the thread pool, which on a
+// loaded 2-core machine made reading a 1 GiB chain's records several times slower (BENCHMARKS.md,
+// "Diff snapshots").
+// deno-lint-ignore require-await
 async function readAt(file: Deno.FsFile, offset: number, length: number): Promise<Uint8Array> {
-  await file.seek(offset, Deno.SeekMode.Start);
+  file.seekSync(offset, Deno.SeekMode.Start);
   const out = new Uint8Array(length);
   let n = 0;
   while (n < length) {
-    const k = await file.read(out.subarray(n));
+    const k = file.readSync(out.subarray(n));
     if (k === null) break;
     n += k;
   }

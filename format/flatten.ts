@@ -346,7 +346,13 @@ export async function flattenChainToFile(
   const file = await AtomicFile.create(path);
   let committed = false;
   const sink = new WritableStream<Uint8Array>({
-    write: (chunk) => file.write(chunk),
+    // Synchronous on purpose: to a regular file (the page cache) an asynchronous write per record
+    // costs a round trip through the thread pool, which made flatten several times slower on a
+    // loaded machine (BENCHMARKS.md, "Diff snapshots").
+    write: (chunk) => {
+      let done = 0;
+      while (done < chunk.length) done += file.file.writeSync(chunk.subarray(done));
+    },
     close: async () => {
       await file.commit();
       committed = true;

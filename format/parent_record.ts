@@ -29,7 +29,8 @@ export function parentNameProblem(name: string): string | null {
   if (n === 0 || n > MAX_NAME_BYTES) {
     return `parent name '${name}' is empty or longer than ${MAX_NAME_BYTES} bytes`;
   }
-  if (/[/\\\u0000]/.test(name) || name === "." || name === "..") {
+  const bad = ["/", "\\", "\u0000"].some((c) => name.includes(c));
+  if (bad || name === "." || name === "..") {
     return `parent name '${name}' is not a plain file name (no '/', '\\', NUL, '.' or '..')`;
   }
   return null;

@@ -9,7 +9,7 @@
  * @module
  */
 import type { OffsetTable } from "./_offset_table.ts";
-import { type CheckerOptions, SnapshotChecker, type SnapshotRecord } from "./file_checks.ts";
+import { SnapshotChecker, type SnapshotRecord } from "./file_checks.ts";
 import type { PageHashTable } from "./content_digest.ts";
 import type { ParentLink } from "./parent_record.ts";
 import type { DeviceSection } from "./device_section.ts";
@@ -37,7 +37,7 @@ export interface StreamReaderOptions {
    * parent's whole-state page hashes) its content digest is checked too.
    */
   diffs?: "read" | "refuse";
-  /** See {@linkcode CheckerOptions.parentPages}. */
+  /** For a diff: the page hashes of its parent's whole state, to check its content digest. */
   parentPages?: PageHashTable;
 }
 

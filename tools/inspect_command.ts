@@ -16,6 +16,7 @@ import { colorEnabled, createProgress, formatBytes, formatRatio, palette } from 
 import {
   describeInstructionCount,
   DeviceNotFoundError,
+  inspectChain,
   inspectDevice,
   type InspectResult,
   inspectSnapshot,
@@ -25,6 +26,10 @@ const USAGE = `Usage: livesnap inspect [options] FILE
 
 Reads a .lsnap snapshot (FILE, or - for standard input) and describes it: format version,
 completeness, memory regions, pages by encoding, compression, records, device sections, digests.
+
+For a diff (a snapshot of the changes since a parent, written with --incremental) it also shows
+the parent link (the parent's name, digests and the chain depth) and, when the parents are
+present (beside the diff, or given with --parent), the whole chain with every link checked.
 
 A QEMU migration stream (as written by migrate "exec:cat > FILE") is recognised by its first
 bytes (QEVM), from a file or standard input, and summarised: sections, RAM blocks with their
@@ -40,18 +45,21 @@ Options:
   --fields               QEMU stream: also print each device's decoded fields as text
   --page-size N          QEMU stream: the target page size when the stream does not state
                          it (default 4096)
+  --parent FILE          a diff's parent file to use in the chain (repeatable; by default
+                         parents are found by the names the diffs record, beside them)
   --help                 show this help
 
 Examples:
   livesnap inspect vm.lsnap
   livesnap inspect --pages vm.lsnap | less
   livesnap inspect --device hart vm.lsnap
+  livesnap inspect s-3.lsnap                       # a diff: its parent link and its chain
   cat vm.lsnap | livesnap inspect - --json | jq .compression
   livesnap inspect --fields guest.qemu
   livesnap inspect --json guest.qemu | jq '.devices[] | select(.idstr == "cpu")'
 
-Exit status: 0 for a complete file, 1 for a damaged or incomplete one (or no such device),
-2 for usage or I/O errors.`;
+Exit status: 0 for a complete file, 1 for a damaged or incomplete one (or no such device, or a
+diff whose chain cannot be used), 2 for usage or I/O errors.`;
 
 function hex(n: number): string {
   return `0x${n.toString(16)}`;
@@ -98,6 +106,29 @@ function text(r: InspectResult, color: boolean): string {
     `content     ${r.digests.content ?? "-"}`,
     `file        ${r.digests.file ?? "-"}`,
   ];
+  if (r.parent !== null) {
+    lines.push(
+      `parent      ${r.parent.name} (this diff is at chain depth ${r.parent.depth}; its pages are ` +
+        "the changes since the parent, its content digest the whole state's)",
+      `  content   ${r.parent.contentDigest}`,
+      `  file      ${r.parent.fileDigest}`,
+      `  root file ${r.parent.rootFileDigest}`,
+    );
+  }
+  if (r.chain !== undefined) {
+    if (r.chain.ok) {
+      lines.push(
+        `chain       ${r.chain.files.length} files, every link checked (full snapshot first)`,
+      );
+      for (const f of r.chain.files) {
+        lines.push(
+          `  ${String(f.depth).padStart(4)}  ${f.path}  ${formatBytes(f.bytes)}  content ${
+            f.contentDigest.slice(0, 16)
+          }…`,
+        );
+      }
+    } else lines.push(c.red(`chain       ${r.chain.message}`));
+  }
   if (r.error) lines.push(c.red(`error       ${r.error.message}`));
   if (r.pageMap !== undefined) {
     lines.push("page map    (region, pages, addresses, contents, last record, occurrences)");
@@ -124,6 +155,7 @@ export async function main(args: string[]): Promise<number> {
     usage: USAGE,
     boolean: ["json", "pages", "fields"],
     string: ["device", "page-size"],
+    list: ["parent"],
   });
   if (typeof command === "number") return command;
   const { options: flags, positional: files, usageError } = command;
@@ -194,10 +226,13 @@ export async function main(args: string[]): Promise<number> {
     } finally {
       progress.done();
     }
+    if (result.parent !== null && input.path !== undefined) {
+      result.chain = await inspectChain(input.path, flags.parent);
+    }
     console.log(
       flags.json ? JSON.stringify(result, null, 2) : text(result, colorEnabled(Deno.stdout)),
     );
-    return result.complete ? 0 : 1;
+    return result.complete && (result.chain === undefined || result.chain.ok) ? 0 : 1;
   } finally {
     input.close();
   }

@@ -7,13 +7,15 @@
  */
 
 import type { ExitReason, Machine } from "../emulator/machine.ts";
-import { restoreMachine, type RestoreOptions } from "../emulator/snapshot/restore.ts";
+import { restoreMachineFromFile, type RestoreOptions } from "../emulator/snapshot/restore.ts";
 import { runBounded } from "./run.ts";
 
 /** Options for {@linkcode restoreSnapshot}. */
 export interface RestoreSnapshotOptions {
-  /** The snapshot file. */
+  /** The snapshot file: a full snapshot, a QEMU stream, or a diff (read through its chain). */
   path: string;
+  /** For a diff: parent files to use before the name hints (`--parent`), matched by digest. */
+  parents?: string[];
   /** Stop once this many instructions have retired, counted from reset as in the original run
    * (so `--stop-at` means the same instruction in `run` and `restore`). */
   stopAt?: number;
@@ -50,6 +52,8 @@ export interface RestoreSnapshotResult {
   source: "lsnap" | "qemu-stream" | "lsnap-from-qemu";
   /** For a QEMU snapshot, the fields ignored or approximated (`--verbose`). */
   notes: { field: string; note: string }[];
+  /** The files read, the full snapshot first (one file unless `path` is a diff). */
+  chain: string[];
 }
 
 /**
@@ -83,10 +87,11 @@ export async function restoreSnapshot(o: RestoreSnapshotOptions): Promise<Restor
       throw new RangeError(`Cannot restore: --run-for ${o.runFor} is not an instruction count`);
     }
   }
-  const file = await Deno.open(o.path, { read: true });
-  const restored = await restoreMachine(file.readable, {
+  // A diff is read through its chain: every link and every digest is checked before it runs.
+  const restored = await restoreMachineFromFile(o.path, {
     uartSink: o.sink,
     migrations: o.migrations,
+    parents: o.parents,
   });
   const { machine } = restored;
   o.onRestored?.(restored.notes);
@@ -110,5 +115,6 @@ export async function restoreSnapshot(o: RestoreSnapshotOptions): Promise<Restor
     machine,
     source: restored.source,
     notes: restored.notes,
+    chain: restored.chain,
   };
 }
