@@ -50,7 +50,7 @@ function elfFor(fraction: number, ramBytes: number): Uint8Array {
 
 /** The child: restore `base`, snapshot at `at` (full or a diff), print the metrics as JSON. */
 async function child(base: string, at: number, mode: SnapshotMode, out: string, diff: boolean) {
-  let metrics: SnapshotMetrics | Error | null = null;
+  let metrics = null as SnapshotMetrics | Error | null;
   const lm = await LiveMachine.start({
     restorePath: base,
     stopAt: at + 1_000,
@@ -88,7 +88,7 @@ async function diffPages(path: string): Promise<number[]> {
   const reader = new SnapshotStreamReader((await Deno.open(path)).readable, { diffs: "read" });
   const pages = new Set<number>();
   for await (const r of reader.records()) {
-    if (r.kind === "pages") for (const p of r.pages) pages.add(p);
+    if (r.kind === "pages") { for (const p of r.pages) pages.add(p); }
   }
   return [...pages].sort((a, b) => a - b);
 }
@@ -117,8 +117,9 @@ async function runChild(base: string, at: number, mode: SnapshotMode, out: strin
     stderr: "inherit",
   }).output();
   if (!o.success) throw new Error(`Cannot measure ${mode} ${diff ? "diff" : "full"}`);
-  return JSON.parse(new TextDecoder().decode(o.stdout).trim().split("\n").at(-1)!) as
-    SnapshotMetrics;
+  return JSON.parse(
+    new TextDecoder().decode(o.stdout).trim().split("\n").at(-1)!,
+  ) as SnapshotMetrics;
 }
 
 const rows: string[] = [];
@@ -158,7 +159,9 @@ for (const fraction of fractions) {
   }
 }
 console.log(
-  `RAM ${ramBytes >> 20} MiB; memstress walking ${fractions.map((f) => `${f * 100}%`)} of it\n`,
+  `RAM ${ramBytes >> 20} MiB; memstress walking ${
+    fractions.map((f: number) => `${f * 100}%`)
+  } of it\n`,
 );
 console.log(
   "| dirty | mode | pages in diff | full time | diff time | diff/full time | full bytes | " +

@@ -87,7 +87,7 @@ async function takeChain(
 }
 
 for (const mode of ["cow", "stop", "precopy"] as const) {
-  Deno.test(`LiveMachine ${mode}: a chain of 10 diffs holds every instant; flattened it restores to the uninterrupted run`, async () => {
+  Deno.test(`LiveMachine ${mode}: a chain of 10 diffs holds every instant; the chain and its flattened file restore to the uninterrupted run`, async () => {
     const dir = await Deno.makeTempDir();
     try {
       const chain = await takeChain(ELF, dir, mode, 10, 400_000);
@@ -113,25 +113,28 @@ for (const mode of ["cow", "stop", "precopy"] as const) {
         c.close();
         assertEquals(toHex(summary.contentDigest), m.contentDigest, `${what}: flattened`);
       }
-      // The last link, flattened, restored and run on: the same output and state as a run that
-      // was never interrupted.
+      // The chain (its newest diff, the parents found by the names it records) and the chain
+      // flattened, restored and run on: the same output and state as a run that was never
+      // interrupted.
       const last = chain.at(-1)!;
-      let out = "";
-      const decoder = new TextDecoder();
-      const restored = await LiveMachine.start({
-        restorePath: `${dir}/flat-${chain.length - 1}.lsnap`,
-        stopAt: end,
-        uartSink: (b) => out += decoder.decode(b),
-      });
-      await restored.halted;
-      const digest = await restored.digest();
-      await restored.quit();
-      assertEquals(digest, direct.digest.get(end), "restored and run on, the state differs");
-      assertEquals(
-        direct.output.get(last.atInstruction)! + out,
-        direct.output.get(end),
-        "restored and run on, the output differs",
-      );
+      for (const from of [last.path, `${dir}/flat-${chain.length - 1}.lsnap`]) {
+        let out = "";
+        const decoder = new TextDecoder();
+        const restored = await LiveMachine.start({
+          restorePath: from,
+          stopAt: end,
+          uartSink: (b) => out += decoder.decode(b),
+        });
+        await restored.halted;
+        const digest = await restored.digest();
+        await restored.quit();
+        assertEquals(digest, direct.digest.get(end), `${from} restored and run on: the state`);
+        assertEquals(
+          direct.output.get(last.atInstruction)! + out,
+          direct.output.get(end),
+          `${from} restored and run on: the output`,
+        );
+      }
     } finally {
       await Deno.remove(dir, { recursive: true });
     }

@@ -24,6 +24,8 @@ import { LIMIT_EXIT_STATUS } from "./run.ts";
 export interface LiveRunOptions {
   elf?: Uint8Array;
   restorePath?: string;
+  /** For a diff at `restorePath`: parent files (`--parent`). */
+  restoreParents?: string[];
   ramSize?: number;
   input?: Uint8Array;
   stopAt?: number;
@@ -197,6 +199,7 @@ export async function runLive(o: LiveRunOptions): Promise<number> {
     machine = await LiveMachine.start({
       elf: o.elf,
       restorePath: o.restorePath,
+      restoreParents: o.restoreParents,
       ramSize: o.ramSize,
       input: o.input,
       uartSink: print,

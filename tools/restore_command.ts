@@ -105,15 +105,13 @@ export async function main(args: string[]): Promise<number> {
   const { stopAt, maxInstructions } = parsed;
   const { sink, endsLine } = stdoutSink();
   if (parsed.live !== null) {
-    if (opts.parent.length > 0) {
-      return usageError("--parent is not yet supported with snapshot options");
-    }
     try {
       return await runLive({
         ...parsed.live,
         verbose: opts.verbose,
         name: "livesnap restore",
         restorePath: files[0],
+        restoreParents: opts.parent,
         print: sink,
       });
     } catch (e) {

@@ -29,7 +29,7 @@ import {
 import { describeMachine } from "./machine_state.ts";
 import { epochMs, readThreadCpu } from "./metrics.ts";
 import type { GuestBoot, GuestEvent, GuestStatus, HaltReason } from "./protocol.ts";
-import { restoreMachine } from "./restore.ts";
+import { restoreMachineFromFile } from "./restore.ts";
 import {
   CTRL_WRITER_STATE,
   type SnapshotMode,
@@ -429,8 +429,11 @@ async function start(boot: GuestBoot): Promise<void> {
   let parent: ParentTransfer | null = null;
   try {
     if (boot.restorePath !== undefined) {
-      const file = await Deno.open(boot.restorePath);
-      const restored = await restoreMachine(file.readable, { uartSink });
+      // A diff is restored through its chain (every link checked before the guest runs).
+      const restored = await restoreMachineFromFile(boot.restorePath, {
+        uartSink,
+        parents: boot.restoreParents,
+      });
       machine = restored.machine;
       restoredDigest = restored.contentDigest;
       restoredNotes = restored.notes;

@@ -84,6 +84,9 @@ export interface ScheduledRequest extends SnapshotRequest {
 export interface LiveMachineOptions {
   elf?: Uint8Array;
   restorePath?: string;
+  /** For a diff at `restorePath`: parent files to use before the names its chain records
+   * (`restore --parent`), matched by file digest. */
+  restoreParents?: string[];
   /** RAM size in bytes for `elf` (default: the machine's, 128 MiB). */
   ramSize?: number;
   /** Guest UART output (default: dropped). */
@@ -366,6 +369,7 @@ export class LiveMachine {
       chunkPort: chunks.port1,
       elf: options.elf,
       restorePath: options.restorePath,
+      restoreParents: options.restoreParents,
       ramSize: options.ramSize,
       input: options.input,
       mailbox: mailbox.buffer,

@@ -82,6 +82,8 @@ export interface ScheduledSnapshot {
 export interface GuestBoot {
   elf?: Uint8Array;
   restorePath?: string;
+  /** For a diff at `restorePath`: parent files to use before the names it records. */
+  restoreParents?: string[];
   /** RAM size for `elf`; a restore takes the file's. */
   ramSize?: number;
   /** Bytes the guest reads from its UART. */

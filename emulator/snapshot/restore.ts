@@ -12,7 +12,7 @@
  */
 
 import { type SnapshotRecord, SnapshotStreamReader } from "../../format/stream_reader.ts";
-import { ChainReader, isDiffFile, openChain } from "../../format/chain.ts";
+import { type ChainFile, ChainReader, isDiffFile, openChain } from "../../format/chain.ts";
 import { isQemuStream } from "../../qemu/stream_reader.ts";
 import {
   feedLsnapDevice,
@@ -145,7 +145,12 @@ export async function restoreMachine(
     };
   }
   const reader = new SnapshotStreamReader(input);
-  return await restoreRecords(reader.records(), () => reader.contentDigest, options);
+  return await restoreRecords(
+    reader.records(),
+    () => reader.contentDigest,
+    options,
+    () => parentOf(reader),
+  );
 }
 
 /**
@@ -156,6 +161,7 @@ async function restoreRecords(
   records: AsyncIterable<SnapshotRecord>,
   contentDigest: () => Uint8Array | null,
   options: RestoreOptions,
+  asParent: () => Omit<DiffParent, "name"> | null,
 ): Promise<RestoredMachine> {
   let machine: Machine | null = null;
   let description: MachineDescription | null = null;
@@ -216,7 +222,7 @@ async function restoreRecords(
     retired: machine.hart.retired,
     source: "lsnap",
     notes: [],
-    asParent: parentOf(reader),
+    asParent: asParent(),
   };
 }
 
@@ -233,6 +239,21 @@ function parentOf(reader: SnapshotStreamReader): Omit<DiffParent, "name"> | null
     fileDigest,
     depth: link === null ? 0 : link.depth,
     rootFileDigest: link === null ? fileDigest : link.rootFileDigest,
+    pageHashes,
+  };
+}
+
+/** The newest file of a chain completely read and proved, as a diff's parent. */
+function chainParentOf(reader: ChainReader, newest: ChainFile): Omit<DiffParent, "name"> | null {
+  const pageHashes = reader.pageHashes;
+  const contentDigest = reader.contentDigest;
+  if (pageHashes === null || contentDigest === null) return null;
+  const fileDigest = newest.trailer.fileDigest;
+  return {
+    contentDigest,
+    fileDigest,
+    depth: newest.depth,
+    rootFileDigest: newest.link === null ? fileDigest : newest.link.rootFileDigest,
     pageHashes,
   };
 }
@@ -278,7 +299,12 @@ export async function restoreMachineFromFile(
   const chain = await openChain(path, { parents: options.parents });
   try {
     const reader = new ChainReader(chain);
-    const restored = await restoreRecords(reader.records(), () => reader.contentDigest, options);
+    const restored = await restoreRecords(
+      reader.records(),
+      () => reader.contentDigest,
+      options,
+      () => chainParentOf(reader, chain.files.at(-1)!),
+    );
     return { ...restored, chain: chain.files.map((f) => f.path) };
   } finally {
     chain.close();
