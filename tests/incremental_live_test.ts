@@ -15,6 +15,7 @@ import { openChain } from "../format/chain.ts";
 import { flattenChainToFile } from "../format/flatten.ts";
 import { toHex } from "../format/checksum.ts";
 import { SnapshotStreamReader } from "../format/stream_reader.ts";
+import { controlRequest, serveControl } from "../tools/control.ts";
 import type { SnapshotMode } from "../emulator/snapshot/session.ts";
 
 const RAM = 8 * 1024 * 1024;
@@ -363,6 +364,91 @@ Deno.test("LiveMachine incremental: past maxChainDepth a scheduled snapshot star
     } finally {
       await lm.quit();
     }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+const CLI = new URL("../tools/cli.ts", import.meta.url).pathname;
+const CONFIG = new URL("../deno.json", import.meta.url).pathname;
+
+async function livesnap(...args: string[]) {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--config", CONFIG, CLI, ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decoder = new TextDecoder();
+  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
+}
+
+Deno.test("livesnap run/restore --incremental: a chain across a restore holds the state `run --stop-at N --digest` prints", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const elf = `${dir}/m.elf`;
+    await Deno.writeFile(elf, ELF);
+    const run = await livesnap(
+      ...["run", elf, "--ram", "8M", "--snapshot-at", "500000", "--snapshot-at", "900000"],
+      ...["--out", `${dir}/s-{n}.lsnap`, "--incremental", "--stop-at", "1000000"],
+    );
+    assertEquals(run.code, 0, run.stderr);
+    assert(
+      run.stderr.includes(`(cow diff on ${dir}/s-500000.lsnap, depth 1,`),
+      `no diff reported: ${run.stderr}`,
+    );
+    // Restore the diff (through its chain) and take a diff on it: a chain of three files.
+    const restore = await livesnap(
+      ...["restore", `${dir}/s-900000.lsnap`, "--snapshot-at", "1300000", "--mode", "stop"],
+      ...["--out", `${dir}/d.lsnap`, "--incremental", "--stop-at", "1400000"],
+    );
+    assertEquals(restore.code, 0, restore.stderr);
+    assert(restore.stderr.includes("depth 2"), restore.stderr);
+    const [resumed, direct] = await Promise.all([
+      livesnap("restore", `${dir}/d.lsnap`, "--stop-at", "1700000", "--digest"),
+      livesnap("run", elf, "--ram", "8M", "--stop-at", "1700000", "--digest"),
+    ]);
+    assertEquals(resumed.code, 0, resumed.stderr);
+    const digest = (s: string) => s.trim().split("\n").at(-1);
+    assertEquals(digest(resumed.stdout), digest(direct.stdout));
+    // --incremental with nothing to make incremental is a usage error.
+    const bad = await livesnap("run", elf, "--incremental");
+    assertEquals(bad.code, 2);
+    assert(bad.stderr.includes("--incremental needs --snapshot-at or --snapshot-every"));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("serveControl() snapshot with incremental: refused with no parent, then a diff on the last snapshot", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const machine = await LiveMachine.start({ elf: ELF, ramSize: RAM });
+    const sock = `${dir}/vm.sock`;
+    const server = await serveControl(sock, machine);
+    const snapshot = (path: string, incremental: unknown) =>
+      controlRequest(sock, {
+        execute: "snapshot",
+        arguments: { path: `${dir}/${path}`, mode: "cow", incremental },
+      });
+    const refused = await snapshot("d.lsnap", true);
+    if (!("error" in refused)) throw new Error(JSON.stringify(refused));
+    assert(refused.error.desc.includes("no earlier snapshot to be its parent"), refused.error.desc);
+    const notBool = await snapshot("d.lsnap", "yes");
+    assert("error" in notBool && notBool.error.desc.includes("is not true or false"));
+    const full = await snapshot("f.lsnap", false);
+    assert("return" in full, JSON.stringify(full));
+    const diff = await snapshot("d.lsnap", true);
+    if (!("return" in diff)) throw new Error(JSON.stringify(diff));
+    const m = diff.return as SnapshotMetrics;
+    assertEquals([m.incremental, m.parentPath, m.chainDepth], [true, `${dir}/f.lsnap`, 1]);
+    const c = await openChain(m.path);
+    const flat = await flattenChainToFile(c, `${dir}/flat.lsnap`);
+    c.close();
+    assertEquals(toHex(flat.contentDigest), m.contentDigest);
+    assertEquals(await controlRequest(sock, { execute: "quit" }), { return: {} });
+    await server.quitRequested;
+    await server.close();
+    await machine.quit();
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
