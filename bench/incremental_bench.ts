@@ -93,13 +93,14 @@ async function diffPages(path: string): Promise<number[]> {
   return [...pages].sort((a, b) => a - b);
 }
 
+/** Size of `bytes` compressed by the system's `zstd -1` (through a file: a pipe both ways
+ * would need both ends served at once). */
 async function zstdSize(bytes: Uint8Array): Promise<number> {
-  const p = new Deno.Command("zstd", { args: ["-1", "-c", "-q"], stdin: "piped", stdout: "piped" })
-    .spawn();
-  const w = p.stdin.getWriter();
-  await w.write(bytes);
-  await w.close();
-  const o = await p.output();
+  const raw = `${dir}/dirtied.raw`;
+  await Deno.writeFile(raw, bytes);
+  const o = await new Deno.Command("zstd", { args: ["-1", "-q", "-c", raw], stdout: "piped" })
+    .output();
+  await Deno.remove(raw);
   if (!o.success) throw new Error("Cannot run zstd -1");
   return o.stdout.length;
 }
