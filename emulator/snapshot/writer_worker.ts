@@ -47,9 +47,11 @@ function createFile(path: string, on: DiffParent | null): Promise<SnapshotWriter
   const description = { ...attached!.description, createdAt: Date.now() };
   // Compression stays on this thread (no extra workers): the guest thread needs the other
   // core. 64 KiB records: one queue drain fills one, and each stays below V8's large-object
-  // size, so the young generation collects it.
+  // size, so the young generation collects it. A diff holds few pages, scattered: 1 MiB records
+  // give zstd the context that keeps it within a few percent of compressing those pages as one
+  // stream (BENCHMARKS.md, "Incremental snapshots"); a flush still ends a record early.
   return SnapshotWriter.createFile(path, description, {
-    batchBytes: 64 * 1024,
+    batchBytes: on === null ? 64 * 1024 : 1024 * 1024,
     workers: 0,
     keepPageHashes: true,
     parent: on ?? undefined,
