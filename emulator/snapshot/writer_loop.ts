@@ -726,7 +726,21 @@ export class SnapshotWriterLoop {
   }
 }
 
-/** The first page at or after `from` whose bit is set in `set`, or `end` if none before it. */
+/**
+ * The first page at or after `from` whose bit is set in `set`, or `end` if none before it.
+ *
+ * @example
+ * ```ts
+ * import { assertEquals } from "@std/assert/mod.js";
+ * import { nextInSet } from "./writer_loop.ts";
+ * const set = new Int32Array(new SharedArrayBuffer(8)); // pages 0..63
+ * set[0] = 1 << 5;
+ * set[1] = 1 << 31; // page 63
+ * assertEquals(nextInSet(set, 0, 64), 5);
+ * assertEquals(nextInSet(set, 6, 64), 63);
+ * assertEquals(nextInSet(set, 6, 40), 40);
+ * ```
+ */
 export function nextInSet(set: Int32Array, from: number, end: number): number {
   let p = from;
   while (p < end) {
