@@ -108,11 +108,14 @@ Deno.test("flattenChainToFile() leaves nothing when the output does not hold the
     await Deno.writeFile(`${dir}/out.lsnap`, new Uint8Array([1, 2, 3]));
     const chain = await openChain(`${dir}/bad.lsnap`);
     try {
-      await assertRejects(
-        () => flattenChainToFile(chain, `${dir}/out.lsnap`),
-        FlattenError,
-        "content digest mismatch (expected ",
-      );
+      // Read back in this thread, and in a worker.
+      for (const workers of [0, 1]) {
+        await assertRejects(
+          () => flattenChainToFile(chain, `${dir}/out.lsnap`, { workers }),
+          FlattenError,
+          "content digest mismatch (expected ",
+        );
+      }
     } finally {
       chain.close();
     }
