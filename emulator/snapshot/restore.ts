@@ -13,6 +13,7 @@
 
 import { type SnapshotRecord, SnapshotStreamReader } from "../../format/stream_reader.ts";
 import { ChainReader, isDiffFile, openChain } from "../../format/chain.ts";
+import type { DiffParent } from "../../format/writer.ts";
 import { isQemuStream } from "../../qemu/stream_reader.ts";
 import {
   feedLsnapDevice,
@@ -224,6 +225,10 @@ export interface RestoreFileOptions extends RestoreOptions {
  * digest proved, before the machine is handed back. Throws format/'s `ChainError` for a chain that
  * cannot be used.
  *
+ * `diffParent` is what `SnapshotWriter`'s `parent` option needs to write a diff of this machine
+ * on the file restored (right after the restore every page is clean against it), proved by the
+ * restore itself; null for a QEMU stream.
+ *
  * @example
  * ```ts
  * import { assertEquals } from "@std/assert/mod.js";
@@ -243,16 +248,47 @@ export interface RestoreFileOptions extends RestoreOptions {
 export async function restoreMachineFromFile(
   path: string,
   options: RestoreFileOptions = {},
-): Promise<RestoredMachine & { chain: string[] }> {
+): Promise<RestoredMachine & { chain: string[]; diffParent: DiffParent | null }> {
   if (!(await isDiffFile(path))) {
     const file = await Deno.open(path, { read: true });
-    return { ...(await restoreMachine(file.readable, options)), chain: [path] };
+    const [head, input] = await peek(file.readable, 8);
+    if (isQemuStream(head)) {
+      return { ...(await restoreMachine(input, options)), chain: [path], diffParent: null };
+    }
+    const reader = new SnapshotStreamReader(input);
+    const restored = await restoreRecords(reader.records(), () => reader.contentDigest, options);
+    const pageHashes = reader.pageHashes;
+    return {
+      ...restored,
+      chain: [path],
+      // What a diff on this file needs: the machine now is the file's state, every page clean.
+      diffParent: pageHashes === null ? null : {
+        contentDigest: reader.contentDigest!,
+        fileDigest: reader.fileDigest!,
+        name: path,
+        depth: 0,
+        rootFileDigest: reader.fileDigest!,
+        pageHashes,
+      },
+    };
   }
   const chain = await openChain(path, { parents: options.parents });
   try {
     const reader = new ChainReader(chain);
     const restored = await restoreRecords(reader.records(), () => reader.contentDigest, options);
-    return { ...restored, chain: chain.files.map((f) => f.path) };
+    const head = chain.head;
+    return {
+      ...restored,
+      chain: chain.files.map((f) => f.path),
+      diffParent: {
+        contentDigest: reader.contentDigest!,
+        fileDigest: head.trailer.fileDigest,
+        name: path,
+        depth: head.depth,
+        rootFileDigest: head.link?.rootFileDigest ?? head.trailer.fileDigest,
+        pageHashes: reader.pageHashes!,
+      },
+    };
   } finally {
     chain.close();
   }
