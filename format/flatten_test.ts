@@ -129,3 +129,23 @@ Deno.test("flattenChainToFile() leaves nothing when the output does not hold the
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("flattenChainToFile() of a full snapshot (a chain of one) keeps its state", async () => {
+  const dir = await tempDir();
+  try {
+    const steps = await writeChain(dir, 0, { pages: 16, seed: 24 });
+    const chain = await openChain(steps[0].path);
+    try {
+      assertEquals(chain.files.length, 1);
+      const s = await flattenChainToFile(chain, `${dir}/copy.lsnap`);
+      assertEquals(toHex(s.contentDigest), toHex(steps[0].summary.contentDigest));
+      assertEquals(s.skippedRecords, 0);
+    } finally {
+      chain.close();
+    }
+    const snap = await readSnapshot((await Deno.open(`${dir}/copy.lsnap`)).readable);
+    assertEquals(snap.regions[0], steps[0].ram);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
