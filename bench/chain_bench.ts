@@ -202,9 +202,9 @@ try {
       `after; ${navigator.hardwareConcurrency} CPUs; ${new Date().toISOString().slice(0, 16)}Z.\n`,
   );
   console.log(
-    "| command | wall s, median (min-max) | CPU s, median (min-max) | guest RAM GB/s by wall, median | time / the baseline's time, median (min-max) |",
+    "| command | wall s, median (min-max) | CPU s, median (min-max) | guest RAM GB/s by wall, median | wall / the baseline's, median (min-max) | CPU / the baseline's, median (min-max) |",
   );
-  console.log("|---|---:|---:|---:|---:|");
+  console.log("|---|---:|---:|---:|---:|---:|");
   for (const group of [flattening, restoring]) {
     for (const c of group) {
       const r = speedRatios(group[0], c);

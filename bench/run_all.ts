@@ -11,6 +11,7 @@ const BENCHES = [
   "tools_bench.ts",
   "verify_bench.ts",
   "incremental_bench.ts",
+  "chain_bench.ts",
 ];
 
 for (const name of BENCHES) {

@@ -98,9 +98,10 @@ async function identity(path: string): Promise<string> {
   return await Deno.realPath(path);
 }
 
-function dirOf(path: string): string {
+/** The path of the file `name` in the directory of `path` (a bare name beside a bare name). */
+function besides(path: string, name: string): string {
   const i = Math.max(path.lastIndexOf("/"), path.lastIndexOf("\\"));
-  return i < 0 ? "." : i === 0 ? "/" : path.slice(0, i);
+  return i < 0 ? name : `${path.slice(0, i + 1)}${name}`;
 }
 
 function nameOf(path: string): string {
@@ -271,7 +272,7 @@ export class SnapshotChain {
       }
     }
     if (found === null) {
-      const hint = `${dirOf(child.path)}/${link.parentName}`;
+      const hint = besides(child.path, link.parentName);
       let id: string;
       try {
         id = await identity(hint);

@@ -64,6 +64,14 @@ Deno.test("SnapshotWriter with parent declares the whole state's content digest"
   assertEquals(s0.pageHashes!.count(), 16);
   assertEquals(s1.pageHashes!.count(), 16);
 
+  // What a 1.0 reader meets as record 1: type 0x0006, unknown to it, flagged critical, so it
+  // refuses the file (FORMAT.md §3.2) instead of taking the changes for a whole state.
+  const bytes = diff.bytes();
+  const view = new DataView(bytes.buffer);
+  const second = 16 + 8 + view.getUint32(16 + 4, true) + 4;
+  assertEquals([view.getUint16(second, true), view.getUint16(second + 2, true)], [0x0006, 0x0001]);
+  assertEquals([view.getUint16(8, true), view.getUint16(10, true)], [1, 1], "format 1.1");
+
   // A reader refuses the diff by default, and checks it against the parent's pages when told.
   await assertRejects(
     () => readSnapshot(ReadableStream.from([diff.bytes()])),

@@ -28,8 +28,23 @@ import { encodeTrailer } from "./trailer.ts";
 
 /** Options of {@linkcode flattenChain}. */
 export interface FlattenOptions {
-  /** Page workers for the read-back (as `verify`: by default some for a large chain). */
+  /**
+   * Read the output back in a worker thread (any number above 0) or in the calling thread (0).
+   * Default: a worker when the chain's files total at least 16 MiB.
+   */
   workers?: number;
+}
+
+/** Chains at least this large are read back in a worker by default. */
+const WORKER_THRESHOLD = 16 << 20;
+
+/** Where the output's bytes go to be read back. */
+interface ReadBackChannel {
+  /** Hands over `bytes`, which the caller never touches again. */
+  push(bytes: Uint8Array): Promise<void>;
+  /** Ends the bytes; the content digest read back, or a FlattenError. */
+  finish(): Promise<Uint8Array>;
+  stop(): void;
 }
 
 /** What {@linkcode flattenChain} reports. */
@@ -108,8 +123,13 @@ export async function flattenChain(
   const out = sink.getWriter();
   const d = chain.description;
   const totalSize = chain.files.reduce((n, f) => n + f.reader.size, 0);
-  const pool = startPageDigestPool({ workers: options.workers, sizeHint: totalSize });
-  const back = new ReadBack(pool);
+  // A large output is read back on a core of its own (the worker decompresses and hashes its
+  // pages); a small one in this thread, which spares the worker's start.
+  const inWorker = options.workers === undefined
+    ? totalSize >= WORKER_THRESHOLD
+    : options.workers > 0;
+  const pool = inWorker ? undefined : startPageDigestPool({ workers: 0 });
+  const back: ReadBackChannel = inWorker ? new WorkerReadBack() : new ReadBack(pool);
   try {
     // 1. The final occurrence of every page: the newest file that names it wins (FORMAT.md §14.2).
     const final: FinalPages[] = d.regions.map((r) => {
@@ -253,7 +273,7 @@ export async function flattenChain(
  * The output's bytes on their way to the streaming checker, which checks every rule of FORMAT.md
  * on them and recomputes the content digest from them (with page workers when given).
  */
-class ReadBack {
+class ReadBack implements ReadBackChannel {
   private readonly echo = new TransformStream<Uint8Array, Uint8Array>(undefined, {
     highWaterMark: 64,
   });
@@ -306,6 +326,96 @@ class ReadBack {
 
   stop(): void {
     this.writer.abort().catch(() => {});
+  }
+}
+
+/** Bytes handed to the worker and not yet consumed, before the writer waits. */
+const WORKER_WINDOW = 64 << 20;
+
+/** The read-back in `_read_back_worker.ts`: chunks in, `ack`s as they are consumed, a verdict. */
+class WorkerReadBack implements ReadBackChannel {
+  private readonly worker = new Worker(new URL("./_read_back_worker.ts", import.meta.url).href, {
+    type: "module",
+  });
+  private inFlight = 0;
+  private waiters: (() => void)[] = [];
+  private failure: Error | null = null;
+  private signalReady: () => void = () => {};
+  private readonly ready = new Promise<void>((r) => (this.signalReady = r));
+  private readonly result: Promise<{ complete: boolean; contentDigest: Uint8Array | null }>;
+
+  constructor() {
+    this.result = new Promise((resolve, reject) => {
+      const fail = (e: Error) => {
+        this.failure = e;
+        this.signalReady();
+        this.wakeAll();
+        reject(e);
+      };
+      this.worker.onmessage = (e) => {
+        const m = e.data;
+        if (m.ready) this.signalReady();
+        else if (m.ack !== undefined) {
+          this.inFlight -= m.ack;
+          if (this.inFlight <= WORKER_WINDOW) this.wakeAll();
+        } else if (m.done !== undefined) {
+          this.wakeAll();
+          resolve(m.done);
+        } else if (m.error !== undefined) fail(new Error(m.error.message));
+      };
+      this.worker.onerror = (e) => {
+        e.preventDefault();
+        fail(new Error(`the read-back worker failed: ${e.message}`));
+      };
+    });
+    this.result.catch(() => {});
+  }
+
+  private wakeAll(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
+  }
+
+  private unreadable(e: Error): FlattenError {
+    return new FlattenError(`Cannot flatten: the output does not read back: ${e.message}`, {
+      cause: e,
+    });
+  }
+
+  async push(bytes: Uint8Array): Promise<void> {
+    await this.ready;
+    if (this.failure !== null) throw this.unreadable(this.failure);
+    const whole = bytes.buffer instanceof ArrayBuffer && bytes.byteOffset === 0 &&
+      bytes.byteLength === bytes.buffer.byteLength;
+    const own = whole ? bytes : bytes.slice();
+    this.inFlight += own.length;
+    this.worker.postMessage({ chunk: own }, [own.buffer as ArrayBuffer]);
+    while (this.inFlight > WORKER_WINDOW && this.failure === null) {
+      await new Promise<void>((r) => this.waiters.push(r));
+    }
+    if (this.failure !== null) throw this.unreadable(this.failure);
+  }
+
+  async finish(): Promise<Uint8Array> {
+    await this.ready;
+    this.worker.postMessage({ end: true });
+    let r;
+    try {
+      r = await this.result;
+    } catch (e) {
+      throw this.unreadable(e as Error);
+    } finally {
+      this.worker.terminate();
+    }
+    if (!r.complete || r.contentDigest === null) {
+      throw new FlattenError("Cannot flatten: the output does not read back whole");
+    }
+    return r.contentDigest;
+  }
+
+  stop(): void {
+    this.worker.terminate();
   }
 }
 

@@ -108,11 +108,14 @@ Deno.test("flattenChainToFile() leaves nothing when the output does not hold the
     await Deno.writeFile(`${dir}/out.lsnap`, new Uint8Array([1, 2, 3]));
     const chain = await openChain(`${dir}/bad.lsnap`);
     try {
-      await assertRejects(
-        () => flattenChainToFile(chain, `${dir}/out.lsnap`),
-        FlattenError,
-        "content digest mismatch (expected ",
-      );
+      // Read back in this thread, and in a worker.
+      for (const workers of [0, 1]) {
+        await assertRejects(
+          () => flattenChainToFile(chain, `${dir}/out.lsnap`, { workers }),
+          FlattenError,
+          "content digest mismatch (expected ",
+        );
+      }
     } finally {
       chain.close();
     }
@@ -122,6 +125,26 @@ Deno.test("flattenChainToFile() leaves nothing when the output does not hold the
       [...Deno.readDirSync(dir)].map((e) => e.name).sort(),
       ["bad.lsnap", "out.lsnap", "s-0.lsnap", "s-1.lsnap"],
     );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("flattenChainToFile() of a full snapshot (a chain of one) keeps its state", async () => {
+  const dir = await tempDir();
+  try {
+    const steps = await writeChain(dir, 0, { pages: 16, seed: 24 });
+    const chain = await openChain(steps[0].path);
+    try {
+      assertEquals(chain.files.length, 1);
+      const s = await flattenChainToFile(chain, `${dir}/copy.lsnap`);
+      assertEquals(toHex(s.contentDigest), toHex(steps[0].summary.contentDigest));
+      assertEquals(s.skippedRecords, 0);
+    } finally {
+      chain.close();
+    }
+    const snap = await readSnapshot((await Deno.open(`${dir}/copy.lsnap`)).readable);
+    assertEquals(snap.regions[0], steps[0].ram);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

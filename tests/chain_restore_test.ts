@@ -8,6 +8,7 @@ import { assert, assertEquals, assertRejects, assertStringIncludes } from "@std/
 import { Machine } from "../emulator/machine.ts";
 import { patchMemstressConfig } from "../emulator/guests/memstress_config.ts";
 import { saveMachine } from "../emulator/snapshot/save.ts";
+import { restoreMachineFromFile } from "../emulator/snapshot/restore.ts";
 import {
   describeMachine,
   machineContentDigest,
@@ -166,5 +167,27 @@ Deno.test("restore of a diff refuses a bad chain before the guest runs", async (
     }
     assertStringIncludes(errors.join("\n"), "livesnap restore: Cannot use the chain of");
     assertStringIncludes(errors.join("\n"), `the parent '${dir}/s-1.lsnap' does not exist`);
+  });
+});
+
+Deno.test("restoreMachineFromFile() gives the parent a diff of the restored machine needs", async () => {
+  await withTemp(async (dir) => {
+    const digests = await makeChain(dir, 3);
+    for (const from of ["s-0.lsnap", "s-3.lsnap"]) {
+      const r = await restoreMachineFromFile(`${dir}/${from}`, { uartSink: () => {} });
+      const parent = r.diffParent;
+      if (parent === null) throw new Error(`restoring ${from} gave no parent`);
+      assertEquals(toHex(parent.contentDigest), r.contentDigest);
+      const before = r.machine.ram.bytes.slice();
+      r.machine.run(STEP);
+      const out = `${dir}/after-${from}`;
+      const { summary } = await saveDiff(r.machine, out, parent, before);
+      assertEquals(toHex(summary.contentDigest), await machineContentDigest(r.machine));
+      assertEquals(summary.depth, from === "s-0.lsnap" ? 1 : 4);
+      const again = await restoreSnapshot({ path: out, stopAt: 20 * STEP, sink: () => {} });
+      assertEquals(again.snapshotRetired, r.machine.hart.retired);
+      assertEquals(again.contentDigest, toHex(summary.contentDigest));
+    }
+    assertEquals(digests.length, 4);
   });
 });

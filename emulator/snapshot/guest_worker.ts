@@ -437,9 +437,8 @@ async function start(boot: GuestBoot): Promise<void> {
       machine = restored.machine;
       restoredDigest = restored.contentDigest;
       restoredNotes = restored.notes;
-      if (restored.asParent !== null) {
-        parent = parentToTransfer({ ...restored.asParent, name: boot.restorePath });
-      }
+      // Right after the restore every page is clean against the file: the next diff's parent.
+      if (restored.diffParent !== null) parent = parentToTransfer(restored.diffParent);
     } else {
       machine = Machine.fromElf(boot.elf!, { ramSize: boot.ramSize, uartSink });
     }

@@ -12,7 +12,8 @@
  */
 
 import { type SnapshotRecord, SnapshotStreamReader } from "../../format/stream_reader.ts";
-import { type ChainFile, ChainReader, isDiffFile, openChain } from "../../format/chain.ts";
+import { ChainReader, isDiffFile, openChain } from "../../format/chain.ts";
+import type { DiffParent } from "../../format/writer.ts";
 import { isQemuStream } from "../../qemu/stream_reader.ts";
 import {
   feedLsnapDevice,
@@ -23,7 +24,6 @@ import {
 import type { DeviceSection } from "../../format/device_section.ts";
 import type { MachineDescription } from "../../format/header.ts";
 import { toHex } from "../../format/checksum.ts";
-import type { DiffParent } from "../../format/writer.ts";
 import { Machine, type MachineOptions } from "../machine.ts";
 import {
   checkDescriptionFits,
@@ -54,12 +54,6 @@ export interface RestoredMachine {
   source: "lsnap" | "qemu-stream" | "lsnap-from-qemu";
   /** For a QEMU snapshot: the fields ignored or approximated (`restore --verbose`). */
   notes: { field: string; note: string }[];
-  /**
-   * For an `.lsnap` of this emulator: the file as the parent of a diff on the restored machine
-   * (its digests, chain depth and page hashes; `name` is left for the caller, who knows the
-   * path). Null for a QEMU snapshot, whose restored state is not the file's.
-   */
-  asParent: Omit<DiffParent, "name"> | null;
 }
 
 /** The first `n` bytes of `stream` (fewer if it is shorter), and a stream of all its bytes. */
@@ -141,16 +135,10 @@ export async function restoreMachine(
       retired: q.machine.hart.retired,
       source: "qemu-stream",
       notes: q.notes,
-      asParent: null,
     };
   }
   const reader = new SnapshotStreamReader(input);
-  return await restoreRecords(
-    reader.records(),
-    () => reader.contentDigest,
-    options,
-    () => parentOf(reader),
-  );
+  return await restoreRecords(reader.records(), () => reader.contentDigest, options);
 }
 
 /**
@@ -161,7 +149,6 @@ async function restoreRecords(
   records: AsyncIterable<SnapshotRecord>,
   contentDigest: () => Uint8Array | null,
   options: RestoreOptions,
-  asParent: () => Omit<DiffParent, "name"> | null,
 ): Promise<RestoredMachine> {
   let machine: Machine | null = null;
   let description: MachineDescription | null = null;
@@ -203,7 +190,6 @@ async function restoreRecords(
       retired: q.machine.hart.retired,
       source: "lsnap-from-qemu",
       notes: q.notes,
-      asParent: null,
     };
   }
   if (machine === null || description === null) {
@@ -222,39 +208,6 @@ async function restoreRecords(
     retired: machine.hart.retired,
     source: "lsnap",
     notes: [],
-    asParent: asParent(),
-  };
-}
-
-/** A completely read and checked file as a diff's parent (null if its page hashes are not
- * known). */
-function parentOf(reader: SnapshotStreamReader): Omit<DiffParent, "name"> | null {
-  const pageHashes = reader.pageHashes;
-  const fileDigest = reader.fileDigest;
-  const contentDigest = reader.contentDigest;
-  if (pageHashes === null || fileDigest === null || contentDigest === null) return null;
-  const link = reader.parent;
-  return {
-    contentDigest,
-    fileDigest,
-    depth: link === null ? 0 : link.depth,
-    rootFileDigest: link === null ? fileDigest : link.rootFileDigest,
-    pageHashes,
-  };
-}
-
-/** The newest file of a chain completely read and proved, as a diff's parent. */
-function chainParentOf(reader: ChainReader, newest: ChainFile): Omit<DiffParent, "name"> | null {
-  const pageHashes = reader.pageHashes;
-  const contentDigest = reader.contentDigest;
-  if (pageHashes === null || contentDigest === null) return null;
-  const fileDigest = newest.trailer.fileDigest;
-  return {
-    contentDigest,
-    fileDigest,
-    depth: newest.depth,
-    rootFileDigest: newest.link === null ? fileDigest : newest.link.rootFileDigest,
-    pageHashes,
   };
 }
 
@@ -271,6 +224,10 @@ export interface RestoreFileOptions extends RestoreOptions {
  * every file of the chain is read, the full snapshot first, with its file digest and its content
  * digest proved, before the machine is handed back. Throws format/'s `ChainError` for a chain that
  * cannot be used.
+ *
+ * `diffParent` is what `SnapshotWriter`'s `parent` option needs to write a diff of this machine
+ * on the file restored (right after the restore every page is clean against it), proved by the
+ * restore itself; null for a QEMU stream.
  *
  * @example
  * ```ts
@@ -291,21 +248,47 @@ export interface RestoreFileOptions extends RestoreOptions {
 export async function restoreMachineFromFile(
   path: string,
   options: RestoreFileOptions = {},
-): Promise<RestoredMachine & { chain: string[] }> {
+): Promise<RestoredMachine & { chain: string[]; diffParent: DiffParent | null }> {
   if (!(await isDiffFile(path))) {
     const file = await Deno.open(path, { read: true });
-    return { ...(await restoreMachine(file.readable, options)), chain: [path] };
+    const [head, input] = await peek(file.readable, 8);
+    if (isQemuStream(head)) {
+      return { ...(await restoreMachine(input, options)), chain: [path], diffParent: null };
+    }
+    const reader = new SnapshotStreamReader(input);
+    const restored = await restoreRecords(reader.records(), () => reader.contentDigest, options);
+    const pageHashes = reader.pageHashes;
+    return {
+      ...restored,
+      chain: [path],
+      // What a diff on this file needs: the machine now is the file's state, every page clean.
+      diffParent: pageHashes === null ? null : {
+        contentDigest: reader.contentDigest!,
+        fileDigest: reader.fileDigest!,
+        name: path,
+        depth: 0,
+        rootFileDigest: reader.fileDigest!,
+        pageHashes,
+      },
+    };
   }
   const chain = await openChain(path, { parents: options.parents });
   try {
     const reader = new ChainReader(chain);
-    const restored = await restoreRecords(
-      reader.records(),
-      () => reader.contentDigest,
-      options,
-      () => chainParentOf(reader, chain.files.at(-1)!),
-    );
-    return { ...restored, chain: chain.files.map((f) => f.path) };
+    const restored = await restoreRecords(reader.records(), () => reader.contentDigest, options);
+    const head = chain.head;
+    return {
+      ...restored,
+      chain: chain.files.map((f) => f.path),
+      diffParent: {
+        contentDigest: reader.contentDigest!,
+        fileDigest: head.trailer.fileDigest,
+        name: path,
+        depth: head.depth,
+        rootFileDigest: head.link?.rootFileDigest ?? head.trailer.fileDigest,
+        pageHashes: reader.pageHashes!,
+      },
+    };
   } finally {
     chain.close();
   }
