@@ -5,7 +5,8 @@
  * `{"return": <value>, "id": ...}` or `{"error": {"class": "...", "desc": "..."}, "id": ...}`.
  *
  * Commands: `snapshot` (arguments `path`, `mode` = cow|precopy|stop, `cowBuffer` = bytes or
- * "max"; returns the snapshot's metrics once the file is complete), `pause`, `resume`, `status`,
+ * "max", `incremental` = true for a diff on the machine's last snapshot, refused if it has none;
+ * returns the snapshot's metrics once the file is complete), `pause`, `resume`, `status`,
  * `digest` (the machine's content digest now), `quit` (finishes a snapshot being written, then
  * stops the machine).
  *
@@ -74,7 +75,18 @@ async function execute(
       if (!["cow", "precopy", "stop"].includes(mode)) {
         throw new TypeError(`Cannot snapshot: mode '${mode}' is not cow, precopy or stop`);
       }
-      return await machine.snapshot({ path, mode, cowBuffer: parseCowBuffer(args.cowBuffer) });
+      const incremental = args.incremental ?? false;
+      if (typeof incremental !== "boolean") {
+        throw new TypeError(
+          `Cannot snapshot: incremental ${JSON.stringify(incremental)} is not true or false`,
+        );
+      }
+      return await machine.snapshot({
+        path,
+        mode,
+        cowBuffer: parseCowBuffer(args.cowBuffer),
+        incremental,
+      });
     }
     case "pause":
       return await machine.pause();
