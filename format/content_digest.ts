@@ -39,11 +39,13 @@ export class PageHashTable {
   /** The regions the table is for, in header order. */
   readonly regions: readonly Region[];
 
+  /** An empty table (no page hashed) for `regions`. */
   constructor(regions: readonly Region[]) {
     this.regions = regions.map((r) => ({ ...r }));
     this.chunks = regions.map(() => []);
   }
 
+  /** The chunk of page hashes holding `page`, allocated on first use. */
   private chunk(region: number, page: number): Chunk {
     const list = this.chunks[region];
     const i = Math.floor(page / CHUNK_PAGES);

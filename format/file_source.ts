@@ -115,6 +115,7 @@ export class FileSource implements RandomAccessSource {
     return await readCoalesced(ranges, (o, n) => this.read(o, n, options), { concurrency: 1 });
   }
 
+  // deno-lint-ignore require-await
   async #readNow(offset: number, length: number, signal?: AbortSignal) {
     const range = { offset, length };
     if (this.closed) throw new SourceClosedError(this.name, "the source is closed", { range });

@@ -173,7 +173,9 @@ export interface ParentReport {
   name: string;
   /** This diff's depth: 1 on a full snapshot. */
   depth: number;
+  /** The parent's content digest (FORMAT.md §10), hex. */
   contentDigest: string;
+  /** The parent's file digest (FORMAT.md §9), hex. */
   fileDigest: string;
   /** The file digest of the chain's full snapshot. */
   rootFileDigest: string;
