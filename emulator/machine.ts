@@ -507,6 +507,7 @@ export class Machine {
     const off = (addr - RAM_BASE) >>> 0;
     if (off < this.ram.size) {
       if (off + size > this.ram.size) return this.#loadTrap(CAUSE.LOAD_ACCESS_FAULT, addr);
+      this.ram.ensurePresent(off, size);
       const b = this.ram.bytes;
       let v = 0;
       for (let i = size - 1; i >= 0; i--) v = (v << 8) | b[off + i];

@@ -331,7 +331,7 @@ export class GuestSnapshotSide {
   #nextGeneration(): void {
     let g = this.#generation + 1;
     if (g > MAX_GENERATION) {
-      // Once every 536 million snapshots: an entry left at an old generation by a failed
+      // Once every 268 million snapshots: an entry left at an old generation by a failed
       // snapshot or by precopy must not be taken for a saved page of a new one.
       for (let p = 0; p < this.pageCount; p++) Atomics.and(this.gate, p, GATE_MACHINE_BITS);
       g = 1;
