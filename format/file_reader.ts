@@ -177,6 +177,39 @@ export class SnapshotFileReader {
     return this.scanned?.get(region, page) ?? -1;
   }
 
+  /**
+   * Every page of `region` that appears in the file with the offset of the record holding its
+   * last occurrence: `offsets[p]` for page `p`, -1 for a page that never appears (it reads as
+   * zeros). One pass over the index (or the scan's table); for lazy restore, which reads records
+   * one by one with {@linkcode SnapshotFileReader.readRecord}.
+   */
+  recordOffsets(region: number, into?: Float64Array): Float64Array {
+    const r = this.description.regions[region];
+    if (r === undefined) throw new RangeError(`Cannot list region ${region}: no such region`);
+    const count = r.size / r.pageSize;
+    const out = into ?? new Float64Array(count);
+    out.fill(-1);
+    if (this.index !== null) {
+      const { regions, pages, pageOffsets } = this.index;
+      for (let i = 0; i < pages.length; i++) {
+        if (regions[i] === region) out[pages[i]] = pageOffsets[i];
+      }
+    } else if (this.scanned !== null) {
+      for (let p = 0; p < count; p++) out[p] = this.scanned.get(region, p);
+    }
+    return out;
+  }
+
+  /**
+   * One whole record (head, payload, CRC) at `offset`, its length checked against the file's
+   * size and its CRC32C checked: a {@linkcode TruncatedError} or `ChecksumError` names the offset.
+   */
+  async readRecord(
+    offset: number,
+  ): Promise<{ type: number; flags: number; payload: Uint8Array; length: number }> {
+    return await readRecordAt(this.file, this.size, offset, -1);
+  }
+
   private async loadPageRecord(
     region: number,
     at: number,

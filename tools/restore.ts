@@ -8,6 +8,12 @@
 
 import type { ExitReason, Machine } from "../emulator/machine.ts";
 import { restoreMachine, type RestoreOptions } from "../emulator/snapshot/restore.ts";
+import {
+  type LazyPager,
+  type LazyRestoreOptions,
+  restoreLazily,
+} from "../emulator/snapshot/lazy_restore.ts";
+import { sharedClockMs } from "../emulator/snapshot/lazy_pages.ts";
 import { runBounded } from "./run.ts";
 
 /** Options for {@linkcode restoreSnapshot}. */
@@ -30,6 +36,12 @@ export interface RestoreSnapshotOptions {
   /** Called once the machine is rebuilt, before it runs, with the fields a QEMU snapshot's
    * mapping ignored or approximated (empty for livesnap's own snapshots). */
   onRestored?: (notes: { field: string; note: string }[]) => void;
+  /**
+   * Restore lazily (`--lazy`): the guest starts before its RAM is read, pages come in on first
+   * access and from a background loader (emulator/snapshot/lazy_restore.ts). With `eager`, the
+   * same machinery loads everything with parallel loaders before the guest runs.
+   */
+  lazy?: Omit<LazyRestoreOptions, "path" | "uartSink" | "migrations" | "startedAtMs">;
 }
 
 /** What {@linkcode restoreSnapshot} returns. */
@@ -50,6 +62,8 @@ export interface RestoreSnapshotResult {
   source: "lsnap" | "qemu-stream" | "lsnap-from-qemu";
   /** For a QEMU snapshot, the fields ignored or approximated (`--verbose`). */
   notes: { field: string; note: string }[];
+  /** A lazy restore's pager (its metrics; call `finish()` once done with the machine). */
+  pager?: LazyPager;
 }
 
 /**
@@ -83,6 +97,7 @@ export async function restoreSnapshot(o: RestoreSnapshotOptions): Promise<Restor
       throw new RangeError(`Cannot restore: --run-for ${o.runFor} is not an instruction count`);
     }
   }
+  if (o.lazy !== undefined) return await restoreLazy(o, o.lazy);
   const file = await Deno.open(o.path, { read: true });
   const restored = await restoreMachine(file.readable, {
     uartSink: o.sink,
@@ -111,4 +126,63 @@ export async function restoreSnapshot(o: RestoreSnapshotOptions): Promise<Restor
     source: restored.source,
     notes: restored.notes,
   };
+}
+
+/** Slices between two looks of a lazy restore's pager (its window and its loaders' end). */
+const LAZY_SLICE = 100_000;
+
+async function restoreLazy(
+  o: RestoreSnapshotOptions,
+  lazy: NonNullable<RestoreSnapshotOptions["lazy"]>,
+): Promise<RestoreSnapshotResult> {
+  const startedAtMs = sharedClockMs();
+  const restored = await restoreLazily({
+    ...lazy,
+    path: o.path,
+    uartSink: o.sink,
+    migrations: o.migrations,
+    startedAtMs,
+  });
+  const { machine, pager } = restored;
+  try {
+    o.onRestored?.([]);
+    const snapshotRetired = machine.hart.retired;
+    for (
+      const [option, n] of [["--stop-at", o.stopAt], ["--max-instructions", o.maxInstructions]]
+    ) {
+      if (n !== undefined && (!Number.isSafeInteger(n) || (n as number) < snapshotRetired)) {
+        throw new RangeError(
+          `Cannot restore to ${option} ${n}: the snapshot was taken at instruction ${snapshotRetired}`,
+        );
+      }
+    }
+    const stopAt = o.runFor !== undefined ? snapshotRetired + o.runFor : o.stopAt;
+    const end = Math.min(stopAt ?? Infinity, o.maxInstructions ?? Infinity);
+    let first: ExitReason | null = null;
+    if (end > snapshotRetired) {
+      // The first instruction alone, to time it (run(1) then run(n) is run(n + 1)).
+      first = machine.run(1);
+      if (machine.hart.retired > snapshotRetired) pager.markFirstInstruction();
+    }
+    const { exit, limitReached } = first !== null && first.reason !== "budget"
+      ? { exit: first, limitReached: false }
+      : runBounded(machine, stopAt, o.maxInstructions, {
+        slice: LAZY_SLICE,
+        call: (retired) => pager.tick(retired),
+      });
+    return {
+      exit,
+      limitReached,
+      retired: machine.hart.retired,
+      snapshotRetired,
+      contentDigest: restored.contentDigest,
+      machine,
+      source: "lsnap",
+      notes: [],
+      pager,
+    };
+  } catch (e) {
+    await pager.finish().catch(() => {});
+    throw e;
+  }
 }

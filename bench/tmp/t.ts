@@ -1,0 +1,10 @@
+import { restoreLazily } from "/work/wt/p2-lazy/emulator/snapshot/lazy_restore.ts";
+import { sharedClockMs } from "/work/wt/p2-lazy/emulator/snapshot/lazy_pages.ts";
+const t0 = sharedClockMs();
+const r = await restoreLazily({ path: Deno.args[0], uartSink: () => {}, startedAtMs: t0, loaders: Number(Deno.args[1] ?? 1) });
+const t1 = sharedClockMs();
+r.machine.run(1);
+r.pager.markFirstInstruction();
+const t2 = sharedClockMs();
+console.log("restore", (t1 - t0).toFixed(1), "first", (t2 - t1).toFixed(1), r.pager.metrics().firstInstructionUs);
+await r.pager.finish();

@@ -1,0 +1,651 @@
+/**
+ * Lazy restore: the guest runs before its RAM is loaded. Every page the file holds starts absent
+ * (GATE_ABSENT in the page gate, emulator/ram.ts); the first access to one (fetch, load, store,
+ * atomic, a device) reads the record holding its last occurrence through the file's INDEX, checks
+ * the record's CRC32C right then, decompresses it and installs its pages; the access then goes on.
+ * A background loader (`lazy_loader.ts`, on its own thread) brings in the rest meanwhile, a
+ * working-set hint's pages first (`working_set.ts`), and stops. Pages the file never names are
+ * zeros: never absent, never read.
+ *
+ * What the guest computes is what it computes after an eager restore: a page is installed once,
+ * by the one thread whose compare-and-swap claimed it, from the record holding its last
+ * occurrence, before any access to it; the guest's stores reach a page only after that.
+ *
+ * A record that fails its check when the guest faults it in ends the run with a
+ * {@linkcode LazyPageError} naming the page, the record's byte offset and the reason: the access
+ * never happens. Every wait (for a page the loader is installing, for the loader's end) has a
+ * bound.
+ *
+ * @module
+ */
+
+import { SnapshotFileReader } from "../../format/file_reader.ts";
+import { LsnapError, TruncatedError } from "../../format/errors.ts";
+import type { MachineDescription } from "../../format/header.ts";
+import { RECORD_HEAD_SIZE, RECORD_TAIL_SIZE } from "../../format/constants.ts";
+import { decodeRecordHead } from "../../format/record.ts";
+import { toHex } from "../../format/checksum.ts";
+import { isQemuStream } from "../../qemu/stream_reader.ts";
+import { virtBuilderFor } from "../../qemu/riscv_virt_restore.ts";
+import { Machine, type MachineOptions } from "../machine.ts";
+import { type AbsentPageHandler, clearAbsent, GATE_ABSENT } from "../ram.ts";
+import { PAGE_SIZE, RAM_BASE } from "../memory_map.ts";
+import {
+  checkDescriptionFits,
+  instructionsCountedFrom,
+  SnapshotMismatchError,
+  STATE_MIGRATIONS,
+  stateFromSections,
+  type StateMigration,
+} from "./machine_state.ts";
+import {
+  BYTES_GUEST,
+  BYTES_LOADER,
+  createLazyBuffers,
+  CTL_DEMAND_ACTIVE,
+  CTL_DONE_MS,
+  CTL_FAILED_RECORDS,
+  CTL_HINT_PAGES,
+  CTL_LOADER,
+  CTL_LOADERS_LEFT,
+  CTL_PREFETCHED,
+  CTL_PROGRESS,
+  CTL_STOP,
+  CTL_WAITING,
+  installRecord,
+  type LazyBuffers,
+  type LazyViews,
+  lazyViews,
+  LOADER_DONE,
+  LOADER_FAILED,
+  LOADER_RUNNING,
+  LOADER_STOPPED,
+  type LoaderBoot,
+  loaderMessage,
+  PAGE_ABSENT,
+  PAGE_DEMANDED,
+  PAGE_INSTALLING,
+  PAGE_PREFETCHED,
+  sharedClockMs,
+} from "./lazy_pages.ts";
+import {
+  decodeWorkingSet,
+  type WorkingSet,
+  workingSetPath,
+  writeWorkingSet,
+} from "./working_set.ts";
+
+const TRACE = Deno.env.get("LIVESNAP_LAZY_TRACE") === "1";
+
+/** Instructions after the restore point that `--record-ws` records by default. */
+export const DEFAULT_WS_WINDOW = 10_000_000;
+
+/** The default bound on any wait of a lazy restore (ms). */
+export const DEFAULT_WAIT_BOUND_MS = 30_000;
+
+/** A page could not be brought in: the guest stopped before the access. */
+export class LazyPageError extends Error {
+  /** The page (0 = the page at RAM_BASE). */
+  readonly page: number;
+  /** Byte offset of the record that failed, or -1. */
+  readonly recordOffset: number;
+  constructor(page: number, recordOffset: number, reason: string, cause?: unknown) {
+    super(
+      `Cannot load guest page ${page} (address 0x${
+        (RAM_BASE + page * PAGE_SIZE).toString(16)
+      }) on its first access${
+        recordOffset >= 0 ? ` from the PAGES record at byte ${recordOffset}` : ""
+      }: ${reason}; the guest was stopped before the access`,
+      cause === undefined ? {} : { cause },
+    );
+    this.name = "LazyPageError";
+    this.page = page;
+    this.recordOffset = recordOffset;
+  }
+}
+
+/** Options of {@linkcode restoreLazily}. */
+export interface LazyRestoreOptions {
+  /** The snapshot file (a seekable local file). */
+  path: string;
+  uartSink?: MachineOptions["uartSink"];
+  migrations?: Readonly<Record<string, Readonly<Record<number, StateMigration>>>>;
+  /** When the restore started, on {@linkcode sharedClockMs}'s clock (default: now). */
+  startedAtMs?: number;
+  /** A working-set sidecar to prefetch first: a path, "auto" (`FILE.ws` when it exists, the
+   * default) or "off". */
+  hint?: string;
+  /** Record the working set of the first `window` instructions to `path` (default `FILE.ws`). */
+  recordWs?: { window: number; path?: string } | null;
+  /** Background loader threads (default 1; 0: demand only; eager restore uses more). */
+  loaders?: number;
+  /** Wait for the loaders to finish before returning (eager restore). */
+  eager?: boolean;
+  /** The bound on every wait, in ms (default {@linkcode DEFAULT_WAIT_BOUND_MS}). */
+  waitBoundMs?: number;
+  /** Notes for the user (a hint ignored, and why). */
+  onNote?: (text: string) => void;
+}
+
+/** A machine restored lazily. */
+export interface LazyRestored {
+  machine: Machine;
+  description: MachineDescription;
+  /** The content digest the file's TRAILER declares (lazy restore reads pages as they are
+   * needed, so it is not recomputed before the guest runs; each record's CRC is checked). */
+  contentDigest: string;
+  retired: number;
+  pager: LazyPager;
+}
+
+/** `--metrics` of a lazy restore (one JSON object). */
+export interface LazyMetrics {
+  mode: "lazy" | "eager";
+  /** From the start of the restore (the file's first read) to the first retired instruction. */
+  firstInstructionUs: number | null;
+  /** Pages the guest faulted in by reading a record itself. */
+  demandFaults: number;
+  /** Pages the loaders installed. */
+  prefetchedPages: number;
+  /** Pages the guest first touched after a loader had installed them. */
+  prefetchHits: number;
+  /** Bytes read from the file after its index (the guest's reads and the loaders'). */
+  bytesRead: number;
+  /** Wall time of each demand fault (read, check, decompress, install). */
+  faultLatencyUs: { p50: number; p99: number; max: number };
+  /** From the start of the restore to the loaders' end; null when the run ended first. */
+  loaderDoneMs: number | null;
+  /** Pages the file holds (absent at the start). */
+  pagesInFile: number;
+  /** Pages of the working-set hint used (0: none). */
+  hintPages: number;
+  /** Pages the hint made the loaders bring in first. */
+  hintPrefetched: number;
+  /** Why a hint was not used, or null. */
+  hintIgnored: string | null;
+  /** Records a loader could not read (their pages were left to demand reads). */
+  failedRecords: number;
+  loaders: number;
+}
+
+/** Reads whole records synchronously from a local file, on the guest's thread. */
+class SyncRecordReader {
+  readonly #file: Deno.FsFile;
+  readonly #head = new Uint8Array(RECORD_HEAD_SIZE);
+  constructor(readonly path: string) {
+    this.#file = Deno.openSync(path, { read: true });
+  }
+  #readAt(offset: number, out: Uint8Array): number {
+    this.#file.seekSync(offset, Deno.SeekMode.Start);
+    let n = 0;
+    while (n < out.length) {
+      const k = this.#file.readSync(out.subarray(n));
+      if (k === null || k === 0) break;
+      n += k;
+    }
+    return n;
+  }
+  /** The record at `offset` (head, payload, CRC), unchecked; a short read is a TruncatedError. */
+  read(offset: number): Uint8Array {
+    const loc = { offset, recordIndex: -1 };
+    if (this.#readAt(offset, this.#head) !== RECORD_HEAD_SIZE) {
+      throw new TruncatedError("the file now ends before this record's head", loc);
+    }
+    const h = decodeRecordHead(this.#head, offset, -1);
+    const record = new Uint8Array(RECORD_HEAD_SIZE + h.length + RECORD_TAIL_SIZE);
+    const n = this.#readAt(offset, record);
+    if (n !== record.length) {
+      throw new TruncatedError(
+        `the file now ends ${n} bytes into this ${record.length}-byte record (it shrank during the restore)`,
+        loc,
+      );
+    }
+    return record;
+  }
+  close(): void {
+    this.#file.close();
+  }
+}
+
+/**
+ * The guest thread's side of a lazy restore: the absent-page handler, the loaders, the
+ * working-set recording and the metrics.
+ */
+export class LazyPager implements AbsentPageHandler {
+  readonly views: LazyViews;
+  readonly #buffers: LazyBuffers;
+  readonly #machine: Machine;
+  readonly #description: MachineDescription;
+  readonly #reader: SyncRecordReader;
+  readonly #waitBoundMs: number;
+  readonly #startedAtMs: number;
+  #workers: Worker[] = [];
+  #demandFaults = 0;
+  #prefetchHits = 0;
+  #latencies: number[] = [];
+  #firstInstructionUs: number | null = null;
+  #settled = false;
+  #pagesInFile = 0;
+  #loaders = 0;
+  /** First touches in order while recording (`--record-ws`), else null. */
+  #touched: number[] | null = null;
+  #recordEnd = Infinity;
+  #recordTo: { path: string; window: number; fileDigest: Uint8Array } | null = null;
+  hintPages = 0;
+  hintIgnored: string | null = null;
+
+  constructor(o: {
+    machine: Machine;
+    description: MachineDescription;
+    buffers: LazyBuffers;
+    path: string;
+    waitBoundMs: number;
+    startedAtMs: number;
+  }) {
+    this.#machine = o.machine;
+    this.#description = o.description;
+    this.#buffers = o.buffers;
+    this.views = lazyViews(o.buffers);
+    this.#reader = new SyncRecordReader(o.path);
+    this.#waitBoundMs = o.waitBoundMs;
+    this.#startedAtMs = o.startedAtMs;
+  }
+
+  /** Marks every page the file names absent (call once, before the guest runs). */
+  markPagesAbsent(): number {
+    const { recordOf } = this.views;
+    const gate = this.#machine.ram.pageGate;
+    let n = 0;
+    // No other thread holds the gate yet: plain writes; markAbsent turns the load check on.
+    for (let p = 0; p < recordOf.length; p++) {
+      if (recordOf[p] >= 0) {
+        gate[p] |= GATE_ABSENT;
+        n++;
+      }
+    }
+    this.#pagesInFile = n;
+    this.#machine.ram.lazy = n > 0;
+    return n;
+  }
+
+  /** Starts `count` loader threads over `path`, the hint's pages first. */
+  startLoaders(path: string, count: number, hint: Uint32Array): void {
+    this.#loaders = count;
+    const ctl = this.views.ctl;
+    if (count === 0) return;
+    Atomics.store(ctl, CTL_LOADERS_LEFT, count);
+    Atomics.store(ctl, CTL_LOADER, LOADER_RUNNING);
+    for (let id = 0; id < count; id++) {
+      const w = new Worker(new URL("./lazy_loader_worker.ts", import.meta.url), { type: "module" });
+      const boot: LoaderBoot = {
+        path,
+        ram: this.#machine.ram.bytes.buffer as SharedArrayBuffer,
+        buffers: this.#buffers,
+        description: this.#description,
+        hint,
+        id,
+        of: count,
+        startedAtMs: this.#startedAtMs,
+        waitBoundMs: this.#waitBoundMs,
+      };
+      w.postMessage(boot);
+      this.#workers.push(w);
+    }
+  }
+
+  /** Starts recording first touches until `window` instructions after now. */
+  recordWorkingSet(window: number, path: string, fileDigest: Uint8Array): void {
+    this.#touched = [];
+    this.#recordEnd = this.#machine.hart.retired + window;
+    this.#recordTo = { path, window, fileDigest };
+  }
+
+  /** The guest's first instruction retired now. */
+  markFirstInstruction(): void {
+    if (this.#firstInstructionUs === null) {
+      this.#firstInstructionUs = Math.round((sharedClockMs() - this.#startedAtMs) * 1000);
+    }
+  }
+
+  /** The absent-page handler: see emulator/ram.ts. */
+  fault(page: number): void {
+    const { state, ctl } = this.views;
+    let s = Atomics.load(state, page);
+    if (s === PAGE_ABSENT) {
+      const t0 = performance.now();
+      this.#demand(page);
+      this.#latencies.push(performance.now() - t0);
+      this.#demandFaults++;
+      s = Atomics.load(state, page);
+    } else if (s === PAGE_PREFETCHED) {
+      this.#prefetchHits++;
+    }
+    if (s === PAGE_INSTALLING) {
+      // A loader is copying it in: wait for this page alone, bounded.
+      Atomics.add(ctl, CTL_WAITING, 1);
+      try {
+        const until = performance.now() + this.#waitBoundMs;
+        while ((s = Atomics.load(state, page)) === PAGE_INSTALLING) {
+          const left = until - performance.now();
+          if (left <= 0) {
+            throw new LazyPageError(
+              page,
+              this.views.recordOf[page],
+              `a loader thread held it for more than ${this.#waitBoundMs} ms`,
+            );
+          }
+          Atomics.wait(state, page, PAGE_INSTALLING, Math.min(left, 100));
+        }
+      } finally {
+        Atomics.sub(ctl, CTL_WAITING, 1);
+      }
+      if (s === PAGE_PREFETCHED) this.#prefetchHits++;
+    }
+    this.#touched?.push(page);
+    clearAbsent(this.#machine.ram.pageGate, page);
+  }
+
+  /** Reads the page's record on this thread and installs it (loaders wait meanwhile). */
+  #demand(page: number): void {
+    const { ctl, recordOf, state } = this.views;
+    const at = recordOf[page];
+    Atomics.store(ctl, CTL_DEMAND_ACTIVE, 1);
+    try {
+      const record = this.#reader.read(at);
+      Atomics.add(this.views.bytes, BYTES_GUEST, BigInt(record.length));
+      installRecord(
+        { views: this.views, ram: this.#machine.ram.bytes, description: this.#description },
+        record,
+        at,
+        PAGE_DEMANDED,
+      );
+    } catch (e) {
+      if (e instanceof LsnapError) throw new LazyPageError(page, at, e.reason, e);
+      if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.PermissionDenied) {
+        throw new LazyPageError(page, at, `the file cannot be read: ${(e as Error).message}`, e);
+      }
+      throw e;
+    } finally {
+      Atomics.store(ctl, CTL_DEMAND_ACTIVE, 0);
+      Atomics.notify(ctl, CTL_DEMAND_ACTIVE);
+    }
+    if (Atomics.load(state, page) === PAGE_ABSENT) {
+      throw new LazyPageError(page, at, "the record does not hold the page the index says it does");
+    }
+  }
+
+  /** Brings every page in: waits for the loaders (bounded: they must make progress), then reads
+   * what is left itself. */
+  faultAll(): void {
+    this.waitForLoaders();
+    const { recordOf } = this.views;
+    const ram = this.#machine.ram;
+    const saved = this.#touched;
+    this.#touched = null; // not the guest's touches
+    try {
+      for (let p = 0; p < recordOf.length; p++) if (ram.isAbsent(p)) this.#quietFault(p);
+    } finally {
+      this.#touched = saved;
+    }
+  }
+
+  #quietFault(page: number): void {
+    const { state } = this.views;
+    if (Atomics.load(state, page) === PAGE_ABSENT) this.#demand(page);
+    const until = performance.now() + this.#waitBoundMs;
+    while (Atomics.load(state, page) === PAGE_INSTALLING) {
+      if (performance.now() > until) {
+        throw new LazyPageError(
+          page,
+          this.views.recordOf[page],
+          "a loader thread held it too long",
+        );
+      }
+      Atomics.wait(state, page, PAGE_INSTALLING, 10);
+    }
+    clearAbsent(this.#machine.ram.pageGate, page);
+  }
+
+  /** Waits until the loaders have stopped, as long as they make progress (each stretch without
+   * progress is bounded by the wait bound). */
+  waitForLoaders(): void {
+    const ctl = this.views.ctl;
+    let last = Atomics.load(ctl, CTL_PROGRESS);
+    let since = performance.now();
+    while (this.#loaders > 0 && Atomics.load(ctl, CTL_LOADER) === LOADER_RUNNING) {
+      Atomics.wait(ctl, CTL_PROGRESS, last, 50);
+      const now = Atomics.load(ctl, CTL_PROGRESS);
+      if (now !== last) {
+        last = now;
+        since = performance.now();
+      } else if (performance.now() - since > this.#waitBoundMs) {
+        throw new Error(
+          `Cannot restore: the page loaders made no progress for ${this.#waitBoundMs} ms`,
+        );
+      }
+    }
+  }
+
+  /** True once the loaders have stopped (or there are none). */
+  loadersStopped(): boolean {
+    return this.#loaders === 0 || Atomics.load(this.views.ctl, CTL_LOADER) !== LOADER_RUNNING;
+  }
+
+  /**
+   * Between two runs of the guest: ends the working-set window once `retired` passes it, and once
+   * the loaders are done (and no window is open) opens every page they brought in, so the CPU
+   * stops testing loads (`Ram.lazy` false when no page is left absent).
+   */
+  tick(retired: number): void {
+    if (this.#touched !== null && retired >= this.#recordEnd) this.#recordEnd = -1;
+    if (this.#settled || (this.#touched !== null && this.#recordEnd !== -1)) return;
+    if (this.#loaders === 0 || Atomics.load(this.views.ctl, CTL_LOADER) === LOADER_RUNNING) return;
+    this.#settled = true;
+    const { state } = this.views;
+    const ram = this.#machine.ram;
+    const gate = ram.pageGate;
+    let left = 0;
+    for (let p = 0; p < state.length; p++) {
+      if ((gate[p] & GATE_ABSENT) === 0) continue;
+      if (Atomics.load(state, p) >= PAGE_PREFETCHED) clearAbsent(gate, p);
+      else left++;
+    }
+    if (left === 0) ram.lazy = false;
+  }
+
+  /** Stops the loaders and writes the working set if one was recorded. Returns a note. */
+  async finish(): Promise<string | null> {
+    const ctl = this.views.ctl;
+    Atomics.store(ctl, CTL_STOP, 1);
+    if (Atomics.load(ctl, CTL_LOADER) === LOADER_RUNNING) {
+      Atomics.store(ctl, CTL_LOADER, LOADER_STOPPED);
+    }
+    for (const w of this.#workers) w.terminate();
+    this.#workers = [];
+    this.#reader.close();
+    const rec = this.#recordTo;
+    const touched = this.#touched;
+    this.#touched = null;
+    if (rec === null || touched === null) return null;
+    const ws: WorkingSet = {
+      pageSize: PAGE_SIZE,
+      pageCount: this.#machine.ram.pageCount,
+      window: rec.window,
+      fileDigest: rec.fileDigest,
+      pages: Uint32Array.from(touched),
+    };
+    await writeWorkingSet(rec.path, ws);
+    return `recorded a working set of ${touched.length} pages (first ${rec.window} instructions) → ${rec.path}`;
+  }
+
+  /** The metrics of this restore so far. */
+  metrics(mode: "lazy" | "eager" = "lazy"): LazyMetrics {
+    const { ctl, bytes } = this.views;
+    const lat = [...this.#latencies].sort((a, b) => a - b);
+    const q = (f: number) =>
+      lat.length === 0
+        ? 0
+        : Math.round(lat[Math.min(lat.length - 1, Math.floor(f * lat.length))] * 1000);
+    return {
+      mode,
+      firstInstructionUs: this.#firstInstructionUs,
+      demandFaults: this.#demandFaults,
+      prefetchedPages: Atomics.load(ctl, CTL_PREFETCHED),
+      prefetchHits: this.#prefetchHits,
+      bytesRead: Number(Atomics.load(bytes, BYTES_GUEST) + Atomics.load(bytes, BYTES_LOADER)),
+      faultLatencyUs: {
+        p50: q(0.5),
+        p99: q(0.99),
+        max: lat.length === 0 ? 0 : Math.round(lat[lat.length - 1] * 1000),
+      },
+      loaderDoneMs: Atomics.load(ctl, CTL_LOADER) === LOADER_DONE
+        ? Atomics.load(ctl, CTL_DONE_MS)
+        : null,
+      pagesInFile: this.#pagesInFile,
+      hintPages: this.hintPages,
+      hintPrefetched: Atomics.load(ctl, CTL_HINT_PAGES),
+      hintIgnored: this.hintIgnored,
+      failedRecords: Atomics.load(ctl, CTL_FAILED_RECORDS),
+      loaders: this.#loaders,
+    };
+  }
+
+  /** The loaders' failure, if they failed (not a damaged record: those are skipped). */
+  loaderFailure(): string | null {
+    return Atomics.load(this.views.ctl, CTL_LOADER) === LOADER_FAILED
+      ? loaderMessage(this.views)
+      : null;
+  }
+}
+
+/** Reads a working-set hint for the snapshot, or explains why not (a note). */
+async function loadHint(
+  o: LazyRestoreOptions,
+  expect: { pageSize: number; pageCount: number; fileDigest: Uint8Array },
+): Promise<{ pages: Uint32Array; note: string | null; ignored: string | null }> {
+  const none = new Uint32Array(0);
+  const choice = o.hint ?? "auto";
+  if (choice === "off") return { pages: none, note: null, ignored: null };
+  const path = choice === "auto" ? workingSetPath(o.path) : choice;
+  let bytes: Uint8Array;
+  try {
+    bytes = await Deno.readFile(path);
+  } catch (e) {
+    if (choice === "auto" && e instanceof Deno.errors.NotFound) {
+      return { pages: none, note: null, ignored: null };
+    }
+    const why = `it cannot be read (${(e as Error).message})`;
+    return { pages: none, note: `ignoring the working-set hint ${path}: ${why}`, ignored: why };
+  }
+  const ws = decodeWorkingSet(bytes, expect);
+  if (typeof ws === "string") {
+    return { pages: none, note: `ignoring the working-set hint ${path}: ${ws}`, ignored: ws };
+  }
+  return { pages: ws.pages, note: null, ignored: null };
+}
+
+/**
+ * Restores the snapshot at `path` lazily: reads the header, the footer, the trailer, the index
+ * and the device sections, marks every page the file holds absent and returns a machine ready
+ * to run, with its loaders started. Refused, before anything runs: a file that is not complete
+ * (no valid footer and trailer), a QEMU stream or an `.lsnap` converted from one, a pipe.
+ */
+export async function restoreLazily(o: LazyRestoreOptions): Promise<LazyRestored> {
+  const startedAtMs = o.startedAtMs ?? sharedClockMs();
+  const T = (what: string) =>
+    TRACE && console.error(what, (sharedClockMs() - startedAtMs).toFixed(1));
+  const info = await Deno.stat(o.path);
+  if (!info.isFile) {
+    throw new SnapshotMismatchError(
+      `${o.path} is not a regular file: a lazy restore reads records by offset, which a pipe or a device cannot give; restore it without --lazy`,
+    );
+  }
+  const head = new Uint8Array(8);
+  const f = await Deno.open(o.path);
+  try {
+    await f.read(head);
+  } finally {
+    f.close();
+  }
+  if (isQemuStream(head)) {
+    throw new SnapshotMismatchError(
+      "a QEMU migration stream has no index to read pages from; restore it without --lazy",
+    );
+  }
+  T("head");
+  const reader = await SnapshotFileReader.open(o.path);
+  T("reader");
+  let pager: LazyPager | null = null;
+  try {
+    if (!reader.complete || reader.trailer === null) {
+      throw new TruncatedError(
+        "the file is incomplete (no valid footer and trailer); a lazy restore needs a complete file",
+        { offset: reader.size, recordIndex: -1 },
+      );
+    }
+    const description = reader.description;
+    if (virtBuilderFor(description) !== null) {
+      throw new SnapshotMismatchError(
+        "a snapshot converted from QEMU is mapped field by field from all of its RAM; restore it without --lazy",
+      );
+    }
+    const ramSize = checkDescriptionFits(description);
+    const machine = new Machine({ ramSize, uartSink: o.uartSink });
+    machine.instructionsCountedFrom = instructionsCountedFrom(description);
+    T("machine");
+    const state = stateFromSections(await reader.devices(), o.migrations ?? STATE_MIGRATIONS);
+    T("devices");
+    try {
+      machine.restore(state);
+    } catch (e) {
+      throw new SnapshotMismatchError((e as Error).message.replace(/^Cannot restore /, ""));
+    }
+    const buffers = createLazyBuffers(machine.ram.pageCount);
+    pager = new LazyPager({
+      machine,
+      description,
+      buffers,
+      path: o.path,
+      waitBoundMs: o.waitBoundMs ?? DEFAULT_WAIT_BOUND_MS,
+      startedAtMs,
+    });
+    T("restored");
+    reader.recordOffsets(0, pager.views.recordOf);
+    T("offsets");
+    machine.ram.setAbsentHandler(pager);
+    pager.markPagesAbsent();
+    T("absent");
+    const fileDigest = reader.trailer.fileDigest;
+    const hint = await loadHint(o, {
+      pageSize: PAGE_SIZE,
+      pageCount: machine.ram.pageCount,
+      fileDigest,
+    });
+    if (hint.note !== null) o.onNote?.(hint.note);
+    pager.hintPages = hint.pages.length;
+    pager.hintIgnored = hint.ignored;
+    if (o.recordWs != null) {
+      pager.recordWorkingSet(
+        o.recordWs.window,
+        o.recordWs.path ?? workingSetPath(o.path),
+        fileDigest,
+      );
+    }
+    T("hint");
+    pager.startLoaders(o.path, o.loaders ?? 1, hint.pages);
+    T("loaders");
+    if (o.eager) machine.ram.ensureAllPresent();
+    return {
+      machine,
+      description,
+      contentDigest: toHex(reader.trailer.contentDigest),
+      retired: machine.hart.retired,
+      pager,
+    };
+  } catch (e) {
+    await pager?.finish().catch(() => {});
+    throw e;
+  } finally {
+    reader.close();
+  }
+}
