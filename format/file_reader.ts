@@ -178,26 +178,33 @@ export class SnapshotFileReader {
   }
 
   /**
-   * Every page of `region` that appears in the file with the offset of the record holding its
-   * last occurrence: `offsets[p]` for page `p`, -1 for a page that never appears (it reads as
-   * zeros). One pass over the index (or the scan's table); for lazy restore, which reads records
-   * one by one with {@linkcode SnapshotFileReader.readRecord}.
+   * The pages of `region` that appear in the file, in increasing order, with the offset of the
+   * record holding each one's last occurrence (`offsets[i]` for `pages[i]`); pages not listed
+   * never appear (they read as zeros). Views of the index (or, without one, of the scan's
+   * table); for lazy restore, which reads records one by one with
+   * {@linkcode SnapshotFileReader.readRecord}.
    */
-  recordOffsets(region: number, into?: Float64Array): Float64Array {
+  pageEntries(region: number): { pages: Uint32Array; offsets: Float64Array } {
     const r = this.description.regions[region];
     if (r === undefined) throw new RangeError(`Cannot list region ${region}: no such region`);
-    const count = r.size / r.pageSize;
-    const out = into ?? new Float64Array(count);
-    out.fill(-1);
     if (this.index !== null) {
       const { regions, pages, pageOffsets } = this.index;
-      for (let i = 0; i < pages.length; i++) {
-        if (regions[i] === region) out[pages[i]] = pageOffsets[i];
-      }
-    } else if (this.scanned !== null) {
-      for (let p = 0; p < count; p++) out[p] = this.scanned.get(region, p);
+      let lo = 0;
+      while (lo < regions.length && regions[lo] < region) lo++;
+      let hi = lo;
+      while (hi < regions.length && regions[hi] === region) hi++;
+      return { pages: pages.subarray(lo, hi), offsets: pageOffsets.subarray(lo, hi) };
     }
-    return out;
+    const list: number[] = [];
+    const offs: number[] = [];
+    for (let p = 0; p < r.size / r.pageSize; p++) {
+      const o = this.scanned?.get(region, p) ?? -1;
+      if (o >= 0) {
+        list.push(p);
+        offs.push(o);
+      }
+    }
+    return { pages: Uint32Array.from(list), offsets: Float64Array.from(offs) };
   }
 
   /**

@@ -12,6 +12,7 @@ import {
   type LazyPager,
   type LazyRestoreOptions,
   restoreLazily,
+  spawnLoaders,
 } from "../emulator/snapshot/lazy_restore.ts";
 import { sharedClockMs } from "../emulator/snapshot/lazy_pages.ts";
 import { runBounded } from "./run.ts";
@@ -135,9 +136,13 @@ async function restoreLazy(
   o: RestoreSnapshotOptions,
   lazy: NonNullable<RestoreSnapshotOptions["lazy"]>,
 ): Promise<RestoreSnapshotResult> {
+  // The loader threads first: making a Worker blocks this thread for tens of milliseconds,
+  // which the guest would otherwise wait for (BENCHMARKS.md, "Lazy restore").
+  const workers = spawnLoaders(lazy.loaders ?? 1);
   const startedAtMs = sharedClockMs();
   const restored = await restoreLazily({
     ...lazy,
+    workers,
     path: o.path,
     uartSink: o.sink,
     migrations: o.migrations,

@@ -13,6 +13,7 @@
  */
 
 import { LsnapError, TruncatedError } from "../../format/errors.ts";
+import { SnapshotFileReader } from "../../format/file_reader.ts";
 import { decodeRecordHead } from "../../format/record.ts";
 import { RECORD_HEAD_SIZE, RECORD_TAIL_SIZE } from "../../format/constants.ts";
 import {
@@ -34,6 +35,7 @@ import {
   type LoaderEvent,
   PAGE_ABSENT,
   PAGE_PREFETCHED,
+  PageIndex,
   setLoaderMessage,
   sharedClockMs,
 } from "./lazy_pages.ts";
@@ -52,22 +54,30 @@ async function readAt(file: Deno.FsFile, offset: number, out: Uint8Array): Promi
 /** Runs one loader to its end; returns what {@linkcode LoaderEvent} "done" reports. */
 export async function runLoader(boot: LoaderBoot): Promise<LoaderEvent> {
   const v = lazyViews(boot.buffers);
-  const { state, recordOf, ctl } = v;
-  const target = { views: v, ram: new Uint8Array(boot.ram), description: boot.description };
-  const pageCount = state.length;
+  const { state, ctl } = v;
+  // The loader reads the footer, trailer and index itself (off the guest's thread).
+  const reader = await SnapshotFileReader.open(boot.path);
+  const entries = reader.pageEntries(0);
+  reader.close();
+  const index = new PageIndex(entries.pages, entries.offsets);
+  const target = {
+    views: v,
+    index,
+    ram: new Uint8Array(boot.ram),
+    description: boot.description,
+  };
   // Record → its pages (those it holds the last occurrence of), in file order.
   const byRecord = new Map<number, number[]>();
-  for (let p = 0; p < pageCount; p++) {
-    const o = recordOf[p];
-    if (o < 0) continue;
+  for (let i = 0; i < entries.pages.length; i++) {
+    const o = entries.offsets[i];
     const list = byRecord.get(o);
-    if (list === undefined) byRecord.set(o, [p]);
-    else list.push(p);
+    if (list === undefined) byRecord.set(o, [entries.pages[i]]);
+    else list.push(entries.pages[i]);
   }
   const order: number[] = [];
   const queued = new Set<number>();
   for (const p of boot.hint) {
-    const o = recordOf[p];
+    const o = index.recordOf(p);
     if (o >= 0 && !queued.has(o)) {
       queued.add(o);
       order.push(o);

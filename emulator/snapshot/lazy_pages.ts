@@ -8,9 +8,6 @@
  *   compare-and-swap, by whichever thread installs it) → {@linkcode PAGE_PREFETCHED} (the loader
  *   installed it) or {@linkcode PAGE_DEMANDED} (a demand read on the guest thread installed it).
  *   Only the claimer writes the page's bytes, so the guest's later stores are never overwritten.
- * - `recordOf`, one `Float64` per page: the offset of the record holding the page's last
- *   occurrence (FORMAT.md §4, from the INDEX), -1 for a page the file never names (zeros: it is
- *   never absent and costs no read).
  * - `ctl`, control words (the `CTL_*` indices) and `bytes`, 64-bit byte counters.
  *
  * The page's gate bit (GATE_ABSENT, emulator/ram.ts) is cleared only by the guest thread, on the
@@ -81,7 +78,6 @@ export const BYTES_LOADER = 1;
 /** The shared memory of one lazy restore (plain `SharedArrayBuffer`s, posted to the loader). */
 export interface LazyBuffers {
   state: SharedArrayBuffer;
-  recordOf: SharedArrayBuffer;
   ctl: SharedArrayBuffer;
   bytes: SharedArrayBuffer;
   /** The loader's failure message, UTF-8, NUL-padded. */
@@ -91,7 +87,6 @@ export interface LazyBuffers {
 /** Typed views of {@linkcode LazyBuffers}. */
 export interface LazyViews {
   state: Int32Array;
-  recordOf: Float64Array;
   ctl: Int32Array;
   bytes: BigInt64Array;
   message: Uint8Array;
@@ -101,7 +96,6 @@ export interface LazyViews {
 export function createLazyBuffers(pageCount: number): LazyBuffers {
   return {
     state: new SharedArrayBuffer(pageCount * 4),
-    recordOf: new SharedArrayBuffer(pageCount * 8),
     ctl: new SharedArrayBuffer(CTL_WORDS * 4),
     bytes: new SharedArrayBuffer(2 * 8),
     message: new SharedArrayBuffer(1024),
@@ -112,16 +106,40 @@ export function createLazyBuffers(pageCount: number): LazyBuffers {
 export function lazyViews(b: LazyBuffers): LazyViews {
   return {
     state: new Int32Array(b.state),
-    recordOf: new Float64Array(b.recordOf),
     ctl: new Int32Array(b.ctl),
     bytes: new BigInt64Array(b.bytes),
     message: new Uint8Array(b.message),
   };
 }
 
+/**
+ * The pages of region 0 the file holds and the offset of the record holding each one's last
+ * occurrence (FORMAT.md §4), from the INDEX (`SnapshotFileReader.pageEntries`): a page not
+ * listed never appears (zeros: never absent, never read). Looked up by binary search, so
+ * nothing proportional to RAM is built before the guest runs.
+ */
+export class PageIndex {
+  constructor(readonly pages: Uint32Array, readonly offsets: Float64Array) {}
+  /** The record offset of `page`'s last occurrence, or -1. */
+  recordOf(page: number): number {
+    const pages = this.pages;
+    let lo = 0;
+    let hi = pages.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      const v = pages[mid];
+      if (v === page) return this.offsets[mid];
+      if (v < page) lo = mid + 1;
+      else hi = mid - 1;
+    }
+    return -1;
+  }
+}
+
 /** Where installRecord puts pages. */
 export interface InstallTarget {
   views: LazyViews;
+  index: PageIndex;
   /** Guest RAM (region 0, `ram`). */
   ram: Uint8Array;
   description: MachineDescription;
@@ -164,14 +182,15 @@ export function installRecord(
       recordIndex: -1,
     });
   }
-  const { state, recordOf, ctl } = target.views;
+  const { state, ctl } = target.views;
+  const index = target.index;
   const pageSize = target.description.regions[0].pageSize;
   // Nothing to do (every page it holds last is in already, or later records hold them): no
   // decompression.
   let any = false;
   for (let i = 0; i < p.pages.length && !any; i++) {
     const page = p.pages[i];
-    any = recordOf[page] === offset && Atomics.load(state, page) === PAGE_ABSENT;
+    any = Atomics.load(state, page) === PAGE_ABSENT && index.recordOf(page) === offset;
   }
   if (!any) return 0;
   let data: Uint8Array | null = null;
@@ -186,7 +205,7 @@ export function installRecord(
   // (FORMAT.md §4), and the earlier one then fails its compare-and-swap.
   for (let i = p.pages.length - 1; i >= 0; i--) {
     const page = p.pages[i];
-    if (recordOf[page] !== offset) continue;
+    if (Atomics.load(state, page) !== PAGE_ABSENT || index.recordOf(page) !== offset) continue;
     if (Atomics.compareExchange(state, page, PAGE_ABSENT, PAGE_INSTALLING) !== PAGE_ABSENT) {
       continue;
     }

@@ -66,6 +66,7 @@ import {
   PAGE_DEMANDED,
   PAGE_INSTALLING,
   PAGE_PREFETCHED,
+  PageIndex,
   sharedClockMs,
 } from "./lazy_pages.ts";
 import {
@@ -79,6 +80,13 @@ const TRACE = Deno.env.get("LIVESNAP_LAZY_TRACE") === "1";
 
 /** Instructions after the restore point that `--record-ws` records by default. */
 export const DEFAULT_WS_WINDOW = 10_000_000;
+
+/**
+ * Hint records the guest's thread reads after each demand fault and between slices: a fault then
+ * brings in what the guest needed next on the recorded run, bounded so that one fault never
+ * costs more than this many record reads.
+ */
+export const HINT_BATCH = 16;
 
 /** The default bound on any wait of a lazy restore (ms). */
 export const DEFAULT_WAIT_BOUND_MS = 30_000;
@@ -119,6 +127,8 @@ export interface LazyRestoreOptions {
   recordWs?: { window: number; path?: string } | null;
   /** Background loader threads (default 1; 0: demand only; eager restore uses more). */
   loaders?: number;
+  /** Loader threads made beforehand with {@linkcode spawnLoaders} (the rest are made here). */
+  workers?: Worker[];
   /** Wait for the loaders to finish before returning (eager restore). */
   eager?: boolean;
   /** The bound on every wait, in ms (default {@linkcode DEFAULT_WAIT_BOUND_MS}). */
@@ -217,6 +227,7 @@ export class LazyPager implements AbsentPageHandler {
   readonly #machine: Machine;
   readonly #description: MachineDescription;
   readonly #reader: SyncRecordReader;
+  readonly #index: PageIndex;
   readonly #waitBoundMs: number;
   readonly #startedAtMs: number;
   #workers: Worker[] = [];
@@ -232,16 +243,22 @@ export class LazyPager implements AbsentPageHandler {
   #recordEnd = Infinity;
   #recordTo: { path: string; window: number; fileDigest: Uint8Array } | null = null;
   hintPages = 0;
+  /** The hint's records in the order the guest first needed them, and how far this thread got. */
+  #hintRecords: number[] = [];
+  #hintNext = 0;
+  #hintBusy = false;
   hintIgnored: string | null = null;
 
   constructor(o: {
     machine: Machine;
     description: MachineDescription;
     buffers: LazyBuffers;
+    index: PageIndex;
     path: string;
     waitBoundMs: number;
     startedAtMs: number;
   }) {
+    this.#index = o.index;
     this.#machine = o.machine;
     this.#description = o.description;
     this.#buffers = o.buffers;
@@ -253,30 +270,30 @@ export class LazyPager implements AbsentPageHandler {
 
   /** Marks every page the file names absent (call once, before the guest runs). */
   markPagesAbsent(): number {
-    const { recordOf } = this.views;
+    const pages = this.#index.pages;
     const gate = this.#machine.ram.pageGate;
-    let n = 0;
-    // No other thread holds the gate yet: plain writes; markAbsent turns the load check on.
-    for (let p = 0; p < recordOf.length; p++) {
-      if (recordOf[p] >= 0) {
-        gate[p] |= GATE_ABSENT;
-        n++;
-      }
-    }
-    this.#pagesInFile = n;
-    this.#machine.ram.lazy = n > 0;
-    return n;
+    // No other thread holds the gate yet: plain writes; `Ram.lazy` turns the load check on.
+    for (let i = 0; i < pages.length; i++) gate[pages[i]] |= GATE_ABSENT;
+    this.#pagesInFile = pages.length;
+    this.#machine.ram.lazy = pages.length > 0;
+    return pages.length;
   }
 
-  /** Starts `count` loader threads over `path`, the hint's pages first. */
-  startLoaders(path: string, count: number, hint: Uint32Array): void {
+  /**
+   * Starts `count` loader threads over `path`, the hint's pages first; uses `workers` made by
+   * {@linkcode spawnLoaders} first (creating a Worker blocks the creating thread for tens of
+   * milliseconds on a busy machine, so a caller makes them before the restore starts).
+   */
+  startLoaders(path: string, count: number, hint: Uint32Array, workers: Worker[] = []): void {
     this.#loaders = count;
     const ctl = this.views.ctl;
+    for (const w of workers.slice(count)) w.terminate();
     if (count === 0) return;
     Atomics.store(ctl, CTL_LOADERS_LEFT, count);
     Atomics.store(ctl, CTL_LOADER, LOADER_RUNNING);
+    const made = spawnLoaders(count - Math.min(count, workers.length));
     for (let id = 0; id < count; id++) {
-      const w = new Worker(new URL("./lazy_loader_worker.ts", import.meta.url), { type: "module" });
+      const w = id < workers.length ? workers[id] : made[id - workers.length];
       const boot: LoaderBoot = {
         path,
         ram: this.#machine.ram.bytes.buffer as SharedArrayBuffer,
@@ -317,6 +334,9 @@ export class LazyPager implements AbsentPageHandler {
       this.#latencies.push(performance.now() - t0);
       this.#demandFaults++;
       s = Atomics.load(state, page);
+      // The demand is served; now a bounded batch of the hint (what the guest needed next last
+      // time), before the access goes on.
+      this.#prefetchHint();
     } else if (s === PAGE_PREFETCHED) {
       this.#prefetchHits++;
     }
@@ -330,7 +350,7 @@ export class LazyPager implements AbsentPageHandler {
           if (left <= 0) {
             throw new LazyPageError(
               page,
-              this.views.recordOf[page],
+              this.#index.recordOf(page),
               `a loader thread held it for more than ${this.#waitBoundMs} ms`,
             );
           }
@@ -345,16 +365,72 @@ export class LazyPager implements AbsentPageHandler {
     clearAbsent(this.#machine.ram.pageGate, page);
   }
 
+  /** Gives this thread the hint's pages, in first-touch order (see {@linkcode HINT_BATCH}). */
+  useHint(pages: Uint32Array): void {
+    const seen = new Set<number>();
+    for (const p of pages) {
+      const o = this.#index.recordOf(p);
+      if (o >= 0 && !seen.has(o)) {
+        seen.add(o);
+        this.#hintRecords.push(o);
+      }
+    }
+  }
+
+  /**
+   * Reads the next {@linkcode HINT_BATCH} records of the hint on this thread (after a demand
+   * fault and between slices; the loaders take hint records too, whichever claims a page first).
+   * A record that fails its check here is left for a demand read (which reports it).
+   */
+  #prefetchHint(): void {
+    if (this.#hintNext >= this.#hintRecords.length || this.#hintBusy) return;
+    this.#hintBusy = true;
+    const { ctl } = this.views;
+    try {
+      const end = Math.min(this.#hintRecords.length, this.#hintNext + HINT_BATCH);
+      for (; this.#hintNext < end; this.#hintNext++) {
+        const at = this.#hintRecords[this.#hintNext];
+        try {
+          const record = this.#reader.read(at);
+          Atomics.add(this.views.bytes, BYTES_GUEST, BigInt(record.length));
+          const n = installRecord(
+            {
+              views: this.views,
+              index: this.#index,
+              ram: this.#machine.ram.bytes,
+              description: this.#description,
+            },
+            record,
+            at,
+            PAGE_PREFETCHED,
+          );
+          Atomics.add(ctl, CTL_PREFETCHED, n);
+          Atomics.add(ctl, CTL_HINT_PAGES, n);
+        } catch (e) {
+          if (!(e instanceof LsnapError)) throw e;
+          Atomics.add(ctl, CTL_FAILED_RECORDS, 1);
+        }
+      }
+    } finally {
+      this.#hintBusy = false;
+    }
+  }
+
   /** Reads the page's record on this thread and installs it (loaders wait meanwhile). */
   #demand(page: number): void {
-    const { ctl, recordOf, state } = this.views;
-    const at = recordOf[page];
+    const { ctl, state } = this.views;
+    const at = this.#index.recordOf(page);
     Atomics.store(ctl, CTL_DEMAND_ACTIVE, 1);
     try {
       const record = this.#reader.read(at);
       Atomics.add(this.views.bytes, BYTES_GUEST, BigInt(record.length));
       installRecord(
-        { views: this.views, ram: this.#machine.ram.bytes, description: this.#description },
+        {
+          views: this.views,
+          index: this.#index,
+          ram: this.#machine.ram.bytes,
+          description: this.#description,
+        },
         record,
         at,
         PAGE_DEMANDED,
@@ -378,12 +454,11 @@ export class LazyPager implements AbsentPageHandler {
    * what is left itself. */
   faultAll(): void {
     this.waitForLoaders();
-    const { recordOf } = this.views;
     const ram = this.#machine.ram;
     const saved = this.#touched;
     this.#touched = null; // not the guest's touches
     try {
-      for (let p = 0; p < recordOf.length; p++) if (ram.isAbsent(p)) this.#quietFault(p);
+      for (const p of this.#index.pages) if (ram.isAbsent(p)) this.#quietFault(p);
     } finally {
       this.#touched = saved;
     }
@@ -397,7 +472,7 @@ export class LazyPager implements AbsentPageHandler {
       if (performance.now() > until) {
         throw new LazyPageError(
           page,
-          this.views.recordOf[page],
+          this.#index.recordOf(page),
           "a loader thread held it too long",
         );
       }
@@ -437,6 +512,7 @@ export class LazyPager implements AbsentPageHandler {
    * stops testing loads (`Ram.lazy` false when no page is left absent).
    */
   tick(retired: number): void {
+    this.#prefetchHint();
     if (this.#touched !== null && retired >= this.#recordEnd) this.#recordEnd = -1;
     if (this.#settled || (this.#touched !== null && this.#recordEnd !== -1)) return;
     if (this.#loaders === 0 || Atomics.load(this.views.ctl, CTL_LOADER) === LOADER_RUNNING) return;
@@ -516,6 +592,14 @@ export class LazyPager implements AbsentPageHandler {
       ? loaderMessage(this.views)
       : null;
   }
+}
+
+/** Creates `count` loader threads, idle until a restore hands them its work. */
+export function spawnLoaders(count: number): Worker[] {
+  return Array.from(
+    { length: count },
+    () => new Worker(new URL("./lazy_loader_worker.ts", import.meta.url), { type: "module" }),
+  );
 }
 
 /** Reads a working-set hint for the snapshot, or explains why not (a note). */
@@ -601,17 +685,17 @@ export async function restoreLazily(o: LazyRestoreOptions): Promise<LazyRestored
       throw new SnapshotMismatchError((e as Error).message.replace(/^Cannot restore /, ""));
     }
     const buffers = createLazyBuffers(machine.ram.pageCount);
+    const entries = reader.pageEntries(0);
     pager = new LazyPager({
       machine,
       description,
       buffers,
+      index: new PageIndex(entries.pages, entries.offsets),
       path: o.path,
       waitBoundMs: o.waitBoundMs ?? DEFAULT_WAIT_BOUND_MS,
       startedAtMs,
     });
     T("restored");
-    reader.recordOffsets(0, pager.views.recordOf);
-    T("offsets");
     machine.ram.setAbsentHandler(pager);
     pager.markPagesAbsent();
     T("absent");
@@ -623,6 +707,7 @@ export async function restoreLazily(o: LazyRestoreOptions): Promise<LazyRestored
     });
     if (hint.note !== null) o.onNote?.(hint.note);
     pager.hintPages = hint.pages.length;
+    pager.useHint(hint.pages);
     pager.hintIgnored = hint.ignored;
     if (o.recordWs != null) {
       pager.recordWorkingSet(
@@ -632,7 +717,7 @@ export async function restoreLazily(o: LazyRestoreOptions): Promise<LazyRestored
       );
     }
     T("hint");
-    pager.startLoaders(o.path, o.loaders ?? 1, hint.pages);
+    pager.startLoaders(o.path, o.loaders ?? 1, hint.pages, o.workers);
     T("loaders");
     if (o.eager) machine.ram.ensureAllPresent();
     return {
@@ -644,6 +729,7 @@ export async function restoreLazily(o: LazyRestoreOptions): Promise<LazyRestored
     };
   } catch (e) {
     await pager?.finish().catch(() => {});
+    for (const w of o.workers ?? []) w.terminate();
     throw e;
   } finally {
     reader.close();
