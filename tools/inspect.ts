@@ -13,6 +13,7 @@ import { decodeDeviceState } from "../format/device_state.ts";
 import { LsnapError } from "../format/errors.ts";
 import { type SnapshotRecord, SnapshotStreamReader, sortDevices } from "../format/stream_reader.ts";
 import type { DeviceSection } from "../format/device_section.ts";
+import { SnapshotFileReader } from "../format/file_reader.ts";
 import type { MachineDescription } from "../format/header.ts";
 import { type Json, stateToJson } from "./_state_json.ts";
 import { qemuMachineOf } from "../qemu/convert.ts";
@@ -367,8 +368,9 @@ export class DeviceNotFoundError extends Error {
 }
 
 /**
- * Reads a snapshot from a stream and returns the last section of device `id` (instance
- * `instance`, or the lowest instance when omitted), decoded. Throws an `LsnapError` subclass for
+ * Reads a snapshot from a stream, or through a random-access reader (only the footer, the index
+ * and the device records: what `inspect --device` does for a URL), and returns the last section
+ * of device `id` (instance `instance`, or the lowest instance when omitted), decoded. Throws an `LsnapError` subclass for
  * a damaged file, and a {@linkcode DeviceNotFoundError} naming the devices present when there
  * is no such device.
  *
@@ -389,16 +391,21 @@ export class DeviceNotFoundError extends Error {
  * ```
  */
 export async function inspectDevice(
-  stream: ReadableStream<Uint8Array>,
+  input: ReadableStream<Uint8Array> | SnapshotFileReader,
   id: string,
   instance?: number,
 ): Promise<DeviceStateReport> {
-  const reader = new SnapshotStreamReader(stream, { decodePages: false });
-  const found = new Map<string, DeviceSection>();
-  for await (const r of reader.records()) {
-    if (r.kind === "device") found.set(`${r.device.id}\u0000${r.device.instance}`, r.device);
+  let all: DeviceSection[];
+  if (input instanceof SnapshotFileReader) {
+    all = await input.devices();
+  } else {
+    const reader = new SnapshotStreamReader(input, { decodePages: false });
+    const found = new Map<string, DeviceSection>();
+    for await (const r of reader.records()) {
+      if (r.kind === "device") found.set(`${r.device.id}\u0000${r.device.instance}`, r.device);
+    }
+    all = sortDevices([...found.values()]);
   }
-  const all = sortDevices([...found.values()]);
   const d = all.find((x) => x.id === id && (instance === undefined || x.instance === instance));
   if (d === undefined) {
     const names = all.map((x) => `${x.id}:${x.instance}`).join(", ") || "none";

@@ -16,10 +16,11 @@ import {
 } from "../emulator/snapshot/lazy_restore.ts";
 import { sharedClockMs } from "../emulator/snapshot/lazy_pages.ts";
 import { runBounded } from "./run.ts";
+import { openInput } from "./_io.ts";
 
 /** Options for {@linkcode restoreSnapshot}. */
 export interface RestoreSnapshotOptions {
-  /** The snapshot file. */
+  /** The snapshot file: a path, an http(s) URL (read with Range requests), or `-` (stdin). */
   path: string;
   /** Stop once this many instructions have retired, counted from reset as in the original run
    * (so `--stop-at` means the same instruction in `run` and `restore`). */
@@ -99,11 +100,13 @@ export async function restoreSnapshot(o: RestoreSnapshotOptions): Promise<Restor
     }
   }
   if (o.lazy !== undefined) return await restoreLazy(o, o.lazy);
-  const file = await Deno.open(o.path, { read: true });
-  const restored = await restoreMachine(file.readable, {
-    uartSink: o.sink,
-    migrations: o.migrations,
-  });
+  const input = await openInput(o.path);
+  let restored;
+  try {
+    restored = await restoreMachine(input.readable, { uartSink: o.sink, migrations: o.migrations });
+  } finally {
+    input.close();
+  }
   const { machine } = restored;
   o.onRestored?.(restored.notes);
   const snapshotRetired = machine.hart.retired;

@@ -8,6 +8,7 @@ import { parseCommand, UsageError } from "./_command.ts";
 import { parseCount } from "./_args.ts";
 import { restoreSnapshot, type RestoreSnapshotOptions } from "./restore.ts";
 import { DEFAULT_WS_WINDOW } from "../emulator/snapshot/lazy_restore.ts";
+import { isHttpUrl } from "../format/open_source.ts";
 import { machineContentDigest as machineDigest } from "../emulator/snapshot/machine_state.ts";
 import {
   haltStatus,
@@ -30,6 +31,10 @@ output from the snapshot on goes to stdout, exactly what the original run printe
 instruction. Before anything runs the whole file is checked (checksums, digests, completeness),
 and a file whose machine does not fit this emulator, or whose device state version is unknown,
 is refused. Older device state versions are migrated.
+
+FILE may be a path, - (standard input) or an http:// or https:// URL, read with HTTP Range
+requests a few in flight (an S3-compatible object store, or any server that honours Range; a
+presigned URL works). Continuing it live (--out and the snapshot options) needs a local path.
 
 FILE may also be a QEMU 7.2 migration stream of qemu-system-riscv32's 'virt' board (QEMU's
 'migrate "exec:cat > FILE"'), or an .lsnap converted from one: every field of QEMU's hart,
@@ -79,6 +84,7 @@ is damaged or does not fit.
 Examples:
   livesnap run emulator/guests/build/counter.elf --snapshot-at 2000000 --out c.lsnap --stop-at 2000000
   livesnap restore c.lsnap --stop-at 5000000 --digest
+  livesnap restore https://bucket.example.com/snaps/c.lsnap --run-for 1000000
   livesnap run emulator/guests/build/counter.elf --stop-at 5000000 --digest   # the same digest
   (qemu) migrate "exec:cat > guest.qemu"          # in QEMU's monitor
   livesnap restore guest.qemu --run-for 1000000 --verbose
@@ -140,8 +146,14 @@ export async function main(args: string[]): Promise<number> {
       // --metrics belongs to the restore when nothing else asks for live mode.
       const live = liveOpts["snapshot-at"].length > 0 || liveOpts["snapshot-every"] !== undefined ||
         liveOpts.control !== undefined;
+      if (live) {
+        // The live engine's guest thread restores eagerly: refused rather than half done.
+        throw new UsageError(
+          "Cannot restore lazily with --snapshot-at, --snapshot-every or --control: a live restore loads the whole file first (restore without --lazy)",
+        );
+      }
       lazyMetrics = liveOpts.metrics;
-      if (!live) delete (liveOpts as { metrics?: string }).metrics;
+      delete (liveOpts as { metrics?: string }).metrics;
     }
     parsed = parseLiveArgs(liveOpts);
     if (runForText !== undefined) {
@@ -157,6 +169,12 @@ export async function main(args: string[]): Promise<number> {
   const { stopAt, maxInstructions } = parsed;
   const { sink, endsLine } = stdoutSink();
   if (parsed.live !== null) {
+    if (isHttpUrl(files[0]) || files[0] === "-") {
+      return usageError(
+        `Cannot restore ${files[0]} with snapshot options: a live restore reads a local file; ` +
+          "download it first, or restore it without --out",
+      );
+    }
     try {
       return await runLive({
         ...parsed.live,
