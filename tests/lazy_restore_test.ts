@@ -210,3 +210,57 @@ Deno.test("restore --lazy refuses what it cannot read at random, before anything
     "is not a regular file",
   );
 });
+
+/** The loopback Range server in a worker thread: the guest's thread blocks while it waits for a
+ * page, so the server must not share its event loop. */
+async function serveInWorker(path: string): Promise<{ url: string; close(): Promise<void> }> {
+  const w = new Worker(new URL("../bench/_range_server_worker.ts", import.meta.url), {
+    type: "module",
+  });
+  const next = () => new Promise<{ url?: string }>((r) => w.onmessage = (e) => r(e.data));
+  w.postMessage({ path, latencyMs: 0 });
+  const { url } = await next();
+  return {
+    url: url!,
+    close: async () => {
+      w.postMessage("close");
+      await next();
+      w.terminate();
+    },
+  };
+}
+
+Deno.test("restore --lazy of an http:// URL gives the output and digest of an eager restore; a server gone mid-restore is a clear error", async (t) => {
+  const dir = await Deno.makeTempDir();
+  try {
+    for (const mode of ["cow", "precopy"] as const) {
+      const path = await snapshot(dir, mode);
+      const server = await serveInWorker(path);
+      try {
+        await t.step(`${mode}, over http`, async () => {
+          const eager = await run(path, 400_000);
+          const remote = await run(server.url, 400_000, { loaders: 1 });
+          assertEquals([remote.out, remote.digest], [eager.out, eager.digest]);
+          assert(remote.metrics!.demandFaults > 0);
+          assert(remote.metrics!.bytesRead > 0);
+        });
+      } finally {
+        await server.close();
+      }
+    }
+    await t.step("the server goes away after the index", async () => {
+      const path = await snapshot(dir, "stop");
+      const server = await serveInWorker(path);
+      const r = await restoreLazily({ path: server.url, uartSink: () => {}, waitBoundMs: 5_000 });
+      await server.close();
+      const e = assertThrows(() => r.machine.run(1_000_000), LazyPageError);
+      await r.pager.finish();
+      assertMatch(
+        e.message,
+        /^Cannot load guest page \d+ \(address 0x[0-9a-f]+\) on its first access from the PAGES record at byte \d+: .+; the guest was stopped before the access$/,
+      );
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -49,6 +49,9 @@ export const CTL_DEMAND_PAGE = 5;
 export const CTL_DOORBELL = 6;
 /** Records the loader could not read (bad CRC, short file): their pages stay absent. */
 export const CTL_FAILED_RECORDS = 7;
+/** Page + 1 whose demand read (CTL_DEMAND_PAGE) failed in the loader; its reason is in
+ * `message`. */
+export const CTL_DEMAND_FAILED = 12;
 /** Milliseconds from the restore's start to the loader's end (valid once LOADER_DONE). */
 export const CTL_DONE_MS = 8;
 /** Hinted pages the loader brought in before the rest. */
@@ -182,42 +185,64 @@ export function installRecord(
       recordIndex: -1,
     });
   }
+  const pageSize = target.description.regions[0].pageSize;
+  let data: Uint8Array | null | undefined;
+  return installPages(target, offset, p.pages, () => {
+    if (data !== undefined) return data;
+    if (p.encoding === "raw") data = p.data;
+    else if (p.encoding === "zero") data = null;
+    else {
+      const out = zstdDecompressView(p.data, p.pages.length * pageSize);
+      if (typeof out === "string") throw new CorruptError(out, { offset, recordIndex: -1 });
+      data = out;
+    }
+    return data;
+  }, origin);
+}
+
+/**
+ * Copies every page of a decoded PAGES record at `offset` that it holds the last occurrence of,
+ * and that is still absent, into RAM, claiming each by compare-and-swap and marking it `origin`;
+ * `data()` gives the record's bytes (null: every page zero) and is called only if some page is
+ * to be installed. Wakes a guest waiting on one of them. Returns the pages installed.
+ */
+export function installPages(
+  target: InstallTarget,
+  offset: number,
+  pages: Uint32Array,
+  data: () => Uint8Array | null,
+  origin: typeof PAGE_PREFETCHED | typeof PAGE_DEMANDED,
+): number {
   const { state, ctl } = target.views;
   const index = target.index;
   const pageSize = target.description.regions[0].pageSize;
   // Nothing to do (every page it holds last is in already, or later records hold them): no
   // decompression.
   let any = false;
-  for (let i = 0; i < p.pages.length && !any; i++) {
-    const page = p.pages[i];
+  for (let i = 0; i < pages.length && !any; i++) {
+    const page = pages[i];
     any = Atomics.load(state, page) === PAGE_ABSENT && index.recordOf(page) === offset;
   }
   if (!any) return 0;
-  let data: Uint8Array | null = null;
-  if (p.encoding === "raw") data = p.data;
-  else if (p.encoding === "zstd") {
-    const out = zstdDecompressView(p.data, p.pages.length * pageSize);
-    if (typeof out === "string") throw new CorruptError(out, { offset, recordIndex: -1 });
-    data = out;
-  }
+  const bytes = data();
   let installed = 0;
   // From the last entry back: of a page repeated within the record the later entry wins
   // (FORMAT.md §4), and the earlier one then fails its compare-and-swap.
-  for (let i = p.pages.length - 1; i >= 0; i--) {
-    const page = p.pages[i];
+  for (let i = pages.length - 1; i >= 0; i--) {
+    const page = pages[i];
     if (Atomics.load(state, page) !== PAGE_ABSENT || index.recordOf(page) !== offset) continue;
     if (Atomics.compareExchange(state, page, PAGE_ABSENT, PAGE_INSTALLING) !== PAGE_ABSENT) {
       continue;
     }
     // A zero page: fresh RAM already reads as zeros and nothing has written an absent page.
-    if (data !== null) {
-      target.ram.set(data.subarray(i * pageSize, (i + 1) * pageSize), page * pageSize);
+    if (bytes !== null) {
+      target.ram.set(bytes.subarray(i * pageSize, (i + 1) * pageSize), page * pageSize);
     }
     Atomics.store(state, page, origin);
     installed++;
   }
   if (Atomics.load(ctl, CTL_WAITING) !== 0) {
-    for (let i = 0; i < p.pages.length; i++) Atomics.notify(state, p.pages[i]);
+    for (let i = 0; i < pages.length; i++) Atomics.notify(state, pages[i]);
   }
   return installed;
 }
@@ -237,8 +262,11 @@ export function setLoaderMessage(v: LazyViews, text: string): void {
 
 /** The boot message of a loader worker (`lazy_loader_worker.ts`). */
 export interface LoaderBoot {
-  /** The snapshot file. */
+  /** The snapshot: a local path or an http(s) URL. */
   path: string;
+  /** True when the guest cannot read the source itself (a URL): the loader serves its demand
+   * reads (CTL_DEMAND_PAGE) first, and keeps serving them after its prefetch until stopped. */
+  serveDemand: boolean;
   /** Guest RAM. */
   ram: SharedArrayBuffer;
   buffers: LazyBuffers;

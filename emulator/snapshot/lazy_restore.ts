@@ -26,6 +26,7 @@ import { RECORD_HEAD_SIZE, RECORD_TAIL_SIZE } from "../../format/constants.ts";
 import { decodeRecordHead } from "../../format/record.ts";
 import { toHex } from "../../format/checksum.ts";
 import { isQemuStream } from "../../qemu/stream_reader.ts";
+import { isHttpUrl } from "../../format/open_source.ts";
 import { virtBuilderFor } from "../../qemu/riscv_virt_restore.ts";
 import { Machine, type MachineOptions } from "../machine.ts";
 import { type AbsentPageHandler, clearAbsent, GATE_ABSENT } from "../ram.ts";
@@ -43,7 +44,10 @@ import {
   BYTES_LOADER,
   createLazyBuffers,
   CTL_DEMAND_ACTIVE,
+  CTL_DEMAND_FAILED,
+  CTL_DEMAND_PAGE,
   CTL_DONE_MS,
+  CTL_DOORBELL,
   CTL_FAILED_RECORDS,
   CTL_HINT_PAGES,
   CTL_LOADER,
@@ -226,7 +230,8 @@ export class LazyPager implements AbsentPageHandler {
   readonly #buffers: LazyBuffers;
   readonly #machine: Machine;
   readonly #description: MachineDescription;
-  readonly #reader: SyncRecordReader;
+  /** Null for a source this thread cannot read synchronously (a URL): the loader reads. */
+  readonly #reader: SyncRecordReader | null;
   readonly #index: PageIndex;
   readonly #waitBoundMs: number;
   readonly #startedAtMs: number;
@@ -263,7 +268,7 @@ export class LazyPager implements AbsentPageHandler {
     this.#description = o.description;
     this.#buffers = o.buffers;
     this.views = lazyViews(o.buffers);
-    this.#reader = new SyncRecordReader(o.path);
+    this.#reader = isHttpUrl(o.path) ? null : new SyncRecordReader(o.path);
     this.#waitBoundMs = o.waitBoundMs;
     this.#startedAtMs = o.startedAtMs;
   }
@@ -296,6 +301,7 @@ export class LazyPager implements AbsentPageHandler {
       const w = id < workers.length ? workers[id] : made[id - workers.length];
       const boot: LoaderBoot = {
         path,
+        serveDemand: this.#reader === null && id === 0,
         ram: this.#machine.ram.bytes.buffer as SharedArrayBuffer,
         buffers: this.#buffers,
         description: this.#description,
@@ -365,6 +371,43 @@ export class LazyPager implements AbsentPageHandler {
     clearAbsent(this.#machine.ram.pageGate, page);
   }
 
+  /**
+   * A demand read through the loader (a source this thread cannot read synchronously): asks for
+   * the page through CTL_DEMAND_PAGE and waits on its state, bounded.
+   */
+  #demandFromLoader(page: number, at: number): void {
+    const { ctl, state } = this.views;
+    Atomics.store(ctl, CTL_DEMAND_FAILED, 0);
+    Atomics.store(ctl, CTL_DEMAND_PAGE, page + 1);
+    Atomics.add(ctl, CTL_DOORBELL, 1);
+    Atomics.notify(ctl, CTL_DOORBELL);
+    Atomics.add(ctl, CTL_WAITING, 1);
+    try {
+      const until = performance.now() + this.#waitBoundMs;
+      for (;;) {
+        const s = Atomics.load(state, page);
+        if (s >= PAGE_PREFETCHED) return;
+        if (Atomics.load(ctl, CTL_DEMAND_FAILED) === page + 1) {
+          throw new LazyPageError(page, at, loaderMessage(this.views));
+        }
+        const failure = this.loaderFailure();
+        if (failure !== null) throw new LazyPageError(page, at, `the loader failed: ${failure}`);
+        const left = until - performance.now();
+        if (left <= 0) {
+          throw new LazyPageError(
+            page,
+            at,
+            `no answer from the source within ${this.#waitBoundMs} ms`,
+          );
+        }
+        Atomics.wait(state, page, s, Math.min(left, 50));
+      }
+    } finally {
+      Atomics.sub(ctl, CTL_WAITING, 1);
+      Atomics.compareExchange(ctl, CTL_DEMAND_PAGE, page + 1, 0);
+    }
+  }
+
   /** Gives this thread the hint's pages, in first-touch order (see {@linkcode HINT_BATCH}). */
   useHint(pages: Uint32Array): void {
     const seen = new Set<number>();
@@ -383,7 +426,9 @@ export class LazyPager implements AbsentPageHandler {
    * A record that fails its check here is left for a demand read (which reports it).
    */
   #prefetchHint(): void {
-    if (this.#hintNext >= this.#hintRecords.length || this.#hintBusy) return;
+    if (
+      this.#reader === null || this.#hintNext >= this.#hintRecords.length || this.#hintBusy
+    ) return;
     this.#hintBusy = true;
     const { ctl } = this.views;
     try {
@@ -391,7 +436,7 @@ export class LazyPager implements AbsentPageHandler {
       for (; this.#hintNext < end; this.#hintNext++) {
         const at = this.#hintRecords[this.#hintNext];
         try {
-          const record = this.#reader.read(at);
+          const record = this.#reader!.read(at);
           Atomics.add(this.views.bytes, BYTES_GUEST, BigInt(record.length));
           const n = installRecord(
             {
@@ -420,6 +465,7 @@ export class LazyPager implements AbsentPageHandler {
   #demand(page: number): void {
     const { ctl, state } = this.views;
     const at = this.#index.recordOf(page);
+    if (this.#reader === null) return this.#demandFromLoader(page, at);
     Atomics.store(ctl, CTL_DEMAND_ACTIVE, 1);
     try {
       const record = this.#reader.read(at);
@@ -538,7 +584,7 @@ export class LazyPager implements AbsentPageHandler {
     }
     for (const w of this.#workers) w.terminate();
     this.#workers = [];
-    this.#reader.close();
+    this.#reader?.close();
     const rec = this.#recordTo;
     const touched = this.#touched;
     this.#touched = null;
@@ -609,7 +655,9 @@ async function loadHint(
 ): Promise<{ pages: Uint32Array; note: string | null; ignored: string | null }> {
   const none = new Uint32Array(0);
   const choice = o.hint ?? "auto";
-  if (choice === "off") return { pages: none, note: null, ignored: null };
+  if (choice === "off" || (choice === "auto" && isHttpUrl(o.path))) {
+    return { pages: none, note: null, ignored: null };
+  }
   const path = choice === "auto" ? workingSetPath(o.path) : choice;
   let bytes: Uint8Array;
   try {
@@ -638,18 +686,21 @@ export async function restoreLazily(o: LazyRestoreOptions): Promise<LazyRestored
   const startedAtMs = o.startedAtMs ?? sharedClockMs();
   const T = (what: string) =>
     TRACE && console.error(what, (sharedClockMs() - startedAtMs).toFixed(1));
-  const info = await Deno.stat(o.path);
-  if (!info.isFile) {
+  const remote = isHttpUrl(o.path);
+  const info = remote ? null : await Deno.stat(o.path);
+  if (info !== null && !info.isFile) {
     throw new SnapshotMismatchError(
       `${o.path} is not a regular file: a lazy restore reads records by offset, which a pipe or a device cannot give; restore it without --lazy`,
     );
   }
   const head = new Uint8Array(8);
-  const f = await Deno.open(o.path);
-  try {
-    await f.read(head);
-  } finally {
-    f.close();
+  if (!remote) {
+    const f = await Deno.open(o.path);
+    try {
+      await f.read(head);
+    } finally {
+      f.close();
+    }
   }
   if (isQemuStream(head)) {
     throw new SnapshotMismatchError(
@@ -709,6 +760,11 @@ export async function restoreLazily(o: LazyRestoreOptions): Promise<LazyRestored
     pager.hintPages = hint.pages.length;
     pager.useHint(hint.pages);
     pager.hintIgnored = hint.ignored;
+    if (o.recordWs != null && remote && o.recordWs.path === undefined) {
+      throw new SnapshotMismatchError(
+        "a working set is recorded beside the snapshot, which a URL cannot take; record it from a local copy",
+      );
+    }
     if (o.recordWs != null) {
       pager.recordWorkingSet(
         o.recordWs.window,
@@ -717,7 +773,9 @@ export async function restoreLazily(o: LazyRestoreOptions): Promise<LazyRestored
       );
     }
     T("hint");
-    pager.startLoaders(o.path, o.loaders ?? 1, hint.pages, o.workers);
+    // A URL is read by the loader only: at least one, which serves the guest's demand reads.
+    const loaders = remote ? Math.max(1, o.loaders ?? 1) : o.loaders ?? 1;
+    pager.startLoaders(o.path, loaders, hint.pages, o.workers);
     T("loaders");
     if (o.eager) machine.ram.ensureAllPresent();
     return {
