@@ -11,12 +11,14 @@ import { restoreMachine, type RestoreOptions } from "../emulator/snapshot/restor
 import {
   type LazyPager,
   type LazyRestoreOptions,
+  restoreEagerly,
   restoreLazily,
   spawnLoaders,
 } from "../emulator/snapshot/lazy_restore.ts";
 import { sharedClockMs } from "../emulator/snapshot/lazy_pages.ts";
 import { runBounded } from "./run.ts";
 import { openInput } from "./_io.ts";
+import { isHttpUrl } from "../format/open_source.ts";
 
 /** Options for {@linkcode restoreSnapshot}. */
 export interface RestoreSnapshotOptions {
@@ -44,6 +46,12 @@ export interface RestoreSnapshotOptions {
    * same machinery loads everything with parallel loaders before the guest runs.
    */
   lazy?: Omit<LazyRestoreOptions, "path" | "uartSink" | "migrations" | "startedAtMs">;
+  /**
+   * For an eager restore of a complete, indexed local `.lsnap`: load it with parallel loader
+   * threads (default true; `restoreEagerly` in emulator/snapshot/lazy_restore.ts). False reads
+   * every file as a stream, checking its file digest too.
+   */
+  parallel?: boolean;
 }
 
 /** What {@linkcode restoreSnapshot} returns. */
@@ -100,12 +108,29 @@ export async function restoreSnapshot(o: RestoreSnapshotOptions): Promise<Restor
     }
   }
   if (o.lazy !== undefined) return await restoreLazy(o, o.lazy);
-  const input = await openInput(o.path);
-  let restored;
-  try {
-    restored = await restoreMachine(input.readable, { uartSink: o.sink, migrations: o.migrations });
-  } finally {
-    input.close();
+  let restored: Awaited<ReturnType<typeof restoreMachine>> | null = null;
+  if (o.parallel !== false && !isHttpUrl(o.path) && o.path !== "-") {
+    // A complete, indexed .lsnap in a local file: loader threads decompress its records in
+    // parallel straight into RAM. Anything else (a pipe, a QEMU stream or conversion, a file
+    // without an index, a damaged file: the stream reader names the damage by record) is read
+    // as a stream below.
+    try {
+      const r = await restoreEagerly({ path: o.path, uartSink: o.sink, migrations: o.migrations });
+      restored = { ...r, source: "lsnap" as const, notes: [] };
+    } catch {
+      restored = null;
+    }
+  }
+  if (restored === null) {
+    const input = await openInput(o.path);
+    try {
+      restored = await restoreMachine(input.readable, {
+        uartSink: o.sink,
+        migrations: o.migrations,
+      });
+    } finally {
+      input.close();
+    }
   }
   const { machine } = restored;
   o.onRestored?.(restored.notes);
@@ -141,7 +166,7 @@ async function restoreLazy(
 ): Promise<RestoreSnapshotResult> {
   // The loader threads first: making a Worker blocks this thread for tens of milliseconds,
   // which the guest would otherwise wait for (BENCHMARKS.md, "Lazy restore").
-  const workers = spawnLoaders(lazy.loaders ?? 1);
+  const workers = lazy.workers ?? spawnLoaders(lazy.loaders ?? 1);
   const startedAtMs = sharedClockMs();
   const restored = await restoreLazily({
     ...lazy,
