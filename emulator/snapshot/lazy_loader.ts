@@ -143,6 +143,7 @@ export async function runLoader(boot: LoaderBoot): Promise<LoaderEvent> {
     } else {
       const file = await Deno.open(boot.path, { read: true });
       const head = new Uint8Array(RECORD_HEAD_SIZE);
+      let area = new Uint8Array(0);
       try {
         for (const i of mine) {
           if (stopped()) break;
@@ -163,7 +164,11 @@ export async function runLoader(boot: LoaderBoot): Promise<LoaderEvent> {
               });
             }
             const h = decodeRecordHead(head, at, -1);
-            const record = new Uint8Array(RECORD_HEAD_SIZE + h.length + RECORD_TAIL_SIZE);
+            const size = RECORD_HEAD_SIZE + h.length + RECORD_TAIL_SIZE;
+            // One read buffer per loader, grown as needed: fresh memory costs a page fault
+            // per 4 KiB, more than reading the record.
+            if (area.length < size) area = new Uint8Array(Math.max(size, 2 * area.length));
+            const record = area.subarray(0, size);
             const n = await readAt(file, at, record);
             Atomics.add(v.bytes, BYTES_LOADER, BigInt(n));
             if (n !== record.length) {

@@ -31,6 +31,7 @@ import { virtBuilderFor } from "../../qemu/riscv_virt_restore.ts";
 import { Machine, type MachineOptions } from "../machine.ts";
 import { type AbsentPageHandler, clearAbsent, GATE_ABSENT } from "../ram.ts";
 import { PAGE_SIZE, RAM_BASE } from "../memory_map.ts";
+import { adviseHugePages, populatePages } from "./discard_pages.ts";
 import {
   checkDescriptionFits,
   instructionsCountedFrom,
@@ -195,6 +196,7 @@ export interface LazyMetrics {
 class SyncRecordReader {
   readonly #file: Deno.FsFile;
   readonly #head = new Uint8Array(RECORD_HEAD_SIZE);
+  #area = new Uint8Array(0);
   constructor(readonly path: string) {
     this.#file = Deno.openSync(path, { read: true });
   }
@@ -208,14 +210,20 @@ class SyncRecordReader {
     }
     return n;
   }
-  /** The record at `offset` (head, payload, CRC), unchecked; a short read is a TruncatedError. */
+  /** The record at `offset` (head, payload, CRC), unchecked, in a buffer reused by the next
+   * read; a short read is a TruncatedError. */
   read(offset: number): Uint8Array {
     const loc = { offset, recordIndex: -1 };
     if (this.#readAt(offset, this.#head) !== RECORD_HEAD_SIZE) {
       throw new TruncatedError("the file now ends before this record's head", loc);
     }
     const h = decodeRecordHead(this.#head, offset, -1);
-    const record = new Uint8Array(RECORD_HEAD_SIZE + h.length + RECORD_TAIL_SIZE);
+    const size = RECORD_HEAD_SIZE + h.length + RECORD_TAIL_SIZE;
+    // Reused from read to read (valid until the next): fresh memory costs a fault per 4 KiB.
+    if (this.#area.length < size) {
+      this.#area = new Uint8Array(Math.max(size, 2 * this.#area.length));
+    }
+    const record = this.#area.subarray(0, size);
     const n = this.#readAt(offset, record);
     if (n !== record.length) {
       throw new TruncatedError(
@@ -738,6 +746,7 @@ export async function restoreLazily(o: LazyRestoreOptions): Promise<LazyRestored
     }
     const ramSize = checkDescriptionFits(description);
     const machine = new Machine({ ramSize, uartSink: o.uartSink });
+    if (o.eager) adviseEagerRam(machine.ram.bytes);
     machine.instructionsCountedFrom = instructionsCountedFrom(description);
     T("machine");
     const state = stateFromSections(await reader.devices(), o.migrations ?? STATE_MIGRATIONS);
@@ -804,6 +813,17 @@ export async function restoreLazily(o: LazyRestoreOptions): Promise<LazyRestored
   } finally {
     reader.close();
   }
+}
+
+/**
+ * Before an eager restore writes all of RAM: huge pages where the process may ask for them
+ * (`discard_pages.ts`), so that the first touch of each 2 MiB costs one fault instead of 512
+ * (BENCHMARKS.md, "Restore: lazy and eager": fresh memory is most of an eager restore's time).
+ */
+function adviseEagerRam(ram: Uint8Array): void {
+  const how = Deno.env.get("LIVESNAP_RAM_ADVICE") ?? "huge";
+  if (how === "huge" || how === "populate") adviseHugePages(ram);
+  if (how === "populate") populatePages(ram);
 }
 
 /** Loader threads of an eager restore: the machine's cores, 1 to 4. */
