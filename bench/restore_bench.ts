@@ -122,7 +122,7 @@ const load = () => Deno.loadavg()[0].toFixed(1);
 
 console.log(`# restore benchmark, ${rounds} rounds, load ${load()} at the start`);
 for (const mib of sizes) {
-  const f = await makeRestoreFixture(`${dir}/memstress-${mib}M.lsnap`, mib << 20);
+  const f = await makeRestoreFixture(`${dir}/memstress-${mib}M.lsnap`, mib * 2 ** 20);
   const fileBytes = (await Deno.stat(f.path)).size;
   const got: Record<string, number[]> = {};
   const add = (k: string, v: number) => (got[k] ??= []).push(v);
@@ -165,7 +165,7 @@ for (const mib of sizes) {
 // The hint: a fixed workload after the restore point, on the largest size's snapshot.
 {
   const mib = Math.min(...sizes.filter((s: number) => s >= 256), Math.max(...sizes));
-  const f = await makeRestoreFixture(`${dir}/memstress-ws32M-${mib}M.lsnap`, mib << 20, {
+  const f = await makeRestoreFixture(`${dir}/memstress-ws32M-${mib}M.lsnap`, mib * 2 ** 20, {
     workingSetBytes: 32 << 20,
   });
   await Deno.remove(`${f.path}.ws`).catch(() => {});

@@ -704,7 +704,8 @@ export async function restoreLazily(o: LazyRestoreOptions): Promise<LazyRestored
   const T = (what: string) =>
     TRACE && console.error(what, (sharedClockMs() - startedAtMs).toFixed(1));
   const remote = isHttpUrl(o.path);
-  const info = remote ? null : await Deno.stat(o.path);
+  // Synchronous: nothing here is worth a turn of the event loop before the first instruction.
+  const info = remote ? null : Deno.statSync(o.path);
   if (info !== null && !info.isFile) {
     throw new SnapshotMismatchError(
       `${o.path} is not a regular file: a lazy restore reads records by offset, which a pipe or a device cannot give; restore it without --lazy`,
@@ -712,9 +713,9 @@ export async function restoreLazily(o: LazyRestoreOptions): Promise<LazyRestored
   }
   const head = new Uint8Array(8);
   if (!remote) {
-    const f = await Deno.open(o.path);
+    const f = Deno.openSync(o.path);
     try {
-      await f.read(head);
+      f.readSync(head);
     } finally {
       f.close();
     }
