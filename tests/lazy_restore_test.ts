@@ -5,7 +5,9 @@
  */
 import { assert, assertEquals, assertMatch, assertRejects, assertThrows } from "@std/assert/mod.js";
 import { LiveMachine } from "../emulator/snapshot/live_machine.ts";
-import { LazyPageError, restoreLazily } from "../emulator/snapshot/lazy_restore.ts";
+import { LazyPageError, restoreEagerly, restoreLazily } from "../emulator/snapshot/lazy_restore.ts";
+import { crc32c } from "../format/checksum.ts";
+import { ChecksumError } from "../format/errors.ts";
 import { machineContentDigest } from "../emulator/snapshot/machine_state.ts";
 import type { SnapshotMode } from "../emulator/snapshot/session.ts";
 import { decodeWorkingSet, workingSetPath } from "../emulator/snapshot/working_set.ts";
@@ -260,6 +262,41 @@ Deno.test("restore --lazy of an http:// URL gives the output and digest of an ea
         /^Cannot load guest page \d+ \(address 0x[0-9a-f]+\) on its first access from the PAGES record at byte \d+: .+; the guest was stopped before the access$/,
       );
     });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("restoreEagerly() loads every page with parallel loaders before the guest runs, and refuses a state that differs from the trailer's digest", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = await snapshot(dir, "cow");
+    const r = await restoreEagerly({ path, loaders: 2, uartSink: () => {} });
+    const m = r.pager.metrics("eager");
+    assertEquals(m.loaders, 2);
+    assertEquals(m.demandFaults, 0);
+    assertEquals(r.machine.ram.lazy, false, "no page is absent");
+    const eager = await run(path, 300_000);
+    const stream = await restoreSnapshot({
+      path,
+      runFor: 300_000,
+      sink: () => {},
+      parallel: false,
+    });
+    assertEquals(await machineContentDigest(stream.machine), eager.digest);
+    // The trailer's content digest changed, its CRC recomputed: every record reads and checks,
+    // but the state is not the one the trailer declares.
+    const bytes = await Deno.readFile(path);
+    const dv = new DataView(bytes.buffer);
+    const trailerAt = Number(dv.getBigUint64(bytes.length - 32 + 8, true));
+    bytes[trailerAt + 8 + 40] ^= 1;
+    dv.setUint32(trailerAt + 8 + 104, crc32c(bytes.subarray(trailerAt, trailerAt + 8 + 104)), true);
+    await Deno.writeFile(path, bytes);
+    await assertRejects(
+      () => restoreEagerly({ path, uartSink: () => {} }),
+      ChecksumError,
+      "the restored state does not match the trailer's content digest",
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
