@@ -136,6 +136,8 @@ for (const mib of sizes) {
     add("touch", t.ms);
   }
   const gbs = (k: string) => got[k].map((ms) => f.ramSize / 1e9 / (ms / 1000));
+  const fmt3 = (xs: number[]) =>
+    `${median(xs).toFixed(3)} (${Math.min(...xs).toFixed(3)}-${Math.max(...xs).toFixed(3)})`;
   console.log(
     `\n## ${mib} MiB of RAM (file ${(fileBytes / 2 ** 20).toFixed(1)} MiB), load ${load()}`,
   );
@@ -151,8 +153,8 @@ for (const mib of sizes) {
     }x`,
   );
   console.log(
-    `eager restore, GB/s of guest RAM: stream ${fmt(gbs("eager-stream first"))}, parallel ${
-      fmt(gbs("eager-parallel first"))
+    `eager restore, GB/s of guest RAM: stream ${fmt3(gbs("eager-stream first"))}, parallel ${
+      fmt3(gbs("eager-parallel first"))
     } (${(median(got["eager-stream first"]) / median(got["eager-parallel first"])).toFixed(2)}x)`,
   );
   console.log(

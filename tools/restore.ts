@@ -47,9 +47,10 @@ export interface RestoreSnapshotOptions {
    */
   lazy?: Omit<LazyRestoreOptions, "path" | "uartSink" | "migrations" | "startedAtMs">;
   /**
-   * For an eager restore of a complete, indexed local `.lsnap`: load it with parallel loader
-   * threads (default true; `restoreEagerly` in emulator/snapshot/lazy_restore.ts). False reads
-   * every file as a stream, checking its file digest too.
+   * For an eager restore of a complete, indexed local `.lsnap` of at least
+   * {@linkcode PARALLEL_RESTORE_MIN_BYTES}: load it with parallel loader threads (default true;
+   * `restoreEagerly` in emulator/snapshot/lazy_restore.ts). False reads every file as a stream,
+   * checking its file digest too.
    */
   parallel?: boolean;
 }
@@ -109,7 +110,7 @@ export async function restoreSnapshot(o: RestoreSnapshotOptions): Promise<Restor
   }
   if (o.lazy !== undefined) return await restoreLazy(o, o.lazy);
   let restored: Awaited<ReturnType<typeof restoreMachine>> | null = null;
-  if (o.parallel !== false && !isHttpUrl(o.path) && o.path !== "-") {
+  if (o.parallel !== false && !isHttpUrl(o.path) && o.path !== "-" && worthLoaders(o.path)) {
     // A complete, indexed .lsnap in a local file: loader threads decompress its records in
     // parallel straight into RAM. Anything else (a pipe, a QEMU stream or conversion, a file
     // without an index, a damaged file: the stream reader names the damage by record) is read
@@ -217,5 +218,20 @@ async function restoreLazy(
   } catch (e) {
     await pager.finish().catch(() => {});
     throw e;
+  }
+}
+
+/**
+ * Files from this size on are restored with parallel loaders: creating a loader thread costs
+ * 60-120 ms on the 2-core VM (BENCHMARKS.md), more than reading a small file as a stream.
+ */
+export const PARALLEL_RESTORE_MIN_BYTES: number = 32 * 1024 * 1024;
+
+function worthLoaders(path: string): boolean {
+  try {
+    const info = Deno.statSync(path);
+    return info.isFile && info.size >= PARALLEL_RESTORE_MIN_BYTES;
+  } catch {
+    return false; // the stream path reports it
   }
 }
