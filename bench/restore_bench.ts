@@ -26,6 +26,7 @@ import { makeRestoreFixture } from "./_lazy_fixture.ts";
 import { restoreSnapshot } from "../tools/restore.ts";
 import { sharedClockMs } from "../emulator/snapshot/lazy_pages.ts";
 import { restoreEagerly } from "../emulator/snapshot/lazy_restore.ts";
+import { adviseHugePages } from "../emulator/snapshot/discard_pages.ts";
 
 const args = parseArgs(Deno.args, {
   string: ["sizes", "rounds", "workload", "dir", "one", "file", "size"],
@@ -35,9 +36,10 @@ const args = parseArgs(Deno.args, {
 async function one(kind: string, file: string, workload: number): Promise<void> {
   const t0 = sharedClockMs();
   const out: Record<string, number | null> = {};
-  if (kind === "touch") {
+  if (kind === "touch" || kind === "touch-huge") {
     const size = Number(args.size);
     const b = new Uint8Array(new SharedArrayBuffer(size));
+    if (kind === "touch-huge") adviseHugePages(b);
     for (let o = 0; o < size; o += 4096) b[o] = 1;
     out.ms = sharedClockMs() - t0;
   } else if (kind === "eager-stream") {
@@ -134,8 +136,9 @@ for (const mib of sizes) {
       add(`${kind} first`, r.firstInstructionMs);
       add(`${kind} wall`, r.wallMs);
     }
-    const t = await child("touch", f.path, ["--size", String(f.ramSize)]);
-    add("touch", t.ms);
+    for (const kind of ["touch", "touch-huge"]) {
+      add(kind, (await child(kind, f.path, ["--size", String(f.ramSize)])).ms);
+    }
   }
   const gbs = (k: string) => got[k].map((ms) => f.ramSize / 1e9 / (ms / 1000));
   const fmt3 = (xs: number[]) =>
@@ -162,7 +165,7 @@ for (const mib of sizes) {
   console.log(
     `  touching ${mib} MiB of fresh memory alone: ${fmt(got.touch)} ms (${
       (median(got.touch) / median(got["eager-parallel first"]) * 100).toFixed(0)
-    }% of the parallel restore)`,
+    }% of the parallel restore); with huge pages: ${fmt(got["touch-huge"])} ms`,
   );
 }
 
