@@ -22,6 +22,7 @@
 import { SnapshotFileReader } from "../../format/file_reader.ts";
 import { ChecksumError, LsnapError, TruncatedError } from "../../format/errors.ts";
 import type { MachineDescription } from "../../format/header.ts";
+export type { LazyViews } from "./lazy_pages.ts";
 import { RECORD_HEAD_SIZE, RECORD_TAIL_SIZE } from "../../format/constants.ts";
 import { decodeRecordHead } from "../../format/record.ts";
 import { toHex } from "../../format/checksum.ts";
@@ -103,6 +104,7 @@ export class LazyPageError extends Error {
   readonly page: number;
   /** Byte offset of the record that failed, or -1. */
   readonly recordOffset: number;
+  /** `reason` says what failed; `recordOffset` -1 when no record is concerned. */
   constructor(page: number, recordOffset: number, reason: string, cause?: unknown) {
     super(
       `Cannot load guest page ${page} (address 0x${
@@ -120,6 +122,7 @@ export class LazyPageError extends Error {
 
 /** `restoreEagerly` cannot take this file (no index); the caller reads it as a stream. */
 export class ParallelRestoreUnavailable extends Error {
+  /** `reason`: why the file cannot be loaded in parallel. */
   constructor(reason: string) {
     super(`Cannot restore in parallel: ${reason}`);
     this.name = "ParallelRestoreUnavailable";
@@ -130,7 +133,9 @@ export class ParallelRestoreUnavailable extends Error {
 export interface LazyRestoreOptions {
   /** The snapshot file (a seekable local file). */
   path: string;
+  /** Receives the guest's UART output. */
   uartSink?: MachineOptions["uartSink"];
+  /** Device state migrations (default: the emulator's table). */
   migrations?: Readonly<Record<string, Readonly<Record<number, StateMigration>>>>;
   /** When the restore started, on {@linkcode sharedClockMs}'s clock (default: now). */
   startedAtMs?: number;
@@ -153,17 +158,22 @@ export interface LazyRestoreOptions {
 
 /** A machine restored lazily. */
 export interface LazyRestored {
+  /** The machine, its devices restored, its pages absent until touched. */
   machine: Machine;
+  /** The file's machine description. */
   description: MachineDescription;
   /** The content digest the file's TRAILER declares (lazy restore reads pages as they are
    * needed, so it is not recomputed before the guest runs; each record's CRC is checked). */
   contentDigest: string;
+  /** Instructions the guest had retired at the snapshot. */
   retired: number;
+  /** The restore's pager: metrics, and `finish()` once done with the machine. */
   pager: LazyPager;
 }
 
 /** `--metrics` of a lazy restore (one JSON object). */
 export interface LazyMetrics {
+  /** `lazy`, or `eager` for {@linkcode restoreEagerly}. */
   mode: "lazy" | "eager";
   /** From the start of the restore (the file's first read) to the first retired instruction. */
   firstInstructionUs: number | null;
@@ -189,6 +199,7 @@ export interface LazyMetrics {
   hintIgnored: string | null;
   /** Records a loader could not read (their pages were left to demand reads). */
   failedRecords: number;
+  /** Loader threads. */
   loaders: number;
 }
 
@@ -243,6 +254,7 @@ class SyncRecordReader {
  * working-set recording and the metrics.
  */
 export class LazyPager implements AbsentPageHandler {
+  /** The shared memory's views (state words, control words, counters). */
   readonly views: LazyViews;
   readonly #buffers: LazyBuffers;
   readonly #machine: Machine;
@@ -264,13 +276,16 @@ export class LazyPager implements AbsentPageHandler {
   #touched: number[] | null = null;
   #recordEnd = Infinity;
   #recordTo: { path: string; window: number; fileDigest: Uint8Array } | null = null;
+  /** Pages of the working-set hint in use (0: none). */
   hintPages = 0;
   /** The hint's records in the order the guest first needed them, and how far this thread got. */
   #hintRecords: number[] = [];
   #hintNext = 0;
   #hintBusy = false;
+  /** Why a hint was ignored, or null. */
   hintIgnored: string | null = null;
 
+  /** A pager for `machine`, reading `path` (its index in `index`). */
   constructor(o: {
     machine: Machine;
     description: MachineDescription;

@@ -32,7 +32,9 @@ export const WORKING_SET_VERSION = 1;
 
 /** A recorded working set. */
 export interface WorkingSet {
+  /** Page size of region 0. */
   pageSize: number;
+  /** Page count of region 0. */
   pageCount: number;
   /** Instructions after the restore point the recording covered. */
   window: number;
