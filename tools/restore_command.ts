@@ -28,9 +28,12 @@ const USAGE = `Usage: livesnap restore FILE [--stop-at N | --run-for N] [--max-i
 
 Rebuilds the machine a snapshot holds (RAM, hart, devices) and continues it: the guest's UART
 output from the snapshot on goes to stdout, exactly what the original run printed after that
-instruction. Before anything runs the whole file is checked (checksums, digests, completeness),
-and a file whose machine does not fit this emulator, or whose device state version is unknown,
-is refused. Older device state versions are migrated.
+instruction. Before anything runs the whole file is checked (every record's checksum,
+completeness, and the content digest of the state), and a file whose machine does not fit this
+emulator, or whose device state version is unknown, is refused. Older device state versions are
+migrated. A complete, indexed local file of 32 MiB or more is loaded by parallel threads, as
+many as cores (up to 4), and its content digest recomputed from the restored state; any other
+input is read as a stream, which checks its file digest too ('livesnap verify' checks both).
 
 FILE may be a path, - (standard input) or an http:// or https:// URL, read with HTTP Range
 requests a few in flight (an S3-compatible object store, or any server that honours Range; a
@@ -51,7 +54,9 @@ and then stops. The guest computes exactly what it computes after an eager resto
 not checked before the guest runs (each record's CRC is, when it is read: use 'livesnap verify'
 for the rest). A record that fails its check when the guest needs it stops the guest before the
 access and the command exits 1 naming the page, the record and its byte offset. FILE must be a
-complete .lsnap in a regular file (not a pipe, not a QEMU stream or a file converted from one).
+complete .lsnap in a regular file or at an http(s) URL (not a pipe, not a QEMU stream or a file
+converted from one). --lazy does not combine with the snapshot options or --control yet (the
+live engine restores eagerly): it says so.
 
 Options:
   --lazy          restore lazily (above)
@@ -64,8 +69,7 @@ Options:
                   exists); a hint recorded for another file, or damaged, is ignored with a note
   --metrics FILE  with --lazy: write one JSON object: firstInstructionUs, demandFaults,
                   prefetchedPages, prefetchHits, bytesRead, faultLatencyUs {p50,p99,max},
-                  loaderDoneMs and more (see emulator/snapshot/README.md); with snapshot options,
-                  one line per snapshot as for 'run', after this object
+                  loaderDoneMs and more (see emulator/snapshot/README.md)
   --stop-at N     stop once N instructions have retired, counted like 'run --stop-at' from the
                   guest's reset (from the restore point for a QEMU snapshot; see 'livesnap
                   inspect'); N is at least the snapshot's own instruction count
