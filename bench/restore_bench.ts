@@ -17,6 +17,7 @@
  *   already warm (its RAM loaded and touched before the clock starts).
  *
  * Usage: deno task bench:restore [--sizes 64,1024,2048] [--rounds 3] [--workload 20000000]
+ *   [--only sizes|hint]
  *
  * @module
  */
@@ -29,7 +30,7 @@ import { restoreEagerly } from "../emulator/snapshot/lazy_restore.ts";
 import { adviseHugePages } from "../emulator/snapshot/discard_pages.ts";
 
 const args = parseArgs(Deno.args, {
-  string: ["sizes", "rounds", "workload", "dir", "one", "file", "size"],
+  string: ["sizes", "rounds", "workload", "dir", "one", "file", "size", "only"],
 });
 
 /** One measurement in this process; prints one JSON line. */
@@ -125,7 +126,7 @@ const fmt = (xs: number[]) =>
 const load = () => Deno.loadavg()[0].toFixed(1);
 
 console.log(`# restore benchmark, ${rounds} rounds, load ${load()} at the start`);
-for (const mib of sizes) {
+for (const mib of args.only === "hint" ? [] : sizes) {
   const f = await makeRestoreFixture(`${dir}/memstress-${mib}M.lsnap`, mib * 2 ** 20);
   const fileBytes = (await Deno.stat(f.path)).size;
   const got: Record<string, number[]> = {};
@@ -170,7 +171,7 @@ for (const mib of sizes) {
 }
 
 // The hint: a fixed workload after the restore point, on the largest size's snapshot.
-{
+if (args.only !== "sizes") {
   const mib = Math.min(...sizes.filter((s: number) => s >= 256), Math.max(...sizes));
   const f = await makeRestoreFixture(`${dir}/memstress-ws32M-${mib}M.lsnap`, mib * 2 ** 20, {
     workingSetBytes: 32 << 20,

@@ -762,7 +762,7 @@ export async function restoreLazily(o: LazyRestoreOptions): Promise<LazyRestored
     }
     const ramSize = checkDescriptionFits(description);
     const machine = new Machine({ ramSize, uartSink: o.uartSink });
-    if (o.eager) adviseEagerRam(machine.ram.bytes);
+    adviseRam(machine.ram.bytes);
     machine.instructionsCountedFrom = instructionsCountedFrom(description);
     T("machine");
     const state = stateFromSections(await reader.devices(), o.migrations ?? STATE_MIGRATIONS);
@@ -832,11 +832,13 @@ export async function restoreLazily(o: LazyRestoreOptions): Promise<LazyRestored
 }
 
 /**
- * Before an eager restore writes all of RAM: huge pages where the process may ask for them
- * (`discard_pages.ts`), so that the first touch of each 2 MiB costs one fault instead of 512
- * (BENCHMARKS.md, "Restore: lazy and eager": fresh memory is most of an eager restore's time).
+ * Before a restore writes RAM (all of it, eagerly or by its loaders): huge pages where the
+ * process may ask for them (`discard_pages.ts`), so that the first touch of each 2 MiB costs one
+ * fault instead of 512 (BENCHMARKS.md, "Restore: lazy and eager": fresh memory is most of an
+ * eager restore's time, and of a lazy one's demand faults). `LIVESNAP_RAM_ADVICE=none` turns it
+ * off (for measuring).
  */
-function adviseEagerRam(ram: Uint8Array): void {
+function adviseRam(ram: Uint8Array): void {
   const how = Deno.env.get("LIVESNAP_RAM_ADVICE") ?? "huge";
   if (how === "huge" || how === "populate") adviseHugePages(ram);
   if (how === "populate") populatePages(ram);
