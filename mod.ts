@@ -65,6 +65,8 @@ export { SnapshotWriter, type WriterOptions, type WriteSummary } from "./format/
 export {
   readSnapshot,
   type ReadSnapshotOptions,
+  type RecordBase,
+  type RecordCounts,
   type Snapshot,
   type SnapshotRecord,
   SnapshotStreamReader,
@@ -78,6 +80,8 @@ export {
 } from "./format/file_reader.ts";
 export {
   type ByteRange,
+  type CoalescedRange,
+  type CoalesceOptions,
   coalesceRanges,
   NotRandomAccessError,
   type RandomAccessSource,
@@ -87,7 +91,9 @@ export {
   SourceEndedError,
   SourceError,
   SourceHttpError,
+  type SourceIdentity,
   sourceReadable,
+  type SourceReadableOptions,
   type SourceStats,
   SourceTimeoutError,
 } from "./format/random_access_source.ts";

@@ -159,7 +159,7 @@ export class SnapshotFileReader {
       }
       const version = decodePrologue(prologue);
       const r = new SnapshotFileReader(source, owns, size, version);
-      const header = await r.readRecordAt(PROLOGUE_SIZE, 0);
+      const header = await r.#readRecordAt(PROLOGUE_SIZE, 0);
       if (header.type !== RecordType.HEADER) {
         throw new CorruptError(`the first record is ${recordTypeName(header.type)}, not HEADER`, {
           offset: PROLOGUE_SIZE,
@@ -175,6 +175,7 @@ export class SnapshotFileReader {
     }
   }
 
+  /** Finds the trailer and INDEX through the footer (FORMAT.md §9, §8), else scans the file. */
   private async locate(): Promise<void> {
     if (this.size >= PROLOGUE_SIZE + FOOTER_SIZE) {
       // One read for the footer, the trailer and (when it fits) the index.
@@ -182,10 +183,10 @@ export class SnapshotFileReader {
       this.tail = { offset: start, bytes: await this.source.read(start, this.size - start) };
       try {
         const f = decodeFooter(
-          await this.readAt(this.size - FOOTER_SIZE, FOOTER_SIZE),
+          await this.#readAt(this.size - FOOTER_SIZE, FOOTER_SIZE),
           this.size - FOOTER_SIZE,
         );
-        const t = await this.readRecordAt(f.trailerOffset, -1);
+        const t = await this.#readRecordAt(f.trailerOffset, -1);
         if (
           t.type !== RecordType.TRAILER || f.trailerOffset + t.length !== this.size - FOOTER_SIZE
         ) {
@@ -197,7 +198,7 @@ export class SnapshotFileReader {
         this.trailer = decodeTrailer(t.payload, f.trailerOffset, -1);
         this.complete = true;
         if (f.indexOffset !== 0 && f.indexOffset === this.trailer.indexOffset) {
-          const ir = await this.readRecordAt(f.indexOffset, -1);
+          const ir = await this.#readRecordAt(f.indexOffset, -1);
           if (ir.type === RecordType.INDEX) {
             this.index = decodeIndex(
               ir.payload,
@@ -322,7 +323,7 @@ export class SnapshotFileReader {
    */
   async readPageRecord(offset: number, options: ReadOptions = {}): Promise<PageRecordData> {
     if (this.cache?.offset === offset) return this.cache;
-    const rec = await this.readRecordAt(offset, -1, options);
+    const rec = await this.#readRecordAt(offset, -1, options);
     this.cache = this.decodePages(offset, rec);
     return this.cache;
   }
@@ -353,7 +354,7 @@ export class SnapshotFileReader {
     }
     if (cur.length > 0) batches.push(cur);
     const fetchBatch = (b: number[]) => {
-      const p = this.readBatch(b, options.signal);
+      const p = this.#readBatch(b, options.signal);
       p.catch(() => {}); // reported when the consumer reaches it
       return p;
     };
@@ -367,7 +368,7 @@ export class SnapshotFileReader {
     }
   }
 
-  private async readBatch(offsets: number[], signal?: AbortSignal) {
+  async #readBatch(offsets: number[], signal?: AbortSignal) {
     const spans = offsets.map((at) => this.knownSpan(at));
     const known = offsets.filter((_, i) => spans[i] !== null);
     const bytes = await this.source.readMany(
@@ -378,11 +379,12 @@ export class SnapshotFileReader {
     return await Promise.all(offsets.map((at) => {
       const b = byOffset.get(at);
       return b !== undefined
-        ? this.recordFromSpan(at, -1, b)
-        : this.readRecordAt(at, -1, { signal });
+        ? this.#recordFromSpan(at, -1, b)
+        : this.#readRecordAt(at, -1, { signal });
     }));
   }
 
+  /** Checks a PAGES record read at `at` and decodes its pages (errors name the offset). */
   private decodePages(
     at: number,
     rec: { type: number; payload: Uint8Array; length: number },
@@ -466,7 +468,7 @@ export class SnapshotFileReader {
   /** The last section of each (id, instance), sorted by id then instance. */
   async devices(): Promise<DeviceSection[]> {
     const offsets = this.index !== null ? [...this.index.deviceOffsets] : this.scannedDevices;
-    const records = await this.readBatch(offsets);
+    const records = await this.#readBatch(offsets);
     const out = records.map((rec, i) => {
       if (rec.type !== RecordType.DEVICE) {
         throw new CorruptError(`index points at a ${recordTypeName(rec.type)} record, not DEVICE`, {
@@ -506,7 +508,7 @@ export class SnapshotFileReader {
       : null;
   }
 
-  private readAt(offset: number, length: number, options?: ReadOptions): Promise<Uint8Array> {
+  #readAt(offset: number, length: number, options?: ReadOptions): Promise<Uint8Array> {
     const t = this.tail;
     if (t !== null && offset >= t.offset && offset + length <= t.offset + t.bytes.length) {
       return Promise.resolve(t.bytes.subarray(offset - t.offset, offset - t.offset + length));
@@ -518,21 +520,21 @@ export class SnapshotFileReader {
    * Reads and checks one whole record at `offset`: length against the file's end, then CRC. One
    * read when the index bounds its end, else two (head, then the record).
    */
-  private async readRecordAt(offset: number, recordIndex: number, options?: ReadOptions) {
+  async #readRecordAt(offset: number, recordIndex: number, options?: ReadOptions) {
     const loc = { offset, recordIndex };
     if (offset + RECORD_HEAD_SIZE + RECORD_TAIL_SIZE > this.size) {
       throw new TruncatedError("record head lies past the end of the file", loc);
     }
     const span = this.knownSpan(offset);
     if (span !== null) {
-      return this.recordFromSpan(offset, recordIndex, await this.readAt(offset, span, options));
+      return this.#recordFromSpan(offset, recordIndex, await this.#readAt(offset, span, options));
     }
-    const head = await this.readAt(offset, RECORD_HEAD_SIZE, options);
+    const head = await this.#readAt(offset, RECORD_HEAD_SIZE, options);
     const total = this.checkedTotal(head, offset, recordIndex);
-    return this.recordFromSpan(
+    return this.#recordFromSpan(
       offset,
       recordIndex,
-      await this.readAt(offset, total, options),
+      await this.#readAt(offset, total, options),
     );
   }
 
@@ -552,7 +554,7 @@ export class SnapshotFileReader {
   }
 
   /** The record at the start of `bytes` (which may run on past it), CRC-checked. */
-  private recordFromSpan(offset: number, recordIndex: number, bytes: Uint8Array) {
+  #recordFromSpan(offset: number, recordIndex: number, bytes: Uint8Array) {
     const total = this.checkedTotal(bytes.subarray(0, RECORD_HEAD_SIZE), offset, recordIndex);
     if (total > bytes.length) {
       throw new CorruptError(

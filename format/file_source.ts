@@ -7,6 +7,7 @@
  */
 import {
   type ByteRange,
+  checkIdentity,
   checkRange,
   NotRandomAccessError,
   type RandomAccessSource,
@@ -15,6 +16,7 @@ import {
   SourceClosedError,
   SourceEndedError,
   SourceError,
+  type SourceIdentity,
   type SourceStats,
 } from "./random_access_source.ts";
 
@@ -47,14 +49,20 @@ export class FileSource implements RandomAccessSource {
   private constructor(
     private readonly file: Deno.FsFile,
     readonly name: string,
-    readonly size: number,
+    readonly identity: SourceIdentity,
   ) {}
+
+  /** Size in bytes, when opened. */
+  get size(): number {
+    return this.identity.size;
+  }
 
   /**
    * Opens `path`. Throws {@linkcode NotRandomAccessError} for `-` and anything that is not a
-   * regular file, {@linkcode SourceError} (with the I/O error as `cause`) when it cannot be opened.
+   * regular file, {@linkcode SourceError} (with the I/O error as `cause`) when it cannot be opened,
+   * {@linkcode SourceChangedError} when it is not the version `options.expect` identifies.
    */
-  static async open(path: string): Promise<FileSource> {
+  static async open(path: string, options: { expect?: SourceIdentity } = {}): Promise<FileSource> {
     if (path === "-") throw new NotRandomAccessError("<stdin>", `it is a pipe; ${PIPE_ADVICE}`);
     let info: Deno.FileInfo;
     try {
@@ -81,10 +89,14 @@ export class FileSource implements RandomAccessSource {
       throw new SourceError(path, (e as Error).message, { cause: e });
     }
     try {
-      // The size of the opened file, not of the path's earlier stat (it may have been replaced).
-      return new FileSource(file, path, (await file.stat()).size);
+      // The opened file's own stat, not the path's earlier one (it may have been replaced).
+      const st = await file.stat();
+      const identity = { size: st.size, ino: st.ino, mtimeMs: st.mtime?.getTime() ?? null };
+      checkIdentity(path, options.expect, identity);
+      return new FileSource(file, path, identity);
     } catch (e) {
       file.close();
+      if (e instanceof SourceError) throw e;
       throw new SourceError(path, (e as Error).message, { cause: e });
     }
   }
@@ -92,7 +104,7 @@ export class FileSource implements RandomAccessSource {
   /** Reads exactly `length` bytes at `offset`; a file that shrank is a {@linkcode SourceEndedError}. */
   async read(offset: number, length: number, options: ReadOptions = {}): Promise<Uint8Array> {
     checkRange(this.name, this.size, offset, length);
-    const run = this.queue.then(() => this.readNow(offset, length, options.signal));
+    const run = this.queue.then(() => this.#readNow(offset, length, options.signal));
     this.queue = run.catch(() => {});
     return await run;
   }
@@ -103,7 +115,7 @@ export class FileSource implements RandomAccessSource {
     return await readCoalesced(ranges, (o, n) => this.read(o, n, options), { concurrency: 1 });
   }
 
-  private async readNow(offset: number, length: number, signal?: AbortSignal) {
+  async #readNow(offset: number, length: number, signal?: AbortSignal) {
     const range = { offset, length };
     if (this.closed) throw new SourceClosedError(this.name, "the source is closed", { range });
     signal?.throwIfAborted();

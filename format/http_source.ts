@@ -32,6 +32,7 @@
  */
 import {
   type ByteRange,
+  checkIdentity,
   checkRange,
   type CoalesceOptions,
   NotRandomAccessError,
@@ -43,6 +44,7 @@ import {
   SourceEndedError,
   SourceError,
   SourceHttpError,
+  type SourceIdentity,
   type SourceStats,
   SourceTimeoutError,
 } from "./random_access_source.ts";
@@ -68,6 +70,11 @@ export interface HttpSourceOptions {
   coalesce?: CoalesceOptions;
   /** Extra request headers (for example `Authorization`); never printed. */
   headers?: Record<string, string>;
+  /**
+   * The `identity` of a source opened earlier on this URL (for example by another thread): the
+   * open fails with `SourceChangedError` unless the file is that same version.
+   */
+  expect?: SourceIdentity;
 }
 
 /** Marks errors worth another attempt. */
@@ -177,7 +184,7 @@ export class HttpSource implements RandomAccessSource {
     private readonly validators: Validators,
     /** The first bytes of the file (all of it when the server ignored Range). */
     private readonly head: Uint8Array,
-    private readonly o: Required<Omit<HttpSourceOptions, "headers" | "coalesce">> & {
+    private readonly o: Required<Omit<HttpSourceOptions, "headers" | "coalesce" | "expect">> & {
       headers: Record<string, string>;
       coalesce: CoalesceOptions;
     },
@@ -214,9 +221,15 @@ export class HttpSource implements RandomAccessSource {
       undefined,
       (signal) => probe(u, name, o, stats, signal),
     );
+    checkIdentity(name, options.expect, { size: first.size, ...first.validators });
     const s = new HttpSource(u, name, first.size, first.validators, first.head, o);
     Object.assign(s.stats, stats);
     return s;
+  }
+
+  /** Size, ETag and Last-Modified of the version being read. */
+  get identity(): SourceIdentity {
+    return { size: this.size, ...this.validators };
   }
 
   /** Reads exactly `length` bytes at `offset` with one Range request (or from the first bytes). */
@@ -226,7 +239,7 @@ export class HttpSource implements RandomAccessSource {
     if (this.closed) throw new SourceClosedError(this.name, "the source is closed", { range });
     if (length === 0) return new Uint8Array(0);
     if (offset + length <= this.head.length) return this.head.slice(offset, offset + length);
-    return await this.fetchRange(offset, length, options);
+    return await this.#fetchRange(offset, length, options);
   }
 
   /** Reads several ranges, merged where close, up to `concurrency` requests at once. */
@@ -239,7 +252,7 @@ export class HttpSource implements RandomAccessSource {
     });
   }
 
-  private async fetchRange(offset: number, length: number, options: ReadOptions) {
+  async #fetchRange(offset: number, length: number, options: ReadOptions) {
     await this.slots.acquire(options.urgent === true);
     try {
       return await retrying(
@@ -247,7 +260,7 @@ export class HttpSource implements RandomAccessSource {
         this.stats,
         this.closing.signal,
         options.signal,
-        (signal) => this.attempt(offset, length, signal),
+        (signal) => this.#attempt(offset, length, signal),
       );
     } catch (e) {
       if (this.closed && !(e instanceof SourceError)) {
@@ -262,7 +275,7 @@ export class HttpSource implements RandomAccessSource {
     }
   }
 
-  private async attempt(offset: number, length: number, signal: AbortSignal): Promise<Uint8Array> {
+  async #attempt(offset: number, length: number, signal: AbortSignal): Promise<Uint8Array> {
     const range = { offset, length };
     const headers: Record<string, string> = {
       ...this.o.headers,

@@ -6,12 +6,18 @@
  */
 import { FileSource } from "./file_source.ts";
 import { HttpSource, type HttpSourceOptions } from "./http_source.ts";
-import type { RandomAccessSource } from "./random_access_source.ts";
+import type { RandomAccessSource, SourceIdentity } from "./random_access_source.ts";
 
 /** Options of {@linkcode openSource}. */
 export interface OpenSourceOptions {
   /** Options for a URL (concurrency, timeouts, retries, headers). */
   http?: HttpSourceOptions;
+  /**
+   * The `identity` of a source opened earlier on the same input (for example by the thread that
+   * hands this one the work): the open fails with `SourceChangedError` unless the file is that
+   * same version.
+   */
+  expect?: SourceIdentity;
 }
 
 /** True when `input` is an http(s) URL rather than a path. */
@@ -43,12 +49,14 @@ export async function openSource(
   input: string | URL,
   options: OpenSourceOptions = {},
 ): Promise<RandomAccessSource> {
-  if (isHttpUrl(input)) return await HttpSource.open(input, options.http);
+  if (isHttpUrl(input)) {
+    return await HttpSource.open(input, { expect: options.expect, ...options.http });
+  }
   if (input instanceof URL) {
     if (input.protocol !== "file:") {
       throw new TypeError(`Cannot open ${input.href}: only http, https and file URLs are read`);
     }
-    return await FileSource.open(decodeURIComponent(input.pathname));
+    return await FileSource.open(decodeURIComponent(input.pathname), { expect: options.expect });
   }
-  return await FileSource.open(input);
+  return await FileSource.open(input, { expect: options.expect });
 }

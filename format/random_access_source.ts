@@ -55,6 +55,12 @@ export interface RandomAccessSource {
   readonly size: number;
   /** Counters since the source was opened. */
   readonly stats: SourceStats;
+  /**
+   * What identifies this version of the file (size, and ETag and Last-Modified for a URL, or
+   * inode and modification time for a file): plain data, to be sent to another thread that opens
+   * the same path or URL with `expect`, so that both read the same version.
+   */
+  readonly identity: SourceIdentity;
   /** Reads `length` bytes at `offset`; a range past `size` is a `RangeError`. */
   read(offset: number, length: number, options?: ReadOptions): Promise<Uint8Array>;
   /**
@@ -64,6 +70,41 @@ export interface RandomAccessSource {
   readMany(ranges: readonly ByteRange[], options?: ReadOptions): Promise<Uint8Array[]>;
   /** Releases the source; reads after it throw {@linkcode SourceClosedError}. Safe to call twice. */
   close(): void;
+}
+
+/** What identifies one version of a source's file; see {@linkcode RandomAccessSource.identity}. */
+export interface SourceIdentity {
+  /** Size in bytes. */
+  size: number;
+  /** HTTP: the first answer's ETag, or null. */
+  etag?: string | null;
+  /** HTTP: the first answer's Last-Modified, or null. */
+  lastModified?: string | null;
+  /** File: inode number, or null where the platform has none. */
+  ino?: number | null;
+  /** File: modification time in ms since 1970, or null. */
+  mtimeMs?: number | null;
+}
+
+/**
+ * Throws {@linkcode SourceChangedError} when `actual` differs from `expected` in a field both
+ * know (a null or absent field is not compared).
+ */
+export function checkIdentity(
+  name: string,
+  expected: SourceIdentity | undefined,
+  actual: SourceIdentity,
+): void {
+  if (expected === undefined) return;
+  for (const key of ["size", "etag", "lastModified", "ino", "mtimeMs"] as const) {
+    const [e, a] = [expected[key], actual[key]];
+    if (e !== undefined && e !== null && a !== undefined && a !== null && e !== a) {
+      throw new SourceChangedError(
+        name,
+        `its ${key} is ${a}, not the ${e} expected (the file changed since it was first opened)`,
+      );
+    }
+  }
 }
 
 /** Where a source error happened. */
@@ -95,6 +136,7 @@ export class SourceError extends Error {
   readonly range: ByteRange | undefined;
   /** The reason alone. */
   readonly reason: string;
+  /** An error about `source` (path or URL), with `reason`, at `loc.range` when reading. */
   constructor(source: string, reason: string, loc: SourceErrorLocation = {}) {
     const what = loc.range === undefined
       ? `Cannot open ${source}`
@@ -112,6 +154,7 @@ export class SourceError extends Error {
  * Range requests on a file too large to hold in memory. The message says what to do instead.
  */
 export class NotRandomAccessError extends SourceError {
+  /** `reason` says why `source` cannot be read at random, and what to do instead. */
   constructor(source: string, reason: string, loc: SourceErrorLocation = {}) {
     super(source, reason, loc);
     // The message of this class names the action, not the open: "Cannot read X at random: ...".
@@ -135,6 +178,7 @@ export class SourceTimeoutError extends SourceError {}
 export class SourceHttpError extends SourceError {
   /** The HTTP status of the last answer, or 0 when the connection failed before one. */
   readonly status: number;
+  /** An HTTP failure of `source`, with the status of the last answer in `loc.status`. */
   constructor(source: string, reason: string, loc: SourceErrorLocation & { status: number }) {
     super(source, reason, loc);
     this.status = loc.status;

@@ -1,5 +1,12 @@
 import { assert, assertEquals, assertRejects } from "@std/assert/mod.js";
-import { coalesceRanges, NotRandomAccessError, SourceEndedError } from "./random_access_source.ts";
+import {
+  coalesceRanges,
+  NotRandomAccessError,
+  SourceChangedError,
+  SourceEndedError,
+} from "./random_access_source.ts";
+import { openSource } from "./open_source.ts";
+import { startRangeServer } from "../tests/_range_server.ts";
 import { FileSource } from "./file_source.ts";
 import { SnapshotFileReader } from "./file_reader.ts";
 
@@ -59,4 +66,46 @@ Deno.test("FileSource.read() reports a file that shrank after it was opened", as
     s.close();
     await Deno.remove(path);
   }
+});
+
+Deno.test("openSource() with expect refuses another version of the file", async (t) => {
+  await t.step("a file replaced by rename", async () => {
+    const dir = await Deno.makeTempDir();
+    const path = `${dir}/vm.lsnap`;
+    try {
+      await Deno.writeFile(path, new Uint8Array(100));
+      const first = await openSource(path);
+      const again = await openSource(path, { expect: first.identity });
+      again.close();
+      await Deno.writeFile(`${dir}/new`, new Uint8Array(100));
+      await Deno.rename(`${dir}/new`, path);
+      const e = await assertRejects(
+        () => openSource(path, { expect: first.identity }),
+        SourceChangedError,
+      );
+      assert(
+        e.message.startsWith(`Cannot open ${path}: its ino is `) &&
+          e.message.endsWith("expected (the file changed since it was first opened)"),
+        e.message,
+      );
+      first.close();
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+  await t.step("a URL whose ETag changed", async () => {
+    const server = startRangeServer({ body: new Uint8Array(1000) });
+    try {
+      const first = await openSource(server.url);
+      first.close();
+      server.replace(new Uint8Array(1000));
+      await assertRejects(
+        () => openSource(server.url, { expect: first.identity }),
+        SourceChangedError,
+        `its etag is "v2", not the "v1" expected`,
+      );
+    } finally {
+      await server.close();
+    }
+  });
 });

@@ -28,6 +28,7 @@ import { MACHINE_NAME } from "../emulator/memory_map.ts";
 export interface InstructionCount {
   /** The hart's retired-instruction count, or null when the snapshot records none. */
   retired: number | null;
+  /** Since when it counts: the guest's reset, the restore of a QEMU stream, or no count. */
   countedFrom: "reset" | "qemu-stream" | "not-recorded";
 }
 
@@ -73,17 +74,23 @@ export function describeInstructionCount(c: InstructionCount): string {
 
 /** A format error as plain data. */
 export interface ErrorReport {
+  /** The error's class name: "CorruptError", "TruncatedError", "ChecksumError"… */
   kind: string;
+  /** The whole message, "Cannot read record N at byte B: …". */
   message: string;
+  /** Byte offset of the record (or structure) that could not be read. */
   offset: number;
+  /** Index of that record (0 is the HEADER), -1 outside records. */
   recordIndex: number;
 }
 
 /** A run of consecutive pages of one region with the same state and the same last record. */
 export interface PageRun {
+  /** The region's name. */
   region: string;
   /** First page number and number of pages. */
   first: number;
+  /** Number of pages in the run. */
   count: number;
   /** Guest-physical address of the first page. */
   address: number;
@@ -101,10 +108,13 @@ export interface InspectResult {
   formatVersion: string | null;
   /** True when the trailer and footer were read and every check passed. */
   complete: boolean;
+  /** The program that wrote the file (HEADER `creator`), or null if unreadable. */
   creator: string | null;
   /** Creation time as an ISO 8601 string. */
   createdAt: string | null;
+  /** The HEADER's regions: name, guest-physical base, size and page size in bytes. */
   regions: { name: string; base: number; size: number; pageSize: number }[];
+  /** What the PAGES records hold. */
   pages: {
     /** Distinct pages that appear at least once. */
     present: number;
@@ -128,6 +138,7 @@ export interface InspectResult {
    * flat dump). Null when nothing was read.
    */
   compression: { pageData: number | null; file: number | null };
+  /** The last DEVICE record of each (id, instance): encoding `cbor` or `foreign`, state bytes. */
   devices: { id: string; instance: number; version: number; encoding: string; bytes: number }[];
   /** Digests in lowercase hex; null when the trailer was not reached. */
   digests: { content: string | null; file: string | null };
@@ -348,9 +359,13 @@ export async function inspectSnapshot(
 
 /** One device section's decoded state, as `inspect --device` prints it. */
 export interface DeviceStateReport {
+  /** Device id, e.g. `hart`, `ns16550a`. */
   id: string;
+  /** Instance number among devices with this id. */
   instance: number;
+  /** The device's own state layout version (FORMAT.md §7). */
   version: number;
+  /** `cbor` (FORMAT.md §7.1) or `foreign`: another program's state kept verbatim. */
   encoding: "cbor" | "foreign";
   /** The decoded CBOR state (JSON view: bytes as hex), or for foreign payloads their bytes. */
   state: Json;
