@@ -22,7 +22,6 @@
 import { SnapshotFileReader } from "../../format/file_reader.ts";
 import { ChecksumError, LsnapError, TruncatedError } from "../../format/errors.ts";
 import type { MachineDescription } from "../../format/header.ts";
-export type { LazyViews } from "./lazy_pages.ts";
 import { RECORD_HEAD_SIZE, RECORD_TAIL_SIZE } from "../../format/constants.ts";
 import { decodeRecordHead } from "../../format/record.ts";
 import { toHex } from "../../format/checksum.ts";
@@ -255,7 +254,7 @@ class SyncRecordReader {
  */
 export class LazyPager implements AbsentPageHandler {
   /** The shared memory's views (state words, control words, counters). */
-  readonly views: LazyViews;
+  readonly #views: LazyViews;
   readonly #buffers: LazyBuffers;
   readonly #machine: Machine;
   readonly #description: MachineDescription;
@@ -299,7 +298,7 @@ export class LazyPager implements AbsentPageHandler {
     this.#machine = o.machine;
     this.#description = o.description;
     this.#buffers = o.buffers;
-    this.views = lazyViews(o.buffers);
+    this.#views = lazyViews(o.buffers);
     this.#reader = isHttpUrl(o.path) ? null : new SyncRecordReader(o.path);
     this.#waitBoundMs = o.waitBoundMs;
     this.#startedAtMs = o.startedAtMs;
@@ -323,7 +322,7 @@ export class LazyPager implements AbsentPageHandler {
    */
   startLoaders(path: string, count: number, hint: Uint32Array, workers: Worker[] = []): void {
     this.#loaders = count;
-    const ctl = this.views.ctl;
+    const ctl = this.#views.ctl;
     for (const w of workers.slice(count)) w.terminate();
     if (count === 0) return;
     Atomics.store(ctl, CTL_LOADERS_LEFT, count);
@@ -364,7 +363,7 @@ export class LazyPager implements AbsentPageHandler {
 
   /** The absent-page handler: see emulator/ram.ts. */
   fault(page: number): void {
-    const { state, ctl } = this.views;
+    const { state, ctl } = this.#views;
     let s = Atomics.load(state, page);
     if (s === PAGE_ABSENT) {
       const t0 = performance.now();
@@ -408,7 +407,7 @@ export class LazyPager implements AbsentPageHandler {
    * the page through CTL_DEMAND_PAGE and waits on its state, bounded.
    */
   #demandFromLoader(page: number, at: number): void {
-    const { ctl, state } = this.views;
+    const { ctl, state } = this.#views;
     Atomics.store(ctl, CTL_DEMAND_FAILED, 0);
     Atomics.store(ctl, CTL_DEMAND_PAGE, page + 1);
     Atomics.add(ctl, CTL_DOORBELL, 1);
@@ -420,7 +419,7 @@ export class LazyPager implements AbsentPageHandler {
         const s = Atomics.load(state, page);
         if (s >= PAGE_PREFETCHED) return;
         if (Atomics.load(ctl, CTL_DEMAND_FAILED) === page + 1) {
-          throw new LazyPageError(page, at, loaderMessage(this.views));
+          throw new LazyPageError(page, at, loaderMessage(this.#views));
         }
         const failure = this.loaderFailure();
         if (failure !== null) throw new LazyPageError(page, at, `the loader failed: ${failure}`);
@@ -462,17 +461,17 @@ export class LazyPager implements AbsentPageHandler {
       this.#reader === null || this.#hintNext >= this.#hintRecords.length || this.#hintBusy
     ) return;
     this.#hintBusy = true;
-    const { ctl } = this.views;
+    const { ctl } = this.#views;
     try {
       const end = Math.min(this.#hintRecords.length, this.#hintNext + HINT_BATCH);
       for (; this.#hintNext < end; this.#hintNext++) {
         const at = this.#hintRecords[this.#hintNext];
         try {
           const record = this.#reader!.read(at);
-          Atomics.add(this.views.bytes, BYTES_GUEST, BigInt(record.length));
+          Atomics.add(this.#views.bytes, BYTES_GUEST, BigInt(record.length));
           const n = installRecord(
             {
-              views: this.views,
+              views: this.#views,
               index: this.#index,
               ram: this.#machine.ram.bytes,
               description: this.#description,
@@ -495,16 +494,16 @@ export class LazyPager implements AbsentPageHandler {
 
   /** Reads the page's record on this thread and installs it (loaders wait meanwhile). */
   #demand(page: number): void {
-    const { ctl, state } = this.views;
+    const { ctl, state } = this.#views;
     const at = this.#index.recordOf(page);
     if (this.#reader === null) return this.#demandFromLoader(page, at);
     Atomics.store(ctl, CTL_DEMAND_ACTIVE, 1);
     try {
       const record = this.#reader.read(at);
-      Atomics.add(this.views.bytes, BYTES_GUEST, BigInt(record.length));
+      Atomics.add(this.#views.bytes, BYTES_GUEST, BigInt(record.length));
       installRecord(
         {
-          views: this.views,
+          views: this.#views,
           index: this.#index,
           ram: this.#machine.ram.bytes,
           description: this.#description,
@@ -543,7 +542,7 @@ export class LazyPager implements AbsentPageHandler {
   }
 
   #quietFault(page: number): void {
-    const { state } = this.views;
+    const { state } = this.#views;
     if (Atomics.load(state, page) === PAGE_ABSENT) this.#demand(page);
     const until = performance.now() + this.#waitBoundMs;
     while (Atomics.load(state, page) === PAGE_INSTALLING) {
@@ -562,7 +561,7 @@ export class LazyPager implements AbsentPageHandler {
   /** Waits until the loaders have stopped, as long as they make progress (each stretch without
    * progress is bounded by the wait bound). */
   waitForLoaders(): void {
-    const ctl = this.views.ctl;
+    const ctl = this.#views.ctl;
     let last = Atomics.load(ctl, CTL_PROGRESS);
     let since = performance.now();
     while (this.#loaders > 0 && Atomics.load(ctl, CTL_LOADER) === LOADER_RUNNING) {
@@ -581,7 +580,7 @@ export class LazyPager implements AbsentPageHandler {
 
   /** True once the loaders have stopped (or there are none). */
   loadersStopped(): boolean {
-    return this.#loaders === 0 || Atomics.load(this.views.ctl, CTL_LOADER) !== LOADER_RUNNING;
+    return this.#loaders === 0 || Atomics.load(this.#views.ctl, CTL_LOADER) !== LOADER_RUNNING;
   }
 
   /**
@@ -593,9 +592,9 @@ export class LazyPager implements AbsentPageHandler {
     this.#prefetchHint();
     if (this.#touched !== null && retired >= this.#recordEnd) this.#recordEnd = -1;
     if (this.#settled || (this.#touched !== null && this.#recordEnd !== -1)) return;
-    if (this.#loaders === 0 || Atomics.load(this.views.ctl, CTL_LOADER) === LOADER_RUNNING) return;
+    if (this.#loaders === 0 || Atomics.load(this.#views.ctl, CTL_LOADER) === LOADER_RUNNING) return;
     this.#settled = true;
-    const { state } = this.views;
+    const { state } = this.#views;
     const ram = this.#machine.ram;
     const gate = ram.pageGate;
     let left = 0;
@@ -609,7 +608,7 @@ export class LazyPager implements AbsentPageHandler {
 
   /** Stops the loaders and writes the working set if one was recorded. Returns a note. */
   async finish(): Promise<string | null> {
-    const ctl = this.views.ctl;
+    const ctl = this.#views.ctl;
     Atomics.store(ctl, CTL_STOP, 1);
     if (Atomics.load(ctl, CTL_LOADER) === LOADER_RUNNING) {
       Atomics.store(ctl, CTL_LOADER, LOADER_STOPPED);
@@ -634,7 +633,7 @@ export class LazyPager implements AbsentPageHandler {
 
   /** The metrics of this restore so far. */
   metrics(mode: "lazy" | "eager" = "lazy"): LazyMetrics {
-    const { ctl, bytes } = this.views;
+    const { ctl, bytes } = this.#views;
     const lat = [...this.#latencies].sort((a, b) => a - b);
     const q = (f: number) =>
       lat.length === 0
@@ -666,8 +665,8 @@ export class LazyPager implements AbsentPageHandler {
 
   /** The loaders' failure, if they failed (not a damaged record: those are skipped). */
   loaderFailure(): string | null {
-    return Atomics.load(this.views.ctl, CTL_LOADER) === LOADER_FAILED
-      ? loaderMessage(this.views)
+    return Atomics.load(this.#views.ctl, CTL_LOADER) === LOADER_FAILED
+      ? loaderMessage(this.#views)
       : null;
   }
 }
