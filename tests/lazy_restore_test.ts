@@ -301,3 +301,29 @@ Deno.test("restoreEagerly() loads every page with parallel loaders before the gu
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("--record-ws keeps the first touches of its window only, in order", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = await snapshot(dir, "cow");
+    const recorded = async (window: number) => {
+      const out = `${dir}/w${window}.ws`;
+      await run(path, 700_000, { hint: "off", loaders: 0, recordWs: { window, path: out } });
+      const reader = await SnapshotFileReader.open(path);
+      const ws = decodeWorkingSet(await Deno.readFile(out), {
+        pageSize: 4096,
+        pageCount: RAM / 4096,
+        fileDigest: reader.trailer!.fileDigest,
+      });
+      reader.close();
+      if (typeof ws === "string") throw new Error(ws);
+      return [...ws.pages];
+    };
+    const short = await recorded(100_000);
+    const long = await recorded(700_000);
+    assert(short.length > 0 && short.length < long.length, `${short.length} and ${long.length}`);
+    assertEquals(long.slice(0, short.length), short, "the short window is the long one's start");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -274,6 +274,8 @@ export class LazyPager implements AbsentPageHandler {
   /** First touches in order while recording (`--record-ws`), else null. */
   #touched: number[] | null = null;
   #recordEnd = Infinity;
+  /** The first touches of a window that is over. */
+  #recorded: number[] | null = null;
   #recordTo: { path: string; window: number; fileDigest: Uint8Array } | null = null;
   /** Pages of the working-set hint in use (0: none). */
   hintPages = 0;
@@ -590,8 +592,12 @@ export class LazyPager implements AbsentPageHandler {
    */
   tick(retired: number): void {
     this.#prefetchHint();
-    if (this.#touched !== null && retired >= this.#recordEnd) this.#recordEnd = -1;
-    if (this.#settled || (this.#touched !== null && this.#recordEnd !== -1)) return;
+    if (this.#touched !== null && retired >= this.#recordEnd) {
+      // The window is over: later first touches are not part of the working set.
+      this.#recorded = this.#touched;
+      this.#touched = null;
+    }
+    if (this.#settled || this.#touched !== null) return;
     if (this.#loaders === 0 || Atomics.load(this.#views.ctl, CTL_LOADER) === LOADER_RUNNING) return;
     this.#settled = true;
     const { state } = this.#views;
@@ -617,8 +623,9 @@ export class LazyPager implements AbsentPageHandler {
     this.#workers = [];
     this.#reader?.close();
     const rec = this.#recordTo;
-    const touched = this.#touched;
+    const touched = this.#recorded ?? this.#touched; // a run that ended inside the window
     this.#touched = null;
+    this.#recorded = null;
     if (rec === null || touched === null) return null;
     const ws: WorkingSet = {
       pageSize: PAGE_SIZE,
