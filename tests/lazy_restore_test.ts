@@ -211,6 +211,11 @@ Deno.test("restore --lazy refuses what it cannot read at random, before anything
     Error,
     "is not a regular file",
   );
+  await assertRejects(
+    () => restoreLazily({ path: "-", loaders: 0 }),
+    Error,
+    "standard input is a pipe: a lazy restore reads records by offset",
+  );
 });
 
 /** The loopback Range server in a worker thread: the guest's thread blocks while it waits for a

@@ -725,6 +725,11 @@ export async function restoreLazily(o: LazyRestoreOptions): Promise<LazyRestored
   const T = (what: string) =>
     TRACE && console.error(what, (sharedClockMs() - startedAtMs).toFixed(1));
   const remote = isHttpUrl(o.path);
+  if (o.path === "-") {
+    throw new SnapshotMismatchError(
+      "standard input is a pipe: a lazy restore reads records by offset, which a pipe cannot give; restore it without --lazy",
+    );
+  }
   // Synchronous: nothing here is worth a turn of the event loop before the first instruction.
   const info = remote ? null : Deno.statSync(o.path);
   if (info !== null && !info.isFile) {
