@@ -25,7 +25,7 @@
 
 import { decodeInto } from "./decode.ts";
 import { CAUSE, type Hart, MSTATUS_TW, PRIV_M, PRIV_U } from "./hart.ts";
-import { GATE_CODE, type Ram } from "./ram.ts";
+import { GATE_ABSENT, GATE_CODE, type Ram } from "./ram.ts";
 
 /**
  * Number of decoded-instruction cache slots (2-byte granules of pc; a power of two). Each slot
@@ -96,6 +96,9 @@ export function execute(m: ExecutionHost, limit: number): void {
   const gate = ram.pageGate;
   // An entry equal to `open` needs no look before a store (ram.ts); it changes only between runs.
   const open = ram.gateOpen;
+  // While pages may be absent (lazy restore, post-copy), loads and fetches test GATE_ABSENT
+  // (ram.ts); stores meet it through the store gate. Read once per run, like `open`.
+  const lazy = ram.lazy;
   const ramSize = ram.size;
   const fetchFast = ramSize - 2;
   const cache = m.decodeCache;
@@ -107,8 +110,13 @@ export function execute(m: ExecutionHost, limit: number): void {
     if (cache[ci] !== pc) {
       const po = (pc ^ 0x8000_0000) >>> 0;
       let raw: number;
+      if (lazy && po < ramSize && (gate[po >>> 12] & GATE_ABSENT) !== 0) ram.faultIn(po >>> 12);
       if (po < fetchFast) {
         const lo = u16[po >>> 1];
+        // The upper half of a 32-bit instruction may start the next page.
+        if (lazy && (lo & 3) === 3 && (gate[(po + 2) >>> 12] & GATE_ABSENT) !== 0) {
+          ram.faultIn((po + 2) >>> 12);
+        }
         raw = (lo & 3) === 3 ? lo | (u16[(po >>> 1) + 1] << 16) : lo;
       } else if (po < ramSize && (u16[po >>> 1] & 3) !== 3) {
         raw = u16[po >>> 1];
@@ -153,6 +161,7 @@ export function execute(m: ExecutionHost, limit: number): void {
         const a = (x[rs1] + imm) | 0;
         const o = (a ^ 0x8000_0000) >>> 0;
         if (o < ramSize && (o & 3) === 0) {
+          if (lazy && (gate[o >>> 12] & GATE_ABSENT) !== 0) ram.faultIn(o >>> 12);
           x[rd] = i32[o >>> 2];
         } else {
           h.pc = pc;
@@ -239,6 +248,7 @@ export function execute(m: ExecutionHost, limit: number): void {
         const o = (a ^ 0x8000_0000) >>> 0;
         let v: number;
         if (o < ramSize) {
+          if (lazy && (gate[o >>> 12] & GATE_ABSENT) !== 0) ram.faultIn(o >>> 12);
           v = u8[o];
         } else {
           h.pc = pc;
@@ -261,6 +271,7 @@ export function execute(m: ExecutionHost, limit: number): void {
         const o = (a ^ 0x8000_0000) >>> 0;
         let v: number;
         if (o < ramSize && (o & 1) === 0) {
+          if (lazy && (gate[o >>> 12] & GATE_ABSENT) !== 0) ram.faultIn(o >>> 12);
           v = u16[o >>> 1];
         } else {
           h.pc = pc;
@@ -424,6 +435,7 @@ export function execute(m: ExecutionHost, limit: number): void {
           if (m.stopped) break outer;
           continue;
         }
+        if (lazy && (gate[o >>> 12] & GATE_ABSENT) !== 0) ram.faultIn(o >>> 12);
         x[rd] = i32[o >>> 2];
         h.reservation = a;
         break;

@@ -237,6 +237,8 @@ export class Machine {
   readonly pauseFlag: Int32Array = new Int32Array(new SharedArrayBuffer(4));
   /** Set by a slow path that took a trap; the CPU loop picks up the new pc. */
   trapped = false;
+  /** Set by the first `run()`: before it no instruction was decoded (`invalidateDecodeCache`). */
+  #hasRun = false;
   /** Set when the current `run()` must end (its reason is in `#exit`). */
   stopped = false;
   #exit: ExitReason | null = null;
@@ -332,6 +334,10 @@ export class Machine {
    * `ram.write` or `ram.fill` (e.g. straight into `ram.bytes`); `restore()` calls it.
    */
   invalidateDecodeCache(): void {
+    // A machine that has never run has decoded nothing and marked no page as code: nothing to
+    // forget, and the cache's megabyte of fresh memory stays untouched (a restore's first
+    // instruction comes sooner).
+    if (!this.#hasRun) return;
     this.decodeCache.fill(0);
     const gate = this.ram.pageGate;
     for (let p = 0; p < gate.length; p++) {
@@ -367,6 +373,7 @@ export class Machine {
    * `maxInstructions` have retired when the reason is "budget".
    */
   run(maxInstructions: number): ExitReason {
+    this.#hasRun = true;
     if (!Number.isSafeInteger(maxInstructions) || maxInstructions < 0) {
       throw new RangeError(`Cannot run: budget ${maxInstructions} is not a non-negative integer`);
     }
@@ -527,6 +534,7 @@ export class Machine {
     const off = (addr - RAM_BASE) >>> 0;
     if (off < this.ram.size) {
       if (off + size > this.ram.size) return this.#loadTrap(CAUSE.LOAD_ACCESS_FAULT, addr);
+      this.ram.ensurePresent(off, size);
       const b = this.ram.bytes;
       let v = 0;
       for (let i = size - 1; i >= 0; i--) v = (v << 8) | b[off + i];

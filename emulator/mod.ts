@@ -43,7 +43,8 @@ export {
   type SavedDevice,
 } from "./machine.ts";
 export type { Hart, HartState } from "./hart.ts";
-export type { Ram, StoreHook } from "./ram.ts";
+export type { AbsentPageHandler, Ram, StoreHook } from "./ram.ts";
+export { clearAbsent, GATE_ABSENT } from "./ram.ts";
 export type { MmioDevice } from "./devices/device.ts";
 export type { Uart, UartSink, UartState } from "./devices/uart.ts";
 export type { Clint, ClintState } from "./devices/clint.ts";
@@ -79,6 +80,24 @@ export {
   restoreMachineFromFile,
   type RestoreOptions,
 } from "./snapshot/restore.ts";
+export {
+  DEFAULT_WS_WINDOW,
+  type LazyMetrics,
+  LazyPageError,
+  LazyPager,
+  type LazyRestored,
+  type LazyRestoreOptions,
+  ParallelRestoreUnavailable,
+  restoreEagerly,
+  restoreLazily,
+  spawnLoaders,
+} from "./snapshot/lazy_restore.ts";
+export {
+  decodeWorkingSet,
+  encodeWorkingSet,
+  type WorkingSet,
+  workingSetPath,
+} from "./snapshot/working_set.ts";
 export {
   machineContentDigest,
   SnapshotMismatchError,

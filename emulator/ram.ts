@@ -8,7 +8,7 @@
  * {@linkcode Ram.gateOpen} the writer calls {@linkcode Ram.gatedStore} before the store: one load
  * and one test on the hot path. Bits of an entry:
  *
- * - {@linkcode GATE_HOOK} (bit 0) and bits 3-31 belong to the snapshot engine. Bits 3-31 hold the
+ * - {@linkcode GATE_HOOK} (bit 0) and bits 4-31 belong to the snapshot engine. Bits 4-31 hold the
  *   snapshot generation in which the page was last saved; `gateOpen` is the current generation
  *   shifted left by {@linkcode GATE_GENERATION_SHIFT}. So the engine write-protects all of RAM at
  *   once, without touching a page, by moving to a new generation: every entry then differs from
@@ -21,6 +21,14 @@
  *   the machine can react after the instruction (HTIF `tohost`).
  * - {@linkcode GATE_CODE} (bit 2) belongs to the machine: the page holds decoded instructions,
  *   and a store into it must drop them from the decoded-instruction cache.
+ * - {@linkcode GATE_ABSENT} (bit 3) belongs to the machine: the page's contents are not in RAM
+ *   yet (a lazy restore, a post-copy migration). Every access to it, load or store, instruction
+ *   fetch or device access, first calls the absent-page handler installed with
+ *   {@linkcode Ram.setAbsentHandler}, which must bring the page in and clear the bit (any
+ *   thread may clear it: {@linkcode clearAbsent}) or throw. Stores reach the handler through the
+ *   store gate above (the bit makes the entry differ from `gateOpen`); loads and fetches test
+ *   the bit only while {@linkcode Ram.lazy} is true, a flag the CPU loop reads once per run, so
+ *   a machine with every page present pays nothing on loads.
  *
  * @module
  */
@@ -35,11 +43,37 @@ export const GATE_WATCH = 2;
 /** Gate bit owned by the machine: the page holds cached decoded instructions. */
 export const GATE_CODE = 4;
 
-/** The machine's bits of a gate entry; every other bit belongs to the snapshot engine. */
-export const GATE_MACHINE_BITS: number = GATE_WATCH | GATE_CODE;
+/** Gate bit owned by the machine: the page's contents are not in RAM yet (lazy restore,
+ * post-copy); see {@linkcode Ram.setAbsentHandler}. */
+export const GATE_ABSENT = 8;
 
-/** Where the snapshot engine's generation starts in a gate entry (bits 3-31). */
-export const GATE_GENERATION_SHIFT = 3;
+/** The machine's bits of a gate entry; every other bit belongs to the snapshot engine. */
+export const GATE_MACHINE_BITS: number = GATE_WATCH | GATE_CODE | GATE_ABSENT;
+
+/** Where the snapshot engine's generation starts in a gate entry (bits 4-31). */
+export const GATE_GENERATION_SHIFT = 4;
+
+/**
+ * Brings absent pages in (`Ram.setAbsentHandler`). Both methods run on the guest's thread, in
+ * the middle of an instruction; they may block (with a bounded wait) and must either leave the
+ * page(s) present, with {@linkcode GATE_ABSENT} cleared, or throw: the access then never
+ * happens and the run ends with that exception (the guest never runs on bytes that are not its
+ * own).
+ */
+export interface AbsentPageHandler {
+  /** Make page `page` (0 = the page at RAM_BASE) present. */
+  fault(page: number): void;
+  /** Make every page present (before the whole of RAM is read: a snapshot, a digest). */
+  faultAll(): void;
+}
+
+/**
+ * Marks page `page` present in a gate (any thread, after the page's bytes are in RAM; the
+ * atomic clear publishes them to the guest thread).
+ */
+export function clearAbsent(gate: Int32Array, page: number): void {
+  Atomics.and(gate, page, ~GATE_ABSENT);
+}
 
 /** Called with the page index (0 = the page at RAM_BASE) before a store into a hooked page. */
 export type StoreHook = (pageIndex: number) => void;
@@ -67,6 +101,13 @@ export class Ram {
   /** Number of pages. */
   readonly pageCount: number;
   #hook: StoreHook | null = null;
+  #absent: AbsentPageHandler | null = null;
+  /**
+   * True while pages may be absent ({@linkcode GATE_ABSENT}): loads and instruction fetches
+   * then test the page's bit. Set by {@linkcode Ram.markAbsent}; the absent-page handler's owner
+   * sets it back to false once every page is present (read by the CPU loop once per run).
+   */
+  lazy = false;
   /**
    * Called for a write into a GATE_CODE page with the RAM offsets [start, end) it may have
    * changed (the machine drops those instructions from its decode cache).
@@ -113,12 +154,72 @@ export class Ram {
   }
 
   /**
+   * Install (or remove) the handler that brings absent pages in. Mark pages absent with
+   * {@linkcode Ram.markAbsent} after installing it.
+   */
+  setAbsentHandler(handler: AbsentPageHandler | null): void {
+    this.#absent = handler;
+  }
+
+  /**
+   * Marks pages `[first, first + count)` absent (their bytes in RAM are not the guest's yet) and
+   * turns on the load check ({@linkcode Ram.lazy}). Call between runs, on the guest's thread.
+   */
+  markAbsent(first = 0, count: number = this.pageCount - first): void {
+    if (count <= 0) return;
+    if (this.#absent === null) {
+      throw new Error("Cannot mark pages absent: no absent-page handler is installed");
+    }
+    for (let p = first; p < first + count; p++) Atomics.or(this.pageGate, p, GATE_ABSENT);
+    this.lazy = true;
+  }
+
+  /** True when page `page` is absent. */
+  isAbsent(page: number): boolean {
+    return (Atomics.load(this.pageGate, page) & GATE_ABSENT) !== 0;
+  }
+
+  /**
+   * Brings page `page` in through the handler (the slow path of a load, fetch or store that met
+   * GATE_ABSENT). Throws what the handler throws, or an Error if it returned with the page still
+   * absent.
+   */
+  faultIn(page: number): void {
+    if ((Atomics.load(this.pageGate, page) & GATE_ABSENT) === 0) return;
+    if (this.#absent === null) {
+      throw new Error(`Cannot access page ${page}: it is absent and no handler is installed`);
+    }
+    this.#absent.fault(page);
+    if ((Atomics.load(this.pageGate, page) & GATE_ABSENT) !== 0) {
+      throw new Error(`Cannot access page ${page}: the absent-page handler left it absent`);
+    }
+  }
+
+  /** Brings in every absent page of RAM offsets `[off, off + len)`. */
+  ensurePresent(off: number, len: number): void {
+    if (!this.lazy || len <= 0) return;
+    for (let p = off >>> PAGE_SHIFT; p <= (off + len - 1) >>> PAGE_SHIFT; p++) this.faultIn(p);
+  }
+
+  /** Brings in every absent page (before all of RAM is read: a snapshot, a digest, a save). */
+  ensureAllPresent(): void {
+    if (!this.lazy) return;
+    this.#absent?.faultAll();
+    for (let p = 0; p < this.pageCount; p++) this.faultIn(p);
+    this.lazy = false;
+  }
+
+  /**
    * The slow half of the store gate: called when `pageGate[page] !== gateOpen`, before the store
-   * at RAM offset `offset`. Returns true when the machine must look at the store after the
-   * instruction (GATE_WATCH).
+   * at RAM offset `offset`. Brings an absent page in first. Returns true when the machine must
+   * look at the store after the instruction (GATE_WATCH).
    */
   gatedStore(page: number, offset: number): boolean {
-    const g = Atomics.load(this.pageGate, page);
+    let g = Atomics.load(this.pageGate, page);
+    if ((g & GATE_ABSENT) !== 0) {
+      this.faultIn(page);
+      g = Atomics.load(this.pageGate, page);
+    }
     if ((g & ~GATE_MACHINE_BITS) !== this.gateOpen && this.#hook !== null) this.#hook(page);
     if ((g & GATE_CODE) !== 0) this.onCodeWrite(offset, offset + 4);
     if ((g & GATE_WATCH) !== 0) {
@@ -159,12 +260,13 @@ export class Ram {
     this.bytes.fill(value, off, off + len);
   }
 
-  /** Copy of bytes at a guest physical address (no gate: reads are free). */
+  /** Copy of bytes at a guest physical address (no store gate; absent pages are brought in). */
   read(addr: number, len: number): Uint8Array {
     if (!this.contains(addr, len)) {
       throw new RangeError(`Cannot read ${len} bytes at 0x${addr.toString(16)}: outside RAM`);
     }
     const off = addr - RAM_BASE;
+    this.ensurePresent(off, len);
     return this.bytes.slice(off, off + len);
   }
 

@@ -288,6 +288,36 @@ export class SnapshotFileReader {
   }
 
   /**
+   * The pages of `region` that appear in the file, in increasing order, with the offset of the
+   * record holding each one's last occurrence (`offsets[i]` for `pages[i]`); pages not listed
+   * never appear (they read as zeros). Views of the index (or, without one, of the scan's
+   * table); for lazy restore, which reads records one by one with
+   * {@linkcode SnapshotFileReader.readPageRecord}.
+   */
+  pageEntries(region: number): { pages: Uint32Array; offsets: Float64Array } {
+    const r = this.description.regions[region];
+    if (r === undefined) throw new RangeError(`Cannot list region ${region}: no such region`);
+    if (this.index !== null) {
+      const { regions, pages, pageOffsets } = this.index;
+      let lo = 0;
+      while (lo < regions.length && regions[lo] < region) lo++;
+      let hi = lo;
+      while (hi < regions.length && regions[hi] === region) hi++;
+      return { pages: pages.subarray(lo, hi), offsets: pageOffsets.subarray(lo, hi) };
+    }
+    const list: number[] = [];
+    const offs: number[] = [];
+    for (let p = 0; p < r.size / r.pageSize; p++) {
+      const o = this.scanned?.get(region, p) ?? -1;
+      if (o >= 0) {
+        list.push(p);
+        offs.push(o);
+      }
+    }
+    return { pages: Uint32Array.from(list), offsets: Float64Array.from(offs) };
+  }
+
+  /**
    * The offsets of the PAGES records that hold the last occurrence of at least one page of
    * `region` (of every region when omitted), in file order: what a loader reads to have the whole
    * state.

@@ -13,9 +13,17 @@ import {
   restoreMachineFromFile,
   type RestoreOptions,
 } from "../emulator/snapshot/restore.ts";
-import { isHttpUrl } from "../format/open_source.ts";
+import {
+  type LazyPager,
+  type LazyRestoreOptions,
+  restoreEagerly,
+  restoreLazily,
+  spawnLoaders,
+} from "../emulator/snapshot/lazy_restore.ts";
+import { sharedClockMs } from "../emulator/snapshot/lazy_pages.ts";
 import { runBounded } from "./run.ts";
 import { openInput } from "./_io.ts";
+import { isHttpUrl } from "../format/open_source.ts";
 
 /** Options for {@linkcode restoreSnapshot}. */
 export interface RestoreSnapshotOptions {
@@ -40,6 +48,19 @@ export interface RestoreSnapshotOptions {
   /** Called once the machine is rebuilt, before it runs, with the fields a QEMU snapshot's
    * mapping ignored or approximated (empty for livesnap's own snapshots). */
   onRestored?: (notes: { field: string; note: string }[]) => void;
+  /**
+   * Restore lazily (`--lazy`): the guest starts before its RAM is read, pages come in on first
+   * access and from a background loader (emulator/snapshot/lazy_restore.ts). With `eager`, the
+   * same machinery loads everything with parallel loaders before the guest runs.
+   */
+  lazy?: Omit<LazyRestoreOptions, "path" | "uartSink" | "migrations" | "startedAtMs">;
+  /**
+   * For an eager restore of a complete, indexed local `.lsnap` of at least
+   * {@linkcode PARALLEL_RESTORE_MIN_BYTES}: load it with parallel loader threads (default true;
+   * `restoreEagerly` in emulator/snapshot/lazy_restore.ts). False reads every file as a stream,
+   * checking its file digest too.
+   */
+  parallel?: boolean;
 }
 
 /** What {@linkcode restoreSnapshot} returns. */
@@ -62,6 +83,8 @@ export interface RestoreSnapshotResult {
   notes: { field: string; note: string }[];
   /** The files read, the full snapshot first (one file unless `path` is a diff). */
   chain: string[];
+  /** A lazy restore's pager (its metrics; call `finish()` once done with the machine). */
+  pager?: LazyPager;
 }
 
 /**
@@ -95,8 +118,23 @@ export async function restoreSnapshot(o: RestoreSnapshotOptions): Promise<Restor
       throw new RangeError(`Cannot restore: --run-for ${o.runFor} is not an instruction count`);
     }
   }
-  let restored: RestoredMachine & { chain: string[] };
-  if (o.path !== "-" && !isHttpUrl(o.path)) {
+  if (o.lazy !== undefined) return await restoreLazy(o, o.lazy);
+  let restored: (RestoredMachine & { chain: string[] }) | null = null;
+  if (o.parallel !== false && !isHttpUrl(o.path) && o.path !== "-" && worthLoaders(o.path)) {
+    // A complete, indexed .lsnap in a local file: loader threads decompress its records in
+    // parallel straight into RAM. Anything else (a pipe, a QEMU stream or conversion, a file
+    // without an index, a diff, a damaged file: the readers below name the damage by record)
+    // is read below.
+    try {
+      const r = await restoreEagerly({ path: o.path, uartSink: o.sink, migrations: o.migrations });
+      restored = { ...r, source: "lsnap" as const, notes: [], chain: [o.path] };
+    } catch {
+      restored = null;
+    }
+  }
+  if (restored !== null) {
+    // Read in parallel above.
+  } else if (o.path !== "-" && !isHttpUrl(o.path)) {
     // A diff is read through its chain: every link and every digest is checked before it runs.
     restored = await restoreMachineFromFile(o.path, {
       uartSink: o.sink,
@@ -139,4 +177,83 @@ export async function restoreSnapshot(o: RestoreSnapshotOptions): Promise<Restor
     notes: restored.notes,
     chain: restored.chain,
   };
+}
+
+/** Slices between two looks of a lazy restore's pager (its window and its loaders' end). */
+const LAZY_SLICE = 100_000;
+
+async function restoreLazy(
+  o: RestoreSnapshotOptions,
+  lazy: NonNullable<RestoreSnapshotOptions["lazy"]>,
+): Promise<RestoreSnapshotResult> {
+  // The loader threads first: making a Worker blocks this thread for tens of milliseconds,
+  // which the guest would otherwise wait for (BENCHMARKS.md, "Lazy restore").
+  const workers = lazy.workers ?? spawnLoaders(lazy.loaders ?? 1);
+  const startedAtMs = sharedClockMs();
+  const restored = await restoreLazily({
+    ...lazy,
+    workers,
+    path: o.path,
+    uartSink: o.sink,
+    migrations: o.migrations,
+    startedAtMs,
+  });
+  const { machine, pager } = restored;
+  try {
+    o.onRestored?.([]);
+    const snapshotRetired = machine.hart.retired;
+    for (
+      const [option, n] of [["--stop-at", o.stopAt], ["--max-instructions", o.maxInstructions]]
+    ) {
+      if (n !== undefined && (!Number.isSafeInteger(n) || (n as number) < snapshotRetired)) {
+        throw new RangeError(
+          `Cannot restore to ${option} ${n}: the snapshot was taken at instruction ${snapshotRetired}`,
+        );
+      }
+    }
+    const stopAt = o.runFor !== undefined ? snapshotRetired + o.runFor : o.stopAt;
+    const end = Math.min(stopAt ?? Infinity, o.maxInstructions ?? Infinity);
+    let first: ExitReason | null = null;
+    if (end > snapshotRetired) {
+      // The first instruction alone, to time it (run(1) then run(n) is run(n + 1)).
+      first = machine.run(1);
+      if (machine.hart.retired > snapshotRetired) pager.markFirstInstruction();
+    }
+    const { exit, limitReached } = first !== null && first.reason !== "budget"
+      ? { exit: first, limitReached: false }
+      : runBounded(machine, stopAt, o.maxInstructions, {
+        slice: LAZY_SLICE,
+        call: (retired) => pager.tick(retired),
+      });
+    return {
+      exit,
+      limitReached,
+      retired: machine.hart.retired,
+      snapshotRetired,
+      contentDigest: restored.contentDigest,
+      machine,
+      source: "lsnap",
+      notes: [],
+      chain: [o.path],
+      pager,
+    };
+  } catch (e) {
+    await pager.finish().catch(() => {});
+    throw e;
+  }
+}
+
+/**
+ * Files from this size on are restored with parallel loaders: creating a loader thread costs
+ * 60-120 ms on the 2-core VM (BENCHMARKS.md), more than reading a small file as a stream.
+ */
+export const PARALLEL_RESTORE_MIN_BYTES: number = 32 * 1024 * 1024;
+
+function worthLoaders(path: string): boolean {
+  try {
+    const info = Deno.statSync(path);
+    return info.isFile && info.size >= PARALLEL_RESTORE_MIN_BYTES;
+  } catch {
+    return false; // the stream path reports it
+  }
 }

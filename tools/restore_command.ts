@@ -9,7 +9,8 @@ import { parseCount } from "./_args.ts";
 import { LsnapError } from "../format/errors.ts";
 import { ChainError } from "../format/chain.ts";
 import { SnapshotMismatchError } from "../emulator/snapshot/machine_state.ts";
-import { restoreSnapshot } from "./restore.ts";
+import { restoreSnapshot, type RestoreSnapshotOptions } from "./restore.ts";
+import { DEFAULT_WS_WINDOW } from "../emulator/snapshot/lazy_restore.ts";
 import { isHttpUrl } from "../format/open_source.ts";
 import { machineContentDigest as machineDigest } from "../emulator/snapshot/machine_state.ts";
 import {
@@ -22,7 +23,8 @@ import {
 } from "./_live_run.ts";
 
 const USAGE = `Usage: livesnap restore FILE [--stop-at N | --run-for N] [--max-instructions N]
-  [--digest] [--verbose] [--parent FILE]...
+  [--digest] [--verbose] [--parent FILE]... [--lazy [--record-ws] [--ws-window N]
+  [--hint FILE|off] [--metrics FILE]]
                         [--snapshot-at N]... [--snapshot-every N] --out FILE
                         [--mode cow|precopy|stop] [--cow-buffer SIZE] [--metrics FILE]
                         [--precopy-max-passes N] [--downtime-ms MS] [--control PATH]
@@ -30,9 +32,12 @@ const USAGE = `Usage: livesnap restore FILE [--stop-at N | --run-for N] [--max-i
 
 Rebuilds the machine a snapshot holds (RAM, hart, devices) and continues it: the guest's UART
 output from the snapshot on goes to stdout, exactly what the original run printed after that
-instruction. Before anything runs the whole file is checked (checksums, digests, completeness),
-and a file whose machine does not fit this emulator, or whose device state version is unknown,
-is refused. Older device state versions are migrated.
+instruction. Before anything runs the whole file is checked (every record's checksum,
+completeness, and the content digest of the state), and a file whose machine does not fit this
+emulator, or whose device state version is unknown, is refused. Older device state versions are
+migrated. A complete, indexed local file of 32 MiB or more is loaded by parallel threads, as
+many as cores (up to 4), and its content digest recomputed from the restored state; any other
+input is read as a stream, which checks its file digest too ('livesnap verify' checks both).
 
 FILE may be a path, - (standard input) or an http:// or https:// URL, read with HTTP Range
 requests a few in flight (an S3-compatible object store, or any server that honours Range; a
@@ -51,7 +56,31 @@ timer, PLIC, UART and RAM blocks is mapped to this machine, and a field it canno
 extension's state in use, supervisor mode, a device it lacks) is refused by name before the
 guest runs. QEMU records no instruction count: the count starts at 0 at the restore point.
 
+Lazy restore (--lazy): the guest starts before its RAM is read. Only the header, footer, trailer,
+index and device sections are read first; every page the file holds starts absent, and the
+guest's first access to one (instruction fetch, load, store, atomic, a device) reads the record
+holding it through the index, checks that record's CRC32C right then, decompresses it, and the
+access goes on. A background thread loads the rest meanwhile (a working-set hint's pages first)
+and then stops. The guest computes exactly what it computes after an eager restore. Digests are
+not checked before the guest runs (each record's CRC is, when it is read: use 'livesnap verify'
+for the rest). A record that fails its check when the guest needs it stops the guest before the
+access and the command exits 1 naming the page, the record and its byte offset. FILE must be a
+complete .lsnap in a regular file or at an http(s) URL (not a pipe, not a QEMU stream or a file
+converted from one). --lazy does not combine with the snapshot options or --control yet (the
+live engine restores eagerly): it says so.
+
 Options:
+  --lazy          restore lazily (above)
+  --record-ws     with --lazy: record the pages the guest touches in its first --ws-window
+                  instructions, in first-touch order, to FILE.ws (a sidecar carrying its own
+                  CRC and FILE's file digest); later lazy restores of FILE prefetch them first
+  --ws-window N   the window of --record-ws, in instructions after the restore point
+                  (default 10000000)
+  --hint FILE|off with --lazy: the working-set hint to prefetch first (default FILE.ws when it
+                  exists); a hint recorded for another file, or damaged, is ignored with a note
+  --metrics FILE  with --lazy: write one JSON object: firstInstructionUs, demandFaults,
+                  prefetchedPages, prefetchHits, bytesRead, faultLatencyUs {p50,p99,max},
+                  loaderDoneMs and more (see emulator/snapshot/README.md)
   --stop-at N     stop once N instructions have retired, counted like 'run --stop-at' from the
                   guest's reset (from the restore point for a QEMU snapshot; see 'livesnap
                   inspect'); N is at least the snapshot's own instruction count
@@ -79,15 +108,23 @@ Examples:
   (qemu) migrate "exec:cat > guest.qemu"          # in QEMU's monitor
   livesnap restore guest.qemu --run-for 1000000 --verbose
   livesnap restore guest.qemu --snapshot-at 0 --stop-at 0 --out guest.lsnap   # into .lsnap
-  livesnap restore c.lsnap --snapshot-at 3000000 --out d.lsnap --incremental   # d: a diff on c`;
+  livesnap restore c.lsnap --snapshot-at 3000000 --out d.lsnap --incremental   # d: a diff on c
+
+  livesnap restore c.lsnap --lazy --record-ws --run-for 1000000       # writes c.lsnap.ws
+  livesnap restore c.lsnap --lazy --run-for 1000000 --metrics m.json  # prefetches c.lsnap.ws first`;
 
 /** Entry point: returns the process exit status. */
 export async function main(args: string[]): Promise<number> {
   const command = parseCommand(args, {
     name: "livesnap restore",
     usage: USAGE,
-    boolean: ["digest", "verbose", "incremental"],
-    string: [...LIVE_STRING_OPTIONS.filter((o) => o !== "snapshot-at"), "run-for"],
+    boolean: ["digest", "verbose", "lazy", "record-ws", "incremental"],
+    string: [
+      ...LIVE_STRING_OPTIONS.filter((o) => o !== "snapshot-at"),
+      "run-for",
+      "ws-window",
+      "hint",
+    ],
     list: ["snapshot-at", "parent"],
   });
   if (typeof command === "number") return command;
@@ -95,8 +132,51 @@ export async function main(args: string[]): Promise<number> {
   if (files.length !== 1) return usageError(`expected one snapshot file, got ${files.length}`);
   let parsed;
   let runFor: number | undefined;
+  let lazy: RestoreSnapshotOptions["lazy"];
+  let lazyMetrics: string | undefined;
   try {
-    const { "run-for": runForText, parent: _parents, ...liveOpts } = opts;
+    const {
+      "run-for": runForText,
+      lazy: lazyFlag,
+      "record-ws": recordWs,
+      "ws-window": windowText,
+      hint,
+      parent: _parents,
+      ...liveOpts
+    } = opts;
+    if (!lazyFlag) {
+      for (
+        const [name, v] of [["--record-ws", recordWs], ["--ws-window", windowText], [
+          "--hint",
+          hint,
+        ]]
+      ) {
+        if (v !== undefined && v !== false) throw new UsageError(`${name} needs --lazy`);
+      }
+    } else {
+      if (windowText !== undefined && !recordWs) {
+        throw new UsageError("--ws-window needs --record-ws");
+      }
+      const window = windowText === undefined
+        ? DEFAULT_WS_WINDOW
+        : parseCount(windowText, "--ws-window", { what: "an instruction count" });
+      lazy = {
+        recordWs: recordWs ? { window } : null,
+        hint: hint ?? "auto",
+        onNote: (text) => console.error(`livesnap restore: ${text}`),
+      };
+      // --metrics belongs to the restore when nothing else asks for live mode.
+      const live = liveOpts["snapshot-at"].length > 0 || liveOpts["snapshot-every"] !== undefined ||
+        liveOpts.control !== undefined;
+      if (live) {
+        // The live engine's guest thread restores eagerly: refused rather than half done.
+        throw new UsageError(
+          "Cannot restore lazily with --snapshot-at, --snapshot-every or --control: a live restore loads the whole file first (restore without --lazy)",
+        );
+      }
+      lazyMetrics = liveOpts.metrics;
+      delete (liveOpts as { metrics?: string }).metrics;
+    }
     parsed = parseLiveArgs(liveOpts);
     if (runForText !== undefined) {
       runFor = parseCount(runForText, "--run-for", { what: "an instruction count" });
@@ -132,19 +212,7 @@ export async function main(args: string[]): Promise<number> {
     }
   }
   let result;
-  try {
-    result = await restoreSnapshot({
-      path: files[0],
-      stopAt,
-      runFor,
-      maxInstructions,
-      sink,
-      parents: opts.parent,
-      onRestored: opts.verbose
-        ? (notes) => notes.forEach((n) => console.error(`livesnap restore: ${n.field}: ${n.note}`))
-        : undefined,
-    });
-  } catch (e) {
+  const fail = (e: unknown): number => {
     const err = e as Error;
     const kind =
       err instanceof LsnapError || err instanceof SnapshotMismatchError || err instanceof ChainError
@@ -154,13 +222,42 @@ export async function main(args: string[]): Promise<number> {
         : "";
     console.error(`livesnap restore: ${kind}${err.message}`);
     return 1;
+  };
+  try {
+    result = await restoreSnapshot({
+      path: files[0],
+      stopAt,
+      runFor,
+      maxInstructions,
+      sink,
+      parents: opts.parent,
+      lazy,
+      onRestored: opts.verbose
+        ? (notes) => notes.forEach((n) => console.error(`livesnap restore: ${n.field}: ${n.note}`))
+        : undefined,
+    });
+  } catch (e) {
+    return fail(e);
   }
   if (opts.verbose && result.chain.length > 1) {
     console.error(`livesnap restore: chain of ${result.chain.length}: ${result.chain.join(" → ")}`);
   }
-  if (opts.digest) {
-    const hex = await machineDigest(result.machine);
-    sink(new TextEncoder().encode(`${endsLine() ? "" : "\n"}${hex}\n`));
+  try {
+    if (opts.digest) {
+      const hex = await machineDigest(result.machine);
+      sink(new TextEncoder().encode(`${endsLine() ? "" : "\n"}${hex}\n`));
+    }
+    if (result.pager !== undefined) {
+      const metrics = result.pager.metrics();
+      const note = await result.pager.finish();
+      if (note !== null) console.error(`livesnap restore: ${note}`);
+      if (lazyMetrics !== undefined) {
+        await Deno.writeTextFile(lazyMetrics, JSON.stringify(metrics) + "\n");
+      }
+    }
+  } catch (e) {
+    await result.pager?.finish().catch(() => {});
+    return fail(e);
   }
   if (result.limitReached) return limitStatus("livesnap restore", maxInstructions!);
   return haltStatus(

@@ -76,10 +76,18 @@ export function runBounded(
   machine: Machine,
   stopAt: number | undefined,
   maxInstructions: number | undefined,
+  between?: { slice: number; call: (retired: number) => void },
 ): { exit: ExitReason; limitReached: boolean } {
   const end = Math.min(stopAt ?? Infinity, maxInstructions ?? Infinity);
   let exit: ExitReason;
-  if (end !== Infinity) {
+  if (between !== undefined) {
+    // In slices, with a call between two (a lazy restore's pager): run(a) then run(b) is
+    // run(a + b), so the slices change nothing the guest computes.
+    do {
+      between.call(machine.hart.retired);
+      exit = machine.run(Math.max(0, Math.min(between.slice, end - machine.hart.retired)));
+    } while (exit.reason === "budget" && machine.hart.retired < end);
+  } else if (end !== Infinity) {
     exit = machine.run(Math.max(0, end - machine.hart.retired));
   } else {
     do exit = machine.run(100_000_000); while (exit.reason === "budget");

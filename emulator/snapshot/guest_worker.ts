@@ -268,6 +268,9 @@ class GuestThread {
     const startedAt = epochMs();
     const t0 = nowUs();
     try {
+      // The writer reads RAM straight from memory: a lazily restored machine's absent pages
+      // are brought in first (this wait is part of the instant).
+      m.ram.ensureAllPresent();
       this.side.begin(mode, Math.min(slots, this.side.pageCount), kind, index, diff);
     } catch (e) {
       port.postMessage({ type: "snapshot-refused", tag, message: (e as Error).message });

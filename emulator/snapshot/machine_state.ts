@@ -308,6 +308,7 @@ export function stateFromSections(
  * ```
  */
 export async function machineContentDigest(machine: Machine): Promise<string> {
+  machine.ram.ensureAllPresent(); // a lazily restored machine's pages first
   return await contentDigestOf(describeMachine(machine, 0), machine.ram.bytes, machine.save());
 }
 

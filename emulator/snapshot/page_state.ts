@@ -4,9 +4,9 @@
  * the engine, so that the guest's hot path (one load of the entry, one test against
  * `Ram.gateOpen`) sends exactly the pages whose state needs a look to the engine's hook.
  *
- * An entry is `(generation << 3) | machine bits | GATE_HOOK`. Each `cow` or `precopy` snapshot
+ * An entry is `(generation << 4) | machine bits | GATE_HOOK`. Each `cow` or `precopy` snapshot
  * has a generation of its own, G (1, 2, 3... kept in shared memory); the guest's `gateOpen` is
- * `G << 3`. A page's state is:
+ * `G << 4`. A page's state is:
  *
  * | state | entry | moved by |
  * |---|---|---|
@@ -25,9 +25,9 @@
  * with `Atomics.or` / `Atomics.and` by the guest thread; a compare-and-swap that loses to one of
  * them reads the entry again.
  *
- * Generations are 29 bits wide. When the counter would pass {@linkcode MAX_GENERATION}, the
+ * Generations are 28 bits wide. When the counter would pass {@linkcode MAX_GENERATION}, the
  * instant resets every entry's generation to 0 and starts again at 1: one pass over the gate,
- * once every 536 million snapshots.
+ * once every 268 million snapshots.
  *
  * @module
  */
@@ -44,7 +44,7 @@ export const PAGE_SIZE: number = MACHINE_PAGE_SIZE;
 /** log2(PAGE_SIZE). */
 export const PAGE_SHIFT: number = MACHINE_PAGE_SHIFT;
 
-/** The largest generation a gate entry holds (29 bits). */
+/** The largest generation a gate entry holds (28 bits). */
 export const MAX_GENERATION: number = 2 ** (32 - GATE_GENERATION_SHIFT) - 1;
 
 /** The gate entry value (engine bits) of a page saved in generation `generation`: what the

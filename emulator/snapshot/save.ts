@@ -45,6 +45,7 @@ export async function saveMachine(
 ): Promise<WriteSummary> {
   const writer = await SnapshotWriter.createFile(path, describeMachine(machine), { workers: 0 });
   try {
+    machine.ram.ensureAllPresent(); // a lazily restored machine's pages first
     const ram = machine.ram.bytes;
     for (let off = 0; off < ram.length; off += PAGE_SIZE) {
       if (!isZeroPage(ram, off)) {

@@ -1,0 +1,249 @@
+/**
+ * The background loader of a lazy restore (run by `lazy_loader_worker.ts`): reads the records the guest has not faulted in yet
+ * (a working-set hint's first, then the rest in file order) and installs their pages, then stops.
+ * Several loaders split the records between them (eager restore decompresses in parallel).
+ *
+ * Demand goes first: before each record it waits while the guest reads one on demand
+ * (`CTL_DEMAND_ACTIVE`), so on a machine with few cores the guest's fault is not slowed by
+ * prefetching; a record all of whose pages are in already is skipped without a read. A record
+ * that fails its check is counted and skipped: its pages stay absent, and the guest's own read
+ * reports the damage if it ever touches one.
+ *
+ * @module
+ */
+
+import { LsnapError, TruncatedError } from "../../format/errors.ts";
+import { SnapshotFileReader } from "../../format/file_reader.ts";
+import { SourceError } from "../../format/random_access_source.ts";
+import { decodeRecordHead } from "../../format/record.ts";
+import { RECORD_HEAD_SIZE, RECORD_TAIL_SIZE } from "../../format/constants.ts";
+import {
+  BYTES_LOADER,
+  CTL_DEMAND_ACTIVE,
+  CTL_DEMAND_FAILED,
+  CTL_DEMAND_PAGE,
+  CTL_DONE_MS,
+  CTL_DOORBELL,
+  CTL_FAILED_RECORDS,
+  CTL_HINT_PAGES,
+  CTL_LOADER,
+  CTL_LOADERS_LEFT,
+  CTL_PREFETCHED,
+  CTL_PROGRESS,
+  CTL_STOP,
+  installPages,
+  installRecord,
+  type InstallTarget,
+  lazyViews,
+  LOADER_DONE,
+  LOADER_FAILED,
+  type LoaderBoot,
+  type LoaderEvent,
+  PAGE_ABSENT,
+  PAGE_DEMANDED,
+  PAGE_PREFETCHED,
+  PageIndex,
+  setLoaderMessage,
+  sharedClockMs,
+} from "./lazy_pages.ts";
+
+async function readAt(file: Deno.FsFile, offset: number, out: Uint8Array): Promise<number> {
+  await file.seek(offset, Deno.SeekMode.Start);
+  let n = 0;
+  while (n < out.length) {
+    const k = await file.read(out.subarray(n));
+    if (k === null) break;
+    n += k;
+  }
+  return n;
+}
+
+/** Runs one loader to its end; returns what {@linkcode LoaderEvent} "done" reports. */
+export async function runLoader(boot: LoaderBoot): Promise<LoaderEvent> {
+  const v = lazyViews(boot.buffers);
+  const { state, ctl } = v;
+  // The loader reads the footer, trailer and index itself (off the guest's thread), through the
+  // reader's byte source: a local file or an http(s) URL (Range requests, several in flight).
+  const reader = await SnapshotFileReader.open(boot.path);
+  const entries = reader.pageEntries(0);
+  const index = new PageIndex(entries.pages, entries.offsets);
+  const target = {
+    views: v,
+    index,
+    ram: new Uint8Array(boot.ram),
+    description: boot.description,
+  };
+  // Record → its pages (those it holds the last occurrence of), in file order.
+  const byRecord = new Map<number, number[]>();
+  for (let i = 0; i < entries.pages.length; i++) {
+    const o = entries.offsets[i];
+    const list = byRecord.get(o);
+    if (list === undefined) byRecord.set(o, [entries.pages[i]]);
+    else list.push(entries.pages[i]);
+  }
+  const order: number[] = [];
+  const queued = new Set<number>();
+  for (const p of boot.hint) {
+    const o = index.recordOf(p);
+    if (o >= 0 && !queued.has(o)) {
+      queued.add(o);
+      order.push(o);
+    }
+  }
+  const hinted = order.length;
+  for (const o of [...byRecord.keys()].sort((a, b) => a - b)) if (!queued.has(o)) order.push(o);
+  const mine: number[] = [];
+  for (let i = boot.id; i < order.length; i += boot.of) mine.push(i);
+  const stopped = () => Atomics.load(ctl, CTL_STOP) !== 0;
+  const demand = boot.serveDemand ? serveDemand(reader, target) : Promise.resolve();
+  let records = 0;
+  let failed = 0;
+  const installed = (i: number, n: number) => {
+    Atomics.add(ctl, CTL_PREFETCHED, n);
+    if (i < hinted) Atomics.add(ctl, CTL_HINT_PAGES, n);
+    records++;
+    Atomics.add(ctl, CTL_PROGRESS, 1);
+    Atomics.notify(ctl, CTL_PROGRESS);
+  };
+  const skip = (e: unknown) => {
+    if (!(e instanceof LsnapError) && !(e instanceof SourceError)) throw e;
+    // Left absent: a demand read of any of its pages reports the damage to the guest.
+    failed++;
+    Atomics.add(ctl, CTL_FAILED_RECORDS, 1);
+  };
+  try {
+    if (boot.serveDemand) {
+      // A remote source: batches of records, several ranges in flight; the guest's demand reads
+      // are urgent and overtake them in the source's pool.
+      const todo = mine.filter((i) =>
+        byRecord.get(order[i])!.some((p) => state[p] === PAGE_ABSENT)
+      );
+      let k = 0;
+      while (k < todo.length && !stopped()) {
+        const batch = todo.slice(k, k + 8);
+        k += batch.length;
+        try {
+          for await (
+            const rec of reader.readPageRecords(batch.map((i) => order[i]), {
+              batchBytes: 4 << 20,
+            })
+          ) {
+            Atomics.add(v.bytes, BYTES_LOADER, BigInt(rec.length));
+            const i = batch.find((j) => order[j] === rec.offset) ?? batch[0];
+            installed(
+              i,
+              installPages(target, rec.offset, rec.pages, () => rec.data, PAGE_PREFETCHED),
+            );
+            if (stopped()) break;
+          }
+        } catch (e) {
+          skip(e);
+        }
+      }
+    } else {
+      const file = await Deno.open(boot.path, { read: true });
+      const head = new Uint8Array(RECORD_HEAD_SIZE);
+      let area = new Uint8Array(0);
+      try {
+        for (const i of mine) {
+          if (stopped()) break;
+          // Demand first: wait (bounded) while the guest reads a record itself.
+          const waitStart = sharedClockMs();
+          while (Atomics.load(ctl, CTL_DEMAND_ACTIVE) !== 0) {
+            const w = Atomics.waitAsync(ctl, CTL_DEMAND_ACTIVE, 1, 50);
+            if (w.async) await w.value;
+            if (sharedClockMs() - waitStart > boot.waitBoundMs) break;
+          }
+          const at = order[i];
+          if (!byRecord.get(at)!.some((p) => Atomics.load(state, p) === PAGE_ABSENT)) continue;
+          try {
+            if (await readAt(file, at, head) !== RECORD_HEAD_SIZE) {
+              throw new TruncatedError("the file ends inside the record's head", {
+                offset: at,
+                recordIndex: -1,
+              });
+            }
+            const h = decodeRecordHead(head, at, -1);
+            const size = RECORD_HEAD_SIZE + h.length + RECORD_TAIL_SIZE;
+            // One read buffer per loader, grown as needed: fresh memory costs a page fault
+            // per 4 KiB, more than reading the record.
+            if (area.length < size) area = new Uint8Array(Math.max(size, 2 * area.length));
+            const record = area.subarray(0, size);
+            const n = await readAt(file, at, record);
+            Atomics.add(v.bytes, BYTES_LOADER, BigInt(n));
+            if (n !== record.length) {
+              throw new TruncatedError(
+                `the file ends ${n} bytes into a ${record.length}-byte record`,
+                { offset: at, recordIndex: -1 },
+              );
+            }
+            installed(i, installRecord(target, record, at, PAGE_PREFETCHED));
+          } catch (e) {
+            skip(e);
+          }
+        }
+      } finally {
+        file.close();
+      }
+    }
+    if (Atomics.sub(ctl, CTL_LOADERS_LEFT, 1) === 1) {
+      Atomics.store(ctl, CTL_DONE_MS, Math.round(sharedClockMs() - boot.startedAtMs));
+      Atomics.store(ctl, CTL_LOADER, LOADER_DONE);
+    }
+    Atomics.add(ctl, CTL_PROGRESS, 1);
+    Atomics.notify(ctl, CTL_PROGRESS);
+    Atomics.notify(ctl, CTL_LOADER);
+    await demand; // a remote source: demand reads go on until the guest stops the loader
+  } finally {
+    reader.close();
+  }
+  return { type: "done", id: boot.id, records, failed };
+}
+
+/**
+ * Serves the guest's demand reads when it cannot read the source itself: waits on the doorbell
+ * (in steps of 100 ms, to notice a stop), reads the record of the page asked for as an urgent
+ * read, installs it and wakes the guest; on failure leaves the reason for the guest
+ * (CTL_DEMAND_FAILED and the message).
+ */
+async function serveDemand(
+  reader: SnapshotFileReader,
+  target: InstallTarget,
+): Promise<void> {
+  const { ctl, state } = target.views;
+  let seen = Atomics.load(ctl, CTL_DOORBELL);
+  while (Atomics.load(ctl, CTL_STOP) === 0) {
+    const d = Atomics.load(ctl, CTL_DEMAND_PAGE);
+    if (d === 0) {
+      const w = Atomics.waitAsync(ctl, CTL_DOORBELL, seen, 100);
+      if (w.async) await w.value;
+      seen = Atomics.load(ctl, CTL_DOORBELL);
+      continue;
+    }
+    const page = d - 1;
+    const at = target.index.recordOf(page);
+    try {
+      const rec = await reader.readPageRecord(at, { urgent: true });
+      Atomics.add(target.views.bytes, BYTES_LOADER, BigInt(rec.length));
+      installPages(target, at, rec.pages, () => rec.data, PAGE_DEMANDED);
+      if (Atomics.load(state, page) === PAGE_ABSENT) {
+        throw new Error("the record does not hold the page the index says it does");
+      }
+    } catch (e) {
+      setLoaderMessage(target.views, e instanceof LsnapError ? e.reason : (e as Error).message);
+      Atomics.store(ctl, CTL_DEMAND_FAILED, d);
+    }
+    Atomics.compareExchange(ctl, CTL_DEMAND_PAGE, d, 0);
+    Atomics.notify(state, page);
+  }
+}
+
+/** Records a loader's failure in shared memory (the guest reads it) and wakes every waiter. */
+export function failLoader(boot: LoaderBoot, message: string): void {
+  const v = lazyViews(boot.buffers);
+  setLoaderMessage(v, message);
+  Atomics.store(v.ctl, CTL_LOADER, LOADER_FAILED);
+  Atomics.add(v.ctl, CTL_PROGRESS, 1);
+  Atomics.notify(v.ctl, CTL_PROGRESS);
+  Atomics.notify(v.ctl, CTL_LOADER);
+}

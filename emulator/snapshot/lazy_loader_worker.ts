@@ -1,0 +1,28 @@
+/**
+ * The loader thread of a lazy restore: a Worker entry that installs its message handler before
+ * loading anything, so the boot message posted right after `new Worker()` is never lost (the
+ * format's modules await WebAssembly at top level), and then runs `lazy_loader.ts`.
+ *
+ * @module
+ */
+
+import type { LoaderBoot, LoaderEvent } from "./lazy_pages.ts";
+
+const port = globalThis as unknown as {
+  postMessage(message: LoaderEvent): void;
+  onmessage: ((e: MessageEvent<LoaderBoot>) => void) | null;
+  close(): void;
+};
+
+port.onmessage = async (e) => {
+  port.onmessage = null;
+  const boot = e.data;
+  const { runLoader, failLoader } = await import("./lazy_loader.ts");
+  try {
+    port.postMessage(await runLoader(boot));
+  } catch (err) {
+    failLoader(boot, (err as Error).message);
+    port.postMessage({ type: "failed", id: boot.id, message: (err as Error).message });
+  }
+  port.close();
+};

@@ -1,0 +1,294 @@
+/**
+ * What the guest thread and the background loader of a lazy restore share, and the one function
+ * both use to bring a record's pages into RAM (`installRecord`).
+ *
+ * Shared memory, allocated once per restore (`createLazyBuffers`):
+ *
+ * - `state`, one `Int32` per page: {@linkcode PAGE_ABSENT} → {@linkcode PAGE_INSTALLING} (one
+ *   compare-and-swap, by whichever thread installs it) → {@linkcode PAGE_PREFETCHED} (the loader
+ *   installed it) or {@linkcode PAGE_DEMANDED} (a demand read on the guest thread installed it).
+ *   Only the claimer writes the page's bytes, so the guest's later stores are never overwritten.
+ * - `ctl`, control words (the `CTL_*` indices) and `bytes`, 64-bit byte counters.
+ *
+ * The page's gate bit (GATE_ABSENT, emulator/ram.ts) is cleared only by the guest thread, on the
+ * page's first access: so every first touch is seen (prefetch hits, the working-set record) at
+ * the cost of one slow-path call per page, no I/O.
+ *
+ * @module
+ */
+
+import { CorruptError } from "../../format/errors.ts";
+import type { MachineDescription } from "../../format/header.ts";
+import { decodePageRecord } from "../../format/page_record.ts";
+import { RECORD_HEAD_SIZE, RecordType } from "../../format/constants.ts";
+import { checkRecordCrc, decodeRecordHead, recordTypeName } from "../../format/record.ts";
+import { zstdDecompressView } from "../../format/_zstd.ts";
+
+/** The page's bytes are not in RAM. */
+export const PAGE_ABSENT = 0;
+/** A thread claimed the page and is copying its bytes in. */
+export const PAGE_INSTALLING = 1;
+/** The loader brought the page in before the guest touched it. */
+export const PAGE_PREFETCHED = 2;
+/** A demand read brought the page in (the page faulted, or shares its record). */
+export const PAGE_DEMANDED = 3;
+
+/** Set by the guest while it reads a record on demand: the loader waits (demand goes first). */
+export const CTL_DEMAND_ACTIVE = 0;
+/** The loader's state: {@linkcode LOADER_STARTING} ... {@linkcode LOADER_STOPPED}. */
+export const CTL_LOADER = 1;
+/** Pages the loader installed. */
+export const CTL_PREFETCHED = 2;
+/** The guest asks the loader to stop (1). */
+export const CTL_STOP = 3;
+/** Non-zero while the guest waits on a page's `state` entry (the installer then notifies). */
+export const CTL_WAITING = 4;
+/** Page + 1 the guest asks the loader for (sources the guest cannot read itself), 0: none. */
+export const CTL_DEMAND_PAGE = 5;
+/** Bumped (and notified) whenever CTL_DEMAND_PAGE or CTL_STOP is set. */
+export const CTL_DOORBELL = 6;
+/** Records the loader could not read (bad CRC, short file): their pages stay absent. */
+export const CTL_FAILED_RECORDS = 7;
+/** Page + 1 whose demand read (CTL_DEMAND_PAGE) failed in the loader; its reason is in
+ * `message`. */
+export const CTL_DEMAND_FAILED = 12;
+/** Milliseconds from the restore's start to the loader's end (valid once LOADER_DONE). */
+export const CTL_DONE_MS = 8;
+/** Hinted pages the loader brought in before the rest. */
+export const CTL_HINT_PAGES = 9;
+/** Loaders still running; the last one to finish sets CTL_DONE_MS and LOADER_DONE. */
+export const CTL_LOADERS_LEFT = 10;
+/** Bumped by a loader after each record it installs (the guest's waits measure progress). */
+export const CTL_PROGRESS = 11;
+const CTL_WORDS = 16;
+
+/** `ctl[CTL_LOADER]`: the worker is starting. */
+export const LOADER_STARTING = 0;
+/** `ctl[CTL_LOADER]`: prefetching. */
+export const LOADER_RUNNING = 1;
+/** `ctl[CTL_LOADER]`: every record read (failed ones counted in CTL_FAILED_RECORDS). */
+export const LOADER_DONE = 2;
+/** `ctl[CTL_LOADER]`: the loader could not go on (its message is in `message`). */
+export const LOADER_FAILED = 3;
+/** `ctl[CTL_LOADER]`: stopped at the guest's request. */
+export const LOADER_STOPPED = 4;
+
+/** `bytes[BYTES_GUEST]`: bytes the guest thread read; `bytes[BYTES_LOADER]`: the loader's. */
+export const BYTES_GUEST = 0;
+/** See {@linkcode BYTES_GUEST}. */
+export const BYTES_LOADER = 1;
+
+/** The shared memory of one lazy restore (plain `SharedArrayBuffer`s, posted to the loader). */
+export interface LazyBuffers {
+  state: SharedArrayBuffer;
+  ctl: SharedArrayBuffer;
+  bytes: SharedArrayBuffer;
+  /** The loader's failure message, UTF-8, NUL-padded. */
+  message: SharedArrayBuffer;
+}
+
+/** Typed views of {@linkcode LazyBuffers}. */
+export interface LazyViews {
+  state: Int32Array;
+  ctl: Int32Array;
+  bytes: BigInt64Array;
+  message: Uint8Array;
+}
+
+/** Allocates the shared memory for `pageCount` pages. */
+export function createLazyBuffers(pageCount: number): LazyBuffers {
+  return {
+    state: new SharedArrayBuffer(pageCount * 4),
+    ctl: new SharedArrayBuffer(CTL_WORDS * 4),
+    bytes: new SharedArrayBuffer(2 * 8),
+    message: new SharedArrayBuffer(1024),
+  };
+}
+
+/** Views over {@linkcode LazyBuffers}. */
+export function lazyViews(b: LazyBuffers): LazyViews {
+  return {
+    state: new Int32Array(b.state),
+    ctl: new Int32Array(b.ctl),
+    bytes: new BigInt64Array(b.bytes),
+    message: new Uint8Array(b.message),
+  };
+}
+
+/**
+ * The pages of region 0 the file holds and the offset of the record holding each one's last
+ * occurrence (FORMAT.md §4), from the INDEX (`SnapshotFileReader.pageEntries`): a page not
+ * listed never appears (zeros: never absent, never read). Looked up by binary search, so
+ * nothing proportional to RAM is built before the guest runs.
+ */
+export class PageIndex {
+  constructor(readonly pages: Uint32Array, readonly offsets: Float64Array) {}
+  /** The record offset of `page`'s last occurrence, or -1. */
+  recordOf(page: number): number {
+    const pages = this.pages;
+    let lo = 0;
+    let hi = pages.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      const v = pages[mid];
+      if (v === page) return this.offsets[mid];
+      if (v < page) lo = mid + 1;
+      else hi = mid - 1;
+    }
+    return -1;
+  }
+}
+
+/** Where installRecord puts pages. */
+export interface InstallTarget {
+  views: LazyViews;
+  index: PageIndex;
+  /** Guest RAM (region 0, `ram`). */
+  ram: Uint8Array;
+  description: MachineDescription;
+}
+
+/**
+ * Checks a whole record read at `offset` (head, payload, CRC: its CRC32C first), decodes it as a
+ * PAGES record of region 0 and copies every page it holds the last occurrence of, and that is
+ * still absent, into RAM, claiming each by compare-and-swap and marking it `origin`. Throws
+ * format/'s errors naming the offset. Returns the pages installed.
+ *
+ * Copies: the record's zstd data is decompressed into this thread's reused area, then each page
+ * into RAM (one copy per page; a raw record's pages are copied from the read buffer).
+ */
+export function installRecord(
+  target: InstallTarget,
+  record: Uint8Array,
+  offset: number,
+  origin: typeof PAGE_PREFETCHED | typeof PAGE_DEMANDED,
+): number {
+  const head = decodeRecordHead(record, offset, -1);
+  if (RECORD_HEAD_SIZE + head.length + 4 !== record.length) {
+    throw new CorruptError(`record is ${record.length} bytes, its head declares ${head.length}`, {
+      offset,
+      recordIndex: -1,
+    });
+  }
+  checkRecordCrc(record, offset, -1);
+  if (head.type !== RecordType.PAGES) {
+    throw new CorruptError(`the index points at a ${recordTypeName(head.type)} record, not PAGES`, {
+      offset,
+      recordIndex: -1,
+    });
+  }
+  const payload = record.subarray(RECORD_HEAD_SIZE, RECORD_HEAD_SIZE + head.length);
+  const p = decodePageRecord(payload, target.description.regions, offset, -1);
+  if (p.region !== 0) {
+    throw new CorruptError(`the index points at a record of region ${p.region}, not 0`, {
+      offset,
+      recordIndex: -1,
+    });
+  }
+  const pageSize = target.description.regions[0].pageSize;
+  let data: Uint8Array | null | undefined;
+  return installPages(target, offset, p.pages, () => {
+    if (data !== undefined) return data;
+    if (p.encoding === "raw") data = p.data;
+    else if (p.encoding === "zero") data = null;
+    else {
+      const out = zstdDecompressView(p.data, p.pages.length * pageSize);
+      if (typeof out === "string") throw new CorruptError(out, { offset, recordIndex: -1 });
+      data = out;
+    }
+    return data;
+  }, origin);
+}
+
+/**
+ * Copies every page of a decoded PAGES record at `offset` that it holds the last occurrence of,
+ * and that is still absent, into RAM, claiming each by compare-and-swap and marking it `origin`;
+ * `data()` gives the record's bytes (null: every page zero) and is called only if some page is
+ * to be installed. Wakes a guest waiting on one of them. Returns the pages installed.
+ */
+export function installPages(
+  target: InstallTarget,
+  offset: number,
+  pages: Uint32Array,
+  data: () => Uint8Array | null,
+  origin: typeof PAGE_PREFETCHED | typeof PAGE_DEMANDED,
+): number {
+  const { state, ctl } = target.views;
+  const index = target.index;
+  const pageSize = target.description.regions[0].pageSize;
+  // Nothing to do (every page it holds last is in already, or later records hold them): no
+  // decompression.
+  let any = false;
+  for (let i = 0; i < pages.length && !any; i++) {
+    const page = pages[i];
+    any = Atomics.load(state, page) === PAGE_ABSENT && index.recordOf(page) === offset;
+  }
+  if (!any) return 0;
+  const bytes = data();
+  let installed = 0;
+  // From the last entry back: of a page repeated within the record the later entry wins
+  // (FORMAT.md §4), and the earlier one then fails its compare-and-swap.
+  for (let i = pages.length - 1; i >= 0; i--) {
+    const page = pages[i];
+    if (Atomics.load(state, page) !== PAGE_ABSENT || index.recordOf(page) !== offset) continue;
+    if (Atomics.compareExchange(state, page, PAGE_ABSENT, PAGE_INSTALLING) !== PAGE_ABSENT) {
+      continue;
+    }
+    // A zero page: fresh RAM already reads as zeros and nothing has written an absent page.
+    if (bytes !== null) {
+      target.ram.set(bytes.subarray(i * pageSize, (i + 1) * pageSize), page * pageSize);
+    }
+    Atomics.store(state, page, origin);
+    installed++;
+  }
+  if (Atomics.load(ctl, CTL_WAITING) !== 0) {
+    for (let i = 0; i < pages.length; i++) Atomics.notify(state, pages[i]);
+  }
+  return installed;
+}
+
+/** The loader's failure message, or "" (reads the shared buffer). */
+export function loaderMessage(v: LazyViews): string {
+  const end = v.message.indexOf(0);
+  return new TextDecoder().decode(v.message.slice(0, end < 0 ? v.message.length : end));
+}
+
+/** Stores the loader's failure message (truncated to the buffer). */
+export function setLoaderMessage(v: LazyViews, text: string): void {
+  const b = new TextEncoder().encode(text).subarray(0, v.message.length - 1);
+  v.message.fill(0);
+  v.message.set(b);
+}
+
+/** The boot message of a loader worker (`lazy_loader_worker.ts`). */
+export interface LoaderBoot {
+  /** The snapshot: a local path or an http(s) URL. */
+  path: string;
+  /** True when the guest cannot read the source itself (a URL): the loader serves its demand
+   * reads (CTL_DEMAND_PAGE) first, and keeps serving them after its prefetch until stopped. */
+  serveDemand: boolean;
+  /** Guest RAM. */
+  ram: SharedArrayBuffer;
+  buffers: LazyBuffers;
+  description: MachineDescription;
+  /** Pages to bring in first, in order (the working-set hint), or empty. */
+  hint: Uint32Array;
+  /** This loader's share of the records: those at positions `i % of === id` of the order. */
+  id: number;
+  of: number;
+  /** `performance.timeOrigin + performance.now()` when the restore started (ms). */
+  startedAtMs: number;
+  /** The longest wait for anything (ms). */
+  waitBoundMs: number;
+}
+
+/** What a loader worker posts: once, when it stops. */
+export type LoaderEvent =
+  | { type: "ready" }
+  | { type: "done"; id: number; records: number; failed: number }
+  | { type: "failed"; id: number; message: string };
+
+/** Milliseconds on a clock every thread shares (`performance.now()` is per thread). */
+export function sharedClockMs(): number {
+  return performance.timeOrigin + performance.now();
+}

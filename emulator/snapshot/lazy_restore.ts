@@ -1,0 +1,898 @@
+/**
+ * Lazy restore: the guest runs before its RAM is loaded. Every page the file holds starts absent
+ * (GATE_ABSENT in the page gate, emulator/ram.ts); the first access to one (fetch, load, store,
+ * atomic, a device) reads the record holding its last occurrence through the file's INDEX, checks
+ * the record's CRC32C right then, decompresses it and installs its pages; the access then goes on.
+ * A background loader (`lazy_loader.ts`, on its own thread) brings in the rest meanwhile, a
+ * working-set hint's pages first (`working_set.ts`), and stops. Pages the file never names are
+ * zeros: never absent, never read.
+ *
+ * What the guest computes is what it computes after an eager restore: a page is installed once,
+ * by the one thread whose compare-and-swap claimed it, from the record holding its last
+ * occurrence, before any access to it; the guest's stores reach a page only after that.
+ *
+ * A record that fails its check when the guest faults it in ends the run with a
+ * {@linkcode LazyPageError} naming the page, the record's byte offset and the reason: the access
+ * never happens. Every wait (for a page the loader is installing, for the loader's end) has a
+ * bound.
+ *
+ * @module
+ */
+
+import { SnapshotFileReader } from "../../format/file_reader.ts";
+import { ChecksumError, LsnapError, TruncatedError } from "../../format/errors.ts";
+import type { MachineDescription } from "../../format/header.ts";
+import { RECORD_HEAD_SIZE, RECORD_TAIL_SIZE } from "../../format/constants.ts";
+import { decodeRecordHead } from "../../format/record.ts";
+import { toHex } from "../../format/checksum.ts";
+import { isQemuStream } from "../../qemu/stream_reader.ts";
+import { isHttpUrl } from "../../format/open_source.ts";
+import { virtBuilderFor } from "../../qemu/riscv_virt_restore.ts";
+import { Machine, type MachineOptions } from "../machine.ts";
+import { type AbsentPageHandler, clearAbsent, GATE_ABSENT } from "../ram.ts";
+import { PAGE_SIZE, RAM_BASE } from "../memory_map.ts";
+import { adviseHugePages, populatePages } from "./discard_pages.ts";
+import {
+  checkDescriptionFits,
+  instructionsCountedFrom,
+  machineContentDigest,
+  SnapshotMismatchError,
+  STATE_MIGRATIONS,
+  stateFromSections,
+  type StateMigration,
+} from "./machine_state.ts";
+import {
+  BYTES_GUEST,
+  BYTES_LOADER,
+  createLazyBuffers,
+  CTL_DEMAND_ACTIVE,
+  CTL_DEMAND_FAILED,
+  CTL_DEMAND_PAGE,
+  CTL_DONE_MS,
+  CTL_DOORBELL,
+  CTL_FAILED_RECORDS,
+  CTL_HINT_PAGES,
+  CTL_LOADER,
+  CTL_LOADERS_LEFT,
+  CTL_PREFETCHED,
+  CTL_PROGRESS,
+  CTL_STOP,
+  CTL_WAITING,
+  installRecord,
+  type LazyBuffers,
+  type LazyViews,
+  lazyViews,
+  LOADER_DONE,
+  LOADER_FAILED,
+  LOADER_RUNNING,
+  LOADER_STOPPED,
+  type LoaderBoot,
+  loaderMessage,
+  PAGE_ABSENT,
+  PAGE_DEMANDED,
+  PAGE_INSTALLING,
+  PAGE_PREFETCHED,
+  PageIndex,
+  sharedClockMs,
+} from "./lazy_pages.ts";
+import {
+  decodeWorkingSet,
+  type WorkingSet,
+  workingSetPath,
+  writeWorkingSet,
+} from "./working_set.ts";
+
+const TRACE = Deno.env.get("LIVESNAP_LAZY_TRACE") === "1";
+
+/** Instructions after the restore point that `--record-ws` records by default. */
+export const DEFAULT_WS_WINDOW = 10_000_000;
+
+/**
+ * Hint records the guest's thread reads after each demand fault and between slices: a fault then
+ * brings in what the guest needed next on the recorded run, bounded so that one fault never
+ * costs more than this many record reads.
+ */
+export const HINT_BATCH = 16;
+
+/** The default bound on any wait of a lazy restore (ms). */
+export const DEFAULT_WAIT_BOUND_MS = 30_000;
+
+/** A page could not be brought in: the guest stopped before the access. */
+export class LazyPageError extends Error {
+  /** The page (0 = the page at RAM_BASE). */
+  readonly page: number;
+  /** Byte offset of the record that failed, or -1. */
+  readonly recordOffset: number;
+  /** `reason` says what failed; `recordOffset` -1 when no record is concerned. */
+  constructor(page: number, recordOffset: number, reason: string, cause?: unknown) {
+    super(
+      `Cannot load guest page ${page} (address 0x${
+        (RAM_BASE + page * PAGE_SIZE).toString(16)
+      }) on its first access${
+        recordOffset >= 0 ? ` from the PAGES record at byte ${recordOffset}` : ""
+      }: ${reason}; the guest was stopped before the access`,
+      cause === undefined ? {} : { cause },
+    );
+    this.name = "LazyPageError";
+    this.page = page;
+    this.recordOffset = recordOffset;
+  }
+}
+
+/** `restoreEagerly` cannot take this file (no index); the caller reads it as a stream. */
+export class ParallelRestoreUnavailable extends Error {
+  /** `reason`: why the file cannot be loaded in parallel. */
+  constructor(reason: string) {
+    super(`Cannot restore in parallel: ${reason}`);
+    this.name = "ParallelRestoreUnavailable";
+  }
+}
+
+/** Options of {@linkcode restoreLazily}. */
+export interface LazyRestoreOptions {
+  /** The snapshot file (a seekable local file). */
+  path: string;
+  /** Receives the guest's UART output. */
+  uartSink?: MachineOptions["uartSink"];
+  /** Device state migrations (default: the emulator's table). */
+  migrations?: Readonly<Record<string, Readonly<Record<number, StateMigration>>>>;
+  /** When the restore started, on {@linkcode sharedClockMs}'s clock (default: now). */
+  startedAtMs?: number;
+  /** A working-set sidecar to prefetch first: a path, "auto" (`FILE.ws` when it exists, the
+   * default) or "off". */
+  hint?: string;
+  /** Record the working set of the first `window` instructions to `path` (default `FILE.ws`). */
+  recordWs?: { window: number; path?: string } | null;
+  /** Background loader threads (default 1; 0: demand only; eager restore uses more). */
+  loaders?: number;
+  /** Loader threads made beforehand with {@linkcode spawnLoaders} (the rest are made here). */
+  workers?: Worker[];
+  /** Wait for the loaders to finish before returning (eager restore). */
+  eager?: boolean;
+  /** The bound on every wait, in ms (default {@linkcode DEFAULT_WAIT_BOUND_MS}). */
+  waitBoundMs?: number;
+  /** Notes for the user (a hint ignored, and why). */
+  onNote?: (text: string) => void;
+}
+
+/** A machine restored lazily. */
+export interface LazyRestored {
+  /** The machine, its devices restored, its pages absent until touched. */
+  machine: Machine;
+  /** The file's machine description. */
+  description: MachineDescription;
+  /** The content digest the file's TRAILER declares (lazy restore reads pages as they are
+   * needed, so it is not recomputed before the guest runs; each record's CRC is checked). */
+  contentDigest: string;
+  /** Instructions the guest had retired at the snapshot. */
+  retired: number;
+  /** The restore's pager: metrics, and `finish()` once done with the machine. */
+  pager: LazyPager;
+}
+
+/** `--metrics` of a lazy restore (one JSON object). */
+export interface LazyMetrics {
+  /** `lazy`, or `eager` for {@linkcode restoreEagerly}. */
+  mode: "lazy" | "eager";
+  /** From the start of the restore (the file's first read) to the first retired instruction. */
+  firstInstructionUs: number | null;
+  /** Pages the guest faulted in by reading a record itself. */
+  demandFaults: number;
+  /** Pages the loaders installed. */
+  prefetchedPages: number;
+  /** Pages the guest first touched after a loader had installed them. */
+  prefetchHits: number;
+  /** Bytes read from the file after its index (the guest's reads and the loaders'). */
+  bytesRead: number;
+  /** Wall time of each demand fault (read, check, decompress, install). */
+  faultLatencyUs: { p50: number; p99: number; max: number };
+  /** From the start of the restore to the loaders' end; null when the run ended first. */
+  loaderDoneMs: number | null;
+  /** Pages the file holds (absent at the start). */
+  pagesInFile: number;
+  /** Pages of the working-set hint used (0: none). */
+  hintPages: number;
+  /** Pages the hint made the loaders bring in first. */
+  hintPrefetched: number;
+  /** Why a hint was not used, or null. */
+  hintIgnored: string | null;
+  /** Records a loader could not read (their pages were left to demand reads). */
+  failedRecords: number;
+  /** Loader threads. */
+  loaders: number;
+}
+
+/** Reads whole records synchronously from a local file, on the guest's thread. */
+class SyncRecordReader {
+  readonly #file: Deno.FsFile;
+  readonly #head = new Uint8Array(RECORD_HEAD_SIZE);
+  #area = new Uint8Array(0);
+  constructor(readonly path: string) {
+    this.#file = Deno.openSync(path, { read: true });
+  }
+  #readAt(offset: number, out: Uint8Array): number {
+    this.#file.seekSync(offset, Deno.SeekMode.Start);
+    let n = 0;
+    while (n < out.length) {
+      const k = this.#file.readSync(out.subarray(n));
+      if (k === null || k === 0) break;
+      n += k;
+    }
+    return n;
+  }
+  /** The record at `offset` (head, payload, CRC), unchecked, in a buffer reused by the next
+   * read; a short read is a TruncatedError. */
+  read(offset: number): Uint8Array {
+    const loc = { offset, recordIndex: -1 };
+    if (this.#readAt(offset, this.#head) !== RECORD_HEAD_SIZE) {
+      throw new TruncatedError("the file now ends before this record's head", loc);
+    }
+    const h = decodeRecordHead(this.#head, offset, -1);
+    const size = RECORD_HEAD_SIZE + h.length + RECORD_TAIL_SIZE;
+    // Reused from read to read (valid until the next): fresh memory costs a fault per 4 KiB.
+    if (this.#area.length < size) {
+      this.#area = new Uint8Array(Math.max(size, 2 * this.#area.length));
+    }
+    const record = this.#area.subarray(0, size);
+    const n = this.#readAt(offset, record);
+    if (n !== record.length) {
+      throw new TruncatedError(
+        `the file now ends ${n} bytes into this ${record.length}-byte record (it shrank during the restore)`,
+        loc,
+      );
+    }
+    return record;
+  }
+  close(): void {
+    this.#file.close();
+  }
+}
+
+/**
+ * The guest thread's side of a lazy restore: the absent-page handler, the loaders, the
+ * working-set recording and the metrics.
+ */
+export class LazyPager implements AbsentPageHandler {
+  /** The shared memory's views (state words, control words, counters). */
+  readonly #views: LazyViews;
+  readonly #buffers: LazyBuffers;
+  readonly #machine: Machine;
+  readonly #description: MachineDescription;
+  /** Null for a source this thread cannot read synchronously (a URL): the loader reads. */
+  readonly #reader: SyncRecordReader | null;
+  readonly #index: PageIndex;
+  readonly #waitBoundMs: number;
+  readonly #startedAtMs: number;
+  #workers: Worker[] = [];
+  #demandFaults = 0;
+  #prefetchHits = 0;
+  #latencies: number[] = [];
+  #firstInstructionUs: number | null = null;
+  #settled = false;
+  #pagesInFile = 0;
+  #loaders = 0;
+  /** First touches in order while recording (`--record-ws`), else null. */
+  #touched: number[] | null = null;
+  #recordEnd = Infinity;
+  /** The first touches of a window that is over. */
+  #recorded: number[] | null = null;
+  #recordTo: { path: string; window: number; fileDigest: Uint8Array } | null = null;
+  /** Pages of the working-set hint in use (0: none). */
+  hintPages = 0;
+  /** The hint's records in the order the guest first needed them, and how far this thread got. */
+  #hintRecords: number[] = [];
+  #hintNext = 0;
+  #hintBusy = false;
+  /** Why a hint was ignored, or null. */
+  hintIgnored: string | null = null;
+
+  /** A pager for `machine`, reading `path` (its index in `index`). */
+  constructor(o: {
+    machine: Machine;
+    description: MachineDescription;
+    buffers: LazyBuffers;
+    index: PageIndex;
+    path: string;
+    waitBoundMs: number;
+    startedAtMs: number;
+  }) {
+    this.#index = o.index;
+    this.#machine = o.machine;
+    this.#description = o.description;
+    this.#buffers = o.buffers;
+    this.#views = lazyViews(o.buffers);
+    this.#reader = isHttpUrl(o.path) ? null : new SyncRecordReader(o.path);
+    this.#waitBoundMs = o.waitBoundMs;
+    this.#startedAtMs = o.startedAtMs;
+  }
+
+  /** Marks every page the file names absent (call once, before the guest runs). */
+  markPagesAbsent(): number {
+    const pages = this.#index.pages;
+    const gate = this.#machine.ram.pageGate;
+    // No other thread holds the gate yet: plain writes; `Ram.lazy` turns the load check on.
+    for (let i = 0; i < pages.length; i++) gate[pages[i]] |= GATE_ABSENT;
+    this.#pagesInFile = pages.length;
+    this.#machine.ram.lazy = pages.length > 0;
+    return pages.length;
+  }
+
+  /**
+   * Starts `count` loader threads over `path`, the hint's pages first; uses `workers` made by
+   * {@linkcode spawnLoaders} first (creating a Worker blocks the creating thread for tens of
+   * milliseconds on a busy machine, so a caller makes them before the restore starts).
+   */
+  startLoaders(path: string, count: number, hint: Uint32Array, workers: Worker[] = []): void {
+    this.#loaders = count;
+    const ctl = this.#views.ctl;
+    for (const w of workers.slice(count)) w.terminate();
+    if (count === 0) return;
+    Atomics.store(ctl, CTL_LOADERS_LEFT, count);
+    Atomics.store(ctl, CTL_LOADER, LOADER_RUNNING);
+    const made = spawnLoaders(count - Math.min(count, workers.length));
+    for (let id = 0; id < count; id++) {
+      const w = id < workers.length ? workers[id] : made[id - workers.length];
+      const boot: LoaderBoot = {
+        path,
+        serveDemand: this.#reader === null && id === 0,
+        ram: this.#machine.ram.bytes.buffer as SharedArrayBuffer,
+        buffers: this.#buffers,
+        description: this.#description,
+        hint,
+        id,
+        of: count,
+        startedAtMs: this.#startedAtMs,
+        waitBoundMs: this.#waitBoundMs,
+      };
+      w.postMessage(boot);
+      this.#workers.push(w);
+    }
+  }
+
+  /** Starts recording first touches until `window` instructions after now. */
+  recordWorkingSet(window: number, path: string, fileDigest: Uint8Array): void {
+    this.#touched = [];
+    this.#recordEnd = this.#machine.hart.retired + window;
+    this.#recordTo = { path, window, fileDigest };
+  }
+
+  /** The guest's first instruction retired now. */
+  markFirstInstruction(): void {
+    if (this.#firstInstructionUs === null) {
+      this.#firstInstructionUs = Math.round((sharedClockMs() - this.#startedAtMs) * 1000);
+    }
+  }
+
+  /** The absent-page handler: see emulator/ram.ts. */
+  fault(page: number): void {
+    const { state, ctl } = this.#views;
+    let s = Atomics.load(state, page);
+    if (s === PAGE_ABSENT) {
+      const t0 = performance.now();
+      this.#demand(page);
+      this.#latencies.push(performance.now() - t0);
+      this.#demandFaults++;
+      s = Atomics.load(state, page);
+      // The demand is served; now a bounded batch of the hint (what the guest needed next last
+      // time), before the access goes on.
+      this.#prefetchHint();
+    } else if (s === PAGE_PREFETCHED) {
+      this.#prefetchHits++;
+    }
+    if (s === PAGE_INSTALLING) {
+      // A loader is copying it in: wait for this page alone, bounded.
+      Atomics.add(ctl, CTL_WAITING, 1);
+      try {
+        const until = performance.now() + this.#waitBoundMs;
+        while ((s = Atomics.load(state, page)) === PAGE_INSTALLING) {
+          const left = until - performance.now();
+          if (left <= 0) {
+            throw new LazyPageError(
+              page,
+              this.#index.recordOf(page),
+              `a loader thread held it for more than ${this.#waitBoundMs} ms`,
+            );
+          }
+          Atomics.wait(state, page, PAGE_INSTALLING, Math.min(left, 100));
+        }
+      } finally {
+        Atomics.sub(ctl, CTL_WAITING, 1);
+      }
+      if (s === PAGE_PREFETCHED) this.#prefetchHits++;
+    }
+    this.#touched?.push(page);
+    clearAbsent(this.#machine.ram.pageGate, page);
+  }
+
+  /**
+   * A demand read through the loader (a source this thread cannot read synchronously): asks for
+   * the page through CTL_DEMAND_PAGE and waits on its state, bounded.
+   */
+  #demandFromLoader(page: number, at: number): void {
+    const { ctl, state } = this.#views;
+    Atomics.store(ctl, CTL_DEMAND_FAILED, 0);
+    Atomics.store(ctl, CTL_DEMAND_PAGE, page + 1);
+    Atomics.add(ctl, CTL_DOORBELL, 1);
+    Atomics.notify(ctl, CTL_DOORBELL);
+    Atomics.add(ctl, CTL_WAITING, 1);
+    try {
+      const until = performance.now() + this.#waitBoundMs;
+      for (;;) {
+        const s = Atomics.load(state, page);
+        if (s >= PAGE_PREFETCHED) return;
+        if (Atomics.load(ctl, CTL_DEMAND_FAILED) === page + 1) {
+          throw new LazyPageError(page, at, loaderMessage(this.#views));
+        }
+        const failure = this.loaderFailure();
+        if (failure !== null) throw new LazyPageError(page, at, `the loader failed: ${failure}`);
+        const left = until - performance.now();
+        if (left <= 0) {
+          throw new LazyPageError(
+            page,
+            at,
+            `no answer from the source within ${this.#waitBoundMs} ms`,
+          );
+        }
+        Atomics.wait(state, page, s, Math.min(left, 50));
+      }
+    } finally {
+      Atomics.sub(ctl, CTL_WAITING, 1);
+      Atomics.compareExchange(ctl, CTL_DEMAND_PAGE, page + 1, 0);
+    }
+  }
+
+  /** Gives this thread the hint's pages, in first-touch order (see {@linkcode HINT_BATCH}). */
+  useHint(pages: Uint32Array): void {
+    const seen = new Set<number>();
+    for (const p of pages) {
+      const o = this.#index.recordOf(p);
+      if (o >= 0 && !seen.has(o)) {
+        seen.add(o);
+        this.#hintRecords.push(o);
+      }
+    }
+  }
+
+  /**
+   * Reads the next {@linkcode HINT_BATCH} records of the hint on this thread (after a demand
+   * fault and between slices; the loaders take hint records too, whichever claims a page first).
+   * A record that fails its check here is left for a demand read (which reports it).
+   */
+  #prefetchHint(): void {
+    if (
+      this.#reader === null || this.#hintNext >= this.#hintRecords.length || this.#hintBusy
+    ) return;
+    this.#hintBusy = true;
+    const { ctl } = this.#views;
+    try {
+      const end = Math.min(this.#hintRecords.length, this.#hintNext + HINT_BATCH);
+      for (; this.#hintNext < end; this.#hintNext++) {
+        const at = this.#hintRecords[this.#hintNext];
+        try {
+          const record = this.#reader!.read(at);
+          Atomics.add(this.#views.bytes, BYTES_GUEST, BigInt(record.length));
+          const n = installRecord(
+            {
+              views: this.#views,
+              index: this.#index,
+              ram: this.#machine.ram.bytes,
+              description: this.#description,
+            },
+            record,
+            at,
+            PAGE_PREFETCHED,
+          );
+          Atomics.add(ctl, CTL_PREFETCHED, n);
+          Atomics.add(ctl, CTL_HINT_PAGES, n);
+        } catch (e) {
+          if (!(e instanceof LsnapError)) throw e;
+          Atomics.add(ctl, CTL_FAILED_RECORDS, 1);
+        }
+      }
+    } finally {
+      this.#hintBusy = false;
+    }
+  }
+
+  /** Reads the page's record on this thread and installs it (loaders wait meanwhile). */
+  #demand(page: number): void {
+    const { ctl, state } = this.#views;
+    const at = this.#index.recordOf(page);
+    if (this.#reader === null) return this.#demandFromLoader(page, at);
+    Atomics.store(ctl, CTL_DEMAND_ACTIVE, 1);
+    try {
+      const record = this.#reader.read(at);
+      Atomics.add(this.#views.bytes, BYTES_GUEST, BigInt(record.length));
+      installRecord(
+        {
+          views: this.#views,
+          index: this.#index,
+          ram: this.#machine.ram.bytes,
+          description: this.#description,
+        },
+        record,
+        at,
+        PAGE_DEMANDED,
+      );
+    } catch (e) {
+      if (e instanceof LsnapError) throw new LazyPageError(page, at, e.reason, e);
+      if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.PermissionDenied) {
+        throw new LazyPageError(page, at, `the file cannot be read: ${(e as Error).message}`, e);
+      }
+      throw e;
+    } finally {
+      Atomics.store(ctl, CTL_DEMAND_ACTIVE, 0);
+      Atomics.notify(ctl, CTL_DEMAND_ACTIVE);
+    }
+    if (Atomics.load(state, page) === PAGE_ABSENT) {
+      throw new LazyPageError(page, at, "the record does not hold the page the index says it does");
+    }
+  }
+
+  /** Brings every page in: waits for the loaders (bounded: they must make progress), then reads
+   * what is left itself. */
+  faultAll(): void {
+    this.waitForLoaders();
+    const ram = this.#machine.ram;
+    const saved = this.#touched;
+    this.#touched = null; // not the guest's touches
+    try {
+      for (const p of this.#index.pages) if (ram.isAbsent(p)) this.#quietFault(p);
+    } finally {
+      this.#touched = saved;
+    }
+  }
+
+  #quietFault(page: number): void {
+    const { state } = this.#views;
+    if (Atomics.load(state, page) === PAGE_ABSENT) this.#demand(page);
+    const until = performance.now() + this.#waitBoundMs;
+    while (Atomics.load(state, page) === PAGE_INSTALLING) {
+      if (performance.now() > until) {
+        throw new LazyPageError(
+          page,
+          this.#index.recordOf(page),
+          "a loader thread held it too long",
+        );
+      }
+      Atomics.wait(state, page, PAGE_INSTALLING, 10);
+    }
+    clearAbsent(this.#machine.ram.pageGate, page);
+  }
+
+  /** Waits until the loaders have stopped, as long as they make progress (each stretch without
+   * progress is bounded by the wait bound). */
+  waitForLoaders(): void {
+    const ctl = this.#views.ctl;
+    let last = Atomics.load(ctl, CTL_PROGRESS);
+    let since = performance.now();
+    while (this.#loaders > 0 && Atomics.load(ctl, CTL_LOADER) === LOADER_RUNNING) {
+      Atomics.wait(ctl, CTL_PROGRESS, last, 50);
+      const now = Atomics.load(ctl, CTL_PROGRESS);
+      if (now !== last) {
+        last = now;
+        since = performance.now();
+      } else if (performance.now() - since > this.#waitBoundMs) {
+        throw new Error(
+          `Cannot restore: the page loaders made no progress for ${this.#waitBoundMs} ms`,
+        );
+      }
+    }
+  }
+
+  /** True once the loaders have stopped (or there are none). */
+  loadersStopped(): boolean {
+    return this.#loaders === 0 || Atomics.load(this.#views.ctl, CTL_LOADER) !== LOADER_RUNNING;
+  }
+
+  /**
+   * Between two runs of the guest: ends the working-set window once `retired` passes it, and once
+   * the loaders are done (and no window is open) opens every page they brought in, so the CPU
+   * stops testing loads (`Ram.lazy` false when no page is left absent).
+   */
+  tick(retired: number): void {
+    this.#prefetchHint();
+    if (this.#touched !== null && retired >= this.#recordEnd) {
+      // The window is over: later first touches are not part of the working set.
+      this.#recorded = this.#touched;
+      this.#touched = null;
+    }
+    if (this.#settled || this.#touched !== null) return;
+    if (this.#loaders === 0 || Atomics.load(this.#views.ctl, CTL_LOADER) === LOADER_RUNNING) return;
+    this.#settled = true;
+    const { state } = this.#views;
+    const ram = this.#machine.ram;
+    const gate = ram.pageGate;
+    let left = 0;
+    for (let p = 0; p < state.length; p++) {
+      if ((gate[p] & GATE_ABSENT) === 0) continue;
+      if (Atomics.load(state, p) >= PAGE_PREFETCHED) clearAbsent(gate, p);
+      else left++;
+    }
+    if (left === 0) ram.lazy = false;
+  }
+
+  /** Stops the loaders and writes the working set if one was recorded. Returns a note. */
+  async finish(): Promise<string | null> {
+    const ctl = this.#views.ctl;
+    Atomics.store(ctl, CTL_STOP, 1);
+    if (Atomics.load(ctl, CTL_LOADER) === LOADER_RUNNING) {
+      Atomics.store(ctl, CTL_LOADER, LOADER_STOPPED);
+    }
+    for (const w of this.#workers) w.terminate();
+    this.#workers = [];
+    this.#reader?.close();
+    const rec = this.#recordTo;
+    const touched = this.#recorded ?? this.#touched; // a run that ended inside the window
+    this.#touched = null;
+    this.#recorded = null;
+    if (rec === null || touched === null) return null;
+    const ws: WorkingSet = {
+      pageSize: PAGE_SIZE,
+      pageCount: this.#machine.ram.pageCount,
+      window: rec.window,
+      fileDigest: rec.fileDigest,
+      pages: Uint32Array.from(touched),
+    };
+    await writeWorkingSet(rec.path, ws);
+    return `recorded a working set of ${touched.length} pages (first ${rec.window} instructions) → ${rec.path}`;
+  }
+
+  /** The metrics of this restore so far. */
+  metrics(mode: "lazy" | "eager" = "lazy"): LazyMetrics {
+    const { ctl, bytes } = this.#views;
+    const lat = [...this.#latencies].sort((a, b) => a - b);
+    const q = (f: number) =>
+      lat.length === 0
+        ? 0
+        : Math.round(lat[Math.min(lat.length - 1, Math.floor(f * lat.length))] * 1000);
+    return {
+      mode,
+      firstInstructionUs: this.#firstInstructionUs,
+      demandFaults: this.#demandFaults,
+      prefetchedPages: Atomics.load(ctl, CTL_PREFETCHED),
+      prefetchHits: this.#prefetchHits,
+      bytesRead: Number(Atomics.load(bytes, BYTES_GUEST) + Atomics.load(bytes, BYTES_LOADER)),
+      faultLatencyUs: {
+        p50: q(0.5),
+        p99: q(0.99),
+        max: lat.length === 0 ? 0 : Math.round(lat[lat.length - 1] * 1000),
+      },
+      loaderDoneMs: Atomics.load(ctl, CTL_LOADER) === LOADER_DONE
+        ? Atomics.load(ctl, CTL_DONE_MS)
+        : null,
+      pagesInFile: this.#pagesInFile,
+      hintPages: this.hintPages,
+      hintPrefetched: Atomics.load(ctl, CTL_HINT_PAGES),
+      hintIgnored: this.hintIgnored,
+      failedRecords: Atomics.load(ctl, CTL_FAILED_RECORDS),
+      loaders: this.#loaders,
+    };
+  }
+
+  /** The loaders' failure, if they failed (not a damaged record: those are skipped). */
+  loaderFailure(): string | null {
+    return Atomics.load(this.#views.ctl, CTL_LOADER) === LOADER_FAILED
+      ? loaderMessage(this.#views)
+      : null;
+  }
+}
+
+/** Creates `count` loader threads, idle until a restore hands them its work. */
+export function spawnLoaders(count: number): Worker[] {
+  return Array.from(
+    { length: count },
+    () => new Worker(new URL("./lazy_loader_worker.ts", import.meta.url), { type: "module" }),
+  );
+}
+
+/** Reads a working-set hint for the snapshot, or explains why not (a note). */
+async function loadHint(
+  o: LazyRestoreOptions,
+  expect: { pageSize: number; pageCount: number; fileDigest: Uint8Array },
+): Promise<{ pages: Uint32Array; note: string | null; ignored: string | null }> {
+  const none = new Uint32Array(0);
+  const choice = o.hint ?? "auto";
+  if (choice === "off" || (choice === "auto" && isHttpUrl(o.path))) {
+    return { pages: none, note: null, ignored: null };
+  }
+  const path = choice === "auto" ? workingSetPath(o.path) : choice;
+  let bytes: Uint8Array;
+  try {
+    bytes = await Deno.readFile(path);
+  } catch (e) {
+    if (choice === "auto" && e instanceof Deno.errors.NotFound) {
+      return { pages: none, note: null, ignored: null };
+    }
+    const why = `it cannot be read (${(e as Error).message})`;
+    return { pages: none, note: `ignoring the working-set hint ${path}: ${why}`, ignored: why };
+  }
+  const ws = decodeWorkingSet(bytes, expect);
+  if (typeof ws === "string") {
+    return { pages: none, note: `ignoring the working-set hint ${path}: ${ws}`, ignored: ws };
+  }
+  return { pages: ws.pages, note: null, ignored: null };
+}
+
+/**
+ * Restores the snapshot at `path` lazily: reads the header, the footer, the trailer, the index
+ * and the device sections, marks every page the file holds absent and returns a machine ready
+ * to run, with its loaders started. Refused, before anything runs: a file that is not complete
+ * (no valid footer and trailer), a QEMU stream or an `.lsnap` converted from one, a pipe.
+ */
+export async function restoreLazily(o: LazyRestoreOptions): Promise<LazyRestored> {
+  const startedAtMs = o.startedAtMs ?? sharedClockMs();
+  const T = (what: string) =>
+    TRACE && console.error(what, (sharedClockMs() - startedAtMs).toFixed(1));
+  const remote = isHttpUrl(o.path);
+  if (o.path === "-") {
+    throw new SnapshotMismatchError(
+      "standard input is a pipe: a lazy restore reads records by offset, which a pipe cannot give; restore it without --lazy",
+    );
+  }
+  // Synchronous: nothing here is worth a turn of the event loop before the first instruction.
+  const info = remote ? null : Deno.statSync(o.path);
+  if (info !== null && !info.isFile) {
+    throw new SnapshotMismatchError(
+      `${o.path} is not a regular file: a lazy restore reads records by offset, which a pipe or a device cannot give; restore it without --lazy`,
+    );
+  }
+  const head = new Uint8Array(8);
+  if (!remote) {
+    const f = Deno.openSync(o.path);
+    try {
+      f.readSync(head);
+    } finally {
+      f.close();
+    }
+  }
+  if (isQemuStream(head)) {
+    throw new SnapshotMismatchError(
+      "a QEMU migration stream has no index to read pages from; restore it without --lazy",
+    );
+  }
+  T("head");
+  const reader = await SnapshotFileReader.open(o.path);
+  T("reader");
+  let pager: LazyPager | null = null;
+  try {
+    if (!reader.complete || reader.trailer === null) {
+      throw new TruncatedError(
+        "the file is incomplete (no valid footer and trailer); a lazy restore needs a complete file",
+        { offset: reader.size, recordIndex: -1 },
+      );
+    }
+    if (o.eager && !reader.indexed) {
+      throw new ParallelRestoreUnavailable("the file has no index");
+    }
+    const description = reader.description;
+    if (virtBuilderFor(description) !== null) {
+      throw new SnapshotMismatchError(
+        "a snapshot converted from QEMU is mapped field by field from all of its RAM; restore it without --lazy",
+      );
+    }
+    const ramSize = checkDescriptionFits(description);
+    const machine = new Machine({ ramSize, uartSink: o.uartSink });
+    adviseRam(machine.ram.bytes);
+    machine.instructionsCountedFrom = instructionsCountedFrom(description);
+    T("machine");
+    const state = stateFromSections(await reader.devices(), o.migrations ?? STATE_MIGRATIONS);
+    T("devices");
+    try {
+      machine.restore(state);
+    } catch (e) {
+      throw new SnapshotMismatchError((e as Error).message.replace(/^Cannot restore /, ""));
+    }
+    const buffers = createLazyBuffers(machine.ram.pageCount);
+    const entries = reader.pageEntries(0);
+    pager = new LazyPager({
+      machine,
+      description,
+      buffers,
+      index: new PageIndex(entries.pages, entries.offsets),
+      path: o.path,
+      waitBoundMs: o.waitBoundMs ?? DEFAULT_WAIT_BOUND_MS,
+      startedAtMs,
+    });
+    T("restored");
+    machine.ram.setAbsentHandler(pager);
+    pager.markPagesAbsent();
+    T("absent");
+    const fileDigest = reader.trailer.fileDigest;
+    const hint = await loadHint(o, {
+      pageSize: PAGE_SIZE,
+      pageCount: machine.ram.pageCount,
+      fileDigest,
+    });
+    if (hint.note !== null) o.onNote?.(hint.note);
+    pager.hintPages = hint.pages.length;
+    pager.useHint(hint.pages);
+    pager.hintIgnored = hint.ignored;
+    if (o.recordWs != null && remote && o.recordWs.path === undefined) {
+      throw new SnapshotMismatchError(
+        "a working set is recorded beside the snapshot, which a URL cannot take; record it from a local copy",
+      );
+    }
+    if (o.recordWs != null) {
+      pager.recordWorkingSet(
+        o.recordWs.window,
+        o.recordWs.path ?? workingSetPath(o.path),
+        fileDigest,
+      );
+    }
+    T("hint");
+    // A URL is read by the loader only: at least one, which serves the guest's demand reads.
+    const loaders = remote ? Math.max(1, o.loaders ?? 1) : o.loaders ?? 1;
+    pager.startLoaders(o.path, loaders, hint.pages, o.workers);
+    T("loaders");
+    if (o.eager) machine.ram.ensureAllPresent();
+    return {
+      machine,
+      description,
+      contentDigest: toHex(reader.trailer.contentDigest),
+      retired: machine.hart.retired,
+      pager,
+    };
+  } catch (e) {
+    await pager?.finish().catch(() => {});
+    for (const w of o.workers ?? []) w.terminate();
+    throw e;
+  } finally {
+    reader.close();
+  }
+}
+
+/**
+ * Before a restore writes RAM (all of it, eagerly or by its loaders): huge pages where the
+ * process may ask for them (`discard_pages.ts`), so that the first touch of each 2 MiB costs one
+ * fault instead of 512 (BENCHMARKS.md, "Restore: lazy and eager": fresh memory is most of an
+ * eager restore's time, and of a lazy one's demand faults). `LIVESNAP_RAM_ADVICE=none` turns it
+ * off (for measuring).
+ */
+function adviseRam(ram: Uint8Array): void {
+  const how = Deno.env.get("LIVESNAP_RAM_ADVICE") ?? "huge";
+  if (how === "huge" || how === "populate") adviseHugePages(ram);
+  if (how === "populate") populatePages(ram);
+}
+
+/** Loader threads of an eager restore: the machine's cores, 1 to 4. */
+export function eagerLoaderCount(): number {
+  return Math.max(1, Math.min(4, navigator.hardwareConcurrency ?? 2));
+}
+
+/**
+ * Eager restore at full speed: the lazy machinery with every page loaded before the guest runs,
+ * by {@linkcode eagerLoaderCount} loader threads that read, check (CRC32C) and decompress records
+ * in parallel straight into guest RAM (one copy per page: the decompressed record into RAM).
+ * Then the state's content digest is recomputed from RAM and the devices and compared with the
+ * trailer's, so a file whose pages or devices differ from what it declares is refused before any
+ * instruction runs, as by the streaming restore. The file digest (a BLAKE3 of every byte) is not
+ * recomputed: `livesnap verify` does that. Throws {@linkcode ParallelRestoreUnavailable} for a
+ * file without an index; the caller then reads it as a stream.
+ */
+export async function restoreEagerly(
+  o: Omit<LazyRestoreOptions, "eager" | "hint" | "recordWs">,
+): Promise<LazyRestored> {
+  const r = await restoreLazily({
+    ...o,
+    eager: true,
+    hint: "off",
+    loaders: o.loaders ?? eagerLoaderCount(),
+  });
+  try {
+    const digest = await machineContentDigest(r.machine);
+    if (digest !== r.contentDigest) {
+      throw new ChecksumError("the restored state does not match the trailer's content digest", {
+        offset: 0,
+        recordIndex: -1,
+        expected: r.contentDigest,
+        actual: digest,
+      });
+    }
+  } catch (e) {
+    await r.pager.finish();
+    throw e;
+  }
+  await r.pager.finish();
+  return r;
+}

@@ -1,0 +1,334 @@
+/**
+ * Lazy restore (`restore --lazy`): the guest runs before its RAM is read, and computes exactly
+ * what it computes after an eager restore; a damaged record it faults in stops it with an exact
+ * error; a recorded working set cuts its demand faults.
+ */
+import { assert, assertEquals, assertMatch, assertRejects, assertThrows } from "@std/assert/mod.js";
+import { LiveMachine } from "../emulator/snapshot/live_machine.ts";
+import { LazyPageError, restoreEagerly, restoreLazily } from "../emulator/snapshot/lazy_restore.ts";
+import { crc32c } from "../format/checksum.ts";
+import { ChecksumError } from "../format/errors.ts";
+import { machineContentDigest } from "../emulator/snapshot/machine_state.ts";
+import type { SnapshotMode } from "../emulator/snapshot/session.ts";
+import { decodeWorkingSet, workingSetPath } from "../emulator/snapshot/working_set.ts";
+import { SnapshotFileReader } from "../format/file_reader.ts";
+import { restoreSnapshot } from "../tools/restore.ts";
+import { memstressElf } from "./_guests.ts";
+
+const RAM = 8 * 1024 * 1024;
+const AT = 1_000_000;
+const ELF = memstressElf({ workingSetBytes: 2 * 1024 * 1024, writesPerRound: 30_000, rounds: 0 });
+
+/** A snapshot at AT taken by the live engine in `mode`. */
+async function snapshot(dir: string, mode: SnapshotMode): Promise<string> {
+  const path = `${dir}/${mode}.lsnap`;
+  let error: Error | undefined;
+  const lm = await LiveMachine.start({
+    elf: ELF,
+    ramSize: RAM,
+    uartSink: () => {},
+    schedule: [{ at: AT, mode, cowBuffer: 64 * 1024, path }],
+    stopAt: AT + 200_000,
+    onScheduledError: (e) => error = e,
+  });
+  await lm.halted;
+  await lm.quit();
+  if (error !== undefined) throw error;
+  return path;
+}
+
+async function run(
+  path: string,
+  runFor: number,
+  lazy?: Parameters<typeof restoreSnapshot>[0]["lazy"],
+) {
+  let out = "";
+  const decoder = new TextDecoder();
+  const r = await restoreSnapshot({ path, runFor, sink: (b) => out += decoder.decode(b), lazy });
+  const digest = await machineContentDigest(r.machine);
+  const metrics = r.pager?.metrics();
+  await r.pager?.finish();
+  return { out, digest, retired: r.retired, metrics };
+}
+
+Deno.test("restore --lazy gives the output and digest of an eager restore, for every mode, with and without a hint", async (t) => {
+  const dir = await Deno.makeTempDir();
+  try {
+    for (const mode of ["cow", "stop", "precopy"] as const) {
+      const path = await snapshot(dir, mode);
+      // Precopy's state is at its final pause, after AT: counts from the restore point.
+      for (const stopAt of [1, 150_000, 700_000]) {
+        await t.step(`${mode}, ${stopAt} instructions after the restore`, async () => {
+          const eager = await run(path, stopAt);
+          const lazy = await run(path, stopAt, { hint: "off", loaders: 1 });
+          assertEquals(lazy.out, eager.out);
+          assertEquals(lazy.digest, eager.digest);
+          assertEquals(lazy.retired, eager.retired);
+          assert(lazy.metrics!.demandFaults > 0, "the guest faulted its pages in");
+          if (stopAt === 150_000) {
+            const demandOnly = await run(path, stopAt, { hint: "off", loaders: 0 });
+            assertEquals([demandOnly.out, demandOnly.digest], [eager.out, eager.digest]);
+          }
+        });
+      }
+      await t.step(`${mode}, recorded hint then hinted`, async () => {
+        const stopAt = 700_000;
+        const eager = await run(path, stopAt);
+        const rec = await run(path, stopAt, { hint: "off", recordWs: { window: 300_000 } });
+        assertEquals([rec.out, rec.digest], [eager.out, eager.digest]);
+        const hinted = await run(path, stopAt, { hint: "auto" });
+        assertEquals([hinted.out, hinted.digest], [eager.out, eager.digest]);
+        assert(hinted.metrics!.hintPages > 0);
+      });
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("restore --lazy with a recorded working set has at least 80% fewer demand faults", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = await snapshot(dir, "cow");
+    const stopAt = 700_000;
+    // loaders: 0 makes both runs deterministic: only the guest's own reads bring pages in.
+    const cold = await run(path, stopAt, {
+      hint: "off",
+      loaders: 0,
+      recordWs: { window: 900_000 },
+    });
+    const hinted = await run(path, stopAt, { hint: "auto", loaders: 0 });
+    assertEquals([hinted.out, hinted.digest], [cold.out, cold.digest]);
+    const before = cold.metrics!.demandFaults;
+    const after = hinted.metrics!.demandFaults;
+    assert(before >= 20, `the cold run faulted ${before} times`);
+    assert(after * 5 <= before, `demand faults ${before} without the hint, ${after} with it`);
+    assert(hinted.metrics!.prefetchHits > 0, "the guest touched pages the hint brought in");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a working-set hint for another file, or damaged, is ignored with a note", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const a = await snapshot(dir, "cow");
+    const b = await snapshot(dir, "stop");
+    await run(a, 100_000, { hint: "off", loaders: 0, recordWs: { window: 100_000 } });
+    const reader = await SnapshotFileReader.open(a);
+    const ws = decodeWorkingSet(await Deno.readFile(workingSetPath(a)), {
+      pageSize: 4096,
+      pageCount: RAM / 4096,
+      fileDigest: reader.trailer!.fileDigest,
+    });
+    reader.close();
+    assert(typeof ws !== "string" && ws.pages.length > 0);
+    const notes: string[] = [];
+    const onNote = (n: string) => notes.push(n);
+    // a's hint given to b: another file digest.
+    let r = await restoreLazily({ path: b, hint: workingSetPath(a), loaders: 0, onNote });
+    assertEquals(r.pager.metrics().hintPages, 0);
+    await r.pager.finish();
+    assertMatch(
+      notes[0],
+      /^ignoring the working-set hint .*cow\.lsnap\.ws: it was recorded for another snapshot \(file digest [0-9a-f]{16}…, this file's is [0-9a-f]{16}…\)$/,
+    );
+    // A flipped byte.
+    const bytes = await Deno.readFile(workingSetPath(a));
+    bytes[70] ^= 1;
+    await Deno.writeFile(workingSetPath(a), bytes);
+    r = await restoreLazily({ path: a, loaders: 0, onNote });
+    assertEquals(r.pager.metrics().hintIgnored, "its CRC32C does not match");
+    await r.pager.finish();
+    assertEquals(notes.length, 2);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** The offset of the PAGES record holding the page at the snapshot's pc. */
+async function recordOfPc(path: string): Promise<{ offset: number; page: number }> {
+  const r = await restoreSnapshot({ path, stopAt: AT, sink: () => {} });
+  const page = ((r.machine.hart.pc >>> 0) - 0x8000_0000) / 4096 | 0;
+  const reader = await SnapshotFileReader.open(path);
+  const offset = reader.pageRecordOffset(0, page);
+  reader.close();
+  return { offset, page };
+}
+
+Deno.test("a record that fails its CRC when faulted in stops the guest before the access; the command exits 1 naming it", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = await snapshot(dir, "cow");
+    const { offset, page } = await recordOfPc(path);
+    assert(offset > 0);
+    const bytes = await Deno.readFile(path);
+    bytes[offset + 40] ^= 0x10; // inside the payload: the record's CRC32C no longer matches
+    await Deno.writeFile(path, bytes);
+    // In process: the error, and the guest stopped at the snapshot's instruction.
+    const r = await restoreLazily({ path, loaders: 0, uartSink: () => {} });
+    const retired = r.machine.hart.retired;
+    const e = assertThrows(() => r.machine.run(10), LazyPageError);
+    await r.pager.finish();
+    assertEquals([e.page, e.recordOffset], [page, offset]);
+    assertEquals(r.machine.hart.retired, retired, "no instruction retired on the damaged page");
+    // The command: exit 1, one line naming the page, the record and its offset, no stack trace.
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "tools/cli.ts", "restore", path, "--lazy", "--run-for", "1000"],
+      cwd: new URL("..", import.meta.url),
+    }).output();
+    const stderr = new TextDecoder().decode(out.stderr);
+    assertEquals(out.code, 1);
+    assertMatch(
+      stderr,
+      new RegExp(
+        `^livesnap restore: Cannot load guest page ${page} \\(address 0x[0-9a-f]+\\) on its first access from the PAGES record at byte ${offset}: record CRC32C mismatch \\(expected [0-9a-f]{8}, got [0-9a-f]{8}\\); the guest was stopped before the access\\n$`,
+      ),
+    );
+    assertEquals(out.stdout.length, 0, "the guest printed nothing");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a snapshot file cut short during a lazy restore: a clear error, no hang", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = await snapshot(dir, "stop");
+    const r = await restoreLazily({ path, loaders: 0, uartSink: () => {}, waitBoundMs: 2_000 });
+    await Deno.truncate(path, 4096);
+    const e = assertThrows(() => r.machine.run(1_000_000), LazyPageError);
+    await r.pager.finish();
+    assertMatch(e.message, /the file now ends .*(bytes into this|before this record)/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("restore --lazy refuses what it cannot read at random, before anything runs", async () => {
+  await assertRejects(
+    () => restoreLazily({ path: "/dev/stdin", loaders: 0 }),
+    Error,
+    "is not a regular file",
+  );
+  await assertRejects(
+    () => restoreLazily({ path: "-", loaders: 0 }),
+    Error,
+    "standard input is a pipe: a lazy restore reads records by offset",
+  );
+});
+
+/** The loopback Range server in a worker thread: the guest's thread blocks while it waits for a
+ * page, so the server must not share its event loop. */
+async function serveInWorker(path: string): Promise<{ url: string; close(): Promise<void> }> {
+  const w = new Worker(new URL("../bench/_range_server_worker.ts", import.meta.url), {
+    type: "module",
+  });
+  const next = () => new Promise<{ url?: string }>((r) => w.onmessage = (e) => r(e.data));
+  w.postMessage({ path, latencyMs: 0 });
+  const { url } = await next();
+  return {
+    url: url!,
+    close: async () => {
+      w.postMessage("close");
+      await next();
+      w.terminate();
+    },
+  };
+}
+
+Deno.test("restore --lazy of an http:// URL gives the output and digest of an eager restore; a server gone mid-restore is a clear error", async (t) => {
+  const dir = await Deno.makeTempDir();
+  try {
+    for (const mode of ["cow", "precopy"] as const) {
+      const path = await snapshot(dir, mode);
+      const server = await serveInWorker(path);
+      try {
+        await t.step(`${mode}, over http`, async () => {
+          const eager = await run(path, 400_000);
+          const remote = await run(server.url, 400_000, { loaders: 1 });
+          assertEquals([remote.out, remote.digest], [eager.out, eager.digest]);
+          assert(remote.metrics!.demandFaults > 0);
+          assert(remote.metrics!.bytesRead > 0);
+        });
+      } finally {
+        await server.close();
+      }
+    }
+    await t.step("the server goes away after the index", async () => {
+      const path = await snapshot(dir, "stop");
+      const server = await serveInWorker(path);
+      const r = await restoreLazily({ path: server.url, uartSink: () => {}, waitBoundMs: 5_000 });
+      await server.close();
+      const e = assertThrows(() => r.machine.run(1_000_000), LazyPageError);
+      await r.pager.finish();
+      assertMatch(
+        e.message,
+        /^Cannot load guest page \d+ \(address 0x[0-9a-f]+\) on its first access from the PAGES record at byte \d+: .+; the guest was stopped before the access$/,
+      );
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("restoreEagerly() loads every page with parallel loaders before the guest runs, and refuses a state that differs from the trailer's digest", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = await snapshot(dir, "cow");
+    const r = await restoreEagerly({ path, loaders: 2, uartSink: () => {} });
+    const m = r.pager.metrics("eager");
+    assertEquals(m.loaders, 2);
+    assertEquals(m.demandFaults, 0);
+    assertEquals(r.machine.ram.lazy, false, "no page is absent");
+    const eager = await run(path, 300_000);
+    const stream = await restoreSnapshot({
+      path,
+      runFor: 300_000,
+      sink: () => {},
+      parallel: false,
+    });
+    assertEquals(await machineContentDigest(stream.machine), eager.digest);
+    // The trailer's content digest changed, its CRC recomputed: every record reads and checks,
+    // but the state is not the one the trailer declares.
+    const bytes = await Deno.readFile(path);
+    const dv = new DataView(bytes.buffer);
+    const trailerAt = Number(dv.getBigUint64(bytes.length - 32 + 8, true));
+    bytes[trailerAt + 8 + 40] ^= 1;
+    dv.setUint32(trailerAt + 8 + 104, crc32c(bytes.subarray(trailerAt, trailerAt + 8 + 104)), true);
+    await Deno.writeFile(path, bytes);
+    await assertRejects(
+      () => restoreEagerly({ path, uartSink: () => {} }),
+      ChecksumError,
+      "the restored state does not match the trailer's content digest",
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("--record-ws keeps the first touches of its window only, in order", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = await snapshot(dir, "cow");
+    const recorded = async (window: number) => {
+      const out = `${dir}/w${window}.ws`;
+      await run(path, 700_000, { hint: "off", loaders: 0, recordWs: { window, path: out } });
+      const reader = await SnapshotFileReader.open(path);
+      const ws = decodeWorkingSet(await Deno.readFile(out), {
+        pageSize: 4096,
+        pageCount: RAM / 4096,
+        fileDigest: reader.trailer!.fileDigest,
+      });
+      reader.close();
+      if (typeof ws === "string") throw new Error(ws);
+      return [...ws.pages];
+    };
+    const short = await recorded(100_000);
+    const long = await recorded(700_000);
+    assert(short.length > 0 && short.length < long.length, `${short.length} and ${long.length}`);
+    assertEquals(long.slice(0, short.length), short, "the short window is the long one's start");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
