@@ -27,6 +27,7 @@ import { describeMachine } from "./machine_state.ts";
 import { epochMs, readThreadCpu } from "./metrics.ts";
 import type { GuestBoot, GuestEvent, GuestStatus, HaltReason } from "./protocol.ts";
 import { restoreMachine } from "./restore.ts";
+import { portReadable } from "./port_stream.ts";
 import { type SnapshotMode, TAG_AT, TAG_CONTROL, TAG_EVERY, tagName } from "./session.ts";
 
 const port = globalThis as unknown as {
@@ -44,6 +45,9 @@ interface Running {
   pause: PauseCauses;
   /** The thread's CPU time after the first slice (undefined: not read yet; null: unknown). */
   cpu: { runNs: number; waitNs: number } | null | undefined;
+  /** Stay paused after precopy's final pause (a live migration: the host resumes the guest if
+   * the migration fails, and quits it if it succeeds). */
+  hold: boolean;
 }
 
 class GuestThread {
@@ -199,7 +203,7 @@ class GuestThread {
    * thread and can cost milliseconds on a busy machine, which the guest need not wait for, since
    * the writer needs the device state only at its end. `stop` is the exception: its guest waits.
    */
-  begin(kind: number, index: number, mode: SnapshotMode, slots: number): void {
+  begin(kind: number, index: number, mode: SnapshotMode, slots: number, hold = false): void {
     const m = this.machine;
     const tag = tagName(kind, index);
     if (this.running !== null) {
@@ -240,6 +244,7 @@ class GuestThread {
       pause: { ...NO_PAUSE, instantUs: nowUs() - t0 },
       // Read after the first slice (a read of /proc is a system call: not in the instant).
       cpu: undefined,
+      hold,
     };
   }
 
@@ -260,6 +265,7 @@ class GuestThread {
     side.serviceChunks();
     if (side.finalRequested()) {
       const t0 = nowUs();
+      const pausedAt = epochMs();
       side.beginFinal();
       const m = this.machine;
       port.postMessage({
@@ -267,9 +273,12 @@ class GuestThread {
         tag: run.tag,
         state: m.save(),
         atInstruction: m.hart.retired,
+        pausedAt,
       });
       side.waitForFinalPages();
       run.pause.finalPauseUs = Math.max(run.pause.finalPauseUs, nowUs() - t0);
+      // A migration's guest stays where the destination takes over, until the host decides.
+      if (run.hold) this.paused = true;
     }
     if (side.writerFinished()) {
       const t0 = nowUs();
@@ -309,7 +318,7 @@ class GuestThread {
     const m = this.machine;
     switch (cmd.kind) {
       case CMD_SNAPSHOT: {
-        this.begin(TAG_CONTROL, cmd.seq, MODE_NAMES[cmd.args[0]], cmd.args[1]);
+        this.begin(TAG_CONTROL, cmd.seq, MODE_NAMES[cmd.args[0]], cmd.args[1], cmd.args[2] === 1);
         // The reply waits with the started message, after the guest has run on.
         this.deferred.push({ type: "reply", seq: cmd.seq, status: this.status() });
         if (this.paused || this.halt !== null) this.flushDeferred();
@@ -366,9 +375,11 @@ async function start(boot: GuestBoot): Promise<void> {
   let restoredDigest: string | null = null;
   let restoredNotes: { field: string; note: string }[] = [];
   try {
-    if (boot.restorePath !== undefined) {
-      const file = await Deno.open(boot.restorePath);
-      const restored = await restoreMachine(file.readable, { uartSink });
+    if (boot.restorePath !== undefined || boot.restoreStream !== undefined) {
+      const stream = boot.restoreStream !== undefined
+        ? portReadable(boot.restoreStream)
+        : (await Deno.open(boot.restorePath!)).readable;
+      const restored = await restoreMachine(stream, { uartSink });
       machine = restored.machine;
       restoredDigest = restored.contentDigest;
       restoredNotes = restored.notes;

@@ -43,6 +43,7 @@ import type {
   GuestStatus,
   HaltReason,
   PrecopyOptions,
+  PrecopyPassReport,
   ScheduledSnapshot,
   WriterCommand,
   WriterEvent,
@@ -52,7 +53,7 @@ import type { WriterSideMetrics } from "./writer_loop.ts";
 /** A copy buffer size: bytes, or "max" (as many slots as RAM has pages: never stalls). */
 export type CowBufferSize = number | "max";
 
-export type { PrecopyOptions } from "./protocol.ts";
+export type { PrecopyOptions, PrecopyPassReport } from "./protocol.ts";
 
 /** What to snapshot and where. */
 export interface SnapshotRequest {
@@ -62,6 +63,16 @@ export interface SnapshotRequest {
   cowBuffer?: CowBufferSize;
   /** Precopy's policy. */
   precopy?: PrecopyOptions;
+  /** Instead of a file at `path` (then only a name for messages and metrics): the snapshot's
+   * bytes go to this port (port_stream.ts), as a live migration sends them. */
+  stream?: MessagePort;
+  /** Precopy: keep the guest paused after the final pause (a live migration's switch-over: the
+   * caller then quits it, or resumes it if the migration failed). */
+  holdAfterFinal?: boolean;
+  /** Called as each precopy pass ends. */
+  onPass?: (pass: PrecopyPassReport) => void;
+  /** Called when the guest stops for precopy's final pause (`pausedAt`: `epochMs()`). */
+  onFinal?: (atInstruction: number, pausedAt: number) => void;
 }
 
 /** A snapshot the guest takes by itself at an instruction count. */
@@ -69,10 +80,14 @@ export interface ScheduledRequest extends SnapshotRequest {
   at: number;
 }
 
-/** Options of {@linkcode LiveMachine.start}. Exactly one of `elf` and `restorePath`. */
+/** Options of {@linkcode LiveMachine.start}. Exactly one of `elf`, `restorePath` and
+ * `restoreStream`. */
 export interface LiveMachineOptions {
   elf?: Uint8Array;
   restorePath?: string;
+  /** A snapshot's bytes arriving on a port (port_stream.ts), as a live migration receives
+   * them; the machine starts once the whole stream is in and checked. */
+  restoreStream?: MessagePort;
   /** RAM size in bytes for `elf` (default: the machine's, 128 MiB). */
   ramSize?: number;
   /** Guest UART output (default: dropped). */
@@ -112,6 +127,8 @@ export interface HaltInfo {
 interface Pending {
   path: string;
   precopy?: PrecopyOptions;
+  onPass?: (pass: PrecopyPassReport) => void;
+  onFinal?: (atInstruction: number, pausedAt: number) => void;
   cowBufferBytes: number;
   resolve: (m: SnapshotMetrics) => void;
   reject: (e: Error) => void;
@@ -322,6 +339,7 @@ export class LiveMachine {
       chunkPort: chunks.port1,
       elf: options.elf,
       restorePath: options.restorePath,
+      restoreStream: options.restoreStream,
       ramSize: options.ramSize,
       input: options.input,
       mailbox: mailbox.buffer,
@@ -355,8 +373,11 @@ export class LiveMachine {
       };
       guest.onmessage = (e: MessageEvent<GuestEvent>) => {
         const ev = e.data;
-        if (ev.type === "ready") guest.postMessage(boot, [chunks.port1]);
-        // The constructor takes over the guest's messages before the next one is dispatched,
+        if (ev.type === "ready") {
+          const transfer: Transferable[] = [chunks.port1];
+          if (boot.restoreStream !== undefined) transfer.push(boot.restoreStream);
+          guest.postMessage(boot, transfer);
+        } // The constructor takes over the guest's messages before the next one is dispatched,
         // so nothing the guest posts after booting is missed.
         else if (ev.type === "booted") {
           resolve(new LiveMachine(guest, writer, mailbox, ev, options, chunks.port2));
@@ -378,6 +399,8 @@ export class LiveMachine {
       this.#pending.set(tag, {
         path: req.path,
         precopy: req.precopy,
+        onPass: req.onPass,
+        onFinal: req.onFinal,
         cowBufferBytes: cowBufferSlots(req.cowBuffer ?? DEFAULT_COW_BUFFER, this.pageCount) *
           PAGE_SIZE,
         resolve,
@@ -420,6 +443,7 @@ export class LiveMachine {
         const p = this.#pending.get(ev.tag);
         if (p !== undefined) p.atInstruction = ev.atInstruction;
         this.#writer.postMessage({ type: "state", tag: ev.tag, state: ev.state } as WriterCommand);
+        p?.onFinal?.(ev.atInstruction, ev.pausedAt);
         break;
       }
       case "snapshot-guest-done": {
@@ -479,6 +503,10 @@ export class LiveMachine {
     }
     const p = this.#pending.get(ev.tag);
     if (p === undefined) return;
+    if (ev.type === "pass") {
+      p.onPass?.(ev.pass);
+      return;
+    }
     if (ev.type === "failed") p.error = new Error(ev.message);
     else p.writer = ev;
     this.#settle(ev.tag, p);
@@ -560,7 +588,8 @@ export class LiveMachine {
     if (this.#closed) return Promise.reject(new Error("Cannot snapshot: the machine has quit"));
     const slots = cowBufferSlots(req.cowBuffer ?? DEFAULT_COW_BUFFER, this.pageCount);
     let done!: Promise<SnapshotMetrics>;
-    const sent = this.#command(CMD_SNAPSHOT, [MODE_CODES[req.mode], slots], undefined, (seq) => {
+    const args = [MODE_CODES[req.mode], slots, req.holdAfterFinal ? 1 : 0];
+    const sent = this.#command(CMD_SNAPSHOT, args, undefined, (seq) => {
       const tag = `ctl:${seq}`;
       done = this.#expect(tag, req);
       // The refusal or failure can arrive before the reply that hands `done` to the caller; a
@@ -570,9 +599,14 @@ export class LiveMachine {
       this.#pending.get(tag)!.rssBefore = readProcessMemory().rss;
       resetPeakMemory();
       // Named to the writer before the guest sees the command (see #registerNextScheduled).
-      this.#writer.postMessage(
-        { type: "path", tag, path: req.path, precopy: req.precopy } as WriterCommand,
-      );
+      const path: WriterCommand = {
+        type: "path",
+        tag,
+        path: req.path,
+        precopy: req.precopy,
+        stream: req.stream,
+      };
+      this.#writer.postMessage(path, req.stream !== undefined ? [req.stream] : []);
     });
     return sent.then(() => done);
   }

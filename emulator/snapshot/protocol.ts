@@ -12,7 +12,9 @@ import type { ExitReason, MachineState } from "../machine.ts";
 import type { GuestSideMetrics } from "./guest_side.ts";
 import type { PauseCauses } from "./metrics.ts";
 import type { SessionBuffers, SnapshotMode } from "./session.ts";
-import type { WriterSideMetrics } from "./writer_loop.ts";
+import type { PrecopyPassReport, WriterSideMetrics } from "./writer_loop.ts";
+
+export type { PrecopyPassReport };
 
 /** Precopy's convergence policy (see `writer_loop.ts`); every field has a default. */
 export interface PrecopyOptions {
@@ -38,7 +40,16 @@ export type WriterCommand =
   }
   /** Where the snapshot named `tag` goes (sent before the guest can take it), and precopy's
    * policy for it. */
-  | { type: "path"; tag: string; path: string; precopy?: PrecopyOptions }
+  | {
+    type: "path";
+    tag: string;
+    path: string;
+    precopy?: PrecopyOptions;
+    /** Instead of a file at `path` (then only a name for messages): the snapshot's bytes go to
+     * this port as a flow-controlled stream (port_stream.ts), e.g. to a live migration's
+     * socket. */
+    stream?: MessagePort;
+  }
   /** The device state of snapshot `tag`. */
   | { type: "state"; tag: string; state: MachineState }
   /** Drops a path whose snapshot will not happen (removes its temporary file). */
@@ -58,6 +69,8 @@ export type WriterEvent =
     finishedAt: number;
   }
   | { type: "failed"; tag: string; message: string }
+  /** A precopy pass is over (sent as each one ends). */
+  | { type: "pass"; tag: string; pass: PrecopyPassReport }
   | { type: "closed" };
 
 /** A snapshot the guest takes by itself when it reaches an instruction count. */
@@ -73,6 +86,9 @@ export interface ScheduledSnapshot {
 export interface GuestBoot {
   elf?: Uint8Array;
   restorePath?: string;
+  /** Instead of `restorePath`: the snapshot's bytes arrive on this port (port_stream.ts), e.g.
+   * from a live migration's socket. */
+  restoreStream?: MessagePort;
   /** RAM size for `elf`; a restore takes the file's. */
   ramSize?: number;
   /** Bytes the guest reads from its UART. */
@@ -123,7 +139,14 @@ export type GuestEvent =
     atInstruction: number;
     startedAt: number;
   }
-  | { type: "snapshot-final"; tag: string; state: MachineState; atInstruction: number }
+  | {
+    type: "snapshot-final";
+    tag: string;
+    state: MachineState;
+    atInstruction: number;
+    /** When the guest stopped for the final pause, `epochMs()`. */
+    pausedAt: number;
+  }
   | {
     type: "snapshot-guest-done";
     tag: string;

@@ -108,6 +108,22 @@ export interface WriterSideMetrics {
   timelineStartMs?: number;
 }
 
+/** One precopy pass, as the writer saw it (`--metrics`, live migration's progress lines). */
+export interface PrecopyPassReport {
+  /** 0 for the first pass over all of RAM. */
+  pass: number;
+  /** Pages this pass wrote. */
+  pagesSent: number;
+  /** Wall time of the pass, milliseconds. */
+  ms: number;
+  /** Pages dirty when it ended (what the next pass or the final pause must send). */
+  dirtyPages: number;
+  /** The auto-converge throttle during the pass, percent. */
+  throttlePct: number;
+  /** The final pause comes next. */
+  last: boolean;
+}
+
 /** Tuning of the writer loop. */
 export interface WriterLoopOptions {
   /** Pages per sink call (compression works on batches). Default 16. */
@@ -136,6 +152,8 @@ export interface WriterLoopOptions {
    * time runnable but without a core, as long as it does not wait on this thread (Linux: the
    * guest's /proc schedstat). Default true. */
   yieldToGuest?: boolean;
+  /** Called as each precopy pass ends (live migration prints one line per pass). */
+  onPass?: (report: PrecopyPassReport) => void;
 }
 
 /** Auto-converge: the first throttle, in percent of wall time the guest sleeps; each raise then
@@ -184,6 +202,7 @@ export class SnapshotWriterLoop {
   readonly #downtimeMs: number;
   readonly #maxThrottlePct: number;
   readonly #audit: Uint32Array | undefined;
+  readonly #onPass: ((report: PrecopyPassReport) => void) | undefined;
   /** Private copies of sweep pages: the page is saved once it is here, so the guest's wait on a
    * page the writer copies lasts one memcpy, not a compression and a write. */
   readonly #staging: Uint8Array;
@@ -229,6 +248,7 @@ export class SnapshotWriterLoop {
     this.#downtimeMs = options.precopyDowntimeMs ?? 50;
     this.#maxThrottlePct = Math.max(0, Math.min(99, options.precopyMaxThrottlePct ?? 99));
     this.#audit = options.audit;
+    this.#onPass = options.onPass;
     this.#discard = options.discardPages !== undefined
       ? options.discardPages
       : canDiscardPages()
@@ -586,11 +606,21 @@ export class SnapshotWriterLoop {
     const s = this.session;
     const first = epochMs();
     await this.#firstPass();
+    const firstEnd = epochMs();
+    const dirty0 = countBits(s.dirty);
     this.#timeline.pass(
-      { pass: 0, pagesSent: s.pageCount, dirtyPages: countBits(s.dirty), throttlePct: 0 },
+      { pass: 0, pagesSent: s.pageCount, dirtyPages: dirty0, throttlePct: 0 },
       first,
-      epochMs(),
+      firstEnd,
     );
+    this.#onPass?.({
+      pass: 0,
+      pagesSent: s.pageCount,
+      ms: firstEnd - first,
+      dirtyPages: dirty0,
+      throttlePct: 0,
+      last: false, // a second pass always follows
+    });
     let throttle = 0;
     for (let pass = 1;; pass++) {
       Atomics.store(s.ctrl, CTRL_PASS_REQUEST, pass);
@@ -613,7 +643,16 @@ export class SnapshotWriterLoop {
         epochMs(),
       );
       const fits = Math.max(this.#targetPages, Math.floor(rate * this.#downtimeMs));
-      if (pending <= fits || pass >= this.#maxPasses) break;
+      const last = pending <= fits || pass >= this.#maxPasses;
+      this.#onPass?.({
+        pass,
+        pagesSent: sent,
+        ms,
+        dirtyPages: pending,
+        throttlePct: throttle,
+        last,
+      });
+      if (last) break;
       // The guest dirtied more than half as many pages as the writer sent in the same time.
       if (pending > PRECOPY_SHRINK_RATIO * sent) {
         throttle = nextThrottlePct(throttle, this.#maxThrottlePct);

@@ -15,6 +15,7 @@ import { SnapshotWriter } from "../../format/writer.ts";
 import { toHex } from "../../format/checksum.ts";
 import type { MachineState } from "../machine.ts";
 import { FormatPageSink } from "./file_sink.ts";
+import { portWritable } from "./port_stream.ts";
 import { sectionsFromState } from "./machine_state.ts";
 import { CTRL_JOB_SEQ, CTRL_KEPT_CHUNKS, jobTag } from "./session.ts";
 import { abandonSession, releaseTouchedChunks, SnapshotWriterLoop } from "./writer_loop.ts";
@@ -91,6 +92,7 @@ async function runJob(a: NonNullable<typeof attached>): Promise<void> {
         precopyMaxPasses: t.precopy.maxPasses,
         precopyDowntimeMs: t.precopy.downtimeMs,
         precopyMaxThrottlePct: t.precopy.maxThrottlePct,
+        onPass: (pass) => port.postMessage({ type: "pass", tag, pass }),
       },
     );
     const metrics = await loop.run();
@@ -167,10 +169,10 @@ port.onmessage = (e) => {
       // Compression stays on this thread (no extra workers): the guest thread needs the other
       // core. 64 KiB records: one queue drain fills one, and each stays below V8's large-object
       // size, so the young generation collects it.
-      const writer = SnapshotWriter.createFile(msg.path, description, {
-        batchBytes: 64 * 1024,
-        workers: 0,
-      });
+      const options = { batchBytes: 64 * 1024, workers: 0 };
+      const writer = msg.stream !== undefined
+        ? SnapshotWriter.create(portWritable(msg.stream), description, options)
+        : SnapshotWriter.createFile(msg.path, description, options);
       writer.catch(() => {}); // reported when the job awaits it
       targets.set(msg.tag, { path: msg.path, precopy: msg.precopy ?? {}, writer });
       break;
