@@ -83,6 +83,10 @@ export interface MigrationMetrics {
   atInstruction: number;
   /** From the guest's last instruction here to the destination's word that it runs it. */
   downtimeMs: number;
+  /** Where the downtime went: from the guest's stop to the end of the stream (the last dirty
+   * pages, the devices, the trailer: `streamMs`), then until the destination had checked the
+   * state and was ready (`checkMs`). */
+  downtimeParts: { streamMs: number; checkMs: number };
   /** From the connection to the end. */
   totalMs: number;
   /** Bytes sent on the connection, handshake and control messages included. */
@@ -226,6 +230,7 @@ export async function migrate(vm: LiveMachine, o: MigrateOptions): Promise<Migra
     // fails the engine's writer), a failed snapshot errors the stream.
     const [metrics] = await Promise.all([snapshot, pump]);
 
+    const streamedAt = epochMs();
     // §6 switch-over: the digest of the state the guest stopped in, checked at the far end.
     await send(
       encodeMessage(MigrationMessage.SWITCHOVER, {
@@ -235,6 +240,7 @@ export async function migrate(vm: LiveMachine, o: MigrateOptions): Promise<Migra
       "sending SWITCHOVER",
     );
     const ready = await reader.message(ms, "READY (the destination's check of the state)");
+    const readyAt = epochMs();
     expectReply(ready.type, ready.body, MigrationMessage.READY, peer);
     await send(encodeMessage(MigrationMessage.GO, {}), "sending GO");
     const wentAt = epochMs();
@@ -247,6 +253,10 @@ export async function migrate(vm: LiveMachine, o: MigrateOptions): Promise<Migra
       destination: peer,
       atInstruction: metrics.atInstruction,
       downtimeMs: round3(wentAt - (f?.pausedAt ?? wentAt)),
+      downtimeParts: {
+        streamMs: round3(streamedAt - (f?.pausedAt ?? streamedAt)),
+        checkMs: round3(readyAt - streamedAt),
+      },
       totalMs: round3(wentAt - started),
       bytesSent,
       passes: metrics.precopyPasses,

@@ -9,6 +9,8 @@ import { parseCount } from "./_args.ts";
 import { LsnapError } from "../format/errors.ts";
 import { SnapshotMismatchError } from "../emulator/snapshot/machine_state.ts";
 import { restoreSnapshot } from "./restore.ts";
+import { parseRamSize } from "./run.ts";
+import { parseHostPort } from "./migrate.ts";
 import { machineContentDigest as machineDigest } from "../emulator/snapshot/machine_state.ts";
 import {
   haltStatus,
@@ -21,6 +23,8 @@ import {
 
 const USAGE = `Usage: livesnap restore FILE [--stop-at N | --run-for N] [--max-instructions N]
   [--digest] [--verbose]
+       livesnap restore --incoming HOST:PORT [--out FILE] [--ram SIZE] [--stop-at N]
+                        [--digest] [--control PATH] [--metrics FILE]
                         [--snapshot-at N]... [--snapshot-every N] --out FILE
                         [--mode cow|precopy|stop] [--cow-buffer SIZE] [--metrics FILE]
                         [--precopy-max-passes N] [--downtime-ms MS] [--control PATH]
@@ -37,7 +41,21 @@ timer, PLIC, UART and RAM blocks is mapped to this machine, and a field it canno
 extension's state in use, supervisor mode, a device it lacks) is refused by name before the
 guest runs. QEMU records no instruction count: the count starts at 0 at the restore point.
 
+With --incoming, the machine comes from a live migration instead of a file: it waits for one
+source ('livesnap ctl PATH migrate HOST:PORT' or 'livesnap run ... --migrate-to HOST:PORT'),
+refuses a machine it cannot run before any page moves (the reason goes back to the source),
+restores the guest from the stream as it arrives, checks the state against the content digest
+the source sends at the switch-over, and runs the guest once the source has let go of it. A
+second migration arriving meanwhile is refused. If the connection drops or anything fails,
+everything received is discarded and the source's guest runs on. Protocol: docs/MIGRATION.md.
+
 Options:
+  --incoming HOST:PORT  wait for a live migration on this address (port 0: any free port; the
+                  address is printed on stderr)
+  --out FILE      with --incoming: also keep what arrived as an .lsnap file (the same bytes a
+                  snapshot file holds; written only if the migration succeeds)
+  --ram SIZE      with --incoming: refuse a guest whose RAM is not SIZE (like a QEMU
+                  destination started with another -m)
   --stop-at N     stop once N instructions have retired, counted like 'run --stop-at' from the
                   guest's reset (from the restore point for a QEMU snapshot; see 'livesnap
                   inspect'); N is at least the snapshot's own instruction count
@@ -51,7 +69,9 @@ Options:
   counts like --stop-at.
 
 Exit status: the guest's, as for 'run' (124 when --max-instructions stopped it); 1 if the file
-is damaged or does not fit.
+is damaged or does not fit. A failed incoming migration: 3 refused (incompatible, or busy),
+4 the state did not match the source's digest or did not verify, 5 bytes that break the
+protocol, 6 a wait ran out, 7 the connection dropped.
 
 Examples:
   livesnap run emulator/guests/build/counter.elf --snapshot-at 2000000 --out c.lsnap --stop-at 2000000
@@ -59,7 +79,9 @@ Examples:
   livesnap run emulator/guests/build/counter.elf --stop-at 5000000 --digest   # the same digest
   (qemu) migrate "exec:cat > guest.qemu"          # in QEMU's monitor
   livesnap restore guest.qemu --run-for 1000000 --verbose
-  livesnap restore guest.qemu --snapshot-at 0 --stop-at 0 --out guest.lsnap   # into .lsnap`;
+  livesnap restore guest.qemu --snapshot-at 0 --stop-at 0 --out guest.lsnap   # into .lsnap
+  livesnap restore --incoming 127.0.0.1:7000 --out arrived.lsnap --stop-at 90000000 --digest &
+  livesnap run emulator/guests/build/memstress.elf --migrate-to 127.0.0.1:7000 --migrate-at 20000000`;
 
 /** Entry point: returns the process exit status. */
 export async function main(args: string[]): Promise<number> {
@@ -67,16 +89,23 @@ export async function main(args: string[]): Promise<number> {
     name: "livesnap restore",
     usage: USAGE,
     boolean: ["digest", "verbose"],
-    string: [...LIVE_STRING_OPTIONS.filter((o) => o !== "snapshot-at"), "run-for"],
+    string: [
+      ...LIVE_STRING_OPTIONS.filter((o) => o !== "snapshot-at"),
+      "run-for",
+      "incoming",
+      "ram",
+    ],
     list: ["snapshot-at"],
   });
   if (typeof command === "number") return command;
   const { options: opts, positional: files, usageError } = command;
+  if (opts.incoming !== undefined) return await incoming(opts, files, usageError);
+  if (opts.ram !== undefined) return usageError("--ram belongs to --incoming");
   if (files.length !== 1) return usageError(`expected one snapshot file, got ${files.length}`);
   let parsed;
   let runFor: number | undefined;
   try {
-    const { "run-for": runForText, ...liveOpts } = opts;
+    const { "run-for": runForText, incoming: _i, ram: _r, ...liveOpts } = opts;
     parsed = parseLiveArgs(liveOpts);
     if (runForText !== undefined) {
       runFor = parseCount(runForText, "--run-for", { what: "an instruction count" });
@@ -135,4 +164,51 @@ export async function main(args: string[]): Promise<number> {
     "livesnap restore",
     result.exit.reason === "budget" ? { reason: "stop-at" } : result.exit,
   );
+}
+
+/** `restore --incoming HOST:PORT`: the machine comes from a live migration. */
+async function incoming(
+  opts: Record<string, string | string[] | boolean | undefined>,
+  files: string[],
+  usageError: (e: unknown) => number,
+): Promise<number> {
+  let live;
+  let target;
+  let ramSize: number | undefined;
+  const { incoming: at, out, ram, "run-for": runFor, ...rest } = opts;
+  try {
+    if (files.length > 0) throw new UsageError("give a snapshot FILE or --incoming, not both");
+    if (runFor !== undefined) throw new UsageError("--run-for is not available with --incoming");
+    if (rest["snapshot-at"] !== undefined && (rest["snapshot-at"] as string[]).length > 0) {
+      throw new UsageError(
+        "--snapshot-at is not available with --incoming (--out names the received file); " +
+          "snapshot the migrated guest with --control and 'livesnap ctl PATH snapshot'",
+      );
+    }
+    if (rest["snapshot-every"] !== undefined) {
+      throw new UsageError("--snapshot-every is not available with --incoming");
+    }
+    try {
+      target = parseHostPort(at as string, "--incoming");
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+    if (ram !== undefined) ramSize = parseRamSize(ram as string);
+    live = parseLiveArgs(rest as Parameters<typeof parseLiveArgs>[0], true).live!;
+  } catch (e) {
+    return usageError(e);
+  }
+  const { sink } = stdoutSink();
+  try {
+    return await runLive({
+      ...live,
+      verbose: opts.verbose as boolean | undefined,
+      name: "livesnap restore",
+      incoming: { ...target, out: out as string | undefined, ramSize },
+      print: sink,
+    });
+  } catch (e) {
+    console.error(`livesnap restore: ${(e as Error).message}`);
+    return 2;
+  }
 }
