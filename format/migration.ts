@@ -306,12 +306,24 @@ export class TimedByteReader {
     );
   }
 
+  /** A record head, its length checked against the cap (FORMAT.md §3.1). */
+  #head(head: Uint8Array, at: number, index: number): { type: number; length: number } {
+    try {
+      return decodeRecordHead(head, at, index);
+    } catch (e) {
+      throw new MigrationError(
+        "protocol",
+        `Cannot migrate: ${this.#peer} sent ${(e as Error).message.replace(/^Cannot read /, "")}`,
+      );
+    }
+  }
+
   /** Reads one control message; refuses lengths above {@linkcode MAX_MESSAGE_PAYLOAD}, bad
    * CRCs and bad CBOR. */
   async message(ms: number, what: string): Promise<ReceivedMessage> {
     const at = this.offset;
     const head = await this.exactly(RECORD_HEAD_SIZE, ms, what);
-    const { type, length } = decodeRecordHead(head, at, -1);
+    const { type, length } = this.#head(head, at, -1);
     if (length > MAX_MESSAGE_PAYLOAD) {
       throw new MigrationError(
         "protocol",
@@ -372,7 +384,7 @@ export class TimedByteReader {
     total += PROLOGUE_SIZE;
     for (let index = 0;; index++) {
       const head = await this.exactly(RECORD_HEAD_SIZE, ms, `snapshot record ${index}`);
-      const { type, length } = decodeRecordHead(head, total, index);
+      const { type, length } = this.#head(head, total, index);
       await sink(head.slice());
       total += RECORD_HEAD_SIZE;
       await pass(length + RECORD_TAIL_SIZE, `snapshot record ${index}`);

@@ -232,6 +232,7 @@ async function receiveOn(
     machineStart.catch(() => {});
     if (o.out !== undefined) file = await AtomicFile.create(o.out);
     const guestFailed = machineStart.then(() => new Promise<never>(() => {}));
+    guestFailed.catch(() => {}); // seen through the race below, or through machineStart
     let received: number;
     try {
       received = await reader.lsnapStream(async (b) => {

@@ -376,7 +376,12 @@ export class LiveMachine {
         if (ev.type === "ready") {
           const transfer: Transferable[] = [chunks.port1];
           if (boot.restoreStream !== undefined) transfer.push(boot.restoreStream);
-          guest.postMessage(boot, transfer);
+          try {
+            guest.postMessage(boot, transfer);
+          } catch (e) {
+            // A restore stream whose sender already gave up (its port is closed).
+            fail(new Error(`Cannot start the guest thread: ${(e as Error).message}`));
+          }
         } // The constructor takes over the guest's messages before the next one is dispatched,
         // so nothing the guest posts after booting is missed.
         else if (ev.type === "booted") {
