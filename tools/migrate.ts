@@ -195,7 +195,7 @@ export async function migrate(vm: LiveMachine, o: MigrateOptions): Promise<Migra
     const channel = new MessageChannel();
     const stream = portReadable(channel.port2);
     let passBytes = 0;
-    let lastPassEnd = started;
+    let lastPassEnd = epochMs();
     snapshot = vm.snapshot({
       mode: "precopy",
       path: `tcp://${peer}`,
@@ -205,24 +205,24 @@ export async function migrate(vm: LiveMachine, o: MigrateOptions): Promise<Migra
       onFinal: (atInstruction, pausedAt) => final = { atInstruction, pausedAt },
       onPass: (p) => {
         const now = epochMs();
-        o.onPass?.(passLine(p, bytesSent - passBytes, p.ms || now - lastPassEnd));
+        // Bytes and time as this thread saw them between two passes' ends: the wire's rate.
+        o.onPass?.(passLine(p, bytesSent - passBytes, now - lastPassEnd));
         passBytes = bytesSent;
         lastPassEnd = now;
       },
     });
     snapshot.catch(() => {});
     pump = (async () => {
-      const t0 = performance.now();
-      let sentHere = 0;
+      // The cap: each chunk may leave only when the link, at `bandwidth`, has finished the
+      // previous ones; time the stream sat idle earns no credit (no bursts above the cap).
+      let next = performance.now();
       for await (const chunk of stream) {
         if (o.bandwidth !== undefined) {
-          // A token bucket with no burst: never ahead of `bandwidth` since the stream began.
-          const due = t0 + (sentHere / o.bandwidth) * 1000;
-          const wait = due - performance.now();
-          if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+          const now = performance.now();
+          if (next > now + 1) await new Promise((r) => setTimeout(r, next - now));
+          next = Math.max(next, now) + (chunk.length / o.bandwidth) * 1000;
         }
         await send(chunk, "sending the snapshot stream");
-        sentHere += chunk.length;
       }
     })();
     pump.catch(() => {});

@@ -23,7 +23,7 @@ import {
 
 const USAGE = `Usage: livesnap restore FILE [--stop-at N | --run-for N] [--max-instructions N]
   [--digest] [--verbose]
-       livesnap restore --incoming HOST:PORT [--out FILE] [--ram SIZE] [--stop-at N]
+       livesnap restore --incoming HOST:PORT [--out FILE] [--ram SIZE] [--stop-at N | --run-for N]
                         [--digest] [--control PATH] [--metrics FILE]
                         [--snapshot-at N]... [--snapshot-every N] --out FILE
                         [--mode cow|precopy|stop] [--cow-buffer SIZE] [--metrics FILE]
@@ -178,7 +178,6 @@ async function incoming(
   const { incoming: at, out, ram, "run-for": runFor, ...rest } = opts;
   try {
     if (files.length > 0) throw new UsageError("give a snapshot FILE or --incoming, not both");
-    if (runFor !== undefined) throw new UsageError("--run-for is not available with --incoming");
     if (rest["snapshot-at"] !== undefined && (rest["snapshot-at"] as string[]).length > 0) {
       throw new UsageError(
         "--snapshot-at is not available with --incoming (--out names the received file); " +
@@ -195,6 +194,12 @@ async function incoming(
     }
     if (ram !== undefined) ramSize = parseRamSize(ram as string);
     live = parseLiveArgs(rest as Parameters<typeof parseLiveArgs>[0], true).live!;
+    if (runFor !== undefined) {
+      if (live.stopAt !== undefined) {
+        throw new UsageError("Cannot restore: give --stop-at or --run-for, not both");
+      }
+      live.runFor = parseCount(runFor as string, "--run-for", { what: "an instruction count" });
+    }
   } catch (e) {
     return usageError(e);
   }

@@ -35,6 +35,10 @@ interface Target {
   writer: Promise<SnapshotWriter>;
 }
 
+/** Bytes a stream target (a live migration's socket) may hold unsent: small, so that a pass ends
+ * when its pages are on the wire and precopy measures the link's rate, not this buffer's. */
+const STREAM_WINDOW = 256 * 1024;
+
 let attached: Extract<WriterCommand, { type: "attach" }> | null = null;
 let chunks: SlotChunks | null = null;
 let closing = false;
@@ -171,7 +175,7 @@ port.onmessage = (e) => {
       // size, so the young generation collects it.
       const options = { batchBytes: 64 * 1024, workers: 0 };
       const writer = msg.stream !== undefined
-        ? SnapshotWriter.create(portWritable(msg.stream), description, options)
+        ? SnapshotWriter.create(portWritable(msg.stream, STREAM_WINDOW), description, options)
         : SnapshotWriter.createFile(msg.path, description, options);
       writer.catch(() => {}); // reported when the job awaits it
       targets.set(msg.tag, { path: msg.path, precopy: msg.precopy ?? {}, writer });
