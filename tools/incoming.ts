@@ -35,6 +35,11 @@ import { epochMs } from "../emulator/snapshot/metrics.ts";
 import { portWritable } from "../emulator/snapshot/port_stream.ts";
 import { DEFAULT_MIGRATION_TIMEOUT_MS } from "./migrate.ts";
 
+/** Bytes received but not yet restored by the guest thread. Small: what is held here when the
+ * source stops its guest is downtime, and the source cannot see it; a full window holds the
+ * socket back, so the source's passes are timed at the rate this side restores. */
+const GUEST_STREAM_WINDOW = 256 * 1024;
+
 /** Options of {@linkcode receiveMigration}. */
 export interface IncomingOptions {
   host: string;
@@ -223,7 +228,7 @@ async function receiveOn(
 
     // The guest thread restores from the stream as it arrives; it starts paused.
     const channel = new MessageChannel();
-    toGuest = portWritable(channel.port1).getWriter();
+    toGuest = portWritable(channel.port1, GUEST_STREAM_WINDOW).getWriter();
     machineStart = LiveMachine.start({
       ...o.live,
       restoreStream: channel.port2,

@@ -174,8 +174,13 @@ port.onmessage = (e) => {
       // core. 64 KiB records: one queue drain fills one, and each stays below V8's large-object
       // size, so the young generation collects it.
       const options = { batchBytes: 64 * 1024, workers: 0 };
+      // A stream (a live migration) has no INDEX: it is read front to back, and the index's
+      // encoding, sending and checking would all fall in the guest's downtime.
       const writer = msg.stream !== undefined
-        ? SnapshotWriter.create(portWritable(msg.stream, STREAM_WINDOW), description, options)
+        ? SnapshotWriter.create(portWritable(msg.stream, STREAM_WINDOW), description, {
+          ...options,
+          index: false,
+        })
         : SnapshotWriter.createFile(msg.path, description, options);
       writer.catch(() => {}); // reported when the job awaits it
       targets.set(msg.tag, { path: msg.path, precopy: msg.precopy ?? {}, writer });
