@@ -42,6 +42,7 @@ export const MigrationMessage = {
   ACCEPT: 0x4d02,
   REFUSE: 0x4d03,
   PASS: 0x4d04,
+  PROGRESS: 0x4d05,
   SWITCHOVER: 0x4d10,
   READY: 0x4d11,
   GO: 0x4d12,

@@ -39,6 +39,9 @@ import { DEFAULT_MIGRATION_TIMEOUT_MS } from "./migrate.ts";
  * source stops its guest is downtime, and the source cannot see it; a full window holds the
  * socket back, so the source's passes are timed at the rate this side restores. */
 const GUEST_STREAM_WINDOW = 256 * 1024;
+/** PROGRESS at most this often while the stream arrives, and at least this often (heartbeat). */
+const PROGRESS_INTERVAL_MS = 10;
+const PROGRESS_HEARTBEAT_MS = 1000;
 
 /** Options of {@linkcode receiveMigration}. */
 export interface IncomingOptions {
@@ -198,6 +201,7 @@ async function receiveOn(
   let machineStart: Promise<LiveMachine> | null = null;
   let file: AtomicFile | null = null;
   let toGuest: WritableStreamDefaultWriter<Uint8Array> | null = null;
+  let progress: ReturnType<typeof setInterval> | undefined;
   try {
     const v = decodeMigrationPrologue(
       await reader.exactly(16, ms, "the source's prologue"),
@@ -228,7 +232,19 @@ async function receiveOn(
 
     // The guest thread restores from the stream as it arrives; it starts paused.
     const channel = new MessageChannel();
-    toGuest = portWritable(channel.port1, GUEST_STREAM_WINDOW).getWriter();
+    // §5 PROGRESS: what the guest thread has restored, so that the source stops its guest only
+    // once this side has caught up (what is still in flight at the switch-over is downtime).
+    let restored = 0;
+    let reported = -1;
+    let reportedAt = 0;
+    progress = setInterval(() => {
+      const now = performance.now();
+      if (restored === reported && now - reportedAt < PROGRESS_HEARTBEAT_MS) return;
+      reported = restored;
+      reportedAt = now;
+      w.write(encodeMessage(MigrationMessage.PROGRESS, { bytes: restored })).catch(() => {});
+    }, PROGRESS_INTERVAL_MS);
+    toGuest = portWritable(channel.port1, GUEST_STREAM_WINDOW, (n) => restored = n).getWriter();
     machineStart = LiveMachine.start({
       ...o.live,
       restoreStream: channel.port2,
@@ -255,6 +271,7 @@ async function receiveOn(
     }
     await toGuest.close();
     toGuest = null;
+    clearInterval(progress);
     let machine: LiveMachine;
     try {
       machine = await machineStart;
@@ -317,6 +334,7 @@ async function receiveOn(
       },
     };
   } catch (e) {
+    clearInterval(progress);
     try {
       conn.close();
     } catch {

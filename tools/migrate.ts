@@ -105,6 +105,11 @@ export interface MigrationMetrics {
   snapshot: SnapshotMetrics;
 }
 
+/** The longest the source waits, before its final pause, for the destination to catch up. */
+const CATCH_UP_MAX_MS = 5_000;
+/** Bytes the destination may still have to restore when the guest stops. */
+const CATCH_UP_SLACK = 64 * 1024;
+
 /** Default bound on each wait for the destination. */
 export const DEFAULT_MIGRATION_TIMEOUT_MS = 30_000;
 
@@ -191,6 +196,34 @@ export async function migrate(vm: LiveMachine, o: MigrateOptions): Promise<Migra
     const reply = await reader.message(ms, "the reply to HELLO");
     expectReply(reply.type, reply.body, MigrationMessage.ACCEPT, peer);
 
+    // From here on the destination sends PROGRESS (stream bytes it has restored) until its
+    // reply to SWITCHOVER: one reader for all of them.
+    let restored = 0;
+    let streamSent = 0;
+    let caughtUp: (() => void) | null = null;
+    const replies = (async () => {
+      for (;;) {
+        const m = await reader.message(ms, "the destination's progress");
+        if (m.type !== MigrationMessage.PROGRESS) return m;
+        const n = (m.body as Record<string, DeviceStateValue>).bytes;
+        if (typeof n === "number") restored = n;
+        (caughtUp as (() => void) | null)?.();
+      }
+    })();
+    replies.catch(() => {});
+    let streaming = true;
+    const tooEarly = replies.then((m) => {
+      if (!streaming) return new Promise<never>(() => {});
+      expectReply(m.type, m.body, MigrationMessage.READY, peer);
+      throw new MigrationError(
+        "protocol",
+        `Cannot migrate to ${peer}: the destination sent ${
+          messageName(m.type)
+        } before the stream ended`,
+      );
+    });
+    tooEarly.catch(() => {});
+
     // §5 the .lsnap stream: the engine's precopy writes it into a port; this thread sends it.
     const channel = new MessageChannel();
     const stream = portReadable(channel.port2);
@@ -203,6 +236,18 @@ export async function migrate(vm: LiveMachine, o: MigrateOptions): Promise<Migra
       holdAfterFinal: true,
       precopy: { downtimeMs: o.downtimeMs, maxPasses: o.maxPasses },
       onFinal: (atInstruction, pausedAt) => final = { atInstruction, pausedAt },
+      // The guest stops only once the destination has restored what was sent (bounded): what is
+      // still in flight at the switch-over would be downtime the passes did not count.
+      beforeFinal: async () => {
+        const until = performance.now() + Math.min(ms, CATCH_UP_MAX_MS);
+        while (restored < streamSent - CATCH_UP_SLACK && performance.now() < until) {
+          await new Promise<void>((r) => {
+            caughtUp = r;
+            setTimeout(r, 20);
+          });
+        }
+        caughtUp = null;
+      },
       onPass: (p) => {
         const now = epochMs();
         // Bytes and time as this thread saw them between two passes' ends: the wire's rate.
@@ -223,12 +268,14 @@ export async function migrate(vm: LiveMachine, o: MigrateOptions): Promise<Migra
           next = Math.max(next, now) + (chunk.length / o.bandwidth) * 1000;
         }
         await send(chunk, "sending the snapshot stream");
+        streamSent += chunk.length;
       }
     })();
     pump.catch(() => {});
     // Whichever fails first: a broken connection stops the pump (and cancels the stream, which
     // fails the engine's writer), a failed snapshot errors the stream.
-    const [metrics] = await Promise.all([snapshot, pump]);
+    const [metrics] = await Promise.race([Promise.all([snapshot, pump]), tooEarly]);
+    streaming = false;
 
     const streamedAt = epochMs();
     // §6 switch-over: the digest of the state the guest stopped in, checked at the far end.
@@ -239,7 +286,7 @@ export async function migrate(vm: LiveMachine, o: MigrateOptions): Promise<Migra
       }),
       "sending SWITCHOVER",
     );
-    const ready = await reader.message(ms, "READY (the destination's check of the state)");
+    const ready = await replies;
     const readyAt = epochMs();
     expectReply(ready.type, ready.body, MigrationMessage.READY, peer);
     await send(encodeMessage(MigrationMessage.GO, {}), "sending GO");

@@ -73,6 +73,8 @@ export interface SnapshotRequest {
   onPass?: (pass: PrecopyPassReport) => void;
   /** Called when the guest stops for precopy's final pause (`pausedAt`: `epochMs()`). */
   onFinal?: (atInstruction: number, pausedAt: number) => void;
+  /** With `stream`: awaited (while the guest runs) before precopy asks for the final pause. */
+  beforeFinal?: () => Promise<void>;
 }
 
 /** A snapshot the guest takes by itself at an instruction count. */
@@ -129,6 +131,7 @@ interface Pending {
   precopy?: PrecopyOptions;
   onPass?: (pass: PrecopyPassReport) => void;
   onFinal?: (atInstruction: number, pausedAt: number) => void;
+  beforeFinal?: () => Promise<void>;
   cowBufferBytes: number;
   resolve: (m: SnapshotMetrics) => void;
   reject: (e: Error) => void;
@@ -406,6 +409,7 @@ export class LiveMachine {
         precopy: req.precopy,
         onPass: req.onPass,
         onFinal: req.onFinal,
+        beforeFinal: req.beforeFinal,
         cowBufferBytes: cowBufferSlots(req.cowBuffer ?? DEFAULT_COW_BUFFER, this.pageCount) *
           PAGE_SIZE,
         resolve,
@@ -510,6 +514,11 @@ export class LiveMachine {
     if (p === undefined) return;
     if (ev.type === "pass") {
       p.onPass?.(ev.pass);
+      return;
+    }
+    if (ev.type === "before-final") {
+      const ok = () => this.#writer.postMessage({ type: "final-ok", tag: ev.tag } as WriterCommand);
+      (p.beforeFinal?.() ?? Promise.resolve()).then(ok, ok);
       return;
     }
     if (ev.type === "failed") p.error = new Error(ev.message);

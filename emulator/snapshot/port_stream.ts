@@ -26,19 +26,24 @@ export const PORT_STREAM_WINDOW = 4 * 1024 * 1024;
 /**
  * The sending end: a `WritableStream` whose chunks are posted on `port` (copied, so the caller
  * may reuse its buffers). A write resolves once the chunk is within the window; it rejects once
- * the receiver cancelled.
+ * the receiver cancelled. `onAck` hears the total the receiver has consumed.
  */
 export function portWritable(
   port: MessagePort,
   window = PORT_STREAM_WINDOW,
+  onAck?: (consumed: number) => void,
 ): WritableStream<Uint8Array> {
   let inFlight = 0;
+  let consumed = 0;
   let cancelled: Error | null = null;
   let wake: (() => void) | null = null;
   port.onmessage = (e: MessageEvent<PortStreamMessage>) => {
     const m = e.data;
-    if (m.type === "ack") inFlight -= m.bytes;
-    else if (m.type === "cancel") cancelled = new Error(m.message);
+    if (m.type === "ack") {
+      inFlight -= m.bytes;
+      consumed += m.bytes;
+      onAck?.(consumed);
+    } else if (m.type === "cancel") cancelled = new Error(m.message);
     const w = wake;
     wake = null;
     w?.();

@@ -54,6 +54,8 @@ export type WriterCommand =
   | { type: "state"; tag: string; state: MachineState }
   /** Drops a path whose snapshot will not happen (removes its temporary file). */
   | { type: "drop"; tag: string }
+  /** The host's answer to `before-final`: precopy may ask for the final pause now. */
+  | { type: "final-ok"; tag: string }
   /** Stops after the job in progress; drops every path left. */
   | { type: "close" };
 
@@ -69,6 +71,8 @@ export type WriterEvent =
     finishedAt: number;
   }
   | { type: "failed"; tag: string; message: string }
+  /** Precopy of a stream target would ask for the final pause: it waits for `final-ok`. */
+  | { type: "before-final"; tag: string }
   /** A precopy pass is over (sent as each one ends). */
   | { type: "pass"; tag: string; pass: PrecopyPassReport }
   | { type: "closed" };

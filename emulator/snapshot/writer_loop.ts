@@ -154,6 +154,9 @@ export interface WriterLoopOptions {
   yieldToGuest?: boolean;
   /** Called as each precopy pass ends (live migration prints one line per pass). */
   onPass?: (report: PrecopyPassReport) => void;
+  /** Awaited before precopy asks for the final pause, while the guest still runs (a live
+   * migration waits there until the destination has caught up with the stream). */
+  beforeFinal?: () => Promise<void>;
 }
 
 /** Auto-converge: the first throttle, in percent of wall time the guest sleeps; each raise then
@@ -203,6 +206,7 @@ export class SnapshotWriterLoop {
   readonly #maxThrottlePct: number;
   readonly #audit: Uint32Array | undefined;
   readonly #onPass: ((report: PrecopyPassReport) => void) | undefined;
+  readonly #beforeFinal: (() => Promise<void>) | undefined;
   /** Private copies of sweep pages: the page is saved once it is here, so the guest's wait on a
    * page the writer copies lasts one memcpy, not a compression and a write. */
   readonly #staging: Uint8Array;
@@ -249,6 +253,7 @@ export class SnapshotWriterLoop {
     this.#maxThrottlePct = Math.max(0, Math.min(99, options.precopyMaxThrottlePct ?? 99));
     this.#audit = options.audit;
     this.#onPass = options.onPass;
+    this.#beforeFinal = options.beforeFinal;
     this.#discard = options.discardPages !== undefined
       ? options.discardPages
       : canDiscardPages()
@@ -660,6 +665,7 @@ export class SnapshotWriterLoop {
         this.#metrics.precopyThrottlePct = throttle;
       }
     }
+    await this.#beforeFinal?.();
     // The guest stops at its next slice boundary, puts the last dirty set in `pass`, saves the
     // device state for the host and waits for FINAL_DONE.
     Atomics.store(s.ctrl, CTRL_FINAL_REQUEST, 1);

@@ -30,6 +30,8 @@ const port = globalThis as unknown as {
 
 interface Target {
   path: string;
+  /** The snapshot goes to a port, not a file. */
+  stream: boolean;
   precopy: PrecopyOptions;
   /** The file, created when the path arrived. */
   writer: Promise<SnapshotWriter>;
@@ -45,6 +47,7 @@ let closing = false;
 const targets = new Map<string, Target>();
 const states = new Map<string, MachineState>();
 const stateWaiters = new Map<string, (s: MachineState) => void>();
+const finalOk = new Map<string, () => void>();
 
 /** Lets queued messages run (a MessageChannel round trip: no timer clamping). */
 const yieldChannel = new MessageChannel();
@@ -97,6 +100,14 @@ async function runJob(a: NonNullable<typeof attached>): Promise<void> {
         precopyDowntimeMs: t.precopy.downtimeMs,
         precopyMaxThrottlePct: t.precopy.maxThrottlePct,
         onPass: (pass) => port.postMessage({ type: "pass", tag, pass }),
+        // A stream's host may hold the final pause back (a migration's destination catching up).
+        beforeFinal: t.stream
+          ? () =>
+            new Promise<void>((resolve) => {
+              finalOk.set(tag, resolve);
+              port.postMessage({ type: "before-final", tag });
+            })
+          : undefined,
       },
     );
     const metrics = await loop.run();
@@ -183,7 +194,12 @@ port.onmessage = (e) => {
         })
         : SnapshotWriter.createFile(msg.path, description, options);
       writer.catch(() => {}); // reported when the job awaits it
-      targets.set(msg.tag, { path: msg.path, precopy: msg.precopy ?? {}, writer });
+      targets.set(msg.tag, {
+        path: msg.path,
+        stream: msg.stream !== undefined,
+        precopy: msg.precopy ?? {},
+        writer,
+      });
       break;
     }
     case "state": {
@@ -194,6 +210,12 @@ port.onmessage = (e) => {
       } else {
         states.set(msg.tag, msg.state);
       }
+      break;
+    }
+    case "final-ok": {
+      const r = finalOk.get(msg.tag);
+      finalOk.delete(msg.tag);
+      r?.();
       break;
     }
     case "drop": {
