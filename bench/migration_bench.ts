@@ -24,7 +24,7 @@ import { receiveMigration } from "../tools/incoming.ts";
 import { mixedRam } from "./_mixed_ram.ts";
 
 const args = parseArgs(Deno.args, { string: ["ram", "runs", "downtime-ms"] });
-const sizes = (args.ram ?? "256M,1G").split(",").map((s) =>
+const sizes = String(args.ram ?? "256M,1G").split(",").map((s: string) =>
   Number(s.slice(0, -1)) * (s.endsWith("G") ? 1 << 30 : 1 << 20)
 );
 const runs = Number(args.runs ?? 2);
