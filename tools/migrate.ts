@@ -147,6 +147,26 @@ async function connect(host: string, port: number, ms: number): Promise<Deno.Tcp
  * Migrates `vm` to `HOST:PORT`. Resolves once the destination runs the guest (the source's guest
  * has then quit); rejects with a {@linkcode MigrationError} if it failed, and the source's guest
  * then runs on where it was.
+ *
+ * @example
+ * ```ts
+ * import { assertEquals } from "@std/assert/mod.js";
+ * import { LiveMachine } from "../emulator/snapshot/live_machine.ts";
+ * import { migrate } from "./migrate.ts";
+ * import { receiveMigration } from "./incoming.ts";
+ * const elf = await Deno.readFile(new URL("../emulator/guests/build/counter.elf", import.meta.url));
+ * let port!: (p: number) => void;
+ * const listening = new Promise<number>((r) => port = r);
+ * // The destination: waits for one migration on a free port of the loopback address.
+ * const incoming = receiveMigration({ host: "127.0.0.1", port: 0, onListening: (a) => port(a.port) });
+ * const vm = await LiveMachine.start({ elf, ramSize: 4 << 20 });
+ * const m = await migrate(vm, { host: "127.0.0.1", port: await listening });
+ * const { machine } = await incoming;
+ * // The destination holds exactly the state the source stopped in, and runs it.
+ * assertEquals(machine.startRetired, m.atInstruction);
+ * assertEquals(machine.restoredDigest, m.contentDigest);
+ * await machine.quit();
+ * ```
  */
 export async function migrate(vm: LiveMachine, o: MigrateOptions): Promise<MigrationMetrics> {
   const mode = o.mode ?? "precopy";

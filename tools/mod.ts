@@ -12,6 +12,8 @@
  * - {@linkcode runGuest} (`livesnap run`) and {@linkcode restoreSnapshot} (`livesnap restore`):
  *   a guest on the bundled machine, from its ELF or from a snapshot.
  * - {@linkcode serveControl} / {@linkcode controlRequest} (`livesnap ctl`): the control socket.
+ * - {@linkcode migrate} (`run --migrate-to`, `ctl migrate`) and {@linkcode receiveMigration}
+ *   (`restore --incoming`): live migration over TCP (docs/MIGRATION.md).
  * - {@linkcode makeReport} (`livesnap report`): one HTML page showing what snapshots hold and how
  *   they were taken, with its data set ({@linkcode ReportData}; {@linkcode unpackArray} reads its
  *   packed columns).
@@ -99,6 +101,20 @@ export {
   serveControl,
 } from "./control.ts";
 export { makeReport, type Report, type ReportOptions } from "./report/report.ts";
+export {
+  migrate,
+  type MigrateOptions,
+  type MigrationMetrics,
+  type MigrationPassLine,
+  parseHostPort,
+} from "./migrate.ts";
+export {
+  type IncomingMetrics,
+  type IncomingMigration,
+  type IncomingOptions,
+  incompatibility,
+  receiveMigration,
+} from "./incoming.ts";
 export {
   DiffKind,
   type DiffRegion,
