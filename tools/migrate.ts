@@ -221,12 +221,25 @@ export async function migrate(vm: LiveMachine, o: MigrateOptions): Promise<Migra
     let restored = 0;
     let streamSent = 0;
     let caughtUp: (() => void) | null = null;
+    let advancedAt = performance.now();
     const replies = (async () => {
       for (;;) {
         const m = await reader.message(ms, "the destination's progress");
         if (m.type !== MigrationMessage.PROGRESS) return m;
         const n = (m.body as Record<string, DeviceStateValue>).bytes;
-        if (typeof n === "number") restored = n;
+        const now = performance.now();
+        if (typeof n === "number" && n > restored) {
+          restored = n;
+          advancedAt = now;
+        } else if (streamSent > restored + CATCH_UP_SLACK && now - advancedAt > ms) {
+          // A destination that keeps talking but takes nothing would hold our writes forever.
+          throw new MigrationError(
+            "timeout",
+            `Cannot migrate: the destination ${peer} restored nothing for ${ms} ms (${
+              streamSent - restored
+            } bytes sent and not taken)`,
+          );
+        }
         (caughtUp as (() => void) | null)?.();
       }
     })();
