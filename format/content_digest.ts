@@ -37,10 +37,12 @@ interface Chunk {
 export class ContentDigestBuilder {
   private readonly chunks: (Chunk | undefined)[][];
   private readonly devices = new Map<string, DeviceSection>();
+  /** An empty digest (no page, no device) for a file whose header holds `description`. */
   constructor(readonly description: MachineDescription) {
     this.chunks = description.regions.map(() => []);
   }
 
+  /** The chunk of 4096 page hashes holding `page`, allocated on first use. */
   private chunk(region: number, page: number): Chunk {
     const list = this.chunks[region];
     const i = Math.floor(page / CHUNK_PAGES);
@@ -87,7 +89,13 @@ export class ContentDigestBuilder {
     this.setPageDigests(region, pages, d as PageDigests);
   }
 
-  /** Records pages by what {@linkcode digestPages} found of them (zero, or their hash). */
+  /**
+   * Records pages by what {@linkcode digestPages} found of them (zero, or their hash). For the
+   * format's own readers, which hash pages where they decompress them; `digestPages` is not
+   * exported, so neither is this.
+   *
+   * @ignore
+   */
   setPageDigests(region: number, pages: Uint32Array, d: PageDigests): void {
     for (let i = 0; i < pages.length; i++) {
       if (d.zero[i] === 1) this.clearPage(region, pages[i]);

@@ -36,7 +36,7 @@ Deno.test("parseLiveArgs() is what run and restore share: live options, refusals
   assertThrows(
     () => parseLiveArgs({ "max-instructions": "9e9" }),
     UsageError,
-    "Cannot use --max-instructions '9e9': not an instruction count",
+    "Cannot parse --max-instructions: '9e9' is not an instruction count",
   );
   assertThrows(() => parseLiveArgs({ out: "x.lsnap" }), UsageError, "--out needs --snapshot-at");
   assertThrows(() => parseLiveArgs({ "snapshot-every": "0" }), UsageError, "--snapshot-every 0");

@@ -16,6 +16,7 @@
  * @module
  */
 
+import { VERSION } from "../version.ts";
 import type { CowBufferSize, LiveMachine } from "../emulator/snapshot/live_machine.ts";
 import type { SnapshotMode } from "../emulator/snapshot/session.ts";
 import type { SnapshotMetrics } from "../emulator/snapshot/metrics.ts";
@@ -34,8 +35,11 @@ export const CONTROL_COMMANDS = [
 
 /** One request line. */
 export interface ControlRequest {
+  /** The command's name (the server's greeting lists those it knows). */
   execute: string;
+  /** The command's arguments by name (`snapshot`: `path`, `mode`, `cowBuffer`). */
   arguments?: Record<string, unknown>;
+  /** Any JSON value; the reply carries it back unchanged. */
   id?: unknown;
 }
 
@@ -168,7 +172,7 @@ export async function serveControl(
     const writer = conn.writable.getWriter();
     const send = (v: unknown) => writer.write(encoder.encode(JSON.stringify(v) + "\n"));
     try {
-      await send({ livesnap: { version: "0.1.0", commands: CONTROL_COMMANDS } });
+      await send({ livesnap: { version: VERSION, commands: CONTROL_COMMANDS } });
       const lines = conn.readable.pipeThrough(new TextDecoderStream()).pipeThrough(
         lineSplitter(MAX_REQUEST_CHARS),
       );

@@ -9,10 +9,11 @@
 import type { ExitReason, Machine } from "../emulator/machine.ts";
 import { restoreMachine, type RestoreOptions } from "../emulator/snapshot/restore.ts";
 import { runBounded } from "./run.ts";
+import { openInput } from "./_io.ts";
 
 /** Options for {@linkcode restoreSnapshot}. */
 export interface RestoreSnapshotOptions {
-  /** The snapshot file. */
+  /** The snapshot file: a path, an http(s) URL (read with Range requests), or `-` (stdin). */
   path: string;
   /** Stop once this many instructions have retired, counted from reset as in the original run
    * (so `--stop-at` means the same instruction in `run` and `restore`). */
@@ -83,11 +84,13 @@ export async function restoreSnapshot(o: RestoreSnapshotOptions): Promise<Restor
       throw new RangeError(`Cannot restore: --run-for ${o.runFor} is not an instruction count`);
     }
   }
-  const file = await Deno.open(o.path, { read: true });
-  const restored = await restoreMachine(file.readable, {
-    uartSink: o.sink,
-    migrations: o.migrations,
-  });
+  const input = await openInput(o.path);
+  let restored;
+  try {
+    restored = await restoreMachine(input.readable, { uartSink: o.sink, migrations: o.migrations });
+  } finally {
+    input.close();
+  }
   const { machine } = restored;
   o.onRestored?.(restored.notes);
   const snapshotRetired = machine.hart.retired;

@@ -11,6 +11,7 @@ import { SnapshotMismatchError } from "../emulator/snapshot/machine_state.ts";
 import { restoreSnapshot } from "./restore.ts";
 import { parseRamSize } from "./run.ts";
 import { parseHostPort } from "./migrate.ts";
+import { isHttpUrl } from "../format/open_source.ts";
 import { machineContentDigest as machineDigest } from "../emulator/snapshot/machine_state.ts";
 import {
   haltStatus,
@@ -34,6 +35,10 @@ output from the snapshot on goes to stdout, exactly what the original run printe
 instruction. Before anything runs the whole file is checked (checksums, digests, completeness),
 and a file whose machine does not fit this emulator, or whose device state version is unknown,
 is refused. Older device state versions are migrated.
+
+FILE may be a path, - (standard input) or an http:// or https:// URL, read with HTTP Range
+requests a few in flight (an S3-compatible object store, or any server that honours Range; a
+presigned URL works). Continuing it live (--out and the snapshot options) needs a local path.
 
 FILE may also be a QEMU 7.2 migration stream of qemu-system-riscv32's 'virt' board (QEMU's
 'migrate "exec:cat > FILE"'), or an .lsnap converted from one: every field of QEMU's hart,
@@ -76,6 +81,7 @@ protocol, 6 a wait ran out, 7 the connection dropped.
 Examples:
   livesnap run emulator/guests/build/counter.elf --snapshot-at 2000000 --out c.lsnap --stop-at 2000000
   livesnap restore c.lsnap --stop-at 5000000 --digest
+  livesnap restore https://bucket.example.com/snaps/c.lsnap --run-for 1000000
   livesnap run emulator/guests/build/counter.elf --stop-at 5000000 --digest   # the same digest
   (qemu) migrate "exec:cat > guest.qemu"          # in QEMU's monitor
   livesnap restore guest.qemu --run-for 1000000 --verbose
@@ -120,6 +126,12 @@ export async function main(args: string[]): Promise<number> {
   const { stopAt, maxInstructions } = parsed;
   const { sink, endsLine } = stdoutSink();
   if (parsed.live !== null) {
+    if (isHttpUrl(files[0]) || files[0] === "-") {
+      return usageError(
+        `Cannot restore ${files[0]} with snapshot options: a live restore reads a local file; ` +
+          "download it first, or restore it without --out",
+      );
+    }
     try {
       return await runLive({
         ...parsed.live,

@@ -162,7 +162,8 @@ Deno.test("livesnap run rejects bad options with status 2", async () => {
     assertEquals(r.code, 2);
     assertEquals(
       r.stderr,
-      `livesnap run: Cannot use --max-instructions '${bad}': not an instruction count\n`,
+      `livesnap run: Cannot parse --max-instructions: '${bad}' is not an instruction count\n\n` +
+        "Run 'livesnap run --help' for usage.\n",
     );
   }
   assertEquals((await cli(hello, "--ram", "7")).code, 2);

@@ -57,7 +57,9 @@ export type { PrecopyOptions, PrecopyPassReport } from "./protocol.ts";
 
 /** What to snapshot and where. */
 export interface SnapshotRequest {
+  /** `stop` pauses the guest for the whole write; `cow` and `precopy` let it run on. */
   mode: SnapshotMode;
+  /** The `.lsnap` file to write (atomically: it appears only once complete). */
   path: string;
   /** Copy buffer for `cow` (default 16 MiB). */
   cowBuffer?: CowBufferSize;
@@ -79,13 +81,16 @@ export interface SnapshotRequest {
 
 /** A snapshot the guest takes by itself at an instruction count. */
 export interface ScheduledRequest extends SnapshotRequest {
+  /** Retired-instruction count at which the snapshot is taken; increasing along a schedule. */
   at: number;
 }
 
 /** Options of {@linkcode LiveMachine.start}. Exactly one of `elf`, `restorePath` and
  * `restoreStream`. */
 export interface LiveMachineOptions {
+  /** A RISC-V ELF executable to boot. */
   elf?: Uint8Array;
+  /** An `.lsnap` file (or a QEMU migration stream) to resume from. */
   restorePath?: string;
   /** A snapshot's bytes arriving on a port (port_stream.ts), as a live migration receives
    * them; the machine starts once the whole stream is in and checked. */
@@ -115,14 +120,19 @@ export interface LiveMachineOptions {
   onScheduledSnapshot?: (metrics: SnapshotMetrics) => void;
   /** Called when a scheduled snapshot fails. */
   onScheduledError?: (error: Error) => void;
+  /** Start paused, so nothing retires until {@linkcode LiveMachine.resume}. */
   startPaused?: boolean;
+  /** Most instructions the guest runs between two looks at its mailbox (default 200 000). */
   sliceInstructions?: number;
 }
 
 /** Why and where the guest halted, with its state then. */
 export interface HaltInfo {
+  /** Why the guest halted: what `run()` returned (exit, reset, idle, lockup…) or `stop-at`. */
   halt: HaltReason;
+  /** Instructions retired since reset when it halted. */
   retired: number;
+  /** The machine's registers and devices then (RAM is in {@linkcode LiveMachine.ram}). */
   state: MachineState;
 }
 
@@ -199,9 +209,11 @@ export function cowBufferSlots(size: CowBufferSize, pageCount: number): number {
  * ```
  */
 export class LiveMachine {
+  /** The machine's name and memory regions, as its snapshots record them. */
   readonly description: MachineDescription;
   /** Guest RAM (shared with the guest thread; read it only while paused or halted). */
   readonly ram: Uint8Array;
+  /** Pages of guest RAM (4096 bytes each): the most slots a copy buffer can use. */
   readonly pageCount: number;
   /** Instructions retired when the machine started (non-zero after a restore). */
   readonly startRetired: number;

@@ -41,6 +41,7 @@ export interface PauseCauses {
 
 /** What one snapshot cost and what the guest did meanwhile. */
 export interface SnapshotMetrics {
+  /** How the snapshot was taken: `stop`, `cow` or `precopy`. */
   mode: SnapshotMode;
   /** The file written. */
   path: string;
@@ -185,7 +186,9 @@ export interface TimelinePause {
   /** "instant" (cow: save devices, protect RAM), "stop" (the whole write), "final" (precopy's
    * final pause). */
   reason: "instant" | "stop" | "final";
+  /** When the pause began, milliseconds since the snapshot started. */
   startMs: number;
+  /** When the guest ran again, milliseconds since the snapshot started. */
   endMs: number;
 }
 
@@ -193,7 +196,9 @@ export interface TimelinePause {
 export interface TimelinePass {
   /** 0 is the first pass over all of RAM; later passes resend what the guest dirtied. */
   pass: number;
+  /** When the pass began, milliseconds since the snapshot started. */
   startMs: number;
+  /** When the pass ended, milliseconds since the snapshot started. */
   endMs: number;
   /** Pages this pass sent. */
   pagesSent: number;
@@ -213,6 +218,7 @@ export interface TimelinePass {
  * snapshot of any length keeps its whole span at a coarser step.
  */
 export interface SnapshotTimeline {
+  /** The step between samples at the end, milliseconds (doubled each time samples were thinned). */
   intervalMs: number;
   /** Sample times. */
   ms: number[];
@@ -222,7 +228,9 @@ export interface SnapshotTimeline {
   bufferBytes: number[];
   /** The guest's stalls so far (waiting for a buffer slot or a page), microseconds. */
   guestStallUs: number[];
+  /** Every time the guest did not run because of the snapshot, in order. */
   pauses: TimelinePause[];
+  /** Precopy's passes in order (empty for `stop` and `cow`). */
   passes: TimelinePass[];
 }
 

@@ -170,9 +170,13 @@ export type GuestEvent =
 
 /** The guest's state as `status` reports it. */
 export interface GuestStatus {
+  /** `halted` is for good (`halt` says why); `paused` until a resume. */
   state: "running" | "paused" | "halted";
+  /** Instructions retired since reset. */
   retired: number;
+  /** Why the guest halted, or null while it can still run. */
   halt: HaltReason | null;
+  /** The tag of the snapshot being taken (`ctl:N`, `at:N`, `every:N`), or null. */
   snapshotInProgress: string | null;
   /** The guest thread's time on a CPU since it started, nanoseconds (Linux; 0 where unknown). */
   cpuNs: number;
