@@ -58,6 +58,7 @@ export {
   LiveMachine,
   type LiveMachineOptions,
   type PrecopyOptions,
+  type PrecopyPassReport,
   type ScheduledRequest,
   type SnapshotRequest,
 } from "./snapshot/live_machine.ts";

@@ -68,7 +68,9 @@ export type MigrationFailure =
 
 /** A migration that failed; `failure` says how. */
 export class MigrationError extends Error {
+  /** How it failed. */
   readonly failure: MigrationFailure;
+  /** A migration error of kind `failure`. */
   constructor(failure: MigrationFailure, message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = "MigrationError";
@@ -85,6 +87,7 @@ export interface Hello {
   description: MachineDescription;
   /** The state version of each device the source writes, by device id. */
   devices: Record<string, number>;
+  /** The migration mode the source will use. */
   mode: MigrationMode;
 }
 

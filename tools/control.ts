@@ -45,7 +45,9 @@ export interface ControlRequest {
 
 /** An event line the server sends before a reply (QMP's events): `migrate`'s passes. */
 export interface ControlEvent {
+  /** Its name, e.g. `MIGRATION_PASS`. */
   event: string;
+  /** What it reports (for MIGRATION_PASS, a `MigrationPassLine`). */
   data: unknown;
 }
 

@@ -45,6 +45,7 @@ const PROGRESS_HEARTBEAT_MS = 1000;
 
 /** Options of {@linkcode receiveMigration}. */
 export interface IncomingOptions {
+  /** The address to listen on, e.g. `127.0.0.1`. */
   host: string;
   /** 0 picks a free port (`onListening` tells which). */
   port: number;
@@ -66,12 +67,17 @@ export interface IncomingOptions {
 
 /** What the destination reports (a JSON line). */
 export interface IncomingMetrics {
+  /** The JSON line's kind. */
   type: "incoming-migration";
+  /** `HOST:PORT` of the source. */
   source: string;
+  /** The mode the source asked for. */
   mode: Hello["mode"];
+  /** Instructions the guest had retired at the switch-over. */
   atInstruction: number;
   /** Bytes of the `.lsnap` stream received. */
   bytesReceived: number;
+  /** The content digest checked against the source's. */
   contentDigest: string;
   /** From the accepted handshake to the guest running, milliseconds. */
   totalMs: number;
@@ -83,7 +89,9 @@ export interface IncomingMetrics {
 
 /** A running incoming migration's result. */
 export interface IncomingMigration {
+  /** The guest, running. */
   machine: LiveMachine;
+  /** What the destination measured. */
   metrics: IncomingMetrics;
 }
 

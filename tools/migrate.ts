@@ -34,7 +34,9 @@ import { PAGE_SIZE } from "../emulator/memory_map.ts";
 
 /** Options of {@linkcode migrate}. */
 export interface MigrateOptions {
+  /** The destination's host name or address. */
   host: string;
+  /** The destination's port. */
   port: number;
   /** Only `precopy` is implemented; `postcopy` and `hybrid` are refused before connecting. */
   mode?: MigrationMode;
@@ -52,6 +54,7 @@ export interface MigrateOptions {
 
 /** One precopy pass as a migration reports it (a JSON line). */
 export interface MigrationPassLine {
+  /** The JSON line's kind. */
   type: "migration-pass";
   /** 0 for the first pass over all of RAM. */
   pass: number;
@@ -75,7 +78,9 @@ export interface MigrationPassLine {
 
 /** What a migration reports at the end (a JSON line). */
 export interface MigrationMetrics {
+  /** The JSON line's kind. */
   type: "migration";
+  /** The mode used. */
   mode: MigrationMode;
   /** `HOST:PORT` of the destination. */
   destination: string;

@@ -94,6 +94,7 @@ export {
   type RestoreSnapshotResult,
 } from "./restore.ts";
 export {
+  type ControlEvent,
   type ControlReply,
   type ControlRequest,
   controlRequest,
@@ -101,6 +102,8 @@ export {
   serveControl,
 } from "./control.ts";
 export { makeReport, type Report, type ReportOptions } from "./report/report.ts";
+export type { Hello, MigrationFailure, MigrationMode } from "../format/migration.ts";
+export { MigrationError } from "../format/migration.ts";
 export {
   migrate,
   type MigrateOptions,
