@@ -2,7 +2,8 @@
  * livesnap: live snapshots of virtual machines. This entry point is the `.lsnap` format
  * (`format/FORMAT.md`): a writer that accepts pages in any order, a streaming and a random-access
  * reader, the error classes every malformed file is reported with, the content digest and the
- * format's constants. The random-access reader reads a local file or an `http(s)` URL with Range
+ * format's constants; diff snapshots and their chains (`openChain`, `ChainReader`,
+ * `readDiffParent`, the writer's `parent` option, `flattenChain`). The random-access reader reads a local file or an `http(s)` URL with Range
  * requests (`HttpSource`: validators checked, bounded timeouts and retries, several requests in
  * flight), or any `RandomAccessSource`.
  *
@@ -41,6 +42,7 @@ export {
   FORMAT_MAJOR,
   FORMAT_MINOR,
   MAX_BATCH_BYTES,
+  MAX_CHAIN_DEPTH,
   MAX_RECORD_PAYLOAD,
   MAX_TOTAL_PAGES,
 } from "./format/constants.ts";
@@ -59,9 +61,39 @@ export {
   type DeviceStateValue,
   encodeDeviceState,
 } from "./format/device_state.ts";
-export { computeContentDigest, ContentDigestBuilder } from "./format/content_digest.ts";
+export {
+  computeContentDigest,
+  ContentDigestBuilder,
+  PageHashTable,
+} from "./format/content_digest.ts";
 export { crc32c, toHex } from "./format/checksum.ts";
-export { SnapshotWriter, type WriterOptions, type WriteSummary } from "./format/writer.ts";
+export {
+  type DiffParent,
+  diffParentOf,
+  SnapshotWriter,
+  type WriterOptions,
+  type WriteSummary,
+} from "./format/writer.ts";
+export type { ParentLink } from "./format/parent_record.ts";
+export {
+  ChainError,
+  type ChainFile,
+  type ChainProblem,
+  ChainReader,
+  type ChainReaderOptions,
+  type ChainRecord,
+  openChain,
+  type OpenChainOptions,
+  readDiffParent,
+  SnapshotChain,
+} from "./format/chain.ts";
+export {
+  flattenChain,
+  flattenChainToFile,
+  FlattenError,
+  type FlattenOptions,
+  type FlattenSummary,
+} from "./format/flatten.ts";
 export {
   readSnapshot,
   type ReadSnapshotOptions,

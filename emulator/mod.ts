@@ -7,7 +7,8 @@
  *   retired instructions.
  * - {@linkcode LiveMachine}: the same machine on its own thread, with snapshots (`cow`,
  *   `precopy`, `stop`) written on another thread while the guest runs on.
- * - {@linkcode saveMachine} and {@linkcode restoreMachine}: a stopped machine to an `.lsnap` file
+ * - {@linkcode saveMachine} and {@linkcode restoreMachine} ({@linkcode restoreMachineFromFile} also
+ *   reads a diff through its chain): a stopped machine to an `.lsnap` file
  *   and back; {@linkcode machineContentDigest} is the digest a snapshot of that state carries.
  *
  * How the engine works and the invariants it keeps: `emulator/snapshot/README.md`.
@@ -72,7 +73,13 @@ export type {
 } from "./snapshot/metrics.ts";
 export type { SnapshotMode } from "./snapshot/session.ts";
 export { saveMachine, type SaveMachineOptions } from "./snapshot/save.ts";
-export { type RestoredMachine, restoreMachine, type RestoreOptions } from "./snapshot/restore.ts";
+export {
+  type RestoredMachine,
+  type RestoreFileOptions,
+  restoreMachine,
+  restoreMachineFromFile,
+  type RestoreOptions,
+} from "./snapshot/restore.ts";
 export {
   machineContentDigest,
   SnapshotMismatchError,

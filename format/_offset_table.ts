@@ -26,6 +26,15 @@ export class OffsetTable {
     const c = this.chunks[region][page >>> 12];
     return c === undefined || c[page & 4095] === 0 ? -1 : c[page & 4095] - 1;
   }
+  /** Calls `f` for each page that appeared, by region then page. */
+  forEach(f: (region: number, page: number, offset: number) => void): void {
+    this.chunks.forEach((list, r) => {
+      list.forEach((c, i) => {
+        if (c === undefined) return;
+        for (let k = 0; k < 4096; k++) if (c[k] !== 0) f(r, i * 4096 + k, c[k] - 1);
+      });
+    });
+  }
   /** Number of pages that appeared. */
   count(): number {
     let n = 0;

@@ -7,8 +7,11 @@
 
 /** Major version this library writes and reads (FORMAT.md §2). A different major is refused. */
 export const FORMAT_MAJOR = 1;
-/** Minor version this library writes (FORMAT.md §2). Older and newer minors are read. */
-export const FORMAT_MINOR = 0;
+/**
+ * Minor version this library writes (FORMAT.md §2). Older and newer minors are read. Minor 1 adds
+ * the PARENT record of diff snapshots (FORMAT.md §14).
+ */
+export const FORMAT_MINOR = 1;
 
 /** The 8 bytes every `.lsnap` file starts with: `\x89LSNAP\r\n` (FORMAT.md §2). */
 export const FILE_MAGIC: Uint8Array = new Uint8Array([
@@ -43,6 +46,7 @@ export const RecordType = {
   DEVICE: 0x0003,
   INDEX: 0x0004,
   TRAILER: 0x0005,
+  PARENT: 0x0006,
 } as const;
 
 /** Page payload encodings (FORMAT.md §6.2). */
@@ -72,6 +76,9 @@ export const DEFAULT_PAGE_SIZE = 4096;
 export const MAX_NAME_BYTES = 255;
 /** Cap on nesting depth of CBOR device state (FORMAT.md §7). */
 export const MAX_CBOR_DEPTH = 64;
+
+/** Cap on a diff's chain depth, the number of diffs from the full snapshot (FORMAT.md §14). */
+export const MAX_CHAIN_DEPTH = 1024;
 
 /** Domain tag hashed first by the content digest (FORMAT.md §10). */
 export const CONTENT_DIGEST_TAG = "lsnap content digest v1";

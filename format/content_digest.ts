@@ -9,7 +9,7 @@ import { ByteBuilder, compareBytes, isZero, utf8 } from "./_bytes.ts";
 import { createBlake3, digestPages, hashPageInto, type PageDigests } from "./checksum.ts";
 import { CONTENT_DIGEST_TAG } from "./constants.ts";
 import { type DeviceSection, type DeviceSectionInput, normalizeDevice } from "./device_section.ts";
-import type { MachineDescription } from "./header.ts";
+import type { MachineDescription, Region } from "./header.ts";
 
 const CHUNK_PAGES = 4096;
 const HASH_SIZE = 16;
@@ -17,6 +17,135 @@ const HASH_SIZE = 16;
 interface Chunk {
   hashes: Uint8Array;
   present: Uint8Array;
+}
+
+/**
+ * The per-page half of a content digest (FORMAT.md §10): for every page of a machine, whether it
+ * is non-zero and, if so, the XXH3-128 of its bytes; 16 bytes per non-zero page, allocated 4096
+ * pages at a time. A diff's writer starts from its parent's table, so that it declares the digest
+ * of the whole state without reading the pages it does not write (FORMAT.md §14.3).
+ *
+ * @example
+ * ```ts
+ * import { assert } from "@std/assert/mod.js";
+ * import { PageHashTable } from "./content_digest.ts";
+ * const t = new PageHashTable([{ name: "ram", base: 0, size: 1 << 20, pageSize: 4096 }]);
+ * t.set(0, 5, new Uint8Array(16).fill(1));
+ * assert(t.has(0, 5) && !t.has(0, 6) && t.count() === 1);
+ * ```
+ */
+export class PageHashTable {
+  private readonly chunks: (Chunk | undefined)[][];
+  /** The regions the table is for, in header order. */
+  readonly regions: readonly Region[];
+
+  /** An empty table (no page hashed) for `regions`. */
+  constructor(regions: readonly Region[]) {
+    this.regions = regions.map((r) => ({ ...r }));
+    this.chunks = regions.map(() => []);
+  }
+
+  /** The chunk of page hashes holding `page`, allocated on first use. */
+  private chunk(region: number, page: number): Chunk {
+    const list = this.chunks[region];
+    const i = Math.floor(page / CHUNK_PAGES);
+    let c = list[i];
+    if (c === undefined) {
+      c = { hashes: new Uint8Array(CHUNK_PAGES * HASH_SIZE), present: new Uint8Array(CHUNK_PAGES) };
+      list[i] = c;
+    }
+    return c;
+  }
+
+  /** Records a non-zero page by its 16-byte hash (`hash[hashOffset..+16]`). */
+  set(region: number, page: number, hash: Uint8Array, hashOffset = 0): void {
+    const c = this.chunk(region, page);
+    const slot = page % CHUNK_PAGES;
+    // Byte by byte: a subarray per page costs more than the 16 copies (one call per page).
+    const to = c.hashes;
+    for (let i = 0, at = slot * HASH_SIZE; i < HASH_SIZE; i++) to[at + i] = hash[hashOffset + i];
+    c.present[slot] = 1;
+  }
+
+  /** Hashes a non-zero page's bytes into the table. */
+  setBytes(region: number, page: number, bytes: Uint8Array): void {
+    const c = this.chunk(region, page);
+    const slot = page % CHUNK_PAGES;
+    hashPageInto(bytes, c.hashes, slot * HASH_SIZE);
+    c.present[slot] = 1;
+  }
+
+  /** Records that a page is zero (the same as absent). */
+  clear(region: number, page: number): void {
+    const c = this.chunks[region][Math.floor(page / CHUNK_PAGES)];
+    if (c !== undefined) c.present[page % CHUNK_PAGES] = 0;
+  }
+
+  /** True when the page is non-zero. */
+  has(region: number, page: number): boolean {
+    const c = this.chunks[region]?.[Math.floor(page / CHUNK_PAGES)];
+    return c !== undefined && c.present[page % CHUNK_PAGES] === 1;
+  }
+
+  /** A non-zero page's 16-byte hash (a copy), or null for a zero page. */
+  get(region: number, page: number): Uint8Array | null {
+    const c = this.chunks[region]?.[Math.floor(page / CHUNK_PAGES)];
+    const slot = page % CHUNK_PAGES;
+    if (c === undefined || c.present[slot] === 0) return null;
+    return c.hashes.slice(slot * HASH_SIZE, (slot + 1) * HASH_SIZE);
+  }
+
+  /** The number of non-zero pages (of one region, or of all). */
+  count(region?: number): number {
+    let n = 0;
+    this.chunks.forEach((list, r) => {
+      if (region !== undefined && r !== region) return;
+      for (const c of list) {
+        if (c !== undefined) { for (let i = 0; i < CHUNK_PAGES; i++) n += c.present[i]; }
+      }
+    });
+    return n;
+  }
+
+  /** An independent copy. */
+  clone(): PageHashTable {
+    const t = new PageHashTable(this.regions);
+    this.chunks.forEach((list, r) => {
+      list.forEach((c, i) => {
+        if (c !== undefined) {
+          t.chunks[r][i] = { hashes: c.hashes.slice(), present: c.present.slice() };
+        }
+      });
+    });
+    return t;
+  }
+
+  /**
+   * Calls `f(page, hashes, at)` for each non-zero page of `region` in increasing page order; the
+   * page's hash is `hashes[at..at+16]` (valid during the call).
+   */
+  forEachPage(region: number, f: (page: number, hashes: Uint8Array, at: number) => void): void {
+    const list = this.chunks[region];
+    for (let ci = 0; ci < list.length; ci++) {
+      const c = list[ci];
+      if (c === undefined) continue;
+      for (let i = 0; i < CHUNK_PAGES; i++) {
+        if (c.present[i] === 1) f(ci * CHUNK_PAGES + i, c.hashes, i * HASH_SIZE);
+      }
+    }
+  }
+
+  /** True when `regions` are this table's (same names, bases, sizes and page sizes, in order). */
+  fits(regions: readonly Region[]): boolean {
+    return regions.length === this.regions.length &&
+      regions.every((r, i) => sameRegion(r, this.regions[i]));
+  }
+}
+
+/** True when two regions are the same (name, base, size, page size). */
+export function sameRegion(a: Region, b: Region): boolean {
+  return a.name === b.name && a.base === b.base && a.size === b.size &&
+    a.pageSize === b.pageSize;
 }
 
 /**
@@ -35,23 +164,24 @@ interface Chunk {
  * ```
  */
 export class ContentDigestBuilder {
-  private readonly chunks: (Chunk | undefined)[][];
+  private readonly table: PageHashTable;
   private readonly devices = new Map<string, DeviceSection>();
-  /** An empty digest (no page, no device) for a file whose header holds `description`. */
-  constructor(readonly description: MachineDescription) {
-    this.chunks = description.regions.map(() => []);
+  /**
+   * `base`, when given, is the page half of the state the pages recorded here change (a diff's
+   * parent, FORMAT.md §14.3); it is copied, never changed. Its regions must be the description's.
+   */
+  constructor(readonly description: MachineDescription, base?: PageHashTable) {
+    if (base !== undefined && !base.fits(description.regions)) {
+      throw new Error(
+        "Cannot compute content digest: the base page hashes are for other regions than the machine's",
+      );
+    }
+    this.table = base?.clone() ?? new PageHashTable(description.regions);
   }
 
-  /** The chunk of 4096 page hashes holding `page`, allocated on first use. */
-  private chunk(region: number, page: number): Chunk {
-    const list = this.chunks[region];
-    const i = Math.floor(page / CHUNK_PAGES);
-    let c = list[i];
-    if (c === undefined) {
-      c = { hashes: new Uint8Array(CHUNK_PAGES * HASH_SIZE), present: new Uint8Array(CHUNK_PAGES) };
-      list[i] = c;
-    }
-    return c;
+  /** The page hashes recorded so far (the table itself: a later record changes it). */
+  get pageHashes(): PageHashTable {
+    return this.table;
   }
 
   /** Records a page's final bytes (replacing any earlier occurrence). */
@@ -60,20 +190,12 @@ export class ContentDigestBuilder {
       this.clearPage(region, page);
       return;
     }
-    const c = this.chunk(region, page);
-    const slot = page % CHUNK_PAGES;
-    hashPageInto(bytes, c.hashes, slot * HASH_SIZE);
-    c.present[slot] = 1;
+    this.table.setBytes(region, page, bytes);
   }
 
   /** Records a page known to be non-zero by its precomputed 16-byte hash. */
   setPageHash(region: number, page: number, hash: Uint8Array, hashOffset = 0): void {
-    const c = this.chunk(region, page);
-    const slot = page % CHUNK_PAGES;
-    // Byte by byte: a subarray per page costs more than the 16 copies (one call per page).
-    const to = c.hashes;
-    for (let i = 0, at = slot * HASH_SIZE; i < HASH_SIZE; i++) to[at + i] = hash[hashOffset + i];
-    c.present[slot] = 1;
+    this.table.set(region, page, hash, hashOffset);
   }
 
   /**
@@ -105,8 +227,7 @@ export class ContentDigestBuilder {
 
   /** Records that a page is zero (the same as absent). */
   clearPage(region: number, page: number): void {
-    const c = this.chunks[region][Math.floor(page / CHUNK_PAGES)];
-    if (c !== undefined) c.present[page % CHUNK_PAGES] = 0;
+    this.table.clear(region, page);
   }
 
   /** Records a device section (replacing an earlier one with the same id and instance). */
@@ -131,29 +252,18 @@ export class ContentDigestBuilder {
     const ev = new DataView(entries.buffer);
     let used = 0;
     const count = new Uint8Array(4);
-    for (let r = 0; r < this.chunks.length; r++) {
-      const list = this.chunks[r];
-      let n = 0;
-      for (const c of list) {
-        if (c !== undefined) { for (let i = 0; i < CHUNK_PAGES; i++) n += c.present[i]; }
-      }
-      new DataView(count.buffer).setUint32(0, n, true);
+    for (let r = 0; r < this.description.regions.length; r++) {
+      new DataView(count.buffer).setUint32(0, this.table.count(r), true);
       h.update(count);
-      for (let ci = 0; ci < list.length; ci++) {
-        const c = list[ci];
-        if (c === undefined) continue;
-        for (let i = 0; i < CHUNK_PAGES; i++) {
-          if (c.present[i] === 0) continue;
-          ev.setUint32(used, ci * CHUNK_PAGES + i, true);
-          const from = i * HASH_SIZE;
-          for (let k = 0; k < HASH_SIZE; k++) entries[used + 4 + k] = c.hashes[from + k];
-          used += ENTRY;
-          if (used === entries.length) {
-            h.update(entries);
-            used = 0;
-          }
+      this.table.forEachPage(r, (page, hashes, from) => {
+        ev.setUint32(used, page, true);
+        for (let k = 0; k < HASH_SIZE; k++) entries[used + 4 + k] = hashes[from + k];
+        used += ENTRY;
+        if (used === entries.length) {
+          h.update(entries);
+          used = 0;
         }
-      }
+      });
       if (used > 0) h.update(entries.subarray(0, used));
       used = 0;
     }

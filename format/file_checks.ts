@@ -15,7 +15,7 @@ import { digestPageData, type PageDigests } from "./_page_digest.ts";
 import type { PageDigestPool } from "./page_digest_pool.ts";
 import { createBlake3, hex32, toHex } from "./checksum.ts";
 import { FILE_MAGIC, FOOTER_SIZE, PROLOGUE_SIZE, RecordType } from "./constants.ts";
-import { ContentDigestBuilder } from "./content_digest.ts";
+import { ContentDigestBuilder, type PageHashTable } from "./content_digest.ts";
 import { decodeDeviceSection, type DeviceSection } from "./device_section.ts";
 import {
   ChecksumError,
@@ -34,6 +34,7 @@ import {
 } from "./header.ts";
 import { decodeIndex, type SnapshotIndex } from "./index_record.ts";
 import { decodePageRecord, expandPageData, type PageEncodingName } from "./page_record.ts";
+import { decodeParentRecord, type ParentLink } from "./parent_record.ts";
 import { isCritical, recordTypeName } from "./record.ts";
 import { type ByteSource, RecordScanner, type ScannedRecord } from "./record_scanner.ts";
 import { decodeTrailer, type Trailer } from "./trailer.ts";
@@ -58,6 +59,7 @@ export type SnapshotRecord =
     /** `pages.length × pageSize` bytes, or null for a zero record (or when not decoded). */
     data: Uint8Array | null;
   }
+  | RecordBase & { kind: "parent"; link: ParentLink }
   | RecordBase & { kind: "device"; device: DeviceSection }
   | RecordBase & { kind: "index"; index: SnapshotIndex }
   | RecordBase & { kind: "extension"; type: number; payload: Uint8Array }
@@ -100,6 +102,19 @@ export interface CheckerOptions {
   pool?: PageDigestPool;
   /** Called with byte counts as the input is consumed (for progress). */
   onBytes?: (n: number) => void;
+  /**
+   * What to do with a diff (a file with a PARENT record, FORMAT.md §14): "read" reads it,
+   * "refuse" (the default) reports an {@linkcode UnsupportedError} at its PARENT record, so that
+   * no caller takes a diff for the whole state by mistake.
+   */
+  diffs?: "read" | "refuse";
+  /**
+   * For a diff: the page hashes of its parent's whole state. With them the content digest is
+   * computed over the parent's pages and the diff's changes and checked against the trailer
+   * (FORMAT.md §14.3); without them a diff's content digest is not checked
+   * (`contentDigestNeedsParent`).
+   */
+  parentPages?: PageHashTable;
 }
 
 /** Results of a page record's work that are waiting for their turn, in file order. */
@@ -161,6 +176,10 @@ export class SnapshotChecker {
   indexOffset = 0;
   /** Records read, the trailer included, damaged ones included. */
   recordsRead = 0;
+  /** The PARENT record of a diff, once read (null for a full snapshot). */
+  parent: ParentLink | null = null;
+  /** True for a diff read without its parent's page hashes: its content digest is not checked. */
+  contentDigestNeedsParent = false;
 
   private readonly scanner: RecordScanner;
   private readonly report: (problem: LsnapError) => void;
@@ -168,6 +187,8 @@ export class SnapshotChecker {
   private readonly checkIndex: boolean;
   private readonly checkDeviceState: boolean;
   private readonly pool: PageDigestPool | undefined;
+  private readonly diffs: "read" | "refuse";
+  private readonly parentPages: PageHashTable | undefined;
   private hashing = true;
   private digest: ContentDigestBuilder | null = null;
   /** A page or device record could not be read: the content digest cannot be computed. */
@@ -186,6 +207,8 @@ export class SnapshotChecker {
     this.checkIndex = options.checkIndex ?? true;
     this.checkDeviceState = options.checkDeviceState ?? false;
     this.pool = options.pool;
+    this.diffs = options.diffs ?? "refuse";
+    this.parentPages = options.parentPages;
     const onBytes = options.onBytes;
     this.scanner = new RecordScanner(source, {
       resync: options.resync ?? false,
@@ -194,6 +217,16 @@ export class SnapshotChecker {
         onBytes?.(b.length);
       },
     });
+  }
+
+  /**
+   * The page hashes of the whole state the file stands for, once its content digest was computed
+   * and found equal to the trailer's (a diff needs `parentPages`); null otherwise.
+   */
+  get pageHashes(): PageHashTable | null {
+    if (this.contentDigest === null || this.trailer === null || this.digest === null) return null;
+    const same = this.contentDigest.every((b, i) => b === this.trailer!.contentDigest[i]);
+    return same ? this.digest.pageHashes : null;
   }
 
   /** Bytes consumed so far. */
@@ -339,6 +372,8 @@ export class SnapshotChecker {
           return this.device(r, loc);
         case RecordType.INDEX:
           return this.index(r, loc);
+        case RecordType.PARENT:
+          return this.parentRecord(r, loc);
         default:
           if (isCritical(r.flags)) {
             this.problem(
@@ -369,6 +404,39 @@ export class SnapshotChecker {
     this.pageOffsets = new OffsetTable(d.regions.length);
     if (this.pageMode !== "none") this.digest = new ContentDigestBuilder(d);
     return { ...loc, kind: "header", version: this.version!, description: d };
+  }
+
+  /** The PARENT record (FORMAT.md §14.1): only right after the HEADER, at most once. */
+  private parentRecord(r: ScannedRecord, loc: ErrorLocation): SnapshotRecord | null {
+    const d = this.description;
+    if (r.recordIndex !== 1 || d === null || this.parent !== null) {
+      this.digestBroken = true;
+      this.problem(CorruptError, "a PARENT record that does not follow the HEADER", loc);
+      return null;
+    }
+    const link = decodeParentRecord(r.payload, r.offset, r.recordIndex);
+    this.parent = link;
+    if (this.diffs === "refuse") {
+      this.problem(
+        UnsupportedError,
+        `the file is a diff on '${link.parentName}' (chain depth ${link.depth}), not a whole ` +
+          "state: read it through its chain (openChain, livesnap flatten)",
+        loc,
+      );
+      return null;
+    }
+    if (this.pageMode !== "none") {
+      if (this.parentPages === undefined) {
+        this.contentDigestNeedsParent = true;
+        this.digest = new ContentDigestBuilder(d);
+      } else if (!this.parentPages.fits(d.regions)) {
+        this.digestBroken = true;
+        this.problem(CorruptError, "the diff's regions are not its parent's", loc);
+      } else {
+        this.digest = new ContentDigestBuilder(d, this.parentPages);
+      }
+    }
+    return { ...loc, kind: "parent", link };
   }
 
   private async pageRecord(r: ScannedRecord, loc: ErrorLocation): Promise<SnapshotRecord | null> {
@@ -563,7 +631,7 @@ export class SnapshotChecker {
         }
       }
       this.compare("file digest", trailer.fileDigest, this.fileDigest, loc);
-      if (this.digest !== null && !this.digestBroken) {
+      if (this.digest !== null && !this.digestBroken && !this.contentDigestNeedsParent) {
         this.contentDigest = await this.digest.digest();
         this.compare("content digest", trailer.contentDigest, this.contentDigest, loc);
       }

@@ -36,6 +36,7 @@ import {
 } from "./header.ts";
 import { decodeIndex, findIndexEntry, type SnapshotIndex } from "./index_record.ts";
 import { decodePageRecord, expandPageData } from "./page_record.ts";
+import { decodeParentRecord, type ParentLink } from "./parent_record.ts";
 import { checkRecordCrc, decodeRecordHead, recordTypeName } from "./record.ts";
 import { SnapshotChecker } from "./file_checks.ts";
 import { streamSource } from "./record_scanner.ts";
@@ -75,6 +76,8 @@ export interface PageRecordData {
 export interface FileReaderOptions extends OpenSourceOptions {
   /** Close a source passed to `open` when the reader closes (default false: the caller owns it). */
   closeSource?: boolean;
+  /** A diff (FORMAT.md §14): "refuse" it (the default: it is not a whole state) or "read" it. */
+  diffs?: "read" | "refuse";
 }
 
 /** Options of {@linkcode SnapshotFileReader.readPageRecords}. */
@@ -130,6 +133,8 @@ export class SnapshotFileReader {
   ) {}
 
   private header: MachineDescription | null = null;
+  /** A diff's PARENT record (FORMAT.md §14), null for a full snapshot. */
+  parent: ParentLink | null = null;
   /** The machine the snapshot describes (its HEADER record). */
   get description(): MachineDescription {
     return this.header!;
@@ -139,7 +144,11 @@ export class SnapshotFileReader {
    * Opens a snapshot: a path, an `http://` or `https://` URL (read with Range requests; see
    * `HttpSource` for what the server must do), or a {@linkcode RandomAccessSource}. Throws an
    * {@linkcode LsnapError} if the prologue or header is bad, a `SourceError` if the bytes cannot
-   * be read (`NotRandomAccessError` for a pipe or `-`).
+   * be read (`NotRandomAccessError` for a pipe or `-`). A diff (FORMAT.md §14) is refused with an
+   * {@linkcode UnsupportedError} unless `options.diffs` is "read": its pages are only the changes
+   * since its parent (read it through `openChain`), and {@linkcode readPage} then returns zeros
+   * for a page the diff does not hold, which is not the page's state
+   * ({@linkcode pageRecordOffset} tells the two apart).
    */
   static async open(
     input: string | URL | RandomAccessSource,
@@ -167,6 +176,21 @@ export class SnapshotFileReader {
         });
       }
       r.header = decodeHeader(header.payload, PROLOGUE_SIZE, 0);
+      const second = PROLOGUE_SIZE + header.length;
+      if (second + RECORD_HEAD_SIZE <= size) {
+        const head = decodeRecordHead(await r.#readAt(second, RECORD_HEAD_SIZE), second, 1);
+        if (head.type === RecordType.PARENT) {
+          const rec = await r.#readRecordAt(second, 1);
+          r.parent = decodeParentRecord(rec.payload, second, 1);
+          if ((options.diffs ?? "refuse") === "refuse") {
+            throw new UnsupportedError(
+              `the file is a diff on '${r.parent.parentName}' (chain depth ${r.parent.depth}), ` +
+                "not a whole state: read it through its chain (openChain, livesnap flatten)",
+              { offset: second, recordIndex: 1 },
+            );
+          }
+        }
+      }
       await r.locate();
       return r;
     } catch (e) {
@@ -238,6 +262,7 @@ export class SnapshotFileReader {
       },
       pages: "none",
       checkIndex: false,
+      diffs: "read",
     });
     try {
       for await (const _ of checker.records()) { /* offsets are gathered by the checker */ }
@@ -369,6 +394,40 @@ export class SnapshotFileReader {
     const pageSize = this.description.regions[head.region].pageSize;
     const data = expandPageData(head, pageSize, at, -1, fail);
     return { offset: at, region: head.region, pages: head.pages, data, length: rec.length };
+  }
+
+  /**
+   * Calls `f` for every page the file names, with the offset of the record holding its last
+   * occurrence (by region, then page).
+   */
+  forEachPage(f: (region: number, page: number, recordOffset: number) => void): void {
+    const idx = this.index;
+    if (idx !== null) {
+      for (let i = 0; i < idx.pages.length; i++) {
+        f(idx.regions[i], idx.pages[i], idx.pageOffsets[i]);
+      }
+    } else this.scanned?.forEach(f);
+  }
+
+  /** Offsets of the last DEVICE record of each (id, instance). */
+  deviceRecordOffsets(): number[] {
+    return this.index !== null ? [...this.index.deviceOffsets] : [...this.scannedDevices];
+  }
+
+  /**
+   * The whole framed record at `offset` (head, payload, CRC; its length checked against the file
+   * and its CRC checked), for copying it as it is.
+   */
+  async readRecord(
+    offset: number,
+  ): Promise<{ type: number; bytes: Uint8Array; payload: Uint8Array }> {
+    const r = await this.#readRecordAt(offset, -1);
+    return {
+      type: r.type,
+      // The payload is a view of the whole record #readRecordAt read.
+      bytes: new Uint8Array(r.payload.buffer, r.payload.byteOffset - RECORD_HEAD_SIZE, r.length),
+      payload: r.payload,
+    };
   }
 
   /** A page's bytes (zeros when the page never appears). */

@@ -115,6 +115,7 @@ export class FileSource implements RandomAccessSource {
     return await readCoalesced(ranges, (o, n) => this.read(o, n, options), { concurrency: 1 });
   }
 
+  // deno-lint-ignore require-await
   async #readNow(offset: number, length: number, signal?: AbortSignal) {
     const range = { offset, length };
     if (this.closed) throw new SourceClosedError(this.name, "the source is closed", { range });
@@ -123,9 +124,13 @@ export class FileSource implements RandomAccessSource {
     let n = 0;
     try {
       this.stats.requests++;
-      await this.file.seek(offset, Deno.SeekMode.Start);
+      // Synchronous on purpose: one seek and one read of a regular file, mostly from the page
+      // cache; an asynchronous pair costs two round trips through the thread pool, which on a
+      // loaded 2-core machine made reading a 1 GiB chain's records several times slower
+      // (BENCHMARKS.md, "Diff snapshots").
+      this.file.seekSync(offset, Deno.SeekMode.Start);
       while (n < length) {
-        const k = await this.file.read(out.subarray(n));
+        const k = this.file.readSync(out.subarray(n));
         if (k === null) break;
         n += k;
       }

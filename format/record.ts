@@ -87,9 +87,9 @@ export function isCritical(flags: number): boolean {
   return (flags & FLAG_CRITICAL) !== 0;
 }
 
-/** True for the record types v1 defines. */
+/** True for the record types this library knows (1.0's, and PARENT since 1.1). */
 export function isKnownType(type: number): boolean {
-  return type >= RecordType.HEADER && type <= RecordType.TRAILER;
+  return type >= RecordType.HEADER && type <= RecordType.PARENT;
 }
 
 /** The record type's name, for messages. */

@@ -10,6 +10,8 @@
  */
 import type { OffsetTable } from "./_offset_table.ts";
 import { SnapshotChecker, type SnapshotRecord } from "./file_checks.ts";
+import type { PageHashTable } from "./content_digest.ts";
+import type { ParentLink } from "./parent_record.ts";
 import type { DeviceSection } from "./device_section.ts";
 import { UnsupportedError } from "./errors.ts";
 import type { FormatVersion, MachineDescription } from "./header.ts";
@@ -31,6 +33,14 @@ export interface StreamReaderOptions {
   decodePages?: boolean | "digest";
   /** Check every INDEX entry against the records actually read (default true). */
   checkIndex?: boolean;
+  /**
+   * Read a diff (FORMAT.md §14) rather than refuse it (the default refuses with an
+   * {@linkcode UnsupportedError}: a diff alone is not a whole state). With `parentPages` (the
+   * parent's whole-state page hashes) its content digest is checked too.
+   */
+  diffs?: "read" | "refuse";
+  /** For a diff: the page hashes of its parent's whole state, to check its content digest. */
+  parentPages?: PageHashTable;
 }
 
 /**
@@ -68,7 +78,18 @@ export class SnapshotStreamReader {
         ? "data"
         : "none",
       checkIndex: options.checkIndex ?? true,
+      diffs: options.diffs,
+      parentPages: options.parentPages,
     });
+  }
+
+  /** A diff's PARENT record, once read (null for a full snapshot). */
+  get parent(): ParentLink | null {
+    return this.checker.parent;
+  }
+  /** The page hashes of the whole state, after a complete read whose content digest was checked. */
+  get pageHashes(): PageHashTable | null {
+    return this.checker.pageHashes;
   }
 
   /** The machine description, once the header record was read. */

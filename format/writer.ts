@@ -12,10 +12,11 @@ import {
   FLAG_CRITICAL,
   FORMAT_MAJOR,
   FORMAT_MINOR,
+  MAX_CHAIN_DEPTH,
   MAX_RECORD_PAYLOAD,
   RecordType,
 } from "./constants.ts";
-import { ContentDigestBuilder } from "./content_digest.ts";
+import { ContentDigestBuilder, type PageHashTable } from "./content_digest.ts";
 import { type DeviceSectionInput, encodeDeviceSection, normalizeDevice } from "./device_section.ts";
 import { encodeFooter } from "./footer.ts";
 import {
@@ -26,7 +27,8 @@ import {
 } from "./header.ts";
 import { encodeIndex, indexBodySize } from "./index_record.ts";
 import { encodePageRecord } from "./page_record.ts";
-import { encodeRecord } from "./record.ts";
+import { encodeParentRecord, type ParentLink } from "./parent_record.ts";
+import { encodeRecord, isKnownType } from "./record.ts";
 import { encodeTrailer } from "./trailer.ts";
 
 /** Options of {@linkcode SnapshotWriter}. */
@@ -51,6 +53,40 @@ export interface WriterOptions {
    * then wait for a worker). The file's bytes are the same either way.
    */
   callerEncodes?: boolean;
+  /**
+   * Makes this file a diff on `parent` (FORMAT.md §14): a PARENT record follows the HEADER, the
+   * pages written are the changes since the parent (an all-zero page handed to `writePages` is
+   * written as an explicit zero record, as is every page of {@linkcode SnapshotWriter.writeZeroPages}),
+   * and the content digest declared is that of the whole state, computed from
+   * `parent.pageHashes` and the pages written. Write every device section: a diff's devices are
+   * the whole device state (the parent's do not carry over).
+   */
+  parent?: DiffParent;
+  /**
+   * Keep the page hashes of the state written and return them as `WriteSummary.pageHashes`
+   * (default false), for the next diff's {@linkcode DiffParent.pageHashes}.
+   */
+  keepPageHashes?: boolean;
+}
+
+/**
+ * The parent of a diff, as its writer needs it (FORMAT.md §14.1): what goes into the PARENT
+ * record, and the parent's page hashes. {@linkcode diffParentOf} makes one from the summary of the
+ * parent's own write; `readDiffParent` (chain.ts) from a file or chain on disk.
+ */
+export interface DiffParent {
+  /** The parent's content digest: the whole state it stands for (its trailer's). */
+  contentDigest: Uint8Array;
+  /** The parent's file digest (its trailer's). */
+  fileDigest: Uint8Array;
+  /** The parent's file name (a directory part is dropped: readers look in the diff's directory). */
+  name: string;
+  /** The parent's depth: 0 for a full snapshot, n for a diff n links from its full snapshot. */
+  depth: number;
+  /** The file digest of the chain's full snapshot; for a full parent, its own file digest. */
+  rootFileDigest: Uint8Array;
+  /** The page hashes of the parent's whole state (not changed by the writer). */
+  pageHashes: PageHashTable;
 }
 
 /** Options of {@linkcode SnapshotWriter.createFile}. */
@@ -71,6 +107,59 @@ export interface WriteSummary {
   fileDigest: Uint8Array;
   /** Batches of non-zero pages encoded (hashed, compressed, framed) by workers and by the caller. */
   batches: { workers: number; caller: number };
+  /** Chain depth: 0 for a full snapshot, the PARENT record's depth for a diff. */
+  depth: number;
+  /** The file digest of the chain's full snapshot (this file's own for a full snapshot). */
+  rootFileDigest: Uint8Array;
+  /** With `keepPageHashes`: the page hashes of the whole state written (the writer's; yours now). */
+  pageHashes?: PageHashTable;
+}
+
+/**
+ * The {@linkcode DiffParent} of a diff on the file whose write returned `summary` (written with
+ * `keepPageHashes`) at `path`.
+ *
+ * @example
+ * ```ts
+ * import { assert } from "@std/assert/mod.js";
+ * import { diffParentOf, SnapshotWriter } from "./writer.ts";
+ * const dir = await Deno.makeTempDir();
+ * const description = {
+ *   regions: [{ name: "ram", base: 0x8000_0000, size: 1 << 20, pageSize: 4096 }],
+ *   creator: "doc", createdAt: 0,
+ * };
+ * const full = await SnapshotWriter.createFile(`${dir}/s-0.lsnap`, description, { keepPageHashes: true });
+ * await full.writePages(0, 0, new Uint8Array(8192).fill(1));
+ * const s0 = await full.close();
+ * const diff = await SnapshotWriter.createFile(`${dir}/s-1.lsnap`, description, {
+ *   parent: diffParentOf(s0, `${dir}/s-0.lsnap`),
+ * });
+ * await diff.writePages(0, 1, new Uint8Array(4096)); // page 1 became zero: an explicit zero record
+ * const s1 = await diff.close();
+ * assert(s1.depth === 1 && s1.rootFileDigest.join() === s0.fileDigest.join());
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
+export function diffParentOf(summary: WriteSummary, path: string): DiffParent {
+  if (summary.pageHashes === undefined) {
+    throw new Error(
+      `Cannot make a diff on '${path}': its write did not keep its page hashes (keepPageHashes)`,
+    );
+  }
+  return {
+    contentDigest: summary.contentDigest,
+    fileDigest: summary.fileDigest,
+    name: path,
+    depth: summary.depth,
+    rootFileDigest: summary.rootFileDigest,
+    pageHashes: summary.pageHashes,
+  };
+}
+
+/** The file name part of a path (after the last '/' or '\\'). */
+export function baseName(path: string): string {
+  const i = Math.max(path.lastIndexOf("/"), path.lastIndexOf("\\"));
+  return path.slice(i + 1);
 }
 
 const ZERO_BATCH = 16384;
@@ -93,6 +182,8 @@ interface WriterParts {
   beforeFooter: () => Promise<void>;
   /** The destination named in error messages ("" for a stream). */
   target: string;
+  /** The PARENT record's fields, for a diff. */
+  link: ParentLink | null;
 }
 
 /** A record on its way to the stream, with what writing it changes. */
@@ -262,6 +353,8 @@ export class SnapshotWriter {
   private readonly level: number;
   private readonly batchBytes: number;
   private readonly wantIndex: boolean;
+  private readonly keepPageHashes: boolean;
+  private readonly link: ParentLink | null;
   private readonly digest: ContentDigestBuilder;
   private readonly pageOffsets: (Float64Array | undefined)[];
   private readonly pending: (Uint8Array | undefined)[];
@@ -299,7 +392,9 @@ export class SnapshotWriter {
     this.level = options.level ?? 1;
     this.batchBytes = Math.max(4096, Math.min(options.batchBytes ?? 1024 * 1024, 16 * 1024 * 1024));
     this.wantIndex = options.index ?? true;
-    this.digest = new ContentDigestBuilder(description);
+    this.digest = new ContentDigestBuilder(description, options.parent?.pageHashes);
+    this.keepPageHashes = options.keepPageHashes ?? false;
+    this.link = parts.link;
     this.pageOffsets = description.regions.map(() => undefined);
     this.pending = description.regions.map(() => undefined);
   }
@@ -355,6 +450,7 @@ export class SnapshotWriter {
     hooks: Pick<WriterParts, "onClose" | "beforeFooter" | "target">,
   ): Promise<SnapshotWriter> {
     validateDescription(description);
+    const link = options.parent === undefined ? null : parentLink(options.parent, description);
     const hasher = await createBlake3();
     hasher.init();
     const cpus = navigator.hardwareConcurrency ?? 1;
@@ -368,11 +464,16 @@ export class SnapshotWriter {
       fileHasher: hasher,
       options,
       encoder: new BatchEncoder(workers, options.callerEncodes ?? true),
+      link,
       ...hooks,
     });
     try {
       await w.emit(encodePrologue(FORMAT_MAJOR, FORMAT_MINOR), false);
       await w.emit(encodeRecord(RecordType.HEADER, FLAG_CRITICAL, encodeHeader(description)));
+      if (link !== null) {
+        // Critical: a reader that does not know diffs must refuse one (FORMAT.md §14).
+        await w.emit(encodeRecord(RecordType.PARENT, FLAG_CRITICAL, encodeParentRecord(link)));
+      }
     } catch (e) {
       w.encoder.close();
       throw e;
@@ -504,6 +605,30 @@ export class SnapshotWriter {
     for (let i = 0; i < pages.length; i++) {
       const bytes = data.subarray(i * ps, (i + 1) * ps);
       if (!this.addPageFast(region, pages[i], bytes)) await this.addPage(region, pages[i], bytes);
+    }
+  }
+
+  /**
+   * Writes pages of region `region` named by `pages` as zero pages (FORMAT.md §6.2, encoding
+   * zero), without page data. In a diff this is how a page that became zero since the parent is
+   * written (FORMAT.md §14.2); in a full snapshot it is the same state as leaving the page out.
+   */
+  async writeZeroPages(region: number, pages: ArrayLike<number>): Promise<void> {
+    const total = this.checkPages(region, "writeZeroPages");
+    const ps = this.description.regions[region].pageSize;
+    for (let i = 0; i < pages.length; i++) {
+      const p = pages[i];
+      if (!Number.isInteger(p) || p < 0 || p >= total) {
+        throw new Error(
+          `Cannot write pages: page ${p} is outside region '${
+            this.description.regions[region].name
+          }' (${total} pages)`,
+        );
+      }
+    }
+    const zero = new Uint8Array(ps);
+    for (let i = 0; i < pages.length; i++) {
+      if (!this.addPageFast(region, pages[i], zero)) await this.addPage(region, pages[i], zero);
     }
   }
 
@@ -675,9 +800,9 @@ export class SnapshotWriter {
    */
   async writeExtensionRecord(type: number, payload: Uint8Array, critical: boolean): Promise<void> {
     this.checkOpen();
-    // Any type v1 does not define, 0x0000 included (FORMAT.md §3.2): readers skip it when optional,
-    // so `convert` must be able to carry it over.
-    const defined = type >= RecordType.HEADER && type <= RecordType.TRAILER;
+    // Any type the format does not define, 0x0000 included (FORMAT.md §3.2): readers skip it when
+    // optional, so `convert` must be able to carry it over.
+    const defined = isKnownType(type);
     if (!Number.isInteger(type) || type < 0 || defined || type > 0xffff) {
       throw new Error(`Cannot write extension record: type ${type} is reserved or not a u16`);
     }
@@ -722,6 +847,9 @@ export class SnapshotWriter {
         contentDigest,
         fileDigest,
         batches: { ...this.encoder.counts },
+        depth: this.link?.depth ?? 0,
+        rootFileDigest: this.link?.rootFileDigest ?? fileDigest,
+        ...(this.keepPageHashes ? { pageHashes: this.digest.pageHashes } : {}),
       };
     } catch (e) {
       await this.fail();
@@ -770,4 +898,24 @@ export class SnapshotWriter {
     );
     return at;
   }
+}
+
+/** The PARENT record of a diff on `parent` (FORMAT.md §14.1); throws for a parent that cannot be. */
+function parentLink(parent: DiffParent, description: MachineDescription): ParentLink {
+  const fail = (reason: string): never => {
+    throw new Error(`Cannot write a diff on '${parent.name}': ${reason}`);
+  };
+  if (!Number.isInteger(parent.depth) || parent.depth < 0 || parent.depth >= MAX_CHAIN_DEPTH) {
+    fail(`the parent's depth ${parent.depth} is not in 0..${MAX_CHAIN_DEPTH - 1}`);
+  }
+  if (!parent.pageHashes.fits(description.regions)) {
+    fail("the parent's regions are not this machine's (a chain holds one machine)");
+  }
+  return {
+    depth: parent.depth + 1,
+    parentContentDigest: parent.contentDigest.slice(),
+    parentFileDigest: parent.fileDigest.slice(),
+    rootFileDigest: parent.depth === 0 ? parent.fileDigest.slice() : parent.rootFileDigest.slice(),
+    parentName: baseName(parent.name),
+  };
 }

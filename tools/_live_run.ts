@@ -27,6 +27,8 @@ import { LIMIT_EXIT_STATUS } from "./run.ts";
 export interface LiveRunOptions {
   elf?: Uint8Array;
   restorePath?: string;
+  /** For a diff at `restorePath`: parent files (`--parent`). */
+  restoreParents?: string[];
   ramSize?: number;
   input?: Uint8Array;
   stopAt?: number;
@@ -43,6 +45,9 @@ export interface LiveRunOptions {
   out?: string;
   mode: SnapshotMode;
   cowBuffer: CowBufferSize;
+  /** Each scheduled snapshot a diff on the one before (the first a diff on the restored file,
+   * or full after a boot from an ELF). */
+  incremental?: boolean;
   /** Precopy's policy (`--precopy-max-passes`, `--downtime-ms`). */
   precopy?: PrecopyOptions;
   metricsPath?: string;
@@ -208,7 +213,10 @@ export function describeSnapshot(m: SnapshotMetrics): string {
     : m.mode === "precopy"
     ? `, ${m.pagesResent} pages resent in ${m.precopyPasses} passes, throttle up to ${m.precopyThrottlePct}%, ${m.pagesInFinalPause} pages in the final pause`
     : "";
-  return `snapshot at instruction ${m.atInstruction} → ${m.path} (${m.mode}): pause ${m.pauseUs} µs, ` +
+  const kind = m.incremental
+    ? `${m.mode} diff on ${m.parentPath}, depth ${m.chainDepth}, ${m.pagesInDiff} pages dirty`
+    : m.mode;
+  return `snapshot at instruction ${m.atInstruction} → ${m.path} (${kind}): pause ${m.pauseUs} µs, ` +
     `${
       m.totalMs.toFixed(1)
     } ms, ${m.bytesWritten} bytes, guest ran ${m.guestInstructionsDuring} instructions meanwhile${extra}`;
@@ -245,6 +253,7 @@ export async function runLive(o: LiveRunOptions): Promise<number> {
     mode: o.mode,
     cowBuffer: o.cowBuffer,
     precopy: o.precopy,
+    incremental: o.incremental,
     path: snapshotPath(o.out!, at, several),
   }));
   // The guest halts at whichever comes first; the halt tells them apart below.
@@ -262,6 +271,7 @@ export async function runLive(o: LiveRunOptions): Promise<number> {
       mode: o.mode,
       cowBuffer: o.cowBuffer,
       precopy: o.precopy,
+      incremental: o.incremental,
       path: (_k: number, at: number) => snapshotPath(o.out!, at, true),
     },
     onScheduledSnapshot: report,
@@ -289,7 +299,12 @@ export async function runLive(o: LiveRunOptions): Promise<number> {
       );
       metricsFile?.writeSync(encoder.encode(JSON.stringify(m) + "\n"));
     } else {
-      machine = await LiveMachine.start({ elf: o.elf, restorePath: o.restorePath, ...options });
+      machine = await LiveMachine.start({
+        elf: o.elf,
+        restorePath: o.restorePath,
+        restoreParents: o.restoreParents,
+        ...options,
+      });
     }
   } catch (e) {
     metricsFile?.close();
@@ -395,7 +410,7 @@ export interface LiveArgs {
  * `snapshot-at` must be declared with `collect`.
  */
 export function parseLiveArgs(
-  opts: LiveArgValues & { digest?: boolean },
+  opts: LiveArgValues & { digest?: boolean; incremental?: boolean },
   forceLive = false,
 ): LiveArgs {
   const one = (name: (typeof LIVE_STRING_OPTIONS)[number]) => opts[name] as string | undefined;
@@ -409,6 +424,12 @@ export function parseLiveArgs(
     : parseInstructionCount("--max-instructions", maxText);
   const at = (opts["snapshot-at"] ?? []) as string[];
   const everyText = one("snapshot-every");
+  if (opts.incremental && at.length === 0 && everyText === undefined) {
+    throw new UsageError(
+      "--incremental needs --snapshot-at or --snapshot-every (through a control socket: " +
+        "'livesnap ctl PATH snapshot --out FILE --incremental')",
+    );
+  }
   const migrateTo = parseMigrateTarget(opts);
   if (
     at.length === 0 && everyText === undefined && one("control") === undefined &&
@@ -437,6 +458,7 @@ export function parseLiveArgs(
       out: one("out"),
       mode: parseMode(one("mode") ?? "cow"),
       cowBuffer: parseCowBuffer(one("cow-buffer") ?? "16M"),
+      incremental: opts.incremental ?? false,
       precopy: parsePrecopyOptions(one("precopy-max-passes"), one("downtime-ms")),
       metricsPath: one("metrics"),
       control: one("control"),

@@ -27,6 +27,10 @@ const COMMANDS: Record<string, CommandEntry> = {
     summary: "compare two snapshots: differing pages per region, device fields",
     load: () => import("./diff_command.ts"),
   },
+  flatten: {
+    summary: "one full snapshot from a chain of diffs, every link checked",
+    load: () => import("./flatten_command.ts"),
+  },
   inspect: {
     summary: "describe a snapshot or a QEMU migration stream (--json for one JSON object)",
     load: () => import("./inspect_command.ts"),

@@ -5,7 +5,8 @@
  * `{"return": <value>, "id": ...}` or `{"error": {"class": "...", "desc": "..."}, "id": ...}`.
  *
  * Commands: `snapshot` (arguments `path`, `mode` = cow|precopy|stop, `cowBuffer` = bytes or
- * "max"; returns the snapshot's metrics once the file is complete), `migrate` (arguments `host`,
+ * "max", `incremental` = true for a diff on the machine's last snapshot, refused if it has none;
+ * returns the snapshot's metrics once the file is complete), `migrate` (arguments `host`,
  * `port`, `mode` = precopy|postcopy|hybrid, `downtimeMs`, `maxPasses`, `bandwidth` in bytes per
  * second; sends one `{"event": "MIGRATION_PASS", "data": {...}}` line per precopy pass, then
  * returns the migration's metrics once the destination runs the guest, and the machine stops;
@@ -120,7 +121,18 @@ async function execute(
       if (!["cow", "precopy", "stop"].includes(mode)) {
         throw new TypeError(`Cannot snapshot: mode '${mode}' is not cow, precopy or stop`);
       }
-      return await machine.snapshot({ path, mode, cowBuffer: parseCowBuffer(args.cowBuffer) });
+      const incremental = args.incremental ?? false;
+      if (typeof incremental !== "boolean") {
+        throw new TypeError(
+          `Cannot snapshot: incremental ${JSON.stringify(incremental)} is not true or false`,
+        );
+      }
+      return await machine.snapshot({
+        path,
+        mode,
+        cowBuffer: parseCowBuffer(args.cowBuffer),
+        incremental,
+      });
     }
     case "pause":
       return await machine.pause();

@@ -11,6 +11,7 @@ import { isZeroPage } from "./_zero.ts";
 import { toHex } from "../format/checksum.ts";
 import { decodeDeviceState } from "../format/device_state.ts";
 import { LsnapError } from "../format/errors.ts";
+import { ChainError, type ChainProblem, openChain } from "../format/chain.ts";
 import { type SnapshotRecord, SnapshotStreamReader, sortDevices } from "../format/stream_reader.ts";
 import type { DeviceSection } from "../format/device_section.ts";
 import { SnapshotFileReader } from "../format/file_reader.ts";
@@ -156,6 +157,79 @@ export interface InspectResult {
   pageMap?: PageRun[];
   /** Where the hart's instruction count comes from; null for snapshots of other machines. */
   instructions: InstructionCount | null;
+  /**
+   * For a diff (FORMAT.md §14): its PARENT record, digests in lowercase hex. A diff's pages are
+   * only the changes, and its content digest (the whole state's) is not checked without its
+   * parents; null for a full snapshot.
+   */
+  parent: ParentReport | null;
+  /** With `inspectChain`: the chain the file ends, or why it cannot be used. */
+  chain?: ChainReport;
+}
+
+/** A diff's PARENT record as `inspect` reports it. */
+export interface ParentReport {
+  /** The parent's file name, as the diff records it (looked up in the diff's directory). */
+  name: string;
+  /** This diff's depth: 1 on a full snapshot. */
+  depth: number;
+  /** The parent's content digest (FORMAT.md §10), hex. */
+  contentDigest: string;
+  /** The parent's file digest (FORMAT.md §9), hex. */
+  fileDigest: string;
+  /** The file digest of the chain's full snapshot. */
+  rootFileDigest: string;
+}
+
+/** The chain a file ends, as `inspect` reports it: its files, the full snapshot first. */
+export type ChainReport =
+  | {
+    ok: true;
+    files: {
+      path: string;
+      depth: number;
+      bytes: number;
+      contentDigest: string;
+      fileDigest: string;
+    }[];
+  }
+  | { ok: false; problem: ChainProblem; message: string };
+
+/**
+ * Opens the chain that ends at `path` (every link checked against the files' trailers, FORMAT.md
+ * §14.4; the bytes are not read: `verify --chain` proves them) and describes it. Never throws for
+ * a chain that cannot be used: the problem is in the report.
+ *
+ * @example
+ * ```ts
+ * import { assert } from "@std/assert/mod.js";
+ * import { inspectChain } from "./inspect.ts";
+ * const r = await inspectChain("/nonexistent/s-3.lsnap");
+ * assert(!r.ok && r.problem === "missing-parent");
+ * ```
+ */
+export async function inspectChain(path: string, parents: string[] = []): Promise<ChainReport> {
+  let chain;
+  try {
+    chain = await openChain(path, { parents });
+  } catch (e) {
+    if (e instanceof ChainError) return { ok: false, problem: e.problem, message: e.message };
+    throw e;
+  }
+  try {
+    return {
+      ok: true,
+      files: chain.files.map((f) => ({
+        path: f.path,
+        depth: f.depth,
+        bytes: f.reader.size,
+        contentDigest: toHex(f.trailer.contentDigest),
+        fileDigest: toHex(f.trailer.fileDigest),
+      })),
+    };
+  } finally {
+    chain.close();
+  }
 }
 
 /** Options of {@linkcode inspectSnapshot}. */
@@ -208,6 +282,7 @@ export async function inspectSnapshot(
       bytesRead.n += n;
       options.onBytes?.(n);
     }),
+    { diffs: "read" },
   );
   const maps: Map<number, MapChunk>[] = [];
   const devices = new Map<string, DeviceSection>();
@@ -314,6 +389,13 @@ export async function inspectSnapshot(
     extensions: reader.counts.extensions,
     error,
     instructions: d === null ? null : instructionCountOf(d, devices.values()),
+    parent: reader.parent === null ? null : {
+      name: reader.parent.parentName,
+      depth: reader.parent.depth,
+      contentDigest: toHex(reader.parent.parentContentDigest),
+      fileDigest: toHex(reader.parent.parentFileDigest),
+      rootFileDigest: toHex(reader.parent.rootFileDigest),
+    },
   };
   if (options.pages && d !== null) {
     const runs: PageRun[] = [];
@@ -414,7 +496,8 @@ export async function inspectDevice(
   if (input instanceof SnapshotFileReader) {
     all = await input.devices();
   } else {
-    const reader = new SnapshotStreamReader(input, { decodePages: false });
+    // A diff holds the whole device state (FORMAT.md §14.2): its devices are the state's.
+    const reader = new SnapshotStreamReader(input, { decodePages: false, diffs: "read" });
     const found = new Map<string, DeviceSection>();
     for await (const r of reader.records()) {
       if (r.kind === "device") found.set(`${r.device.id}\u0000${r.device.instance}`, r.device);

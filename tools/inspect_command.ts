@@ -18,6 +18,7 @@ import { colorEnabled, createProgress, formatBytes, formatRatio, palette } from 
 import {
   describeInstructionCount,
   DeviceNotFoundError,
+  inspectChain,
   inspectDevice,
   type InspectResult,
   inspectSnapshot,
@@ -30,6 +31,10 @@ describes it: format version, completeness, memory regions, pages by encoding, c
 records, device sections, digests. A URL is read with HTTP Range requests, a few in flight (an
 S3-compatible object store or any server that honours Range); with --device only its footer,
 index and device records are fetched.
+
+For a diff (a snapshot of the changes since a parent, written with --incremental) it also shows
+the parent link (the parent's name, digests and the chain depth) and, when the parents are
+present (beside the diff, or given with --parent), the whole chain with every link checked.
 
 A QEMU migration stream (as written by migrate "exec:cat > FILE") is recognised by its first
 bytes (QEVM), from a file or standard input, and summarised: sections, RAM blocks with their
@@ -45,6 +50,8 @@ Options:
   --fields               QEMU stream: also print each device's decoded fields as text
   --page-size N          QEMU stream: the target page size when the stream does not state
                          it (default 4096)
+  --parent FILE          a diff's parent file to use in the chain (repeatable; by default
+                         parents are found by the names the diffs record, beside them)
   --help                 show this help
 
 Examples:
@@ -53,12 +60,13 @@ Examples:
   livesnap inspect --device hart vm.lsnap
   livesnap inspect https://bucket.example.com/snaps/vm.lsnap
   livesnap inspect --device uart 'https://s3.example.com/b/vm.lsnap?X-Amz-Signature=...'
+  livesnap inspect s-3.lsnap                       # a diff: its parent link and its chain
   cat vm.lsnap | livesnap inspect - --json | jq .compression
   livesnap inspect --fields guest.qemu
   livesnap inspect --json guest.qemu | jq '.devices[] | select(.idstr == "cpu")'
 
-Exit status: 0 for a complete file, 1 for a damaged or incomplete one (or no such device),
-2 for usage or I/O errors.`;
+Exit status: 0 for a complete file, 1 for a damaged or incomplete one (or no such device, or a
+diff whose chain cannot be used), 2 for usage or I/O errors.`;
 
 /** An I/O error's message: a source's errors already say what they could not read. */
 function readFailure(name: string, e: unknown): string {
@@ -110,6 +118,29 @@ function text(r: InspectResult, color: boolean): string {
     `content     ${r.digests.content ?? "-"}`,
     `file        ${r.digests.file ?? "-"}`,
   ];
+  if (r.parent !== null) {
+    lines.push(
+      `parent      ${r.parent.name} (this diff is at chain depth ${r.parent.depth}; its pages are ` +
+        "the changes since the parent, its content digest the whole state's)",
+      `  content   ${r.parent.contentDigest}`,
+      `  file      ${r.parent.fileDigest}`,
+      `  root file ${r.parent.rootFileDigest}`,
+    );
+  }
+  if (r.chain !== undefined) {
+    if (r.chain.ok) {
+      lines.push(
+        `chain       ${r.chain.files.length} files, every link checked (full snapshot first)`,
+      );
+      for (const f of r.chain.files) {
+        lines.push(
+          `  ${String(f.depth).padStart(4)}  ${f.path}  ${formatBytes(f.bytes)}  content ${
+            f.contentDigest.slice(0, 16)
+          }…`,
+        );
+      }
+    } else lines.push(c.red(`chain       ${r.chain.message}`));
+  }
   if (r.error) lines.push(c.red(`error       ${r.error.message}`));
   if (r.pageMap !== undefined) {
     lines.push("page map    (region, pages, addresses, contents, last record, occurrences)");
@@ -136,6 +167,7 @@ export async function main(args: string[]): Promise<number> {
     usage: USAGE,
     boolean: ["json", "pages", "fields"],
     string: ["device", "page-size"],
+    list: ["parent"],
   });
   if (typeof command === "number") return command;
   const { options: flags, positional: files, usageError } = command;
@@ -189,7 +221,9 @@ export async function main(args: string[]): Promise<number> {
       let reader: SnapshotFileReader | undefined;
       try {
         // A URL: the footer, the index and the device records only, not the whole file.
-        if (input.source !== undefined) reader = await SnapshotFileReader.open(input.source);
+        if (input.source !== undefined) {
+          reader = await SnapshotFileReader.open(input.source, { diffs: "read" });
+        }
         const d = await inspectDevice(
           reader ?? readable,
           m[1],
@@ -217,10 +251,13 @@ export async function main(args: string[]): Promise<number> {
     } finally {
       progress.done();
     }
+    if (result.parent !== null && input.path !== undefined) {
+      result.chain = await inspectChain(input.path, flags.parent);
+    }
     console.log(
       flags.json ? JSON.stringify(result, null, 2) : text(result, colorEnabled(Deno.stdout)),
     );
-    return result.complete ? 0 : 1;
+    return result.complete && (result.chain === undefined || result.chain.ok) ? 0 : 1;
   } finally {
     input.close();
   }

@@ -5,10 +5,11 @@
  * - {@linkcode inspectSnapshot} / {@linkcode inspectDevice} (`livesnap inspect`): what a snapshot
  *   holds, never throwing for a damaged file.
  * - {@linkcode verifySnapshot} (`livesnap verify`): every check, every problem with its record and
- *   byte offset.
+ *   byte offset; {@linkcode verifyChain} (`verify --chain`) every file and link of a chain of diffs.
  * - {@linkcode convertSnapshot} (`livesnap convert`): recompress, reorder, raw images, ELF cores,
  *   QEMU streams; the output is read back and its content digest checked before it appears.
  * - {@linkcode diffSnapshots} (`livesnap diff`): differing pages and device fields.
+ * - {@linkcode flattenSnapshot} (`livesnap flatten`): one full snapshot from a chain of diffs.
  * - {@linkcode runGuest} (`livesnap run`) and {@linkcode restoreSnapshot} (`livesnap restore`):
  *   a guest on the bundled machine, from its ELF or from a snapshot.
  * - {@linkcode serveControl} / {@linkcode controlRequest} (`livesnap ctl`): the control socket.
@@ -39,17 +40,26 @@
  * @module
  */
 export {
+  type ChainReport,
   DeviceNotFoundError,
   type DeviceStateReport,
   type ErrorReport,
+  inspectChain,
   inspectDevice,
   type InspectOptions,
   type InspectResult,
   inspectSnapshot,
   type InstructionCount,
   type PageRun,
+  type ParentReport,
 } from "./inspect.ts";
-export { type VerifyOptions, type VerifyResult, verifySnapshot } from "./verify.ts";
+export {
+  verifyChain,
+  type VerifyChainResult,
+  type VerifyOptions,
+  type VerifyResult,
+  verifySnapshot,
+} from "./verify.ts";
 export type { Problem } from "./verify.ts";
 export type { FieldDifference, Json } from "./_state_json.ts";
 export {
@@ -87,6 +97,11 @@ export {
   layoutElfCore,
   type Rv32Registers,
 } from "./elf_core.ts";
+export {
+  flattenSnapshot,
+  type FlattenSnapshotOptions,
+  type FlattenSnapshotResult,
+} from "./flatten.ts";
 export { runGuest, type RunGuestOptions, type RunGuestResult } from "./run.ts";
 export {
   restoreSnapshot,

@@ -7,14 +7,23 @@
  */
 
 import type { ExitReason, Machine } from "../emulator/machine.ts";
-import { restoreMachine, type RestoreOptions } from "../emulator/snapshot/restore.ts";
+import {
+  type RestoredMachine,
+  restoreMachine,
+  restoreMachineFromFile,
+  type RestoreOptions,
+} from "../emulator/snapshot/restore.ts";
+import { isHttpUrl } from "../format/open_source.ts";
 import { runBounded } from "./run.ts";
 import { openInput } from "./_io.ts";
 
 /** Options for {@linkcode restoreSnapshot}. */
 export interface RestoreSnapshotOptions {
-  /** The snapshot file: a path, an http(s) URL (read with Range requests), or `-` (stdin). */
+  /** The snapshot file: a path (a full snapshot, a QEMU stream, or a diff, read through its
+   * chain), an http(s) URL (read with Range requests), or `-` (stdin). */
   path: string;
+  /** For a diff: parent files to use before the name hints (`--parent`), matched by digest. */
+  parents?: string[];
   /** Stop once this many instructions have retired, counted from reset as in the original run
    * (so `--stop-at` means the same instruction in `run` and `restore`). */
   stopAt?: number;
@@ -51,6 +60,8 @@ export interface RestoreSnapshotResult {
   source: "lsnap" | "qemu-stream" | "lsnap-from-qemu";
   /** For a QEMU snapshot, the fields ignored or approximated (`--verbose`). */
   notes: { field: string; note: string }[];
+  /** The files read, the full snapshot first (one file unless `path` is a diff). */
+  chain: string[];
 }
 
 /**
@@ -84,12 +95,25 @@ export async function restoreSnapshot(o: RestoreSnapshotOptions): Promise<Restor
       throw new RangeError(`Cannot restore: --run-for ${o.runFor} is not an instruction count`);
     }
   }
-  const input = await openInput(o.path);
-  let restored;
-  try {
-    restored = await restoreMachine(input.readable, { uartSink: o.sink, migrations: o.migrations });
-  } finally {
-    input.close();
+  let restored: RestoredMachine & { chain: string[] };
+  if (o.path !== "-" && !isHttpUrl(o.path)) {
+    // A diff is read through its chain: every link and every digest is checked before it runs.
+    restored = await restoreMachineFromFile(o.path, {
+      uartSink: o.sink,
+      migrations: o.migrations,
+      parents: o.parents,
+    });
+  } else {
+    const input = await openInput(o.path);
+    try {
+      const m = await restoreMachine(input.readable, {
+        uartSink: o.sink,
+        migrations: o.migrations,
+      });
+      restored = { ...m, chain: [o.path] };
+    } finally {
+      input.close();
+    }
   }
   const { machine } = restored;
   o.onRestored?.(restored.notes);
@@ -113,5 +137,6 @@ export async function restoreSnapshot(o: RestoreSnapshotOptions): Promise<Restor
     machine,
     source: restored.source,
     notes: restored.notes,
+    chain: restored.chain,
   };
 }

@@ -14,6 +14,8 @@
 import { type PageDigestPool, startPageDigestPool } from "../format/page_digest_pool.ts";
 import { toHex } from "../format/checksum.ts";
 import { SnapshotChecker } from "../format/file_checks.ts";
+import { ChainError, type ChainProblem, openChain } from "../format/chain.ts";
+import type { PageHashTable } from "../format/content_digest.ts";
 import { streamSource } from "../format/record_scanner.ts";
 import type { ErrorReport } from "./inspect.ts";
 
@@ -49,6 +51,12 @@ export interface VerifyResult {
   stoppedEarly: boolean;
   /** With `content`: the expected digest and whether the file holds that state. */
   content: { expected: string; matches: boolean } | null;
+  /**
+   * For a diff (FORMAT.md §14): its parent's name and its depth, and whether its content digest
+   * (the whole state's) was checked: only with the parent's page hashes (`verifyChain`); null
+   * for a full snapshot.
+   */
+  diff: { parent: string; depth: number; contentChecked: boolean } | null;
 }
 
 /** Options of {@linkcode verifySnapshot}. */
@@ -75,6 +83,8 @@ export interface VerifyOptions {
    * @ignore
    */
   pool?: PageDigestPool;
+  /** For a diff: the page hashes of its parent's whole state, to check its content digest. */
+  parentPages?: PageHashTable;
 }
 
 class StopScan extends Error {}
@@ -95,6 +105,13 @@ export async function verifySnapshot(
   stream: ReadableStream<Uint8Array>,
   options: VerifyOptions = {},
 ): Promise<VerifyResult> {
+  return (await verifyStream(stream, options)).result;
+}
+
+async function verifyStream(
+  stream: ReadableStream<Uint8Array>,
+  options: VerifyOptions,
+): Promise<{ result: VerifyResult; checker: SnapshotChecker }> {
   const expected = options.content?.toLowerCase();
   if (expected !== undefined && !/^[0-9a-f]{64}$/.test(expected)) {
     throw new Error(`Cannot verify: --content '${options.content}' is not 64 hex digits`);
@@ -122,6 +139,8 @@ export async function verifySnapshot(
     resync: true,
     pool,
     onBytes: options.onBytes,
+    diffs: "read",
+    parentPages: options.parentPages,
   });
   try {
     for await (const _ of checker.records()) { /* every rule is applied as the records pass */ }
@@ -135,7 +154,17 @@ export async function verifySnapshot(
   const contentDigest = checker.contentDigest === null ? null : toHex(checker.contentDigest);
   const fileDigest = checker.fileDigest === null ? null : toHex(checker.fileDigest);
   let content: VerifyResult["content"] = null;
-  if (expected !== undefined) {
+  const link = checker.parent;
+  if (expected !== undefined && link !== null && checker.contentDigestNeedsParent) {
+    content = { expected, matches: false };
+    problems.push({
+      kind: "ChecksumError",
+      message: "Cannot check content: a diff's content digest is the whole state's, which needs " +
+        "its parents (verify --chain)",
+      offset: checker.position,
+      recordIndex: -1,
+    });
+  } else if (expected !== undefined) {
     const matches = contentDigest === expected;
     content = { expected, matches };
     if (!matches && !stoppedEarly) {
@@ -150,7 +179,7 @@ export async function verifySnapshot(
     }
   }
   const ok = problems.length === 0 && checker.complete;
-  return {
+  const result: VerifyResult = {
     ok,
     complete: checker.complete,
     records: checker.recordsRead,
@@ -160,5 +189,114 @@ export async function verifySnapshot(
     problems,
     stoppedEarly,
     content,
+    diff: link === null ? null : {
+      parent: link.parentName,
+      depth: link.depth,
+      contentChecked: !checker.contentDigestNeedsParent,
+    },
+  };
+  return { result, checker };
+}
+
+/** What {@linkcode verifyChain} returns. */
+export interface VerifyChainResult {
+  /** True when the chain opened, every file passed every check and every link was proved. */
+  ok: boolean;
+  /** Why the chain could not be used (a link refused, or not proved by the bytes); null when ok. */
+  chainError: { problem: ChainProblem; message: string } | null;
+  /** Each file verified, the full snapshot first (verification stops at the first bad file). */
+  files: (VerifyResult & { path: string })[];
+  /** The newest file's digests, proved, in lowercase hex; null unless ok. */
+  digests: { content: string | null; file: string | null };
+  /** With `content`: the expected digest and whether the chain holds that state. */
+  content: { expected: string; matches: boolean } | null;
+}
+
+/**
+ * Verifies the chain that ends at `path` (FORMAT.md §14.4): opens it (each link checked against
+ * the trailers), then reads every file, the full snapshot first, with every check of
+ * {@linkcode verifySnapshot}, each diff's content digest recomputed over its parent's state, and
+ * each link's digests compared with those the parent's bytes gave. With `content`, the newest
+ * file's state must be that one. Format problems and refused links are in the result; I/O errors
+ * are thrown.
+ *
+ * @example
+ * ```ts
+ * import { assert } from "@std/assert/mod.js";
+ * import { verifyChain } from "./verify.ts";
+ * const r = await verifyChain("/nonexistent/s-2.lsnap");
+ * assert(!r.ok && r.chainError?.problem === "missing-parent");
+ * ```
+ */
+export async function verifyChain(
+  path: string,
+  options: Omit<VerifyOptions, "parentPages" | "pool"> & { parents?: string[] } = {},
+): Promise<VerifyChainResult> {
+  const expected = options.content?.toLowerCase();
+  const failed = (problem: ChainProblem, message: string, files: VerifyChainResult["files"]) => ({
+    ok: false,
+    chainError: { problem, message },
+    files,
+    digests: { content: null, file: null },
+    content: expected === undefined ? null : { expected, matches: false },
+  });
+  let paths: string[];
+  try {
+    const chain = await openChain(path, { parents: options.parents });
+    paths = chain.files.map((f) => f.path);
+    chain.close();
+  } catch (e) {
+    if (e instanceof ChainError) return failed(e.problem, e.message, []);
+    throw e;
+  }
+  const files: VerifyChainResult["files"] = [];
+  let base: PageHashTable | undefined;
+  let previous: { content: string; file: string } | null = null;
+  for (let i = 0; i < paths.length; i++) {
+    const file = await Deno.open(paths[i], { read: true });
+    const size = (await file.stat()).size;
+    const { result, checker } = await verifyStream(file.readable, {
+      ...options,
+      content: i === paths.length - 1 ? options.content : undefined,
+      sizeHint: size,
+      parentPages: base,
+    });
+    files.push({ path: paths[i], ...result });
+    if (!result.ok) {
+      return {
+        ...failed(
+          "digest-mismatch",
+          `Cannot use the chain of '${path}': '${paths[i]}' does not verify: ${
+            result.error?.message ?? "incomplete"
+          }`,
+          files,
+        ),
+        content: result.content,
+      };
+    }
+    const link = checker.parent;
+    if (previous !== null && link !== null) {
+      const content = toHex(link.parentContentDigest);
+      const fileDigest = toHex(link.parentFileDigest);
+      if (content !== previous.content || fileDigest !== previous.file) {
+        return failed(
+          "digest-mismatch",
+          `Cannot use the chain of '${path}': link ${paths[i]} → ${paths[i - 1]}: the parent's ` +
+            `bytes give file digest ${previous.file} and content digest ${previous.content}, ` +
+            `the PARENT record names ${fileDigest} and ${content}`,
+          files,
+        );
+      }
+    }
+    base = checker.pageHashes ?? undefined;
+    previous = { content: result.digests.content!, file: result.digests.file! };
+  }
+  const last = files[files.length - 1];
+  return {
+    ok: true,
+    chainError: null,
+    files,
+    digests: last.digests,
+    content: last.content,
   };
 }

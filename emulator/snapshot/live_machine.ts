@@ -14,6 +14,7 @@
  */
 
 import type { MachineDescription } from "../../format/header.ts";
+import { MAX_CHAIN_DEPTH } from "../../format/constants.ts";
 import type { MachineState } from "../machine.ts";
 import { PAGE_SIZE } from "../memory_map.ts";
 import type { GuestSideMetrics } from "./guest_side.ts";
@@ -26,6 +27,8 @@ import {
   CMD_STATUS,
   Mailbox,
   MODE_CODES,
+  SNAPSHOT_DIFF,
+  SNAPSHOT_FULL,
 } from "./mailbox.ts";
 import { contentDigestOf } from "./machine_state.ts";
 import {
@@ -77,6 +80,14 @@ export interface SnapshotRequest {
   onFinal?: (atInstruction: number, pausedAt: number) => void;
   /** With `stream`: awaited (while the guest runs) before precopy asks for the final pause. */
   beforeFinal?: () => Promise<void>;
+  /**
+   * A diff on the machine's last snapshot (the last one completed, or the `.lsnap` file it was
+   * restored from): only the pages stored to since that snapshot's instant, with explicit zero
+   * records for pages that became zero, and the whole device state. `snapshot()` refuses it
+   * when the machine has no such snapshot; scheduled ones (`schedule`, `every`) are full until
+   * there is one.
+   */
+  incremental?: boolean;
 }
 
 /** A snapshot the guest takes by itself at an instruction count. */
@@ -95,6 +106,9 @@ export interface LiveMachineOptions {
   /** A snapshot's bytes arriving on a port (port_stream.ts), as a live migration receives
    * them; the machine starts once the whole stream is in and checked. */
   restoreStream?: MessagePort;
+  /** For a diff at `restorePath`: parent files to use before the names its chain records
+   * (`restore --parent`), matched by file digest. */
+  restoreParents?: string[];
   /** RAM size in bytes for `elf` (default: the machine's, 128 MiB). */
   ramSize?: number;
   /** Guest UART output (default: dropped). */
@@ -112,6 +126,8 @@ export interface LiveMachineOptions {
     mode: SnapshotMode;
     cowBuffer?: CowBufferSize;
     precopy?: PrecopyOptions;
+    /** Each a diff on the one before (the first full, unless the machine was restored). */
+    incremental?: boolean;
     path: (k: number, atInstruction: number) => string;
   } | null;
   /** Bytes the guest reads from its UART. */
@@ -124,6 +140,12 @@ export interface LiveMachineOptions {
   startPaused?: boolean;
   /** Most instructions the guest runs between two looks at its mailbox (default 200 000). */
   sliceInstructions?: number;
+  /**
+   * The deepest a chain of diffs may be (default and at most format's `MAX_CHAIN_DEPTH`, 1024):
+   * a scheduled incremental snapshot on a parent this deep is full, starting a new chain, and
+   * `snapshot({ incremental: true })` is refused.
+   */
+  maxChainDepth?: number;
 }
 
 /** Why and where the guest halted, with its state then. */
@@ -142,6 +164,7 @@ interface Pending {
   onPass?: (pass: PrecopyPassReport) => void;
   onFinal?: (atInstruction: number, pausedAt: number) => void;
   beforeFinal?: () => Promise<void>;
+  incremental: boolean;
   cowBufferBytes: number;
   resolve: (m: SnapshotMetrics) => void;
   reject: (e: Error) => void;
@@ -162,6 +185,8 @@ interface Pending {
     bytesWritten: number;
     contentDigest: string;
     finishedAt: number;
+    depth: number;
+    parentPath: string | null;
   };
   error?: Error;
 }
@@ -290,6 +315,7 @@ export class LiveMachine {
       gate: booted.gate,
       description: booted.description,
       chunkPort,
+      parent: booted.parent,
     };
     writer.postMessage(attach, [chunkPort]);
     (options.schedule ?? []).forEach((s, i) => {
@@ -314,7 +340,13 @@ export class LiveMachine {
       const p = this.#pending.get(`at:${i}`);
       if (p === undefined) continue;
       this.#writer.postMessage(
-        { type: "path", tag: `at:${i}`, path: p.path, precopy: p.precopy } as WriterCommand,
+        {
+          type: "path",
+          tag: `at:${i}`,
+          path: p.path,
+          precopy: p.precopy,
+          incremental: p.incremental,
+        } as WriterCommand,
       );
       return;
     }
@@ -328,13 +360,20 @@ export class LiveMachine {
       path: every.path(k, at),
       cowBuffer: every.cowBuffer,
       precopy: every.precopy,
+      incremental: every.incremental,
     };
     this.#expect(tag, req).then(
       (m) => this.#options.onScheduledSnapshot?.(m),
       (e) => this.#options.onScheduledError?.(e),
     );
     this.#writer.postMessage(
-      { type: "path", tag, path: req.path, precopy: req.precopy } as WriterCommand,
+      {
+        type: "path",
+        tag,
+        path: req.path,
+        precopy: req.precopy,
+        incremental: req.incremental ?? false,
+      } as WriterCommand,
     );
   }
 
@@ -342,6 +381,14 @@ export class LiveMachine {
    * with the guest thread's error (a bad ELF, a snapshot that does not fit) before it runs. */
   static async start(options: LiveMachineOptions): Promise<LiveMachine> {
     const schedule = options.schedule ?? [];
+    const depth = options.maxChainDepth;
+    if (
+      depth !== undefined && !(Number.isInteger(depth) && depth >= 1 && depth <= MAX_CHAIN_DEPTH)
+    ) {
+      throw new RangeError(
+        `Cannot start the machine: maxChainDepth ${depth} is not an integer in 1..${MAX_CHAIN_DEPTH}`,
+      );
+    }
     for (let i = 1; i < schedule.length; i++) {
       if (!(schedule[i].at > schedule[i - 1].at)) {
         throw new RangeError("Cannot schedule snapshots: instruction counts must increase");
@@ -355,6 +402,7 @@ export class LiveMachine {
       elf: options.elf,
       restorePath: options.restorePath,
       restoreStream: options.restoreStream,
+      restoreParents: options.restoreParents,
       ramSize: options.ramSize,
       input: options.input,
       mailbox: mailbox.buffer,
@@ -365,6 +413,7 @@ export class LiveMachine {
         at: s.at,
         mode: s.mode,
         slots: cowBufferSlots(s.cowBuffer ?? DEFAULT_COW_BUFFER, Number.MAX_SAFE_INTEGER),
+        incremental: s.incremental ?? false,
       })),
       every: options.every == null ? null : {
         interval: options.every.interval,
@@ -373,9 +422,11 @@ export class LiveMachine {
           options.every.cowBuffer ?? DEFAULT_COW_BUFFER,
           Number.MAX_SAFE_INTEGER,
         ),
+        incremental: options.every.incremental ?? false,
       },
       startPaused: options.startPaused,
       sliceInstructions: options.sliceInstructions,
+      maxChainDepth: options.maxChainDepth,
     };
     const writer = new Worker(new URL("./writer_worker.ts", import.meta.url), { type: "module" });
     await new Promise<void>((resolve) => writer.onmessage = () => resolve());
@@ -422,6 +473,7 @@ export class LiveMachine {
         onPass: req.onPass,
         onFinal: req.onFinal,
         beforeFinal: req.beforeFinal,
+        incremental: req.incremental ?? false,
         cowBufferBytes: cowBufferSlots(req.cowBuffer ?? DEFAULT_COW_BUFFER, this.pageCount) *
           PAGE_SIZE,
         resolve,
@@ -551,6 +603,10 @@ export class LiveMachine {
     p.resolve({
       mode: p.mode!,
       path: p.path,
+      incremental: w.parentPath !== null,
+      parentPath: w.parentPath,
+      chainDepth: w.depth,
+      pagesInDiff: Math.max(0, w.writer.diffPages),
       atInstruction: p.atInstruction!,
       pauseUs: Math.round(g.pauseUs),
       pauseCauses: roundCauses(g.pauseCauses),
@@ -614,7 +670,8 @@ export class LiveMachine {
     if (this.#closed) return Promise.reject(new Error("Cannot snapshot: the machine has quit"));
     const slots = cowBufferSlots(req.cowBuffer ?? DEFAULT_COW_BUFFER, this.pageCount);
     let done!: Promise<SnapshotMetrics>;
-    const args = [MODE_CODES[req.mode], slots, req.holdAfterFinal ? 1 : 0];
+    const kind = req.incremental ? SNAPSHOT_DIFF : SNAPSHOT_FULL;
+    const args = [MODE_CODES[req.mode], slots, kind, req.holdAfterFinal ? 1 : 0];
     const sent = this.#command(CMD_SNAPSHOT, args, undefined, (seq) => {
       const tag = `ctl:${seq}`;
       done = this.#expect(tag, req);
@@ -630,6 +687,7 @@ export class LiveMachine {
         tag,
         path: req.path,
         precopy: req.precopy,
+        incremental: req.incremental ?? false,
         stream: req.stream,
       };
       this.#writer.postMessage(path, req.stream !== undefined ? [req.stream] : []);

@@ -45,6 +45,15 @@ export interface SnapshotMetrics {
   mode: SnapshotMode;
   /** The file written. */
   path: string;
+  /** True for a diff (incremental snapshot) on `parentPath`. */
+  incremental: boolean;
+  /** For a diff: the path of its parent, the machine's previous snapshot; else null. */
+  parentPath: string | null;
+  /** 0 for a full snapshot; for a diff, its parent's depth + 1. */
+  chainDepth: number;
+  /** For a diff: the pages stored to between its parent's instant and its own request (its
+   * frozen dirty set; precopy resends pages stored to after that as `pagesResent`); else 0. */
+  pagesInDiff: number;
   /** Retired instructions at the point in time the file holds (precopy: its final pause). */
   atInstruction: number;
   /** The longest time the guest thread retired no instruction because of this snapshot,

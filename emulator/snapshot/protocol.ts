@@ -13,6 +13,7 @@ import type { GuestSideMetrics } from "./guest_side.ts";
 import type { PauseCauses } from "./metrics.ts";
 import type { SessionBuffers, SnapshotMode } from "./session.ts";
 import type { PrecopyPassReport, WriterSideMetrics } from "./writer_loop.ts";
+import type { ParentTransfer } from "./diff_parent.ts";
 
 export type { PrecopyPassReport };
 
@@ -37,14 +38,17 @@ export type WriterCommand =
     description: MachineDescription;
     /** The copy buffer's chunks arrive here from the guest thread (slot_chunks.ts). */
     chunkPort: MessagePort;
+    /** The parent of a diff taken before any snapshot: the file the machine was restored from. */
+    parent: ParentTransfer | null;
   }
-  /** Where the snapshot named `tag` goes (sent before the guest can take it), and precopy's
-   * policy for it. */
+  /** Where the snapshot named `tag` goes (sent before the guest can take it), precopy's policy
+   * for it, and whether it is a diff on the machine's last snapshot. */
   | {
     type: "path";
     tag: string;
     path: string;
     precopy?: PrecopyOptions;
+    incremental?: boolean;
     /** Instead of a file at `path` (then only a name for messages): the snapshot's bytes go to
      * this port as a flow-controlled stream (port_stream.ts), e.g. to a live migration's
      * socket. */
@@ -69,6 +73,10 @@ export type WriterEvent =
     bytesWritten: number;
     contentDigest: string;
     finishedAt: number;
+    /** Chain depth: 0 for a full snapshot, n for the n-th diff on one. */
+    depth: number;
+    /** For a diff: its parent's path. */
+    parentPath: string | null;
   }
   | { type: "failed"; tag: string; message: string }
   /** Precopy of a stream target would ask for the final pause: it waits for `final-ok`. */
@@ -84,6 +92,8 @@ export interface ScheduledSnapshot {
   mode: SnapshotMode;
   /** Copy buffer slots (pages) for `cow`. */
   slots: number;
+  /** A diff on the machine's last snapshot. */
+  incremental: boolean;
 }
 
 /** The boot message. Exactly one of `elf` and `restorePath`. */
@@ -93,6 +103,8 @@ export interface GuestBoot {
   /** Instead of `restorePath`: the snapshot's bytes arrive on this port (port_stream.ts), e.g.
    * from a live migration's socket. */
   restoreStream?: MessagePort;
+  /** For a diff at `restorePath`: parent files to use before the names it records. */
+  restoreParents?: string[];
   /** RAM size for `elf`; a restore takes the file's. */
   ramSize?: number;
   /** Bytes the guest reads from its UART. */
@@ -108,9 +120,11 @@ export interface GuestBoot {
   /** Taken in order; `at` must increase. */
   schedule: ScheduledSnapshot[];
   /** A snapshot at every multiple of `interval` retired instructions. */
-  every: { interval: number; mode: SnapshotMode; slots: number } | null;
+  every: { interval: number; mode: SnapshotMode; slots: number; incremental: boolean } | null;
   /** Start paused (the host resumes it). */
   startPaused?: boolean;
+  /** The deepest chain of diffs (default and at most format's `MAX_CHAIN_DEPTH`). */
+  maxChainDepth?: number;
   /** Instructions per slice while no snapshot runs (default 200 000). */
   sliceInstructions?: number;
 }
@@ -131,6 +145,8 @@ export type GuestEvent =
     restoredDigest: string | null;
     /** For a restored QEMU snapshot: the fields ignored or approximated. */
     restoredNotes: { field: string; note: string }[];
+    /** The restored `.lsnap` as the parent of a diff (null: none). */
+    parent: ParentTransfer | null;
   }
   | { type: "boot-failed"; name: string; message: string }
   | { type: "uart"; bytes: Uint8Array }

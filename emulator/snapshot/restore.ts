@@ -11,7 +11,9 @@
  * @module
  */
 
-import { SnapshotStreamReader } from "../../format/stream_reader.ts";
+import { type SnapshotRecord, SnapshotStreamReader } from "../../format/stream_reader.ts";
+import { ChainReader, isDiffFile, openChain } from "../../format/chain.ts";
+import type { DiffParent } from "../../format/writer.ts";
 import { isQemuStream } from "../../qemu/stream_reader.ts";
 import {
   feedLsnapDevice,
@@ -138,16 +140,30 @@ export async function restoreMachine(
     };
   }
   const reader = new SnapshotStreamReader(input);
+  return await restoreRecords(reader.records(), () => reader.contentDigest, options);
+}
+
+/**
+ * Builds the machine from the records of one file or of a chain, in an order where the last
+ * occurrence wins; `contentDigest` gives the proved content digest once they are all read.
+ */
+async function restoreRecords(
+  records: AsyncIterable<SnapshotRecord>,
+  contentDigest: () => Uint8Array | null,
+  options: RestoreOptions,
+): Promise<RestoredMachine> {
   let machine: Machine | null = null;
+  let description: MachineDescription | null = null;
   let fromQemu: VirtMachineBuilder | null = null;
   const devices = new Map<string, DeviceSection>();
-  for await (const r of reader.records()) {
+  for await (const r of records) {
     if (fromQemu !== null) {
       if (r.kind === "pages") fromQemu.pages(r.region, r.pages, r.data);
       else if (r.kind === "device") feedLsnapDevice(fromQemu, r.device);
       continue;
     }
     if (r.kind === "header") {
+      description = r.description;
       fromQemu = virtBuilderFor(r.description, { uartSink: options.uartSink });
       if (fromQemu !== null) continue;
       const ramSize = checkDescriptionFits(r.description);
@@ -156,7 +172,7 @@ export async function restoreMachine(
     } else if (r.kind === "pages") {
       // Straight into RAM, bypassing the gate: nothing runs and no snapshot is in progress.
       const ram = machine!.ram.bytes;
-      const ps = reader.description!.regions[r.region].pageSize;
+      const ps = description!.regions[r.region].pageSize;
       for (let i = 0; i < r.pages.length; i++) {
         const at = r.pages[i] * ps;
         if (r.data === null) ram.fill(0, at, at + ps);
@@ -171,14 +187,14 @@ export async function restoreMachine(
     const q = fromQemu.finish();
     return {
       machine: q.machine,
-      description: reader.description!,
-      contentDigest: toHex(reader.contentDigest!),
+      description: description!,
+      contentDigest: toHex(contentDigest()!),
       retired: q.machine.hart.retired,
       source: "lsnap-from-qemu",
       notes: q.notes,
     };
   }
-  if (machine === null || reader.description === null) {
+  if (machine === null || description === null) {
     throw new SnapshotMismatchError("the file has no machine description");
   }
   const state = stateFromSections([...devices.values()], options.migrations ?? STATE_MIGRATIONS);
@@ -189,10 +205,93 @@ export async function restoreMachine(
   }
   return {
     machine,
-    description: reader.description,
-    contentDigest: toHex(reader.contentDigest!),
+    description,
+    contentDigest: toHex(contentDigest()!),
     retired: machine.hart.retired,
     source: "lsnap",
     notes: [],
   };
+}
+
+/** Options of {@linkcode restoreMachineFromFile}. */
+export interface RestoreFileOptions extends RestoreOptions {
+  /** For a diff: parent files to use before the name hints (`restore --parent`). */
+  parents?: string[];
+}
+
+/**
+ * Restores the snapshot at `path`: a full snapshot (or QEMU stream) as
+ * {@linkcode restoreMachine} does, or a diff through its chain (FORMAT.md §14): the parents are
+ * found among `options.parents` or by the names the diffs record, every link is checked, and
+ * every file of the chain is read, the full snapshot first, with its file digest and its content
+ * digest proved, before the machine is handed back. Throws format/'s `ChainError` for a chain that
+ * cannot be used.
+ *
+ * `diffParent` is what `SnapshotWriter`'s `parent` option needs to write a diff of this machine
+ * on the file restored (right after the restore every page is clean against it), proved by the
+ * restore itself; null for a QEMU stream.
+ *
+ * @example
+ * ```ts
+ * import { assertEquals } from "@std/assert/mod.js";
+ * import { Machine } from "../machine.ts";
+ * import { restoreMachineFromFile } from "./restore.ts";
+ * import { saveMachine } from "./save.ts";
+ * const elf = await Deno.readFile(new URL("../guests/build/counter.elf", import.meta.url));
+ * const m = Machine.fromElf(elf, { ramSize: 4 << 20, uartSink: () => {} });
+ * m.run(50_000);
+ * const dir = await Deno.makeTempDir();
+ * await saveMachine(m, `${dir}/c.lsnap`);
+ * const r = await restoreMachineFromFile(`${dir}/c.lsnap`, { uartSink: () => {} });
+ * assertEquals([r.retired, r.chain.length], [50_000, 1]);
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
+export async function restoreMachineFromFile(
+  path: string,
+  options: RestoreFileOptions = {},
+): Promise<RestoredMachine & { chain: string[]; diffParent: DiffParent | null }> {
+  if (!(await isDiffFile(path))) {
+    const file = await Deno.open(path, { read: true });
+    const [head, input] = await peek(file.readable, 8);
+    if (isQemuStream(head)) {
+      return { ...(await restoreMachine(input, options)), chain: [path], diffParent: null };
+    }
+    const reader = new SnapshotStreamReader(input);
+    const restored = await restoreRecords(reader.records(), () => reader.contentDigest, options);
+    const pageHashes = reader.pageHashes;
+    return {
+      ...restored,
+      chain: [path],
+      // What a diff on this file needs: the machine now is the file's state, every page clean.
+      diffParent: pageHashes === null ? null : {
+        contentDigest: reader.contentDigest!,
+        fileDigest: reader.fileDigest!,
+        name: path,
+        depth: 0,
+        rootFileDigest: reader.fileDigest!,
+        pageHashes,
+      },
+    };
+  }
+  const chain = await openChain(path, { parents: options.parents });
+  try {
+    const reader = new ChainReader(chain);
+    const restored = await restoreRecords(reader.records(), () => reader.contentDigest, options);
+    const head = chain.head;
+    return {
+      ...restored,
+      chain: chain.files.map((f) => f.path),
+      diffParent: {
+        contentDigest: reader.contentDigest!,
+        fileDigest: head.trailer.fileDigest,
+        name: path,
+        depth: head.depth,
+        rootFileDigest: head.link?.rootFileDigest ?? head.trailer.fileDigest,
+        pageHashes: reader.pageHashes!,
+      },
+    };
+  } finally {
+    chain.close();
+  }
 }

@@ -11,17 +11,18 @@
  * @module
  */
 
-import { SnapshotWriter } from "../../format/writer.ts";
+import { type DiffParent, diffParentOf, SnapshotWriter } from "../../format/writer.ts";
 import { toHex } from "../../format/checksum.ts";
 import type { MachineState } from "../machine.ts";
 import { FormatPageSink } from "./file_sink.ts";
 import { portWritable } from "./port_stream.ts";
 import { sectionsFromState } from "./machine_state.ts";
-import { CTRL_JOB_SEQ, CTRL_KEPT_CHUNKS, jobTag } from "./session.ts";
+import { CTRL_JOB_DIFF, CTRL_JOB_SEQ, CTRL_KEPT_CHUNKS, jobTag } from "./session.ts";
 import { abandonSession, releaseTouchedChunks, SnapshotWriterLoop } from "./writer_loop.ts";
 import { collectGarbage, type SlotChunkMessage, SlotChunks } from "./slot_chunks.ts";
 import { epochMs } from "./metrics.ts";
 import type { PrecopyOptions, WriterCommand, WriterEvent } from "./protocol.ts";
+import { parentFromTransfer } from "./diff_parent.ts";
 
 const port = globalThis as unknown as {
   postMessage(message: WriterEvent): void;
@@ -33,8 +34,31 @@ interface Target {
   /** The snapshot goes to a port, not a file. */
   stream: boolean;
   precopy: PrecopyOptions;
-  /** The file, created when the path arrived. */
-  writer: Promise<SnapshotWriter>;
+  /** The file, created when the path arrived; null for an incremental snapshot, whose file is
+   * created when its job starts (a diff's PARENT record names the last snapshot completed,
+   * which may still be being written when the path arrives). */
+  writer: Promise<SnapshotWriter> | null;
+}
+
+/** The machine's last snapshot completed (or the file it was restored from): the parent of the
+ * next diff. Replaced only once a file is complete, so a failed snapshot leaves it as it was. */
+let parent: DiffParent | null = null;
+
+/** Creates snapshot file `path` (a diff on `on`, if given), keeping its page hashes for the next
+ * diff. */
+function createFile(path: string, on: DiffParent | null): Promise<SnapshotWriter> {
+  const description = { ...attached!.description, createdAt: Date.now() };
+  // Compression stays on this thread (no extra workers): the guest thread needs the other
+  // core. 64 KiB records: one queue drain fills one, and each stays below V8's large-object
+  // size, so the young generation collects it. A diff holds few pages, scattered: 1 MiB records
+  // give zstd the context that keeps it within a few percent of compressing those pages as one
+  // stream (BENCHMARKS.md, "Incremental snapshots"); a flush still ends a record early.
+  return SnapshotWriter.createFile(path, description, {
+    batchBytes: on === null ? 64 * 1024 : 1024 * 1024,
+    workers: 0,
+    keepPageHashes: true,
+    parent: on ?? undefined,
+  });
 }
 
 /** Bytes a stream target (a live migration's socket) may hold unsent: small, so that a pass ends
@@ -88,12 +112,25 @@ async function runJob(a: NonNullable<typeof attached>): Promise<void> {
   try {
     const t = await target(tag);
     path = t.path;
-    writer = await t.writer;
+    const diff = Atomics.load(new Int32Array(a.buffers.control), CTRL_JOB_DIFF) === 1;
+    const on = diff ? parent : null;
+    if (diff && on === null) {
+      throw new Error(
+        "Cannot write an incremental snapshot: this machine has no earlier snapshot to be its parent",
+      );
+    }
+    if (t.writer === null) writer = await createFile(path, on);
+    else {
+      writer = await t.writer;
+      if (diff) throw new Error("Cannot write a diff into a file created as a full snapshot");
+    }
+    const file = writer;
+    let summary: Awaited<ReturnType<SnapshotWriter["close"]>> | null = null;
     const loop = new SnapshotWriterLoop(
       a.buffers,
       new Uint8Array(a.ram),
       new Int32Array(a.gate),
-      new FormatPageSink(writer),
+      new FormatPageSink(file, 0, on === null ? null : (p) => on.pageHashes.has(0, p)),
       chunks!,
       {
         precopyMaxPasses: t.precopy.maxPasses,
@@ -108,19 +145,29 @@ async function runJob(a: NonNullable<typeof attached>): Promise<void> {
               port.postMessage({ type: "before-final", tag });
             })
           : undefined,
+        // The file is complete, and the next diff's parent, before the guest sees the job end:
+        // it then drops the job's dirty set, which a failed file would have needed.
+        beforeDone: async () => {
+          const state = await deviceState(tag);
+          // A diff holds the whole device state too (FORMAT.md §14).
+          for (const section of sectionsFromState(state)) await file.writeDevice(section);
+          summary = await file.close();
+          // A stream (a migration) is no file a later diff could name as its parent.
+          if (!t.stream) parent = diffParentOf(summary, path);
+        },
       },
     );
     const metrics = await loop.run();
-    const state = await deviceState(tag);
-    for (const section of sectionsFromState(state)) await writer.writeDevice(section);
-    const summary = await writer.close();
+    const s = summary! as Awaited<ReturnType<SnapshotWriter["close"]>>;
     port.postMessage({
       type: "done",
       tag,
       writer: metrics,
-      bytesWritten: summary.bytes,
-      contentDigest: toHex(summary.contentDigest),
+      bytesWritten: s.bytes,
+      contentDigest: toHex(s.contentDigest),
       finishedAt: epochMs(),
+      depth: s.depth,
+      parentPath: on === null ? null : on.name,
     });
   } catch (e) {
     // Release a guest that may wait on this writer (the loop does so itself if it ran), and
@@ -161,7 +208,7 @@ async function serve(a: NonNullable<typeof attached>): Promise<void> {
   }
   for (const [tag, t] of targets) {
     targets.delete(tag);
-    await t.writer.then((w) => w.abort()).catch(() => {});
+    await t.writer?.then((w) => w.abort()).catch(() => {});
   }
   port.postMessage({ type: "closed" });
 }
@@ -171,6 +218,7 @@ port.onmessage = (e) => {
   switch (msg.type) {
     case "attach": {
       attached = msg;
+      if (msg.parent !== null) parent = parentFromTransfer(msg.parent);
       const table = new SlotChunks(msg.buffers.chunks);
       chunks = table;
       msg.chunkPort.onmessage = (e: MessageEvent<SlotChunkMessage>) => {
@@ -180,20 +228,18 @@ port.onmessage = (e) => {
       break;
     }
     case "path": {
-      const description = { ...attached!.description, createdAt: Date.now() };
-      // Compression stays on this thread (no extra workers): the guest thread needs the other
-      // core. 64 KiB records: one queue drain fills one, and each stays below V8's large-object
-      // size, so the young generation collects it.
-      const options = { batchBytes: 64 * 1024, workers: 0 };
       // A stream (a live migration) has no INDEX: it is read front to back, and the index's
       // encoding, sending and checking would all fall in the guest's downtime.
       const writer = msg.stream !== undefined
-        ? SnapshotWriter.create(portWritable(msg.stream, STREAM_WINDOW), description, {
-          ...options,
-          index: false,
-        })
-        : SnapshotWriter.createFile(msg.path, description, options);
-      writer.catch(() => {}); // reported when the job awaits it
+        ? SnapshotWriter.create(
+          portWritable(msg.stream, STREAM_WINDOW),
+          { ...attached!.description, createdAt: Date.now() },
+          { batchBytes: 64 * 1024, workers: 0, index: false },
+        )
+        : msg.incremental
+        ? null
+        : createFile(msg.path, null);
+      writer?.catch(() => {}); // reported when the job awaits it
       targets.set(msg.tag, {
         path: msg.path,
         stream: msg.stream !== undefined,
@@ -221,7 +267,7 @@ port.onmessage = (e) => {
     case "drop": {
       const t = targets.get(msg.tag);
       targets.delete(msg.tag);
-      t?.writer.then((w) => w.abort()).catch(() => {});
+      t?.writer?.then((w) => w.abort()).catch(() => {});
       break;
     }
     case "close":

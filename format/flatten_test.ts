@@ -1,0 +1,151 @@
+import { assert, assertEquals, assertRejects } from "@std/assert/mod.js";
+import { chainDescription, writeChain } from "./_chain_test_util.ts";
+import { openChain } from "./chain.ts";
+import { toHex } from "./checksum.ts";
+import { computeContentDigest, PageHashTable } from "./content_digest.ts";
+import { flattenChainToFile, FlattenError } from "./flatten.ts";
+import { SnapshotFileReader } from "./file_reader.ts";
+import { readSnapshot } from "./stream_reader.ts";
+import { SnapshotWriter } from "./writer.ts";
+
+async function tempDir(): Promise<string> {
+  return await Deno.makeTempDir({ prefix: "flatten_test_" });
+}
+
+Deno.test("flattenChainToFile() gives a full snapshot with the content digest of the same state saved full", async () => {
+  const dir = await tempDir();
+  try {
+    const pages = 40;
+    const steps = await writeChain(dir, 10, { pages, seed: 21, zero: 0.1 });
+    const d = chainDescription(pages);
+    for (let n = 1; n <= 10; n++) {
+      const step = steps[n];
+      // The same instant saved full, by the writer.
+      const w = await SnapshotWriter.createFile(`${dir}/full-${n}.lsnap`, d);
+      await w.writePages(0, 0, step.ram);
+      for (const dev of step.devices) await w.writeDevice(dev);
+      const full = await w.close();
+      const chain = await openChain(step.path);
+      const out = `${dir}/flat-${n}.lsnap`;
+      try {
+        const s = await flattenChainToFile(chain, out, { workers: n % 2 });
+        assertEquals(toHex(s.contentDigest), toHex(full.contentDigest), `depth ${n}`);
+        assert(s.copiedRecords > 0);
+      } finally {
+        chain.close();
+      }
+      const file = await Deno.open(out);
+      const snap = await readSnapshot(file.readable);
+      assertEquals(snap.regions[0], step.ram, `flattened RAM at depth ${n}`);
+      assertEquals(toHex(snap.contentDigest), toHex(full.contentDigest));
+      assertEquals(
+        toHex(snap.contentDigest),
+        toHex(await computeContentDigest(d, [step.ram], step.devices)),
+      );
+      assertEquals(snap.devices.map((x) => x.state), step.devices.map((x) => x.state));
+      const r = await SnapshotFileReader.open(out);
+      assert(r.indexed && r.parent === null, "a full snapshot with an index");
+      r.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("flattenChainToFile() never overwrites one of its inputs", async () => {
+  const dir = await tempDir();
+  try {
+    const steps = await writeChain(dir, 2, { seed: 22 });
+    const before = await Deno.readFile(steps[1].path);
+    await Deno.link(steps[1].path, `${dir}/alias.lsnap`);
+    await Deno.symlink(steps[2].path, `${dir}/sym.lsnap`);
+    const chain = await openChain(steps[2].path);
+    try {
+      for (
+        const [out, input] of [
+          [steps[1].path, steps[1].path],
+          [`${dir}/alias.lsnap`, steps[1].path],
+          [`${dir}/sym.lsnap`, steps[2].path],
+          [`${dir}/./s-0.lsnap`, steps[0].path],
+        ]
+      ) {
+        await assertRejects(
+          () => flattenChainToFile(chain, out),
+          FlattenError,
+          `Cannot flatten to '${out}': it is '${input}', a file of the chain being flattened`,
+        );
+      }
+    } finally {
+      chain.close();
+    }
+    assertEquals(await Deno.readFile(steps[1].path), before);
+    assertEquals(
+      [...Deno.readDirSync(dir)].map((e) => e.name).sort(),
+      ["alias.lsnap", "s-0.lsnap", "s-1.lsnap", "s-2.lsnap", "sym.lsnap"],
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("flattenChainToFile() leaves nothing when the output does not hold the declared state", async () => {
+  const dir = await tempDir();
+  try {
+    const steps = await writeChain(dir, 1, { seed: 23 });
+    const d = chainDescription(64);
+    // A diff whose writer was given wrong parent page hashes: its links are right, the state it
+    // declares is not what parent and changes make.
+    const w = await SnapshotWriter.createFile(`${dir}/bad.lsnap`, d, {
+      parent: {
+        ...steps[1].summary,
+        name: "s-1.lsnap",
+        pageHashes: new PageHashTable(d.regions),
+      },
+    });
+    await w.writePages(0, 3, new Uint8Array(4096).fill(3));
+    for (const dev of steps[1].devices) await w.writeDevice(dev);
+    await w.close();
+    await Deno.writeFile(`${dir}/out.lsnap`, new Uint8Array([1, 2, 3]));
+    const chain = await openChain(`${dir}/bad.lsnap`);
+    try {
+      // Read back in this thread, and in a worker.
+      for (const workers of [0, 1]) {
+        await assertRejects(
+          () => flattenChainToFile(chain, `${dir}/out.lsnap`, { workers }),
+          FlattenError,
+          "content digest mismatch (expected ",
+        );
+      }
+    } finally {
+      chain.close();
+    }
+    // The old file stays, and no temporary is left.
+    assertEquals(await Deno.readFile(`${dir}/out.lsnap`), new Uint8Array([1, 2, 3]));
+    assertEquals(
+      [...Deno.readDirSync(dir)].map((e) => e.name).sort(),
+      ["bad.lsnap", "out.lsnap", "s-0.lsnap", "s-1.lsnap"],
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("flattenChainToFile() of a full snapshot (a chain of one) keeps its state", async () => {
+  const dir = await tempDir();
+  try {
+    const steps = await writeChain(dir, 0, { pages: 16, seed: 24 });
+    const chain = await openChain(steps[0].path);
+    try {
+      assertEquals(chain.files.length, 1);
+      const s = await flattenChainToFile(chain, `${dir}/copy.lsnap`);
+      assertEquals(toHex(s.contentDigest), toHex(steps[0].summary.contentDigest));
+      assertEquals(s.skippedRecords, 0);
+    } finally {
+      chain.close();
+    }
+    const snap = await readSnapshot((await Deno.open(`${dir}/copy.lsnap`)).readable);
+    assertEquals(snap.regions[0], steps[0].ram);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -1,0 +1,193 @@
+/**
+ * Restoring a diff goes through its chain (FORMAT.md §14): the bundled machine, stopped between
+ * runs, saved full and then as diffs made with the writer API (the pages that differ from the
+ * previous snapshot's RAM); restoring the newest diff and running on equals an uninterrupted run,
+ * and a bad chain is refused before anything runs.
+ */
+import { assert, assertEquals, assertRejects, assertStringIncludes } from "@std/assert/mod.js";
+import { Machine } from "../emulator/machine.ts";
+import { patchMemstressConfig } from "../emulator/guests/memstress_config.ts";
+import { saveMachine } from "../emulator/snapshot/save.ts";
+import { restoreMachineFromFile } from "../emulator/snapshot/restore.ts";
+import {
+  describeMachine,
+  machineContentDigest,
+  sectionsFromState,
+} from "../emulator/snapshot/machine_state.ts";
+import { ChainError, readDiffParent } from "../format/chain.ts";
+import { toHex } from "../format/checksum.ts";
+import { type DiffParent, diffParentOf, SnapshotWriter } from "../format/writer.ts";
+import { restoreSnapshot } from "../tools/restore.ts";
+import { flattenSnapshot } from "../tools/flatten.ts";
+import { main as restoreMain } from "../tools/restore_command.ts";
+
+const PS = 4096;
+const RAM = 4 << 20;
+const ELF = patchMemstressConfig(
+  Deno.readFileSync(new URL("../emulator/guests/build/memstress.elf", import.meta.url)),
+  { workingSetBytes: 256 * 1024, writesPerRound: 2000, rounds: 0, seed: 7 },
+);
+
+function boot(): { m: Machine; out: () => string } {
+  let out = "";
+  const decoder = new TextDecoder();
+  const m = Machine.fromElf(ELF, { ramSize: RAM, uartSink: (b) => out += decoder.decode(b) });
+  return { m, out: () => out };
+}
+
+/** Writes a diff of `m` on `parent`: the pages that differ from `before`. */
+async function saveDiff(
+  m: Machine,
+  path: string,
+  parent: DiffParent,
+  before: Uint8Array,
+): Promise<{ summary: Awaited<ReturnType<SnapshotWriter["close"]>>; dirty: number }> {
+  const w = await SnapshotWriter.createFile(path, describeMachine(m), {
+    parent,
+    keepPageHashes: true,
+  });
+  const ram = m.ram.bytes;
+  let dirty = 0;
+  for (let off = 0; off < ram.length; off += PS) {
+    const a = ram.subarray(off, off + PS);
+    const b = before.subarray(off, off + PS);
+    let same = true;
+    for (let i = 0; i < PS; i++) {
+      if (a[i] !== b[i]) {
+        same = false;
+        break;
+      }
+    }
+    if (!same) {
+      dirty++;
+      await w.writePages(0, off / PS, a);
+    }
+  }
+  for (const s of sectionsFromState(m.save())) await w.writeDevice(s);
+  return { summary: await w.close(), dirty };
+}
+
+async function withTemp<T>(f: (dir: string) => Promise<T>): Promise<T> {
+  const dir = await Deno.makeTempDir({ prefix: "chain_restore_" });
+  try {
+    return await f(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+const STEP = 200_000;
+
+/** s-0 full at STEP, then s-1..s-n diffs every STEP instructions. */
+async function makeChain(dir: string, n: number) {
+  const { m } = boot();
+  m.run(STEP);
+  await saveMachine(m, `${dir}/s-0.lsnap`);
+  let parent = await readDiffParent(`${dir}/s-0.lsnap`);
+  const digests = [await machineContentDigest(m)];
+  let before = m.ram.bytes.slice();
+  for (let i = 1; i <= n; i++) {
+    m.run(STEP);
+    const { summary, dirty } = await saveDiff(m, `${dir}/s-${i}.lsnap`, parent, before);
+    assert(dirty > 0 && dirty < RAM / PS / 4, `diff ${i} holds ${dirty} pages`);
+    digests.push(await machineContentDigest(m));
+    assertEquals(toHex(summary.contentDigest), digests[i], `diff ${i} declares the state`);
+    parent = diffParentOf(summary, `${dir}/s-${i}.lsnap`);
+    before = m.ram.bytes.slice();
+  }
+  return digests;
+}
+
+Deno.test("restoreSnapshot() of a diff runs on exactly as an uninterrupted run", async () => {
+  await withTemp(async (dir) => {
+    const digests = await makeChain(dir, 10);
+    const end = 13 * STEP;
+    const whole = boot();
+    whole.m.run(11 * STEP);
+    const outAtSnapshot = whole.out().length;
+    whole.m.run(2 * STEP);
+    const expected = await machineContentDigest(whole.m);
+    for (const n of [1, 4, 10]) {
+      let out = "";
+      const r = await restoreSnapshot({
+        path: `${dir}/s-${n}.lsnap`,
+        stopAt: (n + 1) * STEP,
+        sink: (b) => out += new TextDecoder().decode(b),
+      });
+      assertEquals(r.contentDigest, digests[n], `restored state of s-${n}`);
+      assertEquals(r.chain.length, n + 1);
+      assertEquals(r.snapshotRetired, (n + 1) * STEP);
+      assertEquals(await machineContentDigest(r.machine), digests[n]);
+    }
+    let out = "";
+    const r = await restoreSnapshot({
+      path: `${dir}/s-10.lsnap`,
+      stopAt: end,
+      sink: (b) => out += new TextDecoder().decode(b),
+    });
+    assertEquals(await machineContentDigest(r.machine), expected);
+    assertEquals(out, whole.out().slice(outAtSnapshot));
+    // The flattened chain restores to the same state.
+    const flat = await flattenSnapshot({ path: `${dir}/s-10.lsnap`, out: `${dir}/flat.lsnap` });
+    assertEquals(flat.contentDigestHex, digests[10]);
+    const f = await restoreSnapshot({ path: `${dir}/flat.lsnap`, stopAt: end, sink: () => {} });
+    assertEquals(await machineContentDigest(f.machine), expected);
+  });
+});
+
+Deno.test("restore of a diff refuses a bad chain before the guest runs", async () => {
+  await withTemp(async (dir) => {
+    await makeChain(dir, 2);
+    await Deno.rename(`${dir}/s-1.lsnap`, `${dir}/elsewhere.lsnap`);
+    let ran = false;
+    const e = await assertRejects(
+      () =>
+        restoreSnapshot({ path: `${dir}/s-2.lsnap`, stopAt: 10 * STEP, sink: () => ran = true }),
+      ChainError,
+    );
+    assertEquals(e.problem, "missing-parent");
+    assertStringIncludes(e.message, "link s-2.lsnap → s-1.lsnap (depth 2 → 1)");
+    assert(!ran);
+    // --parent finds it whatever its name.
+    const r = await restoreSnapshot({
+      path: `${dir}/s-2.lsnap`,
+      parents: [`${dir}/elsewhere.lsnap`],
+      stopAt: 3 * STEP,
+      sink: () => {},
+    });
+    assertEquals(r.chain[1], `${dir}/elsewhere.lsnap`);
+    // The command line: exit status 1 and the link named.
+    const errors: string[] = [];
+    const error = console.error;
+    console.error = (m: string) => errors.push(m);
+    try {
+      assertEquals(await restoreMain([`${dir}/s-2.lsnap`, "--stop-at", `${4 * STEP}`]), 1);
+    } finally {
+      console.error = error;
+    }
+    assertStringIncludes(errors.join("\n"), "livesnap restore: Cannot use the chain of");
+    assertStringIncludes(errors.join("\n"), `the parent '${dir}/s-1.lsnap' does not exist`);
+  });
+});
+
+Deno.test("restoreMachineFromFile() gives the parent a diff of the restored machine needs", async () => {
+  await withTemp(async (dir) => {
+    const digests = await makeChain(dir, 3);
+    for (const from of ["s-0.lsnap", "s-3.lsnap"]) {
+      const r = await restoreMachineFromFile(`${dir}/${from}`, { uartSink: () => {} });
+      const parent = r.diffParent;
+      if (parent === null) throw new Error(`restoring ${from} gave no parent`);
+      assertEquals(toHex(parent.contentDigest), r.contentDigest);
+      const before = r.machine.ram.bytes.slice();
+      r.machine.run(STEP);
+      const out = `${dir}/after-${from}`;
+      const { summary } = await saveDiff(r.machine, out, parent, before);
+      assertEquals(toHex(summary.contentDigest), await machineContentDigest(r.machine));
+      assertEquals(summary.depth, from === "s-0.lsnap" ? 1 : 4);
+      const again = await restoreSnapshot({ path: out, stopAt: 20 * STEP, sink: () => {} });
+      assertEquals(again.snapshotRetired, r.machine.hart.retired);
+      assertEquals(again.contentDigest, toHex(summary.contentDigest));
+    }
+    assertEquals(digests.length, 4);
+  });
+});
