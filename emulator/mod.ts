@@ -60,6 +60,7 @@ export {
   LiveMachine,
   type LiveMachineOptions,
   type PrecopyOptions,
+  type PrecopyPassReport,
   type ScheduledRequest,
   type SnapshotRequest,
 } from "./snapshot/live_machine.ts";

@@ -171,7 +171,7 @@ Deno.test("serveControl() answers snapshot, pause, resume, status, digest and qu
     if (!("error" in bad)) throw new Error("no error reply to an unknown command");
     assertEquals(
       bad.error.desc,
-      "Cannot execute 'reboot': unknown command (known: snapshot, pause, resume, status, digest, quit)",
+      "Cannot execute 'reboot': unknown command (known: snapshot, migrate, pause, resume, status, digest, quit)",
     );
     const noPath = await controlRequest(sock, { execute: "snapshot", arguments: {} });
     assert("error" in noPath && noPath.error.desc.includes("'path'"));

@@ -18,6 +18,9 @@ import type { SnapshotMode } from "../emulator/snapshot/session.ts";
 import { parseCount, parseSize } from "./_args.ts";
 import { UsageError } from "./_command.ts";
 import { serveControl } from "./control.ts";
+import { migrate, type MigrationMetrics, parseHostPort } from "./migrate.ts";
+import { receiveMigration } from "./incoming.ts";
+import { MigrationError, type MigrationMode } from "../format/migration.ts";
 import { LIMIT_EXIT_STATUS } from "./run.ts";
 
 /** Options shared by `run` and `restore` in live mode. */
@@ -49,10 +52,71 @@ export interface LiveRunOptions {
   precopy?: PrecopyOptions;
   metricsPath?: string;
   control?: string;
+  /** `--migrate-to HOST:PORT --migrate-at N`: migrate the guest live once it has retired N
+   * instructions (tools/migrate.ts). */
+  migrateTo?: MigrateTarget;
+  /** `restore --incoming HOST:PORT`: take the guest from a live migration instead of a file. */
+  incoming?: { host: string; port: number; out?: string; ramSize?: number; timeoutMs?: number };
   /** The command's name for messages, e.g. "livesnap run". */
   name: string;
   /** Guest output (stdout). */
   print: (bytes: Uint8Array) => void;
+}
+
+/** Where and how `--migrate-to` migrates. */
+export interface MigrateTarget {
+  host: string;
+  port: number;
+  /** The first slice boundary at or after this instruction count starts it. */
+  at: number;
+  mode: MigrationMode;
+  downtimeMs?: number;
+  maxPasses?: number;
+  /** Bytes per second. */
+  bandwidth?: number;
+  timeoutMs?: number;
+}
+
+/** Parses `--migrate-mode` / `ctl migrate --mode`. */
+export function parseMigrationMode(text: string, option = "--migrate-mode"): MigrationMode {
+  if (text === "precopy" || text === "postcopy" || text === "hybrid") return text;
+  throw new UsageError(`Cannot parse ${option}: '${text}' is not precopy, postcopy or hybrid`);
+}
+
+/** Parses `--bandwidth`: bytes per second, with binary suffixes (`32M` is 32 MiB/s). */
+export function parseBandwidth(text: string, option = "--bandwidth"): number {
+  try {
+    const n = parseSize(text, option);
+    if (n > 0) return n;
+  } catch {
+    // reported below
+  }
+  throw new UsageError(
+    `Cannot parse ${option}: '${text}' is not a rate in bytes per second like 500K, 32M, 1G`,
+  );
+}
+
+/** Waits until the guest has retired `at` instructions (polled between its slices). */
+async function reach(machine: LiveMachine, at: number): Promise<void> {
+  for (;;) {
+    const s = await machine.status();
+    if (s.retired >= at) return;
+    if (s.state === "halted") {
+      throw new Error(
+        `Cannot migrate at instruction ${at}: the guest halted at ${s.retired} before reaching it`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
+/** One line on stderr about a finished migration. */
+export function describeMigration(m: MigrationMetrics): string {
+  return `migrated to ${m.destination} (${m.mode}) at instruction ${m.atInstruction}: downtime ${
+    m.downtimeMs.toFixed(1)
+  } ms, total ${m.totalMs.toFixed(0)} ms, ${m.bytesSent} bytes sent (${
+    (m.bytesSent / m.ramBytes).toFixed(2)
+  }x RAM), ${m.passes} passes after the first; the guest runs there now`;
 }
 
 /** Parses `--cow-buffer`: `max`, or a size such as `0`, `64K`, `16M` (whole pages are used). */
@@ -195,45 +259,95 @@ export async function runLive(o: LiveRunOptions): Promise<number> {
   // The guest halts at whichever comes first; the halt tells them apart below.
   const end = Math.min(o.stopAt ?? Infinity, o.maxInstructions ?? Infinity);
   let machine: LiveMachine;
+  const options = {
+    ramSize: o.ramSize,
+    input: o.input,
+    uartSink: print,
+    stopAt: end === Infinity ? null : end,
+    runFor: o.runFor ?? null,
+    schedule,
+    every: o.snapshotEvery === undefined ? null : {
+      interval: o.snapshotEvery,
+      mode: o.mode,
+      cowBuffer: o.cowBuffer,
+      precopy: o.precopy,
+      incremental: o.incremental,
+      path: (_k: number, at: number) => snapshotPath(o.out!, at, true),
+    },
+    onScheduledSnapshot: report,
+    onScheduledError: fail,
+  };
   try {
-    machine = await LiveMachine.start({
-      elf: o.elf,
-      restorePath: o.restorePath,
-      restoreParents: o.restoreParents,
-      ramSize: o.ramSize,
-      input: o.input,
-      uartSink: print,
-      stopAt: end === Infinity ? null : end,
-      runFor: o.runFor ?? null,
-      schedule,
-      every: o.snapshotEvery === undefined ? null : {
-        interval: o.snapshotEvery,
-        mode: o.mode,
-        cowBuffer: o.cowBuffer,
-        precopy: o.precopy,
-        incremental: o.incremental,
-        path: (_k, at) => snapshotPath(o.out!, at, true),
-      },
-      onScheduledSnapshot: report,
-      onScheduledError: fail,
-    });
+    if (o.incoming !== undefined) {
+      const inc = o.incoming;
+      const received = await receiveMigration({
+        host: inc.host,
+        port: inc.port,
+        out: inc.out,
+        ramSize: inc.ramSize,
+        timeoutMs: inc.timeoutMs,
+        live: options,
+        onListening: (a) =>
+          console.error(`${o.name}: waiting for a migration on ${a.hostname}:${a.port}`),
+        onRefusedBusy: (peer) =>
+          console.error(`${o.name}: refused a second migration from ${peer}: one is in progress`),
+      });
+      machine = received.machine;
+      const m = received.metrics;
+      console.error(
+        `${o.name}: received the guest from ${m.source} at instruction ${m.atInstruction} (${m.bytesReceived} bytes, content digest checked); running it`,
+      );
+      metricsFile?.writeSync(encoder.encode(JSON.stringify(m) + "\n"));
+    } else {
+      machine = await LiveMachine.start({
+        elf: o.elf,
+        restorePath: o.restorePath,
+        restoreParents: o.restoreParents,
+        ...options,
+      });
+    }
   } catch (e) {
     metricsFile?.close();
     console.error(`${o.name}: ${(e as Error).message}`);
-    return 1;
+    return e instanceof MigrationError ? MIGRATION_EXIT_STATUS[e.failure] : 1;
   }
   if (o.verbose) {
     for (const n of machine.restoredNotes) console.error(`${o.name}: ${n.field}: ${n.note}`);
   }
+  const onPass = (line: unknown) => {
+    const text = JSON.stringify(line);
+    console.error(text);
+    metricsFile?.writeSync(encoder.encode(text + "\n"));
+  };
+  const onMigrated = (m: MigrationMetrics) => {
+    console.error(`${o.name}: ${describeMigration(m)}`);
+    metricsFile?.writeSync(encoder.encode(JSON.stringify(m) + "\n"));
+  };
   const control = o.control === undefined ? null : await serveControl(o.control, machine, {
     onSnapshot: report,
+    onMigrated,
   });
-  // The run ends when the guest halts (like QEMU when its guest powers off), or on `quit`.
+  const never = new Promise<never>(() => {});
+  const t = o.migrateTo;
+  // A failed migration leaves the guest running: the run goes on as if it had not been tried.
+  const migrated = t === undefined ? never : (async () => {
+    await reach(machine, t.at);
+    return await migrate(machine, { ...t, onPass });
+  })().then((m) => {
+    onMigrated(m);
+    return { kind: "migrated" as const };
+  }, (e) => {
+    fail(e as Error);
+    return never;
+  });
+  // The run ends when the guest halts (like QEMU when its guest powers off), on `quit`, or
+  // once the guest runs elsewhere.
   const ended = await Promise.race([
     machine.halted.then((h) => ({ kind: "halt" as const, h })),
-    (control?.quitRequested ?? new Promise<never>(() => {})).then(() => ({
+    (control?.quitRequested ?? never).then(() => ({
       kind: "quit" as const,
     })),
+    migrated,
   ]);
   let status = 0;
   if (ended.kind === "halt") {
@@ -252,8 +366,21 @@ export async function runLive(o: LiveRunOptions): Promise<number> {
   return failures > 0 && status === 0 ? 1 : status;
 }
 
+/** Exit status of a failed migration, by how it failed (never by message text). */
+export const MIGRATION_EXIT_STATUS: Readonly<Record<MigrationError["failure"], number>> = {
+  refused: 3,
+  mismatch: 4,
+  protocol: 5,
+  timeout: 6,
+  connection: 7,
+};
+
 /** The options `run` and `restore` both take, as `parseArgs` declares them (all strings). */
 export const LIVE_STRING_OPTIONS = [
+  "migrate-to",
+  "migrate-at",
+  "migrate-mode",
+  "bandwidth",
   "stop-at",
   "max-instructions",
   "snapshot-at",
@@ -284,6 +411,7 @@ export interface LiveArgs {
  */
 export function parseLiveArgs(
   opts: LiveArgValues & { digest?: boolean; incremental?: boolean },
+  forceLive = false,
 ): LiveArgs {
   const one = (name: (typeof LIVE_STRING_OPTIONS)[number]) => opts[name] as string | undefined;
   const stopAtText = one("stop-at");
@@ -302,7 +430,11 @@ export function parseLiveArgs(
         "'livesnap ctl PATH snapshot --out FILE --incremental')",
     );
   }
-  if (at.length === 0 && everyText === undefined && one("control") === undefined) {
+  const migrateTo = parseMigrateTarget(opts);
+  if (
+    at.length === 0 && everyText === undefined && one("control") === undefined &&
+    migrateTo === undefined && !forceLive
+  ) {
     for (const o of ["out", "mode", "cow-buffer", "metrics", "precopy-max-passes", "downtime-ms"]) {
       if (opts[o as keyof LiveArgValues] !== undefined) {
         throw new UsageError(`--${o} needs --snapshot-at, --snapshot-every or --control`);
@@ -330,7 +462,39 @@ export function parseLiveArgs(
       precopy: parsePrecopyOptions(one("precopy-max-passes"), one("downtime-ms")),
       metricsPath: one("metrics"),
       control: one("control"),
+      migrateTo,
     },
+  };
+}
+
+/** `--migrate-to HOST:PORT --migrate-at N [--migrate-mode MODE] [--bandwidth RATE]` (with
+ * `--downtime-ms` and `--precopy-max-passes`). */
+function parseMigrateTarget(opts: LiveArgValues): MigrateTarget | undefined {
+  const one = (name: (typeof LIVE_STRING_OPTIONS)[number]) => opts[name] as string | undefined;
+  const to = one("migrate-to");
+  if (to === undefined) {
+    for (const o of ["migrate-at", "migrate-mode", "bandwidth"] as const) {
+      if (one(o) !== undefined) throw new UsageError(`--${o} needs --migrate-to HOST:PORT`);
+    }
+    return undefined;
+  }
+  const atText = one("migrate-at");
+  if (atText === undefined) throw new UsageError("--migrate-to needs --migrate-at N");
+  let target;
+  try {
+    target = parseHostPort(to, "--migrate-to");
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  const precopy = parsePrecopyOptions(one("precopy-max-passes"), one("downtime-ms"));
+  const bw = one("bandwidth");
+  return {
+    ...target,
+    at: parseInstructionCount("--migrate-at", atText),
+    mode: parseMigrationMode(one("migrate-mode") ?? "precopy"),
+    downtimeMs: precopy.downtimeMs,
+    maxPasses: precopy.maxPasses,
+    bandwidth: bw === undefined ? undefined : parseBandwidth(bw),
   };
 }
 

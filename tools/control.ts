@@ -6,7 +6,11 @@
  *
  * Commands: `snapshot` (arguments `path`, `mode` = cow|precopy|stop, `cowBuffer` = bytes or
  * "max", `incremental` = true for a diff on the machine's last snapshot, refused if it has none;
- * returns the snapshot's metrics once the file is complete), `pause`, `resume`, `status`,
+ * returns the snapshot's metrics once the file is complete), `migrate` (arguments `host`,
+ * `port`, `mode` = precopy|postcopy|hybrid, `downtimeMs`, `maxPasses`, `bandwidth` in bytes per
+ * second; sends one `{"event": "MIGRATION_PASS", "data": {...}}` line per precopy pass, then
+ * returns the migration's metrics once the destination runs the guest, and the machine stops;
+ * on failure the guest runs on and the reply is an error), `pause`, `resume`, `status`,
  * `digest` (the machine's content digest now), `quit` (finishes a snapshot being written, then
  * stops the machine).
  *
@@ -17,10 +21,12 @@ import { VERSION } from "../version.ts";
 import type { CowBufferSize, LiveMachine } from "../emulator/snapshot/live_machine.ts";
 import type { SnapshotMode } from "../emulator/snapshot/session.ts";
 import type { SnapshotMetrics } from "../emulator/snapshot/metrics.ts";
+import { migrate, type MigrationMetrics } from "./migrate.ts";
 
 /** The commands the server knows. */
 export const CONTROL_COMMANDS = [
   "snapshot",
+  "migrate",
   "pause",
   "resume",
   "status",
@@ -36,6 +42,14 @@ export interface ControlRequest {
   arguments?: Record<string, unknown>;
   /** Any JSON value; the reply carries it back unchanged. */
   id?: unknown;
+}
+
+/** An event line the server sends before a reply (QMP's events): `migrate`'s passes. */
+export interface ControlEvent {
+  /** Its name, e.g. `MIGRATION_PASS`. */
+  event: string;
+  /** What it reports (for MIGRATION_PASS, a `MigrationPassLine`). */
+  data: unknown;
 }
 
 /** One reply line. */
@@ -59,13 +73,45 @@ function parseCowBuffer(v: unknown): CowBufferSize | undefined {
   );
 }
 
+function optionalCount(v: unknown, what: string): number | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v === "number" && Number.isSafeInteger(v) && v >= 0) return v;
+  throw new TypeError(`Cannot migrate: ${what} ${JSON.stringify(v)} is not a whole number`);
+}
+
 async function execute(
   machine: LiveMachine,
   req: ControlRequest,
   quit: () => void,
+  emit: (event: ControlEvent) => Promise<void>,
 ): Promise<unknown> {
   const args = req.arguments ?? {};
   switch (req.execute) {
+    case "migrate": {
+      const { host, port, mode } = args;
+      if (typeof host !== "string" || host === "") {
+        throw new TypeError("Cannot migrate: the 'host' argument is missing");
+      }
+      if (typeof port !== "number" || !Number.isInteger(port) || port < 1 || port > 65535) {
+        throw new TypeError(`Cannot migrate: port ${JSON.stringify(port)} is not in 1..65535`);
+      }
+      if (mode !== undefined && mode !== "precopy" && mode !== "postcopy" && mode !== "hybrid") {
+        throw new TypeError(`Cannot migrate: mode '${mode}' is not precopy, postcopy or hybrid`);
+      }
+      const bandwidth = optionalCount(args.bandwidth, "bandwidth");
+      const metrics = await migrate(machine, {
+        host,
+        port,
+        mode,
+        downtimeMs: optionalCount(args.downtimeMs, "downtimeMs"),
+        maxPasses: optionalCount(args.maxPasses, "maxPasses"),
+        bandwidth: bandwidth === 0 ? undefined : bandwidth,
+        onPass: (line) => void emit({ event: "MIGRATION_PASS", data: line }).catch(() => {}),
+      });
+      // The guest runs at the destination now: this machine has stopped.
+      quit();
+      return metrics;
+    }
     case "snapshot": {
       const path = args.path;
       if (typeof path !== "string" || path === "") {
@@ -115,7 +161,10 @@ async function execute(
 export async function serveControl(
   path: string,
   machine: LiveMachine,
-  options: { onSnapshot?: (metrics: SnapshotMetrics) => void } = {},
+  options: {
+    onSnapshot?: (metrics: SnapshotMetrics) => void;
+    onMigrated?: (metrics: MigrationMetrics) => void;
+  } = {},
 ): Promise<ControlServer> {
   try {
     const st = await Deno.lstat(path);
@@ -166,8 +215,9 @@ export async function serveControl(
           continue;
         }
         try {
-          const value = await execute(machine, req, resolveQuit);
+          const value = await execute(machine, req, resolveQuit, send);
           if (req.execute === "snapshot") options.onSnapshot?.(value as SnapshotMetrics);
+          if (req.execute === "migrate") options.onMigrated?.(value as MigrationMetrics);
           await send({ return: value, id: req.id });
         } catch (e) {
           await send({
@@ -293,7 +343,11 @@ function lineSplitter(max = Infinity): TransformStream<string, string> {
  * await Deno.remove(dir, { recursive: true });
  * ```
  */
-export async function controlRequest(path: string, req: ControlRequest): Promise<ControlReply> {
+export async function controlRequest(
+  path: string,
+  req: ControlRequest,
+  onEvent?: (event: ControlEvent) => void,
+): Promise<ControlReply> {
   const conn = await Deno.connect({ transport: "unix", path });
   try {
     const lines = conn.readable.pipeThrough(new TextDecoderStream()).pipeThrough(lineSplitter());
@@ -302,10 +356,17 @@ export async function controlRequest(path: string, req: ControlRequest): Promise
     if (greeting.done) throw new Error(`Cannot talk to ${path}: the server closed the connection`);
     const writer = conn.writable.getWriter();
     await writer.write(new TextEncoder().encode(JSON.stringify(req) + "\n"));
-    const reply = await reader.read();
-    if (reply.done) throw new Error(`Cannot talk to ${path}: no reply to '${req.execute}'`);
-    reader.releaseLock();
-    return JSON.parse(reply.value) as ControlReply;
+    for (;;) {
+      const reply = await reader.read();
+      if (reply.done) throw new Error(`Cannot talk to ${path}: no reply to '${req.execute}'`);
+      const value = JSON.parse(reply.value) as ControlReply | ControlEvent;
+      if ("event" in value) {
+        onEvent?.(value);
+        continue;
+      }
+      reader.releaseLock();
+      return value;
+    }
   } finally {
     try {
       conn.close();

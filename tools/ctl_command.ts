@@ -6,7 +6,14 @@
 
 import { parseCommand, UsageError } from "./_command.ts";
 import { CONTROL_COMMANDS, type ControlRequest, controlRequest } from "./control.ts";
-import { parseCowBuffer, parseMode } from "./_live_run.ts";
+import {
+  parseBandwidth,
+  parseCowBuffer,
+  parseMigrationMode,
+  parseMode,
+  parsePrecopyOptions,
+} from "./_live_run.ts";
+import { parseHostPort } from "./migrate.ts";
 
 const USAGE = `Usage: livesnap ctl PATH <command> [options]
 
@@ -19,6 +26,14 @@ Commands:
                  complete, while the guest keeps running. --incremental: a diff on the
                  machine's last snapshot (the last one completed, or the file it was restored
                  from): refused if it has none
+  migrate HOST:PORT [--mode precopy|postcopy|hybrid] [--downtime-ms MS] [--bandwidth RATE]
+                 [--precopy-max-passes N]
+                 migrate the guest live to 'livesnap restore --incoming HOST:PORT' (see
+                 docs/MIGRATION.md): one JSON line per precopy pass (pages, bytes, bandwidth,
+                 dirty rate, dirty/transfer ratio, estimated downtime), then the migration's
+                 metrics once the destination runs the guest; this machine then stops. If it
+                 fails, the guest runs on here and the reply is an error. --bandwidth caps the
+                 bytes per second sent (e.g. 32M); postcopy and hybrid are not in this build
   pause          stop the guest between two instructions
   resume         let it run on
   status         running, paused or halted, and the instructions retired
@@ -31,6 +46,8 @@ Examples:
   livesnap run emulator/guests/build/memstress.elf --control /tmp/vm.sock &
   livesnap ctl /tmp/vm.sock snapshot --out /tmp/vm.lsnap --cow-buffer 0
   livesnap ctl /tmp/vm.sock snapshot --out /tmp/vm-1.lsnap --incremental   # a diff on vm.lsnap
+  livesnap restore --incoming 127.0.0.1:7000 --digest &     # the destination
+  livesnap ctl /tmp/vm.sock migrate 127.0.0.1:7000 --downtime-ms 30 --bandwidth 64M
   livesnap ctl /tmp/vm.sock status
   livesnap ctl /tmp/vm.sock quit`;
 
@@ -39,13 +56,13 @@ export async function main(args: string[]): Promise<number> {
   const command = parseCommand(args, {
     name: "livesnap ctl",
     usage: USAGE,
-    string: ["out", "mode", "cow-buffer"],
+    string: ["out", "mode", "cow-buffer", "downtime-ms", "bandwidth", "precopy-max-passes"],
     boolean: ["incremental"],
   });
   if (typeof command === "number") return command;
   const { options: opts, positional, usageError } = command;
   const [path, name, ...rest] = positional;
-  if (path === undefined || name === undefined || rest.length > 0) {
+  if (path === undefined || name === undefined || rest.length > (name === "migrate" ? 1 : 0)) {
     return usageError("expected a socket path and one command");
   }
   if (!(CONTROL_COMMANDS as readonly string[]).includes(name)) {
@@ -62,6 +79,22 @@ export async function main(args: string[]): Promise<number> {
         cowBuffer: parseCowBuffer(opts["cow-buffer"] ?? "16M"),
         incremental: opts.incremental,
       };
+    } else if (name === "migrate") {
+      if (rest.length !== 1) throw new UsageError("migrate needs HOST:PORT");
+      let target;
+      try {
+        target = parseHostPort(rest[0], "migrate");
+      } catch (e) {
+        throw new UsageError((e as Error).message);
+      }
+      const precopy = parsePrecopyOptions(opts["precopy-max-passes"], opts["downtime-ms"]);
+      req.arguments = {
+        ...target,
+        mode: parseMigrationMode(opts.mode ?? "precopy", "--mode"),
+        downtimeMs: precopy.downtimeMs,
+        maxPasses: precopy.maxPasses,
+        bandwidth: opts.bandwidth === undefined ? undefined : parseBandwidth(opts.bandwidth),
+      };
     } else if (
       opts.out !== undefined || opts.mode !== undefined || opts["cow-buffer"] !== undefined ||
       opts.incremental
@@ -74,7 +107,8 @@ export async function main(args: string[]): Promise<number> {
     return usageError(e);
   }
   try {
-    const reply = await controlRequest(path, req);
+    // migrate's progress events, one JSON line each, before the reply.
+    const reply = await controlRequest(path, req, (e) => console.log(JSON.stringify(e)));
     console.log(JSON.stringify(reply, null, 2));
     return "error" in reply ? 1 : 0;
   } catch (e) {

@@ -13,6 +13,8 @@
  * - {@linkcode runGuest} (`livesnap run`) and {@linkcode restoreSnapshot} (`livesnap restore`):
  *   a guest on the bundled machine, from its ELF or from a snapshot.
  * - {@linkcode serveControl} / {@linkcode controlRequest} (`livesnap ctl`): the control socket.
+ * - {@linkcode migrate} (`run --migrate-to`, `ctl migrate`) and {@linkcode receiveMigration}
+ *   (`restore --incoming`): live migration over TCP (docs/MIGRATION.md).
  * - {@linkcode makeReport} (`livesnap report`): one HTML page showing what snapshots hold and how
  *   they were taken, with its data set ({@linkcode ReportData}; {@linkcode unpackArray} reads its
  *   packed columns).
@@ -107,6 +109,7 @@ export {
   type RestoreSnapshotResult,
 } from "./restore.ts";
 export {
+  type ControlEvent,
   type ControlReply,
   type ControlRequest,
   controlRequest,
@@ -114,6 +117,22 @@ export {
   serveControl,
 } from "./control.ts";
 export { makeReport, type Report, type ReportOptions } from "./report/report.ts";
+export type { Hello, MigrationFailure, MigrationMode } from "../format/migration.ts";
+export { MigrationError } from "../format/migration.ts";
+export {
+  migrate,
+  type MigrateOptions,
+  type MigrationMetrics,
+  type MigrationPassLine,
+  parseHostPort,
+} from "./migrate.ts";
+export {
+  type IncomingMetrics,
+  type IncomingMigration,
+  type IncomingOptions,
+  incompatibility,
+  receiveMigration,
+} from "./incoming.ts";
 export {
   DiffKind,
   type DiffRegion,

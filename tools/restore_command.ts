@@ -11,6 +11,8 @@ import { ChainError } from "../format/chain.ts";
 import { SnapshotMismatchError } from "../emulator/snapshot/machine_state.ts";
 import { restoreSnapshot, type RestoreSnapshotOptions } from "./restore.ts";
 import { DEFAULT_WS_WINDOW } from "../emulator/snapshot/lazy_restore.ts";
+import { parseRamSize } from "./run.ts";
+import { parseHostPort } from "./migrate.ts";
 import { isHttpUrl } from "../format/open_source.ts";
 import { machineContentDigest as machineDigest } from "../emulator/snapshot/machine_state.ts";
 import {
@@ -25,6 +27,8 @@ import {
 const USAGE = `Usage: livesnap restore FILE [--stop-at N | --run-for N] [--max-instructions N]
   [--digest] [--verbose] [--parent FILE]... [--lazy [--record-ws] [--ws-window N]
   [--hint FILE|off] [--metrics FILE]]
+       livesnap restore --incoming HOST:PORT [--out FILE] [--ram SIZE] [--stop-at N | --run-for N]
+                        [--digest] [--control PATH] [--metrics FILE]
                         [--snapshot-at N]... [--snapshot-every N] --out FILE
                         [--mode cow|precopy|stop] [--cow-buffer SIZE] [--metrics FILE]
                         [--precopy-max-passes N] [--downtime-ms MS] [--control PATH]
@@ -69,6 +73,14 @@ complete .lsnap in a regular file or at an http(s) URL (not a pipe, not a QEMU s
 converted from one). --lazy does not combine with the snapshot options or --control yet (the
 live engine restores eagerly): it says so.
 
+With --incoming, the machine comes from a live migration instead of a file: it waits for one
+source ('livesnap ctl PATH migrate HOST:PORT' or 'livesnap run ... --migrate-to HOST:PORT'),
+refuses a machine it cannot run before any page moves (the reason goes back to the source),
+restores the guest from the stream as it arrives, checks the state against the content digest
+the source sends at the switch-over, and runs the guest once the source has let go of it. A
+second migration arriving meanwhile is refused. If the connection drops or anything fails,
+everything received is discarded and the source's guest runs on. Protocol: docs/MIGRATION.md.
+
 Options:
   --lazy          restore lazily (above)
   --record-ws     with --lazy: record the pages the guest touches in its first --ws-window
@@ -81,6 +93,12 @@ Options:
   --metrics FILE  with --lazy: write one JSON object: firstInstructionUs, demandFaults,
                   prefetchedPages, prefetchHits, bytesRead, faultLatencyUs {p50,p99,max},
                   loaderDoneMs and more (see emulator/snapshot/README.md)
+  --incoming HOST:PORT  wait for a live migration on this address (port 0: any free port; the
+                  address is printed on stderr)
+  --out FILE      with --incoming: also keep what arrived as an .lsnap file (the same bytes a
+                  snapshot file holds; written only if the migration succeeds)
+  --ram SIZE      with --incoming: refuse a guest whose RAM is not SIZE (like a QEMU
+                  destination started with another -m)
   --stop-at N     stop once N instructions have retired, counted like 'run --stop-at' from the
                   guest's reset (from the restore point for a QEMU snapshot; see 'livesnap
                   inspect'); N is at least the snapshot's own instruction count
@@ -96,7 +114,9 @@ Options:
   clean against FILE at the restore), each later one a diff on the one before.
 
 Exit status: the guest's, as for 'run' (124 when --max-instructions stopped it); 1 if the file
-is damaged or does not fit.
+is damaged or does not fit. A failed incoming migration: 3 refused (incompatible, or busy),
+4 the state did not match the source's digest or did not verify, 5 bytes that break the
+protocol, 6 a wait ran out, 7 the connection dropped.
 
 Examples:
   livesnap run emulator/guests/build/counter.elf --snapshot-at 2000000 --out c.lsnap --stop-at 2000000
@@ -113,6 +133,9 @@ Examples:
   livesnap restore c.lsnap --lazy --record-ws --run-for 1000000       # writes c.lsnap.ws
   livesnap restore c.lsnap --lazy --run-for 1000000 --metrics m.json  # prefetches c.lsnap.ws first`;
 
+  livesnap restore --incoming 127.0.0.1:7000 --out arrived.lsnap --stop-at 90000000 --digest &
+  livesnap run emulator/guests/build/memstress.elf --migrate-to 127.0.0.1:7000 --migrate-at 20000000`;
+
 /** Entry point: returns the process exit status. */
 export async function main(args: string[]): Promise<number> {
   const command = parseCommand(args, {
@@ -124,11 +147,18 @@ export async function main(args: string[]): Promise<number> {
       "run-for",
       "ws-window",
       "hint",
+      "incoming",
+      "ram",
     ],
     list: ["snapshot-at", "parent"],
   });
   if (typeof command === "number") return command;
   const { options: opts, positional: files, usageError } = command;
+  if (opts.incoming !== undefined) {
+    if (opts.lazy) return usageError("--lazy does not combine with --incoming");
+    return await incoming(opts, files, usageError);
+  }
+  if (opts.ram !== undefined) return usageError("--ram belongs to --incoming");
   if (files.length !== 1) return usageError(`expected one snapshot file, got ${files.length}`);
   let parsed;
   let runFor: number | undefined;
@@ -142,6 +172,8 @@ export async function main(args: string[]): Promise<number> {
       "ws-window": windowText,
       hint,
       parent: _parents,
+      incoming: _i,
+      ram: _r,
       ...liveOpts
     } = opts;
     if (!lazyFlag) {
@@ -264,4 +296,56 @@ export async function main(args: string[]): Promise<number> {
     "livesnap restore",
     result.exit.reason === "budget" ? { reason: "stop-at" } : result.exit,
   );
+}
+
+/** `restore --incoming HOST:PORT`: the machine comes from a live migration. */
+async function incoming(
+  opts: Record<string, string | string[] | boolean | undefined>,
+  files: string[],
+  usageError: (e: unknown) => number,
+): Promise<number> {
+  let live;
+  let target;
+  let ramSize: number | undefined;
+  const { incoming: at, out, ram, "run-for": runFor, ...rest } = opts;
+  try {
+    if (files.length > 0) throw new UsageError("give a snapshot FILE or --incoming, not both");
+    if (rest["snapshot-at"] !== undefined && (rest["snapshot-at"] as string[]).length > 0) {
+      throw new UsageError(
+        "--snapshot-at is not available with --incoming (--out names the received file); " +
+          "snapshot the migrated guest with --control and 'livesnap ctl PATH snapshot'",
+      );
+    }
+    if (rest["snapshot-every"] !== undefined) {
+      throw new UsageError("--snapshot-every is not available with --incoming");
+    }
+    try {
+      target = parseHostPort(at as string, "--incoming");
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+    if (ram !== undefined) ramSize = parseRamSize(ram as string);
+    live = parseLiveArgs(rest as Parameters<typeof parseLiveArgs>[0], true).live!;
+    if (runFor !== undefined) {
+      if (live.stopAt !== undefined) {
+        throw new UsageError("Cannot restore: give --stop-at or --run-for, not both");
+      }
+      live.runFor = parseCount(runFor as string, "--run-for", { what: "an instruction count" });
+    }
+  } catch (e) {
+    return usageError(e);
+  }
+  const { sink } = stdoutSink();
+  try {
+    return await runLive({
+      ...live,
+      verbose: opts.verbose as boolean | undefined,
+      name: "livesnap restore",
+      incoming: { ...target, out: out as string | undefined, ramSize },
+      print: sink,
+    });
+  } catch (e) {
+    console.error(`livesnap restore: ${(e as Error).message}`);
+    return 2;
+  }
 }

@@ -22,6 +22,8 @@ const USAGE =
                     [--mode cow|precopy|stop] [--cow-buffer SIZE] [--metrics FILE]
                     [--precopy-max-passes N] [--downtime-ms MS] [--control PATH]
                     [--incremental]
+                    [--migrate-to HOST:PORT --migrate-at N [--migrate-mode precopy]
+                     [--bandwidth RATE]]
 
 Runs a statically linked RV32IMAC ELF on the bundled machine (laid out like QEMU's riscv32
 'virt' board). The guest's UART output goes to stdout. The exit status is the guest's: the
@@ -62,6 +64,20 @@ Live snapshots (the guest runs on its own thread, the snapshot is written on ano
   --metrics FILE      each snapshot's metrics as one JSON line
   --control PATH      serve a control socket (JSON lines, like QMP) at PATH; see 'livesnap ctl'
 
+Live migration (docs/MIGRATION.md; the destination is 'livesnap restore --incoming HOST:PORT'):
+  --migrate-to HOST:PORT  migrate the guest over TCP once it has retired --migrate-at N
+                      instructions (at the first slice boundary from N on): precopy passes while
+                      it runs (throttled as above until the rest fits --downtime-ms at the
+                      bandwidth measured), then it stops, the destination checks the state's
+                      content digest and runs it, and this run ends (exit status 0). One JSON
+                      line per pass on stderr (and in --metrics): pass, pages, bytes, bandwidth,
+                      dirty rate, dirty/transfer ratio, estimated downtime; then the migration's
+                      metrics (downtimeMs, totalMs, bytesSent, passes, ...). If the migration
+                      fails the guest runs on as if nothing happened and the exit status is 1
+  --migrate-at N      the instruction count to start at
+  --migrate-mode MODE precopy (postcopy and hybrid are not in this build)
+  --bandwidth RATE    cap the bytes per second sent, e.g. 500K or 32M
+
 Time is deterministic: mtime advances one tick per 10 retired instructions, so a run depends
 only on the ELF and its input.
 
@@ -74,7 +90,10 @@ Examples:
   livesnap run emulator/guests/build/memstress.elf --snapshot-every 10000000 \
       --out 's-{n}.lsnap' --incremental
   livesnap run emulator/guests/build/counter.elf --control /tmp/vm.sock &
-  livesnap ctl /tmp/vm.sock snapshot --out /tmp/vm.lsnap`;
+  livesnap ctl /tmp/vm.sock snapshot --out /tmp/vm.lsnap
+  livesnap restore --incoming 127.0.0.1:7000 --run-for 5000000 --digest &
+  livesnap run emulator/guests/build/memstress.elf --migrate-to 127.0.0.1:7000 \
+      --migrate-at 20000000 --downtime-ms 50 --bandwidth 64M`;
 
 /** Entry point: returns the process exit status. */
 export async function main(args: string[]): Promise<number> {

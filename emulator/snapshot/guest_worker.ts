@@ -29,7 +29,8 @@ import {
 import { describeMachine } from "./machine_state.ts";
 import { epochMs, readThreadCpu } from "./metrics.ts";
 import type { GuestBoot, GuestEvent, GuestStatus, HaltReason } from "./protocol.ts";
-import { restoreMachineFromFile } from "./restore.ts";
+import { restoreMachine, restoreMachineFromFile } from "./restore.ts";
+import { portReadable } from "./port_stream.ts";
 import {
   CTRL_WRITER_STATE,
   type SnapshotMode,
@@ -59,6 +60,9 @@ interface Running {
   pause: PauseCauses;
   /** The thread's CPU time after the first slice (undefined: not read yet; null: unknown). */
   cpu: { runNs: number; waitNs: number } | null | undefined;
+  /** Stay paused after precopy's final pause (a live migration: the host resumes the guest if
+   * the migration fails, and quits it if it succeeds). */
+  hold: boolean;
 }
 
 class GuestThread {
@@ -238,6 +242,7 @@ class GuestThread {
     mode: SnapshotMode,
     slots: number,
     kindOfFile = SNAPSHOT_FULL,
+    hold = false,
   ): void {
     const m = this.machine;
     const tag = tagName(kind, index);
@@ -299,6 +304,7 @@ class GuestThread {
       pause: { ...NO_PAUSE, instantUs: nowUs() - t0 },
       // Read after the first slice (a read of /proc is a system call: not in the instant).
       cpu: undefined,
+      hold,
     };
   }
 
@@ -319,6 +325,7 @@ class GuestThread {
     side.serviceChunks();
     if (side.finalRequested()) {
       const t0 = nowUs();
+      const pausedAt = epochMs();
       side.beginFinal();
       const m = this.machine;
       port.postMessage({
@@ -326,9 +333,12 @@ class GuestThread {
         tag: run.tag,
         state: m.save(),
         atInstruction: m.hart.retired,
+        pausedAt,
       });
       side.waitForFinalPages();
       run.pause.finalPauseUs = Math.max(run.pause.finalPauseUs, nowUs() - t0);
+      // A migration's guest stays where the destination takes over, until the host decides.
+      if (run.hold) this.paused = true;
     }
     if (side.writerFinished()) {
       const t0 = nowUs();
@@ -373,7 +383,14 @@ class GuestThread {
     const m = this.machine;
     switch (cmd.kind) {
       case CMD_SNAPSHOT: {
-        this.begin(TAG_CONTROL, cmd.seq, MODE_NAMES[cmd.args[0]], cmd.args[1], cmd.args[2]);
+        this.begin(
+          TAG_CONTROL,
+          cmd.seq,
+          MODE_NAMES[cmd.args[0]],
+          cmd.args[1],
+          cmd.args[2],
+          cmd.args[3] === 1,
+        );
         // The reply waits with the started message, after the guest has run on.
         this.deferred.push({ type: "reply", seq: cmd.seq, status: this.status() });
         if (this.paused || this.halt !== null) this.flushDeferred();
@@ -431,7 +448,12 @@ async function start(boot: GuestBoot): Promise<void> {
   let restoredNotes: { field: string; note: string }[] = [];
   let parent: ParentTransfer | null = null;
   try {
-    if (boot.restorePath !== undefined) {
+    if (boot.restoreStream !== undefined) {
+      const restored = await restoreMachine(portReadable(boot.restoreStream), { uartSink });
+      machine = restored.machine;
+      restoredDigest = restored.contentDigest;
+      restoredNotes = restored.notes;
+    } else if (boot.restorePath !== undefined) {
       // A diff is restored through its chain (every link checked before the guest runs).
       const restored = await restoreMachineFromFile(boot.restorePath, {
         uartSink,

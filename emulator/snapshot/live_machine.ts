@@ -46,6 +46,7 @@ import type {
   GuestStatus,
   HaltReason,
   PrecopyOptions,
+  PrecopyPassReport,
   ScheduledSnapshot,
   WriterCommand,
   WriterEvent,
@@ -55,7 +56,7 @@ import type { WriterSideMetrics } from "./writer_loop.ts";
 /** A copy buffer size: bytes, or "max" (as many slots as RAM has pages: never stalls). */
 export type CowBufferSize = number | "max";
 
-export type { PrecopyOptions } from "./protocol.ts";
+export type { PrecopyOptions, PrecopyPassReport } from "./protocol.ts";
 
 /** What to snapshot and where. */
 export interface SnapshotRequest {
@@ -67,6 +68,18 @@ export interface SnapshotRequest {
   cowBuffer?: CowBufferSize;
   /** Precopy's policy. */
   precopy?: PrecopyOptions;
+  /** Instead of a file at `path` (then only a name for messages and metrics): the snapshot's
+   * bytes go to this port (port_stream.ts), as a live migration sends them. */
+  stream?: MessagePort;
+  /** Precopy: keep the guest paused after the final pause (a live migration's switch-over: the
+   * caller then quits it, or resumes it if the migration failed). */
+  holdAfterFinal?: boolean;
+  /** Called as each precopy pass ends. */
+  onPass?: (pass: PrecopyPassReport) => void;
+  /** Called when the guest stops for precopy's final pause (`pausedAt`: `epochMs()`). */
+  onFinal?: (atInstruction: number, pausedAt: number) => void;
+  /** With `stream`: awaited (while the guest runs) before precopy asks for the final pause. */
+  beforeFinal?: () => Promise<void>;
   /**
    * A diff on the machine's last snapshot (the last one completed, or the `.lsnap` file it was
    * restored from): only the pages stored to since that snapshot's instant, with explicit zero
@@ -83,12 +96,16 @@ export interface ScheduledRequest extends SnapshotRequest {
   at: number;
 }
 
-/** Options of {@linkcode LiveMachine.start}. Exactly one of `elf` and `restorePath`. */
+/** Options of {@linkcode LiveMachine.start}. Exactly one of `elf`, `restorePath` and
+ * `restoreStream`. */
 export interface LiveMachineOptions {
   /** A RISC-V ELF executable to boot. */
   elf?: Uint8Array;
   /** An `.lsnap` file (or a QEMU migration stream) to resume from. */
   restorePath?: string;
+  /** A snapshot's bytes arriving on a port (port_stream.ts), as a live migration receives
+   * them; the machine starts once the whole stream is in and checked. */
+  restoreStream?: MessagePort;
   /** For a diff at `restorePath`: parent files to use before the names its chain records
    * (`restore --parent`), matched by file digest. */
   restoreParents?: string[];
@@ -144,6 +161,9 @@ export interface HaltInfo {
 interface Pending {
   path: string;
   precopy?: PrecopyOptions;
+  onPass?: (pass: PrecopyPassReport) => void;
+  onFinal?: (atInstruction: number, pausedAt: number) => void;
+  beforeFinal?: () => Promise<void>;
   incremental: boolean;
   cowBufferBytes: number;
   resolve: (m: SnapshotMetrics) => void;
@@ -381,6 +401,7 @@ export class LiveMachine {
       chunkPort: chunks.port1,
       elf: options.elf,
       restorePath: options.restorePath,
+      restoreStream: options.restoreStream,
       restoreParents: options.restoreParents,
       ramSize: options.ramSize,
       input: options.input,
@@ -418,8 +439,16 @@ export class LiveMachine {
       };
       guest.onmessage = (e: MessageEvent<GuestEvent>) => {
         const ev = e.data;
-        if (ev.type === "ready") guest.postMessage(boot, [chunks.port1]);
-        // The constructor takes over the guest's messages before the next one is dispatched,
+        if (ev.type === "ready") {
+          const transfer: Transferable[] = [chunks.port1];
+          if (boot.restoreStream !== undefined) transfer.push(boot.restoreStream);
+          try {
+            guest.postMessage(boot, transfer);
+          } catch (e) {
+            // A restore stream whose sender already gave up (its port is closed).
+            fail(new Error(`Cannot start the guest thread: ${(e as Error).message}`));
+          }
+        } // The constructor takes over the guest's messages before the next one is dispatched,
         // so nothing the guest posts after booting is missed.
         else if (ev.type === "booted") {
           resolve(new LiveMachine(guest, writer, mailbox, ev, options, chunks.port2));
@@ -441,6 +470,9 @@ export class LiveMachine {
       this.#pending.set(tag, {
         path: req.path,
         precopy: req.precopy,
+        onPass: req.onPass,
+        onFinal: req.onFinal,
+        beforeFinal: req.beforeFinal,
         incremental: req.incremental ?? false,
         cowBufferBytes: cowBufferSlots(req.cowBuffer ?? DEFAULT_COW_BUFFER, this.pageCount) *
           PAGE_SIZE,
@@ -484,6 +516,7 @@ export class LiveMachine {
         const p = this.#pending.get(ev.tag);
         if (p !== undefined) p.atInstruction = ev.atInstruction;
         this.#writer.postMessage({ type: "state", tag: ev.tag, state: ev.state } as WriterCommand);
+        p?.onFinal?.(ev.atInstruction, ev.pausedAt);
         break;
       }
       case "snapshot-guest-done": {
@@ -543,6 +576,15 @@ export class LiveMachine {
     }
     const p = this.#pending.get(ev.tag);
     if (p === undefined) return;
+    if (ev.type === "pass") {
+      p.onPass?.(ev.pass);
+      return;
+    }
+    if (ev.type === "before-final") {
+      const ok = () => this.#writer.postMessage({ type: "final-ok", tag: ev.tag } as WriterCommand);
+      (p.beforeFinal?.() ?? Promise.resolve()).then(ok, ok);
+      return;
+    }
     if (ev.type === "failed") p.error = new Error(ev.message);
     else p.writer = ev;
     this.#settle(ev.tag, p);
@@ -629,31 +671,27 @@ export class LiveMachine {
     const slots = cowBufferSlots(req.cowBuffer ?? DEFAULT_COW_BUFFER, this.pageCount);
     let done!: Promise<SnapshotMetrics>;
     const kind = req.incremental ? SNAPSHOT_DIFF : SNAPSHOT_FULL;
-    const sent = this.#command(
-      CMD_SNAPSHOT,
-      [MODE_CODES[req.mode], slots, kind],
-      undefined,
-      (seq) => {
-        const tag = `ctl:${seq}`;
-        done = this.#expect(tag, req);
-        // The refusal or failure can arrive before the reply that hands `done` to the caller; a
-        // handler now keeps that from being an unhandled rejection (the caller still gets it).
-        done.catch(() => {});
-        // Memory from the OS: the resident set before the instant, and the peak from then on.
-        this.#pending.get(tag)!.rssBefore = readProcessMemory().rss;
-        resetPeakMemory();
-        // Named to the writer before the guest sees the command (see #registerNextScheduled).
-        this.#writer.postMessage(
-          {
-            type: "path",
-            tag,
-            path: req.path,
-            precopy: req.precopy,
-            incremental: req.incremental ?? false,
-          } as WriterCommand,
-        );
-      },
-    );
+    const args = [MODE_CODES[req.mode], slots, kind, req.holdAfterFinal ? 1 : 0];
+    const sent = this.#command(CMD_SNAPSHOT, args, undefined, (seq) => {
+      const tag = `ctl:${seq}`;
+      done = this.#expect(tag, req);
+      // The refusal or failure can arrive before the reply that hands `done` to the caller; a
+      // handler now keeps that from being an unhandled rejection (the caller still gets it).
+      done.catch(() => {});
+      // Memory from the OS: the resident set before the instant, and the peak from then on.
+      this.#pending.get(tag)!.rssBefore = readProcessMemory().rss;
+      resetPeakMemory();
+      // Named to the writer before the guest sees the command (see #registerNextScheduled).
+      const path: WriterCommand = {
+        type: "path",
+        tag,
+        path: req.path,
+        precopy: req.precopy,
+        incremental: req.incremental ?? false,
+        stream: req.stream,
+      };
+      this.#writer.postMessage(path, req.stream !== undefined ? [req.stream] : []);
+    });
     return sent.then(() => done);
   }
 

@@ -12,8 +12,10 @@ import type { ExitReason, MachineState } from "../machine.ts";
 import type { GuestSideMetrics } from "./guest_side.ts";
 import type { PauseCauses } from "./metrics.ts";
 import type { SessionBuffers, SnapshotMode } from "./session.ts";
-import type { WriterSideMetrics } from "./writer_loop.ts";
+import type { PrecopyPassReport, WriterSideMetrics } from "./writer_loop.ts";
 import type { ParentTransfer } from "./diff_parent.ts";
+
+export type { PrecopyPassReport };
 
 /** Precopy's convergence policy (see `writer_loop.ts`); every field has a default. */
 export interface PrecopyOptions {
@@ -41,11 +43,23 @@ export type WriterCommand =
   }
   /** Where the snapshot named `tag` goes (sent before the guest can take it), precopy's policy
    * for it, and whether it is a diff on the machine's last snapshot. */
-  | { type: "path"; tag: string; path: string; precopy?: PrecopyOptions; incremental?: boolean }
+  | {
+    type: "path";
+    tag: string;
+    path: string;
+    precopy?: PrecopyOptions;
+    incremental?: boolean;
+    /** Instead of a file at `path` (then only a name for messages): the snapshot's bytes go to
+     * this port as a flow-controlled stream (port_stream.ts), e.g. to a live migration's
+     * socket. */
+    stream?: MessagePort;
+  }
   /** The device state of snapshot `tag`. */
   | { type: "state"; tag: string; state: MachineState }
   /** Drops a path whose snapshot will not happen (removes its temporary file). */
   | { type: "drop"; tag: string }
+  /** The host's answer to `before-final`: precopy may ask for the final pause now. */
+  | { type: "final-ok"; tag: string }
   /** Stops after the job in progress; drops every path left. */
   | { type: "close" };
 
@@ -65,6 +79,10 @@ export type WriterEvent =
     parentPath: string | null;
   }
   | { type: "failed"; tag: string; message: string }
+  /** Precopy of a stream target would ask for the final pause: it waits for `final-ok`. */
+  | { type: "before-final"; tag: string }
+  /** A precopy pass is over (sent as each one ends). */
+  | { type: "pass"; tag: string; pass: PrecopyPassReport }
   | { type: "closed" };
 
 /** A snapshot the guest takes by itself when it reaches an instruction count. */
@@ -82,6 +100,9 @@ export interface ScheduledSnapshot {
 export interface GuestBoot {
   elf?: Uint8Array;
   restorePath?: string;
+  /** Instead of `restorePath`: the snapshot's bytes arrive on this port (port_stream.ts), e.g.
+   * from a live migration's socket. */
+  restoreStream?: MessagePort;
   /** For a diff at `restorePath`: parent files to use before the names it records. */
   restoreParents?: string[];
   /** RAM size for `elf`; a restore takes the file's. */
@@ -138,7 +159,14 @@ export type GuestEvent =
     atInstruction: number;
     startedAt: number;
   }
-  | { type: "snapshot-final"; tag: string; state: MachineState; atInstruction: number }
+  | {
+    type: "snapshot-final";
+    tag: string;
+    state: MachineState;
+    atInstruction: number;
+    /** When the guest stopped for the final pause, `epochMs()`. */
+    pausedAt: number;
+  }
   | {
     type: "snapshot-guest-done";
     tag: string;

@@ -115,6 +115,22 @@ export interface WriterSideMetrics {
   timelineStartMs?: number;
 }
 
+/** One precopy pass, as the writer saw it (`--metrics`, live migration's progress lines). */
+export interface PrecopyPassReport {
+  /** 0 for the first pass over all of RAM. */
+  pass: number;
+  /** Pages this pass wrote. */
+  pagesSent: number;
+  /** Wall time of the pass, milliseconds. */
+  ms: number;
+  /** Pages dirty when it ended (what the next pass or the final pause must send). */
+  dirtyPages: number;
+  /** The auto-converge throttle during the pass, percent. */
+  throttlePct: number;
+  /** The final pause comes next. */
+  last: boolean;
+}
+
 /** Tuning of the writer loop. */
 export interface WriterLoopOptions {
   /** Pages per sink call (compression works on batches). Default 16. */
@@ -143,6 +159,11 @@ export interface WriterLoopOptions {
    * time runnable but without a core, as long as it does not wait on this thread (Linux: the
    * guest's /proc schedstat). Default true. */
   yieldToGuest?: boolean;
+  /** Called as each precopy pass ends (live migration prints one line per pass). */
+  onPass?: (report: PrecopyPassReport) => void;
+  /** Awaited before precopy asks for the final pause, while the guest still runs (a live
+   * migration waits there until the destination has caught up with the stream). */
+  beforeFinal?: () => Promise<void>;
   /** Runs once every page is written, before the job is marked done: the guest sees the job end
    * (and its dirty set is dropped) only if this succeeds. The file writer completes the file
    * here, so that a job whose file failed to close counts as failed. */
@@ -195,6 +216,8 @@ export class SnapshotWriterLoop {
   readonly #downtimeMs: number;
   readonly #maxThrottlePct: number;
   readonly #audit: Uint32Array | undefined;
+  readonly #onPass: ((report: PrecopyPassReport) => void) | undefined;
+  readonly #beforeFinal: (() => Promise<void>) | undefined;
   /** Private copies of sweep pages: the page is saved once it is here, so the guest's wait on a
    * page the writer copies lasts one memcpy, not a compression and a write. */
   readonly #staging: Uint8Array;
@@ -241,6 +264,8 @@ export class SnapshotWriterLoop {
     this.#downtimeMs = options.precopyDowntimeMs ?? 50;
     this.#maxThrottlePct = Math.max(0, Math.min(99, options.precopyMaxThrottlePct ?? 99));
     this.#audit = options.audit;
+    this.#onPass = options.onPass;
+    this.#beforeFinal = options.beforeFinal;
     this.#beforeDone = options.beforeDone;
     this.#discard = options.discardPages !== undefined
       ? options.discardPages
@@ -612,11 +637,21 @@ export class SnapshotWriterLoop {
     let firstSent = s.pageCount;
     if (s.diff) firstSent = await this.#writeSet(s.frozen, true);
     else await this.#firstPass();
+    const firstEnd = epochMs();
+    const dirty0 = countBits(s.dirty);
     this.#timeline.pass(
-      { pass: 0, pagesSent: firstSent, dirtyPages: countBits(s.dirty), throttlePct: 0 },
+      { pass: 0, pagesSent: firstSent, dirtyPages: dirty0, throttlePct: 0 },
       first,
-      epochMs(),
+      firstEnd,
     );
+    this.#onPass?.({
+      pass: 0,
+      pagesSent: firstSent,
+      ms: firstEnd - first,
+      dirtyPages: dirty0,
+      throttlePct: 0,
+      last: false, // a second pass always follows
+    });
     let throttle = 0;
     for (let pass = 1;; pass++) {
       Atomics.store(s.ctrl, CTRL_PASS_REQUEST, pass);
@@ -639,7 +674,16 @@ export class SnapshotWriterLoop {
         epochMs(),
       );
       const fits = Math.max(this.#targetPages, Math.floor(rate * this.#downtimeMs));
-      if (pending <= fits || pass >= this.#maxPasses) break;
+      const last = pending <= fits || pass >= this.#maxPasses;
+      this.#onPass?.({
+        pass,
+        pagesSent: sent,
+        ms,
+        dirtyPages: pending,
+        throttlePct: throttle,
+        last,
+      });
+      if (last) break;
       // The guest dirtied more than half as many pages as the writer sent in the same time.
       if (pending > PRECOPY_SHRINK_RATIO * sent) {
         throttle = nextThrottlePct(throttle, this.#maxThrottlePct);
@@ -647,6 +691,7 @@ export class SnapshotWriterLoop {
         this.#metrics.precopyThrottlePct = throttle;
       }
     }
+    await this.#beforeFinal?.();
     // The guest stops at its next slice boundary, puts the last dirty set in `pass`, saves the
     // device state for the host and waits for FINAL_DONE.
     Atomics.store(s.ctrl, CTRL_FINAL_REQUEST, 1);

@@ -15,6 +15,7 @@ import { type DiffParent, diffParentOf, SnapshotWriter } from "../../format/writ
 import { toHex } from "../../format/checksum.ts";
 import type { MachineState } from "../machine.ts";
 import { FormatPageSink } from "./file_sink.ts";
+import { portWritable } from "./port_stream.ts";
 import { sectionsFromState } from "./machine_state.ts";
 import { CTRL_JOB_DIFF, CTRL_JOB_SEQ, CTRL_KEPT_CHUNKS, jobTag } from "./session.ts";
 import { abandonSession, releaseTouchedChunks, SnapshotWriterLoop } from "./writer_loop.ts";
@@ -30,6 +31,8 @@ const port = globalThis as unknown as {
 
 interface Target {
   path: string;
+  /** The snapshot goes to a port, not a file. */
+  stream: boolean;
   precopy: PrecopyOptions;
   /** The file, created when the path arrived; null for an incremental snapshot, whose file is
    * created when its job starts (a diff's PARENT record names the last snapshot completed,
@@ -58,12 +61,17 @@ function createFile(path: string, on: DiffParent | null): Promise<SnapshotWriter
   });
 }
 
+/** Bytes a stream target (a live migration's socket) may hold unsent: small, so that a pass ends
+ * when its pages are on the wire and precopy measures the link's rate, not this buffer's. */
+const STREAM_WINDOW = 256 * 1024;
+
 let attached: Extract<WriterCommand, { type: "attach" }> | null = null;
 let chunks: SlotChunks | null = null;
 let closing = false;
 const targets = new Map<string, Target>();
 const states = new Map<string, MachineState>();
 const stateWaiters = new Map<string, (s: MachineState) => void>();
+const finalOk = new Map<string, () => void>();
 
 /** Lets queued messages run (a MessageChannel round trip: no timer clamping). */
 const yieldChannel = new MessageChannel();
@@ -128,6 +136,15 @@ async function runJob(a: NonNullable<typeof attached>): Promise<void> {
         precopyMaxPasses: t.precopy.maxPasses,
         precopyDowntimeMs: t.precopy.downtimeMs,
         precopyMaxThrottlePct: t.precopy.maxThrottlePct,
+        onPass: (pass) => port.postMessage({ type: "pass", tag, pass }),
+        // A stream's host may hold the final pause back (a migration's destination catching up).
+        beforeFinal: t.stream
+          ? () =>
+            new Promise<void>((resolve) => {
+              finalOk.set(tag, resolve);
+              port.postMessage({ type: "before-final", tag });
+            })
+          : undefined,
         // The file is complete, and the next diff's parent, before the guest sees the job end:
         // it then drops the job's dirty set, which a failed file would have needed.
         beforeDone: async () => {
@@ -135,7 +152,8 @@ async function runJob(a: NonNullable<typeof attached>): Promise<void> {
           // A diff holds the whole device state too (FORMAT.md §14).
           for (const section of sectionsFromState(state)) await file.writeDevice(section);
           summary = await file.close();
-          parent = diffParentOf(summary, path);
+          // A stream (a migration) is no file a later diff could name as its parent.
+          if (!t.stream) parent = diffParentOf(summary, path);
         },
       },
     );
@@ -210,9 +228,24 @@ port.onmessage = (e) => {
       break;
     }
     case "path": {
-      const writer = msg.incremental ? null : createFile(msg.path, null);
+      // A stream (a live migration) has no INDEX: it is read front to back, and the index's
+      // encoding, sending and checking would all fall in the guest's downtime.
+      const writer = msg.stream !== undefined
+        ? SnapshotWriter.create(
+          portWritable(msg.stream, STREAM_WINDOW),
+          { ...attached!.description, createdAt: Date.now() },
+          { batchBytes: 64 * 1024, workers: 0, index: false },
+        )
+        : msg.incremental
+        ? null
+        : createFile(msg.path, null);
       writer?.catch(() => {}); // reported when the job awaits it
-      targets.set(msg.tag, { path: msg.path, precopy: msg.precopy ?? {}, writer });
+      targets.set(msg.tag, {
+        path: msg.path,
+        stream: msg.stream !== undefined,
+        precopy: msg.precopy ?? {},
+        writer,
+      });
       break;
     }
     case "state": {
@@ -223,6 +256,12 @@ port.onmessage = (e) => {
       } else {
         states.set(msg.tag, msg.state);
       }
+      break;
+    }
+    case "final-ok": {
+      const r = finalOk.get(msg.tag);
+      finalOk.delete(msg.tag);
+      r?.();
       break;
     }
     case "drop": {
