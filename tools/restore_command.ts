@@ -131,8 +131,7 @@ Examples:
   livesnap restore c.lsnap --snapshot-at 3000000 --out d.lsnap --incremental   # d: a diff on c
 
   livesnap restore c.lsnap --lazy --record-ws --run-for 1000000       # writes c.lsnap.ws
-  livesnap restore c.lsnap --lazy --run-for 1000000 --metrics m.json  # prefetches c.lsnap.ws first`;
-
+  livesnap restore c.lsnap --lazy --run-for 1000000 --metrics m.json  # prefetches c.lsnap.ws first
   livesnap restore --incoming 127.0.0.1:7000 --out arrived.lsnap --stop-at 90000000 --digest &
   livesnap run emulator/guests/build/memstress.elf --migrate-to 127.0.0.1:7000 --migrate-at 20000000`;
 
