@@ -3,7 +3,9 @@
  * (`format/FORMAT.md`): a writer that accepts pages in any order, a streaming and a random-access
  * reader, the error classes every malformed file is reported with, the content digest and the
  * format's constants; diff snapshots and their chains (`openChain`, `ChainReader`,
- * `readDiffParent`, the writer's `parent` option, `flattenChain`).
+ * `readDiffParent`, the writer's `parent` option, `flattenChain`). The random-access reader reads a local file or an `http(s)` URL with Range
+ * requests (`HttpSource`: validators checked, bounded timeouts and retries, several requests in
+ * flight), or any `RandomAccessSource`.
  *
  * The rest of livesnap has entry points of its own:
  * - `@livesnap/livesnap/tools`: `inspectSnapshot`, `verifySnapshot`, `convertSnapshot`,
@@ -96,12 +98,41 @@ export {
 export {
   readSnapshot,
   type ReadSnapshotOptions,
+  type RecordBase,
+  type RecordCounts,
   type Snapshot,
   type SnapshotRecord,
   SnapshotStreamReader,
   type StreamReaderOptions,
 } from "./format/stream_reader.ts";
-export { SnapshotFileReader } from "./format/file_reader.ts";
+export {
+  type FileReaderOptions,
+  type PageRecordData,
+  type ReadPageRecordsOptions,
+  SnapshotFileReader,
+} from "./format/file_reader.ts";
+export {
+  type ByteRange,
+  type CoalescedRange,
+  type CoalesceOptions,
+  coalesceRanges,
+  NotRandomAccessError,
+  type RandomAccessSource,
+  type ReadOptions,
+  SourceChangedError,
+  SourceClosedError,
+  SourceEndedError,
+  SourceError,
+  SourceHttpError,
+  type SourceIdentity,
+  sourceReadable,
+  type SourceReadableOptions,
+  type SourceStats,
+  SourceTimeoutError,
+} from "./format/random_access_source.ts";
+export { FileSource } from "./format/file_source.ts";
+export { HttpSource, type HttpSourceOptions, openHttpStream } from "./format/http_source.ts";
+export { isHttpUrl, openSource, type OpenSourceOptions } from "./format/open_source.ts";
 export type { Trailer } from "./format/trailer.ts";
 export type { SnapshotIndex } from "./format/index_record.ts";
 export type { PageEncodingName } from "./format/page_record.ts";

@@ -10,6 +10,7 @@ const BENCHES = [
   "live_pause_bench.ts",
   "tools_bench.ts",
   "verify_bench.ts",
+  "incremental_bench.ts",
   "chain_bench.ts",
 ];
 

@@ -26,7 +26,9 @@ export interface ElfImage {
 
 /** Why an ELF could not be loaded, with the offending file offset when one applies. */
 export class ElfError extends Error {
+  /** "ElfError", so that `e.name` tells it from other errors in logs. */
   override name = "ElfError";
+  /** `offset` is the byte offset in the ELF file where the problem is, when one applies. */
   constructor(message: string, readonly offset?: number) {
     super(message);
   }

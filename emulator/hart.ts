@@ -57,13 +57,21 @@ export interface HartState {
   pc: number;
   /** Current privilege: 0 user, 3 machine. */
   priv: number;
+  /** mstatus (privileged spec 3.1.6), unsigned; only MIE, MPIE, MPP, MPRV and TW are kept. */
   mstatus: number;
+  /** mie, the interrupt enable bits MSIE 3, MTIE 7, MEIE 11 (spec 3.1.9), unsigned. */
   mie: number;
+  /** mtvec, the trap vector base with mode in bits 1:0 (0 direct, 1 vectored; 3.1.7), unsigned. */
   mtvec: number;
+  /** mscratch, a word the guest's trap handler keeps for itself, unsigned. */
   mscratch: number;
+  /** mepc, the pc of the instruction that trapped (spec 3.1.14), unsigned. */
   mepc: number;
+  /** mcause, bit 31 set for an interrupt, the low bits the cause (spec 3.1.15), unsigned. */
   mcause: number;
+  /** mtval, the faulting address or instruction of the last trap (spec 3.1.16), unsigned. */
   mtval: number;
+  /** mcounteren bits 0-2: U-mode may read cycle, time, instret (spec 3.1.11). */
   mcounteren: number;
   /** Instructions retired since reset (what `--stop-at` counts); below 2^53. */
   retired: number;
@@ -83,20 +91,32 @@ export class Hart {
   readonly x: Int32Array = new Int32Array(33);
   /** Program counter, kept as a signed 32-bit integer (`| 0`). */
   pc = 0;
-  priv = PRIV_M;
+  /** Current privilege: {@linkcode PRIV_M} (3) or {@linkcode PRIV_U} (0). */
+  priv: number = PRIV_M;
+  /** mstatus, signed 32-bit like every CSR field here ({@linkcode HartState} saves unsigned). */
   mstatus = 0;
+  /** mie: interrupt enable bits, as in mip. */
   mie = 0;
+  /** mtvec: trap vector base, mode in bits 1:0. */
   mtvec = 0;
+  /** mscratch: a word for the guest's trap handler; the hart itself never reads it. */
   mscratch = 0;
+  /** mepc: pc of the instruction that trapped. */
   mepc = 0;
+  /** mcause: top bit set for an interrupt. */
   mcause = 0;
+  /** mtval: faulting address or instruction of the last trap. */
   mtval = 0;
+  /** mcounteren: which counters U-mode may read. */
   mcounteren = 0;
+  /** Instructions retired since reset (what `--stop-at` counts); below 2^53. */
   retired = 0;
+  /** minstret minus `retired`, modulo 2^64 (guest writes to minstret move it). */
   instretOffset = 0n;
+  /** mcycle minus `retired`, modulo 2^64. */
   cycleOffset = 0n;
   /** Reserved word address for LR/SC, or -1. */
-  reservation = -1;
+  reservation: number = -1;
 
   /** Reset to the state QEMU's `virt` reset vector leaves the hart in, with pc at `entry`. */
   reset(entry: number): void {

@@ -116,29 +116,41 @@ export interface MachineOptions {
 
 /** One saved device, as the snapshot engine stores it. */
 export interface SavedDevice {
+  /** Device id, as in the snapshot's device section (`ns16550a`, `clint`, `sifive_test`, …). */
   id: string;
+  /** Which of several devices with this id (0 for each device of this machine). */
   instance: number;
+  /** Version of the state's layout (the device's `*_STATE_VERSION`). */
   version: number;
+  /** The device's `save()` result, CBOR-encoded into the section. */
   state: UartState | ClintState | SifiveTestState | HtifState | PlicState | MromState;
 }
 
 /** `machine.save()`: plain data (RAM is not included; the snapshot engine saves it). */
 export interface MachineState {
+  /** The hart's registers, with the version of {@linkcode HartState}'s layout. */
   hart: HartState & { version: number };
+  /** Every device's state, in the machine's fixed order. */
   devices: SavedDevice[];
 }
 
 /** A memory region for the snapshot format's machine description. */
 export interface RegionDescription {
+  /** Region name, unique in the snapshot (`ram` on this machine). */
   name: string;
+  /** Guest-physical address of the region's first byte. */
   base: number;
+  /** Size in bytes, a multiple of `pageSize`. */
   size: number;
+  /** Page size in bytes (4096 on this machine). */
   pageSize: number;
 }
 
 /** What a snapshot records about the machine's shape. */
 export interface MachineDescription {
+  /** Machine name a restore must match ({@linkcode MACHINE_NAME} for this emulator). */
   machine: string;
+  /** Memory regions, in the order the snapshot's region indices count them. */
   regions: RegionDescription[];
 }
 
@@ -199,12 +211,19 @@ interface MmioRange {
  * ```
  */
 export class Machine {
+  /** The one RV32IMAC hart. */
   readonly hart: Hart = new Hart();
+  /** Guest RAM at {@linkcode RAM_BASE}, with the snapshot engine's per-page store gate. */
   readonly ram: Ram;
+  /** The ns16550a UART at 0x1000_0000, interrupt on PLIC source 10. */
   readonly uart: Uart;
+  /** The CLINT at 0x0200_0000: mtime, mtimecmp, msip. */
   readonly clint: Clint = new Clint();
+  /** The SiFive test device at 0x0010_0000: writes to it power off or reset. */
   readonly sifiveTest: SifiveTest = new SifiveTest();
+  /** The PLIC at 0x0c00_0000, routing the UART's line to mip.MEIP. */
   readonly plic: Plic = new Plic();
+  /** The mask ROM at 0x1000 (QEMU's reset vector); all zero on a machine booted from an ELF. */
   readonly mrom: Mrom = new Mrom();
   /**
    * Where `hart.retired` counts from: "reset" (the guest's reset, in this emulator) or
@@ -227,6 +246,7 @@ export class Machine {
   #lastTrapRetired = -1;
   #trapStreak = 0;
 
+  /** A machine at reset with zeroed RAM and no program loaded (see {@linkcode Machine.fromElf}). */
   constructor(options: MachineOptions = {}) {
     this.ram = new Ram(options.ramSize ?? DEFAULT_RAM_SIZE);
     this.uart = new Uart(

@@ -63,7 +63,13 @@ export {
   type SnapshotRequest,
 } from "./snapshot/live_machine.ts";
 export type { GuestStatus, HaltReason } from "./snapshot/protocol.ts";
-export type { SnapshotMetrics } from "./snapshot/metrics.ts";
+export type {
+  PauseCauses,
+  SnapshotMetrics,
+  SnapshotTimeline,
+  TimelinePass,
+  TimelinePause,
+} from "./snapshot/metrics.ts";
 export type { SnapshotMode } from "./snapshot/session.ts";
 export { saveMachine, type SaveMachineOptions } from "./snapshot/save.ts";
 export {

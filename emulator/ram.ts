@@ -76,8 +76,13 @@ export class Ram {
    * RAM offset of the last store into a GATE_WATCH page (-1: none since the machine last
    * looked); the machine resets it.
    */
-  watchHit = -1;
+  watchHit: number = -1;
 
+  /**
+   * Zeroed RAM of `size` bytes (a positive multiple of 4096, at most 2 GiB) on a
+   * SharedArrayBuffer, so the snapshot engine's writer thread can read it; throws a RangeError
+   * otherwise.
+   */
   constructor(size: number) {
     if (!Number.isInteger(size) || size <= 0 || size % PAGE_SIZE !== 0) {
       throw new RangeError(

@@ -50,6 +50,7 @@ export class ChainError extends Error {
   readonly file: string;
   /** The parent file involved, when one was found. */
   readonly parent: string | null;
+  /** A refusal of the link from `where.file` to its parent, of kind `problem`. */
   constructor(
     problem: ChainProblem,
     reason: string,
@@ -440,6 +441,7 @@ export class ChainReader {
   /** The content digest proved for the newest file, once every file was read. */
   contentDigest: Uint8Array | null = null;
 
+  /** A reader of `chain`, whose links were checked when it was opened. */
   constructor(readonly chain: SnapshotChain, private readonly options: ChainReaderOptions = {}) {}
 
   /** Yields the records (see the class); throws LsnapError or ChainError on the first problem. */

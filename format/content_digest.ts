@@ -39,11 +39,13 @@ export class PageHashTable {
   /** The regions the table is for, in header order. */
   readonly regions: readonly Region[];
 
+  /** An empty table (no page hashed) for `regions`. */
   constructor(regions: readonly Region[]) {
     this.regions = regions.map((r) => ({ ...r }));
     this.chunks = regions.map(() => []);
   }
 
+  /** The chunk of page hashes holding `page`, allocated on first use. */
   private chunk(region: number, page: number): Chunk {
     const list = this.chunks[region];
     const i = Math.floor(page / CHUNK_PAGES);
@@ -250,7 +252,13 @@ export class ContentDigestBuilder {
     this.setPageDigests(region, pages, d as PageDigests);
   }
 
-  /** Records pages by what {@linkcode digestPages} found of them (zero, or their hash). */
+  /**
+   * Records pages by what {@linkcode digestPages} found of them (zero, or their hash). For the
+   * format's own readers, which hash pages where they decompress them; `digestPages` is not
+   * exported, so neither is this.
+   *
+   * @ignore
+   */
   setPageDigests(region: number, pages: Uint32Array, d: PageDigests): void {
     for (let i = 0; i < pages.length; i++) {
       if (d.zero[i] === 1) this.clearPage(region, pages[i]);

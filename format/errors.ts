@@ -39,6 +39,7 @@ export class LsnapError extends Error {
   readonly recordIndex: number;
   /** The reason alone, without the location prefix. */
   readonly reason: string;
+  /** The message becomes "Cannot read record N at byte B: `reason`"; `loc.cause` is kept. */
   constructor(reason: string, loc: ErrorLocation) {
     super(
       `Cannot read ${where(loc)}: ${reason}`,
@@ -63,6 +64,7 @@ export class ChecksumError extends LsnapError {
   readonly expected: string;
   /** The checksum or digest computed from the bytes, in lowercase hex. */
   readonly actual: string;
+  /** `expected` and `actual` are lowercase hex; the message ends "(expected E, got A)". */
   constructor(reason: string, loc: ErrorLocation & { expected: string; actual: string }) {
     super(`${reason} (expected ${loc.expected}, got ${loc.actual})`, loc);
     this.expected = loc.expected;

@@ -39,7 +39,8 @@ import { isCritical, recordTypeName } from "./record.ts";
 import { type ByteSource, RecordScanner, type ScannedRecord } from "./record_scanner.ts";
 import { decodeTrailer, type Trailer } from "./trailer.ts";
 
-interface RecordBase {
+/** Where a record is in its file: what every {@linkcode SnapshotRecord} carries. */
+export interface RecordBase {
   /** Byte offset of the record. */
   offset: number;
   /** Index of the record (the header record is 0). */
@@ -63,6 +64,20 @@ export type SnapshotRecord =
   | RecordBase & { kind: "index"; index: SnapshotIndex }
   | RecordBase & { kind: "extension"; type: number; payload: Uint8Array }
   | RecordBase & { kind: "trailer"; trailer: Trailer };
+
+/** What a reader has counted so far, by record type (FORMAT.md §3.2). */
+export interface RecordCounts {
+  /** Records read, damaged ones included, the trailer excluded. */
+  records: number;
+  /** PAGES records (zero records included). */
+  pageRecords: number;
+  /** Page entries over all PAGES records: a page written twice counts twice. */
+  pageOccurrences: number;
+  /** DEVICE records. */
+  devices: number;
+  /** Optional records of a type this reader does not know, skipped (FORMAT.md §3.2). */
+  extensions: number;
+}
 
 /** Options of {@linkcode SnapshotChecker}. */
 export interface CheckerOptions {
@@ -150,7 +165,13 @@ export class SnapshotChecker {
   /** Record offset of the last DEVICE record for each "id\0instance". */
   readonly deviceOffsets: Map<string, number> = new Map();
   /** Counts gathered while reading; `records` excludes the trailer. */
-  readonly counts = { records: 0, pageRecords: 0, pageOccurrences: 0, devices: 0, extensions: 0 };
+  readonly counts: RecordCounts = {
+    records: 0,
+    pageRecords: 0,
+    pageOccurrences: 0,
+    devices: 0,
+    extensions: 0,
+  };
   /** Offset of the INDEX record seen, or 0. */
   indexOffset = 0;
   /** Records read, the trailer included, damaged ones included. */

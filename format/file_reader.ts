@@ -1,10 +1,18 @@
 /**
- * The random-access reader: opens a seekable file from its footer, reads the trailer and the
- * index, and reads any page or device section with a constant number of reads; falls back to one
- * scan when the index (or the footer) is missing (FORMAT.md §13).
+ * The random-access reader: opens a snapshot from its footer, reads the trailer and the index,
+ * and reads any page or device section with a constant number of reads; falls back to one scan
+ * when the index (or the footer) is missing (FORMAT.md §13).
  *
- * What it cannot do that `SnapshotStreamReader` can: read a pipe. It does not check
- * the file digest or the content digest (that needs every byte; use `verifySnapshot`).
+ * It reads through a {@linkcode RandomAccessSource}: a local file, an `http://` or `https://`
+ * URL read with Range requests, or any source the caller builds. The tail of the file (footer,
+ * trailer and, when small, the index) comes in one read; then only the records asked for, each
+ * with one read where the index tells where it ends, several in flight with
+ * {@linkcode SnapshotFileReader.readPageRecords}. Memory stays bounded by the records in flight:
+ * the file is never read whole.
+ *
+ * What it cannot do that `SnapshotStreamReader` can: read a pipe (refused with
+ * `NotRandomAccessError`). It does not check the file digest or the content digest (that needs
+ * every byte; use `verifySnapshot`); it checks every record's CRC32C when it reads the record.
  *
  * @module
  */
@@ -34,6 +42,52 @@ import { SnapshotChecker } from "./file_checks.ts";
 import { streamSource } from "./record_scanner.ts";
 import { sortDevices } from "./stream_reader.ts";
 import { decodeTrailer, type Trailer } from "./trailer.ts";
+import { openSource, type OpenSourceOptions } from "./open_source.ts";
+import {
+  type RandomAccessSource,
+  type ReadOptions,
+  sourceReadable,
+} from "./random_access_source.ts";
+
+/** Bytes read from the end of the file at open: the footer, the trailer, and a small index. */
+const TAIL_READ = 64 * 1024;
+/**
+ * Largest span read in one go to fetch a record whose end is only bounded by the next record the
+ * index names (stale or unknown records may lie between): past it, the head is read first.
+ * Records of this library's writer are at most about 1 MiB.
+ */
+const MAX_SPECULATIVE_SPAN = 2 * 1024 * 1024;
+
+/** One PAGES record, read, CRC-checked and decoded. */
+export interface PageRecordData {
+  /** Byte offset of the record. */
+  offset: number;
+  /** Region index. */
+  region: number;
+  /** Page numbers of its entries, in entry order (an entry may repeat a page; the later wins). */
+  pages: Uint32Array;
+  /** The pages' bytes, `pages.length × pageSize`; null for a zero record (every page zero). */
+  data: Uint8Array | null;
+  /** Bytes of the record in the file, framing included. */
+  length: number;
+}
+
+/** Options of {@linkcode SnapshotFileReader.open}. */
+export interface FileReaderOptions extends OpenSourceOptions {
+  /** Close a source passed to `open` when the reader closes (default false: the caller owns it). */
+  closeSource?: boolean;
+  /** A diff (FORMAT.md §14): "refuse" it (the default: it is not a whole state) or "read" it. */
+  diffs?: "read" | "refuse";
+}
+
+/** Options of {@linkcode SnapshotFileReader.readPageRecords}. */
+export interface ReadPageRecordsOptions {
+  /** Bytes of records fetched per batch; the next batch is fetched while the current one is
+   * consumed, so about twice this is held (default 16 MiB). */
+  batchBytes?: number;
+  /** Stops the reads. */
+  signal?: AbortSignal;
+}
 
 /**
  * Reads pages and device sections of a snapshot file in any order.
@@ -48,7 +102,7 @@ import { decodeTrailer, type Trailer } from "./trailer.ts";
  * const w = await SnapshotWriter.createFile(path, { regions, creator: "doc", createdAt: 0 });
  * await w.writePages(0, 7, new Uint8Array(4096).fill(3));
  * await w.close();
- * const r = await SnapshotFileReader.open(path);
+ * const r = await SnapshotFileReader.open(path); // or an http(s) URL, or a RandomAccessSource
  * assert((await r.readPage(0, 7))[0] === 3 && (await r.readPage(0, 8))[0] === 0);
  * r.close();
  * await Deno.remove(path);
@@ -64,34 +118,48 @@ export class SnapshotFileReader {
   private index: SnapshotIndex | null = null;
   private scanned: OffsetTable | null = null;
   private scannedDevices: number[] = [];
-  private cache: { offset: number; pages: Uint32Array; data: Uint8Array | null } | null = null;
+  /** Offsets of every record the index names, and of the INDEX itself, sorted: a record ends at
+   * or before the next one. */
+  private bounds: Float64Array = new Float64Array(0);
+  private tail: { offset: number; bytes: Uint8Array } | null = null;
+  private cache: PageRecordData | null = null;
 
   private constructor(
-    private readonly file: Deno.FsFile,
-    private readonly path: string,
+    /** The bytes being read; its `stats` count the requests and bytes. */
+    readonly source: RandomAccessSource,
+    private readonly ownsSource: boolean,
     readonly size: number,
     readonly version: FormatVersion,
-    readonly description: MachineDescription,
   ) {}
 
+  private header: MachineDescription | null = null;
   /** A diff's PARENT record (FORMAT.md §14), null for a full snapshot. */
   parent: ParentLink | null = null;
+  /** The machine the snapshot describes (its HEADER record). */
+  get description(): MachineDescription {
+    return this.header!;
+  }
 
   /**
-   * Opens a file; throws an {@linkcode LsnapError} if the prologue or header is bad. A diff
-   * (FORMAT.md §14) is refused with an {@linkcode UnsupportedError} unless `options.diffs` is
-   * "read": its pages are only the changes since its parent (read it through `openChain`), and
-   * {@linkcode readPage} then returns zeros for a page the diff does not hold, which is not the
-   * page's state ({@linkcode pageRecordOffset} tells the two apart).
+   * Opens a snapshot: a path, an `http://` or `https://` URL (read with Range requests; see
+   * `HttpSource` for what the server must do), or a {@linkcode RandomAccessSource}. Throws an
+   * {@linkcode LsnapError} if the prologue or header is bad, a `SourceError` if the bytes cannot
+   * be read (`NotRandomAccessError` for a pipe or `-`). A diff (FORMAT.md §14) is refused with an
+   * {@linkcode UnsupportedError} unless `options.diffs` is "read": its pages are only the changes
+   * since its parent (read it through `openChain`), and {@linkcode readPage} then returns zeros
+   * for a page the diff does not hold, which is not the page's state
+   * ({@linkcode pageRecordOffset} tells the two apart).
    */
   static async open(
-    path: string,
-    options: { diffs?: "read" | "refuse" } = {},
+    input: string | URL | RandomAccessSource,
+    options: FileReaderOptions = {},
   ): Promise<SnapshotFileReader> {
-    const file = await Deno.open(path, { read: true });
+    const given = typeof input === "object" && !(input instanceof URL);
+    const source = given ? input : await openSource(input, options);
+    const owns = !given || options.closeSource === true;
     try {
-      const size = (await file.stat()).size;
-      const prologue = await readAt(file, 0, Math.min(size, PROLOGUE_SIZE));
+      const size = source.size;
+      const prologue = await source.read(0, Math.min(size, PROLOGUE_SIZE));
       if (prologue.length < PROLOGUE_SIZE) {
         throw new TruncatedError(`the file is ${size} bytes, shorter than the prologue`, {
           offset: 0,
@@ -99,20 +167,20 @@ export class SnapshotFileReader {
         });
       }
       const version = decodePrologue(prologue);
-      const header = await readRecordAt(file, size, PROLOGUE_SIZE, 0);
+      const r = new SnapshotFileReader(source, owns, size, version);
+      const header = await r.#readRecordAt(PROLOGUE_SIZE, 0);
       if (header.type !== RecordType.HEADER) {
         throw new CorruptError(`the first record is ${recordTypeName(header.type)}, not HEADER`, {
           offset: PROLOGUE_SIZE,
           recordIndex: 0,
         });
       }
-      const description = decodeHeader(header.payload, PROLOGUE_SIZE, 0);
-      const r = new SnapshotFileReader(file, path, size, version, description);
+      r.header = decodeHeader(header.payload, PROLOGUE_SIZE, 0);
       const second = PROLOGUE_SIZE + header.length;
       if (second + RECORD_HEAD_SIZE <= size) {
-        const head = decodeRecordHead(await readAt(file, second, RECORD_HEAD_SIZE), second, 1);
+        const head = decodeRecordHead(await r.#readAt(second, RECORD_HEAD_SIZE), second, 1);
         if (head.type === RecordType.PARENT) {
-          const rec = await readRecordAt(file, size, second, 1);
+          const rec = await r.#readRecordAt(second, 1);
           r.parent = decodeParentRecord(rec.payload, second, 1);
           if ((options.diffs ?? "refuse") === "refuse") {
             throw new UnsupportedError(
@@ -126,19 +194,23 @@ export class SnapshotFileReader {
       await r.locate();
       return r;
     } catch (e) {
-      file.close();
+      if (owns) source.close();
       throw e;
     }
   }
 
+  /** Finds the trailer and INDEX through the footer (FORMAT.md §9, §8), else scans the file. */
   private async locate(): Promise<void> {
     if (this.size >= PROLOGUE_SIZE + FOOTER_SIZE) {
+      // One read for the footer, the trailer and (when it fits) the index.
+      const start = Math.max(0, this.size - TAIL_READ);
+      this.tail = { offset: start, bytes: await this.source.read(start, this.size - start) };
       try {
         const f = decodeFooter(
-          await readAt(this.file, this.size - FOOTER_SIZE, FOOTER_SIZE),
+          await this.#readAt(this.size - FOOTER_SIZE, FOOTER_SIZE),
           this.size - FOOTER_SIZE,
         );
-        const t = await readRecordAt(this.file, this.size, f.trailerOffset, -1);
+        const t = await this.#readRecordAt(f.trailerOffset, -1);
         if (
           t.type !== RecordType.TRAILER || f.trailerOffset + t.length !== this.size - FOOTER_SIZE
         ) {
@@ -150,7 +222,7 @@ export class SnapshotFileReader {
         this.trailer = decodeTrailer(t.payload, f.trailerOffset, -1);
         this.complete = true;
         if (f.indexOffset !== 0 && f.indexOffset === this.trailer.indexOffset) {
-          const ir = await readRecordAt(this.file, this.size, f.indexOffset, -1);
+          const ir = await this.#readRecordAt(f.indexOffset, -1);
           if (ir.type === RecordType.INDEX) {
             this.index = decodeIndex(
               ir.payload,
@@ -160,6 +232,14 @@ export class SnapshotFileReader {
               -1,
             );
             this.indexed = true;
+            const all = new Float64Array(
+              this.index.pageOffsets.length + this.index.deviceOffsets.length + 1,
+            );
+            all.set(this.index.pageOffsets);
+            all.set(this.index.deviceOffsets, this.index.pageOffsets.length);
+            all[all.length - 1] = f.indexOffset;
+            all.sort();
+            this.bounds = all;
             return;
           }
         }
@@ -167,6 +247,8 @@ export class SnapshotFileReader {
         if (!(e instanceof LsnapError)) throw e;
         this.complete = false;
         this.trailer = null;
+      } finally {
+        this.tail = null;
       }
     }
     await this.scan();
@@ -174,8 +256,7 @@ export class SnapshotFileReader {
 
   /** The scan of FORMAT.md §13: every rule but the digests, gathering offsets as it goes. */
   private async scan(): Promise<void> {
-    const f = await Deno.open(this.path, { read: true });
-    const checker = new SnapshotChecker(streamSource(f.readable), {
+    const checker = new SnapshotChecker(streamSource(sourceReadable(this.source)), {
       report: (e) => {
         throw e;
       },
@@ -206,12 +287,103 @@ export class SnapshotFileReader {
     return this.scanned?.get(region, page) ?? -1;
   }
 
-  private async loadPageRecord(
-    region: number,
+  /**
+   * The offsets of the PAGES records that hold the last occurrence of at least one page of
+   * `region` (of every region when omitted), in file order: what a loader reads to have the whole
+   * state.
+   */
+  pageRecordOffsets(region?: number): number[] {
+    const out = new Set<number>();
+    if (this.index !== null) {
+      const { regions, pageOffsets } = this.index;
+      for (let i = 0; i < pageOffsets.length; i++) {
+        if (region === undefined || regions[i] === region) out.add(pageOffsets[i]);
+      }
+    } else if (this.scanned !== null) {
+      this.description.regions.forEach((r, ri) => {
+        if (region !== undefined && ri !== region) return;
+        for (let p = 0; p < r.size / r.pageSize; p++) {
+          const at = this.scanned!.get(ri, p);
+          if (at >= 0) out.add(at);
+        }
+      });
+    }
+    return [...out].sort((a, b) => a - b);
+  }
+
+  /**
+   * Reads one PAGES record at `offset`: checks its length against the file, its CRC32C, its
+   * layout and its zstd frame, and returns its pages decompressed. Errors name the record's byte
+   * offset. `options.urgent` lets a demand fault overtake prefetches on a shared source.
+   */
+  async readPageRecord(offset: number, options: ReadOptions = {}): Promise<PageRecordData> {
+    if (this.cache?.offset === offset) return this.cache;
+    const rec = await this.#readRecordAt(offset, -1, options);
+    this.cache = this.decodePages(offset, rec);
+    return this.cache;
+  }
+
+  /**
+   * Reads the PAGES records at `offsets` and yields them in that order, decoded as
+   * {@linkcode readPageRecord} does. Reads go in batches of about `batchBytes`, each through the
+   * source's `readMany` (several ranges in flight, neighbours merged into one request), the next
+   * batch in flight while the current one is consumed.
+   */
+  async *readPageRecords(
+    offsets: readonly number[],
+    options: ReadPageRecordsOptions = {},
+  ): AsyncGenerator<PageRecordData> {
+    const batchBytes = options.batchBytes ?? 16 * 1024 * 1024;
+    const batches: number[][] = [];
+    let cur: number[] = [];
+    let bytes = 0;
+    for (const at of offsets) {
+      const span = this.knownSpan(at) ?? MAX_SPECULATIVE_SPAN;
+      if (cur.length > 0 && bytes + span > batchBytes) {
+        batches.push(cur);
+        cur = [];
+        bytes = 0;
+      }
+      cur.push(at);
+      bytes += span;
+    }
+    if (cur.length > 0) batches.push(cur);
+    const fetchBatch = (b: number[]) => {
+      const p = this.#readBatch(b, options.signal);
+      p.catch(() => {}); // reported when the consumer reaches it
+      return p;
+    };
+    let next = batches.length > 0 ? fetchBatch(batches[0]) : null;
+    for (let i = 0; i < batches.length; i++) {
+      const records = await next!;
+      next = i + 1 < batches.length ? fetchBatch(batches[i + 1]) : null;
+      for (let j = 0; j < records.length; j++) {
+        yield this.decodePages(batches[i][j], records[j]);
+      }
+    }
+  }
+
+  async #readBatch(offsets: number[], signal?: AbortSignal) {
+    const spans = offsets.map((at) => this.knownSpan(at));
+    const known = offsets.filter((_, i) => spans[i] !== null);
+    const bytes = await this.source.readMany(
+      known.map((at) => ({ offset: at, length: this.knownSpan(at)! })),
+      { signal },
+    );
+    const byOffset = new Map(known.map((at, i) => [at, bytes[i]]));
+    return await Promise.all(offsets.map((at) => {
+      const b = byOffset.get(at);
+      return b !== undefined
+        ? this.#recordFromSpan(at, -1, b)
+        : this.#readRecordAt(at, -1, { signal });
+    }));
+  }
+
+  /** Checks a PAGES record read at `at` and decodes its pages (errors name the offset). */
+  private decodePages(
     at: number,
-  ): Promise<{ pages: Uint32Array; data: Uint8Array | null }> {
-    if (this.cache?.offset === at) return this.cache;
-    const rec = await readRecordAt(this.file, this.size, at, -1);
+    rec: { type: number; payload: Uint8Array; length: number },
+  ): PageRecordData {
     const fail = (reason: string): never => {
       throw new CorruptError(reason, { offset: at, recordIndex: -1 });
     };
@@ -219,13 +391,9 @@ export class SnapshotFileReader {
       fail(`index points at a ${recordTypeName(rec.type)} record, not PAGES`);
     }
     const head = decodePageRecord(rec.payload, this.description.regions, at, -1);
-    if (head.region !== region) {
-      fail(`index points at a record of region ${head.region}, not ${region}`);
-    }
-    const pageSize = this.description.regions[region].pageSize;
+    const pageSize = this.description.regions[head.region].pageSize;
     const data = expandPageData(head, pageSize, at, -1, fail);
-    this.cache = { offset: at, pages: head.pages, data };
-    return this.cache;
+    return { offset: at, region: head.region, pages: head.pages, data, length: rec.length };
   }
 
   /**
@@ -253,55 +421,48 @@ export class SnapshotFileReader {
   async readRecord(
     offset: number,
   ): Promise<{ type: number; bytes: Uint8Array; payload: Uint8Array }> {
-    const r = await readRecordAt(this.file, this.size, offset, -1);
+    const r = await this.#readRecordAt(offset, -1);
     return {
       type: r.type,
-      // The payload is a view of the whole record readRecordAt read.
+      // The payload is a view of the whole record #readRecordAt read.
       bytes: new Uint8Array(r.payload.buffer, r.payload.byteOffset - RECORD_HEAD_SIZE, r.length),
       payload: r.payload,
     };
   }
 
-  /** The pages (in record order) and expanded data (null for a zero record) of a PAGES record. */
-  async readPageRecord(
-    region: number,
-    offset: number,
-  ): Promise<{ pages: Uint32Array; data: Uint8Array | null }> {
-    return await this.loadPageRecord(region, offset);
-  }
-
   /** A page's bytes (zeros when the page never appears). */
-  async readPage(region: number, page: number): Promise<Uint8Array> {
+  async readPage(region: number, page: number, options: ReadOptions = {}): Promise<Uint8Array> {
     const r = this.description.regions[region];
     if (r === undefined || !Number.isInteger(page) || page < 0 || page >= r.size / r.pageSize) {
       throw new RangeError(`Cannot read page ${page} of region ${region}: no such page`);
     }
     const at = this.pageRecordOffset(region, page);
     if (at < 0) return new Uint8Array(r.pageSize);
-    const { pages, data } = await this.loadPageRecord(region, at);
-    let pos = -1;
-    for (let i = pages.length - 1; i >= 0; i--) {
-      if (pages[i] === page) {
-        pos = i;
-        break;
-      }
+    const rec = await this.readPageRecord(at, options);
+    if (rec.region !== region) {
+      throw new CorruptError(`index points at a record of region ${rec.region}, not ${region}`, {
+        offset: at,
+        recordIndex: -1,
+      });
     }
+    const pos = rec.pages.lastIndexOf(page);
     if (pos < 0) {
       throw new CorruptError(`the record does not hold page ${page}`, {
         offset: at,
         recordIndex: -1,
       });
     }
-    return data === null
+    return rec.data === null
       ? new Uint8Array(r.pageSize)
-      : data.slice(pos * r.pageSize, (pos + 1) * r.pageSize);
+      : rec.data.slice(pos * r.pageSize, (pos + 1) * r.pageSize);
   }
 
   /**
-   * A whole region's bytes; reads each record that holds a last occurrence once. A region larger
-   * than `options.maxMemoryBytes` (default 4 GiB, as {@linkcode readSnapshot}) is refused with
-   * {@linkcode UnsupportedError} before anything is allocated: the header alone declares the size,
-   * so a file of a few hundred bytes could otherwise ask for terabytes.
+   * A whole region's bytes; reads each record that holds a last occurrence once, several in
+   * flight (see {@linkcode readPageRecords}). A region larger than `options.maxMemoryBytes`
+   * (default 4 GiB, as {@linkcode readSnapshot}) is refused with {@linkcode UnsupportedError}
+   * before anything is allocated: the header alone declares the size, so a file of a few hundred
+   * bytes could otherwise ask for terabytes.
    */
   async readRegion(
     region: number,
@@ -317,17 +478,17 @@ export class SnapshotFileReader {
       );
     }
     const out = new Uint8Array(r.size);
-    const offsets = new Set<number>();
-    for (let p = 0; p < r.size / r.pageSize; p++) {
-      const at = this.pageRecordOffset(region, p);
-      if (at >= 0) offsets.add(at);
-    }
-    for (const at of [...offsets].sort((a, b) => a - b)) {
-      const { pages, data } = await this.loadPageRecord(region, at);
-      if (data === null) continue;
-      for (let i = 0; i < pages.length; i++) {
-        if (this.pageRecordOffset(region, pages[i]) !== at) continue;
-        out.set(data.subarray(i * r.pageSize, (i + 1) * r.pageSize), pages[i] * r.pageSize);
+    for await (const rec of this.readPageRecords(this.pageRecordOffsets(region))) {
+      if (rec.region !== region) {
+        throw new CorruptError(`index points at a record of region ${rec.region}, not ${region}`, {
+          offset: rec.offset,
+          recordIndex: -1,
+        });
+      }
+      if (rec.data === null) continue;
+      for (let i = 0; i < rec.pages.length; i++) {
+        if (this.pageRecordOffset(region, rec.pages[i]) !== rec.offset) continue;
+        out.set(rec.data.subarray(i * r.pageSize, (i + 1) * r.pageSize), rec.pages[i] * r.pageSize);
       }
     }
     return out;
@@ -336,17 +497,16 @@ export class SnapshotFileReader {
   /** The last section of each (id, instance), sorted by id then instance. */
   async devices(): Promise<DeviceSection[]> {
     const offsets = this.index !== null ? [...this.index.deviceOffsets] : this.scannedDevices;
-    const out: DeviceSection[] = [];
-    for (const at of offsets) {
-      const rec = await readRecordAt(this.file, this.size, at, -1);
+    const records = await this.#readBatch(offsets);
+    const out = records.map((rec, i) => {
       if (rec.type !== RecordType.DEVICE) {
         throw new CorruptError(`index points at a ${recordTypeName(rec.type)} record, not DEVICE`, {
-          offset: at,
+          offset: offsets[i],
           recordIndex: -1,
         });
       }
-      out.push(decodeDeviceSection(rec.payload, at, -1));
-    }
+      return decodeDeviceSection(rec.payload, offsets[i], -1);
+    });
     return sortDevices(out);
   }
 
@@ -355,57 +515,90 @@ export class SnapshotFileReader {
     return (await this.devices()).find((d) => d.id === id && d.instance === instance);
   }
 
-  /** Closes the file. */
+  /** Closes the source, unless it was handed to `open` (then its owner closes it). */
   close(): void {
-    this.file.close();
+    if (this.ownsSource) this.source.close();
   }
-}
 
-// Synchronous on purpose: a record read is one seek and one read of a regular file, mostly from
-// the page cache; an asynchronous one costs two round trips through the thread pool, which on a
-// loaded 2-core machine made reading a 1 GiB chain's records several times slower (BENCHMARKS.md,
-// "Diff snapshots").
-// deno-lint-ignore require-await
-async function readAt(file: Deno.FsFile, offset: number, length: number): Promise<Uint8Array> {
-  file.seekSync(offset, Deno.SeekMode.Start);
-  const out = new Uint8Array(length);
-  let n = 0;
-  while (n < length) {
-    const k = file.readSync(out.subarray(n));
-    if (k === null) break;
-    n += k;
+  /** The bytes from `at` to the next record the index names, when that is small enough. */
+  private knownSpan(at: number): number | null {
+    const b = this.bounds;
+    let lo = 0;
+    let hi = b.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (b[mid] <= at) lo = mid + 1;
+      else hi = mid;
+    }
+    if (lo >= b.length) return null;
+    const span = b[lo] - at;
+    return span >= RECORD_HEAD_SIZE + RECORD_TAIL_SIZE && span <= MAX_SPECULATIVE_SPAN
+      ? span
+      : null;
   }
-  return n === length ? out : out.subarray(0, n);
-}
 
-/** Reads and checks one whole record at `offset`: length against the file's end, then CRC. */
-async function readRecordAt(
-  file: Deno.FsFile,
-  size: number,
-  offset: number,
-  recordIndex: number,
-): Promise<{ type: number; flags: number; payload: Uint8Array; length: number }> {
-  const loc = { offset, recordIndex };
-  if (offset + RECORD_HEAD_SIZE + RECORD_TAIL_SIZE > size) {
-    throw new TruncatedError("record head lies past the end of the file", loc);
+  #readAt(offset: number, length: number, options?: ReadOptions): Promise<Uint8Array> {
+    const t = this.tail;
+    if (t !== null && offset >= t.offset && offset + length <= t.offset + t.bytes.length) {
+      return Promise.resolve(t.bytes.subarray(offset - t.offset, offset - t.offset + length));
+    }
+    return this.source.read(offset, length, options);
   }
-  const head = await readAt(file, offset, RECORD_HEAD_SIZE);
-  const h = decodeRecordHead(head, offset, recordIndex);
-  const total = RECORD_HEAD_SIZE + h.length + RECORD_TAIL_SIZE;
-  if (h.length > MAX_RECORD_PAYLOAD || offset + total > size) {
-    throw new TruncatedError(
-      `record declares ${h.length} payload bytes but the file ends ${
-        size - offset - RECORD_HEAD_SIZE
-      } bytes later`,
-      loc,
+
+  /**
+   * Reads and checks one whole record at `offset`: length against the file's end, then CRC. One
+   * read when the index bounds its end, else two (head, then the record).
+   */
+  async #readRecordAt(offset: number, recordIndex: number, options?: ReadOptions) {
+    const loc = { offset, recordIndex };
+    if (offset + RECORD_HEAD_SIZE + RECORD_TAIL_SIZE > this.size) {
+      throw new TruncatedError("record head lies past the end of the file", loc);
+    }
+    const span = this.knownSpan(offset);
+    if (span !== null) {
+      return this.#recordFromSpan(offset, recordIndex, await this.#readAt(offset, span, options));
+    }
+    const head = await this.#readAt(offset, RECORD_HEAD_SIZE, options);
+    const total = this.checkedTotal(head, offset, recordIndex);
+    return this.#recordFromSpan(
+      offset,
+      recordIndex,
+      await this.#readAt(offset, total, options),
     );
   }
-  const record = await readAt(file, offset, total);
-  checkRecordCrc(record, offset, recordIndex);
-  return {
-    type: h.type,
-    flags: h.flags,
-    payload: record.subarray(RECORD_HEAD_SIZE, RECORD_HEAD_SIZE + h.length),
-    length: total,
-  };
+
+  /** The record's whole length from its head, checked against the cap and the file's end. */
+  private checkedTotal(head: Uint8Array, offset: number, recordIndex: number): number {
+    const h = decodeRecordHead(head, offset, recordIndex);
+    const total = RECORD_HEAD_SIZE + h.length + RECORD_TAIL_SIZE;
+    if (h.length > MAX_RECORD_PAYLOAD || offset + total > this.size) {
+      throw new TruncatedError(
+        `record declares ${h.length} payload bytes but the file ends ${
+          this.size - offset - RECORD_HEAD_SIZE
+        } bytes later`,
+        { offset, recordIndex },
+      );
+    }
+    return total;
+  }
+
+  /** The record at the start of `bytes` (which may run on past it), CRC-checked. */
+  #recordFromSpan(offset: number, recordIndex: number, bytes: Uint8Array) {
+    const total = this.checkedTotal(bytes.subarray(0, RECORD_HEAD_SIZE), offset, recordIndex);
+    if (total > bytes.length) {
+      throw new CorruptError(
+        `the record is ${total} bytes but the next record the index names starts ${bytes.length} bytes after it`,
+        { offset, recordIndex },
+      );
+    }
+    const record = bytes.subarray(0, total);
+    checkRecordCrc(record, offset, recordIndex);
+    const h = decodeRecordHead(record, offset, recordIndex);
+    return {
+      type: h.type,
+      flags: h.flags,
+      payload: record.subarray(RECORD_HEAD_SIZE, RECORD_HEAD_SIZE + h.length),
+      length: total,
+    };
+  }
 }

@@ -55,6 +55,7 @@ export interface FlattenSummary {
   records: number;
   /** PAGES records copied from the chain, and those left out (no entry of theirs is final). */
   copiedRecords: number;
+  /** PAGES records of the chain left out: every entry of theirs is superseded. */
   skippedRecords: number;
   /** Page entries in the copied records that a later copied record supersedes. */
   supersededEntries: number;
@@ -66,6 +67,7 @@ export interface FlattenSummary {
 
 /** Thrown when the output does not read back as the state the chain declares. */
 export class FlattenError extends Error {
+  /** The reason, and the error behind it in `options.cause`. */
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = "FlattenError";

@@ -44,7 +44,9 @@ export interface MachineDescription {
 
 /** The version a file declares in its prologue. */
 export interface FormatVersion {
+  /** Major version: a reader refuses a file whose major differs from its own (FORMAT.md §2). */
   major: number;
+  /** Minor version: additions only; every minor of a known major is read (FORMAT.md §2). */
   minor: number;
 }
 

@@ -17,8 +17,10 @@ import { UnsupportedError } from "./errors.ts";
 import type { FormatVersion, MachineDescription } from "./header.ts";
 import { streamSource } from "./record_scanner.ts";
 import type { Trailer } from "./trailer.ts";
+import type { RecordCounts } from "./file_checks.ts";
 
 export type { SnapshotRecord };
+export type { RecordBase, RecordCounts } from "./file_checks.ts";
 
 /** Options of {@linkcode SnapshotStreamReader}. */
 export interface StreamReaderOptions {
@@ -64,6 +66,7 @@ export interface StreamReaderOptions {
 export class SnapshotStreamReader {
   private readonly checker: SnapshotChecker;
 
+  /** Locks `stream` for this reader; reading starts with {@linkcode SnapshotStreamReader.records}. */
   constructor(stream: ReadableStream<Uint8Array>, options: StreamReaderOptions = {}) {
     this.checker = new SnapshotChecker(streamSource(stream), {
       report: (e) => {
@@ -113,7 +116,12 @@ export class SnapshotStreamReader {
   get fileDigest(): Uint8Array | null {
     return this.checker.fileDigest;
   }
-  /** Record offsets of the last occurrence of each page (filled while reading). */
+  /**
+   * Record offsets of the last occurrence of each page (filled while reading). For livesnap's
+   * own tools (`convert --drop-duplicates`); its table type is not exported.
+   *
+   * @ignore
+   */
   get pageOffsets(): OffsetTable | null {
     return this.checker.pageOffsets;
   }
@@ -122,7 +130,7 @@ export class SnapshotStreamReader {
     return this.checker.deviceOffsets;
   }
   /** Counts gathered while reading. */
-  get counts(): SnapshotChecker["counts"] {
+  get counts(): RecordCounts {
     return this.checker.counts;
   }
   /** Offset of the INDEX record seen, or 0. */
@@ -142,12 +150,15 @@ export class SnapshotStreamReader {
 
 /** A whole snapshot in memory, as {@linkcode readSnapshot} returns it. */
 export interface Snapshot {
+  /** The format version in the file's prologue (FORMAT.md §2). */
   version: FormatVersion;
+  /** The HEADER record's machine description: regions, creator, time (FORMAT.md §5). */
   description: MachineDescription;
   /** One byte array per region, region-sized; pages never written are zero. */
   regions: Uint8Array[];
   /** The last section of each (id, instance), sorted by id then instance. */
   devices: DeviceSection[];
+  /** The TRAILER record: counts and both digests, all checked (FORMAT.md §9). */
   trailer: Trailer;
   /** The content digest, checked against the trailer. */
   contentDigest: Uint8Array;

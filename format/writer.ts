@@ -442,6 +442,7 @@ export class SnapshotWriter {
     }
   }
 
+  /** Checks the description and worker count, writes the prologue and HEADER (FORMAT.md §2, §5). */
   private static async start(
     out: WritableStreamDefaultWriter<Uint8Array>,
     description: MachineDescription,
@@ -480,6 +481,7 @@ export class SnapshotWriter {
     return w;
   }
 
+  /** Writes bytes in file order, feeding the file digest; a failed write aborts the writer. */
   private async emit(bytes: Uint8Array, isRecord = true): Promise<void> {
     if (this.hashing) this.fileHasher.update(bytes);
     this.offset += bytes.length;
@@ -492,6 +494,7 @@ export class SnapshotWriter {
     }
   }
 
+  /** A write failure as "Cannot write snapshot to 'path': …", the I/O error as its cause. */
   private writeError(e: unknown): Error {
     const to = this.target === "" ? "" : ` to '${this.target}'`;
     return new Error(`Cannot write snapshot${to}: ${(e as Error).message}`, { cause: e });
@@ -505,6 +508,7 @@ export class SnapshotWriter {
     while (this.queue.length > MAX_IN_FLIGHT) await this.drainOne();
   }
 
+  /** Writes the oldest queued record (awaiting its compression) and notes its offsets. */
   private async drainOne(): Promise<void> {
     let q: Queued;
     try {
@@ -519,10 +523,12 @@ export class SnapshotWriter {
     if (q.deviceKey !== undefined) this.deviceOffsets.set(q.deviceKey, at);
   }
 
+  /** Writes every queued record, in queue order. */
   private async drainAll(): Promise<void> {
     while (this.queue.length > 0) await this.drainOne();
   }
 
+  /** Closes the writer for good and aborts the output (a file writer removes its temporary). */
   private async fail(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
@@ -531,10 +537,12 @@ export class SnapshotWriter {
     await this.onClose(false);
   }
 
+  /** Throws once the writer was closed or aborted. */
   private checkOpen(): void {
     if (this.closed) throw new Error("Cannot write snapshot: the writer is closed");
   }
 
+  /** Throws unless the writer is open and `region` exists; returns the region's page count. */
   private checkPages(region: number, what: string): number {
     this.checkOpen();
     const r = this.description.regions[region];
@@ -624,6 +632,7 @@ export class SnapshotWriter {
     }
   }
 
+  /** Per page of `region`, which unflushed batch holds it (IN_NONE, IN_ZERO, IN_DATA). */
   private pendingMap(region: number): Uint8Array {
     let m = this.pending[region];
     if (m === undefined) {
@@ -655,6 +664,10 @@ export class SnapshotWriter {
     return true;
   }
 
+  /**
+   * Adds a page to the zero or data batch, first flushing a batch holding an older occurrence of
+   * it, so that the later occurrence comes later in the file (FORMAT.md §4).
+   */
   private async addPage(region: number, page: number, bytes: Uint8Array): Promise<void> {
     const pending = this.pendingMap(region);
     this.pageOccurrences++;
@@ -677,6 +690,7 @@ export class SnapshotWriter {
     if (this.dataCount === this.dataPages.length) await this.flushData();
   }
 
+  /** A fresh data batch for `region`: as many pages as `batchBytes` holds, at least one. */
   private startBatch(region: number): void {
     const ps = this.description.regions[region].pageSize;
     const cap = Math.max(1, Math.floor(this.batchBytes / ps));
@@ -709,11 +723,13 @@ export class SnapshotWriter {
     this.pageRecords++;
   }
 
+  /** Marks `pages` as in no unflushed batch. */
   private clearPending(region: number, pages: Uint32Array): void {
     const pending = this.pending[region]!;
     for (let i = 0; i < pages.length; i++) pending[pages[i]] = IN_NONE;
   }
 
+  /** Queues the zero batch as one zero-encoded PAGES record (FORMAT.md §6.2). */
   private async flushZero(): Promise<void> {
     if (this.zeroCount === 0) return;
     const pages = this.zeroPages.slice(0, this.zeroCount);
@@ -727,6 +743,7 @@ export class SnapshotWriter {
     await this.enqueue(Promise.resolve({ record, region: this.zeroRegion, pages, hashes: null }));
   }
 
+  /** Queues the data batch as one PAGES record, compressed on a worker or on this thread. */
   private async flushData(): Promise<void> {
     if (this.dataCount === 0) return;
     const region = this.dataRegion;
@@ -846,6 +863,10 @@ export class SnapshotWriter {
     await this.fail();
   }
 
+  /**
+   * Writes the INDEX record (FORMAT.md §8); returns its offset, or 0 when it is not wanted or
+   * would exceed the payload cap.
+   */
   private async writeIndex(): Promise<number> {
     if (!this.wantIndex) return 0;
     let n = 0;

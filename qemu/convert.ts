@@ -83,6 +83,7 @@ export interface QemuToLsnapOptions extends OpenQemuStreamOptions {
 
 /** What {@link convertQemuToLsnap} did. */
 export interface QemuToLsnapSummary extends WriteSummary {
+  /** One region per RAM block, in stream order, at its known guest address or a synthetic one. */
   regions: Region[];
   /** Page records read from the stream (a resent page counts each time). */
   pageRecords: number;
@@ -467,9 +468,11 @@ function readMetadata(d: MachineDescription): QemuMetadata {
 
 /** What {@link convertLsnapToQemu} and {@link writeQemuStreamFrom} wrote. */
 export interface LsnapToQemuSummary {
+  /** Bytes of the stream written, its JSON description included. */
   bytes: number;
   /** Page records written (one per page occurrence read). */
   pageRecords: number;
+  /** Device sections written. */
   devices: number;
 }
 

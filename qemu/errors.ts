@@ -23,6 +23,7 @@ export class QemuStreamError extends Error {
   readonly offset: number;
   /** The reason alone, without the location prefix. */
   readonly reason: string;
+  /** The message becomes "Cannot read QEMU stream at byte `offset`: `reason`". */
   constructor(reason: string, offset: number, options?: { cause?: unknown }) {
     super(`Cannot read QEMU stream at byte ${offset}: ${reason}`, options);
     this.name = new.target.name;

@@ -14,12 +14,15 @@ export { isQemuStream } from "./stream_reader.ts";
 
 /** One section of the stream. */
 export interface QemuSectionSummary {
+  /** Byte offset of the section's type byte in the stream. */
   offset: number;
   /** Bytes from the type byte through the footer. */
   length: number;
   /** "START", "PART", "END" or "FULL". */
   type: string;
+  /** The per-stream section number that PART, END and footers repeat. */
   sectionId: number;
+  /** The device's id string (`ram` for RAM sections). */
   idstr: string;
   /** Page records in a RAM section. */
   pages?: number;
@@ -27,7 +30,9 @@ export interface QemuSectionSummary {
 
 /** One RAM block and what the stream sent of it. */
 export interface QemuRamBlockSummary {
+  /** QEMU's block id string, e.g. `riscv_virt_board.ram`. */
   name: string;
+  /** The block's used length in bytes. */
   size: number;
   /** Pages in the block. */
   pageCount: number;
@@ -47,10 +52,15 @@ export interface QemuRamBlockSummary {
 
 /** One device section. */
 export interface QemuDeviceSummary {
+  /** Byte offset of the section's type byte in the stream. */
   offset: number;
+  /** The per-stream section number. */
   sectionId: number;
+  /** The device's id string, e.g. `serial` or `0000:00:00.0/gpex_root`. */
   idstr: string;
+  /** Which of several devices with this idstr (QEMU's instance id). */
   instanceId: number;
+  /** The version of the device's vmstate layout the section was saved with. */
   versionId: number;
   /** Bytes of state between header and footer. */
   size: number;
@@ -66,19 +76,29 @@ export interface QemuDeviceSummary {
 
 /** What {@link inspectQemuStream} returns; serialisable with `JSON.stringify`. */
 export interface QemuStreamSummary {
+  /** Tells this summary from an `.lsnap` one in `livesnap inspect --json` output. */
   format: "qemu-migration-stream";
+  /** The stream's version after the `QEVM` magic (always 3: the reader refuses others). */
   version: number;
   /** Bytes in the stream. */
   bytes: number;
+  /** Machine type from the configuration section, e.g. `virt` ("" when the stream has none). */
   machine: string;
+  /** Target page size in bytes: 2^target-page-bits when the stream says, else the option's. */
   pageSize: number;
+  /** Migration capabilities the destination must enable too. */
   capabilities: string[];
+  /** The source VM's UUID, when the configuration section carries one. */
   uuid?: string;
   /** Count of sections by type. */
   sectionCounts: Record<string, number>;
+  /** Every RAM and device section, in stream order. */
   sections: QemuSectionSummary[];
+  /** The `ram` section's id (-1 when absent), its page records in all, and its blocks. */
   ram: { sectionId: number; pageRecords: number; blocks: QemuRamBlockSummary[] };
+  /** Every device section, in stream order, decoded through the JSON description if any. */
   devices: QemuDeviceSummary[];
+  /** QEMU_VM_COMMAND records: offset, command number and data length in bytes. */
   commands: { offset: number; command: number; length: number }[];
   /** Where the JSON description is and its size, or null when the stream has none. */
   vmdesc: { offset: number; bytes: number } | null;

@@ -52,6 +52,7 @@ export {
 export { extractQemuRam, extractQemuRamToFile } from "./extract_ram.ts";
 export {
   formatQemuSummary,
+  type InspectQemuOptions,
   inspectQemuStream,
   type QemuDeviceSummary,
   type QemuRamBlockSummary,

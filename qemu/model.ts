@@ -36,7 +36,9 @@ export interface SectionHeader {
   sectionId: number;
   /** The device's id string, e.g. `serial` or `0000:00:00.0/gpex_root`. */
   idstr: string;
+  /** Which of several devices with this idstr (QEMU's instance id). */
   instanceId: number;
+  /** The version of the device's vmstate layout the section was saved with. */
   versionId: number;
 }
 
@@ -88,33 +90,50 @@ export type QemuStreamRecord =
 
 /** A field of the JSON device description (`vmsd_desc_field_*` in QEMU's vmstate.c). */
 export interface VmDescField {
+  /** The field's name (QEMU appends a suffix to a name the description repeats). */
   name: string;
+  /** Its vmstate type: `uint32`, `int64`, `bool`, `buffer`, `struct`, `unused_buffer`… */
   type: string;
+  /** Bytes one element takes in the section. */
   size: number;
+  /** For an array described once for all its elements: how many there are. */
   array_len?: number;
+  /** For an array described element by element: this element's index. */
   index?: number;
+  /** For a `struct` field: the nested description. */
   struct?: VmDescStruct;
+  /** Keys this reader does not use, kept as QEMU wrote them. */
   [key: string]: unknown;
 }
 
 /** A vmstate description: a device's or a struct field's. */
 export interface VmDescStruct {
+  /** The VMStateDescription's name; subsections are named `<parent vmsd_name>/<name>`. */
   vmsd_name?: string;
+  /** The vmstate version the data was saved with. */
   version?: number;
+  /** The fields in section order. */
   fields?: VmDescField[];
+  /** The subsections the section holds after its fields, in order. */
   subsections?: VmDescStruct[];
+  /** Keys this reader does not use, kept as QEMU wrote them. */
   [key: string]: unknown;
 }
 
 /** One device in the JSON description. */
 export interface VmDescDevice extends VmDescStruct {
+  /** The device section's idstr. */
   name: string;
+  /** The device section's instance id. */
   instance_id: number;
 }
 
 /** The JSON description QEMU appends after the end of the stream. */
 export interface VmDescription {
+  /** The target page size in bytes, as QEMU states it. */
   page_size?: number;
+  /** One entry per device section of the stream. */
   devices: VmDescDevice[];
+  /** Keys this reader does not use, kept as QEMU wrote them. */
   [key: string]: unknown;
 }

@@ -12,9 +12,11 @@ import { type ByteSink, QemuStreamWriter } from "./stream_writer.ts";
 
 /** A QEMU stream's contents, as {@link readQemuSnapshot} returns them. */
 export interface QemuSnapshot {
+  /** The configuration section: machine type, page bits, capabilities, the raw bytes. */
   configuration: QemuConfiguration;
   /** The `ram` section's id, instance and version. */
   ramSection: { sectionId: number; instanceId: number; versionId: number };
+  /** Target page size in bytes (2^target-page-bits when the stream says, else the option's). */
   pageSize: number;
   /** RAM blocks in stream order. */
   blocks: RamBlock[];
@@ -31,6 +33,7 @@ export interface QemuSnapshot {
   commands: { command: number; data: Uint8Array; afterDevice: number }[];
   /** The JSON description text, byte for byte, when the stream has one. */
   vmdescText?: string;
+  /** The JSON description, parsed, when the stream has one. */
   vmdesc?: VmDescription;
   /** Page records read, including pages later passes sent again. */
   pageRecords: number;

@@ -31,8 +31,11 @@ export interface QemuStreamWriterOptions {
 
 /** The `ram` section's identity in the stream being written. */
 export interface RamSectionIdentity {
+  /** The section number the `ram` section's START, PARTs and END carry. */
   sectionId: number;
+  /** Its instance id (default 0). */
   instanceId?: number;
+  /** Its version (default 4, the version QEMU gives its `ram` section). */
   versionId?: number;
 }
 
@@ -77,6 +80,7 @@ export class QemuStreamWriter {
   #sectionPages = 0;
   #lastBlock: string | undefined;
 
+  /** A writer to `sink`; a WritableStream is locked and closed by {@linkcode QemuStreamWriter.close}. */
   constructor(sink: ByteSink, options: QemuStreamWriterOptions = {}) {
     if (sink instanceof WritableStream) {
       const w = sink.getWriter();

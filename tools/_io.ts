@@ -1,6 +1,7 @@
 /**
- * Opening inputs and outputs the way the commands take them: a path, or `-` for standard input or
- * output. Outputs to a path go through format/'s {@linkcode AtomicFile} (FORMAT.md §9's
+ * Opening inputs and outputs the way the commands take them: a path, an `http://` or `https://`
+ * URL (inputs only; read with Range requests through format/'s `HttpSource`), or `-` for standard
+ * input or output. Outputs to a path go through format/'s {@linkcode AtomicFile} (FORMAT.md §9's
  * temporary, fsync of the file and of its directory, rename only when the tool has checked its
  * work, stale temporaries of killed runs removed), so a failed run never leaves a file that looks
  * complete.
@@ -8,6 +9,13 @@
  * @module
  */
 import { AtomicFile } from "../format/atomic_file.ts";
+import { HttpSource, type HttpSourceOptions, openHttpStream } from "../format/http_source.ts";
+import { isHttpUrl } from "../format/open_source.ts";
+import {
+  NotRandomAccessError,
+  type RandomAccessSource,
+  sourceReadable,
+} from "../format/random_access_source.ts";
 
 /** An opened input. `file` is set when the input is a regular file (seekable, size known). */
 export interface InputHandle {
@@ -17,14 +25,19 @@ export interface InputHandle {
   readable: ReadableStream<Uint8Array>;
   /** Size in bytes when known (regular files). */
   size: number | undefined;
-  /** Path of a regular file, usable for random access; undefined for pipes. */
+  /** Path of a regular file, usable for random access; undefined for pipes and URLs. */
   path: string | undefined;
+  /** For a URL: the source `readable` reads, usable for random access too. */
+  source?: RandomAccessSource;
   /** Releases the input (safe to call twice). */
   close(): void;
 }
 
 /**
- * Opens `path` for reading; `-` is standard input.
+ * Opens `path` for reading; `-` is standard input; an http(s) URL is read with Range requests,
+ * a few chunks in flight (memory stays bounded whatever the file's size), or, from a server that
+ * ignores Range, as one plain GET (then `source` is undefined: no random access). A URL that
+ * cannot be opened throws format/'s `SourceError`.
  *
  * @example
  * ```ts
@@ -40,7 +53,35 @@ export interface InputHandle {
  * await Deno.remove(path);
  * ```
  */
-export async function openInput(path: string): Promise<InputHandle> {
+export async function openInput(
+  path: string,
+  options: { http?: HttpSourceOptions } = {},
+): Promise<InputHandle> {
+  if (isHttpUrl(path)) {
+    let source: HttpSource;
+    try {
+      source = await HttpSource.open(path, { maxWholeBytes: 0, ...options.http });
+    } catch (e) {
+      if (!(e instanceof NotRandomAccessError)) throw e;
+      // The server ignores Range: a plain GET still serves a reader that goes front to back.
+      const stream = await openHttpStream(path, options.http);
+      return {
+        name: stream.name,
+        readable: stream.readable,
+        size: stream.size,
+        path: undefined,
+        close: () => stream.readable.cancel().catch(() => {}),
+      };
+    }
+    return {
+      name: source.name,
+      readable: sourceReadable(source),
+      size: source.size,
+      path: undefined,
+      source,
+      close: () => source.close(),
+    };
+  }
   if (path === "-") {
     return {
       name: "<stdin>",

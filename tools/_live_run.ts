@@ -24,6 +24,8 @@ import { LIMIT_EXIT_STATUS } from "./run.ts";
 export interface LiveRunOptions {
   elf?: Uint8Array;
   restorePath?: string;
+  /** For a diff at `restorePath`: parent files (`--parent`). */
+  restoreParents?: string[];
   ramSize?: number;
   input?: Uint8Array;
   stopAt?: number;
@@ -40,6 +42,9 @@ export interface LiveRunOptions {
   out?: string;
   mode: SnapshotMode;
   cowBuffer: CowBufferSize;
+  /** Each scheduled snapshot a diff on the one before (the first a diff on the restored file,
+   * or full after a boot from an ELF). */
+  incremental?: boolean;
   /** Precopy's policy (`--precopy-max-passes`, `--downtime-ms`). */
   precopy?: PrecopyOptions;
   metricsPath?: string;
@@ -144,7 +149,10 @@ export function describeSnapshot(m: SnapshotMetrics): string {
     : m.mode === "precopy"
     ? `, ${m.pagesResent} pages resent in ${m.precopyPasses} passes, throttle up to ${m.precopyThrottlePct}%, ${m.pagesInFinalPause} pages in the final pause`
     : "";
-  return `snapshot at instruction ${m.atInstruction} → ${m.path} (${m.mode}): pause ${m.pauseUs} µs, ` +
+  const kind = m.incremental
+    ? `${m.mode} diff on ${m.parentPath}, depth ${m.chainDepth}, ${m.pagesInDiff} pages dirty`
+    : m.mode;
+  return `snapshot at instruction ${m.atInstruction} → ${m.path} (${kind}): pause ${m.pauseUs} µs, ` +
     `${
       m.totalMs.toFixed(1)
     } ms, ${m.bytesWritten} bytes, guest ran ${m.guestInstructionsDuring} instructions meanwhile${extra}`;
@@ -181,6 +189,7 @@ export async function runLive(o: LiveRunOptions): Promise<number> {
     mode: o.mode,
     cowBuffer: o.cowBuffer,
     precopy: o.precopy,
+    incremental: o.incremental,
     path: snapshotPath(o.out!, at, several),
   }));
   // The guest halts at whichever comes first; the halt tells them apart below.
@@ -190,6 +199,7 @@ export async function runLive(o: LiveRunOptions): Promise<number> {
     machine = await LiveMachine.start({
       elf: o.elf,
       restorePath: o.restorePath,
+      restoreParents: o.restoreParents,
       ramSize: o.ramSize,
       input: o.input,
       uartSink: print,
@@ -201,6 +211,7 @@ export async function runLive(o: LiveRunOptions): Promise<number> {
         mode: o.mode,
         cowBuffer: o.cowBuffer,
         precopy: o.precopy,
+        incremental: o.incremental,
         path: (_k, at) => snapshotPath(o.out!, at, true),
       },
       onScheduledSnapshot: report,
@@ -271,7 +282,9 @@ export interface LiveArgs {
  * Parses the options `run` and `restore` share; throws a {@linkcode UsageError}.
  * `snapshot-at` must be declared with `collect`.
  */
-export function parseLiveArgs(opts: LiveArgValues & { digest?: boolean }): LiveArgs {
+export function parseLiveArgs(
+  opts: LiveArgValues & { digest?: boolean; incremental?: boolean },
+): LiveArgs {
   const one = (name: (typeof LIVE_STRING_OPTIONS)[number]) => opts[name] as string | undefined;
   const stopAtText = one("stop-at");
   const stopAt = stopAtText === undefined
@@ -283,6 +296,12 @@ export function parseLiveArgs(opts: LiveArgValues & { digest?: boolean }): LiveA
     : parseInstructionCount("--max-instructions", maxText);
   const at = (opts["snapshot-at"] ?? []) as string[];
   const everyText = one("snapshot-every");
+  if (opts.incremental && at.length === 0 && everyText === undefined) {
+    throw new UsageError(
+      "--incremental needs --snapshot-at or --snapshot-every (through a control socket: " +
+        "'livesnap ctl PATH snapshot --out FILE --incremental')",
+    );
+  }
   if (at.length === 0 && everyText === undefined && one("control") === undefined) {
     for (const o of ["out", "mode", "cow-buffer", "metrics", "precopy-max-passes", "downtime-ms"]) {
       if (opts[o as keyof LiveArgValues] !== undefined) {
@@ -307,6 +326,7 @@ export function parseLiveArgs(opts: LiveArgValues & { digest?: boolean }): LiveA
       out: one("out"),
       mode: parseMode(one("mode") ?? "cow"),
       cowBuffer: parseCowBuffer(one("cow-buffer") ?? "16M"),
+      incremental: opts.incremental ?? false,
       precopy: parsePrecopyOptions(one("precopy-max-passes"), one("downtime-ms")),
       metricsPath: one("metrics"),
       control: one("control"),

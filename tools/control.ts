@@ -5,13 +5,15 @@
  * `{"return": <value>, "id": ...}` or `{"error": {"class": "...", "desc": "..."}, "id": ...}`.
  *
  * Commands: `snapshot` (arguments `path`, `mode` = cow|precopy|stop, `cowBuffer` = bytes or
- * "max"; returns the snapshot's metrics once the file is complete), `pause`, `resume`, `status`,
+ * "max", `incremental` = true for a diff on the machine's last snapshot, refused if it has none;
+ * returns the snapshot's metrics once the file is complete), `pause`, `resume`, `status`,
  * `digest` (the machine's content digest now), `quit` (finishes a snapshot being written, then
  * stops the machine).
  *
  * @module
  */
 
+import { VERSION } from "../version.ts";
 import type { CowBufferSize, LiveMachine } from "../emulator/snapshot/live_machine.ts";
 import type { SnapshotMode } from "../emulator/snapshot/session.ts";
 import type { SnapshotMetrics } from "../emulator/snapshot/metrics.ts";
@@ -28,8 +30,11 @@ export const CONTROL_COMMANDS = [
 
 /** One request line. */
 export interface ControlRequest {
+  /** The command's name (the server's greeting lists those it knows). */
   execute: string;
+  /** The command's arguments by name (`snapshot`: `path`, `mode`, `cowBuffer`). */
   arguments?: Record<string, unknown>;
+  /** Any JSON value; the reply carries it back unchanged. */
   id?: unknown;
 }
 
@@ -70,7 +75,18 @@ async function execute(
       if (!["cow", "precopy", "stop"].includes(mode)) {
         throw new TypeError(`Cannot snapshot: mode '${mode}' is not cow, precopy or stop`);
       }
-      return await machine.snapshot({ path, mode, cowBuffer: parseCowBuffer(args.cowBuffer) });
+      const incremental = args.incremental ?? false;
+      if (typeof incremental !== "boolean") {
+        throw new TypeError(
+          `Cannot snapshot: incremental ${JSON.stringify(incremental)} is not true or false`,
+        );
+      }
+      return await machine.snapshot({
+        path,
+        mode,
+        cowBuffer: parseCowBuffer(args.cowBuffer),
+        incremental,
+      });
     }
     case "pause":
       return await machine.pause();
@@ -121,7 +137,7 @@ export async function serveControl(
     const writer = conn.writable.getWriter();
     const send = (v: unknown) => writer.write(encoder.encode(JSON.stringify(v) + "\n"));
     try {
-      await send({ livesnap: { version: "0.1.0", commands: CONTROL_COMMANDS } });
+      await send({ livesnap: { version: VERSION, commands: CONTROL_COMMANDS } });
       const lines = conn.readable.pipeThrough(new TextDecoderStream()).pipeThrough(
         lineSplitter(MAX_REQUEST_CHARS),
       );

@@ -14,9 +14,11 @@ Talks to a machine started with 'livesnap run ... --control PATH' (JSON lines ov
 socket, in the spirit of QEMU's QMP) and prints the reply as JSON.
 
 Commands:
-  snapshot --out FILE [--mode cow|precopy|stop] [--cow-buffer SIZE]
+  snapshot --out FILE [--mode cow|precopy|stop] [--cow-buffer SIZE] [--incremental]
                  take a snapshot now; the reply (the snapshot's metrics) comes once the file is
-                 complete, while the guest keeps running
+                 complete, while the guest keeps running. --incremental: a diff on the
+                 machine's last snapshot (the last one completed, or the file it was restored
+                 from): refused if it has none
   pause          stop the guest between two instructions
   resume         let it run on
   status         running, paused or halted, and the instructions retired
@@ -28,6 +30,7 @@ Exit status: 0 for a reply, 1 for an error reply or no connection.
 Examples:
   livesnap run emulator/guests/build/memstress.elf --control /tmp/vm.sock &
   livesnap ctl /tmp/vm.sock snapshot --out /tmp/vm.lsnap --cow-buffer 0
+  livesnap ctl /tmp/vm.sock snapshot --out /tmp/vm-1.lsnap --incremental   # a diff on vm.lsnap
   livesnap ctl /tmp/vm.sock status
   livesnap ctl /tmp/vm.sock quit`;
 
@@ -37,6 +40,7 @@ export async function main(args: string[]): Promise<number> {
     name: "livesnap ctl",
     usage: USAGE,
     string: ["out", "mode", "cow-buffer"],
+    boolean: ["incremental"],
   });
   if (typeof command === "number") return command;
   const { options: opts, positional, usageError } = command;
@@ -56,11 +60,15 @@ export async function main(args: string[]): Promise<number> {
         path: opts.out.startsWith("/") ? opts.out : `${Deno.cwd()}/${opts.out}`,
         mode: parseMode(opts.mode ?? "cow"),
         cowBuffer: parseCowBuffer(opts["cow-buffer"] ?? "16M"),
+        incremental: opts.incremental,
       };
     } else if (
-      opts.out !== undefined || opts.mode !== undefined || opts["cow-buffer"] !== undefined
+      opts.out !== undefined || opts.mode !== undefined || opts["cow-buffer"] !== undefined ||
+      opts.incremental
     ) {
-      throw new UsageError(`--out, --mode and --cow-buffer belong to the snapshot command`);
+      throw new UsageError(
+        `--out, --mode, --cow-buffer and --incremental belong to the snapshot command`,
+      );
     }
   } catch (e) {
     return usageError(e);

@@ -80,6 +80,7 @@ export type PageChange = "changed" | "zeroed" | "filled";
 
 /** One differing page. */
 export interface PageDifference {
+  /** Page number in the region. */
   page: number;
   /** Guest-physical address of the page. */
   address: number;
@@ -89,17 +90,21 @@ export interface PageDifference {
 
 /** The comparison of one region (matched by name). */
 export interface RegionDifference {
+  /** The region's name, the same in A and B. */
   name: string;
   /** The region in A and in B (null where it does not exist). */
   a: Omit<Region, "name"> | null;
+  /** The region in B, or null. */
   b: Omit<Region, "name"> | null;
   /** True when base, size or page size differ (pages are then compared only if the page size agrees). */
   layoutDiffers: boolean;
   /** Pages compared (those of the smaller region). */
   pagesCompared: number;
-  /** Differing pages by kind. */
+  /** Pages with different non-zero contents in A and B. */
   changed: number;
+  /** Pages non-zero in A, zero in B. */
   zeroed: number;
+  /** Pages zero in A, non-zero in B. */
   filled: number;
   /** The differing pages, with `pages: true` (at most `maxPages`). */
   pages?: PageDifference[];
@@ -107,10 +112,15 @@ export interface RegionDifference {
 
 /** How one device section differs. */
 export interface DeviceDifference {
+  /** Device id, e.g. `hart`, `ns16550a`. */
   id: string;
+  /** Instance number among devices with this id. */
   instance: number;
+  /** The section is in one file only, or in both with a different version, encoding or state. */
   change: "only-in-a" | "only-in-b" | "changed";
+  /** The state layout version in A, when A has the section. */
   versionA?: number;
+  /** The state layout version in B, when B has the section. */
   versionB?: number;
   /** Fields that differ, when both states decode as CBOR (else one entry with path ""). */
   fields?: FieldDifference[];
@@ -120,8 +130,11 @@ export interface DeviceDifference {
 export interface DiffResult {
   /** True when both files hold the same state (their content digests are equal). */
   equal: boolean;
+  /** Each file's content digest (FORMAT.md §10), lowercase hex. */
   contentDigests: { a: string; b: string };
+  /** Every region of A or B, matched by name. */
   regions: RegionDifference[];
+  /** Every device section that differs; identical ones are left out. */
   devices: DeviceDifference[];
 }
 

@@ -55,7 +55,9 @@ export interface ElfCoreSegment {
 
 /** The RV32 integer registers: `pc` and `x[0..31]` (`x[0]` is ignored, it is always zero). */
 export interface Rv32Registers {
+  /** Program counter, as an unsigned or signed 32-bit value. */
   pc: number;
+  /** The 32 integer registers in order, 32-bit values (signed or unsigned). */
   x: ArrayLike<number>;
 }
 

@@ -14,6 +14,7 @@ import { LsnapError } from "../format/errors.ts";
 import { ChainError, type ChainProblem, openChain } from "../format/chain.ts";
 import { type SnapshotRecord, SnapshotStreamReader, sortDevices } from "../format/stream_reader.ts";
 import type { DeviceSection } from "../format/device_section.ts";
+import { SnapshotFileReader } from "../format/file_reader.ts";
 import type { MachineDescription } from "../format/header.ts";
 import { type Json, stateToJson } from "./_state_json.ts";
 import { qemuMachineOf } from "../qemu/convert.ts";
@@ -28,6 +29,7 @@ import { MACHINE_NAME } from "../emulator/memory_map.ts";
 export interface InstructionCount {
   /** The hart's retired-instruction count, or null when the snapshot records none. */
   retired: number | null;
+  /** Since when it counts: the guest's reset, the restore of a QEMU stream, or no count. */
   countedFrom: "reset" | "qemu-stream" | "not-recorded";
 }
 
@@ -73,17 +75,23 @@ export function describeInstructionCount(c: InstructionCount): string {
 
 /** A format error as plain data. */
 export interface ErrorReport {
+  /** The error's class name: "CorruptError", "TruncatedError", "ChecksumError"… */
   kind: string;
+  /** The whole message, "Cannot read record N at byte B: …". */
   message: string;
+  /** Byte offset of the record (or structure) that could not be read. */
   offset: number;
+  /** Index of that record (0 is the HEADER), -1 outside records. */
   recordIndex: number;
 }
 
 /** A run of consecutive pages of one region with the same state and the same last record. */
 export interface PageRun {
+  /** The region's name. */
   region: string;
   /** First page number and number of pages. */
   first: number;
+  /** Number of pages in the run. */
   count: number;
   /** Guest-physical address of the first page. */
   address: number;
@@ -101,10 +109,13 @@ export interface InspectResult {
   formatVersion: string | null;
   /** True when the trailer and footer were read and every check passed. */
   complete: boolean;
+  /** The program that wrote the file (HEADER `creator`), or null if unreadable. */
   creator: string | null;
   /** Creation time as an ISO 8601 string. */
   createdAt: string | null;
+  /** The HEADER's regions: name, guest-physical base, size and page size in bytes. */
   regions: { name: string; base: number; size: number; pageSize: number }[];
+  /** What the PAGES records hold. */
   pages: {
     /** Distinct pages that appear at least once. */
     present: number;
@@ -128,6 +139,7 @@ export interface InspectResult {
    * flat dump). Null when nothing was read.
    */
   compression: { pageData: number | null; file: number | null };
+  /** The last DEVICE record of each (id, instance): encoding `cbor` or `foreign`, state bytes. */
   devices: { id: string; instance: number; version: number; encoding: string; bytes: number }[];
   /** Digests in lowercase hex; null when the trailer was not reached. */
   digests: { content: string | null; file: string | null };
@@ -161,7 +173,9 @@ export interface ParentReport {
   name: string;
   /** This diff's depth: 1 on a full snapshot. */
   depth: number;
+  /** The parent's content digest (FORMAT.md §10), hex. */
   contentDigest: string;
+  /** The parent's file digest (FORMAT.md §9), hex. */
   fileDigest: string;
   /** The file digest of the chain's full snapshot. */
   rootFileDigest: string;
@@ -427,9 +441,13 @@ export async function inspectSnapshot(
 
 /** One device section's decoded state, as `inspect --device` prints it. */
 export interface DeviceStateReport {
+  /** Device id, e.g. `hart`, `ns16550a`. */
   id: string;
+  /** Instance number among devices with this id. */
   instance: number;
+  /** The device's own state layout version (FORMAT.md §7). */
   version: number;
+  /** `cbor` (FORMAT.md §7.1) or `foreign`: another program's state kept verbatim. */
   encoding: "cbor" | "foreign";
   /** The decoded CBOR state (JSON view: bytes as hex), or for foreign payloads their bytes. */
   state: Json;
@@ -447,8 +465,9 @@ export class DeviceNotFoundError extends Error {
 }
 
 /**
- * Reads a snapshot from a stream and returns the last section of device `id` (instance
- * `instance`, or the lowest instance when omitted), decoded. Throws an `LsnapError` subclass for
+ * Reads a snapshot from a stream, or through a random-access reader (only the footer, the index
+ * and the device records: what `inspect --device` does for a URL), and returns the last section
+ * of device `id` (instance `instance`, or the lowest instance when omitted), decoded. Throws an `LsnapError` subclass for
  * a damaged file, and a {@linkcode DeviceNotFoundError} naming the devices present when there
  * is no such device.
  *
@@ -469,17 +488,22 @@ export class DeviceNotFoundError extends Error {
  * ```
  */
 export async function inspectDevice(
-  stream: ReadableStream<Uint8Array>,
+  input: ReadableStream<Uint8Array> | SnapshotFileReader,
   id: string,
   instance?: number,
 ): Promise<DeviceStateReport> {
-  // A diff holds the whole device state (FORMAT.md §14.2): its devices are the state's.
-  const reader = new SnapshotStreamReader(stream, { decodePages: false, diffs: "read" });
-  const found = new Map<string, DeviceSection>();
-  for await (const r of reader.records()) {
-    if (r.kind === "device") found.set(`${r.device.id}\u0000${r.device.instance}`, r.device);
+  let all: DeviceSection[];
+  if (input instanceof SnapshotFileReader) {
+    all = await input.devices();
+  } else {
+    // A diff holds the whole device state (FORMAT.md §14.2): its devices are the state's.
+    const reader = new SnapshotStreamReader(input, { decodePages: false, diffs: "read" });
+    const found = new Map<string, DeviceSection>();
+    for await (const r of reader.records()) {
+      if (r.kind === "device") found.set(`${r.device.id}\u0000${r.device.instance}`, r.device);
+    }
+    all = sortDevices([...found.values()]);
   }
-  const all = sortDevices([...found.values()]);
   const d = all.find((x) => x.id === id && (instance === undefined || x.instance === instance));
   if (d === undefined) {
     const names = all.map((x) => `${x.id}:${x.instance}`).join(", ") || "none";

@@ -6,6 +6,8 @@
  * @module
  */
 import { LsnapError } from "../format/errors.ts";
+import { SnapshotFileReader } from "../format/file_reader.ts";
+import { SourceError } from "../format/random_access_source.ts";
 import { QemuStreamError } from "../qemu/errors.ts";
 import { formatQemuSummary, inspectQemuStream, isQemuStream } from "../qemu/inspect.ts";
 import { parseSize } from "./_args.ts";
@@ -24,8 +26,11 @@ import {
 
 const USAGE = `Usage: livesnap inspect [options] FILE
 
-Reads a .lsnap snapshot (FILE, or - for standard input) and describes it: format version,
-completeness, memory regions, pages by encoding, compression, records, device sections, digests.
+Reads a .lsnap snapshot (FILE, an http:// or https:// URL, or - for standard input) and
+describes it: format version, completeness, memory regions, pages by encoding, compression,
+records, device sections, digests. A URL is read with HTTP Range requests, a few in flight (an
+S3-compatible object store or any server that honours Range); with --device only its footer,
+index and device records are fetched.
 
 For a diff (a snapshot of the changes since a parent, written with --incremental) it also shows
 the parent link (the parent's name, digests and the chain depth) and, when the parents are
@@ -53,6 +58,8 @@ Examples:
   livesnap inspect vm.lsnap
   livesnap inspect --pages vm.lsnap | less
   livesnap inspect --device hart vm.lsnap
+  livesnap inspect https://bucket.example.com/snaps/vm.lsnap
+  livesnap inspect --device uart 'https://s3.example.com/b/vm.lsnap?X-Amz-Signature=...'
   livesnap inspect s-3.lsnap                       # a diff: its parent link and its chain
   cat vm.lsnap | livesnap inspect - --json | jq .compression
   livesnap inspect --fields guest.qemu
@@ -60,6 +67,11 @@ Examples:
 
 Exit status: 0 for a complete file, 1 for a damaged or incomplete one (or no such device, or a
 diff whose chain cannot be used), 2 for usage or I/O errors.`;
+
+/** An I/O error's message: a source's errors already say what they could not read. */
+function readFailure(name: string, e: unknown): string {
+  return e instanceof SourceError ? e.message : `Cannot read '${name}': ${(e as Error).message}`;
+}
 
 function hex(n: number): string {
   return `0x${n.toString(16)}`;
@@ -184,9 +196,15 @@ export async function main(args: string[]): Promise<number> {
     let readable: ReadableStream<Uint8Array>;
     let head: Uint8Array;
     try {
-      ({ head, readable } = await peekBytes(input.readable, 8));
+      if (input.source !== undefined) {
+        // A URL: look at its first bytes without starting the stream (--device may not need it).
+        head = await input.source.read(0, Math.min(8, input.source.size));
+        readable = input.readable;
+      } else {
+        ({ head, readable } = await peekBytes(input.readable, 8));
+      }
     } catch (e) {
-      console.error(`livesnap inspect: Cannot read '${files[0]}': ${(e as Error).message}`);
+      console.error(`livesnap inspect: ${readFailure(files[0], e)}`);
       return 2;
     }
     if (isQemuStream(head)) {
@@ -200,9 +218,14 @@ export async function main(args: string[]): Promise<number> {
     }
     if (device !== undefined) {
       const m = device;
+      let reader: SnapshotFileReader | undefined;
       try {
+        // A URL: the footer, the index and the device records only, not the whole file.
+        if (input.source !== undefined) {
+          reader = await SnapshotFileReader.open(input.source, { diffs: "read" });
+        }
         const d = await inspectDevice(
-          readable,
+          reader ?? readable,
           m[1],
           m[2] === undefined ? undefined : Number(m[2]),
         );
@@ -211,6 +234,8 @@ export async function main(args: string[]): Promise<number> {
       } catch (e) {
         console.error(`livesnap inspect: ${(e as Error).message}`);
         return e instanceof LsnapError || e instanceof DeviceNotFoundError ? 1 : 2;
+      } finally {
+        reader?.close();
       }
     }
     const progress = createProgress({ label: "inspect", total: input.size });
@@ -221,7 +246,7 @@ export async function main(args: string[]): Promise<number> {
         onBytes: (n) => progress.add(n),
       });
     } catch (e) {
-      console.error(`livesnap inspect: Cannot read '${files[0]}': ${(e as Error).message}`);
+      console.error(`livesnap inspect: ${readFailure(files[0], e)}`);
       return 2;
     } finally {
       progress.done();

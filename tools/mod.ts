@@ -125,6 +125,7 @@ export {
   type ParentLink,
   type RecordTable,
   type RegionMap,
+  REPORT_DATA_VERSION,
   type ReportData,
   type ReportProblem,
   type SegmentTable,

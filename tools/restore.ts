@@ -7,12 +7,20 @@
  */
 
 import type { ExitReason, Machine } from "../emulator/machine.ts";
-import { restoreMachineFromFile, type RestoreOptions } from "../emulator/snapshot/restore.ts";
+import {
+  type RestoredMachine,
+  restoreMachine,
+  restoreMachineFromFile,
+  type RestoreOptions,
+} from "../emulator/snapshot/restore.ts";
+import { isHttpUrl } from "../format/open_source.ts";
 import { runBounded } from "./run.ts";
+import { openInput } from "./_io.ts";
 
 /** Options for {@linkcode restoreSnapshot}. */
 export interface RestoreSnapshotOptions {
-  /** The snapshot file: a full snapshot, a QEMU stream, or a diff (read through its chain). */
+  /** The snapshot file: a path (a full snapshot, a QEMU stream, or a diff, read through its
+   * chain), an http(s) URL (read with Range requests), or `-` (stdin). */
   path: string;
   /** For a diff: parent files to use before the name hints (`--parent`), matched by digest. */
   parents?: string[];
@@ -87,12 +95,26 @@ export async function restoreSnapshot(o: RestoreSnapshotOptions): Promise<Restor
       throw new RangeError(`Cannot restore: --run-for ${o.runFor} is not an instruction count`);
     }
   }
-  // A diff is read through its chain: every link and every digest is checked before it runs.
-  const restored = await restoreMachineFromFile(o.path, {
-    uartSink: o.sink,
-    migrations: o.migrations,
-    parents: o.parents,
-  });
+  let restored: RestoredMachine & { chain: string[] };
+  if (o.path !== "-" && !isHttpUrl(o.path)) {
+    // A diff is read through its chain: every link and every digest is checked before it runs.
+    restored = await restoreMachineFromFile(o.path, {
+      uartSink: o.sink,
+      migrations: o.migrations,
+      parents: o.parents,
+    });
+  } else {
+    const input = await openInput(o.path);
+    try {
+      const m = await restoreMachine(input.readable, {
+        uartSink: o.sink,
+        migrations: o.migrations,
+      });
+      restored = { ...m, chain: [o.path] };
+    } finally {
+      input.close();
+    }
+  }
   const { machine } = restored;
   o.onRestored?.(restored.notes);
   const snapshotRetired = machine.hart.retired;

@@ -10,6 +10,7 @@ import { LsnapError } from "../format/errors.ts";
 import { ChainError } from "../format/chain.ts";
 import { SnapshotMismatchError } from "../emulator/snapshot/machine_state.ts";
 import { restoreSnapshot } from "./restore.ts";
+import { isHttpUrl } from "../format/open_source.ts";
 import { machineContentDigest as machineDigest } from "../emulator/snapshot/machine_state.ts";
 import {
   haltStatus,
@@ -25,12 +26,17 @@ const USAGE = `Usage: livesnap restore FILE [--stop-at N | --run-for N] [--max-i
                         [--snapshot-at N]... [--snapshot-every N] --out FILE
                         [--mode cow|precopy|stop] [--cow-buffer SIZE] [--metrics FILE]
                         [--precopy-max-passes N] [--downtime-ms MS] [--control PATH]
+                        [--incremental]
 
 Rebuilds the machine a snapshot holds (RAM, hart, devices) and continues it: the guest's UART
 output from the snapshot on goes to stdout, exactly what the original run printed after that
 instruction. Before anything runs the whole file is checked (checksums, digests, completeness),
 and a file whose machine does not fit this emulator, or whose device state version is unknown,
 is refused. Older device state versions are migrated.
+
+FILE may be a path, - (standard input) or an http:// or https:// URL, read with HTTP Range
+requests a few in flight (an S3-compatible object store, or any server that honours Range; a
+presigned URL works). Continuing it live (--out and the snapshot options) needs a local path.
 
 FILE may be a diff (a snapshot of the changes since a parent, written with --incremental): its
 parents are found by the names it records, beside it, or among the --parent files (matched by
@@ -57,7 +63,8 @@ Options:
                   approximates, field by field, and the files of a diff's chain
   --parent FILE   a diff's parent file (repeatable), for parents renamed or kept elsewhere
   The snapshot options are those of 'livesnap run' (see 'livesnap run --help'); --snapshot-at
-  counts like --stop-at.
+  counts like --stop-at. With --incremental the first snapshot is a diff on FILE (every page is
+  clean against FILE at the restore), each later one a diff on the one before.
 
 Exit status: the guest's, as for 'run' (124 when --max-instructions stopped it); 1 if the file
 is damaged or does not fit.
@@ -65,19 +72,21 @@ is damaged or does not fit.
 Examples:
   livesnap run emulator/guests/build/counter.elf --snapshot-at 2000000 --out c.lsnap --stop-at 2000000
   livesnap restore c.lsnap --stop-at 5000000 --digest
+  livesnap restore https://bucket.example.com/snaps/c.lsnap --run-for 1000000
   livesnap restore s-3.lsnap --stop-at 9000000 --digest      # a diff: s-2, s-1, s-0 beside it
   livesnap restore s-3.lsnap --parent /archive/s-0.lsnap --run-for 1000000
   livesnap run emulator/guests/build/counter.elf --stop-at 5000000 --digest   # the same digest
   (qemu) migrate "exec:cat > guest.qemu"          # in QEMU's monitor
   livesnap restore guest.qemu --run-for 1000000 --verbose
-  livesnap restore guest.qemu --snapshot-at 0 --stop-at 0 --out guest.lsnap   # into .lsnap`;
+  livesnap restore guest.qemu --snapshot-at 0 --stop-at 0 --out guest.lsnap   # into .lsnap
+  livesnap restore c.lsnap --snapshot-at 3000000 --out d.lsnap --incremental   # d: a diff on c`;
 
 /** Entry point: returns the process exit status. */
 export async function main(args: string[]): Promise<number> {
   const command = parseCommand(args, {
     name: "livesnap restore",
     usage: USAGE,
-    boolean: ["digest", "verbose"],
+    boolean: ["digest", "verbose", "incremental"],
     string: [...LIVE_STRING_OPTIONS.filter((o) => o !== "snapshot-at"), "run-for"],
     list: ["snapshot-at", "parent"],
   });
@@ -102,8 +111,11 @@ export async function main(args: string[]): Promise<number> {
   const { stopAt, maxInstructions } = parsed;
   const { sink, endsLine } = stdoutSink();
   if (parsed.live !== null) {
-    if (opts.parent.length > 0) {
-      return usageError("--parent is not yet supported with snapshot options");
+    if (isHttpUrl(files[0]) || files[0] === "-") {
+      return usageError(
+        `Cannot restore ${files[0]} with snapshot options: a live restore reads a local file; ` +
+          "download it first, or restore it without --out",
+      );
     }
     try {
       return await runLive({
@@ -111,6 +123,7 @@ export async function main(args: string[]): Promise<number> {
         verbose: opts.verbose,
         name: "livesnap restore",
         restorePath: files[0],
+        restoreParents: opts.parent,
         print: sink,
       });
     } catch (e) {

@@ -21,6 +21,7 @@ const USAGE =
                     [--snapshot-at N]... [--snapshot-every N] --out FILE
                     [--mode cow|precopy|stop] [--cow-buffer SIZE] [--metrics FILE]
                     [--precopy-max-passes N] [--downtime-ms MS] [--control PATH]
+                    [--incremental]
 
 Runs a statically linked RV32IMAC ELF on the bundled machine (laid out like QEMU's riscv32
 'virt' board). The guest's UART output goes to stdout. The exit status is the guest's: the
@@ -54,6 +55,10 @@ Live snapshots (the guest runs on its own thread, the snapshot is written on ano
                       the last pass (default 50); until then a guest that dirties pages faster
                       than they are sent is throttled (sleeps 20%, 80%, 95%, up to 99% of the
                       time; auto-converge, as QEMU's)
+  --incremental       the first snapshot is full, each later one a diff on the one before: only
+                      the pages stored to since that one's instant (pages that became zero as
+                      explicit zero records) and the whole CPU and device state; its content
+                      digest is the whole state's, as a full snapshot's of that instant
   --metrics FILE      each snapshot's metrics as one JSON line
   --control PATH      serve a control socket (JSON lines, like QMP) at PATH; see 'livesnap ctl'
 
@@ -66,6 +71,8 @@ Examples:
   livesnap run emulator/guests/build/hello.elf --max-instructions 10000000 || echo failed
   livesnap run emulator/guests/build/memstress.elf --snapshot-at 5000000 --out m.lsnap \
       --cow-buffer 0 --metrics m.json
+  livesnap run emulator/guests/build/memstress.elf --snapshot-every 10000000 \
+      --out 's-{n}.lsnap' --incremental
   livesnap run emulator/guests/build/counter.elf --control /tmp/vm.sock &
   livesnap ctl /tmp/vm.sock snapshot --out /tmp/vm.lsnap`;
 
@@ -74,7 +81,7 @@ export async function main(args: string[]): Promise<number> {
   const command = parseCommand(args, {
     name: "livesnap run",
     usage: USAGE,
-    boolean: ["digest"],
+    boolean: ["digest", "incremental"],
     string: ["ram", "input", ...LIVE_STRING_OPTIONS.filter((o) => o !== "snapshot-at")],
     list: ["snapshot-at"],
   });

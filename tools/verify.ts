@@ -23,8 +23,11 @@ import type { ErrorReport } from "./inspect.ts";
 export interface Problem {
   /** "CorruptError", "TruncatedError", "ChecksumError", "UnsupportedError". */
   kind: string;
+  /** The whole message, "Cannot read record N at byte B: …". */
   message: string;
+  /** Byte offset of the record (or structure) at fault. */
   offset: number;
+  /** Index of that record (0 is the HEADER). */
   recordIndex: number;
 }
 
@@ -75,6 +78,9 @@ export interface VerifyOptions {
   /**
    * Page workers started beforehand (`startPageDigestPool` with the same options), so that they
    * load while the caller does; used instead of `workers`, and closed when verification ends.
+   * For livesnap's own `verify` command: the pool's type is not exported.
+   *
+   * @ignore
    */
   pool?: PageDigestPool;
   /** For a diff: the page hashes of its parent's whole state, to check its content digest. */

@@ -8,13 +8,15 @@ import { startPageDigestPool } from "../format/page_digest_pool.ts";
 import { parseCount } from "./_args.ts";
 import { parseCommand } from "./_command.ts";
 import { openInput } from "./_io.ts";
+import { SourceError } from "../format/random_access_source.ts";
 import { colorEnabled, createProgress, formatBytes, palette } from "./_term.ts";
 // Types only: verify.ts (and its WebAssembly) loads after the page workers have started.
 import type { VerifyChainResult, VerifyResult } from "./verify.ts";
 
 const USAGE = `Usage: livesnap verify [options] FILE
 
-Reads every byte of a .lsnap snapshot (FILE, or - for standard input) and checks its framing,
+Reads every byte of a .lsnap snapshot (FILE, an http:// or https:// URL read with Range
+requests, or - for standard input) and checks its framing,
 every record's CRC32C, page numbers against the regions, page data, device sections, the index
 against the records, the trailer, the file digest, the content digest and that the file is
 complete. It does not stop at the first problem: each one is listed with its record and byte
@@ -40,6 +42,7 @@ Examples:
   livesnap verify vm.lsnap
   livesnap verify --content 724818e7...aa83 vm.lsnap
   ssh host cat vm.lsnap | livesnap verify -
+  livesnap verify https://bucket.example.com/snaps/vm.lsnap
   livesnap verify --max-errors 1000 --json damaged.lsnap | jq '.problems[].message'
   livesnap verify s-3.lsnap                          # a diff on its own
   livesnap verify --chain s-3.lsnap                  # and its chain: s-2, s-1, s-0 beside it
@@ -133,7 +136,12 @@ export async function main(args: string[]): Promise<number> {
       input.close();
     }
   } catch (e) {
-    console.error(`livesnap verify: Cannot read '${files[0]}': ${(e as Error).message}`);
+    // A source's errors already say what they could not read, and where.
+    console.error(
+      `livesnap verify: ${
+        e instanceof SourceError ? e.message : `Cannot read '${files[0]}': ${(e as Error).message}`
+      }`,
+    );
     return 2;
   }
   if (flags.json) console.log(JSON.stringify(result, null, 2));

@@ -25,10 +25,15 @@ export const CLINT_DEVICE_ID = "clint";
  * NOTICE: changing this layout needs a version bump (CLINT_STATE_VERSION).
  */
 export interface ClintState {
+  /** The msip register at +0x0000: bit 0 is the machine software interrupt pending (mip.MSIP). */
   msip: number;
+  /** Low 32 bits of mtime (+0xBFF8), the tick counter, unsigned. */
   mtimeLo: number;
+  /** High 32 bits of mtime (+0xBFFC), unsigned. */
   mtimeHi: number;
+  /** Low 32 bits of mtimecmp (+0x4000): mip.MTIP is set while mtime >= mtimecmp, unsigned. */
   mtimecmpLo: number;
+  /** High 32 bits of mtimecmp (+0x4004), unsigned. */
   mtimecmpHi: number;
   /** Retired instructions since mtime last ticked (0 .. INSTRUCTIONS_PER_TICK - 1). */
   tickFraction: number;
@@ -38,12 +43,18 @@ const TWO32 = 0x1_0000_0000;
 
 /** The CLINT. */
 export class Clint implements MmioDevice {
+  /** The msip register: bit 0 drives mip.MSIP. */
   msip = 0;
+  /** Low 32 bits of mtime, in ticks (one per INSTRUCTIONS_PER_TICK retired instructions). */
   mtimeLo = 0;
+  /** High 32 bits of mtime. */
   mtimeHi = 0;
   // Reset value of mtimecmp is 0 in QEMU too; guests set it before enabling MTIE.
+  /** Low 32 bits of mtimecmp, the tick at which mip.MTIP rises. */
   mtimecmpLo = 0;
+  /** High 32 bits of mtimecmp. */
   mtimecmpHi = 0;
+  /** Retired instructions since mtime last ticked (0 .. INSTRUCTIONS_PER_TICK - 1). */
   tickFraction = 0;
 
   /** Account for `n` retired instructions. */
@@ -146,6 +157,7 @@ export class Clint implements MmioDevice {
     }
   }
 
+  /** The registers as plain data for a snapshot (version {@linkcode CLINT_STATE_VERSION}). */
   save(): ClintState {
     return {
       msip: this.msip,
@@ -157,6 +169,7 @@ export class Clint implements MmioDevice {
     };
   }
 
+  /** Load registers from a snapshot; throws a RangeError for a tickFraction out of range. */
   restore(s: ClintState): void {
     this.msip = s.msip & 1;
     this.mtimeLo = s.mtimeLo >>> 0;

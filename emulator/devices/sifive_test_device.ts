@@ -39,10 +39,12 @@ export class SifiveTest implements MmioDevice {
     else if (status === 0x7777) this.request = { kind: "reset" };
   }
 
+  /** The empty state record (version {@linkcode SIFIVE_TEST_STATE_VERSION}). */
   save(): SifiveTestState {
     return {};
   }
 
+  /** Forget any pending request: a finishing write never survives a snapshot. */
   restore(_s: SifiveTestState): void {
     this.request = null;
   }

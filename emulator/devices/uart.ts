@@ -39,12 +39,19 @@ export const UART_DEVICE_ID = "ns16550a";
  * NOTICE: changing this layout needs a version bump (UART_STATE_VERSION).
  */
 export interface UartState {
+  /** Interrupt enable register: RDI 0x01, THRI 0x02, RLSI 0x04, MSI 0x08. */
   ier: number;
+  /** Line control register; bit 7 (DLAB) maps DLL/DLM over RBR/THR and IER. */
   lcr: number;
+  /** Modem control register (bits 0-4; 0x10 is loopback, 0x08 OUT2 at reset). */
   mcr: number;
+  /** Scratch register: a byte the guest stores and reads back. */
   scr: number;
+  /** The FIFO control bits that stick: FIFO enable 0x01, DMA mode 0x08, trigger level 7:6. */
   fcr: number;
+  /** Divisor latch, low byte (12 at reset: 9600 baud). */
   dll: number;
+  /** Divisor latch, high byte. */
   dlm: number;
   /** Received bytes not yet read by the guest (the FIFO's, then the host's). */
   rx: Uint8Array;
@@ -110,17 +117,31 @@ export class Uart implements MmioDevice {
   #outLen = 0;
   #rx: number[] = [];
   #rxHead = 0;
+  /** Interrupt enable register (see {@linkcode UartState.ier}). */
   ier = 0;
+  /** Line control register; bit 7 is DLAB. */
   lcr = 0;
+  /** Modem control register; 0x10 is loopback. */
   mcr = 0x08;
+  /** Scratch register. */
   scr = 0;
+  /** The FIFO control bits that stick (FIFO enable, DMA mode, trigger level). */
   fcr = 0;
+  /** Divisor latch, low byte. */
   dll = 0x0c;
+  /** Divisor latch, high byte. */
   dlm = 0;
+  /** The last byte read from RBR (what RBR reads when no byte is waiting, FIFO off). */
   rbr = 0;
+  /** The "THR empty" interrupt is pending (QEMU's `thr_ipending`). */
   thrIpending = false;
+  /** LSR error bits set and not yet cleared: OE 0x02, PE 0x04, FE 0x08, BI 0x10. */
   lsrErrors = 0;
 
+  /**
+   * A UART in its reset state whose output goes to `sink` (batched, see
+   * {@linkcode Uart.flush}) and whose interrupt drives `irq` (PLIC source 10 on the machine).
+   */
   constructor(sink: UartSink, irq: IrqLine = () => {}) {
     this.#sink = sink;
     this.#irq = irq;

@@ -14,7 +14,7 @@ cd "$(dirname "$0")"
 
 CC=${CC:-clang}
 LD=${LD:-ld.lld}
-GUESTS=(hello counter memstress kvstore usermode traps interrupts checkpoint sleeper)
+GUESTS=(hello counter memstress kvstore usermode traps interrupts checkpoint sleeper pagezero)
 CFLAGS=(--target=riscv32-unknown-elf -march=rv32imac -mabi=ilp32 -mcmodel=medany -mno-relax
   -O2 -ffreestanding -nostdlib -fno-builtin-printf -fno-common -fno-pic
   -ffunction-sections -fdata-sections -fno-ident -fno-asynchronous-unwind-tables

@@ -12,7 +12,7 @@ cd "$(dirname "$0")"
 QEMU=${QEMU:-qemu-system-riscv32}
 declare -A FOREVER=([counter]=21 [checkpoint]=400)
 names=("$@")
-[ ${#names[@]} -eq 0 ] && names=(hello counter memstress kvstore usermode traps interrupts checkpoint sleeper)
+[ ${#names[@]} -eq 0 ] && names=(hello counter memstress kvstore usermode traps interrupts checkpoint sleeper pagezero)
 mkdir -p expected
 
 run() {

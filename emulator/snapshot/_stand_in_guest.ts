@@ -30,6 +30,13 @@ export interface StandInJob {
    * whose records the sink has written. After every store the guest checks that the pages it
    * has queued minus those never exceeds the slot count. */
   sinkCounters?: SharedArrayBuffer;
+  /** Instead of one snapshot: a chain of them, `snapshotAt` steps apart (the first after
+   * `snapshotAt` steps too), each full or a diff on the one before. Each posts "started" (with
+   * `stored`, the pages stored to since the previous instant, and its truth then unless it is a
+   * precopy), "final" for a precopy, then "done". */
+  chain?: { mode: SnapshotMode; slotCount: number; diff: boolean }[];
+  /** One store in this many zeroes a whole page (default: none). */
+  zeroEvery?: number;
 }
 
 /** This Worker's side of its message port (typed here: the module is checked with the window lib). */
@@ -60,10 +67,12 @@ function run(job: StandInJob): void {
   let worstInFlight = 0;
   let x = job.seed >>> 0 || 1;
   let steps = 0;
+  const stored = new Set<number>();
   const step = (n: number) => {
     for (let i = 0; i < n; i++) {
       x = nextRandom(x);
       const page = (x & 3) !== 0 ? (x >>> 8) % 32 : (x >>> 8) % pages;
+      stored.add(page);
       const addr = (page << PAGE_SHIFT) | ((x >>> 2) & 0xffc);
       // The emulator's hot path: one load and one test before the store; the slow path calls the
       // hook only for the engine's bits (another bit, the machine's, marks a watched page).
@@ -78,11 +87,19 @@ function run(job: StandInJob): void {
           worstInFlight = Math.max(worstInFlight, inFlight);
         }
       }
+      if (job.zeroEvery !== undefined && x % job.zeroEvery === 0) {
+        ram.fill(0, page << PAGE_SHIFT, (page + 1) << PAGE_SHIFT);
+        continue;
+      }
       ram[addr] = (ram[addr] + 1 + (x & 0x7f)) & 0xff;
       ram[addr + 1] = steps & 0xff;
     }
     steps += n;
   };
+  if (job.chain !== undefined) {
+    runChain(job, side, step, stored);
+    return;
+  }
   step(job.snapshotAt);
   const t0 = nowUs();
   side.begin(job.mode, job.slotCount);
@@ -126,6 +143,47 @@ function run(job: StandInJob): void {
     worstInFlight,
     gateOpen: side.gateOpen,
   });
+}
+
+/** Takes the snapshots of `job.chain` one after the other (see {@linkcode StandInJob.chain}). */
+function runChain(
+  job: StandInJob,
+  side: GuestSnapshotSide,
+  step: (n: number) => void,
+  stored: Set<number>,
+): void {
+  const ram = side.ram;
+  for (const [k, link] of job.chain!.entries()) {
+    step(job.snapshotAt);
+    side.begin(link.mode, link.slotCount, 0, k, link.diff);
+    let instantStored: number[] | null = null;
+    if (link.mode !== "precopy") {
+      instantStored = [...stored];
+      stored.clear();
+    }
+    port.postMessage({
+      type: "started",
+      buffers: side.buffers,
+      truth: link.mode === "precopy" ? null : ram.slice(),
+      stored: instantStored,
+    });
+    if (link.mode === "stop") side.waitForWriter();
+    while (!side.writerFinished()) {
+      side.servicePass();
+      side.serviceChunks();
+      if (side.finalRequested()) {
+        side.beginFinal();
+        const truth = ram.slice();
+        port.postMessage({ type: "final", truth, stored: [...stored] });
+        stored.clear();
+        side.waitForFinalPages();
+      }
+      if (side.payThrottle(5000)) continue;
+      step(job.slice);
+    }
+    const metrics = side.end();
+    port.postMessage({ type: "done", metrics, gateOpen: side.gateOpen });
+  }
 }
 
 port.onmessage = (e) => {

@@ -17,9 +17,18 @@ export class FormatPageSink implements PageSink {
   /** Pages handed to the writer (zero pages of a resend included). */
   pagesWritten = 0;
 
-  constructor(writer: SnapshotWriter, region = 0) {
+  /** For a diff: true if the parent holds page `page` non-zero, so that the page, zero now, must
+   * be written as an explicit zero record (FORMAT.md §14.2). */
+  readonly #parentHas: ((page: number) => boolean) | null;
+
+  constructor(
+    writer: SnapshotWriter,
+    region = 0,
+    parentHas: ((page: number) => boolean) | null = null,
+  ) {
     this.writer = writer;
     this.region = region;
+    this.#parentHas = parentHas;
   }
 
   async writePages(pages: PageToWrite[], flush: boolean): Promise<void> {
@@ -29,8 +38,11 @@ export class FormatPageSink implements PageSink {
     // Pages whose bytes follow one another in memory (the writer loop's staging area, slots the
     // guest took one after the other) go in one call, straight from where they are: no
     // gathering copy here.
-    // A zero page written for the first time is left out: absent reads as zero (FORMAT.md).
-    const omit = (p: PageToWrite) => p.zero && !p.resend;
+    // A zero page written for the first time is left out: absent reads as zero (FORMAT.md), or,
+    // in a diff, as the parent's page: there it is left out only if the parent's is zero too.
+    const parentHas = this.#parentHas;
+    const omit = (p: PageToWrite) =>
+      p.zero && !p.resend && (parentHas === null || !parentHas(p.index));
     let i = 0;
     while (i < n) {
       if (omit(pages[i])) {

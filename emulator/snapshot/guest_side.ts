@@ -41,8 +41,10 @@ import {
   CTRL_REQUEST_PAGE,
   CTRL_STALL_US,
   CTRL_THROTTLE,
+  CTRL_TRACK,
   CTRL_WRITER_STATE,
   SnapshotSession,
+  WRITER_DONE,
   WRITER_FAILED,
   WRITER_RUNNING,
 } from "./session.ts";
@@ -140,10 +142,17 @@ export class GuestSnapshotSide {
   /** One view of the session buffers, refreshed at each instant (the instant allocates
    * nothing). */
   readonly #view: SnapshotSession;
-  /** The generation of the current (or last) cow or precopy snapshot. */
+  /** The generation of the current (or last) snapshot: a page whose entry holds it was saved by
+   * that snapshot and not stored to since. */
   #generation: number;
-  /** `#generation` as a gate entry: see {@linkcode GuestSnapshotSide.gateOpen}. */
+  /** The generation of pages open to stores: stored to since the last instant (and logged in the
+   * dirty-tracking bitmap), or, during a precopy until its final pause, since the pass that
+   * armed them. It is `#generation + 1`, except during precopy before the final pause. */
+  #openGeneration: number;
+  /** `#openGeneration` as a gate entry: see {@linkcode GuestSnapshotSide.gateOpen}. */
   #gateOpen: number;
+  /** The dirty-tracking bitmap stores are logged into now (`SessionBuffers.track`). */
+  #logging: Int32Array;
   readonly #onGateOpen: (value: number) => void;
   readonly #ctrl: Int32Array;
   #spareSlot = -1;
@@ -174,13 +183,23 @@ export class GuestSnapshotSide {
     this.chunks = new SlotChunks(this.buffers.chunks);
     this.#sendChunk = options.sendChunk;
     this.#onGateOpen = options.onGateOpen ?? (() => {});
-    this.#generation = generation;
-    this.#gateOpen = openValue(generation);
+    // Dirty tracking is on from the start: the open generation is one no gate entry holds yet
+    // (entries start at 0 and hold at most `generation`), so the first store to every page is
+    // logged. Right after a restore every page is therefore clean against the restored file.
+    if (generation + 1 > MAX_GENERATION) {
+      for (let p = 0; p < this.pageCount; p++) Atomics.and(gate, p, GATE_MACHINE_BITS);
+      this.#generation = 0;
+    } else {
+      this.#generation = generation;
+    }
+    this.#openGeneration = this.#generation + 1;
+    this.#gateOpen = openValue(this.#openGeneration);
     const ctrl = new Int32Array(this.buffers.control);
-    Atomics.store(ctrl, CTRL_GENERATION, generation);
+    Atomics.store(ctrl, CTRL_GENERATION, this.#generation);
     Atomics.store(ctrl, CTRL_GUEST_THREAD, readThreadId());
     this.#ctrl = ctrl;
     this.#view = new SnapshotSession(this.buffers);
+    this.#logging = this.#view.logging;
     this.#onGateOpen(this.#gateOpen);
     this.#allocateReserve();
     this.warmUp();
@@ -196,9 +215,15 @@ export class GuestSnapshotSide {
     return this.#gateOpen;
   }
 
-  /** The generation of the current (or last) `cow` or `precopy` snapshot (page_state.ts). */
+  /** The generation of the current (or last) snapshot (page_state.ts). */
   get generation(): number {
     return this.#generation;
+  }
+
+  /** The bitmap of pages stored to since the last snapshot's instant (one bit per page; read it
+   * only between slices). */
+  get dirtySinceSnapshot(): Int32Array {
+    return this.#logging;
   }
 
   /** Allocates chunk `c` of the copy buffer and sends it to the writer (before any slot of it
@@ -304,13 +329,28 @@ export class GuestSnapshotSide {
    * Nothing is allocated and no message is sent. `tagKind` and `tagIndex` name the request for
    * the host.
    */
-  begin(mode: SnapshotMode, slotCount: number, tagKind = 0, tagIndex = 0): SnapshotSession {
+  begin(
+    mode: SnapshotMode,
+    slotCount: number,
+    tagKind = 0,
+    tagIndex = 0,
+    diff = false,
+  ): SnapshotSession {
     if (this.#session !== null) {
       throw new Error("Cannot start a snapshot: another snapshot is still being written");
     }
     const session = this.#view;
-    session.reset(mode, slotCount, tagKind, tagIndex);
-    if (mode !== "stop") this.#nextGeneration();
+    session.reset(mode, slotCount, tagKind, tagIndex, diff);
+    // Every mode moves to a new generation, `stop` too: the next store to any page must be
+    // logged for the next diff. Precopy's pages stay open at the snapshot's generation until
+    // its final pause (its own dirty log runs until then; see beginFinal).
+    this.#nextGeneration(mode === "precopy" ? 0 : 1);
+    // The dirty set since the last instant freezes (the job's, if it is a diff), and stores
+    // from now on are logged into the other bitmap, which the previous job's end left empty:
+    // one word written, no page touched.
+    const track = Atomics.load(this.#ctrl, CTRL_TRACK) ^ 1;
+    Atomics.store(this.#ctrl, CTRL_TRACK, track);
+    this.#logging = session.track[track];
     session.generation = this.#generation;
     this.#session = session;
     this.#spareSlot = -1;
@@ -327,19 +367,34 @@ export class GuestSnapshotSide {
     return session;
   }
 
-  /** Moves to the next generation: every page whose entry holds an older one is protected. */
-  #nextGeneration(): void {
-    let g = this.#generation + 1;
-    if (g > MAX_GENERATION) {
-      // Once every 536 million snapshots: an entry left at an old generation by a failed
+  /**
+   * Moves to the next generation, G, above every one an entry holds: every page is protected.
+   * Pages open to stores take G + `open` (G + 1: stored to since this instant, logged for the
+   * next diff; G: precopy's passes).
+   */
+  #nextGeneration(open: number): void {
+    let g = this.#openGeneration + 1;
+    if (g + 1 > MAX_GENERATION) {
+      // Once every 268 million snapshots: an entry left at an old generation by a failed
       // snapshot or by precopy must not be taken for a saved page of a new one.
       for (let p = 0; p < this.pageCount; p++) Atomics.and(this.gate, p, GATE_MACHINE_BITS);
       g = 1;
     }
     this.#generation = g;
-    this.#gateOpen = openValue(g);
     Atomics.store(this.#ctrl, CTRL_GENERATION, g);
+    this.#setOpen(g + open);
+  }
+
+  #setOpen(generation: number): void {
+    this.#openGeneration = generation;
+    this.#gateOpen = openValue(generation);
     this.#onGateOpen(this.#gateOpen);
+  }
+
+  /** Logs `page` as stored to since the last instant and opens it to stores. */
+  #openLogged(page: number): void {
+    Atomics.or(this.#logging, page >>> 5, 1 << (page & 31));
+    forceOpenPage(this.gate, page, this.#openGeneration);
   }
 
   /** Wakes the writer for a job set up by `begin` (once; cheap when there is nothing to do).
@@ -367,6 +422,15 @@ export class GuestSnapshotSide {
     if (this.#session === null) throw new Error("Cannot end a snapshot: none is running");
     const s = this.#session;
     if (s.mode === "precopy") s.dirty.fill(0);
+    // The frozen set is done with. If the snapshot failed, no file holds its instant: its pages
+    // go back into the log, which then holds every page stored to since the last snapshot that
+    // did complete (the parent of the next diff), so none is lost.
+    const frozen = s.frozen;
+    const failed = Atomics.load(s.ctrl, CTRL_WRITER_STATE) !== WRITER_DONE;
+    for (let w = 0; w < frozen.length; w++) {
+      const bits = Atomics.exchange(frozen, w, 0);
+      if (failed && bits !== 0) Atomics.or(this.#logging, w, bits);
+    }
     this.#session = null;
     this.#throttleDebtUs = 0;
     this.#releaseTouchedChunks(s);
@@ -436,15 +500,20 @@ export class GuestSnapshotSide {
     let t0 = -1;
     for (;;) {
       const entry = Atomics.load(gate, page);
+      if ((entry & ~GATE_MACHINE_BITS) === this.#gateOpen) break; // open (a machine bit called)
       const s = this.#session;
       // No snapshot needs the page (none runs, or the writer failed and abandoned it): its entry
-      // still holds an older generation, or a claim a dead writer left. Open it for good.
+      // still holds an older generation, or a claim a dead writer left. Log it and open it.
       if (s === null || Atomics.load(s.ctrl, CTRL_WRITER_STATE) === WRITER_FAILED) {
-        if ((entry & ~GATE_MACHINE_BITS) !== this.#gateOpen) forceOpenPage(gate, page, generation);
+        this.#openLogged(page);
         break;
       }
       if (entryGeneration(entry) === generation) {
-        if ((entry & GATE_HOOK) === 0) break; // saved (only the machine's bits are set)
+        if ((entry & GATE_HOOK) === 0) {
+          // Saved by this snapshot; stored to for the first time since its instant.
+          this.#openLogged(page);
+          break;
+        }
         // The writer holds this page for the microseconds of one copy: wait for it alone.
         if (t0 < 0) t0 = nowUs();
         this.#metrics.writerPageWaits++;
@@ -454,17 +523,26 @@ export class GuestSnapshotSide {
         continue;
       }
       if (s.mode !== "cow") {
-        // Precopy's dirty log (stop never runs the guest): the bit is set before the store lands,
-        // so a writer reading the page now resends it later. After the final pause nothing is
-        // logged: the file's point in time is behind us.
-        if (s.mode === "precopy" && Atomics.load(s.ctrl, CTRL_FINAL_DONE) === 0) {
+        // Precopy's dirty log until the final pause (stop never runs the guest): the bit is set
+        // before the store lands, so a writer reading the page now resends it later. After the
+        // final pause the file's point in time is behind us: the store is logged for the next
+        // diff instead.
+        if (s.mode === "precopy" && this.#openGeneration === generation) {
           Atomics.or(s.dirty, page >>> 5, 1 << (page & 31));
+          forceOpenPage(gate, page, generation);
+        } else {
+          this.#openLogged(page);
         }
-        forceOpenPage(gate, page, generation);
+        break;
+      }
+      // A diff saves only the pages of its frozen set: any other page is open at once.
+      if (s.diff && (s.frozen[page >>> 5] & (1 << (page & 31))) === 0) {
+        this.#openLogged(page);
         break;
       }
       if (t0 < 0) t0 = nowUs();
-      if (this.#copyAside(s, page)) break;
+      // Copied (the page is then saved, and the next turn opens it) or not (look again).
+      this.#copyAside(s, page);
     }
     if (t0 >= 0) {
       const us = nowUs() - t0;
@@ -598,6 +676,9 @@ export class GuestSnapshotSide {
   beginFinal(): void {
     const s = this.#session!;
     this.#swapDirtyIntoPass(s);
+    // The snapshot's instant: from here on a store is logged for the next diff (its page leaves
+    // the generation precopy opened pages at).
+    this.#setOpen(this.#generation + 1);
     Atomics.store(s.ctrl, CTRL_FINAL_READY, 1);
     Atomics.notify(s.ctrl, CTRL_FINAL_READY);
   }

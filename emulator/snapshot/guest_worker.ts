@@ -22,12 +22,25 @@ import {
   CMD_STATUS,
   Mailbox,
   MODE_NAMES,
+  SNAPSHOT_DIFF,
+  SNAPSHOT_DIFF_IF_PARENT,
+  SNAPSHOT_FULL,
 } from "./mailbox.ts";
 import { describeMachine } from "./machine_state.ts";
 import { epochMs, readThreadCpu } from "./metrics.ts";
 import type { GuestBoot, GuestEvent, GuestStatus, HaltReason } from "./protocol.ts";
-import { restoreMachine } from "./restore.ts";
-import { type SnapshotMode, TAG_AT, TAG_CONTROL, TAG_EVERY, tagName } from "./session.ts";
+import { restoreMachineFromFile } from "./restore.ts";
+import {
+  CTRL_WRITER_STATE,
+  type SnapshotMode,
+  TAG_AT,
+  TAG_CONTROL,
+  TAG_EVERY,
+  tagName,
+  WRITER_DONE,
+} from "./session.ts";
+import { parentToTransfer, type ParentTransfer } from "./diff_parent.ts";
+import { MAX_CHAIN_DEPTH } from "../../format/constants.ts";
 
 const port = globalThis as unknown as {
   postMessage(message: GuestEvent): void;
@@ -39,6 +52,8 @@ const port = globalThis as unknown as {
 interface Running {
   tag: string;
   mode: SnapshotMode;
+  /** A diff on the machine's last snapshot. */
+  diff: boolean;
   startRetired: number;
   /** The longest stretches without instructions so far, by cause (see metrics.ts). */
   pause: PauseCauses;
@@ -64,8 +79,16 @@ class GuestThread {
   /** When the last slice of guest instructions ended (µs, monotonic), or -1 when the time since
    * is not the snapshot's doing (the guest was paused or halted). */
   lastRunEnd = -1;
+  /** The chain depth of the file the next diff would be on (0: a full snapshot), or null while
+   * none is: the `.lsnap` the machine was restored from, then each snapshot that completed (the
+   * writer keeps that parent). */
+  parentDepth: number | null;
+  /** The deepest a chain may be: past it, an incremental snapshot starts a new chain. */
+  readonly maxChainDepth: number;
 
-  constructor(machine: Machine, boot: GuestBoot) {
+  constructor(machine: Machine, boot: GuestBoot, parentDepth: number | null) {
+    this.parentDepth = parentDepth;
+    this.maxChainDepth = boot.maxChainDepth ?? MAX_CHAIN_DEPTH;
     this.machine = machine;
     this.boot = boot;
     this.mailbox = new Mailbox(boot.mailbox);
@@ -172,11 +195,13 @@ class GuestThread {
   scheduleDue(retired: number): boolean {
     const s = this.boot.schedule[this.scheduleIndex];
     const every = this.boot.every;
-    let due: { kind: number; index: number; mode: SnapshotMode; slots: number } | null = null;
+    let due:
+      | { kind: number; index: number; mode: SnapshotMode; slots: number; incremental: boolean }
+      | null = null;
     if (s !== undefined && s.at === retired) {
-      due = { kind: TAG_AT, index: this.scheduleIndex, mode: s.mode, slots: s.slots };
+      due = { kind: TAG_AT, index: this.scheduleIndex, ...s };
     } else if (every !== null && this.nextEvery === retired) {
-      due = { kind: TAG_EVERY, index: this.everyCount, mode: every.mode, slots: every.slots };
+      due = { kind: TAG_EVERY, index: this.everyCount, ...every };
     }
     if (due === null) return false;
     // A snapshot still being written: wait for it, so this one is taken at exactly `retired`.
@@ -189,7 +214,15 @@ class GuestThread {
       this.everyCount++;
       this.nextEvery += every!.interval;
     }
-    this.begin(due.kind, due.index, due.mode, due.slots);
+    // Incremental: a diff on the last snapshot, or a full one if there is none yet (the first
+    // of a run).
+    this.begin(
+      due.kind,
+      due.index,
+      due.mode,
+      due.slots,
+      due.incremental ? SNAPSHOT_DIFF_IF_PARENT : SNAPSHOT_FULL,
+    );
     return true;
   }
 
@@ -199,7 +232,13 @@ class GuestThread {
    * thread and can cost milliseconds on a busy machine, which the guest need not wait for, since
    * the writer needs the device state only at its end. `stop` is the exception: its guest waits.
    */
-  begin(kind: number, index: number, mode: SnapshotMode, slots: number): void {
+  begin(
+    kind: number,
+    index: number,
+    mode: SnapshotMode,
+    slots: number,
+    kindOfFile = SNAPSHOT_FULL,
+  ): void {
     const m = this.machine;
     const tag = tagName(kind, index);
     if (this.running !== null) {
@@ -210,10 +249,26 @@ class GuestThread {
       });
       return;
     }
+    const depth = this.parentDepth;
+    if (kindOfFile === SNAPSHOT_DIFF && (depth === null || depth >= this.maxChainDepth)) {
+      port.postMessage({
+        type: "snapshot-refused",
+        tag,
+        message: depth === null
+          ? "Cannot take an incremental snapshot: this machine has no earlier snapshot to be " +
+            "its parent (take a full one first, or restore from an .lsnap file)"
+          : `Cannot take an incremental snapshot: its parent is ${depth} diffs deep, the most ` +
+            `a chain may be (${this.maxChainDepth}); take a full one`,
+      });
+      return;
+    }
+    // A scheduled incremental snapshot is full when there is no parent, or when the chain is as
+    // deep as it may be: it starts a new chain.
+    const diff = kindOfFile !== SNAPSHOT_FULL && depth !== null && depth < this.maxChainDepth;
     const startedAt = epochMs();
     const t0 = nowUs();
     try {
-      this.side.begin(mode, Math.min(slots, this.side.pageCount), kind, index);
+      this.side.begin(mode, Math.min(slots, this.side.pageCount), kind, index, diff);
     } catch (e) {
       port.postMessage({ type: "snapshot-refused", tag, message: (e as Error).message });
       return;
@@ -236,6 +291,7 @@ class GuestThread {
     this.running = {
       tag,
       mode,
+      diff,
       startRetired: retired,
       pause: { ...NO_PAUSE, instantUs: nowUs() - t0 },
       // Read after the first slice (a read of /proc is a system call: not in the instant).
@@ -274,6 +330,11 @@ class GuestThread {
     if (side.writerFinished()) {
       const t0 = nowUs();
       this.flushDeferred();
+      // The writer marks a job done only once its file is complete (and then keeps it as the
+      // parent of the next diff); a failed one leaves the parent as it was.
+      if (Atomics.load(side.session!.ctrl, CTRL_WRITER_STATE) === WRITER_DONE) {
+        this.parentDepth = run.diff ? this.parentDepth! + 1 : 0;
+      }
       const guest = side.end();
       if (guest.gcUs > 0) {
         const w0 = nowUs();
@@ -309,7 +370,7 @@ class GuestThread {
     const m = this.machine;
     switch (cmd.kind) {
       case CMD_SNAPSHOT: {
-        this.begin(TAG_CONTROL, cmd.seq, MODE_NAMES[cmd.args[0]], cmd.args[1]);
+        this.begin(TAG_CONTROL, cmd.seq, MODE_NAMES[cmd.args[0]], cmd.args[1], cmd.args[2]);
         // The reply waits with the started message, after the guest has run on.
         this.deferred.push({ type: "reply", seq: cmd.seq, status: this.status() });
         if (this.paused || this.halt !== null) this.flushDeferred();
@@ -365,13 +426,19 @@ async function start(boot: GuestBoot): Promise<void> {
   let machine: Machine;
   let restoredDigest: string | null = null;
   let restoredNotes: { field: string; note: string }[] = [];
+  let parent: ParentTransfer | null = null;
   try {
     if (boot.restorePath !== undefined) {
-      const file = await Deno.open(boot.restorePath);
-      const restored = await restoreMachine(file.readable, { uartSink });
+      // A diff is restored through its chain (every link checked before the guest runs).
+      const restored = await restoreMachineFromFile(boot.restorePath, {
+        uartSink,
+        parents: boot.restoreParents,
+      });
       machine = restored.machine;
       restoredDigest = restored.contentDigest;
       restoredNotes = restored.notes;
+      // Right after the restore every page is clean against the file: the next diff's parent.
+      if (restored.diffParent !== null) parent = parentToTransfer(restored.diffParent);
     } else {
       machine = Machine.fromElf(boot.elf!, { ramSize: boot.ramSize, uartSink });
     }
@@ -388,7 +455,7 @@ async function start(boot: GuestBoot): Promise<void> {
     const at = machine.hart.retired + boot.runFor;
     boot.stopAt = boot.stopAt == null ? at : Math.min(boot.stopAt, at);
   }
-  const thread = new GuestThread(machine, boot);
+  const thread = new GuestThread(machine, boot, parent === null ? null : parent.depth);
   port.postMessage({
     type: "booted",
     ram: machine.ram.bytes.buffer as SharedArrayBuffer,
@@ -398,6 +465,7 @@ async function start(boot: GuestBoot): Promise<void> {
     retired: machine.hart.retired,
     restoredDigest,
     restoredNotes,
+    parent,
   });
   thread.loop();
   port.postMessage({ type: "quit" });

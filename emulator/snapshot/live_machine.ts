@@ -14,6 +14,7 @@
  */
 
 import type { MachineDescription } from "../../format/header.ts";
+import { MAX_CHAIN_DEPTH } from "../../format/constants.ts";
 import type { MachineState } from "../machine.ts";
 import { PAGE_SIZE } from "../memory_map.ts";
 import type { GuestSideMetrics } from "./guest_side.ts";
@@ -26,6 +27,8 @@ import {
   CMD_STATUS,
   Mailbox,
   MODE_CODES,
+  SNAPSHOT_DIFF,
+  SNAPSHOT_FULL,
 } from "./mailbox.ts";
 import { contentDigestOf } from "./machine_state.ts";
 import {
@@ -56,23 +59,39 @@ export type { PrecopyOptions } from "./protocol.ts";
 
 /** What to snapshot and where. */
 export interface SnapshotRequest {
+  /** `stop` pauses the guest for the whole write; `cow` and `precopy` let it run on. */
   mode: SnapshotMode;
+  /** The `.lsnap` file to write (atomically: it appears only once complete). */
   path: string;
   /** Copy buffer for `cow` (default 16 MiB). */
   cowBuffer?: CowBufferSize;
   /** Precopy's policy. */
   precopy?: PrecopyOptions;
+  /**
+   * A diff on the machine's last snapshot (the last one completed, or the `.lsnap` file it was
+   * restored from): only the pages stored to since that snapshot's instant, with explicit zero
+   * records for pages that became zero, and the whole device state. `snapshot()` refuses it
+   * when the machine has no such snapshot; scheduled ones (`schedule`, `every`) are full until
+   * there is one.
+   */
+  incremental?: boolean;
 }
 
 /** A snapshot the guest takes by itself at an instruction count. */
 export interface ScheduledRequest extends SnapshotRequest {
+  /** Retired-instruction count at which the snapshot is taken; increasing along a schedule. */
   at: number;
 }
 
 /** Options of {@linkcode LiveMachine.start}. Exactly one of `elf` and `restorePath`. */
 export interface LiveMachineOptions {
+  /** A RISC-V ELF executable to boot. */
   elf?: Uint8Array;
+  /** An `.lsnap` file (or a QEMU migration stream) to resume from. */
   restorePath?: string;
+  /** For a diff at `restorePath`: parent files to use before the names its chain records
+   * (`restore --parent`), matched by file digest. */
+  restoreParents?: string[];
   /** RAM size in bytes for `elf` (default: the machine's, 128 MiB). */
   ramSize?: number;
   /** Guest UART output (default: dropped). */
@@ -90,6 +109,8 @@ export interface LiveMachineOptions {
     mode: SnapshotMode;
     cowBuffer?: CowBufferSize;
     precopy?: PrecopyOptions;
+    /** Each a diff on the one before (the first full, unless the machine was restored). */
+    incremental?: boolean;
     path: (k: number, atInstruction: number) => string;
   } | null;
   /** Bytes the guest reads from its UART. */
@@ -98,20 +119,32 @@ export interface LiveMachineOptions {
   onScheduledSnapshot?: (metrics: SnapshotMetrics) => void;
   /** Called when a scheduled snapshot fails. */
   onScheduledError?: (error: Error) => void;
+  /** Start paused, so nothing retires until {@linkcode LiveMachine.resume}. */
   startPaused?: boolean;
+  /** Most instructions the guest runs between two looks at its mailbox (default 200 000). */
   sliceInstructions?: number;
+  /**
+   * The deepest a chain of diffs may be (default and at most format's `MAX_CHAIN_DEPTH`, 1024):
+   * a scheduled incremental snapshot on a parent this deep is full, starting a new chain, and
+   * `snapshot({ incremental: true })` is refused.
+   */
+  maxChainDepth?: number;
 }
 
 /** Why and where the guest halted, with its state then. */
 export interface HaltInfo {
+  /** Why the guest halted: what `run()` returned (exit, reset, idle, lockup…) or `stop-at`. */
   halt: HaltReason;
+  /** Instructions retired since reset when it halted. */
   retired: number;
+  /** The machine's registers and devices then (RAM is in {@linkcode LiveMachine.ram}). */
   state: MachineState;
 }
 
 interface Pending {
   path: string;
   precopy?: PrecopyOptions;
+  incremental: boolean;
   cowBufferBytes: number;
   resolve: (m: SnapshotMetrics) => void;
   reject: (e: Error) => void;
@@ -132,6 +165,8 @@ interface Pending {
     bytesWritten: number;
     contentDigest: string;
     finishedAt: number;
+    depth: number;
+    parentPath: string | null;
   };
   error?: Error;
 }
@@ -179,9 +214,11 @@ export function cowBufferSlots(size: CowBufferSize, pageCount: number): number {
  * ```
  */
 export class LiveMachine {
+  /** The machine's name and memory regions, as its snapshots record them. */
   readonly description: MachineDescription;
   /** Guest RAM (shared with the guest thread; read it only while paused or halted). */
   readonly ram: Uint8Array;
+  /** Pages of guest RAM (4096 bytes each): the most slots a copy buffer can use. */
   readonly pageCount: number;
   /** Instructions retired when the machine started (non-zero after a restore). */
   readonly startRetired: number;
@@ -258,6 +295,7 @@ export class LiveMachine {
       gate: booted.gate,
       description: booted.description,
       chunkPort,
+      parent: booted.parent,
     };
     writer.postMessage(attach, [chunkPort]);
     (options.schedule ?? []).forEach((s, i) => {
@@ -282,7 +320,13 @@ export class LiveMachine {
       const p = this.#pending.get(`at:${i}`);
       if (p === undefined) continue;
       this.#writer.postMessage(
-        { type: "path", tag: `at:${i}`, path: p.path, precopy: p.precopy } as WriterCommand,
+        {
+          type: "path",
+          tag: `at:${i}`,
+          path: p.path,
+          precopy: p.precopy,
+          incremental: p.incremental,
+        } as WriterCommand,
       );
       return;
     }
@@ -296,13 +340,20 @@ export class LiveMachine {
       path: every.path(k, at),
       cowBuffer: every.cowBuffer,
       precopy: every.precopy,
+      incremental: every.incremental,
     };
     this.#expect(tag, req).then(
       (m) => this.#options.onScheduledSnapshot?.(m),
       (e) => this.#options.onScheduledError?.(e),
     );
     this.#writer.postMessage(
-      { type: "path", tag, path: req.path, precopy: req.precopy } as WriterCommand,
+      {
+        type: "path",
+        tag,
+        path: req.path,
+        precopy: req.precopy,
+        incremental: req.incremental ?? false,
+      } as WriterCommand,
     );
   }
 
@@ -310,6 +361,14 @@ export class LiveMachine {
    * with the guest thread's error (a bad ELF, a snapshot that does not fit) before it runs. */
   static async start(options: LiveMachineOptions): Promise<LiveMachine> {
     const schedule = options.schedule ?? [];
+    const depth = options.maxChainDepth;
+    if (
+      depth !== undefined && !(Number.isInteger(depth) && depth >= 1 && depth <= MAX_CHAIN_DEPTH)
+    ) {
+      throw new RangeError(
+        `Cannot start the machine: maxChainDepth ${depth} is not an integer in 1..${MAX_CHAIN_DEPTH}`,
+      );
+    }
     for (let i = 1; i < schedule.length; i++) {
       if (!(schedule[i].at > schedule[i - 1].at)) {
         throw new RangeError("Cannot schedule snapshots: instruction counts must increase");
@@ -322,6 +381,7 @@ export class LiveMachine {
       chunkPort: chunks.port1,
       elf: options.elf,
       restorePath: options.restorePath,
+      restoreParents: options.restoreParents,
       ramSize: options.ramSize,
       input: options.input,
       mailbox: mailbox.buffer,
@@ -332,6 +392,7 @@ export class LiveMachine {
         at: s.at,
         mode: s.mode,
         slots: cowBufferSlots(s.cowBuffer ?? DEFAULT_COW_BUFFER, Number.MAX_SAFE_INTEGER),
+        incremental: s.incremental ?? false,
       })),
       every: options.every == null ? null : {
         interval: options.every.interval,
@@ -340,9 +401,11 @@ export class LiveMachine {
           options.every.cowBuffer ?? DEFAULT_COW_BUFFER,
           Number.MAX_SAFE_INTEGER,
         ),
+        incremental: options.every.incremental ?? false,
       },
       startPaused: options.startPaused,
       sliceInstructions: options.sliceInstructions,
+      maxChainDepth: options.maxChainDepth,
     };
     const writer = new Worker(new URL("./writer_worker.ts", import.meta.url), { type: "module" });
     await new Promise<void>((resolve) => writer.onmessage = () => resolve());
@@ -378,6 +441,7 @@ export class LiveMachine {
       this.#pending.set(tag, {
         path: req.path,
         precopy: req.precopy,
+        incremental: req.incremental ?? false,
         cowBufferBytes: cowBufferSlots(req.cowBuffer ?? DEFAULT_COW_BUFFER, this.pageCount) *
           PAGE_SIZE,
         resolve,
@@ -497,6 +561,10 @@ export class LiveMachine {
     p.resolve({
       mode: p.mode!,
       path: p.path,
+      incremental: w.parentPath !== null,
+      parentPath: w.parentPath,
+      chainDepth: w.depth,
+      pagesInDiff: Math.max(0, w.writer.diffPages),
       atInstruction: p.atInstruction!,
       pauseUs: Math.round(g.pauseUs),
       pauseCauses: roundCauses(g.pauseCauses),
@@ -560,20 +628,32 @@ export class LiveMachine {
     if (this.#closed) return Promise.reject(new Error("Cannot snapshot: the machine has quit"));
     const slots = cowBufferSlots(req.cowBuffer ?? DEFAULT_COW_BUFFER, this.pageCount);
     let done!: Promise<SnapshotMetrics>;
-    const sent = this.#command(CMD_SNAPSHOT, [MODE_CODES[req.mode], slots], undefined, (seq) => {
-      const tag = `ctl:${seq}`;
-      done = this.#expect(tag, req);
-      // The refusal or failure can arrive before the reply that hands `done` to the caller; a
-      // handler now keeps that from being an unhandled rejection (the caller still gets it).
-      done.catch(() => {});
-      // Memory from the OS: the resident set before the instant, and the peak from then on.
-      this.#pending.get(tag)!.rssBefore = readProcessMemory().rss;
-      resetPeakMemory();
-      // Named to the writer before the guest sees the command (see #registerNextScheduled).
-      this.#writer.postMessage(
-        { type: "path", tag, path: req.path, precopy: req.precopy } as WriterCommand,
-      );
-    });
+    const kind = req.incremental ? SNAPSHOT_DIFF : SNAPSHOT_FULL;
+    const sent = this.#command(
+      CMD_SNAPSHOT,
+      [MODE_CODES[req.mode], slots, kind],
+      undefined,
+      (seq) => {
+        const tag = `ctl:${seq}`;
+        done = this.#expect(tag, req);
+        // The refusal or failure can arrive before the reply that hands `done` to the caller; a
+        // handler now keeps that from being an unhandled rejection (the caller still gets it).
+        done.catch(() => {});
+        // Memory from the OS: the resident set before the instant, and the peak from then on.
+        this.#pending.get(tag)!.rssBefore = readProcessMemory().rss;
+        resetPeakMemory();
+        // Named to the writer before the guest sees the command (see #registerNextScheduled).
+        this.#writer.postMessage(
+          {
+            type: "path",
+            tag,
+            path: req.path,
+            precopy: req.precopy,
+            incremental: req.incremental ?? false,
+          } as WriterCommand,
+        );
+      },
+    );
     return sent.then(() => done);
   }
 

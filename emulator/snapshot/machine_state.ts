@@ -10,6 +10,7 @@
  * @module
  */
 
+import { VERSION } from "../../version.ts";
 import { computeContentDigest } from "../../format/content_digest.ts";
 import type { DeviceSection, DeviceSectionInput } from "../../format/device_section.ts";
 import {
@@ -91,6 +92,7 @@ export const STATE_MIGRATIONS: Readonly<Record<string, Readonly<Record<number, S
 export class SnapshotMismatchError extends Error {
   /** What does not fit, without the "Cannot restore snapshot: " prefix. */
   readonly reason: string;
+  /** `reason` says what does not fit, with the values (e.g. the file's and this machine's). */
   constructor(reason: string) {
     super(`Cannot restore snapshot: ${reason}`);
     this.name = "SnapshotMismatchError";
@@ -120,7 +122,7 @@ export function describeMachine(machine: Machine, createdAt = Date.now()): Machi
   };
   return {
     regions: d.regions.map((r) => ({ ...r })),
-    creator: "livesnap 0.1.0",
+    creator: `livesnap ${VERSION}`,
     createdAt,
     metadata: encodeDeviceState({ ...metadata }),
   };

@@ -17,6 +17,11 @@ const MAIL_ARG_COUNT = 4;
 
 /** Command kinds. */
 export const CMD_SNAPSHOT = 1;
+/** `CMD_SNAPSHOT`'s third argument: a full snapshot; a diff on the machine's last snapshot
+ * (refused if it has none); a diff if it has one, else a full snapshot. */
+export const SNAPSHOT_FULL = 0;
+export const SNAPSHOT_DIFF = 1;
+export const SNAPSHOT_DIFF_IF_PARENT = 2;
 export const CMD_PAUSE = 2;
 export const CMD_RESUME = 3;
 export const CMD_STATUS = 4;

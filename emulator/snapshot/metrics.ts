@@ -41,9 +41,19 @@ export interface PauseCauses {
 
 /** What one snapshot cost and what the guest did meanwhile. */
 export interface SnapshotMetrics {
+  /** How the snapshot was taken: `stop`, `cow` or `precopy`. */
   mode: SnapshotMode;
   /** The file written. */
   path: string;
+  /** True for a diff (incremental snapshot) on `parentPath`. */
+  incremental: boolean;
+  /** For a diff: the path of its parent, the machine's previous snapshot; else null. */
+  parentPath: string | null;
+  /** 0 for a full snapshot; for a diff, its parent's depth + 1. */
+  chainDepth: number;
+  /** For a diff: the pages stored to between its parent's instant and its own request (its
+   * frozen dirty set; precopy resends pages stored to after that as `pagesResent`); else 0. */
+  pagesInDiff: number;
   /** Retired instructions at the point in time the file holds (precopy: its final pause). */
   atInstruction: number;
   /** The longest time the guest thread retired no instruction because of this snapshot,
@@ -185,7 +195,9 @@ export interface TimelinePause {
   /** "instant" (cow: save devices, protect RAM), "stop" (the whole write), "final" (precopy's
    * final pause). */
   reason: "instant" | "stop" | "final";
+  /** When the pause began, milliseconds since the snapshot started. */
   startMs: number;
+  /** When the guest ran again, milliseconds since the snapshot started. */
   endMs: number;
 }
 
@@ -193,7 +205,9 @@ export interface TimelinePause {
 export interface TimelinePass {
   /** 0 is the first pass over all of RAM; later passes resend what the guest dirtied. */
   pass: number;
+  /** When the pass began, milliseconds since the snapshot started. */
   startMs: number;
+  /** When the pass ended, milliseconds since the snapshot started. */
   endMs: number;
   /** Pages this pass sent. */
   pagesSent: number;
@@ -213,6 +227,7 @@ export interface TimelinePass {
  * snapshot of any length keeps its whole span at a coarser step.
  */
 export interface SnapshotTimeline {
+  /** The step between samples at the end, milliseconds (doubled each time samples were thinned). */
   intervalMs: number;
   /** Sample times. */
   ms: number[];
@@ -222,7 +237,9 @@ export interface SnapshotTimeline {
   bufferBytes: number[];
   /** The guest's stalls so far (waiting for a buffer slot or a page), microseconds. */
   guestStallUs: number[];
+  /** Every time the guest did not run because of the snapshot, in order. */
   pauses: TimelinePause[];
+  /** Precopy's passes in order (empty for `stop` and `cow`). */
   passes: TimelinePass[];
 }
 

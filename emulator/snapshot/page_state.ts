@@ -12,13 +12,15 @@
  * |---|---|---|
  * | protected (`cow`) / dirty-armed (`precopy`): its contents at the instant are still only in RAM | generation ≠ G | the snapshot instant, for all pages at once: it moves to a new G and touches no page |
  * | copying: the guest copies it into a buffer slot, or the writer copies it out of RAM | generation = G, GATE_HOOK set | guest or writer, by compare-and-swap from protected |
- * | saved (open): its snapshot contents are safe; stores go straight through | generation = G, no GATE_HOOK | whoever copied it (clears GATE_HOOK) |
+ * | saved: its snapshot contents are safe | generation = G, no GATE_HOOK | whoever copied it (clears GATE_HOOK) |
+ * | open: stored to since the instant, logged in the dirty-tracking bitmap; stores go straight through | generation = G + 1 (precopy before its final pause: G) | the guest's store hook, from any other state but copying |
  *
  * Every move out of protected is one compare-and-swap (`Atomics.compareExchange`) on the entry,
  * never a read followed by a separate write, so two threads can never both believe they own a
  * page (the invariants this keeps: `README.md`, "Page states and how the invariants are kept").
  * The guest copies on its own thread, inside its store hook, so a copying page the guest meets
- * is always the writer's: it waits for that page alone. The writer skips every page of generation G: saved, or claimed by the guest (whose copy
+ * is always the writer's: it waits for that page alone. The writer skips every page of generation
+ * G or above: saved, open, or claimed by the guest (whose copy
  * reaches the file from the buffer queue). The machine's bits (watch, code) are set and cleared
  * with `Atomics.or` / `Atomics.and` by the guest thread; a compare-and-swap that loses to one of
  * them reads the entry again.
@@ -48,6 +50,7 @@ export const MAX_GENERATION: number = 2 ** (32 - GATE_GENERATION_SHIFT) - 1;
 /** The gate entry value (engine bits) of a page saved in generation `generation`: what the
  * guest's hot path compares entries with. */
 export function openValue(generation: number): number {
+  // (Every snapshot takes two generations, G and G + 1: see the table above.)
   return (generation << GATE_GENERATION_SHIFT) | 0;
 }
 
@@ -58,6 +61,7 @@ export function entryGeneration(entry: number): number {
 
 /** A page's state in generation `generation`, by name, for messages and tests. */
 export function pageStateName(entry: number, generation: number): string {
+  if (entryGeneration(entry) > generation) return "open";
   if (entryGeneration(entry) !== generation) return "protected";
   return (entry & GATE_HOOK) !== 0 ? "copying" : "saved";
 }
@@ -83,7 +87,8 @@ export function tryClaimPage(gate: Int32Array, page: number, generation: number)
   const claimed = openValue(generation) | GATE_HOOK;
   for (;;) {
     const entry = Atomics.load(gate, page);
-    if (entryGeneration(entry) === generation) return false;
+    // Generation G + 1 is a page saved and stored to since (open, logged for the next diff).
+    if (entryGeneration(entry) >= generation) return false;
     const next = claimed | (entry & GATE_MACHINE_BITS);
     // Lost only to a machine bit the guest set meanwhile, or to the other claimer: look again.
     if (Atomics.compareExchange(gate, page, entry, next) === entry) return true;

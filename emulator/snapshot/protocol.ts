@@ -13,6 +13,7 @@ import type { GuestSideMetrics } from "./guest_side.ts";
 import type { PauseCauses } from "./metrics.ts";
 import type { SessionBuffers, SnapshotMode } from "./session.ts";
 import type { WriterSideMetrics } from "./writer_loop.ts";
+import type { ParentTransfer } from "./diff_parent.ts";
 
 /** Precopy's convergence policy (see `writer_loop.ts`); every field has a default. */
 export interface PrecopyOptions {
@@ -35,10 +36,12 @@ export type WriterCommand =
     description: MachineDescription;
     /** The copy buffer's chunks arrive here from the guest thread (slot_chunks.ts). */
     chunkPort: MessagePort;
+    /** The parent of a diff taken before any snapshot: the file the machine was restored from. */
+    parent: ParentTransfer | null;
   }
-  /** Where the snapshot named `tag` goes (sent before the guest can take it), and precopy's
-   * policy for it. */
-  | { type: "path"; tag: string; path: string; precopy?: PrecopyOptions }
+  /** Where the snapshot named `tag` goes (sent before the guest can take it), precopy's policy
+   * for it, and whether it is a diff on the machine's last snapshot. */
+  | { type: "path"; tag: string; path: string; precopy?: PrecopyOptions; incremental?: boolean }
   /** The device state of snapshot `tag`. */
   | { type: "state"; tag: string; state: MachineState }
   /** Drops a path whose snapshot will not happen (removes its temporary file). */
@@ -56,6 +59,10 @@ export type WriterEvent =
     bytesWritten: number;
     contentDigest: string;
     finishedAt: number;
+    /** Chain depth: 0 for a full snapshot, n for the n-th diff on one. */
+    depth: number;
+    /** For a diff: its parent's path. */
+    parentPath: string | null;
   }
   | { type: "failed"; tag: string; message: string }
   | { type: "closed" };
@@ -67,12 +74,16 @@ export interface ScheduledSnapshot {
   mode: SnapshotMode;
   /** Copy buffer slots (pages) for `cow`. */
   slots: number;
+  /** A diff on the machine's last snapshot. */
+  incremental: boolean;
 }
 
 /** The boot message. Exactly one of `elf` and `restorePath`. */
 export interface GuestBoot {
   elf?: Uint8Array;
   restorePath?: string;
+  /** For a diff at `restorePath`: parent files to use before the names it records. */
+  restoreParents?: string[];
   /** RAM size for `elf`; a restore takes the file's. */
   ramSize?: number;
   /** Bytes the guest reads from its UART. */
@@ -88,9 +99,11 @@ export interface GuestBoot {
   /** Taken in order; `at` must increase. */
   schedule: ScheduledSnapshot[];
   /** A snapshot at every multiple of `interval` retired instructions. */
-  every: { interval: number; mode: SnapshotMode; slots: number } | null;
+  every: { interval: number; mode: SnapshotMode; slots: number; incremental: boolean } | null;
   /** Start paused (the host resumes it). */
   startPaused?: boolean;
+  /** The deepest chain of diffs (default and at most format's `MAX_CHAIN_DEPTH`). */
+  maxChainDepth?: number;
   /** Instructions per slice while no snapshot runs (default 200 000). */
   sliceInstructions?: number;
 }
@@ -111,6 +124,8 @@ export type GuestEvent =
     restoredDigest: string | null;
     /** For a restored QEMU snapshot: the fields ignored or approximated. */
     restoredNotes: { field: string; note: string }[];
+    /** The restored `.lsnap` as the parent of a diff (null: none). */
+    parent: ParentTransfer | null;
   }
   | { type: "boot-failed"; name: string; message: string }
   | { type: "uart"; bytes: Uint8Array }
@@ -143,9 +158,13 @@ export type GuestEvent =
 
 /** The guest's state as `status` reports it. */
 export interface GuestStatus {
+  /** `halted` is for good (`halt` says why); `paused` until a resume. */
   state: "running" | "paused" | "halted";
+  /** Instructions retired since reset. */
   retired: number;
+  /** Why the guest halted, or null while it can still run. */
   halt: HaltReason | null;
+  /** The tag of the snapshot being taken (`ctl:N`, `at:N`, `every:N`), or null. */
   snapshotInProgress: string | null;
   /** The guest thread's time on a CPU since it started, nanoseconds (Linux; 0 where unknown). */
   cpuNs: number;

@@ -44,7 +44,9 @@ export interface RestoreOptions {
 
 /** A machine rebuilt from a snapshot, ready to run on. */
 export interface RestoredMachine {
+  /** The machine with the snapshot's RAM, registers and devices, stopped, ready to `run()`. */
   machine: Machine;
+  /** The snapshot's machine name and memory regions. */
   description: MachineDescription;
   /** The file's content digest (checked against its pages and devices), lowercase hex. */
   contentDigest: string;

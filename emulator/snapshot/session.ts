@@ -25,6 +25,8 @@
  * | `GENERATION` | guest | the generation of the current (or last) `cow` or `precopy` snapshot (page_state.ts); not reset |
  * | `GUEST_THREAD` | guest | the guest thread's id, for the writer's look at its scheduling (set once) |
  * | `KEPT_CHUNKS` | writer | 1 if the job kept the copy buffer's chunks and discarded their pages, 0 if it let go of them |
+ * | `JOB_DIFF` | guest | 1 if the job is a diff: only the pages of the frozen dirty set go to the file |
+ * | `TRACK` | guest | which of the two `track` bitmaps logs stores now (the other is the frozen set); not reset |
  *
  * The pages' states are not here: they live in the emulator's page gate (page_state.ts).
  *
@@ -84,7 +86,14 @@ const CTRL_SESSION_WORDS = 18;
 /** Microseconds the guest has stalled on snapshots, added after each wait (wraps; the writer's
  * timeline samples its differences). */
 export const CTRL_STALL_US = 27;
-const CTRL_WORDS = 28;
+/** 1 if the job is a diff (incremental snapshot): only the pages of its frozen dirty set are
+ * saved; set at each instant. */
+export const CTRL_JOB_DIFF = 28;
+/** Which `track` bitmap (0 or 1) logs the pages stored to since the last instant; the other one
+ * holds the frozen set of the job in progress (or is empty). Flipped by the guest at each
+ * instant, never reset. */
+export const CTRL_TRACK = 29;
+const CTRL_WORDS = 30;
 
 /** `WRITER_STATE` values. */
 export const WRITER_RUNNING = 0;
@@ -121,6 +130,12 @@ export interface SessionBuffers {
   dirty: SharedArrayBuffer;
   /** One bit per page: the set the writer sends in the current pass (precopy). */
   pass: SharedArrayBuffer;
+  /**
+   * Two bitmaps of one bit per page: the pages stored to since the last snapshot's instant (the
+   * one `TRACK` names; the guest logs into it), and the frozen set of the snapshot in progress
+   * (the other). Incremental snapshots write the frozen set.
+   */
+  track: [SharedArrayBuffer, SharedArrayBuffer];
 }
 
 /** Allocates a machine's snapshot buffers for `pageCount` pages of RAM. */
@@ -134,9 +149,11 @@ export function allocateSessionBuffers(pageCount: number): SessionBuffers {
     freeRing: new SharedArrayBuffer(pageCount * 4),
     dirty: new SharedArrayBuffer(bitmapBytes),
     pass: new SharedArrayBuffer(bitmapBytes),
+    track: [new SharedArrayBuffer(bitmapBytes), new SharedArrayBuffer(bitmapBytes)],
   };
-  // Fault in the dirty log, which precopy's first stores set bits in.
+  // Fault in the dirty logs, which the first stores set bits in.
   new Int32Array(buffers.dirty).fill(0);
+  for (const t of buffers.track) new Int32Array(t).fill(0);
   new Int32Array(buffers.control).fill(0);
   return buffers;
 }
@@ -154,6 +171,10 @@ export class SnapshotSession {
   readonly freeRing: Int32Array;
   readonly dirty: Int32Array;
   readonly pass: Int32Array;
+  /** The two `track` bitmaps (see {@linkcode SessionBuffers.track}). */
+  readonly track: [Int32Array, Int32Array];
+  /** True if the job is a diff: only the pages in {@linkcode SnapshotSession.frozen} are saved. */
+  diff: boolean;
   readonly buffers: SessionBuffers;
 
   constructor(buffers: SessionBuffers) {
@@ -164,6 +185,8 @@ export class SnapshotSession {
     this.freeRing = new Int32Array(buffers.freeRing);
     this.dirty = new Int32Array(buffers.dirty);
     this.pass = new Int32Array(buffers.pass);
+    this.track = [new Int32Array(buffers.track[0]), new Int32Array(buffers.track[1])];
+    this.diff = false;
     this.mode = "stop";
     this.slotCount = 0;
     this.generation = 0;
@@ -177,7 +200,13 @@ export class SnapshotSession {
    * the previous job has finished (the guest checks), so no other thread touches these words
    * now. It allocates nothing (a typed array over shared memory costs microseconds to make).
    */
-  reset(mode: SnapshotMode, slotCount: number, tagKind: number, tagIndex: number): void {
+  reset(
+    mode: SnapshotMode,
+    slotCount: number,
+    tagKind: number,
+    tagIndex: number,
+    diff = false,
+  ): void {
     if (!Number.isInteger(slotCount) || slotCount < 0 || slotCount > this.pageCount) {
       throw new RangeError(
         `Cannot use a copy buffer of ${slotCount} slots: must be an integer in 0..${this.pageCount}`,
@@ -196,7 +225,9 @@ export class SnapshotSession {
     Atomics.store(ctrl, CTRL_THROTTLE, 0);
     Atomics.store(ctrl, CTRL_PREFAULTED, 0);
     Atomics.store(ctrl, CTRL_KEPT_CHUNKS, 0);
+    Atomics.store(ctrl, CTRL_JOB_DIFF, diff ? 1 : 0);
     this.mode = mode;
+    this.diff = diff;
     this.slotCount = slots;
     this.generation = Atomics.load(ctrl, CTRL_GENERATION);
   }
@@ -209,6 +240,18 @@ export class SnapshotSession {
     this.mode = mode;
     this.slotCount = Atomics.load(this.ctrl, CTRL_JOB_SLOTS);
     this.generation = Atomics.load(this.ctrl, CTRL_GENERATION);
+    this.diff = Atomics.load(this.ctrl, CTRL_JOB_DIFF) === 1;
+  }
+
+  /** The bitmap the guest logs stores into now (pages dirtied since the last instant). */
+  get logging(): Int32Array {
+    return this.track[Atomics.load(this.ctrl, CTRL_TRACK) & 1];
+  }
+
+  /** The frozen dirty set of the job in progress: the pages stored to between the previous
+   * snapshot's instant and this one's (a diff writes them). */
+  get frozen(): Int32Array {
+    return this.track[(Atomics.load(this.ctrl, CTRL_TRACK) & 1) ^ 1];
   }
 
   /** Slots in use now (the buffer's occupancy). */

@@ -8,6 +8,10 @@
  * 2. the queue of guest-copied pages, oldest first; each slot is freed once its record is written;
  * 3. the sweep over RAM, skipping pages already saved or claimed by the guest.
  *
+ * A diff (incremental snapshot) saves only the pages of the job's frozen dirty set (the pages
+ * stored to since the previous snapshot's instant): the sweep, `stop`'s pass and precopy's first
+ * pass go over that set alone, and the guest copies aside only pages in it.
+ *
  * @module
  */
 
@@ -93,6 +97,9 @@ export interface WriterSideMetrics {
   pagesFromBuffer: number;
   /** Pages written again because the guest dirtied them (precopy). */
   pagesResent: number;
+  /** For a diff, the pages of its frozen dirty set (stored to since the parent's instant); -1
+   * for a full snapshot. Precopy resends more on top. */
+  diffPages: number;
   /** Precopy passes after the first, the final one included. */
   precopyPasses: number;
   /** Pages written in the final pause (precopy). */
@@ -136,6 +143,10 @@ export interface WriterLoopOptions {
    * time runnable but without a core, as long as it does not wait on this thread (Linux: the
    * guest's /proc schedstat). Default true. */
   yieldToGuest?: boolean;
+  /** Runs once every page is written, before the job is marked done: the guest sees the job end
+   * (and its dirty set is dropped) only if this succeeds. The file writer completes the file
+   * here, so that a job whose file failed to close counts as failed. */
+  beforeDone?: () => Promise<void>;
 }
 
 /** Auto-converge: the first throttle, in percent of wall time the guest sleeps; each raise then
@@ -207,6 +218,7 @@ export class SnapshotWriterLoop {
   #guestWaitNs = 0;
   /** Chunks whose pages this job discarded already. */
   readonly #discarded: Uint8Array;
+  readonly #beforeDone: (() => Promise<void>) | undefined;
 
   constructor(
     buffers: SessionBuffers,
@@ -229,6 +241,7 @@ export class SnapshotWriterLoop {
     this.#downtimeMs = options.precopyDowntimeMs ?? 50;
     this.#maxThrottlePct = Math.max(0, Math.min(99, options.precopyMaxThrottlePct ?? 99));
     this.#audit = options.audit;
+    this.#beforeDone = options.beforeDone;
     this.#discard = options.discardPages !== undefined
       ? options.discardPages
       : canDiscardPages()
@@ -249,6 +262,7 @@ export class SnapshotWriterLoop {
       pagesOnRequest: 0,
       pagesFromBuffer: 0,
       pagesResent: 0,
+      diffPages: this.session.diff ? countBits(this.session.frozen) : -1,
       precopyPasses: 0,
       pagesInFinalPause: 0,
       precopyThrottlePct: 0,
@@ -265,7 +279,8 @@ export class SnapshotWriterLoop {
     try {
       switch (this.session.mode) {
         case "stop":
-          await this.#firstPass();
+          if (this.session.diff) await this.#writeSet(this.session.frozen, true);
+          else await this.#firstPass();
           break;
         case "cow":
           await this.#runCow();
@@ -281,6 +296,7 @@ export class SnapshotWriterLoop {
       // allocates new ones, possibly with the same numbers).
       if (this.#discardTouchedChunks()) Atomics.store(ctrl, CTRL_KEPT_CHUNKS, 1);
       else releaseTouchedChunks(this.chunks, ctrl);
+      if (this.#beforeDone !== undefined) await this.#beforeDone();
       Atomics.store(ctrl, CTRL_WRITER_STATE, WRITER_DONE);
       return this.#metrics;
     } catch (error) {
@@ -302,10 +318,13 @@ export class SnapshotWriterLoop {
   async #runCow(): Promise<void> {
     const s = this.session;
     const pageCount = s.pageCount;
+    // A diff saves the pages of its frozen set, each exactly once; a full snapshot every page.
+    const target = s.diff ? this.#metrics.diffPages : pageCount;
+    const only = s.diff ? s.frozen : null;
     let written = 0;
     let sweep = 0;
     let stuckSince = 0;
-    while (written < pageCount) {
+    while (written < target) {
       // A little prefaulting per step, and the queue drained before the sweep: a slot freed
       // after its record is written is the guest's next one, and its memory is warm. While a
       // guest copies pages faster than this thread writes them (storing all over RAM right
@@ -337,7 +356,7 @@ export class SnapshotWriterLoop {
         continue;
       }
       if (sweep < pageCount) {
-        const [next, count] = await this.#sweepBatch(sweep);
+        const [next, count] = await this.#sweepBatch(sweep, only);
         sweep = next;
         written += count;
         if (sweep >= pageCount) {
@@ -354,7 +373,7 @@ export class SnapshotWriterLoop {
       if (stuckSince === 0) stuckSince = performance.now();
       else if (performance.now() - stuckSince > MISSING_PAGES_MS) {
         throw new Error(
-          `Cannot finish the snapshot: ${pageCount - written} of ${pageCount} pages were never ` +
+          `Cannot finish the snapshot: ${target - written} of ${target} pages were never ` +
             `saved (the sweep is over, no copy is queued, none came for ${MISSING_PAGES_MS} ms)`,
         );
       }
@@ -523,12 +542,17 @@ export class SnapshotWriterLoop {
     return n;
   }
 
-  /** Claims and writes the next batch of still-protected pages from `from` on. */
-  async #sweepBatch(from: number): Promise<[number, number]> {
+  /** Claims and writes the next batch of still-protected pages from `from` on (only those in
+   * `only`, if given). */
+  async #sweepBatch(from: number, only: Int32Array | null): Promise<[number, number]> {
     const s = this.session;
     const pages: PageToWrite[] = [];
     let p = from;
     while (p < s.pageCount && pages.length < this.#batch) {
+      if (only !== null) {
+        p = nextInSet(only, p, s.pageCount);
+        if (p >= s.pageCount) break;
+      }
       if (tryClaimPage(this.gate, p, s.generation)) {
         // Copy 1 of 2 of a swept page (copy 2 is the sink's into the file's batch): into
         // staging, so that the page is saved, and a guest storing to it waits for one memcpy,
@@ -585,9 +609,11 @@ export class SnapshotWriterLoop {
   async #runPrecopy(): Promise<void> {
     const s = this.session;
     const first = epochMs();
-    await this.#firstPass();
+    let firstSent = s.pageCount;
+    if (s.diff) firstSent = await this.#writeSet(s.frozen, true);
+    else await this.#firstPass();
     this.#timeline.pass(
-      { pass: 0, pagesSent: s.pageCount, dirtyPages: countBits(s.dirty), throttlePct: 0 },
+      { pass: 0, pagesSent: firstSent, dirtyPages: countBits(s.dirty), throttlePct: 0 },
       first,
       epochMs(),
     );
@@ -636,9 +662,9 @@ export class SnapshotWriterLoop {
     this.#timeline.pause("final", paused, epochMs());
   }
 
-  /** Writes every page whose bit is set in `set` from RAM, zero pages included (they replace an
-   * older copy). */
-  async #writeSet(set: Int32Array): Promise<number> {
+  /** Writes every page whose bit is set in `set` from RAM: as resends, zero pages included
+   * (they replace an older copy), or with `first` as each page's first write (a diff's pass). */
+  async #writeSet(set: Int32Array, first = false): Promise<number> {
     let batch: number[] = [];
     let total = 0;
     const flush = async () => {
@@ -647,10 +673,11 @@ export class SnapshotWriterLoop {
         const p = batch[k];
         const data = this.#staging.subarray(k * PAGE_SIZE, (k + 1) * PAGE_SIZE);
         data.set(this.ram.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE));
-        pages.push({ index: p, data, zero: isZeroPage(data, 0), slot: -1, resend: true });
+        pages.push({ index: p, data, zero: isZeroPage(data, 0), slot: -1, resend: !first });
       }
-      await this.#write(pages, false, false);
-      this.#metrics.pagesResent += pages.length;
+      await this.#write(pages, first, false);
+      if (first) this.#metrics.pagesViaSweep += pages.length;
+      else this.#metrics.pagesResent += pages.length;
       total += pages.length;
       batch = [];
     };
@@ -697,6 +724,35 @@ export class SnapshotWriterLoop {
   #sample(): void {
     this.#timeline.sample(epochMs(), this.#counters());
   }
+}
+
+/**
+ * The first page at or after `from` whose bit is set in `set`, or `end` if none before it.
+ *
+ * @example
+ * ```ts
+ * import { assertEquals } from "@std/assert/mod.js";
+ * import { nextInSet } from "./writer_loop.ts";
+ * const set = new Int32Array(new SharedArrayBuffer(8)); // pages 0..63
+ * set[0] = 1 << 5;
+ * set[1] = 1 << 31; // page 63
+ * assertEquals(nextInSet(set, 0, 64), 5);
+ * assertEquals(nextInSet(set, 6, 64), 63);
+ * assertEquals(nextInSet(set, 6, 40), 40);
+ * ```
+ */
+export function nextInSet(set: Int32Array, from: number, end: number): number {
+  let p = from;
+  while (p < end) {
+    const w = p >>> 5;
+    const bits = Atomics.load(set, w) >>> (p & 31);
+    if (bits === 0) {
+      p = (w + 1) << 5;
+      continue;
+    }
+    return Math.min(end, p + (31 - Math.clz32(bits & -bits)));
+  }
+  return end;
 }
 
 /** Number of set bits in a bitmap. */

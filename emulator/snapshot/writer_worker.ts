@@ -11,16 +11,17 @@
  * @module
  */
 
-import { SnapshotWriter } from "../../format/writer.ts";
+import { type DiffParent, diffParentOf, SnapshotWriter } from "../../format/writer.ts";
 import { toHex } from "../../format/checksum.ts";
 import type { MachineState } from "../machine.ts";
 import { FormatPageSink } from "./file_sink.ts";
 import { sectionsFromState } from "./machine_state.ts";
-import { CTRL_JOB_SEQ, CTRL_KEPT_CHUNKS, jobTag } from "./session.ts";
+import { CTRL_JOB_DIFF, CTRL_JOB_SEQ, CTRL_KEPT_CHUNKS, jobTag } from "./session.ts";
 import { abandonSession, releaseTouchedChunks, SnapshotWriterLoop } from "./writer_loop.ts";
 import { collectGarbage, type SlotChunkMessage, SlotChunks } from "./slot_chunks.ts";
 import { epochMs } from "./metrics.ts";
 import type { PrecopyOptions, WriterCommand, WriterEvent } from "./protocol.ts";
+import { parentFromTransfer } from "./diff_parent.ts";
 
 const port = globalThis as unknown as {
   postMessage(message: WriterEvent): void;
@@ -30,8 +31,31 @@ const port = globalThis as unknown as {
 interface Target {
   path: string;
   precopy: PrecopyOptions;
-  /** The file, created when the path arrived. */
-  writer: Promise<SnapshotWriter>;
+  /** The file, created when the path arrived; null for an incremental snapshot, whose file is
+   * created when its job starts (a diff's PARENT record names the last snapshot completed,
+   * which may still be being written when the path arrives). */
+  writer: Promise<SnapshotWriter> | null;
+}
+
+/** The machine's last snapshot completed (or the file it was restored from): the parent of the
+ * next diff. Replaced only once a file is complete, so a failed snapshot leaves it as it was. */
+let parent: DiffParent | null = null;
+
+/** Creates snapshot file `path` (a diff on `on`, if given), keeping its page hashes for the next
+ * diff. */
+function createFile(path: string, on: DiffParent | null): Promise<SnapshotWriter> {
+  const description = { ...attached!.description, createdAt: Date.now() };
+  // Compression stays on this thread (no extra workers): the guest thread needs the other
+  // core. 64 KiB records: one queue drain fills one, and each stays below V8's large-object
+  // size, so the young generation collects it. A diff holds few pages, scattered: 1 MiB records
+  // give zstd the context that keeps it within a few percent of compressing those pages as one
+  // stream (BENCHMARKS.md, "Incremental snapshots"); a flush still ends a record early.
+  return SnapshotWriter.createFile(path, description, {
+    batchBytes: on === null ? 64 * 1024 : 1024 * 1024,
+    workers: 0,
+    keepPageHashes: true,
+    parent: on ?? undefined,
+  });
 }
 
 let attached: Extract<WriterCommand, { type: "attach" }> | null = null;
@@ -80,30 +104,52 @@ async function runJob(a: NonNullable<typeof attached>): Promise<void> {
   try {
     const t = await target(tag);
     path = t.path;
-    writer = await t.writer;
+    const diff = Atomics.load(new Int32Array(a.buffers.control), CTRL_JOB_DIFF) === 1;
+    const on = diff ? parent : null;
+    if (diff && on === null) {
+      throw new Error(
+        "Cannot write an incremental snapshot: this machine has no earlier snapshot to be its parent",
+      );
+    }
+    if (t.writer === null) writer = await createFile(path, on);
+    else {
+      writer = await t.writer;
+      if (diff) throw new Error("Cannot write a diff into a file created as a full snapshot");
+    }
+    const file = writer;
+    let summary: Awaited<ReturnType<SnapshotWriter["close"]>> | null = null;
     const loop = new SnapshotWriterLoop(
       a.buffers,
       new Uint8Array(a.ram),
       new Int32Array(a.gate),
-      new FormatPageSink(writer),
+      new FormatPageSink(file, 0, on === null ? null : (p) => on.pageHashes.has(0, p)),
       chunks!,
       {
         precopyMaxPasses: t.precopy.maxPasses,
         precopyDowntimeMs: t.precopy.downtimeMs,
         precopyMaxThrottlePct: t.precopy.maxThrottlePct,
+        // The file is complete, and the next diff's parent, before the guest sees the job end:
+        // it then drops the job's dirty set, which a failed file would have needed.
+        beforeDone: async () => {
+          const state = await deviceState(tag);
+          // A diff holds the whole device state too (FORMAT.md §14).
+          for (const section of sectionsFromState(state)) await file.writeDevice(section);
+          summary = await file.close();
+          parent = diffParentOf(summary, path);
+        },
       },
     );
     const metrics = await loop.run();
-    const state = await deviceState(tag);
-    for (const section of sectionsFromState(state)) await writer.writeDevice(section);
-    const summary = await writer.close();
+    const s = summary! as Awaited<ReturnType<SnapshotWriter["close"]>>;
     port.postMessage({
       type: "done",
       tag,
       writer: metrics,
-      bytesWritten: summary.bytes,
-      contentDigest: toHex(summary.contentDigest),
+      bytesWritten: s.bytes,
+      contentDigest: toHex(s.contentDigest),
       finishedAt: epochMs(),
+      depth: s.depth,
+      parentPath: on === null ? null : on.name,
     });
   } catch (e) {
     // Release a guest that may wait on this writer (the loop does so itself if it ran), and
@@ -144,7 +190,7 @@ async function serve(a: NonNullable<typeof attached>): Promise<void> {
   }
   for (const [tag, t] of targets) {
     targets.delete(tag);
-    await t.writer.then((w) => w.abort()).catch(() => {});
+    await t.writer?.then((w) => w.abort()).catch(() => {});
   }
   port.postMessage({ type: "closed" });
 }
@@ -154,6 +200,7 @@ port.onmessage = (e) => {
   switch (msg.type) {
     case "attach": {
       attached = msg;
+      if (msg.parent !== null) parent = parentFromTransfer(msg.parent);
       const table = new SlotChunks(msg.buffers.chunks);
       chunks = table;
       msg.chunkPort.onmessage = (e: MessageEvent<SlotChunkMessage>) => {
@@ -163,15 +210,8 @@ port.onmessage = (e) => {
       break;
     }
     case "path": {
-      const description = { ...attached!.description, createdAt: Date.now() };
-      // Compression stays on this thread (no extra workers): the guest thread needs the other
-      // core. 64 KiB records: one queue drain fills one, and each stays below V8's large-object
-      // size, so the young generation collects it.
-      const writer = SnapshotWriter.createFile(msg.path, description, {
-        batchBytes: 64 * 1024,
-        workers: 0,
-      });
-      writer.catch(() => {}); // reported when the job awaits it
+      const writer = msg.incremental ? null : createFile(msg.path, null);
+      writer?.catch(() => {}); // reported when the job awaits it
       targets.set(msg.tag, { path: msg.path, precopy: msg.precopy ?? {}, writer });
       break;
     }
@@ -188,7 +228,7 @@ port.onmessage = (e) => {
     case "drop": {
       const t = targets.get(msg.tag);
       targets.delete(msg.tag);
-      t?.writer.then((w) => w.abort()).catch(() => {});
+      t?.writer?.then((w) => w.abort()).catch(() => {});
       break;
     }
     case "close":

@@ -24,8 +24,11 @@ export type PackedType = "u8" | "u16" | "u32" | "i32" | "f64";
  * (RFC 1952) and base64-encoded. `length` is the number of elements.
  */
 export interface PackedArray {
+  /** The element type, hence the typed array {@linkcode unpackArray} returns. */
   type: PackedType;
+  /** Number of elements (not bytes). */
   length: number;
+  /** The gzip member of the elements' little-endian bytes, in standard base64. */
   gzipBase64: string;
 }
 
@@ -38,12 +41,17 @@ export const PageKind = { ABSENT: 0, ZERO: 1, DATA: 2 } as const;
  * the counts before it).
  */
 export interface RegionMap {
+  /** The region's name, as the file's HEADER (or the QEMU RAM block) gives it. */
   name: string;
+  /** Guest-physical address of the region's first byte. */
   base: number;
+  /** Size in bytes. */
   size: number;
+  /** Page size in bytes. */
   pageSize: number;
   /** Pages in the region. */
   pages: number;
+  /** The runs, as parallel columns (element `i` of each describes run `i`). */
   runs: {
     /** Pages in the run (u32). */
     count: PackedArray;
@@ -99,7 +107,9 @@ export interface RecordTable {
  * record does not hold). `sampled` and `gap` are 1 when every run is there, exactly.
  */
 export interface SegmentTable {
+  /** Runs of one record closer than this many pages were merged (1: none were). */
   gap: number;
+  /** One single-page run in this many was kept (1: all were). */
   sampled: number;
   /** Record index of each segment (u32). */
   record: PackedArray;
@@ -113,8 +123,11 @@ export interface SegmentTable {
 
 /** A problem found in a file: the class of error, the message, where. */
 export interface ReportProblem {
+  /** The error's class name, e.g. "ChecksumError" or "QemuStreamCorruptError". */
   kind: string;
+  /** The whole message, with its record and byte offset. */
   message: string;
+  /** Byte offset in the file where the problem is. */
   offset: number;
   /** -1 outside records (prologue, footer) and for QEMU streams. */
   recordIndex: number;
@@ -125,7 +138,9 @@ export interface ReportProblem {
  * one yet: always null until the format carries a parent record).
  */
 export interface ParentLink {
+  /** The parent's content digest (FORMAT.md §10), lowercase hex. */
   contentDigest: string;
+  /** The parent's file digest, lowercase hex, when the link states it. */
   fileDigest: string | null;
   /** The parent's file name, as a hint. */
   name: string | null;
@@ -135,6 +150,7 @@ export interface ParentLink {
 export interface FileReport {
   /** The path as given on the command line. */
   path: string;
+  /** An `.lsnap` file or a QEMU migration stream (told by its first bytes). */
   kind: "lsnap" | "qemu";
   /**
    * What `livesnap inspect --json FILE` prints for this file; for a QEMU stream that cannot be
@@ -156,9 +172,13 @@ export interface FileReport {
   size: number | null;
   /** The content digest the file holds (trailer; for QEMU streams: computed), or null. */
   contentDigest: string | null;
+  /** The parent of an incremental snapshot; null for a whole one. */
   parent: ParentLink | null;
+  /** Each region's page map (a QEMU stream's RAM blocks), in file order. */
   regions: RegionMap[];
+  /** Every record of the file, for the record chart and table. */
   records: RecordTable;
+  /** Where each record's pages sit, for the record-order chart. */
   segments: SegmentTable;
 }
 
@@ -167,16 +187,23 @@ export const DiffKind = { SAME: 0, CHANGED: 1, ZEROED: 2, FILLED: 3 } as const;
 
 /** One region compared between two files. */
 export interface DiffRegion {
+  /** The region's name, or "A's / B's" for regions paired by layout, not by name. */
   name: string;
+  /** Guest-physical address of the region's first byte (file A's). */
   base: number;
+  /** Page size in bytes (regions whose page sizes differ are `unmatched`). */
   pageSize: number;
   /** Pages compared (those of the smaller region). */
   pages: number;
   /** Region indexes in file A and B. */
   a: number;
+  /** Region index in file B. */
   b: number;
+  /** Pages with different non-zero contents. */
   changed: number;
+  /** Pages non-zero in A, zero in B. */
   zeroed: number;
+  /** Pages zero in A, non-zero in B. */
   filled: number;
   /**
    * Runs of pages covering the compared pages in order: `kind` is {@linkcode DiffKind} (u8):
@@ -190,10 +217,13 @@ export interface DiffRegion {
 export interface DiffReport {
   /** File indexes. */
   a: number;
+  /** Index in {@linkcode ReportData.files} of file B (A's plus one). */
   b: number;
+  /** Regions paired by name, or else by equal layout, compared page by page. */
   regions: DiffRegion[];
   /** Regions of one file that the other lacks or lays out differently, by name. */
   unmatched: { file: "a" | "b"; name: string; reason: string }[];
+  /** Device sections in one file only, or different in both. */
   devices: { id: string; instance: number; change: "only-in-a" | "only-in-b" | "changed" }[];
 }
 
@@ -207,7 +237,9 @@ export interface TimelineReport {
 
 /** Everything the page shows. */
 export interface ReportData {
+  /** Always `livesnap-report`: tells this data set from other JSON. */
   format: "livesnap-report";
+  /** The layout's version; a script reading the data checks it before trusting the shape. */
   version: typeof REPORT_DATA_VERSION;
   /** The program that made it, e.g. "livesnap 0.1.0". */
   generator: string;
@@ -215,11 +247,13 @@ export interface ReportData {
   createdAt: string;
   /** True when any input file is damaged or incomplete. */
   damaged: boolean;
+  /** Each input file, in command-line order. */
   files: FileReport[];
   /** Each file against the next one. */
   diffs: DiffReport[];
   /** The `--metrics` file's path, or null. */
   metricsPath: string | null;
+  /** One entry per snapshot of the `--metrics` file, in its order. */
   timelines: TimelineReport[];
 }
 
@@ -232,7 +266,13 @@ const TYPED = {
 } as const;
 
 /** The typed array of each {@linkcode PackedType}. */
-export type TypedArrayOf<T extends PackedType> = InstanceType<(typeof TYPED)[T]>;
+export type TypedArrayOf<T extends PackedType> = {
+  u8: Uint8Array<ArrayBuffer>;
+  u16: Uint16Array<ArrayBuffer>;
+  u32: Uint32Array<ArrayBuffer>;
+  i32: Int32Array<ArrayBuffer>;
+  f64: Float64Array<ArrayBuffer>;
+}[T];
 
 async function gzip(bytes: Uint8Array): Promise<Uint8Array> {
   const s = new Blob([bytes as Uint8Array<ArrayBuffer>]).stream()
