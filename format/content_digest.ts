@@ -178,6 +178,7 @@ export class PageHashTable {
 
 /** A {@linkcode PageHashTable} as plain data, for `postMessage`. */
 export interface PageHashTableMessage {
+  /** The table's regions. */
   regions: Region[];
   /** Per region, per 4096-page chunk: 16 bytes and 1 presence byte per page, or null. */
   chunks: ({ hashes: Uint8Array; present: Uint8Array } | null)[][];
