@@ -65,6 +65,7 @@ export {
   computeContentDigest,
   ContentDigestBuilder,
   PageHashTable,
+  type PageHashTableMessage,
 } from "./format/content_digest.ts";
 export { crc32c, toHex } from "./format/checksum.ts";
 export {

@@ -135,11 +135,53 @@ export class PageHashTable {
     }
   }
 
+  /**
+   * The table as plain data for `postMessage` (a writer in another thread): the regions and, per
+   * region, its 4096-page chunks (null where no page was ever recorded). The buffers are the
+   * table's own: transfer them only when the table is not used again.
+   */
+  toMessage(): PageHashTableMessage {
+    return {
+      regions: this.regions.map((r) => ({ ...r })),
+      chunks: this.chunks.map((list) =>
+        Array.from(list, (c) => c === undefined ? null : { hashes: c.hashes, present: c.present })
+      ),
+    };
+  }
+
+  /** The table {@linkcode toMessage} described (after `postMessage`), its buffers adopted. */
+  static fromMessage(m: PageHashTableMessage): PageHashTable {
+    const t = new PageHashTable(m.regions);
+    if (m.chunks.length !== m.regions.length) {
+      throw new Error(
+        `Cannot read page hashes: ${m.chunks.length} chunk lists for ${m.regions.length} regions`,
+      );
+    }
+    m.chunks.forEach((list, r) => {
+      list.forEach((c, i) => {
+        if (c === null) return;
+        if (c.hashes.length !== CHUNK_PAGES * HASH_SIZE || c.present.length !== CHUNK_PAGES) {
+          throw new Error(`Cannot read page hashes: chunk ${i} of region ${r} has the wrong size`);
+        }
+        t.chunks[r][i] = { hashes: c.hashes, present: c.present };
+      });
+    });
+    return t;
+  }
+
   /** True when `regions` are this table's (same names, bases, sizes and page sizes, in order). */
   fits(regions: readonly Region[]): boolean {
     return regions.length === this.regions.length &&
       regions.every((r, i) => sameRegion(r, this.regions[i]));
   }
+}
+
+/** A {@linkcode PageHashTable} as plain data, for `postMessage`. */
+export interface PageHashTableMessage {
+  /** The table's regions. */
+  regions: Region[];
+  /** Per region, per 4096-page chunk: 16 bytes and 1 presence byte per page, or null. */
+  chunks: ({ hashes: Uint8Array; present: Uint8Array } | null)[][];
 }
 
 /** True when two regions are the same (name, base, size, page size). */
