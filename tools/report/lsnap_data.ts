@@ -7,7 +7,7 @@
  * @module
  */
 import type { SnapshotRecord } from "../../format/stream_reader.ts";
-import { type InspectResult, inspectSnapshot } from "../inspect.ts";
+import { inspectChain, type InspectResult, inspectSnapshot } from "../inspect.ts";
 import { verifySnapshot } from "../verify.ts";
 import { type InputHandle, openInput } from "../_io.ts";
 import { type FileReport, PageKind, type RegionMap, type ReportProblem } from "./data.ts";
@@ -131,6 +131,10 @@ export async function gatherLsnap(
     records.bytes.set(previous, Math.max(0, end - records.offset.get(previous)));
   }
   const { pageMap, ...inspect } = result;
+  // As `inspect --json FILE` shows a diff: with its chain, parents found by their name hints.
+  if (inspect.parent !== null && input.path !== undefined) {
+    inspect.chain = await inspectChain(input.path);
+  }
   const problems: ReportProblem[] = [];
   let problemsTruncated = false;
   if (result.error !== null) {
@@ -179,7 +183,7 @@ export async function gatherLsnap(
       bytesMapped: result.bytes,
       size: input.size ?? null,
       contentDigest: result.digests.content,
-      parent: null,
+      parent: result.parent,
       regions,
       records: await records.pack(),
       segments: await segments.pack(),

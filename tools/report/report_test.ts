@@ -304,11 +304,12 @@ Deno.test("renderReport() keeps a file name holding </script> inside the embedde
   const path = "x</script><script>alert(1)</script><!--.lsnap";
   const html = renderReport({
     format: "livesnap-report",
-    version: 1,
+    version: 2,
     generator: "test",
     createdAt: "2025-01-01T00:00:00.000Z",
     damaged: false,
     files: [],
+    chains: [],
     diffs: [],
     metricsPath: path,
     timelines: [],
