@@ -106,6 +106,10 @@ export async function gatherLsnap(
         );
         break;
       }
+      case "parent":
+        // A diff's link to its parent (FORMAT.md §14.1), record 1.
+        records.push({ offset: r.offset, bytes: 0, kind: "parent" });
+        break;
       case "index":
         records.push({ offset: r.offset, bytes: 0, kind: "index" });
         break;
