@@ -66,6 +66,12 @@ export function renderChain(data: ReportData, c: ChainReport, ci: number): HTMLE
     ),
   );
   const body = h("tbody", null);
+  // Digests shown shortened; the whole one in data-value and on hover.
+  const digest = (key: string, hex: string | undefined) => {
+    const td = keyed(key, hex ?? "-", hex === undefined ? "-" : `${hex.slice(0, 16)}…`);
+    if (hex !== undefined) td.title = hex;
+    return td;
+  };
   c.links.forEach((l, j) => {
     const k = `c${ci}.l${j}`;
     const file = l.file >= 0
@@ -82,19 +88,11 @@ export function renderChain(data: ReportData, c: ChainReport, ci: number): HTMLE
         keyed(`${k}.pages.present`, l.pages?.present ?? "-"),
         keyed(`${k}.pages.data`, l.pages?.data ?? "-"),
         keyed(`${k}.pages.zero`, l.pages?.zero ?? "-"),
-        keyed(`${k}.contentDigest`, l.contentDigest, `${l.contentDigest.slice(0, 16)}…`),
-        keyed(`${k}.fileDigest`, l.fileDigest, `${l.fileDigest.slice(0, 16)}…`),
+        digest(`${k}.contentDigest`, l.contentDigest),
+        digest(`${k}.fileDigest`, l.fileDigest),
         keyed(`${k}.parent.name`, p?.name ?? "-"),
-        keyed(
-          `${k}.parent.contentDigest`,
-          p?.contentDigest ?? "-",
-          p ? `${p.contentDigest.slice(0, 16)}…` : "-",
-        ),
-        keyed(
-          `${k}.parent.fileDigest`,
-          p?.fileDigest ?? "-",
-          p ? `${p.fileDigest.slice(0, 16)}…` : "-",
-        ),
+        digest(`${k}.parent.contentDigest`, p?.contentDigest),
+        digest(`${k}.parent.fileDigest`, p?.fileDigest),
         h(
           "td",
           { "data-key": `${k}.broken`, "data-value": String(l.broken !== null) },
