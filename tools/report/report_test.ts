@@ -393,6 +393,12 @@ Deno.test("gatherReport() a chain given in any order, or its newest diff alone: 
         );
       }
     }
+    // The parents given as inputs where no name hint leads (the newest diff moved away).
+    await Deno.mkdir(`${dir}/away`);
+    await Deno.rename(paths[2], `${dir}/away/newest.lsnap`);
+    const away = await gatherReport([`${dir}/away/newest.lsnap`, paths[1], paths[0]]);
+    assertEquals([away.chains[0].ok, away.chains[0].links.map((l) => l.file)], [true, [2, 1, 0]]);
+    assertEquals(away.diffs.map((d) => d.unmatched), [[], []]);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
