@@ -1,6 +1,7 @@
 /**
  * `livesnap report` in a real browser: reports of a cow snapshot, a precopy snapshot, a QEMU
- * stream, a damaged file and a diff are opened in headless Chromium; the numbers the page renders
+ * stream, a damaged file, a diff map and a chain of diffs (whole, then broken) are opened in
+ * headless Chromium; the numbers the page renders
  * (computed by its script from the packed page and record columns) must equal what
  * `inspect --json`, `verify --json`, `diff --json` and the metrics file say, the page must log no
  * error and fetch nothing but itself, hovering the map must name the guest address and the
@@ -410,8 +411,8 @@ browserTest(
       for (const [i, k] of order.entries()) {
         const p = inspects[k].parent;
         assertEquals(v[`f${i}.inspect.parent.contentDigest`], p?.contentDigest, `${name}: f${i}`);
-        assertEquals(v[`f${i}.inspect.parent.fileDigest`], p?.fileDigest);
-        assertEquals(v[`f${i}.inspect.parent.name`], p?.name);
+        assertEquals(v[`f${i}.inspect.parent.fileDigest`], p?.fileDigest, `${name}: f${i}`);
+        assertEquals(v[`f${i}.inspect.parent.name`], p?.name, `${name}: f${i}`);
         checkAgainstInspect(v, i, inspects[k]);
       }
       assertQuiet(page);
