@@ -11,13 +11,13 @@
 import { ChainError, type ChainFile, openChain } from "../../format/chain.ts";
 import { toHex } from "../../format/checksum.ts";
 import type { InspectResult, ParentReport } from "../inspect.ts";
-import type { ChainLinkReport, ChainReport } from "./data.ts";
+import type { ReportChain, ReportChainLink } from "./data.ts";
 import type { GatheredFile, GatherOptions } from "./lsnap_data.ts";
 import type { PageHashes } from "./page_hashes.ts";
 
 /** What {@linkcode gatherChains} returns. */
 export interface GatheredChains {
-  chains: ChainReport[];
+  chains: ReportChain[];
   /**
    * Per input file: the page hashes of the whole state it stands for (a full snapshot's own
    * pages; a diff's parent state overlaid by its pages), or null when a diff's chain cannot be
@@ -29,7 +29,7 @@ export interface GatheredChains {
 /** Reads one more file (a parent found through a name hint) for its pages and hashes. */
 export type GatherFileFn = (path: string, options: GatherOptions) => Promise<GatheredFile>;
 
-function pagesOf(inspect: InspectResult): ChainLinkReport["pages"] {
+function pagesOf(inspect: InspectResult): ReportChainLink["pages"] {
   return {
     present: inspect.pages.present,
     zero: inspect.pages.zero,
@@ -77,7 +77,7 @@ export async function gatherChains(
   const states: (PageHashes | null)[] = files.map((f) =>
     f.report.parent === null ? f.hashes : null
   );
-  const chains: ChainReport[] = [];
+  const chains: ReportChain[] = [];
   const inspects = files.map(lsnapInspect);
   // A diff that another input diff names (by file digest) is inside that one's chain.
   const named = new Set<string>();
@@ -106,7 +106,7 @@ export async function gatherChains(
       continue;
     }
     try {
-      const links: ChainLinkReport[] = [];
+      const links: ReportChainLink[] = [];
       let state: PageHashes | null = null;
       for (const [k, f] of chain.files.entries()) {
         const file = await inputOf(f.path);
@@ -147,8 +147,8 @@ async function brokenLinks(
   paths: string[],
   e: ChainError,
   inputOf: (path: string) => Promise<number>,
-): Promise<ChainLinkReport[]> {
-  const links: ChainLinkReport[] = [];
+): Promise<ReportChainLink[]> {
+  const links: ReportChainLink[] = [];
   const child = await inputOf(e.file);
   const seen = new Set<number>();
   let i = head;

@@ -191,8 +191,8 @@ export interface DiffReport {
   devices: { id: string; instance: number; change: "only-in-a" | "only-in-b" | "changed" }[];
 }
 
-/** One file of a {@linkcode ChainReport}. */
-export interface ChainLinkReport {
+/** One file of a {@linkcode ReportChain}. */
+export interface ReportChainLink {
   /** The path it was opened by (an input's path, or found through a diff's name hint). */
   path: string;
   /** Index in `files` when it is an input file, else -1 (a parent found through a name hint). */
@@ -223,13 +223,13 @@ export interface ChainLinkReport {
  * `problem` and `message` say why (`ChainError`), and `links` holds the files that could be
  * identified from the inputs, the newest last, with the refused link's child marked `broken`.
  */
-export interface ChainReport {
+export interface ReportChain {
   /** Index in `files` of the newest file. */
   head: number;
   ok: boolean;
   problem: ChainProblem | null;
   message: string | null;
-  links: ChainLinkReport[];
+  links: ReportChainLink[];
 }
 
 /** One snapshot's metrics from `--metrics`. */
@@ -252,7 +252,7 @@ export interface ReportData {
   damaged: boolean;
   files: FileReport[];
   /** The chain ending at each input diff that no other input diff names as its parent. */
-  chains: ChainReport[];
+  chains: ReportChain[];
   /** Each file against the next one. */
   diffs: DiffReport[];
   /** The `--metrics` file's path, or null. */

@@ -10,10 +10,10 @@
  *
  * @module
  */
-import type { ChainReport, ReportData } from "./data.ts";
+import type { ReportChain, ReportData } from "./data.ts";
 import { fmtBytes, fmtInt, h, keyed } from "./page_common.ts";
 
-export function renderChain(data: ReportData, c: ChainReport, ci: number): HTMLElement {
+export function renderChain(data: ReportData, c: ReportChain, ci: number): HTMLElement {
   const sec = h("section", { class: "chain", id: `chain-${ci}` });
   const head = data.files[c.head];
   sec.append(
