@@ -107,12 +107,20 @@ export async function gatherChains(
     }
     try {
       const links: ReportChainLink[] = [];
+      let damaged: string | null = null;
       let state: PageHashes | null = null;
       for (const [k, f] of chain.files.entries()) {
         const file = await inputOf(f.path);
         let gathered = file >= 0 ? files[file] : null;
         if (gathered === null) gathered = await gather(f.path, options);
         const inspect = lsnapInspect(gathered);
+        // openChain checks trailers; a file read whole may still be damaged inside.
+        const bad = gathered.report.intact
+          ? null
+          : `'${f.path}' is damaged or incomplete: ${
+            gathered.report.problems[0]?.message ?? "unreadable"
+          }`;
+        damaged ??= bad;
         links.push({
           path: f.path,
           file,
@@ -122,13 +130,17 @@ export async function gatherChains(
           fileDigest: toHex(f.trailer.fileDigest),
           parent: parentOf(f),
           pages: inspect === null ? null : pagesOf(inspect),
-          broken: null,
+          broken: bad,
         });
-        const own = gathered.hashes;
+        const own = bad === null ? gathered.hashes : null;
         state = own === null ? null : k === 0 ? own : state === null ? null : state.overlaid(own);
         if (file >= 0) states[file] = state;
       }
-      chains.push({ head, ok: true, problem: null, message: null, links });
+      chains.push(
+        damaged === null
+          ? { head, ok: true, problem: null, message: null, links }
+          : { head, ok: false, problem: "damaged-file", message: damaged, links },
+      );
     } finally {
       chain.close();
     }

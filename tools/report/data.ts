@@ -221,13 +221,16 @@ export interface ReportChainLink {
  * `openChain` with the other inputs as parents (matched by file digest), else the name hints.
  * `links` is in chain order, the full snapshot first. When a link is refused, `ok` is false,
  * `problem` and `message` say why (`ChainError`), and `links` holds the files that could be
- * identified from the inputs, the newest last, with the refused link's child marked `broken`.
+ * identified from the inputs, the newest last, with the refused link's child marked `broken`. A
+ * chain whose links hold but one of whose files is damaged is not `ok` either: that file's link is
+ * marked `broken`.
  */
 export interface ReportChain {
   /** Index in `files` of the newest file. */
   head: number;
   ok: boolean;
-  problem: ChainProblem | null;
+  /** `ChainError`'s problem, or "damaged-file" when the links hold but a file of the chain is damaged. */
+  problem: ChainProblem | "damaged-file" | null;
   message: string | null;
   links: ReportChainLink[];
 }

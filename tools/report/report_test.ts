@@ -1,6 +1,12 @@
 import { assert, assertEquals, assertRejects, assertThrows } from "@std/assert/mod.js";
 import { SnapshotWriter } from "../../format/writer.ts";
 import { writeChain } from "../../format/_chain_test_util.ts";
+import {
+  PROLOGUE_SIZE,
+  RECORD_HEAD_SIZE,
+  RECORD_TAIL_SIZE,
+  RecordType,
+} from "../../format/constants.ts";
 import { TimelineSampler } from "../../emulator/snapshot/metrics.ts";
 import { loadFixture } from "../../qemu/_fixtures_test_util.ts";
 import { inspectSnapshot } from "../inspect.ts";
@@ -321,6 +327,17 @@ Deno.test("renderReport() keeps a file name holding </script> inside the embedde
   assert(!html.includes("<script>alert(1)"));
 });
 
+/** Byte offset of the first PAGES record of an .lsnap file (FORMAT.md §3). */
+function firstPagesRecordOffset(bytes: Uint8Array): number {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let at = PROLOGUE_SIZE;
+  while (at + RECORD_HEAD_SIZE <= bytes.length) {
+    if (view.getUint16(at, true) === RecordType.PAGES) return at;
+    at += RECORD_HEAD_SIZE + view.getUint32(at + 4, true) + RECORD_TAIL_SIZE;
+  }
+  throw new Error("no PAGES record");
+}
+
 /** Pages whose bytes differ between two RAM images, split as `diffFiles` counts them. */
 function ramDiff(a: Uint8Array, b: Uint8Array) {
   const out = { changed: 0, zeroed: 0, filled: 0 };
@@ -412,6 +429,7 @@ Deno.test("gatherReport() a chain whose parent was replaced by another file, or 
     const steps = await writeChain(dir, 2, { pages: 64, seed: 5 });
     await Deno.mkdir(`${dir}/other`);
     const other = await writeChain(`${dir}/other`, 1, { pages: 64, seed: 9 });
+    await Deno.copyFile(steps[1].path, `${dir}/s-1.good`);
     await Deno.copyFile(other[1].path, steps[1].path);
     const data = await gatherReport([steps[2].path]);
     assertEquals(data.damaged, true);
@@ -426,6 +444,20 @@ Deno.test("gatherReport() a chain whose parent was replaced by another file, or 
     const all = await gatherReport(steps.map((s) => s.path));
     assertEquals(all.diffs.map((d) => d.regions.length), [0, 0]);
     assert(all.diffs[0].unmatched.some((u) => u.file === "b" && u.reason.includes("chain")));
+    // A parent found by its name whose trailer holds but whose pages are damaged.
+    await Deno.copyFile(`${dir}/s-1.good`, steps[1].path);
+    const bytes = await Deno.readFile(steps[1].path);
+    const at = firstPagesRecordOffset(bytes);
+    bytes[at + 40] ^= 0xff;
+    await Deno.writeFile(steps[1].path, bytes);
+    const hurt = await gatherReport([steps[2].path]);
+    assertEquals([hurt.damaged, hurt.chains[0].ok, hurt.chains[0].problem], [
+      true,
+      false,
+      "damaged-file",
+    ]);
+    assertEquals(hurt.chains[0].links.map((l) => l.broken !== null), [false, true, false]);
+    assertEquals(await reportMain([steps[2].path, "--out", `${dir}/r.html`]), 1);
     await Deno.remove(steps[1].path);
     const missing = await gatherReport([steps[2].path]);
     assertEquals([missing.chains[0].ok, missing.chains[0].problem], [false, "missing-parent"]);
