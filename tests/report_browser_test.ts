@@ -1,6 +1,7 @@
 /**
  * `livesnap report` in a real browser: reports of a cow snapshot, a precopy snapshot, a QEMU
- * stream, a damaged file and a diff are opened in headless Chromium; the numbers the page renders
+ * stream, a damaged file, a diff map and a chain of diffs (whole, then broken) are opened in
+ * headless Chromium; the numbers the page renders
  * (computed by its script from the packed page and record columns) must equal what
  * `inspect --json`, `verify --json`, `diff --json` and the metrics file say, the page must log no
  * error and fetch nothing but itself, hovering the map must name the guest address and the
@@ -348,6 +349,99 @@ browserTest(
     assertEquals(Number(v["d0.r0.changed"]), diff.regions[0].changed);
     assertEquals(Number(v["d0.r0.zeroed"]), diff.regions[0].zeroed);
     assertEquals(Number(v["d0.r0.filled"]), diff.regions[0].filled);
+    assertQuiet(page);
+  },
+);
+
+interface ChainInspectJson extends InspectJson {
+  digests: { content: string | null; file: string | null };
+  parent: {
+    name: string;
+    depth: number;
+    contentDigest: string;
+    fileDigest: string;
+    rootFileDigest: string;
+  } | null;
+}
+
+browserTest(
+  "report of a chain from run --incremental renders each link's pages and parent digests as inspect --json; a replaced parent is marked and exits 1",
+  async (browser, dir) => {
+    const at = [2000000, 3000000, 4000000];
+    const run = await livesnap([
+      "run",
+      MEMSTRESS,
+      "--ram",
+      "16M",
+      ...at.flatMap((n) => ["--snapshot-at", String(n)]),
+      "--stop-at",
+      "4500000",
+      "--mode",
+      "cow",
+      "--incremental",
+      "--out",
+      `${dir}/s-{n}.lsnap`,
+    ]);
+    assertEquals(run.code, 0, run.stderr);
+    const paths = at.map((n) => `${dir}/s-${n}.lsnap`);
+    const inspects: ChainInspectJson[] = [];
+    for (const p of paths) inspects.push(await json<ChainInspectJson>(["inspect", "--json", p]));
+    assertEquals(inspects.map((x) => x.parent?.depth ?? 0), [0, 1, 2], "a full snapshot, 2 diffs");
+    // Given in another order than the chain's; and the newest alone (parents by name hints).
+    for (const [name, order] of [["mixed", [2, 0, 1]], ["newest", [2]]] as const) {
+      const html = `${dir}/chain-${name}.html`;
+      const made = await livesnap(["report", ...order.map((k) => paths[k]), "--out", html]);
+      assertEquals(made.code, 0, made.stderr);
+      const page = await openReport(browser, html, `${dir}/chain-${name}.png`);
+      const v = await renderedValues(page);
+      assertEquals(v["c0.ok"], "true", name);
+      for (const [k, want] of inspects.entries()) {
+        const l = `c0.l${k}`;
+        assertEquals(Number(v[`${l}.depth`]), k, `${name}: link ${k} in chain order`);
+        assertEquals(Number(v[`${l}.pages.present`]), want.pages.present, `${name}: link ${k}`);
+        assertEquals(Number(v[`${l}.pages.zero`]), want.pages.zero, `${name}: link ${k}`);
+        assertEquals(v[`${l}.contentDigest`], want.digests.content);
+        assertEquals(v[`${l}.fileDigest`], want.digests.file);
+        assertEquals(v[`${l}.parent.contentDigest`], want.parent?.contentDigest ?? "-");
+        assertEquals(v[`${l}.parent.fileDigest`], want.parent?.fileDigest ?? "-");
+        assertEquals(v[`${l}.parent.name`], want.parent?.name ?? "-");
+        assertEquals(v[`${l}.broken`], "false");
+      }
+      // Each input's header shows its parent link as inspect --json does.
+      for (const [i, k] of order.entries()) {
+        const p = inspects[k].parent;
+        assertEquals(v[`f${i}.inspect.parent.contentDigest`], p?.contentDigest, `${name}: f${i}`);
+        assertEquals(v[`f${i}.inspect.parent.fileDigest`], p?.fileDigest, `${name}: f${i}`);
+        assertEquals(v[`f${i}.inspect.parent.name`], p?.name, `${name}: f${i}`);
+        checkAgainstInspect(v, i, inspects[k]);
+      }
+      assertQuiet(page);
+    }
+    // Another run's diff put in place of the middle file: the link to it is refused.
+    const other = await livesnap([
+      "run",
+      MEMSTRESS,
+      "--ram",
+      "16M",
+      ...at.slice(0, 2).flatMap((n) => ["--snapshot-at", String(n + 7)]),
+      "--stop-at",
+      "3500000",
+      "--incremental",
+      "--out",
+      `${dir}/o-{n}.lsnap`,
+    ]);
+    assertEquals(other.code, 0, other.stderr);
+    await Deno.copyFile(`${dir}/o-${at[1] + 7}.lsnap`, paths[1]);
+    const html = `${dir}/chain-broken.html`;
+    const made = await livesnap(["report", paths[2], "--out", html]);
+    assertEquals(made.code, 1, "a broken chain: exit 1");
+    assert(made.stderr.includes("Cannot use the chain"), made.stderr);
+    const page = await openReport(browser, html, `${dir}/chain-broken.png`);
+    const v = await renderedValues(page);
+    assertEquals(v["c0.ok"], "false");
+    assertEquals(v["brokenChains"], "1", "the broken chain is said at the top");
+    assertEquals(v["c0.l0.broken"], "true", "the refused link is marked");
+    assertEquals(v["f0.inspect.chain.ok"], "false");
     assertQuiet(page);
   },
 );

@@ -20,7 +20,12 @@ that shows what each snapshot holds and how it was taken:
     guest address and the record's offset in the file;
   - the record order: position in the file against guest address (dirty pages first, then
     the sweep; device sections marked);
-  - with two or more files, a diff map of each file against the next;
+  - for a diff (an incremental snapshot), its parent link, and the chain it ends: each
+    file in chain order with its digests and the pages it changed, every link checked
+    (parents are the other FILEs, matched by file digest, else found by the names the
+    diffs record, beside them, as restore and flatten find them);
+  - with two or more files, a diff map of each file against the next (a diff compared as
+    the whole state its chain stands for);
   - with --metrics, the snapshot's timeline: pages per second written, copy buffer
     occupancy, guest stalls, the pause, precopy's passes with their dirty pages.
 
@@ -36,15 +41,17 @@ Options:
   --metrics FILE   the metrics the snapshot's writer recorded ('livesnap run --metrics FILE':
                    one JSON line per snapshot), tied to the files by content digest
 
-Exit status: 0 every file intact, 1 a file is damaged or incomplete (the report is still
-written and says so), 2 usage error or a file or the metrics could not be read.
+Exit status: 0 every file intact, 1 a file is damaged or incomplete or a chain cannot be
+used (the report is still written and says so), 2 usage error or a file or the metrics could not be read.
 
 Examples:
   livesnap run emulator/guests/build/memstress.elf --snapshot-at 5000000 --out m.lsnap \\
       --metrics m.json
   livesnap report m.lsnap --metrics m.json --out m.html
   livesnap report before.lsnap after.lsnap --out changes.html
-  livesnap report guest.qemu --out guest.html`;
+  livesnap report guest.qemu --out guest.html
+  livesnap report s-2.lsnap --out chain.html          # a diff: its chain, parents by name
+  livesnap report s-0.lsnap s-1.lsnap s-2.lsnap --out chain.html`;
 
 /** Entry point; returns the exit status. */
 export async function main(args: string[]): Promise<number> {
@@ -91,6 +98,9 @@ export async function main(args: string[]): Promise<number> {
         `livesnap report: ${f.path} is damaged or incomplete (${f.problems.length} problem(s)); the report shows it`,
       );
     }
+  }
+  for (const c of report.data.chains) {
+    if (!c.ok) console.error(`livesnap report: ${c.message}; the report shows the chain`);
   }
   return report.data.damaged ? 1 : 0;
 }

@@ -9,12 +9,13 @@
  *
  * @module
  */
-import type { InspectResult } from "../inspect.ts";
+import type { ChainProblem } from "../../format/chain.ts";
+import type { InspectResult, ParentReport } from "../inspect.ts";
 import type { QemuStreamSummary } from "../../qemu/inspect.ts";
 import type { SnapshotMetrics } from "../../emulator/snapshot/metrics.ts";
 
 /** Version of the embedded data set's layout. */
-export const REPORT_DATA_VERSION = 1;
+export const REPORT_DATA_VERSION = 2;
 
 /** Element types of {@linkcode PackedArray}. */
 export type PackedType = "u8" | "u16" | "u32" | "i32" | "f64";
@@ -133,19 +134,6 @@ export interface ReportProblem {
   recordIndex: number;
 }
 
-/**
- * The link of an incremental snapshot to its parent, as the file states it (no .lsnap file has
- * one yet: always null until the format carries a parent record).
- */
-export interface ParentLink {
-  /** The parent's content digest (FORMAT.md §10), lowercase hex. */
-  contentDigest: string;
-  /** The parent's file digest, lowercase hex, when the link states it. */
-  fileDigest: string | null;
-  /** The parent's file name, as a hint. */
-  name: string | null;
-}
-
 /** One input file. */
 export interface FileReport {
   /** The path as given on the command line. */
@@ -172,8 +160,11 @@ export interface FileReport {
   size: number | null;
   /** The content digest the file holds (trailer; for QEMU streams: computed), or null. */
   contentDigest: string | null;
-  /** The parent of an incremental snapshot; null for a whole one. */
-  parent: ParentLink | null;
+  /**
+   * For a diff (FORMAT.md §14), its PARENT record as `inspect --json` shows it (`name`, `depth`,
+   * `contentDigest`, `fileDigest`, `rootFileDigest`); null for a full snapshot or a QEMU stream.
+   */
+  parent: ParentReport | null;
   /** Each region's page map (a QEMU stream's RAM blocks), in file order. */
   regions: RegionMap[];
   /** Every record of the file, for the record chart and table. */
@@ -227,6 +218,50 @@ export interface DiffReport {
   devices: { id: string; instance: number; change: "only-in-a" | "only-in-b" | "changed" }[];
 }
 
+/** One file of a {@linkcode ReportChain}. */
+export interface ReportChainLink {
+  /** The path it was opened by (an input's path, or found through a diff's name hint). */
+  path: string;
+  /** Index in `files` when it is an input file, else -1 (a parent found through a name hint). */
+  file: number;
+  /** 0 for the full snapshot, else the diff's depth. */
+  depth: number;
+  /** The file's size in bytes. */
+  bytes: number;
+  /** Its trailer's digests (lowercase hex). */
+  contentDigest: string;
+  fileDigest: string;
+  /** Its PARENT record, as `inspect --json` shows it (null for the full snapshot). */
+  parent: ParentReport | null;
+  /**
+   * The pages the file holds, as `inspect --json` counts them (`pages.present`, `pages.zero`;
+   * `data` is the difference): for a diff, the pages written since its parent, the zero ones
+   * being explicit zero pages; null when the file could not be read.
+   */
+  pages: { present: number; zero: number; data: number } | null;
+  /** Why the link from this file to its parent is refused (the chain's message), else null. */
+  broken: string | null;
+}
+
+/**
+ * A chain of snapshots (FORMAT.md §14) ending at an input diff, opened through the format's
+ * `openChain` with the other inputs as parents (matched by file digest), else the name hints.
+ * `links` is in chain order, the full snapshot first. When a link is refused, `ok` is false,
+ * `problem` and `message` say why (`ChainError`), and `links` holds the files that could be
+ * identified from the inputs, the newest last, with the refused link's child marked `broken`. A
+ * chain whose links hold but one of whose files is damaged is not `ok` either: that file's link is
+ * marked `broken`.
+ */
+export interface ReportChain {
+  /** Index in `files` of the newest file. */
+  head: number;
+  ok: boolean;
+  /** `ChainError`'s problem, or "damaged-file" when the links hold but a file of the chain is damaged. */
+  problem: ChainProblem | "damaged-file" | null;
+  message: string | null;
+  links: ReportChainLink[];
+}
+
 /** One snapshot's metrics from `--metrics`. */
 export interface TimelineReport {
   /** Index of the file whose content digest the metrics name, or -1. */
@@ -245,10 +280,12 @@ export interface ReportData {
   generator: string;
   /** When the report was made (ISO 8601). */
   createdAt: string;
-  /** True when any input file is damaged or incomplete. */
+  /** True when any input file is damaged or incomplete, or a chain cannot be used. */
   damaged: boolean;
   /** Each input file, in command-line order. */
   files: FileReport[];
+  /** The chain ending at each input diff that no other input diff names as its parent. */
+  chains: ReportChain[];
   /** Each file against the next one. */
   diffs: DiffReport[];
   /** The `--metrics` file's path, or null. */

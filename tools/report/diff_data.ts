@@ -99,21 +99,40 @@ async function diffRegion(
   };
 }
 
-/** Compares file `a` with file `b` (both gathered with page hashes). */
+/**
+ * Compares file `a` with file `b` (both gathered with page hashes). `states[i]`, when given, is
+ * the whole state file `i` stands for (for a diff: its chain's pages overlaid, see
+ * `chain_data.ts`); without it a diff is not compared, since the pages it lacks are unchanged
+ * since its parent, not zero (FORMAT.md §14.2).
+ */
 export async function diffFiles(
   files: GatheredFile[],
   a: number,
   b: number,
+  states?: (PageHashes | null)[],
 ): Promise<DiffReport> {
   const fa = files[a];
   const fb = files[b];
   const { pairs, unmatched } = matchRegions(fa.report.regions, fb.report.regions);
   const regions: DiffRegion[] = [];
+  const stateOf = (i: number, f: GatheredFile) =>
+    states?.[i] ?? (f.report.parent === null ? f.hashes : null);
+  const ha = stateOf(a, fa);
+  const hb = stateOf(b, fb);
+  for (const [side, f, hx] of [["a", fa, ha], ["b", fb, hb]] as const) {
+    if (hx === null && f.report.parent !== null) {
+      unmatched.push({
+        file: side,
+        name: "*",
+        reason: "a diff whose chain cannot be used: the pages it lacks are its parent's, unknown",
+      });
+    }
+  }
   for (const [ia, ib] of pairs) {
     const ra = fa.report.regions[ia];
     const rb = fb.report.regions[ib];
-    if (fa.hashes === null || fb.hashes === null) break;
-    const d = await diffRegion(ra, rb, ia, ib, fa.hashes, fb.hashes);
+    if (ha === null || hb === null) break;
+    const d = await diffRegion(ra, rb, ia, ib, ha, hb);
     if (typeof d === "string") unmatched.push({ file: "a", name: ra.name, reason: d });
     else regions.push(d);
   }

@@ -10,6 +10,7 @@ import { VERSION } from "../../version.ts";
 import { openInput } from "../_io.ts";
 import { peekBytes } from "../_peek.ts";
 import { REPORT_DATA_VERSION, type ReportData } from "./data.ts";
+import { gatherChains } from "./chain_data.ts";
 import { diffFiles } from "./diff_data.ts";
 import { type GatheredFile, gatherLsnap, type GatherOptions } from "./lsnap_data.ts";
 import { matchTimelines, parseMetrics } from "./metrics_data.ts";
@@ -59,7 +60,8 @@ export async function gatherFile(path: string, options: GatherOptions = {}): Pro
 }
 
 /**
- * Reads every file and the metrics and returns the data set a report shows. A damaged file is
+ * Reads every file and the metrics and returns the data set a report shows, with the chain that
+ * ends at each input diff (`chain_data.ts`). A damaged file is
  * reported in the data (its problems, `damaged: true`), never thrown; a file that cannot be
  * opened or read throws {@linkcode ReportInputError}, a metrics file that is not what the engine
  * writes `MetricsError`.
@@ -88,19 +90,22 @@ export async function gatherReport(
     ? []
     : parseMetrics(await readMetricsText(options.metrics), options.metrics);
   const files: GatheredFile[] = [];
-  for (const path of paths) {
-    files.push(await gatherFile(path, { ...options, hashPages: paths.length > 1 }));
-  }
+  const fileOptions = { ...options, hashPages: paths.length > 1 };
+  for (const path of paths) files.push(await gatherFile(path, fileOptions));
+  const { chains, states } = await gatherChains(paths, files, gatherFile, fileOptions);
   const diffs = [];
-  for (let i = 0; i + 1 < files.length; i++) diffs.push(await diffFiles(files, i, i + 1));
+  for (let i = 0; i + 1 < files.length; i++) {
+    diffs.push(await diffFiles(files, i, i + 1, states));
+  }
   const reports = files.map((f) => f.report);
   return {
     format: "livesnap-report",
     version: REPORT_DATA_VERSION,
     generator: `livesnap ${VERSION}`,
     createdAt: (options.createdAt ?? new Date()).toISOString(),
-    damaged: reports.some((f) => !f.intact),
+    damaged: reports.some((f) => !f.intact) || chains.some((c) => !c.ok),
     files: reports,
+    chains,
     diffs,
     metricsPath: options.metrics ?? null,
     timelines: matchTimelines(metrics, reports),

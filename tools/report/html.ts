@@ -44,7 +44,7 @@ export function pageScript(): string {
  * import { REPORT_DATA_VERSION } from "./data.ts";
  * const html = renderReport({
  *   format: "livesnap-report", version: REPORT_DATA_VERSION, generator: "doc",
- *   createdAt: "2025-01-01T00:00:00.000Z", damaged: false, files: [], diffs: [],
+ *   createdAt: "2025-01-01T00:00:00.000Z", damaged: false, files: [], chains: [], diffs: [],
  *   metricsPath: null, timelines: [],
  * });
  * assert(html.includes('<script type="application/json" id="livesnap-data">'));

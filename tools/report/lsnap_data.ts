@@ -7,7 +7,7 @@
  * @module
  */
 import type { SnapshotRecord } from "../../format/stream_reader.ts";
-import { type InspectResult, inspectSnapshot } from "../inspect.ts";
+import { inspectChain, type InspectResult, inspectSnapshot } from "../inspect.ts";
 import { verifySnapshot } from "../verify.ts";
 import { type InputHandle, openInput } from "../_io.ts";
 import { type FileReport, PageKind, type RegionMap, type ReportProblem } from "./data.ts";
@@ -106,6 +106,10 @@ export async function gatherLsnap(
         );
         break;
       }
+      case "parent":
+        // A diff's link to its parent (FORMAT.md §14.1), record 1.
+        records.push({ offset: r.offset, bytes: 0, kind: "parent" });
+        break;
       case "index":
         records.push({ offset: r.offset, bytes: 0, kind: "index" });
         break;
@@ -131,6 +135,10 @@ export async function gatherLsnap(
     records.bytes.set(previous, Math.max(0, end - records.offset.get(previous)));
   }
   const { pageMap, ...inspect } = result;
+  // As `inspect --json FILE` shows a diff: with its chain, parents found by their name hints.
+  if (inspect.parent !== null && input.path !== undefined) {
+    inspect.chain = await inspectChain(input.path);
+  }
   const problems: ReportProblem[] = [];
   let problemsTruncated = false;
   if (result.error !== null) {
@@ -179,7 +187,7 @@ export async function gatherLsnap(
       bytesMapped: result.bytes,
       size: input.size ?? null,
       contentDigest: result.digests.content,
-      parent: null,
+      parent: result.parent,
       regions,
       records: await records.pack(),
       segments: await segments.pack(),

@@ -83,4 +83,33 @@ export class PageHashes {
     for (let i = 0; i < HASH; i++) if (a.hashes[at + i] !== b.hashes[at + i]) return false;
     return true;
   }
+
+  /**
+   * The state of a diff on this state (FORMAT.md §14.2): a new table where every page `diff`
+   * holds (data or zero) replaces this table's, and every page it does not hold is this table's.
+   */
+  overlaid(diff: PageHashes): PageHashes {
+    const out = new PageHashes(this.pageCounts);
+    this.regions.forEach((list, ri) => {
+      list.forEach((c, i) => {
+        if (c !== undefined) {
+          out.regions[ri][i] = { hashes: c.hashes.slice(), state: c.state.slice() };
+        }
+      });
+    });
+    diff.regions.forEach((list, ri) => {
+      if (out.regions[ri] === undefined) return;
+      list.forEach((c, i) => {
+        if (c === undefined) return;
+        for (let slot = 0; slot < CHUNK; slot++) {
+          const st = c.state[slot];
+          if (st === HashState.ABSENT) continue;
+          const o = out.chunk(ri, i * CHUNK + slot);
+          o.state[slot] = st;
+          o.hashes.set(c.hashes.subarray(slot * HASH, slot * HASH + HASH), slot * HASH);
+        }
+      });
+    });
+    return out;
+  }
 }

@@ -41,6 +41,17 @@ export function renderSummary(data: ReportData): HTMLElement {
       ),
     );
   }
+  const broken = data.chains.filter((c) => !c.ok);
+  if (broken.length > 0) {
+    box.append(
+      h(
+        "div",
+        { class: "banner bad", "data-key": "brokenChains", "data-value": String(broken.length) },
+        h("b", null, `Broken chain: ${broken.length} of ${data.chains.length}. `),
+        h("ul", null, ...broken.map((c) => h("li", null, c.message ?? ""))),
+      ),
+    );
+  }
   const t = h("table", { class: "kv" });
   const row = (k: string, v: Cell) => t.append(h("tr", null, h("th", null, k), h("td", null, v)));
   row(
@@ -162,6 +173,29 @@ export function lsnapHeader(f: FileReport, i: number): HTMLElement {
   row("index", keyed(`${k}.indexed`, String(r.indexed)));
   row("content digest", keyed(`${k}.digests.content`, r.digests.content ?? "-"));
   row("file digest", keyed(`${k}.digests.file`, r.digests.file ?? "-"));
+  if (r.parent !== null) {
+    // A diff (FORMAT.md §14.1): its pages are the changes since the parent.
+    row(
+      "parent",
+      keyed(`${k}.parent.name`, r.parent.name),
+      keyed(`${k}.parent.depth`, r.parent.depth, `diff at chain depth ${r.parent.depth}`),
+    );
+    row("parent content digest", keyed(`${k}.parent.contentDigest`, r.parent.contentDigest));
+    row("parent file digest", keyed(`${k}.parent.fileDigest`, r.parent.fileDigest));
+    row("root file digest", keyed(`${k}.parent.rootFileDigest`, r.parent.rootFileDigest));
+  }
+  if (r.chain !== undefined) {
+    row(
+      "chain (name hints)",
+      r.chain.ok
+        ? keyed(`${k}.chain.ok`, "true", `${r.chain.files.length} files, every link checked`)
+        : h(
+          "td",
+          { class: "bad", "data-key": `${k}.chain.ok`, "data-value": "false" },
+          r.chain.message,
+        ),
+    );
+  }
   if (r.error !== null) row("error", h("td", { class: "bad" }, r.error.message));
   return t;
 }

@@ -89,13 +89,19 @@ export function pageMap(
     }
     if (rec >= 0 && df.records.damaged[rec]) mix(pal.damaged, pal.damaged, 0, colors, k * 3);
   }
+  // In a diff, a page absent is unchanged since the parent, never zero (FORMAT.md §14.2).
+  const diff = f.parent !== null;
   const kinds = f.records.kinds;
   const encodings = f.records.encodings;
   const describe = (page: number, run: number): string => {
     const addr = r.base + page * r.pageSize;
     const lines = [`${r.name} page ${fmtInt(page)} at ${fmtHex(addr)}`];
     const kind = r.kind[run];
-    if (kind === 0) return `${lines[0]}\nabsent (reads as zero)`;
+    if (kind === 0) {
+      return `${lines[0]}\n${
+        diff ? "not in this diff: unchanged since the parent" : "absent (reads as zero)"
+      }`;
+    }
     const rec = r.record[run];
     lines.push(
       `${kind === 1 ? "zero" : "data"}, ${r.copies[run]} cop${
@@ -129,8 +135,8 @@ export function pageMap(
     ),
   );
   const legend: [string, string][] = [
-    ["absent", cssColor(pal.absent)],
-    ["zero", cssColor(pal.zero)],
+    [diff ? "not in the diff (parent's)" : "absent", cssColor(pal.absent)],
+    [diff ? "zero (zeroed since the parent)" : "zero", cssColor(pal.zero)],
     ["data, incompressible", cssColor(pal.dataDense)],
     ["data, 16:1 or better", cssColor(pal.dataLight)],
     ["repeated (2 copies)", cssColor(pal.repeatedFew)],

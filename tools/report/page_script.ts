@@ -2,7 +2,7 @@
  * The report page's script, run by the browser that opens the report. `html.ts` writes the
  * source of the functions listed in {@linkcode PAGE_FUNCTIONS} into one scope of the page as Deno
  * runs them (TypeScript with the types removed), so they are type-checked and linted here. They
- * live in `page_common.ts`, `page_header.ts`, `page_map.ts`, `page_order.ts` and
+ * live in `page_common.ts`, `page_header.ts`, `page_chain.ts`, `page_map.ts`, `page_order.ts` and
  * `page_timeline.ts` and import each other by name for the type checker; in the page they find
  * each other by those same names. So they may use nothing at run time but each other, the DOM
  * and uPlot (bundled into the page): no module-level value and no renamed import. Their DOM types
@@ -40,6 +40,7 @@ import {
   renderFile,
   renderSummary,
 } from "./page_header.ts";
+import { renderChain } from "./page_chain.ts";
 import { mapWidget, pageMap, pagePalette, recordRatio, renderDiff } from "./page_map.ts";
 import { addressAt, recordOrder, regionStarts } from "./page_order.ts";
 import { renderTimeline, renderTimelines, timelineCharts } from "./page_timeline.ts";
@@ -55,6 +56,7 @@ export async function reportMain(): Promise<void> {
     for (const f of data.files) decoded.push(await decodeFile(f));
     const ctx: PageContext = { width: Math.max(400, root.clientWidth || 900), draws: [] };
     root.append(renderSummary(data));
+    for (const [ci, c] of data.chains.entries()) root.append(renderChain(data, c, ci));
     data.files.forEach((f, i) => root.append(renderFile(ctx, f, decoded[i], i)));
     for (const [i, d] of data.diffs.entries()) root.append(await renderDiff(ctx, data, d, i));
     if (data.metricsPath !== null) root.append(renderTimelines(ctx, data));
@@ -111,6 +113,7 @@ export const PAGE_FUNCTIONS: readonly ((...args: never[]) => unknown)[] = [
   addressAt,
   recordOrder,
   renderDiff,
+  renderChain,
   renderTimelines,
   renderTimeline,
   timelineCharts,

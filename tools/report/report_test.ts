@@ -1,5 +1,12 @@
 import { assert, assertEquals, assertRejects, assertThrows } from "@std/assert/mod.js";
 import { SnapshotWriter } from "../../format/writer.ts";
+import { writeChain } from "../../format/_chain_test_util.ts";
+import {
+  PROLOGUE_SIZE,
+  RECORD_HEAD_SIZE,
+  RECORD_TAIL_SIZE,
+  RecordType,
+} from "../../format/constants.ts";
 import { TimelineSampler } from "../../emulator/snapshot/metrics.ts";
 import { loadFixture } from "../../qemu/_fixtures_test_util.ts";
 import { inspectSnapshot } from "../inspect.ts";
@@ -304,11 +311,12 @@ Deno.test("renderReport() keeps a file name holding </script> inside the embedde
   const path = "x</script><script>alert(1)</script><!--.lsnap";
   const html = renderReport({
     format: "livesnap-report",
-    version: 1,
+    version: 2,
     generator: "test",
     createdAt: "2025-01-01T00:00:00.000Z",
     damaged: false,
     files: [],
+    chains: [],
     diffs: [],
     metricsPath: path,
     timelines: [],
@@ -317,6 +325,147 @@ Deno.test("renderReport() keeps a file name holding </script> inside the embedde
   if (m === null) throw new Error("no data set in the page");
   assertEquals(JSON.parse(m[1]).metricsPath, path);
   assert(!html.includes("<script>alert(1)"));
+});
+
+/** Byte offset of the first PAGES record of an .lsnap file (FORMAT.md §3). */
+function firstPagesRecordOffset(bytes: Uint8Array): number {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let at = PROLOGUE_SIZE;
+  while (at + RECORD_HEAD_SIZE <= bytes.length) {
+    if (view.getUint16(at, true) === RecordType.PAGES) return at;
+    at += RECORD_HEAD_SIZE + view.getUint32(at + 4, true) + RECORD_TAIL_SIZE;
+  }
+  throw new Error("no PAGES record");
+}
+
+/** Pages whose bytes differ between two RAM images, split as `diffFiles` counts them. */
+function ramDiff(a: Uint8Array, b: Uint8Array) {
+  const out = { changed: 0, zeroed: 0, filled: 0 };
+  for (let at = 0; at < a.length; at += PAGE) {
+    const x = a.subarray(at, at + PAGE);
+    const y = b.subarray(at, at + PAGE);
+    if (x.every((v, i) => v === y[i])) continue;
+    const zx = x.every((v) => v === 0);
+    const zy = y.every((v) => v === 0);
+    if (zy) out.zeroed++;
+    else if (zx) out.filled++;
+    else out.changed++;
+  }
+  return out;
+}
+
+Deno.test("gatherReport() a chain given in any order, or its newest diff alone: links in chain order with each file's digests, parent link and pages as inspect says", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const steps = await writeChain(dir, 2, { pages: 96, seed: 5, dirty: 0.2, zero: 0.08 });
+    const inspects = [];
+    for (const s of steps) {
+      using f = await Deno.open(s.path);
+      inspects.push(await inspectSnapshot(f.readable));
+    }
+    const paths = steps.map((s) => s.path);
+    for (const order of [[2], [1, 0, 2], [0, 1, 2]]) {
+      const what = `inputs s-${order.join(", s-")}`;
+      const data = await gatherReport(order.map((k) => paths[k]));
+      assertEquals(data.damaged, false, what);
+      assertEquals(data.chains.length, 1, what);
+      const c = data.chains[0];
+      assertEquals([c.ok, c.problem, c.head], [true, null, order.indexOf(2)], what);
+      assertEquals(c.links.map((l) => l.path), paths, what);
+      assertEquals(c.links.map((l) => l.file), [0, 1, 2].map((k) => order.indexOf(k)), what);
+      for (const [k, l] of c.links.entries()) {
+        const want = inspects[k];
+        assertEquals(l.depth, k, what);
+        assertEquals(l.parent, want.parent, `${what}: link ${k}'s PARENT record`);
+        assertEquals([l.contentDigest, l.fileDigest], [want.digests.content, want.digests.file]);
+        assertEquals(l.bytes, want.bytes);
+        assertEquals(l.pages, {
+          present: want.pages.present,
+          zero: want.pages.zero,
+          data: want.pages.present - want.pages.zero,
+        });
+        assertEquals(l.broken, null);
+        if (k > 0) {
+          // What each diff changed: the pages its writer wrote, explicit zero pages apart.
+          assertEquals(l.pages!.present, steps[k].written.length + steps[k].zeroed.length);
+          assertEquals(l.pages!.zero, steps[k].zeroed.length);
+        }
+      }
+      for (const [i, k] of order.entries()) {
+        const f = data.files[i];
+        assertEquals(f.parent, inspects[k].parent, `${what}: file ${i}'s parent`);
+        const chain = (f.inspect as { chain?: { ok: boolean; files: unknown[] } }).chain;
+        if (k === 0) assertEquals(chain, undefined);
+        else assertEquals([chain?.ok, chain?.files.length], [true, k + 1], "as inspect --json");
+      }
+      // The diff map between two files of the chain compares the states they stand for.
+      for (const d of data.diffs) {
+        const [ka, kb] = [order[d.a], order[d.b]];
+        assertEquals(d.unmatched, [], what);
+        const { changed, zeroed, filled } = d.regions[0];
+        assertEquals(
+          { changed, zeroed, filled },
+          ramDiff(steps[ka].ram, steps[kb].ram),
+          `${what}: s-${ka} against s-${kb}`,
+        );
+      }
+    }
+    // The parents given as inputs where no name hint leads (the newest diff moved away).
+    await Deno.mkdir(`${dir}/away`);
+    await Deno.rename(paths[2], `${dir}/away/newest.lsnap`);
+    const away = await gatherReport([`${dir}/away/newest.lsnap`, paths[1], paths[0]]);
+    assertEquals([away.chains[0].ok, away.chains[0].links.map((l) => l.file)], [true, [2, 1, 0]]);
+    assertEquals(away.diffs.map((d) => d.unmatched), [[], []]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("gatherReport() a chain whose parent was replaced by another file, or is missing: the refused link marked, exit 1", async () => {
+  const dir = await Deno.makeTempDir();
+  const quiet = console.error;
+  console.error = () => {};
+  try {
+    const steps = await writeChain(dir, 2, { pages: 64, seed: 5 });
+    await Deno.mkdir(`${dir}/other`);
+    const other = await writeChain(`${dir}/other`, 1, { pages: 64, seed: 9 });
+    await Deno.copyFile(steps[1].path, `${dir}/s-1.good`);
+    await Deno.copyFile(other[1].path, steps[1].path);
+    const data = await gatherReport([steps[2].path]);
+    assertEquals(data.damaged, true);
+    const c = data.chains[0];
+    assertEquals([c.ok, c.problem, c.head], [false, "other-chain", 0]);
+    assert(c.message!.includes("link s-2.lsnap → s-1.lsnap"), c.message!);
+    assertEquals(c.links.map((l) => [l.path, l.broken === null]), [[steps[2].path, false]]);
+    assertEquals(await reportMain([steps[2].path, "--out", `${dir}/r.html`]), 1);
+    const html = await Deno.readTextFile(`${dir}/r.html`);
+    assert(html.includes("other-chain"), "the page holds the refused link");
+    // The diff map does not take the unchanged pages of a diff with no usable chain for zero.
+    const all = await gatherReport(steps.map((s) => s.path));
+    assertEquals(all.diffs.map((d) => d.regions.length), [0, 0]);
+    assert(all.diffs[0].unmatched.some((u) => u.file === "b" && u.reason.includes("chain")));
+    // A parent found by its name whose trailer holds but whose pages are damaged.
+    await Deno.copyFile(`${dir}/s-1.good`, steps[1].path);
+    const bytes = await Deno.readFile(steps[1].path);
+    const at = firstPagesRecordOffset(bytes);
+    bytes[at + 40] ^= 0xff;
+    await Deno.writeFile(steps[1].path, bytes);
+    const hurt = await gatherReport([steps[2].path]);
+    assertEquals([hurt.damaged, hurt.chains[0].ok, hurt.chains[0].problem], [
+      true,
+      false,
+      "damaged-file",
+    ]);
+    assertEquals(hurt.chains[0].links.map((l) => l.broken !== null), [false, true, false]);
+    assertEquals(await reportMain([steps[2].path, "--out", `${dir}/r.html`]), 1);
+    await Deno.remove(steps[1].path);
+    const missing = await gatherReport([steps[2].path]);
+    assertEquals([missing.chains[0].ok, missing.chains[0].problem], [false, "missing-parent"]);
+    assertEquals(await reportMain([steps[2].path, "--out", `${dir}/r.html`]), 1);
+  } finally {
+    console.error = quiet;
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("livesnap report exits 2 without --out or with a bad metrics file, 1 for a damaged file, 0 else", async () => {
@@ -357,7 +506,16 @@ Deno.test("livesnap report exits 2 without --out or with a bad metrics file, 1 f
 Deno.test("PAGE_FUNCTIONS lists every function the page's parts export, each under its own name", async () => {
   const { PAGE_FUNCTIONS } = await import("./page_script.ts");
   const listed = new Set(PAGE_FUNCTIONS.map((f) => f.name));
-  for (const part of ["page_common", "page_header", "page_map", "page_order", "page_timeline"]) {
+  for (
+    const part of [
+      "page_common",
+      "page_header",
+      "page_chain",
+      "page_map",
+      "page_order",
+      "page_timeline",
+    ]
+  ) {
     const mod = await import(`./${part}.ts`);
     for (const [name, value] of Object.entries(mod)) {
       if (typeof value !== "function") continue;
