@@ -228,8 +228,9 @@ export interface ReportChainLink {
   depth: number;
   /** The file's size in bytes. */
   bytes: number;
-  /** Its trailer's digests (lowercase hex). */
+  /** Its trailer's content digest (FORMAT.md §10), lowercase hex. */
   contentDigest: string;
+  /** Its trailer's file digest (FORMAT.md §9), lowercase hex. */
   fileDigest: string;
   /** Its PARENT record, as `inspect --json` shows it (null for the full snapshot). */
   parent: ParentReport | null;
@@ -255,10 +256,13 @@ export interface ReportChainLink {
 export interface ReportChain {
   /** Index in `files` of the newest file. */
   head: number;
+  /** Whether every link holds and every file of the chain reads whole. */
   ok: boolean;
   /** `ChainError`'s problem, or "damaged-file" when the links hold but a file of the chain is damaged. */
   problem: ChainProblem | "damaged-file" | null;
+  /** The refusal's message (names the file and the link), or null when `ok`. */
   message: string | null;
+  /** The chain's files, the full snapshot first (see above when a link is refused). */
   links: ReportChainLink[];
 }
 
