@@ -121,6 +121,14 @@ function describeRegions(d: MachineDescription): string {
   ).join(", ");
 }
 
+/** True when `e`, or an error it wraps (a byte source's error), is a missing file. */
+function isNotFound(e: unknown): boolean {
+  for (let x = e, depth = 0; x instanceof Error && depth < 8; x = x.cause, depth++) {
+    if (x instanceof Deno.errors.NotFound) return true;
+  }
+  return false;
+}
+
 /** Opens a file of a chain; every failure becomes a ChainError naming the link. */
 async function openMember(
   path: string,
@@ -130,7 +138,7 @@ async function openMember(
   try {
     return await SnapshotFileReader.open(path, { diffs: "read" });
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) {
+    if (isNotFound(e)) {
       throw new ChainError("missing-parent", `${what}: '${path}' does not exist`, {
         file: child,
         parent: path,
