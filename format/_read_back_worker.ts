@@ -1,7 +1,8 @@
 /**
- * Worker side of flatten's read-back (flatten.ts): receives the output's bytes as they are
- * written and reads them with the streaming checker (every rule of FORMAT.md, the file digest and
- * the content digest recomputed from the output's records), on a core of its own.
+ * Worker side of the read-back of flatten (flatten.ts) and convert (tools/convert/read_back.ts):
+ * receives the output's bytes as they are written and reads them with the streaming checker
+ * (every rule of FORMAT.md, the file digest and the content digest recomputed from the output's
+ * records), on a core of its own.
  *
  * Messages in: `{ chunk: Uint8Array }`, then `{ end: true }`. Messages out: `{ ready: true }` once
  * it listens (the host sends nothing before), `{ ack: bytes }` after each chunk is consumed, then

@@ -6,8 +6,8 @@
  * input's ({@linkcode checkDigest}).
  *
  * The reader runs in this thread, or for an `.lsnap` output in a worker thread
- * (`_read_back_worker.ts`), so that checking costs the converter no time on a machine with a
- * spare core.
+ * (`format/_read_back_worker.ts`, shared with flatten), so that checking costs the converter no
+ * time on a machine with a spare core.
  *
  * @module
  */
@@ -176,13 +176,16 @@ class InlineChannel implements Channel {
 }
 
 /**
- * The worker side is `_read_back_worker.ts`: chunks in, `{ ack }` as each is consumed, then
- * `{ done }` or `{ error }`.
+ * The worker side is `format/_read_back_worker.ts` (the streaming checker, as flatten uses it):
+ * chunks in, `{ ack }` as each is consumed, then `{ done }` or `{ error }`.
  */
 class WorkerChannel implements Channel {
-  readonly #worker = new Worker(new URL("./_read_back_worker.ts", import.meta.url).href, {
-    type: "module",
-  });
+  readonly #worker = new Worker(
+    new URL("../../format/_read_back_worker.ts", import.meta.url).href,
+    {
+      type: "module",
+    },
+  );
   #inFlight = 0;
   #waiters: (() => void)[] = [];
   #failure: Error | null = null;
