@@ -63,6 +63,7 @@ import {
   Uart,
   UART_DEVICE_ID,
   UART_STATE_VERSION,
+  uartResetState,
   type UartState,
 } from "../emulator/devices/uart.ts";
 import { MAX_RAM_SIZE, PAGE_SIZE } from "../emulator/memory_map.ts";
@@ -855,19 +856,7 @@ function importPlic(p: Fields | null, f: Findings): PlicState {
  * without one, from IIR.
  */
 function importSerial(outer: Fields | null, f: Findings): UartState {
-  const state: UartState = {
-    ier: 0,
-    lcr: 0,
-    mcr: 0x08,
-    scr: 0,
-    fcr: 0,
-    dll: 0x0c,
-    dlm: 0,
-    rx: new Uint8Array(0),
-    rbr: 0,
-    thrIpending: false,
-    lsrErrors: 0,
-  };
+  const state: UartState = uartResetState();
   if (outer === null) {
     f.note("serial", "absent: the UART is as after reset");
     return state;
