@@ -23,26 +23,10 @@ import { readQemuStream } from "../../qemu/stream_reader.ts";
 import { readQemuSnapshot } from "../../qemu/snapshot.ts";
 import { convertQemuToLsnap, openQemuStream } from "../../qemu/convert.ts";
 import { extractQemuRam } from "../../qemu/extract_ram.ts";
-import type { CaseResult } from "./_targets.ts";
+import { type CaseResult, describe, streamOf } from "./_targets.ts";
 
 /** Blocks larger than this are not extracted whole into memory by the harness. */
 const MAX_EXTRACT = 64 * 1024 * 1024;
-
-function chunks(bytes: Uint8Array, chunk: number): ReadableStream<Uint8Array> {
-  let at = 0;
-  return new ReadableStream<Uint8Array>({
-    pull(c) {
-      if (at >= bytes.length) return c.close();
-      c.enqueue(bytes.slice(at, at + chunk));
-      at += chunk;
-    },
-  });
-}
-
-function describe(e: unknown): string {
-  if (e instanceof Error) return `${e.name}: ${e.message}`.slice(0, 300);
-  return String(e).slice(0, 300);
-}
 
 async function guarded<T>(
   what: string,
@@ -86,7 +70,7 @@ export async function runQemuCase(
   const skipped: string[] = [];
   const stream = await guarded("readQemuStream()", problems, async () => {
     let records = 0;
-    for await (const _ of readQemuStream(chunks(bytes, chunk))) records++;
+    for await (const _ of readQemuStream(streamOf(bytes, chunk))) records++;
     return records;
   });
   const inspect = await guarded("inspectQemuStream()", problems, () => inspectQemuStream(bytes));
@@ -130,7 +114,7 @@ export async function runQemuCase(
 
   // openQemuStream: the same pages as readQemuSnapshot, and its digest.
   const opened = await guarded("openQemuStream()", problems, async () => {
-    const s = await openQemuStream(chunks(bytes, chunk), { createdAt: 0 });
+    const s = await openQemuStream(streamOf(bytes, chunk), { createdAt: 0 });
     const final = new Map<string, Uint8Array>();
     const regions = s.description.regions;
     for await (const item of s.items()) {
@@ -175,7 +159,7 @@ export async function runQemuCase(
   const conv = await guarded(
     "convertQemuToLsnap()",
     problems,
-    () => convertQemuToLsnap(chunks(bytes, chunk), out, { createdAt: 0, writer: { workers: 0 } }),
+    () => convertQemuToLsnap(streamOf(bytes, chunk), out, { createdAt: 0, writer: { workers: 0 } }),
     true,
   );
   if (conv.value !== undefined) {

@@ -74,7 +74,8 @@ export interface CaseResult {
   outcome: string;
 }
 
-function streamOf(bytes: Uint8Array, chunk: number): ReadableStream<Uint8Array> {
+/** `bytes` as a stream of `chunk`-byte pieces (the last one shorter). */
+export function streamOf(bytes: Uint8Array, chunk: number): ReadableStream<Uint8Array> {
   let at = 0;
   return new ReadableStream<Uint8Array>({
     pull(c) {
@@ -85,7 +86,8 @@ function streamOf(bytes: Uint8Array, chunk: number): ReadableStream<Uint8Array> 
   });
 }
 
-function describe(e: unknown): string {
+/** An error's name and message, at most 300 characters, for a case's record. */
+export function describe(e: unknown): string {
   if (e instanceof Error) return `${e.name}: ${e.message}`.slice(0, 300);
   return String(e).slice(0, 300);
 }
