@@ -119,40 +119,7 @@ export async function restoreSnapshot(o: RestoreSnapshotOptions): Promise<Restor
     }
   }
   if (o.lazy !== undefined) return await restoreLazy(o, o.lazy);
-  let restored: (RestoredMachine & { chain: string[] }) | null = null;
-  if (o.parallel !== false && !isHttpUrl(o.path) && o.path !== "-" && worthLoaders(o.path)) {
-    // A complete, indexed .lsnap in a local file: loader threads decompress its records in
-    // parallel straight into RAM. Anything else (a pipe, a QEMU stream or conversion, a file
-    // without an index, a diff, a damaged file: the readers below name the damage by record)
-    // is read below.
-    try {
-      const r = await restoreEagerly({ path: o.path, uartSink: o.sink, migrations: o.migrations });
-      restored = { ...r, source: "lsnap" as const, notes: [], chain: [o.path] };
-    } catch {
-      restored = null;
-    }
-  }
-  if (restored !== null) {
-    // Read in parallel above.
-  } else if (o.path !== "-" && !isHttpUrl(o.path)) {
-    // A diff is read through its chain: every link and every digest is checked before it runs.
-    restored = await restoreMachineFromFile(o.path, {
-      uartSink: o.sink,
-      migrations: o.migrations,
-      parents: o.parents,
-    });
-  } else {
-    const input = await openInput(o.path);
-    try {
-      const m = await restoreMachine(input.readable, {
-        uartSink: o.sink,
-        migrations: o.migrations,
-      });
-      restored = { ...m, chain: [o.path] };
-    } finally {
-      input.close();
-    }
-  }
+  const restored = await readMachine(o);
   const { machine } = restored;
   o.onRestored?.(restored.notes);
   const snapshotRetired = machine.hart.retired;
@@ -179,6 +146,40 @@ export async function restoreSnapshot(o: RestoreSnapshotOptions): Promise<Restor
   };
 }
 
+/**
+ * The machine in `o.path`. A complete, indexed .lsnap in a local file is read by loader threads
+ * that decompress its records in parallel straight into RAM; anything else (a diff, a QEMU stream
+ * or conversion, a file without an index, a damaged file: the readers below name the damage by
+ * record), or a parallel read that fails, is read below: a local file through its chain (a diff's
+ * every link and digest checked before it runs), a URL or stdin as a stream.
+ */
+async function readMachine(
+  o: RestoreSnapshotOptions,
+): Promise<RestoredMachine & { chain: string[] }> {
+  const local = o.path !== "-" && !isHttpUrl(o.path);
+  if (local && o.parallel !== false && worthLoaders(o.path)) {
+    try {
+      const r = await restoreEagerly({ path: o.path, uartSink: o.sink, migrations: o.migrations });
+      return { ...r, source: "lsnap" as const, notes: [], chain: [o.path] };
+    } catch {
+      // Read again below, by the reader that reports what is wrong.
+    }
+  }
+  if (local) {
+    return await restoreMachineFromFile(o.path, {
+      uartSink: o.sink,
+      migrations: o.migrations,
+      parents: o.parents,
+    });
+  }
+  const input = await openInput(o.path);
+  try {
+    const m = await restoreMachine(input.readable, { uartSink: o.sink, migrations: o.migrations });
+    return { ...m, chain: [o.path] };
+  } finally {
+    input.close();
+  }
+}
 /** Slices between two looks of a lazy restore's pager (its window and its loaders' end). */
 const LAZY_SLICE = 100_000;
 
