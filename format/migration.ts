@@ -34,7 +34,7 @@ export const MIGRATION_MAGIC: Uint8Array = new Uint8Array([
 ]);
 /** Protocol version (docs/MIGRATION.md §2). */
 export const MIGRATION_MAJOR = 1;
-export const MIGRATION_MINOR = 0;
+export const MIGRATION_MINOR = 1;
 
 /** Message types (docs/MIGRATION.md §3): the `.lsnap` record framing, types 0x4D00-0x4DFF. */
 export const MigrationMessage = {
@@ -47,7 +47,12 @@ export const MigrationMessage = {
   READY: 0x4d11,
   GO: 0x4d12,
   PAGE_REQUEST: 0x4d20,
+  RESUME: 0x4d21,
+  COMPLETE: 0x4d22,
 } as const;
+
+/** Most page numbers one PAGE_REQUEST carries (docs/MIGRATION.md §8.3). */
+export const MAX_PAGE_REQUEST = 1024;
 
 /** The largest control message payload (docs/MIGRATION.md §3); checked before allocating. */
 export const MAX_MESSAGE_PAYLOAD = 1024 * 1024;
@@ -89,6 +94,9 @@ export interface Hello {
   devices: Record<string, number>;
   /** The migration mode the source will use. */
   mode: MigrationMode;
+  /** Post-copy: this connection resumes an interrupted post-copy (docs/MIGRATION.md §8.5) of
+   * the guest stopped at this instruction count; absent for a new migration. */
+  resumeAt?: number;
 }
 
 /** SWITCHOVER: the source's word that the stream is complete (docs/MIGRATION.md §5). */
@@ -159,6 +167,7 @@ export function encodeHello(h: Hello): Uint8Array {
     header: encodeHeader(h.description),
     devices: { ...h.devices },
     mode: h.mode,
+    ...(h.resumeAt === undefined ? {} : { resumeAt: h.resumeAt }),
   });
 }
 
@@ -188,7 +197,74 @@ export function decodeHello(body: DeviceStateValue): Hello {
   if (mode !== "precopy" && mode !== "postcopy" && mode !== "hybrid") {
     throw badField("HELLO", "mode", `'${String(mode)}' is not precopy, postcopy or hybrid`);
   }
-  return { description, devices, mode };
+  const resumeAt = m.resumeAt;
+  if (resumeAt !== undefined && !isCount(resumeAt)) {
+    throw badField("HELLO", "resumeAt", "is not an instruction count");
+  }
+  return resumeAt === undefined
+    ? { description, devices, mode }
+    : { description, devices, mode, resumeAt: resumeAt as number };
+}
+
+function isCount(v: DeviceStateValue | undefined): boolean {
+  return typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
+}
+
+/** Post-copy's SWITCHOVER (docs/MIGRATION.md §8.2): where the guest stopped, and how many DEVICE
+ * records follow it. */
+export interface PostcopySwitchover {
+  /** Instructions the guest had retired when it stopped. */
+  atInstruction: number;
+  /** DEVICE records that follow (FORMAT.md §7). */
+  deviceRecords: number;
+}
+
+/** Decodes post-copy's SWITCHOVER body. */
+export function decodePostcopySwitchover(body: DeviceStateValue): PostcopySwitchover {
+  const m = asMap(body, "SWITCHOVER");
+  if (!isCount(m.atInstruction)) {
+    throw badField("SWITCHOVER", "atInstruction", "is not an instruction count");
+  }
+  const n = m.deviceRecords;
+  if (!isCount(n) || (n as number) > 1024) {
+    throw badField("SWITCHOVER", "deviceRecords", "is not a count of at most 1024");
+  }
+  return { atInstruction: m.atInstruction as number, deviceRecords: n as number };
+}
+
+/** Decodes PAGE_REQUEST's body: page numbers, each below `pageCount`, at most
+ * {@linkcode MAX_PAGE_REQUEST}. */
+export function decodePageRequest(body: DeviceStateValue, pageCount: number): number[] {
+  const pages = asMap(body, "PAGE_REQUEST").pages;
+  if (!Array.isArray(pages) || pages.length > MAX_PAGE_REQUEST) {
+    throw badField("PAGE_REQUEST", "pages", `is not an array of at most ${MAX_PAGE_REQUEST}`);
+  }
+  for (const p of pages) {
+    if (!isCount(p) || (p as number) >= pageCount) {
+      throw badField("PAGE_REQUEST", "pages", `holds ${String(p)}, not a page below ${pageCount}`);
+    }
+  }
+  return pages as number[];
+}
+
+/** Decodes RESUME's body: the bitmap of the pages the destination lacks (bit `p % 8` of byte
+ * `p / 8` set: page `p` is missing). */
+export function decodeResume(body: DeviceStateValue, pageCount: number): Uint8Array {
+  const missing = asMap(body, "RESUME").missing;
+  const want = Math.ceil(pageCount / 8);
+  if (!(missing instanceof Uint8Array) || missing.length !== want) {
+    throw badField("RESUME", "missing", `is not a bitmap of ${want} bytes`);
+  }
+  return missing;
+}
+
+/** Decodes COMPLETE's body: the content digest of the state at the switch-over. */
+export function decodeComplete(body: DeviceStateValue): { contentDigest: string } {
+  const digest = asMap(body, "COMPLETE").contentDigest;
+  if (typeof digest !== "string" || !/^[0-9a-f]{64}$/.test(digest)) {
+    throw badField("COMPLETE", "contentDigest", "is not 64 hex digits");
+  }
+  return { contentDigest: digest };
 }
 
 /** Decodes SWITCHOVER's body. */
@@ -361,6 +437,41 @@ export class TimedByteReader {
       );
     }
     return { type, body };
+  }
+
+  /**
+   * Reads one record of any type (a control message or a `.lsnap` record): its length checked
+   * against `cap` before anything is allocated, then its CRC. Returns the type and payload.
+   */
+  async record(
+    ms: number,
+    what: string,
+    cap: number,
+  ): Promise<{ type: number; payload: Uint8Array; at: number }> {
+    const at = this.offset;
+    const head = await this.exactly(RECORD_HEAD_SIZE, ms, what);
+    const { type, length } = this.#head(head, at, -1);
+    if (length > cap) {
+      throw new MigrationError(
+        "protocol",
+        `Cannot migrate: ${this.#peer} sent a record (type ${
+          messageName(type)
+        }) of ${length} bytes at byte ${at}, more than the ${cap} allowed`,
+      );
+    }
+    const rest = await this.exactly(length + RECORD_TAIL_SIZE, ms, what);
+    const payload = rest.subarray(0, length);
+    const stored = new DataView(rest.buffer, rest.byteOffset + length, 4).getUint32(0, true);
+    const actual = crc32c(head, payload);
+    if (stored !== actual) {
+      throw new MigrationError(
+        "protocol",
+        `Cannot migrate: the record at byte ${at} from ${this.#peer} has CRC32C ${
+          hex32(stored)
+        }, its bytes give ${hex32(actual)}`,
+      );
+    }
+    return { type, payload, at };
   }
 
   /**

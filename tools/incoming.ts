@@ -34,6 +34,7 @@ import {
 import { epochMs } from "../emulator/snapshot/metrics.ts";
 import { portWritable } from "../emulator/snapshot/port_stream.ts";
 import { DEFAULT_MIGRATION_TIMEOUT_MS } from "./migrate.ts";
+import { type PostcopyConnection, receivePostcopy } from "./incoming_postcopy.ts";
 
 /** Bytes received but not yet restored by the guest thread. Small: what is held here when the
  * source stops its guest is downtime, and the source cannot see it; a full window holds the
@@ -57,6 +58,12 @@ export interface IncomingOptions {
   ramSize?: number;
   /** The longest wait for the source at each step, milliseconds (default 30 000). */
   timeoutMs?: number;
+  /** Post-copy: the longest wait for the source to come back after a lost connection, and
+   * for each fault's page (default 60 000, docs/MIGRATION.md §8.5). */
+  resumeTimeoutMs?: number;
+  /** Take a source that resumes an interrupted post-copy (`restore --incoming --resume`): this
+   * destination starts anew and asks for every page. */
+  resume?: boolean;
   /** The machine's other options (UART sink, stop-at, snapshots...). */
   live?: Omit<LiveMachineOptions, "elf" | "restorePath" | "restoreStream" | "startPaused">;
   /** Called once listening, with the address. */
@@ -85,6 +92,13 @@ export interface IncomingMetrics {
   switchoverMs: number;
   /** The `--out` file, if any. */
   out: string | null;
+  /** Post-copy: pages the guest faulted on and asked the source for. */
+  postcopyFaults: number;
+  /** Post-copy: fault latency percentiles (from the fault to the page in), microseconds; null
+   * without faults. */
+  faultLatencyUs: { p50: number; p99: number } | null;
+  /** Connections the migration took (more than 1 after a resume). */
+  connections: number;
 }
 
 /** A running incoming migration's result. */
@@ -123,8 +137,8 @@ export function incompatibility(hello: Hello, ramSize?: number): string | null {
       }
     }
   }
-  if (hello.mode !== "precopy") {
-    return `mode ${hello.mode} is not available in this build (precopy is)`;
+  if (hello.mode === "hybrid") {
+    return `mode ${hello.mode} is not available in this build (precopy and postcopy are)`;
   }
   return null;
 }
@@ -170,16 +184,19 @@ export async function receiveMigration(o: IncomingOptions): Promise<IncomingMigr
   const listener = Deno.listen({ hostname: o.host, port: o.port, transport: "tcp" });
   const addr = listener.addr as Deno.NetAddr;
   o.onListening?.({ hostname: addr.hostname, port: addr.port });
-  let busy = false;
-  let first!: (c: Deno.TcpConn) => void;
-  const firstConn = new Promise<Deno.TcpConn>((r) => first = r);
+  // The one connection a migration waits for (the first; after a lost post-copy connection,
+  // the source's resume); any other is refused as busy.
+  let waiter: ((c: Deno.TcpConn) => void) | null = null;
+  const nextConn = () => new Promise<Deno.TcpConn>((r) => waiter = r);
+  const firstConn = nextConn();
   const accepting = (async () => {
     try {
       for await (const conn of listener) {
-        if (busy) refuseBusy(conn, o.onRefusedBusy);
+        const take = waiter as ((c: Deno.TcpConn) => void) | null;
+        if (take === null) refuseBusy(conn, o.onRefusedBusy);
         else {
-          busy = true;
-          first(conn);
+          waiter = null;
+          take(conn);
         }
       }
     } catch {
@@ -189,27 +206,39 @@ export async function receiveMigration(o: IncomingOptions): Promise<IncomingMigr
   try {
     // Waiting for a source has no bound of ours (as QEMU's -incoming); the caller may stop us.
     const conn = await firstConn;
-    return await receiveOn(conn, o, ms);
+    return await receiveOn(conn, o, ms, async (bound) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const c = await Promise.race([
+        nextConn(),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => {
+            waiter = null;
+            reject(new MigrationError("timeout", `no source connected in ${bound} ms`));
+          }, bound);
+        }),
+      ]).finally(() => clearTimeout(timer));
+      return await handshake(c, o, ms);
+    });
   } finally {
     listener.close();
     await accepting;
   }
 }
 
-async function receiveOn(
+/**
+ * The handshake on a new connection (docs/MIGRATION.md §4): the prologues, HELLO and the checks
+ * of a restore; refuses (and throws) an incompatible machine. Does not send ACCEPT.
+ */
+async function handshake(
   conn: Deno.TcpConn,
   o: IncomingOptions,
   ms: number,
-): Promise<IncomingMigration> {
+): Promise<PostcopyConnection> {
   const ra = conn.remoteAddr;
   const peer = `${ra.hostname}:${ra.port}`;
   conn.setNoDelay(true);
   const reader = new TimedByteReader(conn.readable, `the source ${peer}`);
   const w = conn.writable.getWriter();
-  let machineStart: Promise<LiveMachine> | null = null;
-  let file: AtomicFile | null = null;
-  let toGuest: WritableStreamDefaultWriter<Uint8Array> | null = null;
-  let progress: ReturnType<typeof setInterval> | undefined;
   try {
     const v = decodeMigrationPrologue(
       await reader.exactly(16, ms, "the source's prologue"),
@@ -235,6 +264,60 @@ async function receiveOn(
       await refuse(w, why);
       throw new MigrationError("refused", `Cannot take the migration from ${peer}: ${why}`);
     }
+    return { conn, peer, reader, w, hello };
+  } catch (e) {
+    try {
+      conn.close();
+    } catch {
+      // already closed
+    }
+    throw e;
+  }
+}
+
+async function receiveOn(
+  conn: Deno.TcpConn,
+  o: IncomingOptions,
+  ms: number,
+  next: (ms: number) => Promise<PostcopyConnection>,
+): Promise<IncomingMigration> {
+  const first = await handshake(conn, o, ms);
+  const { peer, reader, w, hello } = first;
+  if (hello.resumeAt !== undefined && !o.resume) {
+    const reason =
+      "the source resumes an interrupted post-copy; this destination holds none (start it with --resume to take it anew)";
+    await refuse(w, reason);
+    conn.close();
+    throw new MigrationError("refused", `Cannot take the migration from ${peer}: ${reason}`);
+  }
+  if (hello.mode === "postcopy") {
+    await w.write(encodeMessage(MigrationMessage.ACCEPT, {}));
+    const accepted = epochMs();
+    const r = await receivePostcopy(first, o, ms, next);
+    const ranAt = epochMs();
+    return {
+      machine: r.machine,
+      metrics: {
+        type: "incoming-migration",
+        source: peer,
+        mode: hello.mode,
+        atInstruction: r.atInstruction,
+        bytesReceived: r.bytesReceived,
+        contentDigest: r.contentDigest,
+        totalMs: Math.round((ranAt - accepted) * 1000) / 1000,
+        switchoverMs: r.startMs,
+        out: o.out ?? null,
+        postcopyFaults: r.faults,
+        faultLatencyUs: r.faultLatencyUs,
+        connections: r.connections,
+      },
+    };
+  }
+  let machineStart: Promise<LiveMachine> | null = null;
+  let file: AtomicFile | null = null;
+  let toGuest: WritableStreamDefaultWriter<Uint8Array> | null = null;
+  let progress: ReturnType<typeof setInterval> | undefined;
+  try {
     await w.write(encodeMessage(MigrationMessage.ACCEPT, {}));
     const accepted = epochMs();
 
@@ -339,6 +422,9 @@ async function receiveOn(
         totalMs: Math.round((ranAt - accepted) * 1000) / 1000,
         switchoverMs: Math.round((ranAt - switchAt) * 1000) / 1000,
         out: o.out ?? null,
+        postcopyFaults: 0,
+        faultLatencyUs: null,
+        connections: 1,
       },
     };
   } catch (e) {

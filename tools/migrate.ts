@@ -31,6 +31,7 @@ import { CURRENT_STATE_VERSIONS } from "../emulator/snapshot/machine_state.ts";
 import { epochMs, type SnapshotMetrics } from "../emulator/snapshot/metrics.ts";
 import { portReadable } from "../emulator/snapshot/port_stream.ts";
 import { PAGE_SIZE } from "../emulator/memory_map.ts";
+import { interruptedPostcopy, postcopyPhase, type PostcopyResult } from "./migrate_postcopy.ts";
 
 /** Options of {@linkcode migrate}. */
 export interface MigrateOptions {
@@ -38,8 +39,11 @@ export interface MigrateOptions {
   host: string;
   /** The destination's port. */
   port: number;
-  /** Only `precopy` is implemented; `postcopy` and `hybrid` are refused before connecting. */
+  /** `precopy` (default), `postcopy` or `hybrid` (docs/MIGRATION.md §8). */
   mode?: MigrationMode;
+  /** Finish this machine's post-copy that a lost connection interrupted (docs/MIGRATION.md
+   * §8.5): reconnect, send the pages the destination still lacks. */
+  resume?: boolean;
   /** Target downtime: switch over once what is left can be sent in this time (default 50). */
   downtimeMs?: number;
   /** Passes after the first before switching over whatever is dirty (default 20). */
@@ -106,8 +110,8 @@ export interface MigrationMetrics {
   contentDigest: string;
   /** RAM of the guest, bytes. */
   ramBytes: number;
-  /** The precopy snapshot's own metrics (throttle, pages resent, ...). */
-  snapshot: SnapshotMetrics;
+  /** The precopy snapshot's own metrics (throttle, pages resent, ...); null for post-copy. */
+  snapshot: SnapshotMetrics | null;
 }
 
 /** The longest the source waits, before its final pause, for the destination to catch up. */
@@ -174,14 +178,15 @@ async function connect(host: string, port: number, ms: number): Promise<Deno.Tcp
  * ```
  */
 export async function migrate(vm: LiveMachine, o: MigrateOptions): Promise<MigrationMetrics> {
-  const mode = o.mode ?? "precopy";
   const peer = `${o.host}:${o.port}`;
-  if (mode !== "precopy") {
+  const resuming = o.resume ? interruptedPostcopy(vm) : null;
+  if (o.resume && resuming === null) {
     throw new MigrationError(
       "refused",
-      `Cannot migrate to ${peer}: mode ${mode} is not available in this build (precopy is)`,
+      `Cannot resume the migration to ${peer}: this guest has no interrupted post-copy migration`,
     );
   }
+  const mode = resuming !== null ? "postcopy" : o.mode ?? "precopy";
   const ms = o.timeoutMs ?? DEFAULT_MIGRATION_TIMEOUT_MS;
   const started = epochMs();
   const conn = await connect(o.host, o.port, ms);
@@ -205,7 +210,12 @@ export async function migrate(vm: LiveMachine, o: MigrateOptions): Promise<Migra
     // §4 handshake: nothing of the guest's memory moves before the destination accepts.
     await send(encodeMigrationPrologue(), "sending the prologue");
     await send(
-      encodeHello({ description: vm.description, devices: { ...CURRENT_STATE_VERSIONS }, mode }),
+      encodeHello({
+        description: vm.description,
+        devices: { ...CURRENT_STATE_VERSIONS },
+        mode,
+        ...(resuming === null ? {} : { resumeAt: resuming.atInstruction }),
+      }),
       "sending HELLO",
     );
     const v = decodeMigrationPrologue(
@@ -220,6 +230,22 @@ export async function migrate(vm: LiveMachine, o: MigrateOptions): Promise<Migra
     }
     const reply = await reader.message(ms, "the reply to HELLO");
     expectReply(reply.type, reply.body, MigrationMessage.ACCEPT, peer);
+    if (mode === "postcopy") {
+      const r = await postcopyPhase({
+        vm,
+        peer,
+        mode,
+        reader,
+        send,
+        sent: () => bytesSent,
+        ms,
+        started,
+        resume: resuming,
+        precopy: null,
+      });
+      await out.close().catch(() => {});
+      return postcopyMetrics(mode, peer, vm, r, bytesSent, 0, null);
+    }
 
     // From here on the destination sends PROGRESS (stream bytes it has restored) until its
     // reply to SWITCHOVER: one reader for all of them.
@@ -365,6 +391,34 @@ export async function migrate(vm: LiveMachine, o: MigrateOptions): Promise<Migra
     if (final !== null) await vm.resume().catch(() => {});
     throw err;
   }
+}
+
+/** The migration's report of a post-copy (or hybrid) phase. */
+function postcopyMetrics(
+  mode: MigrationMode,
+  peer: string,
+  vm: LiveMachine,
+  r: PostcopyResult,
+  bytesSent: number,
+  passes: number,
+  snapshot: SnapshotMetrics | null,
+): MigrationMetrics {
+  return {
+    type: "migration",
+    mode,
+    destination: peer,
+    atInstruction: r.atInstruction,
+    downtimeMs: r.downtimeMs,
+    downtimeParts: r.downtimeParts,
+    totalMs: r.totalMs,
+    bytesSent,
+    passes,
+    postcopyFaults: r.postcopyFaults,
+    faultLatencyUs: r.faultLatencyUs,
+    contentDigest: r.contentDigest,
+    ramBytes: vm.pageCount * PAGE_SIZE,
+    snapshot,
+  };
 }
 
 function round3(x: number): number {

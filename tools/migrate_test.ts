@@ -16,6 +16,8 @@ import {
   TimedByteReader,
 } from "../format/migration.ts";
 import { migrate, parseHostPort } from "./migrate.ts";
+import { type IncomingOptions, receiveMigration } from "./incoming.ts";
+import { memstressElf } from "../emulator/guests/memstress_config.ts";
 
 const ELF = await Deno.readFile(new URL("../emulator/guests/build/counter.elf", import.meta.url));
 const RAM = 4 << 20;
@@ -176,16 +178,57 @@ Deno.test("migrate(): a destination gone after the final pause leaves the guest 
   }
 });
 
-Deno.test("migrate() refuses postcopy and hybrid by name before connecting", async () => {
-  const vm = await LiveMachine.start({ elf: ELF, ramSize: RAM });
-  for (const mode of ["postcopy", "hybrid"] as const) {
-    const e = await assertRejects(
-      () => migrate(vm, { host: "127.0.0.1", port: 9, mode }),
-      MigrationError,
-    );
-    assert(e.message.includes(`mode ${mode} is not available`), e.message);
+/** A guest that keeps storing over 1 MiB and prints each round. */
+const STORM = memstressElf({ workingSetBytes: 1 << 20, writesPerRound: 5_000, rounds: 0 });
+/** Instructions the destination runs after the switch-over before it is compared. */
+const RUN_ON = 2_000_000;
+
+/** The digest an uninterrupted run of `elf` holds after `at` instructions. */
+async function digestAt(elf: Uint8Array, at: number): Promise<string> {
+  const whole = Machine.fromElf(elf, { ramSize: 8 << 20, uartSink: () => {} });
+  whole.run(at);
+  return await machineContentDigest(whole);
+}
+
+/** Starts a destination on a free loopback port; resolves with the port and its result. */
+async function realDestination(o: Partial<IncomingOptions> = {}) {
+  let port!: (p: number) => void;
+  const listening = new Promise<number>((r) => port = r);
+  const incoming = receiveMigration({
+    host: "127.0.0.1",
+    port: 0,
+    onListening: (a) => port(a.port),
+    live: { runFor: RUN_ON },
+    ...o,
+  });
+  incoming.catch(() => {});
+  return { port: await listening, incoming };
+}
+
+Deno.test("migrate() postcopy: the destination runs at once on faulted-in pages and goes on exactly as an uninterrupted run", async () => {
+  const d = await realDestination();
+  const vm = await LiveMachine.start({ elf: STORM, ramSize: 8 << 20 });
+  await new Promise((r) => setTimeout(r, 200));
+  const m = await migrate(vm, { host: "127.0.0.1", port: d.port, mode: "postcopy" });
+  const { machine, metrics } = await d.incoming;
+  assertEquals(m.mode, "postcopy");
+  assertEquals(metrics.mode, "postcopy");
+  // The state checked at the destination is the one the source stopped in.
+  assertEquals(metrics.contentDigest, m.contentDigest);
+  assertEquals(machine.startRetired, m.atInstruction);
+  assertEquals(m.contentDigest, await digestAt(STORM, m.atInstruction));
+  // The guest ran before its pages were in: it faulted on some of them.
+  assert(m.postcopyFaults > 0, JSON.stringify(m));
+  assertEquals(m.postcopyFaults, metrics.postcopyFaults);
+  assert(m.faultLatencyUs !== null && m.faultLatencyUs.p99 >= m.faultLatencyUs.p50);
+  assertEquals(m.passes, 0);
+  for (const k of ["downtimeMs", "totalMs", "bytesSent"] as const) {
+    assert(m[k] > 0, `${k}: ${m[k]}`);
   }
-  await vm.quit();
+  const halt = await machine.halted;
+  assertEquals(halt.retired, m.atInstruction + RUN_ON);
+  assertEquals(await machine.digest(), await digestAt(STORM, m.atInstruction + RUN_ON));
+  await machine.quit();
 });
 
 Deno.test("parseHostPort() reads HOST:PORT and [v6]:PORT, and refuses the rest", () => {

@@ -30,6 +30,7 @@ import { describeMachine } from "./machine_state.ts";
 import { epochMs, readThreadCpu } from "./metrics.ts";
 import type { GuestBoot, GuestEvent, GuestStatus, HaltReason } from "./protocol.ts";
 import { restoreMachine, restoreMachineFromFile } from "./restore.ts";
+import { postcopyMachine } from "./postcopy_pager.ts";
 import { portReadable } from "./port_stream.ts";
 import {
   CTRL_WRITER_STATE,
@@ -453,6 +454,12 @@ async function start(boot: GuestBoot): Promise<void> {
       machine = restored.machine;
       restoredDigest = restored.contentDigest;
       restoredNotes = restored.notes;
+    } else if (boot.postcopy !== undefined) {
+      machine = postcopyMachine(
+        boot.postcopy,
+        uartSink,
+        (page) => port.postMessage({ type: "page-fault", page }),
+      );
     } else if (boot.restorePath !== undefined) {
       // A diff is restored through its chain (every link checked before the guest runs).
       const restored = await restoreMachineFromFile(boot.restorePath, {

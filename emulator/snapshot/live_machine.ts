@@ -18,6 +18,7 @@ import { MAX_CHAIN_DEPTH } from "../../format/constants.ts";
 import type { MachineState } from "../machine.ts";
 import { PAGE_SIZE } from "../memory_map.ts";
 import type { GuestSideMetrics } from "./guest_side.ts";
+import type { PostcopyBoot } from "./postcopy_pager.ts";
 import {
   CMD_PAUSE,
   CMD_QUIT,
@@ -106,6 +107,11 @@ export interface LiveMachineOptions {
   /** A snapshot's bytes arriving on a port (port_stream.ts), as a live migration receives
    * them; the machine starts once the whole stream is in and checked. */
   restoreStream?: MessagePort;
+  /** A post-copy migration's destination: the machine of this description and device state,
+   * every page absent until the host brings it in (see `onPageFault`). */
+  postcopy?: PostcopyBoot;
+  /** Post-copy: called (on this thread) when the guest waits for page `page` (-1: for all). */
+  onPageFault?: (page: number) => void;
   /** For a diff at `restorePath`: parent files to use before the names its chain records
    * (`restore --parent`), matched by file digest. */
   restoreParents?: string[];
@@ -238,6 +244,9 @@ export class LiveMachine {
   readonly description: MachineDescription;
   /** Guest RAM (shared with the guest thread; read it only while paused or halted). */
   readonly ram: Uint8Array;
+  /** The page gate of guest RAM (emulator/ram.ts), shared with the guest thread: a post-copy
+   * destination clears a page's GATE_ABSENT here once it has written the page. */
+  readonly pageGate: Int32Array;
   /** Pages of guest RAM (4096 bytes each): the most slots a copy buffer can use. */
   readonly pageCount: number;
   /** Instructions retired when the machine started (non-zero after a restore). */
@@ -286,6 +295,7 @@ export class LiveMachine {
     this.#options = options;
     this.description = booted.description;
     this.ram = new Uint8Array(booted.ram);
+    this.pageGate = new Int32Array(booted.gate);
     this.pageCount = this.ram.length / PAGE_SIZE;
     this.startRetired = booted.retired;
     this.restoredDigest = booted.restoredDigest;
@@ -402,6 +412,7 @@ export class LiveMachine {
       elf: options.elf,
       restorePath: options.restorePath,
       restoreStream: options.restoreStream,
+      postcopy: options.postcopy,
       restoreParents: options.restoreParents,
       ramSize: options.ramSize,
       input: options.input,
@@ -486,6 +497,9 @@ export class LiveMachine {
     switch (ev.type) {
       case "uart":
         this.#options.uartSink?.(ev.bytes);
+        break;
+      case "page-fault":
+        this.#options.onPageFault?.(ev.page);
         break;
       case "snapshot-started": {
         const p = this.#pending.get(ev.tag);
@@ -708,6 +722,13 @@ export class LiveMachine {
   /** Where the guest is. */
   async status(): Promise<GuestStatus> {
     return (await this.#command(CMD_STATUS)).status;
+  }
+
+  /** The registers and devices now (RAM is {@linkcode LiveMachine.ram}); pause the guest
+   * first for a state that stays true. */
+  async saveState(): Promise<{ status: GuestStatus; state: MachineState }> {
+    const r = await this.#command(CMD_SAVE_STATE);
+    return { status: r.status, state: r.state! };
   }
 
   /** The content digest of the machine's current state (pauses the guest for its duration if

@@ -14,6 +14,7 @@ import type { PauseCauses } from "./metrics.ts";
 import type { SessionBuffers, SnapshotMode } from "./session.ts";
 import type { PrecopyPassReport, WriterSideMetrics } from "./writer_loop.ts";
 import type { ParentTransfer } from "./diff_parent.ts";
+import type { PostcopyBoot } from "./postcopy_pager.ts";
 
 export type { PrecopyPassReport };
 
@@ -103,6 +104,9 @@ export interface GuestBoot {
   /** Instead of `restorePath`: the snapshot's bytes arrive on this port (port_stream.ts), e.g.
    * from a live migration's socket. */
   restoreStream?: MessagePort;
+  /** Instead of a file or stream: a post-copy migration's destination (postcopy_pager.ts): the
+   * device state now, every page absent until the host brings it in. */
+  postcopy?: PostcopyBoot;
   /** For a diff at `restorePath`: parent files to use before the names it records. */
   restoreParents?: string[];
   /** RAM size for `elf`; a restore takes the file's. */
@@ -150,6 +154,8 @@ export type GuestEvent =
   }
   | { type: "boot-failed"; name: string; message: string }
   | { type: "uart"; bytes: Uint8Array }
+  /** Post-copy: the guest waits for page `page` (-1: for every page still absent). */
+  | { type: "page-fault"; page: number }
   | {
     type: "snapshot-started";
     tag: string;

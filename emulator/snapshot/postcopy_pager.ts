@@ -1,0 +1,116 @@
+/**
+ * The destination's guest side of a post-copy migration (docs/MIGRATION.md §8): the machine is
+ * built from the source's device state with every page of RAM absent (GATE_ABSENT,
+ * emulator/ram.ts), and runs at once. A fault on an absent page posts the page's number to the
+ * host thread, which asks the source for it, writes its bytes into the shared RAM and clears the
+ * page's absent bit; meanwhile the guest's thread waits for that bit alone (`Atomics.wait`,
+ * bounded). A page never comes from anywhere else, so the guest never runs on bytes that are not
+ * its own.
+ *
+ * @module
+ */
+
+import type { DeviceSection } from "../../format/device_section.ts";
+import type { MachineDescription } from "../../format/header.ts";
+import { Machine, type MachineOptions } from "../machine.ts";
+import { type AbsentPageHandler, GATE_ABSENT } from "../ram.ts";
+import { PAGE_SIZE, RAM_BASE } from "../memory_map.ts";
+import {
+  checkDescriptionFits,
+  instructionsCountedFrom,
+  SnapshotMismatchError,
+  STATE_MIGRATIONS,
+  stateFromSections,
+} from "./machine_state.ts";
+
+/** What the guest thread needs to build a post-copy destination's machine. */
+export interface PostcopyBoot {
+  /** The machine (the HEADER of the stream, FORMAT.md §5). */
+  description: MachineDescription;
+  /** The device sections of the state at the switch-over. */
+  sections: DeviceSection[];
+  /** The longest a fault waits for its page, milliseconds (then the run ends with an error). */
+  waitBoundMs: number;
+}
+
+/** A fault the source did not answer within its bound: the guest stopped before the access. */
+export class PostcopyFaultError extends Error {
+  /** The page (0 = the page at RAM_BASE). */
+  readonly page: number;
+  /** `page` did not arrive within `ms`. */
+  constructor(page: number, ms: number) {
+    super(
+      `Cannot run the migrated guest: page ${page} (address 0x${
+        (RAM_BASE + page * PAGE_SIZE).toString(16)
+      }) did not arrive from the source within ${ms} ms; the guest was stopped before the access`,
+    );
+    this.name = "PostcopyFaultError";
+    this.page = page;
+  }
+}
+
+/** The absent-page handler of a post-copy destination (runs on the guest's thread). */
+export class PostcopyPager implements AbsentPageHandler {
+  readonly #gate: Int32Array;
+  readonly #ask: (page: number) => void;
+  readonly #waitBoundMs: number;
+
+  /** Asks for pages with `ask` (page -1: all of them) and waits on `gate` for them. */
+  constructor(gate: Int32Array, ask: (page: number) => void, waitBoundMs: number) {
+    this.#gate = gate;
+    this.#ask = ask;
+    this.#waitBoundMs = waitBoundMs;
+  }
+
+  /** Waits (bounded) until `page` is present. */
+  #await(page: number, until: number): void {
+    for (;;) {
+      const g = Atomics.load(this.#gate, page);
+      if ((g & GATE_ABSENT) === 0) return;
+      const left = until - performance.now();
+      if (left <= 0) throw new PostcopyFaultError(page, this.#waitBoundMs);
+      Atomics.wait(this.#gate, page, g, Math.min(left, 100));
+    }
+  }
+
+  /** See emulator/ram.ts. */
+  fault(page: number): void {
+    if ((Atomics.load(this.#gate, page) & GATE_ABSENT) === 0) return;
+    this.#ask(page);
+    this.#await(page, performance.now() + this.#waitBoundMs);
+  }
+
+  /** See emulator/ram.ts: asks for the whole rest, then waits for each page in turn (each
+   * wait bounded). */
+  faultAll(): void {
+    this.#ask(-1);
+    for (let p = 0; p < this.#gate.length; p++) {
+      this.#await(p, performance.now() + this.#waitBoundMs);
+    }
+  }
+}
+
+/**
+ * Builds the machine of a post-copy destination: the device state of `boot`, every page absent,
+ * faults posted with `ask`. Throws {@linkcode SnapshotMismatchError} for a machine or state that
+ * does not fit this emulator.
+ */
+export function postcopyMachine(
+  boot: PostcopyBoot,
+  uartSink: MachineOptions["uartSink"],
+  ask: (page: number) => void,
+): Machine {
+  const ramSize = checkDescriptionFits(boot.description);
+  const machine = new Machine({ ramSize, uartSink });
+  machine.instructionsCountedFrom = instructionsCountedFrom(boot.description);
+  try {
+    machine.restore(stateFromSections(boot.sections, STATE_MIGRATIONS));
+  } catch (e) {
+    if (e instanceof SnapshotMismatchError) throw e;
+    throw new SnapshotMismatchError((e as Error).message.replace(/^Cannot restore /, ""));
+  }
+  const ram = machine.ram;
+  ram.setAbsentHandler(new PostcopyPager(ram.pageGate, ask, boot.waitBoundMs));
+  ram.markAbsent(0, ram.pageCount);
+  return machine;
+}

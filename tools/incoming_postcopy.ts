@@ -1,0 +1,379 @@
+/**
+ * Post-copy migration, the receiving side (docs/MIGRATION.md §8): on the source's SWITCHOVER and
+ * DEVICE records the destination starts the guest with every page absent and runs it at once; a
+ * fault on an absent page asks the source for it (PAGE_REQUEST) while the source's sweep brings
+ * in the rest. Each page is written into RAM once, before its absent bit is cleared, and never
+ * again (the guest's own stores win from then on). Its bytes are hashed as they arrive, so the
+ * content digest of the state received is known the moment the last page is in; it must equal
+ * the source's (COMPLETE), or the guest is stopped and the migration fails.
+ *
+ * A lost connection pauses the guest (a fault then waits) and keeps every page received; the
+ * source reconnects with `--resume` and this side tells it which pages it still lacks (RESUME).
+ * The wait for it is bounded (`resumeTimeoutMs`).
+ *
+ * @module
+ */
+
+import { AtomicFile } from "../format/atomic_file.ts";
+import { toHex } from "../format/checksum.ts";
+import { RecordType } from "../format/constants.ts";
+import { ContentDigestBuilder } from "../format/content_digest.ts";
+import { decodeDeviceSection, type DeviceSection } from "../format/device_section.ts";
+import { decodeDeviceState } from "../format/device_state.ts";
+import { CorruptError, LsnapError } from "../format/errors.ts";
+import {
+  decodeComplete,
+  decodePostcopySwitchover,
+  encodeMessage,
+  type Hello,
+  MAX_MESSAGE_PAYLOAD,
+  messageName,
+  MigrationError,
+  MigrationMessage,
+  type TimedByteReader,
+} from "../format/migration.ts";
+import { decodePageRecord, expandPageData } from "../format/page_record.ts";
+import { SnapshotWriter } from "../format/writer.ts";
+import { LiveMachine } from "../emulator/snapshot/live_machine.ts";
+import { clearAbsent } from "../emulator/ram.ts";
+import { PAGE_SIZE } from "../emulator/memory_map.ts";
+import { epochMs } from "../emulator/snapshot/metrics.ts";
+import type { IncomingOptions } from "./incoming.ts";
+
+/** Default bound on the wait for a source to come back after a lost connection (and on each
+ * fault's wait for its page), milliseconds. */
+export const DEFAULT_RESUME_TIMEOUT_MS = 60_000;
+/** The destination's heartbeat during post-copy (PROGRESS), milliseconds. */
+const HEARTBEAT_MS = 1000;
+/** The largest PAGES record accepted (the source sends at most 64 pages a record). */
+const MAX_PAGES_RECORD = 16 * 1024 * 1024;
+
+/** One connection of a post-copy: its reader and writer, as `receiveMigration` set them up. */
+export interface PostcopyConnection {
+  conn: Deno.TcpConn;
+  peer: string;
+  reader: TimedByteReader;
+  w: WritableStreamDefaultWriter<Uint8Array>;
+  hello: Hello;
+}
+
+/** What a post-copy destination measured. */
+export interface PostcopyIncomingResult {
+  machine: LiveMachine;
+  atInstruction: number;
+  contentDigest: string;
+  /** From the device state's arrival to the guest's resume here, milliseconds. */
+  startMs: number;
+  faults: number;
+  faultLatencyUs: { p50: number; p99: number } | null;
+  bytesReceived: number;
+  connections: number;
+}
+
+/** Bit `p` of a page bitmap. */
+function bit(map: Uint8Array, p: number): boolean {
+  return (map[p >> 3] & (1 << (p & 7))) !== 0;
+}
+
+function pct(xs: number[], f: number): number {
+  return xs.length === 0 ? 0 : xs[Math.min(xs.length - 1, Math.floor(f * xs.length))];
+}
+
+/**
+ * Runs a post-copy on `first` (accepted already) and on each connection `next` gives after a
+ * lost one, until the state is complete and checked. Rejects with a {@linkcode MigrationError};
+ * the guest is then stopped (quit).
+ */
+export async function receivePostcopy(
+  first: PostcopyConnection,
+  o: IncomingOptions & { resumeTimeoutMs?: number },
+  ms: number,
+  next: (ms: number) => Promise<PostcopyConnection>,
+): Promise<PostcopyIncomingResult> {
+  const resumeMs = o.resumeTimeoutMs ?? DEFAULT_RESUME_TIMEOUT_MS;
+  const description = first.hello.description;
+  const pageCount = description.regions[0].size / PAGE_SIZE;
+  const have = new Uint8Array(Math.ceil(pageCount / 8));
+  let haveCount = 0;
+  const digest = new ContentDigestBuilder(description);
+  const requested = new Map<number, number>();
+  const latencies: number[] = [];
+  // Set by serveConnection (a closure): typed so that TypeScript does not narrow them to null.
+  let machine = null as LiveMachine | null;
+  let atInstruction = -1;
+  let startMs = 0;
+  let bytesReceived = 0;
+  let connections = 0;
+  let file = null as AtomicFile | null;
+  let writer = null as SnapshotWriter | null;
+  let current: PostcopyConnection | null = first;
+  let checkedDigest = "";
+  const ask = (pages: number[]) => {
+    const w = current?.w;
+    if (w === undefined || pages.length === 0) return;
+    w.write(encodeMessage(MigrationMessage.PAGE_REQUEST, { pages })).catch(() => {});
+  };
+  const onPageFault = (page: number) => {
+    if (page < 0 || page >= pageCount || bit(have, page) || requested.has(page)) return;
+    requested.set(page, performance.now());
+    ask([page]);
+  };
+  try {
+    for (let c: PostcopyConnection = first;;) {
+      connections++;
+      current = c;
+      const r = await serveConnection(c);
+      if (r === "done") break;
+      // The connection is gone: hold the guest, keep the pages, wait (bounded) for the source.
+      current = null;
+      try {
+        c.conn.close();
+      } catch {
+        // already closed
+      }
+      if (machine === null) throw r;
+      await machine.pause();
+      try {
+        c = await next(resumeMs);
+      } catch (e) {
+        throw new MigrationError(
+          "timeout",
+          `Cannot finish the post-copy migration: the connection to the source was lost (${r.message}) and no source resumed it within ${resumeMs} ms (${
+            pageCount - haveCount
+          } of ${pageCount} pages missing); the guest was stopped`,
+          { cause: e },
+        );
+      }
+      if (c.hello.resumeAt !== atInstruction) {
+        const reason = c.hello.resumeAt === undefined
+          ? "this destination holds an interrupted post-copy: the source must resume it (--resume)"
+          : `the source resumes a post-copy at instruction ${c.hello.resumeAt}, this destination holds one at ${atInstruction}`;
+        await c.w.write(encodeMessage(MigrationMessage.REFUSE, { reason })).catch(() => {});
+        throw new MigrationError("refused", `Cannot resume the post-copy: ${reason}`);
+      }
+      await c.w.write(encodeMessage(MigrationMessage.ACCEPT, {}));
+    }
+    const m = machine as LiveMachine | null;
+    if (m === null) throw new Error("unreachable: post-copy ended without a machine");
+    const sorted = [...latencies].sort((a, b) => a - b);
+    const faultLatencyUs = sorted.length === 0 ? null : {
+      p50: Math.round(pct(sorted, 0.5) * 1000),
+      p99: Math.round(pct(sorted, 0.99) * 1000),
+    };
+    if (writer !== null) {
+      await (writer as SnapshotWriter).close();
+      await file!.commit();
+    }
+    return {
+      machine: m,
+      atInstruction,
+      contentDigest: checkedDigest,
+      startMs,
+      faults: latencies.length,
+      faultLatencyUs,
+      bytesReceived,
+      connections,
+    };
+  } catch (e) {
+    await writer?.abort().catch(() => {});
+    await file?.abort().catch(() => {});
+    await machine?.quit().catch(() => {});
+    throw e;
+  }
+
+  /** One connection: "done" once the state is complete and checked, or the error that ended
+   * it when the connection failed (to wait for a resume); throws for anything else. */
+  async function serveConnection(c: PostcopyConnection): Promise<"done" | MigrationError> {
+    const { reader, w, peer } = c;
+    let heartbeat: ReturnType<typeof setInterval> | undefined;
+    try {
+      if (machine !== null || c.hello.resumeAt !== undefined) {
+        // §8.5: which pages are still missing (all of them on a destination started anew).
+        const missing = new Uint8Array(have.length);
+        for (let i = 0; i < have.length; i++) missing[i] = ~have[i] & 0xff;
+        await w.write(encodeMessage(MigrationMessage.RESUME, { missing }));
+      }
+      const swMsg = await reader.message(ms, "SWITCHOVER");
+      if (swMsg.type !== MigrationMessage.SWITCHOVER) {
+        throw new MigrationError(
+          "protocol",
+          `Cannot take the migration from ${peer}: expected SWITCHOVER, got ${
+            messageName(swMsg.type)
+          }`,
+        );
+      }
+      const sw = decodePostcopySwitchover(swMsg.body);
+      const arrived = epochMs();
+      const sections: DeviceSection[] = [];
+      for (let i = 0; i < sw.deviceRecords; i++) {
+        const r = await reader.record(ms, `DEVICE record ${i}`, MAX_MESSAGE_PAYLOAD);
+        if (r.type !== RecordType.DEVICE) {
+          throw new MigrationError(
+            "protocol",
+            `Cannot take the migration from ${peer}: expected DEVICE record ${i} at byte ${r.at}, got ${
+              messageName(r.type)
+            }`,
+          );
+        }
+        sections.push(decodeDeviceSection(r.payload, r.at, -1));
+      }
+      if (machine === null) {
+        atInstruction = sw.atInstruction;
+        for (const s of sections) digest.setDevice(s);
+        machine = await LiveMachine.start({
+          ...o.live,
+          postcopy: { description, sections, waitBoundMs: resumeMs },
+          onPageFault,
+          startPaused: true,
+        });
+        if (machine.startRetired !== sw.atInstruction) {
+          throw new MigrationError(
+            "mismatch",
+            `Cannot take the migration from ${peer}: the device state is at instruction ${machine.startRetired}, SWITCHOVER says ${sw.atInstruction}`,
+          );
+        }
+        await machine.resume();
+        startMs = Math.round((epochMs() - arrived) * 1000) / 1000;
+        if (o.out !== undefined) {
+          const f = await AtomicFile.create(o.out);
+          file = f;
+          writer = await SnapshotWriter.create(
+            new WritableStream({ write: (b) => f.write(b) }),
+            description,
+            { workers: 0 },
+          );
+          for (const s of sections) await writer.writeDevice(s);
+        }
+      } else {
+        if (sw.atInstruction !== atInstruction) {
+          throw new MigrationError(
+            "mismatch",
+            `Cannot resume the migration from ${peer}: its SWITCHOVER is at instruction ${sw.atInstruction}, this destination's at ${atInstruction}`,
+          );
+        }
+        // Faults the lost connection left unanswered, then the guest again.
+        ask([...requested.keys()].filter((p) => !bit(have, p)).slice(0, 1024));
+        await machine.resume();
+      }
+      heartbeat = setInterval(() => {
+        w.write(encodeMessage(MigrationMessage.PROGRESS, { bytes: haveCount })).catch(() => {});
+      }, HEARTBEAT_MS);
+      const gate = machine.pageGate;
+      const ram = machine.ram;
+      for (;;) {
+        // Bounded: the source's sweep sends without pause; a silent source is a lost one.
+        const r = await reader.record(ms, "pages", MAX_PAGES_RECORD);
+        bytesReceived += r.payload.length + 12;
+        if (r.type === RecordType.PAGES) {
+          const head = decodePageRecord(r.payload, description.regions, r.at, -1);
+          const data = expandPageData(head, PAGE_SIZE, r.at, -1, (reason, at, i) => {
+            throw new CorruptError(reason, { offset: at, recordIndex: i });
+          });
+          const fresh: number[] = [];
+          const now = performance.now();
+          for (let i = 0; i < head.pages.length; i++) {
+            const p = head.pages[i];
+            if (bit(have, p)) continue; // a resend: the guest's stores since win
+            if (data !== null) {
+              ram.set(data.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE), p * PAGE_SIZE);
+            }
+            have[p >> 3] |= 1 << (p & 7);
+            haveCount++;
+            clearAbsent(gate, p);
+            Atomics.notify(gate, p);
+            fresh.push(p);
+            const t = requested.get(p);
+            if (t !== undefined) {
+              latencies.push(now - t);
+              requested.delete(p);
+            }
+          }
+          if (data !== null && fresh.length > 0) {
+            const list = Uint32Array.from(fresh);
+            const bytes = new Uint8Array(fresh.length * PAGE_SIZE);
+            let k = 0;
+            for (let i = 0; i < head.pages.length && k < fresh.length; i++) {
+              if (head.pages[i] !== fresh[k]) continue;
+              bytes.set(data.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE), k * PAGE_SIZE);
+              k++;
+            }
+            digest.setPageData(0, list, bytes);
+            await writer?.writePageList(0, list, bytes);
+          }
+        } else if (r.type === MigrationMessage.COMPLETE) {
+          const { contentDigest } = decodeComplete(messageBody(r.payload, peer));
+          if (haveCount !== pageCount) {
+            throw new MigrationError(
+              "protocol",
+              `Cannot take the migration from ${peer}: COMPLETE arrived with ${
+                pageCount - haveCount
+              } of ${pageCount} pages never sent`,
+            );
+          }
+          const mine = toHex(await digest.digest());
+          if (mine !== contentDigest) {
+            await machine.pause().catch(() => {});
+            const reason =
+              `the pages and devices received have content digest ${mine}, the source's state at instruction ${atInstruction} has ${contentDigest}`;
+            await w.write(
+              encodeMessage(MigrationMessage.REFUSE, { reason, failure: "mismatch" }),
+            ).catch(() => {});
+            throw new MigrationError(
+              "mismatch",
+              `Cannot take the migration from ${peer}: ${reason}; the guest was stopped`,
+            );
+          }
+          const sorted = [...latencies].sort((a, b) => a - b);
+          await w.write(encodeMessage(MigrationMessage.READY, {
+            contentDigest,
+            faults: latencies.length,
+            faultP50Us: Math.round(pct(sorted, 0.5) * 1000),
+            faultP99Us: Math.round(pct(sorted, 0.99) * 1000),
+            startMs,
+          }));
+          checkedDigest = contentDigest;
+          try {
+            c.conn.close();
+          } catch {
+            // the source closed first
+          }
+          return "done";
+        } else {
+          throw new MigrationError(
+            "protocol",
+            `Cannot take the migration from ${peer}: unexpected ${
+              messageName(r.type)
+            } at byte ${r.at} during post-copy`,
+          );
+        }
+      }
+    } catch (e) {
+      if (
+        e instanceof MigrationError && (e.failure === "connection" || e.failure === "timeout") &&
+        machine !== null
+      ) return e;
+      if (e instanceof LsnapError) {
+        throw new MigrationError(
+          "protocol",
+          `Cannot take the migration from ${peer}: ${e.message}`,
+          { cause: e },
+        );
+      }
+      throw e;
+    } finally {
+      clearInterval(heartbeat);
+    }
+  }
+}
+
+/** A control message's CBOR body from a raw record's payload. */
+function messageBody(payload: Uint8Array, peer: string) {
+  try {
+    return payload.length === 0 ? {} : decodeDeviceState(payload);
+  } catch (e) {
+    throw new MigrationError(
+      "protocol",
+      `Cannot take the migration from ${peer}: COMPLETE: ${(e as Error).message}`,
+    );
+  }
+}

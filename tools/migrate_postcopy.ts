@@ -1,0 +1,365 @@
+/**
+ * Post-copy migration, the sending side (docs/MIGRATION.md §8): after the handshake the source
+ * stops its guest, sends SWITCHOVER and the DEVICE records at once (the destination runs the
+ * guest on them, every page absent), then every page of RAM as PAGES records: the pages the
+ * destination asks for (PAGE_REQUEST) before its own sweep. The content digest of the stopped
+ * state is computed from the pages as the sweep sends them (reading all of RAM before the
+ * switch-over would put that read in the downtime) and ends the stream in COMPLETE; the
+ * destination checks it against the pages it received.
+ *
+ * The source's guest stays stopped from the switch-over on. A connection lost before the
+ * destination's READY keeps it so, with the state needed to finish: `migrate(vm, { resume: true
+ * })` reconnects, learns which pages the destination still lacks (RESUME) and sends those.
+ *
+ * @module
+ */
+
+import { ContentDigestBuilder } from "../format/content_digest.ts";
+import { FLAG_CRITICAL, RecordType } from "../format/constants.ts";
+import type { DeviceStateValue } from "../format/device_state.ts";
+import {
+  type DeviceSection,
+  encodeDeviceSection,
+  normalizeDevice,
+} from "../format/device_section.ts";
+import { toHex } from "../format/checksum.ts";
+import {
+  decodePageRequest,
+  decodeResume,
+  encodeMessage,
+  messageName,
+  MigrationError,
+  MigrationMessage,
+  type MigrationMode,
+  type TimedByteReader,
+} from "../format/migration.ts";
+import { encodePageRecord } from "../format/page_record.ts";
+import { encodeRecord } from "../format/record.ts";
+import type { LiveMachine } from "../emulator/snapshot/live_machine.ts";
+import { sectionsFromState } from "../emulator/snapshot/machine_state.ts";
+import { epochMs, type SnapshotMetrics } from "../emulator/snapshot/metrics.ts";
+import { PAGE_SIZE } from "../emulator/memory_map.ts";
+
+/** Pages per PAGES record of the sweep (256 KiB): a demand request waits at most for one. */
+export const SWEEP_PAGES = 64;
+
+/** The source's state of a post-copy, kept across connections until the destination's READY. */
+export interface PostcopySource {
+  /** The guest's stop, `epochMs()`. */
+  pausedAt: number;
+  /** Instructions retired at the stop. */
+  atInstruction: number;
+  /** The device state at the stop. */
+  sections: DeviceSection[];
+  /** The content digest's page half, filled as pages are sent (every page once at least). */
+  digest: ContentDigestBuilder;
+  /** 1 for each page hashed into `digest` so far. */
+  hashed: Uint8Array;
+  /** Pages hashed so far. */
+  hashedCount: number;
+  /** Demand pages served over all connections. */
+  faults: number;
+  /** Connections used (1 + resumes). */
+  connections: number;
+}
+
+/** Post-copy migrations interrupted by a lost connection, by machine: `--resume` finishes them. */
+const interrupted = new WeakMap<LiveMachine, PostcopySource>();
+
+/** The interrupted post-copy of `vm`, if any. */
+export function interruptedPostcopy(vm: LiveMachine): PostcopySource | null {
+  return interrupted.get(vm) ?? null;
+}
+
+/** What the post-copy phase needs of the connection `migrate()` opened and shook hands on. */
+export interface PostcopyLink {
+  vm: LiveMachine;
+  peer: string;
+  mode: MigrationMode;
+  reader: TimedByteReader;
+  send: (bytes: Uint8Array, what: string) => Promise<void>;
+  /** Bytes sent on the connection so far. */
+  sent: () => number;
+  ms: number;
+  /** When the connection attempt started (`epochMs()`). */
+  started: number;
+  /** The stopped state of an interrupted post-copy this connection resumes, or null. */
+  resume: PostcopySource | null;
+  /** Hybrid: the precopy passes' snapshot metrics and pass count (null for pure post-copy). */
+  precopy: { passes: number; snapshot: SnapshotMetrics | null; pausedAt: number } | null;
+}
+
+/** Stops the guest and takes the state a post-copy sends first. */
+export async function stopForPostcopy(vm: LiveMachine): Promise<PostcopySource> {
+  await vm.pause();
+  const pausedAt = epochMs();
+  const { status, state } = await vm.saveState();
+  const sections = sectionsFromState(state).map(normalizeDevice);
+  const digest = new ContentDigestBuilder(vm.description);
+  for (const s of sections) digest.setDevice(s);
+  return {
+    pausedAt,
+    atInstruction: status.retired,
+    sections,
+    digest,
+    hashed: new Uint8Array(vm.pageCount),
+    hashedCount: 0,
+    faults: 0,
+    connections: 0,
+  };
+}
+
+/** True when the 4096 bytes at `off` of `words` (a view of RAM) are all zero. */
+function pageIsZero(words: Float64Array, page: number): boolean {
+  // 8-byte words compared as doubles: only +0 has all bits zero (-0 compares equal, so check it).
+  const base = page * (PAGE_SIZE / 8);
+  for (let i = base; i < base + PAGE_SIZE / 8; i++) {
+    if (words[i] !== 0 || Object.is(words[i], -0)) return false;
+  }
+  return true;
+}
+
+/**
+ * The post-copy phase on a connection that has been accepted: see the module doc. Resolves with
+ * the migration's metrics once the destination is READY (the source's guest has then quit);
+ * rejects with a {@linkcode MigrationError}. After the stop, a lost connection or a wait that
+ * runs out leaves the guest stopped and the migration resumable; a destination's REFUSE
+ * (`mismatch`) resumes the guest here.
+ */
+export async function postcopyPhase(link: PostcopyLink): Promise<PostcopyResult> {
+  const { vm, peer, reader, send, ms } = link;
+  let missing: Uint8Array | null = null;
+  if (link.resume !== null) {
+    // §8.5: the destination says first which pages it still lacks.
+    const m = await reader.message(ms, "RESUME");
+    expect(m.type, m.body, MigrationMessage.RESUME, peer);
+    missing = decodeResume(m.body, vm.pageCount);
+  }
+  const s = link.resume ?? await stopForPostcopy(vm);
+  interrupted.set(vm, s);
+  s.connections++;
+  try {
+    return await serve(link, s, missing);
+  } catch (e) {
+    if (e instanceof MigrationError && (e.failure === "mismatch" || e.failure === "refused")) {
+      // The destination refused the state: it does not run the guest; this side does again.
+      interrupted.delete(vm);
+      await vm.resume().catch(() => {});
+      throw e;
+    }
+    const err = e instanceof MigrationError ? e : new MigrationError(
+      "connection",
+      `Cannot migrate to ${peer}: ${(e as Error).message}`,
+      { cause: e },
+    );
+    throw new MigrationError(
+      err.failure,
+      `${err.message}; the guest stays stopped at instruction ${s.atInstruction} with its state: finish the post-copy with --resume`,
+      { cause: err },
+    );
+  }
+}
+
+/** What {@linkcode postcopyPhase} measured. */
+export interface PostcopyResult {
+  atInstruction: number;
+  contentDigest: string;
+  downtimeMs: number;
+  downtimeParts: { streamMs: number; checkMs: number };
+  totalMs: number;
+  postcopyFaults: number;
+  faultLatencyUs: { p50: number; p99: number } | null;
+  pagesSent: number;
+}
+
+async function serve(
+  link: PostcopyLink,
+  s: PostcopySource,
+  missing: Uint8Array | null,
+): Promise<PostcopyResult> {
+  const { vm, peer, reader, send, ms } = link;
+  const pageCount = vm.pageCount;
+  // Pages still to send on this connection: all, or the ones the destination lacks.
+  const toSend = new Uint8Array(pageCount);
+  let left = 0;
+  for (let p = 0; p < pageCount; p++) {
+    if (missing === null || (missing[p >> 3] & (1 << (p & 7))) !== 0) {
+      toSend[p] = 1;
+      left++;
+    }
+  }
+  // §8.2: SWITCHOVER and the device state first: the destination runs the guest on them.
+  await send(
+    encodeMessage(MigrationMessage.SWITCHOVER, {
+      atInstruction: s.atInstruction,
+      deviceRecords: s.sections.length,
+    }),
+    "sending SWITCHOVER",
+  );
+  for (const d of s.sections) {
+    await send(
+      encodeRecord(RecordType.DEVICE, FLAG_CRITICAL, encodeDeviceSection(d)),
+      "sending the device state",
+    );
+  }
+  const switchedAt = epochMs();
+
+  // The destination's messages: PAGE_REQUEST (demand), PROGRESS (heartbeat), then READY.
+  const demand: number[] = [];
+  let wake: (() => void) | null = null;
+  const replies = (async () => {
+    for (;;) {
+      const m = await reader.message(ms, "the destination's page requests");
+      if (m.type === MigrationMessage.PAGE_REQUEST) {
+        for (const p of decodePageRequest(m.body, pageCount)) if (toSend[p] === 1) demand.push(p);
+        (wake as (() => void) | null)?.();
+      } else if (m.type !== MigrationMessage.PROGRESS) return m;
+    }
+  })();
+  replies.catch(() => {});
+  const early = replies.then((m) => {
+    expect(m.type, m.body, MigrationMessage.READY, peer);
+    throw new MigrationError(
+      "protocol",
+      `Cannot migrate to ${peer}: the destination sent READY before COMPLETE`,
+    );
+  });
+  early.catch(() => {});
+
+  const ram = vm.ram;
+  const words = new Float64Array(ram.buffer, ram.byteOffset, ram.length / 8);
+  let served = 0;
+  let pagesSent = 0;
+  const sendPages = async (pages: number[]) => {
+    const zero: number[] = [];
+    const data: number[] = [];
+    for (const p of pages) {
+      toSend[p] = 0;
+      left--;
+      (pageIsZero(words, p) ? zero : data).push(p);
+    }
+    if (zero.length > 0) {
+      await send(
+        encodeRecord(
+          RecordType.PAGES,
+          FLAG_CRITICAL,
+          encodePageRecord(0, "zero", Uint32Array.from(zero), new Uint8Array(0)),
+        ),
+        "sending pages",
+      );
+      for (const p of zero) hash(s, p);
+    }
+    if (data.length > 0) {
+      const bytes = new Uint8Array(data.length * PAGE_SIZE);
+      data.forEach((p, i) =>
+        bytes.set(ram.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE), i * PAGE_SIZE)
+      );
+      const list = Uint32Array.from(data);
+      await send(
+        encodeRecord(RecordType.PAGES, FLAG_CRITICAL, encodePageRecord(0, "raw", list, bytes)),
+        "sending pages",
+      );
+      // Hashing a page again (a resend) records the same bytes: the state never changed.
+      s.digest.setPageData(0, list, bytes);
+      for (const p of data) hash(s, p);
+    }
+    pagesSent += pages.length;
+  };
+
+  let cursor = 0;
+  const sweep = (async () => {
+    while (left > 0) {
+      if (demand.length > 0) {
+        // Demand first (§8.3): what the destination's guest is waiting for.
+        const batch = demand.splice(0, SWEEP_PAGES).filter((p) => toSend[p] === 1);
+        served += batch.length;
+        if (batch.length > 0) await sendPages([...new Set(batch)]);
+        continue;
+      }
+      const batch: number[] = [];
+      while (cursor < pageCount && batch.length < SWEEP_PAGES) {
+        if (toSend[cursor] === 1) batch.push(cursor);
+        cursor++;
+      }
+      if (batch.length === 0) cursor = 0; // only demand can be left, sent above
+      else await sendPages(batch);
+    }
+  })();
+  sweep.catch(() => {});
+  await Promise.race([sweep, early]);
+  s.faults += served;
+  // Every page has now been hashed (on this connection or an earlier one): the digest of the
+  // stopped state, which the destination checks against what it received.
+  if (s.hashedCount !== pageCount) {
+    throw new Error(
+      `Cannot finish the post-copy: ${
+        pageCount - s.hashedCount
+      } pages were never sent (internal error)`,
+    );
+  }
+  const contentDigest = toHex(await s.digest.digest());
+  await send(encodeMessage(MigrationMessage.COMPLETE, { contentDigest }), "sending COMPLETE");
+  const ready = await replies;
+  expect(ready.type, ready.body, MigrationMessage.READY, peer);
+  const r = ready.body as Record<string, DeviceStateValue>;
+  if (r.contentDigest !== contentDigest) {
+    throw new MigrationError(
+      "protocol",
+      `Cannot migrate to ${peer}: READY names content digest ${
+        String(r.contentDigest)
+      }, the source's is ${contentDigest}`,
+    );
+  }
+  interrupted.delete(vm);
+  await vm.quit();
+  const doneAt = epochMs();
+  const num = (k: string) => (typeof r[k] === "number" ? r[k] as number : 0);
+  const faults = num("faults");
+  return {
+    atInstruction: s.atInstruction,
+    contentDigest,
+    // §8.4: from the stop here to the destination's first instruction: this side's part (the
+    // state taken and sent) plus the destination's (from the state's arrival to its resume).
+    downtimeMs: round3(switchedAt - s.pausedAt + num("startMs")),
+    downtimeParts: { streamMs: round3(switchedAt - s.pausedAt), checkMs: round3(num("startMs")) },
+    totalMs: round3(doneAt - link.started),
+    postcopyFaults: faults,
+    faultLatencyUs: faults === 0 ? null : { p50: num("faultP50Us"), p99: num("faultP99Us") },
+    pagesSent,
+  };
+}
+
+/** Counts `page` as hashed (a zero page has nothing to record: the table starts empty). */
+function hash(s: PostcopySource, page: number): void {
+  if (s.hashed[page] === 1) return;
+  s.hashed[page] = 1;
+  s.hashedCount++;
+}
+
+function round3(x: number): number {
+  return Math.round(x * 1000) / 1000;
+}
+
+/** Checks a reply's type; REFUSE becomes a `refused` (or `mismatch`) error with its reason. */
+function expect(type: number, body: DeviceStateValue, want: number, peer: string): void {
+  if (type === want) return;
+  if (type === MigrationMessage.REFUSE) {
+    const m = body as Record<string, DeviceStateValue> | null;
+    const reason = typeof m === "object" && m !== null && typeof m.reason === "string"
+      ? m.reason
+      : "(no reason given)";
+    const failure = typeof m === "object" && m !== null && m.failure === "mismatch"
+      ? "mismatch"
+      : "refused";
+    throw new MigrationError(
+      failure,
+      `Cannot migrate to ${peer}: the destination refused: ${reason}`,
+    );
+  }
+  throw new MigrationError(
+    "protocol",
+    `Cannot migrate to ${peer}: expected ${messageName(want)}, the destination sent ${
+      messageName(type)
+    }`,
+  );
+}
