@@ -20,6 +20,8 @@ import { UsageError } from "./_command.ts";
 import { serveControl } from "./control.ts";
 import { migrate, type MigrationMetrics, parseHostPort } from "./migrate.ts";
 import { receiveMigration } from "./incoming.ts";
+import { interruptedPostcopy } from "./migrate_postcopy.ts";
+import { DEFAULT_RESUME_TIMEOUT_MS } from "./incoming_postcopy.ts";
 import { MigrationError, type MigrationMode } from "../format/migration.ts";
 import { LIMIT_EXIT_STATUS } from "./run.ts";
 
@@ -56,7 +58,17 @@ export interface LiveRunOptions {
    * instructions (tools/migrate.ts). */
   migrateTo?: MigrateTarget;
   /** `restore --incoming HOST:PORT`: take the guest from a live migration instead of a file. */
-  incoming?: { host: string; port: number; out?: string; ramSize?: number; timeoutMs?: number };
+  incoming?: {
+    host: string;
+    port: number;
+    out?: string;
+    ramSize?: number;
+    timeoutMs?: number;
+    /** `--resume`: take a source that resumes an interrupted post-copy. */
+    resume?: boolean;
+    /** `--resume-timeout MS`: the bound on waiting for a source to come back (post-copy). */
+    resumeTimeoutMs?: number;
+  };
   /** The command's name for messages, e.g. "livesnap run". */
   name: string;
   /** Guest output (stdout). */
@@ -108,6 +120,31 @@ async function reach(machine: LiveMachine, at: number): Promise<void> {
     }
     await new Promise((r) => setTimeout(r, 2));
   }
+}
+
+/** `run --migrate-to` after a lost post-copy connection: reconnects (once a second, for at most
+ * {@linkcode DEFAULT_RESUME_TIMEOUT_MS}) and finishes it; rejects with the last failure. */
+async function resumePostcopy(
+  machine: LiveMachine,
+  t: MigrateTarget,
+  onPass: (line: unknown) => void,
+  first: Error,
+): Promise<MigrationMetrics> {
+  const until = performance.now() + DEFAULT_RESUME_TIMEOUT_MS;
+  let last = first;
+  while (performance.now() < until) {
+    await new Promise((r) => setTimeout(r, 1000));
+    try {
+      return await migrate(machine, { ...t, onPass, resume: true });
+    } catch (e) {
+      last = e as Error;
+      if (interruptedPostcopy(machine) === null) throw e;
+    }
+  }
+  throw new MigrationError(
+    "timeout",
+    `${last.message}; no resume succeeded within ${DEFAULT_RESUME_TIMEOUT_MS} ms, the guest stays stopped`,
+  );
 }
 
 /** One line on stderr about a finished migration. */
@@ -286,9 +323,15 @@ export async function runLive(o: LiveRunOptions): Promise<number> {
         out: inc.out,
         ramSize: inc.ramSize,
         timeoutMs: inc.timeoutMs,
+        resume: inc.resume,
+        resumeTimeoutMs: inc.resumeTimeoutMs,
         live: options,
         onListening: (a) =>
           console.error(`${o.name}: waiting for a migration on ${a.hostname}:${a.port}`),
+        onPostcopyStart: (at) =>
+          console.error(
+            `${o.name}: running the guest from instruction ${at} (post-copy: its pages arrive as it runs)`,
+          ),
         onRefusedBusy: (peer) =>
           console.error(`${o.name}: refused a second migration from ${peer}: one is in progress`),
       });
@@ -332,7 +375,15 @@ export async function runLive(o: LiveRunOptions): Promise<number> {
   // A failed migration leaves the guest running: the run goes on as if it had not been tried.
   const migrated = t === undefined ? never : (async () => {
     await reach(machine, t.at);
-    return await migrate(machine, { ...t, onPass });
+    try {
+      return await migrate(machine, { ...t, onPass });
+    } catch (e) {
+      if (interruptedPostcopy(machine) === null) throw e;
+      // A post-copy cut after the switch-over: the guest stays stopped here with its state;
+      // run's --resume is to try again, once a second, within the resume bound.
+      console.error(`${o.name}: ${(e as Error).message}; resuming`);
+      return await resumePostcopy(machine, t, onPass, e as Error);
+    }
   })().then((m) => {
     onMigrated(m);
     return { kind: "migrated" as const };

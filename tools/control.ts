@@ -99,10 +99,17 @@ async function execute(
         throw new TypeError(`Cannot migrate: mode '${mode}' is not precopy, postcopy or hybrid`);
       }
       const bandwidth = optionalCount(args.bandwidth, "bandwidth");
+      const resume = args.resume ?? false;
+      if (typeof resume !== "boolean") {
+        throw new TypeError(
+          `Cannot migrate: resume ${JSON.stringify(resume)} is not true or false`,
+        );
+      }
       const metrics = await migrate(machine, {
         host,
         port,
         mode,
+        resume,
         downtimeMs: optionalCount(args.downtimeMs, "downtimeMs"),
         maxPasses: optionalCount(args.maxPasses, "maxPasses"),
         bandwidth: bandwidth === 0 ? undefined : bandwidth,

@@ -57,7 +57,7 @@ export async function main(args: string[]): Promise<number> {
     name: "livesnap ctl",
     usage: USAGE,
     string: ["out", "mode", "cow-buffer", "downtime-ms", "bandwidth", "precopy-max-passes"],
-    boolean: ["incremental"],
+    boolean: ["incremental", "resume"],
   });
   if (typeof command === "number") return command;
   const { options: opts, positional, usageError } = command;
@@ -94,6 +94,7 @@ export async function main(args: string[]): Promise<number> {
         downtimeMs: precopy.downtimeMs,
         maxPasses: precopy.maxPasses,
         bandwidth: opts.bandwidth === undefined ? undefined : parseBandwidth(opts.bandwidth),
+        resume: opts.resume,
       };
     } else if (
       opts.out !== undefined || opts.mode !== undefined || opts["cow-buffer"] !== undefined ||

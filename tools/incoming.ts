@@ -68,6 +68,8 @@ export interface IncomingOptions {
   live?: Omit<LiveMachineOptions, "elf" | "restorePath" | "restoreStream" | "startPaused">;
   /** Called once listening, with the address. */
   onListening?: (addr: { hostname: string; port: number }) => void;
+  /** Post-copy: called once the guest runs here, before its pages are all in. */
+  onPostcopyStart?: (atInstruction: number) => void;
   /** Called for each connection refused because a migration is already running. */
   onRefusedBusy?: (peer: string) => void;
 }
@@ -185,19 +187,25 @@ export async function receiveMigration(o: IncomingOptions): Promise<IncomingMigr
   const addr = listener.addr as Deno.NetAddr;
   o.onListening?.({ hostname: addr.hostname, port: addr.port });
   // The one connection a migration waits for (the first; after a lost post-copy connection,
-  // the source's resume); any other is refused as busy.
+  // the source's resume); any other is refused as busy. During a post-copy a source that
+  // resumes may connect before this side has noticed the old connection's loss: it waits here.
   let waiter: ((c: Deno.TcpConn) => void) | null = null;
-  const nextConn = () => new Promise<Deno.TcpConn>((r) => waiter = r);
+  let postcopy = false;
+  const early: Deno.TcpConn[] = [];
+  const nextConn = () => {
+    const c = early.shift();
+    return c !== undefined ? Promise.resolve(c) : new Promise<Deno.TcpConn>((r) => waiter = r);
+  };
   const firstConn = nextConn();
   const accepting = (async () => {
     try {
       for await (const conn of listener) {
         const take = waiter as ((c: Deno.TcpConn) => void) | null;
-        if (take === null) refuseBusy(conn, o.onRefusedBusy);
-        else {
+        if (take !== null) {
           waiter = null;
           take(conn);
-        }
+        } else if (postcopy && early.length === 0) early.push(conn);
+        else refuseBusy(conn, o.onRefusedBusy);
       }
     } catch {
       // the listener closed
@@ -218,7 +226,7 @@ export async function receiveMigration(o: IncomingOptions): Promise<IncomingMigr
         }),
       ]).finally(() => clearTimeout(timer));
       return await handshake(c, o, ms);
-    });
+    }, () => postcopy = true);
   } finally {
     listener.close();
     await accepting;
@@ -280,6 +288,7 @@ async function receiveOn(
   o: IncomingOptions,
   ms: number,
   next: (ms: number) => Promise<PostcopyConnection>,
+  onPostcopy: () => void,
 ): Promise<IncomingMigration> {
   const first = await handshake(conn, o, ms);
   const { peer, reader, w, hello } = first;
@@ -291,6 +300,7 @@ async function receiveOn(
     throw new MigrationError("refused", `Cannot take the migration from ${peer}: ${reason}`);
   }
   if (hello.mode === "postcopy") {
+    onPostcopy();
     await w.write(encodeMessage(MigrationMessage.ACCEPT, {}));
     const accepted = epochMs();
     const r = await receivePostcopy(first, o, ms, next);

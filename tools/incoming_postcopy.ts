@@ -34,11 +34,23 @@ import {
 } from "../format/migration.ts";
 import { decodePageRecord, expandPageData } from "../format/page_record.ts";
 import { SnapshotWriter } from "../format/writer.ts";
-import { LiveMachine } from "../emulator/snapshot/live_machine.ts";
+import { LiveMachine, type LiveMachineOptions } from "../emulator/snapshot/live_machine.ts";
 import { clearAbsent } from "../emulator/ram.ts";
 import { PAGE_SIZE } from "../emulator/memory_map.ts";
 import { epochMs } from "../emulator/snapshot/metrics.ts";
-import type { IncomingOptions } from "./incoming.ts";
+
+/** What of `receiveMigration`'s options a post-copy uses. */
+export interface PostcopyIncomingOptions {
+  /** Also keep the state received as a `.lsnap` file (written once the digest is checked). */
+  out?: string;
+  /** The bound on waiting for a source to come back after a lost connection, and on each
+   * fault's wait for its page (default {@linkcode DEFAULT_RESUME_TIMEOUT_MS}). */
+  resumeTimeoutMs?: number;
+  /** Called once the guest runs here, before its pages are all in. */
+  onPostcopyStart?: (atInstruction: number) => void;
+  /** The machine's other options (UART sink, stop-at...). */
+  live?: Omit<LiveMachineOptions, "elf" | "restorePath" | "restoreStream" | "startPaused">;
+}
 
 /** Default bound on the wait for a source to come back after a lost connection (and on each
  * fault's wait for its page), milliseconds. */
@@ -86,7 +98,7 @@ function pct(xs: number[], f: number): number {
  */
 export async function receivePostcopy(
   first: PostcopyConnection,
-  o: IncomingOptions & { resumeTimeoutMs?: number },
+  o: PostcopyIncomingOptions,
   ms: number,
   next: (ms: number) => Promise<PostcopyConnection>,
 ): Promise<PostcopyIncomingResult> {
@@ -132,7 +144,8 @@ export async function receivePostcopy(
         // already closed
       }
       if (machine === null) throw r;
-      await machine.pause();
+      // Not awaited: a guest waiting in a fault takes the command only once its page is in.
+      machine.pause().catch(() => {});
       try {
         c = await next(resumeMs);
       } catch (e) {
@@ -222,7 +235,8 @@ export async function receivePostcopy(
         for (const s of sections) digest.setDevice(s);
         machine = await LiveMachine.start({
           ...o.live,
-          postcopy: { description, sections, waitBoundMs: resumeMs },
+          // A fault waits as long as the source may stay silent plus the time for a resume.
+          postcopy: { description, sections, waitBoundMs: ms + resumeMs },
           onPageFault,
           startPaused: true,
         });
@@ -234,6 +248,7 @@ export async function receivePostcopy(
         }
         await machine.resume();
         startMs = Math.round((epochMs() - arrived) * 1000) / 1000;
+        o.onPostcopyStart?.(atInstruction);
         if (o.out !== undefined) {
           const f = await AtomicFile.create(o.out);
           file = f;
@@ -253,7 +268,8 @@ export async function receivePostcopy(
         }
         // Faults the lost connection left unanswered, then the guest again.
         ask([...requested.keys()].filter((p) => !bit(have, p)).slice(0, 1024));
-        await machine.resume();
+        // Not awaited, as the pause: it follows the pause, which may wait for a page.
+        machine.resume().catch(() => {});
       }
       heartbeat = setInterval(() => {
         w.write(encodeMessage(MigrationMessage.PROGRESS, { bytes: haveCount })).catch(() => {});

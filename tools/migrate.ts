@@ -242,6 +242,7 @@ export async function migrate(vm: LiveMachine, o: MigrateOptions): Promise<Migra
         started,
         resume: resuming,
         precopy: null,
+        bandwidth: o.bandwidth,
       });
       await out.close().catch(() => {});
       return postcopyMetrics(mode, peer, vm, r, bytesSent, 0, null);

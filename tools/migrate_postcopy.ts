@@ -83,6 +83,8 @@ export interface PostcopyLink {
   ms: number;
   /** When the connection attempt started (`epochMs()`). */
   started: number;
+  /** Cap on the bytes per second of pages sent (default: none). */
+  bandwidth?: number;
   /** The stopped state of an interrupted post-copy this connection resumes, or null. */
   resume: PostcopySource | null;
   /** Hybrid: the precopy passes' snapshot metrics and pass count (null for pure post-copy). */
@@ -230,6 +232,14 @@ async function serve(
   const words = new Float64Array(ram.buffer, ram.byteOffset, ram.length / 8);
   let served = 0;
   let pagesSent = 0;
+  // The cap, as precopy's: a record leaves only once the link has carried the ones before it.
+  let next = performance.now();
+  const pace = async (n: number) => {
+    if (link.bandwidth === undefined) return;
+    const now = performance.now();
+    if (next > now + 1) await new Promise((r) => setTimeout(r, next - now));
+    next = Math.max(next, now) + (n / link.bandwidth) * 1000;
+  };
   const sendPages = async (pages: number[]) => {
     const zero: number[] = [];
     const data: number[] = [];
@@ -255,6 +265,7 @@ async function serve(
         bytes.set(ram.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE), i * PAGE_SIZE)
       );
       const list = Uint32Array.from(data);
+      await pace(bytes.length);
       await send(
         encodeRecord(RecordType.PAGES, FLAG_CRITICAL, encodePageRecord(0, "raw", list, bytes)),
         "sending pages",

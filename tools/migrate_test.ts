@@ -231,6 +231,78 @@ Deno.test("migrate() postcopy: the destination runs at once on faulted-in pages 
   await machine.quit();
 });
 
+/** A TCP relay to `port` that closes both sides once `cut` bytes have gone from the client to
+ * the server (a connection lost mid-stream). */
+function cuttingRelay(port: number, cut: number): { port: number; cutDone: Promise<void> } {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const cutDone = (async () => {
+    const a = await listener.accept();
+    listener.close();
+    const b = await Deno.connect({ hostname: "127.0.0.1", port });
+    const close = () => {
+      for (const c of [a, b]) {
+        try {
+          c.close();
+        } catch {
+          // already closed
+        }
+      }
+    };
+    const back = b.readable.pipeTo(a.writable, { preventClose: true }).catch(() => {});
+    let n = 0;
+    const w = b.writable.getWriter();
+    try {
+      for await (const chunk of a.readable) {
+        const take = Math.min(chunk.length, cut - n);
+        await w.write(chunk.subarray(0, take));
+        n += take;
+        if (n >= cut) break;
+      }
+    } catch {
+      // a side closed
+    }
+    close();
+    await back;
+  })();
+  return { port: (listener.addr as Deno.NetAddr).port, cutDone };
+}
+
+Deno.test("migrate() postcopy cut mid-sweep: both guests hold, and resume finishes with the right digest", async () => {
+  const d = await realDestination({ resumeTimeoutMs: 20_000 });
+  const relay = cuttingRelay(d.port, 1 << 20);
+  const vm = await LiveMachine.start({ elf: STORM, ramSize: 8 << 20 });
+  await new Promise((r) => setTimeout(r, 200));
+  const e = await assertRejects(
+    () => migrate(vm, { host: "127.0.0.1", port: relay.port, mode: "postcopy", timeoutMs: 2000 }),
+    MigrationError,
+  );
+  await relay.cutDone;
+  assert(/--resume/.test(e.message), e.message);
+  // The source's guest stays stopped where it handed over.
+  const held = await vm.status();
+  assertEquals(held.state, "paused");
+  const m = await migrate(vm, { host: "127.0.0.1", port: d.port, resume: true });
+  assertEquals(m.atInstruction, held.retired);
+  const { machine, metrics } = await d.incoming;
+  assertEquals(metrics.connections, 2);
+  assertEquals(metrics.contentDigest, m.contentDigest);
+  assertEquals(m.contentDigest, await digestAt(STORM, m.atInstruction));
+  const halt = await machine.halted;
+  assertEquals(halt.retired, m.atInstruction + RUN_ON);
+  assertEquals(await machine.digest(), await digestAt(STORM, m.atInstruction + RUN_ON));
+  await machine.quit();
+});
+
+Deno.test("migrate() --resume without an interrupted post-copy is refused before connecting", async () => {
+  const vm = await LiveMachine.start({ elf: ELF, ramSize: RAM });
+  const e = await assertRejects(
+    () => migrate(vm, { host: "127.0.0.1", port: 9, resume: true }),
+    MigrationError,
+  );
+  assert(e.message.includes("no interrupted post-copy"), e.message);
+  await expectRunsOn(vm);
+});
+
 Deno.test("parseHostPort() reads HOST:PORT and [v6]:PORT, and refuses the rest", () => {
   assertEquals(parseHostPort("127.0.0.1:7000", "x"), { host: "127.0.0.1", port: 7000 });
   assertEquals(parseHostPort("[::1]:0", "x"), { host: "::1", port: 0 });

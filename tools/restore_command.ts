@@ -140,7 +140,7 @@ export async function main(args: string[]): Promise<number> {
   const command = parseCommand(args, {
     name: "livesnap restore",
     usage: USAGE,
-    boolean: ["digest", "verbose", "lazy", "record-ws", "incremental"],
+    boolean: ["digest", "verbose", "lazy", "record-ws", "incremental", "resume"],
     string: [
       ...LIVE_STRING_OPTIONS.filter((o) => o !== "snapshot-at"),
       "run-for",
@@ -148,6 +148,7 @@ export async function main(args: string[]): Promise<number> {
       "hint",
       "incoming",
       "ram",
+      "resume-timeout",
     ],
     list: ["snapshot-at", "parent"],
   });
@@ -158,6 +159,9 @@ export async function main(args: string[]): Promise<number> {
     return await incoming(opts, files, usageError);
   }
   if (opts.ram !== undefined) return usageError("--ram belongs to --incoming");
+  if (opts.resume || opts["resume-timeout"] !== undefined) {
+    return usageError("--resume and --resume-timeout belong to --incoming");
+  }
   if (files.length !== 1) return usageError(`expected one snapshot file, got ${files.length}`);
   let parsed;
   let runFor: number | undefined;
@@ -306,7 +310,16 @@ async function incoming(
   let live;
   let target;
   let ramSize: number | undefined;
-  const { incoming: at, out, ram, "run-for": runFor, ...rest } = opts;
+  const {
+    incoming: at,
+    out,
+    ram,
+    "run-for": runFor,
+    resume,
+    "resume-timeout": resumeTimeout,
+    ...rest
+  } = opts;
+  let resumeTimeoutMs: number | undefined;
   try {
     if (files.length > 0) throw new UsageError("give a snapshot FILE or --incoming, not both");
     if (rest["snapshot-at"] !== undefined && (rest["snapshot-at"] as string[]).length > 0) {
@@ -324,6 +337,11 @@ async function incoming(
       throw new UsageError((e as Error).message);
     }
     if (ram !== undefined) ramSize = parseRamSize(ram as string);
+    if (resumeTimeout !== undefined) {
+      resumeTimeoutMs = parseCount(resumeTimeout as string, "--resume-timeout", {
+        what: "a time in milliseconds",
+      });
+    }
     live = parseLiveArgs(rest as Parameters<typeof parseLiveArgs>[0], true).live!;
     if (runFor !== undefined) {
       if (live.stopAt !== undefined) {
@@ -340,7 +358,13 @@ async function incoming(
       ...live,
       verbose: opts.verbose as boolean | undefined,
       name: "livesnap restore",
-      incoming: { ...target, out: out as string | undefined, ramSize },
+      incoming: {
+        ...target,
+        out: out as string | undefined,
+        ramSize,
+        resume: resume as boolean | undefined,
+        resumeTimeoutMs,
+      },
       print: sink,
     });
   } catch (e) {
