@@ -301,7 +301,7 @@ async function receiveOn(
   }
   if (hello.mode === "postcopy") {
     onPostcopy();
-    await w.write(encodeMessage(MigrationMessage.ACCEPT, {}));
+    // receivePostcopy() accepts once its machine is ready.
     const accepted = epochMs();
     const r = await receivePostcopy(first, o, ms, next);
     const ranAt = epochMs();

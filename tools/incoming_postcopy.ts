@@ -16,7 +16,7 @@
 
 import { AtomicFile } from "../format/atomic_file.ts";
 import { toHex } from "../format/checksum.ts";
-import { RecordType } from "../format/constants.ts";
+import { RECORD_HEAD_SIZE, RECORD_TAIL_SIZE, RecordType } from "../format/constants.ts";
 import { ContentDigestBuilder } from "../format/content_digest.ts";
 import { decodeDeviceSection, type DeviceSection } from "../format/device_section.ts";
 import { decodeDeviceState } from "../format/device_state.ts";
@@ -57,6 +57,8 @@ export interface PostcopyIncomingOptions {
 export const DEFAULT_RESUME_TIMEOUT_MS = 60_000;
 /** The destination's heartbeat during post-copy (PROGRESS), milliseconds. */
 const HEARTBEAT_MS = 1000;
+/** PROGRESS at most this often while pages arrive. */
+const PROGRESS_INTERVAL_MS = 10;
 /** The largest PAGES record accepted (the source sends at most 64 pages a record). */
 const MAX_PAGES_RECORD = 16 * 1024 * 1024;
 
@@ -130,7 +132,37 @@ export async function receivePostcopy(
     requested.set(page, performance.now());
     ask([page]);
   };
+  // The guest's thread and machine are made now, while the source still runs its guest: only
+  // the device state's restore is left for the switch-over (a thread takes tens of ms to start).
+  const stateChannel = new MessageChannel();
+  let ready!: () => void;
+  const prepared = new Promise<void>((r) => ready = r);
+  const machineStart = LiveMachine.start({
+    ...o.live,
+    // A fault waits as long as the source may stay silent plus the time for a resume.
+    postcopy: { description, state: stateChannel.port2, waitBoundMs: ms + resumeMs },
+    onPageFault,
+    onPostcopyReady: () => ready(),
+    startPaused: true,
+  });
+  machineStart.catch(() => {});
   try {
+    // §8.1: ACCEPT once the machine is ready for its state: the source stops its guest on it.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      prepared,
+      machineStart.then(() => {}),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () =>
+            reject(
+              new MigrationError("timeout", `Cannot prepare the guest: not ready within ${ms} ms`),
+            ),
+          ms,
+        );
+      }),
+    ]).finally(() => clearTimeout(timer));
+    await first.w.write(encodeMessage(MigrationMessage.ACCEPT, {}));
     for (let c: PostcopyConnection = first;;) {
       connections++;
       current = c;
@@ -188,6 +220,10 @@ export async function receivePostcopy(
       connections,
     };
   } catch (e) {
+    if (machine === null) {
+      stateChannel.port1.postMessage(null);
+      await machineStart.then((m) => m.quit(), () => {});
+    }
     await writer?.abort().catch(() => {});
     await file?.abort().catch(() => {});
     await machine?.quit().catch(() => {});
@@ -233,13 +269,8 @@ export async function receivePostcopy(
       if (machine === null) {
         atInstruction = sw.atInstruction;
         for (const s of sections) digest.setDevice(s);
-        machine = await LiveMachine.start({
-          ...o.live,
-          // A fault waits as long as the source may stay silent plus the time for a resume.
-          postcopy: { description, sections, waitBoundMs: ms + resumeMs },
-          onPageFault,
-          startPaused: true,
-        });
+        stateChannel.port1.postMessage(sections);
+        machine = await machineStart;
         if (machine.startRetired !== sw.atInstruction) {
           throw new MigrationError(
             "mismatch",
@@ -271,15 +302,26 @@ export async function receivePostcopy(
         // Not awaited, as the pause: it follows the pause, which may wait for a page.
         machine.resume().catch(() => {});
       }
+      // §8.3 PROGRESS: the bytes of this connection taken so far, at most every 10 ms when they
+      // changed (the source keeps its sweep within a window of them, so that a demand request
+      // never waits behind much of it), at least every second (a heartbeat).
+      let reported = -1;
+      let reportedAt = 0;
+      const taken = bytesReceived;
       heartbeat = setInterval(() => {
-        w.write(encodeMessage(MigrationMessage.PROGRESS, { bytes: haveCount })).catch(() => {});
-      }, HEARTBEAT_MS);
+        const now = performance.now();
+        const n = bytesReceived - taken;
+        if (n === reported && now - reportedAt < HEARTBEAT_MS) return;
+        reported = n;
+        reportedAt = now;
+        w.write(encodeMessage(MigrationMessage.PROGRESS, { bytes: n })).catch(() => {});
+      }, PROGRESS_INTERVAL_MS);
       const gate = machine.pageGate;
       const ram = machine.ram;
       for (;;) {
         // Bounded: the source's sweep sends without pause; a silent source is a lost one.
         const r = await reader.record(ms, "pages", MAX_PAGES_RECORD);
-        bytesReceived += r.payload.length + 12;
+        bytesReceived += r.payload.length + RECORD_HEAD_SIZE + RECORD_TAIL_SIZE;
         if (r.type === RecordType.PAGES) {
           const head = decodePageRecord(r.payload, description.regions, r.at, -1);
           const data = expandPageData(head, PAGE_SIZE, r.at, -1, (reason, at, i) => {

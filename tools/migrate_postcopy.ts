@@ -40,8 +40,11 @@ import { sectionsFromState } from "../emulator/snapshot/machine_state.ts";
 import { epochMs, type SnapshotMetrics } from "../emulator/snapshot/metrics.ts";
 import { PAGE_SIZE } from "../emulator/memory_map.ts";
 
-/** Pages per PAGES record of the sweep (256 KiB): a demand request waits at most for one. */
+/** Pages per PAGES record of the sweep (256 KiB). */
 export const SWEEP_PAGES = 64;
+/** Sweep bytes sent and not yet taken by the destination (its PROGRESS) that the sweep may have
+ * in flight: a demand request waits behind at most this much (docs/MIGRATION.md §8.3). */
+export const SWEEP_WINDOW = 512 * 1024;
 
 /** The source's state of a post-copy, kept across connections until the destination's READY. */
 export interface PostcopySource {
@@ -209,13 +212,18 @@ async function serve(
   // The destination's messages: PAGE_REQUEST (demand), PROGRESS (heartbeat), then READY.
   const demand: number[] = [];
   let wake: (() => void) | null = null;
+  let taken = 0;
+  let streamSent = 0;
   const replies = (async () => {
     for (;;) {
       const m = await reader.message(ms, "the destination's page requests");
       if (m.type === MigrationMessage.PAGE_REQUEST) {
         for (const p of decodePageRequest(m.body, pageCount)) if (toSend[p] === 1) demand.push(p);
-        (wake as (() => void) | null)?.();
-      } else if (m.type !== MigrationMessage.PROGRESS) return m;
+      } else if (m.type === MigrationMessage.PROGRESS) {
+        const n = (m.body as Record<string, DeviceStateValue>).bytes;
+        if (typeof n === "number" && n > taken) taken = n;
+      } else return m;
+      (wake as (() => void) | null)?.();
     }
   })();
   replies.catch(() => {});
@@ -249,14 +257,13 @@ async function serve(
       (pageIsZero(words, p) ? zero : data).push(p);
     }
     if (zero.length > 0) {
-      await send(
-        encodeRecord(
-          RecordType.PAGES,
-          FLAG_CRITICAL,
-          encodePageRecord(0, "zero", Uint32Array.from(zero), new Uint8Array(0)),
-        ),
-        "sending pages",
+      const record = encodeRecord(
+        RecordType.PAGES,
+        FLAG_CRITICAL,
+        encodePageRecord(0, "zero", Uint32Array.from(zero), new Uint8Array(0)),
       );
+      await send(record, "sending pages");
+      streamSent += record.length;
       for (const p of zero) hash(s, p);
     }
     if (data.length > 0) {
@@ -266,10 +273,13 @@ async function serve(
       );
       const list = Uint32Array.from(data);
       await pace(bytes.length);
-      await send(
-        encodeRecord(RecordType.PAGES, FLAG_CRITICAL, encodePageRecord(0, "raw", list, bytes)),
-        "sending pages",
+      const record = encodeRecord(
+        RecordType.PAGES,
+        FLAG_CRITICAL,
+        encodePageRecord(0, "raw", list, bytes),
       );
+      await send(record, "sending pages");
+      streamSent += record.length;
       // Hashing a page again (a resend) records the same bytes: the state never changed.
       s.digest.setPageData(0, list, bytes);
       for (const p of data) hash(s, p);
@@ -285,6 +295,23 @@ async function serve(
         const batch = demand.splice(0, SWEEP_PAGES).filter((p) => toSend[p] === 1);
         served += batch.length;
         if (batch.length > 0) await sendPages([...new Set(batch)]);
+        continue;
+      }
+      if (streamSent - taken > SWEEP_WINDOW) {
+        // The window is full: wait for the destination's PROGRESS or a demand request.
+        const until = performance.now() + ms;
+        const before = taken;
+        await new Promise<void>((r) => {
+          wake = r;
+          setTimeout(r, 20);
+        });
+        wake = null;
+        if (taken === before && demand.length === 0 && performance.now() > until) {
+          throw new MigrationError(
+            "timeout",
+            `Cannot migrate to ${peer}: the destination took no pages for ${ms} ms`,
+          );
+        }
         continue;
       }
       const batch: number[] = [];

@@ -209,7 +209,13 @@ Deno.test("migrate() postcopy: the destination runs at once on faulted-in pages 
   const d = await realDestination();
   const vm = await LiveMachine.start({ elf: STORM, ramSize: 8 << 20 });
   await new Promise((r) => setTimeout(r, 200));
-  const m = await migrate(vm, { host: "127.0.0.1", port: d.port, mode: "postcopy" });
+  // The link is slow enough that the guest needs pages before the sweep brings them.
+  const m = await migrate(vm, {
+    host: "127.0.0.1",
+    port: d.port,
+    mode: "postcopy",
+    bandwidth: 2 << 20,
+  });
   const { machine, metrics } = await d.incoming;
   assertEquals(m.mode, "postcopy");
   assertEquals(metrics.mode, "postcopy");

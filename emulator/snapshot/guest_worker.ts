@@ -455,10 +455,11 @@ async function start(boot: GuestBoot): Promise<void> {
       restoredDigest = restored.contentDigest;
       restoredNotes = restored.notes;
     } else if (boot.postcopy !== undefined) {
-      machine = postcopyMachine(
+      machine = await postcopyMachine(
         boot.postcopy,
         uartSink,
         (page) => port.postMessage({ type: "page-fault", page }),
+        () => port.postMessage({ type: "postcopy-ready" }),
       );
     } else if (boot.restorePath !== undefined) {
       // A diff is restored through its chain (every link checked before the guest runs).

@@ -110,6 +110,8 @@ export interface LiveMachineOptions {
   /** A post-copy migration's destination: the machine of this description and device state,
    * every page absent until the host brings it in (see `onPageFault`). */
   postcopy?: PostcopyBoot;
+  /** Post-copy: called once the machine is built and waits for its device state. */
+  onPostcopyReady?: () => void;
   /** Post-copy: called (on this thread) when the guest waits for page `page` (-1: for all). */
   onPageFault?: (page: number) => void;
   /** For a diff at `restorePath`: parent files to use before the names its chain records
@@ -453,6 +455,7 @@ export class LiveMachine {
         if (ev.type === "ready") {
           const transfer: Transferable[] = [chunks.port1];
           if (boot.restoreStream !== undefined) transfer.push(boot.restoreStream);
+          if (boot.postcopy !== undefined) transfer.push(boot.postcopy.state);
           try {
             guest.postMessage(boot, transfer);
           } catch (e) {
@@ -461,6 +464,7 @@ export class LiveMachine {
           }
         } // The constructor takes over the guest's messages before the next one is dispatched,
         // so nothing the guest posts after booting is missed.
+        else if (ev.type === "postcopy-ready") options.onPostcopyReady?.();
         else if (ev.type === "booted") {
           resolve(new LiveMachine(guest, writer, mailbox, ev, options, chunks.port2));
         } else if (ev.type === "boot-failed") {

@@ -27,8 +27,10 @@ import {
 export interface PostcopyBoot {
   /** The machine (the HEADER of the stream, FORMAT.md §5). */
   description: MachineDescription;
-  /** The device sections of the state at the switch-over. */
-  sections: DeviceSection[];
+  /** Where the device sections of the state at the switch-over arrive (one message: a
+   * `DeviceSection[]`, or null to give up). The machine is built before they come (RAM,
+   * every page absent), so that only the state's restore is left for the switch-over. */
+  state: MessagePort;
   /** The longest a fault waits for its page, milliseconds (then the run ends with an error). */
   waitBoundMs: number;
 }
@@ -91,26 +93,35 @@ export class PostcopyPager implements AbsentPageHandler {
 }
 
 /**
- * Builds the machine of a post-copy destination: the device state of `boot`, every page absent,
- * faults posted with `ask`. Throws {@linkcode SnapshotMismatchError} for a machine or state that
- * does not fit this emulator.
+ * Builds the machine of a post-copy destination: every page absent, faults posted with `ask`;
+ * calls `onReady`, then waits for the device state on `boot.state` and restores it. Throws
+ * {@linkcode SnapshotMismatchError} for a machine or state that does not fit this emulator.
  */
-export function postcopyMachine(
+export async function postcopyMachine(
   boot: PostcopyBoot,
   uartSink: MachineOptions["uartSink"],
   ask: (page: number) => void,
-): Machine {
+  onReady: () => void,
+): Promise<Machine> {
   const ramSize = checkDescriptionFits(boot.description);
   const machine = new Machine({ ramSize, uartSink });
   machine.instructionsCountedFrom = instructionsCountedFrom(boot.description);
+  const ram = machine.ram;
+  ram.setAbsentHandler(new PostcopyPager(ram.pageGate, ask, boot.waitBoundMs));
+  ram.markAbsent(0, ram.pageCount);
+  onReady();
+  const sections = await new Promise<DeviceSection[] | null>((resolve) => {
+    boot.state.onmessage = (e) => resolve(e.data);
+  });
+  boot.state.close();
+  if (sections === null) {
+    throw new Error("Cannot start the guest: the migration ended before its state arrived");
+  }
   try {
-    machine.restore(stateFromSections(boot.sections, STATE_MIGRATIONS));
+    machine.restore(stateFromSections(sections, STATE_MIGRATIONS));
   } catch (e) {
     if (e instanceof SnapshotMismatchError) throw e;
     throw new SnapshotMismatchError((e as Error).message.replace(/^Cannot restore /, ""));
   }
-  const ram = machine.ram;
-  ram.setAbsentHandler(new PostcopyPager(ram.pageGate, ask, boot.waitBoundMs));
-  ram.markAbsent(0, ram.pageCount);
   return machine;
 }

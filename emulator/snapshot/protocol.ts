@@ -156,6 +156,8 @@ export type GuestEvent =
   | { type: "uart"; bytes: Uint8Array }
   /** Post-copy: the guest waits for page `page` (-1: for every page still absent). */
   | { type: "page-fault"; page: number }
+  /** Post-copy: the machine is built (RAM, every page absent) and waits for its state. */
+  | { type: "postcopy-ready" }
   | {
     type: "snapshot-started";
     tag: string;
