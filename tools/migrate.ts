@@ -187,6 +187,12 @@ export async function migrate(vm: LiveMachine, o: MigrateOptions): Promise<Migra
     );
   }
   const mode = resuming !== null ? "postcopy" : o.mode ?? "precopy";
+  if (mode === "hybrid") {
+    throw new MigrationError(
+      "refused",
+      `Cannot migrate to ${peer}: mode hybrid is not available in this build (precopy and postcopy are)`,
+    );
+  }
   const ms = o.timeoutMs ?? DEFAULT_MIGRATION_TIMEOUT_MS;
   const started = epochMs();
   const conn = await connect(o.host, o.port, ms);
