@@ -49,6 +49,7 @@ export const MigrationMessage = {
   PAGE_REQUEST: 0x4d20,
   RESUME: 0x4d21,
   COMPLETE: 0x4d22,
+  CURRENT: 0x4d23,
 } as const;
 
 /** Most page numbers one PAGE_REQUEST carries (docs/MIGRATION.md §8.3). */
@@ -232,16 +233,20 @@ export function decodePostcopySwitchover(body: DeviceStateValue): PostcopySwitch
   return { atInstruction: m.atInstruction as number, deviceRecords: n as number };
 }
 
-/** Decodes PAGE_REQUEST's body: page numbers, each below `pageCount`, at most
- * {@linkcode MAX_PAGE_REQUEST}. */
-export function decodePageRequest(body: DeviceStateValue, pageCount: number): number[] {
-  const pages = asMap(body, "PAGE_REQUEST").pages;
+/** Decodes PAGE_REQUEST's (or hybrid's CURRENT's) body: page numbers, each below
+ * `pageCount`, at most {@linkcode MAX_PAGE_REQUEST}. */
+export function decodePageRequest(
+  body: DeviceStateValue,
+  pageCount: number,
+  what = "PAGE_REQUEST",
+): number[] {
+  const pages = asMap(body, what).pages;
   if (!Array.isArray(pages) || pages.length > MAX_PAGE_REQUEST) {
-    throw badField("PAGE_REQUEST", "pages", `is not an array of at most ${MAX_PAGE_REQUEST}`);
+    throw badField(what, "pages", `is not an array of at most ${MAX_PAGE_REQUEST}`);
   }
   for (const p of pages) {
     if (!isCount(p) || (p as number) >= pageCount) {
-      throw badField("PAGE_REQUEST", "pages", `holds ${String(p)}, not a page below ${pageCount}`);
+      throw badField(what, "pages", `holds ${String(p)}, not a page below ${pageCount}`);
     }
   }
   return pages as number[];

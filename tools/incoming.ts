@@ -139,9 +139,6 @@ export function incompatibility(hello: Hello, ramSize?: number): string | null {
       }
     }
   }
-  if (hello.mode === "hybrid") {
-    return `mode ${hello.mode} is not available in this build (precopy and postcopy are)`;
-  }
   return null;
 }
 
@@ -299,7 +296,7 @@ async function receiveOn(
     conn.close();
     throw new MigrationError("refused", `Cannot take the migration from ${peer}: ${reason}`);
   }
-  if (hello.mode === "postcopy") {
+  if (hello.mode === "postcopy" || hello.mode === "hybrid") {
     onPostcopy();
     // receivePostcopy() accepts once its machine is ready.
     const accepted = epochMs();

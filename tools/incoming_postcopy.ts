@@ -23,6 +23,7 @@ import { decodeDeviceState } from "../format/device_state.ts";
 import { CorruptError, LsnapError } from "../format/errors.ts";
 import {
   decodeComplete,
+  decodePageRequest,
   decodePostcopySwitchover,
   encodeMessage,
   type Hello,
@@ -136,13 +137,31 @@ export async function receivePostcopy(
   // the device state's restore is left for the switch-over (a thread takes tens of ms to start).
   const stateChannel = new MessageChannel();
   let ready!: () => void;
-  const prepared = new Promise<void>((r) => ready = r);
+  const readied = new Promise<void>((r) => ready = r);
+  /** The prepared machine's RAM (hybrid's passes write there, every page still absent). */
+  let prepared: Uint8Array | null = null;
+  const staged = new Uint8Array(have.length);
+  const stage = (payload: Uint8Array, at: number, ram: Uint8Array) => {
+    const head = decodePageRecord(payload, description.regions, at, -1);
+    const data = expandPageData(head, PAGE_SIZE, at, -1, (reason, off, i) => {
+      throw new CorruptError(reason, { offset: off, recordIndex: i });
+    });
+    for (let i = 0; i < head.pages.length; i++) {
+      const p = head.pages[i];
+      if (data === null) ram.fill(0, p * PAGE_SIZE, (p + 1) * PAGE_SIZE);
+      else ram.set(data.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE), p * PAGE_SIZE);
+      staged[p >> 3] |= 1 << (p & 7);
+    }
+  };
   const machineStart = LiveMachine.start({
     ...o.live,
     // A fault waits as long as the source may stay silent plus the time for a resume.
     postcopy: { description, state: stateChannel.port2, waitBoundMs: ms + resumeMs },
     onPageFault,
-    onPostcopyReady: () => ready(),
+    onPostcopyReady: (ram) => {
+      prepared = new Uint8Array(ram);
+      ready();
+    },
     startPaused: true,
   });
   machineStart.catch(() => {});
@@ -150,7 +169,7 @@ export async function receivePostcopy(
     // §8.1: ACCEPT once the machine is ready for its state: the source stops its guest on it.
     let timer: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([
-      prepared,
+      readied,
       machineStart.then(() => {}),
       new Promise<never>((_, reject) => {
         timer = setTimeout(
@@ -235,6 +254,22 @@ export async function receivePostcopy(
   async function serveConnection(c: PostcopyConnection): Promise<"done" | MigrationError> {
     const { reader, w, peer } = c;
     let heartbeat: ReturnType<typeof setInterval> | undefined;
+    // §8.3 PROGRESS: the bytes of this connection taken so far, at most every 10 ms when they
+    // changed (the source keeps its sweep within a window of them, so that a demand request
+    // never waits behind much of it), at least every second (a heartbeat).
+    const startProgress = () => {
+      let reported = -1;
+      let reportedAt = 0;
+      const taken = bytesReceived;
+      heartbeat = setInterval(() => {
+        const now = performance.now();
+        const n = bytesReceived - taken;
+        if (n === reported && now - reportedAt < HEARTBEAT_MS) return;
+        reported = n;
+        reportedAt = now;
+        w.write(encodeMessage(MigrationMessage.PROGRESS, { bytes: n })).catch(() => {});
+      }, PROGRESS_INTERVAL_MS);
+    };
     try {
       if (machine !== null || c.hello.resumeAt !== undefined) {
         // §8.5: which pages are still missing (all of them on a destination started anew).
@@ -242,16 +277,32 @@ export async function receivePostcopy(
         for (let i = 0; i < have.length; i++) missing[i] = ~have[i] & 0xff;
         await w.write(encodeMessage(MigrationMessage.RESUME, { missing }));
       }
-      const swMsg = await reader.message(ms, "SWITCHOVER");
-      if (swMsg.type !== MigrationMessage.SWITCHOVER) {
+      startProgress();
+      // Hybrid's precopy passes (§8.6): pages into the prepared RAM, still absent, until the
+      // source's SWITCHOVER.
+      let swBody;
+      for (;;) {
+        const r = await reader.record(ms, "SWITCHOVER", MAX_PAGES_RECORD);
+        bytesReceived += r.payload.length + RECORD_HEAD_SIZE + RECORD_TAIL_SIZE;
+        if (r.type === MigrationMessage.SWITCHOVER) {
+          swBody = messageBody(r.payload, peer, "SWITCHOVER");
+          break;
+        }
+        if (
+          r.type === RecordType.PAGES && machine === null && c.hello.mode === "hybrid" &&
+          prepared !== null
+        ) {
+          stage(r.payload, r.at, prepared);
+          continue;
+        }
         throw new MigrationError(
           "protocol",
-          `Cannot take the migration from ${peer}: expected SWITCHOVER, got ${
-            messageName(swMsg.type)
+          `Cannot take the migration from ${peer}: expected SWITCHOVER at byte ${r.at}, got ${
+            messageName(r.type)
           }`,
         );
       }
-      const sw = decodePostcopySwitchover(swMsg.body);
+      const sw = decodePostcopySwitchover(swBody);
       const arrived = epochMs();
       const sections: DeviceSection[] = [];
       for (let i = 0; i < sw.deviceRecords; i++) {
@@ -302,20 +353,6 @@ export async function receivePostcopy(
         // Not awaited, as the pause: it follows the pause, which may wait for a page.
         machine.resume().catch(() => {});
       }
-      // §8.3 PROGRESS: the bytes of this connection taken so far, at most every 10 ms when they
-      // changed (the source keeps its sweep within a window of them, so that a demand request
-      // never waits behind much of it), at least every second (a heartbeat).
-      let reported = -1;
-      let reportedAt = 0;
-      const taken = bytesReceived;
-      heartbeat = setInterval(() => {
-        const now = performance.now();
-        const n = bytesReceived - taken;
-        if (n === reported && now - reportedAt < HEARTBEAT_MS) return;
-        reported = n;
-        reportedAt = now;
-        w.write(encodeMessage(MigrationMessage.PROGRESS, { bytes: n })).catch(() => {});
-      }, PROGRESS_INTERVAL_MS);
       const gate = machine.pageGate;
       const ram = machine.ram;
       for (;;) {
@@ -358,8 +395,47 @@ export async function receivePostcopy(
             digest.setPageData(0, list, bytes);
             await writer?.writePageList(0, list, bytes);
           }
+        } else if (r.type === MigrationMessage.CURRENT) {
+          // Hybrid: the precopied copies of these pages are their bytes at the stop.
+          const pages = decodePageRequest(
+            messageBody(r.payload, peer, "CURRENT"),
+            pageCount,
+            "CURRENT",
+          );
+          const now = performance.now();
+          const fresh: number[] = [];
+          for (const p of pages) {
+            if (!bit(staged, p)) {
+              throw new MigrationError(
+                "protocol",
+                `Cannot take the migration from ${peer}: CURRENT at byte ${r.at} names page ${p}, which no precopy pass sent`,
+              );
+            }
+            if (bit(have, p)) continue;
+            fresh.push(p);
+          }
+          if (fresh.length > 0) {
+            const list = Uint32Array.from(fresh);
+            const bytes = new Uint8Array(fresh.length * PAGE_SIZE);
+            fresh.forEach((p, i) =>
+              bytes.set(ram.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE), i * PAGE_SIZE)
+            );
+            digest.setPageData(0, list, bytes);
+            await writer?.writePageList(0, list, bytes);
+          }
+          for (const p of fresh) {
+            have[p >> 3] |= 1 << (p & 7);
+            haveCount++;
+            clearAbsent(gate, p);
+            Atomics.notify(gate, p);
+            const t = requested.get(p);
+            if (t !== undefined) {
+              latencies.push(now - t);
+              requested.delete(p);
+            }
+          }
         } else if (r.type === MigrationMessage.COMPLETE) {
-          const { contentDigest } = decodeComplete(messageBody(r.payload, peer));
+          const { contentDigest } = decodeComplete(messageBody(r.payload, peer, "COMPLETE"));
           if (haveCount !== pageCount) {
             throw new MigrationError(
               "protocol",
@@ -424,14 +500,20 @@ export async function receivePostcopy(
   }
 }
 
-/** A control message's CBOR body from a raw record's payload. */
-function messageBody(payload: Uint8Array, peer: string) {
+/** A control message's CBOR body from a raw record's payload (at most the message cap). */
+function messageBody(payload: Uint8Array, peer: string, what: string) {
+  if (payload.length > MAX_MESSAGE_PAYLOAD) {
+    throw new MigrationError(
+      "protocol",
+      `Cannot take the migration from ${peer}: ${what} has ${payload.length} bytes, more than the ${MAX_MESSAGE_PAYLOAD} allowed`,
+    );
+  }
   try {
     return payload.length === 0 ? {} : decodeDeviceState(payload);
   } catch (e) {
     throw new MigrationError(
       "protocol",
-      `Cannot take the migration from ${peer}: COMPLETE: ${(e as Error).message}`,
+      `Cannot take the migration from ${peer}: ${what}: ${(e as Error).message}`,
     );
   }
 }

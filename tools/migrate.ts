@@ -31,7 +31,12 @@ import { CURRENT_STATE_VERSIONS } from "../emulator/snapshot/machine_state.ts";
 import { epochMs, type SnapshotMetrics } from "../emulator/snapshot/metrics.ts";
 import { portReadable } from "../emulator/snapshot/port_stream.ts";
 import { PAGE_SIZE } from "../emulator/memory_map.ts";
-import { interruptedPostcopy, postcopyPhase, type PostcopyResult } from "./migrate_postcopy.ts";
+import {
+  DEFAULT_PRECOPY_PASSES,
+  interruptedPostcopy,
+  postcopyPhase,
+  type PostcopyResult,
+} from "./migrate_postcopy.ts";
 
 /** Options of {@linkcode migrate}. */
 export interface MigrateOptions {
@@ -41,6 +46,8 @@ export interface MigrateOptions {
   port: number;
   /** `precopy` (default), `postcopy` or `hybrid` (docs/MIGRATION.md §8). */
   mode?: MigrationMode;
+  /** Hybrid: precopy passes while the guest runs before its post-copy (default 1). */
+  precopyPasses?: number;
   /** Finish this machine's post-copy that a lost connection interrupted (docs/MIGRATION.md
    * §8.5): reconnect, send the pages the destination still lacks. */
   resume?: boolean;
@@ -187,12 +194,6 @@ export async function migrate(vm: LiveMachine, o: MigrateOptions): Promise<Migra
     );
   }
   const mode = resuming !== null ? "postcopy" : o.mode ?? "precopy";
-  if (mode === "hybrid") {
-    throw new MigrationError(
-      "refused",
-      `Cannot migrate to ${peer}: mode hybrid is not available in this build (precopy and postcopy are)`,
-    );
-  }
   const ms = o.timeoutMs ?? DEFAULT_MIGRATION_TIMEOUT_MS;
   const started = epochMs();
   const conn = await connect(o.host, o.port, ms);
@@ -236,7 +237,11 @@ export async function migrate(vm: LiveMachine, o: MigrateOptions): Promise<Migra
     }
     const reply = await reader.message(ms, "the reply to HELLO");
     expectReply(reply.type, reply.body, MigrationMessage.ACCEPT, peer);
-    if (mode === "postcopy") {
+    if (mode === "postcopy" || mode === "hybrid") {
+      // Hybrid's passes report what crossed the wire meanwhile (the dirty rate is not measured:
+      // the passes tell changed pages by their hash, not by a dirty log).
+      let passBytes = bytesSent;
+      let passAt = epochMs();
       const r = await postcopyPhase({
         vm,
         peer,
@@ -247,11 +252,30 @@ export async function migrate(vm: LiveMachine, o: MigrateOptions): Promise<Migra
         ms,
         started,
         resume: resuming,
-        precopy: null,
         bandwidth: o.bandwidth,
+        precopyPasses: o.precopyPasses,
+        onPass: (pass, pages) => {
+          const now = epochMs();
+          const bytes = bytesSent - passBytes;
+          const s = Math.max(now - passAt, 1e-3) / 1000;
+          passBytes = bytesSent;
+          passAt = now;
+          o.onPass?.({
+            type: "migration-pass",
+            pass,
+            pagesSent: pages,
+            bytes,
+            bandwidth: Math.round(bytes / s),
+            dirtyRate: 0,
+            dirtyToTransferRatio: 0,
+            estimatedDowntimeMs: 0,
+            throttlePct: 0,
+            last: pass + 1 === (o.precopyPasses ?? DEFAULT_PRECOPY_PASSES),
+          });
+        },
       });
       await out.close().catch(() => {});
-      return postcopyMetrics(mode, peer, vm, r, bytesSent, 0, null);
+      return postcopyMetrics(mode, peer, vm, r, bytesSent, r.passes, null);
     }
 
     // From here on the destination sends PROGRESS (stream bytes it has restored) until its

@@ -237,6 +237,32 @@ Deno.test("migrate() postcopy: the destination runs at once on faulted-in pages 
   await machine.quit();
 });
 
+Deno.test("migrate() hybrid: precopy passes, then post-copy of what they did not settle; the destination goes on exactly as an uninterrupted run", async () => {
+  const d = await realDestination();
+  const vm = await LiveMachine.start({ elf: STORM, ramSize: 8 << 20 });
+  await new Promise((r) => setTimeout(r, 200));
+  const passes: number[] = [];
+  const m = await migrate(vm, {
+    host: "127.0.0.1",
+    port: d.port,
+    mode: "hybrid",
+    precopyPasses: 2,
+    bandwidth: 8 << 20,
+    onPass: (p) => passes.push(p.pass),
+  });
+  const { machine, metrics } = await d.incoming;
+  assertEquals(m.mode, "hybrid");
+  assertEquals(m.passes, 2);
+  assertEquals(passes, [0, 1]);
+  assertEquals(metrics.contentDigest, m.contentDigest);
+  assertEquals(machine.startRetired, m.atInstruction);
+  assertEquals(m.contentDigest, await digestAt(STORM, m.atInstruction));
+  const halt = await machine.halted;
+  assertEquals(halt.retired, m.atInstruction + RUN_ON);
+  assertEquals(await machine.digest(), await digestAt(STORM, m.atInstruction + RUN_ON));
+  await machine.quit();
+});
+
 /** A TCP relay to `port` that closes both sides once `cut` bytes have gone from the client to
  * the server (a connection lost mid-stream). */
 function cuttingRelay(port: number, cut: number): { port: number; cutDone: Promise<void> } {

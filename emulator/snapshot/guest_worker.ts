@@ -459,7 +459,7 @@ async function start(boot: GuestBoot): Promise<void> {
         boot.postcopy,
         uartSink,
         (page) => port.postMessage({ type: "page-fault", page }),
-        () => port.postMessage({ type: "postcopy-ready" }),
+        (ram) => port.postMessage({ type: "postcopy-ready", ram }),
       );
     } else if (boot.restorePath !== undefined) {
       // A diff is restored through its chain (every link checked before the guest runs).

@@ -110,8 +110,9 @@ export interface LiveMachineOptions {
   /** A post-copy migration's destination: the machine of this description and device state,
    * every page absent until the host brings it in (see `onPageFault`). */
   postcopy?: PostcopyBoot;
-  /** Post-copy: called once the machine is built and waits for its device state. */
-  onPostcopyReady?: () => void;
+  /** Post-copy: called once the machine is built and waits for its device state, with its RAM
+   * (every page absent: a hybrid migration's precopied pages may be written there). */
+  onPostcopyReady?: (ram: SharedArrayBuffer) => void;
   /** Post-copy: called (on this thread) when the guest waits for page `page` (-1: for all). */
   onPageFault?: (page: number) => void;
   /** For a diff at `restorePath`: parent files to use before the names its chain records
@@ -464,7 +465,7 @@ export class LiveMachine {
           }
         } // The constructor takes over the guest's messages before the next one is dispatched,
         // so nothing the guest posts after booting is missed.
-        else if (ev.type === "postcopy-ready") options.onPostcopyReady?.();
+        else if (ev.type === "postcopy-ready") options.onPostcopyReady?.(ev.ram);
         else if (ev.type === "booted") {
           resolve(new LiveMachine(guest, writer, mailbox, ev, options, chunks.port2));
         } else if (ev.type === "boot-failed") {

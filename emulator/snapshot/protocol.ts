@@ -157,7 +157,7 @@ export type GuestEvent =
   /** Post-copy: the guest waits for page `page` (-1: for every page still absent). */
   | { type: "page-fault"; page: number }
   /** Post-copy: the machine is built (RAM, every page absent) and waits for its state. */
-  | { type: "postcopy-ready" }
+  | { type: "postcopy-ready"; ram: SharedArrayBuffer }
   | {
     type: "snapshot-started";
     tag: string;
