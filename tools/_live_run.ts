@@ -87,6 +87,17 @@ export interface MigrateTarget {
   /** Bytes per second. */
   bandwidth?: number;
   timeoutMs?: number;
+  /** Hybrid: precopy passes before the post-copy (`--precopy-passes`). */
+  precopyPasses?: number;
+}
+
+/** Parses `--precopy-passes N` (hybrid): 1 to 100. */
+export function parsePrecopyPasses(text: string): number {
+  const n = /^\d+$/.test(text) ? Number(text) : NaN;
+  if (!(n >= 1 && n <= 100)) {
+    throw new UsageError(`Cannot parse --precopy-passes: '${text}' is not a count from 1 to 100`);
+  }
+  return n;
 }
 
 /** Parses `--migrate-mode` / `ctl migrate --mode`. */
@@ -443,6 +454,7 @@ export const LIVE_STRING_OPTIONS = [
   "control",
   "precopy-max-passes",
   "downtime-ms",
+  "precopy-passes",
 ] as const;
 
 type LiveArgValues = { [K in (typeof LIVE_STRING_OPTIONS)[number]]?: string | string[] };
@@ -524,7 +536,7 @@ function parseMigrateTarget(opts: LiveArgValues): MigrateTarget | undefined {
   const one = (name: (typeof LIVE_STRING_OPTIONS)[number]) => opts[name] as string | undefined;
   const to = one("migrate-to");
   if (to === undefined) {
-    for (const o of ["migrate-at", "migrate-mode", "bandwidth"] as const) {
+    for (const o of ["migrate-at", "migrate-mode", "bandwidth", "precopy-passes"] as const) {
       if (one(o) !== undefined) throw new UsageError(`--${o} needs --migrate-to HOST:PORT`);
     }
     return undefined;
@@ -539,10 +551,16 @@ function parseMigrateTarget(opts: LiveArgValues): MigrateTarget | undefined {
   }
   const precopy = parsePrecopyOptions(one("precopy-max-passes"), one("downtime-ms"));
   const bw = one("bandwidth");
+  const mode = parseMigrationMode(one("migrate-mode") ?? "precopy");
+  const passes = one("precopy-passes");
+  if (passes !== undefined && mode !== "hybrid") {
+    throw new UsageError("--precopy-passes belongs to --migrate-mode hybrid");
+  }
   return {
     ...target,
     at: parseInstructionCount("--migrate-at", atText),
-    mode: parseMigrationMode(one("migrate-mode") ?? "precopy"),
+    mode,
+    precopyPasses: passes === undefined ? undefined : parsePrecopyPasses(passes),
     downtimeMs: precopy.downtimeMs,
     maxPasses: precopy.maxPasses,
     bandwidth: bw === undefined ? undefined : parseBandwidth(bw),

@@ -8,9 +8,11 @@
  * "max", `incremental` = true for a diff on the machine's last snapshot, refused if it has none;
  * returns the snapshot's metrics once the file is complete), `migrate` (arguments `host`,
  * `port`, `mode` = precopy|postcopy|hybrid, `downtimeMs`, `maxPasses`, `bandwidth` in bytes per
- * second; sends one `{"event": "MIGRATION_PASS", "data": {...}}` line per precopy pass, then
- * returns the migration's metrics once the destination runs the guest, and the machine stops;
- * on failure the guest runs on and the reply is an error), `pause`, `resume`, `status`,
+ * second, `precopyPasses` (hybrid), `resume` = true to finish an interrupted post-copy; sends one
+ * `{"event": "MIGRATION_PASS", "data": {...}}` line per precopy pass, then returns the
+ * migration's metrics once the destination runs the guest, and the machine stops; on failure
+ * the guest runs on and the reply is an error, except after a post-copy's switch-over, where it
+ * stays stopped for `resume`), `pause`, `resume`, `status`,
  * `digest` (the machine's content digest now), `quit` (finishes a snapshot being written, then
  * stops the machine).
  *
@@ -110,6 +112,7 @@ async function execute(
         port,
         mode,
         resume,
+        precopyPasses: optionalCount(args.precopyPasses, "precopyPasses") || undefined,
         downtimeMs: optionalCount(args.downtimeMs, "downtimeMs"),
         maxPasses: optionalCount(args.maxPasses, "maxPasses"),
         bandwidth: bandwidth === 0 ? undefined : bandwidth,

@@ -12,6 +12,7 @@ import {
   parseMigrationMode,
   parseMode,
   parsePrecopyOptions,
+  parsePrecopyPasses,
 } from "./_live_run.ts";
 import { parseHostPort } from "./migrate.ts";
 
@@ -27,13 +28,19 @@ Commands:
                  machine's last snapshot (the last one completed, or the file it was restored
                  from): refused if it has none
   migrate HOST:PORT [--mode precopy|postcopy|hybrid] [--downtime-ms MS] [--bandwidth RATE]
-                 [--precopy-max-passes N]
+                 [--precopy-max-passes N] [--precopy-passes N] [--resume]
                  migrate the guest live to 'livesnap restore --incoming HOST:PORT' (see
                  docs/MIGRATION.md): one JSON line per precopy pass (pages, bytes, bandwidth,
                  dirty rate, dirty/transfer ratio, estimated downtime), then the migration's
-                 metrics once the destination runs the guest; this machine then stops. If it
-                 fails, the guest runs on here and the reply is an error. --bandwidth caps the
-                 bytes per second sent (e.g. 32M); postcopy and hybrid are not in this build
+                 metrics (downtimeMs, totalMs, bytesSent, passes, postcopyFaults,
+                 faultLatencyUs) once the destination runs the guest; this machine then stops.
+                 --bandwidth caps the bytes per second sent (e.g. 32M). postcopy: the guest
+                 stops at once and runs at the destination, which fetches its pages as it
+                 needs them while the rest follow. hybrid: --precopy-passes N passes (default
+                 1) while it runs, then postcopy. If a precopy fails, the guest runs on here;
+                 if a postcopy loses its connection, the guest stays stopped here with its
+                 state and the reply is an error: --resume (to the same or a new destination,
+                 'restore --incoming HOST:PORT --resume') finishes it
   pause          stop the guest between two instructions
   resume         let it run on
   status         running, paused or halted, and the instructions retired
@@ -48,6 +55,8 @@ Examples:
   livesnap ctl /tmp/vm.sock snapshot --out /tmp/vm-1.lsnap --incremental   # a diff on vm.lsnap
   livesnap restore --incoming 127.0.0.1:7000 --digest &     # the destination
   livesnap ctl /tmp/vm.sock migrate 127.0.0.1:7000 --downtime-ms 30 --bandwidth 64M
+  livesnap ctl /tmp/vm.sock migrate 127.0.0.1:7000 --mode postcopy
+  livesnap ctl /tmp/vm.sock migrate 127.0.0.1:7000 --resume     # after a lost connection
   livesnap ctl /tmp/vm.sock status
   livesnap ctl /tmp/vm.sock quit`;
 
@@ -56,7 +65,15 @@ export async function main(args: string[]): Promise<number> {
   const command = parseCommand(args, {
     name: "livesnap ctl",
     usage: USAGE,
-    string: ["out", "mode", "cow-buffer", "downtime-ms", "bandwidth", "precopy-max-passes"],
+    string: [
+      "out",
+      "mode",
+      "cow-buffer",
+      "downtime-ms",
+      "bandwidth",
+      "precopy-max-passes",
+      "precopy-passes",
+    ],
     boolean: ["incremental", "resume"],
   });
   if (typeof command === "number") return command;
@@ -95,6 +112,9 @@ export async function main(args: string[]): Promise<number> {
         maxPasses: precopy.maxPasses,
         bandwidth: opts.bandwidth === undefined ? undefined : parseBandwidth(opts.bandwidth),
         resume: opts.resume,
+        precopyPasses: opts["precopy-passes"] === undefined
+          ? undefined
+          : parsePrecopyPasses(opts["precopy-passes"]),
       };
     } else if (
       opts.out !== undefined || opts.mode !== undefined || opts["cow-buffer"] !== undefined ||

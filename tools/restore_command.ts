@@ -28,6 +28,7 @@ const USAGE = `Usage: livesnap restore FILE [--stop-at N | --run-for N] [--max-i
   [--digest] [--verbose] [--parent FILE]... [--lazy [--record-ws] [--ws-window N]
   [--hint FILE|off] [--metrics FILE]]
        livesnap restore --incoming HOST:PORT [--out FILE] [--ram SIZE] [--stop-at N | --run-for N]
+                        [--resume] [--resume-timeout MS]
                         [--digest] [--control PATH] [--metrics FILE]
                         [--snapshot-at N]... [--snapshot-every N] --out FILE
                         [--mode cow|precopy|stop] [--cow-buffer SIZE] [--metrics FILE]
@@ -79,7 +80,11 @@ refuses a machine it cannot run before any page moves (the reason goes back to t
 restores the guest from the stream as it arrives, checks the state against the content digest
 the source sends at the switch-over, and runs the guest once the source has let go of it. A
 second migration arriving meanwhile is refused. If the connection drops or anything fails,
-everything received is discarded and the source's guest runs on. Protocol: docs/MIGRATION.md.
+everything received is discarded and the source's guest runs on. A postcopy or hybrid source
+hands the guest over first: it runs here at once and each page comes as the guest needs it (the
+rest follow); the content digest is checked once every page is in, and a mismatch stops the guest
+(exit status 4). If that connection drops, the guest is paused with the pages it has and this
+side waits (--resume-timeout) for the source to resume. Protocol: docs/MIGRATION.md.
 
 Options:
   --lazy          restore lazily (above)
@@ -99,6 +104,11 @@ Options:
                   snapshot file holds; written only if the migration succeeds)
   --ram SIZE      with --incoming: refuse a guest whose RAM is not SIZE (like a QEMU
                   destination started with another -m)
+  --resume        with --incoming: take a source that resumes an interrupted postcopy whose
+                  first destination died ('ctl PATH migrate HOST:PORT --resume'): every page is
+                  fetched again from the source's stopped state
+  --resume-timeout MS  with --incoming: after a postcopy's connection drops, wait at most MS
+                  for the source to resume it (default 60000), then stop with exit status 6
   --stop-at N     stop once N instructions have retired, counted like 'run --stop-at' from the
                   guest's reset (from the restore point for a QEMU snapshot; see 'livesnap
                   inspect'); N is at least the snapshot's own instruction count

@@ -22,7 +22,8 @@ const USAGE =
                     [--mode cow|precopy|stop] [--cow-buffer SIZE] [--metrics FILE]
                     [--precopy-max-passes N] [--downtime-ms MS] [--control PATH]
                     [--incremental]
-                    [--migrate-to HOST:PORT --migrate-at N [--migrate-mode precopy]
+                    [--migrate-to HOST:PORT --migrate-at N
+                     [--migrate-mode precopy|postcopy|hybrid] [--precopy-passes N]
                      [--bandwidth RATE]]
 
 Runs a statically linked RV32IMAC ELF on the bundled machine (laid out like QEMU's riscv32
@@ -75,7 +76,15 @@ Live migration (docs/MIGRATION.md; the destination is 'livesnap restore --incomi
                       metrics (downtimeMs, totalMs, bytesSent, passes, ...). If the migration
                       fails the guest runs on as if nothing happened and the exit status is 1
   --migrate-at N      the instruction count to start at
-  --migrate-mode MODE precopy (postcopy and hybrid are not in this build)
+  --migrate-mode MODE precopy (above, the default); postcopy: the guest stops at once and runs
+                      at the destination, which fetches each page as the guest needs it while
+                      the rest follow (metrics add postcopyFaults and faultLatencyUs {p50,p99}
+                      in µs; downtimeMs is from the stop here to the first instruction there);
+                      hybrid: --precopy-passes passes while it runs, then postcopy. If a
+                      postcopy loses its connection the guest stays stopped here with its state
+                      and the run retries (once a second, for 60 s) until the destination, or a
+                      new one started with 'restore --incoming HOST:PORT --resume', takes it
+  --precopy-passes N  hybrid: precopy passes before the postcopy (default 1)
   --bandwidth RATE    cap the bytes per second sent, e.g. 500K or 32M
 
 Time is deterministic: mtime advances one tick per 10 retired instructions, so a run depends
