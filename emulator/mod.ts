@@ -64,6 +64,7 @@ export {
   type ScheduledRequest,
   type SnapshotRequest,
 } from "./snapshot/live_machine.ts";
+export { type PostcopyBoot, PostcopyFaultError } from "./snapshot/postcopy_pager.ts";
 export type { GuestStatus, HaltReason } from "./snapshot/protocol.ts";
 export type {
   PauseCauses,
