@@ -8,6 +8,7 @@ import { Machine } from "../emulator/machine.ts";
 import { LiveMachine } from "../emulator/snapshot/live_machine.ts";
 import { machineContentDigest } from "../emulator/snapshot/machine_state.ts";
 import {
+  encodeHello,
   encodeMessage,
   encodeMigrationPrologue,
   MIGRATION_MAGIC,
@@ -333,6 +334,61 @@ Deno.test("migrate() --resume without an interrupted post-copy is refused before
   );
   assert(e.message.includes("no interrupted post-copy"), e.message);
   await expectRunsOn(vm);
+});
+
+Deno.test("migrate() postcopy: a destination asking for a page outside RAM is a protocol error; the guest stays stopped, resumable", async () => {
+  const d = fakeDestination(async (reader, w) => {
+    await reader.exactly(16, 5000, "prologue");
+    await reader.message(5000, "HELLO");
+    await w.write(encodeMigrationPrologue());
+    await w.write(encodeMessage(MigrationMessage.ACCEPT, {}));
+    const sw = await reader.message(5000, "SWITCHOVER");
+    assertEquals(sw.type, MigrationMessage.SWITCHOVER);
+    await w.write(encodeMessage(MigrationMessage.PAGE_REQUEST, { pages: [1 << 30] }));
+    await new Promise((r) => setTimeout(r, 500));
+  });
+  const vm = await LiveMachine.start({ elf: ELF, ramSize: RAM });
+  const e = await assertRejects(
+    () => migrate(vm, { host: "127.0.0.1", port: d.port, mode: "postcopy", timeoutMs: 2000 }),
+    MigrationError,
+  );
+  await d.done.catch(() => {});
+  assertEquals(e.failure, "protocol", e.message);
+  assert(/PAGE_REQUEST's field 'pages' holds 1073741824/.test(e.message), e.message);
+  assert(/--resume/.test(e.message), e.message);
+  assertEquals((await vm.status()).state, "paused");
+  await vm.quit();
+});
+
+Deno.test("receiveMigration() postcopy: a record longer than its cap is refused before it is read; nothing is kept", async () => {
+  const dir = await Deno.makeTempDir();
+  const d = await realDestination({ out: `${dir}/in.lsnap` });
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: d.port });
+  const w = conn.writable.getWriter();
+  const reader = new TimedByteReader(conn.readable, "the destination");
+  const vm = await LiveMachine.start({ elf: ELF, ramSize: RAM });
+  await w.write(encodeMigrationPrologue());
+  await w.write(encodeHello({ description: vm.description, devices: {}, mode: "postcopy" }));
+  await vm.quit();
+  await reader.exactly(16, 5000, "prologue");
+  assertEquals((await reader.message(10_000, "ACCEPT")).type, MigrationMessage.ACCEPT);
+  await w.write(
+    encodeMessage(MigrationMessage.SWITCHOVER, { atInstruction: 0, deviceRecords: 1 }),
+  );
+  // A DEVICE record head declaring 8 MiB (under the format's record cap, over a message's):
+  // refused from the head alone.
+  const head = new Uint8Array(8);
+  const v = new DataView(head.buffer);
+  v.setUint16(0, 0x0003, true);
+  v.setUint16(2, 1, true);
+  v.setUint32(4, 8 << 20, true);
+  await w.write(head);
+  const e = await assertRejects(() => d.incoming, MigrationError);
+  assertEquals(e.failure, "protocol", e.message);
+  assert(/more than the 1048576 allowed/.test(e.message), e.message);
+  conn.close();
+  assertEquals([...Deno.readDirSync(dir)].length, 0);
+  await Deno.remove(dir, { recursive: true });
 });
 
 Deno.test("parseHostPort() reads HOST:PORT and [v6]:PORT, and refuses the rest", () => {
