@@ -6,7 +6,7 @@
 import { assert, assertEquals, assertRejects, assertThrows } from "@std/assert/mod.js";
 import { Machine } from "../emulator/machine.ts";
 import { LiveMachine } from "../emulator/snapshot/live_machine.ts";
-import { machineContentDigest } from "../emulator/snapshot/machine_state.ts";
+import { machineContentDigest, sectionsFromState } from "../emulator/snapshot/machine_state.ts";
 import {
   encodeHello,
   encodeMessage,
@@ -17,6 +17,10 @@ import {
   TimedByteReader,
 } from "../format/migration.ts";
 import { migrate, parseHostPort } from "./migrate.ts";
+import { encodeDeviceSection, normalizeDevice } from "../format/device_section.ts";
+import { encodeRecord } from "../format/record.ts";
+import { encodePageRecord } from "../format/page_record.ts";
+import { FLAG_CRITICAL, RecordType } from "../format/constants.ts";
 import { type IncomingOptions, receiveMigration } from "./incoming.ts";
 import { memstressElf } from "../emulator/guests/memstress_config.ts";
 
@@ -389,6 +393,53 @@ Deno.test("receiveMigration() postcopy: a record longer than its cap is refused 
   conn.close();
   assertEquals([...Deno.readDirSync(dir)].length, 0);
   await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("receiveMigration() postcopy: a state whose digest is not the source's stops the guest and fails as a mismatch", async () => {
+  const d = await realDestination();
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: d.port });
+  const w = conn.writable.getWriter();
+  const reader = new TimedByteReader(conn.readable, "the destination");
+  const vm = await LiveMachine.start({ elf: ELF, ramSize: RAM });
+  await vm.pause();
+  const { status, state } = await vm.saveState();
+  await w.write(encodeMigrationPrologue());
+  await w.write(encodeHello({ description: vm.description, devices: {}, mode: "postcopy" }));
+  await reader.exactly(16, 5000, "prologue");
+  assertEquals((await reader.message(10_000, "ACCEPT")).type, MigrationMessage.ACCEPT);
+  const sections = sectionsFromState(state).map(normalizeDevice);
+  await w.write(
+    encodeMessage(MigrationMessage.SWITCHOVER, {
+      atInstruction: status.retired,
+      deviceRecords: sections.length,
+    }),
+  );
+  for (const sec of sections) {
+    await w.write(encodeRecord(RecordType.DEVICE, FLAG_CRITICAL, encodeDeviceSection(sec)));
+  }
+  // Every page as zeros (not the guest's RAM), then a digest that cannot be theirs.
+  const pages = Uint32Array.from({ length: vm.pageCount }, (_, i) => i);
+  await w.write(
+    encodeRecord(
+      RecordType.PAGES,
+      FLAG_CRITICAL,
+      encodePageRecord(0, "zero", pages, new Uint8Array(0)),
+    ),
+  );
+  await w.write(encodeMessage(MigrationMessage.COMPLETE, { contentDigest: "ab".repeat(32) }));
+  const e = await assertRejects(() => d.incoming, MigrationError);
+  assertEquals(e.failure, "mismatch", e.message);
+  assert(/content digest [0-9a-f]{64}, the source's state .* has abab/.test(e.message), e.message);
+  assert(/the guest was stopped/.test(e.message), e.message);
+  // The source was told why.
+  let refused = null;
+  for (let i = 0; i < 1000 && refused === null; i++) {
+    const m = await reader.message(5000, "REFUSE");
+    if (m.type === MigrationMessage.REFUSE) refused = m.body as Record<string, unknown>;
+  }
+  assertEquals(refused?.failure, "mismatch");
+  conn.close();
+  await vm.quit();
 });
 
 Deno.test("parseHostPort() reads HOST:PORT and [v6]:PORT, and refuses the rest", () => {
