@@ -136,6 +136,7 @@ export async function receivePostcopy(
   // The guest's thread and machine are made now, while the source still runs its guest: only
   // the device state's restore is left for the switch-over (a thread takes tens of ms to start).
   const stateChannel = new MessageChannel();
+  const complete = new SharedArrayBuffer(4);
   let ready!: () => void;
   const readied = new Promise<void>((r) => ready = r);
   /** The prepared machine's RAM (hybrid's passes write there, every page still absent). */
@@ -156,7 +157,7 @@ export async function receivePostcopy(
   const machineStart = LiveMachine.start({
     ...o.live,
     // A fault waits as long as the source may stay silent plus the time for a resume.
-    postcopy: { description, state: stateChannel.port2, waitBoundMs: ms + resumeMs },
+    postcopy: { description, state: stateChannel.port2, waitBoundMs: ms + resumeMs, complete },
     onPageFault,
     onPostcopyReady: (ram) => {
       prepared = new Uint8Array(ram);
@@ -457,6 +458,8 @@ export async function receivePostcopy(
               `Cannot take the migration from ${peer}: ${reason}; the guest was stopped`,
             );
           }
+          // Every page is present: the guest's loads need no test any more.
+          Atomics.store(new Int32Array(complete), 0, 1);
           const sorted = [...latencies].sort((a, b) => a - b);
           await w.write(encodeMessage(MigrationMessage.READY, {
             contentDigest,

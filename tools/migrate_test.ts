@@ -310,7 +310,7 @@ Deno.test("migrate() postcopy cut mid-sweep: both guests hold, and resume finish
   const vm = await LiveMachine.start({ elf: STORM, ramSize: 8 << 20 });
   await new Promise((r) => setTimeout(r, 200));
   const e = await assertRejects(
-    () => migrate(vm, { host: "127.0.0.1", port: relay.port, mode: "postcopy", timeoutMs: 2000 }),
+    () => migrate(vm, { host: "127.0.0.1", port: relay.port, mode: "postcopy", timeoutMs: 10_000 }),
     MigrationError,
   );
   await relay.cutDone;

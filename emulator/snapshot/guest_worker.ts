@@ -30,7 +30,7 @@ import { describeMachine } from "./machine_state.ts";
 import { epochMs, readThreadCpu } from "./metrics.ts";
 import type { GuestBoot, GuestEvent, GuestStatus, HaltReason } from "./protocol.ts";
 import { restoreMachine, restoreMachineFromFile } from "./restore.ts";
-import { postcopyMachine } from "./postcopy_pager.ts";
+import { postcopyMachine, settlePostcopy } from "./postcopy_pager.ts";
 import { portReadable } from "./port_stream.ts";
 import {
   CTRL_WRITER_STATE,
@@ -181,6 +181,7 @@ class GuestThread {
         const p = this.running.pause;
         p.betweenSlicesUs = Math.max(p.betweenSlicesUs, t0 - this.lastRunEnd);
       }
+      if (this.boot.postcopy !== undefined) settlePostcopy(m, this.boot.postcopy);
       const r = m.run(budget);
       const t1 = nowUs();
       this.lastRunEnd = t1;

@@ -33,6 +33,16 @@ export interface PostcopyBoot {
   state: MessagePort;
   /** The longest a fault waits for its page, milliseconds (then the run ends with an error). */
   waitBoundMs: number;
+  /** One `Int32Array` word the host sets to 1 once every page is present: the guest's thread
+   * then stops testing loads for absent pages (`Ram.lazy`). */
+  complete: SharedArrayBuffer;
+}
+
+/** Between two runs: turns the load test off once the host says every page is present. */
+export function settlePostcopy(machine: Machine, boot: PostcopyBoot): void {
+  if (machine.ram.lazy && Atomics.load(new Int32Array(boot.complete), 0) === 1) {
+    machine.ram.lazy = false;
+  }
 }
 
 /** A fault the source did not answer within its bound: the guest stopped before the access. */
