@@ -163,7 +163,6 @@ export async function receivePostcopy(
       prepared = new Uint8Array(ram);
       ready();
     },
-    startPaused: true,
   });
   machineStart.catch(() => {});
   try {
@@ -321,15 +320,21 @@ export async function receivePostcopy(
       if (machine === null) {
         atInstruction = sw.atInstruction;
         for (const s of sections) digest.setDevice(s);
-        stateChannel.port1.postMessage(sections);
-        machine = await machineStart;
-        if (machine.startRetired !== sw.atInstruction) {
+        // The guest thread restores the state and runs it at once (not started paused: a
+        // resume would cost two more handoffs between threads in the downtime).
+        stateChannel.port1.postMessage({ sections, atInstruction: sw.atInstruction });
+        try {
+          machine = await machineStart;
+        } catch (e) {
+          const reason = (e as Error).message;
+          await w.write(encodeMessage(MigrationMessage.REFUSE, { reason, failure: "mismatch" }))
+            .catch(() => {});
           throw new MigrationError(
             "mismatch",
-            `Cannot take the migration from ${peer}: the device state is at instruction ${machine.startRetired}, SWITCHOVER says ${sw.atInstruction}`,
+            `Cannot take the migration from ${peer}: ${reason}`,
+            { cause: e },
           );
         }
-        await machine.resume();
         startMs = Math.round((epochMs() - arrived) * 1000) / 1000;
         o.onPostcopyStart?.(atInstruction);
         if (o.out !== undefined) {

@@ -27,8 +27,8 @@ import {
 export interface PostcopyBoot {
   /** The machine (the HEADER of the stream, FORMAT.md §5). */
   description: MachineDescription;
-  /** Where the device sections of the state at the switch-over arrive (one message: a
-   * `DeviceSection[]`, or null to give up). The machine is built before they come (RAM,
+  /** Where the state at the switch-over arrives (one message: a {@linkcode PostcopyState}, or
+   * null to give up). The machine is built before they come (RAM,
    * every page absent), so that only the state's restore is left for the switch-over. */
   state: MessagePort;
   /** The longest a fault waits for its page, milliseconds (then the run ends with an error). */
@@ -43,6 +43,14 @@ export function settlePostcopy(machine: Machine, boot: PostcopyBoot): void {
   if (machine.ram.lazy && Atomics.load(new Int32Array(boot.complete), 0) === 1) {
     machine.ram.lazy = false;
   }
+}
+
+/** The state a post-copy destination's guest thread receives on `PostcopyBoot.state`. */
+export interface PostcopyState {
+  /** The device sections of the state at the switch-over. */
+  sections: DeviceSection[];
+  /** SWITCHOVER's instruction count, which the restored state must have. */
+  atInstruction: number;
 }
 
 /** A fault the source did not answer within its bound: the guest stopped before the access. */
@@ -121,18 +129,24 @@ export async function postcopyMachine(
   ram.setAbsentHandler(new PostcopyPager(ram.pageGate, ask, boot.waitBoundMs));
   ram.markAbsent(0, ram.pageCount);
   onReady(ram.bytes.buffer as SharedArrayBuffer);
-  const sections = await new Promise<DeviceSection[] | null>((resolve) => {
+  const got = await new Promise<PostcopyState | null>((resolve) => {
     boot.state.onmessage = (e) => resolve(e.data);
   });
   boot.state.close();
-  if (sections === null) {
+  if (got === null) {
     throw new Error("Cannot start the guest: the migration ended before its state arrived");
   }
   try {
-    machine.restore(stateFromSections(sections, STATE_MIGRATIONS));
+    machine.restore(stateFromSections(got.sections, STATE_MIGRATIONS));
   } catch (e) {
     if (e instanceof SnapshotMismatchError) throw e;
     throw new SnapshotMismatchError((e as Error).message.replace(/^Cannot restore /, ""));
+  }
+  // Checked here, before the guest can run a single instruction of a state that is not it.
+  if (machine.hart.retired !== got.atInstruction) {
+    throw new SnapshotMismatchError(
+      `the device state is at instruction ${machine.hart.retired}, the source's SWITCHOVER says ${got.atInstruction}`,
+    );
   }
   return machine;
 }
