@@ -126,7 +126,7 @@ async function migrateAndCheck(
   dir: string,
   elf: string,
   sourceArgs: string[],
-  mode: "precopy" | "postcopy" = "precopy",
+  mode: "precopy" | "postcopy" | "hybrid" = "precopy",
 ): Promise<{ passes: Record<string, unknown>[]; migration: Record<string, unknown> }> {
   // Where the switch-over falls is the engine's choice: the destination runs a fixed count on.
   const dst = await destination("--out", `${dir}/in.lsnap`, "--run-for", RUN_ON, "--digest");
@@ -196,6 +196,22 @@ Deno.test("run --migrate-to (postcopy): the guest runs at the destination on fau
     assert((migration.postcopyFaults as number) > 0, JSON.stringify(migration));
     const lat = migration.faultLatencyUs as { p50: number; p99: number };
     assert(lat.p99 >= lat.p50 && lat.p50 > 0, JSON.stringify(lat));
+  });
+});
+
+Deno.test("run --migrate-to (hybrid): precopy passes, then post-copy; the guest goes on exactly as if never moved", async () => {
+  await withGuest(async (dir, elf) => {
+    const { passes, migration } = await migrateAndCheck(dir, elf, [
+      "--migrate-mode",
+      "hybrid",
+      "--precopy-passes",
+      "2",
+      "--bandwidth",
+      "8M",
+    ], "hybrid");
+    assertEquals(migration.mode, "hybrid");
+    assertEquals(migration.passes, 2);
+    assertEquals(passes.map((p) => p.pass), [0, 1]);
   });
 });
 
