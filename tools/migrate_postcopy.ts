@@ -45,7 +45,7 @@ import { PAGE_SIZE } from "../emulator/memory_map.ts";
 export const SWEEP_PAGES = 64;
 /** Sweep bytes sent and not yet taken by the destination (its PROGRESS) that the sweep may have
  * in flight: a demand request waits behind at most this much (docs/MIGRATION.md §8.3). */
-export const SWEEP_WINDOW = 512 * 1024;
+export const SWEEP_WINDOW = 256 * 1024;
 
 /** The source's state of a post-copy, kept across connections until the destination's READY. */
 export interface PostcopySource {
