@@ -344,7 +344,8 @@ export async function receivePostcopy(
             { cause: e },
           );
         }
-        startMs = Math.round((epochMs() - arrived) * 1000) / 1000;
+        // To the guest thread's word that it runs (its first slice follows at once).
+        startMs = Math.round((machine.bootedAt - arrived) * 1000) / 1000;
         o.onPostcopyStart?.(atInstruction);
         if (o.out !== undefined) {
           const f = await AtomicFile.create(o.out);

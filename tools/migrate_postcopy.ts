@@ -99,9 +99,8 @@ export interface PostcopyLink {
 
 /** Stops the guest and takes the state a post-copy sends first. */
 export async function stopForPostcopy(vm: LiveMachine): Promise<PostcopySource> {
-  await vm.pause();
-  const pausedAt = epochMs();
-  const { status, state } = await vm.saveState();
+  // When the guest thread stopped running it (not when the reply got here).
+  const { status, state, at: pausedAt } = await vm.pauseAndSave();
   const sections = sectionsFromState(state).map(normalizeDevice);
   const digest = new ContentDigestBuilder(vm.description);
   for (const s of sections) digest.setDevice(s);

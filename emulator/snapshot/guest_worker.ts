@@ -416,10 +416,18 @@ class GuestThread {
       case CMD_STATUS:
         break;
       case CMD_SAVE_STATE:
-        port.postMessage({ type: "reply", seq: cmd.seq, status: this.status(), state: m.save() });
+        // Argument 1: pause first (a post-copy's stop: one round trip instead of two).
+        if (cmd.args[0] === 1) this.paused = true;
+        port.postMessage({
+          type: "reply",
+          seq: cmd.seq,
+          status: this.status(),
+          state: m.save(),
+          at: epochMs(),
+        });
         return;
     }
-    port.postMessage({ type: "reply", seq: cmd.seq, status: this.status() });
+    port.postMessage({ type: "reply", seq: cmd.seq, status: this.status(), at: epochMs() });
   }
 }
 
@@ -449,6 +457,7 @@ async function start(boot: GuestBoot): Promise<void> {
   let restoredDigest: string | null = null;
   let restoredNotes: { field: string; note: string }[] = [];
   let parent: ParentTransfer | null = null;
+  let early = null as GuestThread | null;
   try {
     if (boot.restoreStream !== undefined) {
       const restored = await restoreMachine(portReadable(boot.restoreStream), { uartSink });
@@ -460,7 +469,14 @@ async function start(boot: GuestBoot): Promise<void> {
         boot.postcopy,
         uartSink,
         (page) => port.postMessage({ type: "page-fault", page }),
-        (ram) => port.postMessage({ type: "postcopy-ready", ram }),
+        (built) => {
+          // The thread's buffers and warm-up before the state arrives: not in the downtime.
+          early = new GuestThread(built, boot, null);
+          port.postMessage({
+            type: "postcopy-ready",
+            ram: built.ram.bytes.buffer as SharedArrayBuffer,
+          });
+        },
       );
     } else if (boot.restorePath !== undefined) {
       // A diff is restored through its chain (every link checked before the guest runs).
@@ -489,7 +505,7 @@ async function start(boot: GuestBoot): Promise<void> {
     const at = machine.hart.retired + boot.runFor;
     boot.stopAt = boot.stopAt == null ? at : Math.min(boot.stopAt, at);
   }
-  const thread = new GuestThread(machine, boot, parent === null ? null : parent.depth);
+  const thread = early ?? new GuestThread(machine, boot, parent === null ? null : parent.depth);
   port.postMessage({
     type: "booted",
     ram: machine.ram.bytes.buffer as SharedArrayBuffer,
@@ -499,6 +515,7 @@ async function start(boot: GuestBoot): Promise<void> {
     retired: machine.hart.retired,
     restoredDigest,
     restoredNotes,
+    bootedAt: epochMs(),
     parent,
   });
   thread.loop();

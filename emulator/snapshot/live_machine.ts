@@ -33,6 +33,7 @@ import {
 } from "./mailbox.ts";
 import { contentDigestOf } from "./machine_state.ts";
 import {
+  epochMs,
   type PauseCauses,
   readProcessMemory,
   resetPeakMemory,
@@ -258,6 +259,8 @@ export class LiveMachine {
   readonly restoredDigest: string | null;
   /** For a restored QEMU snapshot, the fields ignored or approximated (`restore --verbose`). */
   readonly restoredNotes: { field: string; note: string }[];
+  /** When the guest thread had booted, just before its first instruction (`epochMs()`). */
+  readonly bootedAt: number;
   /** Resolves when the guest halts (exit, idle, lockup, reset, or `stopAt`). */
   readonly halted: Promise<HaltInfo>;
   readonly #guest: Worker;
@@ -267,7 +270,7 @@ export class LiveMachine {
   readonly #replies = new Map<
     number,
     {
-      resolve: (r: { status: GuestStatus; state?: MachineState }) => void;
+      resolve: (r: { status: GuestStatus; state?: MachineState; at?: number }) => void;
       reject: (e: Error) => void;
     }
   >();
@@ -303,6 +306,7 @@ export class LiveMachine {
     this.startRetired = booted.retired;
     this.restoredDigest = booted.restoredDigest;
     this.restoredNotes = booted.restoredNotes;
+    this.bootedAt = booted.bootedAt;
     this.halted = new Promise((resolve, reject) => {
       this.#resolveHalt = resolve;
       this.#rejectHalt = reject;
@@ -578,7 +582,7 @@ export class LiveMachine {
       case "reply": {
         const r = this.#replies.get(ev.seq);
         this.#replies.delete(ev.seq);
-        r?.resolve({ status: ev.status, state: ev.state });
+        r?.resolve({ status: ev.status, state: ev.state, at: ev.at });
         break;
       }
       case "quit":
@@ -671,7 +675,7 @@ export class LiveMachine {
     before?: (seq: number) => void,
   ) {
     const run = () =>
-      new Promise<{ status: GuestStatus; state?: MachineState }>((resolve, reject) => {
+      new Promise<{ status: GuestStatus; state?: MachineState; at?: number }>((resolve, reject) => {
         if (this.#crash !== null) return reject(this.#crash);
         before?.(this.#mailbox.nextSeq());
         const seq = this.#mailbox.post(kind, args);
@@ -717,6 +721,14 @@ export class LiveMachine {
   /** Stops the guest between two instructions. */
   async pause(): Promise<GuestStatus> {
     return (await this.#command(CMD_PAUSE)).status;
+  }
+
+  /** Stops the guest between two instructions and takes its registers and devices, in one
+   * round trip; `at` is when it stopped (`epochMs()` on the guest's thread: a post-copy's
+   * downtime starts there). */
+  async pauseAndSave(): Promise<{ status: GuestStatus; state: MachineState; at: number }> {
+    const r = await this.#command(CMD_SAVE_STATE, [1]);
+    return { status: r.status, state: r.state!, at: r.at ?? epochMs() };
   }
 
   /** Lets a paused guest run on. */

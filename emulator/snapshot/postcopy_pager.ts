@@ -112,15 +112,15 @@ export class PostcopyPager implements AbsentPageHandler {
 
 /**
  * Builds the machine of a post-copy destination: every page absent, faults posted with `ask`;
- * calls `onReady` with its RAM (where a hybrid's precopied pages go, absent until confirmed),
- * then waits for the device state on `boot.state` and restores it. Throws
+ * calls `onReady` with it (its RAM is where a hybrid's precopied pages go, absent until
+ * confirmed), then waits for the device state on `boot.state` and restores it. Throws
  * {@linkcode SnapshotMismatchError} for a machine or state that does not fit this emulator.
  */
 export async function postcopyMachine(
   boot: PostcopyBoot,
   uartSink: MachineOptions["uartSink"],
   ask: (page: number) => void,
-  onReady: (ram: SharedArrayBuffer) => void,
+  onReady: (machine: Machine) => void,
 ): Promise<Machine> {
   const ramSize = checkDescriptionFits(boot.description);
   const machine = new Machine({ ramSize, uartSink });
@@ -128,7 +128,7 @@ export async function postcopyMachine(
   const ram = machine.ram;
   ram.setAbsentHandler(new PostcopyPager(ram.pageGate, ask, boot.waitBoundMs));
   ram.markAbsent(0, ram.pageCount);
-  onReady(ram.bytes.buffer as SharedArrayBuffer);
+  onReady(machine);
   const got = await new Promise<PostcopyState | null>((resolve) => {
     boot.state.onmessage = (e) => resolve(e.data);
   });

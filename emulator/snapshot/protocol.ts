@@ -149,6 +149,8 @@ export type GuestEvent =
     restoredDigest: string | null;
     /** For a restored QEMU snapshot: the fields ignored or approximated. */
     restoredNotes: { field: string; note: string }[];
+    /** `epochMs()` on the guest thread as it booted, just before the guest's first slice. */
+    bootedAt: number;
     /** The restored `.lsnap` as the parent of a diff (null: none). */
     parent: ParentTransfer | null;
   }
@@ -189,7 +191,14 @@ export type GuestEvent =
   }
   | { type: "snapshot-refused"; tag: string; message: string }
   | { type: "halted"; halt: HaltReason; retired: number; state: MachineState }
-  | { type: "reply"; seq: number; status: GuestStatus; state?: MachineState }
+  | {
+    type: "reply";
+    seq: number;
+    status: GuestStatus;
+    state?: MachineState;
+    /** `epochMs()` on the guest thread as it replied (for a pause: when the guest stopped). */
+    at?: number;
+  }
   | { type: "quit" };
 
 /** The guest's state as `status` reports it. */
