@@ -227,6 +227,8 @@ export async function receiveMigration(o: IncomingOptions): Promise<IncomingMigr
   } finally {
     listener.close();
     await accepting;
+    // A connection held for a resume that never came to be used: it was a second source.
+    for (const c of early.splice(0)) await refuseBusy(c, o.onRefusedBusy);
   }
 }
 
