@@ -37,6 +37,7 @@ import { decodePageRecord, expandPageData } from "../format/page_record.ts";
 import { SnapshotWriter } from "../format/writer.ts";
 import { LiveMachine, type LiveMachineOptions } from "../emulator/snapshot/live_machine.ts";
 import { clearAbsent } from "../emulator/ram.ts";
+import { POSTCOPY_ABANDONED, POSTCOPY_COMPLETE } from "../emulator/snapshot/postcopy_pager.ts";
 import { PAGE_SIZE } from "../emulator/memory_map.ts";
 import { epochMs } from "../emulator/snapshot/metrics.ts";
 
@@ -241,6 +242,8 @@ export async function receivePostcopy(
       connections,
     };
   } catch (e) {
+    // A guest waiting in a fault gives up now instead of at its bound: nothing will come.
+    Atomics.store(new Int32Array(complete), 0, POSTCOPY_ABANDONED);
     if (machine === null) {
       stateChannel.port1.postMessage(null);
       await machineStart.then((m) => m.quit(), () => {});
@@ -475,7 +478,7 @@ export async function receivePostcopy(
             );
           }
           // Every page is present: the guest's loads need no test any more.
-          Atomics.store(new Int32Array(complete), 0, 1);
+          Atomics.store(new Int32Array(complete), 0, POSTCOPY_COMPLETE);
           const sorted = [...latencies].sort((a, b) => a - b);
           await w.write(encodeMessage(MigrationMessage.READY, {
             contentDigest,

@@ -330,6 +330,26 @@ Deno.test("migrate() postcopy cut mid-sweep: both guests hold, and resume finish
   await machine.quit();
 });
 
+Deno.test("receiveMigration() postcopy: a source that never comes back after a cut ends the wait at its bound, clearly", async () => {
+  const d = await realDestination({ resumeTimeoutMs: 1500 });
+  const relay = cuttingRelay(d.port, 1 << 20);
+  const vm = await LiveMachine.start({ elf: STORM, ramSize: 8 << 20 });
+  await assertRejects(
+    () => migrate(vm, { host: "127.0.0.1", port: relay.port, mode: "postcopy", timeoutMs: 10_000 }),
+    MigrationError,
+  );
+  await relay.cutDone;
+  const t0 = performance.now();
+  const e = await assertRejects(() => d.incoming, MigrationError);
+  assertEquals(e.failure, "timeout", e.message);
+  assert(
+    /no source resumed it within 1500 ms \(\d+ of 2048 pages missing\)/.test(e.message),
+    e.message,
+  );
+  assert(performance.now() - t0 < 10_000);
+  await vm.quit();
+});
+
 Deno.test("migrate() --resume without an interrupted post-copy is refused before connecting", async () => {
   const vm = await LiveMachine.start({ elf: ELF, ramSize: RAM });
   const e = await assertRejects(

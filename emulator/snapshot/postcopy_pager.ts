@@ -33,14 +33,20 @@ export interface PostcopyBoot {
   state: MessagePort;
   /** The longest a fault waits for its page, milliseconds (then the run ends with an error). */
   waitBoundMs: number;
-  /** One `Int32Array` word the host sets to 1 once every page is present: the guest's thread
-   * then stops testing loads for absent pages (`Ram.lazy`). */
+  /** One `Int32Array` word the host sets to {@linkcode POSTCOPY_COMPLETE} once every page is
+   * present (the guest's thread then stops testing loads for absent pages, `Ram.lazy`), or to
+   * {@linkcode POSTCOPY_ABANDONED} when the migration failed (a waiting fault then ends the run). */
   complete: SharedArrayBuffer;
 }
 
+/** `PostcopyBoot.complete`: every page is present. */
+export const POSTCOPY_COMPLETE = 1;
+/** `PostcopyBoot.complete`: the migration failed; no page will come any more. */
+export const POSTCOPY_ABANDONED = 2;
+
 /** Between two runs: turns the load test off once the host says every page is present. */
 export function settlePostcopy(machine: Machine, boot: PostcopyBoot): void {
-  if (machine.ram.lazy && Atomics.load(new Int32Array(boot.complete), 0) === 1) {
+  if (machine.ram.lazy && Atomics.load(new Int32Array(boot.complete), 0) === POSTCOPY_COMPLETE) {
     machine.ram.lazy = false;
   }
 }
@@ -57,12 +63,14 @@ export interface PostcopyState {
 export class PostcopyFaultError extends Error {
   /** The page (0 = the page at RAM_BASE). */
   readonly page: number;
-  /** `page` did not arrive within `ms`. */
+  /** `page` did not arrive within `ms` (-1: the migration failed while it waited). */
   constructor(page: number, ms: number) {
     super(
       `Cannot run the migrated guest: page ${page} (address 0x${
         (RAM_BASE + page * PAGE_SIZE).toString(16)
-      }) did not arrive from the source within ${ms} ms; the guest was stopped before the access`,
+      }) did not arrive from the source ${
+        ms < 0 ? "before the migration failed" : `within ${ms} ms`
+      }; the guest was stopped before the access`,
     );
     this.name = "PostcopyFaultError";
     this.page = page;
@@ -74,12 +82,20 @@ export class PostcopyPager implements AbsentPageHandler {
   readonly #gate: Int32Array;
   readonly #ask: (page: number) => void;
   readonly #waitBoundMs: number;
+  readonly #state: Int32Array;
 
-  /** Asks for pages with `ask` (page -1: all of them) and waits on `gate` for them. */
-  constructor(gate: Int32Array, ask: (page: number) => void, waitBoundMs: number) {
+  /** Asks for pages with `ask` (page -1: all of them) and waits on `gate` for them; gives up
+   * when `state`'s word becomes {@linkcode POSTCOPY_ABANDONED}. */
+  constructor(
+    gate: Int32Array,
+    ask: (page: number) => void,
+    waitBoundMs: number,
+    state: Int32Array = new Int32Array(1),
+  ) {
     this.#gate = gate;
     this.#ask = ask;
     this.#waitBoundMs = waitBoundMs;
+    this.#state = state;
   }
 
   /** Waits (bounded) until `page` is present. */
@@ -89,6 +105,9 @@ export class PostcopyPager implements AbsentPageHandler {
       if ((g & GATE_ABSENT) === 0) return;
       const left = until - performance.now();
       if (left <= 0) throw new PostcopyFaultError(page, this.#waitBoundMs);
+      if (Atomics.load(this.#state, 0) === POSTCOPY_ABANDONED) {
+        throw new PostcopyFaultError(page, -1);
+      }
       Atomics.wait(this.#gate, page, g, Math.min(left, 100));
     }
   }
@@ -126,7 +145,9 @@ export async function postcopyMachine(
   const machine = new Machine({ ramSize, uartSink });
   machine.instructionsCountedFrom = instructionsCountedFrom(boot.description);
   const ram = machine.ram;
-  ram.setAbsentHandler(new PostcopyPager(ram.pageGate, ask, boot.waitBoundMs));
+  ram.setAbsentHandler(
+    new PostcopyPager(ram.pageGate, ask, boot.waitBoundMs, new Int32Array(boot.complete)),
+  );
   ram.markAbsent(0, ram.pageCount);
   onReady(machine);
   const got = await new Promise<PostcopyState | null>((resolve) => {
