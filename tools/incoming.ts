@@ -3,7 +3,8 @@
  * migration (docs/MIGRATION.md), refuses an incompatible machine before any page moves, restores
  * the guest from the `.lsnap` stream as it arrives (optionally keeping it as a file), checks the
  * state against the source's digest and runs the guest only once the source has let go of it.
- * A second migration arriving meanwhile is refused; every wait has a bound.
+ * A second migration arriving meanwhile is refused; every wait has a bound. A post-copy or
+ * hybrid source is taken by `incoming_postcopy.ts` after the same handshake.
  *
  * @module
  */

@@ -9,6 +9,11 @@
  * against what it holds, and only then does the source stop for good. A failure at any point
  * before that leaves the source's guest running on as if nothing happened.
  *
+ * Post-copy and hybrid (docs/MIGRATION.md §8) take the same handshake, then go on in
+ * `migrate_postcopy.ts`: the guest stops at once (hybrid: after its precopy passes) and runs at
+ * the destination while its pages follow; a lost connection keeps it stopped here until
+ * `migrate(vm, { resume: true })` finishes the move.
+ *
  * @module
  */
 
