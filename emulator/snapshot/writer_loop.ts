@@ -184,7 +184,8 @@ export function nextThrottlePct(pct: number, maxPct: number): number {
   return Math.min(maxPct, next);
 }
 
-/** Slots faulted in ahead of the guest's next fresh one (2 MiB), and at most per loop step. */
+/** Slots faulted in ahead of the guest's next fresh one (2 MiB, one chunk), and at most per loop
+ * step. Where chunks are huge pages (slot_chunks.ts) the first touch of a chunk faults all of it. */
 export const PREFAULT_AHEAD = 512;
 const PREFAULT_STEP = 64;
 
@@ -429,7 +430,7 @@ export class SnapshotWriterLoop {
         // The guest allocates chunks ahead of its slots; one not here yet is touched later.
         const view = this.chunks.view(c);
         if (view === undefined) break;
-        this.#prefaultWords = new Int32Array(view.buffer);
+        this.#prefaultWords = new Int32Array(view.buffer, view.byteOffset, view.byteLength >> 2);
         this.#prefaultChunk = c;
       }
       Atomics.add(this.#prefaultWords!, (slot & (CHUNK_SLOTS - 1)) * (PAGE_SIZE >> 2), 0);

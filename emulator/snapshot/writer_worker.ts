@@ -222,7 +222,7 @@ port.onmessage = (e) => {
       const table = new SlotChunks(msg.buffers.chunks);
       chunks = table;
       msg.chunkPort.onmessage = (e: MessageEvent<SlotChunkMessage>) => {
-        table.hold(e.data.index, e.data.buffer, e.data.generation);
+        table.receive(e.data);
       };
       serve(msg);
       break;
