@@ -91,8 +91,13 @@ export class SlotChunks {
   readonly #views: (Uint8Array | undefined)[];
   readonly #generations: Int32Array;
 
-  /** `table` is the shared per-chunk words (from {@linkcode allocateChunkTable}). */
-  constructor(table: SharedArrayBuffer) {
+  /** Whether {@linkcode SlotChunks.allocate} makes huge-page chunks where it can. */
+  readonly hugePages: boolean;
+
+  /** `table` is the shared per-chunk words (from {@linkcode allocateChunkTable}); `hugePages`
+   * false makes every chunk a plain buffer (benchmarks compare the two). */
+  constructor(table: SharedArrayBuffer, options: { hugePages?: boolean } = {}) {
+    this.hugePages = options.hugePages ?? true;
     this.shared = new Int32Array(table);
     this.count = Math.floor(this.shared.length / 3);
     this.#views = new Array(this.count).fill(undefined);
@@ -131,7 +136,7 @@ export class SlotChunks {
   allocate(chunk: number): SlotChunkMessage {
     let buffer: SharedArrayBuffer;
     let offset = -1;
-    if (canDiscardPages()) {
+    if (this.hugePages && canDiscardPages()) {
       buffer = new SharedArrayBuffer(2 * CHUNK_BYTES);
       offset = hugePageOffset(buffer);
       if (offset >= 0) adviseHugePages(new Uint8Array(buffer, offset, CHUNK_BYTES));

@@ -9,23 +9,31 @@ import {
 import { canDiscardPages, hugePageOffset } from "./discard_pages.ts";
 import { PAGE_SIZE } from "./page_state.ts";
 
-Deno.test("SlotChunks.allocate() hands the other thread the same bytes of every slot", () => {
-  const table = allocateChunkTable(4 * CHUNK_SLOTS);
-  const guest = new SlotChunks(table);
-  const writer = new SlotChunks(table);
-  for (let c = 0; c < 3; c++) {
-    const m: SlotChunkMessage = structuredClone(guest.allocate(c));
-    writer.receive(m);
-    assertEquals(writer.view(c)!.byteLength, CHUNK_BYTES);
-    for (const slot of [c * CHUNK_SLOTS, c * CHUNK_SLOTS + 1, (c + 1) * CHUNK_SLOTS - 1]) {
-      guest.slot(slot)!.fill(slot & 255 || 1);
-      const seen = writer.slot(slot)!;
-      assertEquals(seen.length, PAGE_SIZE);
-      assert(seen.every((b) => b === (slot & 255 || 1)), `slot ${slot} differs between threads`);
-    }
+Deno.test("SlotChunks.allocate() hands the other thread the same bytes of every slot", async (t) => {
+  for (const hugePages of [true, false]) {
+    await t.step(hugePages ? "huge-page chunks" : "plain chunks", () => {
+      const table = allocateChunkTable(4 * CHUNK_SLOTS);
+      const guest = new SlotChunks(table, { hugePages });
+      const writer = new SlotChunks(table);
+      for (let c = 0; c < 3; c++) {
+        const m: SlotChunkMessage = structuredClone(guest.allocate(c));
+        if (!hugePages) assertEquals([m.buffer.byteLength, m.offset], [CHUNK_BYTES, 0]);
+        writer.receive(m);
+        assertEquals(writer.view(c)!.byteLength, CHUNK_BYTES);
+        for (const slot of [c * CHUNK_SLOTS, c * CHUNK_SLOTS + 1, (c + 1) * CHUNK_SLOTS - 1]) {
+          guest.slot(slot)!.fill(slot & 255 || 1);
+          const seen = writer.slot(slot)!;
+          assertEquals(seen.length, PAGE_SIZE);
+          assert(
+            seen.every((b) => b === (slot & 255 || 1)),
+            `slot ${slot} differs between threads`,
+          );
+        }
+      }
+      // Slots do not overlap: the last slot of chunk 0 still holds its own byte.
+      assertEquals(writer.slot(CHUNK_SLOTS - 1)![0], 255);
+    });
   }
-  // Slots do not overlap: the last slot of chunk 0 still holds its own byte.
-  assertEquals(writer.slot(CHUNK_SLOTS - 1)![0], 255);
 });
 
 Deno.test({
