@@ -15,6 +15,7 @@
 import {
   connectionError,
   decodeMigrationPrologue,
+  decodeRunning,
   encodeHello,
   encodeMessage,
   encodeMigrationPrologue,
@@ -68,7 +69,9 @@ export interface MigrationPassLine {
   dirtyRate: number;
   /** Pages dirtied per page sent in the same time (≥ 1: the guest outruns the link). */
   dirtyToTransferRatio: number;
-  /** How long a switch-over now would stop the guest, at this pass's rate, milliseconds. */
+  /** How long a switch-over now would stop the guest, milliseconds: the dirty pages at the rate
+   * this pass was restored at the destination, plus the switch-over's fixed cost; the figure
+   * the decision compares with `--downtime-ms`. */
   estimatedDowntimeMs: number;
   /** The auto-converge throttle during the pass, percent. */
   throttlePct: number;
@@ -86,12 +89,18 @@ export interface MigrationMetrics {
   destination: string;
   /** Instructions the guest had retired at the switch-over. */
   atInstruction: number;
-  /** From the guest's last instruction here to the destination's word that it runs it. */
+  /** From the guest's last instruction here to its first at the destination (docs/MIGRATION.md
+   * §6.1), milliseconds: both times are read on the guest threads, on the host's clock. */
   downtimeMs: number;
+  /** What the last pass estimated the downtime would be (its `estimatedDowntimeMs`). */
+  estimatedDowntimeMs: number;
+  /** Where `downtimeMs` ends: the destination guest's first instruction (RUNNING), or, from a
+   * destination that does not say (protocol 1.0), this side's GO. */
+  downtimeEnd: "destination-running" | "go-sent";
   /** Where the downtime went: from the guest's stop to the end of the stream (the last dirty
    * pages, the devices, the trailer: `streamMs`), then until the destination had checked the
-   * state and was ready (`checkMs`). */
-  downtimeParts: { streamMs: number; checkMs: number };
+   * state and was ready (`checkMs`), then until its guest ran (GO, resume: `runMs`). */
+  downtimeParts: { streamMs: number; checkMs: number; runMs: number };
   /** From the connection to the end. */
   totalMs: number;
   /** Bytes sent on the connection, handshake and control messages included. */
@@ -114,6 +123,18 @@ export interface MigrationMetrics {
 const CATCH_UP_MAX_MS = 5_000;
 /** Bytes the destination may still have to restore when the guest stops. */
 const CATCH_UP_SLACK = 64 * 1024;
+
+/** The switch-over's work apart from the dirty pages and the round trips, at both ends together,
+ * milliseconds: the device state to the writer, the last record, trailer and content digest
+ * (source); the last record restored, the digest checked, the devices restored, the guest thread
+ * handed over and resumed (destination). Measured on an idle 2-core machine with a guest that
+ * dirties nothing (docs/MIGRATION.md §6.1). */
+export const SWITCHOVER_WORK_MS = 10;
+
+/** The switch-over's fixed cost for a connection whose round trip took `rttMs`. */
+export function switchoverFixedMs(rttMs: number): number {
+  return SWITCHOVER_WORK_MS + 2 * rttMs;
+}
 
 /** Default bound on each wait for the destination. */
 export const DEFAULT_MIGRATION_TIMEOUT_MS = 30_000;
@@ -203,6 +224,7 @@ export async function migrate(vm: LiveMachine, o: MigrateOptions): Promise<Migra
   let pump: Promise<void> | null = null;
   try {
     // §4 handshake: nothing of the guest's memory moves before the destination accepts.
+    const helloAt = performance.now();
     await send(encodeMigrationPrologue(), "sending the prologue");
     await send(
       encodeHello({ description: vm.description, devices: { ...CURRENT_STATE_VERSIONS }, mode }),
@@ -220,6 +242,10 @@ export async function migrate(vm: LiveMachine, o: MigrateOptions): Promise<Migra
     }
     const reply = await reader.message(ms, "the reply to HELLO");
     expectReply(reply.type, reply.body, MigrationMessage.ACCEPT, peer);
+    // The switch-over's cost apart from the last dirty pages (docs/MIGRATION.md §6.1): the work
+    // at both ends, and SWITCHOVER → READY and GO → RUNNING, a round trip each (the handshake's
+    // tells how long one takes on this connection).
+    const fixedMs = switchoverFixedMs(performance.now() - helloAt);
 
     // From here on the destination sends PROGRESS (stream bytes it has restored) until its
     // reply to SWITCHOVER: one reader for all of them.
@@ -266,13 +292,14 @@ export async function migrate(vm: LiveMachine, o: MigrateOptions): Promise<Migra
     const channel = new MessageChannel();
     const stream = portReadable(channel.port2);
     let passBytes = 0;
+    let estimatedMs = 0;
     let lastPassEnd = epochMs();
     snapshot = vm.snapshot({
       mode: "precopy",
       path: `tcp://${peer}`,
       stream: channel.port1,
       holdAfterFinal: true,
-      precopy: { downtimeMs: o.downtimeMs, maxPasses: o.maxPasses },
+      precopy: { downtimeMs: o.downtimeMs, maxPasses: o.maxPasses, fixedMs },
       onFinal: (atInstruction, pausedAt) => final = { atInstruction, pausedAt },
       // The guest stops only once the destination has restored what was sent (bounded): what is
       // still in flight at the switch-over would be downtime the passes did not count.
@@ -289,6 +316,7 @@ export async function migrate(vm: LiveMachine, o: MigrateOptions): Promise<Migra
       onPass: (p) => {
         const now = epochMs();
         // Bytes and time as this thread saw them between two passes' ends: the wire's rate.
+        estimatedMs = p.estimatedMs;
         o.onPass?.(passLine(p, bytesSent - passBytes, now - lastPassEnd));
         passBytes = bytesSent;
         lastPassEnd = now;
@@ -321,6 +349,9 @@ export async function migrate(vm: LiveMachine, o: MigrateOptions): Promise<Migra
       encodeMessage(MigrationMessage.SWITCHOVER, {
         contentDigest: metrics.contentDigest,
         atInstruction: metrics.atInstruction,
+        ...(final === null ? {} : {
+          stoppedAtUs: Math.round((final as { pausedAt: number }).pausedAt * 1000),
+        }),
       }),
       "sending SWITCHOVER",
     );
@@ -329,6 +360,20 @@ export async function migrate(vm: LiveMachine, o: MigrateOptions): Promise<Migra
     expectReply(ready.type, ready.body, MigrationMessage.READY, peer);
     await send(encodeMessage(MigrationMessage.GO, {}), "sending GO");
     const wentAt = epochMs();
+    // §6: the downtime ends at the destination guest's first instruction, which RUNNING tells
+    // (a 1.0 destination does not send it: the downtime then ends at GO, as this side saw it).
+    let runningAt: number | null = null;
+    if (v.minor >= 1) {
+      const m = await reader.message(ms, "RUNNING").catch(() => null);
+      if (m?.type === MigrationMessage.RUNNING) {
+        try {
+          runningAt = decodeRunning(m.body) / 1000;
+        } catch {
+          // a malformed time: the guest runs there all the same; the downtime ends at GO
+        }
+      }
+    }
+    const endAt = runningAt ?? wentAt;
     await out.close().catch(() => {});
     await vm.quit();
     const f = final as { atInstruction: number; pausedAt: number } | null;
@@ -337,10 +382,13 @@ export async function migrate(vm: LiveMachine, o: MigrateOptions): Promise<Migra
       mode,
       destination: peer,
       atInstruction: metrics.atInstruction,
-      downtimeMs: round3(wentAt - (f?.pausedAt ?? wentAt)),
+      downtimeMs: round3(endAt - (f?.pausedAt ?? endAt)),
+      downtimeEnd: runningAt === null ? "go-sent" : "destination-running",
+      estimatedDowntimeMs: round3(estimatedMs),
       downtimeParts: {
         streamMs: round3(streamedAt - (f?.pausedAt ?? streamedAt)),
         checkMs: round3(readyAt - streamedAt),
+        runMs: round3(endAt - readyAt),
       },
       totalMs: round3(wentAt - started),
       bytesSent,
@@ -398,7 +446,6 @@ function expectReply(type: number, body: DeviceStateValue, want: number, peer: s
 /** A pass report as the migration's JSON line. */
 function passLine(p: PrecopyPassReport, bytes: number, ms: number): MigrationPassLine {
   const s = Math.max(ms, 1e-3) / 1000;
-  const pagesPerMs = p.pagesSent / Math.max(ms, 1e-3);
   return {
     type: "migration-pass",
     pass: p.pass,
@@ -407,7 +454,7 @@ function passLine(p: PrecopyPassReport, bytes: number, ms: number): MigrationPas
     bandwidth: Math.round(bytes / s),
     dirtyRate: Math.round((p.dirtyPages * PAGE_SIZE) / s),
     dirtyToTransferRatio: p.pagesSent === 0 ? 0 : round3(p.dirtyPages / p.pagesSent),
-    estimatedDowntimeMs: pagesPerMs === 0 ? 0 : round3(p.dirtyPages / pagesPerMs),
+    estimatedDowntimeMs: round3(p.estimatedMs),
     throttlePct: p.throttlePct,
     last: p.last,
   };
