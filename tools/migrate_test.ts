@@ -15,7 +15,7 @@ import {
   MigrationMessage,
   TimedByteReader,
 } from "../format/migration.ts";
-import { migrate, type MigrationPassLine, parseHostPort, SWITCHOVER_WORK_MS } from "./migrate.ts";
+import { migrate, type MigrationPassLine, parseHostPort, SWITCHOVER_FIXED_MS } from "./migrate.ts";
 import { receiveMigration } from "./incoming.ts";
 import { restoreMachine } from "../emulator/snapshot/restore.ts";
 import { saveMachine } from "../emulator/snapshot/save.ts";
@@ -218,7 +218,7 @@ Deno.test("migrate(): the downtime ends at the destination guest's first instruc
   // The switch-over's decision compares the target with the pages' time plus the fixed cost.
   assert(lines.length >= 2 && lines.at(-1)!.last);
   for (const l of lines) {
-    assert(l.estimatedDowntimeMs >= SWITCHOVER_WORK_MS, JSON.stringify(l));
+    assert(l.estimatedDowntimeMs >= SWITCHOVER_FIXED_MS, JSON.stringify(l));
   }
   assertEquals(m.estimatedDowntimeMs, lines.at(-1)!.estimatedDowntimeMs);
 });
