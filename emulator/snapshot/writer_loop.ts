@@ -139,8 +139,8 @@ export interface PrecopyPassReport {
 export interface WriterLoopOptions {
   /** Pages per sink call (compression works on batches). Default 16. */
   batchPages?: number;
-  /** Precopy pauses once the pages dirty are at most this many when the last pass was too small
-   * to time (under 64 pages). Default 256. */
+  /** Precopy pauses once the pages dirty are at most this many, whatever the downtime allows.
+   * Default 256. */
   precopyTargetPages?: number;
   /** Precopy passes after the first before the final pause whatever the dirty set. Default 20. */
   precopyMaxPasses?: number;
@@ -636,8 +636,7 @@ export class SnapshotWriterLoop {
    * 3. after each pass the writer counts the pages dirty now (what a pause now would write). If
    *    they can be written, at the rate this pass ran, within what the target downtime leaves
    *    after the switch-over's fixed cost (`precopyFixedMs`), or are at most
-   *    `precopyTargetPages` after a pass too small to time, or `precopyMaxPasses` passes are
-   *    done, the guest pauses for them;
+   *    `precopyTargetPages`, or `precopyMaxPasses` passes are done, the guest pauses for them;
    * 4. otherwise, if the guest dirtied more than half as many pages as the pass sent meanwhile,
    *    the throttle goes up a step: the guest sleeps that share of its wall time, so it dirties pages that much
    *    slower than the writer sends them.
@@ -686,9 +685,8 @@ export class SnapshotWriterLoop {
         epochMs(),
       );
       // The pages get what the target leaves after the switch-over's fixed cost.
-      const fits = rate > 0
-        ? Math.floor(rate * Math.max(0, this.#downtimeMs - this.#fixedMs))
-        : this.#targetPages;
+      const budgetMs = Math.max(0, this.#downtimeMs - this.#fixedMs);
+      const fits = Math.max(this.#targetPages, Math.floor(rate * budgetMs));
       const last = pending <= fits || pass >= this.#maxPasses;
       const estimatedMs = (rate > 0 ? pending / rate : 0) + this.#fixedMs;
       this.#onPass?.({
