@@ -128,8 +128,10 @@ const CATCH_UP_SLACK = 64 * 1024;
  * What a switch-over costs apart from the last dirty pages, milliseconds, both ends together: the
  * device state to the writer, the trailer and content digest (source); the digest checked, the
  * devices restored, the guest thread handed over (destination); SWITCHOVER → READY and GO →
- * RUNNING. Measured with a guest that dirties nothing, over the loopback address
- * (docs/MIGRATION.md §6.1); a link whose round trip is not small against it adds two of them.
+ * RUNNING. An estimate for an idle machine and the loopback address, from the profile of
+ * those parts in docs/MIGRATION.md §6.1 (not a measurement of the whole: on a loaded machine the
+ * thread hand-offs make it several times this); a link whose round trip is not small against it
+ * adds two of them.
  */
 export const SWITCHOVER_FIXED_MS = 10;
 
