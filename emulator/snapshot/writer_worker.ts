@@ -135,6 +135,7 @@ async function runJob(a: NonNullable<typeof attached>): Promise<void> {
       {
         precopyMaxPasses: t.precopy.maxPasses,
         precopyDowntimeMs: t.precopy.downtimeMs,
+        precopyFixedMs: t.precopy.fixedMs,
         precopyMaxThrottlePct: t.precopy.maxThrottlePct,
         onPass: (pass) => port.postMessage({ type: "pass", tag, pass }),
         // A stream's host may hold the final pause back (a migration's destination catching up).
