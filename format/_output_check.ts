@@ -1,0 +1,252 @@
+/**
+ * The read-back of an output whose pages are proved another way (flatten, FORMAT.md §14.5: its
+ * PAGES records are byte copies of records whose pages were expanded and hashed as they were
+ * copied): the streaming checker without page data (`pages: "none"`) over the output as written,
+ * which checks every record's framing and CRC32C, the INDEX against the records, the trailer's
+ * counts, the file digest recomputed from the bytes, the footer and the end of the input. When
+ * the output is a file, the bytes are read back from the file itself (what reached it, not what
+ * was meant for it) while it is being written; otherwise they are the bytes handed over.
+ *
+ * @module
+ */
+import { SnapshotChecker } from "./file_checks.ts";
+import type { ByteSource } from "./record_scanner.ts";
+import type { Trailer } from "./trailer.ts";
+
+/** What the read-back found: the output's trailer (its digests checked as the module says). */
+export interface OutputCheckResult {
+  /** The trailer as read back; its `fileDigest` equals the one recomputed from the bytes. */
+  trailer: Trailer;
+}
+
+/**
+ * The bytes of an output as they become available: appended chunks, or a file read up to the
+ * length written so far. A {@linkcode ByteSource} for the checker, which waits for more bytes until
+ * {@linkcode end} is called.
+ */
+export class OutputFeed implements ByteSource {
+  private readonly chunks: Uint8Array[] = [];
+  private written = 0;
+  private position = 0;
+  private ended = false;
+  private wake: (() => void) | null = null;
+
+  /** `file`, when given, is the output open for reading; else the bytes come as chunks. */
+  constructor(
+    private readonly file: Deno.FsFile | null,
+    private readonly onConsumed: (n: number) => void = () => {},
+  ) {}
+
+  /** Chunk mode: `bytes` come next (kept as they are: the caller never changes them). */
+  addChunk(bytes: Uint8Array): void {
+    this.chunks.push(bytes);
+    this.written += bytes.length;
+    this.signal();
+  }
+
+  /** File mode: the file now holds `length` bytes. */
+  setWritten(length: number): void {
+    this.written = length;
+    this.signal();
+  }
+
+  /** No more bytes come. */
+  end(): void {
+    this.ended = true;
+    this.signal();
+  }
+
+  private signal(): void {
+    const w = this.wake;
+    this.wake = null;
+    w?.();
+  }
+
+  async read(into: Uint8Array): Promise<Uint8Array> {
+    while (this.position >= this.written && !this.ended) {
+      await new Promise<void>((r) => (this.wake = r));
+    }
+    const n = Math.min(into.length, this.written - this.position);
+    if (n <= 0) return into.subarray(0, 0);
+    if (this.file !== null) {
+      this.file.seekSync(this.position, Deno.SeekMode.Start);
+      let got = 0;
+      while (got < n) {
+        const k = this.file.readSync(into.subarray(got, n));
+        if (k === null) {
+          throw new Error(
+            `the output ends at byte ${this.position + got}, before the ${this.written} written`,
+          );
+        }
+        got += k;
+      }
+    } else {
+      let got = 0;
+      while (got < n) {
+        const c = this.chunks[0];
+        const k = Math.min(c.length, n - got);
+        into.set(c.subarray(0, k), got);
+        got += k;
+        if (k === c.length) this.chunks.shift();
+        else this.chunks[0] = c.subarray(k);
+      }
+    }
+    this.position += n;
+    this.onConsumed(n);
+    return into.subarray(0, n);
+  }
+
+  close(): Promise<void> {
+    this.file?.close();
+    return Promise.resolve();
+  }
+}
+
+/**
+ * Runs the checker over `feed` (a full snapshot: a PARENT record is refused) and returns the
+ * trailer read back; rejects with the first problem found.
+ */
+export async function checkOutput(feed: ByteSource): Promise<OutputCheckResult> {
+  const checker = new SnapshotChecker(feed, {
+    report: (e) => {
+      throw e;
+    },
+    pages: "none",
+  });
+  for await (const _ of checker.records()) { /* every rule is applied */ }
+  if (!checker.complete || checker.trailer === null) {
+    throw new Error("the output does not read back whole");
+  }
+  return { trailer: checker.trailer };
+}
+
+/** The read-back as the writer drives it. */
+export interface OutputCheck {
+  /** `bytes` were just written (a file: they are in it; else the check keeps them). */
+  written(bytes: Uint8Array): Promise<void>;
+  /** No more bytes: the verdict. */
+  finish(): Promise<OutputCheckResult>;
+  /** Stops the check (on failure). */
+  stop(): void;
+}
+
+/**
+ * Starts the read-back of an output: of the file `path` (the output's temporary, being written)
+ * or, with `path` null, of the chunks handed to `written` (which must not change afterwards); in
+ * a worker thread (a core of its own) or in this thread.
+ */
+export function startOutputCheck(path: string | null, inWorker: boolean): OutputCheck {
+  return inWorker ? new WorkerOutputCheck(path) : new LocalOutputCheck(path);
+}
+
+class LocalOutputCheck implements OutputCheck {
+  private readonly feed: OutputFeed;
+  private readonly done: Promise<OutputCheckResult>;
+  private length = 0;
+
+  constructor(private readonly path: string | null) {
+    this.feed = new OutputFeed(path === null ? null : Deno.openSync(path, { read: true }));
+    this.done = checkOutput(this.feed);
+    this.done.catch(() => {});
+  }
+
+  written(bytes: Uint8Array): Promise<void> {
+    this.length += bytes.length;
+    if (this.path === null) this.feed.addChunk(bytes);
+    else this.feed.setWritten(this.length);
+    return Promise.resolve();
+  }
+
+  async finish(): Promise<OutputCheckResult> {
+    this.feed.end();
+    return await this.done;
+  }
+
+  stop(): void {
+    this.feed.end();
+  }
+}
+
+/** Chunk mode: bytes handed to the worker and not yet consumed, before the writer waits. */
+const WORKER_WINDOW = 64 << 20;
+/** File mode: the worker is told of new bytes every this many. */
+const FILE_STEP = 4 << 20;
+
+/** The read-back in `_output_check_worker.ts`. */
+class WorkerOutputCheck implements OutputCheck {
+  private readonly worker = new Worker(
+    new URL("./_output_check_worker.ts", import.meta.url).href,
+    { type: "module" },
+  );
+  private length = 0;
+  private told = 0;
+  private inFlight = 0;
+  private waiters: (() => void)[] = [];
+  private failure: Error | null = null;
+  private readonly result: Promise<OutputCheckResult>;
+
+  constructor(private readonly path: string | null) {
+    this.result = new Promise((resolve, reject) => {
+      const fail = (e: Error) => {
+        this.failure = e;
+        this.wakeAll();
+        reject(e);
+      };
+      this.worker.onmessage = (e) => {
+        const m = e.data;
+        if (m.ack !== undefined) {
+          this.inFlight -= m.ack;
+          if (this.inFlight <= WORKER_WINDOW) this.wakeAll();
+        } else if (m.done !== undefined) {
+          this.wakeAll();
+          resolve(m.done);
+        } else if (m.error !== undefined) fail(new Error(m.error.message));
+      };
+      this.worker.onerror = (e) => {
+        e.preventDefault();
+        fail(new Error(`the read-back worker failed: ${e.message}`));
+      };
+    });
+    this.result.catch(() => {});
+    // A worker queues the messages sent before it listens.
+    this.worker.postMessage({ start: { path } });
+  }
+
+  private wakeAll(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
+  }
+
+  async written(bytes: Uint8Array): Promise<void> {
+    if (this.failure !== null) throw this.failure;
+    this.length += bytes.length;
+    if (this.path !== null) {
+      if (this.length - this.told >= FILE_STEP) {
+        this.told = this.length;
+        this.worker.postMessage({ written: this.length });
+      }
+      return;
+    }
+    const own = bytes.slice();
+    this.inFlight += own.length;
+    this.worker.postMessage({ chunk: own }, [own.buffer]);
+    while (this.inFlight > WORKER_WINDOW && this.failure === null) {
+      await new Promise<void>((r) => this.waiters.push(r));
+    }
+    if (this.failure !== null) throw this.failure;
+  }
+
+  async finish(): Promise<OutputCheckResult> {
+    this.worker.postMessage({ written: this.length, end: true });
+    try {
+      return await this.result;
+    } finally {
+      this.worker.terminate();
+    }
+  }
+
+  stop(): void {
+    this.worker.terminate();
+  }
+}
