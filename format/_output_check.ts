@@ -9,9 +9,19 @@
  *
  * @module
  */
+import { LsnapError } from "./errors.ts";
 import { SnapshotChecker } from "./file_checks.ts";
 import type { ByteSource } from "./record_scanner.ts";
 import type { Trailer } from "./trailer.ts";
+
+/** The output does not read back; `offset` is the byte of the output where, when known. */
+export class OutputReadBackError extends Error {
+  /** The reason, and the offset in the output it concerns (null when none). */
+  constructor(message: string, readonly offset: number | null) {
+    super(message);
+    this.name = "OutputReadBackError";
+  }
+}
 
 /** What the read-back found: the output's trailer (its digests checked as the module says). */
 export interface OutputCheckResult {
@@ -107,6 +117,15 @@ export class OutputFeed implements ByteSource {
  * trailer read back; rejects with the first problem found.
  */
 export async function checkOutput(feed: ByteSource): Promise<OutputCheckResult> {
+  try {
+    return await runChecker(feed);
+  } catch (e) {
+    if (e instanceof OutputReadBackError) throw e;
+    throw new OutputReadBackError((e as Error).message, e instanceof LsnapError ? e.offset : null);
+  }
+}
+
+async function runChecker(feed: ByteSource): Promise<OutputCheckResult> {
   const checker = new SnapshotChecker(feed, {
     report: (e) => {
       throw e;
@@ -115,7 +134,7 @@ export async function checkOutput(feed: ByteSource): Promise<OutputCheckResult> 
   });
   for await (const _ of checker.records()) { /* every rule is applied */ }
   if (!checker.complete || checker.trailer === null) {
-    throw new Error("the output does not read back whole");
+    throw new OutputReadBackError("the output does not read back whole", null);
   }
   return { trailer: checker.trailer };
 }
@@ -200,11 +219,13 @@ class WorkerOutputCheck implements OutputCheck {
         } else if (m.done !== undefined) {
           this.wakeAll();
           resolve(m.done);
-        } else if (m.error !== undefined) fail(new Error(m.error.message));
+        } else if (m.error !== undefined) {
+          fail(new OutputReadBackError(m.error.message, m.error.offset ?? null));
+        }
       };
       this.worker.onerror = (e) => {
         e.preventDefault();
-        fail(new Error(`the read-back worker failed: ${e.message}`));
+        fail(new OutputReadBackError(`the read-back worker failed: ${e.message}`, null));
       };
     });
     this.result.catch(() => {});

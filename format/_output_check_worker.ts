@@ -6,11 +6,11 @@
  * Messages in: `{ start: { path } }` first (`path` null: chunks follow), then `{ chunk }` (chunk
  * mode) or `{ written: length }` (file mode), and `end: true` on the last. Messages out:
  * `{ ack: bytes }` as chunks are consumed (chunk mode), then `{ done: OutputCheckResult }` or
- * `{ error: { message } }`.
+ * `{ error: { message, offset } }` (`offset` in the output, or null).
  *
  * @module
  */
-import { checkOutput, OutputFeed } from "./_output_check.ts";
+import { checkOutput, OutputFeed, type OutputReadBackError } from "./_output_check.ts";
 
 /** The worker's global scope, typed for the two members used here. */
 const scope = self as unknown as {
@@ -41,7 +41,10 @@ scope.onmessage = (e) => {
     }
     checkOutput(feed).then(
       (done) => scope.postMessage({ done }),
-      (e) => scope.postMessage({ error: { message: (e as Error).message } }),
+      (e) =>
+        scope.postMessage({
+          error: { message: (e as Error).message, offset: (e as OutputReadBackError).offset },
+        }),
     );
     return;
   }

@@ -27,11 +27,11 @@ import { FileSource } from "./file_source.ts";
 import { encodeFooter } from "./footer.ts";
 import { decodeHeader, encodePrologue } from "./header.ts";
 import { encodeIndex, indexBodySize } from "./index_record.ts";
-import { type OutputCheck, startOutputCheck } from "./_output_check.ts";
+import { type OutputCheck, OutputReadBackError, startOutputCheck } from "./_output_check.ts";
 import { startPageDigestPool } from "./page_digest_pool.ts";
 import { PageDigestQueue } from "./_page_digest_queue.ts";
 import { decodePageRecord } from "./page_record.ts";
-import { checkRecordCrc, decodeRecordHead, encodeRecord } from "./record.ts";
+import { decodeRecordHead, encodeRecord } from "./record.ts";
 import { encodeTrailer } from "./trailer.ts";
 
 /** Options of {@linkcode flattenChain}. */
@@ -243,6 +243,8 @@ async function writeFlat(
     let pageEntries = 0;
     let skipped = 0;
     const moved: Map<number, number>[] = chain.files.map(() => new Map());
+    /** Where each record copied came from, in output order: to name it when it reads back bad. */
+    const sources: CopiedRecord[] = [];
     for (let i = 0; i < chain.files.length; i++) {
       const file = chain.files[i];
       skipped += file.trailer.pageRecordCount - wanted[i].size;
@@ -252,6 +254,7 @@ async function writeFlat(
         const payload = rec.subarray(RECORD_HEAD_SIZE, rec.length - RECORD_TAIL_SIZE);
         const head = decodePageRecord(payload, d.regions, at, -1);
         moved[i].set(at, offset);
+        sources.push({ out: offset, end: offset + rec.length, path: file.path, at });
         pageRecords++;
         pageEntries += head.pages.length;
         await write(rec);
@@ -270,6 +273,7 @@ async function writeFlat(
         });
       }
       deviceOffsets.push(offset);
+      sources.push({ out: offset, end: offset + rec.bytes.length, path: chain.head.path, at });
       await write(rec.bytes);
       digest.setDevice(decodeDeviceSection(rec.payload, at, -1));
     }
@@ -327,27 +331,17 @@ async function writeFlat(
     );
     await write(encodeFooter({ trailerOffset, indexOffset }), false);
 
-    // 6. The proof (FORMAT.md §14.5): the records' pages make the declared state, and what was
-    // delivered reads back whole with the file digest of the bytes those pages came from.
-    await queue.settle();
-    const proved = await digest.digest();
-    const declared = toHex(chain.contentDigest);
-    if (toHex(proved) !== declared) {
-      throw new FlattenError(
-        `Cannot flatten: content digest mismatch (expected ${declared}, which '${chain.head.path}' declares; actual ${
-          toHex(proved)
-        }, from the pages of the records copied)`,
-      );
-    }
+    // 6. The proof (FORMAT.md §14.5): what was delivered reads back whole, with the file digest
+    // of the bytes written; and the pages of those bytes' records make the declared state.
     let back;
     try {
       back = await check.finish();
     } catch (e) {
       throw new FlattenError(
-        `Cannot flatten: the output does not read back: ${(e as Error).message}`,
-        {
-          cause: e,
-        },
+        `Cannot flatten: the output does not read back: ${(e as Error).message}${
+          e instanceof OutputReadBackError ? copiedFrom(sources, e.offset) : ""
+        }`,
+        { cause: e },
       );
     }
     if (toHex(back.trailer.fileDigest) !== toHex(fileDigest)) {
@@ -357,11 +351,16 @@ async function writeFlat(
         }, not the ${toHex(fileDigest)} of the bytes written`,
       );
     }
-    if (toHex(back.trailer.contentDigest) !== declared) {
+    await queue.settle();
+    const proved = await digest.digest();
+    const declared = toHex(chain.contentDigest);
+    if (toHex(proved) !== declared || toHex(back.trailer.contentDigest) !== declared) {
       throw new FlattenError(
-        `Cannot flatten: the output read back declares content digest ${
+        `Cannot flatten: content digest mismatch (expected ${declared}, which '${chain.head.path}' declares; actual ${
+          toHex(proved)
+        }, from the pages of the records copied, and ${
           toHex(back.trailer.contentDigest)
-        }, not ${declared}`,
+        } in the trailer read back)`,
       );
     }
     return {
@@ -376,6 +375,32 @@ async function writeFlat(
   } finally {
     pool?.close();
   }
+}
+
+/** A record copied: where it is in the output (`out .. end`) and where it came from. */
+interface CopiedRecord {
+  out: number;
+  end: number;
+  path: string;
+  at: number;
+}
+
+/** " (a record copied from byte B of 'file')" for a problem at `offset` of the output. */
+function copiedFrom(sources: CopiedRecord[], offset: number | null): string {
+  if (offset === null) return "";
+  let lo = 0;
+  let hi = sources.length - 1;
+  let found = -1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    if (sources[mid].out <= offset) {
+      found = mid;
+      lo = mid + 1;
+    } else hi = mid - 1;
+  }
+  if (found < 0 || offset >= sources[found].end) return "";
+  const s = sources[found];
+  return ` (in the record copied from byte ${s.at} of '${s.path}')`;
 }
 
 /** Bytes read from a chain file at once when copying its records. */
@@ -396,7 +421,10 @@ class RecordRun {
     this.file = reader.source instanceof FileSource ? reader.source : null;
   }
 
-  /** The whole framed record at `at`, its length and CRC32C checked, of type `type`. */
+  /**
+   * The whole framed record at `at`, of type `type`, its length checked against the cap and the
+   * file (local files: its CRC32C is not, see the caller).
+   */
   async read(at: number, type: number): Promise<Uint8Array> {
     if (this.file === null) {
       const r = await this.reader.readRecord(at);
@@ -420,10 +448,9 @@ class RecordRun {
       );
     }
     this.fill(at, total);
-    const rec = this.view(at, total);
-    checkRecordCrc(rec, at, -1);
     this.check(at, h.type, type);
-    return rec;
+    // Its CRC32C is checked where it lands: in the output read back (FORMAT.md §14.5).
+    return this.view(at, total);
   }
 
   private check(at: number, actual: number, expected: number): void {
