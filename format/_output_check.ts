@@ -1,11 +1,10 @@
 /**
- * The read-back of an output whose pages are proved another way (flatten, FORMAT.md §14.5: its
- * PAGES records are byte copies of records whose pages were expanded and hashed as they were
- * copied): the streaming checker without page data (`pages: "none"`) over the output as written,
- * which checks every record's framing and CRC32C, the INDEX against the records, the trailer's
- * counts, the file digest recomputed from the bytes, the footer and the end of the input. When
- * the output is a file, the bytes are read back from the file itself (what reached it, not what
- * was meant for it) while it is being written; otherwise they are the bytes handed over.
+ * The read-back of an output as it is written: the streaming checker (every rule of FORMAT.md:
+ * each record's framing and CRC32C, the INDEX against the records, the trailer's counts, the file
+ * digest and the content digest recomputed from the output's own records, the footer, the end of
+ * the input), on a core of its own when the output is large. When the output is a file, its bytes
+ * are read back from the file itself (what reached it, not what was meant for it) while it grows,
+ * through the checker's one reused buffer; otherwise they are the chunks handed over.
  *
  * @module
  */
@@ -23,10 +22,12 @@ export class OutputReadBackError extends Error {
   }
 }
 
-/** What the read-back found: the output's trailer (its digests checked as the module says). */
+/** What the read-back found (every rule held, or it would have thrown). */
 export interface OutputCheckResult {
-  /** The trailer as read back; its `fileDigest` equals the one recomputed from the bytes. */
+  /** The trailer as read back; its digests equal the ones recomputed from the bytes. */
   trailer: Trailer;
+  /** The content digest recomputed from the output's records. */
+  contentDigest: Uint8Array;
 }
 
 /**
@@ -114,7 +115,7 @@ export class OutputFeed implements ByteSource {
 
 /**
  * Runs the checker over `feed` (a full snapshot: a PARENT record is refused) and returns the
- * trailer read back; rejects with the first problem found.
+ * trailer read back and the content digest recomputed; rejects with the first problem found.
  */
 export async function checkOutput(feed: ByteSource): Promise<OutputCheckResult> {
   try {
@@ -130,13 +131,13 @@ async function runChecker(feed: ByteSource): Promise<OutputCheckResult> {
     report: (e) => {
       throw e;
     },
-    pages: "none",
+    pages: "digest",
   });
   for await (const _ of checker.records()) { /* every rule is applied */ }
-  if (!checker.complete || checker.trailer === null) {
+  if (!checker.complete || checker.trailer === null || checker.contentDigest === null) {
     throw new OutputReadBackError("the output does not read back whole", null);
   }
-  return { trailer: checker.trailer };
+  return { trailer: checker.trailer, contentDigest: checker.contentDigest };
 }
 
 /** The read-back as the writer drives it. */

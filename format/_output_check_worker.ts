@@ -1,7 +1,7 @@
 /**
- * Worker side of the read-back in `_output_check.ts`: checks an output's records, trailer, file
- * digest and footer (the streaming checker without page data) on a core of its own, reading the
- * output file as it grows, or the chunks it is sent.
+ * Worker side of the read-back in `_output_check.ts`: the streaming checker (every rule, both
+ * digests recomputed) on a core of its own, reading the output file as it grows, or the chunks it
+ * is sent.
  *
  * Messages in: `{ start: { path } }` first (`path` null: chunks follow), then `{ chunk }` (chunk
  * mode) or `{ written: length }` (file mode), and `end: true` on the last. Messages out:

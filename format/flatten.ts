@@ -1,8 +1,7 @@
 /**
  * Flatten: one full snapshot of the state a chain of diffs stands for, made by copying the
- * chain's PAGES records as they are (never recompressed), and proved while it is written
- * (FORMAT.md §14.5): the pages of every record copied are expanded and hashed into the content
- * digest as they are copied, and the output is read back for its framing, CRC32Cs and file digest.
+ * chain's PAGES records as they are (never decompressed or recompressed), and proved by reading
+ * the output back as it is written: from the file itself, on a core of its own (FORMAT.md §14.5).
  *
  * @module
  */
@@ -19,17 +18,13 @@ import {
   RECORD_TAIL_SIZE,
   RecordType,
 } from "./constants.ts";
-import { ContentDigestBuilder } from "./content_digest.ts";
-import { decodeDeviceSection } from "./device_section.ts";
 import { CorruptError } from "./errors.ts";
 import type { SnapshotFileReader } from "./file_reader.ts";
 import { FileSource } from "./file_source.ts";
 import { encodeFooter } from "./footer.ts";
-import { decodeHeader, encodePrologue } from "./header.ts";
+import { encodePrologue } from "./header.ts";
 import { encodeIndex, indexBodySize } from "./index_record.ts";
 import { type OutputCheck, OutputReadBackError, startOutputCheck } from "./_output_check.ts";
-import { startPageDigestPool } from "./page_digest_pool.ts";
-import { PageDigestQueue } from "./_page_digest_queue.ts";
 import { decodePageRecord } from "./page_record.ts";
 import { decodeRecordHead, encodeRecord } from "./record.ts";
 import { encodeTrailer } from "./trailer.ts";
@@ -37,10 +32,8 @@ import { encodeTrailer } from "./trailer.ts";
 /** Options of {@linkcode flattenChain}. */
 export interface FlattenOptions {
   /**
-   * Threads for the proof: with 0, the pages are hashed and the output read back in the calling
-   * thread; with n above 0, the pages are hashed in n worker threads and the output is read back
-   * in one more. Default: for a chain of at least 16 MiB, one page worker per CPU but one (1 to
-   * 3) and the read-back worker; none for a smaller chain (their start would cost more).
+   * Read the output back in a worker thread (any number above 0: a core of its own) or in the
+   * calling thread (0). Default: a worker when the chain's files total at least 16 MiB.
    */
   workers?: number;
   /**
@@ -50,7 +43,7 @@ export interface FlattenOptions {
   fs?: AtomicFs;
 }
 
-/** Chains at least this large get worker threads by default. */
+/** Chains at least this large are read back in a worker by default. */
 const WORKER_THRESHOLD = 16 << 20;
 
 /** What {@linkcode flattenChain} reports. */
@@ -65,10 +58,7 @@ export interface FlattenSummary {
   skippedRecords: number;
   /** Page entries in the copied records that a later copied record supersedes. */
   supersededEntries: number;
-  /**
-   * The content digest, recomputed from the pages of the records written and read back in the
-   * output's trailer: the one the newest file declares.
-   */
+  /** The content digest, read back from the output: the one the newest file declares. */
   contentDigest: Uint8Array;
   /** The output's file digest. */
   fileDigest: Uint8Array;
@@ -99,12 +89,10 @@ type Emit = (bytes: Uint8Array) => void | Promise<void>;
  * Writes one full snapshot of the state `chain` stands for to `sink` (FORMAT.md §14.5): the
  * newest file's HEADER; the PAGES records of the chain's files, oldest file first, each copied as
  * it is when one of its entries is a page's final occurrence; the newest file's DEVICE records; a
- * new INDEX, TRAILER and footer. It is proved as it is written: the pages of each record written
- * are expanded and hashed (in page workers) and the content digest computed from them in the
- * output's record order; the bytes handed to `sink` are read back by the streaming checker for
- * their framing, CRC32Cs, index, trailer, file digest and footer. The promise rejects with
- * {@linkcode FlattenError} unless the content digest so computed, and the one in the trailer read
- * back, are the one the newest file of the chain declares. The sink is closed on success and
+ * new INDEX, TRAILER and footer. Every byte handed to `sink` also goes to an independent reader
+ * (the streaming checker) that checks the output's framing, CRC32Cs, index, trailer, file digest
+ * and content digest; the promise rejects with {@linkcode FlattenError} unless the content digest
+ * read back is the one the newest file of the chain declares. The sink is closed on success and
  * aborted on failure. ({@linkcode flattenChainToFile} reads the output back from the file itself.)
  *
  * @example
@@ -153,7 +141,6 @@ export async function flattenChain(
         await check!.written(own);
       },
       check,
-      options,
     );
     await out.close();
     return summary;
@@ -170,211 +157,178 @@ function useWorkers(chain: SnapshotChain, options: FlattenOptions): boolean {
 }
 
 /**
- * Writes the flattened output through `emit` and proves it (see {@linkcode flattenChain}): `check`
- * is the read-back of what `emit` delivered, told of each chunk by `emit` itself.
+ * Writes the flattened output through `emit` and has it read back (see {@linkcode flattenChain}):
+ * `check` is the read-back of what `emit` delivered, told of each chunk by `emit` itself.
  */
 async function writeFlat(
   chain: SnapshotChain,
   emit: Emit,
   check: OutputCheck,
-  options: FlattenOptions,
 ): Promise<FlattenSummary> {
   const d = chain.description;
-  const inWorkers = useWorkers(chain, options);
-  const pool = inWorkers
-    ? startPageDigestPool(
-      options.workers === undefined ? { sizeHint: WORKER_THRESHOLD } : {
-        workers: options.workers,
-      },
-    )
-    : undefined;
-  try {
-    // 1. The final occurrence of every page: the newest file that names it wins (FORMAT.md §14.2).
-    const final: FinalPages[] = d.regions.map((r) => {
-      const n = r.size / r.pageSize;
-      return { file: new Int16Array(n).fill(-1), offset: new Float64Array(n) };
+  // 1. The final occurrence of every page: the newest file that names it wins (FORMAT.md §14.2).
+  const final: FinalPages[] = d.regions.map((r) => {
+    const n = r.size / r.pageSize;
+    return { file: new Int16Array(n).fill(-1), offset: new Float64Array(n) };
+  });
+  const wanted: Set<number>[] = chain.files.map(() => new Set());
+  for (let i = chain.files.length - 1; i >= 0; i--) {
+    chain.files[i].reader.forEachPage((region, page, at) => {
+      const f = final[region];
+      if (f.file[page] >= 0) return;
+      f.file[page] = i;
+      f.offset[page] = at;
+      wanted[i].add(at);
     });
-    const wanted: Set<number>[] = chain.files.map(() => new Set());
-    for (let i = chain.files.length - 1; i >= 0; i--) {
-      chain.files[i].reader.forEachPage((region, page, at) => {
-        const f = final[region];
-        if (f.file[page] >= 0) return;
-        f.file[page] = i;
-        f.offset[page] = at;
-        wanted[i].add(at);
+  }
+
+  const hasher = await createBlake3();
+  hasher.init();
+  let offset = 0;
+  let records = 0;
+  const write = async (bytes: Uint8Array, isRecord = true) => {
+    await emit(bytes);
+    hasher.update(bytes);
+    offset += bytes.length;
+    if (isRecord) records++;
+  };
+  await write(encodePrologue(FORMAT_MAJOR, FORMAT_MINOR), false);
+  const header = await chain.head.reader.readRecord(PROLOGUE_SIZE);
+  if (header.type !== RecordType.HEADER) {
+    throw new CorruptError("the record after the prologue is not a HEADER", {
+      offset: PROLOGUE_SIZE,
+      recordIndex: 0,
+    });
+  }
+  await write(header.bytes);
+
+  // 2. The PAGES records, oldest file first, in file order; a record keeps its bytes.
+  let pageRecords = 0;
+  let pageEntries = 0;
+  let skipped = 0;
+  const moved: Map<number, number>[] = chain.files.map(() => new Map());
+  /** Where each record copied came from, in output order: to name it when it reads back bad. */
+  const sources: CopiedRecord[] = [];
+  for (let i = 0; i < chain.files.length; i++) {
+    const file = chain.files[i];
+    skipped += file.trailer.pageRecordCount - wanted[i].size;
+    const run = new RecordRun(file.reader);
+    for (const at of [...wanted[i]].sort((a, b) => a - b)) {
+      const rec = await run.read(at, RecordType.PAGES);
+      const payload = rec.subarray(RECORD_HEAD_SIZE, rec.length - RECORD_TAIL_SIZE);
+      const pages = decodePageRecord(payload, d.regions, at, -1).pages.length;
+      moved[i].set(at, offset);
+      sources.push({ out: offset, end: offset + rec.length, path: file.path, at });
+      pageRecords++;
+      pageEntries += pages;
+      await write(rec);
+    }
+  }
+
+  // 3. The newest file's devices: the whole device state (FORMAT.md §14.2).
+  const deviceOffsets: number[] = [];
+  for (const at of chain.head.reader.deviceRecordOffsets().sort((a, b) => a - b)) {
+    const rec = await chain.head.reader.readRecord(at);
+    if (rec.type !== RecordType.DEVICE) {
+      throw new CorruptError("the index names a record that is not a DEVICE record", {
+        offset: at,
+        recordIndex: -1,
       });
     }
+    deviceOffsets.push(offset);
+    sources.push({ out: offset, end: offset + rec.bytes.length, path: chain.head.path, at });
+    await write(rec.bytes);
+  }
 
-    const hasher = await createBlake3();
-    hasher.init();
-    let offset = 0;
-    let records = 0;
-    // Each chunk goes to the output, then into the file digest. The proof below works on the very
-    // bytes given to `emit`, before they may be reused (FORMAT.md §14.5).
-    const write = async (bytes: Uint8Array, isRecord = true) => {
-      await emit(bytes);
-      hasher.update(bytes);
-      offset += bytes.length;
-      if (isRecord) records++;
-    };
-    await write(encodePrologue(FORMAT_MAJOR, FORMAT_MINOR), false);
-    const header = await chain.head.reader.readRecord(PROLOGUE_SIZE);
-    if (header.type !== RecordType.HEADER) {
-      throw new CorruptError("the record after the prologue is not a HEADER", {
-        offset: PROLOGUE_SIZE,
-        recordIndex: 0,
-      });
-    }
-    await write(header.bytes);
-    // The content digest of the output, from the records as written (FORMAT.md §10).
-    const digest = new ContentDigestBuilder(decodeHeader(header.payload, PROLOGUE_SIZE, 0));
-    const queue = new PageDigestQueue<{ path: string; offset: number }>(
-      digest,
-      pool,
-      (reason, where) => {
-        throw new FlattenError(
-          `Cannot flatten: the PAGES record at byte ${where.offset} of '${where.path}' does not expand: ${reason}`,
-        );
-      },
-    );
-
-    // 2. The PAGES records, oldest file first, in file order; a record keeps its bytes.
-    let pageRecords = 0;
-    let pageEntries = 0;
-    let skipped = 0;
-    const moved: Map<number, number>[] = chain.files.map(() => new Map());
-    /** Where each record copied came from, in output order: to name it when it reads back bad. */
-    const sources: CopiedRecord[] = [];
-    for (let i = 0; i < chain.files.length; i++) {
-      const file = chain.files[i];
-      skipped += file.trailer.pageRecordCount - wanted[i].size;
-      const run = new RecordRun(file.reader);
-      for (const at of [...wanted[i]].sort((a, b) => a - b)) {
-        const rec = await run.read(at, RecordType.PAGES);
-        const payload = rec.subarray(RECORD_HEAD_SIZE, rec.length - RECORD_TAIL_SIZE);
-        const head = decodePageRecord(payload, d.regions, at, -1);
-        moved[i].set(at, offset);
-        sources.push({ out: offset, end: offset + rec.length, path: file.path, at });
-        pageRecords++;
-        pageEntries += head.pages.length;
-        await write(rec);
-        await queue.add(head, { path: file.path, offset: at });
+  // 4. The index of the output (FORMAT.md §8), when it fits a record.
+  let n = 0;
+  for (const f of final) for (let p = 0; p < f.file.length; p++) if (f.file[p] >= 0) n++;
+  let indexOffset = 0;
+  if (indexBodySize(n, deviceOffsets.length) <= MAX_RECORD_PAYLOAD) {
+    const regions = new Uint16Array(n);
+    const pages = new Uint32Array(n);
+    const pageOffsets = new Float64Array(n);
+    let k = 0;
+    final.forEach((f, r) => {
+      for (let p = 0; p < f.file.length; p++) {
+        if (f.file[p] < 0) continue;
+        regions[k] = r;
+        pages[k] = p;
+        pageOffsets[k++] = moved[f.file[p]].get(f.offset[p])!;
       }
-    }
-
-    // 3. The newest file's devices: the whole device state (FORMAT.md §14.2).
-    const deviceOffsets: number[] = [];
-    for (const at of chain.head.reader.deviceRecordOffsets().sort((a, b) => a - b)) {
-      const rec = await chain.head.reader.readRecord(at);
-      if (rec.type !== RecordType.DEVICE) {
-        throw new CorruptError("the index names a record that is not a DEVICE record", {
-          offset: at,
-          recordIndex: -1,
-        });
-      }
-      deviceOffsets.push(offset);
-      sources.push({ out: offset, end: offset + rec.bytes.length, path: chain.head.path, at });
-      await write(rec.bytes);
-      digest.setDevice(decodeDeviceSection(rec.payload, at, -1));
-    }
-
-    // 4. The index of the output (FORMAT.md §8), when it fits a record.
-    let n = 0;
-    for (const f of final) for (let p = 0; p < f.file.length; p++) if (f.file[p] >= 0) n++;
-    let indexOffset = 0;
-    if (indexBodySize(n, deviceOffsets.length) <= MAX_RECORD_PAYLOAD) {
-      const regions = new Uint16Array(n);
-      const pages = new Uint32Array(n);
-      const pageOffsets = new Float64Array(n);
-      let k = 0;
-      final.forEach((f, r) => {
-        for (let p = 0; p < f.file.length; p++) {
-          if (f.file[p] < 0) continue;
-          regions[k] = r;
-          pages[k] = p;
-          pageOffsets[k++] = moved[f.file[p]].get(f.offset[p])!;
-        }
-      });
-      indexOffset = offset;
-      await write(
-        encodeRecord(
-          RecordType.INDEX,
-          0,
-          encodeIndex({
-            regions,
-            pages,
-            pageOffsets,
-            deviceOffsets: Float64Array.from(deviceOffsets),
-          }),
-        ),
-      );
-    }
-
-    // 5. Trailer and footer. The content digest is the one the chain declares; the proof below
-    // refuses the output unless its records make that state.
-    const fileDigest = hasher.digest("binary");
-    const trailerOffset = offset;
+    });
+    indexOffset = offset;
     await write(
       encodeRecord(
-        RecordType.TRAILER,
-        FLAG_CRITICAL,
-        encodeTrailer({
-          recordCount: records,
-          pageRecordCount: pageRecords,
-          pageCount: pageEntries,
-          deviceCount: deviceOffsets.length,
-          indexOffset,
-          contentDigest: chain.contentDigest,
-          fileDigest,
+        RecordType.INDEX,
+        0,
+        encodeIndex({
+          regions,
+          pages,
+          pageOffsets,
+          deviceOffsets: Float64Array.from(deviceOffsets),
         }),
       ),
     );
-    await write(encodeFooter({ trailerOffset, indexOffset }), false);
-
-    // 6. The proof (FORMAT.md §14.5): what was delivered reads back whole, with the file digest
-    // of the bytes written; and the pages of those bytes' records make the declared state.
-    let back;
-    try {
-      back = await check.finish();
-    } catch (e) {
-      throw new FlattenError(
-        `Cannot flatten: the output does not read back: ${(e as Error).message}${
-          e instanceof OutputReadBackError ? copiedFrom(sources, e.offset) : ""
-        }`,
-        { cause: e },
-      );
-    }
-    if (toHex(back.trailer.fileDigest) !== toHex(fileDigest)) {
-      throw new FlattenError(
-        `Cannot flatten: the output read back has file digest ${
-          toHex(back.trailer.fileDigest)
-        }, not the ${toHex(fileDigest)} of the bytes written`,
-      );
-    }
-    await queue.settle();
-    const proved = await digest.digest();
-    const declared = toHex(chain.contentDigest);
-    if (toHex(proved) !== declared || toHex(back.trailer.contentDigest) !== declared) {
-      throw new FlattenError(
-        `Cannot flatten: content digest mismatch (expected ${declared}, which '${chain.head.path}' declares; actual ${
-          toHex(proved)
-        }, from the pages of the records copied, and ${
-          toHex(back.trailer.contentDigest)
-        } in the trailer read back)`,
-      );
-    }
-    return {
-      bytes: offset,
-      records,
-      copiedRecords: pageRecords,
-      skippedRecords: skipped,
-      supersededEntries: pageEntries - n,
-      contentDigest: proved,
-      fileDigest,
-    };
-  } finally {
-    pool?.close();
   }
+
+  // 5. Trailer and footer. The content digest is the one the chain declares: the read-back
+  // recomputes it from the records just written and refuses the output if it differs.
+  const fileDigest = hasher.digest("binary");
+  const trailerOffset = offset;
+  await write(
+    encodeRecord(
+      RecordType.TRAILER,
+      FLAG_CRITICAL,
+      encodeTrailer({
+        recordCount: records,
+        pageRecordCount: pageRecords,
+        pageCount: pageEntries,
+        deviceCount: deviceOffsets.length,
+        indexOffset,
+        contentDigest: chain.contentDigest,
+        fileDigest,
+      }),
+    ),
+  );
+  await write(encodeFooter({ trailerOffset, indexOffset }), false);
+
+  // 6. What was delivered reads back whole: every rule, and both digests recomputed.
+  let back;
+  try {
+    back = await check.finish();
+  } catch (e) {
+    throw new FlattenError(
+      `Cannot flatten: the output does not read back: ${(e as Error).message}${
+        e instanceof OutputReadBackError ? copiedFrom(sources, e.offset) : ""
+      }`,
+      { cause: e },
+    );
+  }
+  if (toHex(back.trailer.fileDigest) !== toHex(fileDigest)) {
+    throw new FlattenError(
+      `Cannot flatten: the output read back has file digest ${
+        toHex(back.trailer.fileDigest)
+      }, not the ${toHex(fileDigest)} of the bytes written`,
+    );
+  }
+  const declared = toHex(chain.contentDigest);
+  if (toHex(back.contentDigest) !== declared) {
+    throw new FlattenError(
+      `Cannot flatten: content digest mismatch (expected ${declared}, which '${chain.head.path}' declares; actual ${
+        toHex(back.contentDigest)
+      }, read back)`,
+    );
+  }
+  return {
+    bytes: offset,
+    records,
+    copiedRecords: pageRecords,
+    skippedRecords: skipped,
+    supersededEntries: pageEntries - n,
+    contentDigest: back.contentDigest,
+    fileDigest,
+  };
 }
 
 /** A record copied: where it is in the output (`out .. end`) and where it came from. */
@@ -528,7 +482,6 @@ export async function flattenChainToFile(
         return check!.written(bytes);
       },
       check,
-      options,
     );
     await file.commit();
     return summary;
