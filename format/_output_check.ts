@@ -142,8 +142,11 @@ async function runChecker(feed: ByteSource): Promise<OutputCheckResult> {
 
 /** The read-back as the writer drives it. */
 export interface OutputCheck {
-  /** `bytes` were just written (a file: they are in it; else the check keeps them). */
-  written(bytes: Uint8Array): Promise<void>;
+  /**
+   * `bytes` were just written (to a file: they are in it). Chunk mode: with `handedOver` the
+   * caller never touches them again and the check takes them as they are, else a copy.
+   */
+  written(bytes: Uint8Array, handedOver?: boolean): Promise<void>;
   /** No more bytes: the verdict. */
   finish(): Promise<OutputCheckResult>;
   /** Stops the check (on failure). */
@@ -170,9 +173,9 @@ class LocalOutputCheck implements OutputCheck {
     this.done.catch(() => {});
   }
 
-  written(bytes: Uint8Array): Promise<void> {
+  written(bytes: Uint8Array, handedOver = false): Promise<void> {
     this.length += bytes.length;
-    if (this.path === null) this.feed.addChunk(bytes);
+    if (this.path === null) this.feed.addChunk(handedOver ? bytes : bytes.slice());
     else this.feed.setWritten(this.length);
     return Promise.resolve();
   }
@@ -240,7 +243,7 @@ class WorkerOutputCheck implements OutputCheck {
     for (const f of w) f();
   }
 
-  async written(bytes: Uint8Array): Promise<void> {
+  async written(bytes: Uint8Array, handedOver = false): Promise<void> {
     if (this.failure !== null) throw this.failure;
     this.length += bytes.length;
     if (this.path !== null) {
@@ -250,9 +253,11 @@ class WorkerOutputCheck implements OutputCheck {
       }
       return;
     }
-    const own = bytes.slice();
+    const whole = handedOver && bytes.buffer instanceof ArrayBuffer && bytes.byteOffset === 0 &&
+      bytes.byteLength === bytes.buffer.byteLength;
+    const own = whole ? bytes : bytes.slice();
     this.inFlight += own.length;
-    this.worker.postMessage({ chunk: own }, [own.buffer]);
+    this.worker.postMessage({ chunk: own }, [own.buffer as ArrayBuffer]);
     while (this.inFlight > WORKER_WINDOW && this.failure === null) {
       await new Promise<void>((r) => this.waiters.push(r));
     }

@@ -138,7 +138,7 @@ export async function flattenChain(
       async (bytes) => {
         const own = bytes.slice();
         await out.write(own);
-        await check!.written(own);
+        await check!.written(own, true);
       },
       check,
     );

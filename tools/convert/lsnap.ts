@@ -10,7 +10,7 @@ import { SnapshotWriter } from "../../format/writer.ts";
 import { countBytes } from "../_count_bytes.ts";
 import { createOutput, openInput } from "../_io.ts";
 import { ConvertError } from "./error.ts";
-import { checkDigest, ReadBack, readLsnapBack } from "./read_back.ts";
+import { checkDigest, ReadBack } from "./read_back.ts";
 import type { ConvertContext, OutputSummary, SnapshotSource, SourceItem } from "./types.ts";
 
 /** Zero pages are written this many to a PAGES record (one record of zero-encoded pages). */
@@ -124,9 +124,7 @@ export async function writeLsnap(
   const out = await createOutput(output);
   const inWorker = ctx.options.checkInWorker ??
     (ctx.inputSize === undefined || ctx.inputSize >= READ_BACK_WORKER_THRESHOLD);
-  const check = inWorker
-    ? ReadBack.lsnapInWorker(out.name)
-    : ReadBack.inThisThread(out.name, readLsnapBack);
+  const check = ReadBack.lsnap(out.name, out.tempPath, inWorker);
   let failed = false;
   const sink = new WritableStream<Uint8Array>({
     async write(chunk) {
