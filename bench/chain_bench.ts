@@ -212,7 +212,7 @@ try {
       console.log(
         `| ${c.name} | ${spread(c.wall, 2)} | ${spread(c.cpu, 2)} | ${median(gbs).toFixed(2)} | ${
           spread(r.wall, 2, "x")
-        } |`,
+        } | ${spread(r.cpu, 2, "x")} |`,
       );
     }
   }
