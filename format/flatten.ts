@@ -164,6 +164,7 @@ async function writeFlat(
   chain: SnapshotChain,
   emit: Emit,
   check: OutputCheck,
+  written: () => void = () => {},
 ): Promise<FlattenSummary> {
   const d = chain.description;
   // 1. The final occurrence of every page: the newest file that names it wins (FORMAT.md §14.2).
@@ -292,6 +293,7 @@ async function writeFlat(
     ),
   );
   await write(encodeFooter({ trailerOffset, indexOffset }), false);
+  written();
 
   // 6. What was delivered reads back whole: every rule, and both digests recomputed.
   let back;
@@ -468,6 +470,7 @@ export async function flattenChainToFile(
   }
   const file = await AtomicFile.create(path, { fs: options.fs });
   let check: OutputCheck | null = null;
+  let syncing: Promise<void> | null = null;
   try {
     // The read-back reads the temporary itself: what reached the file, not what was meant for it.
     check = startOutputCheck(file.tempPath, useWorkers(chain, options));
@@ -482,11 +485,19 @@ export async function flattenChainToFile(
         return check!.written(bytes);
       },
       check,
+      // The disk takes the bytes while the read-back finishes: the commit's fsync then finds
+      // little left to wait for. Nothing is renamed before the read-back's verdict.
+      () => {
+        syncing = file.sync();
+        syncing.catch(() => {});
+      },
     );
+    await syncing;
     await file.commit();
     return summary;
   } catch (e) {
     check?.stop();
+    await (syncing as Promise<void> | null)?.catch(() => {});
     await file.abort();
     throw e;
   }
