@@ -153,6 +153,7 @@ export async function writeLsnap(
   }
   let pages = 0;
   let devices = 0;
+  let syncing: Promise<void> | null = null;
   try {
     const zero = new Uint8Array(ZERO_GROUP * 4096);
     for await (const item of source.items()) {
@@ -177,10 +178,15 @@ export async function writeLsnap(
       }
     }
     const summary = await writer.close();
+    // The disk takes the bytes while the read-back finishes: the commit's fsync then finds
+    // little left to wait for. Nothing is renamed before the read-back's verdict.
+    syncing = out.sync();
+    syncing.catch(() => {});
     const written = await check.finish();
     checkDigest(out.name, written, summary.contentDigest, "the one the writer computed");
     const expected = await source.contentDigest();
     checkDigest(out.name, written, expected);
+    await syncing;
     await out.commit();
     return {
       bytes: summary.bytes,
@@ -192,6 +198,7 @@ export async function writeLsnap(
   } catch (e) {
     if (!failed) await writer.abort().catch(() => {});
     check.stop();
+    await (syncing as Promise<void> | null)?.catch(() => {});
     await out.abort();
     throw e;
   }
