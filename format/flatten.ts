@@ -132,13 +132,13 @@ export async function flattenChain(
   let check: OutputCheck | null = null;
   try {
     check = startOutputCheck(null, inWorkers);
-    // The sink may keep what it is given, and the output check keeps it: one copy for both.
     const summary = await writeFlat(
       chain,
       async (bytes) => {
-        const own = bytes.slice();
-        await out.write(own);
-        await check!.written(own, true);
+        // The sink may keep what it is given: its own copy. The check takes another (a worker's
+        // is transferred, which would empty the sink's).
+        await out.write(bytes.slice());
+        await check!.written(bytes);
       },
       check,
     );

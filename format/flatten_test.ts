@@ -4,7 +4,7 @@ import { openChain } from "./chain.ts";
 import { crc32c, toHex } from "./checksum.ts";
 import { type AtomicFs, DENO_FS } from "./atomic_file.ts";
 import { computeContentDigest, PageHashTable } from "./content_digest.ts";
-import { flattenChainToFile, FlattenError } from "./flatten.ts";
+import { flattenChain, flattenChainToFile, FlattenError } from "./flatten.ts";
 import { SnapshotFileReader } from "./file_reader.ts";
 import { readSnapshot } from "./stream_reader.ts";
 import { SnapshotWriter } from "./writer.ts";
@@ -263,6 +263,38 @@ Deno.test("flattenChainToFile() refuses a damaged input record and names it", as
       [...Deno.readDirSync(dir)].map((x) => x.name).sort(),
       ["s-0.lsnap", "s-1.lsnap", "s-2.lsnap"],
     );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("flattenChain() leaves a sink the chunks it kept, read back in a worker or not", async () => {
+  const dir = await tempDir();
+  try {
+    const steps = await writeChain(dir, 2, { pages: 64, seed: 27, zero: 0.1 });
+    const chain = await openChain(steps[2].path);
+    try {
+      const file = await flattenChainToFile(chain, `${dir}/flat.lsnap`, { workers: 0 });
+      const expected = await Deno.readFile(`${dir}/flat.lsnap`);
+      for (const workers of [0, 1]) {
+        const kept: Uint8Array[] = [];
+        const s = await flattenChain(
+          chain,
+          new WritableStream({ write: (chunk) => void kept.push(chunk) }),
+          { workers },
+        );
+        assertEquals(toHex(s.contentDigest), toHex(file.contentDigest));
+        const all = new Uint8Array(kept.reduce((n, c) => n + c.length, 0));
+        let at = 0;
+        for (const c of kept) {
+          all.set(c, at);
+          at += c.length;
+        }
+        assertEquals(all, expected, `${workers} workers`);
+      }
+    } finally {
+      chain.close();
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
