@@ -88,6 +88,7 @@ export {
   readDiffParent,
   SnapshotChain,
 } from "./format/chain.ts";
+export type { AtomicFs } from "./format/atomic_file.ts";
 export {
   flattenChain,
   flattenChainToFile,

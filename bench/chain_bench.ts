@@ -12,7 +12,10 @@
  *    - `livesnap restore --run-for 0` of the newest diff (the whole chain read and proved) against
  *      the same of the flattened file (goal: at most 1.1x).
  *
- *   deno task bench:chain [--mib 1024] [--diffs 10] [--runs 5]
+ *   deno task bench:chain [--mib 1024] [--diffs 10] [--runs 5] [--also DIR]
+ *
+ * `--also DIR` adds the `livesnap flatten` of another checkout (for example the main branch) to the
+ * same rotation.
  *
  * @module
  */
@@ -34,7 +37,7 @@ import {
 } from "./_whole_process.ts";
 
 const flags = parseArgs(Deno.args, {
-  string: ["mib", "runs", "diffs"],
+  string: ["mib", "runs", "diffs", "also"],
   default: { mib: "1024", runs: "5", diffs: "10" },
 });
 const MIB = Number(flags.mib);
@@ -175,6 +178,14 @@ try {
       livesnapCommand(ROOT, `flatten '${newest}' --out '${dir}/flat-again.lsnap'`),
     ),
   ];
+  if (flags.also !== undefined) {
+    flattening.push(
+      contender(
+        `\`livesnap flatten\` of the ${DIFFS + 1}-file chain, ${flags.also}`,
+        livesnapCommand(flags.also, `flatten '${newest}' --out '${dir}/flat-also.lsnap'`),
+      ),
+    );
+  }
   const restoring = [
     contender(
       "`livesnap restore --run-for 0` of the flattened file (baseline)",
@@ -212,7 +223,7 @@ try {
       console.log(
         `| ${c.name} | ${spread(c.wall, 2)} | ${spread(c.cpu, 2)} | ${median(gbs).toFixed(2)} | ${
           spread(r.wall, 2, "x")
-        } |`,
+        } | ${spread(r.cpu, 2, "x")} |`,
       );
     }
   }

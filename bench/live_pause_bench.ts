@@ -78,12 +78,12 @@ async function engine(ramBytes: number, snapshots: number): Promise<Row> {
       switch (m.type) {
         case "slot-chunk":
           if (chunks === null) early.push(m);
-          else chunks.hold(m.index, m.buffer, m.generation);
+          else chunks.receive(m);
           break;
         case "ready":
           buffers = m.buffers;
           chunks = new SlotChunks(buffers.chunks);
-          for (const c of early) chunks.hold(c.index, c.buffer, c.generation);
+          for (const c of early) chunks.receive(c);
           break;
         case "started": {
           // As the writer thread does: one loop per job, then a collection.

@@ -9,7 +9,7 @@
  * (`--expose-gc`), so that one snapshot's memory cannot hide in the next one's baseline.
  *
  *   deno run -A bench/live_snapshot_bench.ts [--workloads uniform,hot] [--sizes 256M,1G]
- *       [--configs stop,cow0,cow16,cowmax,precopy] [--repeat 1] [--warm] [--json FILE]
+ *       [--configs stop,cow0,cow16,cowmax,precopy] [--repeat 1] [--warm | --warm-same] [--json FILE]
  *
  * With `--repeat N` the runs of the configurations are interleaved round by round (the load of a
  * shared machine drifts), and a summary gives the median and range of the guest's speed during
@@ -18,7 +18,9 @@
  * `--warm` takes a `stop` snapshot first in each process and measures the second one: the
  * steady state of a machine that takes snapshots regularly. Without it, the measured snapshot is
  * the process's first (what `run --snapshot-at` sees), whose extra memory includes the writer's
- * one-time heap growth.
+ * one-time heap growth. `--warm-same` takes the first snapshot with the measured configuration
+ * itself: for `cow` the copy buffer's chunks it touched are kept (their pages discarded) and
+ * reused by the measured one, as in a machine that takes `cow` snapshots regularly.
  *
  * @module
  */
@@ -141,7 +143,12 @@ function withFiller(elf: Uint8Array, base: number, size: number): Uint8Array {
   return out;
 }
 
-async function measureOne(w: Workload, ram: number, c: Config, warm: boolean): Promise<Result> {
+async function measureOne(
+  w: Workload,
+  ram: number,
+  c: Config,
+  warm: "no" | "stop" | "same",
+): Promise<Result> {
   const dir = await Deno.makeTempDir({ prefix: "livesnap-bench-" });
   const machine = await LiveMachine.start({
     elf: workload(w, ram),
@@ -152,10 +159,14 @@ async function measureOne(w: Workload, ram: number, c: Config, warm: boolean): P
     // Let memstress touch every page of its working set (about 8 stores per page) first.
     const fill = (workingSet(w, ram) / 4096) * 8 * 30;
     while ((await machine.status()).retired < fill) await sleep(50);
-    if (warm) {
+    if (warm !== "no") {
       // A first snapshot grows the writer's heaps (zstd and hash WebAssembly memory, JIT code)
       // once per process; measure the next one.
-      await machine.snapshot({ mode: "stop", path: `${dir}/warmup.lsnap` });
+      await machine.snapshot(
+        warm === "stop"
+          ? { mode: "stop", path: `${dir}/warmup.lsnap` }
+          : { mode: c.mode, cowBuffer: c.cowBuffer, path: `${dir}/warmup.lsnap` },
+      );
       await Deno.remove(`${dir}/warmup.lsnap`);
     }
     // Idle speed over one second, just before the snapshot.
@@ -281,13 +292,14 @@ function summary(results: Result[]): string {
 
 const args = parseArgs(Deno.args, {
   string: ["sizes", "repeat", "json", "one", "workloads", "configs"],
-  boolean: ["warm"],
+  boolean: ["warm", "warm-same"],
 });
+const warmKind = args["warm-same"] ? "same" : args.warm ? "stop" : "no";
 if (args.one !== undefined) {
   const [w, ram, index] = args.one.split(":");
   console.log(
     JSON.stringify(
-      await measureOne(w as Workload, Number(ram), CONFIGS[Number(index)], args.warm),
+      await measureOne(w as Workload, Number(ram), CONFIGS[Number(index)], warmKind),
     ),
   );
 } else {
@@ -315,7 +327,7 @@ if (args.one !== undefined) {
               new URL(import.meta.url).pathname,
               "--one",
               `${w}:${ram}:${i}`,
-              ...(args.warm ? ["--warm"] : []),
+              ...(warmKind === "same" ? ["--warm-same"] : warmKind === "stop" ? ["--warm"] : []),
             ],
             stdout: "piped",
             stderr: "inherit",

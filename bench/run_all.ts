@@ -8,6 +8,7 @@ const BENCHES = [
   "write_bench.ts",
   "live_snapshot_bench.ts",
   "live_pause_bench.ts",
+  "cow_copy_bench.ts",
   "tools_bench.ts",
   "verify_bench.ts",
   "incremental_bench.ts",

@@ -19,10 +19,13 @@
  * them; {@linkcode DENO_FS} is the real one.
  */
 export interface AtomicFs {
+  /** Opens a file (the temporary, created new; every write goes through the file returned). */
   open(path: string, options: Deno.OpenOptions): Promise<Deno.FsFile>;
   /** Makes the file's bytes durable (fsync). */
   syncFile(file: Deno.FsFile): Promise<void>;
+  /** Renames a file (the temporary to the destination, replacing it). */
   rename(from: string, to: string): Promise<void>;
+  /** Removes a file. */
   remove(path: string): Promise<void>;
   /** Makes a rename in `dir` durable (fsync of the directory); a no-op where unsupported. */
   syncDirectory(dir: string): Promise<void>;
@@ -30,6 +33,7 @@ export interface AtomicFs {
   listFiles(dir: string): AsyncIterable<string>;
   /** True if process `pid` runs on this host, null when that cannot be told. */
   processRuns(pid: number): boolean | null;
+  /** This host's name, as temporaries record it. */
   hostname(): string;
 }
 

@@ -17,7 +17,13 @@ const HASH_SIZE = 16;
 interface Chunk {
   hashes: Uint8Array;
   present: Uint8Array;
+  /** The chunk's content-digest entries (FORMAT.md §10 item 3: `u32` page, 16-byte hash, for
+   * each non-zero page in order), kept until the chunk changes; undefined until built. */
+  entries?: Uint8Array;
 }
+
+/** Bytes of one content-digest entry: `u32` page number and the page's 16-byte hash. */
+const ENTRY_SIZE = 4 + HASH_SIZE;
 
 /**
  * The per-page half of a content digest (FORMAT.md §10): for every page of a machine, whether it
@@ -65,6 +71,7 @@ export class PageHashTable {
     const to = c.hashes;
     for (let i = 0, at = slot * HASH_SIZE; i < HASH_SIZE; i++) to[at + i] = hash[hashOffset + i];
     c.present[slot] = 1;
+    c.entries = undefined;
   }
 
   /** Hashes a non-zero page's bytes into the table. */
@@ -73,12 +80,16 @@ export class PageHashTable {
     const slot = page % CHUNK_PAGES;
     hashPageInto(bytes, c.hashes, slot * HASH_SIZE);
     c.present[slot] = 1;
+    c.entries = undefined;
   }
 
   /** Records that a page is zero (the same as absent). */
   clear(region: number, page: number): void {
     const c = this.chunks[region][Math.floor(page / CHUNK_PAGES)];
-    if (c !== undefined) c.present[page % CHUNK_PAGES] = 0;
+    if (c !== undefined) {
+      c.present[page % CHUNK_PAGES] = 0;
+      c.entries = undefined;
+    }
   }
 
   /** True when the page is non-zero. */
@@ -136,6 +147,30 @@ export class PageHashTable {
   }
 
   /**
+   * The content-digest entries of `region` (FORMAT.md §10 item 3: for each non-zero page in
+   * increasing order, `u32` page number and its 16-byte hash), one array per 4096-page chunk
+   * that has any. Each chunk's entries are kept until a page of it changes, so after
+   * {@linkcode PageHashTable.prepareEntries} only the chunks changed since are built again.
+   */
+  entryBlocks(region: number): Uint8Array[] {
+    const blocks: Uint8Array[] = [];
+    const list = this.chunks[region];
+    for (let ci = 0; ci < list.length; ci++) {
+      const c = list[ci];
+      if (c === undefined) continue;
+      const e = c.entries ?? buildEntries(c, ci * CHUNK_PAGES);
+      c.entries = e;
+      if (e.length > 0) blocks.push(e);
+    }
+    return blocks;
+  }
+
+  /** Builds the entries of every chunk changed since the last call (see `entryBlocks`). */
+  prepareEntries(): void {
+    for (let r = 0; r < this.chunks.length; r++) this.entryBlocks(r);
+  }
+
+  /**
    * The table as plain data for `postMessage` (a writer in another thread): the regions and, per
    * region, its 4096-page chunks (null where no page was ever recorded). The buffers are the
    * table's own: transfer them only when the table is not used again.
@@ -176,6 +211,22 @@ export class PageHashTable {
   }
 }
 
+/** The content-digest entries of chunk `c`, whose first page is `first`. */
+function buildEntries(c: Chunk, first: number): Uint8Array {
+  let n = 0;
+  for (let i = 0; i < CHUNK_PAGES; i++) n += c.present[i];
+  const out = new Uint8Array(n * ENTRY_SIZE);
+  const v = new DataView(out.buffer);
+  const hashes = c.hashes;
+  for (let i = 0, at = 0; i < CHUNK_PAGES; i++) {
+    if (c.present[i] === 0) continue;
+    v.setUint32(at, first + i, true);
+    for (let k = 0, from = i * HASH_SIZE; k < HASH_SIZE; k++) out[at + 4 + k] = hashes[from + k];
+    at += ENTRY_SIZE;
+  }
+  return out;
+}
+
 /** A {@linkcode PageHashTable} as plain data, for `postMessage`. */
 export interface PageHashTableMessage {
   /** The table's regions. */
@@ -208,6 +259,8 @@ export function sameRegion(a: Region, b: Region): boolean {
 export class ContentDigestBuilder {
   private readonly table: PageHashTable;
   private readonly devices = new Map<string, DeviceSection>();
+  /** Pages recorded since the table's entries were last brought up to date. */
+  private changed = 0;
   /**
    * `base`, when given, is the page half of the state the pages recorded here change (a diff's
    * parent, FORMAT.md §14.3); it is copied, never changed. Its regions must be the description's.
@@ -233,11 +286,13 @@ export class ContentDigestBuilder {
       return;
     }
     this.table.setBytes(region, page, bytes);
+    this.keepUp(1);
   }
 
   /** Records a page known to be non-zero by its precomputed 16-byte hash. */
   setPageHash(region: number, page: number, hash: Uint8Array, hashOffset = 0): void {
     this.table.set(region, page, hash, hashOffset);
+    this.keepUp(1);
   }
 
   /**
@@ -262,14 +317,28 @@ export class ContentDigestBuilder {
    */
   setPageDigests(region: number, pages: Uint32Array, d: PageDigests): void {
     for (let i = 0; i < pages.length; i++) {
-      if (d.zero[i] === 1) this.clearPage(region, pages[i]);
-      else this.setPageHash(region, pages[i], d.hashes, i * HASH_SIZE);
+      if (d.zero[i] === 1) this.table.clear(region, pages[i]);
+      else this.table.set(region, pages[i], d.hashes, i * HASH_SIZE);
     }
+    this.keepUp(pages.length);
+  }
+
+  /**
+   * Brings the table's digest entries up to date every 4096 pages recorded, so that
+   * {@linkcode ContentDigestBuilder.digest} at the end builds only those of the chunks changed
+   * since (a live migration computes it while the guest is stopped, at both ends).
+   */
+  private keepUp(pages: number): void {
+    this.changed += pages;
+    if (this.changed < CHUNK_PAGES) return;
+    this.changed = 0;
+    this.table.prepareEntries();
   }
 
   /** Records that a page is zero (the same as absent). */
   clearPage(region: number, page: number): void {
     this.table.clear(region, page);
+    this.keepUp(1);
   }
 
   /** Records a device section (replacing an earlier one with the same id and instance). */
@@ -287,27 +356,16 @@ export class ContentDigestBuilder {
       head.str16(r.name).u64(r.base).u64(r.size).u32(r.pageSize);
     }
     h.update(head.finish());
-    // Entries go to the hasher 3,276 at a time (64 KiB): one call per entry cost a call into the
-    // hasher per non-zero page.
-    const ENTRY = 4 + HASH_SIZE;
-    const entries = new Uint8Array(3276 * ENTRY);
-    const ev = new DataView(entries.buffer);
-    let used = 0;
+    // The entries go to the hasher a chunk (up to 4096 pages) at a time, kept from earlier
+    // calls for the chunks that did not change (see keepUp).
     const count = new Uint8Array(4);
     for (let r = 0; r < this.description.regions.length; r++) {
-      new DataView(count.buffer).setUint32(0, this.table.count(r), true);
+      const blocks = this.table.entryBlocks(r);
+      let bytes = 0;
+      for (const b of blocks) bytes += b.length;
+      new DataView(count.buffer).setUint32(0, bytes / ENTRY_SIZE, true);
       h.update(count);
-      this.table.forEachPage(r, (page, hashes, from) => {
-        ev.setUint32(used, page, true);
-        for (let k = 0; k < HASH_SIZE; k++) entries[used + 4 + k] = hashes[from + k];
-        used += ENTRY;
-        if (used === entries.length) {
-          h.update(entries);
-          used = 0;
-        }
-      });
-      if (used > 0) h.update(entries.subarray(0, used));
-      used = 0;
+      for (const b of blocks) h.update(b);
     }
     const devs = [...this.devices.values()].sort((a, b) =>
       compareBytes(utf8(a.id), utf8(b.id)) || a.instance - b.instance

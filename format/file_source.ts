@@ -117,10 +117,27 @@ export class FileSource implements RandomAccessSource {
 
   // deno-lint-ignore require-await
   async #readNow(offset: number, length: number, signal?: AbortSignal) {
-    const range = { offset, length };
-    if (this.closed) throw new SourceClosedError(this.name, "the source is closed", { range });
     signal?.throwIfAborted();
     const out = new Uint8Array(length);
+    this.#fill(offset, out);
+    return out;
+  }
+
+  /**
+   * Reads exactly `into.length` bytes at `offset` into `into`, synchronously, without allocating:
+   * for a caller that reads a long run of records through one buffer it reuses (fresh memory
+   * costs a page fault per page here, BENCHMARKS.md "Diff snapshots"). A file that shrank is a
+   * {@linkcode SourceEndedError}.
+   */
+  readInto(offset: number, into: Uint8Array): void {
+    checkRange(this.name, this.size, offset, into.length);
+    this.#fill(offset, into);
+  }
+
+  #fill(offset: number, out: Uint8Array): void {
+    const length = out.length;
+    const range = { offset, length };
+    if (this.closed) throw new SourceClosedError(this.name, "the source is closed", { range });
     let n = 0;
     try {
       this.stats.requests++;
@@ -148,7 +165,6 @@ export class FileSource implements RandomAccessSource {
         { range },
       );
     }
-    return out;
   }
 
   /** Closes the file. */

@@ -1,11 +1,11 @@
 /**
  * Flatten: one full snapshot of the state a chain of diffs stands for, made by copying the
  * chain's PAGES records as they are (never decompressed or recompressed), and proved by reading
- * the output back as it is written (FORMAT.md §14.5).
+ * the output back as it is written: from the file itself, on a core of its own (FORMAT.md §14.5).
  *
  * @module
  */
-import { AtomicFile } from "./atomic_file.ts";
+import { AtomicFile, type AtomicFs } from "./atomic_file.ts";
 import type { SnapshotChain } from "./chain.ts";
 import { createBlake3, toHex } from "./checksum.ts";
 import {
@@ -14,38 +14,37 @@ import {
   FORMAT_MINOR,
   MAX_RECORD_PAYLOAD,
   PROLOGUE_SIZE,
+  RECORD_HEAD_SIZE,
+  RECORD_TAIL_SIZE,
   RecordType,
 } from "./constants.ts";
-import { SnapshotChecker } from "./file_checks.ts";
+import { CorruptError } from "./errors.ts";
+import type { SnapshotFileReader } from "./file_reader.ts";
+import { FileSource } from "./file_source.ts";
 import { encodeFooter } from "./footer.ts";
 import { encodePrologue } from "./header.ts";
 import { encodeIndex, indexBodySize } from "./index_record.ts";
-import { type PageDigestPool, startPageDigestPool } from "./page_digest_pool.ts";
+import { type OutputCheck, OutputReadBackError, startOutputCheck } from "./_output_check.ts";
 import { decodePageRecord } from "./page_record.ts";
-import { encodeRecord } from "./record.ts";
-import { streamSource } from "./record_scanner.ts";
+import { decodeRecordHead, encodeRecord } from "./record.ts";
 import { encodeTrailer } from "./trailer.ts";
 
 /** Options of {@linkcode flattenChain}. */
 export interface FlattenOptions {
   /**
-   * Read the output back in a worker thread (any number above 0) or in the calling thread (0).
-   * Default: a worker when the chain's files total at least 16 MiB.
+   * Read the output back in a worker thread (any number above 0: a core of its own) or in the
+   * calling thread (0). Default: a worker when the chain's files total at least 16 MiB.
    */
   workers?: number;
+  /**
+   * The file system {@linkcode flattenChainToFile} writes through (default the real one); tests
+   * give one that damages or fails writes.
+   */
+  fs?: AtomicFs;
 }
 
 /** Chains at least this large are read back in a worker by default. */
 const WORKER_THRESHOLD = 16 << 20;
-
-/** Where the output's bytes go to be read back. */
-interface ReadBackChannel {
-  /** Hands over `bytes`, which the caller never touches again. */
-  push(bytes: Uint8Array): Promise<void>;
-  /** Ends the bytes; the content digest read back, or a FlattenError. */
-  finish(): Promise<Uint8Array>;
-  stop(): void;
-}
 
 /** What {@linkcode flattenChain} reports. */
 export interface FlattenSummary {
@@ -81,14 +80,20 @@ interface FinalPages {
 }
 
 /**
+ * Where the output's bytes go. `bytes` is a view of a buffer that is reused once the returned
+ * promise settles: a sink that keeps bytes must copy them.
+ */
+type Emit = (bytes: Uint8Array) => void | Promise<void>;
+
+/**
  * Writes one full snapshot of the state `chain` stands for to `sink` (FORMAT.md §14.5): the
  * newest file's HEADER; the PAGES records of the chain's files, oldest file first, each copied as
  * it is when one of its entries is a page's final occurrence; the newest file's DEVICE records; a
- * new INDEX, TRAILER and footer. Every byte written also goes to an independent reader (the
- * streaming checker, with page workers) that checks the output's framing, index, file digest and
- * content digest; the promise rejects with {@linkcode FlattenError} unless the content digest read
- * back is the one the newest file of the chain declares. The sink is closed on success and aborted
- * on failure.
+ * new INDEX, TRAILER and footer. Every byte handed to `sink` also goes to an independent reader
+ * (the streaming checker) that checks the output's framing, CRC32Cs, index, trailer, file digest
+ * and content digest; the promise rejects with {@linkcode FlattenError} unless the content digest
+ * read back is the one the newest file of the chain declares. The sink is closed on success and
+ * aborted on failure. ({@linkcode flattenChainToFile} reads the output back from the file itself.)
  *
  * @example
  * ```ts
@@ -123,301 +128,309 @@ export async function flattenChain(
   options: FlattenOptions = {},
 ): Promise<FlattenSummary> {
   const out = sink.getWriter();
-  const d = chain.description;
-  const totalSize = chain.files.reduce((n, f) => n + f.reader.size, 0);
-  // A large output is read back on a core of its own (the worker decompresses and hashes its
-  // pages); a small one in this thread, which spares the worker's start.
-  const inWorker = options.workers === undefined
-    ? totalSize >= WORKER_THRESHOLD
-    : options.workers > 0;
-  const pool = inWorker ? undefined : startPageDigestPool({ workers: 0 });
-  const back: ReadBackChannel = inWorker ? new WorkerReadBack() : new ReadBack(pool);
+  const inWorkers = useWorkers(chain, options);
+  let check: OutputCheck | null = null;
   try {
-    // 1. The final occurrence of every page: the newest file that names it wins (FORMAT.md §14.2).
-    const final: FinalPages[] = d.regions.map((r) => {
-      const n = r.size / r.pageSize;
-      return { file: new Int16Array(n).fill(-1), offset: new Float64Array(n) };
-    });
-    const wanted: Set<number>[] = chain.files.map(() => new Set());
-    for (let i = chain.files.length - 1; i >= 0; i--) {
-      chain.files[i].reader.forEachPage((region, page, at) => {
-        const f = final[region];
-        if (f.file[page] >= 0) return;
-        f.file[page] = i;
-        f.offset[page] = at;
-        wanted[i].add(at);
-      });
-    }
-
-    const hasher = await createBlake3();
-    hasher.init();
-    let offset = 0;
-    let records = 0;
-    const write = async (bytes: Uint8Array, isRecord = true) => {
-      hasher.update(bytes);
-      offset += bytes.length;
-      if (isRecord) records++;
-      await out.write(bytes);
-      await back.push(bytes);
-    };
-    await write(encodePrologue(FORMAT_MAJOR, FORMAT_MINOR), false);
-    const header = await chain.head.reader.readRecord(PROLOGUE_SIZE);
-    await write(header.bytes.slice());
-
-    // 2. The PAGES records, oldest file first, in file order; a record keeps its bytes.
-    let pageRecords = 0;
-    let pageEntries = 0;
-    let skipped = 0;
-    const moved: Map<number, number>[] = chain.files.map(() => new Map());
-    for (let i = 0; i < chain.files.length; i++) {
-      const reader = chain.files[i].reader;
-      skipped += chain.files[i].trailer.pageRecordCount - wanted[i].size;
-      for (const at of [...wanted[i]].sort((a, b) => a - b)) {
-        const rec = await reader.readRecord(at);
-        const head = decodePageRecord(rec.payload, d.regions, at, -1);
-        moved[i].set(at, offset);
-        pageRecords++;
-        pageEntries += head.pages.length;
-        // The record's own buffer: the sink and the read-back may keep it.
-        await write(rec.bytes);
-      }
-    }
-
-    // 3. The newest file's devices: the whole device state (FORMAT.md §14.2).
-    const deviceOffsets: number[] = [];
-    for (const at of chain.head.reader.deviceRecordOffsets().sort((a, b) => a - b)) {
-      const rec = await chain.head.reader.readRecord(at);
-      deviceOffsets.push(offset);
-      await write(rec.bytes);
-    }
-
-    // 4. The index of the output (FORMAT.md §8), when it fits a record.
-    let n = 0;
-    for (const f of final) for (let p = 0; p < f.file.length; p++) if (f.file[p] >= 0) n++;
-    let indexOffset = 0;
-    if (indexBodySize(n, deviceOffsets.length) <= MAX_RECORD_PAYLOAD) {
-      const regions = new Uint16Array(n);
-      const pages = new Uint32Array(n);
-      const pageOffsets = new Float64Array(n);
-      let k = 0;
-      final.forEach((f, r) => {
-        for (let p = 0; p < f.file.length; p++) {
-          if (f.file[p] < 0) continue;
-          regions[k] = r;
-          pages[k] = p;
-          pageOffsets[k++] = moved[f.file[p]].get(f.offset[p])!;
-        }
-      });
-      indexOffset = offset;
-      await write(
-        encodeRecord(
-          RecordType.INDEX,
-          0,
-          encodeIndex({
-            regions,
-            pages,
-            pageOffsets,
-            deviceOffsets: Float64Array.from(deviceOffsets),
-          }),
-        ),
-      );
-    }
-
-    // 5. Trailer and footer. The content digest is the one the chain declares: the read-back
-    // recomputes it from the records just written and refuses the output if it differs.
-    const fileDigest = hasher.digest("binary");
-    const trailerOffset = offset;
-    await write(
-      encodeRecord(
-        RecordType.TRAILER,
-        FLAG_CRITICAL,
-        encodeTrailer({
-          recordCount: records,
-          pageRecordCount: pageRecords,
-          pageCount: pageEntries,
-          deviceCount: deviceOffsets.length,
-          indexOffset,
-          contentDigest: chain.contentDigest,
-          fileDigest,
-        }),
-      ),
+    check = startOutputCheck(null, inWorkers);
+    const summary = await writeFlat(
+      chain,
+      async (bytes) => {
+        // The sink may keep what it is given: its own copy. The check takes another (a worker's
+        // is transferred, which would empty the sink's).
+        await out.write(bytes.slice());
+        await check!.written(bytes);
+      },
+      check,
     );
-    await write(encodeFooter({ trailerOffset, indexOffset }), false);
-    const readBack = await back.finish();
-    if (toHex(readBack) !== toHex(chain.contentDigest)) {
-      throw new FlattenError(
-        `Cannot flatten: the output's content digest ${toHex(readBack)} is not the ${
-          toHex(chain.contentDigest)
-        } that '${chain.head.path}' declares`,
-      );
-    }
     await out.close();
-    const superseded = pageEntries - n;
-    return {
-      bytes: offset,
-      records,
-      copiedRecords: pageRecords,
-      skippedRecords: skipped,
-      supersededEntries: superseded,
-      contentDigest: readBack,
-      fileDigest,
-    };
+    return summary;
   } catch (e) {
-    back.stop();
+    check?.stop();
     await out.abort(e).catch(() => {});
     throw e;
-  } finally {
-    pool?.close();
   }
+}
+
+function useWorkers(chain: SnapshotChain, options: FlattenOptions): boolean {
+  if (options.workers !== undefined) return options.workers > 0;
+  return chain.files.reduce((n, f) => n + f.reader.size, 0) >= WORKER_THRESHOLD;
 }
 
 /**
- * The output's bytes on their way to the streaming checker, which checks every rule of FORMAT.md
- * on them and recomputes the content digest from them (with page workers when given).
+ * Writes the flattened output through `emit` and has it read back (see {@linkcode flattenChain}):
+ * `check` is the read-back of what `emit` delivered, told of each chunk by `emit` itself.
  */
-class ReadBack implements ReadBackChannel {
-  private readonly echo = new TransformStream<Uint8Array, Uint8Array>(undefined, {
-    highWaterMark: 64,
+async function writeFlat(
+  chain: SnapshotChain,
+  emit: Emit,
+  check: OutputCheck,
+  written: () => void = () => {},
+): Promise<FlattenSummary> {
+  const d = chain.description;
+  // 1. The final occurrence of every page: the newest file that names it wins (FORMAT.md §14.2).
+  const final: FinalPages[] = d.regions.map((r) => {
+    const n = r.size / r.pageSize;
+    return { file: new Int16Array(n).fill(-1), offset: new Float64Array(n) };
   });
-  private readonly writer = this.echo.writable.getWriter();
-  private readonly checker: SnapshotChecker;
-  private readonly done: Promise<void>;
-
-  constructor(pool: PageDigestPool | undefined) {
-    const checker = new SnapshotChecker(streamSource(this.echo.readable), {
-      report: (e) => {
-        throw e;
-      },
-      pages: "digest",
-      pool,
+  const wanted: Set<number>[] = chain.files.map(() => new Set());
+  for (let i = chain.files.length - 1; i >= 0; i--) {
+    chain.files[i].reader.forEachPage((region, page, at) => {
+      const f = final[region];
+      if (f.file[page] >= 0) return;
+      f.file[page] = i;
+      f.offset[page] = at;
+      wanted[i].add(at);
     });
-    this.checker = checker;
-    this.done = (async () => {
-      for await (const _ of checker.records()) { /* every rule is applied */ }
-    })();
-    this.done.catch(() => {});
   }
 
-  async push(bytes: Uint8Array): Promise<void> {
-    try {
-      await this.writer.ready;
-    } catch {
-      // The checker stopped on a problem: report it.
-      await this.finish();
+  const hasher = await createBlake3();
+  hasher.init();
+  let offset = 0;
+  let records = 0;
+  const write = async (bytes: Uint8Array, isRecord = true) => {
+    await emit(bytes);
+    hasher.update(bytes);
+    offset += bytes.length;
+    if (isRecord) records++;
+  };
+  await write(encodePrologue(FORMAT_MAJOR, FORMAT_MINOR), false);
+  const header = await chain.head.reader.readRecord(PROLOGUE_SIZE);
+  if (header.type !== RecordType.HEADER) {
+    throw new CorruptError("the record after the prologue is not a HEADER", {
+      offset: PROLOGUE_SIZE,
+      recordIndex: 0,
+    });
+  }
+  await write(header.bytes);
+
+  // 2. The PAGES records, oldest file first, in file order; a record keeps its bytes.
+  let pageRecords = 0;
+  let pageEntries = 0;
+  let skipped = 0;
+  const moved: Map<number, number>[] = chain.files.map(() => new Map());
+  /** Where each record copied came from, in output order: to name it when it reads back bad. */
+  const sources: CopiedRecord[] = [];
+  for (let i = 0; i < chain.files.length; i++) {
+    const file = chain.files[i];
+    skipped += file.trailer.pageRecordCount - wanted[i].size;
+    const run = new RecordRun(file.reader);
+    for (const at of [...wanted[i]].sort((a, b) => a - b)) {
+      const rec = await run.read(at, RecordType.PAGES);
+      const payload = rec.subarray(RECORD_HEAD_SIZE, rec.length - RECORD_TAIL_SIZE);
+      const pages = decodePageRecord(payload, d.regions, at, -1).pages.length;
+      moved[i].set(at, offset);
+      sources.push({ out: offset, end: offset + rec.length, path: file.path, at });
+      pageRecords++;
+      pageEntries += pages;
+      await write(rec);
     }
-    // The checker reads the chunk later: it gets the bytes as written (never changed after).
-    this.writer.write(bytes).catch(() => {});
   }
 
-  async finish(): Promise<Uint8Array> {
-    // A checker that stopped early has cancelled its input: its own error says why.
-    await this.writer.close().catch(() => {});
-    try {
-      await this.done;
-    } catch (e) {
-      throw new FlattenError(
-        `Cannot flatten: the output does not read back: ${(e as Error).message}`,
-        { cause: e },
-      );
+  // 3. The newest file's devices: the whole device state (FORMAT.md §14.2).
+  const deviceOffsets: number[] = [];
+  for (const at of chain.head.reader.deviceRecordOffsets().sort((a, b) => a - b)) {
+    const rec = await chain.head.reader.readRecord(at);
+    if (rec.type !== RecordType.DEVICE) {
+      throw new CorruptError("the index names a record that is not a DEVICE record", {
+        offset: at,
+        recordIndex: -1,
+      });
     }
-    if (!this.checker.complete || this.checker.contentDigest === null) {
-      throw new FlattenError("Cannot flatten: the output does not read back whole");
-    }
-    return this.checker.contentDigest;
+    deviceOffsets.push(offset);
+    sources.push({ out: offset, end: offset + rec.bytes.length, path: chain.head.path, at });
+    await write(rec.bytes);
   }
 
-  stop(): void {
-    this.writer.abort().catch(() => {});
+  // 4. The index of the output (FORMAT.md §8), when it fits a record.
+  let n = 0;
+  for (const f of final) for (let p = 0; p < f.file.length; p++) if (f.file[p] >= 0) n++;
+  let indexOffset = 0;
+  if (indexBodySize(n, deviceOffsets.length) <= MAX_RECORD_PAYLOAD) {
+    const regions = new Uint16Array(n);
+    const pages = new Uint32Array(n);
+    const pageOffsets = new Float64Array(n);
+    let k = 0;
+    final.forEach((f, r) => {
+      for (let p = 0; p < f.file.length; p++) {
+        if (f.file[p] < 0) continue;
+        regions[k] = r;
+        pages[k] = p;
+        pageOffsets[k++] = moved[f.file[p]].get(f.offset[p])!;
+      }
+    });
+    indexOffset = offset;
+    await write(
+      encodeRecord(
+        RecordType.INDEX,
+        0,
+        encodeIndex({
+          regions,
+          pages,
+          pageOffsets,
+          deviceOffsets: Float64Array.from(deviceOffsets),
+        }),
+      ),
+    );
   }
+
+  // 5. Trailer and footer. The content digest is the one the chain declares: the read-back
+  // recomputes it from the records just written and refuses the output if it differs.
+  const fileDigest = hasher.digest("binary");
+  const trailerOffset = offset;
+  await write(
+    encodeRecord(
+      RecordType.TRAILER,
+      FLAG_CRITICAL,
+      encodeTrailer({
+        recordCount: records,
+        pageRecordCount: pageRecords,
+        pageCount: pageEntries,
+        deviceCount: deviceOffsets.length,
+        indexOffset,
+        contentDigest: chain.contentDigest,
+        fileDigest,
+      }),
+    ),
+  );
+  await write(encodeFooter({ trailerOffset, indexOffset }), false);
+  written();
+
+  // 6. What was delivered reads back whole: every rule, and both digests recomputed.
+  let back;
+  try {
+    back = await check.finish();
+  } catch (e) {
+    throw new FlattenError(
+      `Cannot flatten: the output does not read back: ${(e as Error).message}${
+        e instanceof OutputReadBackError ? copiedFrom(sources, e.offset) : ""
+      }`,
+      { cause: e },
+    );
+  }
+  if (toHex(back.trailer.fileDigest) !== toHex(fileDigest)) {
+    throw new FlattenError(
+      `Cannot flatten: the output read back has file digest ${
+        toHex(back.trailer.fileDigest)
+      }, not the ${toHex(fileDigest)} of the bytes written`,
+    );
+  }
+  const declared = toHex(chain.contentDigest);
+  if (toHex(back.contentDigest) !== declared) {
+    throw new FlattenError(
+      `Cannot flatten: content digest mismatch (expected ${declared}, which '${chain.head.path}' declares; actual ${
+        toHex(back.contentDigest)
+      }, read back)`,
+    );
+  }
+  return {
+    bytes: offset,
+    records,
+    copiedRecords: pageRecords,
+    skippedRecords: skipped,
+    supersededEntries: pageEntries - n,
+    contentDigest: back.contentDigest,
+    fileDigest,
+  };
 }
 
-/** Bytes handed to the worker and not yet consumed, before the writer waits. */
-const WORKER_WINDOW = 64 << 20;
+/** A record copied: where it is in the output (`out .. end`) and where it came from. */
+interface CopiedRecord {
+  out: number;
+  end: number;
+  path: string;
+  at: number;
+}
 
-/** The read-back in `_read_back_worker.ts`: chunks in, `ack`s as they are consumed, a verdict. */
-class WorkerReadBack implements ReadBackChannel {
-  private readonly worker = new Worker(new URL("./_read_back_worker.ts", import.meta.url).href, {
-    type: "module",
-  });
-  private inFlight = 0;
-  private waiters: (() => void)[] = [];
-  private failure: Error | null = null;
-  private signalReady: () => void = () => {};
-  private readonly ready = new Promise<void>((r) => (this.signalReady = r));
-  private readonly result: Promise<{ complete: boolean; contentDigest: Uint8Array | null }>;
+/** " (a record copied from byte B of 'file')" for a problem at `offset` of the output. */
+function copiedFrom(sources: CopiedRecord[], offset: number | null): string {
+  if (offset === null) return "";
+  let lo = 0;
+  let hi = sources.length - 1;
+  let found = -1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    if (sources[mid].out <= offset) {
+      found = mid;
+      lo = mid + 1;
+    } else hi = mid - 1;
+  }
+  if (found < 0 || offset >= sources[found].end) return "";
+  const s = sources[found];
+  return ` (in the record copied from byte ${s.at} of '${s.path}')`;
+}
 
-  constructor() {
-    this.result = new Promise((resolve, reject) => {
-      const fail = (e: Error) => {
-        this.failure = e;
-        this.signalReady();
-        this.wakeAll();
-        reject(e);
-      };
-      this.worker.onmessage = (e) => {
-        const m = e.data;
-        if (m.ready) this.signalReady();
-        else if (m.ack !== undefined) {
-          this.inFlight -= m.ack;
-          if (this.inFlight <= WORKER_WINDOW) this.wakeAll();
-        } else if (m.done !== undefined) {
-          this.wakeAll();
-          resolve(m.done);
-        } else if (m.error !== undefined) fail(new Error(m.error.message));
-      };
-      this.worker.onerror = (e) => {
-        e.preventDefault();
-        fail(new Error(`the read-back worker failed: ${e.message}`));
-      };
-    });
-    this.result.catch(() => {});
+/** Bytes read from a chain file at once when copying its records. */
+const RUN_WINDOW = 8 << 20;
+
+/**
+ * Reads the records of one chain file in ascending offsets through one buffer it reuses (a run of
+ * neighbours in one read; fresh memory for each record cost a page fault per 4 KiB). A record is a
+ * view valid until the next `read`. Files that are not local fall back to the reader's reads.
+ */
+class RecordRun {
+  private buf = new Uint8Array(0);
+  private base = 0;
+  private length = 0;
+  private readonly file: FileSource | null;
+
+  constructor(private readonly reader: SnapshotFileReader) {
+    this.file = reader.source instanceof FileSource ? reader.source : null;
   }
 
-  private wakeAll(): void {
-    const w = this.waiters;
-    this.waiters = [];
-    for (const f of w) f();
-  }
-
-  private unreadable(e: Error): FlattenError {
-    return new FlattenError(`Cannot flatten: the output does not read back: ${e.message}`, {
-      cause: e,
-    });
-  }
-
-  async push(bytes: Uint8Array): Promise<void> {
-    await this.ready;
-    if (this.failure !== null) throw this.unreadable(this.failure);
-    const whole = bytes.buffer instanceof ArrayBuffer && bytes.byteOffset === 0 &&
-      bytes.byteLength === bytes.buffer.byteLength;
-    const own = whole ? bytes : bytes.slice();
-    this.inFlight += own.length;
-    this.worker.postMessage({ chunk: own }, [own.buffer as ArrayBuffer]);
-    while (this.inFlight > WORKER_WINDOW && this.failure === null) {
-      await new Promise<void>((r) => this.waiters.push(r));
+  /**
+   * The whole framed record at `at`, of type `type`, its length checked against the cap and the
+   * file (local files: its CRC32C is not, see the caller).
+   */
+  async read(at: number, type: number): Promise<Uint8Array> {
+    if (this.file === null) {
+      const r = await this.reader.readRecord(at);
+      this.check(at, r.type, type);
+      return r.bytes;
     }
-    if (this.failure !== null) throw this.unreadable(this.failure);
+    const size = this.reader.size;
+    if (at + RECORD_HEAD_SIZE > size) {
+      throw new CorruptError(`a record head at byte ${at} runs past the end of the file`, {
+        offset: at,
+        recordIndex: -1,
+      });
+    }
+    this.fill(at, RECORD_HEAD_SIZE);
+    const h = decodeRecordHead(this.view(at, RECORD_HEAD_SIZE), at, -1);
+    const total = RECORD_HEAD_SIZE + h.length + RECORD_TAIL_SIZE;
+    if (at + total > size) {
+      throw new CorruptError(
+        `the record's ${h.length}-byte payload runs past the end of the file (${size} bytes)`,
+        { offset: at, recordIndex: -1 },
+      );
+    }
+    this.fill(at, total);
+    this.check(at, h.type, type);
+    // Its CRC32C is checked where it lands: in the output read back (FORMAT.md §14.5).
+    return this.view(at, total);
   }
 
-  async finish(): Promise<Uint8Array> {
-    await this.ready;
-    this.worker.postMessage({ end: true });
-    let r;
-    try {
-      r = await this.result;
-    } catch (e) {
-      throw this.unreadable(e as Error);
-    } finally {
-      this.worker.terminate();
+  private check(at: number, actual: number, expected: number): void {
+    if (actual !== expected) {
+      throw new CorruptError(`the index names a record of type ${actual}, not ${expected}`, {
+        offset: at,
+        recordIndex: -1,
+      });
     }
-    if (!r.complete || r.contentDigest === null) {
-      throw new FlattenError("Cannot flatten: the output does not read back whole");
-    }
-    return r.contentDigest;
   }
 
-  stop(): void {
-    this.worker.terminate();
+  private view(at: number, n: number): Uint8Array {
+    return this.buf.subarray(at - this.base, at - this.base + n);
+  }
+
+  /** Makes bytes `at .. at + n` of the file available in the buffer. */
+  private fill(at: number, n: number): void {
+    if (at >= this.base && at + n <= this.base + this.length) return;
+    if (this.buf.length < n) this.buf = new Uint8Array(Math.max(n, RUN_WINDOW));
+    else if (this.buf.length === 0) this.buf = new Uint8Array(RUN_WINDOW);
+    const len = Math.min(this.buf.length, this.reader.size - at);
+    this.file!.readInto(at, this.buf.subarray(0, len));
+    this.base = at;
+    this.length = len;
   }
 }
 
@@ -455,25 +468,37 @@ export async function flattenChainToFile(
       }
     }
   }
-  const file = await AtomicFile.create(path);
-  let committed = false;
-  const sink = new WritableStream<Uint8Array>({
-    // Synchronous on purpose: to a regular file (the page cache) an asynchronous write per record
-    // costs a round trip through the thread pool, which made flatten several times slower on a
-    // loaded machine (BENCHMARKS.md, "Diff snapshots").
-    write: (chunk) => {
-      let done = 0;
-      while (done < chunk.length) done += file.file.writeSync(chunk.subarray(done));
-    },
-    close: async () => {
-      await file.commit();
-      committed = true;
-    },
-    abort: () => file.abort(),
-  });
+  const file = await AtomicFile.create(path, { fs: options.fs });
+  let check: OutputCheck | null = null;
+  let syncing: Promise<void> | null = null;
   try {
-    return await flattenChain(chain, sink, options);
-  } finally {
-    if (!committed) await file.abort();
+    // The read-back reads the temporary itself: what reached the file, not what was meant for it.
+    check = startOutputCheck(file.tempPath, useWorkers(chain, options));
+    const summary = await writeFlat(
+      chain,
+      (bytes) => {
+        // Synchronous on purpose: to a regular file (the page cache) an asynchronous write per
+        // record costs a round trip through the thread pool, which made flatten several times
+        // slower on a loaded machine (BENCHMARKS.md, "Diff snapshots").
+        let done = 0;
+        while (done < bytes.length) done += file.file.writeSync(bytes.subarray(done));
+        return check!.written(bytes);
+      },
+      check,
+      // The disk takes the bytes while the read-back finishes: the commit's fsync then finds
+      // little left to wait for. Nothing is renamed before the read-back's verdict.
+      () => {
+        syncing = file.sync();
+        syncing.catch(() => {});
+      },
+    );
+    await syncing;
+    await file.commit();
+    return summary;
+  } catch (e) {
+    check?.stop();
+    await (syncing as Promise<void> | null)?.catch(() => {});
+    await file.abort();
+    throw e;
   }
 }

@@ -1,9 +1,10 @@
 import { assert, assertEquals, assertRejects } from "@std/assert/mod.js";
 import { chainDescription, writeChain } from "./_chain_test_util.ts";
 import { openChain } from "./chain.ts";
-import { toHex } from "./checksum.ts";
+import { crc32c, toHex } from "./checksum.ts";
+import { type AtomicFs, DENO_FS } from "./atomic_file.ts";
 import { computeContentDigest, PageHashTable } from "./content_digest.ts";
-import { flattenChainToFile, FlattenError } from "./flatten.ts";
+import { flattenChain, flattenChainToFile, FlattenError } from "./flatten.ts";
 import { SnapshotFileReader } from "./file_reader.ts";
 import { readSnapshot } from "./stream_reader.ts";
 import { SnapshotWriter } from "./writer.ts";
@@ -145,6 +146,155 @@ Deno.test("flattenChainToFile() of a full snapshot (a chain of one) keeps its st
     }
     const snap = await readSnapshot((await Deno.open(`${dir}/copy.lsnap`)).readable);
     assertEquals(snap.regions[0], steps[0].ram);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** The real file system, but the output's bytes pass through `damage` on their way to the file. */
+function damagingFs(damage: (bytes: Uint8Array, at: number) => Uint8Array): AtomicFs {
+  return {
+    ...DENO_FS,
+    async open(path, options) {
+      const file = await Deno.open(path, options);
+      const writeSync = file.writeSync.bind(file);
+      let at = 0;
+      file.writeSync = (p: Uint8Array) => {
+        const n = writeSync(damage(p, at));
+        at += n;
+        return n;
+      };
+      return file;
+    },
+  };
+}
+
+/** Flips a bit in the middle of the first chunk of `min` bytes or more (a PAGES record). */
+function flipInRecord(min: number, fixCrc: boolean) {
+  let done = false;
+  return (bytes: Uint8Array): Uint8Array => {
+    if (done || bytes.length < min) return bytes;
+    done = true;
+    const bad = bytes.slice();
+    bad[bad.length >> 1] ^= 0x10;
+    if (fixCrc) {
+      // A damage the record's own check cannot see: only the file digest can.
+      const end = bad.length - 4;
+      new DataView(bad.buffer).setUint32(end, crc32c(bad.subarray(0, end)), true);
+    }
+    return bad;
+  };
+}
+
+Deno.test("flattenChainToFile() refuses an output damaged on its way to the file, and leaves nothing", async (t) => {
+  const dir = await tempDir();
+  try {
+    const steps = await writeChain(dir, 3, { pages: 64, seed: 25, zero: 0.1 });
+    const chain = await openChain(steps[3].path);
+    const cases: [string, boolean, number, string][] = [
+      ["a flipped bit", false, 0, "record CRC32C mismatch"],
+      ["a flipped bit", false, 1, "record CRC32C mismatch"],
+      ["a flipped bit with its CRC32C made to match", true, 0, "file digest mismatch"],
+      ["a flipped bit with its CRC32C made to match", true, 1, "file digest mismatch"],
+    ];
+    try {
+      for (const [what, fixCrc, workers, message] of cases) {
+        await t.step(`${what}, ${workers} workers`, async () => {
+          const e = await assertRejects(
+            () =>
+              flattenChainToFile(chain, `${dir}/out.lsnap`, {
+                workers,
+                fs: damagingFs(flipInRecord(1000, fixCrc)),
+              }),
+            FlattenError,
+            "Cannot flatten: the output does not read back: ",
+          );
+          assert(e.message.includes(message), e.message);
+          assertEquals(
+            [...Deno.readDirSync(dir)].map((x) => x.name).sort(),
+            ["s-0.lsnap", "s-1.lsnap", "s-2.lsnap", "s-3.lsnap"],
+          );
+        });
+      }
+      // The same chain through the same (undamaging) path is fine.
+      const s = await flattenChainToFile(chain, `${dir}/out.lsnap`, {
+        fs: damagingFs((b) => b),
+      });
+      assertEquals(toHex(s.contentDigest), toHex(steps[3].summary.contentDigest));
+    } finally {
+      chain.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("flattenChainToFile() refuses a damaged input record and names it", async () => {
+  const dir = await tempDir();
+  try {
+    const steps = await writeChain(dir, 2, { pages: 64, seed: 26, zero: 0.1 });
+    // A byte in the middle of the full snapshot's first PAGES record: the chain still opens (its
+    // links are in the trailers), the copy of that record does not read back.
+    const r = await SnapshotFileReader.open(steps[0].path);
+    let first = Infinity;
+    r.forEachPage((_region, _page, at) => (first = Math.min(first, at)));
+    r.close();
+    const bytes = await Deno.readFile(steps[0].path);
+    bytes[first + 40] ^= 0x01;
+    await Deno.writeFile(steps[0].path, bytes);
+    const chain = await openChain(steps[2].path);
+    try {
+      for (const workers of [0, 1]) {
+        const e = await assertRejects(
+          () => flattenChainToFile(chain, `${dir}/out.lsnap`, { workers }),
+          FlattenError,
+          "Cannot flatten: the output does not read back: ",
+        );
+        assert(e.message.includes("record CRC32C mismatch (expected "), e.message);
+        assert(
+          e.message.endsWith(`(in the record copied from byte ${first} of '${steps[0].path}')`),
+          e.message,
+        );
+      }
+    } finally {
+      chain.close();
+    }
+    assertEquals(
+      [...Deno.readDirSync(dir)].map((x) => x.name).sort(),
+      ["s-0.lsnap", "s-1.lsnap", "s-2.lsnap"],
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("flattenChain() leaves a sink the chunks it kept, read back in a worker or not", async () => {
+  const dir = await tempDir();
+  try {
+    const steps = await writeChain(dir, 2, { pages: 64, seed: 27, zero: 0.1 });
+    const chain = await openChain(steps[2].path);
+    try {
+      const file = await flattenChainToFile(chain, `${dir}/flat.lsnap`, { workers: 0 });
+      const expected = await Deno.readFile(`${dir}/flat.lsnap`);
+      for (const workers of [0, 1]) {
+        const kept: Uint8Array[] = [];
+        const s = await flattenChain(
+          chain,
+          new WritableStream({ write: (chunk) => void kept.push(chunk) }),
+          { workers },
+        );
+        assertEquals(toHex(s.contentDigest), toHex(file.contentDigest));
+        const all = new Uint8Array(kept.reduce((n, c) => n + c.length, 0));
+        let at = 0;
+        for (const c of kept) {
+          all.set(c, at);
+          at += c.length;
+        }
+        assertEquals(all, expected, `${workers} workers`);
+      }
+    } finally {
+      chain.close();
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -34,7 +34,7 @@ export const MIGRATION_MAGIC: Uint8Array = new Uint8Array([
 ]);
 /** Protocol version (docs/MIGRATION.md §2). */
 export const MIGRATION_MAJOR = 1;
-export const MIGRATION_MINOR = 1;
+export const MIGRATION_MINOR = 2;
 
 /** Message types (docs/MIGRATION.md §3): the `.lsnap` record framing, types 0x4D00-0x4DFF. */
 export const MigrationMessage = {
@@ -46,6 +46,7 @@ export const MigrationMessage = {
   SWITCHOVER: 0x4d10,
   READY: 0x4d11,
   GO: 0x4d12,
+  RUNNING: 0x4d13,
   PAGE_REQUEST: 0x4d20,
   RESUME: 0x4d21,
   COMPLETE: 0x4d22,
@@ -106,6 +107,9 @@ export interface Switchover {
   contentDigest: string;
   /** Instructions the guest had retired when it stopped. */
   atInstruction: number;
+  /** When the source's guest ran its last instruction, microseconds since the Unix epoch on the
+   * source's clock (1.1; absent from a 1.0 source). */
+  stoppedAtUs?: number;
 }
 
 /** The 16-byte prologue of either side (docs/MIGRATION.md §2). */
@@ -283,7 +287,27 @@ export function decodeSwitchover(body: DeviceStateValue): Switchover {
   if (typeof at !== "number" || !Number.isSafeInteger(at) || at < 0) {
     throw badField("SWITCHOVER", "atInstruction", "is not an instruction count");
   }
-  return { contentDigest: digest, atInstruction: at };
+  const stopped = m.stoppedAtUs;
+  if (stopped !== undefined && !isTimeUs(stopped)) {
+    throw badField("SWITCHOVER", "stoppedAtUs", "is not a time in microseconds");
+  }
+  return {
+    contentDigest: digest,
+    atInstruction: at,
+    ...(stopped === undefined ? {} : { stoppedAtUs: stopped }),
+  };
+}
+
+/** Decodes RUNNING's body: when the destination's guest ran its first instruction, microseconds
+ * since the Unix epoch on the destination's clock (docs/MIGRATION.md §6). */
+export function decodeRunning(body: DeviceStateValue): number {
+  const at = asMap(body, "RUNNING").runningAtUs;
+  if (!isTimeUs(at)) throw badField("RUNNING", "runningAtUs", "is not a time in microseconds");
+  return at;
+}
+
+function isTimeUs(v: DeviceStateValue | undefined): v is number {
+  return typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
 }
 
 /** A CBOR body as a map, or a protocol error. */

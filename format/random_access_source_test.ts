@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertRejects } from "@std/assert/mod.js";
+import { assert, assertEquals, assertRejects, assertThrows } from "@std/assert/mod.js";
 import {
   coalesceRanges,
   NotRandomAccessError,
@@ -58,6 +58,29 @@ Deno.test("FileSource.read() reports a file that shrank after it was opened", as
     ]);
     await Deno.truncate(path, 500);
     const e = await assertRejects(() => s.read(400, 200), SourceEndedError);
+    assertEquals(
+      e.message,
+      `Cannot read ${path} at byte 400 (200 bytes): the file ends at byte 500; it was 1000 bytes when opened (truncated since?)`,
+    );
+  } finally {
+    s.close();
+    await Deno.remove(path);
+  }
+});
+
+Deno.test("FileSource.readInto() fills the caller's buffer and reports a file that shrank", async () => {
+  const path = await Deno.makeTempFile();
+  const bytes = Uint8Array.from({ length: 1000 }, (_, i) => i % 251);
+  await Deno.writeFile(path, bytes);
+  const s = await FileSource.open(path);
+  try {
+    const into = new Uint8Array(300).fill(0xff);
+    s.readInto(600, into.subarray(0, 100));
+    assertEquals(into.subarray(0, 100), bytes.subarray(600, 700));
+    assertEquals(into[100], 0xff, "nothing past the view is written");
+    assertThrows(() => s.readInto(900, into.subarray(0, 200)), RangeError);
+    await Deno.truncate(path, 500);
+    const e = assertThrows(() => s.readInto(400, into.subarray(0, 200)), SourceEndedError);
     assertEquals(
       e.message,
       `Cannot read ${path} at byte 400 (200 bytes): the file ends at byte 500; it was 1000 bytes when opened (truncated since?)`,

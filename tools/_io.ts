@@ -126,6 +126,8 @@ export interface OutputHandle {
   tempPath: string | undefined;
   /** Writes all of `bytes`. */
   write(bytes: Uint8Array): Promise<void>;
+  /** Makes the bytes written so far durable (fsync; no-op for stdout), ahead of `commit`. */
+  sync(): Promise<void>;
   /** Flushes, closes and renames the temporary file to the final path, then syncs the directory. */
   commit(): Promise<void>;
   /** Closes and removes the temporary file (no-op for stdout). Never throws. */
@@ -164,6 +166,7 @@ export async function createOutput(path: string): Promise<OutputHandle> {
       file: undefined,
       tempPath: undefined,
       write: (bytes) => writeAll(Deno.stdout, bytes),
+      sync: async () => {},
       commit: async () => {},
       abort: async () => {},
     };
@@ -174,6 +177,7 @@ export async function createOutput(path: string): Promise<OutputHandle> {
     file: out.file,
     tempPath: out.tempPath,
     write: (bytes) => out.write(bytes),
+    sync: () => out.sync(),
     commit: () => out.commit(),
     abort: () => out.abort(),
   };

@@ -34,8 +34,9 @@ export interface FlattenSnapshotResult extends FlattenSummary {
 /**
  * Opens the chain ending at `path` (every link checked, FORMAT.md §14.4) and flattens it into
  * `out`. Throws `ChainError` for a chain that cannot be used, format/'s `LsnapError` subclasses
- * for a damaged file, `FlattenError` when the output is one of the inputs or does not read back
- * as the declared state; nothing is then left at `out`.
+ * for a file whose tail, index or record framing is damaged, `FlattenError` when the output is
+ * one of the inputs or does not read back as the declared state (a damaged record copied from the
+ * chain fails there, named by file and offset); nothing is then left at `out`.
  *
  * @example
  * ```ts

@@ -93,6 +93,10 @@ export interface IncomingMetrics {
   totalMs: number;
   /** From the source's SWITCHOVER arriving to the guest running here, milliseconds. */
   switchoverMs: number;
+  /** From the source guest's last instruction (SWITCHOVER's `stoppedAtUs`) to this guest's
+   * first, milliseconds; the two clocks must agree (one host, or synchronized); null from a
+   * source that does not say when its guest stopped. */
+  downtimeMs: number | null;
   /** The `--out` file, if any. */
   out: string | null;
   /** Post-copy: pages the guest faulted on and asked the source for. */
@@ -316,6 +320,8 @@ async function receiveOn(
         contentDigest: r.contentDigest,
         totalMs: Math.round((ranAt - accepted) * 1000) / 1000,
         switchoverMs: r.startMs,
+        // This side's part only (the source reports the whole, §8.2).
+        downtimeMs: null,
         out: o.out ?? null,
         postcopyFaults: r.faults,
         faultLatencyUs: r.faultLatencyUs,
@@ -411,8 +417,13 @@ async function receiveOn(
         `Cannot take the migration from ${peer}: expected GO, got ${messageName(go.type)}`,
       );
     }
-    await machine.resume();
+    // §6: the downtime ends at this guest's first instruction, which the guest thread timed.
+    const resumed = await machine.resume();
     const ranAt = epochMs();
+    const firstAt = resumed.resumedAt ?? ranAt;
+    await w.write(
+      encodeMessage(MigrationMessage.RUNNING, { runningAtUs: Math.round(firstAt * 1000) }),
+    ).catch(() => {}); // the source may have closed: the guest runs here all the same
     try {
       conn.close();
     } catch {
@@ -431,6 +442,9 @@ async function receiveOn(
         contentDigest: sw.contentDigest,
         totalMs: Math.round((ranAt - accepted) * 1000) / 1000,
         switchoverMs: Math.round((ranAt - switchAt) * 1000) / 1000,
+        downtimeMs: sw.stoppedAtUs === undefined
+          ? null
+          : Math.round(firstAt * 1000 - sw.stoppedAtUs) / 1000,
         out: o.out ?? null,
         postcopyFaults: 0,
         faultLatencyUs: null,

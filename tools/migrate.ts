@@ -20,6 +20,7 @@
 import {
   connectionError,
   decodeMigrationPrologue,
+  decodeRunning,
   encodeHello,
   encodeMessage,
   encodeMigrationPrologue,
@@ -84,7 +85,9 @@ export interface MigrationPassLine {
   dirtyRate: number;
   /** Pages dirtied per page sent in the same time (≥ 1: the guest outruns the link). */
   dirtyToTransferRatio: number;
-  /** How long a switch-over now would stop the guest, at this pass's rate, milliseconds. */
+  /** How long a switch-over now would stop the guest, milliseconds: the dirty pages at the rate
+   * this pass was restored at the destination, plus the switch-over's fixed cost; the figure
+   * the decision compares with `--downtime-ms`. */
   estimatedDowntimeMs: number;
   /** The auto-converge throttle during the pass, percent. */
   throttlePct: number;
@@ -102,12 +105,18 @@ export interface MigrationMetrics {
   destination: string;
   /** Instructions the guest had retired at the switch-over. */
   atInstruction: number;
-  /** From the guest's last instruction here to the destination's word that it runs it. */
+  /** From the guest's last instruction here to its first at the destination (docs/MIGRATION.md
+   * §6.1), milliseconds: both times are read on the guest threads, on the host's clock. */
   downtimeMs: number;
+  /** What the last pass estimated the downtime would be (its `estimatedDowntimeMs`). */
+  estimatedDowntimeMs: number;
+  /** Where `downtimeMs` ends: the destination guest's first instruction (RUNNING), or, from a
+   * destination that does not say (protocol 1.0), this side's GO. */
+  downtimeEnd: "destination-running" | "go-sent";
   /** Where the downtime went: from the guest's stop to the end of the stream (the last dirty
    * pages, the devices, the trailer: `streamMs`), then until the destination had checked the
-   * state and was ready (`checkMs`). */
-  downtimeParts: { streamMs: number; checkMs: number };
+   * state and was ready (`checkMs`), then until its guest ran (GO, resume: `runMs`). */
+  downtimeParts: { streamMs: number; checkMs: number; runMs: number };
   /** From the connection to the end. */
   totalMs: number;
   /** Bytes sent on the connection, handshake and control messages included. */
@@ -130,6 +139,17 @@ export interface MigrationMetrics {
 const CATCH_UP_MAX_MS = 5_000;
 /** Bytes the destination may still have to restore when the guest stops. */
 const CATCH_UP_SLACK = 64 * 1024;
+
+/**
+ * What a switch-over costs apart from the last dirty pages, milliseconds, both ends together: the
+ * device state to the writer, the trailer and content digest (source); the digest checked, the
+ * devices restored, the guest thread handed over (destination); SWITCHOVER → READY and GO →
+ * RUNNING. An estimate for an idle machine and the loopback address, from the profile of
+ * those parts in docs/MIGRATION.md §6.1 (not a measurement of the whole: on a loaded machine the
+ * thread hand-offs make it several times this); a link whose round trip is not small against it
+ * adds two of them.
+ */
+export const SWITCHOVER_FIXED_MS = 10;
 
 /** Default bound on each wait for the destination. */
 export const DEFAULT_MIGRATION_TIMEOUT_MS = 30_000;
@@ -328,13 +348,15 @@ export async function migrate(vm: LiveMachine, o: MigrateOptions): Promise<Migra
     const channel = new MessageChannel();
     const stream = portReadable(channel.port2);
     let passBytes = 0;
+    let estimatedMs = 0;
     let lastPassEnd = epochMs();
     snapshot = vm.snapshot({
       mode: "precopy",
       path: `tcp://${peer}`,
       stream: channel.port1,
       holdAfterFinal: true,
-      precopy: { downtimeMs: o.downtimeMs, maxPasses: o.maxPasses },
+      // The switch-over's cost apart from the last dirty pages counts against the target.
+      precopy: { downtimeMs: o.downtimeMs, maxPasses: o.maxPasses, fixedMs: SWITCHOVER_FIXED_MS },
       onFinal: (atInstruction, pausedAt) => final = { atInstruction, pausedAt },
       // The guest stops only once the destination has restored what was sent (bounded): what is
       // still in flight at the switch-over would be downtime the passes did not count.
@@ -351,6 +373,7 @@ export async function migrate(vm: LiveMachine, o: MigrateOptions): Promise<Migra
       onPass: (p) => {
         const now = epochMs();
         // Bytes and time as this thread saw them between two passes' ends: the wire's rate.
+        estimatedMs = p.estimatedMs;
         o.onPass?.(passLine(p, bytesSent - passBytes, now - lastPassEnd));
         passBytes = bytesSent;
         lastPassEnd = now;
@@ -383,6 +406,9 @@ export async function migrate(vm: LiveMachine, o: MigrateOptions): Promise<Migra
       encodeMessage(MigrationMessage.SWITCHOVER, {
         contentDigest: metrics.contentDigest,
         atInstruction: metrics.atInstruction,
+        ...(final === null ? {} : {
+          stoppedAtUs: Math.round((final as { pausedAt: number }).pausedAt * 1000),
+        }),
       }),
       "sending SWITCHOVER",
     );
@@ -391,6 +417,20 @@ export async function migrate(vm: LiveMachine, o: MigrateOptions): Promise<Migra
     expectReply(ready.type, ready.body, MigrationMessage.READY, peer);
     await send(encodeMessage(MigrationMessage.GO, {}), "sending GO");
     const wentAt = epochMs();
+    // §6: the downtime ends at the destination guest's first instruction, which RUNNING tells
+    // (a 1.0 destination does not send it: the downtime then ends at GO, as this side saw it).
+    let runningAt: number | null = null;
+    if (v.minor >= 1) {
+      const m = await reader.message(ms, "RUNNING").catch(() => null);
+      if (m?.type === MigrationMessage.RUNNING) {
+        try {
+          runningAt = decodeRunning(m.body) / 1000;
+        } catch {
+          // a malformed time: the guest runs there all the same; the downtime ends at GO
+        }
+      }
+    }
+    const endAt = runningAt ?? wentAt;
     await out.close().catch(() => {});
     await vm.quit();
     const f = final as { atInstruction: number; pausedAt: number } | null;
@@ -399,10 +439,13 @@ export async function migrate(vm: LiveMachine, o: MigrateOptions): Promise<Migra
       mode,
       destination: peer,
       atInstruction: metrics.atInstruction,
-      downtimeMs: round3(wentAt - (f?.pausedAt ?? wentAt)),
+      downtimeMs: round3(endAt - (f?.pausedAt ?? endAt)),
+      downtimeEnd: runningAt === null ? "go-sent" : "destination-running",
+      estimatedDowntimeMs: round3(estimatedMs),
       downtimeParts: {
         streamMs: round3(streamedAt - (f?.pausedAt ?? streamedAt)),
         checkMs: round3(readyAt - streamedAt),
+        runMs: round3(endAt - readyAt),
       },
       totalMs: round3(wentAt - started),
       bytesSent,
@@ -445,7 +488,11 @@ function postcopyMetrics(
     destination: peer,
     atInstruction: r.atInstruction,
     downtimeMs: r.downtimeMs,
-    downtimeParts: r.downtimeParts,
+    // Post-copy's downtime ends at the destination guest's start (docs/MIGRATION.md §8.2); it
+    // has no estimate (nothing proportional to RAM is in it) and no GO.
+    downtimeEnd: "destination-running",
+    estimatedDowntimeMs: 0,
+    downtimeParts: { ...r.downtimeParts, runMs: 0 },
     totalMs: r.totalMs,
     bytesSent,
     passes,
@@ -488,7 +535,6 @@ function expectReply(type: number, body: DeviceStateValue, want: number, peer: s
 /** A pass report as the migration's JSON line. */
 function passLine(p: PrecopyPassReport, bytes: number, ms: number): MigrationPassLine {
   const s = Math.max(ms, 1e-3) / 1000;
-  const pagesPerMs = p.pagesSent / Math.max(ms, 1e-3);
   return {
     type: "migration-pass",
     pass: p.pass,
@@ -497,7 +543,7 @@ function passLine(p: PrecopyPassReport, bytes: number, ms: number): MigrationPas
     bandwidth: Math.round(bytes / s),
     dirtyRate: Math.round((p.dirtyPages * PAGE_SIZE) / s),
     dirtyToTransferRatio: p.pagesSent === 0 ? 0 : round3(p.dirtyPages / p.pagesSent),
-    estimatedDowntimeMs: pagesPerMs === 0 ? 0 : round3(p.dirtyPages / pagesPerMs),
+    estimatedDowntimeMs: round3(p.estimatedMs),
     throttlePct: p.throttlePct,
     last: p.last,
   };

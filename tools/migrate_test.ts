@@ -16,13 +16,15 @@ import {
   MigrationMessage,
   TimedByteReader,
 } from "../format/migration.ts";
-import { migrate, parseHostPort } from "./migrate.ts";
+import { migrate, type MigrationPassLine, parseHostPort, SWITCHOVER_FIXED_MS } from "./migrate.ts";
 import { encodeDeviceSection, normalizeDevice } from "../format/device_section.ts";
 import { encodeRecord } from "../format/record.ts";
 import { encodePageRecord } from "../format/page_record.ts";
 import { FLAG_CRITICAL, RecordType } from "../format/constants.ts";
 import { type IncomingOptions, receiveMigration } from "./incoming.ts";
 import { memstressElf } from "../emulator/guests/memstress_config.ts";
+import { restoreMachine } from "../emulator/snapshot/restore.ts";
+import { saveMachine } from "../emulator/snapshot/save.ts";
 
 const ELF = await Deno.readFile(new URL("../emulator/guests/build/counter.elf", import.meta.url));
 const RAM = 4 << 20;
@@ -460,6 +462,77 @@ Deno.test("receiveMigration() postcopy: a state whose digest is not the source's
   assertEquals(refused?.failure, "mismatch");
   conn.close();
   await vm.quit();
+});
+
+Deno.test("migrate(): the downtime ends at the destination guest's first instruction, and each pass's estimate holds the switch-over's fixed cost", async () => {
+  let ready!: (p: number) => void;
+  const port = new Promise<number>((r) => ready = r);
+  const incoming = receiveMigration({
+    host: "127.0.0.1",
+    port: 0,
+    onListening: (a) => ready(a.port),
+    live: { uartSink: () => {} },
+  });
+  const vm = await LiveMachine.start({ elf: ELF, ramSize: RAM, uartSink: () => {} });
+  const lines: MigrationPassLine[] = [];
+  const m = await migrate(vm, {
+    host: "127.0.0.1",
+    port: await port,
+    onPass: (l) => lines.push(l),
+  });
+  const dst = await incoming;
+  await dst.machine.quit();
+  // RUNNING came back: both ends computed the downtime from the same two instants (the source
+  // guest's last instruction, the destination guest's first), to the microsecond.
+  assertEquals(m.downtimeEnd, "destination-running");
+  const atDestination = dst.metrics.downtimeMs ?? NaN; // NaN (null) fails the comparison
+  assert(Math.abs(m.downtimeMs - atDestination) < 0.01, `${m.downtimeMs} ${atDestination}`);
+  assert(m.downtimeMs >= m.downtimeParts.streamMs + m.downtimeParts.checkMs);
+  // The switch-over's decision compares the target with the pages' time plus the fixed cost.
+  assert(lines.length >= 2 && lines.at(-1)!.last);
+  for (const l of lines) {
+    assert(l.estimatedDowntimeMs >= SWITCHOVER_FIXED_MS, JSON.stringify(l));
+  }
+  assertEquals(m.estimatedDowntimeMs, lines.at(-1)!.estimatedDowntimeMs);
+});
+
+Deno.test("restoreMachine() hands over the machine at the stream's HEADER, before its pages arrive (a destination builds its guest thread meanwhile)", async () => {
+  const original = Machine.fromElf(ELF, { ramSize: RAM, uartSink: () => {} });
+  original.run(100_000);
+  const dir = await Deno.makeTempDir();
+  try {
+    await saveMachine(original, `${dir}/s.lsnap`);
+    const bytes = await Deno.readFile(`${dir}/s.lsnap`);
+    let feed!: ReadableStreamDefaultController<Uint8Array>;
+    const stream = new ReadableStream<Uint8Array>({ start: (c) => feed = c });
+    let early: Machine | null = null;
+    let seen!: () => void;
+    const machineSeen = new Promise<void>((r) => seen = r);
+    let done = false;
+    const restoring = restoreMachine(stream, {
+      uartSink: () => {},
+      onMachine: (m) => {
+        early = m;
+        seen();
+      },
+    }).finally(() => done = true);
+    // The prologue and HEADER only (a few hundred bytes); the pages are held back.
+    feed.enqueue(bytes.slice(0, 512));
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      machineSeen,
+      new Promise((_, reject) => timer = setTimeout(() => reject(new Error("no machine")), 5000)),
+    ]);
+    clearTimeout(timer);
+    assert(early !== null && !done, "the machine exists while the stream is incomplete");
+    feed.enqueue(bytes.slice(512));
+    feed.close();
+    const r = await restoring;
+    assert(r.machine === early, "the machine restored is the one handed over early");
+    assertEquals(await machineContentDigest(r.machine), await machineContentDigest(original));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("parseHostPort() reads HOST:PORT and [v6]:PORT, and refuses the rest", () => {

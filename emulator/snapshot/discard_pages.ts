@@ -105,6 +105,18 @@ export function adviseHugePages(view: Uint8Array): boolean {
 }
 
 /**
+ * The offset in `buffer` of its first byte on a 2 MiB boundary (where a huge page can start), or
+ * -1 where addresses cannot be read (no FFI, not Linux) or `buffer` holds no boundary.
+ */
+export function hugePageOffset(buffer: SharedArrayBuffer): number {
+  if (!canDiscardPages() || buffer.byteLength === 0) return -1;
+  const at = addressOf(new Uint8Array(buffer));
+  if (at === null) return -1;
+  const offset = Number(((at + HUGE - 1n) & ~(HUGE - 1n)) - at);
+  return offset < buffer.byteLength ? offset : -1;
+}
+
+/**
  * Faults all of `view`'s whole pages in for writing in one system call (`MADV_POPULATE_WRITE`),
  * instead of one fault per page from JavaScript. False where this cannot be done.
  */

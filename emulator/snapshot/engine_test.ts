@@ -47,7 +47,7 @@ function messages(worker: Worker, chunks: { table: SlotChunks | null }) {
     if (e.data.type === "slot-chunk") {
       const m = e.data as SlotChunkMessage;
       if (chunks.table === null) pendingChunks.push(m);
-      else chunks.table.hold(m.index, m.buffer, m.generation);
+      else chunks.table.receive(m);
       return;
     }
     queue.push(e);
@@ -103,7 +103,7 @@ async function snapshotStandIn(
     const started = await next("started");
     const buffers: SessionBuffers = started.buffers;
     const chunks = new SlotChunks(buffers.chunks);
-    for (const m of pendingChunks) chunks.hold(m.index, m.buffer, m.generation);
+    for (const m of pendingChunks) chunks.receive(m);
     chunkTable.table = chunks;
     const file = new Map<number, Uint8Array>();
     const writes: number[] = [];

@@ -117,6 +117,9 @@ export interface GuestSnapshotSideOptions {
    * tests of the wrap at {@linkcode MAX_GENERATION}; entries of the gate must not hold a
    * generation above it. */
   generation?: number;
+  /** Copy-buffer chunks as huge pages where pages can be discarded (slot_chunks.ts). Default
+   * true; false for benchmarks that compare the two. */
+  hugePageChunks?: boolean;
 }
 
 /**
@@ -180,7 +183,7 @@ export class GuestSnapshotSide {
       );
     }
     this.buffers = allocateSessionBuffers(this.pageCount);
-    this.chunks = new SlotChunks(this.buffers.chunks);
+    this.chunks = new SlotChunks(this.buffers.chunks, { hugePages: options.hugePageChunks });
     this.#sendChunk = options.sendChunk;
     this.#onGateOpen = options.onGateOpen ?? (() => {});
     // Dirty tracking is on from the start: the open generation is one no gate entry holds yet

@@ -77,6 +77,8 @@ class GuestThread {
   running: Running | null = null;
   /** Messages held back from a snapshot instant until the guest has run on. */
   deferred: GuestEvent[] = [];
+  /** The sequence number of a resume to reply to once the guest runs again (0: none). */
+  resumeSeq = 0;
   scheduleIndex = 0;
   everyCount = 0;
   nextEvery: number;
@@ -109,12 +111,21 @@ class GuestThread {
     this.warmUp();
     this.paused = boot.startPaused ?? false;
     this.slice = boot.sliceInstructions ?? 200_000;
-    const every = boot.every;
-    const r = machine.hart.retired;
+    this.nextEvery = Infinity;
+    this.startFrom();
+  }
+
+  /** Sets the scheduled snapshots after the instruction the guest starts from (again after a
+   * restore that finished once this thread was built). */
+  startFrom(): void {
+    const every = this.boot.every;
+    const r = this.machine.hart.retired;
     this.nextEvery = every === null
       ? Infinity
       : (Math.floor(r / every.interval) + 1) * every.interval;
-    while (this.scheduleIndex < boot.schedule.length && boot.schedule[this.scheduleIndex].at < r) {
+    this.scheduleIndex = 0;
+    const schedule = this.boot.schedule;
+    while (this.scheduleIndex < schedule.length && schedule[this.scheduleIndex].at < r) {
       this.scheduleIndex++;
     }
   }
@@ -156,6 +167,7 @@ class GuestThread {
       if (this.quit) break;
       if (this.paused || this.halt !== null) {
         this.lastRunEnd = -1; // a pause the user asked for is not the snapshot's
+        this.replyToResume();
         this.flushDeferred();
         this.mailbox.wait(this.running !== null ? 1 : 50);
         continue;
@@ -173,6 +185,16 @@ class GuestThread {
       }
       const slice = this.running !== null ? Math.min(this.slice, 20_000) : this.slice;
       const budget = Math.min(slice, this.nextStop() - retired);
+      // A resume's reply says when the guest ran again (a migration's downtime ends here); it
+      // goes out after this slice, with the snapshot messages.
+      if (this.resumeSeq !== 0) {
+        this.deferred.push({
+          type: "reply",
+          seq: this.resumeSeq,
+          status: { ...this.status(), resumedAt: epochMs() },
+        });
+        this.resumeSeq = 0;
+      }
       const t0 = nowUs();
       // Everything between two slices while a snapshot runs is time the guest did not run
       // because of it: the instant, waiting for a previous snapshot, the chunks' allocation,
@@ -310,6 +332,14 @@ class GuestThread {
     };
   }
 
+  /** A resume not yet replied to (the guest did not get to run: it halted, or was paused
+   * again by a snapshot's hold): replied to now, without `resumedAt`. */
+  replyToResume(): void {
+    if (this.resumeSeq === 0) return;
+    this.deferred.push({ type: "reply", seq: this.resumeSeq, status: this.status() });
+    this.resumeSeq = 0;
+  }
+
   /** Posts the messages held back from a snapshot instant. */
   flushDeferred(): void {
     this.side.ringWriter();
@@ -402,6 +432,12 @@ class GuestThread {
         this.paused = true;
         break;
       case CMD_RESUME:
+        // Replied to as the guest runs again (see loop), or at once if it cannot.
+        if (this.paused && this.halt === null) {
+          this.paused = false;
+          this.resumeSeq = cmd.seq;
+          return;
+        }
         this.paused = false;
         break;
       case CMD_QUIT:
@@ -457,10 +493,15 @@ async function start(boot: GuestBoot): Promise<void> {
   let restoredDigest: string | null = null;
   let restoredNotes: { field: string; note: string }[] = [];
   let parent: ParentTransfer | null = null;
-  let early = null as GuestThread | null;
+  // A stream's (a live migration's) guest thread is built as soon as its machine exists, while
+  // the pages still arrive: its snapshot engine and warm-up are then not part of the downtime.
+  let early: GuestThread | null = null;
   try {
     if (boot.restoreStream !== undefined) {
-      const restored = await restoreMachine(portReadable(boot.restoreStream), { uartSink });
+      const restored = await restoreMachine(portReadable(boot.restoreStream), {
+        uartSink,
+        onMachine: (m) => early = new GuestThread(m, boot, null),
+      });
       machine = restored.machine;
       restoredDigest = restored.contentDigest;
       restoredNotes = restored.notes;
@@ -505,7 +546,12 @@ async function start(boot: GuestBoot): Promise<void> {
     const at = machine.hart.retired + boot.runFor;
     boot.stopAt = boot.stopAt == null ? at : Math.min(boot.stopAt, at);
   }
-  const thread = early ?? new GuestThread(machine, boot, parent === null ? null : parent.depth);
+  const built = early as GuestThread | null;
+  let thread: GuestThread;
+  if (built !== null && built.machine === machine) {
+    thread = built;
+    thread.startFrom();
+  } else thread = new GuestThread(machine, boot, parent === null ? null : parent.depth);
   port.postMessage({
     type: "booted",
     ram: machine.ram.bytes.buffer as SharedArrayBuffer,

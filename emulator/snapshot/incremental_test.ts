@@ -48,7 +48,7 @@ async function runChain(links: Link[], zeroEvery?: number): Promise<LinkOutcome[
   worker.onmessage = (e) => {
     if (e.data.type === "slot-chunk") {
       if (table === null) early.push(e.data);
-      else table.hold(e.data.index, e.data.buffer, e.data.generation);
+      else table.receive(e.data);
       return;
     }
     queue.push(e);
@@ -92,7 +92,7 @@ async function runChain(links: Link[], zeroEvery?: number): Promise<LinkOutcome[
       const buffers: SessionBuffers = started.buffers;
       if (table === null) {
         table = new SlotChunks(buffers.chunks);
-        for (const m of early) table.hold(m.index, m.buffer, m.generation);
+        for (const m of early) table.receive(m);
       }
       const written: number[] = [];
       // The link's pages go onto the state of the last completed link (a full one onto none).

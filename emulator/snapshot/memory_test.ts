@@ -65,23 +65,38 @@ Deno.test({
     }),
 });
 
+/** Snapshots the buffer test below may take to see one whose buffer grew past 32 MiB: a guest
+ * starved of a core by other processes may copy few pages aside in one snapshot. */
+const FILL_ATTEMPTS = 4;
+
 Deno.test({
   name: "LiveMachine cow with buffer max gives the buffer's memory back when it ends (OS figures)",
   // Needs page discarding; elsewhere the memory returns only with garbage collection.
   ignore: !linux || !canDiscardPages(),
   fn: () =>
     withMachine(async (m, dir) => {
-      const r = await m.snapshot({ mode: "cow", cowBuffer: "max", path: `${dir}/c.lsnap` });
-      const after = readProcessMemory().rss;
-      assert(r.bufferPeakBytes > 32 * MIB, "the buffer stayed small: nothing to give back");
+      // Every snapshot must give its memory back; at least one must have had a buffer big enough
+      // for that to mean something (a starved guest may not fill it: then take another).
+      const peaks: number[] = [];
+      for (let i = 0; i < FILL_ATTEMPTS && !peaks.some((p) => p > 32 * MIB); i++) {
+        const r = await m.snapshot({ mode: "cow", cowBuffer: "max", path: `${dir}/c.lsnap` });
+        const after = readProcessMemory().rss;
+        peaks.push(r.bufferPeakBytes);
+        assert(
+          after - r.rssBeforeBytes <= CONSTANT,
+          `resident memory is ${((after - r.rssBeforeBytes) / MIB).toFixed(1)} MiB above where ` +
+            `it was before snapshot ${i + 1}, whose buffer peaked at ${
+              (r.bufferPeakBytes / MIB).toFixed(1)
+            } MiB`,
+        );
+        // Given back without a collection on the guest thread (it would stop the guest).
+        assert(r.guestGcMs === 0, `the guest collected garbage for ${r.guestGcMs} ms`);
+      }
       assert(
-        after - r.rssBeforeBytes <= CONSTANT,
-        `resident memory is ${((after - r.rssBeforeBytes) / MIB).toFixed(1)} MiB above where it ` +
-          `was before the snapshot, whose buffer peaked at ${
-            (r.bufferPeakBytes / MIB).toFixed(1)
-          } MiB`,
+        peaks.some((p) => p > 32 * MIB),
+        `the buffer stayed small in ${FILL_ATTEMPTS} snapshots (peaks ${
+          peaks.map((p) => (p / MIB).toFixed(1)).join(", ")
+        } MiB): nothing to give back`,
       );
-      // Given back without a collection on the guest thread (it would stop the guest).
-      assert(r.guestGcMs === 0, `the guest collected garbage for ${r.guestGcMs} ms`);
     }),
 });

@@ -24,6 +24,10 @@ export interface PrecopyOptions {
   maxPasses?: number;
   /** Target downtime: pause once the dirty pages can be written in this time (default 50). */
   downtimeMs?: number;
+  /** What the switch-over costs apart from the dirty pages, milliseconds (default 0): taken off
+   * `downtimeMs` before the pages are fitted in, and added to each pass's estimate. A live
+   * migration's source passes its estimate of both ends' fixed work and round trips. */
+  fixedMs?: number;
   /** The highest auto-converge throttle, percent of wall time the guest sleeps (default 99;
    * 0 turns auto-converge off). */
   maxThrottlePct?: number;
@@ -213,4 +217,8 @@ export interface GuestStatus {
   snapshotInProgress: string | null;
   /** The guest thread's time on a CPU since it started, nanoseconds (Linux; 0 where unknown). */
   cpuNs: number;
+  /** In the reply to a resume of a paused guest: when its first instruction after the resume
+   * ran, `epochMs()` (read on the guest thread right before that slice; the reply waits for it).
+   * Absent where the guest did not run (halted, or no resume). */
+  resumedAt?: number;
 }

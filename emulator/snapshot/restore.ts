@@ -40,6 +40,10 @@ export interface RestoreOptions {
   uartSink?: MachineOptions["uartSink"];
   /** State migrations to apply (default: the emulator's table). */
   migrations?: Readonly<Record<string, Readonly<Record<number, StateMigration>>>>;
+  /** Called with the machine as soon as the HEADER has created it, before any page is in its
+   * RAM (an `.lsnap` only): what the caller builds around it meanwhile is not waited for at the
+   * end (a live migration's destination: its guest thread). */
+  onMachine?: (machine: Machine) => void;
 }
 
 /** A machine rebuilt from a snapshot, ready to run on. */
@@ -169,6 +173,7 @@ async function restoreRecords(
       const ramSize = checkDescriptionFits(r.description);
       machine = new Machine({ ramSize, uartSink: options.uartSink });
       machine.instructionsCountedFrom = instructionsCountedFrom(r.description);
+      options.onMachine?.(machine);
     } else if (r.kind === "pages") {
       // Straight into RAM, bypassing the gate: nothing runs and no snapshot is in progress.
       const ram = machine!.ram.bytes;

@@ -4,7 +4,14 @@
  * A `SharedArrayBuffer` cannot return pages it has touched (JavaScript has no `madvise`), but a
  * whole one is freed (unmapped) once no thread references it and the garbage collector has run.
  * So the slots that hold copied-aside pages live in chunks of {@linkcode CHUNK_SLOTS} slots
- * (1 MiB), each its own `SharedArrayBuffer`:
+ * (2 MiB), each its own `SharedArrayBuffer`. Where pages can be discarded (discard_pages.ts: Linux,
+ * FFI allowed) a chunk is one transparent huge page: its buffer is allocated twice as large and
+ * only the 2 MiB-aligned window inside it is used (the rest is never touched: address space
+ * only), advised `MADV_HUGEPAGE`. The first write to it then faults in all 2 MiB at once. On the
+ * virtual machine of BENCHMARKS.md that costs about 10 µs per 4 KiB for memory new to the
+ * process (16-20 µs in 4 KiB faults) and 0.3 µs per 4 KiB for a chunk whose pages were discarded
+ * a moment before (15 µs in 4 KiB faults: what is expensive there is each page's first mapping,
+ * not the kernel's zeroing). The chunks' life:
  *
  * - the guest thread allocates them: a reserve of {@linkcode CHUNK_RESERVE} chunks before any
  *   snapshot (untouched, so they cost address space only; the instant allocates nothing), then,
@@ -35,18 +42,21 @@
  */
 
 import { PAGE_SIZE } from "./page_state.ts";
+import { adviseHugePages, canDiscardPages, hugePageOffset } from "./discard_pages.ts";
 
-/** Slots per chunk: 256 pages, 1 MiB. */
-export const CHUNK_SLOTS = 256;
+/** Slots per chunk: 512 pages, 2 MiB (one huge page). */
+export const CHUNK_SLOTS = 512;
 /** log2(CHUNK_SLOTS). */
-export const CHUNK_SHIFT = 8;
-/** Chunks kept allocated ahead of the guest (4 MiB of address space, touched only when used). */
+export const CHUNK_SHIFT = 9;
+/** A chunk's bytes. */
+export const CHUNK_BYTES = CHUNK_SLOTS * PAGE_SIZE;
+/** Chunks kept allocated ahead of the guest (8 MiB of address space, touched only when used). */
 export const CHUNK_RESERVE = 4;
 
 /** The guest thread collects garbage at a snapshot's end only if it let go of at least this many
  * chunks (32 MiB, twice the default buffer): the collection, and warming the instant's code up
  * again after it, stall the guest for tens of milliseconds. */
-export const CHUNK_GC_MIN = 32;
+export const CHUNK_GC_MIN = 16;
 
 /** Not allocated (or given back at the end of a snapshot). */
 export const CHUNK_ABSENT = 0;
@@ -61,6 +71,8 @@ export interface SlotChunkMessage {
   index: number;
   generation: number;
   buffer: SharedArrayBuffer;
+  /** Where the chunk's {@linkcode CHUNK_BYTES} start in `buffer` (a huge page's alignment). */
+  offset: number;
 }
 
 /** Chunks needed for `slots` slots. */
@@ -79,8 +91,13 @@ export class SlotChunks {
   readonly #views: (Uint8Array | undefined)[];
   readonly #generations: Int32Array;
 
-  /** `table` is the shared per-chunk words (from {@linkcode allocateChunkTable}). */
-  constructor(table: SharedArrayBuffer) {
+  /** Whether {@linkcode SlotChunks.allocate} makes huge-page chunks where it can. */
+  readonly hugePages: boolean;
+
+  /** `table` is the shared per-chunk words (from {@linkcode allocateChunkTable}); `hugePages`
+   * false makes every chunk a plain buffer (benchmarks compare the two). */
+  constructor(table: SharedArrayBuffer, options: { hugePages?: boolean } = {}) {
+    this.hugePages = options.hugePages ?? true;
     this.shared = new Int32Array(table);
     this.count = Math.floor(this.shared.length / 3);
     this.#views = new Array(this.count).fill(undefined);
@@ -103,20 +120,42 @@ export class SlotChunks {
   }
 
   /** Takes a chunk received from the other thread. */
-  hold(chunk: number, buffer: SharedArrayBuffer, generation: number): void {
+  receive(message: SlotChunkMessage): void {
+    this.#hold(message.index, message.buffer, message.generation, message.offset);
+  }
+
+  #hold(chunk: number, buffer: SharedArrayBuffer, generation: number, offset: number): void {
     if (chunk >= this.extent) this.extent = chunk + 1;
-    this.#views[chunk] = new Uint8Array(buffer);
+    this.#views[chunk] = new Uint8Array(buffer, offset, CHUNK_BYTES);
     this.#generations[chunk] = generation;
   }
 
-  /** The guest: a new chunk numbered `chunk` (its next generation), held and marked live.
-   * Returns the message that hands it to the writer. */
+  /** The guest: a new chunk numbered `chunk` (its next generation), held and marked live: a
+   * huge page where pages can be discarded (see the module's doc), else a plain buffer. Returns
+   * the message that hands it to the writer. */
   allocate(chunk: number): SlotChunkMessage {
-    const buffer = new SharedArrayBuffer(CHUNK_SLOTS * PAGE_SIZE);
+    let buffer: SharedArrayBuffer;
+    let offset = -1;
+    if (this.hugePages && canDiscardPages()) {
+      buffer = new SharedArrayBuffer(2 * CHUNK_BYTES);
+      offset = hugePageOffset(buffer);
+      if (offset >= 0) adviseHugePages(new Uint8Array(buffer, offset, CHUNK_BYTES));
+    }
+    if (offset < 0) {
+      buffer = new SharedArrayBuffer(CHUNK_BYTES);
+      offset = 0;
+    }
     const generation = Atomics.add(this.shared, chunk * 3 + 2, 1) + 1;
-    this.hold(chunk, buffer, generation);
+    const message: SlotChunkMessage = {
+      type: "slot-chunk",
+      index: chunk,
+      generation,
+      buffer: buffer!,
+      offset,
+    };
+    this.receive(message);
     this.setState(chunk, CHUNK_LIVE);
-    return { type: "slot-chunk", index: chunk, generation, buffer };
+    return message;
   }
 
   /** Forgets this thread's reference (the memory goes once both threads have, and GC ran). */

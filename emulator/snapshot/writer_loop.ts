@@ -129,6 +129,10 @@ export interface PrecopyPassReport {
   throttlePct: number;
   /** The final pause comes next. */
   last: boolean;
+  /** What a switch-over now would stop the guest for, milliseconds: the dirty pages at this
+   * pass's rate plus `precopyFixedMs` (the figure the decision to switch over compares with the
+   * target). */
+  estimatedMs: number;
 }
 
 /** Tuning of the writer loop. */
@@ -143,6 +147,9 @@ export interface WriterLoopOptions {
   /** Precopy's target downtime in ms (QEMU's `downtime-limit`): it pauses once the pages dirty
    * can be written in that time at the rate the last pass was written. Default 50. */
   precopyDowntimeMs?: number;
+  /** What the switch-over costs on top of the dirty pages, ms (see `PrecopyOptions.fixedMs`).
+   * Default 0. */
+  precopyFixedMs?: number;
   /** The highest throttle precopy may put on the guest, in percent (0 disables auto-converge).
    * Default 99. */
   precopyMaxThrottlePct?: number;
@@ -184,7 +191,8 @@ export function nextThrottlePct(pct: number, maxPct: number): number {
   return Math.min(maxPct, next);
 }
 
-/** Slots faulted in ahead of the guest's next fresh one (2 MiB), and at most per loop step. */
+/** Slots faulted in ahead of the guest's next fresh one (2 MiB, one chunk), and at most per loop
+ * step. Where chunks are huge pages (slot_chunks.ts) the first touch of a chunk faults all of it. */
 export const PREFAULT_AHEAD = 512;
 const PREFAULT_STEP = 64;
 
@@ -214,6 +222,7 @@ export class SnapshotWriterLoop {
   readonly #targetPages: number;
   readonly #maxPasses: number;
   readonly #downtimeMs: number;
+  readonly #fixedMs: number;
   readonly #maxThrottlePct: number;
   readonly #audit: Uint32Array | undefined;
   readonly #onPass: ((report: PrecopyPassReport) => void) | undefined;
@@ -262,6 +271,7 @@ export class SnapshotWriterLoop {
     this.#targetPages = options.precopyTargetPages ?? 256;
     this.#maxPasses = options.precopyMaxPasses ?? 20;
     this.#downtimeMs = options.precopyDowntimeMs ?? 50;
+    this.#fixedMs = Math.max(0, options.precopyFixedMs ?? 0);
     this.#maxThrottlePct = Math.max(0, Math.min(99, options.precopyMaxThrottlePct ?? 99));
     this.#audit = options.audit;
     this.#onPass = options.onPass;
@@ -429,7 +439,7 @@ export class SnapshotWriterLoop {
         // The guest allocates chunks ahead of its slots; one not here yet is touched later.
         const view = this.chunks.view(c);
         if (view === undefined) break;
-        this.#prefaultWords = new Int32Array(view.buffer);
+        this.#prefaultWords = new Int32Array(view.buffer, view.byteOffset, view.byteLength >> 2);
         this.#prefaultChunk = c;
       }
       Atomics.add(this.#prefaultWords!, (slot & (CHUNK_SLOTS - 1)) * (PAGE_SIZE >> 2), 0);
@@ -625,8 +635,9 @@ export class SnapshotWriterLoop {
    * 2. each further pass takes the pages dirtied since the previous one (the guest swaps the
    *    dirty log into the pass set between slices) and writes them while the guest runs on;
    * 3. after each pass the writer counts the pages dirty now (what a pause now would write). If
-   *    they can be written within the target downtime at the rate this pass ran (or are at most
-   *    `precopyTargetPages`), or `precopyMaxPasses` passes are done, the guest pauses for them;
+   *    they can be written, at the rate this pass ran, within what the target downtime leaves
+   *    after the switch-over's fixed cost (`precopyFixedMs`), or are at most
+   *    `precopyTargetPages`, or `precopyMaxPasses` passes are done, the guest pauses for them;
    * 4. otherwise, if the guest dirtied more than half as many pages as the pass sent meanwhile,
    *    the throttle goes up a step: the guest sleeps that share of its wall time, so it dirties pages that much
    *    slower than the writer sends them.
@@ -651,6 +662,7 @@ export class SnapshotWriterLoop {
       dirtyPages: dirty0,
       throttlePct: 0,
       last: false, // a second pass always follows
+      estimatedMs: (firstSent > 0 ? (dirty0 * (firstEnd - first)) / firstSent : 0) + this.#fixedMs,
     });
     let throttle = 0;
     for (let pass = 1;; pass++) {
@@ -673,8 +685,11 @@ export class SnapshotWriterLoop {
         started,
         epochMs(),
       );
-      const fits = Math.max(this.#targetPages, Math.floor(rate * this.#downtimeMs));
+      // The pages get what the target leaves after the switch-over's fixed cost.
+      const budgetMs = Math.max(0, this.#downtimeMs - this.#fixedMs);
+      const fits = Math.max(this.#targetPages, Math.floor(rate * budgetMs));
       const last = pending <= fits || pass >= this.#maxPasses;
+      const estimatedMs = (rate > 0 ? pending / rate : 0) + this.#fixedMs;
       this.#onPass?.({
         pass,
         pagesSent: sent,
@@ -682,6 +697,7 @@ export class SnapshotWriterLoop {
         dirtyPages: pending,
         throttlePct: throttle,
         last,
+        estimatedMs,
       });
       if (last) break;
       // The guest dirtied more than half as many pages as the writer sent in the same time.

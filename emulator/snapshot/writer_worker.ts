@@ -135,6 +135,7 @@ async function runJob(a: NonNullable<typeof attached>): Promise<void> {
       {
         precopyMaxPasses: t.precopy.maxPasses,
         precopyDowntimeMs: t.precopy.downtimeMs,
+        precopyFixedMs: t.precopy.fixedMs,
         precopyMaxThrottlePct: t.precopy.maxThrottlePct,
         onPass: (pass) => port.postMessage({ type: "pass", tag, pass }),
         // A stream's host may hold the final pause back (a migration's destination catching up).
@@ -222,7 +223,7 @@ port.onmessage = (e) => {
       const table = new SlotChunks(msg.buffers.chunks);
       chunks = table;
       msg.chunkPort.onmessage = (e: MessageEvent<SlotChunkMessage>) => {
-        table.hold(e.data.index, e.data.buffer, e.data.generation);
+        table.receive(e.data);
       };
       serve(msg);
       break;

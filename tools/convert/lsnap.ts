@@ -10,7 +10,7 @@ import { SnapshotWriter } from "../../format/writer.ts";
 import { countBytes } from "../_count_bytes.ts";
 import { createOutput, openInput } from "../_io.ts";
 import { ConvertError } from "./error.ts";
-import { checkDigest, ReadBack, readLsnapBack } from "./read_back.ts";
+import { checkDigest, ReadBack } from "./read_back.ts";
 import type { ConvertContext, OutputSummary, SnapshotSource, SourceItem } from "./types.ts";
 
 /** Zero pages are written this many to a PAGES record (one record of zero-encoded pages). */
@@ -124,9 +124,7 @@ export async function writeLsnap(
   const out = await createOutput(output);
   const inWorker = ctx.options.checkInWorker ??
     (ctx.inputSize === undefined || ctx.inputSize >= READ_BACK_WORKER_THRESHOLD);
-  const check = inWorker
-    ? ReadBack.lsnapInWorker(out.name)
-    : ReadBack.inThisThread(out.name, readLsnapBack);
+  const check = ReadBack.lsnap(out.name, out.tempPath, inWorker);
   let failed = false;
   const sink = new WritableStream<Uint8Array>({
     async write(chunk) {
@@ -155,6 +153,7 @@ export async function writeLsnap(
   }
   let pages = 0;
   let devices = 0;
+  let syncing: Promise<void> | null = null;
   try {
     const zero = new Uint8Array(ZERO_GROUP * 4096);
     for await (const item of source.items()) {
@@ -179,10 +178,15 @@ export async function writeLsnap(
       }
     }
     const summary = await writer.close();
+    // The disk takes the bytes while the read-back finishes: the commit's fsync then finds
+    // little left to wait for. Nothing is renamed before the read-back's verdict.
+    syncing = out.sync();
+    syncing.catch(() => {});
     const written = await check.finish();
     checkDigest(out.name, written, summary.contentDigest, "the one the writer computed");
     const expected = await source.contentDigest();
     checkDigest(out.name, written, expected);
+    await syncing;
     await out.commit();
     return {
       bytes: summary.bytes,
@@ -194,6 +198,7 @@ export async function writeLsnap(
   } catch (e) {
     if (!failed) await writer.abort().catch(() => {});
     check.stop();
+    await (syncing as Promise<void> | null)?.catch(() => {});
     await out.abort();
     throw e;
   }

@@ -6,11 +6,13 @@
  * input's ({@linkcode checkDigest}).
  *
  * The reader runs in this thread, or for an `.lsnap` output in a worker thread
- * (`format/_read_back_worker.ts`, shared with flatten), so that checking costs the converter no
- * time on a machine with a spare core.
+ * (`format/_output_check.ts`, shared with flatten), so that checking costs the converter no
+ * time on a machine with a spare core; an `.lsnap` output written to a file is read back from
+ * that file as it grows.
  *
  * @module
  */
+import { type OutputCheck, startOutputCheck } from "../../format/_output_check.ts";
 import { toHex } from "../../format/checksum.ts";
 import { SnapshotStreamReader } from "../../format/stream_reader.ts";
 import { ConvertError } from "./error.ts";
@@ -36,9 +38,6 @@ export async function readLsnapBack(bytes: ReadableStream<Uint8Array>): Promise<
   for await (const _ of reader.records()) { /* the reader checks every record */ }
   return { complete: reader.complete, contentDigest: reader.contentDigest };
 }
-
-/** Bytes handed to the worker and not yet consumed, before the writer waits. */
-const WORKER_WINDOW = 64 << 20;
 
 /** How the bytes reach the reader. */
 interface Channel {
@@ -83,9 +82,14 @@ export class ReadBack {
     return new ReadBack(name, new InlineChannel(read));
   }
 
-  /** Reads an `.lsnap` output back with {@linkcode readLsnapBack} in a worker thread. */
-  static lsnapInWorker(name: string): ReadBack {
-    return new ReadBack(name, new WorkerChannel());
+  /**
+   * Reads an `.lsnap` output back with the streaming checker (every rule, both digests): from
+   * `tempPath`, the file it is written to, when given (what reached the file, read as it grows:
+   * no copy of the bytes travels to the reader), else from the chunks pushed; in a worker thread
+   * (a core of its own) or in this one.
+   */
+  static lsnap(name: string, tempPath: string | undefined, inWorker: boolean): ReadBack {
+    return new ReadBack(name, new OutputCheckChannel(tempPath ?? null, inWorker));
   }
 
   /**
@@ -175,84 +179,24 @@ class InlineChannel implements Channel {
   }
 }
 
-/**
- * The worker side is `format/_read_back_worker.ts` (the streaming checker, as flatten uses it):
- * chunks in, `{ ack }` as each is consumed, then `{ done }` or `{ error }`.
- */
-class WorkerChannel implements Channel {
-  readonly #worker = new Worker(
-    new URL("../../format/_read_back_worker.ts", import.meta.url).href,
-    {
-      type: "module",
-    },
-  );
-  #inFlight = 0;
-  #waiters: (() => void)[] = [];
-  #failure: Error | null = null;
-  #signalReady: () => void = () => {};
-  readonly #ready = new Promise<void>((r) => (this.#signalReady = r));
-  readonly #result: Promise<ReadBackResult>;
+/** The streaming checker of `format/_output_check.ts`, on the output's file or on its chunks. */
+class OutputCheckChannel implements Channel {
+  readonly #check: OutputCheck;
 
-  constructor() {
-    this.#result = new Promise((resolve, reject) => {
-      const fail = (e: Error) => {
-        this.#failure = e;
-        this.#signalReady();
-        this.#wakeAll();
-        reject(e);
-      };
-      this.#worker.onmessage = (e) => {
-        const m = e.data;
-        if (m.ready) this.#signalReady();
-        else if (m.ack !== undefined) {
-          this.#inFlight -= m.ack;
-          if (this.#inFlight <= WORKER_WINDOW) this.#wakeAll();
-        } else if (m.done !== undefined) {
-          this.#wakeAll();
-          resolve(m.done);
-        } else if (m.error !== undefined) {
-          fail(new Error(m.error.message));
-        }
-      };
-      this.#worker.onerror = (e) => {
-        e.preventDefault();
-        fail(new Error(`the read-back worker failed: ${e.message}`));
-      };
-    });
-    this.#result.catch(() => {});
+  constructor(tempPath: string | null, inWorker: boolean) {
+    this.#check = startOutputCheck(tempPath, inWorker);
   }
 
-  #wakeAll(): void {
-    const w = this.#waiters;
-    this.#waiters = [];
-    for (const f of w) f();
-  }
-
-  async push(chunk: Uint8Array, handedOver: boolean): Promise<void> {
-    await this.#ready;
-    if (this.#failure !== null) throw this.#failure;
-    const whole = handedOver && chunk.buffer instanceof ArrayBuffer && chunk.byteOffset === 0 &&
-      chunk.byteLength === chunk.buffer.byteLength;
-    const own = whole ? chunk : chunk.slice();
-    this.#inFlight += own.length;
-    this.#worker.postMessage({ chunk: own }, [own.buffer as ArrayBuffer]);
-    while (this.#inFlight > WORKER_WINDOW && this.#failure === null) {
-      await new Promise<void>((r) => this.#waiters.push(r));
-    }
-    if (this.#failure !== null) throw this.#failure;
+  push(chunk: Uint8Array, handedOver: boolean): Promise<void> {
+    return this.#check.written(chunk, handedOver);
   }
 
   async end(): Promise<ReadBackResult> {
-    await this.#ready;
-    this.#worker.postMessage({ end: true });
-    try {
-      return await this.#result;
-    } finally {
-      this.#worker.terminate();
-    }
+    const r = await this.#check.finish();
+    return { complete: true, contentDigest: r.contentDigest };
   }
 
   stop(): void {
-    this.#worker.terminate();
+    this.#check.stop();
   }
 }
