@@ -17,6 +17,8 @@ import { SnapshotFileReader } from "../../format/file_reader.ts";
 import { SourceError } from "../../format/random_access_source.ts";
 import { decodeRecordHead } from "../../format/record.ts";
 import { RECORD_HEAD_SIZE, RECORD_TAIL_SIZE } from "../../format/constants.ts";
+import { PAGE_SIZE } from "../memory_map.ts";
+import { populatePages } from "./discard_pages.ts";
 import {
   BYTES_LOADER,
   CTL_DEMAND_ACTIVE,
@@ -56,6 +58,40 @@ async function readAt(file: Deno.FsFile, offset: number, out: Uint8Array): Promi
     n += k;
   }
   return n;
+}
+
+/** Pages per huge page (2 MiB of 4 KiB pages). */
+const CHUNK_PAGES = 512;
+
+/**
+ * Faults in, for writing, the 2 MiB chunks of `ram` that hold `pages` (sorted), one
+ * `MADV_POPULATE_WRITE` per run of neighbouring chunks, before a record's pages are copied there.
+ * The kernel then zeroes the memory in one system call per run rather than in a fault per page
+ * (or per huge page) taken from JavaScript: fresh memory is most of an eager restore's time
+ * (BENCHMARKS.md, "Restore: lazy and eager"), and each loader pays it on its own core. Does
+ * nothing where `madvise` cannot be called.
+ */
+function populateChunks(ram: Uint8Array, pages: readonly number[]): void {
+  const chunkBytes = CHUNK_PAGES * PAGE_SIZE;
+  let from = -1;
+  let to = -1;
+  const flush = () => {
+    if (from < 0) return;
+    const start = from * chunkBytes;
+    populatePages(ram.subarray(start, Math.min(ram.length, to * chunkBytes)));
+  };
+  for (const p of pages) {
+    const c = Math.floor(p / CHUNK_PAGES);
+    if (c >= from && c < to) continue;
+    if (c === to) {
+      to++;
+      continue;
+    }
+    flush();
+    from = c;
+    to = c + 1;
+  }
+  flush();
 }
 
 /** Runs one loader to its end; returns what {@linkcode LoaderEvent} "done" reports. */
@@ -177,6 +213,7 @@ export async function runLoader(boot: LoaderBoot): Promise<LoaderEvent> {
                 { offset: at, recordIndex: -1 },
               );
             }
+            if (boot.populate) populateChunks(target.ram, byRecord.get(at)!);
             installed(i, installRecord(target, record, at, PAGE_PREFETCHED));
           } catch (e) {
             skip(e);

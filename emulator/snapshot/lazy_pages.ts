@@ -280,6 +280,9 @@ export interface LoaderBoot {
   startedAtMs: number;
   /** The longest wait for anything (ms). */
   waitBoundMs: number;
+  /** Fault each record's 2 MiB chunks of RAM in with one `madvise` call before copying
+   * (`lazy_loader.ts`); false: the copies fault the memory in. */
+  populate: boolean;
 }
 
 /** What a loader worker posts: once, when it stops. */

@@ -343,6 +343,7 @@ export class LazyPager implements AbsentPageHandler {
         of: count,
         startedAtMs: this.#startedAtMs,
         waitBoundMs: this.#waitBoundMs,
+        populate: ramAdvice() === "huge",
       };
       w.postMessage(boot);
       this.#workers.push(w);
@@ -843,15 +844,26 @@ export async function restoreLazily(o: LazyRestoreOptions): Promise<LazyRestored
 }
 
 /**
+ * How a restore gets RAM's fresh memory (`LIVESNAP_RAM_ADVICE`, for measuring): "huge" (the
+ * default) asks for huge pages, and each loader faults in the 2 MiB chunks a record fills with one
+ * `MADV_POPULATE_WRITE` before copying it (`lazy_loader.ts`); "fault" asks for huge pages and lets
+ * the copies fault them in; "populate" faults all of RAM in on the guest's thread first; "none"
+ * takes 4 KiB faults.
+ */
+function ramAdvice(): "huge" | "fault" | "populate" | "none" {
+  const how = Deno.env.get("LIVESNAP_RAM_ADVICE") ?? "huge";
+  return how === "fault" || how === "populate" || how === "none" ? how : "huge";
+}
+
+/**
  * Before a restore writes RAM (all of it, eagerly or by its loaders): huge pages where the
  * process may ask for them (`discard_pages.ts`), so that the first touch of each 2 MiB costs one
  * fault instead of 512 (BENCHMARKS.md, "Restore: lazy and eager": fresh memory is most of an
- * eager restore's time, and of a lazy one's demand faults). `LIVESNAP_RAM_ADVICE=none` turns it
- * off (for measuring).
+ * eager restore's time, and of a lazy one's demand faults).
  */
 function adviseRam(ram: Uint8Array): void {
-  const how = Deno.env.get("LIVESNAP_RAM_ADVICE") ?? "huge";
-  if (how === "huge" || how === "populate") adviseHugePages(ram);
+  const how = ramAdvice();
+  if (how !== "none") adviseHugePages(ram);
   if (how === "populate") populatePages(ram);
 }
 
