@@ -201,6 +201,7 @@ async function restoreLazy(
   if (warm !== false) await warmLazyRestore();
   const startedAtMs = sharedClockMs();
   const restored = await restoreLazily({
+    deferLoaders: true,
     ...options,
     workers,
     path: o.path,

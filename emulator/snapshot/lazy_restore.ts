@@ -32,6 +32,7 @@ import { Machine, type MachineOptions } from "../machine.ts";
 import { type AbsentPageHandler, clearAbsent, GATE_ABSENT } from "../ram.ts";
 import { PAGE_SIZE, RAM_BASE } from "../memory_map.ts";
 import { adviseHugePages, populatePages } from "./discard_pages.ts";
+import { readThreadCpu } from "./metrics.ts";
 import {
   checkDescriptionFits,
   instructionsCountedFrom,
@@ -147,6 +148,9 @@ export interface LazyRestoreOptions {
   loaders?: number;
   /** Loader threads made beforehand with {@linkcode spawnLoaders} (the rest are made here). */
   workers?: Worker[];
+  /** Start the loaders' work only at the guest's first instruction (the pager's
+   * `markFirstInstruction`, or its first `tick`); see `LazyPager.startLoaders`. */
+  deferLoaders?: boolean;
   /** Wait for the loaders to finish before returning (eager restore). */
   eager?: boolean;
   /** The bound on every wait, in ms (default {@linkcode DEFAULT_WAIT_BOUND_MS}). */
@@ -176,6 +180,13 @@ export interface LazyMetrics {
   mode: "lazy" | "eager";
   /** From the start of the restore (the file's first read) to the first retired instruction. */
   firstInstructionUs: number | null;
+  /**
+   * Of `firstInstructionUs`, the restoring thread's time on a CPU, and its time runnable but
+   * waiting for one (Linux `/proc/thread-self/schedstat`; null elsewhere): on a machine shared
+   * with other jobs, the first is what the restore itself cost and the second what the others
+   * took of it.
+   */
+  firstInstructionCpu: { runUs: number; waitUs: number } | null;
   /** Pages the guest faulted in by reading a record itself. */
   demandFaults: number;
   /** Pages the loaders installed. */
@@ -268,6 +279,8 @@ export class LazyPager implements AbsentPageHandler {
   #prefetchHits = 0;
   #latencies: number[] = [];
   #firstInstructionUs: number | null = null;
+  #firstInstructionCpu: { runUs: number; waitUs: number } | null = null;
+  readonly #startCpu: { runNs: number; waitNs: number } | null;
   #settled = false;
   #pagesInFile = 0;
   #loaders = 0;
@@ -295,7 +308,10 @@ export class LazyPager implements AbsentPageHandler {
     path: string;
     waitBoundMs: number;
     startedAtMs: number;
+    /** The restoring thread's schedstat when the restore started, or null. */
+    startCpu: { runNs: number; waitNs: number } | null;
   }) {
+    this.#startCpu = o.startCpu;
     this.#index = o.index;
     this.#machine = o.machine;
     this.#description = o.description;
@@ -320,9 +336,19 @@ export class LazyPager implements AbsentPageHandler {
   /**
    * Starts `count` loader threads over `path`, the hint's pages first; uses `workers` made by
    * {@linkcode spawnLoaders} first (creating a Worker blocks the creating thread for tens of
-   * milliseconds on a busy machine, so a caller makes them before the restore starts).
+   * milliseconds on a busy machine, so a caller makes them before the restore starts). With
+   * `deferred`, they are handed their work only at {@linkcode markFirstInstruction} (or the first
+   * {@linkcode tick}, {@linkcode waitForLoaders}, {@linkcode faultAll}): on a 2-core machine the
+   * loaders' start (each decodes the index again) would otherwise take a core from the guest's
+   * first instruction, which does not need them.
    */
-  startLoaders(path: string, count: number, hint: Uint32Array, workers: Worker[] = []): void {
+  startLoaders(
+    path: string,
+    count: number,
+    hint: Uint32Array,
+    workers: Worker[] = [],
+    deferred = false,
+  ): void {
     this.#loaders = count;
     const ctl = this.#views.ctl;
     for (const w of workers.slice(count)) w.terminate();
@@ -331,24 +357,31 @@ export class LazyPager implements AbsentPageHandler {
     Atomics.store(ctl, CTL_LOADER, LOADER_RUNNING);
     const made = spawnLoaders(count - Math.min(count, workers.length));
     for (let id = 0; id < count; id++) {
-      const w = id < workers.length ? workers[id] : made[id - workers.length];
-      const boot: LoaderBoot = {
-        path,
-        serveDemand: this.#reader === null && id === 0,
-        ram: this.#machine.ram.bytes.buffer as SharedArrayBuffer,
-        buffers: this.#buffers,
-        description: this.#description,
-        hint,
-        id,
-        of: count,
-        startedAtMs: this.#startedAtMs,
-        waitBoundMs: this.#waitBoundMs,
-        populate: ramAdvice() === "huge",
-      };
-      w.postMessage(boot);
-      this.#workers.push(w);
+      this.#workers.push(id < workers.length ? workers[id] : made[id - workers.length]);
     }
+    const boots = this.#workers.map((_, id): LoaderBoot => ({
+      path,
+      serveDemand: this.#reader === null && id === 0,
+      ram: this.#machine.ram.bytes.buffer as SharedArrayBuffer,
+      buffers: this.#buffers,
+      description: this.#description,
+      hint,
+      id,
+      of: count,
+      startedAtMs: this.#startedAtMs,
+      waitBoundMs: this.#waitBoundMs,
+      populate: ramAdvice() === "huge",
+    }));
+    this.#launch = () => {
+      this.#launch = null;
+      this.#workers.forEach((w, id) => w.postMessage(boots[id]));
+    };
+    // A source the guest cannot read itself needs its loader for every demand read.
+    if (!deferred || this.#reader === null) this.#launch();
   }
+
+  /** Hands the loaders their work, if {@linkcode startLoaders} deferred it. */
+  #launch: (() => void) | null = null;
 
   /** Starts recording first touches until `window` instructions after now. */
   recordWorkingSet(window: number, path: string, fileDigest: Uint8Array): void {
@@ -359,8 +392,16 @@ export class LazyPager implements AbsentPageHandler {
 
   /** The guest's first instruction retired now. */
   markFirstInstruction(): void {
+    this.#launch?.();
     if (this.#firstInstructionUs === null) {
       this.#firstInstructionUs = Math.round((sharedClockMs() - this.#startedAtMs) * 1000);
+      const now = this.#startCpu === null ? null : readThreadCpu();
+      if (now !== null && this.#startCpu !== null) {
+        this.#firstInstructionCpu = {
+          runUs: Math.round((now.runNs - this.#startCpu.runNs) / 1000),
+          waitUs: Math.round((now.waitNs - this.#startCpu.waitNs) / 1000),
+        };
+      }
     }
   }
 
@@ -533,6 +574,7 @@ export class LazyPager implements AbsentPageHandler {
   /** Brings every page in: waits for the loaders (bounded: they must make progress), then reads
    * what is left itself. */
   faultAll(): void {
+    this.#launch?.();
     this.waitForLoaders();
     const ram = this.#machine.ram;
     const saved = this.#touched;
@@ -564,6 +606,7 @@ export class LazyPager implements AbsentPageHandler {
   /** Waits until the loaders have stopped, as long as they make progress (each stretch without
    * progress is bounded by the wait bound). */
   waitForLoaders(): void {
+    this.#launch?.();
     const ctl = this.#views.ctl;
     let last = Atomics.load(ctl, CTL_PROGRESS);
     let since = performance.now();
@@ -592,6 +635,7 @@ export class LazyPager implements AbsentPageHandler {
    * stops testing loads (`Ram.lazy` false when no page is left absent).
    */
   tick(retired: number): void {
+    this.#launch?.();
     this.#prefetchHint();
     if (this.#touched !== null && retired >= this.#recordEnd) {
       // The window is over: later first touches are not part of the working set.
@@ -650,6 +694,7 @@ export class LazyPager implements AbsentPageHandler {
     return {
       mode,
       firstInstructionUs: this.#firstInstructionUs,
+      firstInstructionCpu: this.#firstInstructionCpu,
       demandFaults: this.#demandFaults,
       prefetchedPages: Atomics.load(ctl, CTL_PREFETCHED),
       prefetchHits: this.#prefetchHits,
@@ -723,6 +768,7 @@ async function loadHint(
  */
 export async function restoreLazily(o: LazyRestoreOptions): Promise<LazyRestored> {
   const startedAtMs = o.startedAtMs ?? sharedClockMs();
+  const startCpu = readThreadCpu();
   const T = (what: string) =>
     TRACE && console.error(what, (sharedClockMs() - startedAtMs).toFixed(1));
   const remote = isHttpUrl(o.path);
@@ -794,6 +840,7 @@ export async function restoreLazily(o: LazyRestoreOptions): Promise<LazyRestored
       path: o.path,
       waitBoundMs: o.waitBoundMs ?? DEFAULT_WAIT_BOUND_MS,
       startedAtMs,
+      startCpu,
     });
     T("restored");
     machine.ram.setAbsentHandler(pager);
@@ -824,7 +871,7 @@ export async function restoreLazily(o: LazyRestoreOptions): Promise<LazyRestored
     T("hint");
     // A URL is read by the loader only: at least one, which serves the guest's demand reads.
     const loaders = remote ? Math.max(1, o.loaders ?? 1) : o.loaders ?? 1;
-    pager.startLoaders(o.path, loaders, hint.pages, o.workers);
+    pager.startLoaders(o.path, loaders, hint.pages, o.workers, o.deferLoaders === true);
     T("loaders");
     if (o.eager) machine.ram.ensureAllPresent();
     return {

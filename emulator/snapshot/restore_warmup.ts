@@ -15,6 +15,7 @@
  */
 
 import { SnapshotWriter } from "../../format/writer.ts";
+import { zstdReserveView } from "../../format/_zstd.ts";
 import { Machine } from "../machine.ts";
 import { PAGE_SIZE } from "../memory_map.ts";
 import { describeMachine, sectionsFromState } from "./machine_state.ts";
@@ -24,6 +25,11 @@ import { restoreLazily } from "./lazy_restore.ts";
 const WARM_RAM = 128 << 20;
 /** Pages the warm-up snapshot names: enough for V8 to compile the index loops. */
 const WARM_ZERO_PAGES = 8192;
+/**
+ * The decompression area kept in memory: one PAGES record of this library's writer (at most 256
+ * pages), so that the first demand fault does not take a fault per 4 KiB of it.
+ */
+const WARM_RECORD_BYTES = 256 * PAGE_SIZE;
 /** Restores of the warm-up snapshot. */
 const WARM_ROUNDS = 3;
 
@@ -35,9 +41,10 @@ const WARM_ROUNDS = 3;
 export async function warmLazyRestore(): Promise<void> {
   let path: string | null = null;
   try {
+    zstdReserveView(WARM_RECORD_BYTES);
     path = await Deno.makeTempFile({ prefix: "livesnap-warmup-", suffix: ".lsnap" });
     const m = new Machine({ ramSize: WARM_RAM, uartSink: () => {} });
-    const w = await SnapshotWriter.createFile(path, describeMachine(m, 0));
+    const w = await SnapshotWriter.createFile(path, describeMachine(m, 0), { workers: 0 });
     try {
       // A few pages of data (zstd-compressed records) and many zero pages (a large index).
       const data = new Uint8Array(16 * PAGE_SIZE);
