@@ -370,7 +370,7 @@ export class LazyPager implements AbsentPageHandler {
       of: count,
       startedAtMs: this.#startedAtMs,
       waitBoundMs: this.#waitBoundMs,
-      populate: ramAdvice() === "huge",
+      populate: ramAdvice() === "chunks",
     }));
     this.#launch = () => {
       this.#launch = null;
@@ -891,15 +891,15 @@ export async function restoreLazily(o: LazyRestoreOptions): Promise<LazyRestored
 }
 
 /**
- * How a restore gets RAM's fresh memory (`LIVESNAP_RAM_ADVICE`, for measuring): "huge" (the
- * default) asks for huge pages, and each loader faults in the 2 MiB chunks a record fills with one
- * `MADV_POPULATE_WRITE` before copying it (`lazy_loader.ts`); "fault" asks for huge pages and lets
- * the copies fault them in; "populate" faults all of RAM in on the guest's thread first; "none"
- * takes 4 KiB faults.
+ * How a restore gets RAM's fresh memory (`LIVESNAP_RAM_ADVICE`, for measuring; BENCHMARKS.md,
+ * "Restore: lazy and eager"): "huge" (the default) asks for huge pages and lets the copies fault
+ * them in; "chunks" also has each loader fault in the 2 MiB chunks a record fills with one
+ * `MADV_POPULATE_WRITE` before copying it (`lazy_loader.ts`); "populate" faults all of RAM in on
+ * the guest's thread first; "none" takes 4 KiB faults.
  */
-function ramAdvice(): "huge" | "fault" | "populate" | "none" {
+function ramAdvice(): "huge" | "chunks" | "populate" | "none" {
   const how = Deno.env.get("LIVESNAP_RAM_ADVICE") ?? "huge";
-  return how === "fault" || how === "populate" || how === "none" ? how : "huge";
+  return how === "chunks" || how === "populate" || how === "none" ? how : "huge";
 }
 
 /**
