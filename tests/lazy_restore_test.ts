@@ -13,6 +13,7 @@ import type { SnapshotMode } from "../emulator/snapshot/session.ts";
 import { decodeWorkingSet, workingSetPath } from "../emulator/snapshot/working_set.ts";
 import { SnapshotFileReader } from "../format/file_reader.ts";
 import { restoreSnapshot } from "../tools/restore.ts";
+import { warmLazyRestore } from "../emulator/snapshot/restore_warmup.ts";
 import { memstressElf } from "./_guests.ts";
 
 const RAM = 8 * 1024 * 1024;
@@ -328,6 +329,63 @@ Deno.test("--record-ws keeps the first touches of its window only, in order", as
     const long = await recorded(700_000);
     assert(short.length > 0 && short.length < long.length, `${short.length} and ${long.length}`);
     assertEquals(long.slice(0, short.length), short, "the short window is the long one's start");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("restoreLazily() with deferLoaders hands the loader its work only at the first instruction; the metrics time it on the thread's CPU", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = await snapshot(dir, "stop");
+    const r = await restoreLazily({ path, uartSink: () => {}, hint: "off", deferLoaders: true });
+    try {
+      // A loader handed its work would have installed pages by now (it has the whole file).
+      await new Promise((ok) => setTimeout(ok, 300));
+      assertEquals(r.pager.metrics().prefetchedPages, 0, "no page loaded before the guest ran");
+      assert(!r.pager.loadersStopped(), "the loader is counted as running, to be waited for");
+      r.machine.run(1);
+      r.pager.markFirstInstruction();
+      r.pager.waitForLoaders();
+      const m = r.pager.metrics();
+      assert(m.prefetchedPages > 0, "the loader ran once the first instruction retired");
+      assert(m.firstInstructionUs !== null && m.firstInstructionUs > 0);
+      if (Deno.build.os === "linux") {
+        const cpu = m.firstInstructionCpu!;
+        assert(cpu.runUs > 0, "the restore took CPU time");
+        // Time on a CPU and time waiting for one both lie inside the span they divide (µs
+        // rounding, and schedstat's accounting at the last tick, allowed for).
+        assert(
+          cpu.runUs + cpu.waitUs <= m.firstInstructionUs! + 5_000,
+          `${JSON.stringify(cpu)} within ${m.firstInstructionUs} µs`,
+        );
+      }
+    } finally {
+      await r.pager.finish();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("warmLazyRestore() leaves no file behind, and the restore after it computes what one without it does", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = await snapshot(dir, "cow");
+    const tmp = Deno.env.get("TMPDIR") ?? "/tmp";
+    const warmups = async () => {
+      const names: string[] = [];
+      for await (const e of Deno.readDir(tmp)) {
+        if (e.name.startsWith("livesnap-warmup-")) names.push(e.name);
+      }
+      return names.sort();
+    };
+    const before = await warmups();
+    await warmLazyRestore();
+    assertEquals(await warmups(), before, "the warm-up's temporary snapshot was removed");
+    const cold = await run(path, 150_000, { hint: "off", warm: false });
+    const warm = await run(path, 150_000, { hint: "off" });
+    assertEquals([warm.out, warm.digest, warm.retired], [cold.out, cold.digest, cold.retired]);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
