@@ -44,7 +44,9 @@ export async function warmLazyRestore(): Promise<void> {
     zstdReserveView(WARM_RECORD_BYTES);
     path = await Deno.makeTempFile({ prefix: "livesnap-warmup-", suffix: ".lsnap" });
     const m = new Machine({ ramSize: WARM_RAM, uartSink: () => {} });
-    const w = await SnapshotWriter.createFile(path, describeMachine(m, 0), { workers: 0 });
+    // Straight to the file: no fsync, no rename (it is read once, by this process, and removed).
+    const file = await Deno.open(path, { write: true, truncate: true });
+    const w = await SnapshotWriter.create(file.writable, describeMachine(m, 0), { workers: 0 });
     try {
       // A few pages of data (zstd-compressed records) and many zero pages (a large index).
       const data = new Uint8Array(16 * PAGE_SIZE);
