@@ -282,6 +282,11 @@ Deno.test("restoreEagerly() loads every page with parallel loaders before the gu
     assertEquals(m.loaders, 2);
     assertEquals(m.demandFaults, 0);
     assertEquals(r.machine.ram.lazy, false, "no page is absent");
+    // The digest checked is built from the entries the loaders recorded as they installed pages:
+    // it is the trailer's, and the one RAM itself gives.
+    const fromInstalls = await r.pager.installedContentDigest();
+    assertEquals(fromInstalls, r.contentDigest);
+    assertEquals(await machineContentDigest(r.machine), fromInstalls);
     const eager = await run(path, 300_000);
     const stream = await restoreSnapshot({
       path,
@@ -343,6 +348,7 @@ Deno.test("restoreLazily() with deferLoaders hands the loader its work only at t
       // A loader handed its work would have installed pages by now (it has the whole file).
       await new Promise((ok) => setTimeout(ok, 300));
       assertEquals(r.pager.metrics().prefetchedPages, 0, "no page loaded before the guest ran");
+      assertEquals(await r.pager.installedContentDigest(), null, "a lazy restore records none");
       assert(!r.pager.loadersStopped(), "the loader is counted as running, to be waited for");
       r.machine.run(1);
       r.pager.markFirstInstruction();

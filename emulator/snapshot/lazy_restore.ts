@@ -33,10 +33,14 @@ import { type AbsentPageHandler, clearAbsent, GATE_ABSENT } from "../ram.ts";
 import { PAGE_SIZE, RAM_BASE } from "../memory_map.ts";
 import { adviseHugePages, populatePages } from "./discard_pages.ts";
 import { readThreadCpu } from "./metrics.ts";
+import { ContentDigestBuilder } from "../../format/content_digest.ts";
+import { normalizeDevice } from "../../format/device_section.ts";
 import {
   checkDescriptionFits,
+  describeMachine,
   instructionsCountedFrom,
   machineContentDigest,
+  sectionsFromState,
   SnapshotMismatchError,
   STATE_MIGRATIONS,
   stateFromSections,
@@ -59,6 +63,7 @@ import {
   CTL_PROGRESS,
   CTL_STOP,
   CTL_WAITING,
+  HASHED_DATA,
   installRecord,
   type LazyBuffers,
   type LazyViews,
@@ -716,6 +721,25 @@ export class LazyPager implements AbsentPageHandler {
     };
   }
 
+  /**
+   * The content digest (hex) of the machine as restored, from the entries the installing threads
+   * recorded for the pages the file holds (an eager restore's buffers only) and the devices'
+   * sections; every other page is zero, since nothing writes RAM before the guest runs. Null when
+   * some page's entry is missing (then hash RAM itself). Call before the guest runs.
+   */
+  async installedContentDigest(): Promise<string | null> {
+    const { pageHashed, pageHashes } = this.#views;
+    if (pageHashed === null || pageHashes === null) return null;
+    const b = new ContentDigestBuilder(describeMachine(this.#machine, 0));
+    for (const p of this.#index.pages) {
+      const h = pageHashed[p];
+      if (h === 0) return null;
+      if (h === HASHED_DATA) b.setPageHash(0, p, pageHashes, p * 16);
+    }
+    for (const d of sectionsFromState(this.#machine.save())) b.setDevice(normalizeDevice(d));
+    return toHex(await b.digest());
+  }
+
   /** The loaders' failure, if they failed (not a damaged record: those are skipped). */
   loaderFailure(): string | null {
     return Atomics.load(this.#views.ctl, CTL_LOADER) === LOADER_FAILED
@@ -830,7 +854,8 @@ export async function restoreLazily(o: LazyRestoreOptions): Promise<LazyRestored
     } catch (e) {
       throw new SnapshotMismatchError((e as Error).message.replace(/^Cannot restore /, ""));
     }
-    const buffers = createLazyBuffers(machine.ram.pageCount);
+    // An eager restore records each page's content-digest entry as it installs it.
+    const buffers = createLazyBuffers(machine.ram.pageCount, o.eager === true);
     const entries = reader.pageEntries(0);
     pager = new LazyPager({
       machine,
@@ -939,7 +964,9 @@ export async function restoreEagerly(
     loaders: o.loaders ?? eagerLoaderCount(),
   });
   try {
-    const digest = await machineContentDigest(r.machine);
+    // The loaders hashed each page as they copied it, in parallel; RAM is read again only if one
+    // was missed.
+    const digest = await r.pager.installedContentDigest() ?? await machineContentDigest(r.machine);
     if (digest !== r.contentDigest) {
       throw new ChecksumError("the restored state does not match the trailer's content digest", {
         offset: 0,
