@@ -46,7 +46,11 @@ export async function warmLazyRestore(): Promise<void> {
     const m = new Machine({ ramSize: WARM_RAM, uartSink: () => {} });
     // Straight to the file: no fsync, no rename (it is read once, by this process, and removed).
     const file = await Deno.open(path, { write: true, truncate: true });
-    const w = await SnapshotWriter.create(file.writable, describeMachine(m, 0), { workers: 0 });
+    const w = await SnapshotWriter.create(file.writable, describeMachine(m, 0), { workers: 0 })
+      .catch((e) => {
+        file.close();
+        throw e;
+      });
     try {
       // A few pages of data (zstd-compressed records) and many zero pages (a large index).
       const data = new Uint8Array(16 * PAGE_SIZE);
