@@ -98,10 +98,13 @@ function populateChunks(ram: Uint8Array, pages: readonly number[]): void {
 export async function runLoader(boot: LoaderBoot): Promise<LoaderEvent> {
   const v = lazyViews(boot.buffers);
   const { state, ctl } = v;
-  // The loader reads the footer, trailer and index itself (off the guest's thread), through the
-  // reader's byte source: a local file or an http(s) URL (Range requests, several in flight).
-  const reader = await SnapshotFileReader.open(boot.path);
-  const entries = reader.pageEntries(0);
+  // A local file's index comes from the guest's thread, which decoded it already; a source the
+  // loader reads for the guest (an http(s) URL: Range requests, several in flight) is opened here,
+  // its footer, trailer and index read off the guest's thread.
+  const reader = boot.entries !== null && !boot.serveDemand
+    ? null
+    : await SnapshotFileReader.open(boot.path);
+  const entries = boot.entries ?? reader!.pageEntries(0);
   const index = new PageIndex(entries.pages, entries.offsets);
   const target = {
     views: v,
@@ -131,7 +134,7 @@ export async function runLoader(boot: LoaderBoot): Promise<LoaderEvent> {
   const mine: number[] = [];
   for (let i = boot.id; i < order.length; i += boot.of) mine.push(i);
   const stopped = () => Atomics.load(ctl, CTL_STOP) !== 0;
-  const demand = boot.serveDemand ? serveDemand(reader, target) : Promise.resolve();
+  const demand = boot.serveDemand ? serveDemand(reader!, target) : Promise.resolve();
   let records = 0;
   let failed = 0;
   const installed = (i: number, n: number) => {
@@ -160,7 +163,7 @@ export async function runLoader(boot: LoaderBoot): Promise<LoaderEvent> {
         k += batch.length;
         try {
           for await (
-            const rec of reader.readPageRecords(batch.map((i) => order[i]), {
+            const rec of reader!.readPageRecords(batch.map((i) => order[i]), {
               batchBytes: 4 << 20,
             })
           ) {
@@ -232,7 +235,7 @@ export async function runLoader(boot: LoaderBoot): Promise<LoaderEvent> {
     Atomics.notify(ctl, CTL_LOADER);
     await demand; // a remote source: demand reads go on until the guest stops the loader
   } finally {
-    reader.close();
+    reader?.close();
   }
   return { type: "done", id: boot.id, records, failed };
 }

@@ -313,6 +313,12 @@ export interface LoaderBoot {
   /** Fault each record's 2 MiB chunks of RAM in with one `madvise` call before copying
    * (`lazy_loader.ts`); false: the copies fault the memory in. */
   populate: boolean;
+  /**
+   * Region 0's index entries as the guest's thread decoded them (`SnapshotFileReader.pageEntries`),
+   * copied to the loader with this message so that it starts on records at once; null: the loader
+   * reads the index itself (a source it serves the guest's demand reads from).
+   */
+  entries: { pages: Uint32Array; offsets: Float64Array } | null;
 }
 
 /** What a loader worker posts: once, when it stops. */

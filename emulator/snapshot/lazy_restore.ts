@@ -376,6 +376,9 @@ export class LazyPager implements AbsentPageHandler {
       startedAtMs: this.#startedAtMs,
       waitBoundMs: this.#waitBoundMs,
       populate: ramAdvice() === "chunks",
+      entries: this.#reader === null
+        ? null
+        : { pages: this.#index.pages, offsets: this.#index.offsets },
     }));
     this.#launch = () => {
       this.#launch = null;
