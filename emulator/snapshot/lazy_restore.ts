@@ -344,8 +344,8 @@ export class LazyPager implements AbsentPageHandler {
    * milliseconds on a busy machine, so a caller makes them before the restore starts). With
    * `deferred`, they are handed their work only at {@linkcode markFirstInstruction} (or the first
    * {@linkcode tick}, {@linkcode waitForLoaders}, {@linkcode faultAll}): on a 2-core machine the
-   * loaders' start (each decodes the index again) would otherwise take a core from the guest's
-   * first instruction, which does not need them.
+   * loaders' start (the index's copy, their record order) would otherwise take a core from the
+   * guest's first instruction, which does not need them.
    */
   startLoaders(
     path: string,
