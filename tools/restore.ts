@@ -16,6 +16,7 @@ import {
 import {
   type LazyPager,
   type LazyRestoreOptions,
+  loadersReady,
   restoreEagerly,
   restoreLazily,
   spawnLoaders,
@@ -199,6 +200,7 @@ async function restoreLazy(
   const workers = lazy.workers ?? spawnLoaders(lazy.loaders ?? 1);
   const { warm, ...options } = lazy;
   if (warm !== false) await warmLazyRestore();
+  await loadersReady(workers);
   const startedAtMs = sharedClockMs();
   const restored = await restoreLazily({
     deferLoaders: true,

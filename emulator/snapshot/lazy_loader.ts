@@ -19,6 +19,7 @@ import { decodeRecordHead } from "../../format/record.ts";
 import { RECORD_HEAD_SIZE, RECORD_TAIL_SIZE } from "../../format/constants.ts";
 import { PAGE_SIZE } from "../memory_map.ts";
 import { populatePages } from "./discard_pages.ts";
+import { lowerThreadPriority } from "./thread_priority.ts";
 import {
   BYTES_LOADER,
   CTL_DEMAND_ACTIVE,
@@ -96,6 +97,7 @@ function populateChunks(ram: Uint8Array, pages: readonly number[]): void {
 
 /** Runs one loader to its end; returns what {@linkcode LoaderEvent} "done" reports. */
 export async function runLoader(boot: LoaderBoot): Promise<LoaderEvent> {
+  if (boot.background) lowerThreadPriority();
   const v = lazyViews(boot.buffers);
   const { state, ctl } = v;
   // A local file's index comes from the guest's thread, which decoded it already; a source the

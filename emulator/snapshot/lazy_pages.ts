@@ -319,6 +319,9 @@ export interface LoaderBoot {
    * reads the index itself (a source it serves the guest's demand reads from).
    */
   entries: { pages: Uint32Array; offsets: Float64Array } | null;
+  /** A lazy restore's loader: the guest does not wait for it, so it runs at the lowest priority
+   * (`thread_priority.ts`); false for an eager restore's, which the guest waits for. */
+  background: boolean;
 }
 
 /** What a loader worker posts: once, when it stops. */

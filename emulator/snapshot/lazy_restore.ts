@@ -73,6 +73,7 @@ import {
   LOADER_RUNNING,
   LOADER_STOPPED,
   type LoaderBoot,
+  type LoaderEvent,
   loaderMessage,
   PAGE_ABSENT,
   PAGE_DEMANDED,
@@ -345,7 +346,8 @@ export class LazyPager implements AbsentPageHandler {
    * `deferred`, they are handed their work only at {@linkcode markFirstInstruction} (or the first
    * {@linkcode tick}, {@linkcode waitForLoaders}, {@linkcode faultAll}): on a 2-core machine the
    * loaders' start (the index's copy, their record order) would otherwise take a core from the
-   * guest's first instruction, which does not need them.
+   * guest's first instruction, which does not need them. `background` loaders (a lazy
+   * restore's) run at the lowest priority.
    */
   startLoaders(
     path: string,
@@ -353,6 +355,7 @@ export class LazyPager implements AbsentPageHandler {
     hint: Uint32Array,
     workers: Worker[] = [],
     deferred = false,
+    background = false,
   ): void {
     this.#loaders = count;
     const ctl = this.#views.ctl;
@@ -379,6 +382,7 @@ export class LazyPager implements AbsentPageHandler {
       entries: this.#reader === null
         ? null
         : { pages: this.#index.pages, offsets: this.#index.offsets },
+      background,
     }));
     this.#launch = () => {
       this.#launch = null;
@@ -759,6 +763,36 @@ export function spawnLoaders(count: number): Worker[] {
   );
 }
 
+/**
+ * Waits until each of `workers` (from {@linkcode spawnLoaders}) has loaded its code and says
+ * "ready", at most `boundMs` in all (a loader not ready by then still works, later). A restore
+ * waits for this before its clock starts: a loader compiling its modules while the guest starts
+ * would take a core from it on a 2-core machine.
+ */
+export async function loadersReady(
+  workers: Worker[],
+  boundMs: number = DEFAULT_WAIT_BOUND_MS,
+): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const bound = new Promise<void>((ok) => timer = setTimeout(ok, boundMs));
+  const listeners: [Worker, (e: MessageEvent) => void][] = [];
+  const ready = Promise.all(workers.map((w) =>
+    new Promise<void>((ok) => {
+      const on = (e: MessageEvent) => {
+        if ((e.data as LoaderEvent | undefined)?.type === "ready") ok();
+      };
+      listeners.push([w, on]);
+      w.addEventListener("message", on);
+    })
+  ));
+  try {
+    await Promise.race([ready, bound]);
+  } finally {
+    clearTimeout(timer);
+    for (const [w, on] of listeners) w.removeEventListener("message", on);
+  }
+}
+
 /** Reads a working-set hint for the snapshot, or explains why not (a note). */
 async function loadHint(
   o: LazyRestoreOptions,
@@ -899,7 +933,14 @@ export async function restoreLazily(o: LazyRestoreOptions): Promise<LazyRestored
     T("hint");
     // A URL is read by the loader only: at least one, which serves the guest's demand reads.
     const loaders = remote ? Math.max(1, o.loaders ?? 1) : o.loaders ?? 1;
-    pager.startLoaders(o.path, loaders, hint.pages, o.workers, o.deferLoaders === true);
+    pager.startLoaders(
+      o.path,
+      loaders,
+      hint.pages,
+      o.workers,
+      o.deferLoaders === true,
+      o.eager !== true,
+    );
     T("loaders");
     if (o.eager) machine.ram.ensureAllPresent();
     return {
