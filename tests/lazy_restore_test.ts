@@ -5,7 +5,13 @@
  */
 import { assert, assertEquals, assertMatch, assertRejects, assertThrows } from "@std/assert/mod.js";
 import { LiveMachine } from "../emulator/snapshot/live_machine.ts";
-import { LazyPageError, restoreEagerly, restoreLazily } from "../emulator/snapshot/lazy_restore.ts";
+import {
+  LazyPageError,
+  loadersReady,
+  restoreEagerly,
+  restoreLazily,
+  spawnLoaders,
+} from "../emulator/snapshot/lazy_restore.ts";
 import { crc32c } from "../format/checksum.ts";
 import { ChecksumError } from "../format/errors.ts";
 import { machineContentDigest } from "../emulator/snapshot/machine_state.ts";
@@ -394,5 +400,17 @@ Deno.test("warmLazyRestore() leaves no file behind, and the restore after it com
     assertEquals([warm.out, warm.digest, warm.retired], [cold.out, cold.digest, cold.retired]);
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("loadersReady() sees a loader's ready message even when it came before anyone waited", async () => {
+  const workers = spawnLoaders(2);
+  try {
+    // Long enough for the loaders to load their code and say so while nobody listens.
+    await new Promise((ok) => setTimeout(ok, 1_500));
+    assertEquals(await loadersReady(workers, 30_000), true);
+    assertEquals(await loadersReady([], 10), true, "no loader: nothing to wait for");
+  } finally {
+    for (const w of workers) w.terminate();
   }
 });

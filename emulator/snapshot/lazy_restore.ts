@@ -757,39 +757,46 @@ export class LazyPager implements AbsentPageHandler {
 
 /** Creates `count` loader threads, idle until a restore hands them its work. */
 export function spawnLoaders(count: number): Worker[] {
-  return Array.from(
-    { length: count },
-    () => new Worker(new URL("./lazy_loader_worker.ts", import.meta.url), { type: "module" }),
-  );
+  return Array.from({ length: count }, () => {
+    const w = new Worker(new URL("./lazy_loader_worker.ts", import.meta.url), { type: "module" });
+    // Listened for from the start: a message nobody listens for when it arrives is lost.
+    loaderReadiness.set(
+      w,
+      new Promise<void>((ok) => {
+        const on = (e: MessageEvent) => {
+          if ((e.data as LoaderEvent | undefined)?.type !== "ready") return;
+          w.removeEventListener("message", on);
+          ok();
+        };
+        w.addEventListener("message", on);
+      }),
+    );
+    return w;
+  });
 }
+
+/** Loader threads made by {@linkcode spawnLoaders}, and whether each has said "ready". */
+const loaderReadiness = new WeakMap<Worker, Promise<void>>();
 
 /**
  * Waits until each of `workers` (from {@linkcode spawnLoaders}) has loaded its code and says
- * "ready", at most `boundMs` in all (a loader not ready by then still works, later). A restore
- * waits for this before its clock starts: a loader compiling its modules while the guest starts
- * would take a core from it on a 2-core machine.
+ * "ready", at most `boundMs` in all; true when they all did (a loader not ready by then still
+ * works, later). A restore waits for this before its clock starts: a loader compiling its modules
+ * while the guest starts would take a core from it on a 2-core machine.
  */
 export async function loadersReady(
   workers: Worker[],
   boundMs: number = DEFAULT_WAIT_BOUND_MS,
-): Promise<void> {
+): Promise<boolean> {
   let timer: ReturnType<typeof setTimeout> | undefined;
-  const bound = new Promise<void>((ok) => timer = setTimeout(ok, boundMs));
-  const listeners: [Worker, (e: MessageEvent) => void][] = [];
-  const ready = Promise.all(workers.map((w) =>
-    new Promise<void>((ok) => {
-      const on = (e: MessageEvent) => {
-        if ((e.data as LoaderEvent | undefined)?.type === "ready") ok();
-      };
-      listeners.push([w, on]);
-      w.addEventListener("message", on);
-    })
-  ));
+  const bound = new Promise<boolean>((ok) => timer = setTimeout(() => ok(false), boundMs));
   try {
-    await Promise.race([ready, bound]);
+    return await Promise.race([
+      Promise.all(workers.map((w) => loaderReadiness.get(w) ?? Promise.resolve())).then(() => true),
+      bound,
+    ]);
   } finally {
     clearTimeout(timer);
-    for (const [w, on] of listeners) w.removeEventListener("message", on);
   }
 }
 
