@@ -9,9 +9,10 @@
  *
  * - time to first instruction: eager (the streaming restore, and the parallel one) against lazy,
  *   from the restore's start (after the process has loaded its modules) to the first retired
- *   instruction; and the whole process to its exit after that one instruction (a lazy restore's
+ *   instruction; and the whole process to its exit after that one instruction. Lazy twice: as
+ *   `restore --lazy` runs by default (cold), and `lazy-warm` as `restore --lazy --warm-up` (the
  *   process warms itself up before the clock starts: `warmLazyRestore`, which reads nothing of
- *   the file); for lazy, also the restoring thread's time on a CPU and waiting for one over the
+ *   the file, and the whole process pays for it); for lazy, also the restoring thread's time on a CPU and waiting for one over the
  *   same span (`firstInstructionCpu`), which the machine's other jobs do not stretch;
  * - eager restore in GB/s of guest RAM, streaming against parallel, and the cost of touching that
  *   much fresh memory alone (what would remain with free decompression);
@@ -57,12 +58,12 @@ async function one(kind: string, file: string, workload: number): Promise<void> 
     r.machine.run(1);
     out.firstInstructionMs = sharedClockMs() - t0;
     out.ramBytes = r.machine.ram.size;
-  } else if (kind === "lazy") {
+  } else if (kind === "lazy" || kind === "lazy-warm") {
     const r = await restoreSnapshot({
       path: file,
       runFor: 1,
       sink: () => {},
-      lazy: { hint: "off" },
+      lazy: { hint: "off", warm: kind === "lazy-warm" },
     });
     const m = r.pager!.metrics();
     out.firstInstructionMs = m.firstInstructionUs! / 1000;
@@ -135,12 +136,15 @@ const load = () => Deno.loadavg()[0].toFixed(1);
 console.log(`# restore benchmark, ${rounds} rounds, load ${load()} at the start`);
 for (const mib of args.only === "hint" ? [] : sizes) {
   const lazyOnly = args.only === "lazy";
+  const lazyKinds = lazyOnly
+    ? ["lazy", "lazy-warm"]
+    : ["eager-stream", "eager-parallel", "lazy", "lazy-warm"];
   const f = await makeRestoreFixture(`${dir}/memstress-${mib}M.lsnap`, mib * 2 ** 20);
   const fileBytes = (await Deno.stat(f.path)).size;
   const got: Record<string, number[]> = {};
   const add = (k: string, v: number) => (got[k] ??= []).push(v);
   for (let round = 0; round < rounds; round++) {
-    for (const kind of lazyOnly ? ["lazy"] : ["eager-stream", "eager-parallel", "lazy"]) {
+    for (const kind of lazyKinds) {
       const r = await child(kind, f.path);
       add(`${kind} first`, r.firstInstructionMs);
       add(`${kind} wall`, r.wallMs);
@@ -158,15 +162,16 @@ for (const mib of args.only === "hint" ? [] : sizes) {
     `\n## ${mib} MiB of RAM (file ${(fileBytes / 2 ** 20).toFixed(1)} MiB), load ${load()}`,
   );
   console.log("time to first instruction, ms: median (min-max)");
-  for (const k of lazyOnly ? ["lazy"] : ["eager-stream", "eager-parallel", "lazy"]) {
+  for (const k of lazyKinds) {
     console.log(
       `  ${k.padEnd(15)} ${fmt(got[`${k} first`])}   whole process ${fmt(got[`${k} wall`])}`,
     );
   }
-  if (got["lazy cpu"] !== undefined) {
+  for (const k of ["lazy", "lazy-warm"]) {
+    if (got[`${k} cpu`] === undefined) continue;
     console.log(
-      `  lazy, of which the restoring thread on a CPU ${fmt(got["lazy cpu"])}, waiting for one ${
-        fmt(got["lazy wait"])
+      `  ${k}, of which the restoring thread on a CPU ${fmt(got[`${k} cpu`])}, waiting for one ${
+        fmt(got[`${k} wait`])
       }`,
     );
   }

@@ -396,7 +396,7 @@ Deno.test("warmLazyRestore() leaves no file behind, and the restore after it com
     await warmLazyRestore();
     assertEquals(await warmups(), before, "the warm-up's temporary snapshot was removed");
     const cold = await run(path, 150_000, { hint: "off", warm: false });
-    const warm = await run(path, 150_000, { hint: "off" });
+    const warm = await run(path, 150_000, { hint: "off", warm: true });
     assertEquals([warm.out, warm.digest, warm.retired], [cold.out, cold.digest, cold.retired]);
   } finally {
     await Deno.remove(dir, { recursive: true });
@@ -412,5 +412,27 @@ Deno.test("loadersReady() sees a loader's ready message even when it came before
     assertEquals(await loadersReady([], 10), true, "no loader: nothing to wait for");
   } finally {
     for (const w of workers) w.terminate();
+  }
+});
+
+Deno.test("restore --lazy --warm-up prints what an eager restore prints; --warm-up needs --lazy", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = await snapshot(dir, "cow");
+    const cli = (...args: string[]) =>
+      new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", "tools/cli.ts", "restore", path, ...args],
+        cwd: new URL("..", import.meta.url),
+      }).output();
+    const eager = await cli("--run-for", "150000", "--digest");
+    const warm = await cli("--lazy", "--warm-up", "--run-for", "150000", "--digest");
+    assertEquals([eager.code, warm.code], [0, 0], new TextDecoder().decode(warm.stderr));
+    assertEquals(new TextDecoder().decode(warm.stdout), new TextDecoder().decode(eager.stdout));
+    assert(eager.stdout.length > 0);
+    const refused = await cli("--warm-up", "--run-for", "1");
+    assertEquals(refused.code, 2);
+    assertMatch(new TextDecoder().decode(refused.stderr), /--warm-up needs --lazy/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });

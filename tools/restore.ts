@@ -57,8 +57,10 @@ export interface RestoreSnapshotOptions {
    */
   lazy?: Omit<LazyRestoreOptions, "path" | "uartSink" | "migrations" | "startedAtMs"> & {
     /**
-     * Warm the process up first, before the restore's clock starts (default true:
-     * `warmLazyRestore` in emulator/snapshot/restore_warmup.ts; it reads nothing of `path`).
+     * Warm the process up first, before the restore's clock starts (default false:
+     * `warmLazyRestore` in emulator/snapshot/restore_warmup.ts restores a small snapshot it
+     * writes itself and reads nothing of `path`; it costs the process 0.3-0.8 s here, so it pays
+     * only where a process is started ahead of the restores it serves, `restore --warm-up`).
      */
     warm?: boolean;
   };
@@ -199,7 +201,7 @@ async function restoreLazy(
   // which the guest would otherwise wait for (BENCHMARKS.md, "Lazy restore").
   const workers = lazy.workers ?? spawnLoaders(lazy.loaders ?? 1);
   const { warm, ...options } = lazy;
-  if (warm !== false) await warmLazyRestore();
+  if (warm === true) await warmLazyRestore();
   await loadersReady(workers);
   const startedAtMs = sharedClockMs();
   const restored = await restoreLazily({
