@@ -9,7 +9,11 @@
  *
  * - time to first instruction: eager (the streaming restore, and the parallel one) against lazy,
  *   from the restore's start (after the process has loaded its modules) to the first retired
- *   instruction; and the whole process to its exit after that one instruction;
+ *   instruction; and the whole process to its exit after that one instruction. Lazy twice: as
+ *   `restore --lazy` runs by default (cold), and `lazy-warm` as `restore --lazy --warm-up` (the
+ *   process warms itself up before the clock starts: `warmLazyRestore`, which reads nothing of
+ *   the file, and the whole process pays for it); for lazy, also the restoring thread's time on a CPU and waiting for one over the
+ *   same span (`firstInstructionCpu`), which the machine's other jobs do not stretch;
  * - eager restore in GB/s of guest RAM, streaming against parallel, and the cost of touching that
  *   much fresh memory alone (what would remain with free decompression);
  * - with a working-set hint: demand faults and the time to finish a fixed workload (W instructions
@@ -17,7 +21,7 @@
  *   already warm (its RAM loaded and touched before the clock starts).
  *
  * Usage: deno task bench:restore [--sizes 64,1024,2048] [--rounds 3] [--workload 20000000]
- *   [--only sizes|hint]
+ *   [--only sizes|lazy|hint] (lazy: the time to first instruction of lazy restores alone)
  *
  * @module
  */
@@ -28,6 +32,7 @@ import { restoreSnapshot } from "../tools/restore.ts";
 import { sharedClockMs } from "../emulator/snapshot/lazy_pages.ts";
 import { restoreEagerly } from "../emulator/snapshot/lazy_restore.ts";
 import { adviseHugePages } from "../emulator/snapshot/discard_pages.ts";
+import { warmLazyRestore } from "../emulator/snapshot/restore_warmup.ts";
 
 const args = parseArgs(Deno.args, {
   string: ["sizes", "rounds", "workload", "dir", "one", "file", "size", "only"],
@@ -53,23 +58,26 @@ async function one(kind: string, file: string, workload: number): Promise<void> 
     r.machine.run(1);
     out.firstInstructionMs = sharedClockMs() - t0;
     out.ramBytes = r.machine.ram.size;
-  } else if (kind === "lazy") {
+  } else if (kind === "lazy" || kind === "lazy-warm") {
     const r = await restoreSnapshot({
       path: file,
       runFor: 1,
       sink: () => {},
-      lazy: { hint: "off" },
+      lazy: { hint: "off", warm: kind === "lazy-warm" },
     });
     const m = r.pager!.metrics();
     out.firstInstructionMs = m.firstInstructionUs! / 1000;
+    out.firstCpuMs = m.firstInstructionCpu === null ? null : m.firstInstructionCpu.runUs / 1000;
+    out.firstWaitMs = m.firstInstructionCpu === null ? null : m.firstInstructionCpu.waitUs / 1000;
     await r.pager!.finish();
   } else if (kind === "work-lazy" || kind === "work-hint") {
+    await warmLazyRestore(); // the process's warm-up, as `restore` does before its clock
     const t1 = sharedClockMs(); // the loader thread's creation included
     const r = await restoreSnapshot({
       path: file,
       runFor: workload,
       sink: () => {},
-      lazy: { hint: kind === "work-hint" ? "auto" : "off" },
+      lazy: { hint: kind === "work-hint" ? "auto" : "off", warm: false },
     });
     out.ms = sharedClockMs() - t1;
     const m = r.pager!.metrics();
@@ -127,17 +135,23 @@ const load = () => Deno.loadavg()[0].toFixed(1);
 
 console.log(`# restore benchmark, ${rounds} rounds, load ${load()} at the start`);
 for (const mib of args.only === "hint" ? [] : sizes) {
+  const lazyOnly = args.only === "lazy";
+  const lazyKinds = lazyOnly
+    ? ["lazy", "lazy-warm"]
+    : ["eager-stream", "eager-parallel", "lazy", "lazy-warm"];
   const f = await makeRestoreFixture(`${dir}/memstress-${mib}M.lsnap`, mib * 2 ** 20);
   const fileBytes = (await Deno.stat(f.path)).size;
   const got: Record<string, number[]> = {};
   const add = (k: string, v: number) => (got[k] ??= []).push(v);
   for (let round = 0; round < rounds; round++) {
-    for (const kind of ["eager-stream", "eager-parallel", "lazy"]) {
+    for (const kind of lazyKinds) {
       const r = await child(kind, f.path);
       add(`${kind} first`, r.firstInstructionMs);
       add(`${kind} wall`, r.wallMs);
+      if (r.firstCpuMs != null) add(`${kind} cpu`, r.firstCpuMs);
+      if (r.firstWaitMs != null) add(`${kind} wait`, r.firstWaitMs);
     }
-    for (const kind of ["touch", "touch-huge"]) {
+    for (const kind of lazyOnly ? [] : ["touch", "touch-huge"]) {
       add(kind, (await child(kind, f.path, ["--size", String(f.ramSize)])).ms);
     }
   }
@@ -148,11 +162,20 @@ for (const mib of args.only === "hint" ? [] : sizes) {
     `\n## ${mib} MiB of RAM (file ${(fileBytes / 2 ** 20).toFixed(1)} MiB), load ${load()}`,
   );
   console.log("time to first instruction, ms: median (min-max)");
-  for (const k of ["eager-stream", "eager-parallel", "lazy"]) {
+  for (const k of lazyKinds) {
     console.log(
       `  ${k.padEnd(15)} ${fmt(got[`${k} first`])}   whole process ${fmt(got[`${k} wall`])}`,
     );
   }
+  for (const k of ["lazy", "lazy-warm"]) {
+    if (got[`${k} cpu`] === undefined) continue;
+    console.log(
+      `  ${k}, of which the restoring thread on a CPU ${fmt(got[`${k} cpu`])}, waiting for one ${
+        fmt(got[`${k} wait`])
+      }`,
+    );
+  }
+  if (lazyOnly) continue;
   console.log(
     `  lazy / eager-parallel: ${
       (median(got["lazy first"]) / median(got["eager-parallel first"])).toFixed(3)
@@ -171,7 +194,7 @@ for (const mib of args.only === "hint" ? [] : sizes) {
 }
 
 // The hint: a fixed workload after the restore point, on the largest size's snapshot.
-if (args.only !== "sizes") {
+if (args.only !== "sizes" && args.only !== "lazy") {
   const mib = Math.min(...sizes.filter((s: number) => s >= 256), Math.max(...sizes));
   const f = await makeRestoreFixture(`${dir}/memstress-ws32M-${mib}M.lsnap`, mib * 2 ** 20, {
     workingSetBytes: 32 << 20,

@@ -626,6 +626,17 @@ export function zstdDecompressView(data: Uint8Array, expected: number): Uint8Arr
 }
 
 /**
+ * Grows this thread's {@linkcode zstdDecompressView} area to at least `bytes` and writes it once,
+ * so that later calls up to that size find it in memory rather than taking a fault per 4 KiB
+ * (a process that is about to restore lazily does this before its clock starts).
+ */
+export function zstdReserveView(bytes: number): void {
+  if (backend.decompressView !== undefined || viewArea.length >= bytes) return;
+  viewArea = new Uint8Array(Math.min(bytes, 64 << 20));
+  viewArea.fill(0);
+}
+
+/**
  * Decompresses one frame whose content must be exactly `expected` bytes. Returns the bytes or a
  * reason string; never allocates more than `expected` for the output.
  */

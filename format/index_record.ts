@@ -5,7 +5,7 @@
  * @module
  */
 import { ByteBuilder, ByteCursor } from "./_bytes.ts";
-import { zstdCompress, zstdDecompressExact } from "./_zstd.ts";
+import { zstdCompress, zstdDecompressView } from "./_zstd.ts";
 import { MAX_RECORD_PAYLOAD } from "./constants.ts";
 
 /** Bytes per page entry in the index body: region u16, page delta u32, record offset u64. */
@@ -76,7 +76,9 @@ export function decodeIndex(
   }
   let body = outer.rest();
   if (compression === 1) {
-    const out = zstdDecompressExact(body, bodyLength);
+    // Into this thread's reused area (read once below, never kept): the columns are decoded
+    // straight from it, so the only fresh memory is the decoded columns themselves.
+    const out = zstdDecompressView(body, bodyLength);
     if (typeof out === "string") return outer.fail(out);
     body = out;
   } else if (body.length !== bodyLength) {
@@ -88,50 +90,48 @@ export function decodeIndex(
   if (indexBodySize(n, d) !== body.length) {
     c.fail(`${n} page and ${d} device entries do not fill the ${body.length}-byte index body`);
   }
-  // The columns are copied once into aligned typed arrays (a memcpy each) and checked in plain
-  // loops: a lazy restore reads the index before the guest's first instruction, and a 2 GiB
-  // machine's index has half a million entries.
-  const column = (at: number, bytes: number): ArrayBuffer => {
-    const out = new Uint8Array(bytes);
-    out.set(body.subarray(at, at + bytes));
-    return out.buffer;
-  };
-  const regions = new Uint16Array(column(8, 2 * n));
-  const pages = new Uint32Array(column(8 + 2 * n, 4 * n));
-  const rawOffsets = new Uint32Array(column(8 + 6 * n, 8 * n + 8 * d));
+  // One pass over the three columns, checking as it goes: a lazy restore decodes the index
+  // before the guest's first instruction, and a 2 GiB machine's index has half a million
+  // entries (BENCHMARKS.md, "Restore: lazy and eager").
+  const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
+  const regions = new Uint16Array(n);
+  const pages = new Uint32Array(n);
   const pageOffsets = new Float64Array(n);
   const regionCount = regionPageCounts.length;
+  const pagesAt = 8 + 2 * n;
+  const offsetsAt = 8 + 6 * n;
+  let prevRegion = -1;
+  let prevPage = 0;
   for (let i = 0; i < n; i++) {
-    const r = regions[i];
+    const r = view.getUint16(8 + 2 * i, true);
+    const v = view.getUint32(pagesAt + 4 * i, true);
+    const lo = view.getUint32(offsetsAt + 8 * i, true);
+    const hi = view.getUint32(offsetsAt + 8 * i + 4, true);
     if (r >= regionCount) c.fail(`index entry ${i} names region ${r}, which does not exist`);
-    if (i > 0 && r < regions[i - 1]) c.fail(`index entry ${i} is out of order`);
-  }
-  for (let i = 0; i < n; i++) {
-    const v = pages[i];
-    const sameRegion = i > 0 && regions[i] === regions[i - 1];
+    if (r < prevRegion) c.fail(`index entry ${i} is out of order`);
+    const sameRegion = r === prevRegion;
     if (sameRegion && v === 0) c.fail(`index entry ${i} repeats a page`);
-    const p = sameRegion ? pages[i - 1] + v : v;
-    if (p >= regionPageCounts[regions[i]]) {
-      c.fail(`index entry ${i} names page ${p} of region ${regions[i]}, which does not exist`);
+    const p = sameRegion ? prevPage + v : v;
+    if (p >= regionPageCounts[r]) {
+      c.fail(`index entry ${i} names page ${p} of region ${r}, which does not exist`);
     }
-    pages[i] = p;
-  }
-  const u64 = (i: number, what: string): number => {
-    const lo = rawOffsets[2 * i];
-    const hi = rawOffsets[2 * i + 1];
-    if (hi >= 0x20_0000) c.fail(`${what} ${hi * 2 ** 32 + lo} is 2^53 or more`);
-    return hi * 2 ** 32 + lo;
-  };
-  for (let i = 0; i < n; i++) {
-    const o = u64(i, "entry offset");
+    if (hi >= 0x20_0000) c.fail(`entry offset ${hi * 2 ** 32 + lo} is 2^53 or more`);
+    const o = hi * 2 ** 32 + lo;
     if (o >= limit) {
       c.fail(`index entry ${i} points at byte ${o}, not before the index at ${limit}`);
     }
+    regions[i] = r;
+    pages[i] = p;
     pageOffsets[i] = o;
+    prevRegion = r;
+    prevPage = p;
   }
   const deviceOffsets = new Float64Array(d);
   for (let i = 0; i < d; i++) {
-    const o = u64(n + i, "device entry offset");
+    const lo = view.getUint32(offsetsAt + 8 * (n + i), true);
+    const hi = view.getUint32(offsetsAt + 8 * (n + i) + 4, true);
+    if (hi >= 0x20_0000) c.fail(`device entry offset ${hi * 2 ** 32 + lo} is 2^53 or more`);
+    const o = hi * 2 ** 32 + lo;
     if (o >= limit) {
       c.fail(`device entry ${i} points at byte ${o}, not before the index at ${limit}`);
     }

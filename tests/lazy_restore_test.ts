@@ -5,7 +5,13 @@
  */
 import { assert, assertEquals, assertMatch, assertRejects, assertThrows } from "@std/assert/mod.js";
 import { LiveMachine } from "../emulator/snapshot/live_machine.ts";
-import { LazyPageError, restoreEagerly, restoreLazily } from "../emulator/snapshot/lazy_restore.ts";
+import {
+  LazyPageError,
+  loadersReady,
+  restoreEagerly,
+  restoreLazily,
+  spawnLoaders,
+} from "../emulator/snapshot/lazy_restore.ts";
 import { crc32c } from "../format/checksum.ts";
 import { ChecksumError } from "../format/errors.ts";
 import { machineContentDigest } from "../emulator/snapshot/machine_state.ts";
@@ -13,6 +19,7 @@ import type { SnapshotMode } from "../emulator/snapshot/session.ts";
 import { decodeWorkingSet, workingSetPath } from "../emulator/snapshot/working_set.ts";
 import { SnapshotFileReader } from "../format/file_reader.ts";
 import { restoreSnapshot } from "../tools/restore.ts";
+import { warmLazyRestore } from "../emulator/snapshot/restore_warmup.ts";
 import { memstressElf } from "./_guests.ts";
 
 const RAM = 8 * 1024 * 1024;
@@ -281,6 +288,11 @@ Deno.test("restoreEagerly() loads every page with parallel loaders before the gu
     assertEquals(m.loaders, 2);
     assertEquals(m.demandFaults, 0);
     assertEquals(r.machine.ram.lazy, false, "no page is absent");
+    // The digest checked is built from the entries the loaders recorded as they installed pages:
+    // it is the trailer's, and the one RAM itself gives.
+    const fromInstalls = await r.pager.installedContentDigest();
+    assertEquals(fromInstalls, r.contentDigest);
+    assertEquals(await machineContentDigest(r.machine), fromInstalls);
     const eager = await run(path, 300_000);
     const stream = await restoreSnapshot({
       path,
@@ -328,6 +340,98 @@ Deno.test("--record-ws keeps the first touches of its window only, in order", as
     const long = await recorded(700_000);
     assert(short.length > 0 && short.length < long.length, `${short.length} and ${long.length}`);
     assertEquals(long.slice(0, short.length), short, "the short window is the long one's start");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("restoreLazily() with deferLoaders hands the loader its work only at the first instruction; the metrics time it on the thread's CPU", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = await snapshot(dir, "stop");
+    const r = await restoreLazily({ path, uartSink: () => {}, hint: "off", deferLoaders: true });
+    try {
+      // A loader handed its work would have installed pages by now (it has the whole file).
+      await new Promise((ok) => setTimeout(ok, 300));
+      assertEquals(r.pager.metrics().prefetchedPages, 0, "no page loaded before the guest ran");
+      assertEquals(await r.pager.installedContentDigest(), null, "a lazy restore records none");
+      assert(!r.pager.loadersStopped(), "the loader is counted as running, to be waited for");
+      r.machine.run(1);
+      r.pager.markFirstInstruction();
+      r.pager.waitForLoaders();
+      const m = r.pager.metrics();
+      assert(m.prefetchedPages > 0, "the loader ran once the first instruction retired");
+      assert(m.firstInstructionUs !== null && m.firstInstructionUs > 0);
+      if (Deno.build.os === "linux") {
+        const cpu = m.firstInstructionCpu!;
+        assert(cpu.runUs > 0, "the restore took CPU time");
+        // Time on a CPU and time waiting for one both lie inside the span they divide (µs
+        // rounding, and schedstat's accounting at the last tick, allowed for).
+        assert(
+          cpu.runUs + cpu.waitUs <= m.firstInstructionUs! + 5_000,
+          `${JSON.stringify(cpu)} within ${m.firstInstructionUs} µs`,
+        );
+      }
+    } finally {
+      await r.pager.finish();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("warmLazyRestore() leaves no file behind, and the restore after it computes what one without it does", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = await snapshot(dir, "cow");
+    const tmp = Deno.env.get("TMPDIR") ?? "/tmp";
+    const warmups = async () => {
+      const names: string[] = [];
+      for await (const e of Deno.readDir(tmp)) {
+        if (e.name.startsWith("livesnap-warmup-")) names.push(e.name);
+      }
+      return names.sort();
+    };
+    const before = await warmups();
+    await warmLazyRestore();
+    assertEquals(await warmups(), before, "the warm-up's temporary snapshot was removed");
+    const cold = await run(path, 150_000, { hint: "off", warm: false });
+    const warm = await run(path, 150_000, { hint: "off", warm: true });
+    assertEquals([warm.out, warm.digest, warm.retired], [cold.out, cold.digest, cold.retired]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("loadersReady() sees a loader's ready message even when it came before anyone waited", async () => {
+  const workers = spawnLoaders(2);
+  try {
+    // Long enough for the loaders to load their code and say so while nobody listens.
+    await new Promise((ok) => setTimeout(ok, 1_500));
+    assertEquals(await loadersReady(workers, 30_000), true);
+    assertEquals(await loadersReady([], 10), true, "no loader: nothing to wait for");
+  } finally {
+    for (const w of workers) w.terminate();
+  }
+});
+
+Deno.test("restore --lazy --warm-up prints what an eager restore prints; --warm-up needs --lazy", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = await snapshot(dir, "cow");
+    const cli = (...args: string[]) =>
+      new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", "tools/cli.ts", "restore", path, ...args],
+        cwd: new URL("..", import.meta.url),
+      }).output();
+    const eager = await cli("--run-for", "150000", "--digest");
+    const warm = await cli("--lazy", "--warm-up", "--run-for", "150000", "--digest");
+    assertEquals([eager.code, warm.code], [0, 0], new TextDecoder().decode(warm.stderr));
+    assertEquals(new TextDecoder().decode(warm.stdout), new TextDecoder().decode(eager.stdout));
+    assert(eager.stdout.length > 0);
+    const refused = await cli("--warm-up", "--run-for", "1");
+    assertEquals(refused.code, 2);
+    assertMatch(new TextDecoder().decode(refused.stderr), /--warm-up needs --lazy/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -16,10 +16,12 @@ import {
 import {
   type LazyPager,
   type LazyRestoreOptions,
+  loadersReady,
   restoreEagerly,
   restoreLazily,
   spawnLoaders,
 } from "../emulator/snapshot/lazy_restore.ts";
+import { warmLazyRestore } from "../emulator/snapshot/restore_warmup.ts";
 import { sharedClockMs } from "../emulator/snapshot/lazy_pages.ts";
 import { runBounded } from "./run.ts";
 import { openInput } from "./_io.ts";
@@ -53,7 +55,15 @@ export interface RestoreSnapshotOptions {
    * access and from a background loader (emulator/snapshot/lazy_restore.ts). With `eager`, the
    * same machinery loads everything with parallel loaders before the guest runs.
    */
-  lazy?: Omit<LazyRestoreOptions, "path" | "uartSink" | "migrations" | "startedAtMs">;
+  lazy?: Omit<LazyRestoreOptions, "path" | "uartSink" | "migrations" | "startedAtMs"> & {
+    /**
+     * Warm the process up first, before the restore's clock starts (default false:
+     * `warmLazyRestore` in emulator/snapshot/restore_warmup.ts restores a small snapshot it
+     * writes itself and reads nothing of `path`; it costs the process 0.3-0.8 s here, so it pays
+     * only where a process is started ahead of the restores it serves, `restore --warm-up`).
+     */
+    warm?: boolean;
+  };
   /**
    * For an eager restore of a complete, indexed local `.lsnap` of at least
    * {@linkcode PARALLEL_RESTORE_MIN_BYTES}: load it with parallel loader threads (default true;
@@ -190,9 +200,13 @@ async function restoreLazy(
   // The loader threads first: making a Worker blocks this thread for tens of milliseconds,
   // which the guest would otherwise wait for (BENCHMARKS.md, "Lazy restore").
   const workers = lazy.workers ?? spawnLoaders(lazy.loaders ?? 1);
+  const { warm, ...options } = lazy;
+  if (warm === true) await warmLazyRestore();
+  await loadersReady(workers);
   const startedAtMs = sharedClockMs();
   const restored = await restoreLazily({
-    ...lazy,
+    deferLoaders: true,
+    ...options,
     workers,
     path: o.path,
     uartSink: o.sink,

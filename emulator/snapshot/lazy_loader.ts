@@ -17,6 +17,9 @@ import { SnapshotFileReader } from "../../format/file_reader.ts";
 import { SourceError } from "../../format/random_access_source.ts";
 import { decodeRecordHead } from "../../format/record.ts";
 import { RECORD_HEAD_SIZE, RECORD_TAIL_SIZE } from "../../format/constants.ts";
+import { PAGE_SIZE } from "../memory_map.ts";
+import { populatePages } from "./discard_pages.ts";
+import { lowerThreadPriority } from "./thread_priority.ts";
 import {
   BYTES_LOADER,
   CTL_DEMAND_ACTIVE,
@@ -58,14 +61,52 @@ async function readAt(file: Deno.FsFile, offset: number, out: Uint8Array): Promi
   return n;
 }
 
+/** Pages per huge page (2 MiB of 4 KiB pages). */
+const CHUNK_PAGES = 512;
+
+/**
+ * Faults in, for writing, the 2 MiB chunks of `ram` that hold `pages` (sorted), one
+ * `MADV_POPULATE_WRITE` per run of neighbouring chunks, before a record's pages are copied there.
+ * The kernel then zeroes the memory in one system call per run rather than in a fault per page
+ * (or per huge page) taken from JavaScript: fresh memory is most of an eager restore's time
+ * (BENCHMARKS.md, "Restore: lazy and eager"), and each loader pays it on its own core. Does
+ * nothing where `madvise` cannot be called.
+ */
+function populateChunks(ram: Uint8Array, pages: readonly number[]): void {
+  const chunkBytes = CHUNK_PAGES * PAGE_SIZE;
+  let from = -1;
+  let to = -1;
+  const flush = () => {
+    if (from < 0) return;
+    const start = from * chunkBytes;
+    populatePages(ram.subarray(start, Math.min(ram.length, to * chunkBytes)));
+  };
+  for (const p of pages) {
+    const c = Math.floor(p / CHUNK_PAGES);
+    if (c >= from && c < to) continue;
+    if (c === to) {
+      to++;
+      continue;
+    }
+    flush();
+    from = c;
+    to = c + 1;
+  }
+  flush();
+}
+
 /** Runs one loader to its end; returns what {@linkcode LoaderEvent} "done" reports. */
 export async function runLoader(boot: LoaderBoot): Promise<LoaderEvent> {
+  if (boot.background) lowerThreadPriority();
   const v = lazyViews(boot.buffers);
   const { state, ctl } = v;
-  // The loader reads the footer, trailer and index itself (off the guest's thread), through the
-  // reader's byte source: a local file or an http(s) URL (Range requests, several in flight).
-  const reader = await SnapshotFileReader.open(boot.path);
-  const entries = reader.pageEntries(0);
+  // A local file's index comes from the guest's thread, which decoded it already; a source the
+  // loader reads for the guest (an http(s) URL: Range requests, several in flight) is opened here,
+  // its footer, trailer and index read off the guest's thread.
+  const reader = boot.entries !== null && !boot.serveDemand
+    ? null
+    : await SnapshotFileReader.open(boot.path);
+  const entries = boot.entries ?? reader!.pageEntries(0);
   const index = new PageIndex(entries.pages, entries.offsets);
   const target = {
     views: v,
@@ -95,7 +136,7 @@ export async function runLoader(boot: LoaderBoot): Promise<LoaderEvent> {
   const mine: number[] = [];
   for (let i = boot.id; i < order.length; i += boot.of) mine.push(i);
   const stopped = () => Atomics.load(ctl, CTL_STOP) !== 0;
-  const demand = boot.serveDemand ? serveDemand(reader, target) : Promise.resolve();
+  const demand = boot.serveDemand ? serveDemand(reader!, target) : Promise.resolve();
   let records = 0;
   let failed = 0;
   const installed = (i: number, n: number) => {
@@ -124,7 +165,7 @@ export async function runLoader(boot: LoaderBoot): Promise<LoaderEvent> {
         k += batch.length;
         try {
           for await (
-            const rec of reader.readPageRecords(batch.map((i) => order[i]), {
+            const rec of reader!.readPageRecords(batch.map((i) => order[i]), {
               batchBytes: 4 << 20,
             })
           ) {
@@ -177,6 +218,7 @@ export async function runLoader(boot: LoaderBoot): Promise<LoaderEvent> {
                 { offset: at, recordIndex: -1 },
               );
             }
+            if (boot.populate) populateChunks(target.ram, byRecord.get(at)!);
             installed(i, installRecord(target, record, at, PAGE_PREFETCHED));
           } catch (e) {
             skip(e);
@@ -195,7 +237,7 @@ export async function runLoader(boot: LoaderBoot): Promise<LoaderEvent> {
     Atomics.notify(ctl, CTL_LOADER);
     await demand; // a remote source: demand reads go on until the guest stops the loader
   } finally {
-    reader.close();
+    reader?.close();
   }
   return { type: "done", id: boot.id, records, failed };
 }

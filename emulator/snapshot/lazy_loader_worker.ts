@@ -14,10 +14,17 @@ const port = globalThis as unknown as {
   close(): void;
 };
 
+// Loaded and compiled now, while the thread waits for its work (a restore makes its loaders before
+// its clock starts): not at the boot message, where it would take a core from the guest's start.
+const loading = import("./lazy_loader.ts");
+// "ready" once loaded (`loadersReady` waits for it); a failure is reported when the boot message
+// awaits it.
+loading.then(() => port.postMessage({ type: "ready" }), () => {});
+
 port.onmessage = async (e) => {
   port.onmessage = null;
   const boot = e.data;
-  const { runLoader, failLoader } = await import("./lazy_loader.ts");
+  const { runLoader, failLoader } = await loading;
   try {
     port.postMessage(await runLoader(boot));
   } catch (err) {

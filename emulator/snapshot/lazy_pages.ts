@@ -23,6 +23,8 @@ import { decodePageRecord } from "../../format/page_record.ts";
 import { RECORD_HEAD_SIZE, RecordType } from "../../format/constants.ts";
 import { checkRecordCrc, decodeRecordHead, recordTypeName } from "../../format/record.ts";
 import { zstdDecompressView } from "../../format/_zstd.ts";
+import { isZero } from "../../format/_bytes.ts";
+import { hashPageInto } from "../../format/checksum.ts";
 
 /** The page's bytes are not in RAM. */
 export const PAGE_ABSENT = 0;
@@ -85,7 +87,21 @@ export interface LazyBuffers {
   bytes: SharedArrayBuffer;
   /** The loader's failure message, UTF-8, NUL-padded. */
   message: SharedArrayBuffer;
+  /**
+   * For an eager restore: each installed page's content-digest entry (FORMAT.md §10), written by
+   * whichever thread installs the page from the bytes it copies: `pageHashes`, 16 bytes a page
+   * (XXH3-128), and `pageHashed`, a byte a page (0: not recorded, {@linkcode HASHED_ZERO},
+   * {@linkcode HASHED_DATA}). Null for a lazy restore (the guest changes pages before they are all
+   * in).
+   */
+  pageHashes: SharedArrayBuffer | null;
+  pageHashed: SharedArrayBuffer | null;
 }
+
+/** `pageHashed`: the page was installed and is all zeros. */
+export const HASHED_ZERO = 1;
+/** `pageHashed`: the page was installed and its XXH3-128 is in `pageHashes`. */
+export const HASHED_DATA = 2;
 
 /** Typed views of {@linkcode LazyBuffers}. */
 export interface LazyViews {
@@ -93,15 +109,20 @@ export interface LazyViews {
   ctl: Int32Array;
   bytes: BigInt64Array;
   message: Uint8Array;
+  pageHashes: Uint8Array | null;
+  pageHashed: Uint8Array | null;
 }
 
-/** Allocates the shared memory for `pageCount` pages. */
-export function createLazyBuffers(pageCount: number): LazyBuffers {
+/** Allocates the shared memory for `pageCount` pages (with `hashes`, the content-digest
+ * entries an eager restore records as it installs pages). */
+export function createLazyBuffers(pageCount: number, hashes = false): LazyBuffers {
   return {
     state: new SharedArrayBuffer(pageCount * 4),
     ctl: new SharedArrayBuffer(CTL_WORDS * 4),
     bytes: new SharedArrayBuffer(2 * 8),
     message: new SharedArrayBuffer(1024),
+    pageHashes: hashes ? new SharedArrayBuffer(pageCount * 16) : null,
+    pageHashed: hashes ? new SharedArrayBuffer(pageCount) : null,
   };
 }
 
@@ -112,6 +133,8 @@ export function lazyViews(b: LazyBuffers): LazyViews {
     ctl: new Int32Array(b.ctl),
     bytes: new BigInt64Array(b.bytes),
     message: new Uint8Array(b.message),
+    pageHashes: b.pageHashes === null ? null : new Uint8Array(b.pageHashes),
+    pageHashed: b.pageHashed === null ? null : new Uint8Array(b.pageHashed),
   };
 }
 
@@ -235,8 +258,15 @@ export function installPages(
       continue;
     }
     // A zero page: fresh RAM already reads as zeros and nothing has written an absent page.
-    if (bytes !== null) {
-      target.ram.set(bytes.subarray(i * pageSize, (i + 1) * pageSize), page * pageSize);
+    const src = bytes === null ? null : bytes.subarray(i * pageSize, (i + 1) * pageSize);
+    if (src !== null) target.ram.set(src, page * pageSize);
+    const hashed = target.views.pageHashed;
+    if (hashed !== null) {
+      if (src === null || isZero(src)) hashed[page] = HASHED_ZERO;
+      else {
+        hashPageInto(src, target.views.pageHashes!, page * 16);
+        hashed[page] = HASHED_DATA;
+      }
     }
     Atomics.store(state, page, origin);
     installed++;
@@ -280,6 +310,18 @@ export interface LoaderBoot {
   startedAtMs: number;
   /** The longest wait for anything (ms). */
   waitBoundMs: number;
+  /** Fault each record's 2 MiB chunks of RAM in with one `madvise` call before copying
+   * (`lazy_loader.ts`); false: the copies fault the memory in. */
+  populate: boolean;
+  /**
+   * Region 0's index entries as the guest's thread decoded them (`SnapshotFileReader.pageEntries`),
+   * copied to the loader with this message so that it starts on records at once; null: the loader
+   * reads the index itself (a source it serves the guest's demand reads from).
+   */
+  entries: { pages: Uint32Array; offsets: Float64Array } | null;
+  /** A lazy restore's loader: the guest does not wait for it, so it runs at the lowest priority
+   * (`thread_priority.ts`); false for an eager restore's, which the guest waits for. */
+  background: boolean;
 }
 
 /** What a loader worker posts: once, when it stops. */

@@ -32,10 +32,15 @@ import { Machine, type MachineOptions } from "../machine.ts";
 import { type AbsentPageHandler, clearAbsent, GATE_ABSENT } from "../ram.ts";
 import { PAGE_SIZE, RAM_BASE } from "../memory_map.ts";
 import { adviseHugePages, populatePages } from "./discard_pages.ts";
+import { readThreadCpu } from "./metrics.ts";
+import { ContentDigestBuilder } from "../../format/content_digest.ts";
+import { normalizeDevice } from "../../format/device_section.ts";
 import {
   checkDescriptionFits,
+  describeMachine,
   instructionsCountedFrom,
   machineContentDigest,
+  sectionsFromState,
   SnapshotMismatchError,
   STATE_MIGRATIONS,
   stateFromSections,
@@ -58,6 +63,7 @@ import {
   CTL_PROGRESS,
   CTL_STOP,
   CTL_WAITING,
+  HASHED_DATA,
   installRecord,
   type LazyBuffers,
   type LazyViews,
@@ -67,6 +73,7 @@ import {
   LOADER_RUNNING,
   LOADER_STOPPED,
   type LoaderBoot,
+  type LoaderEvent,
   loaderMessage,
   PAGE_ABSENT,
   PAGE_DEMANDED,
@@ -147,6 +154,9 @@ export interface LazyRestoreOptions {
   loaders?: number;
   /** Loader threads made beforehand with {@linkcode spawnLoaders} (the rest are made here). */
   workers?: Worker[];
+  /** Start the loaders' work only at the guest's first instruction (the pager's
+   * `markFirstInstruction`, or its first `tick`); see `LazyPager.startLoaders`. */
+  deferLoaders?: boolean;
   /** Wait for the loaders to finish before returning (eager restore). */
   eager?: boolean;
   /** The bound on every wait, in ms (default {@linkcode DEFAULT_WAIT_BOUND_MS}). */
@@ -176,6 +186,13 @@ export interface LazyMetrics {
   mode: "lazy" | "eager";
   /** From the start of the restore (the file's first read) to the first retired instruction. */
   firstInstructionUs: number | null;
+  /**
+   * Of `firstInstructionUs`, the restoring thread's time on a CPU, and its time runnable but
+   * waiting for one (Linux `/proc/thread-self/schedstat`; null elsewhere): on a machine shared
+   * with other jobs, the first is what the restore itself cost and the second what the others
+   * took of it.
+   */
+  firstInstructionCpu: { runUs: number; waitUs: number } | null;
   /** Pages the guest faulted in by reading a record itself. */
   demandFaults: number;
   /** Pages the loaders installed. */
@@ -268,6 +285,8 @@ export class LazyPager implements AbsentPageHandler {
   #prefetchHits = 0;
   #latencies: number[] = [];
   #firstInstructionUs: number | null = null;
+  #firstInstructionCpu: { runUs: number; waitUs: number } | null = null;
+  readonly #startCpu: { runNs: number; waitNs: number } | null;
   #settled = false;
   #pagesInFile = 0;
   #loaders = 0;
@@ -295,7 +314,10 @@ export class LazyPager implements AbsentPageHandler {
     path: string;
     waitBoundMs: number;
     startedAtMs: number;
+    /** The restoring thread's schedstat when the restore started, or null. */
+    startCpu: { runNs: number; waitNs: number } | null;
   }) {
+    this.#startCpu = o.startCpu;
     this.#index = o.index;
     this.#machine = o.machine;
     this.#description = o.description;
@@ -320,9 +342,21 @@ export class LazyPager implements AbsentPageHandler {
   /**
    * Starts `count` loader threads over `path`, the hint's pages first; uses `workers` made by
    * {@linkcode spawnLoaders} first (creating a Worker blocks the creating thread for tens of
-   * milliseconds on a busy machine, so a caller makes them before the restore starts).
+   * milliseconds on a busy machine, so a caller makes them before the restore starts). With
+   * `deferred`, they are handed their work only at {@linkcode markFirstInstruction} (or the first
+   * {@linkcode tick}, {@linkcode waitForLoaders}, {@linkcode faultAll}): on a 2-core machine the
+   * loaders' start (the index's copy, their record order) would otherwise take a core from the
+   * guest's first instruction, which does not need them. `background` loaders (a lazy
+   * restore's) run at the lowest priority.
    */
-  startLoaders(path: string, count: number, hint: Uint32Array, workers: Worker[] = []): void {
+  startLoaders(
+    path: string,
+    count: number,
+    hint: Uint32Array,
+    workers: Worker[] = [],
+    deferred = false,
+    background = false,
+  ): void {
     this.#loaders = count;
     const ctl = this.#views.ctl;
     for (const w of workers.slice(count)) w.terminate();
@@ -331,23 +365,35 @@ export class LazyPager implements AbsentPageHandler {
     Atomics.store(ctl, CTL_LOADER, LOADER_RUNNING);
     const made = spawnLoaders(count - Math.min(count, workers.length));
     for (let id = 0; id < count; id++) {
-      const w = id < workers.length ? workers[id] : made[id - workers.length];
-      const boot: LoaderBoot = {
-        path,
-        serveDemand: this.#reader === null && id === 0,
-        ram: this.#machine.ram.bytes.buffer as SharedArrayBuffer,
-        buffers: this.#buffers,
-        description: this.#description,
-        hint,
-        id,
-        of: count,
-        startedAtMs: this.#startedAtMs,
-        waitBoundMs: this.#waitBoundMs,
-      };
-      w.postMessage(boot);
-      this.#workers.push(w);
+      this.#workers.push(id < workers.length ? workers[id] : made[id - workers.length]);
     }
+    const boots = this.#workers.map((_, id): LoaderBoot => ({
+      path,
+      serveDemand: this.#reader === null && id === 0,
+      ram: this.#machine.ram.bytes.buffer as SharedArrayBuffer,
+      buffers: this.#buffers,
+      description: this.#description,
+      hint,
+      id,
+      of: count,
+      startedAtMs: this.#startedAtMs,
+      waitBoundMs: this.#waitBoundMs,
+      populate: ramAdvice() === "chunks",
+      entries: this.#reader === null
+        ? null
+        : { pages: this.#index.pages, offsets: this.#index.offsets },
+      background,
+    }));
+    this.#launch = () => {
+      this.#launch = null;
+      this.#workers.forEach((w, id) => w.postMessage(boots[id]));
+    };
+    // A source the guest cannot read itself needs its loader for every demand read.
+    if (!deferred || this.#reader === null) this.#launch();
   }
+
+  /** Hands the loaders their work, if {@linkcode startLoaders} deferred it. */
+  #launch: (() => void) | null = null;
 
   /** Starts recording first touches until `window` instructions after now. */
   recordWorkingSet(window: number, path: string, fileDigest: Uint8Array): void {
@@ -358,8 +404,16 @@ export class LazyPager implements AbsentPageHandler {
 
   /** The guest's first instruction retired now. */
   markFirstInstruction(): void {
+    this.#launch?.();
     if (this.#firstInstructionUs === null) {
       this.#firstInstructionUs = Math.round((sharedClockMs() - this.#startedAtMs) * 1000);
+      const now = this.#startCpu === null ? null : readThreadCpu();
+      if (now !== null && this.#startCpu !== null) {
+        this.#firstInstructionCpu = {
+          runUs: Math.round((now.runNs - this.#startCpu.runNs) / 1000),
+          waitUs: Math.round((now.waitNs - this.#startCpu.waitNs) / 1000),
+        };
+      }
     }
   }
 
@@ -532,6 +586,7 @@ export class LazyPager implements AbsentPageHandler {
   /** Brings every page in: waits for the loaders (bounded: they must make progress), then reads
    * what is left itself. */
   faultAll(): void {
+    this.#launch?.();
     this.waitForLoaders();
     const ram = this.#machine.ram;
     const saved = this.#touched;
@@ -563,6 +618,7 @@ export class LazyPager implements AbsentPageHandler {
   /** Waits until the loaders have stopped, as long as they make progress (each stretch without
    * progress is bounded by the wait bound). */
   waitForLoaders(): void {
+    this.#launch?.();
     const ctl = this.#views.ctl;
     let last = Atomics.load(ctl, CTL_PROGRESS);
     let since = performance.now();
@@ -591,6 +647,7 @@ export class LazyPager implements AbsentPageHandler {
    * stops testing loads (`Ram.lazy` false when no page is left absent).
    */
   tick(retired: number): void {
+    this.#launch?.();
     this.#prefetchHint();
     if (this.#touched !== null && retired >= this.#recordEnd) {
       // The window is over: later first touches are not part of the working set.
@@ -649,6 +706,7 @@ export class LazyPager implements AbsentPageHandler {
     return {
       mode,
       firstInstructionUs: this.#firstInstructionUs,
+      firstInstructionCpu: this.#firstInstructionCpu,
       demandFaults: this.#demandFaults,
       prefetchedPages: Atomics.load(ctl, CTL_PREFETCHED),
       prefetchHits: this.#prefetchHits,
@@ -670,6 +728,25 @@ export class LazyPager implements AbsentPageHandler {
     };
   }
 
+  /**
+   * The content digest (hex) of the machine as restored, from the entries the installing threads
+   * recorded for the pages the file holds (an eager restore's buffers only) and the devices'
+   * sections; every other page is zero, since nothing writes RAM before the guest runs. Null when
+   * some page's entry is missing (then hash RAM itself). Call before the guest runs.
+   */
+  async installedContentDigest(): Promise<string | null> {
+    const { pageHashed, pageHashes } = this.#views;
+    if (pageHashed === null || pageHashes === null) return null;
+    const b = new ContentDigestBuilder(describeMachine(this.#machine, 0));
+    for (const p of this.#index.pages) {
+      const h = pageHashed[p];
+      if (h === 0) return null;
+      if (h === HASHED_DATA) b.setPageHash(0, p, pageHashes, p * 16);
+    }
+    for (const d of sectionsFromState(this.#machine.save())) b.setDevice(normalizeDevice(d));
+    return toHex(await b.digest());
+  }
+
   /** The loaders' failure, if they failed (not a damaged record: those are skipped). */
   loaderFailure(): string | null {
     return Atomics.load(this.#views.ctl, CTL_LOADER) === LOADER_FAILED
@@ -680,10 +757,47 @@ export class LazyPager implements AbsentPageHandler {
 
 /** Creates `count` loader threads, idle until a restore hands them its work. */
 export function spawnLoaders(count: number): Worker[] {
-  return Array.from(
-    { length: count },
-    () => new Worker(new URL("./lazy_loader_worker.ts", import.meta.url), { type: "module" }),
-  );
+  return Array.from({ length: count }, () => {
+    const w = new Worker(new URL("./lazy_loader_worker.ts", import.meta.url), { type: "module" });
+    // Listened for from the start: a message nobody listens for when it arrives is lost.
+    loaderReadiness.set(
+      w,
+      new Promise<void>((ok) => {
+        const on = (e: MessageEvent) => {
+          if ((e.data as LoaderEvent | undefined)?.type !== "ready") return;
+          w.removeEventListener("message", on);
+          ok();
+        };
+        w.addEventListener("message", on);
+      }),
+    );
+    return w;
+  });
+}
+
+/** Loader threads made by {@linkcode spawnLoaders}, and whether each has said "ready". */
+const loaderReadiness = new WeakMap<Worker, Promise<void>>();
+
+/**
+ * Waits until each of `workers` (from {@linkcode spawnLoaders}) has loaded its code and says
+ * "ready", at most `boundMs` in all; true when they all did (a loader not ready by then still
+ * works, later). A restore waits for this before its clock starts: a loader compiling its modules
+ * while the guest starts would take a core from it on a 2-core machine.
+ */
+export async function loadersReady(
+  workers: Worker[],
+  boundMs: number = DEFAULT_WAIT_BOUND_MS,
+): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const bound = new Promise<boolean>((ok) => timer = setTimeout(() => ok(false), boundMs));
+  try {
+    return await Promise.race([
+      Promise.all(workers.map((w) => loaderReadiness.get(w) ?? Promise.resolve())).then(() => true),
+      bound,
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** Reads a working-set hint for the snapshot, or explains why not (a note). */
@@ -722,6 +836,7 @@ async function loadHint(
  */
 export async function restoreLazily(o: LazyRestoreOptions): Promise<LazyRestored> {
   const startedAtMs = o.startedAtMs ?? sharedClockMs();
+  const startCpu = readThreadCpu();
   const T = (what: string) =>
     TRACE && console.error(what, (sharedClockMs() - startedAtMs).toFixed(1));
   const remote = isHttpUrl(o.path);
@@ -783,7 +898,8 @@ export async function restoreLazily(o: LazyRestoreOptions): Promise<LazyRestored
     } catch (e) {
       throw new SnapshotMismatchError((e as Error).message.replace(/^Cannot restore /, ""));
     }
-    const buffers = createLazyBuffers(machine.ram.pageCount);
+    // An eager restore records each page's content-digest entry as it installs it.
+    const buffers = createLazyBuffers(machine.ram.pageCount, o.eager === true);
     const entries = reader.pageEntries(0);
     pager = new LazyPager({
       machine,
@@ -793,6 +909,7 @@ export async function restoreLazily(o: LazyRestoreOptions): Promise<LazyRestored
       path: o.path,
       waitBoundMs: o.waitBoundMs ?? DEFAULT_WAIT_BOUND_MS,
       startedAtMs,
+      startCpu,
     });
     T("restored");
     machine.ram.setAbsentHandler(pager);
@@ -823,7 +940,14 @@ export async function restoreLazily(o: LazyRestoreOptions): Promise<LazyRestored
     T("hint");
     // A URL is read by the loader only: at least one, which serves the guest's demand reads.
     const loaders = remote ? Math.max(1, o.loaders ?? 1) : o.loaders ?? 1;
-    pager.startLoaders(o.path, loaders, hint.pages, o.workers);
+    pager.startLoaders(
+      o.path,
+      loaders,
+      hint.pages,
+      o.workers,
+      o.deferLoaders === true,
+      o.eager !== true,
+    );
     T("loaders");
     if (o.eager) machine.ram.ensureAllPresent();
     return {
@@ -843,15 +967,26 @@ export async function restoreLazily(o: LazyRestoreOptions): Promise<LazyRestored
 }
 
 /**
+ * How a restore gets RAM's fresh memory (`LIVESNAP_RAM_ADVICE`, for measuring; BENCHMARKS.md,
+ * "Restore: lazy and eager"): "huge" (the default) asks for huge pages and lets the copies fault
+ * them in; "chunks" also has each loader fault in the 2 MiB chunks a record fills with one
+ * `MADV_POPULATE_WRITE` before copying it (`lazy_loader.ts`); "populate" faults all of RAM in on
+ * the guest's thread first; "none" takes 4 KiB faults.
+ */
+function ramAdvice(): "huge" | "chunks" | "populate" | "none" {
+  const how = Deno.env.get("LIVESNAP_RAM_ADVICE") ?? "huge";
+  return how === "chunks" || how === "populate" || how === "none" ? how : "huge";
+}
+
+/**
  * Before a restore writes RAM (all of it, eagerly or by its loaders): huge pages where the
  * process may ask for them (`discard_pages.ts`), so that the first touch of each 2 MiB costs one
  * fault instead of 512 (BENCHMARKS.md, "Restore: lazy and eager": fresh memory is most of an
- * eager restore's time, and of a lazy one's demand faults). `LIVESNAP_RAM_ADVICE=none` turns it
- * off (for measuring).
+ * eager restore's time, and of a lazy one's demand faults).
  */
 function adviseRam(ram: Uint8Array): void {
-  const how = Deno.env.get("LIVESNAP_RAM_ADVICE") ?? "huge";
-  if (how === "huge" || how === "populate") adviseHugePages(ram);
+  const how = ramAdvice();
+  if (how !== "none") adviseHugePages(ram);
   if (how === "populate") populatePages(ram);
 }
 
@@ -880,7 +1015,9 @@ export async function restoreEagerly(
     loaders: o.loaders ?? eagerLoaderCount(),
   });
   try {
-    const digest = await machineContentDigest(r.machine);
+    // The loaders hashed each page as they copied it, in parallel; RAM is read again only if one
+    // was missed.
+    const digest = await r.pager.installedContentDigest() ?? await machineContentDigest(r.machine);
     if (digest !== r.contentDigest) {
       throw new ChecksumError("the restored state does not match the trailer's content digest", {
         offset: 0,
