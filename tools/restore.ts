@@ -59,8 +59,9 @@ export interface RestoreSnapshotOptions {
     /**
      * Warm the process up first, before the restore's clock starts (default false:
      * `warmLazyRestore` in emulator/snapshot/restore_warmup.ts restores a small snapshot it
-     * writes itself and reads nothing of `path`; it costs the process 0.3-0.8 s here, so it pays
-     * only where a process is started ahead of the restores it serves, `restore --warm-up`).
+     * writes itself and reads nothing of `path`; a one-shot process takes longer in all with it
+     * than without (BENCHMARKS.md), so it pays only where a process is started ahead of the
+     * restores it serves, `restore --warm-up`).
      */
     warm?: boolean;
   };

@@ -96,8 +96,8 @@ Options:
   --hint FILE|off with --lazy: the working-set hint to prefetch first (default FILE.ws when it
                   exists); a hint recorded for another file, or damaged, is ignored with a note
   --warm-up       with --lazy: before the clock starts, warm the process up by restoring a small
-                  snapshot it writes itself (reads nothing of FILE; costs the process 0.3-0.8 s
-                  here, so it pays only in a process started ahead of the restore it serves)
+                  snapshot it writes itself (reads nothing of FILE; the process as a whole takes
+                  longer than without, so it pays only where a process is started ahead)
   --metrics FILE  with --lazy: write one JSON object: firstInstructionUs, demandFaults,
                   prefetchedPages, prefetchHits, bytesRead, faultLatencyUs {p50,p99,max},
                   loaderDoneMs and more (see emulator/snapshot/README.md)
