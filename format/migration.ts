@@ -161,6 +161,39 @@ export function encodeMessage(type: number, body: Record<string, DeviceStateValu
 }
 
 /** The name of a message type, for errors. */
+/**
+ * Checks the type of a destination's reply on the source's side: REFUSE becomes a
+ * {@linkcode MigrationError} of failure `refused` (or `mismatch`, as the destination says) with
+ * its reason; any other unexpected type a `protocol` one.
+ */
+export function expectReply(
+  type: number,
+  body: DeviceStateValue,
+  want: number,
+  peer: string,
+): void {
+  if (type === want) return;
+  if (type === MigrationMessage.REFUSE) {
+    const m = body as Record<string, DeviceStateValue> | null;
+    const reason = typeof m === "object" && m !== null && typeof m.reason === "string"
+      ? m.reason
+      : "(no reason given)";
+    const failure = typeof m === "object" && m !== null && m.failure === "mismatch"
+      ? "mismatch"
+      : "refused";
+    throw new MigrationError(
+      failure,
+      `Cannot migrate to ${peer}: the destination refused: ${reason}`,
+    );
+  }
+  throw new MigrationError(
+    "protocol",
+    `Cannot migrate to ${peer}: expected ${messageName(want)}, the destination sent ${
+      messageName(type)
+    }`,
+  );
+}
+
 export function messageName(type: number): string {
   for (const [k, v] of Object.entries(MigrationMessage)) if (v === type) return k;
   return `0x${type.toString(16).padStart(4, "0")}`;

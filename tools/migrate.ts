@@ -24,6 +24,7 @@ import {
   encodeHello,
   encodeMessage,
   encodeMigrationPrologue,
+  expectReply,
   messageName,
   MIGRATION_MAJOR,
   MigrationError,
@@ -506,30 +507,6 @@ function postcopyMetrics(
 
 function round3(x: number): number {
   return Math.round(x * 1000) / 1000;
-}
-
-/** Checks a reply's type; REFUSE becomes a `refused` error with the destination's reason. */
-function expectReply(type: number, body: DeviceStateValue, want: number, peer: string): void {
-  if (type === want) return;
-  if (type === MigrationMessage.REFUSE) {
-    const m = body as Record<string, DeviceStateValue> | null;
-    const reason = typeof m === "object" && m !== null && typeof m.reason === "string"
-      ? m.reason
-      : "(no reason given)";
-    const failure = typeof m === "object" && m !== null && m.failure === "mismatch"
-      ? "mismatch"
-      : "refused";
-    throw new MigrationError(
-      failure,
-      `Cannot migrate to ${peer}: the destination refused: ${reason}`,
-    );
-  }
-  throw new MigrationError(
-    "protocol",
-    `Cannot migrate to ${peer}: expected ${messageName(want)}, the destination sent ${
-      messageName(type)
-    }`,
-  );
 }
 
 /** A pass report as the migration's JSON line. */

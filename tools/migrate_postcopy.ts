@@ -27,7 +27,7 @@ import {
   decodePageRequest,
   decodeResume,
   encodeMessage,
-  messageName,
+  expectReply,
   MigrationError,
   MigrationMessage,
   type MigrationMode,
@@ -318,7 +318,7 @@ export async function postcopyPhase(link: PostcopyLink): Promise<PostcopyResult>
   if (link.resume !== null) {
     // §8.5: the destination says first which pages it still lacks.
     const m = await reader.message(ms, "RESUME");
-    expect(m.type, m.body, MigrationMessage.RESUME, peer);
+    expectReply(m.type, m.body, MigrationMessage.RESUME, peer);
     missing = decodeResume(m.body, vm.pageCount);
   }
   const ch = listen(link);
@@ -328,7 +328,7 @@ export async function postcopyPhase(link: PostcopyLink): Promise<PostcopyResult>
   if (link.mode === "hybrid" && link.resume === null) {
     passes = link.precopyPasses ?? DEFAULT_PRECOPY_PASSES;
     const early = ch.replies.then((m) => {
-      expect(m.type, m.body, MigrationMessage.READY, peer);
+      expectReply(m.type, m.body, MigrationMessage.READY, peer);
       throw new MigrationError("protocol", `Cannot migrate to ${peer}: READY before COMPLETE`);
     });
     early.catch(() => {});
@@ -413,7 +413,7 @@ async function serve(
   }
   const switchedAt = epochMs();
   const early = ch.replies.then((m) => {
-    expect(m.type, m.body, MigrationMessage.READY, peer);
+    expectReply(m.type, m.body, MigrationMessage.READY, peer);
     throw new MigrationError(
       "protocol",
       `Cannot migrate to ${peer}: the destination sent READY before COMPLETE`,
@@ -505,7 +505,7 @@ async function serve(
   const contentDigest = toHex(await s.digest.digest());
   await send(encodeMessage(MigrationMessage.COMPLETE, { contentDigest }), "sending COMPLETE");
   const ready = await ch.replies;
-  expect(ready.type, ready.body, MigrationMessage.READY, peer);
+  expectReply(ready.type, ready.body, MigrationMessage.READY, peer);
   const r = ready.body as Record<string, DeviceStateValue>;
   if (r.contentDigest !== contentDigest) {
     throw new MigrationError(
@@ -543,28 +543,4 @@ function hash(s: PostcopySource, page: number): void {
 
 function round3(x: number): number {
   return Math.round(x * 1000) / 1000;
-}
-
-/** Checks a reply's type; REFUSE becomes a `refused` (or `mismatch`) error with its reason. */
-function expect(type: number, body: DeviceStateValue, want: number, peer: string): void {
-  if (type === want) return;
-  if (type === MigrationMessage.REFUSE) {
-    const m = body as Record<string, DeviceStateValue> | null;
-    const reason = typeof m === "object" && m !== null && typeof m.reason === "string"
-      ? m.reason
-      : "(no reason given)";
-    const failure = typeof m === "object" && m !== null && m.failure === "mismatch"
-      ? "mismatch"
-      : "refused";
-    throw new MigrationError(
-      failure,
-      `Cannot migrate to ${peer}: the destination refused: ${reason}`,
-    );
-  }
-  throw new MigrationError(
-    "protocol",
-    `Cannot migrate to ${peer}: expected ${messageName(want)}, the destination sent ${
-      messageName(type)
-    }`,
-  );
 }
