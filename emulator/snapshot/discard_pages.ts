@@ -17,34 +17,16 @@
  * @module
  */
 
+import { libc } from "./_libc.ts";
+
 /** `MADV_DONTNEED` on Linux: the pages are dropped now; private anonymous memory reads as zeros
  * afterwards (madvise(2)). */
 const MADV_DONTNEED = 4;
 const PAGE = 4096n;
 
-type Libc = { symbols: { madvise: (p: Deno.PointerValue, n: bigint, advice: number) => number } };
-
-let libc: Libc | null | undefined;
-
-function openLibc(): Libc | null {
-  if (Deno.build.os !== "linux") return null;
-  // glibc, then musl (Alpine). A denied FFI permission throws: then there is no libc for us.
-  for (const name of ["libc.so.6", `libc.musl-${Deno.build.arch}.so.1`]) {
-    try {
-      return Deno.dlopen(name, {
-        madvise: { parameters: ["pointer", "usize", "i32"], result: "i32" },
-      }) as unknown as Libc;
-    } catch {
-      // try the next one
-    }
-  }
-  return null;
-}
-
 /** True if {@linkcode discardPages} can work in this process (tried once, then remembered). */
 export function canDiscardPages(): boolean {
-  if (libc === undefined) libc = openLibc();
-  return libc !== null;
+  return libc() !== null;
 }
 
 /** The address of `view`'s first byte. */
@@ -74,7 +56,8 @@ export function discardPages(view: Uint8Array): boolean {
   const start = (at + PAGE - 1n) & ~(PAGE - 1n);
   const end = (at + BigInt(view.byteLength)) & ~(PAGE - 1n);
   if (end <= start) return true;
-  return libc!.symbols.madvise(Deno.UnsafePointer.create(start), end - start, MADV_DONTNEED) === 0;
+  return libc()!.symbols.madvise(Deno.UnsafePointer.create(start), end - start, MADV_DONTNEED) ===
+    0;
 }
 
 /** `MADV_HUGEPAGE` on Linux: back the range with 2 MiB pages where possible (transparent huge
@@ -91,7 +74,7 @@ function adviseRange(view: Uint8Array, advice: number, align: bigint): boolean {
   const start = (at + align - 1n) & ~(align - 1n);
   const end = (at + BigInt(view.byteLength)) & ~(align - 1n);
   if (end <= start) return false;
-  return libc!.symbols.madvise(Deno.UnsafePointer.create(start), end - start, advice) === 0;
+  return libc()!.symbols.madvise(Deno.UnsafePointer.create(start), end - start, advice) === 0;
 }
 
 /**
