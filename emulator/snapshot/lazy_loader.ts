@@ -207,7 +207,10 @@ export async function runLoader(boot: LoaderBoot): Promise<LoaderEvent> {
           }
           const key = order[i];
           if (!byRecord.get(key)!.some((p) => Atomics.load(state, p) === PAGE_ABSENT)) continue;
-          const { file: fileNo, offset: at } = splitRecordKey(key);
+          // A single file's keys are its offsets, whatever its size.
+          const { file: fileNo, offset: at } = boot.paths.length === 1
+            ? { file: 0, offset: key }
+            : splitRecordKey(key);
           try {
             const file = await fileOf(fileNo);
             if (await readAt(file, at, head) !== RECORD_HEAD_SIZE) {

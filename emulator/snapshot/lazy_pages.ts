@@ -166,9 +166,10 @@ export class PageIndex {
  * A record's key in a {@linkcode PageIndex}: its byte offset, plus its file's number in a chain
  * (0 = the full snapshot) times this stride, so one index can name records of several files (an
  * eager restore of a diff's chain, FORMAT.md §14.2). A single file's keys are its offsets.
- * 2^43 bytes a file and 1025 files stay below 2^53, exact in a float.
+ * Files below 2^42 bytes (4 TiB) and chains of at most 2048 files (FORMAT.md allows 1025) keep
+ * every key below 2^53, exact in a float.
  */
-export const RECORD_KEY_STRIDE = 2 ** 43;
+export const RECORD_KEY_STRIDE = 2 ** 42;
 
 /** The key of the record at `offset` of file `file` (see {@linkcode RECORD_KEY_STRIDE}). */
 export function recordKey(file: number, offset: number): number {

@@ -82,6 +82,7 @@ import {
   PAGE_INSTALLING,
   PAGE_PREFETCHED,
   PageIndex,
+  RECORD_KEY_STRIDE,
   recordKey,
   sharedClockMs,
   splitRecordKey,
@@ -416,6 +417,7 @@ export class LazyPager implements AbsentPageHandler {
 
   /** Reads the record with index key `key` on this thread (`SyncRecordReader.read`). */
   #readKey(key: number): Uint8Array {
+    if (this.#paths.length === 1) return this.#reader!.read(key);
     const { file, offset } = splitRecordKey(key);
     if (file === 0) return this.#reader!.read(offset);
     let r = this.#more.get(file);
@@ -424,6 +426,11 @@ export class LazyPager implements AbsentPageHandler {
       this.#more.set(file, r);
     }
     return r.read(offset);
+  }
+
+  /** The byte offset a record key names in its file (a single file's keys are its offsets). */
+  #offsetOf(key: number): number {
+    return this.#paths.length === 1 ? key : splitRecordKey(key).offset;
   }
 
   /** A LazyPageError for `page`, whose record has index key `key` (or -1). */
@@ -574,7 +581,7 @@ export class LazyPager implements AbsentPageHandler {
               description: this.#description,
             },
             record,
-            splitRecordKey(at).offset,
+            this.#offsetOf(at),
             PAGE_PREFETCHED,
             at,
           );
@@ -607,7 +614,7 @@ export class LazyPager implements AbsentPageHandler {
           description: this.#description,
         },
         record,
-        splitRecordKey(at).offset,
+        this.#offsetOf(at),
         PAGE_DEMANDED,
         at,
       );
@@ -1161,6 +1168,9 @@ export async function restoreChainEagerly(o: ChainRestoreOptions): Promise<Chain
   try {
     for (const f of chain.files) {
       if (!f.reader.indexed) throw new ParallelRestoreUnavailable(`'${f.path}' has no index`);
+      if (f.reader.size >= RECORD_KEY_STRIDE) {
+        throw new ParallelRestoreUnavailable(`'${f.path}' is too large for a record key`);
+      }
     }
     const bytes = chain.files.reduce((sum, f) => sum + f.reader.size, 0);
     if (bytes < (o.minBytes ?? 0)) {
