@@ -9,7 +9,8 @@
  * 2. A chain of a full snapshot and `--diffs` diffs of 1% each:
  *    - `livesnap flatten` (whole process) in GB/s of guest RAM, against `cp` of the full snapshot
  *      (the same order of bytes, no check) in the same rounds (goal: at least 1 GB/s);
- *    - `livesnap restore --run-for 0` of the newest diff (the whole chain read and proved) against
+ *    - `livesnap restore --run-for 0` of the newest diff (the chain's links checked, its pages
+ *      loaded by parallel loaders, every file digest and the final content digest proved) against
  *      the same of the flattened file (goal: at most 1.1x).
  *
  *   deno task bench:chain [--mib 1024] [--diffs 10] [--runs 5] [--also DIR]

@@ -36,12 +36,13 @@ export type ChainProblem =
   | "mixed-machines"
   | "too-deep"
   | "incomplete"
-  | "digest-mismatch";
+  | "digest-mismatch"
+  | "damaged-record";
 
 /**
  * A chain of snapshots that cannot be used: a parent missing, swapped, of another chain or of
- * another machine, a cycle, a chain too deep, a file incomplete, or digests that the bytes do not
- * prove. The message names the file and the link ("d3.lsnap → d2.lsnap").
+ * another machine, a cycle, a chain too deep, a file incomplete, digests that the bytes do not
+ * prove, or a record of one of its files that fails its check. The message names the file and the link ("d3.lsnap → d2.lsnap").
  */
 export class ChainError extends Error {
   /** What is wrong. */

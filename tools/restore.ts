@@ -17,6 +17,7 @@ import {
   type LazyPager,
   type LazyRestoreOptions,
   loadersReady,
+  restoreChainEagerly,
   restoreEagerly,
   restoreLazily,
   spawnLoaders,
@@ -26,6 +27,8 @@ import { sharedClockMs } from "../emulator/snapshot/lazy_pages.ts";
 import { runBounded } from "./run.ts";
 import { openInput } from "./_io.ts";
 import { isHttpUrl } from "../format/open_source.ts";
+import { ChainError, isDiffFile } from "../format/chain.ts";
+import { SnapshotMismatchError } from "../emulator/snapshot/machine_state.ts";
 
 /** Options for {@linkcode restoreSnapshot}. */
 export interface RestoreSnapshotOptions {
@@ -67,11 +70,13 @@ export interface RestoreSnapshotOptions {
   };
   /**
    * For an eager restore of a complete, indexed local `.lsnap` of at least
-   * {@linkcode PARALLEL_RESTORE_MIN_BYTES}: load it with parallel loader threads (default true;
-   * `restoreEagerly` in emulator/snapshot/lazy_restore.ts). False reads every file as a stream,
-   * checking its file digest too.
+   * {@linkcode PARALLEL_RESTORE_MIN_BYTES}, or of a diff whose chain's files hold that many bytes
+   * in all: load it with parallel loader threads (default true; `restoreEagerly`, or
+   * `restoreChainEagerly` for a diff, in emulator/snapshot/lazy_restore.ts). `"always"` does so
+   * whatever the size; false reads every file as a stream, checking its file digest and, through
+   * a chain, every file's content digest.
    */
-  parallel?: boolean;
+  parallel?: boolean | "always";
 }
 
 /** What {@linkcode restoreSnapshot} returns. */
@@ -159,16 +164,33 @@ export async function restoreSnapshot(o: RestoreSnapshotOptions): Promise<Restor
 
 /**
  * The machine in `o.path`. A complete, indexed .lsnap in a local file is read by loader threads
- * that decompress its records in parallel straight into RAM; anything else (a diff, a QEMU stream
- * or conversion, a file without an index, a damaged file: the readers below name the damage by
- * record), or a parallel read that fails, is read below: a local file through its chain (a diff's
- * every link and digest checked before it runs), a URL or stdin as a stream.
+ * that decompress its records in parallel straight into RAM, and so is a diff's chain whose files
+ * are all indexed (`restoreChainEagerly`: a bad link or a damaged record is refused there, naming
+ * the file); anything else (a QEMU stream or conversion, a file without an index, a damaged file:
+ * the readers below name the damage by record), or a parallel read that fails, is read below: a
+ * local file through its chain (a diff's every link and digest checked before it runs), a URL or
+ * stdin as a stream.
  */
 async function readMachine(
   o: RestoreSnapshotOptions,
 ): Promise<RestoredMachine & { chain: string[] }> {
   const local = o.path !== "-" && !isHttpUrl(o.path);
-  if (local && o.parallel !== false && worthLoaders(o.path)) {
+  if (local && o.parallel !== false && await isDiffFile(o.path).catch(() => false)) {
+    try {
+      const r = await restoreChainEagerly({
+        path: o.path,
+        parents: o.parents,
+        uartSink: o.sink,
+        migrations: o.migrations,
+        minBytes: o.parallel === "always" ? 0 : PARALLEL_RESTORE_MIN_BYTES,
+      });
+      return { ...r, source: "lsnap" as const, notes: [] };
+    } catch (e) {
+      // What the chain reader below would refuse the same way, named better here.
+      if (e instanceof ChainError || e instanceof SnapshotMismatchError) throw e;
+      // Otherwise read again below, by the reader that reports what is wrong.
+    }
+  } else if (local && o.parallel !== false && (o.parallel === "always" || worthLoaders(o.path))) {
     try {
       const r = await restoreEagerly({ path: o.path, uartSink: o.sink, migrations: o.migrations });
       return { ...r, source: "lsnap" as const, notes: [], chain: [o.path] };

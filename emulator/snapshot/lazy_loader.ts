@@ -48,6 +48,7 @@ import {
   PageIndex,
   setLoaderMessage,
   sharedClockMs,
+  splitRecordKey,
 } from "./lazy_pages.ts";
 
 async function readAt(file: Deno.FsFile, offset: number, out: Uint8Array): Promise<number> {
@@ -182,7 +183,16 @@ export async function runLoader(boot: LoaderBoot): Promise<LoaderEvent> {
         }
       }
     } else {
-      const file = await Deno.open(boot.path, { read: true });
+      // One handle per file of the chain, opened on its first record (a single file: one).
+      const files = new Map<number, Deno.FsFile>();
+      const fileOf = async (n: number): Promise<Deno.FsFile> => {
+        let f = files.get(n);
+        if (f === undefined) {
+          f = await Deno.open(boot.paths[n], { read: true });
+          files.set(n, f);
+        }
+        return f;
+      };
       const head = new Uint8Array(RECORD_HEAD_SIZE);
       let area = new Uint8Array(0);
       try {
@@ -195,9 +205,14 @@ export async function runLoader(boot: LoaderBoot): Promise<LoaderEvent> {
             if (w.async) await w.value;
             if (sharedClockMs() - waitStart > boot.waitBoundMs) break;
           }
-          const at = order[i];
-          if (!byRecord.get(at)!.some((p) => Atomics.load(state, p) === PAGE_ABSENT)) continue;
+          const key = order[i];
+          if (!byRecord.get(key)!.some((p) => Atomics.load(state, p) === PAGE_ABSENT)) continue;
+          // A single file's keys are its offsets, whatever its size.
+          const { file: fileNo, offset: at } = boot.paths.length === 1
+            ? { file: 0, offset: key }
+            : splitRecordKey(key);
           try {
+            const file = await fileOf(fileNo);
             if (await readAt(file, at, head) !== RECORD_HEAD_SIZE) {
               throw new TruncatedError("the file ends inside the record's head", {
                 offset: at,
@@ -218,14 +233,14 @@ export async function runLoader(boot: LoaderBoot): Promise<LoaderEvent> {
                 { offset: at, recordIndex: -1 },
               );
             }
-            if (boot.populate) populateChunks(target.ram, byRecord.get(at)!);
-            installed(i, installRecord(target, record, at, PAGE_PREFETCHED));
+            if (boot.populate) populateChunks(target.ram, byRecord.get(key)!);
+            installed(i, installRecord(target, record, at, PAGE_PREFETCHED, key));
           } catch (e) {
             skip(e);
           }
         }
       } finally {
-        file.close();
+        for (const f of files.values()) f.close();
       }
     }
     if (Atomics.sub(ctl, CTL_LOADERS_LEFT, 1) === 1) {

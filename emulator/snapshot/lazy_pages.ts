@@ -162,6 +162,26 @@ export class PageIndex {
   }
 }
 
+/**
+ * A record's key in a {@linkcode PageIndex}: its byte offset, plus its file's number in a chain
+ * (0 = the full snapshot) times this stride, so one index can name records of several files (an
+ * eager restore of a diff's chain, FORMAT.md §14.2). A single file's keys are its offsets.
+ * Files below 2^42 bytes (4 TiB) and chains of at most 2048 files (FORMAT.md allows 1025) keep
+ * every key below 2^53, exact in a float.
+ */
+export const RECORD_KEY_STRIDE = 2 ** 42;
+
+/** The key of the record at `offset` of file `file` (see {@linkcode RECORD_KEY_STRIDE}). */
+export function recordKey(file: number, offset: number): number {
+  return file * RECORD_KEY_STRIDE + offset;
+}
+
+/** The file number and the byte offset a record key names. */
+export function splitRecordKey(key: number): { file: number; offset: number } {
+  const file = Math.floor(key / RECORD_KEY_STRIDE);
+  return { file, offset: key - file * RECORD_KEY_STRIDE };
+}
+
 /** Where installRecord puts pages. */
 export interface InstallTarget {
   views: LazyViews;
@@ -175,7 +195,8 @@ export interface InstallTarget {
  * Checks a whole record read at `offset` (head, payload, CRC: its CRC32C first), decodes it as a
  * PAGES record of region 0 and copies every page it holds the last occurrence of, and that is
  * still absent, into RAM, claiming each by compare-and-swap and marking it `origin`. Throws
- * format/'s errors naming the offset. Returns the pages installed.
+ * format/'s errors naming the offset. Returns the pages installed. `key` is the record's key in
+ * the index (its offset, unless the index names records of several files).
  *
  * Copies: the record's zstd data is decompressed into this thread's reused area, then each page
  * into RAM (one copy per page; a raw record's pages are copied from the read buffer).
@@ -185,6 +206,7 @@ export function installRecord(
   record: Uint8Array,
   offset: number,
   origin: typeof PAGE_PREFETCHED | typeof PAGE_DEMANDED,
+  key: number = offset,
 ): number {
   const head = decodeRecordHead(record, offset, -1);
   if (RECORD_HEAD_SIZE + head.length + 4 !== record.length) {
@@ -210,7 +232,7 @@ export function installRecord(
   }
   const pageSize = target.description.regions[0].pageSize;
   let data: Uint8Array | null | undefined;
-  return installPages(target, offset, p.pages, () => {
+  return installPages(target, key, p.pages, () => {
     if (data !== undefined) return data;
     if (p.encoding === "raw") data = p.data;
     else if (p.encoding === "zero") data = null;
@@ -224,7 +246,8 @@ export function installRecord(
 }
 
 /**
- * Copies every page of a decoded PAGES record at `offset` that it holds the last occurrence of,
+ * Copies every page of a decoded PAGES record with key `offset` (see {@linkcode recordKey}) that it
+ * holds the last occurrence of,
  * and that is still absent, into RAM, claiming each by compare-and-swap and marking it `origin`;
  * `data()` gives the record's bytes (null: every page zero) and is called only if some page is
  * to be installed. Wakes a guest waiting on one of them. Returns the pages installed.
@@ -294,6 +317,11 @@ export function setLoaderMessage(v: LazyViews, text: string): void {
 export interface LoaderBoot {
   /** The snapshot: a local path or an http(s) URL. */
   path: string;
+  /**
+   * The local files the index's record keys name, by file number ({@linkcode recordKey}): a
+   * chain's files, the full snapshot first (an eager restore of a diff); `[path]` for one file.
+   */
+  paths: string[];
   /** True when the guest cannot read the source itself (a URL): the loader serves its demand
    * reads (CTL_DEMAND_PAGE) first, and keeps serving them after its prefetch until stopped. */
   serveDemand: boolean;

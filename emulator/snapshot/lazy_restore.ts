@@ -22,9 +22,11 @@
 import { SnapshotFileReader } from "../../format/file_reader.ts";
 import { ChecksumError, LsnapError, TruncatedError } from "../../format/errors.ts";
 import type { MachineDescription } from "../../format/header.ts";
-import { RECORD_HEAD_SIZE, RECORD_TAIL_SIZE } from "../../format/constants.ts";
+import { FOOTER_SIZE, RECORD_HEAD_SIZE, RECORD_TAIL_SIZE } from "../../format/constants.ts";
+import { TRAILER_PAYLOAD_SIZE } from "../../format/trailer.ts";
+import { ChainError, openChain } from "../../format/chain.ts";
 import { decodeRecordHead } from "../../format/record.ts";
-import { toHex } from "../../format/checksum.ts";
+import { createBlake3, toHex } from "../../format/checksum.ts";
 import { isQemuStream } from "../../qemu/stream_reader.ts";
 import { isHttpUrl } from "../../format/open_source.ts";
 import { virtBuilderFor } from "../../qemu/riscv_virt_restore.ts";
@@ -80,7 +82,10 @@ import {
   PAGE_INSTALLING,
   PAGE_PREFETCHED,
   PageIndex,
+  RECORD_KEY_STRIDE,
+  recordKey,
   sharedClockMs,
+  splitRecordKey,
 } from "./lazy_pages.ts";
 import {
   decodeWorkingSet,
@@ -110,19 +115,29 @@ export class LazyPageError extends Error {
   readonly page: number;
   /** Byte offset of the record that failed, or -1. */
   readonly recordOffset: number;
-  /** `reason` says what failed; `recordOffset` -1 when no record is concerned. */
-  constructor(page: number, recordOffset: number, reason: string, cause?: unknown) {
+  /** The file of the chain holding that record (an eager restore of a diff), else null. */
+  readonly file: string | null;
+  /** `reason` says what failed; `recordOffset` -1 when no record is concerned; `file` the file of
+   * a chain the record is in. */
+  constructor(
+    page: number,
+    recordOffset: number,
+    reason: string,
+    cause?: unknown,
+    file: string | null = null,
+  ) {
     super(
       `Cannot load guest page ${page} (address 0x${
         (RAM_BASE + page * PAGE_SIZE).toString(16)
       }) on its first access${
         recordOffset >= 0 ? ` from the PAGES record at byte ${recordOffset}` : ""
-      }: ${reason}; the guest was stopped before the access`,
+      }${file === null ? "" : ` of '${file}'`}: ${reason}; the guest was stopped before the access`,
       cause === undefined ? {} : { cause },
     );
     this.name = "LazyPageError";
     this.page = page;
     this.recordOffset = recordOffset;
+    this.file = file;
   }
 }
 
@@ -277,6 +292,10 @@ export class LazyPager implements AbsentPageHandler {
   readonly #description: MachineDescription;
   /** Null for a source this thread cannot read synchronously (a URL): the loader reads. */
   readonly #reader: SyncRecordReader | null;
+  /** The files the index's record keys name (`recordKey`): `[path]`, or a chain's files. */
+  readonly #paths: string[];
+  /** Readers of `#paths` after the first, opened on their first demand read. */
+  readonly #more = new Map<number, SyncRecordReader>();
   readonly #index: PageIndex;
   readonly #waitBoundMs: number;
   readonly #startedAtMs: number;
@@ -312,6 +331,8 @@ export class LazyPager implements AbsentPageHandler {
     buffers: LazyBuffers;
     index: PageIndex;
     path: string;
+    /** For an index whose keys name several files (`recordKey`): those files, by number. */
+    paths?: string[];
     waitBoundMs: number;
     startedAtMs: number;
     /** The restoring thread's schedstat when the restore started, or null. */
@@ -323,7 +344,8 @@ export class LazyPager implements AbsentPageHandler {
     this.#description = o.description;
     this.#buffers = o.buffers;
     this.#views = lazyViews(o.buffers);
-    this.#reader = isHttpUrl(o.path) ? null : new SyncRecordReader(o.path);
+    this.#paths = o.paths ?? [o.path];
+    this.#reader = isHttpUrl(o.path) ? null : new SyncRecordReader(this.#paths[0]);
     this.#waitBoundMs = o.waitBoundMs;
     this.#startedAtMs = o.startedAtMs;
   }
@@ -369,6 +391,7 @@ export class LazyPager implements AbsentPageHandler {
     }
     const boots = this.#workers.map((_, id): LoaderBoot => ({
       path,
+      paths: this.#paths,
       serveDemand: this.#reader === null && id === 0,
       ram: this.#machine.ram.bytes.buffer as SharedArrayBuffer,
       buffers: this.#buffers,
@@ -390,6 +413,31 @@ export class LazyPager implements AbsentPageHandler {
     };
     // A source the guest cannot read itself needs its loader for every demand read.
     if (!deferred || this.#reader === null) this.#launch();
+  }
+
+  /** Reads the record with index key `key` on this thread (`SyncRecordReader.read`). */
+  #readKey(key: number): Uint8Array {
+    if (this.#paths.length === 1) return this.#reader!.read(key);
+    const { file, offset } = splitRecordKey(key);
+    if (file === 0) return this.#reader!.read(offset);
+    let r = this.#more.get(file);
+    if (r === undefined) {
+      r = new SyncRecordReader(this.#paths[file]);
+      this.#more.set(file, r);
+    }
+    return r.read(offset);
+  }
+
+  /** The byte offset a record key names in its file (a single file's keys are its offsets). */
+  #offsetOf(key: number): number {
+    return this.#paths.length === 1 ? key : splitRecordKey(key).offset;
+  }
+
+  /** A LazyPageError for `page`, whose record has index key `key` (or -1). */
+  #pageError(page: number, key: number, reason: string, cause?: unknown): LazyPageError {
+    if (key < 0 || this.#paths.length === 1) return new LazyPageError(page, key, reason, cause);
+    const { file, offset } = splitRecordKey(key);
+    return new LazyPageError(page, offset, reason, cause, this.#paths[file]);
   }
 
   /** Hands the loaders their work, if {@linkcode startLoaders} deferred it. */
@@ -441,7 +489,7 @@ export class LazyPager implements AbsentPageHandler {
         while ((s = Atomics.load(state, page)) === PAGE_INSTALLING) {
           const left = until - performance.now();
           if (left <= 0) {
-            throw new LazyPageError(
+            throw this.#pageError(
               page,
               this.#index.recordOf(page),
               `a loader thread held it for more than ${this.#waitBoundMs} ms`,
@@ -523,7 +571,7 @@ export class LazyPager implements AbsentPageHandler {
       for (; this.#hintNext < end; this.#hintNext++) {
         const at = this.#hintRecords[this.#hintNext];
         try {
-          const record = this.#reader!.read(at);
+          const record = this.#readKey(at);
           Atomics.add(this.#views.bytes, BYTES_GUEST, BigInt(record.length));
           const n = installRecord(
             {
@@ -533,8 +581,9 @@ export class LazyPager implements AbsentPageHandler {
               description: this.#description,
             },
             record,
-            at,
+            this.#offsetOf(at),
             PAGE_PREFETCHED,
+            at,
           );
           Atomics.add(ctl, CTL_PREFETCHED, n);
           Atomics.add(ctl, CTL_HINT_PAGES, n);
@@ -555,7 +604,7 @@ export class LazyPager implements AbsentPageHandler {
     if (this.#reader === null) return this.#demandFromLoader(page, at);
     Atomics.store(ctl, CTL_DEMAND_ACTIVE, 1);
     try {
-      const record = this.#reader.read(at);
+      const record = this.#readKey(at);
       Atomics.add(this.#views.bytes, BYTES_GUEST, BigInt(record.length));
       installRecord(
         {
@@ -565,13 +614,14 @@ export class LazyPager implements AbsentPageHandler {
           description: this.#description,
         },
         record,
-        at,
+        this.#offsetOf(at),
         PAGE_DEMANDED,
+        at,
       );
     } catch (e) {
-      if (e instanceof LsnapError) throw new LazyPageError(page, at, e.reason, e);
+      if (e instanceof LsnapError) throw this.#pageError(page, at, e.reason, e);
       if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.PermissionDenied) {
-        throw new LazyPageError(page, at, `the file cannot be read: ${(e as Error).message}`, e);
+        throw this.#pageError(page, at, `the file cannot be read: ${(e as Error).message}`, e);
       }
       throw e;
     } finally {
@@ -579,7 +629,7 @@ export class LazyPager implements AbsentPageHandler {
       Atomics.notify(ctl, CTL_DEMAND_ACTIVE);
     }
     if (Atomics.load(state, page) === PAGE_ABSENT) {
-      throw new LazyPageError(page, at, "the record does not hold the page the index says it does");
+      throw this.#pageError(page, at, "the record does not hold the page the index says it does");
     }
   }
 
@@ -604,7 +654,7 @@ export class LazyPager implements AbsentPageHandler {
     const until = performance.now() + this.#waitBoundMs;
     while (Atomics.load(state, page) === PAGE_INSTALLING) {
       if (performance.now() > until) {
-        throw new LazyPageError(
+        throw this.#pageError(
           page,
           this.#index.recordOf(page),
           "a loader thread held it too long",
@@ -679,6 +729,8 @@ export class LazyPager implements AbsentPageHandler {
     for (const w of this.#workers) w.terminate();
     this.#workers = [];
     this.#reader?.close();
+    for (const r of this.#more.values()) r.close();
+    this.#more.clear();
     const rec = this.#recordTo;
     const touched = this.#recorded ?? this.#touched; // a run that ended inside the window
     this.#touched = null;
@@ -1032,4 +1084,210 @@ export async function restoreEagerly(
   }
   await r.pager.finish();
   return r;
+}
+
+/** Options of {@linkcode restoreChainEagerly}. */
+export interface ChainRestoreOptions
+  extends Omit<LazyRestoreOptions, "eager" | "hint" | "recordWs" | "deferLoaders"> {
+  /** Parent files to use before the name hints (`restore --parent`), matched by file digest. */
+  parents?: string[];
+  /** Refuse ({@linkcode ParallelRestoreUnavailable}) a chain whose files hold fewer bytes in all
+   * (default 0: any chain). */
+  minBytes?: number;
+}
+
+/** What {@linkcode restoreChainEagerly} returns: the restore and the chain's files. */
+export interface ChainRestored extends LazyRestored {
+  /** The files read, the full snapshot first. */
+  chain: string[];
+}
+
+/** Bytes hashed a read when proving a file digest. */
+const DIGEST_READ = 1 << 20;
+
+/**
+ * BLAKE3 of the bytes of `path` before its TRAILER record (its file digest, FORMAT.md §9), read
+ * in one pass through one reused buffer.
+ */
+async function fileDigestOf(path: string, size: number): Promise<Uint8Array> {
+  const end = size - FOOTER_SIZE - RECORD_HEAD_SIZE - TRAILER_PAYLOAD_SIZE - RECORD_TAIL_SIZE;
+  const h = await createBlake3();
+  const file = Deno.openSync(path, { read: true });
+  try {
+    const buf = new Uint8Array(DIGEST_READ);
+    let at = 0;
+    while (at < end) {
+      // Synchronous: an asynchronous read goes through another thread and a copy of the bytes,
+      // which costs more than the read itself on two cores (the loaders have them).
+      const n = file.readSync(buf.subarray(0, Math.min(buf.length, end - at)));
+      if (n === null) break;
+      h.update(buf.subarray(0, n));
+      at += n;
+    }
+    if (at !== end) {
+      throw new TruncatedError(`the file now ends at byte ${at}, before its trailer`, {
+        offset: at,
+        recordIndex: -1,
+      });
+    }
+    return h.digest("binary");
+  } finally {
+    file.close();
+  }
+}
+
+/**
+ * Eager restore of a diff through its chain (FORMAT.md §14) with parallel loaders, as
+ * {@linkcode restoreEagerly} restores one file:
+ *
+ * 1. `openChain` finds every parent and checks every link against the trailers (each PARENT
+ *    record's parent file digest and content digest, depth, root, regions; a missing, swapped or
+ *    foreign parent, a cycle, mixed machines: a `ChainError` naming the link, §14.4).
+ * 2. For every page, the record holding its newest copy: the last file of the chain whose INDEX
+ *    names the page wins, a zero record included (§14.2); pages no file names are zero.
+ * 3. The loaders read, check (CRC32C) and install each such record once, from whichever file
+ *    holds it, recording each installed page's XXH3-128; a record that fails is read again on
+ *    this thread and refused as a `ChainError` naming its file and byte offset.
+ * 4. Meanwhile this thread recomputes every file's file digest (BLAKE3 of its bytes) and compares
+ *    it with its trailer's, which step 1 compared with its child's PARENT record: each link is
+ *    bound to the exact bytes its child was written on.
+ * 5. The final state's content digest, built from the installed pages' hashes and the newest
+ *    file's devices, must equal the one the newest file declares.
+ *
+ * The intermediate files' own content digests are not recomputed (FORMAT.md §14.4 says why that
+ * proves as much). Throws {@linkcode ParallelRestoreUnavailable} for a chain with a file without
+ * an index or one converted from QEMU; the caller then reads the chain on one thread.
+ */
+export async function restoreChainEagerly(o: ChainRestoreOptions): Promise<ChainRestored> {
+  const startedAtMs = o.startedAtMs ?? sharedClockMs();
+  const startCpu = readThreadCpu();
+  const chain = await openChain(o.path, { parents: o.parents });
+  const paths = chain.files.map((f) => f.path);
+  const newest = chain.head.path;
+  let pager: LazyPager | null = null;
+  try {
+    for (const f of chain.files) {
+      if (!f.reader.indexed) throw new ParallelRestoreUnavailable(`'${f.path}' has no index`);
+      if (f.reader.size >= RECORD_KEY_STRIDE) {
+        throw new ParallelRestoreUnavailable(`'${f.path}' is too large for a record key`);
+      }
+    }
+    const bytes = chain.files.reduce((sum, f) => sum + f.reader.size, 0);
+    if (bytes < (o.minBytes ?? 0)) {
+      throw new ParallelRestoreUnavailable(
+        `the chain holds ${bytes} bytes, fewer than the loaders pay for`,
+      );
+    }
+    const description = chain.description;
+    if (virtBuilderFor(description) !== null) {
+      throw new ParallelRestoreUnavailable("the chain was converted from QEMU");
+    }
+    const ramSize = checkDescriptionFits(description);
+    const machine = new Machine({ ramSize, uartSink: o.uartSink });
+    adviseRam(machine.ram.bytes);
+    machine.instructionsCountedFrom = instructionsCountedFrom(description);
+    const state = stateFromSections(await chain.devices(), o.migrations ?? STATE_MIGRATIONS);
+    try {
+      machine.restore(state);
+    } catch (e) {
+      throw new SnapshotMismatchError((e as Error).message.replace(/^Cannot restore /, ""));
+    }
+    // The newest copy of each page: later files overwrite earlier ones' keys.
+    const keys = new Float64Array(machine.ram.pageCount).fill(-1);
+    let named = 0;
+    chain.files.forEach((f, n) => {
+      const e = f.reader.pageEntries(0);
+      for (let i = 0; i < e.pages.length; i++) {
+        if (keys[e.pages[i]] < 0) named++;
+        keys[e.pages[i]] = recordKey(n, e.offsets[i]);
+      }
+    });
+    const pages = new Uint32Array(named);
+    const offsets = new Float64Array(named);
+    for (let p = 0, k = 0; p < keys.length; p++) {
+      if (keys[p] < 0) continue;
+      pages[k] = p;
+      offsets[k++] = keys[p];
+    }
+    pager = new LazyPager({
+      machine,
+      description,
+      buffers: createLazyBuffers(machine.ram.pageCount, true),
+      index: new PageIndex(pages, offsets),
+      path: paths[0],
+      paths,
+      waitBoundMs: o.waitBoundMs ?? DEFAULT_WAIT_BOUND_MS,
+      startedAtMs,
+      startCpu,
+    });
+    machine.ram.setAbsentHandler(pager);
+    pager.markPagesAbsent();
+    pager.startLoaders(
+      paths[0],
+      o.loaders ?? eagerLoaderCount(),
+      new Uint32Array(0),
+      o.workers,
+      false,
+      false,
+    );
+    // The file digests while the loaders work (reported after a damaged record, which names
+    // more: its offset).
+    let digestProblem: ChainError | null = null;
+    for (const f of chain.files) {
+      const actual = await fileDigestOf(f.path, f.reader.size);
+      if (toHex(actual) !== toHex(f.trailer.fileDigest)) {
+        const child = chain.files.find((c) => c.depth === f.depth + 1);
+        digestProblem = new ChainError(
+          "digest-mismatch",
+          `'${f.path}': its bytes give file digest ${toHex(actual).slice(0, 16)}…, its trailer${
+            child === undefined ? "" : ` and the PARENT record of '${child.path}'`
+          } name ${toHex(f.trailer.fileDigest).slice(0, 16)}…`,
+          { file: newest, parent: f.path === newest ? null : f.path },
+        );
+        break;
+      }
+    }
+    try {
+      machine.ram.ensureAllPresent();
+    } catch (e) {
+      if (!(e instanceof LazyPageError)) throw e;
+      const file = e.file ?? paths[0];
+      throw new ChainError(
+        "damaged-record",
+        `'${file}' (depth ${
+          paths.indexOf(file)
+        }): its PAGES record at byte ${e.recordOffset}, the newest copy of page ${e.page}, cannot be used: ${
+          e.cause instanceof LsnapError ? e.cause.reason : e.message
+        }`,
+        { file: newest, parent: file === newest ? null : file, cause: e },
+      );
+    }
+    if (digestProblem !== null) throw digestProblem;
+    const digest = await pager.installedContentDigest() ?? await machineContentDigest(machine);
+    const declared = toHex(chain.contentDigest);
+    if (digest !== declared) {
+      throw new ChainError(
+        "digest-mismatch",
+        `the state the chain restores has content digest ${
+          digest.slice(0, 16)
+        }…, '${newest}' declares ${declared.slice(0, 16)}…`,
+        { file: newest },
+      );
+    }
+    await pager.finish();
+    return {
+      machine,
+      description,
+      contentDigest: declared,
+      retired: machine.hart.retired,
+      pager,
+      chain: paths,
+    };
+  } catch (e) {
+    await pager?.finish().catch(() => {});
+    for (const w of o.workers ?? []) w.terminate();
+    throw e;
+  } finally {
+    chain.close();
+  }
 }

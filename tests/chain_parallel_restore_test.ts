@@ -1,0 +1,210 @@
+/**
+ * A diff restored eagerly through its chain with parallel loaders (`restoreChainEagerly`,
+ * FORMAT.md §14.4) gives exactly what the single-thread chain reader and the flattened file give,
+ * and refuses a damaged link naming the file and the record's offset, before the guest runs.
+ */
+import { assert, assertEquals, assertRejects, assertStringIncludes } from "@std/assert/mod.js";
+import { Machine } from "../emulator/machine.ts";
+import { patchMemstressConfig } from "../emulator/guests/memstress_config.ts";
+import { saveMachine } from "../emulator/snapshot/save.ts";
+import { restoreChainEagerly } from "../emulator/snapshot/lazy_restore.ts";
+import {
+  describeMachine,
+  machineContentDigest,
+  sectionsFromState,
+} from "../emulator/snapshot/machine_state.ts";
+import { ChainError, openChain, readDiffParent } from "../format/chain.ts";
+import { crc32c, toHex } from "../format/checksum.ts";
+import { type DiffParent, diffParentOf, SnapshotWriter } from "../format/writer.ts";
+import { restoreSnapshot } from "../tools/restore.ts";
+import { flattenSnapshot } from "../tools/flatten.ts";
+
+const PS = 4096;
+const RAM = 4 << 20;
+const STEP = 200_000;
+/** Pages the guest does not use (memstress keeps to its 256 KiB and its stack): given data
+ * before the full snapshot, some zeroed in each diff, so that zero records of diffs win. */
+const SPARE = Array.from({ length: 24 }, (_, i) => 400 + i);
+const ELF = patchMemstressConfig(
+  Deno.readFileSync(new URL("../emulator/guests/build/memstress.elf", import.meta.url)),
+  { workingSetBytes: 256 * 1024, writesPerRound: 2000, rounds: 0, seed: 11 },
+);
+
+function boot(): { m: Machine; out: () => string } {
+  let out = "";
+  const decoder = new TextDecoder();
+  const m = Machine.fromElf(ELF, { ramSize: RAM, uartSink: (b) => out += decoder.decode(b) });
+  return { m, out: () => out };
+}
+
+/** Writes a diff of `m` on `parent`: the pages that differ from `before`. */
+async function saveDiff(m: Machine, path: string, parent: DiffParent, before: Uint8Array) {
+  const w = await SnapshotWriter.createFile(path, describeMachine(m), {
+    parent,
+    keepPageHashes: true,
+  });
+  const ram = m.ram.bytes;
+  for (let off = 0; off < ram.length; off += PS) {
+    const a = ram.subarray(off, off + PS);
+    const b = before.subarray(off, off + PS);
+    if (a.some((x, i) => x !== b[i])) await w.writePages(0, off / PS, a);
+  }
+  for (const s of sectionsFromState(m.save())) await w.writeDevice(s);
+  return await w.close();
+}
+
+/** s-0 full, then s-1..s-n diffs, STEP instructions apart; each diff zeroes two spare pages
+ * (written by the writer as a zero record) and gives data to one zeroed before. */
+async function makeChain(dir: string, n: number): Promise<{ digests: string[]; out: string }> {
+  const { m, out } = boot();
+  m.run(STEP);
+  for (const p of SPARE) m.ram.bytes.fill(p & 0xff, p * PS, (p + 1) * PS);
+  await saveMachine(m, `${dir}/s-0.lsnap`);
+  let parent = await readDiffParent(`${dir}/s-0.lsnap`);
+  const digests = [await machineContentDigest(m)];
+  let before = m.ram.bytes.slice();
+  for (let i = 1; i <= n; i++) {
+    m.run(STEP);
+    for (const p of SPARE.slice(2 * i, 2 * i + 2)) m.ram.bytes.fill(0, p * PS, (p + 1) * PS);
+    if (i > 1) m.ram.bytes.fill(0x40 + i, SPARE[2 * i - 2] * PS, SPARE[2 * i - 2] * PS + 100);
+    const summary = await saveDiff(m, `${dir}/s-${i}.lsnap`, parent, before);
+    digests.push(await machineContentDigest(m));
+    assertEquals(toHex(summary.contentDigest), digests[i], `diff ${i} declares the state`);
+    parent = diffParentOf(summary, `${dir}/s-${i}.lsnap`);
+    before = m.ram.bytes.slice();
+  }
+  return { digests, out: out() };
+}
+
+async function withTemp<T>(f: (dir: string) => Promise<T>): Promise<T> {
+  const dir = await Deno.makeTempDir({ prefix: "chain_parallel_" });
+  try {
+    return await f(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("restoreChainEagerly() gives the state and output of the single-thread chain path and of the flattened file", async () => {
+  await withTemp(async (dir) => {
+    const { digests } = await makeChain(dir, 5);
+    const newest = `${dir}/s-5.lsnap`;
+    // The parallel path itself: every page in, by the loaders, the digest from their hashes.
+    const r = await restoreChainEagerly({ path: newest, loaders: 2, uartSink: () => {} });
+    assertEquals(r.chain, [0, 1, 2, 3, 4, 5].map((i) => `${dir}/s-${i}.lsnap`));
+    assertEquals(r.contentDigest, digests[5]);
+    assertEquals(await machineContentDigest(r.machine), digests[5]);
+    const m = r.pager.metrics("eager");
+    assertEquals([m.loaders, m.demandFaults, m.failedRecords], [2, 0, 0]);
+    assert(m.prefetchedPages > 0);
+    for (const p of SPARE.slice(2, 12)) {
+      assert(r.machine.ram.bytes.subarray(p * PS, (p + 1) * PS).every((b) => b === 0 || b > 0x40));
+    }
+    // Whole restores, run on: parallel, single-thread chain reader, flattened file.
+    const flat = `${dir}/flat.lsnap`;
+    await flattenSnapshot({ path: newest, out: flat });
+    const runs: Record<string, { digest: string; out: string; chain: number }> = {};
+    for (
+      const [name, path, parallel] of [
+        ["parallel", newest, "always"],
+        ["one thread", newest, false],
+        ["flattened", flat, "always"],
+      ] as const
+    ) {
+      let out = "";
+      const x = await restoreSnapshot({
+        path,
+        runFor: 3 * STEP,
+        parallel,
+        sink: (b) => out += new TextDecoder().decode(b),
+      });
+      assertEquals(x.contentDigest, digests[5], name);
+      runs[name] = { digest: await machineContentDigest(x.machine), out, chain: x.chain.length };
+    }
+    assertEquals(runs["parallel"], runs["one thread"]);
+    assertEquals(runs["parallel"].digest, runs["flattened"].digest);
+    assertEquals(runs["parallel"].out, runs["flattened"].out);
+    assert(runs["parallel"].out.length > 0, "the guest wrote on after the restore");
+  });
+});
+
+/** Flips a bit of `at` in `path` (and, with `crcOf`, recomputes the CRC32C of the record at
+ * `crcOf` so that only a digest can tell). */
+async function damage(path: string, at: number, crcOf?: number): Promise<void> {
+  const bytes = await Deno.readFile(path);
+  bytes[at] ^= 0x10;
+  if (crcOf !== undefined) {
+    const dv = new DataView(bytes.buffer);
+    const len = dv.getUint32(crcOf + 4, true);
+    dv.setUint32(crcOf + 8 + len, crc32c(bytes.subarray(crcOf, crcOf + 8 + len)), true);
+  }
+  await Deno.writeFile(path, bytes);
+}
+
+Deno.test("restoreChainEagerly() refuses a damaged link naming the file and the record's offset, before the guest runs", async (t) => {
+  await withTemp(async (dir) => {
+    await makeChain(dir, 3);
+    const newest = `${dir}/s-3.lsnap`;
+    const pristine = await Deno.readFile(`${dir}/s-1.lsnap`);
+    // A page whose newest copy is in s-1, and the record that holds it.
+    const chain = await openChain(newest);
+    let page = -1;
+    for (let p = 0; p < RAM / PS && page < 0; p++) if (chain.pageSource(0, p) === 1) page = p;
+    const at = chain.files[1].reader.pageRecordOffset(0, page);
+    chain.close();
+    assert(page >= 0 && at > 0);
+
+    await t.step("a record that fails its CRC32C", async () => {
+      // The record's last payload byte (its page data, or its page list for a zero record).
+      const length = new DataView(pristine.buffer).getUint32(at + 4, true);
+      await damage(`${dir}/s-1.lsnap`, at + 8 + length - 1);
+      let ran = false;
+      for (
+        const run of [
+          () => restoreChainEagerly({ path: newest, uartSink: () => ran = true }),
+          () => restoreSnapshot({ path: newest, parallel: "always", sink: () => ran = true }),
+        ]
+      ) {
+        const e = await assertRejects(run, ChainError);
+        assertEquals(e.problem, "damaged-record");
+        assertEquals(e.parent, `${dir}/s-1.lsnap`);
+        assertStringIncludes(
+          e.message,
+          `'${dir}/s-1.lsnap' (depth 1): its PAGES record at byte ${at}`,
+        );
+        assertStringIncludes(e.message, "CRC32C");
+        assert(!ran);
+      }
+      await Deno.writeFile(`${dir}/s-1.lsnap`, pristine);
+    });
+
+    await t.step("bytes changed with their CRC32C kept right: the file digest", async () => {
+      // The HEADER's creator: only the file digest covers it (the newest file's header is used).
+      const text = new TextEncoder().encode("livesnap ");
+      const i = pristine.findIndex((_, k) => text.every((b, j) => pristine[k + j] === b));
+      assert(i > 16);
+      await damage(`${dir}/s-1.lsnap`, i + 1, 16);
+      const e = await assertRejects(
+        () => restoreChainEagerly({ path: newest, uartSink: () => {} }),
+        ChainError,
+      );
+      assertEquals(e.problem, "digest-mismatch");
+      assertStringIncludes(e.message, `'${dir}/s-1.lsnap': its bytes give file digest`);
+      assertStringIncludes(e.message, `the PARENT record of '${dir}/s-2.lsnap'`);
+      await Deno.writeFile(`${dir}/s-1.lsnap`, pristine);
+    });
+
+    await t.step("a missing parent: the same refusal as the single-thread path", async () => {
+      await Deno.rename(`${dir}/s-1.lsnap`, `${dir}/gone.lsnap`);
+      const e = await assertRejects(
+        () => restoreChainEagerly({ path: newest, uartSink: () => {} }),
+        ChainError,
+      );
+      assertEquals(e.problem, "missing-parent");
+      assertStringIncludes(e.message, "link s-2.lsnap → s-1.lsnap (depth 2 → 1)");
+      await Deno.rename(`${dir}/gone.lsnap`, `${dir}/s-1.lsnap`);
+      const r = await restoreChainEagerly({ path: newest, uartSink: () => {} });
+      assertEquals(r.chain.length, 4);
+    });
+  });
+});
