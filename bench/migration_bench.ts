@@ -53,7 +53,8 @@ async function source(ramSize: number): Promise<LiveMachine> {
   return vm;
 }
 
-async function precopy(ramSize: number, downtimeMs: number) {
+/** One migration of a fresh source to a destination on a free loopback port; the source's result. */
+async function migrateOnce(ramSize: number, options: { downtimeMs?: number; mode?: "postcopy" }) {
   const vm = await source(ramSize);
   let ready!: (p: number) => void;
   const port = new Promise<number>((r) => ready = r);
@@ -63,27 +64,14 @@ async function precopy(ramSize: number, downtimeMs: number) {
     onListening: (a) => ready(a.port),
     live: { uartSink: () => {} },
   });
-  const m = await migrate(vm, { host: "127.0.0.1", port: await port, downtimeMs });
+  const m = await migrate(vm, { host: "127.0.0.1", port: await port, ...options });
   const dst = await incoming;
   await dst.machine.quit();
   return m;
 }
 
-async function postcopy(ramSize: number) {
-  const vm = await source(ramSize);
-  let ready!: (p: number) => void;
-  const port = new Promise<number>((r) => ready = r);
-  const incoming = receiveMigration({
-    host: "127.0.0.1",
-    port: 0,
-    onListening: (a) => ready(a.port),
-    live: { uartSink: () => {} },
-  });
-  const m = await migrate(vm, { host: "127.0.0.1", port: await port, mode: "postcopy" });
-  const dst = await incoming;
-  await dst.machine.quit();
-  return m;
-}
+const precopy = (ramSize: number, downtimeMs: number) => migrateOnce(ramSize, { downtimeMs });
+const postcopy = (ramSize: number) => migrateOnce(ramSize, { mode: "postcopy" });
 
 async function baseline(ramSize: number, dir: string) {
   const vm = await source(ramSize);

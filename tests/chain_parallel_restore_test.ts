@@ -3,55 +3,23 @@
  * FORMAT.md §14.4) gives exactly what the single-thread chain reader and the flattened file give,
  * and refuses a damaged link naming the file and the record's offset, before the guest runs.
  */
+import { bootMemstress, PS, RAM, saveDiff, withTemp as withTempIn } from "./_chain_fixture.ts";
 import { assert, assertEquals, assertRejects, assertStringIncludes } from "@std/assert/mod.js";
-import { Machine } from "../emulator/machine.ts";
-import { patchMemstressConfig } from "../emulator/guests/memstress_config.ts";
 import { saveMachine } from "../emulator/snapshot/save.ts";
 import { restoreChainEagerly } from "../emulator/snapshot/lazy_restore.ts";
-import {
-  describeMachine,
-  machineContentDigest,
-  sectionsFromState,
-} from "../emulator/snapshot/machine_state.ts";
+import { machineContentDigest } from "../emulator/snapshot/machine_state.ts";
 import { ChainError, openChain, readDiffParent } from "../format/chain.ts";
 import { crc32c, toHex } from "../format/checksum.ts";
-import { type DiffParent, diffParentOf, SnapshotWriter } from "../format/writer.ts";
+import { diffParentOf } from "../format/writer.ts";
 import { restoreSnapshot } from "../tools/restore.ts";
 import { flattenSnapshot } from "../tools/flatten.ts";
 
-const PS = 4096;
-const RAM = 4 << 20;
 const STEP = 200_000;
 /** Pages the guest does not use (memstress keeps to its 256 KiB and its stack): given data
  * before the full snapshot, some zeroed in each diff, so that zero records of diffs win. */
 const SPARE = Array.from({ length: 24 }, (_, i) => 400 + i);
-const ELF = patchMemstressConfig(
-  Deno.readFileSync(new URL("../emulator/guests/build/memstress.elf", import.meta.url)),
-  { workingSetBytes: 256 * 1024, writesPerRound: 2000, rounds: 0, seed: 11 },
-);
-
-function boot(): { m: Machine; out: () => string } {
-  let out = "";
-  const decoder = new TextDecoder();
-  const m = Machine.fromElf(ELF, { ramSize: RAM, uartSink: (b) => out += decoder.decode(b) });
-  return { m, out: () => out };
-}
-
-/** Writes a diff of `m` on `parent`: the pages that differ from `before`. */
-async function saveDiff(m: Machine, path: string, parent: DiffParent, before: Uint8Array) {
-  const w = await SnapshotWriter.createFile(path, describeMachine(m), {
-    parent,
-    keepPageHashes: true,
-  });
-  const ram = m.ram.bytes;
-  for (let off = 0; off < ram.length; off += PS) {
-    const a = ram.subarray(off, off + PS);
-    const b = before.subarray(off, off + PS);
-    if (a.some((x, i) => x !== b[i])) await w.writePages(0, off / PS, a);
-  }
-  for (const s of sectionsFromState(m.save())) await w.writeDevice(s);
-  return await w.close();
-}
+const boot = () => bootMemstress(11);
+const withTemp = <T>(f: (dir: string) => Promise<T>) => withTempIn("chain_parallel_", f);
 
 /** s-0 full, then s-1..s-n diffs, STEP instructions apart; each diff zeroes two spare pages
  * (written by the writer as a zero record) and gives data to one zeroed before. */
@@ -67,22 +35,13 @@ async function makeChain(dir: string, n: number): Promise<{ digests: string[]; o
     m.run(STEP);
     for (const p of SPARE.slice(2 * i, 2 * i + 2)) m.ram.bytes.fill(0, p * PS, (p + 1) * PS);
     if (i > 1) m.ram.bytes.fill(0x40 + i, SPARE[2 * i - 2] * PS, SPARE[2 * i - 2] * PS + 100);
-    const summary = await saveDiff(m, `${dir}/s-${i}.lsnap`, parent, before);
+    const { summary } = await saveDiff(m, `${dir}/s-${i}.lsnap`, parent, before);
     digests.push(await machineContentDigest(m));
     assertEquals(toHex(summary.contentDigest), digests[i], `diff ${i} declares the state`);
     parent = diffParentOf(summary, `${dir}/s-${i}.lsnap`);
     before = m.ram.bytes.slice();
   }
   return { digests, out: out() };
-}
-
-async function withTemp<T>(f: (dir: string) => Promise<T>): Promise<T> {
-  const dir = await Deno.makeTempDir({ prefix: "chain_parallel_" });
-  try {
-    return await f(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
 }
 
 Deno.test("restoreChainEagerly() gives the state and output of the single-thread chain path and of the flattened file", async () => {

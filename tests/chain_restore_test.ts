@@ -4,77 +4,20 @@
  * previous snapshot's RAM); restoring the newest diff and running on equals an uninterrupted run,
  * and a bad chain is refused before anything runs.
  */
+import { bootMemstress, PS, RAM, saveDiff, withTemp as withTempIn } from "./_chain_fixture.ts";
 import { assert, assertEquals, assertRejects, assertStringIncludes } from "@std/assert/mod.js";
-import { Machine } from "../emulator/machine.ts";
-import { patchMemstressConfig } from "../emulator/guests/memstress_config.ts";
 import { saveMachine } from "../emulator/snapshot/save.ts";
 import { restoreMachineFromFile } from "../emulator/snapshot/restore.ts";
-import {
-  describeMachine,
-  machineContentDigest,
-  sectionsFromState,
-} from "../emulator/snapshot/machine_state.ts";
+import { machineContentDigest } from "../emulator/snapshot/machine_state.ts";
 import { ChainError, readDiffParent } from "../format/chain.ts";
 import { toHex } from "../format/checksum.ts";
-import { type DiffParent, diffParentOf, SnapshotWriter } from "../format/writer.ts";
+import { diffParentOf } from "../format/writer.ts";
 import { restoreSnapshot } from "../tools/restore.ts";
 import { flattenSnapshot } from "../tools/flatten.ts";
 import { main as restoreMain } from "../tools/restore_command.ts";
 
-const PS = 4096;
-const RAM = 4 << 20;
-const ELF = patchMemstressConfig(
-  Deno.readFileSync(new URL("../emulator/guests/build/memstress.elf", import.meta.url)),
-  { workingSetBytes: 256 * 1024, writesPerRound: 2000, rounds: 0, seed: 7 },
-);
-
-function boot(): { m: Machine; out: () => string } {
-  let out = "";
-  const decoder = new TextDecoder();
-  const m = Machine.fromElf(ELF, { ramSize: RAM, uartSink: (b) => out += decoder.decode(b) });
-  return { m, out: () => out };
-}
-
-/** Writes a diff of `m` on `parent`: the pages that differ from `before`. */
-async function saveDiff(
-  m: Machine,
-  path: string,
-  parent: DiffParent,
-  before: Uint8Array,
-): Promise<{ summary: Awaited<ReturnType<SnapshotWriter["close"]>>; dirty: number }> {
-  const w = await SnapshotWriter.createFile(path, describeMachine(m), {
-    parent,
-    keepPageHashes: true,
-  });
-  const ram = m.ram.bytes;
-  let dirty = 0;
-  for (let off = 0; off < ram.length; off += PS) {
-    const a = ram.subarray(off, off + PS);
-    const b = before.subarray(off, off + PS);
-    let same = true;
-    for (let i = 0; i < PS; i++) {
-      if (a[i] !== b[i]) {
-        same = false;
-        break;
-      }
-    }
-    if (!same) {
-      dirty++;
-      await w.writePages(0, off / PS, a);
-    }
-  }
-  for (const s of sectionsFromState(m.save())) await w.writeDevice(s);
-  return { summary: await w.close(), dirty };
-}
-
-async function withTemp<T>(f: (dir: string) => Promise<T>): Promise<T> {
-  const dir = await Deno.makeTempDir({ prefix: "chain_restore_" });
-  try {
-    return await f(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
+const boot = () => bootMemstress(7);
+const withTemp = <T>(f: (dir: string) => Promise<T>) => withTempIn("chain_restore_", f);
 
 const STEP = 200_000;
 
