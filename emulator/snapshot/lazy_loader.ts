@@ -28,7 +28,9 @@ import {
   CTL_DONE_MS,
   CTL_DOORBELL,
   CTL_FAILED_RECORDS,
+  CTL_HINT_NEXT,
   CTL_HINT_PAGES,
+  CTL_HOLD_REST,
   CTL_LOADER,
   CTL_LOADERS_LEFT,
   CTL_PREFETCHED,
@@ -51,12 +53,18 @@ import {
   splitRecordKey,
 } from "./lazy_pages.ts";
 
-async function readAt(file: Deno.FsFile, offset: number, out: Uint8Array): Promise<number> {
-  await file.seek(offset, Deno.SeekMode.Start);
+/**
+ * Reads `out.length` bytes at `offset` (fewer at the end of the file), synchronously: on this
+ * thread, at its priority. An asynchronous read runs on one of the runtime's I/O threads, at the
+ * process's priority, and copies the bytes once more, which on a 2-core machine takes that time
+ * from the guest's thread rather than from the background loader's.
+ */
+function readAt(file: Deno.FsFile, offset: number, out: Uint8Array): number {
+  file.seekSync(offset, Deno.SeekMode.Start);
   let n = 0;
   while (n < out.length) {
-    const k = await file.read(out.subarray(n));
-    if (k === null) break;
+    const k = file.readSync(out.subarray(n));
+    if (k === null || k === 0) break;
     n += k;
   }
   return n;
@@ -96,6 +104,31 @@ function populateChunks(ram: Uint8Array, pages: readonly number[]): void {
   flush();
 }
 
+/**
+ * Faults in, for writing, the 2 MiB chunks of `ram` that hold the hint's pages, one
+ * `MADV_POPULATE_WRITE` per chunk, from the chunk the guest needs last to the one it needs first:
+ * the kernel zeroes that fresh memory on this thread's core while the guest's thread reads the
+ * hint's first records into the first chunks, and the two meet in the middle (fresh memory is
+ * most of what bringing a working set in costs, BENCHMARKS.md "Restore: lazy and eager"). Pages
+ * already in are left as they are; does nothing where `madvise` cannot be called.
+ */
+function populateHint(ram: Uint8Array, hint: Uint32Array, stopped: () => boolean): void {
+  const chunks: number[] = [];
+  const seen = new Set<number>();
+  for (const p of hint) {
+    const c = Math.floor(p / CHUNK_PAGES);
+    if (!seen.has(c)) {
+      seen.add(c);
+      chunks.push(c);
+    }
+  }
+  const chunkBytes = CHUNK_PAGES * PAGE_SIZE;
+  for (let k = chunks.length - 1; k >= 0 && !stopped(); k--) {
+    const start = chunks[k] * chunkBytes;
+    if (!populatePages(ram.subarray(start, Math.min(ram.length, start + chunkBytes)))) return;
+  }
+}
+
 /** Runs one loader to its end; returns what {@linkcode LoaderEvent} "done" reports. */
 export async function runLoader(boot: LoaderBoot): Promise<LoaderEvent> {
   if (boot.background) lowerThreadPriority();
@@ -115,27 +148,47 @@ export async function runLoader(boot: LoaderBoot): Promise<LoaderEvent> {
     ram: new Uint8Array(boot.ram),
     description: boot.description,
   };
-  // Record → its pages (those it holds the last occurrence of), in file order.
-  const byRecord = new Map<number, number[]>();
-  for (let i = 0; i < entries.pages.length; i++) {
-    const o = entries.offsets[i];
-    const list = byRecord.get(o);
-    if (list === undefined) byRecord.set(o, [entries.pages[i]]);
-    else list.push(entries.pages[i]);
-  }
+  // The hint's records first, in the order the guest first needed them, each with its hinted
+  // pages: worked out without grouping the whole index, so the loader starts on them at once.
+  const hintPagesOf = new Map<number, number[]>();
   const order: number[] = [];
-  const queued = new Set<number>();
   for (const p of boot.hint) {
     const o = index.recordOf(p);
-    if (o >= 0 && !queued.has(o)) {
-      queued.add(o);
+    if (o < 0) continue;
+    const list = hintPagesOf.get(o);
+    if (list === undefined) {
+      hintPagesOf.set(o, [p]);
       order.push(o);
-    }
+    } else list.push(p);
   }
   const hinted = order.length;
-  for (const o of [...byRecord.keys()].sort((a, b) => a - b)) if (!queued.has(o)) order.push(o);
-  const mine: number[] = [];
-  for (let i = boot.id; i < order.length; i += boot.of) mine.push(i);
+  // Record → its pages (those it holds the last occurrence of), in file order; built once the
+  // hint's records are in.
+  let byRecord: Map<number, number[]> | null = null;
+  const groupRest = () => {
+    if (byRecord !== null) return;
+    byRecord = new Map();
+    for (let i = 0; i < entries.pages.length; i++) {
+      const o = entries.offsets[i];
+      const list = byRecord.get(o);
+      if (list === undefined) byRecord.set(o, [entries.pages[i]]);
+      else list.push(entries.pages[i]);
+    }
+    for (const o of [...byRecord.keys()].sort((a, b) => a - b)) {
+      if (!hintPagesOf.has(o)) order.push(o);
+    }
+  };
+  // A hinted record's hinted pages stand for it: once the guest or another loader installed one,
+  // that thread installed the whole record.
+  const pagesOf = (i: number) => i < hinted ? hintPagesOf.get(order[i])! : byRecord!.get(order[i])!;
+  /** This loader's share of the records after the hint's: positions `i % of === id`. */
+  const share = (from: number, to: number) => {
+    const mine: number[] = [];
+    for (let i = from + ((boot.id - from % boot.of + boot.of) % boot.of); i < to; i += boot.of) {
+      mine.push(i);
+    }
+    return mine;
+  };
   const stopped = () => Atomics.load(ctl, CTL_STOP) !== 0;
   const demand = boot.serveDemand ? serveDemand(reader!, target) : Promise.resolve();
   let records = 0;
@@ -153,13 +206,24 @@ export async function runLoader(boot: LoaderBoot): Promise<LoaderEvent> {
     failed++;
     Atomics.add(ctl, CTL_FAILED_RECORDS, 1);
   };
-  try {
+  // One handle per file of the chain, opened on its first record (a single file: one).
+  const files = new Map<number, Deno.FsFile>();
+  const fileOf = (n: number): Deno.FsFile => {
+    let f = files.get(n);
+    if (f === undefined) {
+      f = Deno.openSync(boot.paths[n], { read: true });
+      files.set(n, f);
+    }
+    return f;
+  };
+  const head = new Uint8Array(RECORD_HEAD_SIZE);
+  let area = new Uint8Array(0);
+  /** Reads and installs the records at positions `mine` of the order. */
+  const work = async (mine: number[]) => {
     if (boot.serveDemand) {
       // A remote source: batches of records, several ranges in flight; the guest's demand reads
       // are urgent and overtake them in the source's pool.
-      const todo = mine.filter((i) =>
-        byRecord.get(order[i])!.some((p) => state[p] === PAGE_ABSENT)
-      );
+      const todo = mine.filter((i) => pagesOf(i).some((p) => state[p] === PAGE_ABSENT));
       let k = 0;
       while (k < todo.length && !stopped()) {
         const batch = todo.slice(k, k + 8);
@@ -182,67 +246,75 @@ export async function runLoader(boot: LoaderBoot): Promise<LoaderEvent> {
           skip(e);
         }
       }
-    } else {
-      // One handle per file of the chain, opened on its first record (a single file: one).
-      const files = new Map<number, Deno.FsFile>();
-      const fileOf = async (n: number): Promise<Deno.FsFile> => {
-        let f = files.get(n);
-        if (f === undefined) {
-          f = await Deno.open(boot.paths[n], { read: true });
-          files.set(n, f);
-        }
-        return f;
-      };
-      const head = new Uint8Array(RECORD_HEAD_SIZE);
-      let area = new Uint8Array(0);
+      return;
+    }
+    for (const i of mine) {
+      if (stopped()) break;
+      // Demand first: wait (bounded) while the guest reads a record itself.
+      const waitStart = sharedClockMs();
+      while (Atomics.load(ctl, CTL_DEMAND_ACTIVE) !== 0) {
+        const w = Atomics.waitAsync(ctl, CTL_DEMAND_ACTIVE, 1, 50);
+        if (w.async) await w.value;
+        if (sharedClockMs() - waitStart > boot.waitBoundMs) break;
+      }
+      const key = order[i];
+      if (!pagesOf(i).some((p) => Atomics.load(state, p) === PAGE_ABSENT)) continue;
+      // A single file's keys are its offsets, whatever its size.
+      const { file: fileNo, offset: at } = boot.paths.length === 1
+        ? { file: 0, offset: key }
+        : splitRecordKey(key);
       try {
-        for (const i of mine) {
-          if (stopped()) break;
-          // Demand first: wait (bounded) while the guest reads a record itself.
-          const waitStart = sharedClockMs();
-          while (Atomics.load(ctl, CTL_DEMAND_ACTIVE) !== 0) {
-            const w = Atomics.waitAsync(ctl, CTL_DEMAND_ACTIVE, 1, 50);
-            if (w.async) await w.value;
-            if (sharedClockMs() - waitStart > boot.waitBoundMs) break;
-          }
-          const key = order[i];
-          if (!byRecord.get(key)!.some((p) => Atomics.load(state, p) === PAGE_ABSENT)) continue;
-          // A single file's keys are its offsets, whatever its size.
-          const { file: fileNo, offset: at } = boot.paths.length === 1
-            ? { file: 0, offset: key }
-            : splitRecordKey(key);
-          try {
-            const file = await fileOf(fileNo);
-            if (await readAt(file, at, head) !== RECORD_HEAD_SIZE) {
-              throw new TruncatedError("the file ends inside the record's head", {
-                offset: at,
-                recordIndex: -1,
-              });
-            }
-            const h = decodeRecordHead(head, at, -1);
-            const size = RECORD_HEAD_SIZE + h.length + RECORD_TAIL_SIZE;
-            // One read buffer per loader, grown as needed: fresh memory costs a page fault
-            // per 4 KiB, more than reading the record.
-            if (area.length < size) area = new Uint8Array(Math.max(size, 2 * area.length));
-            const record = area.subarray(0, size);
-            const n = await readAt(file, at, record);
-            Atomics.add(v.bytes, BYTES_LOADER, BigInt(n));
-            if (n !== record.length) {
-              throw new TruncatedError(
-                `the file ends ${n} bytes into a ${record.length}-byte record`,
-                { offset: at, recordIndex: -1 },
-              );
-            }
-            if (boot.populate) populateChunks(target.ram, byRecord.get(key)!);
-            installed(i, installRecord(target, record, at, PAGE_PREFETCHED, key));
-          } catch (e) {
-            skip(e);
-          }
+        const file = fileOf(fileNo);
+        if (readAt(file, at, head) !== RECORD_HEAD_SIZE) {
+          throw new TruncatedError("the file ends inside the record's head", {
+            offset: at,
+            recordIndex: -1,
+          });
         }
-      } finally {
-        for (const f of files.values()) f.close();
+        const h = decodeRecordHead(head, at, -1);
+        const size = RECORD_HEAD_SIZE + h.length + RECORD_TAIL_SIZE;
+        // One read buffer per loader, grown as needed: fresh memory costs a page fault
+        // per 4 KiB, more than reading the record.
+        if (area.length < size) area = new Uint8Array(Math.max(size, 2 * area.length));
+        const record = area.subarray(0, size);
+        const n = readAt(file, at, record);
+        Atomics.add(v.bytes, BYTES_LOADER, BigInt(n));
+        if (n !== record.length) {
+          throw new TruncatedError(
+            `the file ends ${n} bytes into a ${record.length}-byte record`,
+            { offset: at, recordIndex: -1 },
+          );
+        }
+        if (boot.populate) populateChunks(target.ram, pagesOf(i));
+        installed(i, installRecord(target, record, at, PAGE_PREFETCHED, key));
+      } catch (e) {
+        skip(e);
       }
     }
+  };
+  try {
+    if (boot.background && !boot.serveDemand) populateHint(target.ram, boot.hint, stopped);
+    // The hint's records, claimed with the guest's thread and the other loaders: one at a time
+    // from a local file, a batch at a time (several ranges in flight) from a remote source.
+    const claim = boot.serveDemand ? 8 : 1;
+    while (!stopped()) {
+      const i = Atomics.add(ctl, CTL_HINT_NEXT, claim);
+      if (i >= hinted) break;
+      await work(Array.from({ length: Math.min(claim, hinted - i) }, (_, k) => i + k));
+    }
+    // The hint's records are in: the rest waits while the guest runs the hint's window, which
+    // by the hint needs none of it (on a small machine the loader's reads, decompression and
+    // fresh memory would take a core, caches and memory bandwidth from the guest).
+    const holdStart = sharedClockMs();
+    while (
+      Atomics.load(ctl, CTL_HOLD_REST) !== 0 && !stopped() &&
+      sharedClockMs() - holdStart < boot.holdMaxMs
+    ) {
+      const w = Atomics.waitAsync(ctl, CTL_HOLD_REST, Atomics.load(ctl, CTL_HOLD_REST), 100);
+      if (w.async) await w.value;
+    }
+    groupRest();
+    await work(share(hinted, order.length));
     if (Atomics.sub(ctl, CTL_LOADERS_LEFT, 1) === 1) {
       Atomics.store(ctl, CTL_DONE_MS, Math.round(sharedClockMs() - boot.startedAtMs));
       Atomics.store(ctl, CTL_LOADER, LOADER_DONE);
@@ -252,6 +324,7 @@ export async function runLoader(boot: LoaderBoot): Promise<LoaderEvent> {
     Atomics.notify(ctl, CTL_LOADER);
     await demand; // a remote source: demand reads go on until the guest stops the loader
   } finally {
+    for (const f of files.values()) f.close();
     reader?.close();
   }
   return { type: "done", id: boot.id, records, failed };
