@@ -36,6 +36,8 @@ import {
   CTL_PREFETCHED,
   CTL_PROGRESS,
   CTL_STOP,
+  HINT_PROGRESS_BUSY,
+  HINT_PROGRESS_DONE,
   installPages,
   installRecord,
   type InstallTarget,
@@ -104,34 +106,13 @@ function populateChunks(ram: Uint8Array, pages: readonly number[]): void {
   flush();
 }
 
-/**
- * Faults in, for writing, the 2 MiB chunks of `ram` that hold the hint's pages, one
- * `MADV_POPULATE_WRITE` per chunk, from the chunk the guest needs last to the one it needs first:
- * the kernel zeroes that fresh memory on this thread's core while the guest's thread reads the
- * hint's first records into the first chunks, and the two meet in the middle (fresh memory is
- * most of what bringing a working set in costs, BENCHMARKS.md "Restore: lazy and eager"). Pages
- * already in are left as they are; does nothing where `madvise` cannot be called.
- */
-function populateHint(ram: Uint8Array, hint: Uint32Array, stopped: () => boolean): void {
-  const chunks: number[] = [];
-  const seen = new Set<number>();
-  for (const p of hint) {
-    const c = Math.floor(p / CHUNK_PAGES);
-    if (!seen.has(c)) {
-      seen.add(c);
-      chunks.push(c);
-    }
-  }
-  const chunkBytes = CHUNK_PAGES * PAGE_SIZE;
-  for (let k = chunks.length - 1; k >= 0 && !stopped(); k--) {
-    const start = chunks[k] * chunkBytes;
-    if (!populatePages(ram.subarray(start, Math.min(ram.length, start + chunkBytes)))) return;
-  }
-}
-
 /** Runs one loader to its end; returns what {@linkcode LoaderEvent} "done" reports. */
 export async function runLoader(boot: LoaderBoot): Promise<LoaderEvent> {
-  if (boot.background) lowerThreadPriority();
+  // A background loader runs at the lowest priority, but not while it brings in a working-set
+  // hint, which the guest is about to need (and may wait for, `HINT_PROGRESS_BUSY`): it lowers
+  // itself once the hint is in (a thread can lower its priority, not raise it again).
+  if (boot.background && boot.hint.length === 0) lowerThreadPriority();
+  const progress = boot.hintProgress === null ? null : new Int32Array(boot.hintProgress);
   const v = lazyViews(boot.buffers);
   const { state, ctl } = v;
   // A local file's index comes from the guest's thread, which decoded it already; a source the
@@ -293,15 +274,29 @@ export async function runLoader(boot: LoaderBoot): Promise<LoaderEvent> {
     }
   };
   try {
-    if (boot.background && !boot.serveDemand) populateHint(target.ram, boot.hint, stopped);
     // The hint's records, claimed with the guest's thread and the other loaders: one at a time
     // from a local file, a batch at a time (several ranges in flight) from a remote source.
     const claim = boot.serveDemand ? 8 : 1;
     while (!stopped()) {
       const i = Atomics.add(ctl, CTL_HINT_NEXT, claim);
       if (i >= hinted) break;
-      await work(Array.from({ length: Math.min(claim, hinted - i) }, (_, k) => i + k));
+      const batch = Array.from({ length: Math.min(claim, hinted - i) }, (_, k) => i + k);
+      // The guest's thread waits for a record in progress here rather than read it twice.
+      if (progress !== null) {
+        for (const j of batch) Atomics.store(progress, j, HINT_PROGRESS_BUSY);
+      }
+      try {
+        await work(batch);
+      } finally {
+        if (progress !== null) {
+          for (const j of batch) {
+            Atomics.store(progress, j, HINT_PROGRESS_DONE);
+            Atomics.notify(progress, j);
+          }
+        }
+      }
     }
+    if (boot.background) lowerThreadPriority();
     // The hint's records are in: the rest waits while the guest runs the hint's window, which
     // by the hint needs none of it (on a small machine the loader's reads, decompression and
     // fresh memory would take a core, caches and memory bandwidth from the guest).

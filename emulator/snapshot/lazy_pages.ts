@@ -343,6 +343,12 @@ export interface LoaderBoot {
   description: MachineDescription;
   /** Pages to bring in first, in order (the working-set hint), or empty. */
   hint: Uint32Array;
+  /**
+   * One `Int32` per record of the hint, in the hint's record order: {@linkcode HINT_PROGRESS_BUSY}
+   * while a loader reads and installs it, then {@linkcode HINT_PROGRESS_DONE}; null without a
+   * hint.
+   */
+  hintProgress: SharedArrayBuffer | null;
   /** This loader's share of the records: those at positions `i % of === id` of the order. */
   id: number;
   of: number;
@@ -366,6 +372,11 @@ export interface LoaderBoot {
    * (`thread_priority.ts`); false for an eager restore's, which the guest waits for. */
   background: boolean;
 }
+
+/** `LoaderBoot.hintProgress`: a loader is reading and installing the hint's record. */
+export const HINT_PROGRESS_BUSY = 1;
+/** `LoaderBoot.hintProgress`: the loader is done with the record (installed, or failed). */
+export const HINT_PROGRESS_DONE = 2;
 
 /** What a loader worker posts: once, when it stops. */
 export type LoaderEvent =

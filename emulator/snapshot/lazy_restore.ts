@@ -68,6 +68,7 @@ import {
   CTL_STOP,
   CTL_WAITING,
   HASHED_DATA,
+  HINT_PROGRESS_BUSY,
   installRecord,
   type LazyBuffers,
   type LazyViews,
@@ -107,6 +108,12 @@ export const DEFAULT_WS_WINDOW = 10_000_000;
  * costs more than this many record reads.
  */
 export const HINT_BATCH = 16;
+
+/**
+ * The longest the guest's thread waits for a loader that is reading and installing the record of
+ * a page it touched, a record of the working-set hint (ms); then it reads the record itself.
+ */
+export const HINT_WAIT_MS = 100;
 
 /** The default bound on any wait of a lazy restore (ms). */
 export const DEFAULT_WAIT_BOUND_MS = 30_000;
@@ -335,8 +342,11 @@ export class LazyPager implements AbsentPageHandler {
   /** Pages of the working-set hint in use (0: none). */
   hintPages = 0;
   /** The hint's records in the order the guest first needed them (the loaders compute the same
-   * order; CTL_HINT_NEXT says how far the threads got). */
+   * order; CTL_HINT_NEXT says how far the threads got), and each one's position in it. */
   #hintRecords: number[] = [];
+  #hintPosition = new Map<number, number>();
+  /** The loaders' progress on each hint record (`LoaderBoot.hintProgress`), or null. */
+  #hintProgress: Int32Array | null = null;
   #hintBusy = false;
   /** The instruction count at which the hint's window ends and the loaders may load the rest
    * (`holdRestUntil`), or -1: no hold. */
@@ -417,6 +427,9 @@ export class LazyPager implements AbsentPageHandler {
       buffers: this.#buffers,
       description: this.#description,
       hint,
+      hintProgress: this.#hintProgress === null
+        ? null
+        : this.#hintProgress.buffer as SharedArrayBuffer,
       id,
       of: count,
       startedAtMs: this.#startedAtMs,
@@ -508,6 +521,7 @@ export class LazyPager implements AbsentPageHandler {
   fault(page: number): void {
     const { state, ctl } = this.#views;
     let s = Atomics.load(state, page);
+    if (s === PAGE_ABSENT && this.#awaitHintRecord(page)) s = Atomics.load(state, page);
     if (s === PAGE_ABSENT) {
       const t0 = performance.now();
       this.#demand(page);
@@ -589,8 +603,30 @@ export class LazyPager implements AbsentPageHandler {
       const o = this.#index.recordOf(p);
       if (o >= 0 && !seen.has(o)) {
         seen.add(o);
+        this.#hintPosition.set(o, this.#hintRecords.length);
         this.#hintRecords.push(o);
       }
+    }
+    if (this.#hintRecords.length > 0) {
+      this.#hintProgress = new Int32Array(new SharedArrayBuffer(4 * this.#hintRecords.length));
+    }
+  }
+
+  /**
+   * When `page`'s record is a hint record a loader is reading and installing now: waits for it
+   * (at most {@linkcode HINT_WAIT_MS}, then this thread reads it itself) rather than read it a
+   * second time. True when it waited.
+   */
+  #awaitHintRecord(page: number): boolean {
+    const progress = this.#hintProgress;
+    if (progress === null) return false;
+    const at = this.#hintPosition.get(this.#index.recordOf(page));
+    if (at === undefined || Atomics.load(progress, at) !== HINT_PROGRESS_BUSY) return false;
+    const until = performance.now() + HINT_WAIT_MS;
+    for (;;) {
+      const left = until - performance.now();
+      if (left <= 0 || Atomics.load(progress, at) !== HINT_PROGRESS_BUSY) return true;
+      Atomics.wait(progress, at, HINT_PROGRESS_BUSY, left);
     }
   }
 
