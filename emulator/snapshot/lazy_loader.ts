@@ -30,7 +30,6 @@ import {
   CTL_FAILED_RECORDS,
   CTL_HINT_NEXT,
   CTL_HINT_PAGES,
-  CTL_HOLD_REST,
   CTL_LOADER,
   CTL_LOADERS_LEFT,
   CTL_PREFETCHED,
@@ -297,17 +296,6 @@ export async function runLoader(boot: LoaderBoot): Promise<LoaderEvent> {
       }
     }
     if (boot.background) lowerThreadPriority();
-    // The hint's records are in: the rest waits while the guest runs the hint's window, which
-    // by the hint needs none of it (on a small machine the loader's reads, decompression and
-    // fresh memory would take a core, caches and memory bandwidth from the guest).
-    const holdStart = sharedClockMs();
-    while (
-      Atomics.load(ctl, CTL_HOLD_REST) !== 0 && !stopped() &&
-      sharedClockMs() - holdStart < boot.holdMaxMs
-    ) {
-      const w = Atomics.waitAsync(ctl, CTL_HOLD_REST, Atomics.load(ctl, CTL_HOLD_REST), 100);
-      if (w.async) await w.value;
-    }
     groupRest();
     await work(share(hinted, order.length));
     if (Atomics.sub(ctl, CTL_LOADERS_LEFT, 1) === 1) {

@@ -63,12 +63,6 @@ export const CTL_LOADERS_LEFT = 10;
 /** Bumped by a loader after each record it installs (the guest's waits measure progress). */
 export const CTL_PROGRESS = 11;
 /**
- * Non-zero while the guest runs the window of the working-set hint in use: a background loader
- * that has brought the hint's records in holds the rest back until the guest's thread clears it
- * (and notifies), or for at most `LoaderBoot.holdMaxMs` (`lazy_restore.ts`, `HOLD_REST_MAX_MS`).
- */
-export const CTL_HOLD_REST = 13;
-/**
  * The next position in the working-set hint's record order to be read: the guest's thread (its
  * batches, `lazy_restore.ts`) and the loaders claim hint records one at a time by incrementing
  * it, so that no record of the hint is read twice and both share the work.
@@ -356,9 +350,6 @@ export interface LoaderBoot {
   startedAtMs: number;
   /** The longest wait for anything (ms). */
   waitBoundMs: number;
-  /** The longest the loader holds the records outside the hint back while CTL_HOLD_REST is set
-   * (ms). */
-  holdMaxMs: number;
   /** Fault each record's 2 MiB chunks of RAM in with one `madvise` call before copying
    * (`lazy_loader.ts`); false: the copies fault the memory in. */
   populate: boolean;
