@@ -105,6 +105,7 @@ async function one(kind: string, file: string, workload: number): Promise<void> 
     threadCpu(out, c0);
     const m = r.pager!.metrics();
     out.firstMs = m.firstInstructionUs! / 1000;
+    out.firstCpuMs = m.firstInstructionCpu === null ? null : m.firstInstructionCpu.runUs / 1000;
     out.demandFaults = m.demandFaults;
     out.prefetchHits = m.prefetchHits;
     await r.pager!.finish();
@@ -245,7 +246,9 @@ if (args.only !== "sizes" && args.only !== "lazy") {
     loads.push(Deno.loadavg()[0]);
     for (const kind of kinds) {
       const r = await child(kind, f.path);
-      for (const k of ["ms", "cpuMs", "waitMs", "setupMs", "firstMs", "demandFaults"]) {
+      for (
+        const k of ["ms", "cpuMs", "waitMs", "setupMs", "firstMs", "firstCpuMs", "demandFaults"]
+      ) {
         add(`${kind} ${k}`, r[k]);
       }
     }
@@ -268,7 +271,7 @@ if (args.only !== "sizes" && args.only !== "lazy") {
     console.log(
       `  ${name}        ${fmt(got[`${k} ms`])}${cpu(k)}; first instruction ${
         fmt(got[`${k} firstMs`])
-      }; demand faults ${
+      } (on a CPU ${fmt(got[`${k} firstCpuMs`] ?? [NaN])}); demand faults ${
         fmt(got[`${k} demandFaults`])
       }; before the clock, the loader thread made and ready ${fmt(got[`${k} setupMs`])}`,
     );

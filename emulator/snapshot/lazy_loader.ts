@@ -28,7 +28,6 @@ import {
   CTL_DONE_MS,
   CTL_DOORBELL,
   CTL_FAILED_RECORDS,
-  CTL_HINT_NEXT,
   CTL_HINT_PAGES,
   CTL_LOADER,
   CTL_LOADERS_LEFT,
@@ -273,27 +272,32 @@ export async function runLoader(boot: LoaderBoot): Promise<LoaderEvent> {
     }
   };
   try {
-    // The hint's records, claimed with the guest's thread and the other loaders: one at a time
-    // from a local file, a batch at a time (several ranges in flight) from a remote source.
-    const claim = boot.serveDemand ? 8 : 1;
-    while (!stopped()) {
-      const i = Atomics.add(ctl, CTL_HINT_NEXT, claim);
-      if (i >= hinted) break;
-      const batch = Array.from({ length: Math.min(claim, hinted - i) }, (_, k) => i + k);
-      // The guest's thread waits for a record in progress here rather than read it twice.
-      if (progress !== null) {
-        for (const j of batch) Atomics.store(progress, j, HINT_PROGRESS_BUSY);
-      }
-      try {
-        await work(batch);
-      } finally {
-        if (progress !== null) {
+    // The hint's records, each claimed (`LoaderBoot.hintProgress`) against the guest's thread
+    // and the other loaders: from the back of the order, while the guest's thread takes them from
+    // the front (what it needs first), so that the two meet in the middle; from the front for a
+    // source the guest cannot read, a batch at a time (several ranges in flight).
+    if (progress !== null) {
+      const claim = boot.serveDemand ? 8 : 1;
+      const run = async (batch: number[]) => {
+        try {
+          await work(batch);
+        } finally {
           for (const j of batch) {
             Atomics.store(progress, j, HINT_PROGRESS_DONE);
             Atomics.notify(progress, j);
           }
         }
+      };
+      let batch: number[] = [];
+      for (let k = 0; k < hinted && !stopped(); k++) {
+        const j = boot.serveDemand ? k : hinted - 1 - k;
+        if (Atomics.compareExchange(progress, j, 0, HINT_PROGRESS_BUSY) !== 0) continue;
+        batch.push(j);
+        if (batch.length < claim) continue;
+        await run(batch);
+        batch = [];
       }
+      if (batch.length > 0) await run(batch);
     }
     if (boot.background) lowerThreadPriority();
     groupRest();

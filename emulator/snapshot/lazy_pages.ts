@@ -62,12 +62,6 @@ export const CTL_HINT_PAGES = 9;
 export const CTL_LOADERS_LEFT = 10;
 /** Bumped by a loader after each record it installs (the guest's waits measure progress). */
 export const CTL_PROGRESS = 11;
-/**
- * The next position in the working-set hint's record order to be read: the guest's thread (its
- * batches, `lazy_restore.ts`) and the loaders claim hint records one at a time by incrementing
- * it, so that no record of the hint is read twice and both share the work.
- */
-export const CTL_HINT_NEXT = 14;
 const CTL_WORDS = 16;
 
 /** `ctl[CTL_LOADER]`: the worker is starting. */
@@ -338,9 +332,10 @@ export interface LoaderBoot {
   /** Pages to bring in first, in order (the working-set hint), or empty. */
   hint: Uint32Array;
   /**
-   * One `Int32` per record of the hint, in the hint's record order: {@linkcode HINT_PROGRESS_BUSY}
-   * while a loader reads and installs it, then {@linkcode HINT_PROGRESS_DONE}; null without a
-   * hint.
+   * One `Int32` per record of the hint, in the hint's record order: 0 until a thread claims it
+   * (compare-and-swap to {@linkcode HINT_PROGRESS_BUSY}: the guest's thread from the front of
+   * the order, the loaders of a local file from its back), then {@linkcode HINT_PROGRESS_DONE};
+   * no hint record is read twice. Null without a hint.
    */
   hintProgress: SharedArrayBuffer | null;
   /** This loader's share of the records: those at positions `i % of === id` of the order. */
@@ -364,9 +359,9 @@ export interface LoaderBoot {
   background: boolean;
 }
 
-/** `LoaderBoot.hintProgress`: a loader is reading and installing the hint's record. */
+/** `LoaderBoot.hintProgress`: a thread claimed the hint's record and is reading and installing it. */
 export const HINT_PROGRESS_BUSY = 1;
-/** `LoaderBoot.hintProgress`: the loader is done with the record (installed, or failed). */
+/** `LoaderBoot.hintProgress`: the claimer is done with the record (installed, or failed). */
 export const HINT_PROGRESS_DONE = 2;
 
 /** What a loader worker posts: once, when it stops. */

@@ -58,7 +58,6 @@ import {
   CTL_DONE_MS,
   CTL_DOORBELL,
   CTL_FAILED_RECORDS,
-  CTL_HINT_NEXT,
   CTL_HINT_PAGES,
   CTL_LOADER,
   CTL_LOADERS_LEFT,
@@ -68,6 +67,7 @@ import {
   CTL_WAITING,
   HASHED_DATA,
   HINT_PROGRESS_BUSY,
+  HINT_PROGRESS_DONE,
   installRecord,
   type LazyBuffers,
   type LazyViews,
@@ -326,10 +326,11 @@ export class LazyPager implements AbsentPageHandler {
   /** Pages of the working-set hint in use (0: none). */
   hintPages = 0;
   /** The hint's records in the order the guest first needed them (the loaders compute the same
-   * order; CTL_HINT_NEXT says how far the threads got), and each one's position in it. */
+   * order), each one's position in it, and how far this thread got from the front. */
   #hintRecords: number[] = [];
   #hintPosition = new Map<number, number>();
-  /** The loaders' progress on each hint record (`LoaderBoot.hintProgress`), or null. */
+  #hintNext = 0;
+  /** Each hint record's claim (`LoaderBoot.hintProgress`), or null. */
   #hintProgress: Int32Array | null = null;
   #hintBusy = false;
   /** Why a hint was ignored, or null. */
@@ -594,21 +595,23 @@ export class LazyPager implements AbsentPageHandler {
 
   /**
    * Reads up to {@linkcode HINT_BATCH} records of the hint on this thread (after a demand fault
-   * and between slices), claiming each (CTL_HINT_NEXT) against the loaders, which take hint
-   * records from the same order meanwhile. A record that fails its check here is left for a
-   * demand read (which reports it).
+   * and between slices), from the front of the hint's order, claiming each
+   * (`LoaderBoot.hintProgress`) against the loaders, which take them from the back meanwhile. A
+   * record that fails its check here is left for a demand read (which reports it).
    */
   #prefetchHint(): void {
-    const { ctl } = this.#views;
-    if (
-      this.#reader === null || this.#hintBusy ||
-      Atomics.load(ctl, CTL_HINT_NEXT) >= this.#hintRecords.length
-    ) return;
+    const progress = this.#hintProgress;
+    const count = this.#hintRecords.length;
+    if (this.#reader === null || this.#hintBusy || progress === null || this.#hintNext >= count) {
+      return;
+    }
     this.#hintBusy = true;
+    const { ctl } = this.#views;
     try {
-      for (let k = 0; k < HINT_BATCH; k++) {
-        const next = Atomics.add(ctl, CTL_HINT_NEXT, 1);
-        if (next >= this.#hintRecords.length) break;
+      for (let k = 0; k < HINT_BATCH && this.#hintNext < count; this.#hintNext++) {
+        const next = this.#hintNext;
+        if (Atomics.compareExchange(progress, next, 0, HINT_PROGRESS_BUSY) !== 0) continue;
+        k++;
         const at = this.#hintRecords[next];
         try {
           const record = this.#readKey(at);
@@ -630,6 +633,8 @@ export class LazyPager implements AbsentPageHandler {
         } catch (e) {
           if (!(e instanceof LsnapError)) throw e;
           Atomics.add(ctl, CTL_FAILED_RECORDS, 1);
+        } finally {
+          Atomics.store(progress, next, HINT_PROGRESS_DONE);
         }
       }
     } finally {
