@@ -111,6 +111,17 @@ Deno.test("restore --lazy with a recorded working set has at least 80% fewer dem
     assert(before >= 20, `the cold run faulted ${before} times`);
     assert(after * 5 <= before, `demand faults ${before} without the hint, ${after} with it`);
     assert(hinted.metrics!.prefetchHits > 0, "the guest touched pages the hint brought in");
+    // With a loader sharing the hint (it claims records from the back while the guest's thread
+    // claims them from the front, and the guest waits for one in progress rather than read it
+    // again): the same results, and as few demand faults.
+    const shared = await run(path, stopAt, { hint: "auto", loaders: 1 });
+    assertEquals([shared.out, shared.digest], [cold.out, cold.digest]);
+    const m = shared.metrics!;
+    assert(
+      m.demandFaults * 5 <= before,
+      `demand faults ${before} without the hint, ${m.demandFaults} with it and a loader`,
+    );
+    assert(m.hintPrefetched > 0, "the hint's records were brought in ahead of the guest");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
