@@ -22,7 +22,9 @@
  *   kind's process is warmed up alike first (`warmLazyRestore`); a lazy kind's clock starts where
  *   `restore --lazy`'s own does (the zero of `firstInstructionUs`: after the warm-up and the loader
  *   thread's creation, which are per process, not per restore, and reported apart as `setupMs`)
- *   and runs to the workload's end. Also the guest thread's time on a CPU over the same span.
+ *   and runs to the workload's end. Also the guest thread's time on a CPU over the same span,
+ *   and the first touch of the working set's fresh memory alone (`work-touch`), which the warm
+ *   eager restore paid before its clock and a lazy one pays on the guest's path.
  *
  * Usage: deno task bench:restore [--sizes 64,1024,2048] [--rounds 3] [--workload 20000000]
  *   [--only sizes|lazy|hint] (lazy: the time to first instruction of lazy restores alone)
@@ -40,7 +42,7 @@ import { adviseHugePages } from "../emulator/snapshot/discard_pages.ts";
 import { warmLazyRestore } from "../emulator/snapshot/restore_warmup.ts";
 
 const args = parseArgs(Deno.args, {
-  string: ["sizes", "rounds", "workload", "dir", "one", "file", "size", "only"],
+  string: ["sizes", "rounds", "workload", "dir", "one", "file", "size", "only", "ws-bytes"],
 });
 
 /** This thread's time on a CPU (`cpuMs`) and waiting for one (`waitMs`) since `c0`. */
@@ -109,6 +111,15 @@ async function one(kind: string, file: string, workload: number): Promise<void> 
     out.demandFaults = m.demandFaults;
     out.prefetchHits = m.prefetchHits;
     await r.pager!.finish();
+  } else if (kind === "work-touch") {
+    // What the lazy kinds pay that the warm one does not, whoever pays it: the first touch of the
+    // working set's fresh memory, in RAM of the snapshot's size advised to huge pages as a
+    // restore's is.
+    const b = new Uint8Array(new SharedArrayBuffer(Number(args.size)));
+    adviseHugePages(b);
+    const t1 = sharedClockMs();
+    for (let o = 0; o < Number(args["ws-bytes"]); o += 4096) b[o] = 1;
+    out.ms = sharedClockMs() - t1;
   } else if (kind === "work-warm") {
     await warmLazyRestore(); // the same process warm-up as the lazy kinds
     const r = await restoreSnapshot({ path: file, runFor: 0, sink: () => {} });
@@ -244,6 +255,15 @@ if (args.only !== "sizes" && args.only !== "lazy") {
   const loads: number[] = [];
   for (let round = 0; round < rounds; round++) {
     loads.push(Deno.loadavg()[0]);
+    add(
+      "work-touch ms",
+      (await child("work-touch", f.path, [
+        "--size",
+        String(f.ramSize),
+        "--ws-bytes",
+        String(f.workingSetBytes),
+      ])).ms,
+    );
     for (const kind of kinds) {
       const r = await child(kind, f.path);
       for (
@@ -276,6 +296,13 @@ if (args.only !== "sizes" && args.only !== "lazy") {
       }; before the clock, the loader thread made and ready ${fmt(got[`${k} setupMs`])}`,
     );
   }
+  console.log(
+    `  touching the working set's ${
+      f.workingSetBytes >> 20
+    } MiB of fresh memory alone (huge pages, RAM of ${mib} MiB): ${
+      fmt(got["work-touch ms"])
+    } ms, which a lazy restore pays on the guest's path and the warm eager one before its clock`,
+  );
   const cut = 1 - median(got["work-hint demandFaults"]) / median(got["work-lazy demandFaults"]);
   console.log(`  demand faults cut by the hint: ${(cut * 100).toFixed(1)}%`);
   // Ratios against the warm eager restore: of the medians, and round by round (each round's
