@@ -19,6 +19,8 @@ import { decodeRecordHead } from "../../format/record.ts";
 import { RECORD_HEAD_SIZE, RECORD_TAIL_SIZE } from "../../format/constants.ts";
 import { PAGE_SIZE } from "../memory_map.ts";
 import { populatePages } from "./discard_pages.ts";
+import { zstdCompress, zstdDecompressView, zstdReserveView } from "../../format/_zstd.ts";
+import { crc32c } from "../../format/checksum.ts";
 import { lowerThreadPriority } from "./thread_priority.ts";
 import {
   BYTES_LOADER,
@@ -104,12 +106,32 @@ function populateChunks(ram: Uint8Array, pages: readonly number[]): void {
   flush();
 }
 
+/** Bytes of one PAGES record of this library's writer at most (256 pages). */
+const RECORD_BYTES = 256 * PAGE_SIZE;
+
+/**
+ * Runs a loader's per-record work once on bytes of its own (zstd's context and the decompression
+ * area, 1 MiB written once; the CRC32C WebAssembly), while the thread waits for its work and
+ * before it says "ready" (`lazy_loader_worker.ts`): otherwise its first record pays for code and
+ * memory used for the first time, while the guest, which shares a working-set hint with it, waits.
+ */
+export function warmLoader(): void {
+  const data = new Uint8Array(RECORD_BYTES);
+  for (let i = 0; i < data.length; i += 64) data[i] = (i >> 6) & 0xff;
+  zstdReserveView(RECORD_BYTES);
+  const frame = zstdCompress(data, 1);
+  for (let round = 0; round < 3; round++) {
+    crc32c(frame);
+    zstdDecompressView(frame, data.length);
+  }
+}
+
 /** Runs one loader to its end; returns what {@linkcode LoaderEvent} "done" reports. */
 export async function runLoader(boot: LoaderBoot): Promise<LoaderEvent> {
   // A background loader runs at the lowest priority, but not while it brings in a working-set
   // hint, which the guest is about to need (and may wait for, `HINT_PROGRESS_BUSY`): it lowers
   // itself once the hint is in (a thread can lower its priority, not raise it again).
-  if (boot.background && boot.hint.length === 0) lowerThreadPriority();
+  if (boot.background && boot.hintRecords.length === 0) lowerThreadPriority();
   const progress = boot.hintProgress === null ? null : new Int32Array(boot.hintProgress);
   const v = lazyViews(boot.buffers);
   const { state, ctl } = v;
@@ -127,19 +149,9 @@ export async function runLoader(boot: LoaderBoot): Promise<LoaderEvent> {
     ram: new Uint8Array(boot.ram),
     description: boot.description,
   };
-  // The hint's records first, in the order the guest first needed them, each with its hinted
-  // pages: worked out without grouping the whole index, so the loader starts on them at once.
-  const hintPagesOf = new Map<number, number[]>();
-  const order: number[] = [];
-  for (const p of boot.hint) {
-    const o = index.recordOf(p);
-    if (o < 0) continue;
-    const list = hintPagesOf.get(o);
-    if (list === undefined) {
-      hintPagesOf.set(o, [p]);
-      order.push(o);
-    } else list.push(p);
-  }
+  // The hint's records first, as the guest's thread worked them out (so the loader starts on them
+  // at once, without grouping the whole index), then the rest.
+  const order: number[] = Array.from(boot.hintRecords);
   const hinted = order.length;
   // Record → its pages (those it holds the last occurrence of), in file order; built once the
   // hint's records are in.
@@ -153,13 +165,12 @@ export async function runLoader(boot: LoaderBoot): Promise<LoaderEvent> {
       if (list === undefined) byRecord.set(o, [entries.pages[i]]);
       else list.push(entries.pages[i]);
     }
-    for (const o of [...byRecord.keys()].sort((a, b) => a - b)) {
-      if (!hintPagesOf.has(o)) order.push(o);
-    }
+    const hintSet = new Set(boot.hintRecords);
+    for (const o of [...byRecord.keys()].sort((a, b) => a - b)) if (!hintSet.has(o)) order.push(o);
   };
-  // A hinted record's hinted pages stand for it: once the guest or another loader installed one,
-  // that thread installed the whole record.
-  const pagesOf = (i: number) => i < hinted ? hintPagesOf.get(order[i])! : byRecord!.get(order[i])!;
+  // A record's pages, for its skip test; null for a hint record (claimed by this loader alone,
+  // `hintProgress`: installRecord skips what a demand read brought in meanwhile).
+  const pagesOf = (i: number) => i < hinted ? null : byRecord!.get(order[i])!;
   /** This loader's share of the records after the hint's: positions `i % of === id`. */
   const share = (from: number, to: number) => {
     const mine: number[] = [];
@@ -202,7 +213,7 @@ export async function runLoader(boot: LoaderBoot): Promise<LoaderEvent> {
     if (boot.serveDemand) {
       // A remote source: batches of records, several ranges in flight; the guest's demand reads
       // are urgent and overtake them in the source's pool.
-      const todo = mine.filter((i) => pagesOf(i).some((p) => state[p] === PAGE_ABSENT));
+      const todo = mine.filter((i) => pagesOf(i)?.some((p) => state[p] === PAGE_ABSENT) ?? true);
       let k = 0;
       while (k < todo.length && !stopped()) {
         const batch = todo.slice(k, k + 8);
@@ -237,7 +248,8 @@ export async function runLoader(boot: LoaderBoot): Promise<LoaderEvent> {
         if (sharedClockMs() - waitStart > boot.waitBoundMs) break;
       }
       const key = order[i];
-      if (!pagesOf(i).some((p) => Atomics.load(state, p) === PAGE_ABSENT)) continue;
+      const pages = pagesOf(i);
+      if (pages !== null && !pages.some((p) => Atomics.load(state, p) === PAGE_ABSENT)) continue;
       // A single file's keys are its offsets, whatever its size.
       const { file: fileNo, offset: at } = boot.paths.length === 1
         ? { file: 0, offset: key }
@@ -264,7 +276,7 @@ export async function runLoader(boot: LoaderBoot): Promise<LoaderEvent> {
             { offset: at, recordIndex: -1 },
           );
         }
-        if (boot.populate) populateChunks(target.ram, pagesOf(i));
+        if (boot.populate && pages !== null) populateChunks(target.ram, pages);
         installed(i, installRecord(target, record, at, PAGE_PREFETCHED, key));
       } catch (e) {
         skip(e);

@@ -17,9 +17,16 @@ const port = globalThis as unknown as {
 // Loaded and compiled now, while the thread waits for its work (a restore makes its loaders before
 // its clock starts): not at the boot message, where it would take a core from the guest's start.
 const loading = import("./lazy_loader.ts");
-// "ready" once loaded (`loadersReady` waits for it); a failure is reported when the boot message
-// awaits it.
-loading.then(() => port.postMessage({ type: "ready" }), () => {});
+// "ready" once loaded and its record path run once (`warmLoader`; `loadersReady` waits for it);
+// a failure is reported when the boot message awaits it.
+loading.then((m) => {
+  try {
+    m.warmLoader();
+  } catch {
+    // Cold code is slower, not wrong.
+  }
+  port.postMessage({ type: "ready" });
+}, () => {});
 
 port.onmessage = async (e) => {
   port.onmessage = null;

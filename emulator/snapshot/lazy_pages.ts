@@ -329,8 +329,11 @@ export interface LoaderBoot {
   ram: SharedArrayBuffer;
   buffers: LazyBuffers;
   description: MachineDescription;
-  /** Pages to bring in first, in order (the working-set hint), or empty. */
-  hint: Uint32Array;
+  /**
+   * The working-set hint's records (their index keys) in the order the guest first needed them,
+   * as the guest's thread worked them out (`LazyPager.useHint`), to bring in first; or empty.
+   */
+  hintRecords: Float64Array;
   /**
    * One `Int32` per record of the hint, in the hint's record order: 0 until a thread claims it
    * (compare-and-swap to {@linkcode HINT_PROGRESS_BUSY}: the guest's thread from the front of

@@ -374,7 +374,8 @@ export class LazyPager implements AbsentPageHandler {
   }
 
   /**
-   * Starts `count` loader threads over `path`, the hint's pages first; uses `workers` made by
+   * Starts `count` loader threads over `path`, the hint's records first ({@linkcode useHint});
+   * uses `workers` made by
    * {@linkcode spawnLoaders} first (creating a Worker blocks the creating thread for tens of
    * milliseconds on a busy machine, so a caller makes them before the restore starts). With
    * `deferred`, they are handed their work only at {@linkcode markFirstInstruction} (or the first
@@ -386,7 +387,6 @@ export class LazyPager implements AbsentPageHandler {
   startLoaders(
     path: string,
     count: number,
-    hint: Uint32Array,
     workers: Worker[] = [],
     deferred = false,
     background = false,
@@ -408,7 +408,7 @@ export class LazyPager implements AbsentPageHandler {
       ram: this.#machine.ram.bytes.buffer as SharedArrayBuffer,
       buffers: this.#buffers,
       description: this.#description,
-      hint,
+      hintRecords: Float64Array.from(this.#hintRecords),
       hintProgress: this.#hintProgress === null
         ? null
         : this.#hintProgress.buffer as SharedArrayBuffer,
@@ -1040,7 +1040,6 @@ export async function restoreLazily(o: LazyRestoreOptions): Promise<LazyRestored
     pager.startLoaders(
       o.path,
       loaders,
-      hint.pages,
       o.workers,
       // With a hint, the loaders start on it now (its records are wanted at once; this thread
       // and the loaders share them).
@@ -1272,7 +1271,6 @@ export async function restoreChainEagerly(o: ChainRestoreOptions): Promise<Chain
     pager.startLoaders(
       paths[0],
       o.loaders ?? eagerLoaderCount(),
-      new Uint32Array(0),
       o.workers,
       false,
       false,
