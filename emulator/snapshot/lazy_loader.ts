@@ -31,6 +31,7 @@ import {
   CTL_DOORBELL,
   CTL_FAILED_RECORDS,
   CTL_HINT_PAGES,
+  CTL_HOLD_REST,
   CTL_LOADER,
   CTL_LOADERS_LEFT,
   CTL_PREFETCHED,
@@ -312,6 +313,18 @@ export async function runLoader(boot: LoaderBoot): Promise<LoaderEvent> {
       if (batch.length > 0) await run(batch);
     }
     if (boot.background) lowerThreadPriority();
+    // The hint's records are in: the rest waits while the guest runs the hint's window, which by
+    // the hint needs none of it. Loading it meanwhile cost the guest's thread CPU time whenever
+    // the loader got a core (its reads, decompression and first touches of fresh memory, a
+    // resource the two threads share on this VM; BENCHMARKS.md, "Restore: lazy and eager").
+    const holdStart = sharedClockMs();
+    while (
+      Atomics.load(ctl, CTL_HOLD_REST) !== 0 && !stopped() &&
+      sharedClockMs() - holdStart < boot.holdMaxMs
+    ) {
+      const w = Atomics.waitAsync(ctl, CTL_HOLD_REST, Atomics.load(ctl, CTL_HOLD_REST), 100);
+      if (w.async) await w.value;
+    }
     groupRest();
     await work(share(hinted, order.length));
     if (Atomics.sub(ctl, CTL_LOADERS_LEFT, 1) === 1) {

@@ -62,6 +62,12 @@ export const CTL_HINT_PAGES = 9;
 export const CTL_LOADERS_LEFT = 10;
 /** Bumped by a loader after each record it installs (the guest's waits measure progress). */
 export const CTL_PROGRESS = 11;
+/**
+ * Non-zero while the guest runs the window of the working-set hint in use: a background loader
+ * that has brought the hint's records in holds the rest back until the guest's thread clears it
+ * (and notifies), or for at most `LoaderBoot.holdMaxMs` (`lazy_restore.ts`, `HOLD_REST_MAX_MS`).
+ */
+export const CTL_HOLD_REST = 13;
 const CTL_WORDS = 16;
 
 /** `ctl[CTL_LOADER]`: the worker is starting. */
@@ -348,6 +354,9 @@ export interface LoaderBoot {
   startedAtMs: number;
   /** The longest wait for anything (ms). */
   waitBoundMs: number;
+  /** The longest the loader holds the records outside the hint back while CTL_HOLD_REST is set
+   * (ms). */
+  holdMaxMs: number;
   /** Fault each record's 2 MiB chunks of RAM in with one `madvise` call before copying
    * (`lazy_loader.ts`); false: the copies fault the memory in. */
   populate: boolean;

@@ -59,6 +59,7 @@ import {
   CTL_DOORBELL,
   CTL_FAILED_RECORDS,
   CTL_HINT_PAGES,
+  CTL_HOLD_REST,
   CTL_LOADER,
   CTL_LOADERS_LEFT,
   CTL_PREFETCHED,
@@ -116,6 +117,21 @@ export const HINT_WAIT_MS = 100;
 
 /** The default bound on any wait of a lazy restore (ms). */
 export const DEFAULT_WAIT_BOUND_MS = 30_000;
+
+/**
+ * The longest a background loader holds back the records outside a working-set hint while the
+ * guest runs the hint's window (ms): a guest that sleeps, or runs slowly, inside its window still
+ * gets the rest of its RAM loaded after this (its pages come in on demand meanwhile).
+ */
+export const HOLD_REST_MAX_MS = 10_000;
+
+/**
+ * Whether a lazy restore with a working-set hint holds the rest back during the hint's window
+ * (`LIVESNAP_LAZY_HOLD=0` turns it off, for measuring; BENCHMARKS.md, "Restore: lazy and eager").
+ */
+function holdRestDuringWindow(): boolean {
+  return Deno.env.get("LIVESNAP_LAZY_HOLD") !== "0";
+}
 
 /** A page could not be brought in: the guest stopped before the access. */
 export class LazyPageError extends Error {
@@ -333,6 +349,9 @@ export class LazyPager implements AbsentPageHandler {
   /** Each hint record's claim (`LoaderBoot.hintProgress`), or null. */
   #hintProgress: Int32Array | null = null;
   #hintBusy = false;
+  /** The instruction count at which the hint's window ends and the loaders may load the rest
+   * (`holdRestUntil`), or -1: no hold. */
+  #holdEnd = -1;
   /** Why a hint was ignored, or null. */
   hintIgnored: string | null = null;
 
@@ -416,6 +435,7 @@ export class LazyPager implements AbsentPageHandler {
       of: count,
       startedAtMs: this.#startedAtMs,
       waitBoundMs: this.#waitBoundMs,
+      holdMaxMs: HOLD_REST_MAX_MS,
       populate: ramAdvice() === "chunks",
       entries: this.#reader === null
         ? null
@@ -457,6 +477,24 @@ export class LazyPager implements AbsentPageHandler {
 
   /** Hands the loaders their work, if {@linkcode startLoaders} deferred it. */
   #launch: (() => void) | null = null;
+
+  /**
+   * Has the background loaders hold back the records outside the hint once they have brought the
+   * hint's in, until the guest has retired `retired` instructions ({@linkcode tick} then lets
+   * them go on), at most {@linkcode HOLD_REST_MAX_MS}. Call before {@linkcode startLoaders}.
+   */
+  holdRestUntil(retired: number): void {
+    this.#holdEnd = retired;
+    Atomics.store(this.#views.ctl, CTL_HOLD_REST, 1);
+  }
+
+  /** Lets the loaders load the rest (the hint's window is over, or everything is wanted now). */
+  #releaseRest(): void {
+    if (this.#holdEnd < 0) return;
+    this.#holdEnd = -1;
+    Atomics.store(this.#views.ctl, CTL_HOLD_REST, 0);
+    Atomics.notify(this.#views.ctl, CTL_HOLD_REST);
+  }
 
   /** Starts recording first touches until `window` instructions after now. */
   recordWorkingSet(window: number, path: string, fileDigest: Uint8Array): void {
@@ -682,6 +720,7 @@ export class LazyPager implements AbsentPageHandler {
    * what is left itself. */
   faultAll(): void {
     this.#launch?.();
+    this.#releaseRest();
     this.waitForLoaders();
     const ram = this.#machine.ram;
     const saved = this.#touched;
@@ -714,6 +753,7 @@ export class LazyPager implements AbsentPageHandler {
    * progress is bounded by the wait bound). */
   waitForLoaders(): void {
     this.#launch?.();
+    this.#releaseRest();
     const ctl = this.#views.ctl;
     let last = Atomics.load(ctl, CTL_PROGRESS);
     let since = performance.now();
@@ -744,6 +784,7 @@ export class LazyPager implements AbsentPageHandler {
   tick(retired: number): void {
     this.#launch?.();
     this.#prefetchHint();
+    if (this.#holdEnd >= 0 && retired >= this.#holdEnd) this.#releaseRest();
     if (this.#touched !== null && retired >= this.#recordEnd) {
       // The window is over: later first touches are not part of the working set.
       this.#recorded = this.#touched;
@@ -901,11 +942,13 @@ export async function loadersReady(
 async function loadHint(
   o: LazyRestoreOptions,
   expect: { pageSize: number; pageCount: number; fileDigest: Uint8Array },
-): Promise<{ pages: Uint32Array; note: string | null; ignored: string | null }> {
+): Promise<
+  { pages: Uint32Array; window: number; note: string | null; ignored: string | null }
+> {
   const none = new Uint32Array(0);
   const choice = o.hint ?? "auto";
   if (choice === "off" || (choice === "auto" && isHttpUrl(o.path))) {
-    return { pages: none, note: null, ignored: null };
+    return { pages: none, window: 0, note: null, ignored: null };
   }
   const path = choice === "auto" ? workingSetPath(o.path) : choice;
   let bytes: Uint8Array;
@@ -913,16 +956,26 @@ async function loadHint(
     bytes = await Deno.readFile(path);
   } catch (e) {
     if (choice === "auto" && e instanceof Deno.errors.NotFound) {
-      return { pages: none, note: null, ignored: null };
+      return { pages: none, window: 0, note: null, ignored: null };
     }
     const why = `it cannot be read (${(e as Error).message})`;
-    return { pages: none, note: `ignoring the working-set hint ${path}: ${why}`, ignored: why };
+    return {
+      pages: none,
+      window: 0,
+      note: `ignoring the working-set hint ${path}: ${why}`,
+      ignored: why,
+    };
   }
   const ws = decodeWorkingSet(bytes, expect);
   if (typeof ws === "string") {
-    return { pages: none, note: `ignoring the working-set hint ${path}: ${ws}`, ignored: ws };
+    return {
+      pages: none,
+      window: 0,
+      note: `ignoring the working-set hint ${path}: ${ws}`,
+      ignored: ws,
+    };
   }
-  return { pages: ws.pages, note: null, ignored: null };
+  return { pages: ws.pages, window: ws.window, note: null, ignored: null };
 }
 
 /**
@@ -1022,6 +1075,9 @@ export async function restoreLazily(o: LazyRestoreOptions): Promise<LazyRestored
     pager.hintPages = hint.pages.length;
     pager.useHint(hint.pages);
     pager.hintIgnored = hint.ignored;
+    if (hint.pages.length > 0 && o.eager !== true && holdRestDuringWindow()) {
+      pager.holdRestUntil(machine.hart.retired + hint.window);
+    }
     if (o.recordWs != null && remote && o.recordWs.path === undefined) {
       throw new SnapshotMismatchError(
         "a working set is recorded beside the snapshot, which a URL cannot take; record it from a local copy",
