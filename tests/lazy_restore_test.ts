@@ -21,6 +21,7 @@ import { SnapshotFileReader } from "../format/file_reader.ts";
 import { restoreSnapshot } from "../tools/restore.ts";
 import { warmLazyRestore } from "../emulator/snapshot/restore_warmup.ts";
 import { memstressElf } from "./_guests.ts";
+import { makeRestoreFixture } from "../bench/_lazy_fixture.ts";
 
 const RAM = 8 * 1024 * 1024;
 const AT = 1_000_000;
@@ -122,6 +123,47 @@ Deno.test("restore --lazy with a recorded working set has at least 80% fewer dem
       `demand faults ${before} without the hint, ${m.demandFaults} with it and a loader`,
     );
     assert(m.hintPrefetched > 0, "the hint's records were brought in ahead of the guest");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("with a hint, the loader brings the hint in and holds the rest back until the guest has run the hint's window", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    // memstress with a 1 MiB working set in 16 MiB of RAM whose other pages hold data the guest
+    // never touches: records outside the hint.
+    const { path } = await makeRestoreFixture(`${dir}/mixed.lsnap`, 16 << 20, {
+      workingSetBytes: 1 << 20,
+      at: 500_000,
+    });
+    const window = 300_000;
+    await run(path, window, { hint: "off", loaders: 0, recordWs: { window } });
+    const r = await restoreLazily({ path, uartSink: () => {}, hint: "auto", loaders: 1 });
+    try {
+      const until = async (what: string, ok: () => boolean) => {
+        const end = performance.now() + 20_000;
+        while (!ok()) {
+          if (performance.now() > end) throw new Error(`timed out waiting for ${what}`);
+          await new Promise((done) => setTimeout(done, 20));
+        }
+      };
+      assert(r.pager.metrics().hintPages > 0);
+      await until("the hint's records", () => r.pager.metrics().hintPrefetched > 0);
+      // Time enough for a loader that was not held to go on to the rest of the file.
+      await new Promise((done) => setTimeout(done, 500));
+      let m = r.pager.metrics();
+      assertEquals(m.prefetchedPages, m.hintPrefetched, "only the hint's records were loaded");
+      assert(!r.pager.loadersStopped(), "the loader waits with the rest");
+      // The guest has run the window: the rest comes in.
+      r.pager.tick(r.retired + window);
+      await until("the loader's end", () => r.pager.loadersStopped());
+      m = r.pager.metrics();
+      assert(m.prefetchedPages > m.hintPrefetched, `${m.prefetchedPages} pages loaded in all`);
+      assertEquals(m.prefetchedPages, m.pagesInFile, "every page the file holds, by the loader");
+    } finally {
+      await r.pager.finish();
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
