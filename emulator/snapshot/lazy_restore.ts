@@ -341,8 +341,9 @@ export class LazyPager implements AbsentPageHandler {
   #recordTo: { path: string; window: number; fileDigest: Uint8Array } | null = null;
   /** Pages of the working-set hint in use (0: none). */
   hintPages = 0;
-  /** The hint's records in the order the guest first needed them (the loaders compute the same
-   * order), each one's position in it, and how far this thread got from the front. */
+  /** The hint's records in the order the guest first needed them (handed to the loaders as
+   * `LoaderBoot.hintRecords`), each one's position in it, and how far this thread got from the
+   * front. */
   #hintRecords: number[] = [];
   #hintPosition = new Map<number, number>();
   #hintNext = 0;
