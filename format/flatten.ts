@@ -86,10 +86,14 @@ export class FlattenError extends Error {
   }
 }
 
-/** Per region: which file of the chain holds each page's final occurrence, and where. */
+/**
+ * Per region: which file of the chain holds each page's final occurrence, where in it, and where
+ * that record is in the output once copied.
+ */
 interface FinalPages {
   file: Int16Array;
   offset: Float64Array;
+  out: Float64Array;
 }
 
 /**
@@ -183,7 +187,11 @@ async function writeFlat(
   // 1. The final occurrence of every page: the newest file that names it wins (FORMAT.md §14.2).
   const final: FinalPages[] = d.regions.map((r) => {
     const n = r.size / r.pageSize;
-    return { file: new Int16Array(n).fill(-1), offset: new Float64Array(n) };
+    return {
+      file: new Int16Array(n).fill(-1),
+      offset: new Float64Array(n),
+      out: new Float64Array(n),
+    };
   });
   const wanted: Set<number>[] = chain.files.map(() => new Set());
   for (let i = chain.files.length - 1; i >= 0; i--) {
@@ -220,7 +228,6 @@ async function writeFlat(
   let pageRecords = 0;
   let pageEntries = 0;
   let skipped = 0;
-  const moved: Map<number, number>[] = chain.files.map(() => new Map());
   /** Where each record copied came from, in output order: to name it when it reads back bad. */
   const sources: CopiedRecord[] = [];
   const window = new RunWindow();
@@ -232,7 +239,11 @@ async function writeFlat(
       const rec = await run.read(at, RecordType.PAGES);
       const payload = rec.subarray(RECORD_HEAD_SIZE, rec.length - RECORD_TAIL_SIZE);
       const p = decodePageRecord(payload, d.regions, at, -1);
-      moved[i].set(at, offset);
+      const f = final[p.region];
+      for (let k = 0; k < p.pages.length; k++) {
+        const page = p.pages[k];
+        if (f.file[page] === i && f.offset[page] === at) f.out[page] = offset;
+      }
       sources.push({ out: offset, end: offset + rec.length, path: file.path, at });
       pageRecords++;
       pageEntries += p.pages.length;
@@ -270,7 +281,7 @@ async function writeFlat(
         if (f.file[p] < 0) continue;
         regions[k] = r;
         pages[k] = p;
-        pageOffsets[k++] = moved[f.file[p]].get(f.offset[p])!;
+        pageOffsets[k++] = f.out[p];
       }
     });
     indexOffset = offset;
