@@ -13,6 +13,7 @@ import { crc32c, hex32 } from "./checksum.ts";
 import { RECORD_HEAD_SIZE, RECORD_TAIL_SIZE, RecordType } from "./constants.ts";
 import { LsnapError } from "./errors.ts";
 import { SnapshotChecker } from "./file_checks.ts";
+import { takeReadBackWorker } from "./_read_back_worker_spare.ts";
 import type { Region } from "./header.ts";
 import { decodePageRecord } from "./page_record.ts";
 import { decodeRecordHead } from "./record.ts";
@@ -405,10 +406,7 @@ const FILE_STEP = 4 << 20;
 
 /** The read-back in `_output_check_worker.ts`. */
 class WorkerOutputCheck implements OutputCheck {
-  private readonly worker = new Worker(
-    new URL("./_output_check_worker.ts", import.meta.url).href,
-    { type: "module" },
-  );
+  private readonly worker = takeReadBackWorker();
   private length = 0;
   private told = 0;
   private inFlight = 0;
