@@ -83,20 +83,29 @@ const ADDON_BUILDS: Record<string, string> = {
  * fails to load the glibc build here and goes through the loader.
  */
 async function loadAddonDirectly(): Promise<unknown> {
-  return (await dlopenBuild("@napi-rs/blake-hash", "blake-hash", "blake") as
+  return (await dlopenBuild(
+    () => import.meta.resolve("@napi-rs/blake-hash"),
+    "blake-hash",
+    "blake",
+  ) as
     | { Blake3Hasher?: unknown }
     | null)?.Blake3Hasher ?? null;
 }
 
 /**
- * The exports of the prebuilt addon of the napi-rs package `pkg` for this platform, loaded from
- * `../<dir>-<build>/<file>.<build>.node` beside the package (see above), or null.
+ * The exports of the prebuilt addon of a napi-rs package for this platform, loaded from
+ * `../<dir>-<build>/<file>.<build>.node` beside the package's main module (`resolve()`, an
+ * `import.meta.resolve` of the package's name: literal, so that publishing rewrites it), or null.
  */
-async function dlopenBuild(pkg: string, dir: string, file: string): Promise<unknown> {
+async function dlopenBuild(
+  resolve: () => string,
+  dir: string,
+  file: string,
+): Promise<unknown> {
   const build = ADDON_BUILDS[`${Deno.build.os}-${Deno.build.arch}`];
   if (build === undefined) return null;
   try {
-    const url = new URL(`../${dir}-${build}/${file}.${build}.node`, import.meta.resolve(pkg));
+    const url = new URL(`../${dir}-${build}/${file}.${build}.node`, resolve());
     if (url.protocol !== "file:") return null;
     const { default: process } = await import("node:process");
     const module = { exports: {} as unknown };
@@ -114,7 +123,7 @@ type NativeCrc32c = (input: Uint8Array, crc?: number) => number;
 async function loadNativeCrc32c(): Promise<NativeCrc32c | null> {
   if (!addonsAllowed()) return null;
   try {
-    const m = (await dlopenBuild("@node-rs/crc32", "crc32", "crc32") ??
+    const m = (await dlopenBuild(() => import.meta.resolve("@node-rs/crc32"), "crc32", "crc32") ??
       await import("@node-rs/crc32")) as { crc32c?: NativeCrc32c };
     const f = m.crc32c;
     if (typeof f !== "function") return null;
