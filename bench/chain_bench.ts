@@ -238,6 +238,14 @@ try {
       );
     }
   }
+  if (flags.also !== undefined) {
+    const r = speedRatios(flattening[2], flattening[1]);
+    console.log(
+      `\nThis checkout's flatten / ${flags.also}'s, round by round: ${
+        spread(r.wall, 2, "x")
+      } by the wall clock, ${spread(r.cpu, 2, "x")} by CPU time.`,
+    );
+  }
   // The figure of the goal: guest RAM over the whole process's wall time (Deno's start-up, opening
   // and checking the chain, the copy, the read-back and the output's fsync and rename included).
   const flatGbs = median(flattening[1].wall.map((w) => MIB * 1024 * 1024 / 1e9 / w));
