@@ -4,7 +4,9 @@
  * digest and the content digest recomputed from the output's own records, the footer, the end of
  * the input), on a core of its own when the output is large. When the output is a file, its bytes
  * are read back from the file itself (what reached it, not what was meant for it) while it grows,
- * through the checker's one reused buffer; otherwise they are the chunks handed over.
+ * through the checker's one reused buffer; otherwise they are the chunks handed over. A file read
+ * back in a worker can be shared: once the writer has written the last byte, it reads PAGES records
+ * back from the end while the worker goes on from the front ({@linkcode ShareOptions}).
  *
  * @module
  */
@@ -190,8 +192,8 @@ export interface ShareOptions {
   /** At most this many PAGES records are shared (the shared memory has a slot for each). */
   maxRecords: number;
   /**
-   * For tests: the writing thread claims every record before the worker starts, so that it does
-   * all the page work. Default false.
+   * For tests: the writing thread claims every record as it is told of it (before its bytes are
+   * written, so before the worker can reach it) and does all the page work. Default false.
    */
   claimAll?: boolean;
 }
