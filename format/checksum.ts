@@ -6,8 +6,9 @@
  * (`_wasm_hashes.ts`). BLAKE3 runs as native code (the `@napi-rs/blake-hash` Node-API addon, SIMD
  * BLAKE3) where the runtime may load addons, that is where the `ffi` permission is granted
  * (`deno run -A`, as the `livesnap` command runs), loaded on the first {@linkcode createBlake3};
- * so does CRC32C from then on (the `@node-rs/crc32` addon, the CPU's CRC32C instruction: about 4x
- * the WebAssembly's speed here, which made it most of a flatten's read-back after decompression).
+ * so does CRC32C from then on (the `@node-rs/crc32` addon, the CPU's CRC32C instruction: 2.6x
+ * the speed of this library's WebAssembly on a flatten's records here, BENCHMARKS.md "Diff
+ * snapshots").
  * Elsewhere, and if an addon fails to load or to give the known answers, BLAKE3 runs in
  * WebAssembly (`hash-wasm`), CRC32C in this library's module, and both CRC32C and XXH3-128 in
  * hash-wasm on a runtime without WebAssembly SIMD.
