@@ -65,7 +65,10 @@ import {
   CTL_PROGRESS,
   CTL_STOP,
   CTL_WAITING,
+  type DecodedRecord,
+  decodeRecordInto,
   HASHED_DATA,
+  installPages,
   installRecord,
   type LazyBuffers,
   type LazyViews,
@@ -210,6 +213,9 @@ export interface LazyMetrics {
   firstInstructionCpu: { runUs: number; waitUs: number } | null;
   /** Pages the guest faulted in by reading a record itself. */
   demandFaults: number;
+  /** Records the guest read for those faults: a fault on a page of the record the previous
+   * demand read decoded copies it from there without reading (a fault installs its page alone). */
+  demandRecordReads: number;
   /** Pages the loaders installed. */
   prefetchedPages: number;
   /** Pages the guest first touched after a loader had installed them. */
@@ -301,6 +307,11 @@ export class LazyPager implements AbsentPageHandler {
   readonly #startedAtMs: number;
   #workers: Worker[] = [];
   #demandFaults = 0;
+  /** Records the guest's thread read for its demand faults (the rest were served from the last
+   * one, `#lastRecord`). */
+  #recordReads = 0;
+  /** The record the last demand read decoded (in the demand-read area), or null. */
+  #lastRecord: DecodedRecord | null = null;
   #prefetchHits = 0;
   #latencies: number[] = [];
   #firstInstructionUs: number | null = null;
@@ -352,13 +363,14 @@ export class LazyPager implements AbsentPageHandler {
 
   /** Marks every page the file names absent (call once, before the guest runs). */
   markPagesAbsent(): number {
-    const pages = this.#index.pages;
     const gate = this.#machine.ram.pageGate;
     // No other thread holds the gate yet: plain writes; `Ram.lazy` turns the load check on.
-    for (let i = 0; i < pages.length; i++) gate[pages[i]] |= GATE_ABSENT;
-    this.#pagesInFile = pages.length;
-    this.#machine.ram.lazy = pages.length > 0;
-    return pages.length;
+    // One pass over the index's pages, in place when it is read in place.
+    this.#index.forEachPage((p) => gate[p] |= GATE_ABSENT);
+    const n = this.#index.count;
+    this.#pagesInFile = n;
+    this.#machine.ram.lazy = n > 0;
+    return n;
   }
 
   /**
@@ -402,7 +414,9 @@ export class LazyPager implements AbsentPageHandler {
       startedAtMs: this.#startedAtMs,
       waitBoundMs: this.#waitBoundMs,
       populate: ramAdvice() === "chunks",
-      entries: this.#reader === null
+      // An index read in place is decoded by the loader itself (off this thread, after the
+      // first instruction), as a source the loader reads for the guest is.
+      entries: this.#reader === null || this.#index.body !== null
         ? null
         : { pages: this.#index.pages, offsets: this.#index.offsets },
       background,
@@ -604,19 +618,40 @@ export class LazyPager implements AbsentPageHandler {
     if (this.#reader === null) return this.#demandFromLoader(page, at);
     Atomics.store(ctl, CTL_DEMAND_ACTIVE, 1);
     try {
-      const record = this.#readKey(at);
-      Atomics.add(this.#views.bytes, BYTES_GUEST, BigInt(record.length));
-      installRecord(
+      // The record decoded by the last demand read, when it holds this page too: no read.
+      let rec = this.#lastRecord;
+      if (rec === null || rec.key !== at) {
+        this.#lastRecord = null;
+        const D0 = performance.now();
+        const record = this.#readKey(at);
+        const D1 = performance.now();
+        Atomics.add(this.#views.bytes, BYTES_GUEST, BigInt(record.length));
+        rec = decodeRecordInto(record, this.#offsetOf(at), this.#description, at);
+        TRACE &&
+          console.error(
+            "demand read",
+            (D1 - D0).toFixed(2),
+            "decode",
+            (performance.now() - D1).toFixed(2),
+          );
+        this.#lastRecord = rec;
+        this.#recordReads++;
+      }
+      const data = rec.data;
+      // This page alone: the rest of the record waits for the loaders or the guest's next touch
+      // (a record's 256 pages into fresh RAM cost milliseconds; BENCHMARKS.md).
+      installPages(
         {
           views: this.#views,
           index: this.#index,
           ram: this.#machine.ram.bytes,
           description: this.#description,
         },
-        record,
-        this.#offsetOf(at),
-        PAGE_DEMANDED,
         at,
+        rec.pages,
+        () => data,
+        PAGE_DEMANDED,
+        page,
       );
     } catch (e) {
       if (e instanceof LsnapError) throw this.#pageError(page, at, e.reason, e);
@@ -731,6 +766,10 @@ export class LazyPager implements AbsentPageHandler {
     this.#reader?.close();
     for (const r of this.#more.values()) r.close();
     this.#more.clear();
+    this.#lastRecord = null;
+    // Its memory goes to the next restore in this process (no demand read follows: the reader
+    // is closed).
+    this.#index.body?.release();
     const rec = this.#recordTo;
     const touched = this.#recorded ?? this.#touched; // a run that ended inside the window
     this.#touched = null;
@@ -760,6 +799,7 @@ export class LazyPager implements AbsentPageHandler {
       firstInstructionUs: this.#firstInstructionUs,
       firstInstructionCpu: this.#firstInstructionCpu,
       demandFaults: this.#demandFaults,
+      demandRecordReads: this.#recordReads,
       prefetchedPages: Atomics.load(ctl, CTL_PREFETCHED),
       prefetchHits: this.#prefetchHits,
       bytesRead: Number(Atomics.load(bytes, BYTES_GUEST) + Atomics.load(bytes, BYTES_LOADER)),
@@ -919,7 +959,8 @@ export async function restoreLazily(o: LazyRestoreOptions): Promise<LazyRestored
     );
   }
   T("head");
-  const reader = await SnapshotFileReader.open(o.path);
+  // A lazy restore keeps the INDEX in place: its first instruction needs a few entries of it.
+  const reader = await SnapshotFileReader.open(o.path, { lazyIndex: o.eager !== true });
   T("reader");
   let pager: LazyPager | null = null;
   try {
@@ -952,12 +993,18 @@ export async function restoreLazily(o: LazyRestoreOptions): Promise<LazyRestored
     }
     // An eager restore records each page's content-digest entry as it installs it.
     const buffers = createLazyBuffers(machine.ram.pageCount, o.eager === true);
-    const entries = reader.pageEntries(0);
+    const body = reader.indexBody;
+    let index: PageIndex;
+    if (body !== null) index = PageIndex.inPlace(body);
+    else {
+      const entries = reader.pageEntries(0);
+      index = new PageIndex(entries.pages, entries.offsets);
+    }
     pager = new LazyPager({
       machine,
       description,
       buffers,
-      index: new PageIndex(entries.pages, entries.offsets),
+      index,
       path: o.path,
       waitBoundMs: o.waitBoundMs ?? DEFAULT_WAIT_BOUND_MS,
       startedAtMs,
@@ -1010,6 +1057,7 @@ export async function restoreLazily(o: LazyRestoreOptions): Promise<LazyRestored
       pager,
     };
   } catch (e) {
+    if (pager === null) reader.indexBody?.release();
     await pager?.finish().catch(() => {});
     for (const w of o.workers ?? []) w.terminate();
     throw e;

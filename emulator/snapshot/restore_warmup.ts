@@ -16,20 +16,28 @@
 
 import { SnapshotWriter } from "../../format/writer.ts";
 import { zstdReserveView } from "../../format/_zstd.ts";
+import { reserveIndexArea } from "../../format/index_record.ts";
 import { Machine } from "../machine.ts";
 import { PAGE_SIZE } from "../memory_map.ts";
 import { describeMachine, sectionsFromState } from "./machine_state.ts";
 import { restoreLazily } from "./lazy_restore.ts";
+import { reserveDemandScratch } from "./lazy_pages.ts";
 
 /** RAM of the warm-up machine (mapped, only the pages it writes are touched). */
 const WARM_RAM = 128 << 20;
 /** Pages the warm-up snapshot names: enough for V8 to compile the index loops. */
 const WARM_ZERO_PAGES = 8192;
 /**
- * The decompression area kept in memory: one PAGES record of this library's writer (at most 256
+ * The decompression areas kept in memory (the hint's and loaders', the demand reads'): one PAGES record of this library's writer (at most 256
  * pages), so that the first demand fault does not take a fault per 4 KiB of it.
  */
 const WARM_RECORD_BYTES = 256 * PAGE_SIZE;
+/**
+ * The memory kept for the INDEX a lazy restore reads in place (`IndexBody`): 14 bytes per page
+ * the file holds, so 8 MiB is an index of 599 000 pages (2.3 GiB of RAM every page of which is in
+ * the file); a larger one is decompressed into fresh memory.
+ */
+const WARM_INDEX_BYTES = 8 << 20;
 /** Restores of the warm-up snapshot. */
 const WARM_ROUNDS = 3;
 
@@ -42,6 +50,8 @@ export async function warmLazyRestore(): Promise<void> {
   let path: string | null = null;
   try {
     zstdReserveView(WARM_RECORD_BYTES);
+    reserveDemandScratch(WARM_RECORD_BYTES);
+    reserveIndexArea(WARM_INDEX_BYTES);
     path = await Deno.makeTempFile({ prefix: "livesnap-warmup-", suffix: ".lsnap" });
     const m = new Machine({ ramSize: WARM_RAM, uartSink: () => {} });
     // Straight to the file: no fsync, no rename (it is read once, by this process, and removed).
