@@ -31,7 +31,7 @@ import { isQemuStream } from "../../qemu/stream_reader.ts";
 import { isHttpUrl } from "../../format/open_source.ts";
 import { virtBuilderFor } from "../../qemu/riscv_virt_restore.ts";
 import { Machine, type MachineOptions } from "../machine.ts";
-import { type AbsentPageHandler, clearAbsent, GATE_ABSENT } from "../ram.ts";
+import { type AbsentPageHandler, GATE_ABSENT } from "../ram.ts";
 import { PAGE_SIZE, RAM_BASE } from "../memory_map.ts";
 import { adviseHugePages, populatePages } from "./discard_pages.ts";
 import { readThreadCpu } from "./metrics.ts";
@@ -361,15 +361,20 @@ export class LazyPager implements AbsentPageHandler {
     this.#startedAtMs = o.startedAtMs;
   }
 
-  /** Marks every page the file names absent (call once, before the guest runs). */
+  /**
+   * Marks every page the file names absent (call once, before the guest runs). Nothing to do on
+   * RAM whose pages start absent (`Machine` `absentRam`): there a page the file does not name is
+   * absent too until its first access, which finds it zero in the index and reads nothing.
+   */
   markPagesAbsent(): number {
-    const gate = this.#machine.ram.pageGate;
-    // No other thread holds the gate yet: plain writes; `Ram.lazy` turns the load check on.
-    // One pass over the index's pages, in place when it is read in place.
-    this.#index.forEachPage((p) => gate[p] |= GATE_ABSENT);
+    const ram = this.#machine.ram;
     const n = this.#index.count;
     this.#pagesInFile = n;
-    this.#machine.ram.lazy = n > 0;
+    if (ram.absentFlip !== 0) return n;
+    const gate = ram.pageGate;
+    // No other thread holds the gate yet: plain writes; `Ram.lazy` turns the load check on.
+    this.#index.forEachPage((p) => gate[p] |= GATE_ABSENT);
+    ram.lazy = n > 0;
     return n;
   }
 
@@ -483,6 +488,7 @@ export class LazyPager implements AbsentPageHandler {
   fault(page: number): void {
     const { state, ctl } = this.#views;
     let s = Atomics.load(state, page);
+    if (s === PAGE_ABSENT && this.#zeroPage(page)) return;
     if (s === PAGE_ABSENT) {
       const t0 = performance.now();
       this.#demand(page);
@@ -517,7 +523,21 @@ export class LazyPager implements AbsentPageHandler {
       if (s === PAGE_PREFETCHED) this.#prefetchHits++;
     }
     this.#touched?.push(page);
-    clearAbsent(this.#machine.ram.pageGate, page);
+    this.#machine.ram.markPresent(page);
+  }
+
+  /**
+   * On RAM whose pages start absent: a page the file does not name is zero, and fresh RAM reads
+   * as zeros; it becomes present with no read, and is no demand fault (true). False for a page
+   * the file names.
+   */
+  #zeroPage(page: number): boolean {
+    const ram = this.#machine.ram;
+    if (ram.absentFlip === 0 || this.#index.recordOf(page) >= 0) return false;
+    // No loader installs a page the index does not name: this thread alone writes its state.
+    Atomics.store(this.#views.state, page, PAGE_DEMANDED);
+    ram.markPresent(page);
+    return true;
   }
 
   /**
@@ -685,6 +705,7 @@ export class LazyPager implements AbsentPageHandler {
 
   #quietFault(page: number): void {
     const { state } = this.#views;
+    if (Atomics.load(state, page) === PAGE_ABSENT && this.#zeroPage(page)) return;
     if (Atomics.load(state, page) === PAGE_ABSENT) this.#demand(page);
     const until = performance.now() + this.#waitBoundMs;
     while (Atomics.load(state, page) === PAGE_INSTALLING) {
@@ -697,7 +718,7 @@ export class LazyPager implements AbsentPageHandler {
       }
       Atomics.wait(state, page, PAGE_INSTALLING, 10);
     }
-    clearAbsent(this.#machine.ram.pageGate, page);
+    this.#machine.ram.markPresent(page);
   }
 
   /** Waits until the loaders have stopped, as long as they make progress (each stretch without
@@ -744,11 +765,19 @@ export class LazyPager implements AbsentPageHandler {
     this.#settled = true;
     const { state } = this.#views;
     const ram = this.#machine.ram;
-    const gate = ram.pageGate;
+    // On RAM whose pages start absent, the pages the file does not name are opened here too
+    // (they are zero), in one walk beside the index's sorted pages.
+    const named = ram.absentFlip !== 0 ? this.#index.pages : null;
+    let k = 0;
     let left = 0;
     for (let p = 0; p < state.length; p++) {
-      if ((gate[p] & GATE_ABSENT) === 0) continue;
-      if (Atomics.load(state, p) >= PAGE_PREFETCHED) clearAbsent(gate, p);
+      let listed = true;
+      if (named !== null) {
+        while (k < named.length && named[k] < p) k++;
+        listed = k < named.length && named[k] === p;
+      }
+      if (!ram.isAbsent(p)) continue;
+      if (!listed || Atomics.load(state, p) >= PAGE_PREFETCHED) ram.markPresent(p);
       else left++;
     }
     if (left === 0) ram.lazy = false;
@@ -980,7 +1009,8 @@ export async function restoreLazily(o: LazyRestoreOptions): Promise<LazyRestored
       );
     }
     const ramSize = checkDescriptionFits(description);
-    const machine = new Machine({ ramSize, uartSink: o.uartSink });
+    // A lazy restore's RAM starts with every page absent: nothing to mark (ram.ts `absentFlip`).
+    const machine = new Machine({ ramSize, uartSink: o.uartSink, absentRam: o.eager !== true });
     adviseRam(machine.ram.bytes);
     machine.instructionsCountedFrom = instructionsCountedFrom(description);
     T("machine");
