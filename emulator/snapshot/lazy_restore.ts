@@ -533,7 +533,7 @@ export class LazyPager implements AbsentPageHandler {
    */
   #zeroPage(page: number): boolean {
     const ram = this.#machine.ram;
-    if (ram.absentFlip === 0 || this.#index.recordOf(page) >= 0) return false;
+    if (ram.absentFlip === 0 || this.#recordOf(page) >= 0) return false;
     // No loader installs a page the index does not name: this thread alone writes its state.
     Atomics.store(this.#views.state, page, PAGE_DEMANDED);
     ram.markPresent(page);
@@ -632,9 +632,22 @@ export class LazyPager implements AbsentPageHandler {
   }
 
   /** Reads the page's record on this thread and installs it (loaders wait meanwhile). */
+  /**
+   * The index key of `page`'s record, or -1. An index read in place checks an entry when it is
+   * looked up: a damaged one stops the guest with the INDEX record's offset.
+   */
+  #recordOf(page: number): number {
+    try {
+      return this.#index.recordOf(page);
+    } catch (e) {
+      if (!(e instanceof LsnapError)) throw e;
+      throw this.#pageError(page, -1, `the INDEX record at byte ${e.offset}: ${e.reason}`, e);
+    }
+  }
+
   #demand(page: number): void {
     const { ctl, state } = this.#views;
-    const at = this.#index.recordOf(page);
+    const at = this.#recordOf(page);
     if (this.#reader === null) return this.#demandFromLoader(page, at);
     Atomics.store(ctl, CTL_DEMAND_ACTIVE, 1);
     try {
@@ -959,7 +972,13 @@ export async function restoreLazily(o: LazyRestoreOptions): Promise<LazyRestored
   const startedAtMs = o.startedAtMs ?? sharedClockMs();
   const startCpu = readThreadCpu();
   const T = (what: string) =>
-    TRACE && console.error(what, (sharedClockMs() - startedAtMs).toFixed(1));
+    TRACE && console.error(
+      what,
+      (sharedClockMs() - startedAtMs).toFixed(1),
+      startCpu === null
+        ? ""
+        : `cpu ${((readThreadCpu()!.runNs - startCpu.runNs) / 1e6).toFixed(1)}`,
+    );
   const remote = isHttpUrl(o.path);
   if (o.path === "-") {
     throw new SnapshotMismatchError(
