@@ -70,6 +70,7 @@ import {
   HASHED_DATA,
   installPages,
   installRecord,
+  type InstallTarget,
   type LazyBuffers,
   type LazyViews,
   lazyViews,
@@ -632,6 +633,28 @@ export class LazyPager implements AbsentPageHandler {
   }
 
   /** Reads the page's record on this thread and installs it (loaders wait meanwhile). */
+  /** Where this thread installs pages. */
+  #target(): InstallTarget {
+    return {
+      views: this.#views,
+      index: this.#index,
+      ram: this.#machine.ram.bytes,
+      description: this.#description,
+    };
+  }
+
+  /**
+   * Installs the pages of the record the last demand read decoded that are still absent (from
+   * the demand-read area: no read), and forgets it.
+   */
+  #flushLast(): void {
+    const rec = this.#lastRecord;
+    if (rec === null) return;
+    this.#lastRecord = null;
+    const data = rec.data;
+    installPages(this.#target(), rec.key, rec.pages, () => data, PAGE_DEMANDED);
+  }
+
   /**
    * The index key of `page`'s record, or -1. An index read in place checks an entry when it is
    * looked up: a damaged one stops the guest with the INDEX record's offset.
@@ -654,38 +677,19 @@ export class LazyPager implements AbsentPageHandler {
       // The record decoded by the last demand read, when it holds this page too: no read.
       let rec = this.#lastRecord;
       if (rec === null || rec.key !== at) {
-        this.#lastRecord = null;
-        const D0 = performance.now();
+        this.#flushLast();
         const record = this.#readKey(at);
-        const D1 = performance.now();
         Atomics.add(this.#views.bytes, BYTES_GUEST, BigInt(record.length));
         rec = decodeRecordInto(record, this.#offsetOf(at), this.#description, at);
-        TRACE &&
-          console.error(
-            "demand read",
-            (D1 - D0).toFixed(2),
-            "decode",
-            (performance.now() - D1).toFixed(2),
-          );
         this.#lastRecord = rec;
         this.#recordReads++;
       }
       const data = rec.data;
-      // This page alone: the rest of the record waits for the loaders or the guest's next touch
-      // (a record's 256 pages into fresh RAM cost milliseconds; BENCHMARKS.md).
-      installPages(
-        {
-          views: this.#views,
-          index: this.#index,
-          ram: this.#machine.ram.bytes,
-          description: this.#description,
-        },
-        at,
-        rec.pages,
-        () => data,
-        PAGE_DEMANDED,
-        page,
-      );
+      // This page alone: the rest of the record goes in between two slices of the guest
+      // (`tick`) or before the next record is read (`#flushLast`), so that the access that
+      // faulted, the first instruction's above all, does not wait for a record's 256 pages to be
+      // copied into fresh RAM (milliseconds; BENCHMARKS.md, "Restore: lazy and eager").
+      installPages(this.#target(), at, rec.pages, () => data, PAGE_DEMANDED, page);
     } catch (e) {
       if (e instanceof LsnapError) throw this.#pageError(page, at, e.reason, e);
       if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.PermissionDenied) {
@@ -767,6 +771,7 @@ export class LazyPager implements AbsentPageHandler {
    */
   tick(retired: number): void {
     this.#launch?.();
+    this.#flushLast();
     this.#prefetchHint();
     if (this.#touched !== null && retired >= this.#recordEnd) {
       // The window is over: later first touches are not part of the working set.
