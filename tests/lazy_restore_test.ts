@@ -469,7 +469,7 @@ Deno.test("loadersReady() sees a loader's ready message even when it came before
   }
 });
 
-Deno.test("restore --lazy --warm-up prints what an eager restore prints; --warm-up needs --lazy", async () => {
+Deno.test("restore --lazy with a light, a full or no warm-up prints what an eager restore prints; --warm-up and --cold need --lazy and exclude each other", async () => {
   const dir = await Deno.makeTempDir();
   try {
     const path = await snapshot(dir, "cow");
@@ -479,13 +479,23 @@ Deno.test("restore --lazy --warm-up prints what an eager restore prints; --warm-
         cwd: new URL("..", import.meta.url),
       }).output();
     const eager = await cli("--run-for", "150000", "--digest");
-    const warm = await cli("--lazy", "--warm-up", "--run-for", "150000", "--digest");
-    assertEquals([eager.code, warm.code], [0, 0], new TextDecoder().decode(warm.stderr));
-    assertEquals(new TextDecoder().decode(warm.stdout), new TextDecoder().decode(eager.stdout));
     assert(eager.stdout.length > 0);
-    const refused = await cli("--warm-up", "--run-for", "1");
-    assertEquals(refused.code, 2);
-    assertMatch(new TextDecoder().decode(refused.stderr), /--warm-up needs --lazy/);
+    for (const how of [["--warm-up"], [], ["--cold"]]) {
+      const lazy = await cli("--lazy", ...how, "--run-for", "150000", "--digest");
+      assertEquals(lazy.code, 0, new TextDecoder().decode(lazy.stderr));
+      assertEquals(new TextDecoder().decode(lazy.stdout), new TextDecoder().decode(eager.stdout));
+    }
+    for (
+      const [args, why] of [
+        [["--warm-up"], /--warm-up needs --lazy/],
+        [["--cold"], /--cold needs --lazy/],
+        [["--lazy", "--warm-up", "--cold"], /--warm-up and --cold exclude each other/],
+      ] as const
+    ) {
+      const refused = await cli(...args, "--run-for", "1");
+      assertEquals(refused.code, 2);
+      assertMatch(new TextDecoder().decode(refused.stderr), why);
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

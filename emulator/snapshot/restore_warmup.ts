@@ -23,37 +23,47 @@ import { describeMachine, sectionsFromState } from "./machine_state.ts";
 import { restoreLazily } from "./lazy_restore.ts";
 import { reserveDemandScratch } from "./lazy_pages.ts";
 
-/** RAM of the warm-up machine (mapped, only the pages it writes are touched). */
-const WARM_RAM = 128 << 20;
-/** Pages the warm-up snapshot names: enough for V8 to compile the index loops. */
-const WARM_ZERO_PAGES = 8192;
+/** What each level of warm-up does (see {@linkcode WarmUpLevel}). */
+const LEVELS = {
+  /**
+   * `restore --warm-up`: a 128 MiB machine (mapped, only the pages written are touched) whose
+   * snapshot names 8192 zero pages (enough for V8 to compile the index loops), restored 3 times.
+   */
+  full: { ramBytes: 128 << 20, zeroPages: 8192, rounds: 3, indexBytes: 8 << 20 },
+  /** `restore --lazy` by default: a 4 MiB machine, 256 zero pages, one restore. */
+  light: { ramBytes: 4 << 20, zeroPages: 256, rounds: 1, indexBytes: 4 << 20 },
+};
 /**
- * The decompression areas kept in memory (the hint's and loaders', the demand reads'): one PAGES record of this library's writer (at most 256
- * pages), so that the first demand fault does not take a fault per 4 KiB of it.
+ * The decompression areas kept in memory (the hint's and loaders', the demand reads'): one PAGES
+ * record of this library's writer (at most 256 pages), so that the first demand fault does not
+ * take a fault per 4 KiB of it.
  */
 const WARM_RECORD_BYTES = 256 * PAGE_SIZE;
-/**
- * The memory kept for the INDEX a lazy restore reads in place (`IndexBody`): 14 bytes per page
- * the file holds, so 8 MiB is an index of 599 000 pages (2.3 GiB of RAM every page of which is in
- * the file); a larger one is decompressed into fresh memory.
- */
-const WARM_INDEX_BYTES = 8 << 20;
-/** Restores of the warm-up snapshot. */
-const WARM_ROUNDS = 3;
 
 /**
- * Runs a lazy restore of a small snapshot of its own, {@linkcode WARM_ROUNDS} times, so that the
- * next restore in this process runs compiled code. Writes and removes one temporary file; never
- * throws (a failed warm-up only leaves the code cold).
+ * How much warm-up: "full" runs compiled code afterwards; "light" has run every step of a lazy
+ * restore once (each function parsed and compiled, the FFI library loaded, the zstd and CRC32C
+ * paths taken, the memory areas written) at a fraction of the cost. The memory kept for the INDEX a
+ * lazy restore reads in place (`IndexBody`, 14 bytes per page the file holds) is 8 MiB (599 000
+ * pages: 2.3 GiB of RAM every page of which is in the file) for "full" and 4 MiB for "light"; a
+ * larger index is decompressed into fresh memory.
  */
-export async function warmLazyRestore(): Promise<void> {
+export type WarmUpLevel = keyof typeof LEVELS;
+
+/**
+ * Runs a lazy restore of a small snapshot of its own (see {@linkcode WarmUpLevel}), so that the
+ * next restore in this process does not pay for code running for the first time. Writes and
+ * removes one temporary file; never throws (a failed warm-up only leaves the code cold).
+ */
+export async function warmLazyRestore(level: WarmUpLevel = "full"): Promise<void> {
+  const { ramBytes, zeroPages, rounds, indexBytes } = LEVELS[level];
   let path: string | null = null;
   try {
     zstdReserveView(WARM_RECORD_BYTES);
     reserveDemandScratch(WARM_RECORD_BYTES);
-    reserveIndexArea(WARM_INDEX_BYTES);
+    reserveIndexArea(indexBytes);
     path = await Deno.makeTempFile({ prefix: "livesnap-warmup-", suffix: ".lsnap" });
-    const m = new Machine({ ramSize: WARM_RAM, uartSink: () => {} });
+    const m = new Machine({ ramSize: ramBytes, uartSink: () => {} });
     // Straight to the file: no fsync, no rename (it is read once, by this process, and removed).
     const file = await Deno.open(path, { write: true, truncate: true });
     const w = await SnapshotWriter.create(file.writable, describeMachine(m, 0), { workers: 0 })
@@ -66,7 +76,7 @@ export async function warmLazyRestore(): Promise<void> {
       const data = new Uint8Array(16 * PAGE_SIZE);
       for (let i = 0; i < data.length; i += 64) data[i] = (i >> 6) & 0xff;
       await w.writePages(0, 0, data);
-      const zeros = new Uint32Array(WARM_ZERO_PAGES);
+      const zeros = new Uint32Array(zeroPages);
       for (let i = 0; i < zeros.length; i++) zeros[i] = 32 + 2 * i;
       await w.writeZeroPages(0, zeros);
       for (const s of sectionsFromState(m.save())) await w.writeDevice(s);
@@ -75,7 +85,7 @@ export async function warmLazyRestore(): Promise<void> {
       await w.abort();
       throw e;
     }
-    for (let round = 0; round < WARM_ROUNDS; round++) {
+    for (let round = 0; round < rounds; round++) {
       const r = await restoreLazily({ path, hint: "off", loaders: 0, uartSink: () => {} });
       r.machine.run(1);
       r.machine.ram.ensurePresent(4 * PAGE_SIZE, 64 * PAGE_SIZE);
