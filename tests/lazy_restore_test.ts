@@ -447,7 +447,8 @@ Deno.test("warmLazyRestore() leaves no file behind, and the restore after it com
       return names.sort();
     };
     const before = await warmups();
-    await warmLazyRestore();
+    assertEquals(await warmLazyRestore(), true, "the full warm-up ran to its end");
+    assertEquals(await warmLazyRestore("light"), true, "the light warm-up ran to its end");
     assertEquals(await warmups(), before, "the warm-up's temporary snapshot was removed");
     const cold = await run(path, 150_000, { hint: "off", warm: false });
     const warm = await run(path, 150_000, { hint: "off", warm: true });
