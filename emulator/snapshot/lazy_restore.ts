@@ -632,7 +632,6 @@ export class LazyPager implements AbsentPageHandler {
     }
   }
 
-  /** Reads the page's record on this thread and installs it (loaders wait meanwhile). */
   /** Where this thread installs pages. */
   #target(): InstallTarget {
     return {
@@ -668,6 +667,8 @@ export class LazyPager implements AbsentPageHandler {
     }
   }
 
+  /** Reads the page's record on this thread (or takes the last one read) and installs the page
+   * (loaders wait meanwhile). */
   #demand(page: number): void {
     const { ctl, state } = this.#views;
     const at = this.#recordOf(page);
