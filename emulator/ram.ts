@@ -28,7 +28,9 @@
  *   thread may clear it: {@linkcode clearAbsent}) or throw. Stores reach the handler through the
  *   store gate above (the bit makes the entry differ from `gateOpen`); loads and fetches test
  *   the bit only while {@linkcode Ram.lazy} is true, a flag the CPU loop reads once per run, so
- *   a machine with every page present pays nothing on loads.
+ *   a machine with every page present pays nothing on loads. On RAM made with `absentAtStart` the
+ *   bit's meaning is flipped ({@linkcode Ram.absentFlip}: set means present), so that every page
+ *   starts absent with nothing written; code that reads the bit itself XORs it with `absentFlip`.
  *
  * @module
  */
