@@ -135,5 +135,5 @@ export { FileSource } from "./format/file_source.ts";
 export { HttpSource, type HttpSourceOptions, openHttpStream } from "./format/http_source.ts";
 export { isHttpUrl, openSource, type OpenSourceOptions } from "./format/open_source.ts";
 export type { Trailer } from "./format/trailer.ts";
-export type { SnapshotIndex } from "./format/index_record.ts";
+export { IndexBody, type SnapshotIndex } from "./format/index_record.ts";
 export type { PageEncodingName } from "./format/page_record.ts";

@@ -14,6 +14,11 @@ export interface Contender {
   name: string;
   /** A shell command (`sh -c`). */
   command: string;
+  /**
+   * A shell command run before each run of `command`, outside the timing (for example removing
+   * the previous run's output, whose deletion is the file system's work, not the command's).
+   */
+  setup?: string;
   /** Wall seconds of each measured run, in round order. */
   wall: number[];
   /** CPU seconds (user + system) of each measured run, in round order. */
@@ -21,8 +26,15 @@ export interface Contender {
 }
 
 /** A contender with no runs yet. */
-export function contender(name: string, command: string): Contender {
-  return { name, command, wall: [], cpu: [] };
+export function contender(name: string, command: string, setup?: string): Contender {
+  return { name, command, setup, wall: [], cpu: [] };
+}
+
+/** Runs `setup`, untimed; throws when it fails. */
+async function prepare(c: Contender): Promise<void> {
+  if (c.setup === undefined) return;
+  const o = await new Deno.Command("sh", { args: ["-c", c.setup], stdout: "null" }).output();
+  if (!o.success) throw new Error(`Cannot prepare benchmark: ${c.setup} failed`);
 }
 
 /** Runs `command` under /usr/bin/time; throws with its standard error when it fails. */
@@ -40,12 +52,17 @@ export async function timed(command: string): Promise<{ wall: number; cpu: numbe
 
 /**
  * One unmeasured round (caches of every program), then `rounds` measured rounds of every
- * contender in turn; each run is reported on standard error as it ends.
+ * contender in turn, each run after its contender's `setup`; each run is reported on standard
+ * error as it ends.
  */
 export async function rotate(contenders: Contender[], rounds: number): Promise<void> {
-  for (const c of contenders) await timed(c.command);
+  for (const c of contenders) {
+    await prepare(c);
+    await timed(c.command);
+  }
   for (let r = 0; r < rounds; r++) {
     for (const c of contenders) {
+      await prepare(c);
       const t = await timed(c.command);
       c.wall.push(t.wall);
       c.cpu.push(t.cpu);

@@ -9,10 +9,11 @@
  *
  * - time to first instruction: eager (the streaming restore, and the parallel one) against lazy,
  *   from the restore's start (after the process has loaded its modules) to the first retired
- *   instruction; and the whole process to its exit after that one instruction. Lazy twice: as
- *   `restore --lazy` runs by default (cold), and `lazy-warm` as `restore --lazy --warm-up` (the
- *   process warms itself up before the clock starts: `warmLazyRestore`, which reads nothing of
- *   the file, and the whole process pays for it); for lazy, also the restoring thread's time on a CPU and waiting for one over the
+ *   instruction; and the whole process to its exit after that one instruction. Lazy three times:
+ *   `lazy` as `restore --lazy --cold` runs (no warm-up), `lazy-light` as `restore --lazy` runs by
+ *   default (a light warm-up before the clock starts), and `lazy-warm` as `restore --lazy
+ *   --warm-up` (the full one); a warm-up (`warmLazyRestore`) reads nothing of the file, and the
+ *   whole process pays for it; for lazy, also the restoring thread's time on a CPU and waiting for one over the
  *   same span (`firstInstructionCpu`), which the machine's other jobs do not stretch;
  * - eager restore in GB/s of guest RAM, streaming against parallel, and the cost of touching that
  *   much fresh memory alone (what would remain with free decompression);
@@ -75,12 +76,15 @@ async function one(kind: string, file: string, workload: number): Promise<void> 
     r.machine.run(1);
     out.firstInstructionMs = sharedClockMs() - t0;
     out.ramBytes = r.machine.ram.size;
-  } else if (kind === "lazy" || kind === "lazy-warm") {
+  } else if (kind === "lazy" || kind === "lazy-light" || kind === "lazy-warm") {
     const r = await restoreSnapshot({
       path: file,
       runFor: 1,
       sink: () => {},
-      lazy: { hint: "off", warm: kind === "lazy-warm" },
+      lazy: {
+        hint: "off",
+        warm: kind === "lazy-warm" ? true : kind === "lazy-light" ? "light" : false,
+      },
     });
     const m = r.pager!.metrics();
     out.firstInstructionMs = m.firstInstructionUs! / 1000;
@@ -176,8 +180,8 @@ console.log(`# restore benchmark, ${rounds} rounds, load ${load()} at the start`
 for (const mib of args.only === "hint" ? [] : sizes) {
   const lazyOnly = args.only === "lazy";
   const lazyKinds = lazyOnly
-    ? ["lazy", "lazy-warm"]
-    : ["eager-stream", "eager-parallel", "lazy", "lazy-warm"];
+    ? ["lazy", "lazy-light", "lazy-warm"]
+    : ["eager-stream", "eager-parallel", "lazy", "lazy-light", "lazy-warm"];
   const f = await makeRestoreFixture(`${dir}/memstress-${mib}M.lsnap`, mib * 2 ** 20);
   const fileBytes = (await Deno.stat(f.path)).size;
   const got: Record<string, number[]> = {};
@@ -206,7 +210,7 @@ for (const mib of args.only === "hint" ? [] : sizes) {
       `  ${k.padEnd(15)} ${fmt(got[`${k} first`])}   whole process ${fmt(got[`${k} wall`])}`,
     );
   }
-  for (const k of ["lazy", "lazy-warm"]) {
+  for (const k of ["lazy", "lazy-light", "lazy-warm"]) {
     if (got[`${k} cpu`] === undefined) continue;
     console.log(
       `  ${k}, of which the restoring thread on a CPU ${fmt(got[`${k} cpu`])}, waiting for one ${

@@ -18,7 +18,7 @@ function backedBy(ram: Ram, backing: Uint8Array): AbsentPageHandler & { faults: 
     fault(page) {
       faults.push(page);
       ram.bytes.set(backing.subarray(page * PAGE, (page + 1) * PAGE), page * PAGE);
-      clearAbsent(ram.pageGate, page);
+      clearAbsent(ram.pageGate, page, ram.absentFlip);
     },
     faultAll() {
       for (let p = 0; p < ram.pageCount; p++) if (ram.isAbsent(p)) this.fault(p);
@@ -160,4 +160,57 @@ Deno.test("a guest on absent RAM computes what it computes on present RAM (memst
   assertEquals(new Set(h.faults).size, h.faults.length, "each page is brought in once");
   lazy.ram.ensureAllPresent();
   assertEquals(lazy.ram.bytes, direct.ram.bytes);
+});
+
+Deno.test("RAM made with absentRam starts with every page absent, the gate all zeros: every kind of access faults it in, and the store gate still opens", async (t) => {
+  const base = RAM_BASE + 0x1000;
+  const program = [
+    ...li(A0, base + 0x2004),
+    A.lw(A1, A0, 0), // page 3
+    ...li(A2, 0x77),
+    A.sb(A2, A0, 1), // page 3 again, a store
+    A.amo(AMO.add, 13, A2, A0), // an AMO
+    ...li(A0, base + 0x5000),
+    A.sw(A2, A0, 0), // page 6, a store into a page that is zero in the backing
+  ];
+  const direct = machineWith(program);
+  direct.ram.write(base + 0x2004, new Uint8Array([0x78, 0x56, 0x34, 0x12]));
+  const backing = direct.ram.bytes.slice();
+  const lazy = new Machine({ ramSize: 1 << 20, uartSink: () => {}, absentRam: true });
+  assertEquals(lazy.pageGate.every((e) => e === 0), true, "nothing was written to the gate");
+  assertEquals([lazy.ram.lazy, lazy.ram.isAbsent(0), lazy.ram.isAbsent(255)], [true, true, true]);
+  const h = backedBy(lazy.ram, backing);
+  lazy.ram.setAbsentHandler(h);
+  lazy.hart.reset(RAM_BASE);
+  direct.run(program.length + 1);
+  lazy.run(program.length + 1);
+  await t.step("the guest computes what it computes on present RAM", () => {
+    assertEquals([lazy.hart.pc, lazy.hart.x[A1], lazy.hart.x[13]], [
+      direct.hart.pc,
+      direct.hart.x[A1],
+      direct.hart.x[13],
+    ]);
+    assertEquals(h.faults, [0, 3, 6], "the program's page, then each page at its first access");
+    assertEquals([lazy.ram.isAbsent(3), lazy.ram.isAbsent(7)], [false, true]);
+  });
+  await t.step("a present page's entry equals gateOpen, whatever the engine's generation", () => {
+    assertEquals(lazy.pageGate[3], lazy.ram.gateOpen);
+    lazy.ram.gateOpen = 5 << 4; // as the snapshot engine sets it
+    assertEquals(lazy.ram.gateOpen, (5 << 4) | GATE_ABSENT);
+    assertEquals(lazy.ram.isAbsent(3), false);
+    const hooked: number[] = [];
+    lazy.ram.setStoreHook((page) => hooked.push(page));
+    lazy.pageGate[3] = (5 << 4) | GATE_ABSENT; // saved in generation 5: open
+    assertEquals(lazy.ram.gatedStore(3, 3 * PAGE), false);
+    assertEquals(hooked, [], "an open page calls no hook");
+    lazy.pageGate[3] = (4 << 4) | GATE_ABSENT; // older: the engine's hook runs
+    lazy.ram.gatedStore(3, 3 * PAGE);
+    assertEquals(hooked, [3]);
+  });
+  await t.step("ensureAllPresent() brings in the rest; RAM is then the backing's", () => {
+    lazy.ram.setStoreHook(null);
+    lazy.ram.ensureAllPresent();
+    assertEquals(lazy.ram.lazy, false);
+    assertEquals(lazy.ram.bytes, direct.ram.bytes);
+  });
 });

@@ -99,6 +99,9 @@ export function execute(m: ExecutionHost, limit: number): void {
   // While pages may be absent (lazy restore, post-copy), loads and fetches test GATE_ABSENT
   // (ram.ts); stores meet it through the store gate. Read once per run, like `open`.
   const lazy = ram.lazy;
+  // A page is absent when its bit differs from this (0, or GATE_ABSENT for RAM whose pages
+  // start absent; ram.ts `absentFlip`).
+  const flip = ram.absentFlip;
   const ramSize = ram.size;
   const fetchFast = ramSize - 2;
   const cache = m.decodeCache;
@@ -110,11 +113,13 @@ export function execute(m: ExecutionHost, limit: number): void {
     if (cache[ci] !== pc) {
       const po = (pc ^ 0x8000_0000) >>> 0;
       let raw: number;
-      if (lazy && po < ramSize && (gate[po >>> 12] & GATE_ABSENT) !== 0) ram.faultIn(po >>> 12);
+      if (lazy && po < ramSize && ((gate[po >>> 12] ^ flip) & GATE_ABSENT) !== 0) {
+        ram.faultIn(po >>> 12);
+      }
       if (po < fetchFast) {
         const lo = u16[po >>> 1];
         // The upper half of a 32-bit instruction may start the next page.
-        if (lazy && (lo & 3) === 3 && (gate[(po + 2) >>> 12] & GATE_ABSENT) !== 0) {
+        if (lazy && (lo & 3) === 3 && ((gate[(po + 2) >>> 12] ^ flip) & GATE_ABSENT) !== 0) {
           ram.faultIn((po + 2) >>> 12);
         }
         raw = (lo & 3) === 3 ? lo | (u16[(po >>> 1) + 1] << 16) : lo;
@@ -161,7 +166,7 @@ export function execute(m: ExecutionHost, limit: number): void {
         const a = (x[rs1] + imm) | 0;
         const o = (a ^ 0x8000_0000) >>> 0;
         if (o < ramSize && (o & 3) === 0) {
-          if (lazy && (gate[o >>> 12] & GATE_ABSENT) !== 0) ram.faultIn(o >>> 12);
+          if (lazy && ((gate[o >>> 12] ^ flip) & GATE_ABSENT) !== 0) ram.faultIn(o >>> 12);
           x[rd] = i32[o >>> 2];
         } else {
           h.pc = pc;
@@ -248,7 +253,7 @@ export function execute(m: ExecutionHost, limit: number): void {
         const o = (a ^ 0x8000_0000) >>> 0;
         let v: number;
         if (o < ramSize) {
-          if (lazy && (gate[o >>> 12] & GATE_ABSENT) !== 0) ram.faultIn(o >>> 12);
+          if (lazy && ((gate[o >>> 12] ^ flip) & GATE_ABSENT) !== 0) ram.faultIn(o >>> 12);
           v = u8[o];
         } else {
           h.pc = pc;
@@ -271,7 +276,7 @@ export function execute(m: ExecutionHost, limit: number): void {
         const o = (a ^ 0x8000_0000) >>> 0;
         let v: number;
         if (o < ramSize && (o & 1) === 0) {
-          if (lazy && (gate[o >>> 12] & GATE_ABSENT) !== 0) ram.faultIn(o >>> 12);
+          if (lazy && ((gate[o >>> 12] ^ flip) & GATE_ABSENT) !== 0) ram.faultIn(o >>> 12);
           v = u16[o >>> 1];
         } else {
           h.pc = pc;
@@ -435,7 +440,7 @@ export function execute(m: ExecutionHost, limit: number): void {
           if (m.stopped) break outer;
           continue;
         }
-        if (lazy && (gate[o >>> 12] & GATE_ABSENT) !== 0) ram.faultIn(o >>> 12);
+        if (lazy && ((gate[o >>> 12] ^ flip) & GATE_ABSENT) !== 0) ram.faultIn(o >>> 12);
         x[rd] = i32[o >>> 2];
         h.reservation = a;
         break;

@@ -110,6 +110,9 @@ export type ExitReason =
 export interface MachineOptions {
   /** RAM size in bytes (multiple of 4096, at most 2 GiB). Default 128 MiB. */
   ramSize?: number;
+  /** Every page of RAM starts absent (`Ram` `absentAtStart`, for a lazy restore): install the
+   * absent-page handler before the machine runs or touches RAM. Default false. */
+  absentRam?: boolean;
   /** Receives guest UART output (batched). Default: written to stdout. */
   uartSink?: UartSink;
 }
@@ -250,7 +253,9 @@ export class Machine {
 
   /** A machine at reset with zeroed RAM and no program loaded (see {@linkcode Machine.fromElf}). */
   constructor(options: MachineOptions = {}) {
-    this.ram = new Ram(options.ramSize ?? DEFAULT_RAM_SIZE);
+    this.ram = new Ram(options.ramSize ?? DEFAULT_RAM_SIZE, {
+      absentAtStart: options.absentRam === true,
+    });
     this.uart = new Uart(
       options.uartSink ?? writeToStdout,
       (level) => this.plic.setSource(UART0_IRQ, level),

@@ -28,7 +28,9 @@
  *   thread may clear it: {@linkcode clearAbsent}) or throw. Stores reach the handler through the
  *   store gate above (the bit makes the entry differ from `gateOpen`); loads and fetches test
  *   the bit only while {@linkcode Ram.lazy} is true, a flag the CPU loop reads once per run, so
- *   a machine with every page present pays nothing on loads.
+ *   a machine with every page present pays nothing on loads. On RAM made with `absentAtStart` the
+ *   bit's meaning is flipped ({@linkcode Ram.absentFlip}: set means present), so that every page
+ *   starts absent with nothing written; code that reads the bit itself XORs it with `absentFlip`.
  *
  * @module
  */
@@ -69,10 +71,12 @@ export interface AbsentPageHandler {
 
 /**
  * Marks page `page` present in a gate (any thread, after the page's bytes are in RAM; the
- * atomic clear publishes them to the guest thread).
+ * atomic write publishes them to the guest thread). `flip`: the RAM's `absentFlip` (then the
+ * bit is set rather than cleared).
  */
-export function clearAbsent(gate: Int32Array, page: number): void {
-  Atomics.and(gate, page, ~GATE_ABSENT);
+export function clearAbsent(gate: Int32Array, page: number, flip = 0): void {
+  if (flip === 0) Atomics.and(gate, page, ~GATE_ABSENT);
+  else Atomics.or(gate, page, GATE_ABSENT);
 }
 
 /** Called with the page index (0 = the page at RAM_BASE) before a store into a hooked page. */
@@ -92,12 +96,26 @@ export class Ram {
    * storing". */
   readonly pageGate: Int32Array;
   /**
-   * The value of a gate entry whose page needs no look before a store: the snapshot engine's
-   * current generation shifted left by {@linkcode GATE_GENERATION_SHIFT}, with no other bit (0
-   * until the engine's first snapshot). The engine changes it only between two runs of the
-   * machine, never during one: the CPU loop reads it once per run.
+   * 0, or {@linkcode GATE_ABSENT} for RAM made with `absentAtStart`: then the bit is set in the
+   * entry of a page that is present, so that a gate of zeros (fresh memory, never written) has
+   * every page absent and marking them costs nothing (a lazy restore; BENCHMARKS.md, "Restore:
+   * lazy and eager"). A page is absent when `((entry ^ absentFlip) & GATE_ABSENT) !== 0`.
    */
-  gateOpen = 0;
+  readonly absentFlip: number;
+  #open = 0;
+  /**
+   * The value of a gate entry whose page needs no look before a store: the snapshot engine's
+   * current generation shifted left by {@linkcode GATE_GENERATION_SHIFT} (0 until the engine's
+   * first snapshot), with {@linkcode absentFlip}'s bit, no other. The engine sets its value; it
+   * changes only between two runs of the machine, never during one: the CPU loop reads it once
+   * per run.
+   */
+  get gateOpen(): number {
+    return this.#open | this.absentFlip;
+  }
+  set gateOpen(value: number) {
+    this.#open = value;
+  }
   /** Number of pages. */
   readonly pageCount: number;
   #hook: StoreHook | null = null;
@@ -122,9 +140,10 @@ export class Ram {
   /**
    * Zeroed RAM of `size` bytes (a positive multiple of 4096, at most 2 GiB) on a
    * SharedArrayBuffer, so the snapshot engine's writer thread can read it; throws a RangeError
-   * otherwise.
+   * otherwise. With `absentAtStart`, every page starts absent ({@linkcode absentFlip}): install
+   * the absent-page handler before the first access.
    */
-  constructor(size: number) {
+  constructor(size: number, options: { absentAtStart?: boolean } = {}) {
     if (!Number.isInteger(size) || size <= 0 || size % PAGE_SIZE !== 0) {
       throw new RangeError(
         `Cannot create RAM: size ${size} is not a positive multiple of ${PAGE_SIZE}`,
@@ -143,6 +162,8 @@ export class Ram {
     this.i32 = new Int32Array(sab);
     this.pageCount = size / PAGE_SIZE;
     this.pageGate = new Int32Array(new SharedArrayBuffer(this.pageCount * 4));
+    this.absentFlip = options.absentAtStart === true ? GATE_ABSENT : 0;
+    this.lazy = options.absentAtStart === true;
   }
 
   /**
@@ -170,13 +191,21 @@ export class Ram {
     if (this.#absent === null) {
       throw new Error("Cannot mark pages absent: no absent-page handler is installed");
     }
-    for (let p = first; p < first + count; p++) Atomics.or(this.pageGate, p, GATE_ABSENT);
+    for (let p = first; p < first + count; p++) {
+      if (this.absentFlip === 0) Atomics.or(this.pageGate, p, GATE_ABSENT);
+      else Atomics.and(this.pageGate, p, ~GATE_ABSENT);
+    }
     this.lazy = true;
   }
 
   /** True when page `page` is absent. */
   isAbsent(page: number): boolean {
-    return (Atomics.load(this.pageGate, page) & GATE_ABSENT) !== 0;
+    return ((Atomics.load(this.pageGate, page) ^ this.absentFlip) & GATE_ABSENT) !== 0;
+  }
+
+  /** Marks page `page` present (see {@linkcode clearAbsent}). */
+  markPresent(page: number): void {
+    clearAbsent(this.pageGate, page, this.absentFlip);
   }
 
   /**
@@ -185,12 +214,12 @@ export class Ram {
    * absent.
    */
   faultIn(page: number): void {
-    if ((Atomics.load(this.pageGate, page) & GATE_ABSENT) === 0) return;
+    if (!this.isAbsent(page)) return;
     if (this.#absent === null) {
       throw new Error(`Cannot access page ${page}: it is absent and no handler is installed`);
     }
     this.#absent.fault(page);
-    if ((Atomics.load(this.pageGate, page) & GATE_ABSENT) !== 0) {
+    if (this.isAbsent(page)) {
       throw new Error(`Cannot access page ${page}: the absent-page handler left it absent`);
     }
   }
@@ -216,11 +245,11 @@ export class Ram {
    */
   gatedStore(page: number, offset: number): boolean {
     let g = Atomics.load(this.pageGate, page);
-    if ((g & GATE_ABSENT) !== 0) {
+    if (((g ^ this.absentFlip) & GATE_ABSENT) !== 0) {
       this.faultIn(page);
       g = Atomics.load(this.pageGate, page);
     }
-    if ((g & ~GATE_MACHINE_BITS) !== this.gateOpen && this.#hook !== null) this.#hook(page);
+    if ((g & ~GATE_MACHINE_BITS) !== this.#open && this.#hook !== null) this.#hook(page);
     if ((g & GATE_CODE) !== 0) this.onCodeWrite(offset, offset + 4);
     if ((g & GATE_WATCH) !== 0) {
       this.watchHit = offset;

@@ -24,6 +24,22 @@ export interface PageJob {
 /** Per entry: 1 when the page is all zero bytes, else 0; and the XXH3-128 of each non-zero page. */
 export type PageDigests = { zero: Uint8Array; hashes: Uint8Array } | { error: string };
 
+/**
+ * Something that takes page jobs off the checker's thread: `PageDigestPool` (worker threads) or
+ * the read-back's share in `_output_check.ts` (the writing thread, once it has written). `submit`
+ * resolves to the promise of the job's result, or to null: the caller does the job itself. `at`
+ * is the record the job is of.
+ */
+export interface PageJobRunner {
+  submit(job: PageJob, at: { offset: number }): Promise<{ result: Promise<PageDigests> } | null>;
+  /**
+   * Optional: asked for each record as it is framed. True takes the whole record: the runner has
+   * its CRC32C checked elsewhere (the scanner skips it) and the result of its page job, which
+   * `submit` then returns, is an error if that CRC32C or anything else about it is wrong.
+   */
+  claim?(offset: number, type: number, payload: Uint8Array): boolean;
+}
+
 /** A job as posted to a worker: the data in a buffer of the pool, transferred both ways. */
 export interface PageJobMessage {
   id: number;

@@ -5,9 +5,13 @@
  * CRC32C and XXH3-128 run in this library's own WebAssembly module with SIMD
  * (`_wasm_hashes.ts`). BLAKE3 runs as native code (the `@napi-rs/blake-hash` Node-API addon, SIMD
  * BLAKE3) where the runtime may load addons, that is where the `ffi` permission is granted
- * (`deno run -A`, as the `livesnap` command runs), loaded on the first {@linkcode createBlake3}.
- * Elsewhere, and if the addon fails to load or to give the known answer, BLAKE3 runs in
- * WebAssembly (`hash-wasm`), as do CRC32C and XXH3-128 on a runtime without WebAssembly SIMD.
+ * (`deno run -A`, as the `livesnap` command runs), loaded on the first {@linkcode createBlake3};
+ * so does CRC32C from then on (the `@node-rs/crc32` addon, the CPU's CRC32C instruction: 2.6x
+ * the speed of this library's WebAssembly on a flatten's records here, BENCHMARKS.md "Diff
+ * snapshots").
+ * Elsewhere, and if an addon fails to load or to give the known answers, BLAKE3 runs in
+ * WebAssembly (`hash-wasm`), CRC32C in this library's module, and both CRC32C and XXH3-128 in
+ * hash-wasm on a runtime without WebAssembly SIMD.
  * Every backend gives the same values (checksum_test.ts). Native BLAKE3 ran about 12x faster than
  * hash-wasm on the benchmark's records; the file digest is computed on the writer's own thread,
  * where it was the largest cost after compression (BENCHMARKS.md, "where the time went").
@@ -80,21 +84,75 @@ const ADDON_BUILDS: Record<string, string> = {
  * fails to load the glibc build here and goes through the loader.
  */
 async function loadAddonDirectly(): Promise<unknown> {
+  return (await dlopenBuild(
+    () => import.meta.resolve("@napi-rs/blake-hash"),
+    "blake-hash",
+    "blake",
+  ) as
+    | { Blake3Hasher?: unknown }
+    | null)?.Blake3Hasher ?? null;
+}
+
+/**
+ * The exports of the prebuilt addon of a napi-rs package for this platform, loaded from
+ * `../<dir>-<build>/<file>.<build>.node` beside the package's main module (`resolve()`, an
+ * `import.meta.resolve` of the package's name: literal, so that publishing rewrites it), or null.
+ */
+async function dlopenBuild(
+  resolve: () => string,
+  dir: string,
+  file: string,
+): Promise<unknown> {
   const build = ADDON_BUILDS[`${Deno.build.os}-${Deno.build.arch}`];
   if (build === undefined) return null;
   try {
-    const file = new URL(
-      `../blake-hash-${build}/blake.${build}.node`,
-      import.meta.resolve("@napi-rs/blake-hash"),
-    );
-    if (file.protocol !== "file:") return null;
+    const url = new URL(`../${dir}-${build}/${file}.${build}.node`, resolve());
+    if (url.protocol !== "file:") return null;
     const { default: process } = await import("node:process");
-    const module = { exports: {} as { Blake3Hasher?: unknown } };
-    process.dlopen(module, decodeURIComponent(file.pathname));
-    return module.exports.Blake3Hasher ?? null;
+    const module = { exports: {} as unknown };
+    process.dlopen(module, decodeURIComponent(url.pathname));
+    return module.exports ?? null;
   } catch {
     return null;
   }
+}
+
+/** `crc32c(input, crc)` of @node-rs/crc32: the CRC32C of `input` continuing `crc` (0 to start). */
+type NativeCrc32c = (input: Uint8Array, crc?: number) => number;
+
+/** The CRC32C addon's function if it loads and gives the known answers, else null. */
+async function loadNativeCrc32c(): Promise<NativeCrc32c | null> {
+  if (!addonsAllowed()) return null;
+  try {
+    const m = (await dlopenBuild(() => import.meta.resolve("@node-rs/crc32"), "crc32", "crc32") ??
+      await import("@node-rs/crc32")) as { crc32c?: NativeCrc32c };
+    const f = m.crc32c;
+    if (typeof f !== "function") return null;
+    // The check value, continued across two parts, and from a view at an odd offset.
+    const odd = new Uint8Array(12);
+    odd.set(ASCII_123456789, 3);
+    const ok = f(ASCII_123456789) >>> 0 === 0xe306_9283 &&
+      f(ASCII_123456789.subarray(4), f(ASCII_123456789.subarray(0, 4))) >>> 0 === 0xe306_9283 &&
+      f(odd.subarray(3)) >>> 0 === 0xe306_9283 && f(new Uint8Array(0), 5) >>> 0 === 5;
+    return ok ? f : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Set once the CRC32C addon has loaded in this thread (see {@linkcode loadNativeChecksums}). */
+let nativeCrc: NativeCrc32c | null = null;
+let nativeCrcLoading: Promise<NativeCrc32c | null> | undefined;
+
+/**
+ * Loads the native checksums in this thread where it may (the `ffi` permission): BLAKE3 for
+ * {@linkcode createBlake3}, and CRC32C, which {@linkcode crc32c} uses from then on (it is
+ * synchronous: until then it runs in WebAssembly). The first {@linkcode createBlake3} calls it.
+ */
+export async function loadNativeChecksums(): Promise<void> {
+  nativeBlake3 ??= loadNativeBlake3();
+  nativeCrcLoading ??= loadNativeCrc32c().then((f) => nativeCrc = f);
+  await Promise.all([nativeBlake3, nativeCrcLoading]);
 }
 
 /** The BLAKE3 addon if it loads and gives the known answer, else null. */
@@ -138,17 +196,18 @@ export async function createWasmBlake3(): Promise<StreamHasher> {
 let nativeBlake3: Promise<(new () => NativeBlake3) | null> | undefined;
 
 /**
- * Which implementation this thread uses for BLAKE3 ("native": the addon), CRC32C and XXH3
- * ("simd": this library's WebAssembly module); "wasm" is hash-wasm. BLAKE3's is settled by the
- * first {@linkcode createBlake3}, which this awaits.
+ * Which implementation this thread uses for BLAKE3 and CRC32C ("native": the addons), CRC32C
+ * and XXH3 ("simd": this library's WebAssembly module); "wasm" is hash-wasm. The native ones are
+ * settled by the first {@linkcode createBlake3} (or {@linkcode loadNativeChecksums}), which this
+ * awaits.
  */
 export async function checksumBackends(): Promise<
-  { blake3: "native" | "wasm"; crc32c: "simd" | "wasm"; xxh3: "simd" | "wasm" }
+  { blake3: "native" | "wasm"; crc32c: "native" | "simd" | "wasm"; xxh3: "simd" | "wasm" }
 > {
-  nativeBlake3 ??= loadNativeBlake3();
+  await loadNativeChecksums();
   return {
     blake3: (await nativeBlake3) === null ? "wasm" : "native",
-    crc32c: wasmHashesAvailable ? "simd" : "wasm",
+    crc32c: nativeCrc !== null ? "native" : wasmHashesAvailable ? "simd" : "wasm",
     xxh3: wasmHashesAvailable ? "simd" : "wasm",
   };
 }
@@ -164,6 +223,12 @@ export async function checksumBackends(): Promise<
  * ```
  */
 export function crc32c(...parts: Uint8Array[]): number {
+  const native = nativeCrc;
+  if (native !== null) {
+    let crc = 0;
+    for (const p of parts) crc = native(p, crc);
+    return crc >>> 0;
+  }
   return fallbackCrc === null ? crc32cParts(parts) : crcWith(fallbackCrc, parts);
 }
 
@@ -186,8 +251,8 @@ class NativeBlake3Hasher implements StreamHasher {
 
 /** A new streaming BLAKE3 hasher (32-byte output). */
 export async function createBlake3(): Promise<StreamHasher> {
-  nativeBlake3 ??= loadNativeBlake3();
-  const B = await nativeBlake3;
+  await loadNativeChecksums();
+  const B = await (nativeBlake3 ??= loadNativeBlake3());
   return B === null ? await createWasmBlake3() : new NativeBlake3Hasher(B);
 }
 

@@ -13,8 +13,10 @@ import {
   digestPages,
   hashPageInto,
   hashPagesInto,
+  loadNativeChecksums,
   toHex,
 } from "./checksum.ts";
+import { crc32cParts } from "./_wasm_hashes.ts";
 import { xxhashSanityBuffer } from "./_known_answers_test_util.ts";
 
 const ascii = (s: string) => new TextEncoder().encode(s);
@@ -119,6 +121,10 @@ function sample(n: number, seed: number): { data: Uint8Array; cuts: number[] } {
 Deno.test("crc32c() and BLAKE3 give the known answers", async () => {
   const wasmCrc32c = await createWasmCrc32c();
   assertEquals(crc32c(ascii("123456789")), 0xe3069283);
+  // With the addon, where it loads (crc32c() switches to it).
+  await loadNativeChecksums();
+  assertEquals(crc32c(ascii("123456789")), 0xe3069283);
+  assertEquals(crc32c(new Uint8Array(32).fill(0xff)), 0x62a8_ab43);
   assertEquals(wasmCrc32c(ascii("123456789")), 0xe3069283);
   assertEquals(crc32c(), 0);
   const expected: [string, string][] = [
@@ -149,6 +155,8 @@ Deno.test("crc32c() and BLAKE3 give the same values in this thread's backend and
       const parts = cuts.slice(1).map((c, i) => bytes.subarray(cuts[i], c));
       assertEquals(crc32c(...parts), wasmCrc32c(bytes), `CRC32C of ${size} bytes in parts`);
       assertEquals(crc32c(bytes), wasmCrc32c(bytes), `CRC32C of ${size} bytes`);
+      // This library's module, which crc32c() no longer uses once the addon has loaded.
+      assertEquals(crc32cParts(parts), wasmCrc32c(bytes), `SIMD CRC32C of ${size} bytes`);
       native.init();
       wasm.init();
       for (const p of parts) native.update(p);
@@ -165,7 +173,11 @@ Deno.test("checksums run natively or in this library's SIMD module where they ca
   // A dependency or a module that stopped loading would cost the writer its speed and show
   // nowhere else.
   const want = ffi && prebuilt ? "native" : "wasm";
-  assertEquals(await checksumBackends(), { blake3: want, crc32c: "simd", xxh3: "simd" });
+  assertEquals(await checksumBackends(), {
+    blake3: want,
+    crc32c: want === "native" ? "native" : "simd",
+    xxh3: "simd",
+  });
 });
 
 Deno.test("hashPagesInto() gives hash-wasm's XXH3-128 for every page size and content", async () => {

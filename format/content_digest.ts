@@ -261,11 +261,21 @@ export class ContentDigestBuilder {
   private readonly devices = new Map<string, DeviceSection>();
   /** Pages recorded since the table's entries were last brought up to date. */
   private changed = 0;
+  /** False: the entries are built once, by {@linkcode ContentDigestBuilder.digest} (see keepUp). */
+  private readonly keepEntries: boolean;
   /**
    * `base`, when given, is the page half of the state the pages recorded here change (a diff's
    * parent, FORMAT.md §14.3); it is copied, never changed. Its regions must be the description's.
+   * `options.keepUp` (default true) keeps the digest's entries up to date as pages arrive, so that
+   * `digest()` is quick when it comes (a migration's stopped guest waits for it); a caller that
+   * only waits for the digest at the end of its input sets it false and builds them once there.
    */
-  constructor(readonly description: MachineDescription, base?: PageHashTable) {
+  constructor(
+    readonly description: MachineDescription,
+    base?: PageHashTable,
+    options: { keepUp?: boolean } = {},
+  ) {
+    this.keepEntries = options.keepUp ?? true;
     if (base !== undefined && !base.fits(description.regions)) {
       throw new Error(
         "Cannot compute content digest: the base page hashes are for other regions than the machine's",
@@ -329,6 +339,7 @@ export class ContentDigestBuilder {
    * since (a live migration computes it while the guest is stopped, at both ends).
    */
   private keepUp(pages: number): void {
+    if (!this.keepEntries) return;
     this.changed += pages;
     if (this.changed < CHUNK_PAGES) return;
     this.changed = 0;

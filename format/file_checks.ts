@@ -11,8 +11,7 @@
  */
 import { OffsetTable } from "./_offset_table.ts";
 import { checkCborShape } from "./_cbor_shape.ts";
-import { digestPageData, type PageDigests } from "./_page_digest.ts";
-import type { PageDigestPool } from "./page_digest_pool.ts";
+import { digestPageData, type PageDigests, type PageJobRunner } from "./_page_digest.ts";
 import { createBlake3, hex32, toHex } from "./checksum.ts";
 import { FILE_MAGIC, FOOTER_SIZE, PROLOGUE_SIZE, RecordType } from "./constants.ts";
 import { ContentDigestBuilder, type PageHashTable } from "./content_digest.ts";
@@ -98,10 +97,16 @@ export interface CheckerOptions {
   checkDeviceState?: boolean;
   /** After lost framing, search for the next valid record and go on (default false). */
   resync?: boolean;
-  /** With `pages: "digest"`: worker threads for the page work. */
-  pool?: PageDigestPool;
+  /** With `pages: "digest"`: what takes page work off this thread (`PageDigestPool`'s workers). */
+  pool?: PageJobRunner;
   /** Called with byte counts as the input is consumed (for progress). */
   onBytes?: (n: number) => void;
+  /**
+   * Keep the content digest's entries up to date while reading (default true), so that the digest
+   * is quick once the trailer comes; false builds them once, there (less work in all: a caller
+   * that waits for the verdict rather than for the trailer, such as flatten's read-back).
+   */
+  keepDigestEntries?: boolean;
   /**
    * What to do with a diff (a file with a PARENT record, FORMAT.md §14): "read" reads it,
    * "refuse" (the default) reports an {@linkcode UnsupportedError} at its PARENT record, so that
@@ -186,9 +191,10 @@ export class SnapshotChecker {
   private readonly pageMode: "data" | "digest" | "none";
   private readonly checkIndex: boolean;
   private readonly checkDeviceState: boolean;
-  private readonly pool: PageDigestPool | undefined;
+  private readonly pool: PageJobRunner | undefined;
   private readonly diffs: "read" | "refuse";
   private readonly parentPages: PageHashTable | undefined;
+  private readonly keepUp: boolean;
   private hashing = true;
   private digest: ContentDigestBuilder | null = null;
   /** A page or device record could not be read: the content digest cannot be computed. */
@@ -209,9 +215,15 @@ export class SnapshotChecker {
     this.pool = options.pool;
     this.diffs = options.diffs ?? "refuse";
     this.parentPages = options.parentPages;
+    this.keepUp = options.keepDigestEntries ?? true;
     const onBytes = options.onBytes;
+    const pool = options.pool;
     this.scanner = new RecordScanner(source, {
       resync: options.resync ?? false,
+      // A runner that takes whole records checks their CRC32C (and reports it with their result).
+      crcElsewhere: this.pageMode === "digest" && pool?.claim !== undefined
+        ? (offset, type, payload) => pool.claim!(offset, type, payload)
+        : undefined,
       onConsumed: (b) => {
         if (this.hashing) this.fileHasher!.update(b);
         onBytes?.(b.length);
@@ -402,7 +414,9 @@ export class SnapshotChecker {
     const d = decodeHeader(r.payload, r.offset, r.recordIndex);
     this.description = d;
     this.pageOffsets = new OffsetTable(d.regions.length);
-    if (this.pageMode !== "none") this.digest = new ContentDigestBuilder(d);
+    if (this.pageMode !== "none") {
+      this.digest = new ContentDigestBuilder(d, undefined, { keepUp: this.keepUp });
+    }
     return { ...loc, kind: "header", version: this.version!, description: d };
   }
 
@@ -428,12 +442,12 @@ export class SnapshotChecker {
     if (this.pageMode !== "none") {
       if (this.parentPages === undefined) {
         this.contentDigestNeedsParent = true;
-        this.digest = new ContentDigestBuilder(d);
+        this.digest = new ContentDigestBuilder(d, undefined, { keepUp: this.keepUp });
       } else if (!this.parentPages.fits(d.regions)) {
         this.digestBroken = true;
         this.problem(CorruptError, "the diff's regions are not its parent's", loc);
       } else {
-        this.digest = new ContentDigestBuilder(d, this.parentPages);
+        this.digest = new ContentDigestBuilder(d, this.parentPages, { keepUp: this.keepUp });
       }
     }
     return { ...loc, kind: "parent", link };
@@ -477,7 +491,7 @@ export class SnapshotChecker {
       } else {
         const job = { encoding: p.encoding, data: p.data, count: p.pages.length, pageSize: ps };
         // Accepted means copied: the scanner's buffer may change once this returns.
-        const accepted = this.pool === undefined ? null : await this.pool.submit(job);
+        const accepted = this.pool === undefined ? null : await this.pool.submit(job, loc);
         if (accepted === null) entry.settled = digestPageData(job);
         else {
           entry.result = accepted.result;

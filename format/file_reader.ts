@@ -34,7 +34,7 @@ import {
   type FormatVersion,
   type MachineDescription,
 } from "./header.ts";
-import { decodeIndex, findIndexEntry, type SnapshotIndex } from "./index_record.ts";
+import { decodeIndex, findIndexEntry, IndexBody, type SnapshotIndex } from "./index_record.ts";
 import { decodePageRecord, expandPageData } from "./page_record.ts";
 import { decodeParentRecord, type ParentLink } from "./parent_record.ts";
 import { checkRecordCrc, decodeRecordHead, recordTypeName } from "./record.ts";
@@ -100,6 +100,13 @@ export interface FileReaderOptions extends OpenSourceOptions {
   closeSource?: boolean;
   /** A diff (FORMAT.md §14): "refuse" it (the default: it is not a whole state) or "read" it. */
   diffs?: "read" | "refuse";
+  /**
+   * Keep the INDEX decompressed and look pages up in place ({@linkcode IndexBody}, through
+   * {@linkcode SnapshotFileReader.indexBody}) instead of decoding it at open; the full decode
+   * happens on the first call that needs every entry. For a lazy restore, whose first
+   * instruction needs a few entries of it (default false).
+   */
+  lazyIndex?: boolean;
 }
 
 /** Options of {@linkcode SnapshotFileReader.readPageRecords}. */
@@ -137,7 +144,9 @@ export class SnapshotFileReader {
   trailer: Trailer | null = null;
   /** True when page lookups use the file's INDEX record rather than a scan. */
   indexed = false;
-  private index: SnapshotIndex | null = null;
+  #index: SnapshotIndex | null = null;
+  #body: IndexBody | null = null;
+  #indexOffset = 0;
   private scanned: OffsetTable | null = null;
   private scannedDevices: number[] = [];
   /** Offsets of every record the index names, and of the INDEX itself, sorted: a record ends at
@@ -213,7 +222,7 @@ export class SnapshotFileReader {
           }
         }
       }
-      await r.locate();
+      await r.locate(options.lazyIndex === true);
       return r;
     } catch (e) {
       if (owns) source.close();
@@ -222,7 +231,7 @@ export class SnapshotFileReader {
   }
 
   /** Finds the trailer and INDEX through the footer (FORMAT.md §9, §8), else scans the file. */
-  private async locate(): Promise<void> {
+  private async locate(lazyIndex: boolean): Promise<void> {
     if (this.size >= PROLOGUE_SIZE + FOOTER_SIZE) {
       // One read for the footer, the trailer and (when it fits) the index.
       const start = Math.max(0, this.size - TAIL_READ);
@@ -246,15 +255,18 @@ export class SnapshotFileReader {
         if (f.indexOffset !== 0 && f.indexOffset === this.trailer.indexOffset) {
           const ir = await this.#readRecordAt(f.indexOffset, -1);
           if (ir.type === RecordType.INDEX) {
-            this.index = decodeIndex(
-              ir.payload,
-              this.description.regions.map((x) => x.size / x.pageSize),
-              f.indexOffset,
-              f.indexOffset,
-              -1,
-            );
+            const counts = this.description.regions.map((x) => x.size / x.pageSize);
+            this.#indexOffset = f.indexOffset;
+            if (lazyIndex) {
+              this.#body = IndexBody.open(ir.payload, counts, f.indexOffset, f.indexOffset, -1);
+              // Until the full decode: the device records and the index bound each other.
+              this.bounds = Float64Array.from([f.indexOffset, ...this.#body.deviceOffsets])
+                .sort();
+            } else {
+              this.#index = decodeIndex(ir.payload, counts, f.indexOffset, f.indexOffset, -1);
+              this.bounds = recordBounds(this.#index, f.indexOffset);
+            }
             this.indexed = true;
-            this.bounds = recordBounds(this.index, f.indexOffset);
             return;
           }
         }
@@ -267,6 +279,23 @@ export class SnapshotFileReader {
       }
     }
     await this.scan();
+  }
+
+  /** The decoded index (decoded now when the reader kept it in place), or null. */
+  private get index(): SnapshotIndex | null {
+    if (this.#index === null && this.#body !== null) {
+      this.#index = this.#body.decode();
+      this.bounds = recordBounds(this.#index, this.#indexOffset);
+    }
+    return this.#index;
+  }
+
+  /**
+   * The INDEX kept in place, for a reader opened with `lazyIndex` (else null): valid until its
+   * `release()`, which whoever takes it calls when done (the reader never does).
+   */
+  get indexBody(): IndexBody | null {
+    return this.#body;
   }
 
   /** The scan of FORMAT.md §13: every rule but the digests, gathering offsets as it goes. */
@@ -541,7 +570,11 @@ export class SnapshotFileReader {
 
   /** The last section of each (id, instance), sorted by id then instance. */
   async devices(): Promise<DeviceSection[]> {
-    const offsets = this.index !== null ? [...this.index.deviceOffsets] : this.scannedDevices;
+    const offsets = this.#body !== null
+      ? [...this.#body.deviceOffsets]
+      : this.index !== null
+      ? [...this.index.deviceOffsets]
+      : this.scannedDevices;
     const records = await this.#readBatch(offsets);
     const out = records.map((rec, i) => {
       if (rec.type !== RecordType.DEVICE) {

@@ -41,6 +41,14 @@ export interface FlattenOptions {
    * give one that damages or fails writes.
    */
   fs?: AtomicFs;
+  /**
+   * {@linkcode flattenChainToFile} with a worker: how this thread shares the read-back once it
+   * has written the output (FORMAT.md §14.5). "auto" (the default): it takes PAGES records from
+   * the end (reads each back from the file, checks its CRC32C, decompresses and hashes its pages)
+   * while the worker goes on from the front, until they meet; "all": it takes every one (tests);
+   * "none": the worker does all. The check proves the same in every case.
+   */
+  readBackShare?: "auto" | "all" | "none";
 }
 
 /** Chains at least this large are read back in a worker by default. */
@@ -62,6 +70,11 @@ export interface FlattenSummary {
   contentDigest: Uint8Array;
   /** The output's file digest. */
   fileDigest: Uint8Array;
+  /**
+   * PAGES records whose read-back (CRC32C, decompression, page hashes) this thread did rather
+   * than the worker (see {@linkcode FlattenOptions.readBackShare}).
+   */
+  sharedRecords: number;
 }
 
 /** Thrown when the output does not read back as the state the chain declares. */
@@ -73,10 +86,14 @@ export class FlattenError extends Error {
   }
 }
 
-/** Per region: which file of the chain holds each page's final occurrence, and where. */
+/**
+ * Per region: which file of the chain holds each page's final occurrence, where in it, and where
+ * that record is in the output once copied.
+ */
 interface FinalPages {
   file: Int16Array;
   offset: Float64Array;
+  out: Float64Array;
 }
 
 /**
@@ -170,7 +187,11 @@ async function writeFlat(
   // 1. The final occurrence of every page: the newest file that names it wins (FORMAT.md §14.2).
   const final: FinalPages[] = d.regions.map((r) => {
     const n = r.size / r.pageSize;
-    return { file: new Int16Array(n).fill(-1), offset: new Float64Array(n) };
+    return {
+      file: new Int16Array(n).fill(-1),
+      offset: new Float64Array(n),
+      out: new Float64Array(n),
+    };
   });
   const wanted: Set<number>[] = chain.files.map(() => new Set());
   for (let i = chain.files.length - 1; i >= 0; i--) {
@@ -207,21 +228,26 @@ async function writeFlat(
   let pageRecords = 0;
   let pageEntries = 0;
   let skipped = 0;
-  const moved: Map<number, number>[] = chain.files.map(() => new Map());
   /** Where each record copied came from, in output order: to name it when it reads back bad. */
   const sources: CopiedRecord[] = [];
+  const window = new RunWindow();
   for (let i = 0; i < chain.files.length; i++) {
     const file = chain.files[i];
     skipped += file.trailer.pageRecordCount - wanted[i].size;
-    const run = new RecordRun(file.reader);
+    const run = new RecordRun(file.reader, window);
     for (const at of [...wanted[i]].sort((a, b) => a - b)) {
       const rec = await run.read(at, RecordType.PAGES);
       const payload = rec.subarray(RECORD_HEAD_SIZE, rec.length - RECORD_TAIL_SIZE);
-      const pages = decodePageRecord(payload, d.regions, at, -1).pages.length;
-      moved[i].set(at, offset);
+      const p = decodePageRecord(payload, d.regions, at, -1);
+      const f = final[p.region];
+      for (let k = 0; k < p.pages.length; k++) {
+        const page = p.pages[k];
+        if (f.file[page] === i && f.offset[page] === at) f.out[page] = offset;
+      }
       sources.push({ out: offset, end: offset + rec.length, path: file.path, at });
       pageRecords++;
-      pageEntries += pages;
+      pageEntries += p.pages.length;
+      if (p.encoding !== "zero") check.pageRecord(offset, rec.length);
       await write(rec);
     }
   }
@@ -255,7 +281,7 @@ async function writeFlat(
         if (f.file[p] < 0) continue;
         regions[k] = r;
         pages[k] = p;
-        pageOffsets[k++] = moved[f.file[p]].get(f.offset[p])!;
+        pageOffsets[k++] = f.out[p];
       }
     });
     indexOffset = offset;
@@ -330,6 +356,7 @@ async function writeFlat(
     supersededEntries: pageEntries - n,
     contentDigest: back.contentDigest,
     fileDigest,
+    sharedRecords: check.sharedRecords,
   };
 }
 
@@ -362,19 +389,28 @@ function copiedFrom(sources: CopiedRecord[], offset: number | null): string {
 /** Bytes read from a chain file at once when copying its records. */
 const RUN_WINDOW = 8 << 20;
 
+/** The buffer the {@linkcode RecordRun}s of one flatten share, one file after the other. */
+class RunWindow {
+  buf = new Uint8Array(0);
+}
+
 /**
- * Reads the records of one chain file in ascending offsets through one buffer it reuses (a run of
- * neighbours in one read; fresh memory for each record cost a page fault per 4 KiB). A record is a
- * view valid until the next `read`. Files that are not local fall back to the reader's reads.
+ * Reads the records of one chain file in ascending offsets through one buffer that it reuses, and
+ * that the runs of the chain's other files reuse after it (a run of neighbours in one read; fresh
+ * memory costs a page fault per 4 KiB, about 13 µs here). A record is a view valid until the next
+ * `read`. Files that are not local fall back to the reader's reads.
  */
 class RecordRun {
-  private buf = new Uint8Array(0);
   private base = 0;
   private length = 0;
   private readonly file: FileSource | null;
 
-  constructor(private readonly reader: SnapshotFileReader) {
+  constructor(private readonly reader: SnapshotFileReader, private readonly window: RunWindow) {
     this.file = reader.source instanceof FileSource ? reader.source : null;
+  }
+
+  private get buf(): Uint8Array {
+    return this.window.buf;
   }
 
   /**
@@ -424,9 +460,10 @@ class RecordRun {
 
   /** Makes bytes `at .. at + n` of the file available in the buffer. */
   private fill(at: number, n: number): void {
-    if (at >= this.base && at + n <= this.base + this.length) return;
-    if (this.buf.length < n) this.buf = new Uint8Array(Math.max(n, RUN_WINDOW));
-    else if (this.buf.length === 0) this.buf = new Uint8Array(RUN_WINDOW);
+    if (this.length > 0 && at >= this.base && at + n <= this.base + this.length) return;
+    if (this.buf.length < n || this.buf.length === 0) {
+      this.window.buf = new Uint8Array(Math.max(n, RUN_WINDOW));
+    }
     const len = Math.min(this.buf.length, this.reader.size - at);
     this.file!.readInto(at, this.buf.subarray(0, len));
     this.base = at;
@@ -473,7 +510,17 @@ export async function flattenChainToFile(
   let syncing: Promise<void> | null = null;
   try {
     // The read-back reads the temporary itself: what reached the file, not what was meant for it.
-    check = startOutputCheck(file.tempPath, useWorkers(chain, options));
+    const share = options.readBackShare ?? "auto";
+    check = startOutputCheck(
+      file.tempPath,
+      useWorkers(chain, options),
+      share === "none" ? undefined : {
+        regions: chain.description.regions,
+        // Every PAGES record of the output is one of the chain's.
+        maxRecords: chain.files.reduce((n, f) => n + f.trailer.pageRecordCount, 0),
+        claimAll: share === "all",
+      },
+    );
     const summary = await writeFlat(
       chain,
       (bytes) => {

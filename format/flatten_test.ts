@@ -6,7 +6,9 @@ import { type AtomicFs, DENO_FS } from "./atomic_file.ts";
 import { computeContentDigest, PageHashTable } from "./content_digest.ts";
 import { flattenChain, flattenChainToFile, FlattenError } from "./flatten.ts";
 import { SnapshotFileReader } from "./file_reader.ts";
-import { readSnapshot } from "./stream_reader.ts";
+import { decodePageRecord } from "./page_record.ts";
+import { digestPageData } from "./_page_digest.ts";
+import { readSnapshot, SnapshotStreamReader } from "./stream_reader.ts";
 import { SnapshotWriter } from "./writer.ts";
 
 async function tempDir(): Promise<string> {
@@ -191,19 +193,24 @@ Deno.test("flattenChainToFile() refuses an output damaged on its way to the file
   try {
     const steps = await writeChain(dir, 3, { pages: 64, seed: 25, zero: 0.1 });
     const chain = await openChain(steps[3].path);
-    const cases: [string, boolean, number, string][] = [
-      ["a flipped bit", false, 0, "record CRC32C mismatch"],
-      ["a flipped bit", false, 1, "record CRC32C mismatch"],
-      ["a flipped bit with its CRC32C made to match", true, 0, "file digest mismatch"],
-      ["a flipped bit with its CRC32C made to match", true, 1, "file digest mismatch"],
+    // With the share "all" the writing thread reads every PAGES record back itself: the worker
+    // does not compute their CRC32Cs.
+    const cases: [string, boolean, number, "all" | "none", string][] = [
+      ["a flipped bit", false, 0, "none", "record CRC32C mismatch"],
+      ["a flipped bit", false, 1, "none", "record CRC32C mismatch"],
+      ["a flipped bit", false, 1, "all", "record CRC32C mismatch (expected "],
+      ["a flipped bit with its CRC32C made to match", true, 0, "none", "file digest mismatch"],
+      ["a flipped bit with its CRC32C made to match", true, 1, "none", "file digest mismatch"],
+      ["a flipped bit with its CRC32C made to match", true, 1, "all", "file digest mismatch"],
     ];
     try {
-      for (const [what, fixCrc, workers, message] of cases) {
-        await t.step(`${what}, ${workers} workers`, async () => {
+      for (const [what, fixCrc, workers, share, message] of cases) {
+        await t.step(`${what}, ${workers} workers, read-back share ${share}`, async () => {
           const e = await assertRejects(
             () =>
               flattenChainToFile(chain, `${dir}/out.lsnap`, {
                 workers,
+                readBackShare: share,
                 fs: damagingFs(flipInRecord(1000, fixCrc)),
               }),
             FlattenError,
@@ -263,6 +270,119 @@ Deno.test("flattenChainToFile() refuses a damaged input record and names it", as
       [...Deno.readDirSync(dir)].map((x) => x.name).sort(),
       ["s-0.lsnap", "s-1.lsnap", "s-2.lsnap"],
     );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** Output offsets of the PAGES records of `path` that are not zero records. */
+async function dataRecords(path: string): Promise<number[]> {
+  const file = await Deno.open(path);
+  const reader = new SnapshotStreamReader(file.readable, { decodePages: false, diffs: "read" });
+  const at: number[] = [];
+  for await (const r of reader.records()) {
+    if (r.kind === "pages" && r.encoding !== "zero") at.push(r.offset);
+  }
+  return at;
+}
+
+Deno.test("flattenChainToFile() gives the same state whichever thread reads each record back", async () => {
+  const dir = await tempDir();
+  try {
+    // Records of 4 pages: many records, so that both threads get some with the share "auto".
+    const steps = await writeChain(dir, 4, {
+      pages: 512,
+      seed: 28,
+      zero: 0.1,
+      writer: { batchBytes: 4 * 4096 },
+    });
+    const chain = await openChain(steps[4].path);
+    try {
+      for (const share of ["all", "auto", "none"] as const) {
+        const out = `${dir}/flat-${share}.lsnap`;
+        const s = await flattenChainToFile(chain, out, { workers: 1, readBackShare: share });
+        assertEquals(toHex(s.contentDigest), toHex(steps[4].summary.contentDigest), share);
+        const records = (await dataRecords(out)).length;
+        assert(records > 50, `${records} records`);
+        if (share === "all") assertEquals(s.sharedRecords, records);
+        else if (share === "none") assertEquals(s.sharedRecords, 0);
+        else assert(s.sharedRecords <= records, `${s.sharedRecords} of ${records}`);
+        const snap = await readSnapshot((await Deno.open(out)).readable);
+        assertEquals(snap.regions[0], steps[4].ram, share);
+      }
+      // No worker: this thread reads everything back, nothing is shared.
+      const s = await flattenChainToFile(chain, `${dir}/flat-0.lsnap`, { workers: 0 });
+      assertEquals(s.sharedRecords, 0);
+      assertEquals(toHex(s.contentDigest), toHex(steps[4].summary.contentDigest));
+    } finally {
+      chain.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("flattenChainToFile() names a copied record whose pages do not decompress, whichever thread reads it back", async (t) => {
+  const dir = await tempDir();
+  try {
+    const steps = await writeChain(dir, 2, {
+      pages: 64,
+      seed: 29,
+      dirty: 0.5,
+      writer: { batchBytes: 4 * 4096 },
+    });
+    // The newest file's last PAGES record (the output's last) with the first byte of its zstd
+    // frame that, flipped, leaves the record's framing whole but its pages undecompressable; its
+    // CRC32C made to match, so that only decompressing it finds the damage.
+    const path = steps[2].path;
+    const last = Math.max(...await dataRecords(path));
+    const bytes = await Deno.readFile(path);
+    const v = new DataView(bytes.buffer);
+    const length = v.getUint32(last + 4, true);
+    const payload = bytes.subarray(last + 8, last + 8 + length);
+    const regions = chainDescription(64).regions;
+    const p = decodePageRecord(payload, regions, last, -1);
+    assertEquals(p.encoding, "zstd");
+    const job = { encoding: "zstd" as const, count: p.pages.length, pageSize: 4096 };
+    let flipped = -1;
+    let reason = "";
+    for (let i = 0; i < p.data.length && flipped < 0; i++) {
+      p.data[i] ^= 0xff;
+      try {
+        decodePageRecord(payload, regions, last, -1);
+        const r = digestPageData({ ...job, data: p.data });
+        if ("error" in r) [flipped, reason] = [i, r.error];
+      } catch {
+        // The decoder sees this one: not what the test is after.
+      }
+      if (flipped < 0) p.data[i] ^= 0xff;
+    }
+    assert(flipped >= 0, "no byte of the frame breaks only its decompression");
+    v.setUint32(last + 8 + length, crc32c(bytes.subarray(last, last + 8 + length)), true);
+    await Deno.writeFile(path, bytes);
+    const chain = await openChain(path);
+    try {
+      for (const [workers, share] of [[1, "all"], [1, "none"], [0, "auto"]] as const) {
+        await t.step(`${workers} workers, read-back share ${share}`, async () => {
+          const e = await assertRejects(
+            () => flattenChainToFile(chain, `${dir}/out.lsnap`, { workers, readBackShare: share }),
+            FlattenError,
+            "Cannot flatten: the output does not read back: Cannot read record ",
+          );
+          assert(/ at byte \d+: /.test(e.message) && e.message.includes(reason), e.message);
+          assert(
+            e.message.endsWith(`(in the record copied from byte ${last} of '${path}')`),
+            e.message,
+          );
+          assertEquals(
+            [...Deno.readDirSync(dir)].map((x) => x.name).sort(),
+            ["s-0.lsnap", "s-1.lsnap", "s-2.lsnap"],
+          );
+        });
+      }
+    } finally {
+      chain.close();
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

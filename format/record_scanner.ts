@@ -153,6 +153,13 @@ export interface RecordScannerOptions {
   onConsumed?: (bytes: Uint8Array) => void;
   /** Size of each read (default 4 MiB); the buffer grows to hold a larger record. */
   chunkSize?: number;
+  /**
+   * Asked for each framed record: true when its CRC32C is checked elsewhere, by a caller that
+   * reports a mismatch itself (the read-back's share, `_output_check.ts`); the scanner then does
+   * not compute it and hands the record out with `actualCrc` equal to `storedCrc`. Not for
+   * `resync`, which judges heads by their CRC32C.
+   */
+  crcElsewhere?: (offset: number, type: number, payload: Uint8Array) => boolean;
 }
 
 /** True when a head could start a record: a known type, no reserved flag, a length under the cap. */
@@ -195,9 +202,11 @@ export class RecordScanner {
   private readonly resync: boolean;
   private readonly onConsumed: (bytes: Uint8Array) => void;
   private readonly chunkSize: number;
+  private readonly crcElsewhere: RecordScannerOptions["crcElsewhere"];
 
   constructor(private readonly source: ByteSource, options: RecordScannerOptions = {}) {
     this.resync = options.resync ?? false;
+    this.crcElsewhere = options.crcElsewhere;
     this.onConsumed = options.onConsumed ?? (() => {});
     this.chunkSize = options.chunkSize ?? 4 << 20;
     this.own = new Uint8Array(this.chunkSize);
@@ -359,7 +368,9 @@ export class RecordScanner {
     );
     const end = RECORD_HEAD_SIZE + length;
     const storedCrc = new DataView(bytes.buffer, bytes.byteOffset + end, 4).getUint32(0, true);
-    const actualCrc = crc32c(bytes.subarray(0, end));
+    const elsewhere = !this.resync && this.crcElsewhere !== undefined &&
+      this.crcElsewhere(offset, type, bytes.subarray(RECORD_HEAD_SIZE, end));
+    const actualCrc = elsewhere ? storedCrc : crc32c(bytes.subarray(0, end));
     return {
       kind: "record",
       offset,

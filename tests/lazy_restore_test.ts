@@ -13,6 +13,10 @@ import {
   spawnLoaders,
 } from "../emulator/snapshot/lazy_restore.ts";
 import { crc32c } from "../format/checksum.ts";
+import { FOOTER_SIZE, RecordType } from "../format/constants.ts";
+import { decodeFooter, encodeFooter } from "../format/footer.ts";
+import { decodeIndex, encodeIndex, findIndexEntry } from "../format/index_record.ts";
+import { decodeRecordHead, encodeRecord } from "../format/record.ts";
 import { ChecksumError } from "../format/errors.ts";
 import { machineContentDigest } from "../emulator/snapshot/machine_state.ts";
 import type { SnapshotMode } from "../emulator/snapshot/session.ts";
@@ -251,6 +255,56 @@ Deno.test("a record that fails its CRC when faulted in stops the guest before th
   }
 });
 
+Deno.test("an INDEX entry that points past the index, found when its page is faulted in: the guest stops, the command exits 1 naming the INDEX and its offset", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = await snapshot(dir, "stop");
+    const { page } = await recordOfPc(path);
+    // Rewrite the INDEX with the first instruction's page pointing at the index itself (its
+    // record CRC and the footer made good again): only a lookup of that page can see it.
+    const bytes = await Deno.readFile(path);
+    const size = bytes.length;
+    const f = decodeFooter(bytes.subarray(size - FOOTER_SIZE), size - FOOTER_SIZE);
+    const head = decodeRecordHead(bytes.subarray(f.indexOffset), f.indexOffset, -1);
+    const payload = bytes.subarray(f.indexOffset + 8, f.indexOffset + 8 + head.length);
+    const index = decodeIndex(payload, [RAM / 4096], f.indexOffset, f.indexOffset, -1);
+    const entry = findIndexEntry(index, 0, page);
+    assert(entry >= 0);
+    index.pageOffsets[entry] = f.indexOffset;
+    const rewritten = encodeRecord(RecordType.INDEX, head.flags, encodeIndex(index));
+    const trailer = bytes.subarray(f.trailerOffset, size - FOOTER_SIZE);
+    const trailerOffset = f.indexOffset + rewritten.length;
+    const out = new Uint8Array(trailerOffset + trailer.length + FOOTER_SIZE);
+    out.set(bytes.subarray(0, f.indexOffset));
+    out.set(rewritten, f.indexOffset);
+    out.set(trailer, trailerOffset);
+    out.set(
+      encodeFooter({ trailerOffset, indexOffset: f.indexOffset }),
+      trailerOffset + trailer.length,
+    );
+    await Deno.writeFile(path, out);
+    const r = await restoreLazily({ path, loaders: 0, uartSink: () => {} });
+    const retired = r.machine.hart.retired;
+    const e = assertThrows(() => r.machine.run(10), LazyPageError);
+    await r.pager.finish();
+    assertEquals(e.page, page);
+    assertEquals(r.machine.hart.retired, retired, "no instruction retired");
+    const cmd = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "tools/cli.ts", "restore", path, "--lazy", "--run-for", "1000"],
+      cwd: new URL("..", import.meta.url),
+    }).output();
+    assertEquals(cmd.code, 1);
+    assertMatch(
+      new TextDecoder().decode(cmd.stderr),
+      new RegExp(
+        `^livesnap restore: Cannot load guest page ${page} \\(address 0x[0-9a-f]+\\) on its first access: the INDEX record at byte ${f.indexOffset}: index entry ${entry} points at byte ${f.indexOffset}, not before the index at ${f.indexOffset}; the guest was stopped before the access\\n$`,
+      ),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("a snapshot file cut short during a lazy restore: a clear error, no hang", async () => {
   const dir = await Deno.makeTempDir();
   try {
@@ -446,7 +500,8 @@ Deno.test("warmLazyRestore() leaves no file behind, and the restore after it com
       return names.sort();
     };
     const before = await warmups();
-    await warmLazyRestore();
+    assertEquals(await warmLazyRestore(), true, "the full warm-up ran to its end");
+    assertEquals(await warmLazyRestore("light"), true, "the light warm-up ran to its end");
     assertEquals(await warmups(), before, "the warm-up's temporary snapshot was removed");
     const cold = await run(path, 150_000, { hint: "off", warm: false });
     const warm = await run(path, 150_000, { hint: "off", warm: true });
@@ -468,7 +523,7 @@ Deno.test("loadersReady() sees a loader's ready message even when it came before
   }
 });
 
-Deno.test("restore --lazy --warm-up prints what an eager restore prints; --warm-up needs --lazy", async () => {
+Deno.test("restore --lazy with a light, a full or no warm-up prints what an eager restore prints; --warm-up and --cold need --lazy and exclude each other", async () => {
   const dir = await Deno.makeTempDir();
   try {
     const path = await snapshot(dir, "cow");
@@ -478,13 +533,23 @@ Deno.test("restore --lazy --warm-up prints what an eager restore prints; --warm-
         cwd: new URL("..", import.meta.url),
       }).output();
     const eager = await cli("--run-for", "150000", "--digest");
-    const warm = await cli("--lazy", "--warm-up", "--run-for", "150000", "--digest");
-    assertEquals([eager.code, warm.code], [0, 0], new TextDecoder().decode(warm.stderr));
-    assertEquals(new TextDecoder().decode(warm.stdout), new TextDecoder().decode(eager.stdout));
     assert(eager.stdout.length > 0);
-    const refused = await cli("--warm-up", "--run-for", "1");
-    assertEquals(refused.code, 2);
-    assertMatch(new TextDecoder().decode(refused.stderr), /--warm-up needs --lazy/);
+    for (const how of [["--warm-up"], [], ["--cold"]]) {
+      const lazy = await cli("--lazy", ...how, "--run-for", "150000", "--digest");
+      assertEquals(lazy.code, 0, new TextDecoder().decode(lazy.stderr));
+      assertEquals(new TextDecoder().decode(lazy.stdout), new TextDecoder().decode(eager.stdout));
+    }
+    for (
+      const [args, why] of [
+        [["--warm-up"], /--warm-up needs --lazy/],
+        [["--cold"], /--cold needs --lazy/],
+        [["--lazy", "--warm-up", "--cold"], /--warm-up and --cold exclude each other/],
+      ] as const
+    ) {
+      const refused = await cli(...args, "--run-for", "1");
+      assertEquals(refused.code, 2);
+      assertMatch(new TextDecoder().decode(refused.stderr), why);
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

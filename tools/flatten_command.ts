@@ -4,12 +4,12 @@
  *
  * @module
  */
-import { ChainError } from "../format/chain.ts";
-import { LsnapError } from "../format/errors.ts";
-import { FlattenError } from "../format/flatten.ts";
+import {
+  prestartReadBackWorker,
+  releaseReadBackWorker,
+} from "../format/_read_back_worker_spare.ts";
 import { parseCommand } from "./_command.ts";
 import { formatBytes } from "./_term.ts";
-import { flattenSnapshot } from "./flatten.ts";
 
 const USAGE = `Usage: livesnap flatten [options] DIFF --out OUT
 
@@ -55,6 +55,20 @@ export async function main(args: string[]): Promise<number> {
   const { options: flags, positional: files, usageError } = command;
   if (files.length !== 1) return usageError("expected one DIFF");
   if (flags.out === undefined) return usageError("--out OUT is required");
+  // The read-back's worker loads its modules while this thread loads the rest and opens the
+  // chain (on a 2-core machine the other core is idle meanwhile); stopped if no read-back takes it.
+  prestartReadBackWorker();
+  const [{ ChainError }, { LsnapError }, { FlattenError }, { flattenSnapshot }] = await Promise.all(
+    [
+      import("../format/chain.ts"),
+      import("../format/errors.ts"),
+      import("../format/flatten.ts"),
+      import("./flatten.ts"),
+    ],
+  ).catch((e) => {
+    releaseReadBackWorker();
+    throw e;
+  });
   try {
     const r = await flattenSnapshot({ path: files[0], parents: flags.parent, out: flags.out });
     // With --out - the snapshot is on standard output: the summary goes to standard error.
@@ -89,5 +103,7 @@ export async function main(args: string[]): Promise<number> {
     }
     console.error(`livesnap flatten: Cannot flatten '${files[0]}': ${(e as Error).message}`);
     return 2;
+  } finally {
+    releaseReadBackWorker();
   }
 }

@@ -60,13 +60,14 @@ export interface RestoreSnapshotOptions {
    */
   lazy?: Omit<LazyRestoreOptions, "path" | "uartSink" | "migrations" | "startedAtMs"> & {
     /**
-     * Warm the process up first, before the restore's clock starts (default false:
-     * `warmLazyRestore` in emulator/snapshot/restore_warmup.ts restores a small snapshot it
-     * writes itself and reads nothing of `path`; a one-shot process takes longer in all with it
-     * than without (BENCHMARKS.md), so it pays only where a process is started ahead of the
-     * restores it serves, `restore --warm-up`).
+     * Warm the process up first, before the restore's clock starts: `warmLazyRestore` in
+     * emulator/snapshot/restore_warmup.ts restores a small snapshot it writes itself and reads
+     * nothing of `path`. "light" (what `restore --lazy` does unless `--cold`) runs each step once,
+     * which a cold restore would pay for anyway, so the process as a whole takes about as long;
+     * true (`--warm-up`) is the full one, which pays where a process is started ahead of the
+     * restores it serves (BENCHMARKS.md, "Restore: lazy and eager"). Default false: none.
      */
-    warm?: boolean;
+    warm?: boolean | "light";
   };
   /**
    * For an eager restore of a complete, indexed local `.lsnap` of at least
@@ -224,7 +225,7 @@ async function restoreLazy(
   // which the guest would otherwise wait for (BENCHMARKS.md, "Lazy restore").
   const workers = lazy.workers ?? spawnLoaders(lazy.loaders ?? 1);
   const { warm, ...options } = lazy;
-  if (warm === true) await warmLazyRestore();
+  if (warm === true || warm === "light") await warmLazyRestore(warm === true ? "full" : "light");
   await loadersReady(workers);
   const startedAtMs = sharedClockMs();
   const restored = await restoreLazily({

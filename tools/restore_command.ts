@@ -95,9 +95,12 @@ Options:
                   (default 10000000)
   --hint FILE|off with --lazy: the working-set hint to prefetch first (default FILE.ws when it
                   exists); a hint recorded for another file, or damaged, is ignored with a note
-  --warm-up       with --lazy: before the clock starts, warm the process up by restoring a small
-                  snapshot it writes itself (reads nothing of FILE; the process as a whole takes
-                  longer than without, so it pays only where a process is started ahead)
+  --warm-up       with --lazy: before the clock starts, warm the process up in full by restoring
+                  a small snapshot it writes itself three times (reads nothing of FILE; the
+                  process as a whole takes longer, so it pays where a process is started ahead).
+                  Without it, --lazy warms up lightly (one restore of a smaller one: what a cold
+                  restore would pay for anyway, so the whole process takes about as long)
+  --cold          with --lazy: no warm-up at all
   --metrics FILE  with --lazy: write one JSON object: firstInstructionUs, demandFaults,
                   prefetchedPages, prefetchHits, bytesRead, faultLatencyUs {p50,p99,max},
                   loaderDoneMs and more (see emulator/snapshot/README.md)
@@ -153,7 +156,16 @@ export async function main(args: string[]): Promise<number> {
   const command = parseCommand(args, {
     name: "livesnap restore",
     usage: USAGE,
-    boolean: ["digest", "verbose", "lazy", "record-ws", "incremental", "resume", "warm-up"],
+    boolean: [
+      "digest",
+      "verbose",
+      "lazy",
+      "record-ws",
+      "incremental",
+      "resume",
+      "warm-up",
+      "cold",
+    ],
     string: [
       ...LIVE_STRING_OPTIONS.filter((o) => o !== "snapshot-at"),
       "run-for",
@@ -186,6 +198,7 @@ export async function main(args: string[]): Promise<number> {
       lazy: lazyFlag,
       "record-ws": recordWs,
       "warm-up": warmUp,
+      cold,
       "ws-window": windowText,
       hint,
       parent: _parents,
@@ -198,6 +211,7 @@ export async function main(args: string[]): Promise<number> {
         const [name, v] of [
           ["--record-ws", recordWs],
           ["--warm-up", warmUp],
+          ["--cold", cold],
           ["--ws-window", windowText],
           ["--hint", hint],
         ]
@@ -208,13 +222,14 @@ export async function main(args: string[]): Promise<number> {
       if (windowText !== undefined && !recordWs) {
         throw new UsageError("--ws-window needs --record-ws");
       }
+      if (warmUp && cold) throw new UsageError("--warm-up and --cold exclude each other");
       const window = windowText === undefined
         ? DEFAULT_WS_WINDOW
         : parseCount(windowText, "--ws-window", { what: "an instruction count" });
       lazy = {
         recordWs: recordWs ? { window } : null,
         hint: hint ?? "auto",
-        warm: warmUp === true,
+        warm: warmUp ? true : cold ? false : "light",
         onNote: (text) => console.error(`livesnap restore: ${text}`),
       };
       // --metrics belongs to the restore when nothing else asks for live mode.

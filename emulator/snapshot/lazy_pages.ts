@@ -22,9 +22,10 @@ import type { MachineDescription } from "../../format/header.ts";
 import { decodePageRecord } from "../../format/page_record.ts";
 import { RECORD_HEAD_SIZE, RecordType } from "../../format/constants.ts";
 import { checkRecordCrc, decodeRecordHead, recordTypeName } from "../../format/record.ts";
-import { zstdDecompressView } from "../../format/_zstd.ts";
+import { zstdDecompressInto, zstdDecompressView } from "../../format/_zstd.ts";
 import { isZero } from "../../format/_bytes.ts";
 import { hashPageInto } from "../../format/checksum.ts";
+import type { IndexBody } from "../../format/index_record.ts";
 
 /** The page's bytes are not in RAM. */
 export const PAGE_ABSENT = 0;
@@ -146,21 +147,76 @@ export function lazyViews(b: LazyBuffers): LazyViews {
 
 /**
  * The pages of region 0 the file holds and the offset of the record holding each one's last
- * occurrence (FORMAT.md §4), from the INDEX (`SnapshotFileReader.pageEntries`): a page not
- * listed never appears (zeros: never absent, never read). Looked up by binary search, so
- * nothing proportional to RAM is built before the guest runs.
+ * occurrence (FORMAT.md §4), from the INDEX: as two columns (`SnapshotFileReader.pageEntries`),
+ * or read in place ({@linkcode PageIndex.inPlace}, the INDEX body a lazy restore keeps, so that
+ * nothing proportional to the file's pages is built before the guest runs). A page not listed
+ * never appears (zeros: never absent, never read). Looked up by binary search.
  */
 export class PageIndex {
-  constructor(readonly pages: Uint32Array, readonly offsets: Float64Array) {}
+  #pages: Uint32Array | null;
+  #offsets: Float64Array | null;
+  readonly #body: IndexBody | null;
+  /** Pages listed. */
+  readonly count: number;
+  /** The columns (`pages` sorted, `offsets[i]` for `pages[i]`), or, with null columns, an INDEX
+   * body to read in place ({@linkcode PageIndex.inPlace}). */
+  constructor(pages: Uint32Array | null, offsets: Float64Array | null, body?: IndexBody) {
+    this.#pages = pages;
+    this.#offsets = offsets;
+    this.#body = body ?? null;
+    if (pages === null || offsets === null) {
+      if (body === undefined) throw new TypeError("A PageIndex needs its columns or an INDEX body");
+      const { start, end } = body.regionRange(0);
+      this.count = end - start;
+    } else this.count = pages.length;
+  }
+
+  /** Region 0 of an INDEX body read in place (the columns are built only if asked for). */
+  static inPlace(body: IndexBody): PageIndex {
+    return new PageIndex(null, null, body);
+  }
+
+  /** The INDEX body read in place, or null. */
+  get body(): IndexBody | null {
+    return this.#body;
+  }
+
+  #columns(): void {
+    if (this.#pages !== null) return;
+    const all = this.#body!.decode();
+    const { start, end } = this.#body!.regionRange(0);
+    this.#pages = all.pages.subarray(start, end);
+    this.#offsets = all.pageOffsets.subarray(start, end);
+  }
+
+  /** The pages, in increasing order (built from an INDEX body on the first call). */
+  get pages(): Uint32Array {
+    this.#columns();
+    return this.#pages!;
+  }
+
+  /** The record offset of each of {@linkcode pages}. */
+  get offsets(): Float64Array {
+    this.#columns();
+    return this.#offsets!;
+  }
+
+  /** Calls `fn` with each page, in increasing order, without building the columns. */
+  forEachPage(fn: (page: number) => void): void {
+    if (this.#pages === null) return this.#body!.forEachPage(0, fn);
+    for (const p of this.#pages) fn(p);
+  }
+
   /** The record offset of `page`'s last occurrence, or -1. */
   recordOf(page: number): number {
-    const pages = this.pages;
+    const pages = this.#pages;
+    if (pages === null) return this.#body!.recordOf(0, page);
     let lo = 0;
     let hi = pages.length - 1;
     while (lo <= hi) {
       const mid = (lo + hi) >>> 1;
       const v = pages[mid];
-      if (v === page) return this.offsets[mid];
+      if (v === page) return this.#offsets![mid];
       if (v < page) lo = mid + 1;
       else hi = mid - 1;
     }
@@ -198,6 +254,36 @@ export interface InstallTarget {
 }
 
 /**
+ * Checks a whole record read at `offset` (head, payload, CRC: its CRC32C first) and decodes it as
+ * a PAGES record of region 0. Throws format/'s errors naming the offset.
+ */
+function checkPagesRecord(record: Uint8Array, offset: number, description: MachineDescription) {
+  const head = decodeRecordHead(record, offset, -1);
+  if (RECORD_HEAD_SIZE + head.length + 4 !== record.length) {
+    throw new CorruptError(`record is ${record.length} bytes, its head declares ${head.length}`, {
+      offset,
+      recordIndex: -1,
+    });
+  }
+  checkRecordCrc(record, offset, -1);
+  if (head.type !== RecordType.PAGES) {
+    throw new CorruptError(`the index points at a ${recordTypeName(head.type)} record, not PAGES`, {
+      offset,
+      recordIndex: -1,
+    });
+  }
+  const payload = record.subarray(RECORD_HEAD_SIZE, RECORD_HEAD_SIZE + head.length);
+  const p = decodePageRecord(payload, description.regions, offset, -1);
+  if (p.region !== 0) {
+    throw new CorruptError(`the index points at a record of region ${p.region}, not 0`, {
+      offset,
+      recordIndex: -1,
+    });
+  }
+  return p;
+}
+
+/**
  * Checks a whole record read at `offset` (head, payload, CRC: its CRC32C first), decodes it as a
  * PAGES record of region 0 and copies every page it holds the last occurrence of, and that is
  * still absent, into RAM, claiming each by compare-and-swap and marking it `origin`. Throws
@@ -214,28 +300,7 @@ export function installRecord(
   origin: typeof PAGE_PREFETCHED | typeof PAGE_DEMANDED,
   key: number = offset,
 ): number {
-  const head = decodeRecordHead(record, offset, -1);
-  if (RECORD_HEAD_SIZE + head.length + 4 !== record.length) {
-    throw new CorruptError(`record is ${record.length} bytes, its head declares ${head.length}`, {
-      offset,
-      recordIndex: -1,
-    });
-  }
-  checkRecordCrc(record, offset, -1);
-  if (head.type !== RecordType.PAGES) {
-    throw new CorruptError(`the index points at a ${recordTypeName(head.type)} record, not PAGES`, {
-      offset,
-      recordIndex: -1,
-    });
-  }
-  const payload = record.subarray(RECORD_HEAD_SIZE, RECORD_HEAD_SIZE + head.length);
-  const p = decodePageRecord(payload, target.description.regions, offset, -1);
-  if (p.region !== 0) {
-    throw new CorruptError(`the index points at a record of region ${p.region}, not 0`, {
-      offset,
-      recordIndex: -1,
-    });
-  }
+  const p = checkPagesRecord(record, offset, target.description);
   const pageSize = target.description.regions[0].pageSize;
   let data: Uint8Array | null | undefined;
   return installPages(target, key, p.pages, () => {
@@ -251,12 +316,64 @@ export function installRecord(
   }, origin);
 }
 
+/** A PAGES record checked and decoded into a {@linkcode DemandScratch} (`decodeRecordInto`). */
+export interface DecodedRecord {
+  /** The record's key in the index. */
+  key: number;
+  /** Page numbers of its entries, in entry order. */
+  pages: Uint32Array;
+  /** The pages' bytes in the scratch area; null for a zero record. */
+  data: Uint8Array | null;
+}
+
+/**
+ * The guest thread's area for the records it reads on demand: one record decompressed (or, raw,
+ * copied) into memory reused from fault to fault, so that a demand fault installs only the page
+ * the guest touched and the next fault on the same record copies from here without reading
+ * again. {@linkcode reserveDemandScratch} writes it once beforehand (the warm-up), so that the
+ * first fault does not take a page fault per 4 KiB of it.
+ */
+let demandScratch = new Uint8Array(0);
+
+/** Grows the demand-read area (see `demandScratch`) to at least `bytes` and writes it once. */
+export function reserveDemandScratch(bytes: number): void {
+  if (demandScratch.length >= bytes) return;
+  demandScratch = new Uint8Array(bytes);
+  demandScratch.fill(0);
+}
+
+/**
+ * Checks and decodes the PAGES record read at `offset` (as {@linkcode installRecord} does) into
+ * this thread's demand-read area, valid until the next call. Throws format/'s errors naming the
+ * offset.
+ */
+export function decodeRecordInto(
+  record: Uint8Array,
+  offset: number,
+  description: MachineDescription,
+  key: number = offset,
+): DecodedRecord {
+  const p = checkPagesRecord(record, offset, description);
+  if (p.encoding === "zero") return { key, pages: p.pages, data: null };
+  const size = p.pages.length * description.regions[0].pageSize;
+  if (demandScratch.length < size) reserveDemandScratch(size);
+  const out = demandScratch.subarray(0, size);
+  if (p.encoding === "raw") out.set(p.data);
+  else {
+    const bad = zstdDecompressInto(p.data, out);
+    if (bad !== null) throw new CorruptError(bad, { offset, recordIndex: -1 });
+  }
+  return { key, pages: p.pages, data: out };
+}
+
 /**
  * Copies every page of a decoded PAGES record with key `offset` (see {@linkcode recordKey}) that it
  * holds the last occurrence of,
  * and that is still absent, into RAM, claiming each by compare-and-swap and marking it `origin`;
  * `data()` gives the record's bytes (null: every page zero) and is called only if some page is
- * to be installed. Wakes a guest waiting on one of them. Returns the pages installed.
+ * to be installed. Wakes a guest waiting on one of them. Returns the pages installed. With `only`,
+ * installs that page alone (a demand fault: the rest of the record is left to the loaders, and
+ * to later faults, BENCHMARKS.md "Restore: lazy and eager").
  */
 export function installPages(
   target: InstallTarget,
@@ -264,6 +381,7 @@ export function installPages(
   pages: Uint32Array,
   data: () => Uint8Array | null,
   origin: typeof PAGE_PREFETCHED | typeof PAGE_DEMANDED,
+  only = -1,
 ): number {
   const { state, ctl } = target.views;
   const index = target.index;
@@ -273,7 +391,8 @@ export function installPages(
   let any = false;
   for (let i = 0; i < pages.length && !any; i++) {
     const page = pages[i];
-    any = Atomics.load(state, page) === PAGE_ABSENT && index.recordOf(page) === offset;
+    any = (only < 0 || page === only) && Atomics.load(state, page) === PAGE_ABSENT &&
+      index.recordOf(page) === offset;
   }
   if (!any) return 0;
   const bytes = data();
@@ -282,6 +401,7 @@ export function installPages(
   // (FORMAT.md §4), and the earlier one then fails its compare-and-swap.
   for (let i = pages.length - 1; i >= 0; i--) {
     const page = pages[i];
+    if (only >= 0 && page !== only) continue;
     if (Atomics.load(state, page) !== PAGE_ABSENT || index.recordOf(page) !== offset) continue;
     if (Atomics.compareExchange(state, page, PAGE_ABSENT, PAGE_INSTALLING) !== PAGE_ABSENT) {
       continue;
@@ -301,7 +421,8 @@ export function installPages(
     installed++;
   }
   if (Atomics.load(ctl, CTL_WAITING) !== 0) {
-    for (let i = 0; i < pages.length; i++) Atomics.notify(state, pages[i]);
+    if (only >= 0) Atomics.notify(state, only);
+    else for (let i = 0; i < pages.length; i++) Atomics.notify(state, pages[i]);
   }
   return installed;
 }

@@ -31,7 +31,7 @@ import { isQemuStream } from "../../qemu/stream_reader.ts";
 import { isHttpUrl } from "../../format/open_source.ts";
 import { virtBuilderFor } from "../../qemu/riscv_virt_restore.ts";
 import { Machine, type MachineOptions } from "../machine.ts";
-import { type AbsentPageHandler, clearAbsent, GATE_ABSENT } from "../ram.ts";
+import { type AbsentPageHandler, GATE_ABSENT } from "../ram.ts";
 import { PAGE_SIZE, RAM_BASE } from "../memory_map.ts";
 import { adviseHugePages, populatePages } from "./discard_pages.ts";
 import { readThreadCpu } from "./metrics.ts";
@@ -66,10 +66,14 @@ import {
   CTL_PROGRESS,
   CTL_STOP,
   CTL_WAITING,
+  type DecodedRecord,
+  decodeRecordInto,
   HASHED_DATA,
   HINT_PROGRESS_BUSY,
   HINT_PROGRESS_DONE,
+  installPages,
   installRecord,
+  type InstallTarget,
   type LazyBuffers,
   type LazyViews,
   lazyViews,
@@ -234,6 +238,9 @@ export interface LazyMetrics {
   firstInstructionCpu: { runUs: number; waitUs: number } | null;
   /** Pages the guest faulted in by reading a record itself. */
   demandFaults: number;
+  /** Records the guest read for those faults: a fault on a page of the record the previous
+   * demand read decoded copies it from there without reading (a fault installs its page alone). */
+  demandRecordReads: number;
   /** Pages the loaders installed. */
   prefetchedPages: number;
   /** Pages the guest first touched after a loader had installed them. */
@@ -325,6 +332,11 @@ export class LazyPager implements AbsentPageHandler {
   readonly #startedAtMs: number;
   #workers: Worker[] = [];
   #demandFaults = 0;
+  /** Records the guest's thread read for its demand faults (the rest were served from the last
+   * one, `#lastRecord`). */
+  #recordReads = 0;
+  /** The record the last demand read decoded (in the demand-read area), or null. */
+  #lastRecord: DecodedRecord | null = null;
   #prefetchHits = 0;
   #latencies: number[] = [];
   #firstInstructionUs: number | null = null;
@@ -382,15 +394,21 @@ export class LazyPager implements AbsentPageHandler {
     this.#startedAtMs = o.startedAtMs;
   }
 
-  /** Marks every page the file names absent (call once, before the guest runs). */
+  /**
+   * Marks every page the file names absent (call once, before the guest runs). Nothing to do on
+   * RAM whose pages start absent (`Machine` `absentRam`): there a page the file does not name is
+   * absent too until its first access, which finds it zero in the index and reads nothing.
+   */
   markPagesAbsent(): number {
-    const pages = this.#index.pages;
-    const gate = this.#machine.ram.pageGate;
+    const ram = this.#machine.ram;
+    const n = this.#index.count;
+    this.#pagesInFile = n;
+    if (ram.absentFlip !== 0) return n;
+    const gate = ram.pageGate;
     // No other thread holds the gate yet: plain writes; `Ram.lazy` turns the load check on.
-    for (let i = 0; i < pages.length; i++) gate[pages[i]] |= GATE_ABSENT;
-    this.#pagesInFile = pages.length;
-    this.#machine.ram.lazy = pages.length > 0;
-    return pages.length;
+    this.#index.forEachPage((p) => gate[p] |= GATE_ABSENT);
+    ram.lazy = n > 0;
+    return n;
   }
 
   /**
@@ -438,7 +456,9 @@ export class LazyPager implements AbsentPageHandler {
       waitBoundMs: this.#waitBoundMs,
       holdMaxMs: HOLD_REST_MAX_MS,
       populate: ramAdvice() === "chunks",
-      entries: this.#reader === null
+      // An index read in place is decoded by the loader itself (off this thread, after the
+      // first instruction), as a source the loader reads for the guest is.
+      entries: this.#reader === null || this.#index.body !== null
         ? null
         : { pages: this.#index.pages, offsets: this.#index.offsets },
       background,
@@ -523,6 +543,7 @@ export class LazyPager implements AbsentPageHandler {
   fault(page: number): void {
     const { state, ctl } = this.#views;
     let s = Atomics.load(state, page);
+    if (s === PAGE_ABSENT && this.#zeroPage(page)) return;
     if (s === PAGE_ABSENT && this.#awaitHintRecord(page)) s = Atomics.load(state, page);
     if (s === PAGE_ABSENT) {
       const t0 = performance.now();
@@ -558,7 +579,21 @@ export class LazyPager implements AbsentPageHandler {
       if (s === PAGE_PREFETCHED) this.#prefetchHits++;
     }
     this.#touched?.push(page);
-    clearAbsent(this.#machine.ram.pageGate, page);
+    this.#machine.ram.markPresent(page);
+  }
+
+  /**
+   * On RAM whose pages start absent: a page the file does not name is zero, and fresh RAM reads
+   * as zeros; it becomes present with no read, and is no demand fault (true). False for a page
+   * the file names.
+   */
+  #zeroPage(page: number): boolean {
+    const ram = this.#machine.ram;
+    if (ram.absentFlip === 0 || this.#recordOf(page) >= 0) return false;
+    // No loader installs a page the index does not name: this thread alone writes its state.
+    Atomics.store(this.#views.state, page, PAGE_DEMANDED);
+    ram.markPresent(page);
+    return true;
   }
 
   /**
@@ -622,7 +657,7 @@ export class LazyPager implements AbsentPageHandler {
   #awaitHintRecord(page: number): boolean {
     const progress = this.#hintProgress;
     if (progress === null) return false;
-    const at = this.#hintPosition.get(this.#index.recordOf(page));
+    const at = this.#hintPosition.get(this.#recordOf(page));
     if (at === undefined || Atomics.load(progress, at) !== HINT_PROGRESS_BUSY) return false;
     const until = performance.now() + HINT_WAIT_MS;
     for (;;) {
@@ -681,27 +716,65 @@ export class LazyPager implements AbsentPageHandler {
     }
   }
 
-  /** Reads the page's record on this thread and installs it (loaders wait meanwhile). */
+  /** Where this thread installs pages. */
+  #target(): InstallTarget {
+    return {
+      views: this.#views,
+      index: this.#index,
+      ram: this.#machine.ram.bytes,
+      description: this.#description,
+    };
+  }
+
+  /**
+   * Installs the pages of the record the last demand read decoded that are still absent (from
+   * the demand-read area: no read), and forgets it.
+   */
+  #flushLast(): void {
+    const rec = this.#lastRecord;
+    if (rec === null) return;
+    this.#lastRecord = null;
+    const data = rec.data;
+    installPages(this.#target(), rec.key, rec.pages, () => data, PAGE_DEMANDED);
+  }
+
+  /**
+   * The index key of `page`'s record, or -1. An index read in place checks an entry when it is
+   * looked up: a damaged one stops the guest with the INDEX record's offset.
+   */
+  #recordOf(page: number): number {
+    try {
+      return this.#index.recordOf(page);
+    } catch (e) {
+      if (!(e instanceof LsnapError)) throw e;
+      throw this.#pageError(page, -1, `the INDEX record at byte ${e.offset}: ${e.reason}`, e);
+    }
+  }
+
+  /** Reads the page's record on this thread (or takes the last one read) and installs the page
+   * (loaders wait meanwhile). */
   #demand(page: number): void {
     const { ctl, state } = this.#views;
-    const at = this.#index.recordOf(page);
+    const at = this.#recordOf(page);
     if (this.#reader === null) return this.#demandFromLoader(page, at);
     Atomics.store(ctl, CTL_DEMAND_ACTIVE, 1);
     try {
-      const record = this.#readKey(at);
-      Atomics.add(this.#views.bytes, BYTES_GUEST, BigInt(record.length));
-      installRecord(
-        {
-          views: this.#views,
-          index: this.#index,
-          ram: this.#machine.ram.bytes,
-          description: this.#description,
-        },
-        record,
-        this.#offsetOf(at),
-        PAGE_DEMANDED,
-        at,
-      );
+      // The record decoded by the last demand read, when it holds this page too: no read.
+      let rec = this.#lastRecord;
+      if (rec === null || rec.key !== at) {
+        this.#flushLast();
+        const record = this.#readKey(at);
+        Atomics.add(this.#views.bytes, BYTES_GUEST, BigInt(record.length));
+        rec = decodeRecordInto(record, this.#offsetOf(at), this.#description, at);
+        this.#lastRecord = rec;
+        this.#recordReads++;
+      }
+      const data = rec.data;
+      // This page alone: the rest of the record goes in between two slices of the guest
+      // (`tick`) or before the next record is read (`#flushLast`), so that the access that
+      // faulted, the first instruction's above all, does not wait for a record's 256 pages to be
+      // copied into fresh RAM (milliseconds; BENCHMARKS.md, "Restore: lazy and eager").
+      installPages(this.#target(), at, rec.pages, () => data, PAGE_DEMANDED, page);
     } catch (e) {
       if (e instanceof LsnapError) throw this.#pageError(page, at, e.reason, e);
       if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.PermissionDenied) {
@@ -735,6 +808,7 @@ export class LazyPager implements AbsentPageHandler {
 
   #quietFault(page: number): void {
     const { state } = this.#views;
+    if (Atomics.load(state, page) === PAGE_ABSENT && this.#zeroPage(page)) return;
     if (Atomics.load(state, page) === PAGE_ABSENT) this.#demand(page);
     const until = performance.now() + this.#waitBoundMs;
     while (Atomics.load(state, page) === PAGE_INSTALLING) {
@@ -747,7 +821,7 @@ export class LazyPager implements AbsentPageHandler {
       }
       Atomics.wait(state, page, PAGE_INSTALLING, 10);
     }
-    clearAbsent(this.#machine.ram.pageGate, page);
+    this.#machine.ram.markPresent(page);
   }
 
   /** Waits until the loaders have stopped, as long as they make progress (each stretch without
@@ -784,6 +858,7 @@ export class LazyPager implements AbsentPageHandler {
    */
   tick(retired: number): void {
     this.#launch?.();
+    this.#flushLast();
     this.#prefetchHint();
     if (this.#holdEnd >= 0 && retired >= this.#holdEnd) this.#releaseRest();
     if (this.#touched !== null && retired >= this.#recordEnd) {
@@ -796,11 +871,19 @@ export class LazyPager implements AbsentPageHandler {
     this.#settled = true;
     const { state } = this.#views;
     const ram = this.#machine.ram;
-    const gate = ram.pageGate;
+    // On RAM whose pages start absent, the pages the file does not name are opened here too
+    // (they are zero), in one walk beside the index's sorted pages.
+    const named = ram.absentFlip !== 0 ? this.#index.pages : null;
+    let k = 0;
     let left = 0;
     for (let p = 0; p < state.length; p++) {
-      if ((gate[p] & GATE_ABSENT) === 0) continue;
-      if (Atomics.load(state, p) >= PAGE_PREFETCHED) clearAbsent(gate, p);
+      let listed = true;
+      if (named !== null) {
+        while (k < named.length && named[k] < p) k++;
+        listed = k < named.length && named[k] === p;
+      }
+      if (!ram.isAbsent(p)) continue;
+      if (!listed || Atomics.load(state, p) >= PAGE_PREFETCHED) ram.markPresent(p);
       else left++;
     }
     if (left === 0) ram.lazy = false;
@@ -818,6 +901,10 @@ export class LazyPager implements AbsentPageHandler {
     this.#reader?.close();
     for (const r of this.#more.values()) r.close();
     this.#more.clear();
+    this.#lastRecord = null;
+    // Its memory goes to the next restore in this process (no demand read follows: the reader
+    // is closed).
+    this.#index.body?.release();
     const rec = this.#recordTo;
     const touched = this.#recorded ?? this.#touched; // a run that ended inside the window
     this.#touched = null;
@@ -847,6 +934,7 @@ export class LazyPager implements AbsentPageHandler {
       firstInstructionUs: this.#firstInstructionUs,
       firstInstructionCpu: this.#firstInstructionCpu,
       demandFaults: this.#demandFaults,
+      demandRecordReads: this.#recordReads,
       prefetchedPages: Atomics.load(ctl, CTL_PREFETCHED),
       prefetchHits: this.#prefetchHits,
       bytesRead: Number(Atomics.load(bytes, BYTES_GUEST) + Atomics.load(bytes, BYTES_LOADER)),
@@ -989,7 +1077,13 @@ export async function restoreLazily(o: LazyRestoreOptions): Promise<LazyRestored
   const startedAtMs = o.startedAtMs ?? sharedClockMs();
   const startCpu = readThreadCpu();
   const T = (what: string) =>
-    TRACE && console.error(what, (sharedClockMs() - startedAtMs).toFixed(1));
+    TRACE && console.error(
+      what,
+      (sharedClockMs() - startedAtMs).toFixed(1),
+      startCpu === null
+        ? ""
+        : `cpu ${((readThreadCpu()!.runNs - startCpu.runNs) / 1e6).toFixed(1)}`,
+    );
   const remote = isHttpUrl(o.path);
   if (o.path === "-") {
     throw new SnapshotMismatchError(
@@ -1018,7 +1112,8 @@ export async function restoreLazily(o: LazyRestoreOptions): Promise<LazyRestored
     );
   }
   T("head");
-  const reader = await SnapshotFileReader.open(o.path);
+  // A lazy restore keeps the INDEX in place: its first instruction needs a few entries of it.
+  const reader = await SnapshotFileReader.open(o.path, { lazyIndex: o.eager !== true });
   T("reader");
   let pager: LazyPager | null = null;
   try {
@@ -1038,7 +1133,8 @@ export async function restoreLazily(o: LazyRestoreOptions): Promise<LazyRestored
       );
     }
     const ramSize = checkDescriptionFits(description);
-    const machine = new Machine({ ramSize, uartSink: o.uartSink });
+    // A lazy restore's RAM starts with every page absent: nothing to mark (ram.ts `absentFlip`).
+    const machine = new Machine({ ramSize, uartSink: o.uartSink, absentRam: o.eager !== true });
     adviseRam(machine.ram.bytes);
     machine.instructionsCountedFrom = instructionsCountedFrom(description);
     T("machine");
@@ -1051,12 +1147,18 @@ export async function restoreLazily(o: LazyRestoreOptions): Promise<LazyRestored
     }
     // An eager restore records each page's content-digest entry as it installs it.
     const buffers = createLazyBuffers(machine.ram.pageCount, o.eager === true);
-    const entries = reader.pageEntries(0);
+    const body = reader.indexBody;
+    let index: PageIndex;
+    if (body !== null) index = PageIndex.inPlace(body);
+    else {
+      const entries = reader.pageEntries(0);
+      index = new PageIndex(entries.pages, entries.offsets);
+    }
     pager = new LazyPager({
       machine,
       description,
       buffers,
-      index: new PageIndex(entries.pages, entries.offsets),
+      index,
       path: o.path,
       waitBoundMs: o.waitBoundMs ?? DEFAULT_WAIT_BOUND_MS,
       startedAtMs,
@@ -1113,6 +1215,7 @@ export async function restoreLazily(o: LazyRestoreOptions): Promise<LazyRestored
       pager,
     };
   } catch (e) {
+    if (pager === null) reader.indexBody?.release();
     await pager?.finish().catch(() => {});
     for (const w of o.workers ?? []) w.terminate();
     throw e;
