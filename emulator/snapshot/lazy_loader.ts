@@ -136,20 +136,39 @@ export async function runLoader(boot: LoaderBoot): Promise<LoaderEvent> {
   const progress = boot.hintProgress === null ? null : new Int32Array(boot.hintProgress);
   const v = lazyViews(boot.buffers);
   const { state, ctl } = v;
-  // A local file's index comes from the guest's thread, which decoded it already; a source the
-  // loader reads for the guest (an http(s) URL: Range requests, several in flight) is opened here,
-  // its footer, trailer and index read off the guest's thread.
-  const reader = boot.entries !== null && !boot.serveDemand
-    ? null
-    : await SnapshotFileReader.open(boot.path);
-  const entries = boot.entries ?? reader!.pageEntries(0);
-  const index = new PageIndex(entries.pages, entries.offsets);
-  const target = {
+  const ram = new Uint8Array(boot.ram);
+  // The hint's pages and their records, from the guest's thread: enough to install the hint's
+  // pages (and no other: `installPages` installs a page only from the record its index names)
+  // before this loader has an index of its own.
+  const hintTarget: InstallTarget | null = boot.hintIndex === null ? null : {
     views: v,
-    index,
-    ram: new Uint8Array(boot.ram),
+    index: new PageIndex(boot.hintIndex.pages, boot.hintIndex.offsets),
+    ram,
     description: boot.description,
   };
+  // The whole index: from the guest's thread (an eager restore of a local file), else read here,
+  // off the guest's thread (a lazy restore's guest reads its INDEX in place; a source the loader
+  // reads for the guest, an http(s) URL, is opened here), once it is needed.
+  const opened: { reader: SnapshotFileReader | null; target: InstallTarget | null } = {
+    reader: null,
+    target: null,
+  };
+  const openIndex = async (): Promise<InstallTarget> => {
+    if (opened.target !== null) return opened.target;
+    if (boot.entries === null || boot.serveDemand) {
+      opened.reader = await SnapshotFileReader.open(boot.path);
+    }
+    const entries = boot.entries ?? opened.reader!.pageEntries(0);
+    opened.target = {
+      views: v,
+      index: new PageIndex(entries.pages, entries.offsets),
+      ram,
+      description: boot.description,
+    };
+    return opened.target;
+  };
+  // A source the guest cannot read itself needs the loader's reader for its demand reads now.
+  if (boot.serveDemand || hintTarget === null) await openIndex();
   // The hint's records first, as the guest's thread worked them out (so the loader starts on them
   // at once, without grouping the whole index), then the rest.
   const order: number[] = Array.from(boot.hintRecords);
@@ -157,17 +176,20 @@ export async function runLoader(boot: LoaderBoot): Promise<LoaderEvent> {
   // Record → its pages (those it holds the last occurrence of), in file order; built once the
   // hint's records are in.
   let byRecord: Map<number, number[]> | null = null;
-  const groupRest = () => {
+  const groupRest = (index: PageIndex) => {
     if (byRecord !== null) return;
     byRecord = new Map();
-    for (let i = 0; i < entries.pages.length; i++) {
-      const o = entries.offsets[i];
+    const pages = index.pages;
+    const offsets = index.offsets;
+    for (let i = 0; i < pages.length; i++) {
+      const o = offsets[i];
       const list = byRecord.get(o);
-      if (list === undefined) byRecord.set(o, [entries.pages[i]]);
-      else list.push(entries.pages[i]);
+      if (list === undefined) byRecord.set(o, [pages[i]]);
+      else list.push(pages[i]);
     }
-    const hintSet = new Set(boot.hintRecords);
-    for (const o of [...byRecord.keys()].sort((a, b) => a - b)) if (!hintSet.has(o)) order.push(o);
+    // Every record, the hint's included: a hint record installed from the hint's index has its
+    // other pages still absent (the skip test passes over the records that are all in).
+    for (const o of [...byRecord.keys()].sort((a, b) => a - b)) order.push(o);
   };
   // A record's pages, for its skip test; null for a hint record (claimed by this loader alone,
   // `hintProgress`: installRecord skips what a demand read brought in meanwhile).
@@ -181,7 +203,7 @@ export async function runLoader(boot: LoaderBoot): Promise<LoaderEvent> {
     return mine;
   };
   const stopped = () => Atomics.load(ctl, CTL_STOP) !== 0;
-  const demand = boot.serveDemand ? serveDemand(reader!, target) : Promise.resolve();
+  const demand = boot.serveDemand ? serveDemand(opened.reader!, opened.target!) : Promise.resolve();
   let records = 0;
   let failed = 0;
   const installed = (i: number, n: number) => {
@@ -211,6 +233,7 @@ export async function runLoader(boot: LoaderBoot): Promise<LoaderEvent> {
   let area = new Uint8Array(0);
   /** Reads and installs the records at positions `mine` of the order. */
   const work = async (mine: number[]) => {
+    const targetOf = (i: number) => i < hinted && hintTarget !== null ? hintTarget : opened.target!;
     if (boot.serveDemand) {
       // A remote source: batches of records, several ranges in flight; the guest's demand reads
       // are urgent and overtake them in the source's pool.
@@ -221,7 +244,7 @@ export async function runLoader(boot: LoaderBoot): Promise<LoaderEvent> {
         k += batch.length;
         try {
           for await (
-            const rec of reader!.readPageRecords(batch.map((i) => order[i]), {
+            const rec of opened.reader!.readPageRecords(batch.map((i) => order[i]), {
               batchBytes: 4 << 20,
             })
           ) {
@@ -229,7 +252,7 @@ export async function runLoader(boot: LoaderBoot): Promise<LoaderEvent> {
             const i = batch.find((j) => order[j] === rec.offset) ?? batch[0];
             installed(
               i,
-              installPages(target, rec.offset, rec.pages, () => rec.data, PAGE_PREFETCHED),
+              installPages(targetOf(i), rec.offset, rec.pages, () => rec.data, PAGE_PREFETCHED),
             );
             if (stopped()) break;
           }
@@ -277,8 +300,8 @@ export async function runLoader(boot: LoaderBoot): Promise<LoaderEvent> {
             { offset: at, recordIndex: -1 },
           );
         }
-        if (boot.populate && pages !== null) populateChunks(target.ram, pages);
-        installed(i, installRecord(target, record, at, PAGE_PREFETCHED, key));
+        if (boot.populate && pages !== null) populateChunks(ram, pages);
+        installed(i, installRecord(targetOf(i), record, at, PAGE_PREFETCHED, key));
       } catch (e) {
         skip(e);
       }
@@ -325,7 +348,7 @@ export async function runLoader(boot: LoaderBoot): Promise<LoaderEvent> {
       const w = Atomics.waitAsync(ctl, CTL_HOLD_REST, Atomics.load(ctl, CTL_HOLD_REST), 100);
       if (w.async) await w.value;
     }
-    groupRest();
+    groupRest((await openIndex()).index);
     await work(share(hinted, order.length));
     if (Atomics.sub(ctl, CTL_LOADERS_LEFT, 1) === 1) {
       Atomics.store(ctl, CTL_DONE_MS, Math.round(sharedClockMs() - boot.startedAtMs));
@@ -337,7 +360,7 @@ export async function runLoader(boot: LoaderBoot): Promise<LoaderEvent> {
     await demand; // a remote source: demand reads go on until the guest stops the loader
   } finally {
     for (const f of files.values()) f.close();
-    reader?.close();
+    opened.reader?.close();
   }
   return { type: "done", id: boot.id, records, failed };
 }

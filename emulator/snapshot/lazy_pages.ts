@@ -462,6 +462,12 @@ export interface LoaderBoot {
    */
   hintRecords: Float64Array;
   /**
+   * The hint's pages (increasing) and the key of the record holding each one's last occurrence,
+   * as the guest's thread looked them up: the loader installs the hint's pages from these before
+   * it has an index of its own. Null without a hint.
+   */
+  hintIndex: { pages: Uint32Array; offsets: Float64Array } | null;
+  /**
    * One `Int32` per record of the hint, in the hint's record order: 0 until a thread claims it
    * (compare-and-swap to {@linkcode HINT_PROGRESS_BUSY}: the guest's thread from the front of
    * the order, the loaders of a local file from its back), then {@linkcode HINT_PROGRESS_DONE};

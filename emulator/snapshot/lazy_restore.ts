@@ -358,6 +358,8 @@ export class LazyPager implements AbsentPageHandler {
    * front. */
   #hintRecords: number[] = [];
   #hintPosition = new Map<number, number>();
+  /** The hint's pages and their records (`LoaderBoot.hintIndex`), or null. */
+  #hintIndex: { pages: Uint32Array; offsets: Float64Array } | null = null;
   #hintNext = 0;
   /** Each hint record's claim (`LoaderBoot.hintProgress`), or null. */
   #hintProgress: Int32Array | null = null;
@@ -447,6 +449,7 @@ export class LazyPager implements AbsentPageHandler {
       buffers: this.#buffers,
       description: this.#description,
       hintRecords: Float64Array.from(this.#hintRecords),
+      hintIndex: this.#hintIndex,
       hintProgress: this.#hintProgress === null
         ? null
         : this.#hintProgress.buffer as SharedArrayBuffer,
@@ -636,9 +639,12 @@ export class LazyPager implements AbsentPageHandler {
   /** Gives this thread the hint's pages, in first-touch order (see {@linkcode HINT_BATCH}). */
   useHint(pages: Uint32Array): void {
     const seen = new Set<number>();
+    const named: [number, number][] = [];
     for (const p of pages) {
       const o = this.#index.recordOf(p);
-      if (o >= 0 && !seen.has(o)) {
+      if (o < 0) continue;
+      named.push([p, o]);
+      if (!seen.has(o)) {
         seen.add(o);
         this.#hintPosition.set(o, this.#hintRecords.length);
         this.#hintRecords.push(o);
@@ -646,6 +652,11 @@ export class LazyPager implements AbsentPageHandler {
     }
     if (this.#hintRecords.length > 0) {
       this.#hintProgress = new Int32Array(new SharedArrayBuffer(4 * this.#hintRecords.length));
+      named.sort((a, b) => a[0] - b[0]);
+      this.#hintIndex = {
+        pages: Uint32Array.from(named, ([p]) => p),
+        offsets: Float64Array.from(named, ([, o]) => o),
+      };
     }
   }
 
