@@ -86,12 +86,15 @@ export interface MigrationPassLine {
   dirtyRate: number;
   /** Pages dirtied per page sent in the same time (≥ 1: the guest outruns the link). */
   dirtyToTransferRatio: number;
-  /** How long a switch-over now would stop the guest, milliseconds: the dirty pages at the rate
-   * this pass was restored at the destination, plus the switch-over's fixed cost; the figure
-   * the decision compares with `--downtime-ms`. */
+  /** How long a switch-over now would stop the guest, milliseconds: the dirty pages at the
+   * writer's pace of the last pass, that pass's drain, and the switch-over's fixed cost
+   * (docs/MIGRATION.md §6.1); the figure the decision compares with `--downtime-ms`. */
   estimatedDowntimeMs: number;
   /** The auto-converge throttle during the pass, percent. */
   throttlePct: number;
+  /** How long the pass waited at its end for the destination to restore the last of it,
+   * milliseconds (part of the estimate: the final pause waits so for its last pages). */
+  drainMs: number;
   /** The switch-over comes next. */
   last: boolean;
 }
@@ -299,6 +302,7 @@ export async function migrate(vm: LiveMachine, o: MigrateOptions): Promise<Migra
             dirtyToTransferRatio: 0,
             estimatedDowntimeMs: 0,
             throttlePct: 0,
+            drainMs: 0,
             last: pass + 1 === (o.precopyPasses ?? DEFAULT_PRECOPY_PASSES),
           });
         },
@@ -528,6 +532,7 @@ function passLine(p: PrecopyPassReport, bytes: number, ms: number): MigrationPas
     dirtyToTransferRatio: p.pagesSent === 0 ? 0 : round3(p.dirtyPages / p.pagesSent),
     estimatedDowntimeMs: round3(p.estimatedMs),
     throttlePct: p.throttlePct,
+    drainMs: round3(p.drainMs),
     last: p.last,
   };
 }

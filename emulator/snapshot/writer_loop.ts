@@ -129,9 +129,12 @@ export interface PrecopyPassReport {
   throttlePct: number;
   /** The final pause comes next. */
   last: boolean;
-  /** What a switch-over now would stop the guest for, milliseconds: the dirty pages at this
-   * pass's rate plus `precopyFixedMs` (the figure the decision to switch over compares with the
-   * target). */
+  /** The wait at the pass's end for its stream's consumer to take the last of it, milliseconds
+   * (the `drain` hook; 0 without one). */
+  drainMs: number;
+  /** What a switch-over now would stop the guest for, milliseconds: the dirty pages at the
+   * writer's pace in the last pass big enough to time, that pass's drain and `precopyFixedMs`
+   * (the figure the decision to switch over compares with the target). */
   estimatedMs: number;
 }
 
@@ -649,8 +652,10 @@ export class SnapshotWriterLoop {
    *    while the pass drained included) and estimates the pause as `dirty × W / sent + D +
    *    precopyFixedMs`, from the last pass big enough to time: the final pause too writes its
    *    pages at the writer's pace and then waits for the last of them to arrive. If that fits
-   *    the target downtime, or they are at most `precopyTargetPages`, or `precopyMaxPasses`
-   *    passes are done, the guest pauses for them; otherwise another pass follows;
+   *    the target downtime, or `precopyMaxPasses` passes are done, or they are at most
+   *    `precopyTargetPages` and no pass could help (nothing timed yet, or the drain and the
+   *    fixed cost alone exceed the target), the guest pauses for them; otherwise another pass
+   *    follows;
    * 5. if the guest dirtied more than half as many pages as the pass sent meanwhile, the
    *    throttle goes up a step: the guest sleeps that share of its wall time, so it dirties
    *    pages that much slower than the writer sends them.
@@ -687,6 +692,7 @@ export class SnapshotWriterLoop {
       dirtyPages: dirty0,
       throttlePct: 0,
       last: false, // a second pass always follows
+      drainMs: firstDrainMs,
       estimatedMs: estimate(dirty0),
     });
     let throttle = 0;
@@ -716,8 +722,11 @@ export class SnapshotWriterLoop {
         epochMs(),
       );
       const estimatedMs = estimate(pending);
-      const last = pending <= this.#targetPages ||
-        (perPage > 0 && estimatedMs <= this.#downtimeMs) || pass >= this.#maxPasses;
+      // Few pages left stop the passes only where another pass cannot help: nothing is timed,
+      // or what is over the target is the drain and the fixed cost, not the pages.
+      const few = pending <= this.#targetPages && (perPage === 0 || estimate(0) > this.#downtimeMs);
+      const last = few || (perPage > 0 && estimatedMs <= this.#downtimeMs) ||
+        pass >= this.#maxPasses;
       this.#onPass?.({
         pass,
         pagesSent: sent,
@@ -725,6 +734,7 @@ export class SnapshotWriterLoop {
         dirtyPages: pending,
         throttlePct: throttle,
         last,
+        drainMs: drained,
         estimatedMs,
       });
       if (last) break;
