@@ -92,9 +92,13 @@ export interface MigrationPassLine {
   estimatedDowntimeMs: number;
   /** The auto-converge throttle during the pass, percent. */
   throttlePct: number;
-  /** How long the pass waited at its end for the destination to restore the last of it,
-   * milliseconds (part of the estimate: the final pause waits so for its last pages). */
+  /** How long a pass waited at its end for the destination to restore the last of it,
+   * milliseconds: this one's, or the last one's big enough to time (64 pages); part of the
+   * estimate, as the final pause waits so for its last pages. */
   drainMs: number;
+  /** The switch-over's fixed cost in the estimate, milliseconds: {@linkcode SWITCHOVER_FIXED_MS}
+   * stretched by the machine's contention as the pass measured it (docs/MIGRATION.md §6.1). */
+  fixedMs: number;
   /** The switch-over comes next. */
   last: boolean;
 }
@@ -303,6 +307,7 @@ export async function migrate(vm: LiveMachine, o: MigrateOptions): Promise<Migra
             estimatedDowntimeMs: 0,
             throttlePct: 0,
             drainMs: 0,
+            fixedMs: 0,
             last: pass + 1 === (o.precopyPasses ?? DEFAULT_PRECOPY_PASSES),
           });
         },
@@ -533,6 +538,7 @@ function passLine(p: PrecopyPassReport, bytes: number, ms: number): MigrationPas
     estimatedDowntimeMs: round3(p.estimatedMs),
     throttlePct: p.throttlePct,
     drainMs: round3(p.drainMs),
+    fixedMs: round3(p.fixedMs),
     last: p.last,
   };
 }

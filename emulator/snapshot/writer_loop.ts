@@ -129,12 +129,17 @@ export interface PrecopyPassReport {
   throttlePct: number;
   /** The final pause comes next. */
   last: boolean;
-  /** The wait at the pass's end for its stream's consumer to take the last of it, milliseconds
-   * (the `drain` hook; 0 without one). */
+  /** The drain in the estimate, milliseconds: the wait at the end of the last pass big enough
+   * to time (this one, if it was) for the stream's consumer to take the last of it (the `drain`
+   * hook; 0 without one). */
   drainMs: number;
+  /** The switch-over's fixed cost as this pass sees it, milliseconds: `precopyFixedMs` times how
+   * much longer than its CPU time the writer's work in the pass took (a machine with more busy
+   * threads than cores stretches every part of a switch-over so), at most 10 times. */
+  fixedMs: number;
   /** What a switch-over now would stop the guest for, milliseconds: the dirty pages at the
-   * writer's pace in the last pass big enough to time, that pass's drain and `precopyFixedMs`
-   * (the figure the decision to switch over compares with the target). */
+   * writer's pace in the last pass big enough to time, that pass's drain and `fixedMs` (the
+   * figure the decision to switch over compares with the target). */
   estimatedMs: number;
 }
 
@@ -185,6 +190,11 @@ export interface WriterLoopOptions {
 /** A precopy pass must send at least this many pages to be timed (its rate then estimates the
  * final pause's). */
 const MIN_TIMED_PASS = 64;
+/** The writer's CPU time in a pass below which its wait for a core is not weighed (Linux
+ * schedstat counts in nanoseconds, but a few ms of work say little). */
+const CONTENTION_MIN_RUN_NS = 2e6;
+/** The most the fixed cost is stretched for a machine's contention. */
+const MAX_STRETCH = 10;
 
 /** Auto-converge: the first throttle, in percent of wall time the guest sleeps; each raise then
  * divides the share the guest runs by four (20, 80, 95, 98.75, 99), up to the maximum. QEMU
@@ -650,8 +660,11 @@ export class SnapshotWriterLoop {
    *    bytes' way to the consumer);
    * 4. then the writer counts the pages dirty now (what a pause now would write: those dirtied
    *    while the pass drained included) and estimates the pause as `dirty × W / sent + D +
-   *    precopyFixedMs`, from the last pass big enough to time: the final pause too writes its
-   *    pages at the writer's pace and then waits for the last of them to arrive. If that fits
+   *    precopyFixedMs × stretch`, from the last pass big enough to time: the final pause too
+   *    writes its pages at the writer's pace and then waits for the last of them to arrive;
+   *    `stretch` is how much longer than its CPU time the writer's part of the pass took (Linux
+   *    schedstat: the rest it waited for a core), for the fixed part is thread work and
+   *    hand-offs that a machine with more busy threads than cores stretches alike. If that fits
    *    the target downtime, or `precopyMaxPasses` passes are done, or they are at most
    *    `precopyTargetPages` and no pass could help (nothing timed yet, or the drain and the
    *    fixed cost alone exceed the target), the guest pauses for them; otherwise another pass
@@ -663,10 +676,24 @@ export class SnapshotWriterLoop {
   async #runPrecopy(): Promise<void> {
     const s = this.session;
     const first = epochMs();
+    let cpu = readThreadCpu();
     let firstSent = s.pageCount;
     if (s.diff) firstSent = await this.#writeSet(s.frozen, true);
     else await this.#firstPass();
     const firstWritten = epochMs();
+    // How much longer than its CPU time this thread's work took: it waited for a core the rest.
+    let stretch = 1;
+    const contention = (from: typeof cpu) => {
+      const to = readThreadCpu();
+      if (from !== null && to !== null) {
+        const run = to.runNs - from.runNs;
+        const wait = to.waitNs - from.waitNs;
+        if (run >= CONTENTION_MIN_RUN_NS) {
+          stretch = Math.min(MAX_STRETCH, Math.max(1, (run + wait) / run));
+        }
+      }
+    };
+    contention(cpu);
     const firstDrainMs = await this.#endPass();
     const firstEnd = epochMs();
     const dirty0 = countBits(s.dirty);
@@ -684,7 +711,7 @@ export class SnapshotWriterLoop {
     }
     // A pause now: its pages at the writer's pace, the last one's way, the fixed cost.
     const estimate = (dirty: number) =>
-      (perPage > 0 ? dirty * perPage + drainMs : 0) + this.#fixedMs;
+      (perPage > 0 ? dirty * perPage + drainMs : 0) + this.#fixedMs * stretch;
     this.#onPass?.({
       pass: 0,
       pagesSent: firstSent,
@@ -692,7 +719,8 @@ export class SnapshotWriterLoop {
       dirtyPages: dirty0,
       throttlePct: 0,
       last: false, // a second pass always follows
-      drainMs: firstDrainMs,
+      drainMs,
+      fixedMs: this.#fixedMs * stretch,
       estimatedMs: estimate(dirty0),
     });
     let throttle = 0;
@@ -705,8 +733,10 @@ export class SnapshotWriterLoop {
       this.#metrics.precopyPasses++;
       const started = epochMs();
       const t0 = performance.now();
+      cpu = readThreadCpu();
       const sent = await this.#writeSet(s.pass);
       const writtenMs = performance.now() - t0;
+      contention(cpu);
       const drained = await this.#endPass();
       const ms = performance.now() - t0;
       // A pass too small to time keeps the last figures; with none, the whole downtime is
@@ -734,7 +764,8 @@ export class SnapshotWriterLoop {
         dirtyPages: pending,
         throttlePct: throttle,
         last,
-        drainMs: drained,
+        drainMs,
+        fixedMs: this.#fixedMs * stretch,
         estimatedMs,
       });
       if (last) break;
