@@ -792,12 +792,12 @@ export class SnapshotWriterLoop {
   }
 
   /** The end of a precopy pass with a `drain` hook: its pages flushed into the sink, then the
-   * hook awaited (the consumer has taken them). Resolves to the hook's wait, milliseconds (0
-   * without one). */
+   * hook awaited (the consumer has taken them). Resolves to the time both took, milliseconds
+   * (0 without a hook): the final pause pays both for its last pages too. */
   async #endPass(): Promise<number> {
     if (this.#drain === undefined) return 0;
-    await this.sink.writePages([], true);
     const t0 = performance.now();
+    await this.sink.writePages([], true);
     await this.#drain();
     return performance.now() - t0;
   }
