@@ -342,16 +342,25 @@ async function receiveOn(
     // §5 PROGRESS: what the guest thread has restored, so that the source stops its guest only
     // once this side has caught up (what is still in flight at the switch-over is downtime).
     let restored = 0;
+    let handed = 0;
     let reported = -1;
     let reportedAt = 0;
-    progress = setInterval(() => {
-      const now = performance.now();
-      if (restored === reported && now - reportedAt < PROGRESS_HEARTBEAT_MS) return;
+    const report = () => {
       reported = restored;
-      reportedAt = now;
+      reportedAt = performance.now();
       w.write(encodeMessage(MigrationMessage.PROGRESS, { bytes: restored })).catch(() => {});
+    };
+    progress = setInterval(() => {
+      if (restored !== reported || performance.now() - reportedAt >= PROGRESS_HEARTBEAT_MS) {
+        report();
+      }
     }, PROGRESS_INTERVAL_MS);
-    toGuest = portWritable(channel.port1, GUEST_STREAM_WINDOW, (n) => restored = n).getWriter();
+    toGuest = portWritable(channel.port1, GUEST_STREAM_WINDOW, (n) => {
+      restored = n;
+      // Caught up with everything received: said at once, since the source ends its pass on it
+      // (a pass's time runs to here).
+      if (restored === handed) report();
+    }).getWriter();
     machineStart = LiveMachine.start({
       ...o.live,
       restoreStream: channel.port2,
@@ -364,6 +373,7 @@ async function receiveOn(
     let received: number;
     try {
       received = await reader.lsnapStream(async (b) => {
+        handed += b.length;
         await Promise.race([toGuest!.write(b), guestFailed]);
         if (file !== null) await file.write(b);
       }, ms);

@@ -86,12 +86,19 @@ export interface MigrationPassLine {
   dirtyRate: number;
   /** Pages dirtied per page sent in the same time (≥ 1: the guest outruns the link). */
   dirtyToTransferRatio: number;
-  /** How long a switch-over now would stop the guest, milliseconds: the dirty pages at the rate
-   * this pass was restored at the destination, plus the switch-over's fixed cost; the figure
-   * the decision compares with `--downtime-ms`. */
+  /** How long a switch-over now would stop the guest, milliseconds: the dirty pages at the
+   * writer's pace of the last pass, that pass's drain, and the switch-over's fixed cost
+   * (docs/MIGRATION.md §6.1); the figure the decision compares with `--downtime-ms`. */
   estimatedDowntimeMs: number;
   /** The auto-converge throttle during the pass, percent. */
   throttlePct: number;
+  /** How long a pass waited at its end for the destination to restore the last of it,
+   * milliseconds: this one's, or the last one's big enough to time (64 pages); part of the
+   * estimate, as the final pause waits so for its last pages. */
+  drainMs: number;
+  /** The switch-over's fixed cost in the estimate, milliseconds: {@linkcode SWITCHOVER_FIXED_MS}
+   * stretched by the machine's contention as the pass measured it (docs/MIGRATION.md §6.1). */
+  fixedMs: number;
   /** The switch-over comes next. */
   last: boolean;
 }
@@ -136,21 +143,21 @@ export interface MigrationMetrics {
   snapshot: SnapshotMetrics | null;
 }
 
-/** The longest the source waits, before its final pause, for the destination to catch up. */
-const CATCH_UP_MAX_MS = 5_000;
-/** Bytes the destination may still have to restore when the guest stops. */
-const CATCH_UP_SLACK = 64 * 1024;
+/** Bytes sent and not restored that the destination may hold for the whole timeout while it
+ * still sends PROGRESS before the source gives up on it. */
+const STALL_SLACK = 64 * 1024;
 
 /**
- * What a switch-over costs apart from the last dirty pages, milliseconds, both ends together: the
- * device state to the writer, the trailer and content digest (source); the digest checked, the
- * devices restored, the guest thread handed over (destination); SWITCHOVER → READY and GO →
- * RUNNING. An estimate for an idle machine and the loopback address, from the profile of
- * those parts in docs/MIGRATION.md §6.1 (not a measurement of the whole: on a loaded machine the
- * thread hand-offs make it several times this); a link whose round trip is not small against it
- * adds two of them.
+ * What a switch-over costs apart from the last dirty pages and their way to the destination,
+ * milliseconds, both ends together: the device state to the writer, the trailer and content
+ * digest (source); the end of the stream's checks, the devices restored, the guest thread handed
+ * over (destination); SWITCHOVER → READY and GO → RUNNING. Measured on the 2-core VM of
+ * BENCHMARKS.md at load 2.4-2.8 (timestamps on every thread of both ends, docs/MIGRATION.md
+ * §6.1): 17-25 ms from the final pages written to the destination's first instruction. Those are
+ * thread hand-offs: on a loaded machine they take several times this, which no estimate made
+ * before the pause sees.
  */
-export const SWITCHOVER_FIXED_MS = 10;
+export const SWITCHOVER_FIXED_MS = 20;
 
 /** Default bound on each wait for the destination. */
 export const DEFAULT_MIGRATION_TIMEOUT_MS = 30_000;
@@ -239,6 +246,9 @@ export async function migrate(vm: LiveMachine, o: MigrateOptions): Promise<Migra
   let final: { atInstruction: number; pausedAt: number } | null = null;
   let snapshot: Promise<SnapshotMetrics> | null = null;
   let pump: Promise<void> | null = null;
+  /** Set once the migration failed: a pass waiting for the destination stops waiting. */
+  let failed = false;
+  let caughtUp: (() => void) | null = null;
   try {
     // §4 handshake: nothing of the guest's memory moves before the destination accepts.
     await send(encodeMigrationPrologue(), "sending the prologue");
@@ -296,6 +306,8 @@ export async function migrate(vm: LiveMachine, o: MigrateOptions): Promise<Migra
             dirtyToTransferRatio: 0,
             estimatedDowntimeMs: 0,
             throttlePct: 0,
+            drainMs: 0,
+            fixedMs: 0,
             last: pass + 1 === (o.precopyPasses ?? DEFAULT_PRECOPY_PASSES),
           });
         },
@@ -308,7 +320,6 @@ export async function migrate(vm: LiveMachine, o: MigrateOptions): Promise<Migra
     // reply to SWITCHOVER: one reader for all of them.
     let restored = 0;
     let streamSent = 0;
-    let caughtUp: (() => void) | null = null;
     let advancedAt = performance.now();
     const replies = (async () => {
       for (;;) {
@@ -319,7 +330,7 @@ export async function migrate(vm: LiveMachine, o: MigrateOptions): Promise<Migra
         if (typeof n === "number" && n > restored) {
           restored = n;
           advancedAt = now;
-        } else if (streamSent > restored + CATCH_UP_SLACK && now - advancedAt > ms) {
+        } else if (streamSent > restored + STALL_SLACK && now - advancedAt > ms) {
           // A destination that keeps talking but takes nothing would hold our writes forever.
           throw new MigrationError(
             "timeout",
@@ -359,11 +370,13 @@ export async function migrate(vm: LiveMachine, o: MigrateOptions): Promise<Migra
       // The switch-over's cost apart from the last dirty pages counts against the target.
       precopy: { downtimeMs: o.downtimeMs, maxPasses: o.maxPasses, fixedMs: SWITCHOVER_FIXED_MS },
       onFinal: (atInstruction, pausedAt) => final = { atInstruction, pausedAt },
-      // The guest stops only once the destination has restored what was sent (bounded): what is
-      // still in flight at the switch-over would be downtime the passes did not count.
-      beforeFinal: async () => {
-        const until = performance.now() + Math.min(ms, CATCH_UP_MAX_MS);
-        while (restored < streamSent - CATCH_UP_SLACK && performance.now() < until) {
+      // Each pass ends once the destination has restored the stream up to its last page
+      // (bounded): the pass is timed to there, so its rate is the rate the destination takes
+      // pages at, and the guest stops with nothing in flight (a backlog at the switch-over would
+      // be downtime that no estimate counted).
+      drain: async (bytes) => {
+        const until = performance.now() + ms;
+        while (restored < bytes && !failed && performance.now() < until) {
           await new Promise<void>((r) => {
             caughtUp = r;
             setTimeout(r, 20);
@@ -459,6 +472,8 @@ export async function migrate(vm: LiveMachine, o: MigrateOptions): Promise<Migra
     };
   } catch (e) {
     const err = e instanceof MigrationError ? e : connectionError(peer, e, "migrating");
+    failed = true;
+    (caughtUp as (() => void) | null)?.();
     try {
       conn.close();
     } catch {
@@ -522,6 +537,8 @@ function passLine(p: PrecopyPassReport, bytes: number, ms: number): MigrationPas
     dirtyToTransferRatio: p.pagesSent === 0 ? 0 : round3(p.dirtyPages / p.pagesSent),
     estimatedDowntimeMs: round3(p.estimatedMs),
     throttlePct: p.throttlePct,
+    drainMs: round3(p.drainMs),
+    fixedMs: round3(p.fixedMs),
     last: p.last,
   };
 }

@@ -503,7 +503,11 @@ async function start(boot: GuestBoot): Promise<void> {
     if (boot.restoreStream !== undefined) {
       const restored = await restoreMachine(portReadable(boot.restoreStream), {
         uartSink,
-        onMachine: (m) => early = new GuestThread(m, boot, null),
+        onMachine: (m) => {
+          early = new GuestThread(m, boot, null);
+          // Its regions and counting origin are set: described now, not in the downtime.
+          described = describeMachine(m);
+        },
       });
       machine = restored.machine;
       restoredDigest = restored.contentDigest;

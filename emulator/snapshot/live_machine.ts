@@ -80,8 +80,12 @@ export interface SnapshotRequest {
   onPass?: (pass: PrecopyPassReport) => void;
   /** Called when the guest stops for precopy's final pause (`pausedAt`: `epochMs()`). */
   onFinal?: (atInstruction: number, pausedAt: number) => void;
-  /** With `stream`: awaited (while the guest runs) before precopy asks for the final pause. */
-  beforeFinal?: () => Promise<void>;
+  /** With `stream`: awaited (while the guest runs) after each precopy pass, once the pass's
+   * pages are all in the stream (`bytes`: the stream's length so far), before precopy counts the
+   * pages dirty and decides whether to pause: a live migration waits there until the destination
+   * has restored the stream up to `bytes`, so that the pass's time, and the rate the switch-over
+   * is estimated with, runs to the destination, and no backlog is left for the final pause. */
+  drain?: (bytes: number) => Promise<void>;
   /**
    * A diff on the machine's last snapshot (the last one completed, or the `.lsnap` file it was
    * restored from): only the pages stored to since that snapshot's instant, with explicit zero
@@ -173,7 +177,7 @@ interface Pending {
   precopy?: PrecopyOptions;
   onPass?: (pass: PrecopyPassReport) => void;
   onFinal?: (atInstruction: number, pausedAt: number) => void;
-  beforeFinal?: () => Promise<void>;
+  drain?: (bytes: number) => Promise<void>;
   incremental: boolean;
   cowBufferBytes: number;
   resolve: (m: SnapshotMetrics) => void;
@@ -492,7 +496,7 @@ export class LiveMachine {
         precopy: req.precopy,
         onPass: req.onPass,
         onFinal: req.onFinal,
-        beforeFinal: req.beforeFinal,
+        drain: req.drain,
         incremental: req.incremental ?? false,
         cowBufferBytes: cowBufferSlots(req.cowBuffer ?? DEFAULT_COW_BUFFER, this.pageCount) *
           PAGE_SIZE,
@@ -603,9 +607,9 @@ export class LiveMachine {
       p.onPass?.(ev.pass);
       return;
     }
-    if (ev.type === "before-final") {
-      const ok = () => this.#writer.postMessage({ type: "final-ok", tag: ev.tag } as WriterCommand);
-      (p.beforeFinal?.() ?? Promise.resolve()).then(ok, ok);
+    if (ev.type === "drain") {
+      const ok = () => this.#writer.postMessage({ type: "drained", tag: ev.tag } as WriterCommand);
+      (p.drain?.(ev.bytes) ?? Promise.resolve()).then(ok, ok);
       return;
     }
     if (ev.type === "failed") p.error = new Error(ev.message);

@@ -63,8 +63,8 @@ export type WriterCommand =
   | { type: "state"; tag: string; state: MachineState }
   /** Drops a path whose snapshot will not happen (removes its temporary file). */
   | { type: "drop"; tag: string }
-  /** The host's answer to `before-final`: precopy may ask for the final pause now. */
-  | { type: "final-ok"; tag: string }
+  /** The host's answer to `drain`: the stream's consumer has caught up. */
+  | { type: "drained"; tag: string }
   /** Stops after the job in progress; drops every path left. */
   | { type: "close" };
 
@@ -84,8 +84,9 @@ export type WriterEvent =
     parentPath: string | null;
   }
   | { type: "failed"; tag: string; message: string }
-  /** Precopy of a stream target would ask for the final pause: it waits for `final-ok`. */
-  | { type: "before-final"; tag: string }
+  /** Precopy of a stream target ended a pass, its pages all in the stream (`bytes` so far): it
+   * waits for `drained` before it counts the pages dirty and decides on the final pause. */
+  | { type: "drain"; tag: string; bytes: number }
   /** A precopy pass is over (sent as each one ends). */
   | { type: "pass"; tag: string; pass: PrecopyPassReport }
   | { type: "closed" };

@@ -129,9 +129,17 @@ export interface PrecopyPassReport {
   throttlePct: number;
   /** The final pause comes next. */
   last: boolean;
-  /** What a switch-over now would stop the guest for, milliseconds: the dirty pages at this
-   * pass's rate plus `precopyFixedMs` (the figure the decision to switch over compares with the
-   * target). */
+  /** The drain in the estimate, milliseconds: the wait at the end of the last pass big enough
+   * to time (this one, if it was) for the stream's consumer to take the last of it (the `drain`
+   * hook; 0 without one). */
+  drainMs: number;
+  /** The switch-over's fixed cost as this pass sees it, milliseconds: `precopyFixedMs` times how
+   * much longer than its CPU time the writer's work in the pass took (a machine with more busy
+   * threads than cores stretches every part of a switch-over so), at most 10 times. */
+  fixedMs: number;
+  /** What a switch-over now would stop the guest for, milliseconds: the dirty pages at the
+   * writer's pace in the last pass big enough to time, that pass's drain and `fixedMs` (the
+   * figure the decision to switch over compares with the target). */
   estimatedMs: number;
 }
 
@@ -168,14 +176,25 @@ export interface WriterLoopOptions {
   yieldToGuest?: boolean;
   /** Called as each precopy pass ends (live migration prints one line per pass). */
   onPass?: (report: PrecopyPassReport) => void;
-  /** Awaited before precopy asks for the final pause, while the guest still runs (a live
-   * migration waits there until the destination has caught up with the stream). */
-  beforeFinal?: () => Promise<void>;
+  /** Awaited at the end of each precopy pass, once its pages are flushed to the sink, while the
+   * guest still runs, before the pages dirty are counted: a live migration waits there until the
+   * destination has restored everything sent. The pass's time (so its rate) then runs to the
+   * destination, and the final pause starts with nothing in flight. */
+  drain?: () => Promise<void>;
   /** Runs once every page is written, before the job is marked done: the guest sees the job end
    * (and its dirty set is dropped) only if this succeeds. The file writer completes the file
    * here, so that a job whose file failed to close counts as failed. */
   beforeDone?: () => Promise<void>;
 }
+
+/** A precopy pass must send at least this many pages to be timed (its rate then estimates the
+ * final pause's). */
+const MIN_TIMED_PASS = 64;
+/** The writer's CPU time in a pass below which its wait for a core is not weighed (Linux
+ * schedstat counts in nanoseconds, but a few ms of work say little). */
+const CONTENTION_MIN_RUN_NS = 2e6;
+/** The most the fixed cost is stretched for a machine's contention. */
+const MAX_STRETCH = 10;
 
 /** Auto-converge: the first throttle, in percent of wall time the guest sleeps; each raise then
  * divides the share the guest runs by four (20, 80, 95, 98.75, 99), up to the maximum. QEMU
@@ -226,7 +245,7 @@ export class SnapshotWriterLoop {
   readonly #maxThrottlePct: number;
   readonly #audit: Uint32Array | undefined;
   readonly #onPass: ((report: PrecopyPassReport) => void) | undefined;
-  readonly #beforeFinal: (() => Promise<void>) | undefined;
+  readonly #drain: (() => Promise<void>) | undefined;
   /** Private copies of sweep pages: the page is saved once it is here, so the guest's wait on a
    * page the writer copies lasts one memcpy, not a compression and a write. */
   readonly #staging: Uint8Array;
@@ -275,7 +294,7 @@ export class SnapshotWriterLoop {
     this.#maxThrottlePct = Math.max(0, Math.min(99, options.precopyMaxThrottlePct ?? 99));
     this.#audit = options.audit;
     this.#onPass = options.onPass;
-    this.#beforeFinal = options.beforeFinal;
+    this.#drain = options.drain;
     this.#beforeDone = options.beforeDone;
     this.#discard = options.discardPages !== undefined
       ? options.discardPages
@@ -634,20 +653,48 @@ export class SnapshotWriterLoop {
    * 1. a first pass writes every page while the guest runs;
    * 2. each further pass takes the pages dirtied since the previous one (the guest swaps the
    *    dirty log into the pass set between slices) and writes them while the guest runs on;
-   * 3. after each pass the writer counts the pages dirty now (what a pause now would write). If
-   *    they can be written, at the rate this pass ran, within what the target downtime leaves
-   *    after the switch-over's fixed cost (`precopyFixedMs`), or are at most
-   *    `precopyTargetPages`, or `precopyMaxPasses` passes are done, the guest pauses for them;
-   * 4. otherwise, if the guest dirtied more than half as many pages as the pass sent meanwhile,
-   *    the throttle goes up a step: the guest sleeps that share of its wall time, so it dirties pages that much
-   *    slower than the writer sends them.
+   * 3. a pass ends once its pages are flushed and, with a `drain` hook (a live migration), once
+   *    the consumer has taken them all: nothing is left in flight, and the pass's time is split
+   *    in the writer's part (`W`, pages read, compressed and handed on, at the pace the
+   *    consumer takes them once the windows between are full) and the drain (`D`, the last
+   *    bytes' way to the consumer);
+   * 4. then the writer counts the pages dirty now (what a pause now would write: those dirtied
+   *    while the pass drained included) and estimates the pause as `dirty × W / sent + D +
+   *    precopyFixedMs × stretch`, from the last pass big enough to time: the final pause too
+   *    writes its pages at the writer's pace and then waits for the last of them to arrive;
+   *    `stretch` is how much longer than its CPU time the writer's part of the pass took (Linux
+   *    schedstat: the rest it waited for a core), for the fixed part is thread work and
+   *    hand-offs that a machine with more busy threads than cores stretches alike. If that fits
+   *    the target downtime, or `precopyMaxPasses` passes are done, or they are at most
+   *    `precopyTargetPages` and no pass could help (nothing timed yet, or the drain and the
+   *    fixed cost alone exceed the target), the guest pauses for them; otherwise another pass
+   *    follows;
+   * 5. if the guest dirtied more than half as many pages as the pass sent meanwhile, the
+   *    throttle goes up a step: the guest sleeps that share of its wall time, so it dirties
+   *    pages that much slower than the writer sends them.
    */
   async #runPrecopy(): Promise<void> {
     const s = this.session;
     const first = epochMs();
+    let cpu = readThreadCpu();
     let firstSent = s.pageCount;
     if (s.diff) firstSent = await this.#writeSet(s.frozen, true);
     else await this.#firstPass();
+    const firstWritten = epochMs();
+    // How much longer than its CPU time this thread's work took: it waited for a core the rest.
+    let stretch = 1;
+    const contention = (from: typeof cpu) => {
+      const to = readThreadCpu();
+      if (from !== null && to !== null) {
+        const run = to.runNs - from.runNs;
+        const wait = to.waitNs - from.waitNs;
+        if (run >= CONTENTION_MIN_RUN_NS) {
+          stretch = Math.min(MAX_STRETCH, Math.max(1, (run + wait) / run));
+        }
+      }
+    };
+    contention(cpu);
+    const firstDrainMs = await this.#endPass();
     const firstEnd = epochMs();
     const dirty0 = countBits(s.dirty);
     this.#timeline.pass(
@@ -655,6 +702,16 @@ export class SnapshotWriterLoop {
       first,
       firstEnd,
     );
+    // The last pass big enough to time: ms per page of the writer's part, and its drain.
+    let perPage = 0;
+    let drainMs = 0;
+    if (firstSent >= MIN_TIMED_PASS) {
+      perPage = (firstWritten - first) / firstSent;
+      drainMs = firstDrainMs;
+    }
+    // A pause now: its pages at the writer's pace, the last one's way, the fixed cost.
+    const estimate = (dirty: number) =>
+      (perPage > 0 ? dirty * perPage + drainMs : 0) + this.#fixedMs * stretch;
     this.#onPass?.({
       pass: 0,
       pagesSent: firstSent,
@@ -662,7 +719,9 @@ export class SnapshotWriterLoop {
       dirtyPages: dirty0,
       throttlePct: 0,
       last: false, // a second pass always follows
-      estimatedMs: (firstSent > 0 ? (dirty0 * (firstEnd - first)) / firstSent : 0) + this.#fixedMs,
+      drainMs,
+      fixedMs: this.#fixedMs * stretch,
+      estimatedMs: estimate(dirty0),
     });
     let throttle = 0;
     for (let pass = 1;; pass++) {
@@ -674,22 +733,30 @@ export class SnapshotWriterLoop {
       this.#metrics.precopyPasses++;
       const started = epochMs();
       const t0 = performance.now();
+      cpu = readThreadCpu();
       const sent = await this.#writeSet(s.pass);
+      const writtenMs = performance.now() - t0;
+      contention(cpu);
+      const drained = await this.#endPass();
       const ms = performance.now() - t0;
-      // Pages per millisecond, from a pass big enough to time; else assume the whole downtime
-      // holds nothing more than the target.
-      const rate = sent >= 64 && ms > 0 ? sent / ms : 0;
+      // A pass too small to time keeps the last figures; with none, the whole downtime is
+      // assumed to hold nothing more than the target.
+      if (sent >= MIN_TIMED_PASS) {
+        perPage = writtenMs / sent;
+        drainMs = drained;
+      }
       const pending = countBits(s.dirty);
       this.#timeline.pass(
         { pass, pagesSent: sent, dirtyPages: pending, throttlePct: throttle },
         started,
         epochMs(),
       );
-      // The pages get what the target leaves after the switch-over's fixed cost.
-      const budgetMs = Math.max(0, this.#downtimeMs - this.#fixedMs);
-      const fits = Math.max(this.#targetPages, Math.floor(rate * budgetMs));
-      const last = pending <= fits || pass >= this.#maxPasses;
-      const estimatedMs = (rate > 0 ? pending / rate : 0) + this.#fixedMs;
+      const estimatedMs = estimate(pending);
+      // Few pages left stop the passes only where another pass cannot help: nothing is timed,
+      // or what is over the target is the drain and the fixed cost, not the pages.
+      const few = pending <= this.#targetPages && (perPage === 0 || estimate(0) > this.#downtimeMs);
+      const last = few || (perPage > 0 && estimatedMs <= this.#downtimeMs) ||
+        pass >= this.#maxPasses;
       this.#onPass?.({
         pass,
         pagesSent: sent,
@@ -697,6 +764,8 @@ export class SnapshotWriterLoop {
         dirtyPages: pending,
         throttlePct: throttle,
         last,
+        drainMs,
+        fixedMs: this.#fixedMs * stretch,
         estimatedMs,
       });
       if (last) break;
@@ -707,7 +776,6 @@ export class SnapshotWriterLoop {
         this.#metrics.precopyThrottlePct = throttle;
       }
     }
-    await this.#beforeFinal?.();
     // The guest stops at its next slice boundary, puts the last dirty set in `pass`, saves the
     // device state for the host and waits for FINAL_DONE.
     Atomics.store(s.ctrl, CTRL_FINAL_REQUEST, 1);
@@ -721,6 +789,17 @@ export class SnapshotWriterLoop {
     Atomics.store(s.ctrl, CTRL_FINAL_DONE, 1);
     Atomics.notify(s.ctrl, CTRL_FINAL_DONE);
     this.#timeline.pause("final", paused, epochMs());
+  }
+
+  /** The end of a precopy pass with a `drain` hook: its pages flushed into the sink, then the
+   * hook awaited (the consumer has taken them). Resolves to the time both took, milliseconds
+   * (0 without a hook): the final pause pays both for its last pages too. */
+  async #endPass(): Promise<number> {
+    if (this.#drain === undefined) return 0;
+    const t0 = performance.now();
+    await this.sink.writePages([], true);
+    await this.#drain();
+    return performance.now() - t0;
   }
 
   /** Writes every page whose bit is set in `set` from RAM: as resends, zero pages included

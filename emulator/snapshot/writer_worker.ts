@@ -31,8 +31,8 @@ const port = globalThis as unknown as {
 
 interface Target {
   path: string;
-  /** The snapshot goes to a port, not a file. */
-  stream: boolean;
+  /** The snapshot goes to a port, not a file: the bytes written to it so far (else null). */
+  stream: { bytes: number } | null;
   precopy: PrecopyOptions;
   /** The file, created when the path arrived; null for an incremental snapshot, whose file is
    * created when its job starts (a diff's PARENT record names the last snapshot completed,
@@ -71,7 +71,23 @@ let closing = false;
 const targets = new Map<string, Target>();
 const states = new Map<string, MachineState>();
 const stateWaiters = new Map<string, (s: MachineState) => void>();
-const finalOk = new Map<string, () => void>();
+const drained = new Map<string, () => void>();
+
+/** `inner`, counting in `count.bytes` the bytes written to it. */
+function countedWritable(
+  inner: WritableStream<Uint8Array>,
+  count: { bytes: number },
+): WritableStream<Uint8Array> {
+  const w = inner.getWriter();
+  return new WritableStream<Uint8Array>({
+    async write(chunk) {
+      count.bytes += chunk.length;
+      await w.write(chunk);
+    },
+    close: () => w.close(),
+    abort: (reason) => w.abort(reason),
+  });
+}
 
 /** Lets queued messages run (a MessageChannel round trip: no timer clamping). */
 const yieldChannel = new MessageChannel();
@@ -138,12 +154,13 @@ async function runJob(a: NonNullable<typeof attached>): Promise<void> {
         precopyFixedMs: t.precopy.fixedMs,
         precopyMaxThrottlePct: t.precopy.maxThrottlePct,
         onPass: (pass) => port.postMessage({ type: "pass", tag, pass }),
-        // A stream's host may hold the final pause back (a migration's destination catching up).
-        beforeFinal: t.stream
+        // A stream's host may hold each pass's end back until the stream's consumer caught up
+        // (a migration's destination: the pass is timed to there).
+        drain: t.stream !== null
           ? () =>
             new Promise<void>((resolve) => {
-              finalOk.set(tag, resolve);
-              port.postMessage({ type: "before-final", tag });
+              drained.set(tag, resolve);
+              port.postMessage({ type: "drain", tag, bytes: t.stream!.bytes });
             })
           : undefined,
         // The file is complete, and the next diff's parent, before the guest sees the job end:
@@ -154,7 +171,7 @@ async function runJob(a: NonNullable<typeof attached>): Promise<void> {
           for (const section of sectionsFromState(state)) await file.writeDevice(section);
           summary = await file.close();
           // A stream (a migration) is no file a later diff could name as its parent.
-          if (!t.stream) parent = diffParentOf(summary, path);
+          if (t.stream === null) parent = diffParentOf(summary, path);
         },
       },
     );
@@ -231,9 +248,10 @@ port.onmessage = (e) => {
     case "path": {
       // A stream (a live migration) has no INDEX: it is read front to back, and the index's
       // encoding, sending and checking would all fall in the guest's downtime.
+      const stream = msg.stream !== undefined ? { bytes: 0 } : null;
       const writer = msg.stream !== undefined
         ? SnapshotWriter.create(
-          portWritable(msg.stream, STREAM_WINDOW),
+          countedWritable(portWritable(msg.stream, STREAM_WINDOW), stream!),
           { ...attached!.description, createdAt: Date.now() },
           { batchBytes: 64 * 1024, workers: 0, index: false },
         )
@@ -243,7 +261,7 @@ port.onmessage = (e) => {
       writer?.catch(() => {}); // reported when the job awaits it
       targets.set(msg.tag, {
         path: msg.path,
-        stream: msg.stream !== undefined,
+        stream,
         precopy: msg.precopy ?? {},
         writer,
       });
@@ -259,9 +277,9 @@ port.onmessage = (e) => {
       }
       break;
     }
-    case "final-ok": {
-      const r = finalOk.get(msg.tag);
-      finalOk.delete(msg.tag);
+    case "drained": {
+      const r = drained.get(msg.tag);
+      drained.delete(msg.tag);
       r?.();
       break;
     }
