@@ -300,8 +300,21 @@ Deno.test("livesnap run --incremental: a writer killed mid-diff leaves no file t
       await new Promise((r) => setTimeout(r, 5));
       if (names().includes(parent)) temp = names().find((n) => n.startsWith(`${diff}.tmp-`));
     }
-    // Let some of its pages reach the temporary, then kill the writer outright.
-    await new Promise((r) => setTimeout(r, 150));
+    // Kill the writer outright as soon as some of its pages have reached the temporary (a fixed
+    // delay let a fast writer finish first). Bounded: 120 s.
+    const tempPath = `${dir}/${temp}`;
+    for (let waited = 0;; waited += 1) {
+      if (waited > 120_000) throw new Error(`nothing reached ${temp} after 120 s`);
+      const size = (() => {
+        try {
+          return Deno.statSync(tempPath).size;
+        } catch {
+          return -1; // renamed meanwhile: the assertion below reports it
+        }
+      })();
+      if (size < 0 || size >= 64 * 1024) break;
+      await new Promise((r) => setTimeout(r, 1));
+    }
     child.kill("SIGKILL");
     await child.status;
     assert(!names().includes(diff), `${diff} exists although its writer was killed`);
