@@ -57,6 +57,35 @@ export function encodeIndex(index: SnapshotIndex): Uint8Array {
 }
 
 /**
+ * The body of an INDEX payload (FORMAT.md §8): its outer header checked (compression, declared
+ * length against the cap and the payload), and the body decompressed by `decompress` (the bytes,
+ * or a reason string) when compressed. Throws a CorruptError naming the INDEX record.
+ */
+function indexPayloadBody(
+  payload: Uint8Array,
+  offset: number,
+  recordIndex: number,
+  decompress: (data: Uint8Array, length: number) => Uint8Array | string,
+): Uint8Array {
+  const outer = new ByteCursor(payload, offset, recordIndex);
+  const compression = outer.u8("index compression");
+  const bodyLength = outer.u32("index body length");
+  if (compression > 1) outer.fail(`unknown index compression ${compression}`);
+  if (bodyLength > MAX_RECORD_PAYLOAD) {
+    outer.fail(`index body of ${bodyLength} bytes exceeds the cap of ${MAX_RECORD_PAYLOAD}`);
+  }
+  const body = outer.rest();
+  if (compression === 0) {
+    if (body.length !== bodyLength) {
+      outer.fail(`index body is ${body.length} bytes, declared ${bodyLength}`);
+    }
+    return body;
+  }
+  const out = decompress(body, bodyLength);
+  return typeof out === "string" ? outer.fail(out) : out;
+}
+
+/**
  * Decodes an INDEX payload. Checks the declared sizes against the cap and the payload before
  * allocating, that entries are strictly sorted, and that offsets lie before `limit` (the index's
  * own offset).
@@ -68,23 +97,9 @@ export function decodeIndex(
   offset: number,
   recordIndex: number,
 ): SnapshotIndex {
-  const outer = new ByteCursor(payload, offset, recordIndex);
-  const compression = outer.u8("index compression");
-  const bodyLength = outer.u32("index body length");
-  if (compression > 1) outer.fail(`unknown index compression ${compression}`);
-  if (bodyLength > MAX_RECORD_PAYLOAD) {
-    outer.fail(`index body of ${bodyLength} bytes exceeds the cap of ${MAX_RECORD_PAYLOAD}`);
-  }
-  let body = outer.rest();
-  if (compression === 1) {
-    // Into this thread's reused area (read once below, never kept): the columns are decoded
-    // straight from it, so the only fresh memory is the decoded columns themselves.
-    const out = zstdDecompressView(body, bodyLength);
-    if (typeof out === "string") return outer.fail(out);
-    body = out;
-  } else if (body.length !== bodyLength) {
-    outer.fail(`index body is ${body.length} bytes, declared ${bodyLength}`);
-  }
+  // Into this thread's reused area (read once below, never kept): the columns are decoded
+  // straight from it, so the only fresh memory is the decoded columns themselves.
+  const body = indexPayloadBody(payload, offset, recordIndex, zstdDecompressView);
   const c = new ByteCursor(body, offset, recordIndex);
   const n = c.u32("page entry count");
   const d = c.u32("device entry count");
@@ -269,41 +284,26 @@ export class IndexBody {
     offset: number,
     recordIndex: number,
   ): IndexBody {
-    const outer = new ByteCursor(payload, offset, recordIndex);
-    const compression = outer.u8("index compression");
-    const bodyLength = outer.u32("index body length");
-    if (compression > 1) outer.fail(`unknown index compression ${compression}`);
-    if (bodyLength > MAX_RECORD_PAYLOAD) {
-      outer.fail(`index body of ${bodyLength} bytes exceeds the cap of ${MAX_RECORD_PAYLOAD}`);
-    }
-    let body = outer.rest();
-    let area: Uint8Array | null = null;
-    if (compression === 1) {
-      if (spareArea !== null && spareArea.length >= bodyLength) {
-        area = spareArea;
-        spareArea = null;
-      }
-      const out = (area ?? new Uint8Array(bodyLength)).subarray(0, bodyLength);
-      const bad = zstdDecompressInto(body, out);
-      if (bad !== null) {
-        if (area !== null) spareArea = area;
-        return outer.fail(bad);
-      }
-      body = out;
-    } else if (body.length !== bodyLength) {
-      outer.fail(`index body is ${body.length} bytes, declared ${bodyLength}`);
-    }
+    // The kept memory, when it was free and large enough: given back if the body is refused.
+    let area = null as Uint8Array | null;
     try {
-      if (body.length < 8) {
-        outer.fail(`index body is ${body.length} bytes, shorter than its counts`);
-      }
+      const body = indexPayloadBody(payload, offset, recordIndex, (data, length) => {
+        if (spareArea !== null && spareArea.length >= length) {
+          area = spareArea;
+          spareArea = null;
+        }
+        const out = (area ?? new Uint8Array(length)).subarray(0, length);
+        return zstdDecompressInto(data, out) ?? out;
+      });
+      const fail = (reason: string): never => {
+        throw new CorruptError(reason, { offset, recordIndex });
+      };
+      if (body.length < 8) fail(`index body is ${body.length} bytes, shorter than its counts`);
       const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
       const n = view.getUint32(0, true);
       const d = view.getUint32(4, true);
       if (indexBodySize(n, d) !== body.length) {
-        outer.fail(
-          `${n} page and ${d} device entries do not fill the ${body.length}-byte index body`,
-        );
+        fail(`${n} page and ${d} device entries do not fill the ${body.length}-byte index body`);
       }
       return new IndexBody(view, area, regionPageCounts, limit, offset, recordIndex);
     } catch (e) {
