@@ -9,18 +9,20 @@
 
 let spare: Worker | null = null;
 
-/** Starts the spare worker, unless one is waiting already. */
-export function prestartReadBackWorker(): void {
-  spare ??= new Worker(new URL("./_output_check_worker.ts", import.meta.url).href, {
+function startWorker(): Worker {
+  return new Worker(new URL("./_output_check_worker.ts", import.meta.url).href, {
     type: "module",
   });
 }
 
+/** Starts the spare worker, unless one is waiting already. */
+export function prestartReadBackWorker(): void {
+  spare ??= startWorker();
+}
+
 /** The spare worker (which the caller then owns), or a new one. */
 export function takeReadBackWorker(): Worker {
-  const w = spare ?? new Worker(new URL("./_output_check_worker.ts", import.meta.url).href, {
-    type: "module",
-  });
+  const w = spare ?? startWorker();
   spare = null;
   return w;
 }
