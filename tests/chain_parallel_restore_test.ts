@@ -3,14 +3,18 @@
  * FORMAT.md §14.4) gives exactly what the single-thread chain reader and the flattened file give,
  * and refuses a damaged link naming the file and the record's offset, before the guest runs.
  */
-import { bootMemstress, PS, RAM, saveDiff, withTemp as withTempIn } from "./_chain_fixture.ts";
+import {
+  bootMemstress,
+  makeChain as makeChainIn,
+  PS,
+  RAM,
+  withTemp as withTempIn,
+} from "./_chain_fixture.ts";
 import { assert, assertEquals, assertRejects, assertStringIncludes } from "@std/assert/mod.js";
-import { saveMachine } from "../emulator/snapshot/save.ts";
 import { restoreChainEagerly } from "../emulator/snapshot/lazy_restore.ts";
 import { machineContentDigest } from "../emulator/snapshot/machine_state.ts";
-import { ChainError, openChain, readDiffParent } from "../format/chain.ts";
-import { crc32c, toHex } from "../format/checksum.ts";
-import { diffParentOf } from "../format/writer.ts";
+import { ChainError, openChain } from "../format/chain.ts";
+import { crc32c } from "../format/checksum.ts";
 import { restoreSnapshot } from "../tools/restore.ts";
 import { flattenSnapshot } from "../tools/flatten.ts";
 
@@ -23,30 +27,21 @@ const withTemp = <T>(f: (dir: string) => Promise<T>) => withTempIn("chain_parall
 
 /** s-0 full, then s-1..s-n diffs, STEP instructions apart; each diff zeroes two spare pages
  * (written by the writer as a zero record) and gives data to one zeroed before. */
-async function makeChain(dir: string, n: number): Promise<{ digests: string[]; out: string }> {
-  const { m, out } = boot();
-  m.run(STEP);
-  for (const p of SPARE) m.ram.bytes.fill(p & 0xff, p * PS, (p + 1) * PS);
-  await saveMachine(m, `${dir}/s-0.lsnap`);
-  let parent = await readDiffParent(`${dir}/s-0.lsnap`);
-  const digests = [await machineContentDigest(m)];
-  let before = m.ram.bytes.slice();
-  for (let i = 1; i <= n; i++) {
-    m.run(STEP);
-    for (const p of SPARE.slice(2 * i, 2 * i + 2)) m.ram.bytes.fill(0, p * PS, (p + 1) * PS);
-    if (i > 1) m.ram.bytes.fill(0x40 + i, SPARE[2 * i - 2] * PS, SPARE[2 * i - 2] * PS + 100);
-    const { summary } = await saveDiff(m, `${dir}/s-${i}.lsnap`, parent, before);
-    digests.push(await machineContentDigest(m));
-    assertEquals(toHex(summary.contentDigest), digests[i], `diff ${i} declares the state`);
-    parent = diffParentOf(summary, `${dir}/s-${i}.lsnap`);
-    before = m.ram.bytes.slice();
-  }
-  return { digests, out: out() };
-}
+const makeChain = (dir: string, n: number) =>
+  makeChainIn(boot().m, dir, n, {
+    step: STEP,
+    beforeFull: (m) => {
+      for (const p of SPARE) m.ram.bytes.fill(p & 0xff, p * PS, (p + 1) * PS);
+    },
+    beforeDiff: (m, i) => {
+      for (const p of SPARE.slice(2 * i, 2 * i + 2)) m.ram.bytes.fill(0, p * PS, (p + 1) * PS);
+      if (i > 1) m.ram.bytes.fill(0x40 + i, SPARE[2 * i - 2] * PS, SPARE[2 * i - 2] * PS + 100);
+    },
+  });
 
 Deno.test("restoreChainEagerly() gives the state and output of the single-thread chain path and of the flattened file", async () => {
   await withTemp(async (dir) => {
-    const { digests } = await makeChain(dir, 5);
+    const digests = await makeChain(dir, 5);
     const newest = `${dir}/s-5.lsnap`;
     // The parallel path itself: every page in, by the loaders, the digest from their hashes.
     const r = await restoreChainEagerly({ path: newest, loaders: 2, uartSink: () => {} });

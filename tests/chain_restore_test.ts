@@ -4,14 +4,19 @@
  * previous snapshot's RAM); restoring the newest diff and running on equals an uninterrupted run,
  * and a bad chain is refused before anything runs.
  */
-import { bootMemstress, PS, RAM, saveDiff, withTemp as withTempIn } from "./_chain_fixture.ts";
+import {
+  bootMemstress,
+  makeChain as makeChainIn,
+  PS,
+  RAM,
+  saveDiff,
+  withTemp as withTempIn,
+} from "./_chain_fixture.ts";
 import { assert, assertEquals, assertRejects, assertStringIncludes } from "@std/assert/mod.js";
-import { saveMachine } from "../emulator/snapshot/save.ts";
 import { restoreMachineFromFile } from "../emulator/snapshot/restore.ts";
 import { machineContentDigest } from "../emulator/snapshot/machine_state.ts";
-import { ChainError, readDiffParent } from "../format/chain.ts";
+import { ChainError } from "../format/chain.ts";
 import { toHex } from "../format/checksum.ts";
-import { diffParentOf } from "../format/writer.ts";
 import { restoreSnapshot } from "../tools/restore.ts";
 import { flattenSnapshot } from "../tools/flatten.ts";
 import { main as restoreMain } from "../tools/restore_command.ts";
@@ -22,24 +27,12 @@ const withTemp = <T>(f: (dir: string) => Promise<T>) => withTempIn("chain_restor
 const STEP = 200_000;
 
 /** s-0 full at STEP, then s-1..s-n diffs every STEP instructions. */
-async function makeChain(dir: string, n: number) {
-  const { m } = boot();
-  m.run(STEP);
-  await saveMachine(m, `${dir}/s-0.lsnap`);
-  let parent = await readDiffParent(`${dir}/s-0.lsnap`);
-  const digests = [await machineContentDigest(m)];
-  let before = m.ram.bytes.slice();
-  for (let i = 1; i <= n; i++) {
-    m.run(STEP);
-    const { summary, dirty } = await saveDiff(m, `${dir}/s-${i}.lsnap`, parent, before);
-    assert(dirty > 0 && dirty < RAM / PS / 4, `diff ${i} holds ${dirty} pages`);
-    digests.push(await machineContentDigest(m));
-    assertEquals(toHex(summary.contentDigest), digests[i], `diff ${i} declares the state`);
-    parent = diffParentOf(summary, `${dir}/s-${i}.lsnap`);
-    before = m.ram.bytes.slice();
-  }
-  return digests;
-}
+const makeChain = (dir: string, n: number) =>
+  makeChainIn(boot().m, dir, n, {
+    step: STEP,
+    afterDiff: (i, dirty) =>
+      assert(dirty > 0 && dirty < RAM / PS / 4, `diff ${i} holds ${dirty} pages`),
+  });
 
 Deno.test("restoreSnapshot() of a diff runs on exactly as an uninterrupted run", async () => {
   await withTemp(async (dir) => {
